@@ -1,0 +1,1 @@
+//! One collector per concern; see `crate::collector::Collector`.

@@ -1,0 +1,8 @@
+//! nvmeof-exporter's agent as a library, so tests and benchmarks drive the same code as the
+//! binary. The flow follows the folders: `bpf` (kernel maps → drained model), `sysfs` (parsers:
+//! a root path → typed structs), `collectors` (models → metric families), `http` (exposition).
+pub mod bpf;
+pub mod collector;
+pub mod collectors;
+pub mod http;
+pub mod sysfs;

@@ -1,0 +1,446 @@
+//! Types shared by the kernel side (`nvmeof-ebpf`) and the agent (`nvmeof-agent`).
+//!
+//! Every map key and value is defined here once, `#[repr(C)]` and free of implicit padding, so the
+//! kernel writes exactly what the agent reads. Map and program names are constants for the same
+//! reason. The latency bucket function lives here too: the kernel uses [`latency_bucket`], the
+//! agent its inverse [`bucket_bounds_ns`], and both are tested against each other below.
+#![no_std]
+
+pub mod layout;
+
+pub use layout::{FieldLoc, TracepointLayout};
+
+/// Names of the maps in the eBPF object.
+pub mod maps {
+    /// Commands set up and not yet completed: [`crate::InflightKey`] → [`crate::Inflight`].
+    pub const INFLIGHT: &str = "INFLIGHT";
+    /// Per hardware queue: [`crate::QueueKey`] → [`crate::QueueState`].
+    pub const QUEUES: &str = "QUEUES";
+    /// Per (controller, queue, opcode class): [`crate::OpKey`] → [`crate::OpStats`].
+    pub const OPS: &str = "OPS";
+    /// Error completions: [`crate::StatusKey`] → `u64` count.
+    pub const STATUSES: &str = "STATUSES";
+    /// The LBA size of each namespace, written by the agent: [`crate::NamespaceKey`] → `u32` shift.
+    pub const NAMESPACES: &str = "NAMESPACES";
+    /// The programs' own event counters: index [`crate::ProgramCounter`] → `u64`, per CPU.
+    pub const COUNTERS: &str = "COUNTERS";
+    /// One zeroed [`crate::OpStats`] per CPU: the source of new `OPS` entries, which are too large
+    /// for the BPF stack.
+    pub const OPS_ZERO: &str = "OPS_ZERO";
+}
+
+/// Names of the programs in the eBPF object.
+pub mod programs {
+    pub const NVME_SETUP_CMD: &str = "nvme_setup_cmd";
+    pub const NVME_COMPLETE_RQ: &str = "nvme_complete_rq";
+}
+
+/// Name of the global that carries the tracepoint field layout (see [`TracepointLayout`]).
+pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+
+/// Capacity of the in-flight map. A lost completion leaves its entry until the same tag is used
+/// again on that queue, when it is replaced and counted; a full map refuses and counts.
+pub const INFLIGHT_CAPACITY: u32 = 16384;
+/// Default capacity of the `OPS` map: (controller, queue, opcode class) keys.
+pub const OPS_CAPACITY: u32 = 4096;
+/// Default capacity of the `QUEUES` map.
+pub const QUEUES_CAPACITY: u32 = 2048;
+/// Capacity of the `STATUSES` map.
+pub const STATUSES_CAPACITY: u32 = 1024;
+/// Capacity of the `NAMESPACES` map.
+pub const NAMESPACES_CAPACITY: u32 = 1024;
+
+/// The low bits of a command id that hold the blk-mq tag. Newer kernels put a generation counter
+/// above them in `nvme_setup_cmd` but 5.10 records the bare tag in `nvme_complete_rq`: joining on
+/// the masked value works on both.
+pub const TAG_MASK: u16 = 0x0fff;
+
+/// The class of an NVMe command, the last part of the key of every per-command statistic.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum OpClass {
+    Read = 0,
+    Write = 1,
+    Flush = 2,
+    OtherIo = 3,
+    Admin = 4,
+    Fabrics = 5,
+}
+
+impl OpClass {
+    pub const ALL: [OpClass; 6] = [
+        OpClass::Read,
+        OpClass::Write,
+        OpClass::Flush,
+        OpClass::OtherIo,
+        OpClass::Admin,
+        OpClass::Fabrics,
+    ];
+
+    /// Classifies a command by its queue and opcode. Queue 0 is the admin queue; opcode 0x7f is a
+    /// fabrics command (connect, property get/set, authentication) on any queue.
+    #[inline(always)]
+    pub fn classify(qid: u16, opcode: u8) -> OpClass {
+        if opcode == NVME_FABRICS_OPCODE {
+            OpClass::Fabrics
+        } else if qid == 0 {
+            OpClass::Admin
+        } else {
+            match opcode {
+                NVME_CMD_READ => OpClass::Read,
+                NVME_CMD_WRITE => OpClass::Write,
+                NVME_CMD_FLUSH => OpClass::Flush,
+                _ => OpClass::OtherIo,
+            }
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Option<OpClass> {
+        OpClass::ALL.get(v as usize).copied()
+    }
+
+    /// The label value used on `/metrics`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpClass::Read => "read",
+            OpClass::Write => "write",
+            OpClass::Flush => "flush",
+            OpClass::OtherIo => "other",
+            OpClass::Admin => "admin",
+            OpClass::Fabrics => "fabrics",
+        }
+    }
+
+    /// Whether the command moves data counted in bytes (read and write).
+    #[inline(always)]
+    pub fn moves_data(self) -> bool {
+        matches!(self, OpClass::Read | OpClass::Write)
+    }
+}
+
+pub const NVME_CMD_FLUSH: u8 = 0x00;
+pub const NVME_CMD_WRITE: u8 = 0x01;
+pub const NVME_CMD_READ: u8 = 0x02;
+pub const NVME_FABRICS_OPCODE: u8 = 0x7f;
+
+/// Counters the programs keep about themselves, indices into the `COUNTERS` per-CPU array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgramCounter {
+    /// A setup found an in-flight entry for the same (controller, queue, tag): the earlier
+    /// command's completion was never seen (reset, timeout, lost event). The entry is replaced.
+    InflightReplaced = 0,
+    /// The in-flight map was full: this command is not timed.
+    InflightFull = 1,
+    /// A completion with no in-flight entry (set up before the programs attached, or dropped).
+    CompletionUnmatched = 2,
+    /// The `OPS` map was full: a new (controller, queue, class) key could not be added.
+    OpsFull = 3,
+    /// A read or write on a namespace whose LBA size the agent had not yet written: its bytes are
+    /// counted with 512-byte blocks.
+    LbaSizeUnknown = 4,
+    /// A tracepoint field could not be read (`bpf_probe_read` failed).
+    ReadFailed = 5,
+    /// Setups seen, all queues and classes: the programs' own event count.
+    SetupEvents = 6,
+    /// Completions seen.
+    CompleteEvents = 7,
+}
+
+pub const PROGRAM_COUNTERS: u32 = 8;
+
+impl ProgramCounter {
+    pub const ALL: [ProgramCounter; PROGRAM_COUNTERS as usize] = [
+        ProgramCounter::InflightReplaced,
+        ProgramCounter::InflightFull,
+        ProgramCounter::CompletionUnmatched,
+        ProgramCounter::OpsFull,
+        ProgramCounter::LbaSizeUnknown,
+        ProgramCounter::ReadFailed,
+        ProgramCounter::SetupEvents,
+        ProgramCounter::CompleteEvents,
+    ];
+}
+
+/// Key of the in-flight map: one hardware queue's tag.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct InflightKey {
+    /// `nvme_ctrl->instance`: the N of `/dev/nvmeN`.
+    pub ctrl_id: u32,
+    pub qid: u16,
+    /// `command_id & TAG_MASK`.
+    pub tag: u16,
+}
+
+/// A command between setup and completion.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inflight {
+    pub start_ns: u64,
+    /// Bytes the command moves (reads and writes), 0 for others.
+    pub bytes: u32,
+    /// An [`OpClass`] as `u8`.
+    pub opclass: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Key of the per-queue map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueKey {
+    pub ctrl_id: u32,
+    pub qid: u16,
+    pub _pad: u16,
+}
+
+/// Cumulative per-queue counters. `submitted - completed` is the current depth; `busy_ns` grows
+/// while at least one command is in flight (like the block layer's `io_ticks`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueState {
+    pub submitted: u64,
+    pub completed: u64,
+    pub busy_ns: u64,
+    pub last_event_ns: u64,
+}
+
+/// Key of the per-(controller, queue, class) map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpKey {
+    pub ctrl_id: u32,
+    pub qid: u16,
+    /// An [`OpClass`] as `u8`.
+    pub opclass: u8,
+    pub _pad: u8,
+}
+
+/// Cumulative per-(controller, queue, class) statistics of completed commands.
+///
+/// `latency_sum_ns` is also the integral of the in-flight count over time (Little's law), so its
+/// rate is the average queue depth of that class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpStats {
+    pub commands: u64,
+    pub bytes: u64,
+    /// Completions with a non-zero NVMe status.
+    pub errors: u64,
+    pub latency_sum_ns: u64,
+    /// Counts per [`latency_bucket`]. `u32` keeps the value small; the agent drains far more often
+    /// than a bucket could wrap and takes deltas modulo 2^32.
+    pub buckets: [u32; LATENCY_BUCKETS],
+}
+
+impl Default for OpStats {
+    fn default() -> Self {
+        OpStats {
+            commands: 0,
+            bytes: 0,
+            errors: 0,
+            latency_sum_ns: 0,
+            buckets: [0; LATENCY_BUCKETS],
+        }
+    }
+}
+
+/// Key of the error-status map. `status` is the NVMe status as the kernel keeps it
+/// (`nvme_req(req)->status`): status code type in bits 8..11, status code in bits 0..8, with the
+/// More and Do Not Retry bits cleared.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StatusKey {
+    pub ctrl_id: u32,
+    pub status: u16,
+    pub opclass: u8,
+    pub _pad: u8,
+}
+
+/// Key of the namespace map, whose value is log2 of the LBA size.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NamespaceKey {
+    pub ctrl_id: u32,
+    pub nsid: u32,
+}
+
+/// The mask that keeps status code type and status code of an NVMe status.
+pub const NVME_STATUS_MASK: u16 = 0x07ff;
+
+// ---------------------------------------------------------------------------------------------
+// Latency buckets: log-linear, 32 sub-buckets per power of two from 2^10 ns (about 1 µs) to
+// 2^37 ns (about 137 s). A bucket is at most 1/32 of its lower bound wide, so a quantile read at a
+// bucket's midpoint is within 1/64 (1.6 %) of the exact one.
+// ---------------------------------------------------------------------------------------------
+
+/// log2 of the number of sub-buckets per power of two.
+pub const LATENCY_SUB_BITS: u32 = 5;
+/// Sub-buckets per power of two.
+pub const LATENCY_SUB_BUCKETS: u32 = 1 << LATENCY_SUB_BITS;
+/// Values below `2^LATENCY_MIN_SHIFT` ns share bucket 0.
+pub const LATENCY_MIN_SHIFT: u32 = 10;
+/// Values from `2^LATENCY_MAX_SHIFT` ns on share the last bucket.
+pub const LATENCY_MAX_SHIFT: u32 = 37;
+/// Number of buckets: an underflow bucket, the log-linear range and an overflow bucket.
+pub const LATENCY_BUCKETS: usize =
+    (2 + (LATENCY_MAX_SHIFT - LATENCY_MIN_SHIFT) * LATENCY_SUB_BUCKETS) as usize;
+
+/// Index of the most significant set bit; `v` must be non-zero. Branches only, no loop, so the
+/// verifier sees a fixed cost.
+#[inline(always)]
+pub fn msb(v: u64) -> u32 {
+    let mut x = v;
+    let mut k = 0;
+    if x >= 1 << 32 {
+        x >>= 32;
+        k += 32;
+    }
+    if x >= 1 << 16 {
+        x >>= 16;
+        k += 16;
+    }
+    if x >= 1 << 8 {
+        x >>= 8;
+        k += 8;
+    }
+    if x >= 1 << 4 {
+        x >>= 4;
+        k += 4;
+    }
+    if x >= 1 << 2 {
+        x >>= 2;
+        k += 2;
+    }
+    if x >= 1 << 1 {
+        k += 1;
+    }
+    k
+}
+
+/// The bucket of a latency in nanoseconds.
+#[inline(always)]
+pub fn latency_bucket(ns: u64) -> usize {
+    if ns < 1 << LATENCY_MIN_SHIFT {
+        return 0;
+    }
+    if ns >= 1 << LATENCY_MAX_SHIFT {
+        return LATENCY_BUCKETS - 1;
+    }
+    let k = msb(ns);
+    let sub = (ns >> (k - LATENCY_SUB_BITS)) as u32 & (LATENCY_SUB_BUCKETS - 1);
+    (1 + (k - LATENCY_MIN_SHIFT) * LATENCY_SUB_BUCKETS + sub) as usize
+}
+
+/// The half-open range `[low, high)` of nanoseconds that a bucket holds. The overflow bucket's
+/// upper bound is `u64::MAX`.
+pub fn bucket_bounds_ns(bucket: usize) -> (u64, u64) {
+    if bucket == 0 {
+        return (0, 1 << LATENCY_MIN_SHIFT);
+    }
+    if bucket >= LATENCY_BUCKETS - 1 {
+        return (1 << LATENCY_MAX_SHIFT, u64::MAX);
+    }
+    let i = (bucket - 1) as u32;
+    let k = LATENCY_MIN_SHIFT + i / LATENCY_SUB_BUCKETS;
+    let sub = (i % LATENCY_SUB_BUCKETS) as u64;
+    let unit = 1u64 << (k - LATENCY_SUB_BITS);
+    (
+        (LATENCY_SUB_BUCKETS as u64 + sub) * unit,
+        (LATENCY_SUB_BUCKETS as u64 + sub + 1) * unit,
+    )
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all of these are #[repr(C)], Copy, made of integers, with explicit padding fields,
+    // so every bit pattern is valid and no byte is uninitialised.
+    unsafe impl aya::Pod for InflightKey {}
+    unsafe impl aya::Pod for Inflight {}
+    unsafe impl aya::Pod for QueueKey {}
+    unsafe impl aya::Pod for QueueState {}
+    unsafe impl aya::Pod for OpKey {}
+    unsafe impl aya::Pod for OpStats {}
+    unsafe impl aya::Pod for StatusKey {}
+    unsafe impl aya::Pod for NamespaceKey {}
+    unsafe impl aya::Pod for FieldLoc {}
+    unsafe impl aya::Pod for TracepointLayout {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_have_no_implicit_padding() {
+        assert_eq!(core::mem::size_of::<InflightKey>(), 8);
+        assert_eq!(core::mem::size_of::<Inflight>(), 16);
+        assert_eq!(core::mem::size_of::<QueueKey>(), 8);
+        assert_eq!(core::mem::size_of::<QueueState>(), 32);
+        assert_eq!(core::mem::size_of::<OpKey>(), 8);
+        assert_eq!(core::mem::size_of::<OpStats>(), 32 + 4 * LATENCY_BUCKETS);
+        assert_eq!(core::mem::size_of::<StatusKey>(), 8);
+        assert_eq!(core::mem::size_of::<NamespaceKey>(), 8);
+    }
+
+    #[test]
+    fn bucket_count_covers_1us_to_100s() {
+        assert_eq!(LATENCY_BUCKETS, 866);
+        assert!(bucket_bounds_ns(1).0 <= 1_000 * 2);
+        assert!(bucket_bounds_ns(LATENCY_BUCKETS - 2).1 >= 100_000_000_000);
+    }
+
+    #[test]
+    fn msb_matches_leading_zeros() {
+        for shift in 0..64 {
+            for v in [
+                1u64 << shift,
+                (1u64 << shift) | 1,
+                ((1u128 << (shift + 1)) - 1) as u64,
+            ] {
+                assert_eq!(msb(v), 63 - v.leading_zeros(), "v={v}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_value_falls_inside_its_bucket_bounds() {
+        let mut v = 1u64;
+        while v < 1 << 40 {
+            for x in [v - 1, v, v + 1, v + v / 3] {
+                let b = latency_bucket(x);
+                let (lo, hi) = bucket_bounds_ns(b);
+                assert!(lo <= x && x < hi, "x={x} bucket={b} [{lo},{hi})");
+            }
+            v = v * 5 / 4 + 1;
+        }
+    }
+
+    #[test]
+    fn buckets_are_contiguous_and_fine() {
+        for b in 1..LATENCY_BUCKETS - 1 {
+            let (lo, hi) = bucket_bounds_ns(b);
+            assert_eq!(bucket_bounds_ns(b - 1).1, lo, "gap before bucket {b}");
+            assert_eq!(latency_bucket(lo), b);
+            assert_eq!(latency_bucket(hi - 1), b);
+            // Midpoint error at most 1/64 of the value.
+            assert!((hi - lo) * 64 <= lo * 2, "bucket {b} too wide: [{lo},{hi})");
+        }
+    }
+
+    #[test]
+    fn classify_by_queue_and_opcode() {
+        assert_eq!(OpClass::classify(1, NVME_CMD_READ), OpClass::Read);
+        assert_eq!(OpClass::classify(3, NVME_CMD_WRITE), OpClass::Write);
+        assert_eq!(OpClass::classify(3, NVME_CMD_FLUSH), OpClass::Flush);
+        assert_eq!(OpClass::classify(3, 0x09), OpClass::OtherIo);
+        assert_eq!(OpClass::classify(0, 0x02), OpClass::Admin);
+        assert_eq!(OpClass::classify(0, 0x7f), OpClass::Fabrics);
+        assert_eq!(OpClass::classify(2, 0x7f), OpClass::Fabrics);
+        for c in OpClass::ALL {
+            assert_eq!(OpClass::from_u8(c as u8), Some(c));
+        }
+        assert_eq!(OpClass::from_u8(6), None);
+    }
+}

@@ -1,0 +1,338 @@
+//! The kernel side of nvmeof-exporter.
+//!
+//! Hooks: `nvme:nvme_setup_cmd` and `nvme:nvme_complete_rq` (classic tracepoints).
+//! Maps (types and names in `nvmeof-common`):
+//! - `INFLIGHT`: the start time of every command between setup and completion, keyed by
+//!   (controller, queue, tag);
+//! - `QUEUES`: per hardware queue, submitted and completed counts and busy time;
+//! - `OPS`: per (controller, queue, opcode class), completed commands, bytes, errors, latency sum
+//!   and a log-linear latency histogram;
+//! - `STATUSES`: error completions by (controller, NVMe status, class);
+//! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...).
+//!
+//! Field offsets are not compiled in: the agent parses the tracepoints' `format` files and writes
+//! them into the `LAYOUT` global before loading. Every counter is cumulative; the agent takes
+//! deltas. Shared maps are updated with the BPF atomic add, which every supported kernel has.
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{map, tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use nvmeof_common::{
+    latency_bucket, FieldLoc, Inflight, InflightKey, NamespaceKey, OpClass, OpKey, OpStats,
+    ProgramCounter, QueueKey, QueueState, StatusKey, TracepointLayout, INFLIGHT_CAPACITY,
+    LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY, PROGRAM_COUNTERS,
+    QUEUES_CAPACITY, STATUSES_CAPACITY, TAG_MASK,
+};
+
+/// Written by the agent before load (`EbpfLoader::override_global`).
+#[no_mangle]
+static LAYOUT: TracepointLayout = TracepointLayout {
+    setup_ctrl_id: FieldLoc::new(0, 0),
+    setup_qid: FieldLoc::new(0, 0),
+    setup_opcode: FieldLoc::new(0, 0),
+    setup_cid: FieldLoc::new(0, 0),
+    setup_nsid: FieldLoc::new(0, 0),
+    setup_cdw10: FieldLoc::new(0, 0),
+    complete_ctrl_id: FieldLoc::new(0, 0),
+    complete_qid: FieldLoc::new(0, 0),
+    complete_cid: FieldLoc::new(0, 0),
+    complete_status: FieldLoc::new(0, 0),
+    valid: 0,
+};
+
+#[map]
+static INFLIGHT: HashMap<InflightKey, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
+#[map]
+static QUEUES: HashMap<QueueKey, QueueState> = HashMap::with_max_entries(QUEUES_CAPACITY, 0);
+#[map]
+static OPS: HashMap<OpKey, OpStats> = HashMap::with_max_entries(OPS_CAPACITY, 0);
+#[map]
+static STATUSES: HashMap<StatusKey, u64> = HashMap::with_max_entries(STATUSES_CAPACITY, 0);
+#[map]
+static NAMESPACES: HashMap<NamespaceKey, u32> = HashMap::with_max_entries(NAMESPACES_CAPACITY, 0);
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTERS, 0);
+#[map]
+static OPS_ZERO: PerCpuArray<OpStats> = PerCpuArray::with_max_entries(1, 0);
+
+const BPF_NOEXIST: u64 = 1;
+/// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
+const CDW12_OFFSET_IN_CDW10: u16 = 8;
+const DEFAULT_LBA_SHIFT: u32 = 9;
+
+#[inline(always)]
+fn layout() -> TracepointLayout {
+    // SAFETY: a plain read of a global; volatile so the compiler does not fold in the zeroed
+    // initialiser that the agent overrides before load.
+    unsafe { core::ptr::read_volatile(&LAYOUT) }
+}
+
+/// Adds to a shared counter with the BPF atomic add (the result is unused, so LLVM emits the
+/// fetch-less form that 5.10 accepts too).
+#[inline(always)]
+fn atomic_add(dst: *mut u64, v: u64) {
+    // SAFETY: dst points into a map value that the kernel keeps alive for this program run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, v,
+        );
+    }
+}
+
+#[inline(always)]
+fn atomic_add32(dst: *mut u32, v: u32) {
+    // SAFETY: as in `atomic_add`.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, v,
+        );
+    }
+}
+
+#[inline(always)]
+fn count(counter: ProgramCounter) {
+    if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: a per-CPU slot: no other program run touches it while this one runs.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Reads an unsigned integer field of 1, 2, 4 or 8 bytes.
+#[inline(always)]
+fn read_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<u64> {
+    let off = loc.offset as usize;
+    // SAFETY: read_at goes through bpf_probe_read; a bad offset fails, it cannot fault.
+    let v = unsafe {
+        match loc.size {
+            1 => ctx.read_at::<u8>(off).map(u64::from),
+            2 => ctx.read_at::<u16>(off).map(u64::from),
+            4 => ctx.read_at::<u32>(off).map(u64::from),
+            8 => ctx.read_at::<u64>(off),
+            _ => return None,
+        }
+    };
+    match v {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(ProgramCounter::ReadFailed);
+            None
+        }
+    }
+}
+
+/// Brings a queue's busy time up to `now` and moves its depth by one command.
+#[inline(always)]
+fn queue_event(key: &QueueKey, now: u64, submitted: bool) {
+    let state = match QUEUES.get_ptr_mut(key) {
+        Some(p) => p,
+        None => {
+            let _ = QUEUES.insert(key, &QueueState::default(), BPF_NOEXIST);
+            match QUEUES.get_ptr_mut(key) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: state points into a map value; the racy reads below are tolerated (like the block
+    // layer's io_ticks): the counts themselves use atomic adds.
+    unsafe {
+        let depth = (*state).submitted.wrapping_sub((*state).completed);
+        let last = (*state).last_event_ns;
+        if depth > 0 && last != 0 && now > last {
+            atomic_add(&mut (*state).busy_ns, now - last);
+        }
+        (*state).last_event_ns = now;
+        if submitted {
+            atomic_add(&mut (*state).submitted, 1);
+        } else {
+            atomic_add(&mut (*state).completed, 1);
+        }
+    }
+}
+
+#[tracepoint]
+pub fn nvme_setup_cmd(ctx: TracePointContext) -> u32 {
+    let _ = try_setup(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_setup(ctx: &TracePointContext) -> Option<()> {
+    let l = layout();
+    if l.valid == 0 {
+        return None;
+    }
+    count(ProgramCounter::SetupEvents);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ctrl_id = read_field(ctx, l.setup_ctrl_id)? as u32;
+    let qid = read_field(ctx, l.setup_qid)? as u16;
+    let opcode = read_field(ctx, l.setup_opcode)? as u8;
+    let cid = read_field(ctx, l.setup_cid)? as u16;
+    let class = OpClass::classify(qid, opcode);
+
+    let mut bytes = 0u32;
+    if class.moves_data() && l.setup_cdw10.is_present() {
+        let nsid = read_field(ctx, l.setup_nsid)? as u32;
+        let cdw12 = read_field(
+            ctx,
+            FieldLoc::new(l.setup_cdw10.offset + CDW12_OFFSET_IN_CDW10, 4),
+        )? as u32;
+        let blocks = (cdw12 & 0xffff) + 1;
+        // SAFETY: a map value read, copied at once.
+        let shift = match unsafe { NAMESPACES.get(&NamespaceKey { ctrl_id, nsid }) } {
+            Some(s) => *s,
+            None => {
+                count(ProgramCounter::LbaSizeUnknown);
+                DEFAULT_LBA_SHIFT
+            }
+        };
+        bytes = blocks << (shift & 31);
+    }
+
+    let key = InflightKey {
+        ctrl_id,
+        qid,
+        tag: cid & TAG_MASK,
+    };
+    let value = Inflight {
+        start_ns: now,
+        bytes,
+        opclass: class as u8,
+        _pad: [0; 3],
+    };
+    if INFLIGHT.get_ptr(&key).is_some() {
+        count(ProgramCounter::InflightReplaced);
+    }
+    if INFLIGHT.insert(&key, &value, 0).is_err() {
+        count(ProgramCounter::InflightFull);
+        return None;
+    }
+    queue_event(
+        &QueueKey {
+            ctrl_id,
+            qid,
+            _pad: 0,
+        },
+        now,
+        true,
+    );
+    Some(())
+}
+
+#[tracepoint]
+pub fn nvme_complete_rq(ctx: TracePointContext) -> u32 {
+    let _ = try_complete(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_complete(ctx: &TracePointContext) -> Option<()> {
+    let l = layout();
+    if l.valid == 0 {
+        return None;
+    }
+    count(ProgramCounter::CompleteEvents);
+    let now = unsafe { bpf_ktime_get_ns() };
+    let ctrl_id = read_field(ctx, l.complete_ctrl_id)? as u32;
+    let qid = read_field(ctx, l.complete_qid)? as u16;
+    let cid = read_field(ctx, l.complete_cid)? as u16;
+    let status = read_field(ctx, l.complete_status)? as u16 & NVME_STATUS_MASK;
+
+    let key = InflightKey {
+        ctrl_id,
+        qid,
+        tag: cid & TAG_MASK,
+    };
+    // SAFETY: a map value read, copied before the entry is removed.
+    let started = match unsafe { INFLIGHT.get(&key) } {
+        Some(v) => *v,
+        None => {
+            count(ProgramCounter::CompletionUnmatched);
+            return None;
+        }
+    };
+    let _ = INFLIGHT.remove(&key);
+    queue_event(
+        &QueueKey {
+            ctrl_id,
+            qid,
+            _pad: 0,
+        },
+        now,
+        false,
+    );
+
+    let latency = now.saturating_sub(started.start_ns);
+    let op_key = OpKey {
+        ctrl_id,
+        qid,
+        opclass: started.opclass,
+        _pad: 0,
+    };
+    let stats = match OPS.get_ptr_mut(&op_key) {
+        Some(p) => p,
+        None => {
+            let zero = OPS_ZERO.get(0)?;
+            let _ = OPS.insert(&op_key, zero, BPF_NOEXIST);
+            match OPS.get_ptr_mut(&op_key) {
+                Some(p) => p,
+                None => {
+                    count(ProgramCounter::OpsFull);
+                    return None;
+                }
+            }
+        }
+    };
+    let bucket = latency_bucket(latency);
+    // SAFETY: stats points into a live map value; bucket < LATENCY_BUCKETS by construction, and
+    // the explicit check keeps the verifier's bounds proof simple.
+    unsafe {
+        atomic_add(&mut (*stats).commands, 1);
+        atomic_add(&mut (*stats).latency_sum_ns, latency);
+        if started.bytes != 0 {
+            atomic_add(&mut (*stats).bytes, started.bytes as u64);
+        }
+        if status != 0 {
+            atomic_add(&mut (*stats).errors, 1);
+        }
+        if bucket < LATENCY_BUCKETS {
+            atomic_add32(&mut (*stats).buckets[bucket], 1);
+        }
+    }
+    if status != 0 {
+        let skey = StatusKey {
+            ctrl_id,
+            status,
+            opclass: started.opclass,
+            _pad: 0,
+        };
+        match STATUSES.get_ptr_mut(&skey) {
+            Some(p) => atomic_add(p, 1),
+            None => {
+                if STATUSES.insert(&skey, &1, BPF_NOEXIST).is_err() {
+                    if let Some(p) = STATUSES.get_ptr_mut(&skey) {
+                        atomic_add(p, 1);
+                    }
+                }
+            }
+        }
+    }
+    Some(())
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";
