@@ -1,1 +1,179 @@
-fn main() {}
+//! `cargo xtask`: the project's commands. `run` and `test` are the README's quick start.
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use xtask::cmd::{self, say};
+use xtask::kernel::{self, Series};
+use xtask::lab::{Lab, LabOptions};
+use xtask::{bootstrap, cache, capture};
+
+#[derive(Parser)]
+#[command(about = "Build, lab and test commands of nvmeof-exporter")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what the build and the lab need (Debian packages, rust-src, bpf-linker).
+    Bootstrap,
+    /// Bootstrap, then build the agent (release) with its eBPF object inside.
+    Build,
+    /// Run the exporter against the lab VM, serving real metrics on host loopback until stopped.
+    Run {
+        #[arg(long, default_value = "6.1")]
+        kernel: Series,
+        /// Host loopback port the agent's metrics are forwarded to.
+        #[arg(long, default_value_t = 9856)]
+        port: u16,
+    },
+    /// Every test: unit, golden and lab tests (the lab boots the chosen kernels).
+    Test {
+        /// Kernels the lab tests run on (repeatable); 6.1 by default.
+        #[arg(long = "kernel", default_values = ["6.1"])]
+        kernels: Vec<Series>,
+        /// Arguments passed on to the test binaries (a filter, --nocapture, ...).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Fetch a kernel and build its out-of-tree modules (cached).
+    Fetch {
+        #[arg(long, default_value = "6.1")]
+        kernel: Series,
+    },
+    /// Capture tracepoint formats and sysfs trees from the lab into tests/fixtures.
+    Capture {
+        #[arg(long = "kernel", default_values = ["6.1"])]
+        kernels: Vec<Series>,
+    },
+    /// Boot the lab (with the agent) and run one guest script, printing its output.
+    Exec {
+        #[arg(long, default_value = "6.1")]
+        kernel: Series,
+        script: String,
+    },
+}
+
+fn agent_binary() -> PathBuf {
+    cache::workspace().join("target/release/nvmeof-exporter")
+}
+
+fn build_agent() -> Result<PathBuf> {
+    say("build: cargo build --release -p nvmeof-agent (the eBPF object is built and embedded)");
+    cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
+        "build",
+        "--release",
+        "-p",
+        "nvmeof-agent",
+    ]))?;
+    Ok(agent_binary())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Bootstrap => bootstrap::run(),
+        Cmd::Build => {
+            bootstrap::run()?;
+            let bin = build_agent()?;
+            say(format!("build: {}", bin.display()));
+            Ok(())
+        }
+        Cmd::Fetch { kernel } => {
+            bootstrap::run()?;
+            let k = kernel::prepare(kernel)?;
+            say(format!(
+                "kernel: {} ready at {}",
+                k.release,
+                k.vmlinuz.display()
+            ));
+            for l in &k.limits {
+                say(format!("kernel: limit: {l}"));
+            }
+            Ok(())
+        }
+        Cmd::Run { kernel, port } => run(kernel, port),
+        Cmd::Test { kernels, args } => test(&kernels, &args),
+        Cmd::Capture { kernels } => {
+            bootstrap::run()?;
+            let agent = build_agent()?;
+            for k in kernels {
+                capture::capture(k, &agent)?;
+            }
+            Ok(())
+        }
+        Cmd::Exec { kernel, script } => {
+            bootstrap::run()?;
+            let mut opts = LabOptions::new(kernel);
+            opts.agent = Some(build_agent()?);
+            let mut lab = Lab::boot(&opts)?;
+            let o = lab.sh(&script)?;
+            print!("{}", o.out);
+            std::process::exit(o.rc);
+        }
+    }
+}
+
+fn run(series: Series, port: u16) -> Result<()> {
+    bootstrap::run()?;
+    let agent = build_agent()?;
+    let mut opts = LabOptions::new(series);
+    opts.agent = Some(agent);
+    opts.host_port = Some(port);
+    let mut lab = Lab::boot(&opts)?;
+    let topo = lab.sh("topology; controllers")?;
+    print!("{}", topo.out);
+    lab.sh_ok("agent_start")
+        .context("starting the agent in the lab")?;
+    // A gentle, bounded background load so the I/O metrics move: 1 MiB to each namespace every
+    // two seconds, for at most two hours.
+    lab.sh_ok(
+        "( i=0; while [ $i -lt 3600 ]; do for s in tcp rdma fc loop; do d=$(dev_of $s) && \
+         dd if=/dev/zero of=$d bs=64k count=16 oflag=direct 2>/dev/null; done; sleep 2; \
+         i=$((i+1)); done ) > /dev/null 2>&1 &",
+    )?;
+    println!();
+    println!(
+        "nvmeof-exporter is serving real metrics from the lab VM (kernel {}):",
+        lab.kernel.release
+    );
+    println!("    curl http://127.0.0.1:{port}/metrics");
+    println!("Press Ctrl-C to stop.");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn test(kernels: &[Series], args: &[String]) -> Result<()> {
+    bootstrap::run()?;
+    let agent = build_agent()?;
+    let names: Vec<&str> = kernels.iter().map(|k| k.name()).collect();
+    for k in kernels {
+        let k = kernel::prepare(*k)?;
+        say(format!("kernel: {} ready", k.release));
+    }
+    say(format!(
+        "test: cargo test (lab kernels: {})",
+        names.join(", ")
+    ));
+    let mut c = Command::new("cargo");
+    c.current_dir(cache::workspace())
+        .env("NVMEOF_AGENT_BIN", &agent)
+        .env("NVMEOF_LAB_KERNELS", names.join(","))
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "nvmeof-ebpf",
+            "--features",
+            "nvmeof-tests/lab",
+        ]);
+    if !args.is_empty() {
+        c.arg("--").args(args);
+    }
+    cmd::run(&mut c)
+}

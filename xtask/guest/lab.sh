@@ -1,0 +1,162 @@
+# The lab's scenario language: shell functions every command from the host can call.
+# Targets are nvmet subsystems backed by null_blk devices; hosts connect through /dev/nvme-fabrics.
+# Sourced by the command loop in init.sh before each command; defines functions only.
+
+CFG=/sys/kernel/config/nvmet
+NQN_PREFIX=nqn.2026-11.io.nvmeof-exporter.lab
+# Soft-RoCE runs on one end of a veth pair; the address is a documentation address (RFC 5737)
+# that exists only inside this VM, where target and host both use it.
+RDMA_ADDR=192.0.2.1
+# fcloop world wide names: one local (host) port, one target port.
+FC_HOST_WWNN=0x10000000000000a1
+FC_HOST_WWPN=0x20000000000000a1
+FC_TGT_WWNN=0x10000000000000b1
+FC_TGT_WWPN=0x20000000000000b1
+AGENT_PORT=9856
+
+nqn() { echo "$NQN_PREFIX:$1"; }
+
+# subsys NAME NULLB: a subsystem with namespace 1 on /dev/NULLB, open to any host.
+subsys() {
+    s="$CFG/subsystems/$(nqn "$1")"
+    mkdir -p "$s" || return 1
+    echo 1 > "$s/attr_allow_any_host"
+    [ -f "$s/attr_model" ] && echo "nvmeof-lab-$1" > "$s/attr_model"
+    mkdir -p "$s/namespaces/1"
+    echo "/dev/$2" > "$s/namespaces/1/device_path"
+    echo 1 > "$s/namespaces/1/enable"
+}
+
+# port ID TRTYPE ADRFAM TRADDR [TRSVCID]
+port() {
+    p="$CFG/ports/$1"
+    mkdir -p "$p" || return 1
+    echo "$2" > "$p/addr_trtype"
+    [ -n "$3" ] && echo "$3" > "$p/addr_adrfam"
+    [ -n "$4" ] && echo "$4" > "$p/addr_traddr"
+    [ -n "$5" ] && echo "$5" > "$p/addr_trsvcid"
+    return 0
+}
+
+# expose PORT NAME / unexpose PORT NAME: link or unlink a subsystem on a port (cut a path).
+expose() { ln -s "$CFG/subsystems/$(nqn "$2")" "$CFG/ports/$1/subsystems/$(nqn "$2")"; }
+unexpose() { rm -f "$CFG/ports/$1/subsystems/$(nqn "$2")"; }
+
+# connect OPTIONS: the host side, as nvme-cli would write it.
+connect() { echo "$1" > /dev/nvme-fabrics; }
+
+# The transports. Each sets up its target port and subsystem; `connect_*` attaches the host.
+setup_tcp() {
+    subsys tcp nullb0 && port 1 tcp ipv4 127.0.0.1 4420 && port 2 tcp ipv4 127.0.0.1 4421 &&
+        expose 1 tcp && expose 2 tcp
+}
+connect_tcp() {
+    # Two paths to one subsystem: native multipath makes one head with two paths.
+    connect "transport=tcp,traddr=127.0.0.1,trsvcid=4420,nqn=$(nqn tcp),reconnect_delay=1,ctrl_loss_tmo=${1:-600}" &&
+        connect "transport=tcp,traddr=127.0.0.1,trsvcid=4421,nqn=$(nqn tcp),reconnect_delay=1,ctrl_loss_tmo=${1:-600}"
+}
+
+setup_rdma() {
+    /usr/bin/ip link add veth0 type veth peer name veth1 &&
+        /usr/bin/ip addr add "$RDMA_ADDR/24" dev veth0 &&
+        /usr/bin/ip link set veth0 up && /usr/bin/ip link set veth1 up &&
+        /usr/bin/rdma link add rxe0 type rxe netdev veth0 &&
+        subsys rdma nullb1 && port 3 rdma ipv4 "$RDMA_ADDR" 4420 && expose 3 rdma
+}
+connect_rdma() {
+    connect "transport=rdma,traddr=$RDMA_ADDR,trsvcid=4420,nqn=$(nqn rdma),reconnect_delay=1,ctrl_loss_tmo=600"
+}
+
+fc_name() { echo "nn-$1:pn-$2"; }
+setup_fc() {
+    [ -d /sys/class/fcloop/ctl ] || { echo "fcloop is not loaded: $(grep fcloop /lab/limits)"; return 1; }
+    echo "wwnn=$FC_TGT_WWNN,wwpn=$FC_TGT_WWPN" > /sys/class/fcloop/ctl/add_target_port &&
+        echo "wwnn=$FC_HOST_WWNN,wwpn=$FC_HOST_WWPN" > /sys/class/fcloop/ctl/add_local_port &&
+        echo "wwnn=$FC_TGT_WWNN,wwpn=$FC_TGT_WWPN,lpwwnn=$FC_HOST_WWNN,lpwwpn=$FC_HOST_WWPN,roles=0x60" > /sys/class/fcloop/ctl/add_remote_port &&
+        subsys fc nullb2 && port 4 fc fc "$(fc_name $FC_TGT_WWNN $FC_TGT_WWPN)" && expose 4 fc
+}
+connect_fc() {
+    connect "transport=fc,traddr=$(fc_name $FC_TGT_WWNN $FC_TGT_WWPN),host_traddr=$(fc_name $FC_HOST_WWNN $FC_HOST_WWPN),nqn=$(nqn fc),reconnect_delay=1,ctrl_loss_tmo=600"
+}
+
+setup_loop() {
+    [ -d /sys/module/nvme_loop ] || { echo "nvme-loop is not loaded: $(grep loop /lab/limits)"; return 1; }
+    subsys loop nullb3 && port 5 loop "" "" && expose 5 loop
+}
+connect_loop() { connect "transport=loop,nqn=$(nqn loop)"; }
+
+# topology: every transport the kernel can do, set up and connected; prints what it skipped.
+topology() {
+    for t in tcp rdma fc loop; do
+        if "setup_$t"; then
+            "connect_$t" || echo "@@SKIP $t: connect failed"
+        else
+            echo "@@SKIP $t: setup failed"
+        fi
+    done
+    wait_live 20
+}
+
+# wait_live SECONDS: until every controller is live, or the time is up.
+wait_live() {
+    i=0
+    while [ "$i" -lt "$(($1 * 10))" ]; do
+        notlive=0
+        for c in /sys/class/nvme/nvme*; do
+            [ -e "$c/state" ] || continue
+            [ "$(cat "$c/state")" = live ] || notlive=1
+        done
+        [ "$notlive" = 0 ] && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# ctrl_of NAME [TRSVCID]: the nvmeN of the controller connected to a lab subsystem (by port).
+ctrl_of() {
+    for c in /sys/class/nvme/nvme*; do
+        [ "$(cat "$c/subsysnqn" 2>/dev/null)" = "$(nqn "$1")" ] || continue
+        if [ -n "$2" ]; then
+            grep -q "trsvcid=$2" "$c/address" || continue
+        fi
+        echo "${c##*/}"
+        return 0
+    done
+    return 1
+}
+
+# dev_of NAME: the namespace block device (multipath head) of a lab subsystem.
+dev_of() {
+    for s in /sys/class/nvme-subsystem/*; do
+        [ "$(cat "$s/subsysnqn")" = "$(nqn "$1")" ] || continue
+        for n in "$s"/nvme*n*; do
+            [ -e "$n" ] && { echo "/dev/${n##*/}"; return 0; }
+        done
+    done
+    return 1
+}
+
+# controllers: one line per controller: name transport state subsysnqn
+controllers() {
+    for c in /sys/class/nvme/nvme*; do
+        echo "${c##*/} $(cat "$c/transport") $(cat "$c/state") $(cat "$c/subsysnqn")"
+    done
+}
+
+# agent_start [ARGS]: the exporter in the background, its log in /tmp/agent.log.
+agent_start() {
+    /usr/bin/nvmeof-exporter --web.listen-address=":$AGENT_PORT" "$@" > /tmp/agent.log 2>&1 &
+    echo $! > /tmp/agent.pid
+    i=0
+    while [ $i -lt 300 ]; do
+        curl -sf "http://127.0.0.1:$AGENT_PORT/healthz" > /dev/null && return 0
+        kill -0 "$(cat /tmp/agent.pid)" 2>/dev/null || { cat /tmp/agent.log; return 1; }
+        sleep 0.1
+        i=$((i + 1))
+    done
+    cat /tmp/agent.log
+    return 1
+}
+agent_stop() { [ -f /tmp/agent.pid ] && kill "$(cat /tmp/agent.pid)" 2>/dev/null; rm -f /tmp/agent.pid; }
+scrape() { curl -sf "http://127.0.0.1:$AGENT_PORT/metrics"; }

@@ -1,0 +1,196 @@
+//! Installs what the build and the lab need on a fresh Debian machine, idempotently: Debian
+//! packages (QEMU, busybox, the tools copied into the lab VM, a C toolchain for out-of-tree
+//! modules), the nightly toolchain's `rust-src` (for `-Z build-std=core`) and `bpf-linker`.
+//! Each step says whether it found the thing in place or installed it.
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::{self, say};
+
+/// Debian packages the build and the lab need, with the program that shows each is there.
+pub const DEBIAN_PACKAGES: &[&str] = &[
+    "qemu-system-x86",
+    "busybox-static",
+    "kmod",
+    "cpio",
+    "iproute2",
+    "nvme-cli",
+    "curl",
+    "xz-utils",
+    "zstd",
+    "gcc",
+    "make",
+    "libc6-dev",
+    "libelf-dev",
+    "dwarves",
+    "bpftool",
+];
+
+pub const BPF_LINKER_VERSION: &str = "0.13.0";
+pub const NIGHTLY: &str = "nightly";
+
+pub fn run() -> Result<()> {
+    debian_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    say("bootstrap: everything in place");
+    Ok(())
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn debian_packages() -> Result<()> {
+    let missing: Vec<&str> = DEBIAN_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !installed(p))
+        .collect();
+    if missing.is_empty() {
+        say(format!(
+            "bootstrap: Debian packages already installed ({})",
+            DEBIAN_PACKAGES.len()
+        ));
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "these Debian packages are missing: {}. Installing them needs root: run \
+             `sudo apt-get install -y {}` or run this command as root",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    say(format!(
+        "bootstrap: installing Debian packages: {}",
+        missing.join(" ")
+    ));
+    cmd::run(Command::new("apt-get").args(["update", "-qq"]))
+        .context("apt-get update (is the Debian archive reachable?)")?;
+    cmd::run(
+        Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing),
+    )?;
+    Ok(())
+}
+
+fn nightly_rust_src() -> Result<()> {
+    if !cmd::have("rustup") {
+        bail!(
+            "rustup is not on PATH: the eBPF build needs rustup's nightly toolchain with rust-src"
+        );
+    }
+    let toolchains = cmd::output(Command::new("rustup").args(["toolchain", "list"]))?;
+    if !toolchains.lines().any(|l| l.starts_with("nightly")) {
+        say("bootstrap: installing the nightly toolchain (minimal profile)");
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+        ]))
+        .context("installing the nightly toolchain")?;
+    }
+    let components = cmd::output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--installed",
+        "--toolchain",
+        NIGHTLY,
+    ]))?;
+    if components.lines().any(|l| l.starts_with("rust-src")) {
+        say("bootstrap: nightly rust-src already installed");
+        return Ok(());
+    }
+    say("bootstrap: adding rust-src to the nightly toolchain");
+    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
+        .context("rustup component add rust-src --toolchain nightly")
+}
+
+/// The nightly's own libLLVM, which bpf-linker links against (no LLVM from apt needed). Its file
+/// name carries the nightly's version, so it is looked up, never assumed.
+fn nightly_libllvm() -> Result<(PathBuf, PathBuf)> {
+    let sysroot = cmd::output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))?;
+    let lib = PathBuf::from(sysroot.trim()).join("lib");
+    let mut found = None;
+    for e in std::fs::read_dir(&lib).with_context(|| format!("reading {}", lib.display()))? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libLLVM.so.")
+            || (name.starts_with("libLLVM-") && name.ends_with(".so"))
+        {
+            found = Some(lib.join(name));
+            break;
+        }
+    }
+    let so = found.with_context(|| format!("no libLLVM shared library in {}", lib.display()))?;
+    Ok((so, lib))
+}
+
+fn bpf_linker_works() -> Option<String> {
+    let out = Command::new("bpf-linker").arg("--version").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn bpf_linker() -> Result<()> {
+    if let Some(v) = bpf_linker_works() {
+        if v.contains(BPF_LINKER_VERSION) {
+            say(format!(
+                "bootstrap: {v} already installed (cached, not rebuilt)"
+            ));
+            return Ok(());
+        }
+    }
+    let (so, libdir) = nightly_libllvm()?;
+    say(format!(
+        "bootstrap: building bpf-linker {BPF_LINKER_VERSION} against {} (about a minute)",
+        so.display()
+    ));
+    let rustflags = format!(
+        "-C link-arg={} -C link-arg=-Wl,-rpath,{}",
+        so.display(),
+        libdir.display()
+    );
+    cmd::run(
+        Command::new("cargo")
+            .env("RUSTFLAGS", rustflags)
+            .args([
+                "install",
+                &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+                "--locked",
+                "--force",
+            ])
+            .args([
+                "--no-default-features",
+                "--features",
+                "llvm-22,no-llvm-linking",
+            ]),
+    )
+    .context("installing bpf-linker")?;
+    match bpf_linker_works() {
+        Some(v) => {
+            say(format!("bootstrap: {v} installed"));
+            Ok(())
+        }
+        None => bail!(
+            "bpf-linker was installed but `bpf-linker --version` fails; is ~/.cargo/bin on PATH?"
+        ),
+    }
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask capture`: boots the lab with every transport connected and copies what a real
+//! kernel shows into `tests/fixtures/<series>/`: the nvme tracepoints' `format` files and the
+//! sysfs trees the collectors read (attribute files with their contents, symlinks as symlinks,
+//! so the tree works as a `--path.sysfs` root). Unit and golden tests run on these, never on
+//! hand-written trees.
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+use crate::cache;
+use crate::cmd::{self, say};
+use crate::kernel::Series;
+use crate::lab::{base64_decode, Lab, LabOptions};
+
+/// The guest side: builds /tmp/cap and prints it as a base64 tar.gz.
+const CAPTURE_SCRIPT: &str = r#"
+cap=/tmp/cap; rm -rf $cap; mkdir -p $cap/sys $cap/tracepoints
+for e in /sys/kernel/tracing/events/nvme/*/; do
+    n=$(basename "$e"); mkdir -p "$cap/tracepoints/$n"; cat "$e/format" > "$cap/tracepoints/$n/format"
+done
+copy() { # copy PATH DEPTH: attribute files and symlinks below PATH, symlinks not followed
+    find "$1" -maxdepth "$2" \( -type f -o -type l \) 2>/dev/null | while read -r f; do
+        d="$cap$(dirname "$f")"; mkdir -p "$d"
+        if [ -L "$f" ]; then ln -sf "$(readlink "$f")" "$cap$f"
+        else cat "$f" > "$cap$f" 2>/dev/null || rm -f "$cap$f"; fi
+    done
+}
+for c in nvme nvme-subsystem nvme-fabrics infiniband fc_host fc_remote_ports; do
+    [ -d /sys/class/$c ] || continue
+    copy /sys/class/$c 1
+    for l in /sys/class/$c/*; do [ -L "$l" ] && copy "$(readlink -f "$l")" 4; done
+done
+for b in /sys/block/nvme*; do [ -L "$b" ] && copy "$b" 0; done
+copy /sys/devices/virtual/nvme-fabrics 5
+copy /sys/devices/virtual/nvme-subsystem 5
+for n in veth0 veth1; do [ -L /sys/class/net/$n ] && copy /sys/class/net/$n 0 && copy "$(readlink -f /sys/class/net/$n)" 2; done
+uname -r > $cap/KERNEL
+tar -czf /tmp/cap.tgz -C $cap . && base64 /tmp/cap.tgz
+"#;
+
+pub fn capture(series: Series, agent: &Path) -> Result<()> {
+    let mut opts = LabOptions::new(series);
+    opts.agent = Some(agent.to_path_buf());
+    let mut lab = Lab::boot(&opts)?;
+    let topo = lab.sh("topology; controllers")?;
+    say(format!(
+        "capture: topology on {}:\n{}",
+        lab.kernel.release,
+        topo.out.trim_end()
+    ));
+    let out = lab
+        .sh_ok(CAPTURE_SCRIPT)
+        .context("capturing sysfs and tracepoint formats")?;
+    let tgz = base64_decode(&out)?;
+    let dest = cache::workspace()
+        .join("tests/fixtures")
+        .join(series.name());
+    let _ = std::fs::remove_dir_all(&dest);
+    std::fs::create_dir_all(&dest)?;
+    let archive = lab.work_dir().join("cap.tgz");
+    std::fs::write(&archive, &tgz)?;
+    cmd::output(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest),
+    )
+    .context("unpacking the capture")?;
+    say(format!(
+        "capture: {} → {}",
+        lab.kernel.release,
+        dest.display()
+    ));
+    Ok(())
+}

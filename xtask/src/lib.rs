@@ -1,0 +1,11 @@
+//! The project's own tooling as a library: the bootstrap that installs what builds need, the
+//! kernels fetched from Debian's archive, the initramfs and the QEMU lab VM with its control
+//! channel. `main.rs` is the `cargo xtask` front; the end-to-end tests drive [`lab::Lab`] directly.
+pub mod apt;
+pub mod bootstrap;
+pub mod cache;
+pub mod capture;
+pub mod cmd;
+pub mod initramfs;
+pub mod kernel;
+pub mod lab;
