@@ -18,10 +18,10 @@ mount -t bpf bpf /sys/fs/bpf 2>/dev/null
 ip link set lo up
 
 # Modules: the order file lists them dependencies first. Options that the lab needs:
-# four null_blk devices (one per transport's subsystem).
+# four memory-backed null_blk devices (one per transport's subsystem), so data reads back.
 while read -r m; do
     case "$m" in
-        *null_blk.ko) insmod "/mods/$m" nr_devices=4 gb=1 || echo "@@MODFAIL $m" ;;
+        *null_blk.ko) insmod "/mods/$m" nr_devices=4 gb=1 memory_backed=1 || echo "@@MODFAIL $m" ;;
         *) insmod "/mods/$m" 2>/tmp/insmod.err || { grep -q 'File exists' /tmp/insmod.err || echo "@@MODFAIL $m $(cat /tmp/insmod.err)"; } ;;
     esac
 done < /mods/order

@@ -10,7 +10,8 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -61,7 +62,7 @@ pub struct GuestOutput {
 }
 
 pub struct Lab {
-    child: Child,
+    qemu: Qemu,
     ctl: BufReader<UnixStream>,
     work: PathBuf,
     console: PathBuf,
@@ -182,13 +183,9 @@ impl Lab {
             accel()
         ));
         let started = Instant::now();
-        let mut child = qemu
-            .spawn()
-            .context("starting qemu-system-x86_64 (run `cargo xtask bootstrap`)")?;
-        let ready = wait_for_console(&mut child, &console, &work, "@@READY", BOOT_TIMEOUT);
-        if let Err(e) = ready {
-            let _ = child.kill();
-            let _ = child.wait();
+        let child = Qemu::spawn(qemu)?;
+        if let Err(e) = wait_for_console(&child, &console, &work, "@@READY", BOOT_TIMEOUT) {
+            child.kill();
             return Err(e);
         }
         let stream = UnixStream::connect(&sock).with_context(|| {
@@ -200,7 +197,7 @@ impl Lab {
             started.elapsed().as_secs_f64()
         ));
         let lab = Lab {
-            child,
+            qemu: child,
             ctl: BufReader::new(stream),
             work,
             console,
@@ -371,8 +368,7 @@ fn dechunk(mut s: &str) -> Result<String> {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.qemu.kill();
         if std::env::var_os("NVMEOF_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.work);
         }
@@ -380,7 +376,7 @@ impl Drop for Lab {
 }
 
 fn wait_for_console(
-    child: &mut Child,
+    child: &Qemu,
     console: &Path,
     work: &Path,
     marker: &str,
@@ -393,7 +389,7 @@ fn wait_for_console(
         if text.lines().any(|l| l.starts_with(marker)) {
             return Ok(());
         }
-        if let Some(status) = child.try_wait()? {
+        if let Some(status) = child.exited() {
             let err = std::fs::read_to_string(work.join("qemu.err")).unwrap_or_default();
             bail!(
                 "QEMU exited ({status}) before the guest was ready: {err}\nconsole tail:\n{}",
@@ -407,6 +403,63 @@ fn wait_for_console(
             );
         }
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A QEMU process. It is started and reaped by a thread of its own that lives as long as QEMU:
+/// the kernel sends PR_SET_PDEATHSIG when the *thread* that forked the child ends, and a test
+/// harness ends each test's thread while the shared VM must live on.
+struct Qemu {
+    pid: i32,
+    status: Arc<Mutex<Option<ExitStatus>>>,
+    reaper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Qemu {
+    fn spawn(mut cmd: Command) -> Result<Qemu> {
+        let status = Arc::new(Mutex::new(None));
+        let (tx, rx) = mpsc::channel();
+        let st = status.clone();
+        let reaper = std::thread::spawn(move || match cmd.spawn() {
+            Ok(mut child) => {
+                let _ = tx.send(Ok(child.id() as i32));
+                if let Ok(s) = child.wait() {
+                    *st.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
+        });
+        let pid = rx
+            .recv()
+            .context("the QEMU reaper thread ended early")?
+            .context("starting qemu-system-x86_64 (run `cargo xtask bootstrap`)")?;
+        Ok(Qemu {
+            pid,
+            status,
+            reaper: Some(reaper),
+        })
+    }
+
+    fn exited(&self) -> Option<ExitStatus> {
+        *self.status.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn kill(&self) {
+        if self.exited().is_none() {
+            // SAFETY: signalling our own child, which the reaper has not yet reaped.
+            unsafe { libc::kill(self.pid, libc::SIGKILL) };
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.kill();
+        if let Some(r) = self.reaper.take() {
+            let _ = r.join();
+        }
     }
 }
 
