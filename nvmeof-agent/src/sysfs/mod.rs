@@ -15,7 +15,7 @@ pub use attr::{Parsed, Skip};
 pub use blockstat::BlockStat;
 pub use controller::{controllers, Address, Controller, CtrlState, Timeout};
 pub use namespace::{namespace_lba_sizes, namespaces, AnaState, Namespace, NamespaceLba, NsPath};
-pub use subsystem::{subsystems, Subsystem};
+pub use subsystem::{subsystems, SubsysController, Subsystem};
 
 #[cfg(test)]
 pub(crate) mod testtree {

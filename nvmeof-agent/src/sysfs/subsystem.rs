@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::attr::{entries, Attrs, Parsed, Skip};
-use super::controller::ctrl_instance;
+use super::controller::{ctrl_instance, CtrlState};
 use super::namespace::head_instance;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -18,10 +18,18 @@ pub struct Subsystem {
     pub iopolicy: Option<String>,
     /// `nvm` or `discovery`; absent on kernels before 5.18.
     pub subsystype: Option<String>,
-    /// Names of the controllers (`nvmeN`) linked under the subsystem.
-    pub controllers: Vec<String>,
+    /// The controllers linked under the subsystem: the paths to it.
+    pub controllers: Vec<SubsysController>,
     /// Names of the multipath namespace heads (`nvmeXnY`) under the subsystem.
     pub namespaces: Vec<String>,
+}
+
+/// A controller as its subsystem lists it: enough to count live paths without a second scan.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SubsysController {
+    /// `nvmeN`.
+    pub name: String,
+    pub state: Option<CtrlState>,
 }
 
 /// Every subsystem under `ROOT/class/nvme-subsystem`, in instance order.
@@ -39,7 +47,7 @@ pub fn subsystems(root: &Path) -> anyhow::Result<Parsed<Subsystem>> {
 }
 
 fn subsystem(dir: &Path, name: &str, skipped: &mut Vec<Skip>) -> anyhow::Result<Subsystem> {
-    let mut a = Attrs::new(dir, skipped);
+    let mut a = Attrs::new(dir, &mut *skipped);
     let mut s = Subsystem {
         name: name.to_owned(),
         subsysnqn: a.text("subsysnqn"),
@@ -52,7 +60,12 @@ fn subsystem(dir: &Path, name: &str, skipped: &mut Vec<Skip>) -> anyhow::Result<
     };
     for entry in entries(dir)? {
         if ctrl_instance(&entry).is_some() {
-            s.controllers.push(entry);
+            // Unknown states were counted by the controller parser's caller; here only liveness
+            // matters.
+            let state = Attrs::new(&dir.join(&entry), skipped)
+                .text("state")
+                .map(|t| CtrlState::parse(&t));
+            s.controllers.push(SubsysController { name: entry, state });
         } else if head_instance(&entry).is_some() {
             s.namespaces.push(entry);
         }
@@ -79,7 +92,9 @@ mod tests {
         assert_eq!(s.subsysnqn.as_deref(), Some("nqn.test:a"));
         assert_eq!(s.iopolicy.as_deref(), Some("numa"));
         assert_eq!(s.subsystype.as_deref(), Some("nvm"));
-        assert_eq!(s.controllers, ["nvme0", "nvme1"]);
+        let names: Vec<_> = s.controllers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["nvme0", "nvme1"]);
+        assert_eq!(s.controllers[1].state, Some(CtrlState::Connecting));
         assert_eq!(s.namespaces, ["nvme0n1"]);
     }
 
