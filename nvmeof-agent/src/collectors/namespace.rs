@@ -120,7 +120,7 @@ fn emit(sink: &mut Sink, ns: &Namespace) {
         sink.gauge(&LBS, &ids, f64::from(lbs));
     }
     if let Some(stat) = &ns.stat {
-        stats(sink, &ids[..2], stat);
+        stats(sink, &ids, stat);
     }
     for p in &ns.paths {
         let Some(state) = &p.ana_state else {
