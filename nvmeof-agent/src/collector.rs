@@ -137,3 +137,36 @@ impl Sink {
         self.families.into_values().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: Family = Family {
+        name: "x_up",
+        help: "Up.",
+        kind: Kind::Gauge,
+    };
+    const A: Family = Family {
+        name: "a_total",
+        help: "A.",
+        kind: Kind::Counter,
+    };
+
+    #[test]
+    fn families_merge_by_name_and_come_out_sorted() {
+        let mut first = Sink::new();
+        first.gauge(&UP, &[("c", "1")], 1.0);
+        first.skipped(2);
+        assert_eq!(first.skipped_count(), 2);
+        let mut second = Sink::new();
+        second.gauge(&UP, &[("c", "2")], 0.0);
+        second.counter(&A, &[], 3.0);
+        second.extend(first.into_families());
+        let fams = second.into_families();
+        let names: Vec<_> = fams.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["a_total", "x_up"]);
+        assert_eq!(fams[1].get_metric().len(), 2);
+        assert_eq!(fams[0].get_field_type(), MetricType::COUNTER);
+    }
+}
