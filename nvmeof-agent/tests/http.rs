@@ -143,3 +143,15 @@ async fn paths_methods_formats_and_malformed_requests() {
         "serve returns Ok on shutdown"
     );
 }
+
+#[tokio::test]
+async fn bind_listen_addresses() {
+    let any = http::bind(&":0".parse().unwrap()).await.unwrap();
+    assert!(any.local_addr().unwrap().ip().is_unspecified());
+    let v4 = http::bind(&"127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let taken = v4.local_addr().unwrap();
+    assert!(taken.ip().is_loopback());
+    let again = format!("127.0.0.1:{}", taken.port()).parse().unwrap();
+    let err = http::bind(&again).await.unwrap_err();
+    assert!(format!("{err:#}").contains(&format!("listening on 127.0.0.1:{}", taken.port())));
+}
