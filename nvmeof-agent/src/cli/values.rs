@@ -127,6 +127,8 @@ mod tests {
         assert!(parse_duration("10").is_err());
         assert!(parse_duration("5d").unwrap_err().contains("unit"));
         assert!(parse_duration("").is_err());
+        assert!(parse_duration("5é").is_err());
+        assert!(parse_duration("1s5").is_err());
         assert!(parse_duration("99999999999999999999s").is_err());
     }
 }
