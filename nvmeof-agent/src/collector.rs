@@ -40,7 +40,9 @@ pub trait Collector: Send + Sync {
     fn name(&self) -> &'static str;
     /// Every family this collector may emit.
     fn families(&self) -> &'static [Family];
-    /// Reads, converts, emits. An error fails this collector for this scrape only.
+    /// Reads, converts, emits. An error fails this collector for this scrape only: the scrape
+    /// serves its last good output instead, marked stale. Values skipped as missing or odd go to
+    /// [`Sink::skipped`], not to an error.
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()>;
 }
 
@@ -49,6 +51,7 @@ pub trait Collector: Send + Sync {
 #[derive(Default)]
 pub struct Sink {
     families: BTreeMap<String, MetricFamily>,
+    skipped: u64,
 }
 
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
@@ -86,7 +89,7 @@ impl Sink {
             Kind::Histogram => MetricType::HISTOGRAM,
             Kind::Summary => MetricType::SUMMARY,
         };
-        m.set_label(labels(pairs).into());
+        m.set_label(labels(pairs));
         self.family(f, t).mut_metric().push(m);
     }
 
@@ -108,7 +111,62 @@ impl Sink {
         self.push(f, m, pairs);
     }
 
+    /// Notes source values the collector skipped (missing, unparsable, unknown): they count in
+    /// `nvmeof_exporter_collect_errors_total` without failing the collect.
+    pub fn skipped(&mut self, n: usize) {
+        self.skipped += n as u64;
+    }
+
+    pub fn skipped_count(&self) -> u64 {
+        self.skipped
+    }
+
+    /// Adds families another collector produced (a cached output), merging by name.
+    pub fn extend(&mut self, families: impl IntoIterator<Item = MetricFamily>) {
+        for mut mf in families {
+            match self.families.get_mut(mf.name()) {
+                Some(have) => have.mut_metric().extend(mf.take_metric()),
+                None => {
+                    self.families.insert(mf.name().to_owned(), mf);
+                }
+            }
+        }
+    }
+
     pub fn into_families(self) -> Vec<MetricFamily> {
         self.families.into_values().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UP: Family = Family {
+        name: "x_up",
+        help: "Up.",
+        kind: Kind::Gauge,
+    };
+    const A: Family = Family {
+        name: "a_total",
+        help: "A.",
+        kind: Kind::Counter,
+    };
+
+    #[test]
+    fn families_merge_by_name_and_come_out_sorted() {
+        let mut first = Sink::new();
+        first.gauge(&UP, &[("c", "1")], 1.0);
+        first.skipped(2);
+        assert_eq!(first.skipped_count(), 2);
+        let mut second = Sink::new();
+        second.gauge(&UP, &[("c", "2")], 0.0);
+        second.counter(&A, &[], 3.0);
+        second.extend(first.into_families());
+        let fams = second.into_families();
+        let names: Vec<_> = fams.iter().map(|f| f.name()).collect();
+        assert_eq!(names, ["a_total", "x_up"]);
+        assert_eq!(fams[1].get_metric().len(), 2);
+        assert_eq!(fams[0].get_field_type(), MetricType::COUNTER);
     }
 }

@@ -2,7 +2,9 @@
 //! binary. The flow follows the folders: `bpf` (kernel maps → drained model), `sysfs` (parsers:
 //! a root path → typed structs), `collectors` (models → metric families), `http` (exposition).
 pub mod bpf;
+pub mod cli;
 pub mod collector;
 pub mod collectors;
 pub mod http;
+pub mod scrape;
 pub mod sysfs;

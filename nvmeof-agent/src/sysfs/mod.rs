@@ -1,2 +1,46 @@
 //! Parsers: a sysfs root → typed structs. Pure functions of the tree, so tests point them at
-//! fixture trees captured from the lab.
+//! fixture trees captured from the lab. No metrics code here: `crate::collectors` maps these
+//! structs to metric families.
+//!
+//! Missing or odd values never fail a parse: the field is left `None` and a [`Skip`] says which
+//! file and why, for the collectors to count.
+mod attr;
+pub mod blockstat;
+pub mod controller;
+pub mod fixture;
+pub mod namespace;
+pub mod subsystem;
+
+pub use attr::{Parsed, Skip};
+pub use blockstat::BlockStat;
+pub use controller::{controllers, Address, Controller, CtrlState, Timeout};
+pub use namespace::{namespace_lba_sizes, namespaces, AnaState, Namespace, NamespaceLba, NsPath};
+pub use subsystem::{subsystems, SubsysController, Subsystem};
+
+#[cfg(test)]
+pub(crate) mod testtree {
+    //! A fixture tree in a temporary directory that lives as long as the test's `Tree`.
+    use super::fixture::FixtureTree;
+
+    pub(crate) struct Tree {
+        tree: FixtureTree,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Tree {
+        pub(crate) fn new() -> Tree {
+            let dir = tempfile::tempdir().expect("tempdir");
+            Tree {
+                tree: FixtureTree::new(dir.path()),
+                _dir: dir,
+            }
+        }
+    }
+
+    impl std::ops::Deref for Tree {
+        type Target = FixtureTree;
+        fn deref(&self) -> &FixtureTree {
+            &self.tree
+        }
+    }
+}

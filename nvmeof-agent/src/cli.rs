@@ -1,0 +1,311 @@
+//! Command-line flags, named as node_exporter names them (`--web.listen-address`,
+//! `--collector.NAME` / `--no-collector.NAME`, ...), parsed into a [`Config`].
+//!
+//! Per-collector flags come from the registry (`crate::collectors::registry`), so a new collector
+//! gets its flags by being registered. Every invalid value is a clap error: a clear message and
+//! exit code 2, never a panic.
+mod values;
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::collectors::Registration;
+
+pub use values::{parse_duration, ListenAddress};
+
+/// Everything the flags decide.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: ListenAddress,
+    pub telemetry_path: String,
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+    pub log_level: log::LevelFilter,
+    /// Names of the enabled collectors, in registry order (always-on ones included).
+    pub collectors: Vec<&'static str>,
+    /// Each collector's deadline within a scrape.
+    pub collector_timeout: Duration,
+    /// Per-queue series from the eBPF side.
+    pub per_queue: bool,
+    pub drain_interval: Duration,
+    pub latency_window: Duration,
+}
+
+impl Config {
+    /// The defaults, as if no flag were given: for tests and tools.
+    pub fn defaults() -> Config {
+        parse_from(["nvmeof-exporter"]).expect("the defaults parse")
+    }
+}
+
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s == "/" || s == "/healthz" {
+        return Err(format!(
+            "{s:?}: must start with / and differ from / and /healthz"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+fn parse_log_level(s: &str) -> Result<log::LevelFilter, String> {
+    match s {
+        "debug" | "info" | "warn" | "error" | "trace" => Ok(s.parse().expect("known level")),
+        _ => Err(format!("{s:?}: one of error, warn, info, debug, trace")),
+    }
+}
+
+fn flag(name: String, help: String) -> Arg {
+    Arg::new(name.clone())
+        .long(name)
+        .action(ArgAction::SetTrue)
+        .help(help)
+}
+
+/// The command with every flag, per-collector flags generated from `registry`.
+pub fn command(registry: &[Registration]) -> Command {
+    let mut cmd = Command::new("nvmeof-exporter")
+        .version(env!("CARGO_PKG_VERSION"))
+        .about("Prometheus exporter for NVMe over Fabrics hosts: fabric state from sysfs, per-queue latency from eBPF.")
+        .arg(
+            Arg::new("web.listen-address")
+                .long("web.listen-address")
+                .value_name("ADDR")
+                .default_value(":9856")
+                .value_parser(ListenAddress::from_str)
+                .help("Address to listen on: :PORT, HOST:PORT or [IPv6]:PORT."),
+        )
+        .arg(
+            Arg::new("web.telemetry-path")
+                .long("web.telemetry-path")
+                .value_name("PATH")
+                .default_value("/metrics")
+                .value_parser(parse_telemetry_path)
+                .help("Path under which to expose metrics."),
+        )
+        .arg(
+            Arg::new("path.sysfs")
+                .long("path.sysfs")
+                .value_name("DIR")
+                .default_value("/sys")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("sysfs mountpoint."),
+        )
+        .arg(
+            Arg::new("path.procfs")
+                .long("path.procfs")
+                .value_name("DIR")
+                .default_value("/proc")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("procfs mountpoint."),
+        )
+        .arg(
+            Arg::new("log.level")
+                .long("log.level")
+                .value_name("LEVEL")
+                .default_value("info")
+                .value_parser(parse_log_level)
+                .help("Only log messages with the given severity or above: error, warn, info, debug, trace."),
+        )
+        .arg(
+            Arg::new("collector.timeout")
+                .long("collector.timeout")
+                .value_name("DURATION")
+                .default_value("50ms")
+                .value_parser(parse_duration)
+                .help("Deadline of each collector within a scrape; a late collector serves its last good output, marked stale."),
+        )
+        .arg(flag(
+            "collector.disable-defaults".into(),
+            "Disable every collector not enabled explicitly by --collector.NAME.".into(),
+        ))
+        .arg(
+            Arg::new("metrics.per-queue")
+                .long("metrics.per-queue")
+                .value_name("BOOL")
+                .num_args(0..=1)
+                .default_value("false")
+                .default_missing_value("true")
+                .value_parser(clap::value_parser!(bool))
+                .help("Export per-queue series from the eBPF side (8 controllers x 64 queues multiply the series count)."),
+        )
+        .arg(
+            Arg::new("ebpf.drain-interval")
+                .long("ebpf.drain-interval")
+                .value_name("DURATION")
+                .default_value("1s")
+                .value_parser(parse_duration)
+                .help("How often the eBPF maps are drained."),
+        )
+        .arg(
+            Arg::new("ebpf.latency-window")
+                .long("ebpf.latency-window")
+                .value_name("DURATION")
+                .default_value("60s")
+                .value_parser(parse_duration)
+                .help("Window over which latency quantiles are computed."),
+        );
+    for r in registry.iter().filter(|r| !r.always_on) {
+        let on = format!("collector.{}", r.name);
+        let off = format!("no-collector.{}", r.name);
+        let default = if r.default_enabled {
+            "enabled"
+        } else {
+            "disabled"
+        };
+        cmd = cmd
+            .arg(
+                flag(
+                    on.clone(),
+                    format!(
+                        "Enable the {} collector: {} (default: {default}).",
+                        r.name, r.help
+                    ),
+                )
+                .overrides_with(off.clone()),
+            )
+            .arg(
+                flag(off, format!("Disable the {} collector.", r.name))
+                    .overrides_with(on)
+                    .hide(true),
+            );
+    }
+    cmd
+}
+
+fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
+    let disable_defaults = m.get_flag("collector.disable-defaults");
+    let collectors = registry
+        .iter()
+        .filter(|r| {
+            r.always_on
+                || m.get_flag(&format!("collector.{}", r.name))
+                || (r.default_enabled
+                    && !disable_defaults
+                    && !m.get_flag(&format!("no-collector.{}", r.name)))
+        })
+        .map(|r| r.name)
+        .collect();
+    let get = |id: &str| -> Duration { *m.get_one::<Duration>(id).expect("has a default") };
+    Config {
+        listen: m
+            .get_one::<ListenAddress>("web.listen-address")
+            .expect("has a default")
+            .clone(),
+        telemetry_path: m
+            .get_one::<String>("web.telemetry-path")
+            .expect("has a default")
+            .clone(),
+        sysfs: m
+            .get_one::<PathBuf>("path.sysfs")
+            .expect("has a default")
+            .clone(),
+        procfs: m
+            .get_one::<PathBuf>("path.procfs")
+            .expect("has a default")
+            .clone(),
+        log_level: *m.get_one("log.level").expect("has a default"),
+        collectors,
+        collector_timeout: get("collector.timeout"),
+        per_queue: *m
+            .get_one::<bool>("metrics.per-queue")
+            .expect("has a default"),
+        drain_interval: get("ebpf.drain-interval"),
+        latency_window: get("ebpf.latency-window"),
+    }
+}
+
+/// Parses `args` (the program name first). `--help` and `--version` come back as errors of
+/// their own kind, which `Error::exit` prints with exit code 0.
+pub fn parse_from<I, T>(args: I) -> Result<Config, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let registry = crate::collectors::registry();
+    let m = command(&registry).try_get_matches_from(args)?;
+    Ok(config(&m, &registry))
+}
+
+/// Parses the process's arguments; on an invalid flag prints the error and exits with code 2.
+pub fn parse() -> Config {
+    parse_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = Config::defaults();
+        assert_eq!(
+            c.listen,
+            ListenAddress {
+                host: None,
+                port: 9856
+            }
+        );
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert_eq!(c.sysfs, PathBuf::from("/sys"));
+        assert_eq!(c.collector_timeout, Duration::from_millis(50));
+        assert_eq!(c.drain_interval, Duration::from_secs(1));
+        assert_eq!(c.latency_window, Duration::from_secs(60));
+        assert!(!c.per_queue);
+        assert_eq!(c.log_level, log::LevelFilter::Info);
+        assert_eq!(
+            c.collectors,
+            ["controller", "subsystem", "namespace", "exporter"]
+        );
+    }
+
+    #[test]
+    fn collector_flags_last_one_wins() {
+        let c = parse_from([
+            "x",
+            "--no-collector.namespace",
+            "--collector.namespace",
+            "--no-collector.controller",
+        ])
+        .unwrap();
+        assert_eq!(c.collectors, ["subsystem", "namespace", "exporter"]);
+        let only =
+            parse_from(["x", "--collector.disable-defaults", "--collector.subsystem"]).unwrap();
+        assert_eq!(only.collectors, ["subsystem", "exporter"]);
+    }
+
+    #[test]
+    fn invalid_flags_are_usage_errors_with_exit_code_2() {
+        for args in [
+            &["x", "--collector.timeout", "fast"][..],
+            &["x", "--web.listen-address", "nowhere"],
+            &["x", "--web.telemetry-path", "metrics"],
+            &["x", "--log.level", "loud"],
+            &["x", "--collector.nosuch"],
+            &["x", "--no-collector.exporter"],
+            &["x", "--metrics.per-queue=maybe"],
+        ] {
+            let e = parse_from(args.iter().copied()).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+        }
+        let help = parse_from(["x", "--help"]).unwrap_err();
+        assert_eq!(help.exit_code(), 0);
+        assert!(help.to_string().contains("--collector.controller"));
+    }
+
+    #[test]
+    fn ebpf_flags() {
+        let c = parse_from([
+            "x",
+            "--metrics.per-queue",
+            "--ebpf.drain-interval=250ms",
+            "--ebpf.latency-window=5m",
+        ])
+        .unwrap();
+        assert!(c.per_queue);
+        assert_eq!(c.drain_interval, Duration::from_millis(250));
+        assert_eq!(c.latency_window, Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,247 @@
+//! Collector `controller`: the state, transport, address and connection settings of every NVMe
+//! controller in `/sys/class/nvme` (parsed by `crate::sysfs::controller`).
+//!
+//! Labels: `subsystem` is the subsystem NQN (stable across reconnects, unlike `nvme-subsysN`),
+//! `controller` the kernel's `nvmeN`. The tree is read afresh on every scrape, so controllers
+//! that come or go between scrapes come or go on `/metrics` with no stale series.
+use std::path::PathBuf;
+
+use crate::collector::{Collector, Family, Kind, Sink};
+use crate::sysfs::{self, Controller, CtrlState};
+
+const STATE: Family = Family {
+    name: "nvmeof_subsystem_state",
+    help: "Controller state, one series per state the kernel knows (1 for the current one); a state this exporter does not know gets its own series.",
+    kind: Kind::Gauge,
+};
+const TRANSPORT: Family = Family {
+    name: "nvmeof_transport_type",
+    help: "The controller's transport (rdma, tcp, fc, loop, pcie) as a label; always 1.",
+    kind: Kind::Gauge,
+};
+const INFO: Family = Family {
+    name: "nvmeof_controller_info",
+    help: "Identity and address of a controller; always 1.",
+    kind: Kind::Gauge,
+};
+const QUEUES: Family = Family {
+    name: "nvmeof_controller_queues",
+    help: "Queues of the controller, the admin queue included (sysfs queue_count).",
+    kind: Kind::Gauge,
+};
+const IO_QUEUES: Family = Family {
+    name: "nvmeof_controller_io_queues",
+    help: "I/O queues of the controller (queue_count - 1).",
+    kind: Kind::Gauge,
+};
+const QUEUE_SIZE: Family = Family {
+    name: "nvmeof_controller_queue_size",
+    help: "Entries per I/O submission queue (sysfs sqsize + 1: sqsize is 0's based).",
+    kind: Kind::Gauge,
+};
+const KATO: Family = Family {
+    name: "nvmeof_controller_keep_alive_timeout_seconds",
+    help: "Keep-alive timeout (kato).",
+    kind: Kind::Gauge,
+};
+const LOSS_TMO: Family = Family {
+    name: "nvmeof_controller_loss_timeout_seconds",
+    help: "Time the host keeps reconnecting before it removes the controller (ctrl_loss_tmo); -1 when off (reconnect forever).",
+    kind: Kind::Gauge,
+};
+const RECONNECT_DELAY: Family = Family {
+    name: "nvmeof_controller_reconnect_delay_seconds",
+    help: "Delay between reconnect attempts (reconnect_delay); -1 when off.",
+    kind: Kind::Gauge,
+};
+const FAST_IO_FAIL: Family = Family {
+    name: "nvmeof_controller_fast_io_fail_timeout_seconds",
+    help: "Time after which I/O fails while reconnecting (fast_io_fail_tmo); -1 when off (I/O waits for ctrl_loss_tmo).",
+    kind: Kind::Gauge,
+};
+const CNTLID: Family = Family {
+    name: "nvmeof_controller_cntlid",
+    help: "Controller ID the target assigned (cntlid).",
+    kind: Kind::Gauge,
+};
+const NUMA_NODE: Family = Family {
+    name: "nvmeof_controller_numa_node",
+    help: "NUMA node of the controller; -1 for none.",
+    kind: Kind::Gauge,
+};
+
+pub const FAMILIES: &[Family] = &[
+    STATE,
+    TRANSPORT,
+    INFO,
+    QUEUES,
+    IO_QUEUES,
+    QUEUE_SIZE,
+    KATO,
+    LOSS_TMO,
+    RECONNECT_DELAY,
+    FAST_IO_FAIL,
+    CNTLID,
+    NUMA_NODE,
+];
+
+pub struct ControllerCollector {
+    sysfs: PathBuf,
+}
+
+impl ControllerCollector {
+    pub fn new(sysfs: PathBuf) -> Self {
+        ControllerCollector { sysfs }
+    }
+}
+
+impl Collector for ControllerCollector {
+    fn name(&self) -> &'static str {
+        "controller"
+    }
+
+    fn families(&self) -> &'static [Family] {
+        FAMILIES
+    }
+
+    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        let parsed = sysfs::controllers(&self.sysfs)?;
+        sink.skipped(parsed.skipped.len());
+        for c in &parsed.items {
+            emit(sink, c);
+        }
+        Ok(())
+    }
+}
+
+fn text(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
+fn emit(sink: &mut Sink, c: &Controller) {
+    let ids = [
+        ("subsystem", text(&c.subsysnqn)),
+        ("controller", c.name.as_str()),
+    ];
+    if let Some(state) = &c.state {
+        for known in CtrlState::KNOWN {
+            let v = f64::from(u8::from(*state == known));
+            sink.gauge(&STATE, &[ids[0], ids[1], ("state", known.as_str())], v);
+        }
+        if let CtrlState::Unknown(s) = state {
+            sink.gauge(&STATE, &[ids[0], ids[1], ("state", s)], 1.0);
+        }
+    }
+    if let Some(t) = &c.transport {
+        sink.gauge(&TRANSPORT, &[ids[0], ids[1], ("transport", t)], 1.0);
+    }
+    let addr = c.address.clone().unwrap_or_default();
+    sink.gauge(
+        &INFO,
+        &[
+            ids[0],
+            ids[1],
+            ("model", text(&c.model)),
+            ("serial", text(&c.serial)),
+            ("firmware_rev", text(&c.firmware_rev)),
+            ("cntrltype", text(&c.cntrltype)),
+            ("dctype", text(&c.dctype)),
+            ("traddr", text(&addr.traddr)),
+            ("trsvcid", text(&addr.trsvcid)),
+            ("host_traddr", text(&addr.host_traddr)),
+            ("host_iface", text(&addr.host_iface)),
+            ("src_addr", text(&addr.src_addr)),
+            ("hostnqn", text(&c.hostnqn)),
+        ],
+        1.0,
+    );
+    let mut gauge = |f: &Family, v: Option<f64>| {
+        if let Some(v) = v {
+            sink.gauge(f, &ids, v);
+        }
+    };
+    gauge(&QUEUES, c.queue_count.map(f64::from));
+    gauge(
+        &IO_QUEUES,
+        c.queue_count.map(|q| f64::from(q.saturating_sub(1))),
+    );
+    gauge(&QUEUE_SIZE, c.sqsize.map(|s| f64::from(s) + 1.0));
+    gauge(&KATO, c.kato.map(f64::from));
+    gauge(&LOSS_TMO, c.ctrl_loss_tmo.map(|t| t.as_f64()));
+    gauge(&RECONNECT_DELAY, c.reconnect_delay.map(|t| t.as_f64()));
+    gauge(&FAST_IO_FAIL, c.fast_io_fail_tmo.map(|t| t.as_f64()));
+    gauge(&CNTLID, c.cntlid.map(f64::from));
+    gauge(&NUMA_NODE, c.numa_node.map(f64::from));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysfs::testtree::Tree;
+
+    fn value(sink: Sink, name: &str, label: (&str, &str)) -> Vec<f64> {
+        sink.into_families()
+            .into_iter()
+            .filter(|f| f.name() == name)
+            .flat_map(|f| f.get_metric().to_vec())
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == label.0 && l.value() == label.1)
+            })
+            .map(|m| m.get_gauge().get_value())
+            .collect()
+    }
+
+    #[test]
+    fn state_is_one_hot_over_every_kernel_state() {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", "connecting");
+        let mut sink = Sink::new();
+        ControllerCollector::new(t.root().into())
+            .collect(&mut sink)
+            .unwrap();
+        assert_eq!(sink.skipped_count(), 0);
+        let fams = sink.into_families();
+        let state = fams.iter().find(|f| f.name() == STATE.name).unwrap();
+        assert_eq!(state.get_metric().len(), 7);
+        let ones: f64 = state
+            .get_metric()
+            .iter()
+            .map(|m| m.get_gauge().get_value())
+            .sum();
+        assert_eq!(ones, 1.0);
+    }
+
+    #[test]
+    fn an_unknown_state_gets_its_own_series_and_is_counted() {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", "unknown state");
+        let mut sink = Sink::new();
+        ControllerCollector::new(t.root().into())
+            .collect(&mut sink)
+            .unwrap();
+        assert_eq!(sink.skipped_count(), 1);
+        assert_eq!(value(sink, STATE.name, ("state", "unknown state")), [1.0]);
+    }
+
+    #[test]
+    fn off_timeouts_are_minus_one_and_io_queues_exclude_admin() {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", "live");
+        let mut sink = Sink::new();
+        ControllerCollector::new(t.root().into())
+            .collect(&mut sink)
+            .unwrap();
+        let fams = sink.into_families();
+        let get = |name: &str| {
+            fams.iter().find(|f| f.name() == name).unwrap().get_metric()[0]
+                .get_gauge()
+                .get_value()
+        };
+        assert_eq!(get(FAST_IO_FAIL.name), -1.0);
+        assert_eq!(get(LOSS_TMO.name), 5.0);
+        assert_eq!(get(IO_QUEUES.name), 2.0);
+        assert_eq!(get(QUEUE_SIZE.name), 128.0);
+    }
+}

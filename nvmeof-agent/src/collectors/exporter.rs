@@ -1,0 +1,132 @@
+//! Collector `exporter`, always on: the exporter's own health. The scraper records each
+//! collector's outcome into [`SelfStats`]; this collector turns those figures into metrics at
+//! the end of the same scrape.
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::collector::{Collector, Family, Kind, Sink};
+
+const BUILD_INFO: Family = Family {
+    name: "nvmeof_exporter_build_info",
+    help: "The exporter's version; always 1.",
+    kind: Kind::Gauge,
+};
+const SUCCESS: Family = Family {
+    name: "nvmeof_exporter_collector_success",
+    help: "1 when the collector finished within its deadline without error in this scrape.",
+    kind: Kind::Gauge,
+};
+const DURATION: Family = Family {
+    name: "nvmeof_exporter_collector_duration_seconds",
+    help: "Time this scrape waited for the collector (at most --collector.timeout).",
+    kind: Kind::Gauge,
+};
+const STALE: Family = Family {
+    name: "nvmeof_exporter_collector_stale",
+    help: "1 when the collector failed or missed its deadline and its last good output is served instead.",
+    kind: Kind::Gauge,
+};
+const ERRORS: Family = Family {
+    name: "nvmeof_exporter_collect_errors_total",
+    help: "Values skipped as missing or odd, failed runs, and scrapes in which the collector missed its deadline.",
+    kind: Kind::Counter,
+};
+const SCRAPES: Family = Family {
+    name: "nvmeof_exporter_scrapes_total",
+    help: "Scrapes served.",
+    kind: Kind::Counter,
+};
+
+pub const FAMILIES: &[Family] = &[BUILD_INFO, SUCCESS, DURATION, STALE, ERRORS, SCRAPES];
+
+/// How one collector fared in one scrape.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Outcome {
+    pub success: bool,
+    pub stale: bool,
+    pub duration: Duration,
+}
+
+#[derive(Default)]
+struct Inner {
+    scrapes: u64,
+    last: BTreeMap<&'static str, Outcome>,
+    errors: BTreeMap<&'static str, u64>,
+}
+
+/// The figures behind the self metrics, shared by the scraper (writer) and the collector.
+#[derive(Default)]
+pub struct SelfStats {
+    inner: Mutex<Inner>,
+}
+
+impl SelfStats {
+    /// Stats for these collectors, their error counters at 0 so they exist from the start.
+    pub fn new(collectors: &[&'static str]) -> Self {
+        let mut inner = Inner::default();
+        for c in collectors {
+            inner.errors.insert(c, 0);
+        }
+        SelfStats {
+            inner: Mutex::new(inner),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic elsewhere while holding the lock leaves plain numbers behind: still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn scrape_started(&self) {
+        self.lock().scrapes += 1;
+    }
+
+    pub fn add_errors(&self, collector: &'static str, n: u64) {
+        *self.lock().errors.entry(collector).or_default() += n;
+    }
+
+    pub fn record(&self, collector: &'static str, outcome: Outcome) {
+        self.lock().last.insert(collector, outcome);
+    }
+
+    pub fn errors(&self, collector: &str) -> u64 {
+        self.lock().errors.get(collector).copied().unwrap_or(0)
+    }
+}
+
+pub struct ExporterCollector {
+    stats: std::sync::Arc<SelfStats>,
+}
+
+impl ExporterCollector {
+    pub fn new(stats: std::sync::Arc<SelfStats>) -> Self {
+        ExporterCollector { stats }
+    }
+}
+
+impl Collector for ExporterCollector {
+    fn name(&self) -> &'static str {
+        "exporter"
+    }
+
+    fn families(&self) -> &'static [Family] {
+        FAMILIES
+    }
+
+    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        let inner = self.stats.lock();
+        sink.gauge(&BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
+        for (name, o) in &inner.last {
+            let l = [("collector", *name)];
+            sink.gauge(&SUCCESS, &l, f64::from(u8::from(o.success)));
+            sink.gauge(&DURATION, &l, o.duration.as_secs_f64());
+            sink.gauge(&STALE, &l, f64::from(u8::from(o.stale)));
+        }
+        for (name, n) in &inner.errors {
+            sink.counter(&ERRORS, &[("collector", *name)], *n as f64);
+        }
+        sink.counter(&SCRAPES, &[], inner.scrapes as f64);
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! Collector `namespace`: size, block size and block-layer I/O counters of every namespace, and
+//! the ANA state of every path to it (parsed by `crate::sysfs::namespace`).
+//!
+//! On 6.1 fabrics hosts a multipath head's `stat` reads zeros however much I/O goes through it:
+//! these counters are kept for what they show on other setups, and the eBPF `io` collector is
+//! the real source of fabrics throughput.
+use std::path::PathBuf;
+
+use crate::collector::{Collector, Family, Kind, Sink};
+use crate::sysfs::{self, AnaState, BlockStat, Namespace};
+
+const SIZE: Family = Family {
+    name: "nvmeof_namespace_size_bytes",
+    help: "Size of the namespace.",
+    kind: Kind::Gauge,
+};
+const LBS: Family = Family {
+    name: "nvmeof_namespace_logical_block_size_bytes",
+    help: "Logical block size of the namespace.",
+    kind: Kind::Gauge,
+};
+const ANA: Family = Family {
+    name: "nvmeof_namespace_ana_state",
+    help: "ANA state of one path to a namespace, one series per state (1 for the current one); absent when the target does not use ANA.",
+    kind: Kind::Gauge,
+};
+const READS: Family = Family {
+    name: "nvmeof_namespace_reads_completed_total",
+    help: "Reads completed, from the block device's stat (zeros on 6.1 multipath heads).",
+    kind: Kind::Counter,
+};
+const WRITES: Family = Family {
+    name: "nvmeof_namespace_writes_completed_total",
+    help: "Writes completed, from the block device's stat (zeros on 6.1 multipath heads).",
+    kind: Kind::Counter,
+};
+const READ_BYTES: Family = Family {
+    name: "nvmeof_namespace_read_bytes_total",
+    help: "Bytes read, from the block device's stat.",
+    kind: Kind::Counter,
+};
+const WRITTEN_BYTES: Family = Family {
+    name: "nvmeof_namespace_written_bytes_total",
+    help: "Bytes written, from the block device's stat.",
+    kind: Kind::Counter,
+};
+const READ_TIME: Family = Family {
+    name: "nvmeof_namespace_read_time_seconds_total",
+    help: "Time spent on reads, summed over reads, from the block device's stat.",
+    kind: Kind::Counter,
+};
+const WRITE_TIME: Family = Family {
+    name: "nvmeof_namespace_write_time_seconds_total",
+    help: "Time spent on writes, summed over writes, from the block device's stat.",
+    kind: Kind::Counter,
+};
+const IO_TIME: Family = Family {
+    name: "nvmeof_namespace_io_time_seconds_total",
+    help: "Time the device had I/O in flight, from the block device's stat.",
+    kind: Kind::Counter,
+};
+
+pub const FAMILIES: &[Family] = &[
+    SIZE,
+    LBS,
+    ANA,
+    READS,
+    WRITES,
+    READ_BYTES,
+    WRITTEN_BYTES,
+    READ_TIME,
+    WRITE_TIME,
+    IO_TIME,
+];
+
+/// The block layer counts in 512-byte sectors whatever the logical block size.
+const SECTOR_BYTES: f64 = 512.0;
+
+pub struct NamespaceCollector {
+    sysfs: PathBuf,
+}
+
+impl NamespaceCollector {
+    pub fn new(sysfs: PathBuf) -> Self {
+        NamespaceCollector { sysfs }
+    }
+}
+
+impl Collector for NamespaceCollector {
+    fn name(&self) -> &'static str {
+        "namespace"
+    }
+
+    fn families(&self) -> &'static [Family] {
+        FAMILIES
+    }
+
+    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        let parsed = sysfs::namespaces(&self.sysfs)?;
+        sink.skipped(parsed.skipped.len());
+        for ns in &parsed.items {
+            emit(sink, ns);
+        }
+        Ok(())
+    }
+}
+
+fn emit(sink: &mut Sink, ns: &Namespace) {
+    let subsystem = ns.subsysnqn.as_deref().unwrap_or("");
+    let nsid = ns.nsid.map(|n| n.to_string()).unwrap_or_default();
+    let ids = [
+        ("subsystem", subsystem),
+        ("namespace", ns.name.as_str()),
+        ("nsid", nsid.as_str()),
+    ];
+    if let Some(sectors) = ns.size_sectors {
+        sink.gauge(&SIZE, &ids, sectors as f64 * SECTOR_BYTES);
+    }
+    if let Some(lbs) = ns.logical_block_size {
+        sink.gauge(&LBS, &ids, f64::from(lbs));
+    }
+    if let Some(stat) = &ns.stat {
+        stats(sink, &ids, stat);
+    }
+    for p in &ns.paths {
+        let Some(state) = &p.ana_state else {
+            continue;
+        };
+        let labels = [
+            ids[0],
+            ids[1],
+            ("controller", p.controller.as_str()),
+            ("path", p.name.as_str()),
+        ];
+        for known in AnaState::KNOWN {
+            let v = f64::from(u8::from(*state == known));
+            let l = [
+                labels[0],
+                labels[1],
+                labels[2],
+                labels[3],
+                ("state", known.as_str()),
+            ];
+            sink.gauge(&ANA, &l, v);
+        }
+        if let AnaState::Unknown(s) = state {
+            let l = [
+                labels[0],
+                labels[1],
+                labels[2],
+                labels[3],
+                ("state", s.as_str()),
+            ];
+            sink.gauge(&ANA, &l, 1.0);
+        }
+    }
+}
+
+fn stats(sink: &mut Sink, ids: &[(&str, &str)], s: &BlockStat) {
+    let ms = |v: u64| v as f64 / 1000.0;
+    sink.counter(&READS, ids, s.read_ios as f64);
+    sink.counter(&WRITES, ids, s.write_ios as f64);
+    sink.counter(&READ_BYTES, ids, s.read_sectors as f64 * SECTOR_BYTES);
+    sink.counter(&WRITTEN_BYTES, ids, s.write_sectors as f64 * SECTOR_BYTES);
+    sink.counter(&READ_TIME, ids, ms(s.read_ticks_ms));
+    sink.counter(&WRITE_TIME, ids, ms(s.write_ticks_ms));
+    sink.counter(&IO_TIME, ids, ms(s.io_ticks_ms));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysfs::testtree::Tree;
+
+    #[test]
+    fn plain_disk_counters_in_bytes_and_seconds() {
+        let t = Tree::new();
+        t.tcp_controller(2, "nqn.test:b", "live");
+        t.plain_namespace(2, 1, 1);
+        let mut sink = Sink::new();
+        NamespaceCollector::new(t.root().into())
+            .collect(&mut sink)
+            .unwrap();
+        let fams = sink.into_families();
+        let get = |f: &Family| {
+            let mf = fams.iter().find(|m| m.name() == f.name).unwrap();
+            let m = &mf.get_metric()[0];
+            match f.kind {
+                Kind::Counter => m.get_counter().get_value(),
+                _ => m.get_gauge().get_value(),
+            }
+        };
+        assert_eq!(get(&SIZE), 536_870_912.0);
+        assert_eq!(get(&READ_BYTES), 2048.0 * 512.0);
+        assert_eq!(get(&WRITE_TIME), 0.05);
+        assert!(
+            fams.iter().all(|f| f.name() != ANA.name),
+            "no ANA, no series"
+        );
+    }
+
+    #[test]
+    fn ana_is_one_hot_per_path() {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", "live");
+        t.tcp_controller(1, "nqn.test:a", "live");
+        t.subsystem(0, "nqn.test:a", &[0, 1]);
+        t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "change"]));
+        let mut sink = Sink::new();
+        NamespaceCollector::new(t.root().into())
+            .collect(&mut sink)
+            .unwrap();
+        let fams = sink.into_families();
+        let ana = fams.iter().find(|m| m.name() == ANA.name).unwrap();
+        assert_eq!(ana.get_metric().len(), 10);
+        let ones: f64 = ana
+            .get_metric()
+            .iter()
+            .map(|m| m.get_gauge().get_value())
+            .sum();
+        assert_eq!(ones, 2.0);
+    }
+}

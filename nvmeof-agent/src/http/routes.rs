@@ -1,0 +1,108 @@
+//! What each path answers: the telemetry path (0.0.4 or OpenMetrics text), `/healthz`, a small
+//! landing page at `/`, 404 elsewhere, 405 for methods other than GET and HEAD.
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+
+use super::openmetrics;
+use crate::scrape::Scraper;
+
+pub type Body = Full<Bytes>;
+
+const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// The state every request sees.
+pub struct App {
+    scraper: Scraper,
+    telemetry_path: String,
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl App {
+    pub fn new(scraper: Scraper, telemetry_path: String) -> Self {
+        App {
+            scraper,
+            telemetry_path,
+        }
+    }
+
+    pub fn scraper(&self) -> &Scraper {
+        &self.scraper
+    }
+
+    pub async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let mut r = reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain; charset=utf-8",
+                "method not allowed: use GET or HEAD\n",
+            );
+            r.headers_mut()
+                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let path = req.uri().path();
+        if path == self.telemetry_path {
+            let accept = req
+                .headers()
+                .get(ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            return self.metrics(openmetrics::wants_openmetrics(accept)).await;
+        }
+        match path {
+            "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
+            "/" => {
+                let p = html_escape(&self.telemetry_path);
+                let page = format!(
+                    "<!DOCTYPE html>\n<html><head><title>nvmeof-exporter</title></head><body>\n\
+                     <h1>nvmeof-exporter</h1>\n<p>NVMe over Fabrics exporter, version {}.</p>\n\
+                     <ul><li><a href=\"{p}\">Metrics</a></li><li><a href=\"/healthz\">Health</a></li></ul>\n\
+                     </body></html>\n",
+                    env!("CARGO_PKG_VERSION")
+                );
+                reply(StatusCode::OK, "text/html; charset=utf-8", page)
+            }
+            _ => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "not found\n",
+            ),
+        }
+    }
+
+    async fn metrics(&self, openmetrics: bool) -> Response<Body> {
+        let families = self.scraper.scrape().await;
+        if openmetrics {
+            let text = openmetrics::encode(&families);
+            return reply(StatusCode::OK, openmetrics::CONTENT_TYPE, text);
+        }
+        let mut text = String::new();
+        match prometheus::TextEncoder::new().encode_utf8(&families, &mut text) {
+            Ok(()) => reply(StatusCode::OK, TEXT_CONTENT_TYPE, text),
+            Err(e) => {
+                log::error!("encoding metrics: {e}");
+                reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "text/plain; charset=utf-8",
+                    format!("encoding metrics: {e}\n"),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! One scrape: every enabled collector at once, none allowed to hold the answer up.
+//!
+//! Each collector runs in a blocking task (sysfs reads can stall on a controller in error
+//! recovery) under the per-collector deadline. A collector that errors or misses the deadline
+//! contributes its last good output, marked by `nvmeof_exporter_collector_stale`. At most one
+//! run per collector is in flight: a scrape that finds one younger than the deadline waits for
+//! it (two Prometheus servers scraping at once share a run); one that finds a run older than the
+//! deadline (stuck) does not wait at all, and serves the cache. A run that finishes late still
+//! refreshes the cache, so the next scrape serves its data.
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use prometheus::proto::MetricFamily;
+use tokio::sync::watch;
+
+use crate::collector::{Collector, Sink};
+use crate::collectors::exporter::{ExporterCollector, Outcome, SelfStats};
+
+type Families = Arc<Vec<MetricFamily>>;
+
+#[derive(Clone)]
+enum RunResult {
+    Done(Families),
+    Failed(String),
+}
+
+struct Running {
+    started: Instant,
+    done: watch::Receiver<Option<RunResult>>,
+}
+
+#[derive(Default)]
+struct SlotState {
+    last_good: Option<Families>,
+    running: Option<Running>,
+}
+
+struct Slot {
+    collector: Arc<dyn Collector>,
+    state: Arc<Mutex<SlotState>>,
+}
+
+fn lock(state: &Mutex<SlotState>) -> MutexGuard<'_, SlotState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub struct Scraper {
+    slots: Vec<Slot>,
+    timeout: Duration,
+    stats: Arc<SelfStats>,
+    exporter: ExporterCollector,
+}
+
+impl Scraper {
+    pub fn new(collectors: Vec<Box<dyn Collector>>, timeout: Duration) -> Self {
+        let names: Vec<&'static str> = collectors.iter().map(|c| c.name()).collect();
+        let stats = Arc::new(SelfStats::new(&names));
+        Scraper {
+            slots: collectors
+                .into_iter()
+                .map(|c| Slot {
+                    collector: Arc::from(c),
+                    state: Arc::default(),
+                })
+                .collect(),
+            timeout,
+            exporter: ExporterCollector::new(stats.clone()),
+            stats,
+        }
+    }
+
+    pub fn stats(&self) -> &SelfStats {
+        &self.stats
+    }
+
+    /// Runs every collector and returns the families of this scrape, sorted by name.
+    pub async fn scrape(&self) -> Vec<MetricFamily> {
+        self.stats.scrape_started();
+        let mut runs = tokio::task::JoinSet::new();
+        for (i, slot) in self.slots.iter().enumerate() {
+            let collector = slot.collector.clone();
+            let state = slot.state.clone();
+            let stats = self.stats.clone();
+            let timeout = self.timeout;
+            runs.spawn(async move { (i, run_one(collector, state, stats, timeout).await) });
+        }
+        let mut outputs: Vec<Option<Families>> = vec![None; self.slots.len()];
+        while let Some(joined) = runs.join_next().await {
+            // run_one catches the collector's panics; a join error means the runtime is
+            // shutting down, and the slot then serves nothing this time.
+            if let Ok((i, (families, outcome))) = joined {
+                self.stats.record(self.slots[i].collector.name(), outcome);
+                outputs[i] = families;
+            }
+        }
+        let mut sink = Sink::new();
+        for families in outputs.into_iter().flatten() {
+            sink.extend(families.iter().cloned());
+        }
+        // The self metrics read figures only: no I/O, no deadline needed.
+        if let Err(e) = self.exporter.collect(&mut sink) {
+            log::warn!("collector exporter: {e:#}");
+        }
+        sink.into_families()
+    }
+}
+
+async fn run_one(
+    collector: Arc<dyn Collector>,
+    state: Arc<Mutex<SlotState>>,
+    stats: Arc<SelfStats>,
+    timeout: Duration,
+) -> (Option<Families>, Outcome) {
+    let name = collector.name();
+    let start = Instant::now();
+    let stale = |state: &Mutex<SlotState>, start: Instant| {
+        let cached = lock(state).last_good.clone();
+        let outcome = Outcome {
+            success: false,
+            stale: cached.is_some(),
+            duration: start.elapsed(),
+        };
+        (cached, outcome)
+    };
+    let (mut done, deadline) = {
+        let mut st = lock(&state);
+        match &st.running {
+            Some(r) if r.started.elapsed() >= timeout => {
+                drop(st);
+                log::debug!("collector {name}: previous run still stuck; serving its cache");
+                stats.add_errors(name, 1);
+                return stale(&state, start);
+            }
+            Some(r) => (r.done.clone(), r.started + timeout),
+            None => {
+                let (tx, rx) = watch::channel(None);
+                st.running = Some(Running {
+                    started: start,
+                    done: rx.clone(),
+                });
+                drop(st);
+                let (c, s, st) = (collector.clone(), state.clone(), stats.clone());
+                tokio::task::spawn_blocking(move || run_blocking(c, s, st, tx));
+                (rx, start + timeout)
+            }
+        }
+    };
+    let waited = tokio::time::timeout_at(deadline.into(), done.wait_for(|r| r.is_some())).await;
+    let result = match waited {
+        Ok(Ok(r)) => r.clone(),
+        Ok(Err(_)) => Some(RunResult::Failed("run ended without a result".into())),
+        Err(_) => None,
+    };
+    match result {
+        Some(RunResult::Done(families)) => {
+            let outcome = Outcome {
+                success: true,
+                stale: false,
+                duration: start.elapsed(),
+            };
+            (Some(families), outcome)
+        }
+        Some(RunResult::Failed(e)) => {
+            log::warn!("collector {name} failed: {e}");
+            stale(&state, start)
+        }
+        None => {
+            log::warn!("collector {name} missed its deadline of {timeout:?}");
+            stats.add_errors(name, 1);
+            stale(&state, start)
+        }
+    }
+}
+
+/// The collector's run proper, on a blocking thread. Whatever happens (error, panic, lateness)
+/// it clears the in-flight mark, so a collector never stays blocked out.
+fn run_blocking(
+    collector: Arc<dyn Collector>,
+    state: Arc<Mutex<SlotState>>,
+    stats: Arc<SelfStats>,
+    done: watch::Sender<Option<RunResult>>,
+) {
+    let name = collector.name();
+    let mut sink = Sink::new();
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(&mut sink)));
+    let skipped = sink.skipped_count();
+    let result = match r {
+        Ok(Ok(())) => {
+            stats.add_errors(name, skipped);
+            RunResult::Done(Arc::new(sink.into_families()))
+        }
+        Ok(Err(e)) => {
+            stats.add_errors(name, skipped + 1);
+            RunResult::Failed(format!("{e:#}"))
+        }
+        Err(_) => {
+            stats.add_errors(name, skipped + 1);
+            RunResult::Failed("collector panicked".into())
+        }
+    };
+    let mut st = lock(&state);
+    if let RunResult::Done(f) = &result {
+        st.last_good = Some(f.clone());
+    }
+    st.running = None;
+    drop(st);
+    // No receiver left means every scrape gave up waiting: the cache above is what counts.
+    let _ = done.send(Some(result));
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,200 @@
+//! The scraper against collectors that hang, fail and panic.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use super::*;
+use crate::collector::{Family, Kind};
+
+const VALUE: Family = Family {
+    name: "test_value",
+    help: "The call number of the run that produced it.",
+    kind: Kind::Gauge,
+};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Ok,
+    Hang,
+    Fail,
+    Panic,
+    /// Takes 100 ms, well within a 2 s deadline.
+    Slow,
+}
+
+/// Emits its call number; from call `switch_at` on, behaves as `then`.
+struct Test {
+    name: &'static str,
+    calls: AtomicUsize,
+    switch_at: usize,
+    then: Mode,
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+fn test(name: &'static str, switch_at: usize, then: Mode) -> (Arc<Test>, mpsc::Sender<()>) {
+    let (tx, rx) = mpsc::channel();
+    let t = Test {
+        name,
+        calls: AtomicUsize::new(0),
+        switch_at,
+        then,
+        release: Mutex::new(rx),
+    };
+    (Arc::new(t), tx)
+}
+
+impl Collector for Arc<Test> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn families(&self) -> &'static [Family] {
+        &[VALUE]
+    }
+    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        let mode = if call >= self.switch_at {
+            self.then
+        } else {
+            Mode::Ok
+        };
+        match mode {
+            Mode::Ok => {}
+            Mode::Hang => {
+                let rx = self.release.lock().unwrap();
+                let _ = rx.recv_timeout(Duration::from_secs(10));
+            }
+            Mode::Fail => anyhow::bail!("sysfs went away"),
+            Mode::Panic => panic!("a bug in a collector"),
+            Mode::Slow => std::thread::sleep(Duration::from_millis(100)),
+        }
+        sink.gauge(&VALUE, &[("from", self.name)], call as f64);
+        Ok(())
+    }
+}
+
+fn gauge(fams: &[MetricFamily], name: &str, label: (&str, &str)) -> Option<f64> {
+    let f = fams.iter().find(|f| f.name() == name)?;
+    f.get_metric()
+        .iter()
+        .find(|m| m.get_label().iter().any(|l| (l.name(), l.value()) == label))
+        .map(|m| m.get_gauge().get_value())
+}
+
+fn scraper(collectors: Vec<Box<dyn Collector>>) -> Scraper {
+    Scraper::new(collectors, Duration::from_millis(50))
+}
+
+const STALE: &str = "nvmeof_exporter_collector_stale";
+const SUCCESS: &str = "nvmeof_exporter_collector_success";
+/// What "within the deadline" allows on a loaded 2-core machine.
+const MARGIN: Duration = Duration::from_millis(250);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_collector_serves_its_cache_within_the_deadline() {
+    let (t, release) = test("hangs", 2, Mode::Hang);
+    let (ok, _r) = test("healthy", usize::MAX, Mode::Ok);
+    // Long enough that "did not wait for the deadline" is told apart from load on the machine.
+    let deadline = Duration::from_millis(300);
+    let s = Scraper::new(vec![Box::new(t.clone()), Box::new(ok)], deadline);
+
+    let first = s.scrape().await;
+    assert_eq!(gauge(&first, "test_value", ("from", "hangs")), Some(1.0));
+    assert_eq!(gauge(&first, STALE, ("collector", "hangs")), Some(0.0));
+
+    let start = Instant::now();
+    let second = s.scrape().await;
+    assert!(start.elapsed() >= deadline, "{:?}", start.elapsed());
+    assert!(start.elapsed() < deadline + MARGIN, "{:?}", start.elapsed());
+    assert_eq!(
+        gauge(&second, "test_value", ("from", "hangs")),
+        Some(1.0),
+        "cached"
+    );
+    assert_eq!(gauge(&second, STALE, ("collector", "hangs")), Some(1.0));
+    assert_eq!(gauge(&second, SUCCESS, ("collector", "hangs")), Some(0.0));
+    assert_eq!(gauge(&second, SUCCESS, ("collector", "healthy")), Some(1.0));
+    assert_eq!(gauge(&second, "test_value", ("from", "healthy")), Some(2.0));
+
+    // Still stuck: the next scrape neither waits nor starts a second run.
+    let start = Instant::now();
+    let third = s.scrape().await;
+    assert!(start.elapsed() < deadline, "{:?}", start.elapsed());
+    assert_eq!(
+        t.calls.load(Ordering::SeqCst),
+        2,
+        "one run in flight at most"
+    );
+    assert_eq!(gauge(&third, STALE, ("collector", "hangs")), Some(1.0));
+    assert_eq!(s.stats().errors("hangs"), 2);
+
+    // Released, the late run refreshes the cache for the next scrape.
+    release.send(()).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    while lock(&s.slots[0].state).running.is_some() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(
+        lock(&s.slots[0].state).last_good.as_ref().map(|f| gauge(
+            f,
+            "test_value",
+            ("from", "hangs")
+        )),
+        Some(Some(2.0))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_run_that_hangs_serves_nothing_and_is_not_stale() {
+    let (t, release) = test("hangs", 1, Mode::Hang);
+    let s = scraper(vec![Box::new(t)]);
+    let out = s.scrape().await;
+    assert_eq!(gauge(&out, "test_value", ("from", "hangs")), None);
+    assert_eq!(gauge(&out, STALE, ("collector", "hangs")), Some(0.0));
+    assert_eq!(gauge(&out, SUCCESS, ("collector", "hangs")), Some(0.0));
+    release.send(()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_collector_serves_its_last_good_output_and_counts() {
+    let (t, _r) = test("fails", 2, Mode::Fail);
+    let s = scraper(vec![Box::new(t)]);
+    s.scrape().await;
+    let out = s.scrape().await;
+    assert_eq!(gauge(&out, "test_value", ("from", "fails")), Some(1.0));
+    assert_eq!(gauge(&out, STALE, ("collector", "fails")), Some(1.0));
+    let errors = out
+        .iter()
+        .find(|f| f.name() == "nvmeof_exporter_collect_errors_total")
+        .unwrap();
+    assert_eq!(errors.get_metric()[0].get_counter().get_value(), 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_collector_is_run_again_next_time() {
+    let (t, _r) = test("panics", 2, Mode::Panic);
+    // Printing a panic's backtrace can take longer than 50 ms.
+    let s = Scraper::new(vec![Box::new(t.clone())], Duration::from_secs(5));
+    s.scrape().await;
+    let out = s.scrape().await;
+    assert_eq!(gauge(&out, STALE, ("collector", "panics")), Some(1.0));
+    s.scrape().await;
+    assert_eq!(t.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(s.stats().errors("panics"), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_scrapes_share_one_run() {
+    let (t, _r) = test("shared", 1, Mode::Slow);
+    let s = Scraper::new(vec![Box::new(t.clone())], Duration::from_secs(2));
+    let (a, b) = tokio::join!(s.scrape(), s.scrape());
+    assert_eq!(gauge(&a, STALE, ("collector", "shared")), Some(0.0));
+    assert_eq!(gauge(&b, STALE, ("collector", "shared")), Some(0.0));
+    assert_eq!(t.calls.load(Ordering::SeqCst), 1);
+    assert_eq!(gauge(&b, "test_value", ("from", "shared")), Some(1.0));
+    let scrapes = a
+        .iter()
+        .chain(&b)
+        .filter(|f| f.name() == "nvmeof_exporter_scrapes_total")
+        .map(|f| f.get_metric()[0].get_counter().get_value())
+        .fold(0.0, f64::max);
+    assert_eq!(scrapes, 2.0);
+}

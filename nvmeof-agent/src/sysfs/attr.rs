@@ -1,0 +1,179 @@
+//! Reading the attributes of one sysfs directory without ever failing the whole scan.
+//!
+//! sysfs changes under our feet (a controller reconnects, a namespace goes away between listing
+//! and reading) and differs between kernels, so a missing or odd value is noted as a [`Skip`] and
+//! the field is left `None`; the collector counts the skips.
+use std::fmt::Display;
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// One value that was missing or could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Skip {
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+/// Items found under a sysfs class, with the values that had to be skipped on the way.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Parsed<T> {
+    pub items: Vec<T>,
+    pub skipped: Vec<Skip>,
+}
+
+/// Reads the attributes of one directory, noting skips into a shared list.
+pub(crate) struct Attrs<'a> {
+    dir: &'a Path,
+    skipped: &'a mut Vec<Skip>,
+}
+
+impl<'a> Attrs<'a> {
+    pub(crate) fn new(dir: &'a Path, skipped: &'a mut Vec<Skip>) -> Self {
+        Attrs { dir, skipped }
+    }
+
+    pub(crate) fn skip(&mut self, name: &str, reason: impl Display) {
+        self.skipped.push(Skip {
+            path: self.dir.join(name),
+            reason: reason.to_string(),
+        });
+    }
+
+    /// The trimmed text of an attribute every kernel we support has: absence is a skip.
+    pub(crate) fn text(&mut self, name: &str) -> Option<String> {
+        self.read(name, true)
+    }
+
+    /// The trimmed text of an attribute that some kernels, transports or setups lack (ANA state
+    /// without ANA, `subsystype` before 5.18, `hostnqn` on PCIe): absence is normal.
+    pub(crate) fn optional_text(&mut self, name: &str) -> Option<String> {
+        self.read(name, false)
+    }
+
+    /// A number from a required attribute; an empty or unparsable value is a skip.
+    pub(crate) fn number<T: FromStr>(&mut self, name: &str) -> Option<T>
+    where
+        T::Err: Display,
+    {
+        let text = self.text(name)?;
+        self.parse(name, &text)
+    }
+
+    /// A number from an attribute some kernels or transports lack.
+    pub(crate) fn optional_number<T: FromStr>(&mut self, name: &str) -> Option<T>
+    where
+        T::Err: Display,
+    {
+        let text = self.optional_text(name)?;
+        self.parse(name, &text)
+    }
+
+    pub(crate) fn parse<T: FromStr>(&mut self, name: &str, text: &str) -> Option<T>
+    where
+        T::Err: Display,
+    {
+        match text.parse::<T>() {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.skip(name, format!("{text:?} is not a number: {e}"));
+                None
+            }
+        }
+    }
+
+    fn read(&mut self, name: &str, required: bool) -> Option<String> {
+        match std::fs::read(self.dir.join(name)) {
+            // sysfs text ends in a newline; model, serial and firmware are space padded.
+            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).trim().to_owned()),
+            Err(e) if e.kind() == ErrorKind::NotFound && !required => None,
+            Err(e) => {
+                self.skip(name, e);
+                None
+            }
+        }
+    }
+}
+
+/// Names of the entries of a directory, sorted; a missing directory has none (no NVMe on this
+/// node is not an error), an unreadable one is.
+pub(crate) fn entries(dir: &Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context as _;
+    let read = match std::fs::read_dir(dir) {
+        Ok(r) => r,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut names: Vec<String> = read
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    // Numeric order (nvme2 before nvme10) keeps the output stable and readable.
+    names.sort_by_key(|n| natural_key(n));
+    Ok(names)
+}
+
+/// A sort key that orders the digits of a name by value: `nvme2` < `nvme10`.
+fn natural_key(name: &str) -> Vec<(String, u64)> {
+    let mut key = Vec::new();
+    let mut text = String::new();
+    let mut digits = String::new();
+    for c in name.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            if !digits.is_empty() {
+                key.push((
+                    std::mem::take(&mut text),
+                    digits.parse().unwrap_or(u64::MAX),
+                ));
+                digits.clear();
+            }
+            text.push(c);
+        }
+    }
+    key.push((text, digits.parse().unwrap_or(0)));
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_missing_is_a_skip_optional_missing_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut skipped = Vec::new();
+        let mut a = Attrs::new(dir.path(), &mut skipped);
+        assert_eq!(a.text("state"), None);
+        assert_eq!(a.optional_text("ana_state"), None);
+        assert_eq!(skipped.len(), 1);
+        assert_eq!(skipped[0].path, dir.path().join("state"));
+    }
+
+    #[test]
+    fn text_is_trimmed_and_garbage_numbers_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model"), "Linux       \n").unwrap();
+        std::fs::write(dir.path().join("kato"), "5x\n").unwrap();
+        std::fs::write(dir.path().join("cntlid"), "\n").unwrap();
+        std::fs::write(dir.path().join("sqsize"), "127\n").unwrap();
+        let mut skipped = Vec::new();
+        let mut a = Attrs::new(dir.path(), &mut skipped);
+        assert_eq!(a.text("model").as_deref(), Some("Linux"));
+        assert_eq!(a.number::<u32>("kato"), None);
+        assert_eq!(a.number::<u32>("cntlid"), None);
+        assert_eq!(a.number::<u32>("sqsize"), Some(127));
+        assert_eq!(skipped.len(), 2);
+    }
+
+    #[test]
+    fn entries_sort_numerically_and_a_missing_dir_is_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in ["nvme10", "nvme2", "nvme0"] {
+            std::fs::create_dir(dir.path().join(n)).unwrap();
+        }
+        assert_eq!(entries(dir.path()).unwrap(), ["nvme0", "nvme2", "nvme10"]);
+        assert_eq!(entries(&dir.path().join("absent")).unwrap().len(), 0);
+    }
+}

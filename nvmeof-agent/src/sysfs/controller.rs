@@ -1,0 +1,302 @@
+//! `/sys/class/nvme/nvmeN`: one NVMe controller, fabrics or PCIe.
+//!
+//! Attribute names and formats follow `drivers/nvme/host/core.c` (6.1; `sysfs.c` from 6.8). The
+//! fabrics-only attributes (`hostnqn`, `ctrl_loss_tmo`, `reconnect_delay`, `fast_io_fail_tmo`)
+//! are hidden on PCIe controllers, so their absence is no skip.
+use std::path::Path;
+
+use super::attr::{entries, Attrs, Parsed, Skip};
+
+/// `nvme_ctrl_state` as the `state` attribute spells it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CtrlState {
+    New,
+    Live,
+    Resetting,
+    Connecting,
+    Deleting,
+    DeletingNoIo,
+    Dead,
+    /// A string this exporter does not know (the kernel's own fallback is `unknown state`).
+    Unknown(String),
+}
+
+impl CtrlState {
+    /// Every state the kernel knows, in its enum order: the one-hot metric emits all of them.
+    pub const KNOWN: [CtrlState; 7] = [
+        CtrlState::New,
+        CtrlState::Live,
+        CtrlState::Resetting,
+        CtrlState::Connecting,
+        CtrlState::Deleting,
+        CtrlState::DeletingNoIo,
+        CtrlState::Dead,
+    ];
+
+    pub fn parse(s: &str) -> CtrlState {
+        CtrlState::KNOWN
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .unwrap_or_else(|| CtrlState::Unknown(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            CtrlState::New => "new",
+            CtrlState::Live => "live",
+            CtrlState::Resetting => "resetting",
+            CtrlState::Connecting => "connecting",
+            CtrlState::Deleting => "deleting",
+            CtrlState::DeletingNoIo => "deleting (no IO)",
+            CtrlState::Dead => "dead",
+            CtrlState::Unknown(s) => s,
+        }
+    }
+}
+
+/// A fabrics timeout that the administrator may switch `off` (`-1` in the kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timeout {
+    Off,
+    Seconds(u32),
+}
+
+impl Timeout {
+    /// The value exported: seconds, or -1 for `off` (documented in docs/metrics.md).
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Timeout::Off => -1.0,
+            Timeout::Seconds(s) => s.into(),
+        }
+    }
+}
+
+/// The `address` attribute split into its parts. Fabrics transports print
+/// `traddr=..,trsvcid=..[,host_traddr=..][,host_iface=..]`, TCP adds `src_addr=..`; PCIe prints
+/// the bare PCI address, kept as `traddr`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Address {
+    pub traddr: Option<String>,
+    pub trsvcid: Option<String>,
+    pub host_traddr: Option<String>,
+    pub host_iface: Option<String>,
+    pub src_addr: Option<String>,
+}
+
+impl Address {
+    /// Parses the attribute's text; keys this exporter does not know are returned for counting.
+    pub fn parse(text: &str) -> (Address, Vec<String>) {
+        let mut a = Address::default();
+        let mut unknown = Vec::new();
+        let text = text.trim().trim_end_matches('\0');
+        if !text.is_empty() && !text.contains('=') {
+            a.traddr = Some(text.to_owned());
+            return (a, unknown);
+        }
+        for part in text.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = part.split_once('=').unwrap_or((part, ""));
+            let v = Some(v.to_owned());
+            match k {
+                "traddr" => a.traddr = v,
+                "trsvcid" => a.trsvcid = v,
+                "host_traddr" => a.host_traddr = v,
+                "host_iface" => a.host_iface = v,
+                "src_addr" => a.src_addr = v,
+                _ => unknown.push(part.to_owned()),
+            }
+        }
+        (a, unknown)
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Controller {
+    /// `nvmeN`.
+    pub name: String,
+    /// The N of `nvmeN`: `nvme_ctrl->instance`, the `ctrl_id` of the nvme tracepoints.
+    pub instance: u32,
+    pub state: Option<CtrlState>,
+    /// `tcp`, `rdma`, `fc`, `loop` or `pcie`.
+    pub transport: Option<String>,
+    pub address: Option<Address>,
+    pub cntlid: Option<u16>,
+    /// `io`, `discovery`, `admin` or `reserved` (5.18+).
+    pub cntrltype: Option<String>,
+    /// `none`, `ddc`, `cdc` or `reserved` (5.18+).
+    pub dctype: Option<String>,
+    /// Admin queue plus I/O queues.
+    pub queue_count: Option<u32>,
+    /// Entries per submission queue minus one (the NVMe 0's based value).
+    pub sqsize: Option<u32>,
+    /// Keep-alive timeout in seconds.
+    pub kato: Option<u32>,
+    pub ctrl_loss_tmo: Option<Timeout>,
+    pub reconnect_delay: Option<Timeout>,
+    pub fast_io_fail_tmo: Option<Timeout>,
+    /// -1 when the controller has no NUMA affinity.
+    pub numa_node: Option<i32>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub firmware_rev: Option<String>,
+    pub subsysnqn: Option<String>,
+    pub hostnqn: Option<String>,
+}
+
+/// Every controller under `ROOT/class/nvme`, in instance order.
+pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
+    let class = root.join("class/nvme");
+    let mut out = Parsed::default();
+    for name in entries(&class)? {
+        let Some(instance) = ctrl_instance(&name) else {
+            continue;
+        };
+        let c = controller(&class.join(&name), &name, instance, &mut out.skipped);
+        out.items.push(c);
+    }
+    Ok(out)
+}
+
+/// The N of a controller name `nvmeN`; `None` for anything else.
+pub fn ctrl_instance(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("nvme")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn controller(dir: &Path, name: &str, instance: u32, skipped: &mut Vec<Skip>) -> Controller {
+    let mut a = Attrs::new(dir, skipped);
+    let state = a.text("state").map(|s| CtrlState::parse(&s));
+    if let Some(CtrlState::Unknown(s)) = &state {
+        a.skip("state", format!("unknown controller state {s:?}"));
+    }
+    let transport = a.text("transport").filter(|t| !t.is_empty());
+    // Loop controllers have no address; PCIe and fabrics do.
+    let address = a.optional_text("address").map(|t| {
+        let (addr, unknown) = Address::parse(&t);
+        for part in unknown {
+            a.skip("address", format!("unknown address part {part:?}"));
+        }
+        addr
+    });
+    Controller {
+        name: name.to_owned(),
+        instance,
+        state,
+        transport,
+        address,
+        cntlid: a.number("cntlid"),
+        cntrltype: a.optional_text("cntrltype"),
+        dctype: a.optional_text("dctype"),
+        queue_count: a.number("queue_count"),
+        sqsize: a.number("sqsize"),
+        kato: a.number("kato"),
+        ctrl_loss_tmo: timeout(&mut a, "ctrl_loss_tmo"),
+        reconnect_delay: timeout(&mut a, "reconnect_delay"),
+        fast_io_fail_tmo: timeout(&mut a, "fast_io_fail_tmo"),
+        numa_node: a.number("numa_node"),
+        model: a.text("model"),
+        serial: a.text("serial"),
+        firmware_rev: a.text("firmware_rev"),
+        subsysnqn: a.text("subsysnqn"),
+        hostnqn: a.optional_text("hostnqn"),
+    }
+}
+
+fn timeout(a: &mut Attrs<'_>, name: &str) -> Option<Timeout> {
+    let text = a.optional_text(name)?;
+    if text == "off" {
+        return Some(Timeout::Off);
+    }
+    a.parse::<u32>(name, &text).map(Timeout::Seconds)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysfs::testtree::Tree;
+
+    #[test]
+    fn a_6_1_tcp_controller() {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", "live");
+        let p = controllers(t.root()).unwrap();
+        assert_eq!(p.skipped, vec![]);
+        let c = &p.items[0];
+        assert_eq!(c.name, "nvme0");
+        assert_eq!(c.state, Some(CtrlState::Live));
+        assert_eq!(c.transport.as_deref(), Some("tcp"));
+        let addr = c.address.as_ref().unwrap();
+        assert_eq!(addr.traddr.as_deref(), Some("127.0.0.1"));
+        assert_eq!(addr.trsvcid.as_deref(), Some("4420"));
+        assert_eq!(addr.src_addr.as_deref(), Some("127.0.0.1"));
+        assert_eq!(addr.host_traddr, None);
+        assert_eq!(c.queue_count, Some(3));
+        assert_eq!(c.sqsize, Some(127));
+        assert_eq!(c.ctrl_loss_tmo, Some(Timeout::Seconds(5)));
+        assert_eq!(c.fast_io_fail_tmo, Some(Timeout::Off));
+        assert_eq!(c.model.as_deref(), Some("Linux"));
+        assert_eq!(c.numa_node, Some(-1));
+    }
+
+    #[test]
+    fn odd_values_are_skipped_and_counted_not_fatal() {
+        let t = Tree::new();
+        let d = t.tcp_controller(3, "nqn.test:a", "sleeping");
+        std::fs::write(d.join("kato"), "").unwrap();
+        std::fs::write(d.join("queue_count"), "three\n").unwrap();
+        std::fs::remove_file(d.join("serial")).unwrap();
+        std::fs::write(d.join("ctrl_loss_tmo"), "-5\n").unwrap();
+        let p = controllers(t.root()).unwrap();
+        let c = &p.items[0];
+        assert_eq!(c.instance, 3);
+        assert_eq!(c.state, Some(CtrlState::Unknown("sleeping".into())));
+        assert_eq!(
+            (c.kato, c.queue_count, c.serial.clone()),
+            (None, None, None)
+        );
+        assert_eq!(c.ctrl_loss_tmo, None);
+        assert_eq!(c.sqsize, Some(127));
+        assert_eq!(p.skipped.len(), 5, "{:?}", p.skipped);
+    }
+
+    #[test]
+    fn every_kernel_state_round_trips() {
+        for s in CtrlState::KNOWN {
+            assert_eq!(CtrlState::parse(s.as_str()), s);
+        }
+        assert_eq!(
+            CtrlState::parse("deleting (no IO)"),
+            CtrlState::DeletingNoIo
+        );
+        assert_eq!(
+            CtrlState::parse("unknown state"),
+            CtrlState::Unknown("unknown state".into())
+        );
+    }
+
+    #[test]
+    fn addresses_of_each_transport() {
+        let (fc, unknown) = Address::parse("traddr=nn-0x1:pn-0x2,host_traddr=nn-0x3:pn-0x4\n");
+        assert_eq!(fc.traddr.as_deref(), Some("nn-0x1:pn-0x2"));
+        assert_eq!(fc.host_traddr.as_deref(), Some("nn-0x3:pn-0x4"));
+        assert_eq!(unknown.len(), 0);
+        let (pci, _) = Address::parse("0000:00:04.0\n");
+        assert_eq!(pci.traddr.as_deref(), Some("0000:00:04.0"));
+        let (v6, unknown) = Address::parse("traddr=fe80::1,trsvcid=4420,host_iface=eth0,keyring=x");
+        assert_eq!(v6.traddr.as_deref(), Some("fe80::1"));
+        assert_eq!(v6.host_iface.as_deref(), Some("eth0"));
+        assert_eq!(unknown, ["keyring=x"]);
+        assert_eq!(Address::parse("").0, Address::default());
+    }
+
+    #[test]
+    fn a_missing_class_is_no_data_not_an_error() {
+        let t = Tree::new();
+        let p = controllers(&t.root().join("nowhere")).unwrap();
+        assert_eq!((p.items.len(), p.skipped.len()), (0, 0));
+        assert_eq!(ctrl_instance("nvme-subsys0"), None);
+        assert_eq!(ctrl_instance("nvme12"), Some(12));
+    }
+}

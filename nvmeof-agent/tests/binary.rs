@@ -1,0 +1,69 @@
+//! The `nvmeof-exporter` binary as a process: flag errors exit with code 2, and it serves a
+//! fixture tree until SIGTERM, then exits 0.
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_nvmeof-exporter");
+
+#[test]
+fn invalid_flags_exit_2_with_a_message() {
+    for flag in [
+        "--collector.timeout=soon",
+        "--web.listen-address=9856",
+        "--no-such-flag",
+    ] {
+        let out = Command::new(BIN).arg(flag).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.starts_with("error: "), "{flag}: {err}");
+        assert!(!err.contains("panicked"), "{flag}: {err}");
+    }
+}
+
+#[test]
+fn serves_then_stops_cleanly_on_sigterm() {
+    let fixture = common::sysfs_6_1();
+    let mut child = Command::new(BIN)
+        .arg("--web.listen-address=127.0.0.1:0")
+        .arg(format!("--path.sysfs={}", fixture.root.display()))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The log line "listening on ADDR (metrics at /metrics)" gives the port the kernel chose.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let rest = l.split("listening on ").nth(1)?;
+            Some(rest.split(' ').next()?.to_owned())
+        })
+        .expect("a listening line");
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("nvmeof_subsystem_paths{subsystem=\"nqn.2026-11.io.lab:mpath\"} 2\n"));
+
+    // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+    let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}

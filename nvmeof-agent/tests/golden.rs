@@ -1,0 +1,65 @@
+//! The whole `/metrics` text on the 6.1 fixture tree against a golden file: one change in the
+//! output shows up as one diff. `UPDATE_GOLDEN=1 cargo test --test golden` rewrites the file
+//! after a deliberate change; review the diff before committing it.
+mod common;
+
+const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/lab_6_1.txt");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_text_matches_the_golden_file() {
+    let fixture = common::sysfs_6_1();
+    // A generous deadline: this test is about the text, not about timing on a loaded machine.
+    let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
+    let families = scraper.scrape().await;
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap();
+    let got = common::normalize(&text);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(GOLDEN).expect("golden file (UPDATE_GOLDEN=1 writes it)");
+    if got != want {
+        let diff: Vec<String> = want
+            .lines()
+            .zip(got.lines())
+            .enumerate()
+            .filter(|(_, (w, g))| w != g)
+            .take(10)
+            .map(|(i, (w, g))| format!("line {}:\n  want {w}\n  got  {g}", i + 1))
+            .collect();
+        panic!(
+            "/metrics differs from {GOLDEN} ({} vs {} lines):\n{}",
+            want.lines().count(),
+            got.lines().count(),
+            diff.join("\n")
+        );
+    }
+    // The figures the tree was built for, asserted on their own too.
+    assert!(got.contains("nvmeof_subsystem_live_paths{subsystem=\"nqn.2026-11.io.lab:mpath\"} 1\n"));
+    assert!(got.contains("nvmeof_exporter_collect_errors_total{collector=\"namespace\"} 0\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_that_vanish_leave_no_series_behind() {
+    let fixture = common::sysfs_6_1();
+    let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
+    let before = prometheus::TextEncoder::new()
+        .encode_to_string(&scraper.scrape().await)
+        .unwrap();
+    assert!(before.contains("controller=\"nvme1\""));
+    std::fs::remove_file(fixture.root.join("class/nvme/nvme1")).unwrap();
+    std::fs::remove_file(
+        fixture
+            .root
+            .join("devices/virtual/nvme-subsystem/nvme-subsys0/nvme1"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(fixture.root.join("devices/virtual/nvme-fabrics/ctl/nvme1")).unwrap();
+    let after = prometheus::TextEncoder::new()
+        .encode_to_string(&scraper.scrape().await)
+        .unwrap();
+    assert!(!after.contains("controller=\"nvme1\""), "{after}");
+    assert!(after.contains("nvmeof_subsystem_paths{subsystem=\"nqn.2026-11.io.lab:mpath\"} 1\n"));
+    assert!(after.contains("nvmeof_exporter_collector_stale{collector=\"controller\"} 0\n"));
+}
