@@ -11,6 +11,10 @@
 //!   summary quantiles.
 //! - A raw key that disappears (its controller is gone) drops the series it fed once no other key
 //!   feeds it.
+//! - With per-queue series, command series of the I/O classes are per queue; admin and fabrics
+//!   commands (queue 0, and one connect per I/O queue) stay per controller: a connect's latency per
+//!   queue would cost series for no insight. Queue-state series (depth, busy, in-flight time) are
+//!   per queue for every queue, the admin queue included.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use nvmeof_common::{
@@ -207,6 +211,8 @@ pub struct QueueView {
 pub struct IoView {
     pub ops: Vec<OpView>,
     pub queues: Vec<(QueueSeriesKey, QueueView)>,
+    /// Sum of latencies of all classes per queue series: the integral of the in-flight count.
+    pub inflight_ns: Vec<(QueueSeriesKey, u64)>,
     pub statuses: Vec<(StatusKey, u64)>,
     /// I/O queues (qid > 0) per controller that have carried a command.
     pub io_queues: Vec<(u32, u32)>,
@@ -224,6 +230,7 @@ pub struct Model {
     counters: [u64; PROGRAM_COUNTERS as usize],
     ops: BTreeMap<SeriesKey, OpSeries>,
     busy: BTreeMap<QueueSeriesKey, u64>,
+    inflight: BTreeMap<QueueSeriesKey, u64>,
     statuses: BTreeMap<StatusKey, u64>,
 }
 
@@ -240,12 +247,20 @@ impl Model {
             counters: [0; PROGRAM_COUNTERS as usize],
             ops: BTreeMap::new(),
             busy: BTreeMap::new(),
+            inflight: BTreeMap::new(),
             statuses: BTreeMap::new(),
         }
     }
 
+    /// The queue of a queue-state series.
     fn qid(&self, qid: u16) -> Option<u16> {
         self.per_queue.then_some(qid)
+    }
+
+    /// The queue of a command series: I/O classes only (see the module documentation).
+    fn op_qid(&self, qid: u16, class: OpClass) -> Option<u16> {
+        let control = matches!(class, OpClass::Admin | OpClass::Fabrics);
+        (self.per_queue && !control).then_some(qid)
     }
 
     /// Takes one read of the maps and returns the view to publish.
@@ -267,6 +282,7 @@ impl Model {
         IoView {
             ops: self.op_views(),
             queues,
+            inflight_ns: self.inflight.iter().map(|(k, v)| (*k, *v)).collect(),
             statuses: self.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
             io_queues: io_queues.into_iter().collect(),
             counters: self.counters,
@@ -276,6 +292,7 @@ impl Model {
     fn apply_ops(&mut self, raw: &[(OpKey, OpStats)]) {
         // Deltas merged per series: several queues feed one controller series.
         let mut touched: BTreeMap<SeriesKey, BTreeMap<u16, u64>> = BTreeMap::new();
+        let mut inflight_touched = std::collections::BTreeSet::new();
         let mut next_prev = HashMap::with_capacity(raw.len());
         for (k, cur) in raw {
             let Some(class) = OpClass::from_u8(k.opclass) else {
@@ -283,8 +300,12 @@ impl Model {
             };
             let key = SeriesKey {
                 ctrl_id: k.ctrl_id,
-                qid: self.qid(k.qid),
+                qid: self.op_qid(k.qid, class),
                 class,
+            };
+            let qkey = QueueSeriesKey {
+                ctrl_id: k.ctrl_id,
+                qid: self.qid(k.qid),
             };
             let prev = self.prev_ops.get(k);
             let window_len = self.window_len;
@@ -300,7 +321,10 @@ impl Model {
             s.commands += d(|o| o.commands);
             s.bytes += d(|o| o.bytes);
             s.errors += d(|o| o.errors);
-            s.latency_sum_ns += d(|o| o.latency_sum_ns);
+            let latency = d(|o| o.latency_sum_ns);
+            s.latency_sum_ns += latency;
+            *self.inflight.entry(qkey).or_default() += latency;
+            inflight_touched.insert(qkey);
             let merged = touched.entry(key).or_default();
             for (b, c) in bucket_deltas(prev.map(|p| &p.buckets), &cur.buckets) {
                 s.hist[histogram_slot(b as usize)] += c;
@@ -310,6 +334,7 @@ impl Model {
         }
         self.prev_ops = next_prev;
         self.ops.retain(|k, _| touched.contains_key(k));
+        self.inflight.retain(|k, _| inflight_touched.contains(k));
         for (k, deltas) in touched {
             if let Some(s) = self.ops.get_mut(&k) {
                 s.window.push(deltas.into_iter().collect());
@@ -601,6 +626,38 @@ mod tests {
         assert_eq!(o.key.qid, Some(3));
         assert_eq!(o.commands, u32::MAX as u64 + 10);
         assert_eq!(o.histogram[HISTOGRAM_SLOTS - 1], u32::MAX as u64 + 10);
+    }
+
+    #[test]
+    fn per_queue_keeps_control_commands_per_controller() {
+        let mut m = Model::new(true, 1);
+        let v = m.apply(RawMaps {
+            ops: vec![
+                (op_key(0, 0, OpClass::Admin), stats(&[30_000], 0)),
+                (op_key(0, 0, OpClass::Fabrics), stats(&[20_000], 0)),
+                (op_key(0, 1, OpClass::Fabrics), stats(&[40_000], 0)),
+                (op_key(0, 1, OpClass::Read), stats(&[100_000; 2], 512)),
+            ],
+            ..Default::default()
+        });
+        let keys: Vec<(Option<u16>, OpClass, u64)> = v
+            .ops
+            .iter()
+            .map(|o| (o.key.qid, o.key.class, o.commands))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (None, OpClass::Admin, 1),
+                (None, OpClass::Fabrics, 2),
+                (Some(1), OpClass::Read, 2),
+            ]
+        );
+        let q = |qid| QueueSeriesKey {
+            ctrl_id: 0,
+            qid: Some(qid),
+        };
+        assert_eq!(v.inflight_ns, vec![(q(0), 50_000), (q(1), 240_000)]);
     }
 
     #[test]

@@ -239,14 +239,9 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
         sink.push(&LATENCY, summary(o), &with_class);
         sink.push(&LATENCY_HISTOGRAM, histogram(o), &with_class);
     }
-    // Little's law per queue series: the latency sums of all its classes.
-    let mut inflight: std::collections::BTreeMap<(u32, Option<u16>), u64> = Default::default();
-    for o in &state.view.ops {
-        *inflight.entry((o.key.ctrl_id, o.key.qid)).or_default() += o.latency_sum_ns;
-    }
-    for ((ctrl_id, qid), ns) in inflight {
-        let l = Labels::new(state, ctrl_id, qid);
-        sink.counter(&INFLIGHT_SECONDS, &l.with(&[]), secs(ns as f64));
+    for (k, ns) in &state.view.inflight_ns {
+        let l = Labels::new(state, k.ctrl_id, k.qid);
+        sink.counter(&INFLIGHT_SECONDS, &l.with(&[]), secs(*ns as f64));
     }
     for (k, q) in &state.view.queues {
         let l = Labels::new(state, k.ctrl_id, k.qid);
@@ -375,6 +370,7 @@ pub(crate) mod tests {
                         busy_ns: 1_500_000_000,
                     },
                 )],
+                inflight_ns: vec![(QueueSeriesKey { ctrl_id: 0, qid }, 500_000)],
                 statuses: vec![(
                     StatusKey {
                         ctrl_id: 0,
