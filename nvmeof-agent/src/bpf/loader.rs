@@ -10,6 +10,7 @@ pub const PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLE
 /// Optional map capacities, for nodes with more controllers or queues than the defaults cover.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapSizes {
+    pub inflight: Option<u32>,
     pub ops: Option<u32>,
     pub queues: Option<u32>,
 }
@@ -29,9 +30,8 @@ pub fn explain(err: &anyhow::Error) -> String {
             .is_some_and(|c| c == libc::EPERM || c == libc::EACCES)
     });
     if denied {
-        format!(
-            "no permission to load BPF programs (need CAP_BPF and CAP_PERFMON, or root): {err:#}"
-        )
+        // The full chain goes to the debug log; the line says what to do.
+        "no permission to load BPF programs (need CAP_BPF and CAP_PERFMON, or root)".to_owned()
     } else {
         format!("{err:#}")
     }
@@ -61,6 +61,9 @@ pub fn load(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow
     raise_memlock();
     let mut loader = EbpfLoader::new();
     loader.override_global(LAYOUT_GLOBAL, layout, true);
+    if let Some(n) = sizes.inflight {
+        loader.map_max_entries(maps::INFLIGHT, n);
+    }
     if let Some(n) = sizes.ops {
         loader.map_max_entries(maps::OPS, n);
     }
@@ -92,9 +95,9 @@ mod tests {
         let io = std::io::Error::from_raw_os_error(libc::EPERM);
         let err = anyhow::Error::new(io).context("loading the eBPF object");
         let line = explain(&err);
-        assert!(
-            line.starts_with("no permission to load BPF programs"),
-            "{line}"
+        assert_eq!(
+            line,
+            "no permission to load BPF programs (need CAP_BPF and CAP_PERFMON, or root)"
         );
         let other = anyhow::anyhow!("program x missing from the object");
         assert_eq!(explain(&other), "program x missing from the object");
