@@ -247,3 +247,115 @@ pub fn run(
     }
     log::debug!("eBPF drain stopped; detaching");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::loader::{self, MapSizes};
+    use crate::bpf::namespaces::tests::fake_sysfs;
+    use crate::bpf::EBPF_OBJECT;
+    use nvmeof_common::{latency_bucket, OpClass, TracepointLayout};
+
+    /// The real object's maps, loaded but not attached (no nvme tracepoints needed): the agent
+    /// writes what the programs would have, and the drain must read it back with the same types.
+    /// Skipped where BPF cannot be loaded (no permission, or a build without the object).
+    #[test]
+    fn drains_the_real_maps() {
+        let mut ebpf = match loader::open(
+            EBPF_OBJECT,
+            &TracepointLayout::default(),
+            MapSizes::default(),
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipped: {}", loader::explain(&e));
+                return;
+            }
+        };
+        let op = |ctrl_id, qid, class: OpClass| OpKey {
+            ctrl_id,
+            qid,
+            opclass: class as u8,
+            _pad: 0,
+        };
+        {
+            let mut ops = BpfHashMap::<&mut MapData, OpKey, OpStats>::try_from(
+                ebpf.map_mut(maps::OPS).unwrap(),
+            )
+            .unwrap();
+            let mut s = OpStats::default();
+            s.commands = 3;
+            s.bytes = 3 * 4096;
+            s.latency_sum_ns = 300_000;
+            s.buckets[latency_bucket(100_000)] = 3;
+            ops.insert(op(0, 1, OpClass::Read), s, 0).unwrap();
+            // Controller 5 has no sysfs directory: gone.
+            ops.insert(op(5, 1, OpClass::Write), s, 0).unwrap();
+            let mut queues = BpfHashMap::<&mut MapData, QueueKey, QueueState>::try_from(
+                ebpf.map_mut(maps::QUEUES).unwrap(),
+            )
+            .unwrap();
+            let q = QueueState {
+                submitted: 5,
+                completed: 3,
+                busy_ns: 2_000,
+                last_event_ns: 1,
+            };
+            queues
+                .insert(
+                    QueueKey {
+                        ctrl_id: 0,
+                        qid: 1,
+                        _pad: 0,
+                    },
+                    q,
+                    0,
+                )
+                .unwrap();
+        }
+        let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
+        let loaded = Loaded {
+            ebpf,
+            attached: vec![],
+        };
+        let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false, 4);
+        let state = RwLock::new(IoState::default());
+        d.drain_once(&state).unwrap();
+
+        let s = state.read().unwrap();
+        assert_eq!(s.view.ops.len(), 1, "{:?}", s.view.ops);
+        let o = &s.view.ops[0];
+        assert_eq!(
+            (o.key.ctrl_id, o.key.class, o.commands, o.bytes),
+            (0, OpClass::Read, 3, 12288)
+        );
+        assert_eq!(
+            o.quantiles_ns[0],
+            Some(crate::bpf::model::bucket_value_ns(latency_bucket(100_000)))
+        );
+        assert_eq!(s.view.queues[0].1.depth, 2);
+        assert_eq!(s.view.io_queues, vec![(0, 1)]);
+        assert_eq!(s.subsystems.get(&0).map(String::as_str), Some("nqn.test"));
+        assert!(s.drain_seconds.is_some());
+        drop(s);
+
+        // The gone controller's key left the kernel map; the namespace's LBA shift went in.
+        let ebpf = &d.loaded.ebpf;
+        let ops: Vec<(OpKey, OpStats)> = entries(ebpf, maps::OPS).unwrap();
+        assert_eq!(ops.len(), 1);
+        let ns: Vec<(NamespaceKey, u32)> = entries(ebpf, maps::NAMESPACES).unwrap();
+        assert_eq!(
+            ns,
+            vec![(
+                NamespaceKey {
+                    ctrl_id: 0,
+                    nsid: 1
+                },
+                12
+            )]
+        );
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(ebpf.map(maps::COUNTERS).unwrap()).unwrap();
+        assert_eq!(counters.len(), PROGRAM_COUNTERS);
+    }
+}

@@ -53,8 +53,8 @@ fn raise_memlock() {
     }
 }
 
-/// Loads `object` with `layout` and attaches every program.
-pub fn load(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow::Result<Loaded> {
+/// Loads `object` with `layout` into the kernel: maps created, nothing verified or attached yet.
+pub fn open(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow::Result<Ebpf> {
     if object.is_empty() {
         bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
     }
@@ -70,7 +70,12 @@ pub fn load(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow
     if let Some(n) = sizes.queues {
         loader.map_max_entries(maps::QUEUES, n);
     }
-    let mut ebpf = loader.load(object).context("loading the eBPF object")?;
+    loader.load(object).context("loading the eBPF object")
+}
+
+/// Loads `object` with `layout`, then verifies and attaches every program.
+pub fn load(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow::Result<Loaded> {
+    let mut ebpf = open(object, layout, sizes)?;
     let mut attached = Vec::new();
     for name in PROGRAMS {
         let prog: &mut TracePoint = ebpf
