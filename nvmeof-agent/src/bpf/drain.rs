@@ -283,10 +283,12 @@ mod tests {
                 ebpf.map_mut(maps::OPS).unwrap(),
             )
             .unwrap();
-            let mut s = OpStats::default();
-            s.commands = 3;
-            s.bytes = 3 * 4096;
-            s.latency_sum_ns = 300_000;
+            let mut s = OpStats {
+                commands: 3,
+                bytes: 3 * 4096,
+                latency_sum_ns: 300_000,
+                ..Default::default()
+            };
             s.buckets[latency_bucket(100_000)] = 3;
             ops.insert(op(0, 1, OpClass::Read), s, 0).unwrap();
             // Controller 5 has no sysfs directory: gone.
