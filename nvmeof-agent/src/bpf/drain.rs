@@ -27,6 +27,9 @@ pub struct Drainer {
     sysfs_root: PathBuf,
     /// What the NAMESPACES map holds, so unchanged entries are not rewritten.
     namespaces: HashMap<NamespaceKey, u32>,
+    /// Controller instance → NQN at the last drain: an instance number reused by a controller of
+    /// another subsystem must not continue the old one's series.
+    subsystems: BTreeMap<u32, String>,
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
@@ -72,6 +75,7 @@ impl Drainer {
             model: Model::new(per_queue, window_len),
             sysfs_root,
             namespaces: HashMap::new(),
+            subsystems: BTreeMap::new(),
         }
     }
 
@@ -128,25 +132,30 @@ impl Drainer {
         Ok(())
     }
 
-    /// Deletes the kernel's entries of controllers that no longer exist, so their series go and
-    /// their slots are free for new controllers. Only when `class/nvme` is there at all: a wrong
-    /// sysfs root must not wipe live data.
+    /// Deletes the kernel's entries of controllers that no longer exist, or whose instance number
+    /// now belongs to another subsystem, so their series go and their slots are free. Only when
+    /// `class/nvme` is there at all: a wrong sysfs root must not wipe live data.
     fn forget_gone(&mut self, raw: &mut RawMaps, live: &BTreeMap<u32, String>) {
+        let previous = std::mem::replace(&mut self.subsystems, live.clone());
         if !self.sysfs_root.join("class/nvme").is_dir() {
             return;
         }
+        let replaced = |c: &u32| match (previous.get(c), live.get(c)) {
+            (Some(old), Some(new)) => !old.is_empty() && !new.is_empty() && old != new,
+            _ => false,
+        };
         let gone: HashSet<u32> = raw
             .ops
             .iter()
             .map(|(k, _)| k.ctrl_id)
             .chain(raw.queues.iter().map(|(k, _)| k.ctrl_id))
             .chain(raw.statuses.iter().map(|(k, _)| k.ctrl_id))
-            .filter(|c| !live.contains_key(c))
+            .filter(|c| !live.contains_key(c) || replaced(c))
             .collect();
         if gone.is_empty() {
             return;
         }
-        log::info!("controllers gone, dropping their series: {gone:?}");
+        log::info!("controllers gone or replaced, dropping their series: {gone:?}");
         let ebpf = &mut self.loaded.ebpf;
         let ops: Vec<OpKey> = raw
             .ops
@@ -359,5 +368,17 @@ mod tests {
         let counters: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(ebpf.map(maps::COUNTERS).unwrap()).unwrap();
         assert_eq!(counters.len(), PROGRAM_COUNTERS);
+
+        // nvme0 now belongs to another subsystem: the old series must not continue under it.
+        std::fs::write(
+            sysfs.path().join("class/nvme/nvme0/subsysnqn"),
+            "nqn.other\n",
+        )
+        .unwrap();
+        d.drain_once(&state).unwrap();
+        assert!(state.read().unwrap().view.ops.is_empty());
+        assert!(entries::<OpKey, OpStats>(&d.loaded.ebpf, maps::OPS)
+            .unwrap()
+            .is_empty());
     }
 }
