@@ -194,7 +194,8 @@ pub struct QueueKey {
     pub _pad: u16,
 }
 
-/// Cumulative per-queue counters. `submitted - completed` is the current depth; `busy_ns` grows
+/// Cumulative per-queue counters. `submitted - completed` is the current depth (`completed` also
+/// counts commands whose completion was lost, when their tag is set up again); `busy_ns` grows
 /// while at least one command is in flight (like the block layer's `io_ticks`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -269,8 +270,8 @@ pub struct NamespaceKey {
 pub const NVME_STATUS_MASK: u16 = 0x07ff;
 
 // ---------------------------------------------------------------------------------------------
-// Latency buckets: log-linear, 32 sub-buckets per power of two from 2^10 ns (about 1 µs) to
-// 2^37 ns (about 137 s). A bucket is at most 1/32 of its lower bound wide, so a quantile read at a
+// Latency buckets: log-linear, 32 sub-buckets per power of two from 2^9 ns (512 ns, so that 1 µs
+// is well inside the fine range) to 2^37 ns (about 137 s). A bucket is at most 1/32 of its lower bound wide, so a quantile read at a
 // bucket's midpoint is within 1/64 (1.6 %) of the exact one.
 // ---------------------------------------------------------------------------------------------
 
@@ -279,7 +280,7 @@ pub const LATENCY_SUB_BITS: u32 = 5;
 /// Sub-buckets per power of two.
 pub const LATENCY_SUB_BUCKETS: u32 = 1 << LATENCY_SUB_BITS;
 /// Values below `2^LATENCY_MIN_SHIFT` ns share bucket 0.
-pub const LATENCY_MIN_SHIFT: u32 = 10;
+pub const LATENCY_MIN_SHIFT: u32 = 9;
 /// Values from `2^LATENCY_MAX_SHIFT` ns on share the last bucket.
 pub const LATENCY_MAX_SHIFT: u32 = 37;
 /// Number of buckets: an underflow bucket, the log-linear range and an overflow bucket.
@@ -386,8 +387,8 @@ mod tests {
 
     #[test]
     fn bucket_count_covers_1us_to_100s() {
-        assert_eq!(LATENCY_BUCKETS, 866);
-        assert!(bucket_bounds_ns(1).0 <= 1_000 * 2);
+        assert_eq!(LATENCY_BUCKETS, 898);
+        assert_eq!(bucket_bounds_ns(1), (512, 528));
         assert!(bucket_bounds_ns(LATENCY_BUCKETS - 2).1 >= 100_000_000_000);
     }
 

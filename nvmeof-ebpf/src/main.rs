@@ -127,9 +127,11 @@ fn read_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<u64> {
     }
 }
 
-/// Brings a queue's busy time up to `now` and moves its depth by one command.
+/// Brings a queue's busy time up to `now` and adds to its submitted and completed counts. A setup
+/// that replaced a lost command counts that command as completed, so `submitted - completed`
+/// (the depth) does not grow by one for every lost completion.
 #[inline(always)]
-fn queue_event(key: &QueueKey, now: u64, submitted: bool) {
+fn queue_event(key: &QueueKey, now: u64, submitted: u64, completed: u64) {
     let state = match QUEUES.get_ptr_mut(key) {
         Some(p) => p,
         None => {
@@ -149,10 +151,11 @@ fn queue_event(key: &QueueKey, now: u64, submitted: bool) {
             atomic_add(&mut (*state).busy_ns, now - last);
         }
         (*state).last_event_ns = now;
-        if submitted {
-            atomic_add(&mut (*state).submitted, 1);
-        } else {
-            atomic_add(&mut (*state).completed, 1);
+        if submitted != 0 {
+            atomic_add(&mut (*state).submitted, submitted);
+        }
+        if completed != 0 {
+            atomic_add(&mut (*state).completed, completed);
         }
     }
 }
@@ -207,7 +210,8 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
         opclass: class as u8,
         _pad: [0; 3],
     };
-    if INFLIGHT.get_ptr(&key).is_some() {
+    let replaced = INFLIGHT.get_ptr(&key).is_some();
+    if replaced {
         count(ProgramCounter::InflightReplaced);
     }
     if INFLIGHT.insert(&key, &value, 0).is_err() {
@@ -221,7 +225,8 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
             _pad: 0,
         },
         now,
-        true,
+        1,
+        replaced as u64,
     );
     Some(())
 }
@@ -266,7 +271,8 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
             _pad: 0,
         },
         now,
-        false,
+        0,
+        1,
     );
 
     let latency = now.saturating_sub(started.start_ns);

@@ -3,6 +3,7 @@
 //! `collector` label of the self metrics; its families are what `docs/metrics.md` must list.
 pub mod controller;
 pub mod exporter;
+pub mod io;
 pub mod namespace;
 pub mod subsystem;
 
@@ -68,12 +69,22 @@ pub fn registry() -> Vec<Registration> {
                 )))
             }),
         },
-        // TODO(merge): the eBPF `io` collector registers here once `crate::bpf` has it, e.g.
-        // Registration { name: "io", families: crate::bpf::FAMILIES, default_enabled: true,
-        //     build: Build::Collector(|c| Ok(crate::bpf::start(crate::bpf::BpfOptions {
-        //         per_queue: c.per_queue, drain_interval: c.drain_interval,
-        //         latency_window: c.latency_window, sysfs: c.sysfs.clone() }))), .. }
-        // Not done: until then there is no `io` collector and no `--collector.io` flag.
+        Registration {
+            name: "io",
+            help: "per-command latency, bytes, errors and queue use from the eBPF tracepoint programs",
+            default_enabled: true,
+            always_on: false,
+            families: io::FAMILIES,
+            build: Build::Collector(|c| {
+                Ok(crate::bpf::start(crate::bpf::BpfOptions {
+                    sysfs_root: c.sysfs.clone(),
+                    tracefs_root: None,
+                    drain_interval: c.drain_interval,
+                    latency_window: c.latency_window,
+                    per_queue: c.per_queue,
+                }))
+            }),
+        },
         Registration {
             name: "exporter",
             help: "the exporter's own health: build, scrapes, each collector's outcome",
@@ -109,7 +120,7 @@ mod tests {
     fn each_built_collector_declares_its_registered_families() {
         let config = Config::defaults();
         let built = build_enabled(&config).unwrap();
-        assert_eq!(built.len(), 3);
+        assert_eq!(built.len(), 4);
         for c in built {
             let r = registry().into_iter().find(|r| r.name == c.name()).unwrap();
             assert_eq!(c.families(), r.families, "{}", r.name);

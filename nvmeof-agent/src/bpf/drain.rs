@@ -1,0 +1,384 @@
+//! The drain: every `drain_interval` a background thread reads the kernel maps, writes the
+//! namespaces' LBA sizes, forgets controllers that are gone, runs the [`Model`] and publishes the
+//! result. Scrapes only read what was published; nothing here runs at scrape time.
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::Ebpf;
+use nvmeof_common::{
+    maps, Inflight, InflightKey, NamespaceKey, OpKey, OpStats, QueueKey, QueueState, StatusKey,
+    PROGRAM_COUNTERS,
+};
+
+use super::loader::Loaded;
+use super::model::{Model, RawMaps};
+use super::namespaces::{controller_subsystems, namespace_lba_sizes};
+use super::{IoState, ProgramRun};
+
+/// Everything the drain thread owns; the loaded object lives (and stays attached) as long as it.
+pub struct Drainer {
+    loaded: Loaded,
+    model: Model,
+    sysfs_root: PathBuf,
+    /// What the NAMESPACES map holds, so unchanged entries are not rewritten.
+    namespaces: HashMap<NamespaceKey, u32>,
+    /// Controller instance → NQN at the last drain: an instance number reused by a controller of
+    /// another subsystem must not continue the old one's series.
+    subsystems: BTreeMap<u32, String>,
+}
+
+fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
+    ebpf.map(name)
+        .with_context(|| format!("map {name} missing from the object"))
+}
+
+/// Every entry of a hash map. Entries removed while iterating are skipped (the iteration then
+/// reports them missing); other errors fail the read.
+fn entries<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &str,
+) -> anyhow::Result<Vec<(K, V)>> {
+    let m: BpfHashMap<&MapData, K, V> =
+        BpfHashMap::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))?;
+    let mut out = Vec::new();
+    for r in m.iter() {
+        match r {
+            Ok(kv) => out.push(kv),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("reading map {name}")),
+        }
+    }
+    Ok(out)
+}
+
+fn remove_keys<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]) {
+    let Some(m) = ebpf.map_mut(name) else {
+        return;
+    };
+    let Ok(mut m) = BpfHashMap::<&mut MapData, K, V>::try_from(m) else {
+        return;
+    };
+    for k in keys {
+        let _ = m.remove(k);
+    }
+}
+
+impl Drainer {
+    pub fn new(loaded: Loaded, sysfs_root: PathBuf, per_queue: bool, window_len: usize) -> Self {
+        Drainer {
+            loaded,
+            model: Model::new(per_queue, window_len),
+            sysfs_root,
+            namespaces: HashMap::new(),
+            subsystems: BTreeMap::new(),
+        }
+    }
+
+    fn read_raw(&self) -> anyhow::Result<RawMaps> {
+        let ebpf = &self.loaded.ebpf;
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).context("map COUNTERS")?;
+        let mut sums = [0u64; PROGRAM_COUNTERS as usize];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let per_cpu = counters
+                .get(&(i as u32), 0)
+                .context("reading map COUNTERS")?;
+            *sum = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
+        }
+        Ok(RawMaps {
+            ops: entries::<OpKey, OpStats>(ebpf, maps::OPS)?,
+            queues: entries::<QueueKey, QueueState>(ebpf, maps::QUEUES)?,
+            statuses: entries::<StatusKey, u64>(ebpf, maps::STATUSES)?,
+            counters: sums,
+        })
+    }
+
+    /// Writes log2 of every namespace's LBA size and removes namespaces that are gone.
+    fn refresh_namespaces(&mut self) -> anyhow::Result<()> {
+        let want: HashMap<NamespaceKey, u32> = namespace_lba_sizes(&self.sysfs_root)
+            .into_iter()
+            .filter(|n| n.logical_block_size.is_power_of_two())
+            .map(|n| {
+                let key = NamespaceKey {
+                    ctrl_id: n.ctrl_instance,
+                    nsid: n.nsid,
+                };
+                (key, n.logical_block_size.trailing_zeros())
+            })
+            .collect();
+        if want == self.namespaces {
+            return Ok(());
+        }
+        let m = self
+            .loaded
+            .ebpf
+            .map_mut(maps::NAMESPACES)
+            .context("map NAMESPACES missing from the object")?;
+        let mut m = BpfHashMap::<&mut MapData, NamespaceKey, u32>::try_from(m)?;
+        for k in self.namespaces.keys().filter(|k| !want.contains_key(k)) {
+            let _ = m.remove(k);
+        }
+        for (k, v) in &want {
+            if self.namespaces.get(k) != Some(v) {
+                m.insert(k, v, 0).context("writing map NAMESPACES")?;
+            }
+        }
+        self.namespaces = want;
+        Ok(())
+    }
+
+    /// Deletes the kernel's entries of controllers that no longer exist, or whose instance number
+    /// now belongs to another subsystem, so their series go and their slots are free. Only when
+    /// `class/nvme` is there at all: a wrong sysfs root must not wipe live data.
+    fn forget_gone(&mut self, raw: &mut RawMaps, live: &BTreeMap<u32, String>) {
+        let previous = std::mem::replace(&mut self.subsystems, live.clone());
+        if !self.sysfs_root.join("class/nvme").is_dir() {
+            return;
+        }
+        let replaced = |c: &u32| match (previous.get(c), live.get(c)) {
+            (Some(old), Some(new)) => !old.is_empty() && !new.is_empty() && old != new,
+            _ => false,
+        };
+        let gone: HashSet<u32> = raw
+            .ops
+            .iter()
+            .map(|(k, _)| k.ctrl_id)
+            .chain(raw.queues.iter().map(|(k, _)| k.ctrl_id))
+            .chain(raw.statuses.iter().map(|(k, _)| k.ctrl_id))
+            .filter(|c| !live.contains_key(c) || replaced(c))
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        log::info!("controllers gone or replaced, dropping their series: {gone:?}");
+        let ebpf = &mut self.loaded.ebpf;
+        let ops: Vec<OpKey> = raw
+            .ops
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| gone.contains(&k.ctrl_id))
+            .collect();
+        remove_keys::<OpKey, OpStats>(ebpf, maps::OPS, &ops);
+        let queues: Vec<QueueKey> = raw
+            .queues
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| gone.contains(&k.ctrl_id))
+            .collect();
+        remove_keys::<QueueKey, QueueState>(ebpf, maps::QUEUES, &queues);
+        let statuses: Vec<StatusKey> = raw
+            .statuses
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| gone.contains(&k.ctrl_id))
+            .collect();
+        remove_keys::<StatusKey, u64>(ebpf, maps::STATUSES, &statuses);
+        if let Ok(inflight) = entries::<InflightKey, Inflight>(ebpf, maps::INFLIGHT) {
+            let keys: Vec<InflightKey> = inflight
+                .into_iter()
+                .map(|(k, _)| k)
+                .filter(|k| gone.contains(&k.ctrl_id))
+                .collect();
+            remove_keys::<InflightKey, Inflight>(ebpf, maps::INFLIGHT, &keys);
+        }
+        raw.ops.retain(|(k, _)| !gone.contains(&k.ctrl_id));
+        raw.queues.retain(|(k, _)| !gone.contains(&k.ctrl_id));
+        raw.statuses.retain(|(k, _)| !gone.contains(&k.ctrl_id));
+    }
+
+    fn program_runs(&self) -> Vec<ProgramRun> {
+        self.loaded
+            .attached
+            .iter()
+            .filter_map(|name| {
+                let info = self.loaded.ebpf.program(name)?.info().ok()?;
+                Some(ProgramRun {
+                    name,
+                    run_time_ns: info.run_time().as_nanos() as u64,
+                    run_count: info.run_count(),
+                })
+            })
+            .collect()
+    }
+
+    /// One drain: maps → model → the new state's parts.
+    pub fn drain_once(&mut self, state: &RwLock<IoState>) -> anyhow::Result<()> {
+        let started = Instant::now();
+        if let Err(e) = self.refresh_namespaces() {
+            log::warn!("eBPF: LBA sizes not updated: {e:#}");
+        }
+        // Maps first, sysfs after: a controller whose keys were read existed before the read.
+        let mut raw = self.read_raw()?;
+        let subsystems = controller_subsystems(&self.sysfs_root);
+        self.forget_gone(&mut raw, &subsystems);
+        let view = self.model.apply(raw);
+        let programs = self.program_runs();
+        let took = started.elapsed();
+        let mut s = state.write().unwrap_or_else(|e| e.into_inner());
+        s.view = view;
+        s.subsystems = subsystems;
+        s.programs = programs;
+        s.drain_seconds = Some(took.as_secs_f64());
+        Ok(())
+    }
+}
+
+/// Runs the drain until `stop` is dropped (the collector went away), then drops the object, which
+/// detaches the programs.
+pub fn run(
+    mut drainer: Drainer,
+    interval: Duration,
+    state: Arc<RwLock<IoState>>,
+    stop: Receiver<()>,
+) {
+    let mut last_error = String::new();
+    loop {
+        let started = Instant::now();
+        match drainer.drain_once(&state) {
+            Ok(()) => last_error.clear(),
+            Err(e) => {
+                let msg = format!("{e:#}");
+                if msg != last_error {
+                    log::warn!("eBPF drain failed: {msg}");
+                    last_error = msg;
+                }
+            }
+        }
+        match stop.recv_timeout(interval.saturating_sub(started.elapsed())) {
+            Err(RecvTimeoutError::Timeout) => {}
+            _ => break,
+        }
+    }
+    log::debug!("eBPF drain stopped; detaching");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::loader::{self, MapSizes};
+    use crate::bpf::namespaces::tests::fake_sysfs;
+    use crate::bpf::EBPF_OBJECT;
+    use nvmeof_common::{latency_bucket, OpClass, TracepointLayout};
+
+    /// The real object's maps, loaded but not attached (no nvme tracepoints needed): the agent
+    /// writes what the programs would have, and the drain must read it back with the same types.
+    /// Skipped where BPF cannot be loaded (no permission, or a build without the object).
+    #[test]
+    fn drains_the_real_maps() {
+        let mut ebpf = match loader::open(
+            EBPF_OBJECT,
+            &TracepointLayout::default(),
+            MapSizes::default(),
+        ) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipped: {}", loader::explain(&e));
+                return;
+            }
+        };
+        let op = |ctrl_id, qid, class: OpClass| OpKey {
+            ctrl_id,
+            qid,
+            opclass: class as u8,
+            _pad: 0,
+        };
+        {
+            let mut ops = BpfHashMap::<&mut MapData, OpKey, OpStats>::try_from(
+                ebpf.map_mut(maps::OPS).unwrap(),
+            )
+            .unwrap();
+            let mut s = OpStats {
+                commands: 3,
+                bytes: 3 * 4096,
+                latency_sum_ns: 300_000,
+                ..Default::default()
+            };
+            s.buckets[latency_bucket(100_000)] = 3;
+            ops.insert(op(0, 1, OpClass::Read), s, 0).unwrap();
+            // Controller 5 has no sysfs directory: gone.
+            ops.insert(op(5, 1, OpClass::Write), s, 0).unwrap();
+            let mut queues = BpfHashMap::<&mut MapData, QueueKey, QueueState>::try_from(
+                ebpf.map_mut(maps::QUEUES).unwrap(),
+            )
+            .unwrap();
+            let q = QueueState {
+                submitted: 5,
+                completed: 3,
+                busy_ns: 2_000,
+                last_event_ns: 1,
+            };
+            queues
+                .insert(
+                    QueueKey {
+                        ctrl_id: 0,
+                        qid: 1,
+                        _pad: 0,
+                    },
+                    q,
+                    0,
+                )
+                .unwrap();
+        }
+        let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
+        let loaded = Loaded {
+            ebpf,
+            attached: vec![],
+        };
+        let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false, 4);
+        let state = RwLock::new(IoState::default());
+        d.drain_once(&state).unwrap();
+
+        let s = state.read().unwrap();
+        assert_eq!(s.view.ops.len(), 1, "{:?}", s.view.ops);
+        let o = &s.view.ops[0];
+        assert_eq!(
+            (o.key.ctrl_id, o.key.class, o.commands, o.bytes),
+            (0, OpClass::Read, 3, 12288)
+        );
+        assert_eq!(
+            o.quantiles_ns[0],
+            Some(crate::bpf::model::bucket_value_ns(latency_bucket(100_000)))
+        );
+        assert_eq!(s.view.queues[0].1.depth, 2);
+        assert_eq!(s.view.io_queues, vec![(0, 1)]);
+        assert_eq!(s.subsystems.get(&0).map(String::as_str), Some("nqn.test"));
+        assert!(s.drain_seconds.is_some());
+        drop(s);
+
+        // The gone controller's key left the kernel map; the namespace's LBA shift went in.
+        let ebpf = &d.loaded.ebpf;
+        let ops: Vec<(OpKey, OpStats)> = entries(ebpf, maps::OPS).unwrap();
+        assert_eq!(ops.len(), 1);
+        let ns: Vec<(NamespaceKey, u32)> = entries(ebpf, maps::NAMESPACES).unwrap();
+        assert_eq!(
+            ns,
+            vec![(
+                NamespaceKey {
+                    ctrl_id: 0,
+                    nsid: 1
+                },
+                12
+            )]
+        );
+        let counters: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(ebpf.map(maps::COUNTERS).unwrap()).unwrap();
+        assert_eq!(counters.len(), PROGRAM_COUNTERS);
+
+        // nvme0 now belongs to another subsystem: the old series must not continue under it.
+        std::fs::write(
+            sysfs.path().join("class/nvme/nvme0/subsysnqn"),
+            "nqn.other\n",
+        )
+        .unwrap();
+        d.drain_once(&state).unwrap();
+        assert!(state.read().unwrap().view.ops.is_empty());
+        assert!(entries::<OpKey, OpStats>(&d.loaded.ebpf, maps::OPS)
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -1,0 +1,732 @@
+//! The drained model: cumulative kernel counters in, series for `/metrics` out. Pure functions of
+//! the raw map contents, so every figure is testable without BPF.
+//!
+//! - Counters are cumulative in the kernel; the model keeps the previous raw value per key and
+//!   accumulates deltas (u64 fields: a smaller value means the key was re-created, the new value is
+//!   the delta; u32 bucket counts: modulo 2^32, since the agent drains far more often than a
+//!   bucket can wrap).
+//! - Latency is kept as the kernel's own log-linear bucket counts (1/64 relative precision), not
+//!   re-quantised: a cumulative count per Prometheus bucket ([`HISTOGRAM_BOUNDS_SECONDS`]) and a
+//!   sliding window (a ring of per-drain sparse bucket deltas plus their running sum) for the
+//!   summary quantiles.
+//! - A raw key that disappears (its controller is gone) drops the series it fed once no other key
+//!   feeds it.
+//! - With per-queue series, command series of the I/O classes are per queue; admin and fabrics
+//!   commands (queue 0, and one connect per I/O queue) stay per controller: a connect's latency per
+//!   queue would cost series for no insight. Queue-state series (depth, busy, in-flight time) are
+//!   per queue for every queue, the admin queue included.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use nvmeof_common::{
+    bucket_bounds_ns, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey, LATENCY_BUCKETS,
+    PROGRAM_COUNTERS,
+};
+
+/// Quantiles of `nvmeof_io_latency_seconds` (over the last `latency_window`).
+pub const SUMMARY_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
+
+/// Upper bounds of `nvmeof_io_latency_histogram_seconds` (plus `+Inf`): 1-2.5-5 steps from 10 µs
+/// to 10 s. A kernel bucket is counted in the first bound at or above its midpoint, so a bound is
+/// exact to 1/64 of its value.
+pub const HISTOGRAM_BOUNDS_SECONDS: [f64; 19] = [
+    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
+    250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0,
+];
+/// Prometheus buckets including `+Inf`.
+pub const HISTOGRAM_SLOTS: usize = HISTOGRAM_BOUNDS_SECONDS.len() + 1;
+
+/// Delta of a cumulative u64 counter; a smaller value means the counter restarted from zero.
+pub fn delta_u64(prev: u64, cur: u64) -> u64 {
+    if cur >= prev {
+        cur - prev
+    } else {
+        cur
+    }
+}
+
+/// Delta of a u32 bucket count, modulo 2^32.
+pub fn delta_u32(prev: u32, cur: u32) -> u32 {
+    cur.wrapping_sub(prev)
+}
+
+/// The value a kernel bucket stands for: its midpoint; the underflow bucket is [0, 512) ns and
+/// the overflow bucket reads as its lower bound (2^37 ns, about 137 s).
+pub fn bucket_value_ns(bucket: usize) -> f64 {
+    let (lo, hi) = bucket_bounds_ns(bucket);
+    if hi == u64::MAX {
+        lo as f64
+    } else {
+        (lo as f64 + hi as f64) / 2.0
+    }
+}
+
+/// The Prometheus bucket (index into the bounds, or the last slot for `+Inf`) of a kernel bucket.
+pub fn histogram_slot(bucket: usize) -> usize {
+    let v = bucket_value_ns(bucket) * 1e-9;
+    HISTOGRAM_BOUNDS_SECONDS
+        .iter()
+        .position(|&b| v <= b)
+        .unwrap_or(HISTOGRAM_BOUNDS_SECONDS.len())
+}
+
+/// Non-zero bucket deltas between two raw histograms, ascending by bucket.
+pub fn bucket_deltas(
+    prev: Option<&[u32; LATENCY_BUCKETS]>,
+    cur: &[u32; LATENCY_BUCKETS],
+) -> Vec<(u16, u64)> {
+    cur.iter()
+        .enumerate()
+        .filter_map(|(i, &c)| {
+            let d = delta_u32(prev.map_or(0, |p| p[i]), c);
+            (d != 0).then_some((i as u16, d as u64))
+        })
+        .collect()
+}
+
+/// The q-quantile of a histogram given as ascending (bucket, count) pairs: the value of the bucket
+/// holding the observation of rank ceil(q·n) (at least 1). `None` when empty.
+pub fn quantile_ns<'a>(
+    counts: impl IntoIterator<Item = (&'a u16, &'a u64)> + Clone,
+    q: f64,
+) -> Option<f64> {
+    let total: u64 = counts.clone().into_iter().map(|(_, c)| *c).sum();
+    if total == 0 {
+        return None;
+    }
+    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
+    let mut seen = 0;
+    for (b, c) in counts {
+        seen += c;
+        if seen >= rank {
+            return Some(bucket_value_ns(*b as usize));
+        }
+    }
+    None
+}
+
+/// A sliding window over the last `len` drains: a ring of sparse per-drain deltas and their sum.
+#[derive(Clone, Debug)]
+pub struct Window {
+    len: usize,
+    ring: VecDeque<Vec<(u16, u64)>>,
+    sum: BTreeMap<u16, u64>,
+}
+
+impl Window {
+    pub fn new(len: usize) -> Self {
+        Window {
+            len: len.max(1),
+            ring: VecDeque::new(),
+            sum: BTreeMap::new(),
+        }
+    }
+
+    /// Adds one drain's deltas (possibly none) and forgets the drain that left the window.
+    pub fn push(&mut self, deltas: Vec<(u16, u64)>) {
+        for &(b, c) in &deltas {
+            *self.sum.entry(b).or_default() += c;
+        }
+        self.ring.push_back(deltas);
+        while self.ring.len() > self.len {
+            for (b, c) in self.ring.pop_front().unwrap_or_default() {
+                if let Some(s) = self.sum.get_mut(&b) {
+                    *s -= c;
+                    if *s == 0 {
+                        self.sum.remove(&b);
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.sum.values().sum()
+    }
+
+    pub fn quantile_ns(&self, q: f64) -> Option<f64> {
+        quantile_ns(&self.sum, q)
+    }
+}
+
+/// One read of the kernel maps.
+#[derive(Clone, Debug, Default)]
+pub struct RawMaps {
+    pub ops: Vec<(OpKey, OpStats)>,
+    pub queues: Vec<(QueueKey, QueueState)>,
+    pub statuses: Vec<(StatusKey, u64)>,
+    /// `COUNTERS`, summed over CPUs.
+    pub counters: [u64; PROGRAM_COUNTERS as usize],
+}
+
+/// A latency/throughput series: a controller (or one of its queues with `per_queue`) and a class.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SeriesKey {
+    pub ctrl_id: u32,
+    pub qid: Option<u16>,
+    pub class: OpClass,
+}
+
+/// A queue-state series: a controller, or one queue with `per_queue`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueSeriesKey {
+    pub ctrl_id: u32,
+    pub qid: Option<u16>,
+}
+
+#[derive(Clone, Debug)]
+struct OpSeries {
+    commands: u64,
+    bytes: u64,
+    errors: u64,
+    latency_sum_ns: u64,
+    /// Observations per Prometheus bucket (not cumulative).
+    hist: [u64; HISTOGRAM_SLOTS],
+    window: Window,
+}
+
+/// What the `io` collector shows for one [`SeriesKey`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpView {
+    pub key: SeriesKey,
+    pub commands: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub latency_sum_ns: u64,
+    /// Cumulative counts at each of [`HISTOGRAM_BOUNDS_SECONDS`]; the last slot is `+Inf`, the
+    /// histogram's count.
+    pub histogram: [u64; HISTOGRAM_SLOTS],
+    /// [`SUMMARY_QUANTILES`] over the window, in ns; `None` when the window saw nothing.
+    pub quantiles_ns: [Option<f64>; SUMMARY_QUANTILES.len()],
+}
+
+/// What the `io` collector shows for one [`QueueSeriesKey`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct QueueView {
+    pub depth: u64,
+    pub busy_ns: u64,
+}
+
+/// The model's output after a drain.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IoView {
+    pub ops: Vec<OpView>,
+    pub queues: Vec<(QueueSeriesKey, QueueView)>,
+    /// Sum of latencies of all classes per queue series: the integral of the in-flight count.
+    pub inflight_ns: Vec<(QueueSeriesKey, u64)>,
+    pub statuses: Vec<(StatusKey, u64)>,
+    /// I/O queues (qid > 0) per controller that have carried a command.
+    pub io_queues: Vec<(u32, u32)>,
+    pub counters: [u64; PROGRAM_COUNTERS as usize],
+}
+
+/// Previous raw values and accumulated series.
+pub struct Model {
+    per_queue: bool,
+    window_len: usize,
+    prev_ops: HashMap<OpKey, OpStats>,
+    prev_queues: HashMap<QueueKey, QueueState>,
+    prev_statuses: HashMap<StatusKey, u64>,
+    prev_counters: [u64; PROGRAM_COUNTERS as usize],
+    counters: [u64; PROGRAM_COUNTERS as usize],
+    ops: BTreeMap<SeriesKey, OpSeries>,
+    busy: BTreeMap<QueueSeriesKey, u64>,
+    inflight: BTreeMap<QueueSeriesKey, u64>,
+    statuses: BTreeMap<StatusKey, u64>,
+}
+
+impl Model {
+    /// `window_len` is the number of drains the summary window covers.
+    pub fn new(per_queue: bool, window_len: usize) -> Self {
+        Model {
+            per_queue,
+            window_len: window_len.max(1),
+            prev_ops: HashMap::new(),
+            prev_queues: HashMap::new(),
+            prev_statuses: HashMap::new(),
+            prev_counters: [0; PROGRAM_COUNTERS as usize],
+            counters: [0; PROGRAM_COUNTERS as usize],
+            ops: BTreeMap::new(),
+            busy: BTreeMap::new(),
+            inflight: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+        }
+    }
+
+    /// The queue of a queue-state series.
+    fn qid(&self, qid: u16) -> Option<u16> {
+        self.per_queue.then_some(qid)
+    }
+
+    /// The queue of a command series: I/O classes only (see the module documentation).
+    fn op_qid(&self, qid: u16, class: OpClass) -> Option<u16> {
+        let control = matches!(class, OpClass::Admin | OpClass::Fabrics);
+        (self.per_queue && !control).then_some(qid)
+    }
+
+    /// Takes one read of the maps and returns the view to publish.
+    pub fn apply(&mut self, raw: RawMaps) -> IoView {
+        self.apply_ops(&raw.ops);
+        let queues = self.apply_queues(&raw.queues);
+        self.apply_statuses(&raw.statuses);
+        for (i, &c) in raw.counters.iter().enumerate() {
+            self.counters[i] += delta_u64(self.prev_counters[i], c);
+        }
+        self.prev_counters = raw.counters;
+
+        let mut io_queues: BTreeMap<u32, u32> = BTreeMap::new();
+        for (k, _) in &raw.queues {
+            if k.qid > 0 {
+                *io_queues.entry(k.ctrl_id).or_default() += 1;
+            }
+        }
+        IoView {
+            ops: self.op_views(),
+            queues,
+            inflight_ns: self.inflight.iter().map(|(k, v)| (*k, *v)).collect(),
+            statuses: self.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
+            io_queues: io_queues.into_iter().collect(),
+            counters: self.counters,
+        }
+    }
+
+    fn apply_ops(&mut self, raw: &[(OpKey, OpStats)]) {
+        // Deltas merged per series: several queues feed one controller series.
+        let mut touched: BTreeMap<SeriesKey, BTreeMap<u16, u64>> = BTreeMap::new();
+        let mut inflight_touched = std::collections::BTreeSet::new();
+        let mut next_prev = HashMap::with_capacity(raw.len());
+        for (k, cur) in raw {
+            let Some(class) = OpClass::from_u8(k.opclass) else {
+                continue;
+            };
+            let key = SeriesKey {
+                ctrl_id: k.ctrl_id,
+                qid: self.op_qid(k.qid, class),
+                class,
+            };
+            let qkey = QueueSeriesKey {
+                ctrl_id: k.ctrl_id,
+                qid: self.qid(k.qid),
+            };
+            let prev = self.prev_ops.get(k);
+            let window_len = self.window_len;
+            let s = self.ops.entry(key).or_insert_with(|| OpSeries {
+                commands: 0,
+                bytes: 0,
+                errors: 0,
+                latency_sum_ns: 0,
+                hist: [0; HISTOGRAM_SLOTS],
+                window: Window::new(window_len),
+            });
+            let d = |f: fn(&OpStats) -> u64| delta_u64(prev.map_or(0, f), f(cur));
+            s.commands += d(|o| o.commands);
+            s.bytes += d(|o| o.bytes);
+            s.errors += d(|o| o.errors);
+            let latency = d(|o| o.latency_sum_ns);
+            s.latency_sum_ns += latency;
+            *self.inflight.entry(qkey).or_default() += latency;
+            inflight_touched.insert(qkey);
+            let merged = touched.entry(key).or_default();
+            for (b, c) in bucket_deltas(prev.map(|p| &p.buckets), &cur.buckets) {
+                s.hist[histogram_slot(b as usize)] += c;
+                *merged.entry(b).or_default() += c;
+            }
+            next_prev.insert(*k, *cur);
+        }
+        self.prev_ops = next_prev;
+        self.ops.retain(|k, _| touched.contains_key(k));
+        self.inflight.retain(|k, _| inflight_touched.contains(k));
+        for (k, deltas) in touched {
+            if let Some(s) = self.ops.get_mut(&k) {
+                s.window.push(deltas.into_iter().collect());
+            }
+        }
+    }
+
+    fn apply_queues(&mut self, raw: &[(QueueKey, QueueState)]) -> Vec<(QueueSeriesKey, QueueView)> {
+        let mut views: BTreeMap<QueueSeriesKey, QueueView> = BTreeMap::new();
+        let mut next_prev = HashMap::with_capacity(raw.len());
+        for (k, cur) in raw {
+            let key = QueueSeriesKey {
+                ctrl_id: k.ctrl_id,
+                qid: self.qid(k.qid),
+            };
+            let prev_busy = self.prev_queues.get(k).map_or(0, |p| p.busy_ns);
+            *self.busy.entry(key).or_default() += delta_u64(prev_busy, cur.busy_ns);
+            // Two counters read without a lock: a completion may land between them, so clamp.
+            views.entry(key).or_default().depth += cur.submitted.saturating_sub(cur.completed);
+            next_prev.insert(*k, *cur);
+        }
+        self.prev_queues = next_prev;
+        self.busy.retain(|k, _| views.contains_key(k));
+        for (k, v) in views.iter_mut() {
+            v.busy_ns = self.busy.get(k).copied().unwrap_or_default();
+        }
+        views.into_iter().collect()
+    }
+
+    fn apply_statuses(&mut self, raw: &[(StatusKey, u64)]) {
+        let mut next_prev = HashMap::with_capacity(raw.len());
+        for &(k, cur) in raw {
+            let prev = self.prev_statuses.get(&k).copied().unwrap_or(0);
+            *self.statuses.entry(k).or_default() += delta_u64(prev, cur);
+            next_prev.insert(k, cur);
+        }
+        self.statuses.retain(|k, _| next_prev.contains_key(k));
+        self.prev_statuses = next_prev;
+    }
+
+    fn op_views(&self) -> Vec<OpView> {
+        self.ops
+            .iter()
+            .map(|(k, s)| {
+                let mut histogram = [0; HISTOGRAM_SLOTS];
+                let mut acc = 0;
+                for (i, c) in s.hist.iter().enumerate() {
+                    acc += c;
+                    histogram[i] = acc;
+                }
+                OpView {
+                    key: *k,
+                    commands: s.commands,
+                    bytes: s.bytes,
+                    errors: s.errors,
+                    latency_sum_ns: s.latency_sum_ns,
+                    histogram,
+                    quantiles_ns: SUMMARY_QUANTILES.map(|q| s.window.quantile_ns(q)),
+                }
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nvmeof_common::latency_bucket;
+
+    fn op_key(ctrl_id: u32, qid: u16, class: OpClass) -> OpKey {
+        OpKey {
+            ctrl_id,
+            qid,
+            opclass: class as u8,
+            _pad: 0,
+        }
+    }
+
+    /// Raw stats holding the given latencies (ns), each moving `bytes`.
+    fn stats(latencies: &[u64], bytes: u64) -> OpStats {
+        let mut s = OpStats::default();
+        for &l in latencies {
+            s.commands += 1;
+            s.bytes += bytes;
+            s.latency_sum_ns += l;
+            s.buckets[latency_bucket(l)] += 1;
+        }
+        s
+    }
+
+    #[test]
+    fn deltas_wrap_and_reset() {
+        assert_eq!(delta_u64(10, 15), 5);
+        assert_eq!(delta_u64(10, 3), 3);
+        assert_eq!(delta_u32(u32::MAX - 1, 3), 5);
+        assert_eq!(delta_u32(7, 7), 0);
+    }
+
+    #[test]
+    fn bucket_deltas_are_sparse_and_wrap() {
+        let mut prev = [0u32; LATENCY_BUCKETS];
+        let mut cur = [0u32; LATENCY_BUCKETS];
+        prev[5] = u32::MAX;
+        cur[5] = 1;
+        cur[9] = 4;
+        assert_eq!(bucket_deltas(Some(&prev), &cur), vec![(5, 2), (9, 4)]);
+        assert_eq!(bucket_deltas(None, &cur), vec![(5, 1), (9, 4)]);
+    }
+
+    #[test]
+    fn histogram_slots_follow_midpoints() {
+        // 9.9 µs (bucket [9728, 9984)) is ≤ 10 µs; 10.3 µs (bucket [10240, 10496)) is not.
+        assert_eq!(histogram_slot(latency_bucket(9_000)), 0);
+        assert_eq!(histogram_slot(latency_bucket(9_900)), 0);
+        assert_eq!(histogram_slot(latency_bucket(10_300)), 1);
+        assert_eq!(histogram_slot(latency_bucket(990_000)), 6);
+        assert_eq!(histogram_slot(latency_bucket(1_000_000)), 7);
+        assert_eq!(
+            histogram_slot(latency_bucket(11_000_000_000)),
+            HISTOGRAM_SLOTS - 1
+        );
+        assert_eq!(histogram_slot(LATENCY_BUCKETS - 1), HISTOGRAM_SLOTS - 1);
+        assert_eq!(histogram_slot(0), 0);
+    }
+
+    #[test]
+    fn quantiles_pick_the_bucket_of_the_rank() {
+        let mut counts = BTreeMap::new();
+        counts.insert(latency_bucket(100_000) as u16, 90u64);
+        counts.insert(latency_bucket(5_000_000) as u16, 10u64);
+        let mid = |ns| bucket_value_ns(latency_bucket(ns));
+        assert_eq!(quantile_ns(&counts, 0.5), Some(mid(100_000)));
+        assert_eq!(quantile_ns(&counts, 0.9), Some(mid(100_000)));
+        assert_eq!(quantile_ns(&counts, 0.91), Some(mid(5_000_000)));
+        assert_eq!(quantile_ns(&counts, 0.0), Some(mid(100_000)));
+        assert_eq!(quantile_ns(&BTreeMap::new(), 0.5), None);
+        // Midpoints: 100 µs sits in [98304, 100352), 5 ms in [4980736, 5111808).
+        assert_eq!(mid(100_000), 99_328.0);
+        assert_eq!(mid(5_000_000), 5_046_272.0);
+    }
+
+    /// Exact quantiles of synthetic latencies from 1 µs to 100 s against the bucketed ones.
+    #[test]
+    fn quantile_error_within_three_percent() {
+        // A deterministic spread: log-uniform over 1 µs .. 100 s (a multiplicative LCG).
+        let mut latencies = Vec::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..200_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
+            latencies.push((1e3 * 1e8f64.powf(u)) as u64);
+        }
+        let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
+        for &l in &latencies {
+            *counts.entry(latency_bucket(l) as u16).or_default() += 1;
+        }
+        latencies.sort_unstable();
+        let n = latencies.len();
+        for q in [
+            0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1.0,
+        ] {
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            let exact = latencies[rank - 1] as f64;
+            let est = quantile_ns(&counts, q).unwrap();
+            let err = (est - exact).abs() / exact;
+            assert!(err <= 0.03, "q={q}: exact {exact} est {est} err {err}");
+            // The kernel buckets give 1/64 in fact.
+            assert!(err <= 1.0 / 64.0 + 1e-9, "q={q}: err {err}");
+        }
+        // And at the extremes of the range.
+        for l in [1_000u64, 1_500, 999_999, 100_000_000_000] {
+            let mut c = BTreeMap::new();
+            c.insert(latency_bucket(l) as u16, 1u64);
+            let est = quantile_ns(&c, 0.5).unwrap();
+            assert!((est - l as f64).abs() / l as f64 <= 0.03, "{l}: {est}");
+        }
+    }
+
+    #[test]
+    fn window_forgets_old_drains() {
+        let mut w = Window::new(3);
+        w.push(vec![(10, 5)]);
+        w.push(vec![(20, 1)]);
+        w.push(vec![]);
+        assert_eq!(w.count(), 6);
+        assert_eq!(w.quantile_ns(0.5), Some(bucket_value_ns(10)));
+        w.push(vec![(20, 2)]);
+        assert_eq!(w.count(), 3);
+        assert_eq!(w.quantile_ns(0.5), Some(bucket_value_ns(20)));
+        w.push(vec![]);
+        w.push(vec![]);
+        w.push(vec![]);
+        assert_eq!(w.count(), 0);
+        assert_eq!(w.quantile_ns(0.5), None);
+    }
+
+    #[test]
+    fn model_aggregates_queues_and_takes_deltas() {
+        let mut m = Model::new(false, 2);
+        let k1 = op_key(0, 1, OpClass::Read);
+        let k2 = op_key(0, 2, OpClass::Read);
+        let raw = RawMaps {
+            ops: vec![
+                (k1, stats(&[100_000; 3], 4096)),
+                (k2, stats(&[200_000], 4096)),
+            ],
+            ..Default::default()
+        };
+        let v = m.apply(raw);
+        assert_eq!(v.ops.len(), 1);
+        let o = &v.ops[0];
+        assert_eq!(
+            o.key,
+            SeriesKey {
+                ctrl_id: 0,
+                qid: None,
+                class: OpClass::Read
+            }
+        );
+        assert_eq!((o.commands, o.bytes, o.latency_sum_ns), (4, 16384, 500_000));
+        // 100 µs lands in the 100 µs bucket (slot 3), 200 µs in the 250 µs one (slot 4).
+        assert_eq!(&o.histogram[2..6], &[0, 3, 4, 4]);
+        assert_eq!(o.histogram[HISTOGRAM_SLOTS - 1], 4);
+
+        // Second drain: queue 1 gets 2 more commands at 1 ms.
+        let mut s1 = stats(&[100_000; 3], 4096);
+        let more = stats(&[1_000_000; 2], 4096);
+        s1.commands += more.commands;
+        s1.bytes += more.bytes;
+        s1.latency_sum_ns += more.latency_sum_ns;
+        s1.buckets[latency_bucket(1_000_000)] += 2;
+        let v = m.apply(RawMaps {
+            ops: vec![(k1, s1), (k2, stats(&[200_000], 4096))],
+            ..Default::default()
+        });
+        let o = &v.ops[0];
+        assert_eq!(
+            (o.commands, o.bytes, o.latency_sum_ns),
+            (6, 24576, 2_500_000)
+        );
+        assert_eq!(o.histogram[HISTOGRAM_SLOTS - 1], 6);
+        // Window of 2 drains: 4 + 2 observations; the median rank 3 is at 100 µs.
+        assert_eq!(
+            o.quantiles_ns[0],
+            Some(bucket_value_ns(latency_bucket(100_000)))
+        );
+        assert_eq!(
+            o.quantiles_ns[1],
+            Some(bucket_value_ns(latency_bucket(1_000_000)))
+        );
+
+        // Third drain, nothing new: the window keeps only drain 2 and the empty drain 3.
+        let v = m.apply(RawMaps {
+            ops: vec![(k1, s1), (k2, stats(&[200_000], 4096))],
+            ..Default::default()
+        });
+        assert_eq!(
+            v.ops[0].quantiles_ns[0],
+            Some(bucket_value_ns(latency_bucket(1_000_000)))
+        );
+        assert_eq!(v.ops[0].commands, 6);
+
+        // The controller goes away: its series go too.
+        let v = m.apply(RawMaps::default());
+        assert!(v.ops.is_empty());
+    }
+
+    #[test]
+    fn model_per_queue_and_bucket_wrap() {
+        let mut m = Model::new(true, 4);
+        let k = op_key(2, 3, OpClass::Write);
+        let mut s = OpStats::default();
+        let b = latency_bucket(50_000);
+        s.buckets[b] = u32::MAX;
+        s.commands = u32::MAX as u64;
+        m.apply(RawMaps {
+            ops: vec![(k, s)],
+            ..Default::default()
+        });
+        s.buckets[b] = 9; // wrapped: 10 more
+        s.commands += 10;
+        let v = m.apply(RawMaps {
+            ops: vec![(k, s)],
+            ..Default::default()
+        });
+        let o = &v.ops[0];
+        assert_eq!(o.key.qid, Some(3));
+        assert_eq!(o.commands, u32::MAX as u64 + 10);
+        assert_eq!(o.histogram[HISTOGRAM_SLOTS - 1], u32::MAX as u64 + 10);
+    }
+
+    #[test]
+    fn per_queue_keeps_control_commands_per_controller() {
+        let mut m = Model::new(true, 1);
+        let v = m.apply(RawMaps {
+            ops: vec![
+                (op_key(0, 0, OpClass::Admin), stats(&[30_000], 0)),
+                (op_key(0, 0, OpClass::Fabrics), stats(&[20_000], 0)),
+                (op_key(0, 1, OpClass::Fabrics), stats(&[40_000], 0)),
+                (op_key(0, 1, OpClass::Read), stats(&[100_000; 2], 512)),
+            ],
+            ..Default::default()
+        });
+        let keys: Vec<(Option<u16>, OpClass, u64)> = v
+            .ops
+            .iter()
+            .map(|o| (o.key.qid, o.key.class, o.commands))
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                (None, OpClass::Admin, 1),
+                (None, OpClass::Fabrics, 2),
+                (Some(1), OpClass::Read, 2),
+            ]
+        );
+        let q = |qid| QueueSeriesKey {
+            ctrl_id: 0,
+            qid: Some(qid),
+        };
+        assert_eq!(v.inflight_ns, vec![(q(0), 50_000), (q(1), 240_000)]);
+    }
+
+    #[test]
+    fn queues_statuses_and_counters() {
+        let mut m = Model::new(false, 1);
+        let q = |qid, submitted, completed, busy_ns| {
+            (
+                QueueKey {
+                    ctrl_id: 1,
+                    qid,
+                    _pad: 0,
+                },
+                QueueState {
+                    submitted,
+                    completed,
+                    busy_ns,
+                    last_event_ns: 0,
+                },
+            )
+        };
+        let sk = StatusKey {
+            ctrl_id: 1,
+            status: 0x371,
+            opclass: 0,
+            _pad: 0,
+        };
+        let mut counters = [0; PROGRAM_COUNTERS as usize];
+        counters[0] = 5;
+        let v = m.apply(RawMaps {
+            queues: vec![q(0, 10, 10, 100), q(1, 50, 47, 1_000), q(2, 9, 8, 2_000)],
+            statuses: vec![(sk, 2)],
+            counters,
+            ..Default::default()
+        });
+        let key = QueueSeriesKey {
+            ctrl_id: 1,
+            qid: None,
+        };
+        assert_eq!(
+            v.queues,
+            vec![(
+                key,
+                QueueView {
+                    depth: 4,
+                    busy_ns: 3_100
+                }
+            )]
+        );
+        assert_eq!(v.io_queues, vec![(1, 2)]);
+        assert_eq!(v.statuses, vec![(sk, 2)]);
+        assert_eq!(v.counters[0], 5);
+        counters[0] = 7;
+        let v = m.apply(RawMaps {
+            queues: vec![q(0, 10, 10, 100), q(1, 50, 50, 1_500), q(2, 9, 9, 2_000)],
+            statuses: vec![(sk, 5)],
+            counters,
+            ..Default::default()
+        });
+        assert_eq!(
+            v.queues,
+            vec![(
+                key,
+                QueueView {
+                    depth: 0,
+                    busy_ns: 3_600
+                }
+            )]
+        );
+        assert_eq!(v.statuses, vec![(sk, 5)]);
+        assert_eq!(v.counters[0], 7);
+    }
+}

@@ -1,0 +1,485 @@
+//! Collector `io`: command latency, throughput, errors and queue state from the eBPF tracer, plus
+//! the tracer's own health. Reads only what the last drain published (`crate::bpf::IoState`);
+//! the kernel is never touched at scrape time.
+//!
+//! Labels: `subsystem` (NQN) and `controller` (`nvmeN`) on every I/O series, `queue` (the hardware
+//! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
+use std::sync::{mpsc, Arc, RwLock};
+
+use nvmeof_common::{OpClass, ProgramCounter};
+use prometheus::proto::{Bucket, Histogram, Metric, Quantile, Summary};
+
+use crate::bpf::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
+use crate::bpf::status::status_label;
+use crate::bpf::IoState;
+use crate::collector::{Collector, Family, Kind, Sink};
+
+macro_rules! family {
+    ($id:ident, $name:literal, $kind:ident, $help:literal) => {
+        pub const $id: Family = Family {
+            name: $name,
+            help: $help,
+            kind: Kind::$kind,
+        };
+    };
+}
+
+family!(READ_BYTES, "nvmeof_io_read_bytes_total", Counter,
+    "Bytes read by completed read commands (block count from the command times the namespace's LBA size).");
+family!(WRITE_BYTES, "nvmeof_io_write_bytes_total", Counter,
+    "Bytes written by completed write commands (block count from the command times the namespace's LBA size).");
+family!(COMMANDS, "nvmeof_io_commands_total", Counter,
+    "Completed commands by class (read, write, flush, other, admin, fabrics), timed from setup to completion.");
+family!(ERRORS, "nvmeof_io_errors_total", Counter,
+    "Completions with a non-zero NVMe status, by class and status (name from the NVMe status code, or hex).");
+family!(LATENCY, "nvmeof_io_latency_seconds", Summary,
+    "Command latency from nvme_setup_cmd to nvme_complete_rq; quantiles over the latency window, sum and count since start.");
+family!(
+    LATENCY_HISTOGRAM,
+    "nvmeof_io_latency_histogram_seconds",
+    Histogram,
+    "Command latency from nvme_setup_cmd to nvme_complete_rq, cumulative since start."
+);
+family!(INFLIGHT_SECONDS, "nvmeof_io_inflight_seconds_total", Counter,
+    "Integral of the number of commands in flight over time (sum of latencies); its rate is the average queue depth.");
+family!(
+    QUEUE_DEPTH,
+    "nvmeof_queue_depth",
+    Gauge,
+    "Commands set up and not yet completed at the last drain."
+);
+family!(QUEUE_BUSY, "nvmeof_queue_busy_seconds_total", Counter,
+    "Time with at least one command in flight, summed over queues; per queue its rate is the utilisation.");
+family!(
+    IO_QUEUES,
+    "nvmeof_io_queues",
+    Gauge,
+    "I/O queues (qid > 0) of the controller that have carried a command since the tracer started."
+);
+family!(EBPF_UP, "nvmeof_exporter_ebpf_up", Gauge,
+    "1 when the eBPF programs are loaded and attached, 0 when the exporter runs without them (see its log).");
+family!(
+    PROGRAMS_ATTACHED,
+    "nvmeof_exporter_ebpf_programs_attached",
+    Gauge,
+    "1 for each eBPF program attached to its tracepoint."
+);
+family!(EVICTIONS, "nvmeof_exporter_ebpf_inflight_evictions_total", Counter,
+    "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
+family!(
+    EVENTS,
+    "nvmeof_exporter_ebpf_events_total",
+    Counter,
+    "Events counted by the eBPF programs themselves, by event."
+);
+family!(
+    DRAIN_DURATION,
+    "nvmeof_exporter_ebpf_drain_duration_seconds",
+    Gauge,
+    "How long the last drain of the eBPF maps took."
+);
+family!(PROGRAM_RUN_SECONDS, "nvmeof_exporter_ebpf_program_run_seconds_total", Counter,
+    "Time spent in each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
+family!(PROGRAM_RUNS, "nvmeof_exporter_ebpf_program_runs_total", Counter,
+    "Runs of each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
+
+pub const FAMILIES: &[Family] = &[
+    READ_BYTES,
+    WRITE_BYTES,
+    COMMANDS,
+    ERRORS,
+    LATENCY,
+    LATENCY_HISTOGRAM,
+    INFLIGHT_SECONDS,
+    QUEUE_DEPTH,
+    QUEUE_BUSY,
+    IO_QUEUES,
+    EBPF_UP,
+    PROGRAMS_ATTACHED,
+    EVICTIONS,
+    EVENTS,
+    DRAIN_DURATION,
+    PROGRAM_RUN_SECONDS,
+    PROGRAM_RUNS,
+];
+
+/// The `event` label of a program counter; `None` for the one with its own family.
+pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
+    Some(match c {
+        ProgramCounter::InflightReplaced => return None,
+        ProgramCounter::InflightFull => "inflight_full",
+        ProgramCounter::CompletionUnmatched => "completion_unmatched",
+        ProgramCounter::OpsFull => "ops_full",
+        ProgramCounter::LbaSizeUnknown => "lba_size_unknown",
+        ProgramCounter::ReadFailed => "read_failed",
+        ProgramCounter::SetupEvents => "setup",
+        ProgramCounter::CompleteEvents => "complete",
+    })
+}
+
+pub struct IoCollector {
+    state: Arc<RwLock<IoState>>,
+    /// Dropping the collector drops this sender, which stops the drain thread and detaches.
+    _stop: Option<mpsc::Sender<()>>,
+}
+
+impl IoCollector {
+    /// The tracer is off: only `nvmeof_exporter_ebpf_up 0`.
+    pub fn down() -> Self {
+        IoCollector {
+            state: Arc::new(RwLock::new(IoState::default())),
+            _stop: None,
+        }
+    }
+
+    pub fn running(state: Arc<RwLock<IoState>>, stop: mpsc::Sender<()>) -> Self {
+        IoCollector {
+            state,
+            _stop: Some(stop),
+        }
+    }
+
+    /// A collector over a fixed state (tests, golden files).
+    pub fn from_state(state: IoState) -> Self {
+        IoCollector {
+            state: Arc::new(RwLock::new(state)),
+            _stop: None,
+        }
+    }
+}
+
+/// Nanoseconds to seconds; a division, so that round figures print round.
+fn secs(ns: f64) -> f64 {
+    ns / 1e9
+}
+
+/// Label values of one series: subsystem, controller and, per queue, the queue.
+struct Labels {
+    subsystem: String,
+    controller: String,
+    queue: Option<String>,
+}
+
+impl Labels {
+    fn new(state: &IoState, ctrl_id: u32, qid: Option<u16>) -> Self {
+        Labels {
+            subsystem: state.subsystems.get(&ctrl_id).cloned().unwrap_or_default(),
+            controller: format!("nvme{ctrl_id}"),
+            queue: qid.map(|q| q.to_string()),
+        }
+    }
+
+    /// The pairs, with `extra` appended.
+    fn with<'a>(&'a self, extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        let mut v = vec![
+            ("subsystem", self.subsystem.as_str()),
+            ("controller", self.controller.as_str()),
+        ];
+        if let Some(q) = &self.queue {
+            v.push(("queue", q.as_str()));
+        }
+        v.extend_from_slice(extra);
+        v
+    }
+}
+
+fn summary(o: &OpView) -> Metric {
+    let mut s = Summary::default();
+    s.set_sample_count(o.histogram[o.histogram.len() - 1]);
+    s.set_sample_sum(secs(o.latency_sum_ns as f64));
+    s.set_quantile(
+        SUMMARY_QUANTILES
+            .iter()
+            .zip(o.quantiles_ns)
+            .map(|(&q, v)| {
+                let mut p = Quantile::default();
+                p.set_quantile(q);
+                p.set_value(v.map_or(f64::NAN, secs));
+                p
+            })
+            .collect(),
+    );
+    let mut m = Metric::default();
+    m.set_summary(s);
+    m
+}
+
+fn histogram(o: &OpView) -> Metric {
+    let mut h = Histogram::default();
+    h.set_sample_count(o.histogram[o.histogram.len() - 1]);
+    h.set_sample_sum(secs(o.latency_sum_ns as f64));
+    h.set_bucket(
+        HISTOGRAM_BOUNDS_SECONDS
+            .iter()
+            .zip(o.histogram)
+            .map(|(&le, c)| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(le);
+                b.set_cumulative_count(c);
+                b
+            })
+            .collect(),
+    );
+    let mut m = Metric::default();
+    m.set_histogram(h);
+    m
+}
+
+fn collect_io(state: &IoState, sink: &mut Sink) {
+    for o in &state.view.ops {
+        let l = Labels::new(state, o.key.ctrl_id, o.key.qid);
+        let class = o.key.class.as_str();
+        match o.key.class {
+            OpClass::Read => sink.counter(&READ_BYTES, &l.with(&[]), o.bytes as f64),
+            OpClass::Write => sink.counter(&WRITE_BYTES, &l.with(&[]), o.bytes as f64),
+            _ => {}
+        }
+        let with_class = l.with(&[("opclass", class)]);
+        sink.counter(&COMMANDS, &with_class, o.commands as f64);
+        sink.push(&LATENCY, summary(o), &with_class);
+        sink.push(&LATENCY_HISTOGRAM, histogram(o), &with_class);
+    }
+    for (k, ns) in &state.view.inflight_ns {
+        let l = Labels::new(state, k.ctrl_id, k.qid);
+        sink.counter(&INFLIGHT_SECONDS, &l.with(&[]), secs(*ns as f64));
+    }
+    for (k, q) in &state.view.queues {
+        let l = Labels::new(state, k.ctrl_id, k.qid);
+        sink.gauge(&QUEUE_DEPTH, &l.with(&[]), q.depth as f64);
+        sink.counter(&QUEUE_BUSY, &l.with(&[]), secs(q.busy_ns as f64));
+    }
+    for &(ctrl_id, n) in &state.view.io_queues {
+        let l = Labels::new(state, ctrl_id, None);
+        sink.gauge(&IO_QUEUES, &l.with(&[]), n as f64);
+    }
+    for (k, count) in &state.view.statuses {
+        let Some(class) = OpClass::from_u8(k.opclass) else {
+            continue;
+        };
+        let l = Labels::new(state, k.ctrl_id, None);
+        let status = status_label(k.status, class);
+        sink.counter(
+            &ERRORS,
+            &l.with(&[("opclass", class.as_str()), ("status", &status)]),
+            *count as f64,
+        );
+    }
+}
+
+fn collect_self(state: &IoState, sink: &mut Sink) {
+    for name in &state.attached {
+        sink.gauge(&PROGRAMS_ATTACHED, &[("program", name)], 1.0);
+    }
+    let counters = &state.view.counters;
+    sink.counter(
+        &EVICTIONS,
+        &[],
+        counters[ProgramCounter::InflightReplaced as usize] as f64,
+    );
+    for c in ProgramCounter::ALL {
+        if let Some(event) = event_label(c) {
+            sink.counter(&EVENTS, &[("event", event)], counters[c as usize] as f64);
+        }
+    }
+    if let Some(s) = state.drain_seconds {
+        sink.gauge(&DRAIN_DURATION, &[], s);
+    }
+    for p in &state.programs {
+        sink.counter(
+            &PROGRAM_RUN_SECONDS,
+            &[("program", p.name)],
+            secs(p.run_time_ns as f64),
+        );
+        sink.counter(&PROGRAM_RUNS, &[("program", p.name)], p.run_count as f64);
+    }
+}
+
+impl Collector for IoCollector {
+    fn name(&self) -> &'static str {
+        "io"
+    }
+
+    fn families(&self) -> &'static [Family] {
+        FAMILIES
+    }
+
+    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        sink.gauge(&EBPF_UP, &[], if state.up { 1.0 } else { 0.0 });
+        if state.up {
+            collect_io(&state, sink);
+            collect_self(&state, sink);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::bpf::model::{IoView, QueueSeriesKey, QueueView, SeriesKey, HISTOGRAM_SLOTS};
+    use crate::bpf::ProgramRun;
+    use nvmeof_common::{StatusKey, PROGRAM_COUNTERS};
+    use prometheus::Encoder as _;
+
+    /// The text exposition of a sink.
+    pub fn render(sink: Sink) -> String {
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&sink.into_families(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn state(per_queue: bool) -> IoState {
+        let qid = per_queue.then_some(1);
+        let mut histogram = [0u64; HISTOGRAM_SLOTS];
+        // 3 reads ≤ 100 µs, one ≤ 250 µs, none slower.
+        for (i, h) in histogram.iter_mut().enumerate() {
+            *h = match i {
+                0..=2 => 0,
+                3 => 3,
+                _ => 4,
+            };
+        }
+        let mut counters = [0u64; PROGRAM_COUNTERS as usize];
+        counters[ProgramCounter::InflightReplaced as usize] = 2;
+        counters[ProgramCounter::SetupEvents as usize] = 10;
+        IoState {
+            up: true,
+            per_queue,
+            attached: vec!["nvme_setup_cmd", "nvme_complete_rq"],
+            view: IoView {
+                ops: vec![OpView {
+                    key: SeriesKey {
+                        ctrl_id: 0,
+                        qid,
+                        class: OpClass::Read,
+                    },
+                    commands: 4,
+                    bytes: 16384,
+                    errors: 1,
+                    latency_sum_ns: 500_000,
+                    histogram,
+                    quantiles_ns: [Some(99_328.0), Some(198_656.0), Some(198_656.0), None],
+                }],
+                queues: vec![(
+                    QueueSeriesKey { ctrl_id: 0, qid },
+                    QueueView {
+                        depth: 2,
+                        busy_ns: 1_500_000_000,
+                    },
+                )],
+                inflight_ns: vec![(QueueSeriesKey { ctrl_id: 0, qid }, 500_000)],
+                statuses: vec![(
+                    StatusKey {
+                        ctrl_id: 0,
+                        status: 0x281,
+                        opclass: OpClass::Read as u8,
+                        _pad: 0,
+                    },
+                    1,
+                )],
+                io_queues: vec![(0, 2)],
+                counters,
+            },
+            subsystems: [(0, "nqn.2026-01.io.example:disk1".to_owned())].into(),
+            programs: vec![ProgramRun {
+                name: "nvme_setup_cmd",
+                run_time_ns: 2_000_000,
+                run_count: 10,
+            }],
+            drain_seconds: Some(0.002),
+        }
+    }
+
+    fn collect(s: IoState) -> String {
+        let mut sink = Sink::new();
+        IoCollector::from_state(s).collect(&mut sink).unwrap();
+        render(sink)
+    }
+
+    #[test]
+    fn per_controller_series() {
+        let text = collect(state(false));
+        let l = r#"subsystem="nqn.2026-01.io.example:disk1",controller="nvme0""#;
+        for line in [
+            format!("nvmeof_io_read_bytes_total{{{l}}} 16384"),
+            format!("nvmeof_io_commands_total{{{l},opclass=\"read\"}} 4"),
+            format!("nvmeof_io_latency_seconds{{{l},opclass=\"read\",quantile=\"0.5\"}} 0.000099328"),
+            format!("nvmeof_io_latency_seconds{{{l},opclass=\"read\",quantile=\"0.999\"}} NaN"),
+            format!("nvmeof_io_latency_seconds_sum{{{l},opclass=\"read\"}} 0.0005"),
+            format!("nvmeof_io_latency_seconds_count{{{l},opclass=\"read\"}} 4"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.00005\"}} 0"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.0001\"}} 3"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"10\"}} 4"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"+Inf\"}} 4"),
+            format!("nvmeof_io_latency_histogram_seconds_count{{{l},opclass=\"read\"}} 4"),
+            format!("nvmeof_io_inflight_seconds_total{{{l}}} 0.0005"),
+            format!("nvmeof_queue_depth{{{l}}} 2"),
+            format!("nvmeof_queue_busy_seconds_total{{{l}}} 1.5"),
+            format!("nvmeof_io_queues{{{l}}} 2"),
+            format!("nvmeof_io_errors_total{{{l},opclass=\"read\",status=\"read_error\"}} 1"),
+            "nvmeof_exporter_ebpf_up 1".to_owned(),
+            "nvmeof_exporter_ebpf_programs_attached{program=\"nvme_complete_rq\"} 1".to_owned(),
+            "nvmeof_exporter_ebpf_inflight_evictions_total 2".to_owned(),
+            "nvmeof_exporter_ebpf_events_total{event=\"setup\"} 10".to_owned(),
+            "nvmeof_exporter_ebpf_events_total{event=\"ops_full\"} 0".to_owned(),
+            "nvmeof_exporter_ebpf_drain_duration_seconds 0.002".to_owned(),
+            "nvmeof_exporter_ebpf_program_run_seconds_total{program=\"nvme_setup_cmd\"} 0.002".to_owned(),
+            "nvmeof_exporter_ebpf_program_runs_total{program=\"nvme_setup_cmd\"} 10".to_owned(),
+            "# TYPE nvmeof_io_latency_seconds summary".to_owned(),
+            "# TYPE nvmeof_io_latency_histogram_seconds histogram".to_owned(),
+        ] {
+            assert!(text.lines().any(|t| t == line), "missing {line:?} in\n{text}");
+        }
+        assert!(!text.contains("queue=\""), "{text}");
+        assert!(!text.contains("nvmeof_io_write_bytes_total{"), "{text}");
+        // 19 bounds plus +Inf.
+        assert_eq!(
+            text.matches("nvmeof_io_latency_histogram_seconds_bucket{")
+                .count(),
+            20
+        );
+    }
+
+    #[test]
+    fn per_queue_series_carry_the_queue() {
+        let text = collect(state(true));
+        let l = r#"subsystem="nqn.2026-01.io.example:disk1",controller="nvme0",queue="1""#;
+        for line in [
+            format!("nvmeof_io_read_bytes_total{{{l}}} 16384"),
+            format!("nvmeof_queue_busy_seconds_total{{{l}}} 1.5"),
+            format!("nvmeof_io_latency_seconds_count{{{l},opclass=\"read\"}} 4"),
+            // Errors and the queue count stay per controller.
+            r#"nvmeof_io_errors_total{subsystem="nqn.2026-01.io.example:disk1",controller="nvme0",opclass="read",status="read_error"} 1"#.to_owned(),
+            r#"nvmeof_io_queues{subsystem="nqn.2026-01.io.example:disk1",controller="nvme0"} 2"#.to_owned(),
+        ] {
+            assert!(text.lines().any(|t| t == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn down_is_only_up_zero() {
+        let text = collect(IoState::default());
+        assert_eq!(
+            text,
+            "# HELP nvmeof_exporter_ebpf_up 1 when the eBPF programs are loaded and attached, 0 \
+             when the exporter runs without them (see its log).\n# TYPE nvmeof_exporter_ebpf_up \
+             gauge\nnvmeof_exporter_ebpf_up 0\n"
+        );
+    }
+
+    #[test]
+    fn every_emitted_family_is_declared() {
+        let text = collect(state(true));
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(
+                FAMILIES.iter().any(|f| f.name == name),
+                "{name} not declared"
+            );
+        }
+        assert_eq!(text.matches("# TYPE ").count(), FAMILIES.len() - 1); // no write bytes
+    }
+}
