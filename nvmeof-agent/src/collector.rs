@@ -86,7 +86,7 @@ impl Sink {
             Kind::Histogram => MetricType::HISTOGRAM,
             Kind::Summary => MetricType::SUMMARY,
         };
-        m.set_label(labels(pairs).into());
+        m.set_label(labels(pairs));
         self.family(f, t).mut_metric().push(m);
     }
 
