@@ -5,4 +5,5 @@ pub mod bpf;
 pub mod collector;
 pub mod collectors;
 pub mod http;
+pub mod nvme;
 pub mod sysfs;
