@@ -1,1 +1,2 @@
 //! One collector per concern; see `crate::collector::Collector`.
+pub mod smart;

@@ -132,9 +132,10 @@ impl SmartLog {
     }
 }
 
-/// Kelvin to degrees Celsius, the unit the exporter publishes.
+/// Kelvin to degrees Celsius, the unit the exporter publishes. Computed in hundredths so that
+/// 323 K prints as 49.85, not 49.85000000000002.
 pub fn kelvin_to_celsius(k: u16) -> f64 {
-    f64::from(k) - 273.15
+    (i32::from(k) * 100 - 27315) as f64 / 100.0
 }
 
 #[cfg(test)]
@@ -256,7 +257,9 @@ pub(crate) mod tests {
 
     #[test]
     fn units() {
-        assert!((kelvin_to_celsius(323) - 49.85).abs() < 1e-9);
+        assert_eq!(kelvin_to_celsius(323), 49.85);
+        assert_eq!(kelvin_to_celsius(0), -273.15);
+        assert_eq!(kelvin_to_celsius(u16::MAX), 65261.85);
         let s = SmartLog {
             data_units_read: u128::MAX,
             ..Default::default()
