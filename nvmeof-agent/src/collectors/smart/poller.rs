@@ -118,6 +118,9 @@ struct Ctrl {
     view: CtrlView,
     last_success_at: Option<Instant>,
     last_failed: bool,
+    /// Whether the last pass found the controller `live`: a controller that comes back from a
+    /// reset or reconnect is polled at once instead of an interval later.
+    was_live: bool,
     next_due: Instant,
 }
 
@@ -149,6 +152,9 @@ pub struct Poller {
 /// that many command timeouts.
 const COMMANDS_PER_POLL: u32 = 2;
 
+/// The kernel's default admin command timeout (`nvme_core.admin_timeout`).
+const KERNEL_ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl Poller {
     pub fn new(
         sysfs_root: PathBuf,
@@ -172,8 +178,19 @@ impl Poller {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// How long a poll may run before it counts as stuck.
+    pub(crate) fn budget(&self) -> Duration {
+        // A zero timeout leaves the kernel's own admin timeout in force.
+        let per_command = if self.timeout.is_zero() {
+            KERNEL_ADMIN_TIMEOUT
+        } else {
+            self.timeout
+        };
+        per_command * COMMANDS_PER_POLL
+    }
+
     fn overdue(&self, f: &Flight, now: Instant) -> bool {
-        now.duration_since(f.started) > self.timeout * COMMANDS_PER_POLL
+        now.duration_since(f.started) > self.budget()
     }
 
     /// One pass: rescan sysfs, drop vanished controllers, start the polls that are due.
@@ -205,6 +222,7 @@ impl Poller {
                             },
                             last_success_at: None,
                             last_failed: false,
+                            was_live: true,
                             next_due: now,
                         },
                     );
@@ -223,16 +241,21 @@ impl Poller {
                             "smart: {}: poll still running after {} ms; controller marked stale, \
                              no new poll until it returns",
                             d.name,
-                            (self.timeout * COMMANDS_PER_POLL).as_millis()
+                            self.budget().as_millis()
                         );
                     }
                     continue;
                 }
+                let live = d.state == "live";
+                if live && !c.was_live {
+                    c.next_due = now;
+                }
+                c.was_live = live;
                 if now < c.next_due {
                     continue;
                 }
                 c.next_due = now + self.interval;
-                if d.state != "live" {
+                if !live {
                     // Resetting, connecting or deleting: a command now would wait behind the
                     // recovery, so skip this round rather than queue.
                     c.last_failed = true;

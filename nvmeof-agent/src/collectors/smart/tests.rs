@@ -19,6 +19,8 @@ const TIMEOUT: Duration = Duration::from_millis(20);
 enum Script {
     Pages(Vec<u8>, Box<[u8; SMART_LOG_LEN]>),
     PermissionDenied,
+    /// The SMART command completes with this NVMe status.
+    Status(u16),
     /// Blocks in `smart_log` until the test sends on (or drops) the paired sender.
     Hang(Arc<Mutex<mpsc::Receiver<()>>>),
 }
@@ -50,7 +52,7 @@ impl AdminBackend for FakeBackend {
                 dev: Path::new("/dev").join(ctrl),
                 op: "open",
             }),
-            Script::Hang(_) => Ok(crate::nvme::identify::tests::full_page()),
+            Script::Hang(_) | Script::Status(_) => Ok(crate::nvme::identify::tests::full_page()),
         }
     }
 
@@ -64,6 +66,11 @@ impl AdminBackend for FakeBackend {
         match self.script(ctrl) {
             Script::Pages(_, smart) => Ok(*smart),
             Script::PermissionDenied => unreachable!("identify fails first"),
+            Script::Status(status) => Err(NvmeError::Status {
+                dev: Path::new("/dev").join(ctrl),
+                op: "Get Log Page",
+                status,
+            }),
             Script::Hang(rx) => {
                 self.running.fetch_add(1, Ordering::SeqCst);
                 let _ = rx.lock().unwrap().recv();
@@ -360,9 +367,17 @@ fn non_live_controllers_are_skipped_and_vanished_ones_dropped() {
         Some(1.0)
     );
 
-    // Live again: polled on the next due pass.
+    // Not due yet while still resetting; live again: polled on the very next pass.
+    poller.tick_at(now + INTERVAL / 2);
+    assert_eq!(
+        value(
+            &render(&c),
+            r#"nvmeof_smart_poll_errors_total{controller="nvme1",subsystem="nqn.2014-08.org.example:nvme1",reason="not_live"}"#
+        ),
+        Some(1.0)
+    );
     add_ctrl(dir.path(), "nvme1", "live");
-    poller.tick_at(now + INTERVAL);
+    poller.tick_at(now + INTERVAL / 2);
     wait_idle(&poller);
     assert_eq!(backend.calls("nvme1"), 1);
     assert_eq!(
@@ -448,4 +463,43 @@ fn the_scheduler_polls_in_the_background_and_stops_with_the_collector() {
     let after = backend.calls("nvme0");
     std::thread::sleep(Duration::from_millis(100));
     assert_eq!(backend.calls("nvme0"), after, "polling went on after drop");
+}
+
+#[test]
+fn status_and_decode_errors_are_counted_by_reason() {
+    let (dir, backend, poller) = setup();
+    add_ctrl(dir.path(), "nvme0", "live");
+    add_ctrl(dir.path(), "nvme1", "live");
+    backend.set("nvme0", Script::Status(0x4109));
+    // A controller answering Identify with a cut page.
+    backend.set(
+        "nvme1",
+        Script::Pages(vec![0; 100], Box::new([0; SMART_LOG_LEN])),
+    );
+    poller.tick();
+    wait_idle(&poller);
+    let text = render(&SmartCollector::with_poller(poller));
+    let errors = |ctrl: &str, reason: &str| {
+        value(
+            &text,
+            &format!(
+                "nvmeof_smart_poll_errors_total{{controller=\"{ctrl}\",subsystem=\"nqn.2014-08.org.example:{ctrl}\",reason=\"{reason}\"}}"
+            ),
+        )
+    };
+    assert_eq!(errors("nvme0", "nvme_status"), Some(1.0));
+    assert_eq!(errors("nvme0", "decode"), Some(0.0));
+    assert_eq!(errors("nvme1", "decode"), Some(1.0));
+    assert_eq!(errors("nvme1", "nvme_status"), Some(0.0));
+    assert!(!text.contains("nvmeof_smart_info{"));
+}
+
+#[test]
+fn a_zero_timeout_waits_for_the_kernel_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Arc::new(FakeBackend::default());
+    let p = Poller::new(dir.path().to_owned(), INTERVAL, Duration::ZERO, b.clone());
+    assert_eq!(p.budget(), Duration::from_secs(120));
+    let p = Poller::new(dir.path().to_owned(), INTERVAL, TIMEOUT, b);
+    assert_eq!(p.budget(), TIMEOUT * 2);
 }
