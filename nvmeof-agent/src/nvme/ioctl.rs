@@ -270,22 +270,10 @@ pub fn get_log_page(
     buf: &mut [u8],
     timeout: Duration,
 ) -> Result<(), NvmeError> {
-    let file = open(dev, timeout)?;
-    get_log_page_on(&file, dev, lid, nsid, rae, buf, timeout)
-}
-
-fn get_log_page_on(
-    file: &File,
-    dev: &Path,
-    lid: u8,
-    nsid: u32,
-    rae: bool,
-    buf: &mut [u8],
-    timeout: Duration,
-) -> Result<(), NvmeError> {
     debug_assert!(buf.len() >= 4 && buf.len().is_multiple_of(4));
+    let file = open(dev, timeout)?;
     let cmd = log_page_cmd(lid, nsid, rae, buf.len());
-    submit(file, dev, "Get Log Page", cmd, buf, timeout).map(|_| ())
+    submit(&file, dev, "Get Log Page", cmd, buf, timeout).map(|_| ())
 }
 
 /// The command for `len` bytes of log `lid` from offset 0: NUMD is the 0's based dword count,
@@ -354,7 +342,7 @@ pub fn read_error_log_raw(
     Ok(buf)
 }
 
-pub fn identify_controller(dev: &Path, timeout: Duration) -> Result<IdentifyController, NvmeError> {
+pub fn read_identify(dev: &Path, timeout: Duration) -> Result<IdentifyController, NvmeError> {
     let raw = read_identify_raw(dev, timeout)?;
     IdentifyController::decode(&raw).map_err(|source| NvmeError::Decode {
         dev: dev.to_owned(),
@@ -362,7 +350,7 @@ pub fn identify_controller(dev: &Path, timeout: Duration) -> Result<IdentifyCont
     })
 }
 
-pub fn smart_log(dev: &Path, rae: bool, timeout: Duration) -> Result<SmartLog, NvmeError> {
+pub fn read_smart_log(dev: &Path, rae: bool, timeout: Duration) -> Result<SmartLog, NvmeError> {
     let raw = read_smart_raw_with(dev, rae, timeout)?;
     SmartLog::decode(&raw).map_err(|source| NvmeError::Decode {
         dev: dev.to_owned(),

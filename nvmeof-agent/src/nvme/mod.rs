@@ -11,7 +11,7 @@ pub mod smart_log;
 pub use error_log::{ErrorLogEntry, ERROR_LOG_ENTRY_LEN};
 pub use identify::{IdentifyController, IDENTIFY_LEN};
 pub use ioctl::{
-    identify_controller, read_error_log, read_identify_raw, read_smart_raw, smart_log, NvmeError,
+    read_error_log, read_identify, read_identify_raw, read_smart_log, read_smart_raw, NvmeError,
 };
 pub use smart_log::{CriticalWarning, SmartLog, SMART_LOG_LEN};
 
