@@ -112,7 +112,7 @@ fn wait_idle(p: &Poller) {
     }
 }
 
-fn render(c: &SmartCollector) -> String {
+fn render(c: &dyn Collector) -> String {
     let mut sink = Sink::new();
     c.collect(&mut sink).unwrap();
     let mut out = Vec::new();
@@ -502,4 +502,50 @@ fn a_zero_timeout_waits_for_the_kernel_default() {
     assert_eq!(p.budget(), Duration::from_secs(120));
     let p = Poller::new(dir.path().to_owned(), INTERVAL, TIMEOUT, b);
     assert_eq!(p.budget(), TIMEOUT * 2);
+}
+
+#[test]
+fn the_device_backend_reports_what_it_meets() {
+    // Production wiring: `smart_collector` on the real ioctl path. Here `nvme0` is a regular
+    // file (the ioctl fails with ENOTTY) and `nvme1` has no device node at all.
+    let dir = tempfile::tempdir().unwrap();
+    add_ctrl(dir.path(), "nvme0", "live");
+    add_ctrl(dir.path(), "nvme1", "live");
+    let dev = dir.path().join("dev");
+    std::fs::create_dir_all(&dev).unwrap();
+    std::fs::write(dev.join("nvme0"), b"").unwrap();
+    let c = smart_collector(SmartOptions {
+        sysfs_root: dir.path().to_owned(),
+        dev_root: dev,
+        interval: Duration::from_secs(60),
+        timeout: Duration::from_secs(1),
+    });
+    let errors = |text: &str, ctrl: &str, reason: &str| {
+        value(
+            text,
+            &format!(
+                "nvmeof_smart_poll_errors_total{{controller=\"{ctrl}\",subsystem=\"nqn.2014-08.org.example:{ctrl}\",reason=\"{reason}\"}}"
+            ),
+        )
+    };
+    let t = Instant::now();
+    let text = loop {
+        let text = render(c.as_ref());
+        if errors(&text, "nvme0", "io") == Some(1.0)
+            && errors(&text, "nvme1", "no_device") == Some(1.0)
+        {
+            break text;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5), "{text}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        value(&text, r#"nvmeof_smart_stale{controller="nvme0""#),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, r#"nvmeof_smart_stale{controller="nvme1""#),
+        Some(1.0)
+    );
+    assert_eq!(c.name(), "smart");
 }
