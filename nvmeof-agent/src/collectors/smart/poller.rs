@@ -383,6 +383,11 @@ impl Poller {
     }
 
     #[cfg(test)]
+    pub(crate) fn polling(&self, name: &str) -> bool {
+        self.lock().in_flight.contains_key(name)
+    }
+
+    #[cfg(test)]
     pub(crate) fn set_last_success(&self, name: &str, at: SystemTime) {
         if let Some(c) = self.lock().ctrls.get_mut(name) {
             c.view.last_success = Some(at);

@@ -252,7 +252,12 @@ fn a_scrape_during_a_hang_returns_at_once_and_says_stale() {
     backend.set("nvme0", Script::Hang(Arc::new(Mutex::new(rx))));
     let later = Instant::now() + INTERVAL;
     poller.tick_at(later);
-    while backend.running.load(Ordering::SeqCst) == 0 {
+    let t = Instant::now();
+    while backend.running.load(Ordering::SeqCst) == 0 || poller.polling("nvme1") {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "polls did not start or end"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // Wait past the poll's budget (2 commands × timeout).
