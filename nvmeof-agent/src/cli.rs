@@ -23,6 +23,8 @@ pub struct Config {
     pub telemetry_path: String,
     pub sysfs: PathBuf,
     pub procfs: PathBuf,
+    /// Where the controllers' character devices are.
+    pub dev: PathBuf,
     pub log_level: log::LevelFilter,
     /// Names of the enabled collectors, in registry order (always-on ones included).
     pub collectors: Vec<&'static str>,
@@ -32,6 +34,8 @@ pub struct Config {
     pub per_queue: bool,
     pub drain_interval: Duration,
     pub latency_window: Duration,
+    pub smart_interval: Duration,
+    pub smart_timeout: Duration,
 }
 
 impl Config {
@@ -102,6 +106,14 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("procfs mountpoint."),
         )
         .arg(
+            Arg::new("path.dev")
+                .long("path.dev")
+                .value_name("PATH")
+                .default_value("/dev")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Where the NVMe controllers' character devices are (admin commands for SMART)."),
+        )
+        .arg(
             Arg::new("log.level")
                 .long("log.level")
                 .value_name("LEVEL")
@@ -146,6 +158,22 @@ pub fn command(registry: &[Registration]) -> Command {
                 .default_value("60s")
                 .value_parser(parse_duration)
                 .help("Window over which latency quantiles are computed."),
+        )
+        .arg(
+            Arg::new("smart.interval")
+                .long("smart.interval")
+                .value_name("DURATION")
+                .default_value("60s")
+                .value_parser(parse_duration)
+                .help("Time between two SMART / health polls of one controller (in the background)."),
+        )
+        .arg(
+            Arg::new("smart.timeout")
+                .long("smart.timeout")
+                .value_name("DURATION")
+                .default_value("10s")
+                .value_parser(parse_duration)
+                .help("Timeout of each admin command; the kernel recovers a controller whose command times out, so keep it well above the fabric's latency."),
         );
     for r in registry.iter().filter(|r| !r.always_on) {
         let on = format!("collector.{}", r.name);
@@ -206,6 +234,10 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<PathBuf>("path.procfs")
             .expect("has a default")
             .clone(),
+        dev: m
+            .get_one::<PathBuf>("path.dev")
+            .expect("has a default")
+            .clone(),
         log_level: *m.get_one("log.level").expect("has a default"),
         collectors,
         collector_timeout: get("collector.timeout"),
@@ -214,6 +246,8 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
         latency_window: get("ebpf.latency-window"),
+        smart_interval: get("smart.interval"),
+        smart_timeout: get("smart.timeout"),
     }
 }
 
@@ -257,8 +291,18 @@ mod tests {
         assert_eq!(c.log_level, log::LevelFilter::Info);
         assert_eq!(
             c.collectors,
-            ["controller", "subsystem", "namespace", "exporter"]
+            [
+                "controller",
+                "subsystem",
+                "namespace",
+                "io",
+                "smart",
+                "exporter"
+            ]
         );
+        assert_eq!(c.dev, PathBuf::from("/dev"));
+        assert_eq!(c.smart_interval, Duration::from_secs(60));
+        assert_eq!(c.smart_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -270,7 +314,10 @@ mod tests {
             "--no-collector.controller",
         ])
         .unwrap();
-        assert_eq!(c.collectors, ["subsystem", "namespace", "exporter"]);
+        assert_eq!(
+            c.collectors,
+            ["subsystem", "namespace", "io", "smart", "exporter"]
+        );
         let only =
             parse_from(["x", "--collector.disable-defaults", "--collector.subsystem"]).unwrap();
         assert_eq!(only.collectors, ["subsystem", "exporter"]);

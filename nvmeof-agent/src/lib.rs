@@ -6,5 +6,6 @@ pub mod cli;
 pub mod collector;
 pub mod collectors;
 pub mod http;
+pub mod nvme;
 pub mod scrape;
 pub mod sysfs;

@@ -27,12 +27,16 @@ fn invalid_flags_exit_2_with_a_message() {
 #[test]
 fn serves_then_stops_cleanly_on_sigterm() {
     let fixture = common::sysfs_6_1();
-    let mut child = Command::new(BIN)
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg(format!("--path.sysfs={}", fixture.root.display()))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--path.sysfs={}", fixture.root.display()))
+            // The eBPF and SMART collectors read this host's kernel and /dev, not the tree.
+            .args(["--no-collector.io", "--no-collector.smart"])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     // The log line "listening on ADDR (metrics at /metrics)" gives the port the kernel chose.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = lines
@@ -49,7 +53,9 @@ fn serves_then_stops_cleanly_on_sigterm() {
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    assert!(answer.contains("nvmeof_subsystem_paths{subsystem=\"nqn.2026-11.io.lab:mpath\"} 2\n"));
+    assert!(answer.contains(
+        "nvmeof_subsystem_paths{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\"} 2\n"
+    ));
 
     // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
     let rc = unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
@@ -66,4 +72,29 @@ fn serves_then_stops_cleanly_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// Kills the exporter when a failed assertion unwinds, so no process outlives the test.
+struct KillOnDrop(std::process::Child);
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -36,7 +36,9 @@ async fn metrics_text_matches_the_golden_file() {
         );
     }
     // The figures the tree was built for, asserted on their own too.
-    assert!(got.contains("nvmeof_subsystem_live_paths{subsystem=\"nqn.2026-11.io.lab:mpath\"} 1\n"));
+    assert!(got.contains(
+        "nvmeof_subsystem_live_paths{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\"} 2\n"
+    ));
     assert!(got.contains("nvmeof_exporter_collect_errors_total{collector=\"namespace\"} 0\n"));
 }
 
@@ -60,6 +62,8 @@ async fn controllers_that_vanish_leave_no_series_behind() {
         .encode_to_string(&scraper.scrape().await)
         .unwrap();
     assert!(!after.contains("controller=\"nvme1\""), "{after}");
-    assert!(after.contains("nvmeof_subsystem_paths{subsystem=\"nqn.2026-11.io.lab:mpath\"} 1\n"));
+    assert!(after.contains(
+        "nvmeof_subsystem_paths{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\"} 1\n"
+    ));
     assert!(after.contains("nvmeof_exporter_collector_stale{collector=\"controller\"} 0\n"));
 }

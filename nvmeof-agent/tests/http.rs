@@ -85,7 +85,7 @@ async fn paths_methods_formats_and_malformed_requests() {
         Some("text/plain; version=0.0.4; charset=utf-8")
     );
     assert!(body(&metrics).contains(
-        "nvmeof_subsystem_state{subsystem=\"nqn.2026-11.io.lab:mpath\",controller=\"nvme0\",state=\"live\"} 1\n"
+        "nvmeof_subsystem_state{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\",controller=\"nvme0\",state=\"live\"} 1\n"
     ));
 
     let om = get(

@@ -34,9 +34,27 @@ pub fn agent_bin() -> PathBuf {
 pub struct Shared {
     pub lab: Lab,
     pub topology: String,
+    agent_started: bool,
 }
 
 impl Shared {
+    /// Starts the agent in the guest once; later calls find it running.
+    pub fn ensure_agent(&mut self) {
+        if !self.agent_started {
+            let out = self.lab.sh("agent_start").expect("starting the agent");
+            assert_eq!(out.rc, 0, "the agent did not come up:\n{}", out.out);
+            self.agent_started = true;
+        }
+    }
+
+    /// Scrapes `/metrics` through the forwarded port: the body, and how long the answer took.
+    pub fn scrape(&mut self) -> (Metrics, std::time::Duration) {
+        self.ensure_agent();
+        let (status, body, took) = self.lab.http_get("/metrics").expect("scraping the agent");
+        assert_eq!(status, 200, "{body}");
+        (Metrics::parse(&body), took)
+    }
+
     /// The transports this kernel is expected to carry: all four, less those its limits name.
     pub fn expected_transports(&self) -> Vec<&'static str> {
         let limited = |module: &str| self.lab.kernel.limits.iter().any(|l| l.starts_with(module));
@@ -93,7 +111,134 @@ pub fn with_lab<R>(series: Series, f: impl FnOnce(&mut Shared) -> R) -> R {
             .expect("setting up the topology")
             .out;
         eprintln!("lab {}: topology\n{topology}", lab.kernel.release);
-        *guard = Some(Shared { lab, topology });
+        *guard = Some(Shared {
+            lab,
+            topology,
+            agent_started: false,
+        });
     }
     f(guard.as_mut().expect("lab booted above"))
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub name: String,
+    pub labels: Vec<(String, String)>,
+    pub value: f64,
+}
+
+impl Sample {
+    pub fn label(&self, k: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A parsed `/metrics` page (the text format the agent writes; enough for assertions).
+#[derive(Clone, Debug, Default)]
+pub struct Metrics {
+    pub samples: Vec<Sample>,
+    pub text: String,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let (series, value) = line.rsplit_once(' ').expect("a sample line has a value");
+            let value: f64 = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                v => v
+                    .parse()
+                    .unwrap_or_else(|_| panic!("bad value in {line:?}")),
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
+                None => (series, Vec::new()),
+            };
+            samples.push(Sample {
+                name: name.to_owned(),
+                labels,
+                value,
+            });
+        }
+        Metrics {
+            samples,
+            text: text.to_owned(),
+        }
+    }
+
+    /// Samples of a name whose labels include all of `want`.
+    pub fn select<'a>(
+        &'a self,
+        name: &'a str,
+        want: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples
+            .iter()
+            .filter(move |s| s.name == name && want.iter().all(|(k, v)| s.label(k) == Some(*v)))
+    }
+
+    /// The sum of the samples `select` finds (0 when none).
+    pub fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
+        self.select(name, want).map(|s| s.value).sum()
+    }
+
+    pub fn has_family(&self, name: &str) -> bool {
+        self.text
+            .lines()
+            .any(|l| l.starts_with(&format!("# TYPE {name} ")))
+    }
+}
+
+fn parse_labels(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    while let Some((k, after)) = rest.split_once("=\"") {
+        let mut v = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        v.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => v.push(c),
+            }
+        }
+        out.push((k.trim_start_matches(',').trim().to_owned(), v));
+        rest = &after[end..];
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_samples_with_escaped_labels() {
+        let m = Metrics::parse(
+            "# TYPE a counter\na_total{x=\"1\",y=\"q\\\"z,\"} 3\nb 2.5\nc{le=\"+Inf\"} +Inf\n",
+        );
+        assert_eq!(m.samples.len(), 3);
+        assert_eq!(m.samples[0].label("y"), Some("q\"z,"));
+        assert_eq!(m.sum("a_total", &[("x", "1")]), 3.0);
+        assert_eq!(m.sum("b", &[]), 2.5);
+        assert!(m.has_family("a"));
+        assert_eq!(m.select("c", &[]).next().unwrap().value, f64::INFINITY);
+    }
 }

@@ -21,8 +21,10 @@ for e in /sys/kernel/tracing/events/nvme/*/; do
 done
 copy() { # copy PATH DEPTH: attribute files and symlinks below PATH, symlinks not followed
     find "$1" -maxdepth "$2" \( -type f -o -type l \) 2>/dev/null | while read -r f; do
+        # RDMA GID and P_Key tables hold a file per slot (thousands), power/ only PM knobs.
+        case "$f" in */gids/*|*/gid_attrs/*|*/pkeys/*|*/power/*) continue ;; esac
         d="$cap$(dirname "$f")"; mkdir -p "$d"
-        if [ -L "$f" ]; then ln -sf "$(readlink "$f")" "$cap$f"
+        if [ -L "$f" ]; then ln -sfn "$(readlink "$f")" "$cap$f"
         else cat "$f" > "$cap$f" 2>/dev/null || rm -f "$cap$f"; fi
     done
 }

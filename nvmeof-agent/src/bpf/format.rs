@@ -342,17 +342,18 @@ print fmt: \"nvme%d: %sqid=%d, cmdid=%u, nsid=%u, flags=0x%x, meta=0x%llx, cmd=(
         assert!(err.contains("out of range"), "{err}");
     }
 
-    /// Format files captured from real kernels: `tests/fixtures/tracepoints/<kernel>/` holding
-    /// `nvme_setup_cmd/format` and `nvme_complete_rq/format` (as under tracefs `events/nvme`). Each
-    /// must parse into a layout whose fields lie after the common header and inside the record.
+    /// Format files the lab captured from real kernels (`cargo xtask capture`):
+    /// `tests/fixtures/<kernel>/tracepoints/<event>/format`. Each must parse into a layout whose
+    /// fields lie after the common header; 6.1's must have the offsets seen on that kernel.
     #[test]
     fn captured_kernel_formats_parse() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tracepoints");
-        let Ok(kernels) = std::fs::read_dir(&root) else {
-            return;
-        };
-        for k in kernels.flatten() {
-            let dir = k.path();
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
+        let mut parsed = 0;
+        for k in std::fs::read_dir(&root).expect("tests/fixtures").flatten() {
+            let dir = k.path().join("tracepoints");
+            if !dir.is_dir() {
+                continue;
+            }
             let read = |e: &str| std::fs::read_to_string(dir.join(e).join("format")).unwrap();
             let l = layout_from_formats(&read("nvme_setup_cmd"), &read("nvme_complete_rq"))
                 .unwrap_or_else(|e| panic!("{}: {e:#}", dir.display()));
@@ -364,6 +365,23 @@ print fmt: \"nvme%d: %sqid=%d, cmdid=%u, nsid=%u, flags=0x%x, meta=0x%llx, cmd=(
             ] {
                 assert!(f.offset >= 8, "{}: {f:?}", dir.display());
             }
+            if k.file_name() == "6.1" {
+                let at = |f: FieldLoc| (f.offset, f.size);
+                assert_eq!(at(l.setup_ctrl_id), (40, 4));
+                assert_eq!(at(l.setup_qid), (44, 4));
+                assert_eq!(at(l.setup_opcode), (48, 1));
+                assert_eq!(at(l.setup_cid), (52, 2));
+                assert_eq!(at(l.setup_nsid), (56, 4));
+                assert_eq!(at(l.setup_cdw10), (61, 24));
+                assert_eq!(at(l.complete_cid), (48, 4));
+                assert_eq!(at(l.complete_status), (66, 2));
+            }
+            parsed += 1;
         }
+        assert!(
+            parsed >= 1,
+            "no captured tracepoint formats under {}",
+            root.display()
+        );
     }
 }

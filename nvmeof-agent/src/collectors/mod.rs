@@ -5,6 +5,7 @@ pub mod controller;
 pub mod exporter;
 pub mod io;
 pub mod namespace;
+pub mod smart;
 pub mod subsystem;
 
 use crate::cli::Config;
@@ -86,6 +87,21 @@ pub fn registry() -> Vec<Registration> {
             }),
         },
         Registration {
+            name: "smart",
+            help: "SMART / health log and identity of each controller, polled in the background by admin commands",
+            default_enabled: true,
+            always_on: false,
+            families: smart::FAMILIES,
+            build: Build::Collector(|c| {
+                Ok(smart::smart_collector(smart::SmartOptions {
+                    sysfs_root: c.sysfs.clone(),
+                    dev_root: c.dev.clone(),
+                    interval: c.smart_interval,
+                    timeout: c.smart_timeout,
+                }))
+            }),
+        },
+        Registration {
             name: "exporter",
             help: "the exporter's own health: build, scrapes, each collector's outcome",
             default_enabled: true,
@@ -120,7 +136,7 @@ mod tests {
     fn each_built_collector_declares_its_registered_families() {
         let config = Config::defaults();
         let built = build_enabled(&config).unwrap();
-        assert_eq!(built.len(), 4);
+        assert_eq!(built.len(), 5);
         for c in built {
             let r = registry().into_iter().find(|r| r.name == c.name()).unwrap();
             assert_eq!(c.families(), r.families, "{}", r.name);

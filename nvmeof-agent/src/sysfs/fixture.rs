@@ -1,9 +1,8 @@
-//! Writes small sysfs trees shaped like a 6.1 NVMe-oF host's, for tests.
-//!
-//! Until trees captured from the lab's kernels sit in `tests/fixtures/sysfs/<kernel>/`, unit and
-//! golden tests build their trees here, in one place, so switching to a captured tree changes
-//! one function ([`lab_6_1`]). Devices live under `devices/` and the class directories hold
-//! symlinks to them, as in the real sysfs.
+//! Writes small sysfs trees shaped like a 6.1 NVMe-oF host's, for unit tests of odd and edge
+//! cases (a garbage value, a missing attribute) that a real kernel does not show. Golden and
+//! end-to-end tests use the trees the lab captured from real kernels (`tests/fixtures/<kernel>`,
+//! written by `cargo xtask capture`). Devices live under `devices/` and the class directories
+//! hold symlinks to them, as in the real sysfs.
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -168,21 +167,4 @@ fn disk(dir: &Path, nsid: u32, sectors: u64, lbs: u32, stat: &str) {
             ("stat", stat),
         ],
     );
-}
-
-/// The tree of the golden test: a 6.1 host with two subsystems. `nqn.2026-11.io.lab:mpath` is
-/// reached over TCP by `nvme0` (live, ANA optimized) and `nvme1` (connecting, ANA inaccessible)
-/// with one multipath namespace; `nqn.2026-11.io.lab:rdma` by `nvme2` over RDMA (live, no ANA);
-/// plus a plain disk on `nvme2` as with `nvme_core.multipath=N`.
-pub fn lab_6_1(root: &Path) -> FixtureTree {
-    let t = FixtureTree::new(root);
-    t.tcp_controller(0, "nqn.2026-11.io.lab:mpath", "live");
-    t.tcp_controller(1, "nqn.2026-11.io.lab:mpath", "connecting");
-    t.tcp_controller(2, "nqn.2026-11.io.lab:rdma", "live");
-    t.set_transport(2, "rdma", "traddr=10.0.0.1,trsvcid=4420");
-    t.subsystem(0, "nqn.2026-11.io.lab:mpath", &[0, 1]);
-    t.subsystem(1, "nqn.2026-11.io.lab:rdma", &[2]);
-    t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "inaccessible"]));
-    t.plain_namespace(2, 2, 1);
-    t
 }

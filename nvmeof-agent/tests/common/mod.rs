@@ -13,21 +13,32 @@ pub struct Fixture {
     pub root: PathBuf,
 }
 
-/// The tree of a 6.1 NVMe-oF host: the one place that decides where the golden and HTTP tests'
-/// sysfs comes from. Built in code (`sysfs::fixture::lab_6_1`) until the lab's captured trees
-/// sit in `tests/fixtures/sysfs/<kernel>/`; then point `root` there.
+/// The sysfs tree the lab captured from a real 6.1 host with every transport connected (TCP over
+/// two paths, RDMA, FC, loop), copied so a test may change it: the one place that decides where
+/// the golden and HTTP tests' sysfs comes from. `cargo xtask capture` rewrites the original.
 pub fn sysfs_6_1() -> Fixture {
+    let captured = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/6.1/sys");
     let dir = tempfile::tempdir().expect("tempdir");
-    nvmeof_agent::sysfs::fixture::lab_6_1(dir.path());
-    let root = dir.path().to_owned();
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(captured)
+        .arg(dir.path())
+        .status()
+        .expect("cp");
+    assert!(status.success(), "copying {captured}");
+    let root = dir.path().join("sys");
     Fixture { _dir: dir, root }
 }
 
-/// A scraper with the default collectors over `sysfs`, as the binary would build it.
+/// A scraper with the default sysfs collectors over `sysfs`, as the binary would build it. The
+/// `io` (eBPF) and `smart` (admin commands) collectors read the running kernel and devices, not
+/// the tree, so they are off here; their own tests cover them.
 pub fn scraper(sysfs: &Path, extra_flags: &[&str]) -> Scraper {
     let mut args = vec![
         "nvmeof-exporter".to_owned(),
         format!("--path.sysfs={}", sysfs.display()),
+        "--no-collector.io".to_owned(),
+        "--no-collector.smart".to_owned(),
     ];
     args.extend(extra_flags.iter().map(|s| s.to_string()));
     let config = parse_from(args).expect("flags parse");

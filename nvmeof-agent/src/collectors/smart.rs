@@ -1,0 +1,348 @@
+//! Collector `smart`: media health of every NVMe controller (fabrics and PCIe) from the SMART /
+//! Health log and Identify Controller, read with admin commands on `/dev/nvmeN`.
+//!
+//! Polling runs in the background (`poller`) on its own interval and timeout, one thread per
+//! poll and at most one poll per controller; `collect` only copies the cache, so a hung
+//! controller costs a scrape nothing but a `nvmeof_smart_stale` of 1. Fabrics targets (nvmet)
+//! answer with mostly zero pages; a composite temperature of 0 K is taken as "not reported".
+pub mod poller;
+
+use std::path::PathBuf;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
+
+use crate::collector::{Collector, Family, Kind, Sink};
+use crate::nvme::smart_log::kelvin_to_celsius;
+use crate::nvme::CriticalWarning;
+use poller::{AdminBackend, CtrlView, DevBackend, Poller};
+
+pub struct SmartOptions {
+    /// Where sysfs is mounted (`/sys`); controllers are found under `class/nvme`.
+    pub sysfs_root: PathBuf,
+    /// Where the controllers' character devices are (`/dev`).
+    pub dev_root: PathBuf,
+    /// Time between two polls of one controller.
+    pub interval: Duration,
+    /// Per-command timeout handed to the kernel (`timeout_ms`); 0 keeps the kernel's 60 s.
+    pub timeout: Duration,
+}
+
+impl Default for SmartOptions {
+    fn default() -> Self {
+        Self {
+            sysfs_root: PathBuf::from("/sys"),
+            dev_root: PathBuf::from("/dev"),
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The `smart` collector, with its poller started on the device backend.
+pub fn smart_collector(opts: SmartOptions) -> Box<dyn Collector> {
+    let backend = Arc::new(DevBackend {
+        dev_root: opts.dev_root.clone(),
+    });
+    Box::new(SmartCollector::start(&opts, backend))
+}
+
+pub struct SmartCollector {
+    poller: Arc<Poller>,
+    /// Dropping the collector drops this sender, which ends the scheduling thread.
+    _stop: Mutex<mpsc::Sender<()>>,
+}
+
+impl SmartCollector {
+    /// Starts the scheduling thread: a pass now, then every few seconds (so that new, vanished
+    /// and non-live controllers are seen quickly) while each controller is polled per `interval`.
+    pub fn start(opts: &SmartOptions, backend: Arc<dyn AdminBackend>) -> Self {
+        let poller = Poller::new(
+            opts.sysfs_root.clone(),
+            opts.interval,
+            opts.timeout,
+            backend,
+        );
+        let (stop, stopped) = mpsc::channel::<()>();
+        let period = opts
+            .interval
+            .clamp(Duration::from_millis(10), Duration::from_secs(5));
+        let p = Arc::clone(&poller);
+        let spawned = std::thread::Builder::new()
+            .name("smart-scheduler".into())
+            .spawn(move || loop {
+                p.tick();
+                if let Err(mpsc::RecvTimeoutError::Disconnected) = stopped.recv_timeout(period) {
+                    break;
+                }
+            });
+        if let Err(e) = spawned {
+            log::error!("smart: cannot start the polling thread, SMART metrics stay empty: {e}");
+        }
+        Self {
+            poller,
+            _stop: Mutex::new(stop),
+        }
+    }
+
+    /// A collector over a poller driven by the caller (tests tick it by hand).
+    pub fn with_poller(poller: Arc<Poller>) -> Self {
+        Self {
+            poller,
+            _stop: Mutex::new(mpsc::channel().0),
+        }
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        help,
+        kind: Kind::Gauge,
+    }
+}
+
+const fn counter(name: &'static str, help: &'static str) -> Family {
+    Family {
+        name,
+        help,
+        kind: Kind::Counter,
+    }
+}
+
+pub const INFO: Family = gauge(
+    "nvmeof_smart_info",
+    "Identify Controller of each NVMe controller polled for SMART; always 1.",
+);
+pub const CRITICAL_WARNING: Family = gauge(
+    "nvmeof_smart_critical_warning",
+    "SMART Critical Warning, one series per defined bit: 1 when the condition holds.",
+);
+pub const CRITICAL_WARNING_RAW: Family = gauge(
+    "nvmeof_smart_critical_warning_raw",
+    "SMART Critical Warning byte as read, reserved bits included.",
+);
+pub const ENDURANCE_GROUP_WARNING_RAW: Family = gauge(
+    "nvmeof_smart_endurance_group_critical_warning_raw",
+    "SMART Endurance Group Critical Warning Summary byte as read.",
+);
+pub const TEMPERATURE: Family = gauge(
+    "nvmeof_smart_temperature_celsius",
+    "Composite temperature (sensor=\"composite\") and each reported temperature sensor.",
+);
+pub const AVAILABLE_SPARE: Family = gauge(
+    "nvmeof_smart_available_spare_ratio",
+    "Remaining spare capacity, 0 to 1.",
+);
+pub const AVAILABLE_SPARE_THRESHOLD: Family = gauge(
+    "nvmeof_smart_available_spare_threshold_ratio",
+    "Spare capacity below which the available_spare warning is raised, 0 to 1.",
+);
+pub const ENDURANCE_USED: Family = gauge(
+    "nvmeof_smart_endurance_used_ratio",
+    "SMART Percentage Used / 100: vendor estimate of life used; may exceed 1.",
+);
+pub const DATA_READ: Family = counter(
+    "nvmeof_smart_data_read_bytes_total",
+    "Data read by hosts, from Data Units Read (units of 512000 bytes, rounded up).",
+);
+pub const DATA_WRITTEN: Family = counter(
+    "nvmeof_smart_data_written_bytes_total",
+    "Data written by hosts, from Data Units Written (units of 512000 bytes, rounded up).",
+);
+pub const HOST_READS: Family = counter(
+    "nvmeof_smart_host_read_commands_total",
+    "Read commands completed by the controller.",
+);
+pub const HOST_WRITES: Family = counter(
+    "nvmeof_smart_host_write_commands_total",
+    "Write commands completed by the controller.",
+);
+pub const BUSY: Family = counter(
+    "nvmeof_smart_controller_busy_seconds_total",
+    "Time the controller was busy with I/O commands (reported in minutes).",
+);
+pub const POWER_CYCLES: Family = counter("nvmeof_smart_power_cycles_total", "Power cycles.");
+pub const POWER_ON: Family = counter(
+    "nvmeof_smart_power_on_seconds_total",
+    "Power-on time (reported in hours).",
+);
+pub const UNSAFE_SHUTDOWNS: Family =
+    counter("nvmeof_smart_unsafe_shutdowns_total", "Unsafe shutdowns.");
+pub const MEDIA_ERRORS: Family = counter(
+    "nvmeof_smart_media_errors_total",
+    "Unrecovered data integrity errors detected by the controller.",
+);
+pub const ERROR_LOG_ENTRIES: Family = counter(
+    "nvmeof_smart_error_log_entries_total",
+    "Error Information log entries over the controller's life.",
+);
+pub const WARNING_TEMP_TIME: Family = counter(
+    "nvmeof_smart_warning_temperature_seconds_total",
+    "Time above the warning composite temperature threshold (reported in minutes).",
+);
+pub const CRITICAL_TEMP_TIME: Family = counter(
+    "nvmeof_smart_critical_temperature_seconds_total",
+    "Time above the critical composite temperature threshold (reported in minutes).",
+);
+pub const THERMAL_TRANSITIONS: Family = counter(
+    "nvmeof_smart_thermal_management_transitions_total",
+    "Transitions into thermal management level 1 or 2 (light / heavy throttling).",
+);
+pub const THERMAL_TIME: Family = counter(
+    "nvmeof_smart_thermal_management_seconds_total",
+    "Time spent in thermal management level 1 or 2.",
+);
+pub const LAST_SUCCESS: Family = gauge(
+    "nvmeof_smart_last_success_timestamp_seconds",
+    "Unix time of the last successful SMART poll.",
+);
+pub const STALE: Family = gauge(
+    "nvmeof_smart_stale",
+    "1 when the last poll failed, is stuck, or succeeded more than 2 intervals ago.",
+);
+pub const POLL_ERRORS: Family = counter(
+    "nvmeof_smart_poll_errors_total",
+    "Failed or skipped SMART polls, by reason.",
+);
+
+pub static FAMILIES: &[Family] = &[
+    INFO,
+    CRITICAL_WARNING,
+    CRITICAL_WARNING_RAW,
+    ENDURANCE_GROUP_WARNING_RAW,
+    TEMPERATURE,
+    AVAILABLE_SPARE,
+    AVAILABLE_SPARE_THRESHOLD,
+    ENDURANCE_USED,
+    DATA_READ,
+    DATA_WRITTEN,
+    HOST_READS,
+    HOST_WRITES,
+    BUSY,
+    POWER_CYCLES,
+    POWER_ON,
+    UNSAFE_SHUTDOWNS,
+    MEDIA_ERRORS,
+    ERROR_LOG_ENTRIES,
+    WARNING_TEMP_TIME,
+    CRITICAL_TEMP_TIME,
+    THERMAL_TRANSITIONS,
+    THERMAL_TIME,
+    LAST_SUCCESS,
+    STALE,
+    POLL_ERRORS,
+];
+
+impl Collector for SmartCollector {
+    fn name(&self) -> &'static str {
+        "smart"
+    }
+
+    fn families(&self) -> &'static [Family] {
+        FAMILIES
+    }
+
+    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        for (name, view) in self.poller.snapshot() {
+            emit(sink, &name, &view);
+        }
+        Ok(())
+    }
+}
+
+// u128 counters go out as f64: exact up to 2^53, which no real drive reaches.
+fn f(v: u128) -> f64 {
+    v as f64
+}
+
+fn emit(sink: &mut Sink, ctrl: &str, v: &CtrlView) {
+    let base = [("controller", ctrl), ("subsystem", v.subsystem.as_str())];
+    sink.gauge(&STALE, &base, if v.stale { 1.0 } else { 0.0 });
+    for (reason, n) in &v.errors {
+        sink.counter(
+            &POLL_ERRORS,
+            &[base[0], base[1], ("reason", reason)],
+            *n as f64,
+        );
+    }
+    if let Some(t) = v.last_success {
+        let secs = t
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        sink.gauge(&LAST_SUCCESS, &base, secs);
+    }
+    if let Some(id) = &v.identify {
+        sink.gauge(
+            &INFO,
+            &[
+                base[0],
+                base[1],
+                ("model", id.model.as_str()),
+                ("serial", id.serial.as_str()),
+                ("firmware", id.firmware.as_str()),
+            ],
+            1.0,
+        );
+    }
+    let Some(s) = &v.smart else { return };
+    let cw = s.critical_warning;
+    for (bit, label) in CriticalWarning::BITS {
+        let on = if cw.bit(bit) { 1.0 } else { 0.0 };
+        sink.gauge(&CRITICAL_WARNING, &[base[0], base[1], ("bit", label)], on);
+    }
+    sink.gauge(&CRITICAL_WARNING_RAW, &base, f64::from(cw.raw()));
+    sink.gauge(
+        &ENDURANCE_GROUP_WARNING_RAW,
+        &base,
+        f64::from(s.endurance_group_critical_warning),
+    );
+    if s.composite_temperature_k != 0 {
+        let c = kelvin_to_celsius(s.composite_temperature_k);
+        sink.gauge(
+            &TEMPERATURE,
+            &[base[0], base[1], ("sensor", "composite")],
+            c,
+        );
+    }
+    for (i, k) in s.temperature_sensors_k.iter().enumerate() {
+        if let Some(k) = k {
+            let n = (i + 1).to_string();
+            let c = kelvin_to_celsius(*k);
+            sink.gauge(&TEMPERATURE, &[base[0], base[1], ("sensor", &n)], c);
+        }
+    }
+    let pct = |p: u8| f64::from(p) / 100.0;
+    sink.gauge(&AVAILABLE_SPARE, &base, pct(s.available_spare_pct));
+    sink.gauge(
+        &AVAILABLE_SPARE_THRESHOLD,
+        &base,
+        pct(s.available_spare_threshold_pct),
+    );
+    sink.gauge(&ENDURANCE_USED, &base, pct(s.percentage_used));
+    sink.counter(&DATA_READ, &base, f(s.data_read_bytes()));
+    sink.counter(&DATA_WRITTEN, &base, f(s.data_written_bytes()));
+    sink.counter(&HOST_READS, &base, f(s.host_read_commands));
+    sink.counter(&HOST_WRITES, &base, f(s.host_write_commands));
+    sink.counter(&BUSY, &base, f(s.controller_busy_time_min) * 60.0);
+    sink.counter(&POWER_CYCLES, &base, f(s.power_cycles));
+    sink.counter(&POWER_ON, &base, f(s.power_on_hours) * 3600.0);
+    sink.counter(&UNSAFE_SHUTDOWNS, &base, f(s.unsafe_shutdowns));
+    sink.counter(&MEDIA_ERRORS, &base, f(s.media_errors));
+    sink.counter(&ERROR_LOG_ENTRIES, &base, f(s.error_log_entries));
+    let min = |m: u32| f64::from(m) * 60.0;
+    sink.counter(&WARNING_TEMP_TIME, &base, min(s.warning_temp_time_min));
+    sink.counter(&CRITICAL_TEMP_TIME, &base, min(s.critical_temp_time_min));
+    for (i, level) in ["1", "2"].into_iter().enumerate() {
+        let l = [base[0], base[1], ("level", level)];
+        sink.counter(
+            &THERMAL_TRANSITIONS,
+            &l,
+            f64::from(s.thermal_mgmt_transitions[i]),
+        );
+        sink.counter(&THERMAL_TIME, &l, f64::from(s.thermal_mgmt_time_s[i]));
+    }
+}
+
+#[cfg(test)]
+mod tests;

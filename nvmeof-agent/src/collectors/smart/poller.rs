@@ -1,0 +1,396 @@
+//! The background side of the `smart` collector: finds controllers in sysfs, polls each live one
+//! on its own thread with at most one poll in flight, and keeps the latest pages in a cache that
+//! scrapes read without ever waiting on a device.
+//!
+//! Why threads and not a timeout around the ioctl: a passthrough command cannot be cancelled
+//! from user space. A controller that stops answering keeps its polling thread in the kernel
+//! until the kernel's own timeout and recovery end it; meanwhile that controller gets no second
+//! thread (it is skipped, then marked stale) and the others are polled as usual.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::nvme::{self, IdentifyController, NvmeError, SmartLog, SMART_LOG_LEN};
+
+/// Every `reason` label value of `nvmeof_smart_poll_errors_total`, exported from 0 so that
+/// `rate()` sees the first error.
+pub const POLL_ERROR_REASONS: [&str; 7] = [
+    "decode",
+    "io",
+    "no_device",
+    "not_live",
+    "nvme_status",
+    "permission_denied",
+    "timeout",
+];
+
+/// How the poller issues admin commands; the device one in production, a scripted one in tests
+/// (hangs, permission errors, hand-made pages).
+pub trait AdminBackend: Send + Sync + 'static {
+    /// The raw Identify Controller page of controller `ctrl` (`nvmeN`).
+    fn identify(&self, ctrl: &str, timeout: Duration) -> Result<Vec<u8>, NvmeError>;
+    /// The raw controller-wide SMART / Health log of `ctrl`.
+    fn smart_log(
+        &self,
+        ctrl: &str,
+        rae: bool,
+        timeout: Duration,
+    ) -> Result<[u8; SMART_LOG_LEN], NvmeError>;
+}
+
+/// Admin commands on `<dev_root>/nvmeN`.
+pub struct DevBackend {
+    pub dev_root: PathBuf,
+}
+
+impl AdminBackend for DevBackend {
+    fn identify(&self, ctrl: &str, timeout: Duration) -> Result<Vec<u8>, NvmeError> {
+        nvme::read_identify_raw(&self.dev_root.join(ctrl), timeout)
+    }
+    fn smart_log(
+        &self,
+        ctrl: &str,
+        rae: bool,
+        timeout: Duration,
+    ) -> Result<[u8; SMART_LOG_LEN], NvmeError> {
+        nvme::ioctl::read_smart_raw_with(&self.dev_root.join(ctrl), rae, timeout)
+    }
+}
+
+/// A controller as sysfs shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Discovered {
+    pub name: String,
+    pub state: String,
+    pub subsysnqn: String,
+}
+
+/// The `nvmeN` controllers under `<sysfs_root>/class/nvme`, sorted by name. A missing class
+/// directory means no NVMe here: an empty list, not an error.
+pub fn discover(sysfs_root: &Path) -> Vec<Discovered> {
+    let dir = sysfs_root.join("class/nvme");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default()
+    };
+    let mut found: Vec<Discovered> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let digits = name.strip_prefix("nvme")?;
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let path = e.path();
+            Some(Discovered {
+                state: read(path.join("state")),
+                subsysnqn: read(path.join("subsysnqn")),
+                name,
+            })
+        })
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// What the cache holds for one controller; scrapes copy from it.
+#[derive(Clone, Debug, Default)]
+pub struct CtrlView {
+    pub subsystem: String,
+    pub identify: Option<IdentifyController>,
+    pub smart: Option<SmartLog>,
+    /// Wall-clock time of the last successful poll.
+    pub last_success: Option<SystemTime>,
+    pub stale: bool,
+    pub errors: BTreeMap<&'static str, u64>,
+}
+
+struct Ctrl {
+    /// Tells a finished poll whether this is still the controller it was started for (a name can
+    /// vanish and come back while a poll is stuck).
+    generation: u64,
+    view: CtrlView,
+    last_success_at: Option<Instant>,
+    last_failed: bool,
+    /// Whether the last pass found the controller `live`: a controller that comes back from a
+    /// reset or reconnect is polled at once instead of an interval later.
+    was_live: bool,
+    next_due: Instant,
+}
+
+struct Flight {
+    generation: u64,
+    started: Instant,
+    timeout_counted: bool,
+}
+
+#[derive(Default)]
+struct State {
+    ctrls: BTreeMap<String, Ctrl>,
+    /// Polls under way, by controller name; kept apart from `ctrls` so that a stuck poll of a
+    /// vanished controller still blocks a second one if the name comes back.
+    in_flight: BTreeMap<String, Flight>,
+    next_generation: u64,
+}
+
+pub struct Poller {
+    sysfs_root: PathBuf,
+    interval: Duration,
+    timeout: Duration,
+    backend: Arc<dyn AdminBackend>,
+    state: Mutex<State>,
+    permission_logged: AtomicBool,
+}
+
+/// Commands per poll (Identify, then SMART): a poll is overdue once it has run longer than
+/// that many command timeouts.
+const COMMANDS_PER_POLL: u32 = 2;
+
+/// The kernel's default admin command timeout (`nvme_core.admin_timeout`).
+const KERNEL_ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Poller {
+    pub fn new(
+        sysfs_root: PathBuf,
+        interval: Duration,
+        timeout: Duration,
+        backend: Arc<dyn AdminBackend>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            sysfs_root,
+            interval,
+            timeout,
+            backend,
+            state: Mutex::new(State::default()),
+            permission_logged: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic in one poll must not stop the exporter: the state stays consistent because
+        // every update below is a plain assignment.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// How long a poll may run before it counts as stuck.
+    pub(crate) fn budget(&self) -> Duration {
+        // A zero timeout leaves the kernel's own admin timeout in force.
+        let per_command = if self.timeout.is_zero() {
+            KERNEL_ADMIN_TIMEOUT
+        } else {
+            self.timeout
+        };
+        per_command * COMMANDS_PER_POLL
+    }
+
+    fn overdue(&self, f: &Flight, now: Instant) -> bool {
+        now.duration_since(f.started) > self.budget()
+    }
+
+    /// One pass: rescan sysfs, drop vanished controllers, start the polls that are due.
+    pub fn tick(self: &Arc<Self>) {
+        self.tick_at(Instant::now());
+    }
+
+    /// `now` decides which polls are due (tests move it forward to skip an interval); how long a
+    /// poll has been running is always measured on the real clock.
+    pub(crate) fn tick_at(self: &Arc<Self>, now: Instant) {
+        let real_now = Instant::now();
+        let found = discover(&self.sysfs_root);
+        let mut to_start = Vec::new();
+        {
+            let mut st = self.lock();
+            st.ctrls
+                .retain(|name, _| found.iter().any(|d| &d.name == name));
+            for d in &found {
+                if !st.ctrls.contains_key(&d.name) {
+                    st.next_generation += 1;
+                    let generation = st.next_generation;
+                    st.ctrls.insert(
+                        d.name.clone(),
+                        Ctrl {
+                            generation,
+                            view: CtrlView {
+                                errors: POLL_ERROR_REASONS.iter().map(|&r| (r, 0)).collect(),
+                                ..Default::default()
+                            },
+                            last_success_at: None,
+                            last_failed: false,
+                            was_live: true,
+                            next_due: now,
+                        },
+                    );
+                }
+                let State {
+                    ctrls, in_flight, ..
+                } = &mut *st;
+                let c = ctrls.get_mut(&d.name).expect("inserted above");
+                c.view.subsystem.clone_from(&d.subsysnqn);
+                if let Some(f) = in_flight.get_mut(&d.name) {
+                    if !f.timeout_counted && self.overdue(f, real_now) {
+                        f.timeout_counted = true;
+                        c.last_failed = true;
+                        *c.view.errors.entry("timeout").or_default() += 1;
+                        log::warn!(
+                            "smart: {}: poll still running after {} ms; controller marked stale, \
+                             no new poll until it returns",
+                            d.name,
+                            self.budget().as_millis()
+                        );
+                    }
+                    continue;
+                }
+                let live = d.state == "live";
+                if live && !c.was_live {
+                    c.next_due = now;
+                }
+                c.was_live = live;
+                if now < c.next_due {
+                    continue;
+                }
+                c.next_due = now + self.interval;
+                if !live {
+                    // Resetting, connecting or deleting: a command now would wait behind the
+                    // recovery, so skip this round rather than queue.
+                    c.last_failed = true;
+                    *c.view.errors.entry("not_live").or_default() += 1;
+                    log::debug!("smart: {}: skipped, state {:?}", d.name, d.state);
+                    continue;
+                }
+                in_flight.insert(
+                    d.name.clone(),
+                    Flight {
+                        generation: c.generation,
+                        started: real_now,
+                        timeout_counted: false,
+                    },
+                );
+                to_start.push((d.name.clone(), c.generation));
+            }
+        }
+        for (name, generation) in to_start {
+            let me = Arc::clone(self);
+            let n = name.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("smart-{name}"))
+                .spawn(move || me.poll(&n, generation));
+            if let Err(e) = spawned {
+                log::warn!("smart: {name}: cannot start a polling thread: {e}");
+                let mut st = self.lock();
+                st.in_flight.remove(&name);
+                if let Some(c) = st.ctrls.get_mut(&name) {
+                    c.last_failed = true;
+                    *c.view.errors.entry("io").or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn poll(&self, name: &str, generation: u64) {
+        let result = self.fetch(name);
+        let mut st = self.lock();
+        let timeout_counted = match st.in_flight.get(name) {
+            Some(f) if f.generation == generation => {
+                let counted = f.timeout_counted;
+                st.in_flight.remove(name);
+                counted
+            }
+            _ => false,
+        };
+        let Some(c) = st
+            .ctrls
+            .get_mut(name)
+            .filter(|c| c.generation == generation)
+        else {
+            return; // The controller vanished meanwhile: its series are gone, keep them gone.
+        };
+        match result {
+            Ok((id, smart)) => {
+                if c.last_failed {
+                    log::info!("smart: {name}: polling again");
+                }
+                c.view.identify = Some(id);
+                c.view.smart = Some(smart);
+                c.view.last_success = Some(SystemTime::now());
+                c.last_success_at = Some(Instant::now());
+                c.last_failed = false;
+            }
+            Err(e) => {
+                let first = !c.last_failed;
+                c.last_failed = true;
+                // A stuck poll was counted as a timeout when it became overdue.
+                if !(timeout_counted && e.reason() == "timeout") {
+                    *c.view.errors.entry(e.reason()).or_default() += 1;
+                }
+                if let NvmeError::PermissionDenied { .. } = e {
+                    if !self.permission_logged.swap(true, Ordering::Relaxed) {
+                        log::error!(
+                            "smart: {e}; SMART metrics stay empty and further permission errors \
+                             are only counted in nvmeof_smart_poll_errors_total"
+                        );
+                    }
+                } else if first {
+                    log::warn!("smart: {e}");
+                } else {
+                    log::debug!("smart: {e}");
+                }
+            }
+        }
+    }
+
+    fn fetch(&self, name: &str) -> Result<(IdentifyController, SmartLog), NvmeError> {
+        let decode_err = |source| NvmeError::Decode {
+            dev: PathBuf::from(name),
+            source,
+        };
+        let raw = self.backend.identify(name, self.timeout)?;
+        let id = IdentifyController::decode(&raw).map_err(decode_err)?;
+        let raw = self.backend.smart_log(name, id.knows_rae(), self.timeout)?;
+        let smart = SmartLog::decode(&raw).map_err(decode_err)?;
+        Ok((id, smart))
+    }
+
+    /// The cache as of `now`, by controller name: never waits on a device.
+    pub fn snapshot(&self) -> Vec<(String, CtrlView)> {
+        let now = Instant::now();
+        let st = self.lock();
+        st.ctrls
+            .iter()
+            .map(|(name, c)| {
+                let old = c
+                    .last_success_at
+                    .is_none_or(|t| now.duration_since(t) > self.interval * 2);
+                let stuck = st
+                    .in_flight
+                    .get(name)
+                    .is_some_and(|f| f.generation == c.generation && self.overdue(f, now));
+                let mut v = c.view.clone();
+                v.stale = old || c.last_failed || stuck;
+                (name.clone(), v)
+            })
+            .collect()
+    }
+
+    /// Whether any poll is under way (tests wait on it).
+    pub fn busy(&self) -> bool {
+        !self.lock().in_flight.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn polling(&self, name: &str) -> bool {
+        self.lock().in_flight.contains_key(name)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_last_success(&self, name: &str, at: SystemTime) {
+        if let Some(c) = self.lock().ctrls.get_mut(name) {
+            c.view.last_success = Some(at);
+        }
+    }
+}
