@@ -12,16 +12,24 @@ struct Row {
     line: usize,
 }
 
-/// Every table row of the page: `| name | type | labels | source | series |`.
+/// Every row of the page's metric tables, those headed `| name | type | labels | source | series |`
+/// (other tables, such as the map memory one, are prose).
 fn rows(text: &str) -> Result<BTreeMap<String, Row>, String> {
     let mut out = BTreeMap::new();
+    let mut in_metric_table = false;
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
         if !line.starts_with('|') {
+            in_metric_table = false;
             continue;
         }
         let cells: Vec<&str> = line.trim_matches('|').split('|').map(str::trim).collect();
-        if cells[0] == "name" || cells[0].starts_with("---") {
+        if cells[0].starts_with("---") {
+            continue;
+        }
+        if !in_metric_table {
+            // The first row of a table is its header.
+            in_metric_table = cells == ["name", "type", "labels", "source", "series"];
             continue;
         }
         if cells.len() != 5 {
@@ -92,10 +100,17 @@ fn the_parser_catches_both_directions() {
     assert_eq!(r.len(), 2);
     assert_eq!(r["a_total"].kind, "counter");
     assert_eq!(r["b"].line, 4);
-    assert!(
-        rows("| a | gauge | x | s | 1 |\n| a | gauge | x | s | 1 |\n")
-            .unwrap_err()
-            .contains("twice")
-    );
-    assert!(rows("| a | gauge |\n").unwrap_err().contains("5 expected"));
+    let head = "| name | type | labels | source | series |\n| --- | --- | --- | --- | --- |\n";
+    assert!(rows(&format!(
+        "{head}| a | gauge | x | s | 1 |\n| a | gauge | x | s | 1 |\n"
+    ))
+    .unwrap_err()
+    .contains("twice"));
+    assert!(rows(&format!("{head}| a | gauge |\n"))
+        .unwrap_err()
+        .contains("5 expected"));
+    // Other tables are prose, not families.
+    assert!(rows("| map | kind |\n| --- | --- |\n| OPS | hash |\n")
+        .unwrap()
+        .is_empty());
 }

@@ -37,9 +37,10 @@ for dev in /sys/class/net/*; do
     esac
 done
 
-echo "@@READY $(uname -r)"
-stty -F /dev/ttyS1 raw -echo
+# Open the control port (raw, no echo) before saying ready: bytes that reach a closed port are lost.
 exec 3<>/dev/ttyS1
+stty -F /dev/ttyS1 raw -echo
+echo "@@READY $(uname -r)"
 while read -r kw id b64 <&3; do
     [ "$kw" = CMD ] || continue
     echo "$b64" | base64 -d > "/tmp/cmd.$id"

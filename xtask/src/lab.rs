@@ -196,7 +196,7 @@ impl Lab {
             kernel.release,
             started.elapsed().as_secs_f64()
         ));
-        let lab = Lab {
+        let mut lab = Lab {
             qemu: child,
             ctl: BufReader::new(stream),
             work,
@@ -205,6 +205,20 @@ impl Lab {
             host_port,
             next_id: 1,
         };
+        // A first round trip proves the channel before any real command relies on it.
+        let mut answered = false;
+        for _ in 0..5 {
+            if let Ok(o) = lab.sh_timeout("echo pong", Duration::from_secs(10)) {
+                answered = o.out.trim() == "pong";
+                break;
+            }
+        }
+        if !answered {
+            bail!(
+                "the lab's control channel does not answer; console tail:\n{}",
+                tail(&lab.console(), 30)
+            );
+        }
         let failed = lab.console_lines("@@MODFAIL");
         if !failed.is_empty() {
             say(format!(
@@ -234,7 +248,8 @@ impl Lab {
     pub fn sh_timeout(&mut self, script: &str, timeout: Duration) -> Result<GuestOutput> {
         let id = self.next_id;
         self.next_id += 1;
-        let line = format!("CMD {id} {}\n", base64_encode(script.as_bytes()));
+        // The leading newline ends any partial line a lost byte may have left in the guest.
+        let line = format!("\nCMD {id} {}\n", base64_encode(script.as_bytes()));
         self.ctl
             .get_mut()
             .write_all(line.as_bytes())

@@ -166,6 +166,7 @@ fn test(kernels: &[Series], args: &[String]) -> Result<()> {
         .env("NVMEOF_LAB_KERNELS", names.join(","))
         .args([
             "test",
+            "--no-fail-fast",
             "--workspace",
             "--exclude",
             "nvmeof-ebpf",
