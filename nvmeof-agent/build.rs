@@ -1,4 +1,4 @@
-//! Builds the eBPF object (nvmeof-ebpf, for bpfel-unknown-none with nightly) into OUT_DIR, where
+//! Builds the eBPF objects (nvmeof-ebpf's `nvmeof` and `nvmeof-state`, for bpfel-unknown-none with nightly) into OUT_DIR, where
 //! src/bpf embeds it. `AYA_BUILD_SKIP=1` skips it for tools that only need the host code to
 //! type-check; the agent then starts without eBPF.
 use anyhow::Context as _;
@@ -7,10 +7,13 @@ fn main() -> anyhow::Result<()> {
     let root_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../nvmeof-ebpf");
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let skip = std::env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v == "true");
-    let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("nvmeof");
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     if skip {
-        // An empty object: the loader reports "no eBPF object in this build" and runs sysfs-only.
-        std::fs::write(&out, b"").context("writing the empty eBPF placeholder")?;
+        // Empty objects: the loader reports "no eBPF object in this build" and runs sysfs-only.
+        for name in ["nvmeof", "nvmeof-state"] {
+            std::fs::write(out_dir.join(name), b"")
+                .context("writing the empty eBPF placeholder")?;
+        }
         return Ok(());
     }
     aya_build::build_ebpf(

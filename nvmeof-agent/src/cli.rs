@@ -295,6 +295,7 @@ mod tests {
                 "controller",
                 "subsystem",
                 "namespace",
+                "state",
                 "io",
                 "smart",
                 "exporter"
@@ -316,7 +317,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.collectors,
-            ["subsystem", "namespace", "io", "smart", "exporter"]
+            ["subsystem", "namespace", "state", "io", "smart", "exporter"]
         );
         let only =
             parse_from(["x", "--collector.disable-defaults", "--collector.subsystem"]).unwrap();

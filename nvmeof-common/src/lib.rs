@@ -7,8 +7,10 @@
 #![no_std]
 
 pub mod layout;
+pub mod state;
 
 pub use layout::{FieldLoc, TracepointLayout};
+pub use state::{CtrlLayout, PendingChange, Reconnects, TransitionKey, TransitionStats};
 
 /// Names of the maps in the eBPF object.
 pub mod maps {
@@ -367,6 +369,11 @@ mod pod {
     unsafe impl aya::Pod for NamespaceKey {}
     unsafe impl aya::Pod for FieldLoc {}
     unsafe impl aya::Pod for TracepointLayout {}
+    unsafe impl aya::Pod for CtrlLayout {}
+    unsafe impl aya::Pod for TransitionKey {}
+    unsafe impl aya::Pod for TransitionStats {}
+    unsafe impl aya::Pod for Reconnects {}
+    unsafe impl aya::Pod for PendingChange {}
 }
 
 #[cfg(test)]

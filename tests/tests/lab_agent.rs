@@ -30,7 +30,19 @@ fn agent_serves_real_metrics_on_host_loopback() {
     for k in kernels() {
         with_lab(k, |s| {
             let release = s.lab.kernel.release.clone();
-            let (m, took) = s.scrape();
+            // The first scrapes after start can find the sysfs collectors past their deadline
+            // (cold caches under TCG): they then serve nothing yet. Wait for one that finished.
+            let (mut m, mut took) = s.scrape();
+            for _ in 0..10 {
+                let fresh = ["controller", "subsystem", "io"].iter().all(|c| {
+                    m.sum("nvmeof_exporter_collector_success", &[("collector", c)]) == 1.0
+                });
+                if fresh {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+                (m, took) = s.scrape();
+            }
             assert_eq!(
                 m.sum("nvmeof_exporter_ebpf_up", &[]),
                 1.0,

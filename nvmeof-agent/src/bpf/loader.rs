@@ -1,11 +1,37 @@
-//! Loading the object and attaching its programs: the one place that knows every program and how
-//! it is hooked. The layout parsed from tracefs goes into the `LAYOUT` global before load.
+//! Loading the objects and attaching their programs: the one place that knows every program and
+//! how it is hooked. The I/O object (`nvmeof`) gets the layout parsed from tracefs in its
+//! `LAYOUT` global; the state object (`nvmeof-state`) gets `struct nvme_ctrl`'s offsets from BTF
+//! in `CTRL_LAYOUT`.
 use anyhow::{bail, Context as _};
-use aya::{programs::TracePoint, Ebpf, EbpfLoader};
-use nvmeof_common::{maps, programs, TracepointLayout, LAYOUT_GLOBAL};
+use aya::{
+    programs::{KProbe, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use nvmeof_common::{maps, programs, state, CtrlLayout, TracepointLayout, LAYOUT_GLOBAL};
 
-/// Every program of the object with its tracepoint (category `nvme`).
+/// Every program of the I/O object with its tracepoint (category `nvme`).
 pub const PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
+
+/// Every program of the state object with the kernel function it probes, and whether the
+/// object is of use without it.
+pub const STATE_PROGRAMS: [(&str, &str, bool); 3] = [
+    (
+        state::programs::CHANGE_CTRL_STATE,
+        state::FN_CHANGE_CTRL_STATE,
+        true,
+    ),
+    (
+        state::programs::CHANGE_CTRL_STATE_RET,
+        state::FN_CHANGE_CTRL_STATE,
+        true,
+    ),
+    // In nvme_fabrics, absent on a PCIe-only host: attempts are then seen at state changes only.
+    (
+        state::programs::SHOULD_RECONNECT,
+        state::FN_SHOULD_RECONNECT,
+        false,
+    ),
+];
 
 /// Optional map capacities, for nodes with more controllers or queues than the defaults cover.
 #[derive(Clone, Copy, Debug, Default)]
@@ -87,6 +113,40 @@ pub fn load(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow
         prog.attach("nvme", name)
             .with_context(|| format!("attaching {name} to nvme:{name}"))?;
         attached.push(name);
+    }
+    Ok(Loaded { ebpf, attached })
+}
+
+/// Loads the state object with `layout` and attaches its kprobes. A failure on a required
+/// program fails the whole; an optional one is logged and left out of `attached`.
+pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<Loaded> {
+    if object.is_empty() {
+        bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
+    }
+    raise_memlock();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(state::CTRL_LAYOUT_GLOBAL, layout, true)
+        .load(object)
+        .context("loading the state eBPF object")?;
+    let mut attached = Vec::new();
+    for (name, function, required) in STATE_PROGRAMS {
+        let prog: &mut KProbe = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?
+            .try_into()
+            .with_context(|| format!("program {name} is not a kprobe"))?;
+        let r = prog
+            .load()
+            .with_context(|| format!("verifying {name}"))
+            .and_then(|()| {
+                prog.attach(function, 0)
+                    .with_context(|| format!("attaching {name} to {function}"))
+            });
+        match r {
+            Ok(_) => attached.push(name),
+            Err(e) if !required => log::info!("state: {name} left out: {e:#}"),
+            Err(e) => return Err(e),
+        }
     }
     Ok(Loaded { ebpf, attached })
 }

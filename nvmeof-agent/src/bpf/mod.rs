@@ -9,6 +9,7 @@
 //!
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
 //! and returns a collector that reports `nvmeof_exporter_ebpf_up 0`.
+pub mod btf;
 pub mod drain;
 pub mod format;
 pub mod loader;
@@ -27,6 +28,10 @@ use crate::collectors::io::IoCollector;
 
 /// The eBPF object built by build.rs; empty when the build skipped it (`AYA_BUILD_SKIP=1`).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof"));
+
+/// The state object: kprobes on controller state changes and reconnects.
+pub static STATE_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-state"));
 
 /// How the tracer runs; filled from the command line.
 #[derive(Clone, Debug)]

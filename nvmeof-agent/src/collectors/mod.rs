@@ -6,6 +6,7 @@ pub mod exporter;
 pub mod io;
 pub mod namespace;
 pub mod smart;
+pub mod state;
 pub mod subsystem;
 
 use crate::cli::Config;
@@ -68,6 +69,16 @@ pub fn registry() -> Vec<Registration> {
                 Ok(Box::new(namespace::NamespaceCollector::new(
                     c.sysfs.clone(),
                 )))
+            }),
+        },
+        Registration {
+            name: "state",
+            help: "controller state transitions and reconnect attempts, counted by kprobes (sysfs polling without them)",
+            default_enabled: true,
+            always_on: false,
+            families: state::FAMILIES,
+            build: Build::Collector(|c| {
+                Ok(Box::new(state::StateCollector::start(c.sysfs.clone())))
             }),
         },
         Registration {
@@ -136,7 +147,7 @@ mod tests {
     fn each_built_collector_declares_its_registered_families() {
         let config = Config::defaults();
         let built = build_enabled(&config).unwrap();
-        assert_eq!(built.len(), 5);
+        assert_eq!(built.len(), 6);
         for c in built {
             let r = registry().into_iter().find(|r| r.name == c.name()).unwrap();
             assert_eq!(c.families(), r.families, "{}", r.name);

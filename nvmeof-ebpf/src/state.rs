@@ -1,0 +1,212 @@
+//! The controller state programs of nvmeof-exporter (object `nvmeof-state`).
+//!
+//! Hooks: kprobe and kretprobe on `nvme_change_ctrl_state(ctrl, new_state)`, kprobe on
+//! `nvmf_should_reconnect(ctrl)`. Maps (types and names in `nvmeof_common::state`):
+//! - `PENDING_CHANGES`: the old and requested state between entry and return, by thread;
+//! - `TRANSITIONS`: per (controller instance, from, to), how many and when the last one was;
+//! - `RECONNECTS`: per controller instance, the reconnect attempts seen in `nr_reconnects`.
+//!
+//! The entry reads `ctrl->state`, `ctrl->instance` and `ctrl->nr_reconnects` at offsets the
+//! agent took from BTF (`CTRL_LAYOUT`); the return counts the transition only when the kernel
+//! accepted it (the function returns false for a change its state machine refuses).
+#![no_std]
+#![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{kprobe, kretprobe, map},
+    maps::{HashMap, LruHashMap},
+    programs::{ProbeContext, RetProbeContext},
+};
+use nvmeof_common::state::{
+    CtrlLayout, PendingChange, Reconnects, TransitionKey, TransitionStats, PENDING_CAPACITY,
+    RECONNECTS_CAPACITY, STATE_SLOTS, TRANSITIONS_CAPACITY,
+};
+
+/// Written by the agent before load (`EbpfLoader::override_global`).
+#[no_mangle]
+static CTRL_LAYOUT: CtrlLayout = CtrlLayout {
+    state: 0,
+    instance: 0,
+    nr_reconnects: 0,
+    state_new: 0,
+    valid: 0,
+};
+
+#[map]
+static PENDING_CHANGES: LruHashMap<u64, PendingChange> =
+    LruHashMap::with_max_entries(PENDING_CAPACITY, 0);
+#[map]
+static TRANSITIONS: HashMap<TransitionKey, TransitionStats> =
+    HashMap::with_max_entries(TRANSITIONS_CAPACITY, 0);
+#[map]
+static RECONNECTS: HashMap<u32, Reconnects> = HashMap::with_max_entries(RECONNECTS_CAPACITY, 0);
+
+const BPF_NOEXIST: u64 = 1;
+
+#[inline(always)]
+fn layout() -> CtrlLayout {
+    // SAFETY: a plain read of a global; volatile so the zeroed initialiser is not folded in.
+    unsafe { core::ptr::read_volatile(&CTRL_LAYOUT) }
+}
+
+#[inline(always)]
+fn atomic_add(dst: *mut u64, v: u64) {
+    // SAFETY: dst points into a map value that the kernel keeps alive for this program run.
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            dst, v,
+        );
+    }
+}
+
+#[inline(always)]
+fn read_u32(base: u64, offset: u32) -> Option<u32> {
+    // SAFETY: bpf_probe_read_kernel fails on a bad address, it cannot fault.
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const u32).ok() }
+}
+
+/// Folds the controller's current `nr_reconnects` into its attempt count.
+#[inline(always)]
+fn observe_reconnects(instance: u32, nr: u32) {
+    let p = match RECONNECTS.get_ptr_mut(&instance) {
+        Some(p) => p,
+        None => {
+            let _ = RECONNECTS.insert(&instance, &Reconnects::default(), BPF_NOEXIST);
+            match RECONNECTS.get_ptr_mut(&instance) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: a live map value. Reconnects of one controller run in its one work item, so these
+    // plain updates do not race with each other.
+    unsafe { (*p).observe(nr) };
+}
+
+#[kprobe]
+pub fn change_ctrl_state(ctx: ProbeContext) -> u32 {
+    let _ = try_change(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_change(ctx: &ProbeContext) -> Option<()> {
+    let l = layout();
+    if l.valid == 0 {
+        return None;
+    }
+    let ctrl: u64 = ctx.arg(0)?;
+    let to: u64 = ctx.arg(1)?;
+    let from = read_u32(ctrl, l.state)?;
+    let instance = read_u32(ctrl, l.instance)?;
+    if let Some(nr) = read_u32(ctrl, l.nr_reconnects) {
+        observe_reconnects(instance, nr);
+    }
+    let pending = PendingChange {
+        instance,
+        from,
+        to: to as u32,
+        _pad: 0,
+    };
+    PENDING_CHANGES
+        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .ok()
+}
+
+#[kretprobe]
+pub fn change_ctrl_state_ret(ctx: RetProbeContext) -> u32 {
+    let _ = try_change_ret(&ctx);
+    0
+}
+
+#[inline(always)]
+fn slot(state: u32) -> u8 {
+    if state >= STATE_SLOTS as u32 {
+        STATE_SLOTS - 1
+    } else {
+        state as u8
+    }
+}
+
+#[inline(always)]
+fn try_change_ret(ctx: &RetProbeContext) -> Option<()> {
+    let l = layout();
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: a map value read, copied before the entry is removed.
+    let p = unsafe { *PENDING_CHANGES.get(&id)? };
+    let _ = PENDING_CHANGES.remove(&id);
+    let changed: u64 = ctx.ret();
+    if changed & 0xff == 0 {
+        return None;
+    }
+    if p.from == l.state_new {
+        // A new controller: its instance number may have served another one before.
+        for from in 0..STATE_SLOTS {
+            for to in 0..STATE_SLOTS {
+                let _ = TRANSITIONS.remove(&TransitionKey {
+                    instance: p.instance,
+                    from,
+                    to,
+                    _pad: 0,
+                });
+            }
+        }
+        let _ = RECONNECTS.remove(&p.instance);
+    }
+    let key = TransitionKey {
+        instance: p.instance,
+        from: slot(p.from),
+        to: slot(p.to),
+        _pad: 0,
+    };
+    let now = unsafe { bpf_ktime_get_ns() };
+    match TRANSITIONS.get_ptr_mut(&key) {
+        Some(s) => {
+            atomic_add(unsafe { &mut (*s).count }, 1);
+            // SAFETY: a live map value; the last writer wins, which is the last transition.
+            unsafe { (*s).last_ns = now };
+        }
+        None => {
+            let first = TransitionStats {
+                count: 1,
+                last_ns: now,
+            };
+            if TRANSITIONS.insert(&key, &first, BPF_NOEXIST).is_err() {
+                let s = TRANSITIONS.get_ptr_mut(&key)?;
+                atomic_add(unsafe { &mut (*s).count }, 1);
+                unsafe { (*s).last_ns = now };
+            }
+        }
+    }
+    Some(())
+}
+
+#[kprobe]
+pub fn should_reconnect(ctx: ProbeContext) -> u32 {
+    let l = layout();
+    if l.valid == 0 {
+        return 0;
+    }
+    let Some(ctrl) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    if let (Some(instance), Some(nr)) =
+        (read_u32(ctrl, l.instance), read_u32(ctrl, l.nr_reconnects))
+    {
+        observe_reconnects(instance, nr);
+    }
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";
