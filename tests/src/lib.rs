@@ -103,7 +103,7 @@ pub fn with_lab<R>(series: Series, f: impl FnOnce(&mut Shared) -> R) -> R {
     let slot = slot(series);
     let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
     if guard.is_none() {
-        let mut opts = LabOptions::new(series);
+        let mut opts = LabOptions::standard(series);
         opts.agent = Some(agent_bin());
         let mut lab = Lab::boot(&opts).expect("booting the lab");
         let topology = lab
@@ -198,6 +198,55 @@ impl Metrics {
     }
 }
 
+/// The `"key" : number` pairs of a JSON text, at any depth, first occurrence of a key kept:
+/// enough to read `nvme smart-log -o json` (whose shape varies across nvme-cli versions)
+/// without a JSON library. Strings, booleans, arrays and nested keys' parents are skipped.
+pub fn json_numbers(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < b.len() && b[end] != b'"' {
+            end += if b[end] == b'\\' { 2 } else { 1 };
+        }
+        let key = &text[start..end.min(b.len())];
+        let mut j = end + 1;
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if j < b.len() && b[j] == b':' {
+            j += 1;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            let v0 = j;
+            // nvme-cli 2.x prints 128-bit counters as strings of digits: "4".
+            let quoted = j < b.len() && b[j] == b'"';
+            let n0 = if quoted { j + 1 } else { j };
+            j = n0;
+            while j < b.len() && matches!(b[j], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                j += 1;
+            }
+            let closed = !quoted || (j < b.len() && b[j] == b'"');
+            if let (true, Ok(v)) = (closed, text[n0..j].parse::<f64>()) {
+                out.entry(key.to_owned()).or_insert(v);
+                i = if quoted { j + 1 } else { j };
+            } else {
+                i = v0;
+            }
+        } else {
+            i = end + 1;
+        }
+    }
+    out
+}
+
 fn parse_labels(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = s;
@@ -228,6 +277,20 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_numbers_out_of_json_at_any_depth() {
+        let m = json_numbers(
+            "{\n  \"critical_warning\" : 5,\n  \"temperature\":323,\"s\" : \"a:1\",\n  \
+             \"o\" : { \"value\" : 7 }, \"n\" : -1.5e3, \"u\":\"12\" }",
+        );
+        assert_eq!(m.get("critical_warning"), Some(&5.0));
+        assert_eq!(m.get("temperature"), Some(&323.0));
+        assert_eq!(m.get("value"), Some(&7.0));
+        assert_eq!(m.get("n"), Some(&-1500.0));
+        assert_eq!(m.get("u"), Some(&12.0));
+        assert_eq!(m.len(), 5, "{m:?}");
+    }
 
     #[test]
     fn parses_samples_with_escaped_labels() {
