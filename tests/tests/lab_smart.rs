@@ -85,8 +85,11 @@ fn guest_now(s: &mut Shared) -> f64 {
         .expect("date +%s")
 }
 
+/// Labels a metric needs beyond `controller` to pick one series.
+type Labels = &'static [(&'static str, &'static str)];
+
 /// (nvme-cli JSON key, metric, extra labels, factor from nvme-cli's unit to the metric's).
-const ORACLE: &[(&str, &str, &[(&str, &str)], f64)] = &[
+const ORACLE: &[(&str, &str, Labels, f64)] = &[
     (
         "critical_warning",
         "nvmeof_smart_critical_warning_raw",
