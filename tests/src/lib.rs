@@ -44,6 +44,39 @@ impl Shared {
             let out = self.lab.sh("agent_start").expect("starting the agent");
             assert_eq!(out.rc, 0, "the agent did not come up:\n{}", out.out);
             self.agent_started = true;
+            self.warm_up();
+        }
+    }
+
+    /// Restarts the agent with other flags (`""`: the defaults) and waits for it as above.
+    pub fn restart_agent(&mut self, args: &str) {
+        let out = self
+            .lab
+            .sh(&format!("agent_stop; agent_start {args}"))
+            .expect("restarting the agent");
+        assert_eq!(
+            out.rc, 0,
+            "the agent did not come up ({args}):\n{}",
+            out.out
+        );
+        self.agent_started = true;
+        self.warm_up();
+    }
+
+    /// Scrapes until every collector has answered once within its deadline (at most 10 s). A
+    /// collector contributes nothing before its first success, and under TCG on a busy host the
+    /// first runs after a start (cold sysfs, first map drain) can miss the 50 ms deadline.
+    fn warm_up(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let (m, _) = self.scrape();
+            let all = m
+                .select("nvmeof_exporter_collector_success", &[])
+                .all(|s| s.value == 1.0);
+            if all && m.has_family("nvmeof_exporter_collector_success") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
         }
     }
 

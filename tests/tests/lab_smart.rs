@@ -17,17 +17,9 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// Restarts the agent with a short SMART interval, runs `f`, then restores the default agent
 /// for the other tests (also when `f` panics).
 fn with_fast_smart<R>(s: &mut Shared, f: impl FnOnce(&mut Shared) -> R) -> R {
-    s.ensure_agent();
-    s.lab
-        .sh_ok(&format!(
-            "agent_stop; agent_start --smart.interval={}s",
-            INTERVAL.as_secs()
-        ))
-        .expect("restarting the agent with a short SMART interval");
+    s.restart_agent(&format!("--smart.interval={}s", INTERVAL.as_secs()));
     let r = catch_unwind(AssertUnwindSafe(|| f(s)));
-    s.lab
-        .sh_ok("agent_stop; agent_start")
-        .expect("restoring the default agent");
+    s.restart_agent("");
     r.unwrap_or_else(|e| resume_unwind(e))
 }
 
