@@ -44,6 +44,39 @@ impl Shared {
             let out = self.lab.sh("agent_start").expect("starting the agent");
             assert_eq!(out.rc, 0, "the agent did not come up:\n{}", out.out);
             self.agent_started = true;
+            self.warm_up();
+        }
+    }
+
+    /// Restarts the agent with other flags (`""`: the defaults) and waits for it as above.
+    pub fn restart_agent(&mut self, args: &str) {
+        let out = self
+            .lab
+            .sh(&format!("agent_stop; agent_start {args}"))
+            .expect("restarting the agent");
+        assert_eq!(
+            out.rc, 0,
+            "the agent did not come up ({args}):\n{}",
+            out.out
+        );
+        self.agent_started = true;
+        self.warm_up();
+    }
+
+    /// Scrapes until every collector has answered once within its deadline (at most 10 s). A
+    /// collector contributes nothing before its first success, and under TCG on a busy host the
+    /// first runs after a start (cold sysfs, first map drain) can miss the 50 ms deadline.
+    fn warm_up(&mut self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let (m, _) = self.scrape();
+            let all = m
+                .select("nvmeof_exporter_collector_success", &[])
+                .all(|s| s.value == 1.0);
+            if all && m.has_family("nvmeof_exporter_collector_success") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
         }
     }
 
@@ -103,7 +136,7 @@ pub fn with_lab<R>(series: Series, f: impl FnOnce(&mut Shared) -> R) -> R {
     let slot = slot(series);
     let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
     if guard.is_none() {
-        let mut opts = LabOptions::new(series);
+        let mut opts = LabOptions::standard(series);
         opts.agent = Some(agent_bin());
         let mut lab = Lab::boot(&opts).expect("booting the lab");
         let topology = lab
@@ -198,6 +231,55 @@ impl Metrics {
     }
 }
 
+/// The `"key" : number` pairs of a JSON text, at any depth, first occurrence of a key kept:
+/// enough to read `nvme smart-log -o json` (whose shape varies across nvme-cli versions)
+/// without a JSON library. Strings, booleans, arrays and nested keys' parents are skipped.
+pub fn json_numbers(text: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i + 1;
+        let mut end = start;
+        while end < b.len() && b[end] != b'"' {
+            end += if b[end] == b'\\' { 2 } else { 1 };
+        }
+        let key = &text[start..end.min(b.len())];
+        let mut j = end + 1;
+        while j < b.len() && b[j].is_ascii_whitespace() {
+            j += 1;
+        }
+        if j < b.len() && b[j] == b':' {
+            j += 1;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            let v0 = j;
+            // nvme-cli 2.x prints 128-bit counters as strings of digits: "4".
+            let quoted = j < b.len() && b[j] == b'"';
+            let n0 = if quoted { j + 1 } else { j };
+            j = n0;
+            while j < b.len() && matches!(b[j], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                j += 1;
+            }
+            let closed = !quoted || (j < b.len() && b[j] == b'"');
+            if let (true, Ok(v)) = (closed, text[n0..j].parse::<f64>()) {
+                out.entry(key.to_owned()).or_insert(v);
+                i = if quoted { j + 1 } else { j };
+            } else {
+                i = v0;
+            }
+        } else {
+            i = end + 1;
+        }
+    }
+    out
+}
+
 fn parse_labels(s: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     let mut rest = s;
@@ -228,6 +310,20 @@ fn parse_labels(s: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_numbers_out_of_json_at_any_depth() {
+        let m = json_numbers(
+            "{\n  \"critical_warning\" : 5,\n  \"temperature\":323,\"s\" : \"a:1\",\n  \
+             \"o\" : { \"value\" : 7 }, \"n\" : -1.5e3, \"u\":\"12\" }",
+        );
+        assert_eq!(m.get("critical_warning"), Some(&5.0));
+        assert_eq!(m.get("temperature"), Some(&323.0));
+        assert_eq!(m.get("value"), Some(&7.0));
+        assert_eq!(m.get("n"), Some(&-1500.0));
+        assert_eq!(m.get("u"), Some(&12.0));
+        assert_eq!(m.len(), 5, "{m:?}");
+    }
 
     #[test]
     fn parses_samples_with_escaped_labels() {

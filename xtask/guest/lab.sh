@@ -126,10 +126,30 @@ ctrl_of() {
     return 1
 }
 
+# pcie_ctrl: the nvmeN of QEMU's emulated PCIe controller (when the lab was booted with one).
+pcie_ctrl() {
+    for c in /sys/class/nvme/nvme*; do
+        [ "$(cat "$c/transport" 2>/dev/null)" = pcie ] && { echo "${c##*/}"; return 0; }
+    done
+    return 1
+}
+
+# pcie_dev: the namespace block device of the emulated PCIe controller. Its subsystem allows a
+# single controller (CMIC 0), so the kernel makes no multipath head: the disk hangs off the
+# controller itself.
+pcie_dev() {
+    c=$(pcie_ctrl) || return 1
+    for n in "/sys/class/nvme/$c"/nvme*n*; do
+        [ -e "/dev/${n##*/}" ] && { echo "/dev/${n##*/}"; return 0; }
+    done
+    return 1
+}
+
 # dev_of NAME: the namespace block device (multipath head) of a lab subsystem.
-dev_of() {
+dev_of() { dev_of_nqn "$(nqn "$1")"; }
+dev_of_nqn() {
     for s in /sys/class/nvme-subsystem/*; do
-        [ "$(cat "$s/subsysnqn")" = "$(nqn "$1")" ] || continue
+        [ "$(cat "$s/subsysnqn")" = "$1" ] || continue
         for n in "$s"/nvme*n*; do
             [ -e "$n" ] && { echo "/dev/${n##*/}"; return 0; }
         done
@@ -158,5 +178,15 @@ agent_start() {
     cat /tmp/agent.log
     return 1
 }
-agent_stop() { [ -f /tmp/agent.pid ] && kill "$(cat /tmp/agent.pid)" 2>/dev/null; rm -f /tmp/agent.pid; }
+# agent_stop: stops it and waits until it is gone (so that its port is free for the next one).
+agent_stop() {
+    [ -f /tmp/agent.pid ] || return 0
+    pid=$(cat /tmp/agent.pid)
+    kill "$pid" 2>/dev/null
+    i=0
+    while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    kill -9 "$pid" 2>/dev/null
+    rm -f /tmp/agent.pid
+    return 0
+}
 scrape() { curl -sf "http://127.0.0.1:$AGENT_PORT/metrics"; }

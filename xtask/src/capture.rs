@@ -42,6 +42,8 @@ tar -czf /tmp/cap.tgz -C $cap . && base64 /tmp/cap.tgz
 "#;
 
 pub fn capture(series: Series, agent: &Path) -> Result<()> {
+    // Fabrics only: the golden tests are written against this tree, without the emulated PCIe
+    // controller of the standard lab (`capture-smart` boots that one).
     let mut opts = LabOptions::new(series);
     opts.agent = Some(agent.to_path_buf());
     let mut lab = Lab::boot(&opts)?;
@@ -72,6 +74,78 @@ pub fn capture(series: Series, agent: &Path) -> Result<()> {
     .context("unpacking the capture")?;
     say(format!(
         "capture: {} → {}",
+        lab.kernel.release,
+        dest.display()
+    ));
+    Ok(())
+}
+
+/// The guest side of `capture-smart`: raw pages and nvme-cli's reading of one controller,
+/// under a stable name. Some I/O first, so that the data unit and command counts are not 0.
+const SMART_CAPTURE_SCRIPT: &str = r#"
+out=/tmp/smartcap; rm -rf $out; mkdir -p $out
+cap() { # cap CTRL DEV NAME
+    { dd if=/dev/urandom of="$2" bs=64k count=40 oflag=direct &&
+        dd if="$2" of=/dev/null bs=64k count=24 iflag=direct; } 2>/tmp/dd.err ||
+        { echo "I/O on $2 ($1) failed: $(cat /tmp/dd.err)"; return 1; }
+    /usr/bin/nvme_pages "/dev/$1" $out > "$out/$3.decoded.json" 2>/tmp/pages.err ||
+        { echo "nvme_pages $1 failed: $(cat /tmp/pages.err)"; return 1; }
+    for k in id-ctrl smart-log error-log; do mv "$out/$1.$k.bin" "$out/$3.$k.bin" || return 1; done
+    /usr/bin/nvme smart-log "/dev/$1" -o json > "$out/$3.smart-log.json" 2>/tmp/cli.err ||
+        { echo "nvme smart-log $1 failed: $(cat /tmp/cli.err)"; return 1; }
+    rm "$out/$3.decoded.json"
+}
+p=$(pcie_ctrl) || { echo "no PCIe controller in this lab"; exit 1; }
+cap "$p" "$(pcie_dev)" "$PCIE_NAME" || exit 1
+cap "$(ctrl_of tcp 4420)" "$(dev_of tcp)" "$TCP_NAME" || exit 1
+tar -czf /tmp/smartcap.tgz -C $out . && base64 /tmp/smartcap.tgz
+"#;
+
+/// Where the SMART captures live (replayed by `nvmeof-agent/tests/smart_captures.rs`).
+pub fn smart_fixtures() -> std::path::PathBuf {
+    cache::workspace().join("nvmeof-agent/tests/fixtures/smart/captured")
+}
+
+/// `cargo xtask capture-smart`: boots the standard lab (fabrics and QEMU's PCIe controller)
+/// and saves, for the PCIe controller and the first TCP path, the raw Identify, SMART and
+/// Error log pages (read by the `nvme_pages` example, `pages`) with `nvme smart-log -o json`
+/// taken right after, as `qemu-cwN.*` and `nvmet-<series>-tcp.*`.
+pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
+    let mut opts = LabOptions::standard(series);
+    opts.agent = Some(agent.to_path_buf());
+    opts.extra_files
+        .push((pages.to_path_buf(), "/usr/bin/nvme_pages".into()));
+    let pcie = opts
+        .pcie_nvme
+        .clone()
+        .context("the standard lab has a PCIe controller")?;
+    let pcie_name = format!("qemu-cw{}", pcie.critical_warning);
+    let tcp_name = format!("nvmet-{}-tcp", series.name());
+    let mut lab = Lab::boot(&opts)?;
+    let topo = lab.sh("topology; controllers")?;
+    say(format!(
+        "capture-smart: topology on {}:\n{}",
+        lab.kernel.release,
+        topo.out.trim_end()
+    ));
+    let script = format!("PCIE_NAME={pcie_name}; TCP_NAME={tcp_name}\n{SMART_CAPTURE_SCRIPT}");
+    let out = lab
+        .sh_ok(&script)
+        .context("capturing SMART pages in the lab")?;
+    let archive = lab.work_dir().join("smartcap.tgz");
+    std::fs::write(&archive, base64_decode(&out)?)?;
+    let dest = smart_fixtures();
+    std::fs::create_dir_all(&dest)?;
+    cmd::output(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&dest),
+    )
+    .context("unpacking the SMART capture")?;
+    say(format!(
+        "capture-smart: {} → {} ({pcie_name}.*, {tcp_name}.*)",
         lab.kernel.release,
         dest.display()
     ));

@@ -38,6 +38,54 @@ pub struct LabOptions {
     pub qemu_args: Vec<String>,
     /// Extra files for the initramfs: (host path, guest path).
     pub extra_files: Vec<(PathBuf, PathBuf)>,
+    /// QEMU's own NVMe controller on the PCI bus, beside the fabrics ones: a second
+    /// implementation with a real SMART log (temperature, the critical warning it is told).
+    pub pcie_nvme: Option<PcieNvme>,
+}
+
+/// An emulated NVMe PCIe controller (`-device nvme`) backed by a small raw image in the lab's
+/// work directory. The guest's `nvme` driver binds it at boot: transport `pcie`, subsystem
+/// `nqn.2019-08.org.qemu:<serial>`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcieNvme {
+    pub serial: String,
+    /// SMART Critical Warning byte the controller reports (QEMU's `smart_critical_warning`;
+    /// it accepts bits 0 to 4).
+    pub critical_warning: u8,
+    pub size_mb: u64,
+}
+
+impl PcieNvme {
+    /// The standard lab's: available spare and reliability degraded (bits 0 and 2) raised, so
+    /// that a bit-by-bit decoding shows on a real page.
+    pub fn standard() -> Self {
+        PcieNvme {
+            serial: "nvmeof-lab-pcie".into(),
+            critical_warning: 0x05,
+            size_mb: 64,
+        }
+    }
+
+    /// The subsystem NQN QEMU gives the controller.
+    pub fn subsysnqn(&self) -> String {
+        format!("nqn.2019-08.org.qemu:{}", self.serial)
+    }
+
+    /// QEMU arguments for it, its image at `image`.
+    fn qemu_args(&self, image: &Path) -> Vec<String> {
+        vec![
+            "-drive".into(),
+            format!(
+                "file={},if=none,id=labnvm,format=raw,cache=unsafe",
+                image.display()
+            ),
+            "-device".into(),
+            format!(
+                "nvme,serial={},drive=labnvm,smart_critical_warning={}",
+                self.serial, self.critical_warning
+            ),
+        ]
+    }
 }
 
 impl LabOptions {
@@ -50,6 +98,15 @@ impl LabOptions {
             cpus: 2,
             qemu_args: Vec::new(),
             extra_files: Vec::new(),
+            pcie_nvme: None,
+        }
+    }
+
+    /// The standard lab: every fabric, plus the emulated PCIe controller.
+    pub fn standard(series: Series) -> Self {
+        LabOptions {
+            pcie_nvme: Some(PcieNvme::standard()),
+            ..Self::new(series)
         }
     }
 }
@@ -68,6 +125,8 @@ pub struct Lab {
     console: PathBuf,
     pub kernel: Kernel,
     pub host_port: u16,
+    /// The emulated PCIe controller, when the lab has one.
+    pub pcie_nvme: Option<PcieNvme>,
     next_id: u64,
 }
 
@@ -129,6 +188,14 @@ impl Lab {
             Some(p) => p,
             None => free_port()?,
         };
+        let mut extra_qemu = Vec::new();
+        if let Some(p) = &opts.pcie_nvme {
+            let image = work.join("pcie-nvme.img");
+            std::fs::File::create(&image)
+                .and_then(|f| f.set_len(p.size_mb << 20))
+                .with_context(|| format!("creating {}", image.display()))?;
+            extra_qemu = p.qemu_args(&image);
+        }
         let console = work.join("console.log");
         let sock = work.join("ctl.sock");
         let mut qemu = Command::new("qemu-system-x86_64");
@@ -165,6 +232,7 @@ impl Lab {
             "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_AGENT_PORT}"
         ))
         .args(["-device", "virtio-net-pci,netdev=n0"])
+        .args(&extra_qemu)
         .args(&opts.qemu_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -203,6 +271,7 @@ impl Lab {
             console,
             kernel,
             host_port,
+            pcie_nvme: opts.pcie_nvme.clone(),
             next_id: 1,
         };
         // A first round trip proves the channel before any real command relies on it.

@@ -50,6 +50,12 @@ enum Cmd {
         #[arg(long = "kernel", default_values = ["6.1"])]
         kernels: Vec<Series>,
     },
+    /// Capture raw SMART / Identify / Error log pages and nvme-cli's reading of them from the
+    /// lab's PCIe and TCP controllers into nvmeof-agent/tests/fixtures/smart/captured.
+    CaptureSmart {
+        #[arg(long, default_value = "6.1")]
+        kernel: Series,
+    },
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
         #[arg(long, default_value = "6.1")]
@@ -71,6 +77,24 @@ fn build_agent() -> Result<PathBuf> {
         "nvmeof-agent",
     ]))?;
     Ok(agent_binary())
+}
+
+/// Builds an example of the agent crate (release) and returns its path.
+fn build_example(name: &str) -> Result<PathBuf> {
+    say(format!(
+        "build: cargo build --release -p nvmeof-agent --example {name}"
+    ));
+    cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
+        "build",
+        "--release",
+        "-p",
+        "nvmeof-agent",
+        "--example",
+        name,
+    ]))?;
+    Ok(cache::workspace()
+        .join("target/release/examples")
+        .join(name))
 }
 
 fn main() -> Result<()> {
@@ -106,9 +130,15 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Cmd::CaptureSmart { kernel } => {
+            bootstrap::run()?;
+            let agent = build_agent()?;
+            let pages = build_example("nvme_pages")?;
+            capture::capture_smart(kernel, &agent, &pages)
+        }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;
-            let mut opts = LabOptions::new(kernel);
+            let mut opts = LabOptions::standard(kernel);
             opts.agent = Some(build_agent()?);
             let mut lab = Lab::boot(&opts)?;
             let o = lab.sh(&script)?;
@@ -121,7 +151,7 @@ fn main() -> Result<()> {
 fn run(series: Series, port: u16) -> Result<()> {
     bootstrap::run()?;
     let agent = build_agent()?;
-    let mut opts = LabOptions::new(series);
+    let mut opts = LabOptions::standard(series);
     opts.agent = Some(agent);
     opts.host_port = Some(port);
     let mut lab = Lab::boot(&opts)?;
