@@ -204,7 +204,11 @@ fn normalise_modules(root: &Path, release: &str) -> Result<()> {
         std::fs::create_dir_all(root.join("lib/modules"))?;
         std::fs::rename(&usr, &lib)?;
     }
-    for (ext, tool) in [("xz", "xz"), ("zst", "zstd")] {
+    // xz removes the compressed file by itself (and has no `--rm`); zstd needs to be told.
+    for (ext, tool, args) in [
+        ("xz", "xz", &["-d", "-q", "-f"][..]),
+        ("zst", "zstd", &["-d", "-q", "-f", "--rm"][..]),
+    ] {
         let files = cmd::output(
             Command::new("find")
                 .arg(&lib)
@@ -213,11 +217,7 @@ fn normalise_modules(root: &Path, release: &str) -> Result<()> {
         let files: Vec<&str> = files.lines().collect();
         for chunk in files.chunks(200) {
             if !chunk.is_empty() {
-                cmd::output(
-                    Command::new(tool)
-                        .args(["-d", "-q", "-f", "--rm"])
-                        .args(chunk),
-                )?;
+                cmd::output(Command::new(tool).args(args).args(chunk))?;
             }
         }
     }
@@ -384,7 +384,13 @@ fn build_out_of_tree(apt: &Apt, k: &Kernel, dir: &Path, missing: &[(&str, &str)]
 /// files, or nothing for modules built into the kernel.
 pub fn module_closure(k: &Kernel) -> Result<Vec<PathBuf>> {
     let mut order: Vec<PathBuf> = Vec::new();
-    for m in LAB_MODULES {
+    // fcloop and loop come from the kernel itself where Debian ships them (loop from 6.12, both
+    // on sid's 7.2), else from the out-of-tree build below.
+    let shipped = OUT_OF_TREE
+        .iter()
+        .map(|(m, _)| *m)
+        .filter(|m| !k.built_modules.contains_key(*m) && has_module(&k.root, &k.release, m));
+    for m in LAB_MODULES.iter().copied().chain(shipped) {
         let out = cmd::capture(
             Command::new("modprobe")
                 .arg("-d")
