@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use xtask::kernel::Series;
 use xtask::lab::{Lab, LabOptions};
 
+pub mod trace;
+
 /// The kernels to test on: `NVMEOF_LAB_KERNELS` (comma separated), 6.1 by default.
 pub fn kernels() -> Vec<Series> {
     let list = std::env::var("NVMEOF_LAB_KERNELS").unwrap_or_else(|_| "6.1".into());

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nvmeof_tests::{kernels, with_lab, Metrics, Shared};
+use nvmeof_tests::{kernels, trace, with_lab, Metrics, Shared};
 
 /// Every family the agent may expose, from the registry: a live page must stay inside it.
 fn declared_families() -> Vec<&'static str> {
@@ -120,6 +120,141 @@ fn dd_bytes_and_commands_show_up_exactly_in_the_io_counters() {
                     "{release} {t}: histogram count of writes"
                 );
             }
+        });
+    }
+}
+
+/// Writes traced by the quantile test, one command each (4 KiB, direct).
+const TRACED_WRITES: usize = 2000;
+/// The program and ftrace read the clock at different points of the same tracepoint call; the
+/// difference of the two latency sums measures the mean offset per command. It is the run time of
+/// what lies between the two reads (ftrace's record, perf's record, the program's prologue) at
+/// setup minus the same at completion: ftrace's probe is registered first, so it runs first on
+/// both tracepoints and the two mostly cancel. Under TCG on a loaded host a few µs remain.
+const MAX_HOOK_OFFSET_NS: f64 = 20_000.0;
+/// Absolute slack of each quantile, on top of the buckets' 1/64 and the mean offset: tracefs
+/// prints whole microseconds (1 µs), and the offset varies from command to command (TCG).
+const TRACE_SLACK_NS: f64 = 5_000.0;
+
+/// The agent's latency quantiles against exact ones from the kernel's own trace timestamps.
+///
+/// A fresh agent (new maps, an empty window) and a trace instance on the `mono` clock (the clock
+/// of `bpf_ktime_get_ns`) see the same writes on the RDMA controller, which carries nothing else
+/// but admin keep-alives. The trace joins setup and completion per (queue, cid & 0xfff) into exact
+/// latencies. The agent's window then holds exactly those writes (the test ends well within the
+/// 60 s window; queues merge by adding bucket counts, which adds no error), so each quantile
+/// differs from the exact one only by the bucket (at most 1/64 of the value) and the trace's
+/// resolution and hook offset ([`TRACE_SLACK_NS`]).
+#[test]
+fn latency_quantiles_match_the_kernels_own_trace() {
+    for k in kernels() {
+        with_lab(k, |s| {
+            let release = s.lab.kernel.release.clone();
+            s.ensure_agent();
+            let script = format!(
+                "c=$(ctrl_of rdma) || exit 9; d=$(dev_of rdma) || exit 9
+                 T=/sys/kernel/tracing/instances/nvmeof-latency
+                 rmdir $T 2>/dev/null; mkdir $T || exit 6
+                 echo mono > $T/trace_clock
+                 echo 8192 > $T/buffer_size_kb
+                 echo 1 > $T/events/nvme/nvme_setup_cmd/enable
+                 echo 1 > $T/events/nvme/nvme_complete_rq/enable
+                 agent_restart > /dev/null || exit 7
+                 dd if=/dev/zero of=$d bs=4k count={TRACED_WRITES} oflag=direct 2>/dev/null || exit 5
+                 echo 0 > $T/events/nvme/nvme_setup_cmd/enable
+                 echo 0 > $T/events/nvme/nvme_complete_rq/enable
+                 echo \"@@CTRL $c\"
+                 echo \"@@OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun/ {{n += $2}} END {{print n + 0}}')\"
+                 # Only what the join needs: timestamp, event, controller, queue, cid, opcode.
+                 grep -E ' nvme_(setup_cmd|complete_rq): '$c': ' $T/trace |
+                     sed -E 's/^.* ([0-9]+\\.[0-9]+: nvme_)/ \\1/; s/(cmdid=[0-9]+).*(nvme_cmd_[a-z_]+).*/\\1 \\2/; s/(cmdid=[0-9]+),.*/\\1/'
+                 rmdir $T"
+            );
+            let out = s
+                .lab
+                .sh_timeout(&script, Duration::from_secs(300))
+                .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+            assert_eq!(out.rc, 0, "{release}: traced dd failed:\n{}", out.out);
+            let ctrl = out
+                .out
+                .lines()
+                .find_map(|l| l.strip_prefix("@@CTRL "))
+                .expect("controller line")
+                .trim()
+                .to_owned();
+            let overrun = out
+                .out
+                .lines()
+                .find_map(|l| l.strip_prefix("@@OVERRUN "))
+                .expect("overrun line")
+                .trim()
+                .to_owned();
+            assert_eq!(overrun, "0", "{release}: the trace buffer lost events");
+            let events: Vec<_> = out
+                .out
+                .lines()
+                .filter_map(|l| trace::parse_line(l, &ctrl))
+                .collect();
+            let joined = trace::join_writes(&events);
+            assert_eq!(
+                (joined.latencies_ns.len(), joined.pending),
+                (TRACED_WRITES, 0),
+                "{release}: traced writes on {ctrl} ({} events, {} unmatched completions)",
+                events.len(),
+                joined.unmatched
+            );
+            let mut exact = joined.latencies_ns.clone();
+            exact.sort_unstable();
+
+            let m = scrape_after_drain(s);
+            let sub = nqn("rdma");
+            let by = |extra: &[(&'static str, &'static str)]| {
+                let mut v: Vec<(&str, &str)> =
+                    vec![("subsystem", sub.as_str()), ("opclass", "write")];
+                v.extend_from_slice(extra);
+                v
+            };
+            let count = m.sum("nvmeof_io_latency_seconds_count", &by(&[]));
+            assert_eq!(
+                count, TRACED_WRITES as f64,
+                "{release}: agent's write count"
+            );
+            // Mean offset between the program's clock reads and ftrace's, per command.
+            let agent_sum_ns = m.sum("nvmeof_io_latency_seconds_sum", &by(&[])) * 1e9;
+            let trace_sum_ns: u64 = exact.iter().sum();
+            let mean_offset_ns = (agent_sum_ns - trace_sum_ns as f64) / TRACED_WRITES as f64;
+            eprintln!(
+                "{release}: {TRACED_WRITES} writes on {ctrl}: mean latency {:.1} µs (trace), \
+                 agent − trace {mean_offset_ns:+.0} ns per command",
+                trace_sum_ns as f64 / TRACED_WRITES as f64 / 1e3
+            );
+            let mut failures = Vec::new();
+            if mean_offset_ns.abs() > MAX_HOOK_OFFSET_NS {
+                failures.push(format!(
+                    "agent and trace disagree by {mean_offset_ns:.0} ns per command"
+                ));
+            }
+            for (q, qs) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")] {
+                let agent = m.sum("nvmeof_io_latency_seconds", &by(&[("quantile", qs)])) * 1e9;
+                // The exact quantile as the programs' clock reads see it: shifted by the mean
+                // hook offset, which the sums measured.
+                let want = trace::exact_quantile(&exact, q) as f64 + mean_offset_ns;
+                let bound = want / 64.0 + TRACE_SLACK_NS;
+                eprintln!(
+                    "{release}: p{qs}: agent {:.1} µs, exact {:.1} µs (+offset), error {:+.2} % \
+                     (bound ±{:.2} %)",
+                    agent / 1e3,
+                    want / 1e3,
+                    (agent - want) / want * 100.0,
+                    bound / want * 100.0
+                );
+                if (agent - want).abs() > bound {
+                    failures.push(format!(
+                        "p{qs}: agent {agent:.0} ns, exact {want:.0} ns, bound {bound:.0} ns"
+                    ));
+                }
+            }
+            assert!(failures.is_empty(), "{release}: {failures:#?}");
         });
     }
 }
