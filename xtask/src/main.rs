@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use xtask::cmd::{self, say};
 use xtask::kernel::{self, Series};
 use xtask::lab::{Lab, LabOptions};
-use xtask::{bootstrap, cache, capture};
+use xtask::{bench, bootstrap, cache, capture};
 
 #[derive(Parser)]
 #[command(about = "Build, lab and test commands of nvmeof-exporter")]
@@ -49,6 +49,12 @@ enum Cmd {
     Capture {
         #[arg(long = "kernel", default_values = ["6.1"])]
         kernels: Vec<Series>,
+    },
+    /// The figures of BENCHMARKS.md: program cost per command against floors, drain and scrape
+    /// CPU time at 8 controllers × 128 queues; one lab boot.
+    Bench {
+        #[arg(long, default_value = "6.1")]
+        kernel: Series,
     },
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
@@ -105,6 +111,11 @@ fn main() -> Result<()> {
                 capture::capture(k, &agent)?;
             }
             Ok(())
+        }
+        Cmd::Bench { kernel } => {
+            bootstrap::run()?;
+            let agent = build_agent()?;
+            bench::run(kernel, agent)
         }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;
