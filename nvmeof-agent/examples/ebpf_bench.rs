@@ -2,8 +2,8 @@
 //!
 //! - `ebpf_bench programs CMD...`: turns `kernel.bpf_stats_enabled` on, loads and attaches the
 //!   real programs (as the agent does) and the benchmark-only ones of the same object (an empty
-//!   program and a one-clock-read program, each on both nvme tracepoints, as classic and as raw
-//!   tracepoints), runs CMD, and prints each program's run time per command. Every program sees
+//!   program, a one-clock-read program and one that adds an atomic add, each on both nvme
+//!   tracepoints; empty and clock also as raw tracepoints), runs CMD, and prints each program's run time per command. Every program sees
 //!   the same events in the same run, so the ratios compare like with like.
 //! - `ebpf_bench drain CONTROLLERS QUEUES DRAINS`: the agent's CPU time per drain and per scrape.
 //!   The real object's maps are loaded without attaching anything and filled with the keys that
@@ -56,7 +56,11 @@ fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
     let tracefs = tracefs::locate(None)?;
     let layout = format::read_layout(&tracefs)?;
     let Loaded { mut ebpf, .. } = loader::load(EBPF_OBJECT, &layout, MapSizes::default())?;
-    for name in [programs::BENCH_TP_EMPTY, programs::BENCH_TP_CLOCK] {
+    for name in [
+        programs::BENCH_TP_EMPTY,
+        programs::BENCH_TP_CLOCK,
+        programs::BENCH_TP_ATOMIC,
+    ] {
         let p: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
         p.load().with_context(|| format!("verifying {name}"))?;
         for e in EVENTS {
@@ -77,6 +81,7 @@ fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
         programs::NVME_COMPLETE_RQ,
         programs::BENCH_TP_EMPTY,
         programs::BENCH_TP_CLOCK,
+        programs::BENCH_TP_ATOMIC,
         programs::BENCH_RAW_EMPTY,
         programs::BENCH_RAW_CLOCK,
     ];
@@ -120,6 +125,7 @@ fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
         (programs::NVME_COMPLETE_RQ, "tracepoint"),
         (programs::BENCH_TP_EMPTY, "tracepoint ×2"),
         (programs::BENCH_TP_CLOCK, "tracepoint ×2"),
+        (programs::BENCH_TP_ATOMIC, "tracepoint ×2"),
         (programs::BENCH_RAW_EMPTY, "raw_tp ×2"),
         (programs::BENCH_RAW_CLOCK, "raw_tp ×2"),
     ] {

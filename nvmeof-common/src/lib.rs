@@ -38,6 +38,8 @@ pub mod programs {
     /// goes on both nvme tracepoints. Classic tracepoints: nothing, and one clock read per event.
     pub const BENCH_TP_EMPTY: &str = "bench_tp_empty";
     pub const BENCH_TP_CLOCK: &str = "bench_tp_clock";
+    /// The clock read plus one BPF atomic add to a shared array slot.
+    pub const BENCH_TP_ATOMIC: &str = "bench_tp_atomic";
     /// The same two on raw tracepoints.
     pub const BENCH_RAW_EMPTY: &str = "bench_raw_empty";
     pub const BENCH_RAW_CLOCK: &str = "bench_raw_clock";

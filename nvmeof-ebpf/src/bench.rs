@@ -4,16 +4,21 @@
 //! - `bench_tp_empty`: a classic tracepoint program that does nothing: the hook's own floor;
 //! - `bench_tp_clock`: one `bpf_ktime_get_ns` per event, stored per CPU: the two clock reads a
 //!   command costs at least, the fair floor under TCG where the clock read dominates;
+//! - `bench_tp_atomic`: the clock read plus one BPF atomic add to a shared slot, to price the
+//!   atomic adds the real programs use on shared map values;
 //! - `bench_raw_empty`, `bench_raw_clock`: the same on raw tracepoints, to price the hook type.
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, raw_tracepoint, tracepoint},
-    maps::PerCpuArray,
+    maps::{Array, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 
 #[map]
 static BENCH_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static BENCH_SHARED: Array<u64> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn read_clock() -> u32 {
@@ -34,6 +39,15 @@ pub fn bench_tp_empty(_ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn bench_tp_clock(_ctx: TracePointContext) -> u32 {
     read_clock()
+}
+
+#[tracepoint]
+pub fn bench_tp_atomic(_ctx: TracePointContext) -> u32 {
+    read_clock();
+    if let Some(p) = BENCH_SHARED.get_ptr_mut(0) {
+        crate::atomic_add(p, 1);
+    }
+    0
 }
 
 #[raw_tracepoint]

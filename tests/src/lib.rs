@@ -32,6 +32,9 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
+/// Flags of the agent the lab tests start (see [`Shared::ensure_agent`]).
+pub const LAB_AGENT_ARGS: &str = "--collector.timeout=1s";
+
 /// A booted lab with its topology: the transports the kernel could not set up, with why.
 pub struct Shared {
     pub lab: Lab,
@@ -43,12 +46,15 @@ impl Shared {
     /// Starts the agent in the guest once; later calls find it running.
     pub fn ensure_agent(&mut self) {
         if !self.agent_started {
-            // One scrape inside the guest warms the collectors' caches: under TCG on a loaded
-            // host a fresh agent's first sysfs read can miss its 50 ms deadline, and a collector
-            // that never finished has no last good output to serve (by design, see scrape.rs).
+            // Under TCG on a loaded host a collector can miss the default 50 ms deadline (seen:
+            // sysfs and io collectors at 14:57 with three VMs running), and then serves its last
+            // output, stale, which would make before/after comparisons wrong: the lab's agent gets
+            // 1 s. One scrape inside the guest warms the collectors' caches.
             let out = self
                 .lab
-                .sh("agent_start && { scrape > /dev/null; sleep 1; }")
+                .sh(&format!(
+                    "agent_start {LAB_AGENT_ARGS} && {{ scrape > /dev/null; sleep 1; }}"
+                ))
                 .expect("starting the agent");
             assert_eq!(out.rc, 0, "the agent did not come up:\n{}", out.out);
             self.agent_started = true;

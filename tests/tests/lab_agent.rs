@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nvmeof_tests::{kernels, trace, with_lab, Metrics, Shared};
+use nvmeof_tests::{kernels, trace, with_lab, Metrics, Shared, LAB_AGENT_ARGS};
 
 /// Every family the agent may expose, from the registry: a live page must stay inside it.
 fn declared_families() -> Vec<&'static str> {
@@ -154,7 +154,7 @@ fn latency_quantiles_match_the_kernels_own_trace() {
             s.ensure_agent();
             let script = format!(
                 "c=$(ctrl_of rdma) || exit 9; d=$(dev_of rdma) || exit 9
-                 agent_restart > /dev/null || exit 7
+                 agent_restart {LAB_AGENT_ARGS} > /dev/null || exit 7
                  scrape > /dev/null
                  T=/sys/kernel/tracing/instances/nvmeof-latency
                  rmdir $T 2>/dev/null; mkdir $T || exit 6
