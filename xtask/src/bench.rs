@@ -14,8 +14,8 @@ use crate::cmd::{self, say};
 use crate::kernel::Series;
 use crate::lab::{Lab, LabOptions};
 
-/// Direct 4 KiB reads the program benchmark times.
-pub const READS: u32 = 10000;
+/// Direct 4 KiB reads per variant of the program benchmark.
+pub const READS: u32 = 5000;
 
 fn build_example() -> Result<PathBuf> {
     say("bench: cargo build --release -p nvmeof-agent --example ebpf_bench");
@@ -51,7 +51,7 @@ pub fn run(series: Series, agent: PathBuf) -> Result<()> {
                  /usr/bin/ebpf_bench programs dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
                  p=$!
                  sleep 5
-                 echo '--- bpftool prog show, mid-run (the same bpf_prog_info counters)'
+                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variant is ours)'
                  /usr/bin/bpftool prog show 2>&1 | grep -E 'name (nvme_|bench_)'
                  wait $p"
             ),
