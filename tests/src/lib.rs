@@ -47,7 +47,7 @@ impl Shared {
     pub fn ensure_agent(&mut self) {
         if !self.agent_started {
             // Under TCG on a loaded host a collector can miss the default 50 ms deadline (seen:
-            // sysfs and io collectors at 14:57 with three VMs running), and then serves its last
+            // sysfs and io collectors, with three lab VMs on a 2-core host), and then serves its last
             // output, stale, which would make before/after comparisons wrong: the lab's agent gets
             // 1 s. One scrape inside the guest warms the collectors' caches.
             let out = self
