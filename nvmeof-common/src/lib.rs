@@ -35,6 +35,16 @@ pub mod maps {
 pub mod programs {
     pub const NVME_SETUP_CMD: &str = "nvme_setup_cmd";
     pub const NVME_COMPLETE_RQ: &str = "nvme_complete_rq";
+
+    /// Benchmark-only programs (`nvmeof-ebpf/src/bench.rs`), never attached by the agent: each
+    /// goes on both nvme tracepoints. Classic tracepoints: nothing, and one clock read per event.
+    pub const BENCH_TP_EMPTY: &str = "bench_tp_empty";
+    pub const BENCH_TP_CLOCK: &str = "bench_tp_clock";
+    /// The clock read plus one BPF atomic add to a shared array slot.
+    pub const BENCH_TP_ATOMIC: &str = "bench_tp_atomic";
+    /// The same two on raw tracepoints.
+    pub const BENCH_RAW_EMPTY: &str = "bench_raw_empty";
+    pub const BENCH_RAW_CLOCK: &str = "bench_raw_clock";
 }
 
 /// Name of the global that carries the tracepoint field layout (see [`TracepointLayout`]).

@@ -18,6 +18,8 @@
 #![feature(core_intrinsics)]
 #![allow(internal_features)]
 
+mod bench;
+
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},

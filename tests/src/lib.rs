@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use xtask::kernel::Series;
 use xtask::lab::{Lab, LabOptions};
 
+pub mod trace;
+
 /// The kernels to test on: `NVMEOF_LAB_KERNELS` (comma separated), 6.1 by default.
 pub fn kernels() -> Vec<Series> {
     let list = std::env::var("NVMEOF_LAB_KERNELS").unwrap_or_else(|_| "6.1".into());
@@ -30,6 +32,9 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
+/// Flags of the agent the lab tests start (see [`Shared::ensure_agent`]).
+pub const LAB_AGENT_ARGS: &str = "--collector.timeout=1s";
+
 /// A booted lab with its topology: the transports the kernel could not set up, with why.
 pub struct Shared {
     pub lab: Lab,
@@ -41,7 +46,16 @@ impl Shared {
     /// Starts the agent in the guest once; later calls find it running.
     pub fn ensure_agent(&mut self) {
         if !self.agent_started {
-            let out = self.lab.sh("agent_start").expect("starting the agent");
+            // Under TCG on a loaded host a collector can miss the default 50 ms deadline (seen:
+            // sysfs and io collectors, with three lab VMs on a 2-core host), and then serves its last
+            // output, stale, which would make before/after comparisons wrong: the lab's agent gets
+            // 1 s. One scrape inside the guest warms the collectors' caches.
+            let out = self
+                .lab
+                .sh(&format!(
+                    "agent_start {LAB_AGENT_ARGS} && {{ scrape > /dev/null; sleep 1; }}"
+                ))
+                .expect("starting the agent");
             assert_eq!(out.rc, 0, "the agent did not come up:\n{}", out.out);
             self.agent_started = true;
             self.warm_up();

@@ -21,11 +21,26 @@ ip link set lo up
 # four memory-backed null_blk devices (one per transport's subsystem), so data reads back.
 while read -r m; do
     case "$m" in
-        *null_blk.ko) insmod "/mods/$m" nr_devices=4 gb=1 memory_backed=1 || echo "@@MODFAIL $m" ;;
+        *null_blk.ko)
+            insmod "/mods/$m" nr_devices=4 gb=1 memory_backed=1 || echo "@@MODFAIL $m"
+            # 5.10 has no memory_backed parameter (it ignores it, and its devices drop writes):
+            # there the four devices are made through configfs instead, below.
+            if [ ! -e /sys/module/null_blk/parameters/memory_backed ]; then
+                rmmod null_blk && insmod "/mods/$m" nr_devices=0 && NULLB_CONFIGFS=1
+            fi ;;
         *) insmod "/mods/$m" 2>/tmp/insmod.err || { grep -q 'File exists' /tmp/insmod.err || echo "@@MODFAIL $m $(cat /tmp/insmod.err)"; } ;;
     esac
 done < /mods/order
 mount -t configfs none /sys/kernel/config 2>/dev/null
+# Named nullbN like the module's own: 5.10 names a configfs device after its index (0, 1, ...
+# in creation order), later kernels after the item.
+if [ -n "$NULLB_CONFIGFS" ]; then
+    for i in 0 1 2 3; do
+        d=/sys/kernel/config/nullb/nullb$i
+        { mkdir "$d" && echo 1024 > "$d/size" && echo 1 > "$d/memory_backed" && echo 1 > "$d/power"; } ||
+            echo "@@MODFAIL nullb$i (configfs)"
+    done
+fi
 
 # The NIC that carries the agent's port to the host (QEMU user networking, restricted: the
 # guest has no way out).

@@ -178,15 +178,21 @@ agent_start() {
     cat /tmp/agent.log
     return 1
 }
-# agent_stop: stops it and waits until it is gone (so that its port is free for the next one).
+# agent_stop: SIGTERM, then wait (at most 10 s) until it has exited: its programs are detached and
+# its port is free. An orphan turns into a zombie of PID 1 here, which counts as exited.
 agent_stop() {
     [ -f /tmp/agent.pid ] || return 0
-    pid=$(cat /tmp/agent.pid)
-    kill "$pid" 2>/dev/null
+    p=$(cat /tmp/agent.pid)
+    kill "$p" 2>/dev/null
     i=0
-    while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -9 "$pid" 2>/dev/null
+    while [ $i -lt 100 ] && [ -e "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; do
+        sleep 0.1
+        i=$((i + 1))
+    done
+    kill -9 "$p" 2>/dev/null
     rm -f /tmp/agent.pid
     return 0
 }
+# agent_restart [ARGS]: a fresh agent: new maps, counters from zero, an empty latency window.
+agent_restart() { agent_stop && agent_start "$@"; }
 scrape() { curl -sf "http://127.0.0.1:$AGENT_PORT/metrics"; }

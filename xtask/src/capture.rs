@@ -5,6 +5,7 @@
 //! hand-written trees.
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
@@ -53,9 +54,14 @@ pub fn capture(series: Series, agent: &Path) -> Result<()> {
         lab.kernel.release,
         topo.out.trim_end()
     ));
-    let out = lab
-        .sh_ok(CAPTURE_SCRIPT)
+    // A file at a time under TCG: minutes on a loaded host (6.12 timed out at 180 s).
+    let o = lab
+        .sh_timeout(CAPTURE_SCRIPT, Duration::from_secs(900))
         .context("capturing sysfs and tracepoint formats")?;
+    if o.rc != 0 {
+        anyhow::bail!("the capture script failed (exit {}):\n{}", o.rc, o.out);
+    }
+    let out = o.out;
     let tgz = base64_decode(&out)?;
     let dest = cache::workspace()
         .join("tests/fixtures")

@@ -219,9 +219,11 @@ impl Lab {
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
+        // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can time
+        // out and panic the boot ("IO-APIC + timer doesn't work"), seen on 6.1.
         .args([
             "-append",
-            "console=ttyS0 quiet panic=-1 nvme_core.multipath=Y",
+            "console=ttyS0 quiet panic=-1 nvme_core.multipath=Y no_timer_check",
         ])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 use xtask::cmd::{self, say};
 use xtask::kernel::{self, Series};
 use xtask::lab::{Lab, LabOptions};
-use xtask::{bootstrap, cache, capture};
+use xtask::{bench, bootstrap, cache, capture};
 
 #[derive(Parser)]
 #[command(about = "Build, lab and test commands of nvmeof-exporter")]
@@ -53,6 +53,12 @@ enum Cmd {
     /// Capture raw SMART / Identify / Error log pages and nvme-cli's reading of them from the
     /// lab's PCIe and TCP controllers into nvmeof-agent/tests/fixtures/smart/captured.
     CaptureSmart {
+        #[arg(long, default_value = "6.1")]
+        kernel: Series,
+    },
+    /// The figures of BENCHMARKS.md: program cost per command against floors, drain and scrape
+    /// CPU time at 8 controllers × 128 queues; one lab boot.
+    Bench {
         #[arg(long, default_value = "6.1")]
         kernel: Series,
     },
@@ -135,6 +141,11 @@ fn main() -> Result<()> {
             let agent = build_agent()?;
             let pages = build_example("nvme_pages")?;
             capture::capture_smart(kernel, &agent, &pages)
+        }
+        Cmd::Bench { kernel } => {
+            bootstrap::run()?;
+            let agent = build_agent()?;
+            bench::run(kernel, agent)
         }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;

@@ -79,6 +79,11 @@ impl Drainer {
         }
     }
 
+    /// The loaded object, for benchmarks that write the maps between drains.
+    pub fn loaded_mut(&mut self) -> &mut Loaded {
+        &mut self.loaded
+    }
+
     fn read_raw(&self) -> anyhow::Result<RawMaps> {
         let ebpf = &self.loaded.ebpf;
         let counters: PerCpuArray<&MapData, u64> =

@@ -1,0 +1,363 @@
+//! Benchmarks behind BENCHMARKS.md (`cargo xtask bench` runs them in the lab VM).
+//!
+//! - `ebpf_bench programs CMD...`: turns `kernel.bpf_stats_enabled` on, loads the real programs
+//!   (with the layout from tracefs, as the agent does) and the benchmark-only ones of the same
+//!   object (an empty program, a one-clock-read program and one that adds an atomic add, each on
+//!   both nvme tracepoints; empty and clock also as raw tracepoints), then attaches each variant
+//!   alone, runs CMD, detaches, and prints its run time per command, all in one boot.
+//! - `ebpf_bench drain CONTROLLERS QUEUES DRAINS`: the agent's CPU time per drain and per scrape.
+//!   The real object's maps are loaded without attaching anything and filled with the keys that
+//!   many controllers and I/O queues produce (read, write and connect per I/O queue; admin and
+//!   fabrics on queue 0); between drains every key's counters and a few buckets move. The drain
+//!   and the `io` collector's scrape (collect + text encoding) run as in the agent.
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::programs::{RawTracePoint, TracePoint};
+use aya::Ebpf;
+use nvmeof_agent::bpf::drain::Drainer;
+use nvmeof_agent::bpf::loader::{self, Loaded, MapSizes};
+use nvmeof_agent::bpf::{format, tracefs, IoState, EBPF_OBJECT};
+use nvmeof_agent::collector::{Collector, Sink};
+use nvmeof_agent::collectors::io::IoCollector;
+use nvmeof_common::{
+    latency_bucket, maps, programs, OpClass, OpKey, OpStats, QueueKey, QueueState, TracepointLayout,
+};
+
+const EVENTS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
+
+/// CPU time of the calling thread.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain syscall on a valid struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn runs(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
+    let info = ebpf
+        .program(name)
+        .with_context(|| format!("program {name}"))?
+        .info()
+        .with_context(|| format!("bpf_prog_info of {name}"))?;
+    Ok((info.run_time().as_nanos() as u64, info.run_count()))
+}
+
+/// The variants, each measured alone: (label, programs, hook). A program first in a
+/// tracepoint's chain pays the cold misses of the event (seen: with all attached at once the
+/// first program's cost doubled and a later clock read cost a third of an earlier one), so each
+/// variant gets the tracepoints to itself, for the same workload, in one boot.
+const VARIANTS: [(&str, &[&str], Hook); 6] = [
+    (
+        "ours: nvme_setup_cmd + nvme_complete_rq",
+        &[programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ],
+        Hook::Own,
+    ),
+    (
+        "empty (bench_tp_empty ×2)",
+        &[programs::BENCH_TP_EMPTY],
+        Hook::Both,
+    ),
+    (
+        "clock floor (bench_tp_clock ×2)",
+        &[programs::BENCH_TP_CLOCK],
+        Hook::Both,
+    ),
+    (
+        "clock + atomic add (bench_tp_atomic ×2)",
+        &[programs::BENCH_TP_ATOMIC],
+        Hook::Both,
+    ),
+    (
+        "raw_tp empty (bench_raw_empty ×2)",
+        &[programs::BENCH_RAW_EMPTY],
+        Hook::RawBoth,
+    ),
+    (
+        "raw_tp clock (bench_raw_clock ×2)",
+        &[programs::BENCH_RAW_CLOCK],
+        Hook::RawBoth,
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Hook {
+    /// Each program on the tracepoint of its own name.
+    Own,
+    /// One program on both nvme tracepoints.
+    Both,
+    /// One program on both nvme raw tracepoints.
+    RawBoth,
+}
+
+fn run_workload(cmd: &[String]) -> anyhow::Result<()> {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd.join(" "))
+        .stdout(std::process::Stdio::null())
+        .status()
+        .context("running the workload")?;
+    if !status.success() {
+        bail!("workload failed: {status}");
+    }
+    Ok(())
+}
+
+/// Attaches a variant, runs the workload, detaches: (run time ns, runs) summed over its programs.
+fn measure(
+    ebpf: &mut Ebpf,
+    names: &[&'static str],
+    hook: Hook,
+    cmd: &[String],
+) -> anyhow::Result<(u64, u64)> {
+    let mut tp_links = Vec::new();
+    let mut raw_links = Vec::new();
+    for name in names {
+        match hook {
+            Hook::Own | Hook::Both => {
+                let p: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
+                let events: &[&str] = match hook {
+                    Hook::Own => &[name],
+                    _ => &EVENTS,
+                };
+                for e in events {
+                    let id = p
+                        .attach("nvme", e)
+                        .with_context(|| format!("attaching {name} to nvme:{e}"))?;
+                    tp_links.push((*name, id));
+                }
+            }
+            Hook::RawBoth => {
+                let p: &mut RawTracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
+                for e in EVENTS {
+                    let id = p
+                        .attach(e)
+                        .with_context(|| format!("attaching {name} to raw tracepoint {e}"))?;
+                    raw_links.push((*name, id));
+                }
+            }
+        }
+    }
+    let total = |ebpf: &Ebpf| -> anyhow::Result<(u64, u64)> {
+        names.iter().try_fold((0, 0), |(t, n), name| {
+            let (t2, n2) = runs(ebpf, name)?;
+            Ok((t + t2, n + n2))
+        })
+    };
+    let before = total(ebpf)?;
+    run_workload(cmd)?;
+    let after = total(ebpf)?;
+    for (name, id) in tp_links {
+        let p: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
+        p.detach(id)?;
+    }
+    for (name, id) in raw_links {
+        let p: &mut RawTracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
+        p.detach(id)?;
+    }
+    Ok((after.0 - before.0, after.1 - before.1))
+}
+
+fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enabling kernel.bpf_stats_enabled")?;
+    let tracefs = tracefs::locate(None)?;
+    let layout = format::read_layout(&tracefs)?;
+    let mut ebpf = loader::open(EBPF_OBJECT, &layout, MapSizes::default())?;
+    for (_, names, hook) in VARIANTS {
+        for name in names {
+            match hook {
+                Hook::RawBoth => {
+                    let p: &mut RawTracePoint =
+                        ebpf.program_mut(name).context(*name)?.try_into()?;
+                    p.load().with_context(|| format!("verifying {name}"))?;
+                }
+                _ => {
+                    let p: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
+                    p.load().with_context(|| format!("verifying {name}"))?;
+                }
+            }
+        }
+    }
+    println!("| variant, alone on the nvme tracepoints | runs | ns per run | ns per command | × clock floor |");
+    println!("| --- | --- | --- | --- | --- |");
+    let mut rows = Vec::new();
+    for (label, names, hook) in VARIANTS {
+        let (ns, n) = measure(&mut ebpf, names, hook, cmd)?;
+        // A command is one setup and one completion: two runs.
+        let per_cmd = 2.0 * ns as f64 / n.max(1) as f64;
+        rows.push((label, n, ns as f64 / n.max(1) as f64, per_cmd));
+    }
+    let floor = rows[2].3;
+    for (label, n, per_run, per_cmd) in rows {
+        println!(
+            "| {label} | {n} | {per_run:.0} | {per_cmd:.0} | {:.2} |",
+            per_cmd / floor
+        );
+    }
+    Ok(())
+}
+
+/// A sysfs root with `controllers` controllers, one 4 KiB-block namespace each.
+fn fake_sysfs(controllers: u32) -> anyhow::Result<PathBuf> {
+    let root = std::env::temp_dir().join(format!("ebpf-bench-sysfs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    for c in 0..controllers {
+        let dir = root.join(format!("class/nvme/nvme{c}"));
+        let ns = dir.join(format!("nvme{c}n1"));
+        std::fs::create_dir_all(ns.join("queue"))?;
+        std::fs::write(dir.join("subsysnqn"), format!("nqn.2026-11.bench:{c}\n"))?;
+        std::fs::write(ns.join("nsid"), "1\n")?;
+        std::fs::write(ns.join("queue/logical_block_size"), "4096\n")?;
+    }
+    Ok(root)
+}
+
+/// The OPS keys of a node: read, write and connect per I/O queue, admin and fabrics on queue 0.
+fn op_keys(controllers: u32, queues: u16) -> Vec<OpKey> {
+    let key = |ctrl_id, qid, c: OpClass| OpKey {
+        ctrl_id,
+        qid,
+        opclass: c as u8,
+        _pad: 0,
+    };
+    let mut keys = Vec::new();
+    for c in 0..controllers {
+        keys.push(key(c, 0, OpClass::Admin));
+        keys.push(key(c, 0, OpClass::Fabrics));
+        for q in 1..=queues {
+            for class in [OpClass::Read, OpClass::Write, OpClass::Fabrics] {
+                keys.push(key(c, q, class));
+            }
+        }
+    }
+    keys
+}
+
+/// Moves every key's counters as a drain interval of I/O would: 100 commands spread over 16
+/// buckets around 100 µs (a different spread per round, so deltas are never empty).
+fn bump(ebpf: &mut Ebpf, keys: &[OpKey], queues: &[QueueKey], round: u64) -> anyhow::Result<()> {
+    let mut ops = BpfHashMap::<&mut MapData, OpKey, OpStats>::try_from(
+        ebpf.map_mut(maps::OPS).context("map OPS")?,
+    )?;
+    let mut v = OpStats::default();
+    for k in keys {
+        let mut s = ops.get(k, 0).unwrap_or(v);
+        s.commands += 100;
+        s.bytes += 100 * 4096;
+        for i in 0..16u64 {
+            let ns = 60_000 + (i * 5 + round % 5) * 5_000;
+            s.buckets[latency_bucket(ns)] = s.buckets[latency_bucket(ns)].wrapping_add(6);
+            s.latency_sum_ns += ns * 6;
+        }
+        ops.insert(k, s, 0)?;
+        v = OpStats::default();
+    }
+    let mut qs = BpfHashMap::<&mut MapData, QueueKey, QueueState>::try_from(
+        ebpf.map_mut(maps::QUEUES).context("map QUEUES")?,
+    )?;
+    for k in queues {
+        let mut s = qs.get(k, 0).unwrap_or_default();
+        s.submitted += 101;
+        s.completed += 100;
+        s.busy_ns += 5_000_000;
+        s.last_event_ns = round;
+        qs.insert(k, s, 0)?;
+    }
+    Ok(())
+}
+
+fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<()> {
+    let keys = op_keys(controllers, queues);
+    let queue_keys: Vec<QueueKey> = (0..controllers)
+        .flat_map(|c| {
+            (0..=queues).map(move |q| QueueKey {
+                ctrl_id: c,
+                qid: q,
+                _pad: 0,
+            })
+        })
+        .collect();
+    let sysfs = fake_sysfs(controllers)?;
+    println!(
+        "{controllers} controllers × {queues} I/O queues: {} OPS keys, {} QUEUES keys, {drains} drains per mode",
+        keys.len(),
+        queue_keys.len()
+    );
+    println!(
+        "| series | drain CPU ms (median / max) | scrape CPU ms (median / max) | scrape bytes |"
+    );
+    println!("| --- | --- | --- | --- |");
+    for per_queue in [false, true] {
+        let ebpf = loader::open(
+            EBPF_OBJECT,
+            &TracepointLayout::default(),
+            MapSizes::default(),
+        )
+        .map_err(|e| anyhow::anyhow!(loader::explain(&e)))?;
+        let loaded = Loaded {
+            ebpf,
+            attached: vec![],
+        };
+        let mut d = Drainer::new(loaded, sysfs.clone(), per_queue, 60);
+        let state = Arc::new(RwLock::new(IoState {
+            up: true,
+            per_queue,
+            ..Default::default()
+        }));
+        let (stop, _rx) = mpsc::channel();
+        let collector = IoCollector::running(state.clone(), stop);
+        let mut drain_ms = Vec::new();
+        let mut scrape_ms = Vec::new();
+        let mut bytes = 0;
+        for round in 0..drains as u64 {
+            bump(&mut d.loaded_mut().ebpf, &keys, &queue_keys, round)?;
+            let t = thread_cpu();
+            d.drain_once(&state)?;
+            drain_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);
+            let t = thread_cpu();
+            let mut sink = Sink::new();
+            collector.collect(&mut sink)?;
+            let mut text = String::new();
+            prometheus::TextEncoder::new().encode_utf8(&sink.into_families(), &mut text)?;
+            scrape_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);
+            bytes = text.len();
+        }
+        let stat = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            (v[v.len() / 2], v[v.len() - 1])
+        };
+        let (dm, dx) = stat(&mut drain_ms);
+        let (sm, sx) = stat(&mut scrape_ms);
+        println!(
+            "| {} | {dm:.1} / {dx:.1} | {sm:.1} / {sx:.1} | {bytes} |",
+            if per_queue {
+                "--metrics.per-queue"
+            } else {
+                "default"
+            }
+        );
+    }
+    let _ = std::fs::remove_dir_all(Path::new(&sysfs));
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("programs") if args.len() > 1 => programs_bench(&args[1..]),
+        Some("drain") => {
+            let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+            drain_bench(n(1, 8) as u32, n(2, 128) as u16, n(3, 20) as usize)
+        }
+        _ => bail!(
+            "usage: ebpf_bench programs CMD... | ebpf_bench drain [CONTROLLERS QUEUES DRAINS]"
+        ),
+    }
+}

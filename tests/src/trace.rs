@@ -1,0 +1,151 @@
+//! Exact command latencies from the kernel's own trace: `nvme:nvme_setup_cmd` and
+//! `nvme:nvme_complete_rq` as tracefs prints them, joined per (queue, command id & 0xfff) the way
+//! the programs join them (5.10 prints the bare tag at completion, later kernels the full id).
+//! The reference the agent's quantiles are checked against.
+use std::collections::HashMap;
+
+/// One traced event: its timestamp in ns, whether it is a setup, the queue, the command id and,
+/// for a setup, whether it is a write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceEvent {
+    pub ts_ns: u64,
+    pub setup: bool,
+    pub qid: u16,
+    pub cid: u16,
+    pub write: bool,
+}
+
+/// `SECONDS.FRACTION` (tracefs prints microseconds) as integer nanoseconds.
+fn parse_ts_ns(s: &str) -> Option<u64> {
+    let (sec, frac) = s.split_once('.')?;
+    if frac.is_empty() || frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut frac_ns: u64 = frac.parse().ok()?;
+    for _ in frac.len()..9 {
+        frac_ns *= 10;
+    }
+    Some(sec.parse::<u64>().ok()? * 1_000_000_000 + frac_ns)
+}
+
+fn field<'a>(rest: &'a str, name: &str) -> Option<&'a str> {
+    let at = rest.find(&format!(" {name}="))? + name.len() + 2;
+    let v = &rest[at..];
+    Some(v.split([',', ' ', ')']).next().unwrap_or(v))
+}
+
+/// Parses one line of a tracefs `trace` file; `None` for anything that is not a setup or a
+/// completion of controller `ctrl` (`nvmeN`).
+pub fn parse_line(line: &str, ctrl: &str) -> Option<TraceEvent> {
+    let (setup, at) = if let Some(i) = line.find(" nvme_setup_cmd: ") {
+        (true, i)
+    } else {
+        (false, line.find(" nvme_complete_rq: ")?)
+    };
+    let ts = line[..at].split_whitespace().last()?.trim_end_matches(':');
+    let ts_ns = parse_ts_ns(ts)?;
+    let rest = line[at..].split_once(": ")?.1;
+    let (c, rest) = rest.split_once(": ")?;
+    if c != ctrl {
+        return None;
+    }
+    let rest = format!(" {rest}");
+    Some(TraceEvent {
+        ts_ns,
+        setup,
+        qid: field(&rest, "qid")?.parse().ok()?,
+        cid: field(&rest, "cmdid")?.parse().ok()?,
+        write: setup && rest.contains("nvme_cmd_write"),
+    })
+}
+
+/// Latencies of the write commands in a trace, in completion order.
+#[derive(Clone, Debug, Default)]
+pub struct Joined {
+    pub latencies_ns: Vec<u64>,
+    /// Completions of I/O queues with no write set up before them (other classes, or lost).
+    pub unmatched: usize,
+    /// Write setups still waiting for their completion at the end of the trace.
+    pub pending: usize,
+}
+
+/// Joins setups and completions of I/O-queue writes per (queue, command id & 0xfff).
+pub fn join_writes(events: &[TraceEvent]) -> Joined {
+    let mut open: HashMap<(u16, u16), u64> = HashMap::new();
+    let mut out = Joined::default();
+    for e in events.iter().filter(|e| e.qid != 0) {
+        let key = (e.qid, e.cid & 0x0fff);
+        if e.setup {
+            if e.write {
+                open.insert(key, e.ts_ns);
+            } else {
+                open.remove(&key);
+            }
+        } else if let Some(start) = open.remove(&key) {
+            out.latencies_ns.push(e.ts_ns.saturating_sub(start));
+        } else {
+            out.unmatched += 1;
+        }
+    }
+    out.pending = open.len();
+    out
+}
+
+/// The q-quantile of exact values with the agent's rank rule: the value of rank ceil(q·n).
+pub fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
+    let n = sorted.len() as u64;
+    let rank = ((q * n as f64).ceil() as u64).clamp(1, n);
+    sorted[(rank - 1) as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETUP_6_1: &str = "              dd-245     [001] .....    25.123456: nvme_setup_cmd: nvme2: disk=nvme2c2n1, qid=1, cmdid=4133, nsid=1, flags=0x0, meta=0x0, cmd=(nvme_cmd_write slba=0, len=7, ctrl=0x0, dsmgmt=0, reftag=0)";
+    const DONE_6_1: &str = "          <idle>-0       [000] ..s1.    25.123999: nvme_complete_rq: nvme2: disk=nvme2c2n1, qid=1, cmdid=4133, res=0x0, retries=0, flags=0x0, status=0x0";
+
+    #[test]
+    fn parses_setup_and_completion_lines() {
+        let s = parse_line(SETUP_6_1, "nvme2").unwrap();
+        assert_eq!(
+            s,
+            TraceEvent {
+                ts_ns: 25_123_456_000,
+                setup: true,
+                qid: 1,
+                cid: 4133,
+                write: true
+            }
+        );
+        let c = parse_line(DONE_6_1, "nvme2").unwrap();
+        assert_eq!(
+            (c.ts_ns, c.setup, c.qid, c.cid),
+            (25_123_999_000, false, 1, 4133)
+        );
+        assert_eq!(parse_line(SETUP_6_1, "nvme1"), None);
+        assert_eq!(parse_line("# tracer: nop", "nvme2"), None);
+    }
+
+    #[test]
+    fn joins_on_the_tag_as_5_10_prints_it() {
+        // 5.10 prints the bare tag at completion: 4133 & 0xfff = 37.
+        let done = DONE_6_1.replace("cmdid=4133", "cmdid=37");
+        let ev: Vec<_> = [SETUP_6_1, &done]
+            .iter()
+            .filter_map(|l| parse_line(l, "nvme2"))
+            .collect();
+        let j = join_writes(&ev);
+        assert_eq!(j.latencies_ns, vec![543_000]);
+        assert_eq!((j.unmatched, j.pending), (0, 0));
+    }
+
+    #[test]
+    fn exact_quantiles_use_the_ceiling_rank() {
+        let v: Vec<u64> = (1..=1000).collect();
+        assert_eq!(exact_quantile(&v, 0.5), 500);
+        assert_eq!(exact_quantile(&v, 0.999), 999);
+        assert_eq!(exact_quantile(&v, 0.0), 1);
+        assert_eq!(exact_quantile(&[7], 0.99), 7);
+    }
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask bench`: the figures of BENCHMARKS.md, in one lab boot. Builds the
+//! `ebpf_bench` example (nvmeof-agent/examples), boots the lab with it, and runs there:
+//! the programs' run time per command beside the benchmark-only floors (bpf_stats, one dd), the
+//! same counters as bpftool shows them, and the agent's CPU time per drain and per scrape with
+//! the real maps filled for 8 controllers × 128 I/O queues.
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cache;
+use crate::cmd::{self, say};
+use crate::kernel::Series;
+use crate::lab::{Lab, LabOptions};
+
+/// Direct 4 KiB reads per variant of the program benchmark.
+pub const READS: u32 = 5000;
+
+fn build_example() -> Result<PathBuf> {
+    say("bench: cargo build --release -p nvmeof-agent --example ebpf_bench");
+    cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
+        "build",
+        "--release",
+        "-p",
+        "nvmeof-agent",
+        "--example",
+        "ebpf_bench",
+    ]))?;
+    Ok(cache::workspace().join("target/release/examples/ebpf_bench"))
+}
+
+pub fn run(series: Series, agent: PathBuf) -> Result<()> {
+    let bench = build_example()?;
+    let mut opts = LabOptions::new(series);
+    opts.agent = Some(agent);
+    opts.extra_files
+        .push((bench, PathBuf::from("/usr/bin/ebpf_bench")));
+    let mut lab = Lab::boot(&opts)?;
+    let topo = lab.sh("topology; controllers")?;
+    println!(
+        "lab: {} (QEMU TCG, 2 vCPUs)\n{}",
+        lab.kernel.release, topo.out
+    );
+    let long = Duration::from_secs(1200);
+    let programs = lab
+        .sh_timeout(
+            &format!(
+                "d=$(dev_of tcp) || exit 9
+                 echo \"workload: dd if=$d of=/dev/null bs=4k count={READS} iflag=direct\"
+                 /usr/bin/ebpf_bench programs dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
+                 p=$!
+                 sleep 5
+                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variant is ours)'
+                 /usr/bin/bpftool prog show 2>&1 | grep -E 'name (nvme_|bench_)'
+                 wait $p"
+            ),
+            long,
+        )
+        .context("running the program benchmark")?;
+    println!("== programs (bpf_stats, one boot)\n{}", programs.out);
+    let drain = lab
+        .sh_timeout("/usr/bin/ebpf_bench drain 8 128 20 2>&1", long)
+        .context("running the drain benchmark")?;
+    println!(
+        "== drain and scrape (CPU time of the agent's thread)\n{}",
+        drain.out
+    );
+    if programs.rc != 0 || drain.rc != 0 {
+        anyhow::bail!(
+            "a benchmark failed (exit codes {} and {})",
+            programs.rc,
+            drain.rc
+        );
+    }
+    Ok(())
+}
