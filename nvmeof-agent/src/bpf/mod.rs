@@ -9,6 +9,7 @@
 //!
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
 //! and returns a collector that reports `nvmeof_exporter_ebpf_up 0`.
+pub mod btf;
 pub mod drain;
 pub mod format;
 pub mod loader;
