@@ -11,6 +11,7 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context as _};
+use nvmeof_common::RequestLayout;
 
 const BTF_MAGIC: u16 = 0xeb9f;
 
@@ -328,6 +329,46 @@ impl Btf {
     }
 }
 
+/// Where the kernel keeps its BTF: `vmlinux` and one split blob per module.
+pub const SYS_BTF: &str = "/sys/kernel/btf";
+
+/// Reads the offsets the request-keyed programs need from `dir/vmlinux` and `dir/nvme_core`
+/// (where nvme_core is built in, its structs are in vmlinux and the module file is absent).
+pub fn request_layout(dir: &Path) -> anyhow::Result<RequestLayout> {
+    let base = Btf::read(&dir.join("vmlinux"), None)?;
+    let module = dir.join("nvme_core");
+    let btf = if module.exists() {
+        Btf::read(&module, Some(base))?
+    } else {
+        base
+    };
+    layout_from(&btf)
+}
+
+/// The layout from one BTF view, each member checked for the size the programs read.
+pub fn layout_from(btf: &Btf) -> anyhow::Result<RequestLayout> {
+    let sized = |s: &str, m: &str, size: u32| -> anyhow::Result<u32> {
+        let got = btf.member(s, m)?;
+        ensure!(
+            got.size == size,
+            "BTF: struct {s} member {m} is {} bytes, the programs read {size}",
+            got.size
+        );
+        Ok(got.offset)
+    };
+    Ok(RequestLayout {
+        request_size: btf.struct_size("request")?,
+        request_q: sized("request", "q", 8)?,
+        request_mq_hctx: sized("request", "mq_hctx", 8)?,
+        queue_queuedata: sized("request_queue", "queuedata", 8)?,
+        hctx_queue_num: sized("blk_mq_hw_ctx", "queue_num", 4)?,
+        nvme_req_ctrl: sized("nvme_request", "ctrl", 8)?,
+        nvme_req_status: sized("nvme_request", "status", 2)?,
+        ctrl_instance: sized("nvme_ctrl", "instance", 4)?,
+        valid: 1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -481,6 +522,45 @@ mod tests {
         assert_eq!(btf.struct_size("request").unwrap(), 248);
     }
 
+    /// The whole layout from a vmlinux-like base and an nvme_core-like split blob, with the
+    /// 6.1 offsets (`status` of `nvme_request` at 26 after `result`, `genctr`, `retries`,
+    /// `flags`).
+    #[test]
+    fn request_layout_from_base_and_module() {
+        let mut b = Builder::new(0);
+        b.int("int", 4); // 1
+        b.int("u16", 2); // 2
+        b.int("unsigned int", 4); // 3
+        b.ptr(0); // 4: void *
+        b.strukt("request_queue", 2000, &[("queuedata", 4, 64, 0)]); // 5
+        b.strukt("blk_mq_hw_ctx", 512, &[("queue_num", 3, 1216, 0)]); // 6
+        b.strukt("request", 296, &[("q", 4, 0, 0), ("mq_hctx", 4, 128, 0)]); // 7
+        let base = Btf::parse(&b.finish()).unwrap();
+        let mut m = Builder::new(base.next_str());
+        m.strukt("nvme_ctrl", 4000, &[("instance", 1, 8 * 1096, 0)]); // 8
+        m.ptr(8); // 9
+        m.strukt(
+            "nvme_request",
+            48,
+            &[("cmd", 4, 0, 0), ("status", 2, 208, 0), ("ctrl", 9, 320, 0)],
+        );
+        let btf = Btf::parse_split(&m.finish(), base).unwrap();
+        assert_eq!(
+            layout_from(&btf).unwrap(),
+            RequestLayout {
+                request_size: 296,
+                request_q: 0,
+                request_mq_hctx: 16,
+                queue_queuedata: 8,
+                hctx_queue_num: 152,
+                nvme_req_ctrl: 40,
+                nvme_req_status: 26,
+                ctrl_instance: 1096,
+                valid: 1,
+            }
+        );
+    }
+
     #[test]
     fn bitfields_are_refused_by_name() {
         let (split, base) = blobs();
@@ -514,5 +594,10 @@ mod tests {
         assert!(btf.struct_size("request").unwrap() > hctx.offset);
         assert_eq!(btf.member("blk_mq_hw_ctx", "queue_num").unwrap().size, 4);
         assert_eq!(btf.member("request_queue", "queuedata").unwrap().size, 8);
+        // Without nvme_core's BTF the layout names what is missing.
+        if !Path::new("/sys/kernel/btf/nvme_core").exists() {
+            let e = format!("{:#}", layout_from(&btf).unwrap_err());
+            assert!(e.contains("no struct nvme_request"), "{e}");
+        }
     }
 }

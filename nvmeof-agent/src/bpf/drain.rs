@@ -186,6 +186,14 @@ impl Drainer {
                 .collect();
             remove_keys::<InflightKey, Inflight>(ebpf, maps::INFLIGHT, &keys);
         }
+        if let Ok(inflight) = entries::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ) {
+            let keys: Vec<u64> = inflight
+                .into_iter()
+                .filter(|(_, v)| gone.contains(&v.ctrl_id))
+                .map(|(k, _)| k)
+                .collect();
+            remove_keys::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ, &keys);
+        }
         raw.ops.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.queues.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.statuses.retain(|(k, _)| !gone.contains(&k.ctrl_id));

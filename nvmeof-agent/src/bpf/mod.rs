@@ -36,6 +36,8 @@ pub struct BpfOptions {
     pub sysfs_root: PathBuf,
     /// Root of tracefs; `None` finds it (and mounts it if needed).
     pub tracefs_root: Option<PathBuf>,
+    /// Where the kernel's BTF is; `None` is `/sys/kernel/btf`.
+    pub btf_root: Option<PathBuf>,
     /// How often the maps are read.
     pub drain_interval: Duration,
     /// What the latency quantiles cover.
@@ -62,6 +64,8 @@ pub struct IoState {
     pub up: bool,
     pub per_queue: bool,
     pub attached: Vec<&'static str>,
+    /// The attach mode's label value (`tp_btf`, `raw_tracepoint`, `tracepoint`).
+    pub mode: Option<&'static str>,
     pub view: model::IoView,
     /// Controller instance → subsystem NQN, read at the last drain.
     pub subsystems: BTreeMap<u32, String>,
@@ -92,19 +96,41 @@ pub fn start(opts: BpfOptions) -> Box<dyn Collector> {
 }
 
 fn try_start(opts: &BpfOptions) -> anyhow::Result<IoCollector> {
-    let tracefs = tracefs::locate(opts.tracefs_root.as_deref())?;
-    let layout = format::read_layout(&tracefs)?;
-    let loaded = loader::load(EBPF_OBJECT, &layout, loader::MapSizes::default())?;
+    // The request-keyed modes need the struct offsets from BTF; the classic one the record
+    // layout from tracefs. Either may be missing; the loader skips the modes it cannot serve.
+    let request =
+        match btf::request_layout(opts.btf_root.as_deref().unwrap_or(btf::SYS_BTF.as_ref())) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::info!("eBPF: no struct offsets from BTF ({e:#}); request-keyed modes off");
+                None
+            }
+        };
+    let tracepoint =
+        match tracefs::locate(opts.tracefs_root.as_deref()).and_then(|t| format::read_layout(&t)) {
+            Ok(l) => Some(l),
+            Err(e) if request.is_none() => return Err(e),
+            Err(e) => {
+                log::info!("eBPF: no tracepoint record layout ({e:#}); classic mode off");
+                None
+            }
+        };
+    let layouts = loader::Layouts {
+        tracepoint,
+        request,
+    };
+    let loaded = loader::load(EBPF_OBJECT, &layouts, loader::MapSizes::default())?;
     log::info!(
-        "eBPF: attached {} (record layout from {}/events/nvme)",
-        loaded.attached.join(", "),
-        tracefs.display()
+        "eBPF: attach mode {}: attached {}",
+        loaded.mode.as_str(),
+        loaded.attached.join(", ")
     );
     let interval = opts.drain_interval.max(MIN_DRAIN_INTERVAL);
     let state = Arc::new(RwLock::new(IoState {
         up: true,
         per_queue: opts.per_queue,
         attached: loaded.attached.clone(),
+        mode: Some(loaded.mode.as_str()),
         ..Default::default()
     }));
     let drainer = drain::Drainer::new(
@@ -144,6 +170,7 @@ mod tests {
         let c = start(BpfOptions {
             sysfs_root: PathBuf::from("/nonexistent"),
             tracefs_root: Some(tracefs.path().to_owned()),
+            btf_root: Some(PathBuf::from("/nonexistent")),
             drain_interval: Duration::from_secs(1),
             latency_window: Duration::from_secs(60),
             per_queue: false,
@@ -175,6 +202,7 @@ mod tests {
         let opts = BpfOptions {
             sysfs_root: PathBuf::from("/nonexistent"),
             tracefs_root: Some(tracefs.path().to_owned()),
+            btf_root: Some(PathBuf::from("/nonexistent")),
             drain_interval: Duration::from_secs(1),
             latency_window: Duration::from_secs(60),
             per_queue: true,
@@ -185,7 +213,7 @@ mod tests {
         assert!(
             why.contains("no eBPF object")
                 || why.starts_with("no permission")
-                || why.contains("attaching nvme_setup_cmd"),
+                || why.contains("no attach mode worked"),
             "{why}"
         );
         let c = start(opts);

@@ -80,6 +80,7 @@ pub fn registry() -> Vec<Registration> {
                 Ok(crate::bpf::start(crate::bpf::BpfOptions {
                     sysfs_root: c.sysfs.clone(),
                     tracefs_root: None,
+                    btf_root: None,
                     drain_interval: c.drain_interval,
                     latency_window: c.latency_window,
                     per_queue: c.per_queue,
