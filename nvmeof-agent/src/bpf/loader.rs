@@ -242,6 +242,32 @@ mod tests {
         assert_eq!(explain(&other), "program x missing from the object");
     }
 
+    /// The request-keyed programs pass this host's verifier (loading a raw tracepoint program
+    /// names no tracepoint, so no NVMe is needed); skipped without an object or permission.
+    #[test]
+    fn raw_programs_pass_the_verifier() {
+        let layouts = Layouts {
+            tracepoint: None,
+            request: Some(RequestLayout {
+                request_size: 296,
+                valid: 1,
+                ..Default::default()
+            }),
+        };
+        let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, MapSizes::default()) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipped: {}", explain(&e));
+                return;
+            }
+        };
+        for name in RAW_PROGRAMS {
+            let p: &mut RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load()
+                .unwrap_or_else(|e| panic!("verifying {name}: {e:?}"));
+        }
+    }
+
     #[test]
     fn empty_object_is_refused() {
         let err = load(&[], &Layouts::default(), MapSizes::default())

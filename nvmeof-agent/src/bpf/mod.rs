@@ -213,7 +213,7 @@ mod tests {
         assert!(
             why.contains("no eBPF object")
                 || why.starts_with("no permission")
-                || why.contains("no attach mode worked"),
+                || why.contains("attaching nvme_setup_cmd to nvme:nvme_setup_cmd"),
             "{why}"
         );
         let c = start(opts);
