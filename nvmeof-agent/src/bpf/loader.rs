@@ -192,7 +192,17 @@ pub fn load(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
 /// Verifies and attaches the two programs of `mode`.
 fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<()> {
     let btf = match mode {
-        AttachMode::TpBtf => Some(Btf::from_sys_fs().context("reading the kernel's BTF")?),
+        AttachMode::TpBtf => {
+            // Checked first: parsing vmlinux BTF again only to miss the target costs seconds on a
+            // slow machine.
+            if std::path::Path::new(crate::bpf::btf::SYS_BTF)
+                .join("nvme_core")
+                .exists()
+            {
+                bail!("nvme_core is a module, and aya 0.14 finds tp_btf targets in vmlinux only");
+            }
+            Some(Btf::from_sys_fs().context("reading the kernel's BTF")?)
+        }
         _ => None,
     };
     for (name, hook) in mode.programs().into_iter().zip(HOOKS) {

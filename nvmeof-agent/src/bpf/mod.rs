@@ -1,8 +1,10 @@
 //! The eBPF latency tracer, agent side: kernel maps → drain → model → the `io` collector.
 //!
-//! Hooks: `nvme:nvme_setup_cmd` and `nvme:nvme_complete_rq` (classic tracepoints, programs in
-//! `nvmeof-ebpf`). At start: find tracefs ([`tracefs`]), read the two records' layout from their
-//! `format` files ([`format`]), load the object with that layout and attach ([`loader`]). Then a
+//! Hooks: `nvme_setup_cmd` and `nvme_complete_rq` (programs in `nvmeof-ebpf`), as tp_btf, raw or
+//! classic tracepoints: [`loader`] picks the first that attaches. At start: read the struct
+//! offsets the request-keyed programs need from the kernel's BTF ([`btf`]), find tracefs
+//! ([`tracefs`]) and read the two records' layout from their `format` files ([`format`]) for the
+//! classic ones, load the object with both and attach ([`loader`]). Then a
 //! thread drains the maps every `drain_interval` ([`drain`]) into the [`model`], which keeps
 //! per-series counters, Prometheus buckets and a sliding window for quantiles. The collector
 //! (`crate::collectors::io`) only reads what the last drain published.
