@@ -145,11 +145,19 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
 }
 
 /// Loads `object`, then verifies and attaches the programs of the first mode that works (see
-/// the module documentation). Each mode that failed is logged at info with why.
-pub fn load(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result<Loaded> {
+/// the module documentation), or of `only`. Each mode that failed is logged at info with why.
+pub fn load(
+    object: &[u8],
+    layouts: &Layouts,
+    sizes: MapSizes,
+    only: Option<AttachMode>,
+) -> anyhow::Result<Loaded> {
     let mut ebpf = open(object, layouts, sizes)?;
     let mut why = Vec::new();
     for mode in AttachMode::ALL {
+        if only.is_some_and(|o| o != mode) {
+            continue;
+        }
         let usable = match mode {
             AttachMode::TpBtf | AttachMode::RawTracepoint => layouts.request.is_some(),
             AttachMode::Tracepoint => layouts.tracepoint.is_some(),
@@ -280,7 +288,7 @@ mod tests {
 
     #[test]
     fn empty_object_is_refused() {
-        let err = load(&[], &Layouts::default(), MapSizes::default())
+        let err = load(&[], &Layouts::default(), MapSizes::default(), None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("no eBPF object"), "{err}");

@@ -40,6 +40,8 @@ pub struct BpfOptions {
     pub tracefs_root: Option<PathBuf>,
     /// Where the kernel's BTF is; `None` is `/sys/kernel/btf`.
     pub btf_root: Option<PathBuf>,
+    /// Only this attach mode; `None` tries them in order.
+    pub attach_mode: Option<loader::AttachMode>,
     /// How often the maps are read.
     pub drain_interval: Duration,
     /// What the latency quantiles cover.
@@ -121,7 +123,12 @@ fn try_start(opts: &BpfOptions) -> anyhow::Result<IoCollector> {
         tracepoint,
         request,
     };
-    let loaded = loader::load(EBPF_OBJECT, &layouts, loader::MapSizes::default())?;
+    let loaded = loader::load(
+        EBPF_OBJECT,
+        &layouts,
+        loader::MapSizes::default(),
+        opts.attach_mode,
+    )?;
     log::info!(
         "eBPF: attach mode {}: attached {}",
         loaded.mode.as_str(),
@@ -173,6 +180,7 @@ mod tests {
             sysfs_root: PathBuf::from("/nonexistent"),
             tracefs_root: Some(tracefs.path().to_owned()),
             btf_root: Some(PathBuf::from("/nonexistent")),
+            attach_mode: None,
             drain_interval: Duration::from_secs(1),
             latency_window: Duration::from_secs(60),
             per_queue: false,
@@ -205,6 +213,7 @@ mod tests {
             sysfs_root: PathBuf::from("/nonexistent"),
             tracefs_root: Some(tracefs.path().to_owned()),
             btf_root: Some(PathBuf::from("/nonexistent")),
+            attach_mode: None,
             drain_interval: Duration::from_secs(1),
             latency_window: Duration::from_secs(60),
             per_queue: true,

@@ -81,6 +81,7 @@ pub fn registry() -> Vec<Registration> {
                     sysfs_root: c.sysfs.clone(),
                     tracefs_root: None,
                     btf_root: None,
+                    attach_mode: c.attach_mode,
                     drain_interval: c.drain_interval,
                     latency_window: c.latency_window,
                     per_queue: c.per_queue,
