@@ -169,7 +169,11 @@ fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
         .context("enabling kernel.bpf_stats_enabled")?;
     let tracefs = tracefs::locate(None)?;
     let layout = format::read_layout(&tracefs)?;
-    let mut ebpf = loader::open(EBPF_OBJECT, &layout, MapSizes::default())?;
+    let layouts = loader::Layouts {
+        tracepoint: Some(layout),
+        request: None,
+    };
+    let mut ebpf = loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?;
     for (_, names, hook) in VARIANTS {
         for name in names {
             match hook {
@@ -297,13 +301,17 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
     for per_queue in [false, true] {
         let ebpf = loader::open(
             EBPF_OBJECT,
-            &TracepointLayout::default(),
+            &loader::Layouts {
+                tracepoint: Some(TracepointLayout::default()),
+                request: None,
+            },
             MapSizes::default(),
         )
         .map_err(|e| anyhow::anyhow!(loader::explain(&e)))?;
         let loaded = Loaded {
             ebpf,
             attached: vec![],
+            mode: loader::AttachMode::Tracepoint,
         };
         let mut d = Drainer::new(loaded, sysfs.clone(), per_queue, 60);
         let state = Arc::new(RwLock::new(IoState {

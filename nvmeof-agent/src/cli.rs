@@ -33,6 +33,8 @@ pub struct Config {
     /// Per-queue series from the eBPF side.
     pub per_queue: bool,
     pub drain_interval: Duration,
+    /// The eBPF attach mode to use; `None` tries them in order.
+    pub attach_mode: Option<crate::bpf::loader::AttachMode>,
     pub latency_window: Duration,
     pub smart_interval: Duration,
     pub smart_timeout: Duration,
@@ -152,6 +154,14 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("How often the eBPF maps are drained."),
         )
         .arg(
+            Arg::new("ebpf.attach-mode")
+                .long("ebpf.attach-mode")
+                .value_name("MODE")
+                .default_value("auto")
+                .value_parser(["auto", "tp_btf", "raw_tracepoint", "tracepoint"])
+                .help("How the eBPF programs are hooked: auto tries tp_btf, raw_tracepoint, then tracepoint (which misses nvme-tcp writes larger than the inline data)."),
+        )
+        .arg(
             Arg::new("ebpf.latency-window")
                 .long("ebpf.latency-window")
                 .value_name("DURATION")
@@ -245,6 +255,11 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<bool>("metrics.per-queue")
             .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
+        attach_mode: crate::bpf::loader::AttachMode::ALL.into_iter().find(|a| {
+            a.as_str()
+                == m.get_one::<String>("ebpf.attach-mode")
+                    .expect("has a default")
+        }),
         latency_window: get("ebpf.latency-window"),
         smart_interval: get("smart.interval"),
         smart_timeout: get("smart.timeout"),
@@ -286,6 +301,7 @@ mod tests {
         assert_eq!(c.sysfs, PathBuf::from("/sys"));
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
         assert_eq!(c.drain_interval, Duration::from_secs(1));
+        assert_eq!(c.attach_mode, None);
         assert_eq!(c.latency_window, Duration::from_secs(60));
         assert!(!c.per_queue);
         assert_eq!(c.log_level, log::LevelFilter::Info);
@@ -354,6 +370,7 @@ mod tests {
         .unwrap();
         assert!(c.per_queue);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
+        assert_eq!(c.attach_mode, None);
         assert_eq!(c.latency_window, Duration::from_secs(300));
     }
 }

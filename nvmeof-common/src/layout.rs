@@ -41,3 +41,32 @@ pub struct TracepointLayout {
     /// at once.
     pub valid: u32,
 }
+
+/// Where the request-keyed programs (tp_btf and raw tracepoints, whose first argument is the
+/// `struct request *`) find what they read in kernel structs. The agent reads every offset from
+/// the kernel's BTF at start (`struct request`, `request_queue`, `blk_mq_hw_ctx` from vmlinux,
+/// `struct nvme_request` and `nvme_ctrl` from nvme_core's split BTF) and writes them into the
+/// `REQ_LAYOUT` global before loading. The command itself (`struct nvme_command`) is the NVMe wire
+/// format, so its offsets are the specification's and compiled in.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestLayout {
+    /// `sizeof(struct request)`: `nvme_req(req)` is the blk-mq pdu right after it.
+    pub request_size: u32,
+    /// `struct request`: `q` (`struct request_queue *`).
+    pub request_q: u32,
+    /// `struct request`: `mq_hctx` (`struct blk_mq_hw_ctx *`).
+    pub request_mq_hctx: u32,
+    /// `struct request_queue`: `queuedata` (NULL on the admin queue: `nvme_req_qid` is then 0).
+    pub queue_queuedata: u32,
+    /// `struct blk_mq_hw_ctx`: `queue_num` (u32; the NVMe queue id is it plus one).
+    pub hctx_queue_num: u32,
+    /// `struct nvme_request`: `ctrl` (`struct nvme_ctrl *`).
+    pub nvme_req_ctrl: u32,
+    /// `struct nvme_request`: `status` (u16).
+    pub nvme_req_status: u32,
+    /// `struct nvme_ctrl`: `instance` (int: the N of `/dev/nvmeN`).
+    pub ctrl_instance: u32,
+    /// Non-zero once filled; an unset layout makes the programs return at once.
+    pub valid: u32,
+}

@@ -9,13 +9,15 @@
 pub mod layout;
 pub mod state;
 
-pub use layout::{FieldLoc, TracepointLayout};
+pub use layout::{FieldLoc, RequestLayout, TracepointLayout};
 pub use state::{CtrlLayout, PendingChange, Reconnects, TransitionKey, TransitionStats};
 
 /// Names of the maps in the eBPF object.
 pub mod maps {
     /// Commands set up and not yet completed: [`crate::InflightKey`] → [`crate::Inflight`].
     pub const INFLIGHT: &str = "INFLIGHT";
+    /// The same for the request-keyed programs: `struct request *` as `u64` → [`crate::Inflight`].
+    pub const INFLIGHT_RQ: &str = "INFLIGHT_RQ";
     /// Per hardware queue: [`crate::QueueKey`] → [`crate::QueueState`].
     pub const QUEUES: &str = "QUEUES";
     /// Per (controller, queue, opcode class): [`crate::OpKey`] → [`crate::OpStats`].
@@ -33,6 +35,7 @@ pub mod maps {
 
 /// Names of the programs in the eBPF object.
 pub mod programs {
+    /// Classic tracepoints, joined on (controller, queue, command id): the last fallback.
     pub const NVME_SETUP_CMD: &str = "nvme_setup_cmd";
     pub const NVME_COMPLETE_RQ: &str = "nvme_complete_rq";
 
@@ -45,10 +48,18 @@ pub mod programs {
     /// The same two on raw tracepoints.
     pub const BENCH_RAW_EMPTY: &str = "bench_raw_empty";
     pub const BENCH_RAW_CLOCK: &str = "bench_raw_clock";
+    /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
+    pub const NVME_SETUP_CMD_BTF: &str = "nvme_setup_cmd_btf";
+    pub const NVME_COMPLETE_RQ_BTF: &str = "nvme_complete_rq_btf";
+    /// Raw tracepoints, joined on the request pointer: where tp_btf cannot attach.
+    pub const NVME_SETUP_CMD_RAW: &str = "nvme_setup_cmd_raw";
+    pub const NVME_COMPLETE_RQ_RAW: &str = "nvme_complete_rq_raw";
 }
 
 /// Name of the global that carries the tracepoint field layout (see [`TracepointLayout`]).
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+/// Name of the global that carries the kernel struct offsets (see [`RequestLayout`]).
+pub const REQ_LAYOUT_GLOBAL: &str = "REQ_LAYOUT";
 
 /// Capacity of the in-flight map. A lost completion leaves its entry until the same tag is used
 /// again on that queue, when it is replaced and counted; a full map refuses and counts.
@@ -185,16 +196,19 @@ pub struct InflightKey {
     pub tag: u16,
 }
 
-/// A command between setup and completion.
+/// A command between setup and completion. The request-keyed programs keep its controller and
+/// queue here, read once at setup, so a completion only reads the status.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
     pub start_ns: u64,
     /// Bytes the command moves (reads and writes), 0 for others.
     pub bytes: u32,
+    pub ctrl_id: u32,
+    pub qid: u16,
     /// An [`OpClass`] as `u8`.
     pub opclass: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 5],
 }
 
 /// Key of the per-queue map.
@@ -384,6 +398,7 @@ mod pod {
     unsafe impl aya::Pod for TransitionStats {}
     unsafe impl aya::Pod for Reconnects {}
     unsafe impl aya::Pod for PendingChange {}
+    unsafe impl aya::Pod for RequestLayout {}
 }
 
 #[cfg(test)]
@@ -393,7 +408,8 @@ mod tests {
     #[test]
     fn sizes_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<InflightKey>(), 8);
-        assert_eq!(core::mem::size_of::<Inflight>(), 16);
+        assert_eq!(core::mem::size_of::<Inflight>(), 24);
+        assert_eq!(core::mem::size_of::<RequestLayout>(), 36);
         assert_eq!(core::mem::size_of::<QueueKey>(), 8);
         assert_eq!(core::mem::size_of::<QueueState>(), 32);
         assert_eq!(core::mem::size_of::<OpKey>(), 8);

@@ -1,9 +1,18 @@
 //! The kernel side of nvmeof-exporter.
 //!
-//! Hooks: `nvme:nvme_setup_cmd` and `nvme:nvme_complete_rq` (classic tracepoints).
+//! Hooks: `nvme_setup_cmd` and `nvme_complete_rq`, three ways; the agent attaches one pair:
+//! - tp_btf (`*_btf`) and raw tracepoints (`*_raw`): the first argument is the `struct request *`,
+//!   which keys the command from setup to completion. Controller, queue and status are read from
+//!   the kernel's structs at offsets the agent found in BTF (`REQ_LAYOUT`); opcode, nsid and
+//!   cdw12 from the `struct nvme_command` (the NVMe wire format).
+//! - classic tracepoints: the record's (controller, queue, command id & 0xfff) keys the command.
+//!   The last fallback: nvme-tcp writes the H2C data PDU over the command PDU, so for writes
+//!   larger than the inline data size the completion record's `cid` is a transfer tag and those
+//!   writes go unmatched.
+//!
 //! Maps (types and names in `nvmeof-common`):
-//! - `INFLIGHT`: the start time of every command between setup and completion, keyed by
-//!   (controller, queue, tag);
+//! - `INFLIGHT` (classic, keyed by controller, queue and tag) and `INFLIGHT_RQ` (keyed by the
+//!   request pointer): the start time of every command between setup and completion;
 //! - `QUEUES`: per hardware queue, submitted and completed counts and busy time;
 //! - `OPS`: per (controller, queue, opcode class), completed commands, bytes, errors, latency sum
 //!   and a log-linear latency histogram;
@@ -21,16 +30,16 @@
 mod bench;
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
-    macros::{map, tracepoint},
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{HashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use nvmeof_common::{
     latency_bucket, FieldLoc, Inflight, InflightKey, NamespaceKey, OpClass, OpKey, OpStats,
-    ProgramCounter, QueueKey, QueueState, StatusKey, TracepointLayout, INFLIGHT_CAPACITY,
-    LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY, PROGRAM_COUNTERS,
-    QUEUES_CAPACITY, STATUSES_CAPACITY, TAG_MASK,
+    ProgramCounter, QueueKey, QueueState, RequestLayout, StatusKey, TracepointLayout,
+    INFLIGHT_CAPACITY, LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY,
+    PROGRAM_COUNTERS, QUEUES_CAPACITY, STATUSES_CAPACITY, TAG_MASK,
 };
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
@@ -49,6 +58,22 @@ static LAYOUT: TracepointLayout = TracepointLayout {
     valid: 0,
 };
 
+/// Written by the agent before load, from the kernel's BTF.
+#[no_mangle]
+static REQ_LAYOUT: RequestLayout = RequestLayout {
+    request_size: 0,
+    request_q: 0,
+    request_mq_hctx: 0,
+    queue_queuedata: 0,
+    hctx_queue_num: 0,
+    nvme_req_ctrl: 0,
+    nvme_req_status: 0,
+    ctrl_instance: 0,
+    valid: 0,
+};
+
+#[map]
+static INFLIGHT_RQ: HashMap<u64, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
 #[map]
 static INFLIGHT: HashMap<InflightKey, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
 #[map]
@@ -68,6 +93,30 @@ const BPF_NOEXIST: u64 = 1;
 /// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
 const DEFAULT_LBA_SHIFT: u32 = 9;
+/// `struct nvme_command` (NVMe base specification, submission queue entry): opcode in byte 0,
+/// nsid in bytes 4..8, cdw12 in bytes 48..52.
+const CMD_OPCODE: u64 = 0;
+const CMD_NSID: u64 = 4;
+const CMD_CDW12: u64 = 48;
+
+#[inline(always)]
+fn req_layout() -> RequestLayout {
+    // SAFETY: as in `layout`.
+    unsafe { core::ptr::read_volatile(&REQ_LAYOUT) }
+}
+
+/// Reads a `T` at a kernel address; a failed read is counted.
+#[inline(always)]
+fn kread<T>(addr: u64) -> Option<T> {
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one fails, it cannot fault.
+    match unsafe { bpf_probe_read_kernel(addr as *const T) } {
+        Ok(v) => Some(v),
+        Err(_) => {
+            count(ProgramCounter::ReadFailed);
+            None
+        }
+    }
+}
 
 #[inline(always)]
 fn layout() -> TracepointLayout {
@@ -162,6 +211,71 @@ fn queue_event(key: &QueueKey, now: u64, submitted: u64, completed: u64) {
     }
 }
 
+/// What a setup knows about a command, from a tracepoint record or from the kernel's structs.
+struct Setup {
+    ctrl_id: u32,
+    qid: u16,
+    opcode: u8,
+    nsid: u32,
+    /// `None` when the command moves no data or its cdw12 was not read.
+    cdw12: Option<u32>,
+}
+
+/// The in-flight value of a command set up at `now`.
+#[inline(always)]
+fn inflight(s: &Setup, now: u64) -> Inflight {
+    let class = OpClass::classify(s.qid, s.opcode);
+    let mut bytes = 0u32;
+    if let Some(cdw12) = s.cdw12 {
+        let blocks = (cdw12 & 0xffff) + 1;
+        let key = NamespaceKey {
+            ctrl_id: s.ctrl_id,
+            nsid: s.nsid,
+        };
+        // SAFETY: a map value read, copied at once.
+        let shift = match unsafe { NAMESPACES.get(&key) } {
+            Some(v) => *v,
+            None => {
+                count(ProgramCounter::LbaSizeUnknown);
+                DEFAULT_LBA_SHIFT
+            }
+        };
+        bytes = blocks << (shift & 31);
+    }
+    Inflight {
+        start_ns: now,
+        bytes,
+        ctrl_id: s.ctrl_id,
+        qid: s.qid,
+        opclass: class as u8,
+        _pad: [0; 5],
+    }
+}
+
+/// Records a command as in flight under `key` and counts it as submitted on its queue.
+#[inline(always)]
+fn begin<K>(map: &HashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<()> {
+    let replaced = map.get_ptr(key).is_some();
+    if replaced {
+        count(ProgramCounter::InflightReplaced);
+    }
+    if map.insert(key, value, 0).is_err() {
+        count(ProgramCounter::InflightFull);
+        return None;
+    }
+    queue_event(
+        &QueueKey {
+            ctrl_id: value.ctrl_id,
+            qid: value.qid,
+            _pad: 0,
+        },
+        value.start_ns,
+        1,
+        replaced as u64,
+    );
+    Some(())
+}
+
 #[tracepoint]
 pub fn nvme_setup_cmd(ctx: TracePointContext) -> u32 {
     let _ = try_setup(&ctx);
@@ -180,57 +294,73 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
     let qid = read_field(ctx, l.setup_qid)? as u16;
     let opcode = read_field(ctx, l.setup_opcode)? as u8;
     let cid = read_field(ctx, l.setup_cid)? as u16;
-    let class = OpClass::classify(qid, opcode);
-
-    let mut bytes = 0u32;
-    if class.moves_data() && l.setup_cdw10.is_present() {
-        let nsid = read_field(ctx, l.setup_nsid)? as u32;
-        let cdw12 = read_field(
-            ctx,
-            FieldLoc::new(l.setup_cdw10.offset + CDW12_OFFSET_IN_CDW10, 4),
-        )? as u32;
-        let blocks = (cdw12 & 0xffff) + 1;
-        // SAFETY: a map value read, copied at once.
-        let shift = match unsafe { NAMESPACES.get(&NamespaceKey { ctrl_id, nsid }) } {
-            Some(s) => *s,
-            None => {
-                count(ProgramCounter::LbaSizeUnknown);
-                DEFAULT_LBA_SHIFT
-            }
-        };
-        bytes = blocks << (shift & 31);
+    let mut s = Setup {
+        ctrl_id,
+        qid,
+        opcode,
+        nsid: 0,
+        cdw12: None,
+    };
+    if OpClass::classify(qid, opcode).moves_data() && l.setup_cdw10.is_present() {
+        s.nsid = read_field(ctx, l.setup_nsid)? as u32;
+        let cdw12 = FieldLoc::new(l.setup_cdw10.offset + CDW12_OFFSET_IN_CDW10, 4);
+        s.cdw12 = Some(read_field(ctx, cdw12)? as u32);
     }
-
     let key = InflightKey {
         ctrl_id,
         qid,
         tag: cid & TAG_MASK,
     };
-    let value = Inflight {
-        start_ns: now,
-        bytes,
-        opclass: class as u8,
-        _pad: [0; 3],
-    };
-    let replaced = INFLIGHT.get_ptr(&key).is_some();
-    if replaced {
-        count(ProgramCounter::InflightReplaced);
-    }
-    if INFLIGHT.insert(&key, &value, 0).is_err() {
-        count(ProgramCounter::InflightFull);
+    begin(&INFLIGHT, &key, &inflight(&s, now))
+}
+
+#[btf_tracepoint(function = "nvme_setup_cmd")]
+pub fn nvme_setup_cmd_btf(ctx: BtfTracePointContext) -> u32 {
+    let _ = rq_setup(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "nvme_setup_cmd")]
+pub fn nvme_setup_cmd_raw(ctx: RawTracePointContext) -> u32 {
+    let _ = rq_setup(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    0
+}
+
+/// `nvme_setup_cmd(struct request *req, struct nvme_command *cmd)`.
+#[inline(always)]
+fn rq_setup(req: u64, cmd: u64) -> Option<()> {
+    let l = req_layout();
+    if l.valid == 0 {
         return None;
     }
-    queue_event(
-        &QueueKey {
-            ctrl_id,
-            qid,
-            _pad: 0,
-        },
-        now,
-        1,
-        replaced as u64,
-    );
-    Some(())
+    count(ProgramCounter::SetupEvents);
+    let now = unsafe { bpf_ktime_get_ns() };
+    // nvme_req(req) is the blk-mq pdu right after struct request.
+    let pdu = req + l.request_size as u64;
+    let ctrl = kread::<u64>(pdu + l.nvme_req_ctrl as u64)?;
+    let ctrl_id = kread::<u32>(ctrl + l.ctrl_instance as u64)?;
+    // nvme_req_qid(): 0 on the admin queue (no queuedata), else the hw queue number plus one.
+    let q = kread::<u64>(req + l.request_q as u64)?;
+    let queuedata = kread::<u64>(q + l.queue_queuedata as u64)?;
+    let qid = if queuedata == 0 {
+        0
+    } else {
+        let hctx = kread::<u64>(req + l.request_mq_hctx as u64)?;
+        kread::<u32>(hctx + l.hctx_queue_num as u64)? as u16 + 1
+    };
+    let opcode = kread::<u8>(cmd + CMD_OPCODE)?;
+    let mut s = Setup {
+        ctrl_id,
+        qid,
+        opcode,
+        nsid: 0,
+        cdw12: None,
+    };
+    if OpClass::classify(qid, opcode).moves_data() {
+        s.nsid = kread::<u32>(cmd + CMD_NSID)?;
+        s.cdw12 = Some(kread::<u32>(cmd + CMD_CDW12)?);
+    }
+    begin(&INFLIGHT_RQ, &req, &inflight(&s, now))
 }
 
 #[tracepoint]
@@ -251,7 +381,6 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
     let qid = read_field(ctx, l.complete_qid)? as u16;
     let cid = read_field(ctx, l.complete_cid)? as u16;
     let status = read_field(ctx, l.complete_status)? as u16 & NVME_STATUS_MASK;
-
     let key = InflightKey {
         ctrl_id,
         qid,
@@ -266,6 +395,49 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
         }
     };
     let _ = INFLIGHT.remove(&key);
+    finish(&started, status, now)
+}
+
+#[btf_tracepoint(function = "nvme_complete_rq")]
+pub fn nvme_complete_rq_btf(ctx: BtfTracePointContext) -> u32 {
+    let _ = rq_complete(ctx.arg::<u64>(0));
+    0
+}
+
+#[raw_tracepoint(tracepoint = "nvme_complete_rq")]
+pub fn nvme_complete_rq_raw(ctx: RawTracePointContext) -> u32 {
+    let _ = rq_complete(ctx.arg::<u64>(0));
+    0
+}
+
+/// `nvme_complete_rq(struct request *req)`.
+#[inline(always)]
+fn rq_complete(req: u64) -> Option<()> {
+    let l = req_layout();
+    if l.valid == 0 {
+        return None;
+    }
+    count(ProgramCounter::CompleteEvents);
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: a map value read, copied before the entry is removed.
+    let started = match unsafe { INFLIGHT_RQ.get(&req) } {
+        Some(v) => *v,
+        None => {
+            count(ProgramCounter::CompletionUnmatched);
+            return None;
+        }
+    };
+    let _ = INFLIGHT_RQ.remove(&req);
+    let pdu = req + l.request_size as u64;
+    let status = kread::<u16>(pdu + l.nvme_req_status as u64)? & NVME_STATUS_MASK;
+    finish(&started, status, now)
+}
+
+/// Accounts a completed command: its queue, its (controller, queue, class) statistics and, when
+/// it failed, its status.
+#[inline(always)]
+fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
+    let (ctrl_id, qid) = (started.ctrl_id, started.qid);
     queue_event(
         &QueueKey {
             ctrl_id,

@@ -1,386 +1,603 @@
-//! What the state programs need from the kernel's BTF: the byte offsets of `state`, `instance`
-//! and `nr_reconnects` in `struct nvme_ctrl`, and the values of `enum nvme_ctrl_state`.
+//! A small reader of the kernel's BTF (`/sys/kernel/btf/*`): struct sizes and member offsets by
+//! name, which the request-keyed programs need to walk `struct request` and `struct nvme_request`
+//! without compiled-in offsets.
 //!
-//! `struct nvme_ctrl` lives in `nvme_core`, whose BTF (`/sys/kernel/btf/nvme_core`) is split BTF
-//! on top of `vmlinux`: its type records are its own, but a name may point into vmlinux's string
-//! section. This reader walks type records just far enough to find one struct and one enum by
-//! name; it needs no other type. When nvme_core is built in, both are in vmlinux itself.
+//! Both base BTF (`vmlinux`) and split BTF (a module's, e.g. `nvme_core`) are read; a split
+//! blob's type ids and string offsets continue after its base's. aya-obj 0.3's `Btf` is not used:
+//! it neither reads split BTF nor exposes members and their offsets outside the crate.
+//!
+//! Format: `Documentation/bpf/btf.rst` (header, type section, string section; little-endian as
+//! the kernel writes it on x86-64 and arm64).
 use std::path::Path;
 
-use anyhow::{bail, Context as _};
-use nvmeof_common::CtrlLayout;
+use anyhow::{bail, ensure, Context as _};
+use nvmeof_common::RequestLayout;
 
-const MAGIC: u16 = 0xeb9f;
+const BTF_MAGIC: u16 = 0xeb9f;
 
 const KIND_INT: u32 = 1;
+const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
 const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 const KIND_ENUM: u32 = 6;
+const KIND_FWD: u32 = 7;
+const KIND_TYPEDEF: u32 = 8;
+const KIND_VOLATILE: u32 = 9;
+const KIND_CONST: u32 = 10;
+const KIND_RESTRICT: u32 = 11;
+const KIND_FUNC: u32 = 12;
 const KIND_FUNC_PROTO: u32 = 13;
 const KIND_VAR: u32 = 14;
 const KIND_DATASEC: u32 = 15;
+const KIND_FLOAT: u32 = 16;
 const KIND_DECL_TAG: u32 = 17;
+const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-/// The type and string sections of one BTF blob.
-struct Blob<'a> {
-    types: &'a [u8],
-    strings: &'a [u8],
+/// Nesting allowed when resolving a type through typedefs and modifiers, or anonymous members.
+const MAX_DEPTH: usize = 32;
+
+/// One type: its common header and where its kind-specific data starts in `Btf::types`.
+#[derive(Clone, Copy, Debug)]
+struct Type {
+    name_off: u32,
+    info: u32,
+    size_or_type: u32,
+    data: usize,
 }
 
-fn u32_at(b: &[u8], off: usize) -> anyhow::Result<u32> {
-    let s = b
-        .get(off..off + 4)
-        .with_context(|| format!("BTF truncated at byte {off}"))?;
-    Ok(u32::from_le_bytes(s.try_into().unwrap()))
+impl Type {
+    fn kind(&self) -> u32 {
+        (self.info >> 24) & 0x1f
+    }
+    fn vlen(&self) -> usize {
+        (self.info & 0xffff) as usize
+    }
+    fn kind_flag(&self) -> bool {
+        self.info >> 31 == 1
+    }
 }
 
-impl<'a> Blob<'a> {
-    fn parse(data: &'a [u8]) -> anyhow::Result<Blob<'a>> {
-        let magic = u16::from_le_bytes(
-            data.get(0..2)
-                .context("BTF shorter than its header")?
-                .try_into()?,
+/// A parsed BTF blob, with the base it extends when it is split BTF.
+pub struct Btf {
+    base: Option<Box<Btf>>,
+    /// Id of `types[0]`: 1 for base BTF (id 0 is `void`), the base's type count for split BTF.
+    first_id: u32,
+    /// Offset of `strings[0]` in the combined string space.
+    first_str: u32,
+    types: Vec<Type>,
+    type_data: Vec<u8>,
+    strings: Vec<u8>,
+}
+
+/// A struct member's place: byte offset from the start of the struct and byte size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub offset: u32,
+    pub size: u32,
+}
+
+fn u16_at(b: &[u8], at: usize) -> anyhow::Result<u16> {
+    let s = b.get(at..at + 2).context("BTF truncated")?;
+    Ok(u16::from_le_bytes([s[0], s[1]]))
+}
+
+fn u32_at(b: &[u8], at: usize) -> anyhow::Result<u32> {
+    let s = b.get(at..at + 4).context("BTF truncated")?;
+    Ok(u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+}
+
+impl Btf {
+    /// Parses base BTF (`/sys/kernel/btf/vmlinux`).
+    pub fn parse(data: &[u8]) -> anyhow::Result<Btf> {
+        Self::parse_with(data, None)
+    }
+
+    /// Parses split BTF (`/sys/kernel/btf/<module>`) on top of `base`.
+    pub fn parse_split(data: &[u8], base: Btf) -> anyhow::Result<Btf> {
+        Self::parse_with(data, Some(base))
+    }
+
+    /// Reads and parses `path`, on top of `base` when given.
+    pub fn read(path: &Path, base: Option<Btf>) -> anyhow::Result<Btf> {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse_with(&data, base).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    fn parse_with(data: &[u8], base: Option<Btf>) -> anyhow::Result<Btf> {
+        ensure!(
+            u16_at(data, 0)? == BTF_MAGIC,
+            "not BTF (bad magic; only little-endian BTF is read)"
         );
-        if magic != MAGIC {
-            bail!("not little-endian BTF (magic {magic:#x})");
-        }
         let hdr_len = u32_at(data, 4)? as usize;
         let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
         let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
         let section = |off: usize, len: usize| {
             data.get(hdr_len + off..hdr_len + off + len)
-                .context("BTF section beyond the end of the file")
+                .context("BTF section outside the blob")
         };
-        Ok(Blob {
-            types: section(type_off, type_len)?,
-            strings: section(str_off, str_len)?,
+        let type_data = section(type_off, type_len)?.to_vec();
+        let strings = section(str_off, str_len)?.to_vec();
+        let (first_id, first_str) = match &base {
+            Some(b) => (b.next_id(), b.next_str()),
+            None => (1, 0),
+        };
+        let mut types = Vec::new();
+        let mut at = 0;
+        while at < type_data.len() {
+            let t = Type {
+                name_off: u32_at(&type_data, at)?,
+                info: u32_at(&type_data, at + 4)?,
+                size_or_type: u32_at(&type_data, at + 8)?,
+                data: at + 12,
+            };
+            let extra = match t.kind() {
+                KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+                KIND_ARRAY => 12,
+                KIND_STRUCT | KIND_UNION | KIND_DATASEC | KIND_ENUM64 => 12 * t.vlen(),
+                KIND_ENUM | KIND_FUNC_PROTO => 8 * t.vlen(),
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
+                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                k => bail!(
+                    "unknown BTF kind {k} at type {}",
+                    first_id as usize + types.len()
+                ),
+            };
+            types.push(t);
+            at = t.data + extra;
+        }
+        ensure!(at == type_data.len(), "BTF type section truncated");
+        Ok(Btf {
+            base: base.map(Box::new),
+            first_id,
+            first_str,
+            types,
+            type_data,
+            strings,
+        })
+    }
+
+    fn next_id(&self) -> u32 {
+        self.first_id + self.types.len() as u32
+    }
+
+    fn next_str(&self) -> u32 {
+        self.first_str + self.strings.len() as u32
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.type_data
+    }
+
+    /// The string at `off` in the combined string space.
+    fn string(&self, off: u32) -> &str {
+        if off < self.first_str {
+            return self.base.as_ref().map_or("", |b| b.string(off));
+        }
+        let rest = self
+            .strings
+            .get((off - self.first_str) as usize..)
+            .unwrap_or_default();
+        let end = rest.iter().position(|&c| c == 0).unwrap_or(rest.len());
+        std::str::from_utf8(&rest[..end]).unwrap_or("")
+    }
+
+    /// The type with `id` and the blob that holds its data.
+    fn type_by_id(&self, id: u32) -> anyhow::Result<(&Btf, Type)> {
+        if id < self.first_id {
+            return match &self.base {
+                Some(b) => b.type_by_id(id),
+                None => bail!("BTF type id {id} is void or out of range"),
+            };
+        }
+        let t = self
+            .types
+            .get((id - self.first_id) as usize)
+            .with_context(|| format!("BTF type id {id} out of range"))?;
+        Ok((self, *t))
+    }
+
+    /// The id of the struct named `name` (the first complete one: forward declarations are
+    /// `FWD`, not `STRUCT`), in this blob or its base.
+    fn struct_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind() == KIND_STRUCT && self.string(t.name_off) == name)
+            .map(|i| self.first_id + i as u32)
+            .or_else(|| self.base.as_ref().and_then(|b| b.struct_id(name)))
+    }
+
+    /// The size in bytes of `struct name`.
+    pub fn struct_size(&self, name: &str) -> anyhow::Result<u32> {
+        let id = self
+            .struct_id(name)
+            .with_context(|| format!("no struct {name} in BTF"))?;
+        Ok(self.type_by_id(id)?.1.size_or_type)
+    }
+
+    /// The byte offset and size of `member` in `struct name`. Members of anonymous structs and
+    /// unions inside it are found too (their offsets added). A bitfield, or a member that does
+    /// not start on a byte, is refused: the programs read whole bytes.
+    pub fn member(&self, name: &str, member: &str) -> anyhow::Result<Member> {
+        let id = self
+            .struct_id(name)
+            .with_context(|| format!("no struct {name} in BTF"))?;
+        self.find_member(id, member, 0)?
+            .with_context(|| format!("struct {name} has no member {member}"))
+            .with_context(|| format!("BTF: struct {name}"))
+    }
+
+    fn find_member(&self, id: u32, member: &str, depth: usize) -> anyhow::Result<Option<Member>> {
+        ensure!(depth < MAX_DEPTH, "BTF: anonymous members nested too deep");
+        let (owner, t) = self.type_by_id(id)?;
+        ensure!(
+            matches!(t.kind(), KIND_STRUCT | KIND_UNION),
+            "BTF type {id} is not a struct or union"
+        );
+        for i in 0..t.vlen() {
+            let at = t.data + 12 * i;
+            let name = owner.string(u32_at(owner.data(), at)?);
+            let ty = u32_at(owner.data(), at + 4)?;
+            let raw = u32_at(owner.data(), at + 8)?;
+            let (bit_off, bitfield) = if t.kind_flag() {
+                (raw & 0x00ff_ffff, raw >> 24)
+            } else {
+                (raw, 0)
+            };
+            if name.is_empty() {
+                // An anonymous struct or union: look inside.
+                let inner = self.resolve(ty)?;
+                let (_, it) = self.type_by_id(inner)?;
+                if matches!(it.kind(), KIND_STRUCT | KIND_UNION) {
+                    if let Some(m) = self.find_member(inner, member, depth + 1)? {
+                        ensure!(bit_off % 8 == 0, "anonymous member not byte aligned");
+                        return Ok(Some(Member {
+                            offset: bit_off / 8 + m.offset,
+                            size: m.size,
+                        }));
+                    }
+                }
+                continue;
+            }
+            if name != member {
+                continue;
+            }
+            let size = self.size_of(ty)?;
+            let int_bits = self.int_bits(ty)?;
+            if bitfield != 0 || bit_off % 8 != 0 || int_bits.is_some_and(|b| b != size * 8) {
+                bail!("member {member} is a bitfield (bit offset {bit_off}), which is not read");
+            }
+            return Ok(Some(Member {
+                offset: bit_off / 8,
+                size,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// Follows typedefs and modifiers to the type they name.
+    fn resolve(&self, mut id: u32) -> anyhow::Result<u32> {
+        for _ in 0..MAX_DEPTH {
+            if id == 0 {
+                return Ok(0);
+            }
+            let (_, t) = self.type_by_id(id)?;
+            match t.kind() {
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
+                    id = t.size_or_type
+                }
+                _ => return Ok(id),
+            }
+        }
+        bail!("BTF: type {id} resolves too deep")
+    }
+
+    /// For an integer type (after typedefs), its number of bits when they are not its whole
+    /// size or do not start at bit 0 (the old bitfield encoding); `None` for other types.
+    fn int_bits(&self, id: u32) -> anyhow::Result<Option<u32>> {
+        let id = self.resolve(id)?;
+        if id == 0 {
+            return Ok(None);
+        }
+        let (owner, t) = self.type_by_id(id)?;
+        if t.kind() != KIND_INT {
+            return Ok(None);
+        }
+        let enc = u32_at(owner.data(), t.data)?;
+        let (bits, offset) = (enc & 0xff, (enc >> 16) & 0xff);
+        Ok(Some(if offset != 0 { u32::MAX } else { bits }))
+    }
+
+    /// The size in bytes of a type.
+    fn size_of(&self, id: u32) -> anyhow::Result<u32> {
+        let id = self.resolve(id)?;
+        ensure!(id != 0, "BTF: void has no size");
+        let (owner, t) = self.type_by_id(id)?;
+        Ok(match t.kind() {
+            KIND_INT | KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64 | KIND_FLOAT => {
+                t.size_or_type
+            }
+            KIND_PTR => 8,
+            KIND_ARRAY => {
+                let elem = u32_at(owner.data(), t.data)?;
+                let n = u32_at(owner.data(), t.data + 8)?;
+                self.size_of(elem)? * n
+            }
+            k => bail!("BTF type {id} (kind {k}) has no size"),
         })
     }
 }
 
-/// Names resolve in the split blob's own strings above the base's string length.
-struct Strings<'a> {
-    base: &'a [u8],
-    own: &'a [u8],
-}
+/// Where the kernel keeps its BTF: `vmlinux` and one split blob per module.
+pub const SYS_BTF: &str = "/sys/kernel/btf";
 
-impl Strings<'_> {
-    fn get(&self, off: u32) -> &str {
-        let off = off as usize;
-        let (b, o) = if off < self.base.len() {
-            (self.base, off)
-        } else {
-            (self.own, off - self.base.len())
-        };
-        let tail = b.get(o..).unwrap_or_default();
-        let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
-        std::str::from_utf8(&tail[..end]).unwrap_or("")
-    }
-}
-
-/// One member of a struct: name, offset in bits, bitfield size (0 when not a bitfield).
-#[derive(Debug)]
-struct Member {
-    name: String,
-    bit_offset: u32,
-    bitfield: u32,
-}
-
-#[derive(Debug, Default)]
-struct Found {
-    ctrl: Option<Vec<Member>>,
-    states: Option<Vec<(String, i64)>>,
-}
-
-fn scan(
-    types: &[u8],
-    strings: &Strings,
-    want_struct: &str,
-    want_enum: &str,
-) -> anyhow::Result<Found> {
-    let mut found = Found::default();
-    let mut off = 0;
-    while off < types.len() {
-        let name = u32_at(types, off)?;
-        let info = u32_at(types, off + 4)?;
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        let kflag = info >> 31 == 1;
-        let body = off + 12;
-        let extra = match kind {
-            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-            KIND_ARRAY => 12,
-            KIND_STRUCT | KIND_UNION | KIND_DATASEC => 12 * vlen,
-            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-            KIND_ENUM64 => 12 * vlen,
-            0..=19 => 0,
-            k => bail!("unknown BTF kind {k} at type byte {off}"),
-        };
-        if kind == KIND_STRUCT
-            && found.ctrl.is_none()
-            && vlen > 0
-            && strings.get(name) == want_struct
-        {
-            let mut members = Vec::with_capacity(vlen);
-            for i in 0..vlen {
-                let m = body + 12 * i;
-                let raw = u32_at(types, m + 8)?;
-                let (bit_offset, bitfield) = if kflag {
-                    (raw & 0xff_ffff, raw >> 24)
-                } else {
-                    (raw, 0)
-                };
-                members.push(Member {
-                    name: strings.get(u32_at(types, m)?).to_owned(),
-                    bit_offset,
-                    bitfield,
-                });
-            }
-            found.ctrl = Some(members);
-        }
-        if kind == KIND_ENUM && found.states.is_none() && strings.get(name) == want_enum {
-            let mut values = Vec::with_capacity(vlen);
-            for i in 0..vlen {
-                let e = body + 8 * i;
-                let v = u32_at(types, e + 4)? as i32;
-                values.push((strings.get(u32_at(types, e)?).to_owned(), i64::from(v)));
-            }
-            found.states = Some(values);
-        }
-        off = body + extra;
-    }
-    Ok(found)
-}
-
-/// `struct nvme_ctrl`'s layout and the state names by value, from BTF blobs: `module` is
-/// nvme_core's split BTF on `base` (vmlinux), or `None` when nvme_core is built in.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CtrlBtf {
-    pub layout: CtrlLayout,
-    /// `enum nvme_ctrl_state` as sysfs spells it: (value, name).
-    pub states: Vec<(u32, String)>,
-}
-
-pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
-    let base = Blob::parse(base).context("reading vmlinux BTF")?;
-    let found = match module {
-        Some(m) => {
-            let m = Blob::parse(m).context("reading nvme_core BTF")?;
-            let strings = Strings {
-                base: base.strings,
-                own: m.strings,
-            };
-            scan(m.types, &strings, "nvme_ctrl", "nvme_ctrl_state")?
-        }
-        None => {
-            let strings = Strings {
-                base: &[],
-                own: base.strings,
-            };
-            scan(base.types, &strings, "nvme_ctrl", "nvme_ctrl_state")?
-        }
+/// Reads the offsets the request-keyed programs need from `dir/vmlinux` and `dir/nvme_core`
+/// (where nvme_core is built in, its structs are in vmlinux and the module file is absent).
+pub fn request_layout(dir: &Path) -> anyhow::Result<RequestLayout> {
+    let base = Btf::read(&dir.join("vmlinux"), None)?;
+    let module = dir.join("nvme_core");
+    let btf = if module.exists() {
+        Btf::read(&module, Some(base))?
+    } else {
+        base
     };
-    let members = found.ctrl.context("no struct nvme_ctrl in BTF")?;
-    let offset = |name: &str| -> anyhow::Result<u32> {
-        let m = members
-            .iter()
-            .find(|m| m.name == name)
-            .with_context(|| format!("struct nvme_ctrl has no member {name}"))?;
-        if m.bitfield != 0 || m.bit_offset % 8 != 0 {
-            bail!("nvme_ctrl.{name} is a bitfield");
-        }
-        Ok(m.bit_offset / 8)
+    layout_from(&btf)
+}
+
+/// The layout from one BTF view, each member checked for the size the programs read.
+pub fn layout_from(btf: &Btf) -> anyhow::Result<RequestLayout> {
+    let sized = |s: &str, m: &str, size: u32| -> anyhow::Result<u32> {
+        let got = btf.member(s, m)?;
+        ensure!(
+            got.size == size,
+            "BTF: struct {s} member {m} is {} bytes, the programs read {size}",
+            got.size
+        );
+        Ok(got.offset)
     };
-    let (state, instance, nr_reconnects) = (
-        offset("state")?,
-        offset("instance")?,
-        offset("nr_reconnects")?,
-    );
-    let states: Vec<(u32, String)> = found
-        .states
-        .context("no enum nvme_ctrl_state in BTF")?
-        .into_iter()
-        .filter_map(|(n, v)| Some((u32::try_from(v).ok()?, state_name(&n)?)))
-        .collect();
-    let state_new = states
-        .iter()
-        .find(|(_, n)| n == "new")
-        .map(|(v, _)| *v)
-        .context("enum nvme_ctrl_state has no NVME_CTRL_NEW")?;
-    Ok(CtrlBtf {
-        layout: CtrlLayout {
-            state,
-            instance,
-            nr_reconnects,
-            state_new,
-            valid: 1,
-        },
-        states,
+    Ok(RequestLayout {
+        request_size: btf.struct_size("request")?,
+        request_q: sized("request", "q", 8)?,
+        request_mq_hctx: sized("request", "mq_hctx", 8)?,
+        queue_queuedata: sized("request_queue", "queuedata", 8)?,
+        hctx_queue_num: sized("blk_mq_hw_ctx", "queue_num", 4)?,
+        nvme_req_ctrl: sized("nvme_request", "ctrl", 8)?,
+        nvme_req_status: sized("nvme_request", "status", 2)?,
+        ctrl_instance: sized("nvme_ctrl", "instance", 4)?,
+        valid: 1,
     })
-}
-
-/// `NVME_CTRL_DELETING_NOIO` → `deleting (no IO)`, as `nvme_sysfs_show_state` spells them.
-fn state_name(enumerator: &str) -> Option<String> {
-    let s = enumerator.strip_prefix("NVME_CTRL_")?;
-    Some(match s {
-        "DELETING_NOIO" => "deleting (no IO)".to_owned(),
-        other => other.to_ascii_lowercase(),
-    })
-}
-
-/// Reads the running kernel's BTF under `btf_dir` (`/sys/kernel/btf`).
-pub fn read(btf_dir: &Path) -> anyhow::Result<CtrlBtf> {
-    let vmlinux = btf_dir.join("vmlinux");
-    let base = std::fs::read(&vmlinux).with_context(|| format!("reading {}", vmlinux.display()))?;
-    let module_path = btf_dir.join("nvme_core");
-    let module = match std::fs::read(&module_path) {
-        Ok(m) => Some(m),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(e).with_context(|| format!("reading {}", module_path.display())),
-    };
-    ctrl_btf(&base, module.as_deref())
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    /// A minimal BTF writer: enough to build the two blobs a split module needs.
-    #[derive(Default)]
-    pub struct Writer {
+    /// Builds BTF blobs for tests: types are added in id order, strings deduplicated.
+    struct Builder {
         types: Vec<u8>,
         strings: Vec<u8>,
-        base_strings: usize,
+        str_base: u32,
     }
 
-    impl Writer {
-        pub fn new(base_strings: usize) -> Writer {
-            let mut w = Writer {
-                base_strings,
-                ..Default::default()
-            };
-            if base_strings == 0 {
-                w.strings.push(0);
+    impl Builder {
+        fn new(str_base: u32) -> Self {
+            // Base BTF's string section starts with the empty string.
+            let strings = if str_base == 0 { vec![0] } else { vec![] };
+            Builder {
+                types: vec![],
+                strings,
+                str_base,
             }
-            w
         }
-        pub fn str(&mut self, s: &str) -> u32 {
-            let off = self.base_strings + self.strings.len();
+        fn s(&mut self, s: &str) -> u32 {
+            let off = self.str_base + self.strings.len() as u32;
             self.strings.extend_from_slice(s.as_bytes());
             self.strings.push(0);
-            off as u32
+            off
         }
-        fn word(&mut self, v: u32) {
-            self.types.extend_from_slice(&v.to_le_bytes());
-        }
-        pub fn int(&mut self, name: u32) {
-            self.word(name);
-            self.word(KIND_INT << 24);
-            self.word(4);
-            self.word(32);
-        }
-        pub fn struct_(&mut self, name: u32, members: &[(u32, u32)]) {
-            self.word(name);
-            self.word(KIND_STRUCT << 24 | members.len() as u32);
-            self.word(64);
-            for &(n, bits) in members {
-                self.word(n);
-                self.word(1);
-                self.word(bits);
+        fn raw(&mut self, words: &[u32]) {
+            for w in words {
+                self.types.extend_from_slice(&w.to_le_bytes());
             }
         }
-        pub fn enum_(&mut self, name: u32, values: &[(u32, u32)]) {
-            self.word(name);
-            self.word(KIND_ENUM << 24 | values.len() as u32);
-            self.word(4);
-            for &(n, v) in values {
-                self.word(n);
-                self.word(v);
+        fn int(&mut self, name: &str, bytes: u32) {
+            let n = self.s(name);
+            self.raw(&[n, KIND_INT << 24, bytes, bytes * 8]);
+        }
+        fn ptr(&mut self, to: u32) {
+            self.raw(&[0, KIND_PTR << 24, to]);
+        }
+        /// Members: (name, type, bit offset, bitfield size); a non-zero size sets kind_flag.
+        fn strukt(&mut self, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) {
+            let n = self.s(name);
+            let kflag = members.iter().any(|m| m.3 != 0) as u32;
+            self.raw(&[
+                n,
+                kflag << 31 | KIND_STRUCT << 24 | members.len() as u32,
+                size,
+            ]);
+            for &(m, ty, off, bits) in members {
+                let mn = if m.is_empty() { 0 } else { self.s(m) };
+                let off = if kflag == 1 { bits << 24 | off } else { off };
+                self.raw(&[mn, ty, off]);
             }
         }
-        pub fn finish(self) -> Vec<u8> {
-            let mut out = Vec::new();
-            out.extend_from_slice(&MAGIC.to_le_bytes());
-            out.extend_from_slice(&[1, 0]);
-            for v in [
+        fn finish(&self) -> Vec<u8> {
+            let mut b = vec![];
+            b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+            b.extend_from_slice(&[1, 0]);
+            for w in [
                 24,
                 0,
                 self.types.len() as u32,
                 self.types.len() as u32,
                 self.strings.len() as u32,
             ] {
-                out.extend_from_slice(&v.to_le_bytes());
+                b.extend_from_slice(&w.to_le_bytes());
             }
-            out.extend(self.types);
-            out.extend(self.strings);
-            out
+            b.extend_from_slice(&self.types);
+            b.extend_from_slice(&self.strings);
+            b
         }
     }
 
-    #[test]
-    fn finds_offsets_in_split_btf_with_names_in_the_base() {
-        let mut base = Writer::new(0);
-        let int = base.str("int");
-        let state = base.str("state");
-        let instance = base.str("instance");
-        base.int(int);
-        let base_len = base.strings.len();
-        let base = base.finish();
+    /// Base: 1 int, 2 u16 int, 3 struct inner { u16 status @0 }, 4 struct request {..}, 5 ptr
+    /// to 4. Split: 6 struct nvme_request { ptr cmd @0, u16 status @8, anonymous inner @10 ...}.
+    fn blobs() -> (Vec<u8>, Btf) {
+        let mut b = Builder::new(0);
+        b.int("int", 4);
+        b.int("u16", 2);
+        b.strukt("inner", 2, &[("deep", 2, 0, 0)]);
+        b.strukt(
+            "request",
+            248,
+            &[("q", 5, 0, 0), ("mq_hctx", 5, 128, 0), ("tag", 1, 256, 0)],
+        );
+        b.ptr(4);
+        let base = b.finish();
+        let base_btf = Btf::parse(&base).unwrap();
+        let mut s = Builder::new(base_btf.next_str());
+        s.strukt(
+            "nvme_request",
+            40,
+            &[
+                ("cmd", 5, 0, 0),
+                ("status", 2, 64, 0),
+                ("", 3, 80, 0),
+                ("flags", 1, 96, 3),
+            ],
+        );
+        (s.finish(), base_btf)
+    }
 
-        let mut m = Writer::new(base_len);
-        let nr = m.str("nr_reconnects");
-        let ctrl = m.str("nvme_ctrl");
-        let other = m.str("nvme_ctrl_other");
-        let en = m.str("nvme_ctrl_state");
-        let names: Vec<u32> = ["NVME_CTRL_NEW", "NVME_CTRL_LIVE", "NVME_CTRL_DELETING_NOIO"]
-            .iter()
-            .map(|s| m.str(s))
-            .collect();
-        m.struct_(other, &[(state, 0)]);
-        m.struct_(ctrl, &[(instance, 8 * 8), (state, 40 * 8), (nr, 1400 * 8)]);
-        m.enum_(en, &[(names[0], 0), (names[1], 1), (names[2], 5)]);
-        let got = ctrl_btf(&base, Some(&m.finish())).unwrap();
+    #[test]
+    fn base_struct_sizes_and_members() {
+        let (_, base) = blobs();
+        assert_eq!(base.struct_size("request").unwrap(), 248);
         assert_eq!(
-            got.layout,
-            CtrlLayout {
-                state: 40,
-                instance: 8,
-                nr_reconnects: 1400,
-                state_new: 0,
-                valid: 1
+            base.member("request", "mq_hctx").unwrap(),
+            Member {
+                offset: 16,
+                size: 8
             }
         );
         assert_eq!(
-            got.states,
-            vec![
-                (0, "new".to_owned()),
-                (1, "live".to_owned()),
-                (5, "deleting (no IO)".to_owned())
-            ]
+            base.member("request", "tag").unwrap(),
+            Member {
+                offset: 32,
+                size: 4
+            }
+        );
+        let e = format!("{:#}", base.member("request", "nope").unwrap_err());
+        assert!(e.contains("struct request has no member nope"), "{e}");
+        let e = format!("{:#}", base.struct_size("nvme_request").unwrap_err());
+        assert!(e.contains("no struct nvme_request"), "{e}");
+    }
+
+    #[test]
+    fn split_btf_continues_ids_and_strings_of_its_base() {
+        let (split, base) = blobs();
+        let btf = Btf::parse_split(&split, base).unwrap();
+        assert_eq!(btf.first_id, 6);
+        assert_eq!(btf.struct_size("nvme_request").unwrap(), 40);
+        // A member whose type lives in the base.
+        assert_eq!(
+            btf.member("nvme_request", "status").unwrap(),
+            Member { offset: 8, size: 2 }
+        );
+        assert_eq!(
+            btf.member("nvme_request", "cmd").unwrap(),
+            Member { offset: 0, size: 8 }
+        );
+        // Inside an anonymous member: its offset plus the inner one.
+        assert_eq!(
+            btf.member("nvme_request", "deep").unwrap(),
+            Member {
+                offset: 10,
+                size: 2
+            }
+        );
+        // Base structs are still found through the split blob.
+        assert_eq!(btf.struct_size("request").unwrap(), 248);
+    }
+
+    /// The whole layout from a vmlinux-like base and an nvme_core-like split blob, with the
+    /// 6.1 offsets (`status` of `nvme_request` at 26 after `result`, `genctr`, `retries`,
+    /// `flags`).
+    #[test]
+    fn request_layout_from_base_and_module() {
+        let mut b = Builder::new(0);
+        b.int("int", 4); // 1
+        b.int("u16", 2); // 2
+        b.int("unsigned int", 4); // 3
+        b.ptr(0); // 4: void *
+        b.strukt("request_queue", 2000, &[("queuedata", 4, 64, 0)]); // 5
+        b.strukt("blk_mq_hw_ctx", 512, &[("queue_num", 3, 1216, 0)]); // 6
+        b.strukt("request", 296, &[("q", 4, 0, 0), ("mq_hctx", 4, 128, 0)]); // 7
+        let base = Btf::parse(&b.finish()).unwrap();
+        let mut m = Builder::new(base.next_str());
+        m.strukt("nvme_ctrl", 4000, &[("instance", 1, 8 * 1096, 0)]); // 8
+        m.ptr(8); // 9
+        m.strukt(
+            "nvme_request",
+            48,
+            &[("cmd", 4, 0, 0), ("status", 2, 208, 0), ("ctrl", 9, 320, 0)],
+        );
+        let btf = Btf::parse_split(&m.finish(), base).unwrap();
+        assert_eq!(
+            layout_from(&btf).unwrap(),
+            RequestLayout {
+                request_size: 296,
+                request_q: 0,
+                request_mq_hctx: 16,
+                queue_queuedata: 8,
+                hctx_queue_num: 152,
+                nvme_req_ctrl: 40,
+                nvme_req_status: 26,
+                ctrl_instance: 1096,
+                valid: 1,
+            }
         );
     }
 
     #[test]
-    fn a_missing_member_is_named() {
-        let mut base = Writer::new(0);
-        let ctrl = base.str("nvme_ctrl");
-        let state = base.str("state");
-        base.struct_(ctrl, &[(state, 0)]);
-        let err = ctrl_btf(&base.finish(), None).unwrap_err();
-        assert!(format!("{err:#}").contains("no member instance"), "{err:#}");
+    fn bitfields_are_refused_by_name() {
+        let (split, base) = blobs();
+        let btf = Btf::parse_split(&split, base).unwrap();
+        let e = format!("{:#}", btf.member("nvme_request", "flags").unwrap_err());
+        assert!(e.contains("member flags is a bitfield"), "{e}");
     }
 
-    /// This machine's own kernel: nvme_core may or may not be there; when it is, the three
-    /// members must be found.
     #[test]
-    fn the_running_kernel_if_it_has_nvme_core() {
-        let dir = Path::new("/sys/kernel/btf");
-        if !dir.join("nvme_core").exists() {
+    fn garbage_is_refused() {
+        assert!(Btf::parse(&[0u8; 24]).is_err());
+        let (split, base) = blobs();
+        assert!(Btf::parse_split(&split[..split.len() - 30], base).is_err());
+    }
+
+    /// This host's own kernel: `struct request` starts with `q`, and the members the programs
+    /// need are whole pointers and integers.
+    #[test]
+    fn host_vmlinux_struct_request() {
+        let path = Path::new("/sys/kernel/btf/vmlinux");
+        if !path.exists() {
             return;
         }
-        let got = read(dir).unwrap();
-        assert!(got.states.iter().any(|(_, n)| n == "live"), "{got:?}");
+        let btf = Btf::read(path, None).unwrap();
+        assert_eq!(
+            btf.member("request", "q").unwrap(),
+            Member { offset: 0, size: 8 }
+        );
+        let hctx = btf.member("request", "mq_hctx").unwrap();
+        assert_eq!(hctx.size, 8);
+        assert!(btf.struct_size("request").unwrap() > hctx.offset);
+        assert_eq!(btf.member("blk_mq_hw_ctx", "queue_num").unwrap().size, 4);
+        assert_eq!(btf.member("request_queue", "queuedata").unwrap().size, 8);
+        // Without nvme_core's BTF the layout names what is missing.
+        if !Path::new("/sys/kernel/btf/nvme_core").exists() {
+            let e = format!("{:#}", layout_from(&btf).unwrap_err());
+            assert!(e.contains("no struct nvme_request"), "{e}");
+        }
     }
 }

@@ -191,6 +191,14 @@ impl Drainer {
                 .collect();
             remove_keys::<InflightKey, Inflight>(ebpf, maps::INFLIGHT, &keys);
         }
+        if let Ok(inflight) = entries::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ) {
+            let keys: Vec<u64> = inflight
+                .into_iter()
+                .filter(|(_, v)| gone.contains(&v.ctrl_id))
+                .map(|(k, _)| k)
+                .collect();
+            remove_keys::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ, &keys);
+        }
         raw.ops.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.queues.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.statuses.retain(|(k, _)| !gone.contains(&k.ctrl_id));
@@ -268,7 +276,7 @@ mod tests {
     use crate::bpf::loader::{self, MapSizes};
     use crate::bpf::namespaces::tests::fake_sysfs;
     use crate::bpf::EBPF_OBJECT;
-    use nvmeof_common::{latency_bucket, OpClass, TracepointLayout};
+    use nvmeof_common::{latency_bucket, OpClass};
 
     /// The real object's maps, loaded but not attached (no nvme tracepoints needed): the agent
     /// writes what the programs would have, and the drain must read it back with the same types.
@@ -277,7 +285,7 @@ mod tests {
     fn drains_the_real_maps() {
         let mut ebpf = match loader::open(
             EBPF_OBJECT,
-            &TracepointLayout::default(),
+            &loader::Layouts::default(),
             MapSizes::default(),
         ) {
             Ok(e) => e,
@@ -328,15 +336,39 @@ mod tests {
                     0,
                 )
                 .unwrap();
+            // Request-keyed in-flight entries of a live and of a gone controller.
+            let mut rq = BpfHashMap::<&mut MapData, u64, Inflight>::try_from(
+                ebpf.map_mut(maps::INFLIGHT_RQ).unwrap(),
+            )
+            .unwrap();
+            for (req, ctrl_id) in [(0xffff_8880_0000_1000u64, 0), (0xffff_8880_0000_2000, 5)] {
+                let v = Inflight {
+                    ctrl_id,
+                    qid: 1,
+                    ..Default::default()
+                };
+                rq.insert(req, v, 0).unwrap();
+            }
         }
         let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
         let loaded = Loaded {
             ebpf,
             attached: vec![],
+            mode: loader::AttachMode::RawTracepoint,
         };
         let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false, 4);
         let state = RwLock::new(IoState::default());
         d.drain_once(&state).unwrap();
+        let left: Vec<u64> = entries::<u64, Inflight>(&d.loaded.ebpf, maps::INFLIGHT_RQ)
+            .unwrap()
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(
+            left,
+            vec![0xffff_8880_0000_1000],
+            "gone controller's entry kept"
+        );
 
         let s = state.read().unwrap();
         assert_eq!(s.view.ops.len(), 1, "{:?}", s.view.ops);

@@ -1,16 +1,69 @@
 //! Loading the objects and attaching their programs: the one place that knows every program and
 //! how it is hooked. The I/O object (`nvmeof`) gets the layout parsed from tracefs in its
-//! `LAYOUT` global; the state object (`nvmeof-state`) gets `struct nvme_ctrl`'s offsets from BTF
-//! in `CTRL_LAYOUT`.
+//! `LAYOUT` global and the struct offsets read from BTF in `REQ_LAYOUT`; the state object
+//! (`nvmeof-state`) gets `struct nvme_ctrl`'s offsets from BTF in `CTRL_LAYOUT`.
+//!
+//! The I/O attach mode is chosen here, once, in this order: tp_btf, raw tracepoints (both key a
+//! command by its `struct request *`), classic tracepoints (keyed by the recorded command id,
+//! which nvme-tcp overwrites for writes larger than its inline data: see `docs/metrics.md`).
 use anyhow::{bail, Context as _};
 use aya::{
-    programs::{KProbe, TracePoint},
-    Ebpf, EbpfLoader,
+    programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
+    Btf, Ebpf, EbpfLoader,
 };
-use nvmeof_common::{maps, programs, state, CtrlLayout, TracepointLayout, LAYOUT_GLOBAL};
+use nvmeof_common::{
+    maps, programs, state, CtrlLayout, RequestLayout, TracepointLayout, LAYOUT_GLOBAL,
+    REQ_LAYOUT_GLOBAL,
+};
 
-/// Every program of the I/O object with its tracepoint (category `nvme`).
+/// The classic tracepoint programs with their tracepoint (category `nvme`).
 pub const PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
+/// The tp_btf programs, in the same order.
+pub const BTF_PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF];
+/// The raw tracepoint programs, in the same order.
+pub const RAW_PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW];
+
+/// How the programs are hooked, in the order they are tried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMode {
+    /// BTF-enabled tracepoints, keyed by the request pointer. aya 0.14 resolves their target in
+    /// vmlinux BTF only, so this attaches where nvme_core is built in.
+    TpBtf,
+    /// Raw tracepoints, keyed by the request pointer.
+    RawTracepoint,
+    /// Classic tracepoints, keyed by (controller, queue, command id): misses nvme-tcp writes
+    /// larger than the inline data size.
+    Tracepoint,
+}
+
+impl AttachMode {
+    pub const ALL: [AttachMode; 3] = [
+        AttachMode::TpBtf,
+        AttachMode::RawTracepoint,
+        AttachMode::Tracepoint,
+    ];
+
+    /// The `mode` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttachMode::TpBtf => "tp_btf",
+            AttachMode::RawTracepoint => "raw_tracepoint",
+            AttachMode::Tracepoint => "tracepoint",
+        }
+    }
+
+    /// The two programs (setup, completion) of this mode.
+    pub fn programs(self) -> [&'static str; 2] {
+        match self {
+            AttachMode::TpBtf => BTF_PROGRAMS,
+            AttachMode::RawTracepoint => RAW_PROGRAMS,
+            AttachMode::Tracepoint => PROGRAMS,
+        }
+    }
+}
+
+/// The hook of each program of a pair: the tracepoint's own name.
+const HOOKS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
 
 /// Every program of the state object with the kernel function it probes, and whether the
 /// object is of use without it.
@@ -45,6 +98,16 @@ pub struct MapSizes {
 pub struct Loaded {
     pub ebpf: Ebpf,
     pub attached: Vec<&'static str>,
+    pub mode: AttachMode,
+}
+
+/// What the programs read their fields with; a mode whose layout is missing is skipped.
+#[derive(Clone, Debug, Default)]
+pub struct Layouts {
+    /// From the tracepoints' `format` files: the classic programs.
+    pub tracepoint: Option<TracepointLayout>,
+    /// From BTF: the request-keyed programs.
+    pub request: Option<RequestLayout>,
 }
 
 /// Why loading failed, in words for the one log line. Permission problems are recognised in the
@@ -79,16 +142,21 @@ fn raise_memlock() {
     }
 }
 
-/// Loads `object` with `layout` into the kernel: maps created, nothing verified or attached yet.
-pub fn open(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow::Result<Ebpf> {
+/// Loads `object` with `layouts` into the kernel: maps created, nothing verified or attached
+/// yet. A missing layout leaves its global zeroed, which makes its programs return at once.
+pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result<Ebpf> {
     if object.is_empty() {
         bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
     }
     raise_memlock();
     let mut loader = EbpfLoader::new();
-    loader.override_global(LAYOUT_GLOBAL, layout, true);
+    let tracepoint = layouts.tracepoint.unwrap_or_default();
+    let request = layouts.request.unwrap_or_default();
+    loader.override_global(LAYOUT_GLOBAL, &tracepoint, true);
+    loader.override_global(REQ_LAYOUT_GLOBAL, &request, true);
     if let Some(n) = sizes.inflight {
         loader.map_max_entries(maps::INFLIGHT, n);
+        loader.map_max_entries(maps::INFLIGHT_RQ, n);
     }
     if let Some(n) = sizes.ops {
         loader.map_max_entries(maps::OPS, n);
@@ -99,27 +167,108 @@ pub fn open(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow
     loader.load(object).context("loading the eBPF object")
 }
 
-/// Loads `object` with `layout`, then verifies and attaches every program.
-pub fn load(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow::Result<Loaded> {
-    let mut ebpf = open(object, layout, sizes)?;
-    let mut attached = Vec::new();
-    for name in PROGRAMS {
-        let prog: &mut TracePoint = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))?
-            .try_into()
-            .with_context(|| format!("program {name} is not a tracepoint program"))?;
-        prog.load().with_context(|| format!("verifying {name}"))?;
-        prog.attach("nvme", name)
-            .with_context(|| format!("attaching {name} to nvme:{name}"))?;
-        attached.push(name);
+/// Loads `object`, then verifies and attaches the programs of the first mode that works (see
+/// the module documentation), or of `only`. Each mode that failed is logged at info with why.
+pub fn load(
+    object: &[u8],
+    layouts: &Layouts,
+    sizes: MapSizes,
+    only: Option<AttachMode>,
+) -> anyhow::Result<Loaded> {
+    let mut ebpf = open(object, layouts, sizes)?;
+    let mut why = Vec::new();
+    for mode in AttachMode::ALL {
+        if only.is_some_and(|o| o != mode) {
+            continue;
+        }
+        let usable = match mode {
+            AttachMode::TpBtf | AttachMode::RawTracepoint => layouts.request.is_some(),
+            AttachMode::Tracepoint => layouts.tracepoint.is_some(),
+        };
+        if !usable {
+            why.push(format!("{}: no layout", mode.as_str()));
+            continue;
+        }
+        match attach(&mut ebpf, mode) {
+            Ok(()) => {
+                for e in &why {
+                    log::info!("eBPF: {e}");
+                }
+                return Ok(Loaded {
+                    ebpf,
+                    attached: mode.programs().to_vec(),
+                    mode,
+                });
+            }
+            Err(e) => {
+                log::debug!("eBPF: {} failed: {e:?}", mode.as_str());
+                // Whatever of this mode did load is unloaded (and so detached) before the next.
+                for name in mode.programs() {
+                    if let Some(p) = ebpf.program_mut(name) {
+                        let _ = match p {
+                            aya::programs::Program::BtfTracePoint(p) => p.unload(),
+                            aya::programs::Program::RawTracePoint(p) => p.unload(),
+                            aya::programs::Program::TracePoint(p) => p.unload(),
+                            _ => Ok(()),
+                        };
+                    }
+                }
+                why.push(format!("{} not attached: {}", mode.as_str(), explain(&e)));
+            }
+        }
     }
-    Ok(Loaded { ebpf, attached })
+    bail!("no attach mode worked ({})", why.join("; "))
+}
+
+/// Verifies and attaches the two programs of `mode`.
+fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<()> {
+    let btf = match mode {
+        AttachMode::TpBtf => {
+            // Checked first: parsing vmlinux BTF again only to miss the target costs seconds on a
+            // slow machine.
+            if std::path::Path::new(crate::bpf::btf::SYS_BTF)
+                .join("nvme_core")
+                .exists()
+            {
+                bail!("nvme_core is a module, and aya 0.14 finds tp_btf targets in vmlinux only");
+            }
+            Some(Btf::from_sys_fs().context("reading the kernel's BTF")?)
+        }
+        _ => None,
+    };
+    for (name, hook) in mode.programs().into_iter().zip(HOOKS) {
+        let prog = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))?;
+        match mode {
+            AttachMode::TpBtf => {
+                let p: &mut BtfTracePoint = prog.try_into()?;
+                let btf = btf.as_ref().expect("read above");
+                p.load(hook, btf)
+                    .with_context(|| format!("loading {name} for tp_btf/{hook}"))?;
+                p.attach()
+                    .with_context(|| format!("attaching {name} to tp_btf/{hook}"))?;
+            }
+            AttachMode::RawTracepoint => {
+                let p: &mut RawTracePoint = prog.try_into()?;
+                p.load().with_context(|| format!("verifying {name}"))?;
+                p.attach(hook)
+                    .with_context(|| format!("attaching {name} to raw_tp/{hook}"))?;
+            }
+            AttachMode::Tracepoint => {
+                let p: &mut TracePoint = prog.try_into()?;
+                p.load().with_context(|| format!("verifying {name}"))?;
+                p.attach("nvme", hook)
+                    .with_context(|| format!("attaching {name} to nvme:{hook}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loads the state object with `layout` and attaches its kprobes. A failure on a required
 /// program fails the whole; an optional one is logged and left out of `attached`.
-pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<Loaded> {
+pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<LoadedState> {
     if object.is_empty() {
         bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
     }
@@ -148,7 +297,13 @@ pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<Loaded> 
             Err(e) => return Err(e),
         }
     }
-    Ok(Loaded { ebpf, attached })
+    Ok(LoadedState { ebpf, attached })
+}
+
+/// The state object, loaded, with the programs that attached.
+pub struct LoadedState {
+    pub ebpf: Ebpf,
+    pub attached: Vec<&'static str>,
 }
 
 #[cfg(test)]
@@ -168,9 +323,35 @@ mod tests {
         assert_eq!(explain(&other), "program x missing from the object");
     }
 
+    /// The request-keyed programs pass this host's verifier (loading a raw tracepoint program
+    /// names no tracepoint, so no NVMe is needed); skipped without an object or permission.
+    #[test]
+    fn raw_programs_pass_the_verifier() {
+        let layouts = Layouts {
+            tracepoint: None,
+            request: Some(RequestLayout {
+                request_size: 296,
+                valid: 1,
+                ..Default::default()
+            }),
+        };
+        let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, MapSizes::default()) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipped: {}", explain(&e));
+                return;
+            }
+        };
+        for name in RAW_PROGRAMS {
+            let p: &mut RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
+            p.load()
+                .unwrap_or_else(|e| panic!("verifying {name}: {e:?}"));
+        }
+    }
+
     #[test]
     fn empty_object_is_refused() {
-        let err = load(&[], &TracepointLayout::default(), MapSizes::default())
+        let err = load(&[], &Layouts::default(), MapSizes::default(), None)
             .err()
             .unwrap();
         assert!(err.to_string().contains("no eBPF object"), "{err}");

@@ -1,8 +1,10 @@
 //! The eBPF latency tracer, agent side: kernel maps → drain → model → the `io` collector.
 //!
-//! Hooks: `nvme:nvme_setup_cmd` and `nvme:nvme_complete_rq` (classic tracepoints, programs in
-//! `nvmeof-ebpf`). At start: find tracefs ([`tracefs`]), read the two records' layout from their
-//! `format` files ([`format`]), load the object with that layout and attach ([`loader`]). Then a
+//! Hooks: `nvme_setup_cmd` and `nvme_complete_rq` (programs in `nvmeof-ebpf`), as tp_btf, raw or
+//! classic tracepoints: [`loader`] picks the first that attaches. At start: read the struct
+//! offsets the request-keyed programs need from the kernel's BTF ([`btf`]), find tracefs
+//! ([`tracefs`]) and read the two records' layout from their `format` files ([`format`]) for the
+//! classic ones, load the object with both and attach ([`loader`]). Then a
 //! thread drains the maps every `drain_interval` ([`drain`]) into the [`model`], which keeps
 //! per-series counters, Prometheus buckets and a sliding window for quantiles. The collector
 //! (`crate::collectors::io`) only reads what the last drain published.
@@ -10,6 +12,9 @@
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
 //! and returns a collector that reports `nvmeof_exporter_ebpf_up 0`.
 pub mod btf;
+/// `struct nvme_ctrl` offsets and state names for the state programs. A second, narrower BTF
+/// reader beside `btf`: to be folded into it (see the notes).
+pub mod ctrl_btf;
 pub mod drain;
 pub mod format;
 pub mod loader;
@@ -40,6 +45,10 @@ pub struct BpfOptions {
     pub sysfs_root: PathBuf,
     /// Root of tracefs; `None` finds it (and mounts it if needed).
     pub tracefs_root: Option<PathBuf>,
+    /// Where the kernel's BTF is; `None` is `/sys/kernel/btf`.
+    pub btf_root: Option<PathBuf>,
+    /// Only this attach mode; `None` tries them in order.
+    pub attach_mode: Option<loader::AttachMode>,
     /// How often the maps are read.
     pub drain_interval: Duration,
     /// What the latency quantiles cover.
@@ -66,6 +75,8 @@ pub struct IoState {
     pub up: bool,
     pub per_queue: bool,
     pub attached: Vec<&'static str>,
+    /// The attach mode's label value (`tp_btf`, `raw_tracepoint`, `tracepoint`).
+    pub mode: Option<&'static str>,
     pub view: model::IoView,
     /// Controller instance → subsystem NQN, read at the last drain.
     pub subsystems: BTreeMap<u32, String>,
@@ -96,19 +107,46 @@ pub fn start(opts: BpfOptions) -> Box<dyn Collector> {
 }
 
 fn try_start(opts: &BpfOptions) -> anyhow::Result<IoCollector> {
-    let tracefs = tracefs::locate(opts.tracefs_root.as_deref())?;
-    let layout = format::read_layout(&tracefs)?;
-    let loaded = loader::load(EBPF_OBJECT, &layout, loader::MapSizes::default())?;
+    // The request-keyed modes need the struct offsets from BTF; the classic one the record
+    // layout from tracefs. Either may be missing; the loader skips the modes it cannot serve.
+    let request =
+        match btf::request_layout(opts.btf_root.as_deref().unwrap_or(btf::SYS_BTF.as_ref())) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                log::info!("eBPF: no struct offsets from BTF ({e:#}); request-keyed modes off");
+                None
+            }
+        };
+    let tracepoint =
+        match tracefs::locate(opts.tracefs_root.as_deref()).and_then(|t| format::read_layout(&t)) {
+            Ok(l) => Some(l),
+            Err(e) if request.is_none() => return Err(e),
+            Err(e) => {
+                log::info!("eBPF: no tracepoint record layout ({e:#}); classic mode off");
+                None
+            }
+        };
+    let layouts = loader::Layouts {
+        tracepoint,
+        request,
+    };
+    let loaded = loader::load(
+        EBPF_OBJECT,
+        &layouts,
+        loader::MapSizes::default(),
+        opts.attach_mode,
+    )?;
     log::info!(
-        "eBPF: attached {} (record layout from {}/events/nvme)",
-        loaded.attached.join(", "),
-        tracefs.display()
+        "eBPF: attach mode {}: attached {}",
+        loaded.mode.as_str(),
+        loaded.attached.join(", ")
     );
     let interval = opts.drain_interval.max(MIN_DRAIN_INTERVAL);
     let state = Arc::new(RwLock::new(IoState {
         up: true,
         per_queue: opts.per_queue,
         attached: loaded.attached.clone(),
+        mode: Some(loaded.mode.as_str()),
         ..Default::default()
     }));
     let drainer = drain::Drainer::new(
@@ -148,6 +186,8 @@ mod tests {
         let c = start(BpfOptions {
             sysfs_root: PathBuf::from("/nonexistent"),
             tracefs_root: Some(tracefs.path().to_owned()),
+            btf_root: Some(PathBuf::from("/nonexistent")),
+            attach_mode: None,
             drain_interval: Duration::from_secs(1),
             latency_window: Duration::from_secs(60),
             per_queue: false,
@@ -179,6 +219,8 @@ mod tests {
         let opts = BpfOptions {
             sysfs_root: PathBuf::from("/nonexistent"),
             tracefs_root: Some(tracefs.path().to_owned()),
+            btf_root: Some(PathBuf::from("/nonexistent")),
+            attach_mode: None,
             drain_interval: Duration::from_secs(1),
             latency_window: Duration::from_secs(60),
             per_queue: true,
@@ -189,7 +231,7 @@ mod tests {
         assert!(
             why.contains("no eBPF object")
                 || why.starts_with("no permission")
-                || why.contains("attaching nvme_setup_cmd"),
+                || why.contains("attaching nvme_setup_cmd to nvme:nvme_setup_cmd"),
             "{why}"
         );
         let c = start(opts);

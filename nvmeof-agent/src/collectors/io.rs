@@ -64,6 +64,12 @@ family!(
     Gauge,
     "1 for each eBPF program attached to its tracepoint."
 );
+family!(
+    ATTACH_MODE,
+    "nvmeof_exporter_ebpf_attach_mode",
+    Gauge,
+    "1 for the way the programs are hooked: tp_btf or raw_tracepoint (commands keyed by request), or tracepoint (keyed by command id; misses nvme-tcp writes larger than the inline data)."
+);
 family!(EVICTIONS, "nvmeof_exporter_ebpf_inflight_evictions_total", Counter,
     "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
 family!(
@@ -96,6 +102,7 @@ pub const FAMILIES: &[Family] = &[
     IO_QUEUES,
     EBPF_UP,
     PROGRAMS_ATTACHED,
+    ATTACH_MODE,
     EVICTIONS,
     EVENTS,
     DRAIN_DURATION,
@@ -270,6 +277,9 @@ fn collect_self(state: &IoState, sink: &mut Sink) {
     for name in &state.attached {
         sink.gauge(&PROGRAMS_ATTACHED, &[("program", name)], 1.0);
     }
+    if let Some(mode) = state.mode {
+        sink.gauge(&ATTACH_MODE, &[("mode", mode)], 1.0);
+    }
     let counters = &state.view.counters;
     sink.counter(
         &EVICTIONS,
@@ -349,6 +359,7 @@ pub(crate) mod tests {
             up: true,
             per_queue,
             attached: vec!["nvme_setup_cmd", "nvme_complete_rq"],
+            mode: Some("tracepoint"),
             view: IoView {
                 ops: vec![OpView {
                     key: SeriesKey {
@@ -422,6 +433,7 @@ pub(crate) mod tests {
             format!("nvmeof_io_errors_total{{{l},opclass=\"read\",status=\"read_error\"}} 1"),
             "nvmeof_exporter_ebpf_up 1".to_owned(),
             "nvmeof_exporter_ebpf_programs_attached{program=\"nvme_complete_rq\"} 1".to_owned(),
+            "nvmeof_exporter_ebpf_attach_mode{mode=\"tracepoint\"} 1".to_owned(),
             "nvmeof_exporter_ebpf_inflight_evictions_total 2".to_owned(),
             "nvmeof_exporter_ebpf_events_total{event=\"setup\"} 10".to_owned(),
             "nvmeof_exporter_ebpf_events_total{event=\"ops_full\"} 0".to_owned(),

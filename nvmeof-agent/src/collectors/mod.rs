@@ -91,6 +91,8 @@ pub fn registry() -> Vec<Registration> {
                 Ok(crate::bpf::start(crate::bpf::BpfOptions {
                     sysfs_root: c.sysfs.clone(),
                     tracefs_root: None,
+                    btf_root: None,
+                    attach_mode: c.attach_mode,
                     drain_interval: c.drain_interval,
                     latency_window: c.latency_window,
                     per_queue: c.per_queue,

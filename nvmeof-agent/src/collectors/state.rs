@@ -3,7 +3,7 @@
 //!
 //! Hooks: kprobes on `nvme_change_ctrl_state` (entry and return) and `nvmf_should_reconnect`
 //! (programs in `nvmeof-ebpf/src/state.rs`), loaded at start with `struct nvme_ctrl`'s offsets
-//! from BTF (`crate::bpf::btf`). The kernel counts each transition as it happens, so one that
+//! from BTF (`crate::bpf::ctrl_btf`). The kernel counts each transition as it happens, so one that
 //! lasts a microsecond between two scrapes is counted. Scrapes read the two small maps directly.
 //!
 //! When the programs cannot be loaded (no permission, no BTF, no kprobes, nvme_core absent) a
@@ -19,7 +19,7 @@ use aya::{maps::HashMap as BpfHashMap, Ebpf};
 use nvmeof_common::state::maps;
 use nvmeof_common::{Reconnects, TransitionKey, TransitionStats};
 
-use crate::bpf::{btf, loader};
+use crate::bpf::{ctrl_btf, loader};
 use crate::collector::{Collector, Family, Kind, Sink};
 use crate::sysfs::{self, CtrlState};
 
@@ -125,7 +125,7 @@ impl StateCollector {
 }
 
 fn try_kprobes(sysfs: &Path) -> anyhow::Result<Source> {
-    let ctrl = btf::read(&sysfs.join("kernel/btf"))?;
+    let ctrl = ctrl_btf::read(&sysfs.join("kernel/btf"))?;
     let loaded = loader::load_state(crate::bpf::STATE_OBJECT, &ctrl.layout)?;
     log::info!(
         "state transitions: kprobes {} (nvme_ctrl offsets from BTF: state {}, instance {}, nr_reconnects {})",

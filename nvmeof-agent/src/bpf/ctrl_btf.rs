@@ -1,0 +1,386 @@
+//! What the state programs need from the kernel's BTF: the byte offsets of `state`, `instance`
+//! and `nr_reconnects` in `struct nvme_ctrl`, and the values of `enum nvme_ctrl_state`.
+//!
+//! `struct nvme_ctrl` lives in `nvme_core`, whose BTF (`/sys/kernel/btf/nvme_core`) is split BTF
+//! on top of `vmlinux`: its type records are its own, but a name may point into vmlinux's string
+//! section. This reader walks type records just far enough to find one struct and one enum by
+//! name; it needs no other type. When nvme_core is built in, both are in vmlinux itself.
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use nvmeof_common::CtrlLayout;
+
+const MAGIC: u16 = 0xeb9f;
+
+const KIND_INT: u32 = 1;
+const KIND_ARRAY: u32 = 3;
+const KIND_STRUCT: u32 = 4;
+const KIND_UNION: u32 = 5;
+const KIND_ENUM: u32 = 6;
+const KIND_FUNC_PROTO: u32 = 13;
+const KIND_VAR: u32 = 14;
+const KIND_DATASEC: u32 = 15;
+const KIND_DECL_TAG: u32 = 17;
+const KIND_ENUM64: u32 = 19;
+
+/// The type and string sections of one BTF blob.
+struct Blob<'a> {
+    types: &'a [u8],
+    strings: &'a [u8],
+}
+
+fn u32_at(b: &[u8], off: usize) -> anyhow::Result<u32> {
+    let s = b
+        .get(off..off + 4)
+        .with_context(|| format!("BTF truncated at byte {off}"))?;
+    Ok(u32::from_le_bytes(s.try_into().unwrap()))
+}
+
+impl<'a> Blob<'a> {
+    fn parse(data: &'a [u8]) -> anyhow::Result<Blob<'a>> {
+        let magic = u16::from_le_bytes(
+            data.get(0..2)
+                .context("BTF shorter than its header")?
+                .try_into()?,
+        );
+        if magic != MAGIC {
+            bail!("not little-endian BTF (magic {magic:#x})");
+        }
+        let hdr_len = u32_at(data, 4)? as usize;
+        let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
+        let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
+        let section = |off: usize, len: usize| {
+            data.get(hdr_len + off..hdr_len + off + len)
+                .context("BTF section beyond the end of the file")
+        };
+        Ok(Blob {
+            types: section(type_off, type_len)?,
+            strings: section(str_off, str_len)?,
+        })
+    }
+}
+
+/// Names resolve in the split blob's own strings above the base's string length.
+struct Strings<'a> {
+    base: &'a [u8],
+    own: &'a [u8],
+}
+
+impl Strings<'_> {
+    fn get(&self, off: u32) -> &str {
+        let off = off as usize;
+        let (b, o) = if off < self.base.len() {
+            (self.base, off)
+        } else {
+            (self.own, off - self.base.len())
+        };
+        let tail = b.get(o..).unwrap_or_default();
+        let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
+        std::str::from_utf8(&tail[..end]).unwrap_or("")
+    }
+}
+
+/// One member of a struct: name, offset in bits, bitfield size (0 when not a bitfield).
+#[derive(Debug)]
+struct Member {
+    name: String,
+    bit_offset: u32,
+    bitfield: u32,
+}
+
+#[derive(Debug, Default)]
+struct Found {
+    ctrl: Option<Vec<Member>>,
+    states: Option<Vec<(String, i64)>>,
+}
+
+fn scan(
+    types: &[u8],
+    strings: &Strings,
+    want_struct: &str,
+    want_enum: &str,
+) -> anyhow::Result<Found> {
+    let mut found = Found::default();
+    let mut off = 0;
+    while off < types.len() {
+        let name = u32_at(types, off)?;
+        let info = u32_at(types, off + 4)?;
+        let kind = (info >> 24) & 0x1f;
+        let vlen = (info & 0xffff) as usize;
+        let kflag = info >> 31 == 1;
+        let body = off + 12;
+        let extra = match kind {
+            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
+            KIND_ARRAY => 12,
+            KIND_STRUCT | KIND_UNION | KIND_DATASEC => 12 * vlen,
+            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
+            KIND_ENUM64 => 12 * vlen,
+            0..=19 => 0,
+            k => bail!("unknown BTF kind {k} at type byte {off}"),
+        };
+        if kind == KIND_STRUCT
+            && found.ctrl.is_none()
+            && vlen > 0
+            && strings.get(name) == want_struct
+        {
+            let mut members = Vec::with_capacity(vlen);
+            for i in 0..vlen {
+                let m = body + 12 * i;
+                let raw = u32_at(types, m + 8)?;
+                let (bit_offset, bitfield) = if kflag {
+                    (raw & 0xff_ffff, raw >> 24)
+                } else {
+                    (raw, 0)
+                };
+                members.push(Member {
+                    name: strings.get(u32_at(types, m)?).to_owned(),
+                    bit_offset,
+                    bitfield,
+                });
+            }
+            found.ctrl = Some(members);
+        }
+        if kind == KIND_ENUM && found.states.is_none() && strings.get(name) == want_enum {
+            let mut values = Vec::with_capacity(vlen);
+            for i in 0..vlen {
+                let e = body + 8 * i;
+                let v = u32_at(types, e + 4)? as i32;
+                values.push((strings.get(u32_at(types, e)?).to_owned(), i64::from(v)));
+            }
+            found.states = Some(values);
+        }
+        off = body + extra;
+    }
+    Ok(found)
+}
+
+/// `struct nvme_ctrl`'s layout and the state names by value, from BTF blobs: `module` is
+/// nvme_core's split BTF on `base` (vmlinux), or `None` when nvme_core is built in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CtrlBtf {
+    pub layout: CtrlLayout,
+    /// `enum nvme_ctrl_state` as sysfs spells it: (value, name).
+    pub states: Vec<(u32, String)>,
+}
+
+pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
+    let base = Blob::parse(base).context("reading vmlinux BTF")?;
+    let found = match module {
+        Some(m) => {
+            let m = Blob::parse(m).context("reading nvme_core BTF")?;
+            let strings = Strings {
+                base: base.strings,
+                own: m.strings,
+            };
+            scan(m.types, &strings, "nvme_ctrl", "nvme_ctrl_state")?
+        }
+        None => {
+            let strings = Strings {
+                base: &[],
+                own: base.strings,
+            };
+            scan(base.types, &strings, "nvme_ctrl", "nvme_ctrl_state")?
+        }
+    };
+    let members = found.ctrl.context("no struct nvme_ctrl in BTF")?;
+    let offset = |name: &str| -> anyhow::Result<u32> {
+        let m = members
+            .iter()
+            .find(|m| m.name == name)
+            .with_context(|| format!("struct nvme_ctrl has no member {name}"))?;
+        if m.bitfield != 0 || m.bit_offset % 8 != 0 {
+            bail!("nvme_ctrl.{name} is a bitfield");
+        }
+        Ok(m.bit_offset / 8)
+    };
+    let (state, instance, nr_reconnects) = (
+        offset("state")?,
+        offset("instance")?,
+        offset("nr_reconnects")?,
+    );
+    let states: Vec<(u32, String)> = found
+        .states
+        .context("no enum nvme_ctrl_state in BTF")?
+        .into_iter()
+        .filter_map(|(n, v)| Some((u32::try_from(v).ok()?, state_name(&n)?)))
+        .collect();
+    let state_new = states
+        .iter()
+        .find(|(_, n)| n == "new")
+        .map(|(v, _)| *v)
+        .context("enum nvme_ctrl_state has no NVME_CTRL_NEW")?;
+    Ok(CtrlBtf {
+        layout: CtrlLayout {
+            state,
+            instance,
+            nr_reconnects,
+            state_new,
+            valid: 1,
+        },
+        states,
+    })
+}
+
+/// `NVME_CTRL_DELETING_NOIO` → `deleting (no IO)`, as `nvme_sysfs_show_state` spells them.
+fn state_name(enumerator: &str) -> Option<String> {
+    let s = enumerator.strip_prefix("NVME_CTRL_")?;
+    Some(match s {
+        "DELETING_NOIO" => "deleting (no IO)".to_owned(),
+        other => other.to_ascii_lowercase(),
+    })
+}
+
+/// Reads the running kernel's BTF under `btf_dir` (`/sys/kernel/btf`).
+pub fn read(btf_dir: &Path) -> anyhow::Result<CtrlBtf> {
+    let vmlinux = btf_dir.join("vmlinux");
+    let base = std::fs::read(&vmlinux).with_context(|| format!("reading {}", vmlinux.display()))?;
+    let module_path = btf_dir.join("nvme_core");
+    let module = match std::fs::read(&module_path) {
+        Ok(m) => Some(m),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e).with_context(|| format!("reading {}", module_path.display())),
+    };
+    ctrl_btf(&base, module.as_deref())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A minimal BTF writer: enough to build the two blobs a split module needs.
+    #[derive(Default)]
+    pub struct Writer {
+        types: Vec<u8>,
+        strings: Vec<u8>,
+        base_strings: usize,
+    }
+
+    impl Writer {
+        pub fn new(base_strings: usize) -> Writer {
+            let mut w = Writer {
+                base_strings,
+                ..Default::default()
+            };
+            if base_strings == 0 {
+                w.strings.push(0);
+            }
+            w
+        }
+        pub fn str(&mut self, s: &str) -> u32 {
+            let off = self.base_strings + self.strings.len();
+            self.strings.extend_from_slice(s.as_bytes());
+            self.strings.push(0);
+            off as u32
+        }
+        fn word(&mut self, v: u32) {
+            self.types.extend_from_slice(&v.to_le_bytes());
+        }
+        pub fn int(&mut self, name: u32) {
+            self.word(name);
+            self.word(KIND_INT << 24);
+            self.word(4);
+            self.word(32);
+        }
+        pub fn struct_(&mut self, name: u32, members: &[(u32, u32)]) {
+            self.word(name);
+            self.word(KIND_STRUCT << 24 | members.len() as u32);
+            self.word(64);
+            for &(n, bits) in members {
+                self.word(n);
+                self.word(1);
+                self.word(bits);
+            }
+        }
+        pub fn enum_(&mut self, name: u32, values: &[(u32, u32)]) {
+            self.word(name);
+            self.word(KIND_ENUM << 24 | values.len() as u32);
+            self.word(4);
+            for &(n, v) in values {
+                self.word(n);
+                self.word(v);
+            }
+        }
+        pub fn finish(self) -> Vec<u8> {
+            let mut out = Vec::new();
+            out.extend_from_slice(&MAGIC.to_le_bytes());
+            out.extend_from_slice(&[1, 0]);
+            for v in [
+                24,
+                0,
+                self.types.len() as u32,
+                self.types.len() as u32,
+                self.strings.len() as u32,
+            ] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+            out.extend(self.types);
+            out.extend(self.strings);
+            out
+        }
+    }
+
+    #[test]
+    fn finds_offsets_in_split_btf_with_names_in_the_base() {
+        let mut base = Writer::new(0);
+        let int = base.str("int");
+        let state = base.str("state");
+        let instance = base.str("instance");
+        base.int(int);
+        let base_len = base.strings.len();
+        let base = base.finish();
+
+        let mut m = Writer::new(base_len);
+        let nr = m.str("nr_reconnects");
+        let ctrl = m.str("nvme_ctrl");
+        let other = m.str("nvme_ctrl_other");
+        let en = m.str("nvme_ctrl_state");
+        let names: Vec<u32> = ["NVME_CTRL_NEW", "NVME_CTRL_LIVE", "NVME_CTRL_DELETING_NOIO"]
+            .iter()
+            .map(|s| m.str(s))
+            .collect();
+        m.struct_(other, &[(state, 0)]);
+        m.struct_(ctrl, &[(instance, 8 * 8), (state, 40 * 8), (nr, 1400 * 8)]);
+        m.enum_(en, &[(names[0], 0), (names[1], 1), (names[2], 5)]);
+        let got = ctrl_btf(&base, Some(&m.finish())).unwrap();
+        assert_eq!(
+            got.layout,
+            CtrlLayout {
+                state: 40,
+                instance: 8,
+                nr_reconnects: 1400,
+                state_new: 0,
+                valid: 1
+            }
+        );
+        assert_eq!(
+            got.states,
+            vec![
+                (0, "new".to_owned()),
+                (1, "live".to_owned()),
+                (5, "deleting (no IO)".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_missing_member_is_named() {
+        let mut base = Writer::new(0);
+        let ctrl = base.str("nvme_ctrl");
+        let state = base.str("state");
+        base.struct_(ctrl, &[(state, 0)]);
+        let err = ctrl_btf(&base.finish(), None).unwrap_err();
+        assert!(format!("{err:#}").contains("no member instance"), "{err:#}");
+    }
+
+    /// This machine's own kernel: nvme_core may or may not be there; when it is, the three
+    /// members must be found.
+    #[test]
+    fn the_running_kernel_if_it_has_nvme_core() {
+        let dir = Path::new("/sys/kernel/btf");
+        if !dir.join("nvme_core").exists() {
+            return;
+        }
+        let got = read(dir).unwrap();
+        assert!(got.states.iter().any(|(_, n)| n == "live"), "{got:?}");
+    }
+}
