@@ -208,6 +208,30 @@ impl Btf {
             .or_else(|| self.base.as_ref().and_then(|b| b.struct_id(name)))
     }
 
+    /// The enumerators of `enum name` (32-bit enums), as (name, value), in BTF order.
+    pub fn enum_values(&self, name: &str) -> anyhow::Result<Vec<(String, i64)>> {
+        let id = self
+            .enum_id(name)
+            .with_context(|| format!("no enum {name} in BTF"))?;
+        let (owner, t) = self.type_by_id(id)?;
+        let mut out = Vec::with_capacity(t.vlen());
+        for i in 0..t.vlen() {
+            let at = t.data + 8 * i;
+            let n = owner.string(u32_at(owner.data(), at)?).to_owned();
+            let v = u32_at(owner.data(), at + 4)? as i32;
+            out.push((n, i64::from(v)));
+        }
+        Ok(out)
+    }
+
+    fn enum_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind() == KIND_ENUM && self.string(t.name_off) == name)
+            .map(|i| self.first_id + i as u32)
+            .or_else(|| self.base.as_ref().and_then(|b| b.enum_id(name)))
+    }
+
     /// The size in bytes of `struct name`.
     pub fn struct_size(&self, name: &str) -> anyhow::Result<u32> {
         let id = self

@@ -1,158 +1,14 @@
 //! What the state programs need from the kernel's BTF: the byte offsets of `state`, `instance`
-//! and `nr_reconnects` in `struct nvme_ctrl`, and the values of `enum nvme_ctrl_state`.
-//!
-//! `struct nvme_ctrl` lives in `nvme_core`, whose BTF (`/sys/kernel/btf/nvme_core`) is split BTF
-//! on top of `vmlinux`: its type records are its own, but a name may point into vmlinux's string
-//! section. This reader walks type records just far enough to find one struct and one enum by
-//! name; it needs no other type. When nvme_core is built in, both are in vmlinux itself.
+//! and `nr_reconnects` in `struct nvme_ctrl`, and the values of `enum nvme_ctrl_state`, read with
+//! the general reader in [`super::btf`]. `struct nvme_ctrl` lives in `nvme_core`, whose BTF
+//! (`/sys/kernel/btf/nvme_core`) is split BTF on top of `vmlinux`; when nvme_core is built in,
+//! both are in vmlinux itself.
 use std::path::Path;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use nvmeof_common::CtrlLayout;
 
-const MAGIC: u16 = 0xeb9f;
-
-const KIND_INT: u32 = 1;
-const KIND_ARRAY: u32 = 3;
-const KIND_STRUCT: u32 = 4;
-const KIND_UNION: u32 = 5;
-const KIND_ENUM: u32 = 6;
-const KIND_FUNC_PROTO: u32 = 13;
-const KIND_VAR: u32 = 14;
-const KIND_DATASEC: u32 = 15;
-const KIND_DECL_TAG: u32 = 17;
-const KIND_ENUM64: u32 = 19;
-
-/// The type and string sections of one BTF blob.
-struct Blob<'a> {
-    types: &'a [u8],
-    strings: &'a [u8],
-}
-
-fn u32_at(b: &[u8], off: usize) -> anyhow::Result<u32> {
-    let s = b
-        .get(off..off + 4)
-        .with_context(|| format!("BTF truncated at byte {off}"))?;
-    Ok(u32::from_le_bytes(s.try_into().unwrap()))
-}
-
-impl<'a> Blob<'a> {
-    fn parse(data: &'a [u8]) -> anyhow::Result<Blob<'a>> {
-        let magic = u16::from_le_bytes(
-            data.get(0..2)
-                .context("BTF shorter than its header")?
-                .try_into()?,
-        );
-        if magic != MAGIC {
-            bail!("not little-endian BTF (magic {magic:#x})");
-        }
-        let hdr_len = u32_at(data, 4)? as usize;
-        let (type_off, type_len) = (u32_at(data, 8)? as usize, u32_at(data, 12)? as usize);
-        let (str_off, str_len) = (u32_at(data, 16)? as usize, u32_at(data, 20)? as usize);
-        let section = |off: usize, len: usize| {
-            data.get(hdr_len + off..hdr_len + off + len)
-                .context("BTF section beyond the end of the file")
-        };
-        Ok(Blob {
-            types: section(type_off, type_len)?,
-            strings: section(str_off, str_len)?,
-        })
-    }
-}
-
-/// Names resolve in the split blob's own strings above the base's string length.
-struct Strings<'a> {
-    base: &'a [u8],
-    own: &'a [u8],
-}
-
-impl Strings<'_> {
-    fn get(&self, off: u32) -> &str {
-        let off = off as usize;
-        let (b, o) = if off < self.base.len() {
-            (self.base, off)
-        } else {
-            (self.own, off - self.base.len())
-        };
-        let tail = b.get(o..).unwrap_or_default();
-        let end = tail.iter().position(|&c| c == 0).unwrap_or(tail.len());
-        std::str::from_utf8(&tail[..end]).unwrap_or("")
-    }
-}
-
-/// One member of a struct: name, offset in bits, bitfield size (0 when not a bitfield).
-#[derive(Debug)]
-struct Member {
-    name: String,
-    bit_offset: u32,
-    bitfield: u32,
-}
-
-#[derive(Debug, Default)]
-struct Found {
-    ctrl: Option<Vec<Member>>,
-    states: Option<Vec<(String, i64)>>,
-}
-
-fn scan(
-    types: &[u8],
-    strings: &Strings,
-    want_struct: &str,
-    want_enum: &str,
-) -> anyhow::Result<Found> {
-    let mut found = Found::default();
-    let mut off = 0;
-    while off < types.len() {
-        let name = u32_at(types, off)?;
-        let info = u32_at(types, off + 4)?;
-        let kind = (info >> 24) & 0x1f;
-        let vlen = (info & 0xffff) as usize;
-        let kflag = info >> 31 == 1;
-        let body = off + 12;
-        let extra = match kind {
-            KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-            KIND_ARRAY => 12,
-            KIND_STRUCT | KIND_UNION | KIND_DATASEC => 12 * vlen,
-            KIND_ENUM | KIND_FUNC_PROTO => 8 * vlen,
-            KIND_ENUM64 => 12 * vlen,
-            0..=19 => 0,
-            k => bail!("unknown BTF kind {k} at type byte {off}"),
-        };
-        if kind == KIND_STRUCT
-            && found.ctrl.is_none()
-            && vlen > 0
-            && strings.get(name) == want_struct
-        {
-            let mut members = Vec::with_capacity(vlen);
-            for i in 0..vlen {
-                let m = body + 12 * i;
-                let raw = u32_at(types, m + 8)?;
-                let (bit_offset, bitfield) = if kflag {
-                    (raw & 0xff_ffff, raw >> 24)
-                } else {
-                    (raw, 0)
-                };
-                members.push(Member {
-                    name: strings.get(u32_at(types, m)?).to_owned(),
-                    bit_offset,
-                    bitfield,
-                });
-            }
-            found.ctrl = Some(members);
-        }
-        if kind == KIND_ENUM && found.states.is_none() && strings.get(name) == want_enum {
-            let mut values = Vec::with_capacity(vlen);
-            for i in 0..vlen {
-                let e = body + 8 * i;
-                let v = u32_at(types, e + 4)? as i32;
-                values.push((strings.get(u32_at(types, e)?).to_owned(), i64::from(v)));
-            }
-            found.states = Some(values);
-        }
-        off = body + extra;
-    }
-    Ok(found)
-}
+use super::btf::Btf;
 
 /// `struct nvme_ctrl`'s layout and the state names by value, from BTF blobs: `module` is
 /// nvme_core's split BTF on `base` (vmlinux), or `None` when nvme_core is built in.
@@ -164,43 +20,19 @@ pub struct CtrlBtf {
 }
 
 pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
-    let base = Blob::parse(base).context("reading vmlinux BTF")?;
-    let found = match module {
-        Some(m) => {
-            let m = Blob::parse(m).context("reading nvme_core BTF")?;
-            let strings = Strings {
-                base: base.strings,
-                own: m.strings,
-            };
-            scan(m.types, &strings, "nvme_ctrl", "nvme_ctrl_state")?
-        }
-        None => {
-            let strings = Strings {
-                base: &[],
-                own: base.strings,
-            };
-            scan(base.types, &strings, "nvme_ctrl", "nvme_ctrl_state")?
-        }
+    let base = Btf::parse(base).context("reading vmlinux BTF")?;
+    let btf = match module {
+        Some(m) => Btf::parse_split(m, base).context("reading nvme_core BTF")?,
+        None => base,
     };
-    let members = found.ctrl.context("no struct nvme_ctrl in BTF")?;
-    let offset = |name: &str| -> anyhow::Result<u32> {
-        let m = members
-            .iter()
-            .find(|m| m.name == name)
-            .with_context(|| format!("struct nvme_ctrl has no member {name}"))?;
-        if m.bitfield != 0 || m.bit_offset % 8 != 0 {
-            bail!("nvme_ctrl.{name} is a bitfield");
-        }
-        Ok(m.bit_offset / 8)
-    };
+    let offset = |name: &str| -> anyhow::Result<u32> { Ok(btf.member("nvme_ctrl", name)?.offset) };
     let (state, instance, nr_reconnects) = (
         offset("state")?,
         offset("instance")?,
         offset("nr_reconnects")?,
     );
-    let states: Vec<(u32, String)> = found
-        .states
-        .context("no enum nvme_ctrl_state in BTF")?
+    let states: Vec<(u32, String)> = btf
+        .enum_values("nvme_ctrl_state")?
         .into_iter()
         .filter_map(|(n, v)| Some((u32::try_from(v).ok()?, state_name(&n)?)))
         .collect();
@@ -246,6 +78,12 @@ pub fn read(btf_dir: &Path) -> anyhow::Result<CtrlBtf> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    // The BTF encoding constants the writer below needs (see Documentation/bpf/btf.rst).
+    const MAGIC: u16 = 0xeb9f;
+    const KIND_INT: u32 = 1;
+    const KIND_STRUCT: u32 = 4;
+    const KIND_ENUM: u32 = 6;
 
     /// A minimal BTF writer: enough to build the two blobs a split module needs.
     #[derive(Default)]

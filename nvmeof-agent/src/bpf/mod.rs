@@ -12,8 +12,7 @@
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
 //! and returns a collector that reports `nvmeof_exporter_ebpf_up 0`.
 pub mod btf;
-/// `struct nvme_ctrl` offsets and state names for the state programs. A second, narrower BTF
-/// reader beside `btf`: to be folded into it (see the notes).
+/// `struct nvme_ctrl` offsets and state names for the state programs, read with `btf`.
 pub mod ctrl_btf;
 pub mod drain;
 pub mod format;
