@@ -6,8 +6,10 @@
 //! agent its inverse [`bucket_bounds_ns`], and both are tested against each other below.
 #![no_std]
 
+pub mod conn_errors;
 pub mod layout;
 
+pub use conn_errors::{ConnErrorKey, ConnErrorKind, ErrorTimeouts, CONN_ERROR_KINDS};
 pub use layout::{FieldLoc, TracepointLayout};
 
 /// Names of the maps in the eBPF object.
@@ -27,6 +29,8 @@ pub mod maps {
     /// One zeroed [`crate::OpStats`] per CPU: the source of new `OPS` entries, which are too large
     /// for the BPF stack.
     pub const OPS_ZERO: &str = "OPS_ZERO";
+    /// Connection errors by kind: [`crate::ConnErrorKey`] → `u64` count.
+    pub const CONN_ERRORS: &str = "CONN_ERRORS";
 }
 
 /// Names of the programs in the eBPF object.
@@ -37,6 +41,8 @@ pub mod programs {
 
 /// Name of the global that carries the tracepoint field layout (see [`TracepointLayout`]).
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
+/// Name of the global that carries the command timeouts (see [`ErrorTimeouts`]).
+pub const ERROR_TIMEOUTS_GLOBAL: &str = "ERROR_TIMEOUTS";
 
 /// Capacity of the in-flight map. A lost completion leaves its entry until the same tag is used
 /// again on that queue, when it is replaced and counted; a full map refuses and counts.
@@ -49,6 +55,8 @@ pub const QUEUES_CAPACITY: u32 = 2048;
 pub const STATUSES_CAPACITY: u32 = 1024;
 /// Capacity of the `NAMESPACES` map.
 pub const NAMESPACES_CAPACITY: u32 = 1024;
+/// Capacity of the `CONN_ERRORS` map: 8 kinds for 128 controllers.
+pub const CONN_ERRORS_CAPACITY: u32 = 1024;
 
 /// The low bits of a command id that hold the blk-mq tag. Newer kernels put a generation counter
 /// above them in `nvme_setup_cmd` but 5.10 records the bare tag in `nvme_complete_rq`: joining on
@@ -182,7 +190,9 @@ pub struct Inflight {
     pub bytes: u32,
     /// An [`OpClass`] as `u8`.
     pub opclass: u8,
-    pub _pad: [u8; 3],
+    /// The command's opcode (keep-alive and fabrics failures are told apart by it).
+    pub opcode: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Key of the per-queue map.
@@ -367,6 +377,8 @@ mod pod {
     unsafe impl aya::Pod for NamespaceKey {}
     unsafe impl aya::Pod for FieldLoc {}
     unsafe impl aya::Pod for TracepointLayout {}
+    unsafe impl aya::Pod for crate::ConnErrorKey {}
+    unsafe impl aya::Pod for crate::ErrorTimeouts {}
 }
 
 #[cfg(test)]

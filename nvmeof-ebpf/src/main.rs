@@ -8,7 +8,10 @@
 //! - `OPS`: per (controller, queue, opcode class), completed commands, bytes, errors, latency sum
 //!   and a log-linear latency histogram;
 //! - `STATUSES`: error completions by (controller, NVMe status, class);
-//! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...).
+//! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...);
+//! - `CONN_ERRORS`: connection errors by (controller, kind): every error completion in exactly
+//!   one kind, and commands that completed after their timeout (`ERROR_TIMEOUTS`, written by the
+//!   agent before load).
 //!
 //! Field offsets are not compiled in: the agent parses the tracepoints' `format` files and writes
 //! them into the `LAYOUT` global before loading. Every counter is cumulative; the agent takes
@@ -25,10 +28,11 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use nvmeof_common::{
-    latency_bucket, FieldLoc, Inflight, InflightKey, NamespaceKey, OpClass, OpKey, OpStats,
-    ProgramCounter, QueueKey, QueueState, StatusKey, TracepointLayout, INFLIGHT_CAPACITY,
-    LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY, PROGRAM_COUNTERS,
-    QUEUES_CAPACITY, STATUSES_CAPACITY, TAG_MASK,
+    latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
+    NamespaceKey, OpClass, OpKey, OpStats, ProgramCounter, QueueKey, QueueState, StatusKey,
+    TracepointLayout, CONN_ERRORS_CAPACITY, INFLIGHT_CAPACITY, LATENCY_BUCKETS,
+    NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY, PROGRAM_COUNTERS, QUEUES_CAPACITY,
+    STATUSES_CAPACITY, TAG_MASK,
 };
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
@@ -47,6 +51,13 @@ static LAYOUT: TracepointLayout = TracepointLayout {
     valid: 0,
 };
 
+/// Written by the agent before load; zero turns timeout counting off.
+#[no_mangle]
+static ERROR_TIMEOUTS: ErrorTimeouts = ErrorTimeouts {
+    io_ns: 0,
+    admin_ns: 0,
+};
+
 #[map]
 static INFLIGHT: HashMap<InflightKey, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
 #[map]
@@ -59,6 +70,8 @@ static STATUSES: HashMap<StatusKey, u64> = HashMap::with_max_entries(STATUSES_CA
 static NAMESPACES: HashMap<NamespaceKey, u32> = HashMap::with_max_entries(NAMESPACES_CAPACITY, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTERS, 0);
+#[map]
+static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_ERRORS_CAPACITY, 0);
 #[map]
 static OPS_ZERO: PerCpuArray<OpStats> = PerCpuArray::with_max_entries(1, 0);
 
@@ -101,6 +114,26 @@ fn count(counter: ProgramCounter) {
     if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot: no other program run touches it while this one runs.
         unsafe { *p += 1 };
+    }
+}
+
+/// Adds one to a controller's count of a connection-error kind.
+#[inline(always)]
+fn conn_error(ctrl_id: u32, kind: ConnErrorKind) {
+    let key = ConnErrorKey {
+        ctrl_id,
+        kind: kind as u8,
+        _pad: [0; 3],
+    };
+    match CONN_ERRORS.get_ptr_mut(&key) {
+        Some(p) => atomic_add(p, 1),
+        None => {
+            if CONN_ERRORS.insert(&key, &1, BPF_NOEXIST).is_err() {
+                if let Some(p) = CONN_ERRORS.get_ptr_mut(&key) {
+                    atomic_add(p, 1);
+                }
+            }
+        }
     }
 }
 
@@ -208,7 +241,8 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
         start_ns: now,
         bytes,
         opclass: class as u8,
-        _pad: [0; 3],
+        opcode,
+        _pad: [0; 2],
     };
     let replaced = INFLIGHT.get_ptr(&key).is_some();
     if replaced {
@@ -260,6 +294,9 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
         Some(v) => *v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
+            if status != 0 {
+                conn_error(ctrl_id, ConnErrorKind::of_status(status));
+            }
             return None;
         }
     };
@@ -276,6 +313,17 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
     );
 
     let latency = now.saturating_sub(started.start_ns);
+    if status != 0 {
+        conn_error(
+            ctrl_id,
+            ConnErrorKind::of_command(status, qid, started.opcode),
+        );
+    }
+    // SAFETY: a plain read of a global, volatile for the reason given in `layout`.
+    let timeouts = unsafe { core::ptr::read_volatile(&ERROR_TIMEOUTS) };
+    if timeouts.timed_out(qid, latency) {
+        conn_error(ctrl_id, ConnErrorKind::Timeout);
+    }
     let op_key = OpKey {
         ctrl_id,
         qid,

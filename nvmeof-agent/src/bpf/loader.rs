@@ -1,8 +1,11 @@
 //! Loading the object and attaching its programs: the one place that knows every program and how
-//! it is hooked. The layout parsed from tracefs goes into the `LAYOUT` global before load.
+//! it is hooked. The layout parsed from tracefs goes into the `LAYOUT` global before load, the
+//! command timeouts into `ERROR_TIMEOUTS`.
 use anyhow::{bail, Context as _};
 use aya::{programs::TracePoint, Ebpf, EbpfLoader};
-use nvmeof_common::{maps, programs, TracepointLayout, LAYOUT_GLOBAL};
+use nvmeof_common::{
+    maps, programs, ErrorTimeouts, TracepointLayout, ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL,
+};
 
 /// Every program of the object with its tracepoint (category `nvme`).
 pub const PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
@@ -54,13 +57,19 @@ fn raise_memlock() {
 }
 
 /// Loads `object` with `layout` into the kernel: maps created, nothing verified or attached yet.
-pub fn open(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow::Result<Ebpf> {
+pub fn open(
+    object: &[u8],
+    layout: &TracepointLayout,
+    timeouts: &ErrorTimeouts,
+    sizes: MapSizes,
+) -> anyhow::Result<Ebpf> {
     if object.is_empty() {
         bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
     }
     raise_memlock();
     let mut loader = EbpfLoader::new();
     loader.override_global(LAYOUT_GLOBAL, layout, true);
+    loader.override_global(ERROR_TIMEOUTS_GLOBAL, timeouts, true);
     if let Some(n) = sizes.inflight {
         loader.map_max_entries(maps::INFLIGHT, n);
     }
@@ -74,8 +83,13 @@ pub fn open(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow
 }
 
 /// Loads `object` with `layout`, then verifies and attaches every program.
-pub fn load(object: &[u8], layout: &TracepointLayout, sizes: MapSizes) -> anyhow::Result<Loaded> {
-    let mut ebpf = open(object, layout, sizes)?;
+pub fn load(
+    object: &[u8],
+    layout: &TracepointLayout,
+    timeouts: &ErrorTimeouts,
+    sizes: MapSizes,
+) -> anyhow::Result<Loaded> {
+    let mut ebpf = open(object, layout, timeouts, sizes)?;
     let mut attached = Vec::new();
     for name in PROGRAMS {
         let prog: &mut TracePoint = ebpf
@@ -110,9 +124,14 @@ mod tests {
 
     #[test]
     fn empty_object_is_refused() {
-        let err = load(&[], &TracepointLayout::default(), MapSizes::default())
-            .err()
-            .unwrap();
+        let err = load(
+            &[],
+            &TracepointLayout::default(),
+            &ErrorTimeouts::default(),
+            MapSizes::default(),
+        )
+        .err()
+        .unwrap();
         assert!(err.to_string().contains("no eBPF object"), "{err}");
     }
 }
