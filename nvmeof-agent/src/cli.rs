@@ -297,6 +297,9 @@ mod tests {
                 "namespace",
                 "io",
                 "smart",
+                "rdma",
+                "tcp",
+                "fc",
                 "exporter"
             ]
         );
@@ -316,7 +319,16 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.collectors,
-            ["subsystem", "namespace", "io", "smart", "exporter"]
+            [
+                "subsystem",
+                "namespace",
+                "io",
+                "smart",
+                "rdma",
+                "tcp",
+                "fc",
+                "exporter"
+            ]
         );
         let only =
             parse_from(["x", "--collector.disable-defaults", "--collector.subsystem"]).unwrap();

@@ -96,6 +96,10 @@ pub const LAB_MODULES: &[&str] = &[
     "nvmet-fc",
     "virtio_pci",
     "virtio_net",
+    // Packet loss on one TCP path: a prio qdisc on lo, a u32 filter on the port, netem in a band.
+    "sch_prio",
+    "sch_netem",
+    "cls_u32",
 ];
 
 /// Built out of tree when the kernel lacks them: (module file, source file).
