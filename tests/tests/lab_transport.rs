@@ -17,6 +17,27 @@ fn scrape_after_drain(s: &mut Shared) -> Metrics {
     s.scrape().0
 }
 
+/// Scrapes until `ready` holds (a collector that missed its deadline under TCG serves its output
+/// from the next scrape on), at most 12 times; the last page either way.
+fn scrape_until(s: &mut Shared, ready: impl Fn(&Metrics) -> bool) -> Metrics {
+    let mut m = scrape_after_drain(s);
+    for _ in 0..12 {
+        if ready(&m) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        m = s.scrape().0;
+    }
+    m
+}
+
+fn agent_log(s: &mut Shared) -> String {
+    s.lab
+        .sh("tail -20 /tmp/agent.log")
+        .map(|o| o.out)
+        .unwrap_or_default()
+}
+
 fn sh(s: &mut Shared, script: &str) -> String {
     s.lab
         .sh_ok(script)
@@ -42,12 +63,15 @@ fn rdma_counters_move_with_io_and_belong_to_the_rdma_controller() {
             s.ensure_agent();
             let ctrl = sh(s, "ctrl_of rdma");
             let by = [("controller", ctrl.as_str())];
-            let before = scrape_after_drain(s);
+            let before = scrape_until(s, |m| m.has_family("nvmeof_rdma_hw_counters_total"));
             sh(
                 s,
                 "dd if=/dev/zero of=$(dev_of rdma) bs=4k count=256 oflag=direct 2>/dev/null",
             );
-            let after = scrape_after_drain(s);
+            let after = scrape_until(s, |m| {
+                m.sum("nvmeof_rdma_hw_counters_total", &[("counter", "sent_pkts")])
+                    > before.sum("nvmeof_rdma_hw_counters_total", &[("counter", "sent_pkts")])
+            });
             let info: Vec<_> = after.select("nvmeof_rdma_port_info", &by).collect();
             assert_eq!(info.len(), 1, "{release}: one port for {ctrl}");
             assert_eq!(info[0].label("device"), Some("rxe0"));
@@ -91,13 +115,17 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
                     &[("controller", c)],
                 )
             };
-            let before = scrape_after_drain(s);
+            let before = scrape_until(s, |m| {
+                m.sum("nvmeof_tcp_connections", &[("controller", &lossy)]) > 0.0
+                    && m.sum("nvmeof_tcp_connections", &[("controller", &clean)]) > 0.0
+            });
             for c in [&lossy, &clean] {
                 // The admin queue and one I/O queue per CPU.
                 assert!(
                     before.sum("nvmeof_tcp_connections", &[("controller", c)]) >= 2.0,
-                    "{release}: connections of {c}:\n{}",
-                    before.text
+                    "{release}: connections of {c}:\n{}\n{}",
+                    before.text,
+                    agent_log(s)
                 );
             }
             // Loss only on what the host sends to port 4421: a prio qdisc on lo whose third band
@@ -120,7 +148,10 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
                 ))
                 .unwrap();
             assert_eq!(out.rc, 0, "{release}: {}", out.out);
-            let after = scrape_after_drain(s);
+            let after = scrape_until(s, |m| {
+                retrans(m, &lossy) > retrans(&before, &lossy)
+                    && m.sum("nvmeof_exporter_collector_stale", &[("collector", "tcp")]) == 0.0
+            });
             let lossy_delta = retrans(&after, &lossy) - retrans(&before, &lossy);
             let clean_delta = retrans(&after, &clean) - retrans(&before, &clean);
             assert!(
@@ -165,8 +196,12 @@ fn a_cut_path_counts_its_error_completions_as_tracefs_does() {
                     })
                     .sum()
             };
-            let before = scrape_after_drain(s);
-            assert!(before.has_family("nvmeof_connection_errors_total"));
+            let before = scrape_until(s, |m| m.has_family("nvmeof_connection_errors_total"));
+            assert!(
+                before.has_family("nvmeof_connection_errors_total"),
+                "{release}: {}",
+                agent_log(s)
+            );
             // Reads on both paths; port 2 (4421) loses the subsystem under them, and gets it back.
             let out = s
                 .lab
@@ -202,7 +237,10 @@ fn a_cut_path_counts_its_error_completions_as_tracefs_does() {
                 .find_map(|l| l.strip_prefix("traced "))
                 .and_then(|n| n.trim().parse().ok())
                 .unwrap_or_else(|| panic!("{release}: no count in {}", out.out));
-            let after = scrape_after_drain(s);
+            let after = scrape_until(s, |m| {
+                errors(m, None) - errors(&before, None) >= traced
+                    && m.sum("nvmeof_exporter_collector_stale", &[("collector", "io")]) == 0.0
+            });
             let counted = errors(&after, None) - errors(&before, None);
             let on_cut = errors(&after, Some(&cut)) - errors(&before, Some(&cut));
             let by_kind: Vec<String> = KINDS

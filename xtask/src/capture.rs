@@ -65,9 +65,17 @@ pub fn capture(series: Series, agent: &Path) -> Result<()> {
         lab.kernel.release,
         topo.out.trim_end()
     ));
-    let out = lab
-        .sh_ok(CAPTURE_SCRIPT)
+    // Thousands of small reads under TCG: on a loaded machine this outlasts the usual timeout.
+    let o = lab
+        .sh_timeout(CAPTURE_SCRIPT, std::time::Duration::from_secs(900))
         .context("capturing sysfs and tracepoint formats")?;
+    anyhow::ensure!(
+        o.rc == 0,
+        "capture script failed (exit {}):\n{}",
+        o.rc,
+        o.out
+    );
+    let out = o.out;
     let tgz = base64_decode(&out)?;
     let dest = cache::workspace()
         .join("tests/fixtures")

@@ -75,7 +75,17 @@ pub fn port_of<'a>(
             return Some(p);
         }
     }
-    let netdev = netdev_of(addr::ifindex_for(addrs, traddr?)?)?;
+    let ifindex = addr::ifindex_for(addrs, traddr?)?;
+    let netdev = netdev_of(ifindex)?;
+    // An IPv4 address is labelled with its interface's name: a sysfs root that is not this
+    // network namespace's (a fixture, another host's tree) names another interface there.
+    let label = addrs
+        .iter()
+        .find(|a| a.ifindex == ifindex && !a.label.is_empty())
+        .map(|a| a.label.split(':').next().unwrap_or_default());
+    if label.is_some_and(|l| l != netdev) {
+        return None;
+    }
     ports.iter().find(|p| p.netdevs.contains(&netdev))
 }
 
@@ -190,6 +200,9 @@ mod tests {
         let p = port_of(&rdma_ctrl("10.0.0.9"), &ports, &addrs, name).unwrap();
         assert_eq!(p.device, "mlx5_0");
         assert!(port_of(&rdma_ctrl("198.51.100.1"), &ports, &addrs, name).is_none());
+        // The address dump names another interface than sysfs does for that index.
+        let other = |i| (i == 4).then(|| "eth1".to_owned());
+        assert!(port_of(&rdma_ctrl("10.0.0.9"), &ports, &addrs, other).is_none());
     }
 
     /// The captured 6.1 lab tree: nvme2 (rdma to 192.0.2.1) is carried by rxe0 port 1. The

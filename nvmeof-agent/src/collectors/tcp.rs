@@ -132,11 +132,11 @@ pub fn assign<'a>(
 fn emit(sink: &mut Sink, base: &[(&str, &str)], socks: &[&TcpSocket]) {
     let sum32 = |f: fn(&TcpSocket) -> Option<u32>| -> Option<f64> {
         let v: Vec<u32> = socks.iter().filter_map(|s| f(s)).collect();
-        (!v.is_empty() || socks.is_empty()).then(|| v.iter().map(|&x| x as f64).sum())
+        (!v.is_empty() || socks.is_empty()).then(|| v.iter().fold(0.0, |a, &x| a + x as f64))
     };
     let sum64 = |f: fn(&TcpSocket) -> Option<u64>| -> Option<f64> {
         let v: Vec<u64> = socks.iter().filter_map(|s| f(s)).collect();
-        (!v.is_empty() || socks.is_empty()).then(|| v.iter().map(|&x| x as f64).sum())
+        (!v.is_empty() || socks.is_empty()).then(|| v.iter().fold(0.0, |a, &x| a + x as f64))
     };
     sink.gauge(&CONNECTIONS, base, socks.len() as f64);
     if let Some(rtt) = socks.iter().filter_map(|s| s.rtt_us).max() {
