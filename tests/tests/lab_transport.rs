@@ -202,7 +202,7 @@ fn a_cut_path_counts_its_error_completions_as_tracefs_does() {
                 "{release}: {}",
                 agent_log(s)
             );
-            // Reads on both paths; port 2 (4421) loses the subsystem under them, and gets it back.
+            // Four readers on both paths; port 2 (4421) loses the subsystem under them, and gets it back.
             let out = s
                 .lab
                 .sh(&format!(
@@ -211,7 +211,9 @@ fn a_cut_path_counts_its_error_completions_as_tracefs_does() {
                      echo 1 > $T/events/nvme/nvme_complete_rq/enable
                      {}
                      d=$(dev_of tcp)
-                     dd if=$d of=/dev/null bs=4k count=20000 iflag=direct 2>/dev/null &
+                     for i in 1 2 3 4; do
+                         dd if=$d of=/dev/null bs=4k count=5000 skip=$((i * 5000)) iflag=direct 2>/dev/null &
+                     done
                      sleep 1
                      unexpose 2 tcp
                      sleep 4

@@ -100,6 +100,8 @@ pub const LAB_MODULES: &[&str] = &[
     "sch_prio",
     "sch_netem",
     "cls_u32",
+    // sock_diag for TCP (the tcp collector); a host autoloads it, the lab's init does not.
+    "tcp_diag",
 ];
 
 /// Built out of tree when the kernel lacks them: (module file, source file).

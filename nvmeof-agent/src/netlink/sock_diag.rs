@@ -91,7 +91,7 @@ pub fn request(family: u8) -> Vec<u8> {
 pub fn tcp_sockets() -> io::Result<Vec<TcpSocket>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        super::dump(
+        let r = super::dump(
             libc::NETLINK_SOCK_DIAG,
             SOCK_DIAG_BY_FAMILY,
             &request(family),
@@ -100,7 +100,20 @@ pub fn tcp_sockets() -> io::Result<Vec<TcpSocket>> {
                     out.extend(parse_msg(p));
                 }
             },
-        )?;
+        );
+        match r {
+            Ok(()) => {}
+            // No IPv6 on this host: no IPv6 sockets either.
+            Err(e) if family == libc::AF_INET6 as u8 && e.raw_os_error().is_some() => {}
+            // ENOENT: no diag handler, the tcp_diag module is not loaded (hosts autoload it).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    "no sock_diag handler for TCP (tcp_diag module not loaded)",
+                ))
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(out)
 }
