@@ -172,6 +172,7 @@ fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
     let layouts = loader::Layouts {
         tracepoint: Some(layout),
         request: None,
+        timeouts: Default::default(),
     };
     let mut ebpf = loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?;
     for (_, names, hook) in VARIANTS {
@@ -304,6 +305,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             &loader::Layouts {
                 tracepoint: Some(TracepointLayout::default()),
                 request: None,
+                timeouts: Default::default(),
             },
             MapSizes::default(),
         )

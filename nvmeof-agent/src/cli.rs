@@ -314,6 +314,9 @@ mod tests {
                 "state",
                 "io",
                 "smart",
+                "rdma",
+                "tcp",
+                "fc",
                 "exporter"
             ]
         );
@@ -333,7 +336,17 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.collectors,
-            ["subsystem", "namespace", "state", "io", "smart", "exporter"]
+            [
+                "subsystem",
+                "namespace",
+                "state",
+                "io",
+                "smart",
+                "rdma",
+                "tcp",
+                "fc",
+                "exporter"
+            ]
         );
         let only =
             parse_from(["x", "--collector.disable-defaults", "--collector.subsystem"]).unwrap();

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod collector;
 pub mod collectors;
 pub mod http;
+pub mod netlink;
 pub mod nvme;
 pub mod scrape;
 pub mod sysfs;

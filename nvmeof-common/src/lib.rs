@@ -6,9 +6,11 @@
 //! agent its inverse [`bucket_bounds_ns`], and both are tested against each other below.
 #![no_std]
 
+pub mod conn_errors;
 pub mod layout;
 pub mod state;
 
+pub use conn_errors::{ConnErrorKey, ConnErrorKind, ErrorTimeouts, CONN_ERROR_KINDS};
 pub use layout::{FieldLoc, RequestLayout, TracepointLayout};
 pub use state::{CtrlLayout, PendingChange, Reconnects, TransitionKey, TransitionStats};
 
@@ -31,6 +33,8 @@ pub mod maps {
     /// One zeroed [`crate::OpStats`] per CPU: the source of new `OPS` entries, which are too large
     /// for the BPF stack.
     pub const OPS_ZERO: &str = "OPS_ZERO";
+    /// Connection errors by kind: [`crate::ConnErrorKey`] → `u64` count.
+    pub const CONN_ERRORS: &str = "CONN_ERRORS";
 }
 
 /// Names of the programs in the eBPF object.
@@ -60,6 +64,8 @@ pub mod programs {
 pub const LAYOUT_GLOBAL: &str = "LAYOUT";
 /// Name of the global that carries the kernel struct offsets (see [`RequestLayout`]).
 pub const REQ_LAYOUT_GLOBAL: &str = "REQ_LAYOUT";
+/// Name of the global that carries the command timeouts (see [`ErrorTimeouts`]).
+pub const ERROR_TIMEOUTS_GLOBAL: &str = "ERROR_TIMEOUTS";
 
 /// Capacity of the in-flight map. A lost completion leaves its entry until the same tag is used
 /// again on that queue, when it is replaced and counted; a full map refuses and counts.
@@ -72,6 +78,8 @@ pub const QUEUES_CAPACITY: u32 = 2048;
 pub const STATUSES_CAPACITY: u32 = 1024;
 /// Capacity of the `NAMESPACES` map.
 pub const NAMESPACES_CAPACITY: u32 = 1024;
+/// Capacity of the `CONN_ERRORS` map: 8 kinds for 128 controllers.
+pub const CONN_ERRORS_CAPACITY: u32 = 1024;
 
 /// The low bits of a command id that hold the blk-mq tag. Newer kernels put a generation counter
 /// above them in `nvme_setup_cmd` but 5.10 records the bare tag in `nvme_complete_rq`: joining on
@@ -208,7 +216,9 @@ pub struct Inflight {
     pub qid: u16,
     /// An [`OpClass`] as `u8`.
     pub opclass: u8,
-    pub _pad: [u8; 5],
+    /// The command's opcode (keep-alive and fabrics failures are told apart by it).
+    pub opcode: u8,
+    pub _pad: [u8; 4],
 }
 
 /// Key of the per-queue map.
@@ -399,6 +409,8 @@ mod pod {
     unsafe impl aya::Pod for Reconnects {}
     unsafe impl aya::Pod for PendingChange {}
     unsafe impl aya::Pod for RequestLayout {}
+    unsafe impl aya::Pod for crate::ConnErrorKey {}
+    unsafe impl aya::Pod for crate::ErrorTimeouts {}
 }
 
 #[cfg(test)]

@@ -17,6 +17,9 @@
 //! - `OPS`: per (controller, queue, opcode class), completed commands, bytes, errors, latency sum
 //!   and a log-linear latency histogram;
 //! - `STATUSES`: error completions by (controller, NVMe status, class);
+//! - `CONN_ERRORS`: connection errors by (controller, kind): every error completion in exactly
+//!   one kind, and commands that completed after their timeout (`ERROR_TIMEOUTS`, written by the
+//!   agent before load);
 //! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...).
 //!
 //! Field offsets are not compiled in: the agent parses the tracepoints' `format` files and writes
@@ -36,10 +39,11 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use nvmeof_common::{
-    latency_bucket, FieldLoc, Inflight, InflightKey, NamespaceKey, OpClass, OpKey, OpStats,
-    ProgramCounter, QueueKey, QueueState, RequestLayout, StatusKey, TracepointLayout,
-    INFLIGHT_CAPACITY, LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY,
-    PROGRAM_COUNTERS, QUEUES_CAPACITY, STATUSES_CAPACITY, TAG_MASK,
+    latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
+    NamespaceKey, OpClass, OpKey, OpStats, ProgramCounter, QueueKey, QueueState, RequestLayout,
+    StatusKey, TracepointLayout, CONN_ERRORS_CAPACITY, INFLIGHT_CAPACITY, LATENCY_BUCKETS,
+    NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY, PROGRAM_COUNTERS, QUEUES_CAPACITY,
+    STATUSES_CAPACITY, TAG_MASK,
 };
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
@@ -72,6 +76,15 @@ static REQ_LAYOUT: RequestLayout = RequestLayout {
     valid: 0,
 };
 
+/// Written by the agent before load; zero turns timeout counting off.
+#[no_mangle]
+static ERROR_TIMEOUTS: ErrorTimeouts = ErrorTimeouts {
+    io_ns: 0,
+    admin_ns: 0,
+};
+
+#[map]
+static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_ERRORS_CAPACITY, 0);
 #[map]
 static INFLIGHT_RQ: HashMap<u64, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
 #[map]
@@ -152,6 +165,26 @@ fn count(counter: ProgramCounter) {
     if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot: no other program run touches it while this one runs.
         unsafe { *p += 1 };
+    }
+}
+
+/// Adds one to a controller's count of a connection-error kind.
+#[inline(always)]
+fn conn_error(ctrl_id: u32, kind: ConnErrorKind) {
+    let key = ConnErrorKey {
+        ctrl_id,
+        kind: kind as u8,
+        _pad: [0; 3],
+    };
+    match CONN_ERRORS.get_ptr_mut(&key) {
+        Some(p) => atomic_add(p, 1),
+        None => {
+            if CONN_ERRORS.insert(&key, &1, BPF_NOEXIST).is_err() {
+                if let Some(p) = CONN_ERRORS.get_ptr_mut(&key) {
+                    atomic_add(p, 1);
+                }
+            }
+        }
     }
 }
 
@@ -248,7 +281,8 @@ fn inflight(s: &Setup, now: u64) -> Inflight {
         ctrl_id: s.ctrl_id,
         qid: s.qid,
         opclass: class as u8,
-        _pad: [0; 5],
+        opcode: s.opcode,
+        _pad: [0; 4],
     }
 }
 
@@ -391,6 +425,9 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
         Some(v) => *v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
+            if status != 0 {
+                conn_error(ctrl_id, ConnErrorKind::of_status(status));
+            }
             return None;
         }
     };
@@ -450,6 +487,17 @@ fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
     );
 
     let latency = now.saturating_sub(started.start_ns);
+    if status != 0 {
+        conn_error(
+            ctrl_id,
+            ConnErrorKind::of_command(status, qid, started.opcode),
+        );
+    }
+    // SAFETY: a plain read of a global, volatile for the reason given in `layout`.
+    let timeouts = unsafe { core::ptr::read_volatile(&ERROR_TIMEOUTS) };
+    if timeouts.timed_out(qid, latency) {
+        conn_error(ctrl_id, ConnErrorKind::Timeout);
+    }
     let op_key = OpKey {
         ctrl_id,
         qid,

@@ -34,6 +34,20 @@ for c in nvme nvme-subsystem nvme-fabrics infiniband fc_host fc_remote_ports; do
     copy /sys/class/$c 1
     for l in /sys/class/$c/*; do [ -L "$l" ] && copy "$(readlink -f "$l")" 4; done
 done
+# RDMA GID slots in use (the zero GID marks a free one; the first 16 slots, where a netdev's
+# addresses go) and their netdev and type: what ties a port to the addresses it carries.
+for p in /sys/class/infiniband/*/ports/*; do
+    [ -d "$p/gids" ] || continue
+    q="$cap$(readlink -f "$p")"
+    for n in 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15; do
+        g=$(cat "$p/gids/$n" 2>/dev/null) || continue
+        [ "$g" = 0000:0000:0000:0000:0000:0000:0000:0000 ] && continue
+        mkdir -p "$q/gids" "$q/gid_attrs/ndevs" "$q/gid_attrs/types"
+        echo "$g" > "$q/gids/$n"
+        cat "$p/gid_attrs/ndevs/$n" > "$q/gid_attrs/ndevs/$n" 2>/dev/null
+        cat "$p/gid_attrs/types/$n" > "$q/gid_attrs/types/$n" 2>/dev/null
+    done
+done
 for b in /sys/block/nvme*; do [ -L "$b" ] && copy "$b" 0; done
 copy /sys/devices/virtual/nvme-fabrics 5
 copy /sys/devices/virtual/nvme-subsystem 5

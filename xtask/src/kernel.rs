@@ -96,6 +96,12 @@ pub const LAB_MODULES: &[&str] = &[
     "nvmet-fc",
     "virtio_pci",
     "virtio_net",
+    // Packet loss on one TCP path: a prio qdisc on lo, a u32 filter on the port, netem in a band.
+    "sch_prio",
+    "sch_netem",
+    "cls_u32",
+    // sock_diag for TCP (the tcp collector); a host autoloads it, the lab's init does not.
+    "tcp_diag",
 ];
 
 /// Lab modules a kernel may lack without harm: crc32_generic is gone from 7.x (crc32 is a library

@@ -11,8 +11,8 @@ use anyhow::Context as _;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::Ebpf;
 use nvmeof_common::{
-    maps, Inflight, InflightKey, NamespaceKey, OpKey, OpStats, QueueKey, QueueState, StatusKey,
-    PROGRAM_COUNTERS,
+    maps, ConnErrorKey, Inflight, InflightKey, NamespaceKey, OpKey, OpStats, QueueKey, QueueState,
+    StatusKey, PROGRAM_COUNTERS,
 };
 
 use super::loader::Loaded;
@@ -99,6 +99,7 @@ impl Drainer {
             ops: entries::<OpKey, OpStats>(ebpf, maps::OPS)?,
             queues: entries::<QueueKey, QueueState>(ebpf, maps::QUEUES)?,
             statuses: entries::<StatusKey, u64>(ebpf, maps::STATUSES)?,
+            conn_errors: entries::<ConnErrorKey, u64>(ebpf, maps::CONN_ERRORS)?,
             counters: sums,
         })
     }
@@ -155,6 +156,7 @@ impl Drainer {
             .map(|(k, _)| k.ctrl_id)
             .chain(raw.queues.iter().map(|(k, _)| k.ctrl_id))
             .chain(raw.statuses.iter().map(|(k, _)| k.ctrl_id))
+            .chain(raw.conn_errors.iter().map(|(k, _)| k.ctrl_id))
             .filter(|c| !live.contains_key(c) || replaced(c))
             .collect();
         if gone.is_empty() {
@@ -183,6 +185,13 @@ impl Drainer {
             .filter(|k| gone.contains(&k.ctrl_id))
             .collect();
         remove_keys::<StatusKey, u64>(ebpf, maps::STATUSES, &statuses);
+        let conn_errors: Vec<ConnErrorKey> = raw
+            .conn_errors
+            .iter()
+            .map(|(k, _)| *k)
+            .filter(|k| gone.contains(&k.ctrl_id))
+            .collect();
+        remove_keys::<ConnErrorKey, u64>(ebpf, maps::CONN_ERRORS, &conn_errors);
         if let Ok(inflight) = entries::<InflightKey, Inflight>(ebpf, maps::INFLIGHT) {
             let keys: Vec<InflightKey> = inflight
                 .into_iter()
@@ -202,6 +211,7 @@ impl Drainer {
         raw.ops.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.queues.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.statuses.retain(|(k, _)| !gone.contains(&k.ctrl_id));
+        raw.conn_errors.retain(|(k, _)| !gone.contains(&k.ctrl_id));
     }
 
     fn program_runs(&self) -> Vec<ProgramRun> {

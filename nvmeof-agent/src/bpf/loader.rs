@@ -12,8 +12,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use nvmeof_common::{
-    maps, programs, state, CtrlLayout, RequestLayout, TracepointLayout, LAYOUT_GLOBAL,
-    REQ_LAYOUT_GLOBAL,
+    maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, TracepointLayout,
+    ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL, REQ_LAYOUT_GLOBAL,
 };
 
 /// The classic tracepoint programs with their tracepoint (category `nvme`).
@@ -108,6 +108,8 @@ pub struct Layouts {
     pub tracepoint: Option<TracepointLayout>,
     /// From BTF: the request-keyed programs.
     pub request: Option<RequestLayout>,
+    /// nvme_core's I/O and admin timeouts: completions later than these count as timeouts.
+    pub timeouts: ErrorTimeouts,
 }
 
 /// Why loading failed, in words for the one log line. Permission problems are recognised in the
@@ -154,6 +156,7 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     let request = layouts.request.unwrap_or_default();
     loader.override_global(LAYOUT_GLOBAL, &tracepoint, true);
     loader.override_global(REQ_LAYOUT_GLOBAL, &request, true);
+    loader.override_global(ERROR_TIMEOUTS_GLOBAL, &layouts.timeouts, true);
     if let Some(n) = sizes.inflight {
         loader.map_max_entries(maps::INFLIGHT, n);
         loader.map_max_entries(maps::INFLIGHT_RQ, n);
@@ -334,6 +337,7 @@ mod tests {
                 valid: 1,
                 ..Default::default()
             }),
+            timeouts: Default::default(),
         };
         let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, MapSizes::default()) {
             Ok(e) => e,

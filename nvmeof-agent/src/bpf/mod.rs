@@ -90,6 +90,23 @@ pub fn window_len(drain_interval: Duration, latency_window: Duration) -> usize {
     ((latency_window.as_secs_f64() / d).ceil() as usize).max(1)
 }
 
+/// `nvme_core`'s command timeouts (module parameters, in seconds), for the `timeout` kind of
+/// connection errors. A parameter that cannot be read turns that half off (0). Queues created
+/// after a change of the parameter use the new value; the programs keep the one read at start.
+pub fn command_timeouts(sysfs_root: &std::path::Path) -> nvmeof_common::ErrorTimeouts {
+    let secs = |name: &str| -> u64 {
+        let path = sysfs_root.join("module/nvme_core/parameters").join(name);
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    nvmeof_common::ErrorTimeouts {
+        io_ns: secs("io_timeout").saturating_mul(1_000_000_000),
+        admin_ns: secs("admin_timeout").saturating_mul(1_000_000_000),
+    }
+}
+
 /// Starts the tracer; see the module documentation.
 pub fn start(opts: BpfOptions) -> Box<dyn Collector> {
     match try_start(&opts) {
@@ -128,6 +145,7 @@ fn try_start(opts: &BpfOptions) -> anyhow::Result<IoCollector> {
     let layouts = loader::Layouts {
         tracepoint,
         request,
+        timeouts: command_timeouts(&opts.sysfs_root),
     };
     let loaded = loader::load(
         EBPF_OBJECT,

@@ -18,8 +18,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use nvmeof_common::{
-    bucket_bounds_ns, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey, LATENCY_BUCKETS,
-    PROGRAM_COUNTERS,
+    bucket_bounds_ns, ConnErrorKey, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey,
+    LATENCY_BUCKETS, PROGRAM_COUNTERS,
 };
 
 /// Quantiles of `nvmeof_io_latency_seconds` (over the last `latency_window`).
@@ -154,6 +154,8 @@ pub struct RawMaps {
     pub ops: Vec<(OpKey, OpStats)>,
     pub queues: Vec<(QueueKey, QueueState)>,
     pub statuses: Vec<(StatusKey, u64)>,
+    /// `CONN_ERRORS`: cumulative since load, kept by the kernel until the controller goes.
+    pub conn_errors: Vec<(ConnErrorKey, u64)>,
     /// `COUNTERS`, summed over CPUs.
     pub counters: [u64; PROGRAM_COUNTERS as usize],
 }
@@ -214,6 +216,8 @@ pub struct IoView {
     /// Sum of latencies of all classes per queue series: the integral of the in-flight count.
     pub inflight_ns: Vec<(QueueSeriesKey, u64)>,
     pub statuses: Vec<(StatusKey, u64)>,
+    /// Connection errors per controller and kind, as the kernel counted them (sorted).
+    pub conn_errors: Vec<(ConnErrorKey, u64)>,
     /// I/O queues (qid > 0) per controller that have carried a command.
     pub io_queues: Vec<(u32, u32)>,
     pub counters: [u64; PROGRAM_COUNTERS as usize],
@@ -285,6 +289,11 @@ impl Model {
             inflight_ns: self.inflight.iter().map(|(k, v)| (*k, *v)).collect(),
             statuses: self.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
             io_queues: io_queues.into_iter().collect(),
+            conn_errors: {
+                let mut v = raw.conn_errors;
+                v.sort();
+                v
+            },
             counters: self.counters,
         }
     }

@@ -6,7 +6,7 @@
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
 use std::sync::{mpsc, Arc, RwLock};
 
-use nvmeof_common::{OpClass, ProgramCounter};
+use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 use prometheus::proto::{Bucket, Histogram, Metric, Quantile, Summary};
 
 use crate::bpf::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
@@ -32,6 +32,8 @@ family!(COMMANDS, "nvmeof_io_commands_total", Counter,
     "Completed commands by class (read, write, flush, other, admin, fabrics), timed from setup to completion.");
 family!(ERRORS, "nvmeof_io_errors_total", Counter,
     "Completions with a non-zero NVMe status, by class and status (name from the NVMe status code, or hex).");
+family!(CONNECTION_ERRORS, "nvmeof_connection_errors_total", Counter,
+    "Connection errors by kind: error completions by status class (path_error, host_path_error, abort, transport_error, command_error), keep_alive_failure, connect_failure (fabrics commands), and timeout (completed after the command timeout), counted by the completion program.");
 family!(LATENCY, "nvmeof_io_latency_seconds", Summary,
     "Command latency from nvme_setup_cmd to nvme_complete_rq; quantiles over the latency window, sum and count since start.");
 family!(
@@ -94,6 +96,7 @@ pub const FAMILIES: &[Family] = &[
     WRITE_BYTES,
     COMMANDS,
     ERRORS,
+    CONNECTION_ERRORS,
     LATENCY,
     LATENCY_HISTOGRAM,
     INFLIGHT_SECONDS,
@@ -259,6 +262,27 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
         let l = Labels::new(state, ctrl_id, None);
         sink.gauge(&IO_QUEUES, &l.with(&[]), n as f64);
     }
+    // Every kind of every controller, from 0: a missing series would hide the first error.
+    let mut conn: std::collections::BTreeMap<u32, [u64; CONN_ERROR_KINDS]> = state
+        .subsystems
+        .keys()
+        .map(|&c| (c, [0; CONN_ERROR_KINDS]))
+        .collect();
+    for (k, count) in &state.view.conn_errors {
+        if let Some(kind) = ConnErrorKind::from_u8(k.kind) {
+            conn.entry(k.ctrl_id).or_default()[kind as usize] = *count;
+        }
+    }
+    for (ctrl_id, counts) in conn {
+        let l = Labels::new(state, ctrl_id, None);
+        for kind in ConnErrorKind::ALL {
+            sink.counter(
+                &CONNECTION_ERRORS,
+                &l.with(&[("kind", kind.as_str())]),
+                counts[kind as usize] as f64,
+            );
+        }
+    }
     for (k, count) in &state.view.statuses {
         let Some(class) = OpClass::from_u8(k.opclass) else {
             continue;
@@ -392,6 +416,14 @@ pub(crate) mod tests {
                     1,
                 )],
                 io_queues: vec![(0, 2)],
+                conn_errors: vec![(
+                    nvmeof_common::ConnErrorKey {
+                        ctrl_id: 0,
+                        kind: ConnErrorKind::Abort as u8,
+                        _pad: [0; 3],
+                    },
+                    7,
+                )],
                 counters,
             },
             subsystems: [(0, "nqn.2026-01.io.example:disk1".to_owned())].into(),
@@ -431,6 +463,8 @@ pub(crate) mod tests {
             format!("nvmeof_queue_busy_seconds_total{{{l}}} 1.5"),
             format!("nvmeof_io_queues{{{l}}} 2"),
             format!("nvmeof_io_errors_total{{{l},opclass=\"read\",status=\"read_error\"}} 1"),
+            format!("nvmeof_connection_errors_total{{{l},kind=\"abort\"}} 7"),
+            format!("nvmeof_connection_errors_total{{{l},kind=\"timeout\"}} 0"),
             "nvmeof_exporter_ebpf_up 1".to_owned(),
             "nvmeof_exporter_ebpf_programs_attached{program=\"nvme_complete_rq\"} 1".to_owned(),
             "nvmeof_exporter_ebpf_attach_mode{mode=\"tracepoint\"} 1".to_owned(),
@@ -447,6 +481,8 @@ pub(crate) mod tests {
         }
         assert!(!text.contains("queue=\""), "{text}");
         assert!(!text.contains("nvmeof_io_write_bytes_total{"), "{text}");
+        // Every kind of the one controller, from 0.
+        assert_eq!(text.matches("nvmeof_connection_errors_total{").count(), 8);
         // 19 bounds plus +Inf.
         assert_eq!(
             text.matches("nvmeof_io_latency_histogram_seconds_bucket{")

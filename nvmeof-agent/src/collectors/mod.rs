@@ -3,11 +3,14 @@
 //! `collector` label of the self metrics; its families are what `docs/metrics.md` must list.
 pub mod controller;
 pub mod exporter;
+pub mod fc;
 pub mod io;
 pub mod namespace;
+pub mod rdma;
 pub mod smart;
 pub mod state;
 pub mod subsystem;
+pub mod tcp;
 
 use crate::cli::Config;
 use crate::collector::{Collector, Family};
@@ -115,6 +118,35 @@ pub fn registry() -> Vec<Registration> {
             }),
         },
         Registration {
+            name: "rdma",
+            help: "counters of the RDMA device port carrying each rdma controller (sysfs, rtnetlink)",
+            default_enabled: true,
+            always_on: false,
+            families: rdma::FAMILIES,
+            build: Build::Collector(|c| Ok(Box::new(rdma::RdmaCollector::new(c.sysfs.clone())))),
+        },
+        Registration {
+            name: "tcp",
+            help: "RTT, retransmissions and bytes of each tcp controller's connections (sock_diag)",
+            default_enabled: true,
+            always_on: false,
+            families: tcp::FAMILIES,
+            build: Build::Collector(|c| {
+                Ok(Box::new(tcp::TcpCollector::new(
+                    c.sysfs.clone(),
+                    c.per_queue,
+                )))
+            }),
+        },
+        Registration {
+            name: "fc",
+            help: "fc_host and remote port statistics of each fc controller (sysfs)",
+            default_enabled: true,
+            always_on: false,
+            families: fc::FAMILIES,
+            build: Build::Collector(|c| Ok(Box::new(fc::FcCollector::new(c.sysfs.clone())))),
+        },
+        Registration {
             name: "exporter",
             help: "the exporter's own health: build, scrapes, each collector's outcome",
             default_enabled: true,
@@ -149,7 +181,7 @@ mod tests {
     fn each_built_collector_declares_its_registered_families() {
         let config = Config::defaults();
         let built = build_enabled(&config).unwrap();
-        assert_eq!(built.len(), 6);
+        assert_eq!(built.len(), 9);
         for c in built {
             let r = registry().into_iter().find(|r| r.name == c.name()).unwrap();
             assert_eq!(c.families(), r.families, "{}", r.name);

@@ -7,7 +7,9 @@
 mod attr;
 pub mod blockstat;
 pub mod controller;
+pub mod fc;
 pub mod fixture;
+pub mod infiniband;
 pub mod namespace;
 pub mod subsystem;
 

@@ -1,0 +1,190 @@
+//! Fibre Channel HBAs as `scsi_transport_fc` shows them: `class/fc_host/hostN` (port names,
+//! state, `statistics/`) and `class/fc_remote_ports/rport-H:B-R` (port names, state and, on
+//! kernels with FPIN, `statistics/`). Statistics are hex; all ones means "not supported".
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FcHost {
+    /// `hostN`.
+    pub name: String,
+    /// `port_name`, e.g. `0x20000000000000a1`.
+    pub port_name: String,
+    pub node_name: String,
+    pub port_state: Option<String>,
+    pub statistics: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FcRemotePort {
+    /// `rport-H:B-R`.
+    pub name: String,
+    /// The N of the `hostN` it belongs to.
+    pub host: u32,
+    pub port_name: String,
+    pub node_name: String,
+    pub port_state: Option<String>,
+    pub statistics: BTreeMap<String, u64>,
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+/// A statistic as sysfs prints it: hex (`0x1a`) or decimal; `None` for all ones (unsupported).
+pub fn stat_value(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let v = match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16).ok()?,
+        None => s.parse().ok()?,
+    };
+    (v != u64::MAX).then_some(v)
+}
+
+fn statistics(dir: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Write-only trigger, not a statistic.
+        if name == "reset_statistics" {
+            continue;
+        }
+        if let Some(v) = read_trim(&e.path()).and_then(|s| stat_value(&s)) {
+            out.insert(name, v);
+        }
+    }
+    out
+}
+
+fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+pub fn fc_hosts(root: &Path) -> Vec<FcHost> {
+    entries(&root.join("class/fc_host"))
+        .into_iter()
+        .map(|d| FcHost {
+            name: name_of(&d),
+            port_name: read_trim(&d.join("port_name")).unwrap_or_default(),
+            node_name: read_trim(&d.join("node_name")).unwrap_or_default(),
+            port_state: read_trim(&d.join("port_state")),
+            statistics: statistics(&d.join("statistics")),
+        })
+        .collect()
+}
+
+pub fn fc_remote_ports(root: &Path) -> Vec<FcRemotePort> {
+    entries(&root.join("class/fc_remote_ports"))
+        .into_iter()
+        .filter_map(|d| {
+            let name = name_of(&d);
+            let host = name
+                .strip_prefix("rport-")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()?;
+            Some(FcRemotePort {
+                host,
+                port_name: read_trim(&d.join("port_name")).unwrap_or_default(),
+                node_name: read_trim(&d.join("node_name")).unwrap_or_default(),
+                port_state: read_trim(&d.join("port_state")),
+                statistics: statistics(&d.join("statistics")),
+                name,
+            })
+        })
+        .collect()
+}
+
+/// The WWPN of an NVMe/FC address (`nn-0x...:pn-0x...`), as `0x` and 16 lower-case hex digits
+/// (the way `port_name` reads).
+pub fn wwpn_of(addr: &str) -> Option<String> {
+    let pn = addr.split(':').find_map(|p| p.strip_prefix("pn-"))?;
+    let v = u64::from_str_radix(pn.trim_start_matches("0x"), 16).ok()?;
+    Some(format!("{v:#018x}"))
+}
+
+/// Same spelling for a `port_name` as read.
+pub fn normalise_wwn(s: &str) -> Option<String> {
+    let v = u64::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()?;
+    Some(format!("{v:#018x}"))
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// A tree shaped like scsi_transport_fc's: one HBA port with statistics, one remote port.
+    pub fn write_tree(root: &Path) {
+        let h = root.join("class/fc_host/host3");
+        fs::create_dir_all(h.join("statistics")).unwrap();
+        fs::write(h.join("port_name"), "0x20000000000000a1\n").unwrap();
+        fs::write(h.join("node_name"), "0x10000000000000a1\n").unwrap();
+        fs::write(h.join("port_state"), "Online\n").unwrap();
+        for (k, v) in [
+            ("link_failure_count", "0x2"),
+            ("loss_of_sync_count", "0x5"),
+            ("loss_of_signal_count", "0x1"),
+            ("invalid_crc_count", "0x1a"),
+            ("error_frames", "0x0"),
+            ("nos_count", "0xffffffffffffffff"),
+            ("tx_frames", "0x100"),
+        ] {
+            fs::write(h.join("statistics").join(k), format!("{v}\n")).unwrap();
+        }
+        fs::write(h.join("statistics/reset_statistics"), "").unwrap();
+        let r = root.join("class/fc_remote_ports/rport-3:0-1");
+        fs::create_dir_all(r.join("statistics")).unwrap();
+        fs::write(r.join("port_name"), "0x20000000000000b1\n").unwrap();
+        fs::write(r.join("node_name"), "0x10000000000000b1\n").unwrap();
+        fs::write(r.join("port_state"), "Online\n").unwrap();
+        fs::write(r.join("statistics/fpin_li"), "0x3\n").unwrap();
+        fs::write(r.join("statistics/fpin_cn"), "0x0\n").unwrap();
+    }
+
+    #[test]
+    fn parses_hosts_and_remote_ports() {
+        let d = tempfile::tempdir().unwrap();
+        write_tree(d.path());
+        let hosts = fc_hosts(d.path());
+        assert_eq!(hosts.len(), 1);
+        let h = &hosts[0];
+        assert_eq!(h.name, "host3");
+        assert_eq!(h.port_state.as_deref(), Some("Online"));
+        assert_eq!(h.statistics["invalid_crc_count"], 26);
+        assert_eq!(h.statistics["link_failure_count"], 2);
+        assert!(!h.statistics.contains_key("nos_count"));
+        assert!(!h.statistics.contains_key("reset_statistics"));
+        let r = fc_remote_ports(d.path());
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].host, r[0].statistics["fpin_li"]), (3, 3));
+        assert!(fc_hosts(Path::new("/nonexistent")).is_empty());
+    }
+
+    #[test]
+    fn wwpns_compare_in_one_spelling() {
+        assert_eq!(
+            wwpn_of("nn-0x10000000000000a1:pn-0x20000000000000a1").as_deref(),
+            Some("0x20000000000000a1")
+        );
+        assert_eq!(
+            normalise_wwn("0x20000000000000A1").as_deref(),
+            Some("0x20000000000000a1")
+        );
+        assert_eq!(wwpn_of("127.0.0.1"), None);
+    }
+}

@@ -1,0 +1,147 @@
+//! RDMA devices under `class/infiniband`: each port's counters (`counters/`, the IB port
+//! counters of real HCAs; `hw_counters/`, the driver's own: soft-RoCE's retries, sequence errors,
+//! ...), its GID table and the netdevs behind it, so that a controller can be tied to the port
+//! that carries it.
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::IpAddr;
+use std::path::Path;
+
+/// One port of one RDMA device.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct IbPort {
+    pub device: String,
+    pub port: u32,
+    /// Netdevs of the port: the device's `parent` (rxe, siw) and every `gid_attrs/ndevs/N`.
+    pub netdevs: Vec<String>,
+    /// IP addresses in the GID table (RoCE: IPv4-mapped or IPv6 GIDs; the zero GID left out).
+    pub gid_addrs: Vec<IpAddr>,
+    /// `counters/NAME`.
+    pub counters: BTreeMap<String, u64>,
+    /// `hw_counters/NAME`, except `lifespan` (a setting, not a count).
+    pub hw_counters: BTreeMap<String, u64>,
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+}
+
+fn counters(dir: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let Ok(rd) = fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == "lifespan" {
+            continue;
+        }
+        if let Some(v) = read_trim(&e.path()).and_then(|s| s.parse::<u64>().ok()) {
+            out.insert(name, v);
+        }
+    }
+    out
+}
+
+/// A GID as sysfs prints it (8 groups of 4 hex digits) → the IP address it carries, if any.
+pub fn gid_addr(gid: &str) -> Option<IpAddr> {
+    let a: std::net::Ipv6Addr = gid.trim().parse().ok()?;
+    if a.is_unspecified() {
+        return None;
+    }
+    Some(match a.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(a),
+    })
+}
+
+/// Every port of every device under `ROOT/class/infiniband`; an empty list without RDMA.
+pub fn ib_ports(root: &Path) -> Vec<IbPort> {
+    let mut out = Vec::new();
+    let Ok(rd) = fs::read_dir(root.join("class/infiniband")) else {
+        return out;
+    };
+    let mut devs: Vec<_> = rd.flatten().map(|e| e.path()).collect();
+    devs.sort();
+    for dev in devs {
+        let device = dev
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let parent = read_trim(&dev.join("parent"));
+        let Ok(ports) = fs::read_dir(dev.join("ports")) else {
+            continue;
+        };
+        let mut ports: Vec<_> = ports.flatten().map(|e| e.path()).collect();
+        ports.sort();
+        for p in ports {
+            let Some(port) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let mut netdevs: Vec<String> = parent.iter().cloned().collect();
+            let mut gid_addrs = Vec::new();
+            if let Ok(gids) = fs::read_dir(p.join("gids")) {
+                for g in gids.flatten() {
+                    let Some(a) = read_trim(&g.path()).and_then(|s| gid_addr(&s)) else {
+                        continue;
+                    };
+                    gid_addrs.push(a);
+                    // Reading the ndev of an unused slot fails (EINVAL): only used slots here.
+                    if let Some(n) = read_trim(&p.join("gid_attrs/ndevs").join(g.file_name())) {
+                        if !n.is_empty() && !netdevs.contains(&n) {
+                            netdevs.push(n);
+                        }
+                    }
+                }
+            }
+            gid_addrs.sort();
+            gid_addrs.dedup();
+            out.push(IbPort {
+                device: device.clone(),
+                port,
+                netdevs,
+                gid_addrs,
+                counters: counters(&p.join("counters")),
+                hw_counters: counters(&p.join("hw_counters")),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gids_carry_addresses() {
+        assert_eq!(
+            gid_addr("0000:0000:0000:0000:0000:ffff:c000:0201"),
+            Some("192.0.2.1".parse().unwrap())
+        );
+        assert_eq!(
+            gid_addr("fe80:0000:0000:0000:6484:16ff:fee2:18a7"),
+            Some("fe80::6484:16ff:fee2:18a7".parse().unwrap())
+        );
+        assert_eq!(gid_addr("0000:0000:0000:0000:0000:0000:0000:0000"), None);
+    }
+
+    /// The lab-captured 6.1 tree: soft-RoCE on veth0, hw_counters only.
+    #[test]
+    fn captured_rxe_port() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
+        let ports = ib_ports(&root);
+        assert_eq!(ports.len(), 1);
+        let p = &ports[0];
+        assert_eq!((p.device.as_str(), p.port), ("rxe0", 1));
+        assert_eq!(p.netdevs, ["veth0"]);
+        assert!(p.hw_counters.contains_key("sent_pkts"));
+        assert!(p.hw_counters.contains_key("retry_exceeded_err"));
+        assert!(!p.hw_counters.contains_key("lifespan"));
+        assert!(p.counters.is_empty());
+    }
+}
