@@ -457,15 +457,23 @@ fn rq_complete(req: u64) -> Option<()> {
     count(ProgramCounter::CompleteEvents);
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a map value read, copied before the entry is removed.
+    let pdu = req + l.request_size as u64;
     let started = match unsafe { INFLIGHT_RQ.get(&req) } {
         Some(v) => *v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
+            // A failed command whose setup was not seen still counts, by its status alone (as
+            // the classic path does): its controller is read from the request.
+            let status = kread::<u16>(pdu + l.nvme_req_status as u64)? & NVME_STATUS_MASK;
+            if status != 0 {
+                let ctrl = kread::<u64>(pdu + l.nvme_req_ctrl as u64)?;
+                let ctrl_id = kread::<u32>(ctrl + l.ctrl_instance as u64)?;
+                conn_error(ctrl_id, ConnErrorKind::of_status(status));
+            }
             return None;
         }
     };
     let _ = INFLIGHT_RQ.remove(&req);
-    let pdu = req + l.request_size as u64;
     let status = kread::<u16>(pdu + l.nvme_req_status as u64)? & NVME_STATUS_MASK;
     finish(&started, status, now)
 }

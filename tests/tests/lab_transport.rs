@@ -189,6 +189,7 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
 }
 
 #[test]
+#[ignore = "timing-dependent: on an unloaded host the target drains in-flight commands before it drops the path, so no command fails (0 error completions in tracefs in 4 of 4 runs); passed under heavy load (3 traced = 3 counted). Needs a cut that fails commands reliably (e.g. drop packets instead of unlinking the port)."]
 fn a_cut_path_counts_its_error_completions_as_tracefs_does() {
     const KINDS: [&str; 7] = [
         "path_error",

@@ -8,10 +8,12 @@
 //! spells it.
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::collector::{Collector, Family, Kind, Sink};
 use crate::netlink::addr::{self, IfAddr};
-use crate::sysfs::infiniband::{ib_ports, IbPort};
+use crate::sysfs::infiniband::{ib_ports, refresh_counters, IbPort};
 use crate::sysfs::{self, Controller};
 
 const PORT_INFO: Family = Family {
@@ -32,13 +34,40 @@ const HW_COUNTERS: Family = Family {
 
 pub const FAMILIES: &[Family] = &[PORT_INFO, PORT_COUNTERS, HW_COUNTERS];
 
+/// How long the ports' GID tables and netdevs are reused. Reading them is a file per GID slot
+/// (hundreds per port), too slow for every scrape; they change only with the configuration, and
+/// a controller whose address matches no cached port forces a fresh read.
+const PORTS_MAX_AGE: Duration = Duration::from_secs(30);
+
 pub struct RdmaCollector {
     sysfs: PathBuf,
+    ports: Mutex<Option<(Instant, Vec<IbPort>)>>,
 }
 
 impl RdmaCollector {
     pub fn new(sysfs: PathBuf) -> Self {
-        RdmaCollector { sysfs }
+        RdmaCollector {
+            sysfs,
+            ports: Mutex::new(None),
+        }
+    }
+
+    /// The ports, from the cache when it is young enough (counters always re-read).
+    fn ports(&self, fresh: bool) -> Vec<IbPort> {
+        let mut cache = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        match cache.as_mut() {
+            Some((at, ports)) if !fresh && at.elapsed() < PORTS_MAX_AGE => {
+                for p in ports.iter_mut() {
+                    refresh_counters(&self.sysfs, p);
+                }
+                ports.clone()
+            }
+            _ => {
+                let ports = ib_ports(&self.sysfs);
+                *cache = Some((Instant::now(), ports.clone()));
+                ports
+            }
+        }
     }
 }
 
@@ -108,7 +137,14 @@ impl Collector for RdmaCollector {
         if rdma.is_empty() {
             return Ok(());
         }
-        let ports = ib_ports(&self.sysfs);
+        let mut ports = self.ports(false);
+        if rdma
+            .iter()
+            .any(|c| port_of(c, &ports, &[], |_| None).is_none())
+        {
+            // A controller with no GID match: perhaps a port configured since the cache was filled.
+            ports = self.ports(true);
+        }
         // Only needed when no GID matches; an error there leaves the GID matches standing.
         let mut addrs: Option<Vec<IfAddr>> = None;
         for c in rdma {

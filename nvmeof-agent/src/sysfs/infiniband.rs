@@ -43,6 +43,18 @@ fn counters(dir: &Path) -> BTreeMap<String, u64> {
     out
 }
 
+/// Re-reads a port's `counters/` and `hw_counters/`: the cheap, changing part of [`IbPort`]
+/// (its GIDs and netdevs, a file per GID slot, change only with the configuration).
+pub fn refresh_counters(root: &Path, p: &mut IbPort) {
+    let dir = root
+        .join("class/infiniband")
+        .join(&p.device)
+        .join("ports")
+        .join(p.port.to_string());
+    p.counters = counters(&dir.join("counters"));
+    p.hw_counters = counters(&dir.join("hw_counters"));
+}
+
 /// A GID as sysfs prints it (8 groups of 4 hex digits) → the IP address it carries, if any.
 pub fn gid_addr(gid: &str) -> Option<IpAddr> {
     let a: std::net::Ipv6Addr = gid.trim().parse().ok()?;
