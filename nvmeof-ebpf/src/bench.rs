@@ -45,7 +45,7 @@ pub fn bench_tp_clock(_ctx: TracePointContext) -> u32 {
 pub fn bench_tp_atomic(_ctx: TracePointContext) -> u32 {
     read_clock();
     if let Some(p) = BENCH_SHARED.get_ptr_mut(0) {
-        crate::atomic_add(p, 1);
+        nvmeof_ebpf::helpers::atomic_add(p, 1);
     }
     0
 }

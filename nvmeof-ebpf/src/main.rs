@@ -27,8 +27,6 @@
 //! deltas. Shared maps are updated with the BPF atomic add, which every supported kernel has.
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
-#![allow(internal_features)]
 
 mod bench;
 
@@ -45,6 +43,7 @@ use nvmeof_common::{
     NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY, PROGRAM_COUNTERS, QUEUES_CAPACITY,
     STATUSES_CAPACITY, TAG_MASK,
 };
+use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, count_key, get_or_insert};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -102,7 +101,6 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTE
 #[map]
 static OPS_ZERO: PerCpuArray<OpStats> = PerCpuArray::with_max_entries(1, 0);
 
-const BPF_NOEXIST: u64 = 1;
 /// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
 const DEFAULT_LBA_SHIFT: u32 = 9;
@@ -138,28 +136,6 @@ fn layout() -> TracepointLayout {
     unsafe { core::ptr::read_volatile(&LAYOUT) }
 }
 
-/// Adds to a shared counter with the BPF atomic add (the result is unused, so LLVM emits the
-/// fetch-less form that 5.10 accepts too).
-#[inline(always)]
-fn atomic_add(dst: *mut u64, v: u64) {
-    // SAFETY: dst points into a map value that the kernel keeps alive for this program run.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            dst, v,
-        );
-    }
-}
-
-#[inline(always)]
-fn atomic_add32(dst: *mut u32, v: u32) {
-    // SAFETY: as in `atomic_add`.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            dst, v,
-        );
-    }
-}
-
 #[inline(always)]
 fn count(counter: ProgramCounter) {
     if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
@@ -176,16 +152,7 @@ fn conn_error(ctrl_id: u32, kind: ConnErrorKind) {
         kind: kind as u8,
         _pad: [0; 3],
     };
-    match CONN_ERRORS.get_ptr_mut(&key) {
-        Some(p) => atomic_add(p, 1),
-        None => {
-            if CONN_ERRORS.insert(&key, &1, BPF_NOEXIST).is_err() {
-                if let Some(p) = CONN_ERRORS.get_ptr_mut(&key) {
-                    atomic_add(p, 1);
-                }
-            }
-        }
-    }
+    count_key(&CONN_ERRORS, &key);
 }
 
 /// Reads an unsigned integer field of 1, 2, 4 or 8 bytes.
@@ -216,15 +183,8 @@ fn read_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<u64> {
 /// (the depth) does not grow by one for every lost completion.
 #[inline(always)]
 fn queue_event(key: &QueueKey, now: u64, submitted: u64, completed: u64) {
-    let state = match QUEUES.get_ptr_mut(key) {
-        Some(p) => p,
-        None => {
-            let _ = QUEUES.insert(key, &QueueState::default(), BPF_NOEXIST);
-            match QUEUES.get_ptr_mut(key) {
-                Some(p) => p,
-                None => return,
-            }
-        }
+    let Some(state) = get_or_insert(&QUEUES, key, &QueueState::default()) else {
+        return;
     };
     // SAFETY: state points into a map value; the racy reads below are tolerated (like the block
     // layer's io_ticks): the counts themselves use atomic adds.
@@ -512,19 +472,16 @@ fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
         opclass: started.opclass,
         _pad: 0,
     };
+    // The zeroed value (too large for the BPF stack) is only fetched for a new key.
     let stats = match OPS.get_ptr_mut(&op_key) {
         Some(p) => p,
-        None => {
-            let zero = OPS_ZERO.get(0)?;
-            let _ = OPS.insert(&op_key, zero, BPF_NOEXIST);
-            match OPS.get_ptr_mut(&op_key) {
-                Some(p) => p,
-                None => {
-                    count(ProgramCounter::OpsFull);
-                    return None;
-                }
+        None => match get_or_insert(&OPS, &op_key, OPS_ZERO.get(0)?) {
+            Some(p) => p,
+            None => {
+                count(ProgramCounter::OpsFull);
+                return None;
             }
-        }
+        },
     };
     let bucket = latency_bucket(latency);
     // SAFETY: stats points into a live map value; bucket < LATENCY_BUCKETS by construction, and
@@ -549,16 +506,7 @@ fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
             opclass: started.opclass,
             _pad: 0,
         };
-        match STATUSES.get_ptr_mut(&skey) {
-            Some(p) => atomic_add(p, 1),
-            None => {
-                if STATUSES.insert(&skey, &1, BPF_NOEXIST).is_err() {
-                    if let Some(p) = STATUSES.get_ptr_mut(&skey) {
-                        atomic_add(p, 1);
-                    }
-                }
-            }
-        }
+        count_key(&STATUSES, &skey);
     }
     Some(())
 }

@@ -11,8 +11,6 @@
 //! accepted it (the function returns false for a change its state machine refuses).
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
-#![allow(internal_features)]
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -24,6 +22,7 @@ use nvmeof_common::state::{
     CtrlLayout, PendingChange, Reconnects, TransitionKey, TransitionStats, PENDING_CAPACITY,
     RECONNECTS_CAPACITY, STATE_SLOTS, TRANSITIONS_CAPACITY,
 };
+use nvmeof_ebpf::helpers::{atomic_add, get_or_insert, BPF_NOEXIST};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -44,22 +43,10 @@ static TRANSITIONS: HashMap<TransitionKey, TransitionStats> =
 #[map]
 static RECONNECTS: HashMap<u32, Reconnects> = HashMap::with_max_entries(RECONNECTS_CAPACITY, 0);
 
-const BPF_NOEXIST: u64 = 1;
-
 #[inline(always)]
 fn layout() -> CtrlLayout {
     // SAFETY: a plain read of a global; volatile so the zeroed initialiser is not folded in.
     unsafe { core::ptr::read_volatile(&CTRL_LAYOUT) }
-}
-
-#[inline(always)]
-fn atomic_add(dst: *mut u64, v: u64) {
-    // SAFETY: dst points into a map value that the kernel keeps alive for this program run.
-    unsafe {
-        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-            dst, v,
-        );
-    }
 }
 
 #[inline(always)]
@@ -71,15 +58,8 @@ fn read_u32(base: u64, offset: u32) -> Option<u32> {
 /// Folds the controller's current `nr_reconnects` into its attempt count.
 #[inline(always)]
 fn observe_reconnects(instance: u32, nr: u32) {
-    let p = match RECONNECTS.get_ptr_mut(&instance) {
-        Some(p) => p,
-        None => {
-            let _ = RECONNECTS.insert(&instance, &Reconnects::default(), BPF_NOEXIST);
-            match RECONNECTS.get_ptr_mut(&instance) {
-                Some(p) => p,
-                None => return,
-            }
-        }
+    let Some(p) = get_or_insert(&RECONNECTS, &instance, &Reconnects::default()) else {
+        return;
     };
     // SAFETY: a live map value. Reconnects of one controller run in its one work item, so these
     // plain updates do not race with each other.
