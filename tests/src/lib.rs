@@ -32,8 +32,8 @@ pub fn agent_bin() -> PathBuf {
     p
 }
 
-/// Flags of the agent the lab tests start (see [`Shared::ensure_agent`]).
-pub const LAB_AGENT_ARGS: &str = "--collector.timeout=1s";
+/// Flags of the agent the lab tests start (see [`Shared::ensure_agent`]): the lab's own.
+pub use xtask::lab::LAB_AGENT_ARGS;
 
 /// A booted lab with its topology: the transports the kernel could not set up, with why.
 pub struct Shared {

@@ -20,6 +20,10 @@ use crate::cmd::say;
 use crate::kernel::{self, Kernel, Series};
 use crate::{cache, initramfs};
 
+/// Flags of the agent in the lab (tests and `cargo xtask run`): under TCG a collector often
+/// needs more than the default 50 ms deadline, and would serve its previous output (or none yet).
+pub const LAB_AGENT_ARGS: &str = "--collector.timeout=1s";
+
 /// The agent's port inside the guest (see `guest/lab.sh`).
 pub const GUEST_AGENT_PORT: u16 = 9856;
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);

@@ -168,7 +168,7 @@ fn run(series: Series, port: u16) -> Result<()> {
     let mut lab = Lab::boot(&opts)?;
     let topo = lab.sh("topology; controllers")?;
     print!("{}", topo.out);
-    lab.sh_ok("agent_start")
+    lab.sh_ok(&format!("agent_start {}", xtask::lab::LAB_AGENT_ARGS))
         .context("starting the agent in the lab")?;
     // A gentle, bounded background load so the I/O metrics move: 1 MiB to each namespace every
     // two seconds, for at most two hours.
