@@ -62,11 +62,12 @@ impl Shared {
         }
     }
 
-    /// Restarts the agent with other flags (`""`: the defaults) and waits for it as above.
+    /// Restarts the agent with other flags on top of [`LAB_AGENT_ARGS`] (`""`: the lab's agent as
+    /// `ensure_agent` starts it) and waits for it as above.
     pub fn restart_agent(&mut self, args: &str) {
         let out = self
             .lab
-            .sh(&format!("agent_stop; agent_start {args}"))
+            .sh(&format!("agent_stop; agent_start {LAB_AGENT_ARGS} {args}"))
             .expect("restarting the agent");
         assert_eq!(
             out.rc, 0,

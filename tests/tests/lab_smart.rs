@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use nvmeof_agent::nvme::CriticalWarning;
-use nvmeof_tests::{json_numbers, kernels, with_lab, Metrics, Shared};
+use nvmeof_tests::{json_numbers, kernels, with_lab, Metrics, Shared, LAB_AGENT_ARGS};
 
 /// The lab agent's SMART polling in these tests: fast enough to wait for, slow enough for TCG.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -565,7 +565,7 @@ fn without_cap_sys_admin_polls_fail_as_permission_denied_logged_once() {
                      done
                      : > /tmp/agent-nobody.log; chmod 666 /tmp/agent-nobody.log
                      su -s /bin/sh nobody -c 'exec >> /tmp/agent-nobody.log 2>&1; echo uid $(id -u); \
-                       exec /usr/bin/nvmeof-exporter --web.listen-address=:9857 \
+                       exec /usr/bin/nvmeof-exporter --web.listen-address=:9857 {LAB_AGENT_ARGS} \
                        --no-collector.io --smart.interval={}s' &
                      pid=$!
                      sleep {}
