@@ -2,7 +2,7 @@
 //! `nvme:nvme_complete_rq` as tracefs prints them, joined per (queue, command id & 0xfff) the way
 //! the programs join them (5.10 prints the bare tag at completion, later kernels the full id).
 //! The reference the agent's quantiles are checked against.
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// One traced event: its timestamp in ns, whether it is a setup, the queue, the command id and,
 /// for a setup, whether it is a write.
@@ -98,6 +98,73 @@ pub fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[(rank - 1) as usize]
 }
 
+/// Error completions in a trace, by (controller, kind), classified from what tracefs prints and
+/// nothing the agent computed: the status of each `nvme_complete_rq` (masked to its type and
+/// code), and for keep-alive and fabrics commands the opcode of the matching `nvme_setup_cmd`
+/// (joined per controller, queue and command id & 0xfff, as the programs join them). Kinds are
+/// the `kind` label values of `nvmeof_connection_errors_total`.
+pub fn error_completions(trace: &str) -> BTreeMap<(String, &'static str), u64> {
+    use nvmeof_common::conn_errors::ConnErrorKind;
+    // Opcode class of the last setup seen per (controller, queue, cid & 0xfff).
+    #[derive(Clone, Copy)]
+    enum Cmd {
+        KeepAlive,
+        Fabrics,
+        Other,
+    }
+    let mut open: HashMap<(String, u16, u16), Cmd> = HashMap::new();
+    let mut out = BTreeMap::new();
+    for line in trace.lines() {
+        let (setup, at) = if let Some(i) = line.find(" nvme_setup_cmd: ") {
+            (true, i)
+        } else if let Some(i) = line.find(" nvme_complete_rq: ") {
+            (false, i)
+        } else {
+            continue;
+        };
+        let Some((_, rest)) = line[at..].split_once(": ") else {
+            continue;
+        };
+        let Some((ctrl, rest)) = rest.split_once(": ") else {
+            continue;
+        };
+        let rest = format!(" {rest}");
+        let (Some(qid), Some(cid)) = (
+            field(&rest, "qid").and_then(|v| v.parse::<u16>().ok()),
+            field(&rest, "cmdid").and_then(|v| v.parse::<u16>().ok()),
+        ) else {
+            continue;
+        };
+        let key = (ctrl.to_owned(), qid, cid & 0x0fff);
+        if setup {
+            let cmd = if rest.contains("cmd=(nvme_fabrics_type_") {
+                Cmd::Fabrics
+            } else if qid == 0 && rest.contains("cmd=(nvme_admin_keep_alive") {
+                Cmd::KeepAlive
+            } else {
+                Cmd::Other
+            };
+            open.insert(key, cmd);
+            continue;
+        }
+        let status = field(&rest, "status")
+            .and_then(|v| u16::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+            .unwrap_or(0)
+            & 0x07ff;
+        let cmd = open.remove(&key).unwrap_or(Cmd::Other);
+        if status == 0 {
+            continue;
+        }
+        let kind = match cmd {
+            Cmd::Fabrics => ConnErrorKind::ConnectFailure,
+            Cmd::KeepAlive => ConnErrorKind::KeepAliveFailure,
+            Cmd::Other => ConnErrorKind::of_status(status),
+        };
+        *out.entry((ctrl.to_owned(), kind.as_str())).or_insert(0) += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,5 +214,30 @@ mod tests {
         assert_eq!(exact_quantile(&v, 0.999), 999);
         assert_eq!(exact_quantile(&v, 0.0), 1);
         assert_eq!(exact_quantile(&[7], 0.99), 7);
+    }
+
+    #[test]
+    fn classifies_error_completions_by_status_and_by_the_setup_opcode() {
+        let trace = "\
+ kworker-1 [000] .....  1.000000: nvme_setup_cmd: nvme2: qid=0, cmdid=5, nsid=0, flags=0x0, meta=0x0, cmd=(nvme_admin_keep_alive cdw10=00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00)
+ kworker-1 [000] .....  1.000100: nvme_setup_cmd: nvme2: disk=nvme2c2n1, qid=1, cmdid=4133, nsid=1, flags=0x0, meta=0x0, cmd=(nvme_cmd_read slba=0, len=7, ctrl=0x0, dsmgmt=0, reftag=0)
+ kworker-1 [000] .....  1.000200: nvme_setup_cmd: nvme2: qid=2, cmdid=0, nsid=0, flags=0x0, meta=0x0, cmd=(nvme_fabrics_type_connect recfmt=0, qid=2, sqsize=127, cattr=0, kato=0)
+ kworker-1 [000] .....  2.000000: nvme_complete_rq: nvme2: qid=0, cmdid=5, res=0x0, retries=0, flags=0x0, status=0x371
+ kworker-1 [000] .....  2.000001: nvme_complete_rq: nvme2: disk=nvme2c2n1, qid=1, cmdid=37, res=0x0, retries=0, flags=0x0, status=0x371
+ kworker-1 [000] .....  2.000002: nvme_complete_rq: nvme2: qid=2, cmdid=0, res=0x0, retries=0, flags=0x0, status=0x4182
+ kworker-1 [000] .....  2.000003: nvme_complete_rq: nvme3: disk=nvme3n1, qid=1, cmdid=9, res=0x0, retries=0, flags=0x0, status=0x400b
+ kworker-1 [000] .....  2.000004: nvme_complete_rq: nvme3: disk=nvme3n1, qid=1, cmdid=10, res=0x0, retries=0, flags=0x0, status=0x0
+";
+        let got = error_completions(trace);
+        let want: BTreeMap<(String, &str), u64> = [
+            (("nvme2".to_owned(), "keep_alive_failure"), 1),
+            // cmdid 37 (0x025) matches no setup: its status decides.
+            (("nvme2".to_owned(), "abort"), 1),
+            (("nvme2".to_owned(), "connect_failure"), 1),
+            (("nvme3".to_owned(), "command_error"), 1),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(got, want);
     }
 }
