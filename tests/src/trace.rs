@@ -4,6 +4,8 @@
 //! The reference the agent's quantiles are checked against.
 use std::collections::{BTreeMap, HashMap};
 
+use nvmeof_common::conn_errors::{ConnErrorKind, ErrorTimeouts};
+
 /// One traced event: its timestamp in ns, whether it is a setup, the queue, the command id and,
 /// for a setup, whether it is a write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,17 +104,21 @@ pub fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
 /// nothing the agent computed: the status of each `nvme_complete_rq` (masked to its type and
 /// code), and for keep-alive and fabrics commands the opcode of the matching `nvme_setup_cmd`
 /// (joined per controller, queue and command id & 0xfff, as the programs join them). Kinds are
-/// the `kind` label values of `nvmeof_connection_errors_total`.
-pub fn error_completions(trace: &str) -> BTreeMap<(String, &'static str), u64> {
-    use nvmeof_common::conn_errors::ConnErrorKind;
-    // Opcode class of the last setup seen per (controller, queue, cid & 0xfff).
+/// the `kind` label values of `nvmeof_connection_errors_total`. A command whose setup is in the
+/// trace and whose completion came `timeouts` or later after it also counts as `timeout`
+/// (whatever its status), as the programs count it.
+pub fn error_completions(
+    trace: &str,
+    timeouts: &ErrorTimeouts,
+) -> BTreeMap<(String, &'static str), u64> {
+    // What the last setup seen per (controller, queue, cid & 0xfff) was, and when.
     #[derive(Clone, Copy)]
     enum Cmd {
         KeepAlive,
         Fabrics,
         Other,
     }
-    let mut open: HashMap<(String, u16, u16), Cmd> = HashMap::new();
+    let mut open: HashMap<(String, u16, u16), (Cmd, u64)> = HashMap::new();
     let mut out = BTreeMap::new();
     for line in trace.lines() {
         let (setup, at) = if let Some(i) = line.find(" nvme_setup_cmd: ") {
@@ -120,6 +126,13 @@ pub fn error_completions(trace: &str) -> BTreeMap<(String, &'static str), u64> {
         } else if let Some(i) = line.find(" nvme_complete_rq: ") {
             (false, i)
         } else {
+            continue;
+        };
+        let Some(ts_ns) = line[..at]
+            .split_whitespace()
+            .last()
+            .and_then(|t| parse_ts_ns(t.trim_end_matches(':')))
+        else {
             continue;
         };
         let Some((_, rest)) = line[at..].split_once(": ") else {
@@ -144,18 +157,24 @@ pub fn error_completions(trace: &str) -> BTreeMap<(String, &'static str), u64> {
             } else {
                 Cmd::Other
             };
-            open.insert(key, cmd);
+            open.insert(key, (cmd, ts_ns));
             continue;
         }
         let status = field(&rest, "status")
             .and_then(|v| u16::from_str_radix(v.trim_start_matches("0x"), 16).ok())
             .unwrap_or(0)
             & 0x07ff;
-        let cmd = open.remove(&key).unwrap_or(Cmd::Other);
+        let started = open.remove(&key);
+        if let Some((_, start)) = started {
+            if timeouts.timed_out(qid, ts_ns.saturating_sub(start)) {
+                *out.entry((ctrl.to_owned(), ConnErrorKind::Timeout.as_str()))
+                    .or_insert(0) += 1;
+            }
+        }
         if status == 0 {
             continue;
         }
-        let kind = match cmd {
+        let kind = match started.map(|(cmd, _)| cmd).unwrap_or(Cmd::Other) {
             Cmd::Fabrics => ConnErrorKind::ConnectFailure,
             Cmd::KeepAlive => ConnErrorKind::KeepAliveFailure,
             Cmd::Other => ConnErrorKind::of_status(status),
@@ -226,15 +245,26 @@ mod tests {
  kworker-1 [000] .....  2.000001: nvme_complete_rq: nvme2: disk=nvme2c2n1, qid=1, cmdid=37, res=0x0, retries=0, flags=0x0, status=0x371
  kworker-1 [000] .....  2.000002: nvme_complete_rq: nvme2: qid=2, cmdid=0, res=0x0, retries=0, flags=0x0, status=0x4182
  kworker-1 [000] .....  2.000003: nvme_complete_rq: nvme3: disk=nvme3n1, qid=1, cmdid=9, res=0x0, retries=0, flags=0x0, status=0x400b
+ kworker-1 [000] .....  0.999000: nvme_setup_cmd: nvme3: disk=nvme3n1, qid=1, cmdid=10, nsid=1, flags=0x0, meta=0x0, cmd=(nvme_cmd_read slba=8, len=7, ctrl=0x0, dsmgmt=0, reftag=0)
  kworker-1 [000] .....  2.000004: nvme_complete_rq: nvme3: disk=nvme3n1, qid=1, cmdid=10, res=0x0, retries=0, flags=0x0, status=0x0
 ";
-        let got = error_completions(trace);
+        // 1 s for I/O queues: nvme3's read (0.999 to 2.000004) outlived it; 5 s for the admin
+        // queue: the keep-alive (1.0 to 2.0) did not.
+        let got = error_completions(
+            trace,
+            &ErrorTimeouts {
+                io_ns: 1_000_000_000,
+                admin_ns: 5_000_000_000,
+            },
+        );
         let want: BTreeMap<(String, &str), u64> = [
             (("nvme2".to_owned(), "keep_alive_failure"), 1),
-            // cmdid 37 (0x025) matches no setup: its status decides.
+            // cmdid 37 (0x025) matches no setup: its status decides, no timeout is known.
             (("nvme2".to_owned(), "abort"), 1),
             (("nvme2".to_owned(), "connect_failure"), 1),
             (("nvme3".to_owned(), "command_error"), 1),
+            // nvme3's cmdid 10 completed well, after 1.0 s: a timeout all the same.
+            (("nvme3".to_owned(), "timeout"), 1),
         ]
         .into_iter()
         .collect();

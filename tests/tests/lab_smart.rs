@@ -17,7 +17,12 @@ const INTERVAL: Duration = Duration::from_secs(1);
 /// Restarts the agent with a short SMART interval, runs `f`, then restores the default agent
 /// for the other tests (also when `f` panics).
 fn with_fast_smart<R>(s: &mut Shared, f: impl FnOnce(&mut Shared) -> R) -> R {
-    s.restart_agent(&format!("--smart.interval={}s", INTERVAL.as_secs()));
+    with_fast_smart_and(s, "", f)
+}
+
+/// [`with_fast_smart`] with more agent flags (a flag given twice takes its last value).
+fn with_fast_smart_and<R>(s: &mut Shared, extra: &str, f: impl FnOnce(&mut Shared) -> R) -> R {
+    s.restart_agent(&format!("--smart.interval={}s {extra}", INTERVAL.as_secs()));
     let r = catch_unwind(AssertUnwindSafe(|| f(s)));
     s.restart_agent("");
     r.unwrap_or_else(|e| resume_unwind(e))
@@ -354,6 +359,34 @@ struct Timings {
     /// The slowest wait on each collector, in seconds.
     slowest: BTreeMap<String, f64>,
     guest: Vec<Duration>,
+    /// The agent's own time for every scrape of the series (host and VM), from its
+    /// `nvmeof_exporter_scrape_duration_seconds` histogram: how many, how many over 100 ms, and
+    /// the smallest bucket bound that holds them all.
+    agent_scrapes: f64,
+    agent_over_100ms: f64,
+    agent_max_le: f64,
+}
+
+/// (count, count at or under 100 ms, per bucket bound: cumulative count) of the agent's
+/// scrape-duration histogram on a page.
+fn served(m: &Metrics) -> (f64, f64, Vec<(f64, f64)>) {
+    let count = m.sum("nvmeof_exporter_scrape_duration_seconds_count", &[]);
+    let buckets: Vec<(f64, f64)> = m
+        .select("nvmeof_exporter_scrape_duration_seconds_bucket", &[])
+        .filter_map(|b| {
+            let le = match b.label("le")? {
+                "+Inf" => f64::INFINITY,
+                v => v.parse().ok()?,
+            };
+            Some((le, b.value))
+        })
+        .collect();
+    let within = buckets
+        .iter()
+        .find(|(le, _)| (*le - 0.1).abs() < 1e-9)
+        .map(|(_, n)| *n)
+        .expect("a 0.1 s bucket");
+    (count, within, buckets)
 }
 
 fn timed_scrapes(s: &mut Shared, n: usize) -> Timings {
@@ -363,7 +396,12 @@ fn timed_scrapes(s: &mut Shared, n: usize) -> Timings {
         smart_s: Vec::new(),
         slowest: BTreeMap::new(),
         guest: Vec::new(),
+        agent_scrapes: 0.0,
+        agent_over_100ms: 0.0,
+        agent_max_le: 0.0,
     };
+    let (first, _) = s.scrape();
+    let (count0, within0, buckets0) = served(&first);
     for _ in 0..n {
         std::thread::sleep(Duration::from_millis(150));
         let (m, took) = s.scrape();
@@ -393,6 +431,17 @@ fn timed_scrapes(s: &mut Shared, n: usize) -> Timings {
         .filter_map(|v| v.parse::<f64>().ok())
         .map(Duration::from_secs_f64)
         .collect();
+    // This page holds every scrape above (its own time is not in it yet).
+    let (last, _) = s.scrape();
+    let (count1, within1, buckets1) = served(&last);
+    t.agent_scrapes = count1 - count0;
+    t.agent_over_100ms = (count1 - within1) - (count0 - within0);
+    t.agent_max_le = buckets1
+        .iter()
+        .zip(&buckets0)
+        .find(|((_, n1), (_, n0))| n1 - n0 == t.agent_scrapes)
+        .map(|((le, _), _)| *le)
+        .unwrap_or(f64::INFINITY);
     t.host.sort();
     t.guest.sort();
     t
@@ -424,11 +473,15 @@ impl Timings {
             .map(|(c, s)| format!("{c} {:.1}", s * 1000.0))
             .collect();
         format!(
-            "{} scrapes from the host: {}; in the VM: {}; smart collector max {:.2} ms, {} of {} \
+            "{} scrapes from the host: {}; in the VM: {}; the agent's own time: {} of {} over \
+             100 ms, all within {} s; smart collector max {:.2} ms, {} of {} \
              in time; slowest wait per collector (ms): {}",
             self.host.len(),
             show(&self.host),
             show(&self.guest),
+            self.agent_over_100ms,
+            self.agent_scrapes,
+            self.agent_max_le,
             smart_max,
             self.smart_ok.iter().filter(|ok| **ok).count(),
             self.smart_ok.len(),
@@ -449,7 +502,9 @@ fn a_controller_stuck_connecting_turns_stale_and_scrapes_stay_fast() {
                 .expect("the first TCP path")
                 .trim()
                 .to_owned();
-            with_fast_smart(s, |s| {
+            // At the default collector deadline (the lab's agents run with a longer one), so
+            // that the agent's own time per scrape is what a production scrape gets.
+            with_fast_smart_and(s, "--collector.timeout=50ms", |s| {
                 let since = guest_now(s);
                 wait_fresh(s, &names, since);
                 let healthy = timed_scrapes(s, 20);
@@ -509,6 +564,20 @@ fn a_controller_stuck_connecting_turns_stale_and_scrapes_stay_fast() {
                     assert!(
                         during.host_median() < bound,
                         "{release}: scrapes while {stuck} is stuck: {} (bound {bound:?})",
+                        during.summary()
+                    );
+                    // What the exporter itself adds to a scrape (from the request to the encoded
+                    // page, the emulated network left out): never over 100 ms while a controller
+                    // is stuck, whatever the host's load does to the figures above.
+                    assert!(
+                        during.agent_scrapes >= 40.0,
+                        "{release}: {}",
+                        during.summary()
+                    );
+                    assert_eq!(
+                        during.agent_over_100ms,
+                        0.0,
+                        "{release}: the agent took over 100 ms: {}",
                         during.summary()
                     );
                     assert_eq!(stale(&last, &stuck), Some(1.0), "{release}: {stuck} stale");

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use nvmeof_common::conn_errors::ErrorTimeouts;
 use nvmeof_tests::trace::error_completions;
 use nvmeof_tests::{kernels, with_lab, Metrics, Shared};
 
@@ -190,8 +191,7 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
     }
 }
 
-/// The kinds every error completion counts in once (`timeout` counts in addition, and tracefs
-/// has no event for it).
+/// The kinds every error completion counts in once.
 const COMPLETION_KINDS: [&str; 7] = [
     "path_error",
     "host_path_error",
@@ -202,13 +202,17 @@ const COMPLETION_KINDS: [&str; 7] = [
     "connect_failure",
 ];
 
-/// The agent's error completions by (controller, kind), zeros left out.
-fn counted_errors(m: &Metrics) -> BTreeMap<(String, &'static str), f64> {
+/// The agent's error completions by (controller, kind), zeros left out; `timeout` (counted in
+/// addition to the completion's kind) only for the controllers in `watched`, whose every
+/// command the reference traces.
+fn counted_errors(m: &Metrics, watched: &[String]) -> BTreeMap<(String, &'static str), f64> {
     let mut out = BTreeMap::new();
-    for kind in COMPLETION_KINDS {
+    for kind in COMPLETION_KINDS.into_iter().chain(["timeout"]) {
         for sample in m.select("nvmeof_connection_errors_total", &[("kind", kind)]) {
             if let Some(c) = sample.label("controller") {
-                out.insert((c.to_owned(), kind), sample.value);
+                if kind != "timeout" || watched.iter().any(|w| w == c) {
+                    out.insert((c.to_owned(), kind), sample.value);
+                }
             }
         }
     }
@@ -229,14 +233,16 @@ fn delta(
         .collect()
 }
 
-/// Runs `scenario` (shell, in the guest) while tracefs records every error completion and the
+/// Runs `scenario` (shell, in the guest) while tracefs records every error completion, the
 /// setup of every admin and fabrics command (the ones whose kind depends on the opcode: I/O
 /// queues' fabrics connects use the reserved tag 0, which no I/O command shares, so the join on
-/// tag stays right without tracing every I/O setup). Returns the scenario's output, its exit code
-/// and the traced errors by (controller, kind); then checks that the agent counted exactly those.
+/// tag stays right without tracing every I/O setup), and every command of the `watched`
+/// controllers (so that their timeouts are known too). Checks that the agent counted exactly
+/// what the trace shows, by (controller, kind); returns the scenario's output and the counts.
 fn errors_match_tracefs(
     s: &mut Shared,
     scenario: &str,
+    watched: &[String],
 ) -> (String, BTreeMap<(String, &'static str), u64>) {
     let release = s.lab.kernel.release.clone();
     s.ensure_agent();
@@ -248,6 +254,20 @@ fn errors_match_tracefs(
         "{release}: {}",
         agent_log(s)
     );
+    // The timeouts the agent read at start (nvme_core's parameters, in seconds).
+    let mut secs = |p: &str| -> u64 {
+        sh(s, &format!("cat /sys/module/nvme_core/parameters/{p}"))
+            .parse()
+            .unwrap_or_else(|e| panic!("{release}: {p}: {e}"))
+    };
+    let timeouts = ErrorTimeouts {
+        io_ns: secs("io_timeout") * 1_000_000_000,
+        admin_ns: secs("admin_timeout") * 1_000_000_000,
+    };
+    let watch: String = watched
+        .iter()
+        .map(|c| format!(" || ctrl_id == {}", c.trim_start_matches("nvme")))
+        .collect();
     let out = s
         .lab
         .sh(&format!(
@@ -256,8 +276,8 @@ fn errors_match_tracefs(
              size=$(cat $T/buffer_size_kb)
              echo 8192 > $T/buffer_size_kb
              echo > $T/trace
-             echo 'status != 0' > $E/nvme_complete_rq/filter
-             echo 'qid == 0 || opcode == 127' > $E/nvme_setup_cmd/filter
+             echo 'status != 0{watch}' > $E/nvme_complete_rq/filter
+             echo 'qid == 0 || opcode == 127{watch}' > $E/nvme_setup_cmd/filter
              echo 1 > $E/nvme_complete_rq/enable
              echo 1 > $E/nvme_setup_cmd/enable
              ( {scenario} )
@@ -288,18 +308,21 @@ fn errors_match_tracefs(
         log.contains("tracefs overrun: 0\n"),
         "{release}: tracefs lost events, no reference:\n{log}"
     );
-    let traced = error_completions(trace);
+    let traced = error_completions(trace, &timeouts);
     let total: u64 = traced.values().sum();
-    let before = counted_errors(&before);
+    let before = counted_errors(&before, watched);
     // The drain runs every second and a collector may miss a scrape under TCG: until the
     // counts reach what tracefs saw (or the scrapes run out), then compare exactly.
     let after = scrape_until(s, |m| {
-        fresh(m, "io") && delta(&before, &counted_errors(m)).values().sum::<u64>() >= total
+        fresh(m, "io")
+            && delta(&before, &counted_errors(m, watched))
+                .values()
+                .sum::<u64>()
+                >= total
     });
-    let timeouts = after.sum("nvmeof_connection_errors_total", &[("kind", "timeout")]);
-    let counted = delta(&before, &counted_errors(&after));
+    let counted = delta(&before, &counted_errors(&after, watched));
     eprintln!(
-        "{release}: {}\ntraced by (controller, kind): {traced:?}\ncounted: {counted:?} (timeouts so far: {timeouts})",
+        "{release}: {}\ntraced by (controller, kind): {traced:?}\ncounted: {counted:?}",
         log.trim()
     );
     assert_eq!(counted, traced, "{release}: agent vs tracefs");
@@ -343,6 +366,7 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
                     tcp_iopolicy("round-robin"),
                     tcp_iopolicy("numa")
                 ),
+                std::slice::from_ref(&cut),
             );
             assert!(log.contains("left live"), "{release}: {log}");
             let on_cut: u64 = traced
@@ -385,6 +409,9 @@ fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does()
                  until [ -b \"$(dev_of loop)\" ] || [ $i -ge 300 ]; do sleep 0.1; i=$((i + 1)); done
                  echo \"namespace back as $(dev_of loop) after $((i / 10)) s\"
                  [ -b \"$(dev_of loop)\" ] && wait_live 30",
+                // No command can outlive its timeout in this second: timeouts are not traced
+                // (every command of the loop controller would be, thousands in the failover loop).
+                &[],
             );
             assert!(log.contains("namespace back"), "{release}: {log}");
             let on_ctrl: u64 = traced
@@ -395,6 +422,75 @@ fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does()
             assert!(
                 on_ctrl > 0,
                 "{release}: disabling the namespace failed no command on {ctrl}: {traced:?}"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
+    for k in kernels() {
+        with_lab(k, |s| {
+            let release = s.lab.kernel.release.clone();
+            // A controller of its own (a file-backed namespace on a third TCP port) whose
+            // keep-alive timeout (90 s) is longer than the I/O timeout (nvme_core's io_timeout,
+            // 30 s by default): when everything sent to its port is dropped, the read's own
+            // timeout ends the wait, not the keep-alive (0 is not honoured: the kernel then uses
+            // its default of 5 s).
+            let ctrl = sh(
+                s,
+                "truncate -s 64M /tmp/tmo.img &&
+                 t=$CFG/subsystems/$(nqn tmo) && mkdir -p $t/namespaces/1 &&
+                 echo 1 > $t/attr_allow_any_host &&
+                 echo /tmp/tmo.img > $t/namespaces/1/device_path &&
+                 echo 1 > $t/namespaces/1/buffered_io &&
+                 echo 1 > $t/namespaces/1/enable &&
+                 port 9 tcp ipv4 127.0.0.1 4422 && expose 9 tmo &&
+                 connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn tmo),keep_alive_tmo=90,reconnect_delay=1,ctrl_loss_tmo=120\" &&
+                 wait_live 30 && ctrl_of tmo",
+            );
+            let io_timeout = sh(s, "cat /sys/module/nvme_core/parameters/io_timeout");
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                errors_match_tracefs(
+                    s,
+                    &format!(
+                        "c={ctrl}; d=$(dev_of tmo)
+                         /usr/bin/tc qdisc add dev lo root handle 1: prio &&
+                         /usr/bin/tc qdisc add dev lo parent 1:3 handle 30: netem loss 100% &&
+                         /usr/bin/tc filter add dev lo parent 1:0 protocol ip prio 1 u32 \
+                             match ip dport 4422 0xffff flowid 1:3 || exit 10
+                         dd if=$d of=/dev/null bs=4k count=1 skip=100 iflag=direct 2>/dev/null &
+                         reader=$!
+                         # The read times out after io_timeout ({io_timeout} s), the host gives
+                         # the connection up, then the drop ends so that it can reconnect.
+                         i=0
+                         while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt $(( ({io_timeout} + 60) * 10 )) ]; do
+                             sleep 0.1; i=$((i + 1))
+                         done
+                         echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
+                         /usr/bin/tc qdisc del dev lo root
+                         wait_live 60; live=$?
+                         wait $reader; echo \"reader exit $?\"
+                         exit $live"
+                    ),
+                    std::slice::from_ref(&ctrl),
+                )
+            }));
+            // Whatever happened, the extra controller and its target go.
+            let _ = s.lab.sh(&format!(
+                "/usr/bin/tc qdisc del dev lo root 2>/dev/null
+                 echo 1 > /sys/class/nvme/{ctrl}/delete_controller
+                 t=$CFG/subsystems/$(nqn tmo)
+                 unexpose 9 tmo; rmdir $CFG/ports/9
+                 echo 0 > $t/namespaces/1/enable; rmdir $t/namespaces/1 $t
+                 rm -f /tmp/tmo.img"
+            ));
+            let (log, traced) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+            assert!(log.contains("left live"), "{release}: {log}");
+            let timed_out = traced.get(&(ctrl.clone(), "timeout")).copied().unwrap_or(0);
+            assert!(
+                timed_out > 0,
+                "{release}: no command of {ctrl} outlived {io_timeout} s: {traced:?}"
             );
         });
     }
