@@ -74,6 +74,9 @@ fn flag(name: String, help: String) -> Arg {
 pub fn command(registry: &[Registration]) -> Command {
     let mut cmd = Command::new("nvmeof-exporter")
         .version(env!("CARGO_PKG_VERSION"))
+        // A flag given twice takes its last value, as node_exporter's flags do: a wrapper or a
+        // DaemonSet's extra args can override what a base command line set.
+        .args_override_self(true)
         .about("Prometheus exporter for NVMe over Fabrics hosts: fabric state from sysfs, per-queue latency from eBPF.")
         .arg(
             Arg::new("web.listen-address")
@@ -323,6 +326,17 @@ mod tests {
         assert_eq!(c.dev, PathBuf::from("/dev"));
         assert_eq!(c.smart_interval, Duration::from_secs(60));
         assert_eq!(c.smart_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        let c = parse_from([
+            "nvmeof-exporter",
+            "--collector.timeout=1s",
+            "--collector.timeout=50ms",
+        ])
+        .unwrap();
+        assert_eq!(c.collector_timeout, Duration::from_millis(50));
     }
 
     #[test]

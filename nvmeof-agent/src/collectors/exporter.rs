@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use prometheus::proto::{Bucket, Histogram, Metric};
+
 use crate::collector::{Collector, Family, Kind, Sink};
 
 const BUILD_INFO: Family = Family {
@@ -38,7 +40,26 @@ const SCRAPES: Family = Family {
     kind: Kind::Counter,
 };
 
-pub const FAMILIES: &[Family] = &[BUILD_INFO, SUCCESS, DURATION, STALE, ERRORS, SCRAPES];
+const SCRAPE_DURATION: Family = Family {
+    name: "nvmeof_exporter_scrape_duration_seconds",
+    help: "Time the exporter took to answer earlier scrapes, from the request to the encoded page.",
+    kind: Kind::Histogram,
+};
+
+pub const FAMILIES: &[Family] = &[
+    BUILD_INFO,
+    SUCCESS,
+    DURATION,
+    STALE,
+    ERRORS,
+    SCRAPES,
+    SCRAPE_DURATION,
+];
+
+/// Upper bounds of the scrape-duration buckets: fine around the collector deadline (50 ms by
+/// default) and the 100 ms a scrape must stay under, coarse beyond.
+pub const SCRAPE_BOUNDS_SECONDS: [f64; 10] =
+    [0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// How one collector fared in one scrape.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -48,9 +69,19 @@ pub struct Outcome {
     pub duration: Duration,
 }
 
+/// Cumulative durations of answered scrapes, as a Prometheus histogram keeps them.
+#[derive(Default)]
+struct Served {
+    /// Per bound of [`SCRAPE_BOUNDS_SECONDS`]: scrapes at or under it (non-cumulative here).
+    buckets: [u64; SCRAPE_BOUNDS_SECONDS.len()],
+    count: u64,
+    sum_seconds: f64,
+}
+
 #[derive(Default)]
 struct Inner {
     scrapes: u64,
+    served: Served,
     last: BTreeMap<&'static str, Outcome>,
     errors: BTreeMap<&'static str, u64>,
 }
@@ -80,6 +111,19 @@ impl SelfStats {
 
     pub fn scrape_started(&self) {
         self.lock().scrapes += 1;
+    }
+
+    /// Records how long answering one scrape took (the request handler calls it once the page
+    /// is encoded, so a scrape's own time shows from the next scrape on).
+    pub fn scrape_served(&self, took: Duration) {
+        let secs = took.as_secs_f64();
+        let mut inner = self.lock();
+        let served = &mut inner.served;
+        if let Some(i) = SCRAPE_BOUNDS_SECONDS.iter().position(|&le| secs <= le) {
+            served.buckets[i] += 1;
+        }
+        served.count += 1;
+        served.sum_seconds += secs;
     }
 
     pub fn add_errors(&self, collector: &'static str, n: u64) {
@@ -127,6 +171,63 @@ impl Collector for ExporterCollector {
             sink.counter(&ERRORS, &[("collector", *name)], *n as f64);
         }
         sink.counter(&SCRAPES, &[], inner.scrapes as f64);
+        let mut h = Histogram::default();
+        h.set_sample_count(inner.served.count);
+        h.set_sample_sum(inner.served.sum_seconds);
+        let mut cumulative = 0;
+        h.set_bucket(
+            SCRAPE_BOUNDS_SECONDS
+                .iter()
+                .zip(inner.served.buckets)
+                .map(|(&le, n)| {
+                    cumulative += n;
+                    let mut b = Bucket::default();
+                    b.set_upper_bound(le);
+                    b.set_cumulative_count(cumulative);
+                    b
+                })
+                .collect(),
+        );
+        let mut m = Metric::default();
+        m.set_histogram(h);
+        sink.push(&SCRAPE_DURATION, m, &[]);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page(stats: std::sync::Arc<SelfStats>) -> String {
+        let mut sink = Sink::new();
+        ExporterCollector::new(stats).collect(&mut sink).unwrap();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&sink.into_families())
+            .unwrap()
+    }
+
+    #[test]
+    fn scrape_durations_fill_cumulative_buckets() {
+        let stats = std::sync::Arc::new(SelfStats::new(&["io"]));
+        for ms in [3, 60, 100, 3000] {
+            stats.scrape_served(Duration::from_millis(ms));
+        }
+        let text = page(stats);
+        for (le, n) in [
+            ("0.005", 1),
+            ("0.05", 1),
+            ("0.075", 2),
+            // A bound is inclusive: 100 ms is within 0.1.
+            ("0.1", 3),
+            ("2.5", 3),
+            ("+Inf", 4),
+        ] {
+            let line =
+                format!("nvmeof_exporter_scrape_duration_seconds_bucket{{le=\"{le}\"}} {n}\n");
+            assert!(text.contains(&line), "{line} not in\n{text}");
+        }
+        assert!(text.contains("nvmeof_exporter_scrape_duration_seconds_count 4\n"));
+        assert!(text.contains("nvmeof_exporter_scrape_duration_seconds_sum 3.163\n"));
     }
 }

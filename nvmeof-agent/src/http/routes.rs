@@ -87,13 +87,17 @@ impl App {
     }
 
     async fn metrics(&self, openmetrics: bool) -> Response<Body> {
+        let started = std::time::Instant::now();
         let families = self.scraper.scrape().await;
         if openmetrics {
             let text = openmetrics::encode(&families);
+            self.scraper.stats().scrape_served(started.elapsed());
             return reply(StatusCode::OK, openmetrics::CONTENT_TYPE, text);
         }
         let mut text = String::new();
-        match prometheus::TextEncoder::new().encode_utf8(&families, &mut text) {
+        let encoded = prometheus::TextEncoder::new().encode_utf8(&families, &mut text);
+        self.scraper.stats().scrape_served(started.elapsed());
+        match encoded {
             Ok(()) => reply(StatusCode::OK, TEXT_CONTENT_TYPE, text),
             Err(e) => {
                 log::error!("encoding metrics: {e}");
