@@ -567,17 +567,19 @@ fn a_controller_stuck_connecting_turns_stale_and_scrapes_stay_fast() {
                         during.summary()
                     );
                     // What the exporter itself adds to a scrape (from the request to the encoded
-                    // page, the emulated network left out): never over 100 ms while a controller
-                    // is stuck, whatever the host's load does to the figures above.
+                    // page, the emulated network left out). Natively that is a few ms on this
+                    // lab's tree (docs/metrics.md); under TCG the guest's own slowness puts some
+                    // scrapes over 100 ms with or without a stuck controller (the healthy
+                    // figures above). A scrape that waited on the stuck controller would take
+                    // the SMART command timeout (10 s): every one stays within 0.5 s.
                     assert!(
                         during.agent_scrapes >= 40.0,
                         "{release}: {}",
                         during.summary()
                     );
-                    assert_eq!(
-                        during.agent_over_100ms,
-                        0.0,
-                        "{release}: the agent took over 100 ms: {}",
+                    assert!(
+                        during.agent_max_le <= 0.5,
+                        "{release}: the agent took over 0.5 s: {}",
                         during.summary()
                     );
                     assert_eq!(stale(&last, &stuck), Some(1.0), "{release}: {stuck} stale");
