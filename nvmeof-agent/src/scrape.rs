@@ -8,6 +8,7 @@
 //! deadline (stuck) does not wait at all, and serves the cache. A run that finishes late still
 //! refreshes the cache, so the next scrape serves its data.
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -77,13 +78,16 @@ impl Scraper {
     /// Runs every collector and returns the families of this scrape, sorted by name.
     pub async fn scrape(&self) -> Vec<MetricFamily> {
         self.stats.scrape_started();
+        // Unique in the process, for the reads the collectors of this scrape share.
+        static SCRAPES: AtomicU64 = AtomicU64::new(0);
+        let scrape = SCRAPES.fetch_add(1, Ordering::Relaxed) + 1;
         let mut runs = tokio::task::JoinSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let collector = slot.collector.clone();
             let state = slot.state.clone();
             let stats = self.stats.clone();
             let timeout = self.timeout;
-            runs.spawn(async move { (i, run_one(collector, state, stats, timeout).await) });
+            runs.spawn(async move { (i, run_one(collector, state, stats, timeout, scrape).await) });
         }
         let mut outputs: Vec<Option<Families>> = vec![None; self.slots.len()];
         while let Some(joined) = runs.join_next().await {
@@ -111,6 +115,7 @@ async fn run_one(
     state: Arc<Mutex<SlotState>>,
     stats: Arc<SelfStats>,
     timeout: Duration,
+    scrape: u64,
 ) -> (Option<Families>, Outcome) {
     let name = collector.name();
     let start = Instant::now();
@@ -141,7 +146,7 @@ async fn run_one(
                 });
                 drop(st);
                 let (c, s, st) = (collector.clone(), state.clone(), stats.clone());
-                tokio::task::spawn_blocking(move || run_blocking(c, s, st, tx));
+                tokio::task::spawn_blocking(move || run_blocking(c, s, st, tx, scrape));
                 (rx, start + timeout)
             }
         }
@@ -180,10 +185,13 @@ fn run_blocking(
     state: Arc<Mutex<SlotState>>,
     stats: Arc<SelfStats>,
     done: watch::Sender<Option<RunResult>>,
+    scrape: u64,
 ) {
     let name = collector.name();
     let mut sink = Sink::new();
-    let r = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(&mut sink)));
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        crate::sysfs::controller::in_scrape(scrape, || collector.collect(&mut sink))
+    }));
     let skipped = sink.skipped_count();
     let result = match r {
         Ok(Ok(())) => {

@@ -29,7 +29,8 @@ pub struct FcRemotePort {
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+    let bytes = super::attr::read_small(p).ok()?;
+    Some(String::from_utf8(bytes).ok()?.trim().to_owned())
 }
 
 /// A statistic as sysfs prints it: hex (`0x1a`) or decimal; `None` for all ones (unsupported).

@@ -23,7 +23,8 @@ pub struct IbPort {
 }
 
 fn read_trim(p: &Path) -> Option<String> {
-    fs::read_to_string(p).ok().map(|s| s.trim().to_owned())
+    let bytes = super::attr::read_small(p).ok()?;
+    Some(String::from_utf8(bytes).ok()?.trim().to_owned())
 }
 
 fn counters(dir: &Path) -> BTreeMap<String, u64> {
