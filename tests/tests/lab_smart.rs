@@ -567,19 +567,20 @@ fn a_controller_stuck_connecting_turns_stale_and_scrapes_stay_fast() {
                         during.summary()
                     );
                     // What the exporter itself adds to a scrape (from the request to the encoded
-                    // page, the emulated network left out). Natively that is a few ms on this
-                    // lab's tree (docs/metrics.md); under TCG the guest's own slowness puts some
-                    // scrapes over 100 ms with or without a stuck controller (the healthy
-                    // figures above). A scrape that waited on the stuck controller would take
-                    // the SMART command timeout (10 s): every one stays within 0.5 s.
+                    // page, the emulated network left out): under 100 ms for every scrape while
+                    // the controller is stuck. Only on a host so loaded that the healthy lab's
+                    // scrapes went over that too (TCG shares the CPUs with everything else) is
+                    // the healthy lab's slowest bucket the bound; a scrape that waited on the
+                    // stuck controller would take the SMART command timeout (10 s).
                     assert!(
                         during.agent_scrapes >= 40.0,
                         "{release}: {}",
                         during.summary()
                     );
+                    let agent_bound = healthy.agent_max_le.max(0.1);
                     assert!(
-                        during.agent_max_le <= 0.5,
-                        "{release}: the agent took over 0.5 s: {}",
+                        during.agent_max_le <= agent_bound,
+                        "{release}: the agent's own time over {agent_bound} s: {}",
                         during.summary()
                     );
                     assert_eq!(stale(&last, &stuck), Some(1.0), "{release}: {stuck} stale");
