@@ -202,11 +202,21 @@ const COMPLETION_KINDS: [&str; 7] = [
     "connect_failure",
 ];
 
+/// Where the errors of controllers that no longer exist are counted, as one controller.
+const REMOVED: &str = "(removed)";
+
 /// The agent's error completions by (controller, kind), zeros left out; `timeout` (counted in
 /// addition to the completion's kind) only for the controllers in `watched`, whose every
-/// command the reference traces.
+/// command the reference traces. Controllers that no longer exist count as [`REMOVED`].
 fn counted_errors(m: &Metrics, watched: &[String]) -> BTreeMap<(String, &'static str), f64> {
     let mut out = BTreeMap::new();
+    for kind in COMPLETION_KINDS {
+        let n = m.sum(
+            "nvmeof_removed_controllers_connection_errors_total",
+            &[("kind", kind)],
+        );
+        out.insert((REMOVED.to_owned(), kind), n);
+    }
     for kind in COMPLETION_KINDS.into_iter().chain(["timeout"]) {
         for sample in m.select("nvmeof_connection_errors_total", &[("kind", kind)]) {
             if let Some(c) = sample.label("controller") {
@@ -308,7 +318,17 @@ fn errors_match_tracefs(
         log.contains("tracefs overrun: 0\n"),
         "{release}: tracefs lost events, no reference:\n{log}"
     );
-    let traced = error_completions(trace, &timeouts);
+    // Errors of controllers gone by now (a refused connect's) are the agent's REMOVED ones.
+    let present: Vec<String> = s.controllers().into_iter().map(|c| c.0).collect();
+    let mut traced: BTreeMap<(String, &'static str), u64> = BTreeMap::new();
+    for ((c, kind), n) in error_completions(trace, &timeouts) {
+        let c = if present.contains(&c) {
+            c
+        } else {
+            REMOVED.to_owned()
+        };
+        *traced.entry((c, kind)).or_insert(0) += n;
+    }
     let total: u64 = traced.values().sum();
     let before = counted_errors(&before, watched);
     // The drain runs every second and a collector may miss a scrape under TCG: until the
@@ -491,6 +511,47 @@ fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
             assert!(
                 timed_out > 0,
                 "{release}: no command of {ctrl} outlived {io_timeout} s: {traced:?}"
+            );
+        });
+    }
+}
+
+#[test]
+fn a_refused_connect_counts_as_connect_failure_as_tracefs_shows() {
+    for k in kernels() {
+        with_lab(k, |s| {
+            let release = s.lab.kernel.release.clone();
+            // A subsystem that admits no host, on a port of its own: the host's Connect command
+            // fails (invalid host) and the controller it was for never comes up.
+            sh(
+                s,
+                "t=$CFG/subsystems/$(nqn deny) && mkdir -p $t &&
+                 echo 0 > $t/attr_allow_any_host &&
+                 port 9 tcp ipv4 127.0.0.1 4422 && expose 9 deny",
+            );
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                errors_match_tracefs(
+                    s,
+                    "if connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn deny)\" 2>/dev/null; then
+                         echo 'connected?'; exit 1
+                     fi
+                     echo refused",
+                    &[],
+                )
+            }));
+            let _ = s
+                .lab
+                .sh("unexpose 9 deny; rmdir $CFG/ports/9; rmdir $CFG/subsystems/$(nqn deny)");
+            let (log, traced) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+            assert!(log.contains("refused"), "{release}: {log}");
+            let refused = traced
+                .get(&(REMOVED.to_owned(), "connect_failure"))
+                .copied()
+                .unwrap_or(0);
+            assert!(
+                refused > 0,
+                "{release}: the refused connect made no connect_failure of a removed controller: \
+                 {traced:?}"
             );
         });
     }

@@ -12,7 +12,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::Ebpf;
 use nvmeof_common::{
     maps, ConnErrorKey, Inflight, InflightKey, NamespaceKey, OpKey, OpStats, QueueKey, QueueState,
-    StatusKey, PROGRAM_COUNTERS,
+    StatusKey, CONN_ERROR_KINDS, PROGRAM_COUNTERS,
 };
 
 use super::loader::Loaded;
@@ -30,6 +30,10 @@ pub struct Drainer {
     /// Controller instance → NQN at the last drain: an instance number reused by a controller of
     /// another subsystem must not continue the old one's series.
     subsystems: BTreeMap<u32, String>,
+    /// Connection errors of controllers whose series were dropped (gone, or their instance
+    /// reused), by kind: a controller whose Connect the target refused never shows in sysfs,
+    /// and its failure must not vanish with it.
+    removed_conn_errors: [u64; CONN_ERROR_KINDS],
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
@@ -76,6 +80,7 @@ impl Drainer {
             sysfs_root,
             namespaces: HashMap::new(),
             subsystems: BTreeMap::new(),
+            removed_conn_errors: [0; CONN_ERROR_KINDS],
         }
     }
 
@@ -192,6 +197,15 @@ impl Drainer {
             .filter(|k| gone.contains(&k.ctrl_id))
             .collect();
         remove_keys::<ConnErrorKey, u64>(ebpf, maps::CONN_ERRORS, &conn_errors);
+        for (k, n) in raw
+            .conn_errors
+            .iter()
+            .filter(|(k, _)| gone.contains(&k.ctrl_id))
+        {
+            if let Some(total) = self.removed_conn_errors.get_mut(k.kind as usize) {
+                *total += n;
+            }
+        }
         if let Ok(inflight) = entries::<InflightKey, Inflight>(ebpf, maps::INFLIGHT) {
             let keys: Vec<InflightKey> = inflight
                 .into_iter()
@@ -239,7 +253,8 @@ impl Drainer {
         let mut raw = self.read_raw()?;
         let subsystems = controller_subsystems(&self.sysfs_root);
         self.forget_gone(&mut raw, &subsystems);
-        let view = self.model.apply(raw);
+        let mut view = self.model.apply(raw);
+        view.removed_conn_errors = self.removed_conn_errors;
         let programs = self.program_runs();
         let took = started.elapsed();
         let mut s = state.write().unwrap_or_else(|e| e.into_inner());

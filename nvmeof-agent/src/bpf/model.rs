@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use nvmeof_common::{
     bucket_bounds_ns, ConnErrorKey, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey,
-    LATENCY_BUCKETS, PROGRAM_COUNTERS,
+    CONN_ERROR_KINDS, LATENCY_BUCKETS, PROGRAM_COUNTERS,
 };
 
 /// Quantiles of `nvmeof_io_latency_seconds` (over the last `latency_window`).
@@ -218,6 +218,9 @@ pub struct IoView {
     pub statuses: Vec<(StatusKey, u64)>,
     /// Connection errors per controller and kind, as the kernel counted them (sorted).
     pub conn_errors: Vec<(ConnErrorKey, u64)>,
+    /// Connection errors of controllers no longer present, by kind (the drain folds them in
+    /// when it drops their series).
+    pub removed_conn_errors: [u64; CONN_ERROR_KINDS],
     /// I/O queues (qid > 0) per controller that have carried a command.
     pub io_queues: Vec<(u32, u32)>,
     pub counters: [u64; PROGRAM_COUNTERS as usize],
@@ -294,6 +297,7 @@ impl Model {
                 v.sort();
                 v
             },
+            removed_conn_errors: [0; CONN_ERROR_KINDS],
             counters: self.counters,
         }
     }

@@ -34,6 +34,8 @@ family!(ERRORS, "nvmeof_io_errors_total", Counter,
     "Completions with a non-zero NVMe status, by class and status (name from the NVMe status code, or hex).");
 family!(CONNECTION_ERRORS, "nvmeof_connection_errors_total", Counter,
     "Connection errors by kind: error completions by status class (path_error, host_path_error, abort, transport_error, command_error), keep_alive_failure, connect_failure (fabrics commands), and timeout (completed after the command timeout), counted by the completion program.");
+family!(REMOVED_CONNECTION_ERRORS, "nvmeof_removed_controllers_connection_errors_total", Counter,
+    "Connection errors (kinds as nvmeof_connection_errors_total) of controllers that no longer exist: a controller whose Connect the target refused never appears, the others' counts leave with their series.");
 family!(LATENCY, "nvmeof_io_latency_seconds", Summary,
     "Command latency from nvme_setup_cmd to nvme_complete_rq; quantiles over the latency window, sum and count since start.");
 family!(
@@ -97,6 +99,7 @@ pub const FAMILIES: &[Family] = &[
     COMMANDS,
     ERRORS,
     CONNECTION_ERRORS,
+    REMOVED_CONNECTION_ERRORS,
     LATENCY,
     LATENCY_HISTOGRAM,
     INFLIGHT_SECONDS,
@@ -273,6 +276,13 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
             conn.entry(k.ctrl_id).or_default()[kind as usize] = *count;
         }
     }
+    for kind in ConnErrorKind::ALL {
+        sink.counter(
+            &REMOVED_CONNECTION_ERRORS,
+            &[("kind", kind.as_str())],
+            state.view.removed_conn_errors[kind as usize] as f64,
+        );
+    }
     for (ctrl_id, counts) in conn {
         let l = Labels::new(state, ctrl_id, None);
         for kind in ConnErrorKind::ALL {
@@ -424,6 +434,12 @@ pub(crate) mod tests {
                     },
                     7,
                 )],
+                // A refused connect of a controller that never appeared.
+                removed_conn_errors: {
+                    let mut r = [0; CONN_ERROR_KINDS];
+                    r[ConnErrorKind::ConnectFailure as usize] = 1;
+                    r
+                },
                 counters,
             },
             subsystems: [(0, "nqn.2026-01.io.example:disk1".to_owned())].into(),
@@ -465,6 +481,9 @@ pub(crate) mod tests {
             format!("nvmeof_io_errors_total{{{l},opclass=\"read\",status=\"read_error\"}} 1"),
             format!("nvmeof_connection_errors_total{{{l},kind=\"abort\"}} 7"),
             format!("nvmeof_connection_errors_total{{{l},kind=\"timeout\"}} 0"),
+            "nvmeof_removed_controllers_connection_errors_total{kind=\"connect_failure\"} 1"
+                .to_owned(),
+            "nvmeof_removed_controllers_connection_errors_total{kind=\"abort\"} 0".to_owned(),
             "nvmeof_exporter_ebpf_up 1".to_owned(),
             "nvmeof_exporter_ebpf_programs_attached{program=\"nvme_complete_rq\"} 1".to_owned(),
             "nvmeof_exporter_ebpf_attach_mode{mode=\"tracepoint\"} 1".to_owned(),
