@@ -65,6 +65,31 @@ fn fresh(s: &mut Shared, what: &str) -> Metrics {
     good.unwrap_or_else(|| panic!("{release} {what}: no scrape with every collector fresh"))
 }
 
+/// The `nvmeof_smart_*` series of controller `c` in the next scrape in which the `smart`
+/// collector ran (a run past its deadline serves the previous output).
+fn smart_series_of(s: &mut Shared, c: &str) -> Vec<String> {
+    for _ in 0..20 {
+        let (m, _) = s.scrape();
+        if m.sum(
+            "nvmeof_exporter_collector_success",
+            &[("collector", "smart")],
+        ) == 1.0
+        {
+            return m
+                .samples
+                .iter()
+                .filter(|x| x.name.starts_with("nvmeof_smart_"))
+                .filter(|x| x.label("controller") == Some(c))
+                .map(|x| x.name.clone())
+                .collect();
+        }
+    }
+    panic!(
+        "{}: the smart collector missed 20 scrapes",
+        s.lab.kernel.release
+    )
+}
+
 fn warm_up(s: &mut Shared) {
     s.ensure_agent();
     for _ in 0..3 {
@@ -323,20 +348,32 @@ fn a_controller_past_its_ctrl_loss_tmo_vanishes_from_metrics() {
                 1.0,
                 "{release}: {c}"
             );
+            // Its SMART series first (the poller's first pass over it comes within seconds),
+            // so that their absence below means something.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while smart_series_of(s, &c).is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{release}: {c} never got SMART series"
+                );
+                std::thread::sleep(Duration::from_millis(500));
+            }
             // Cut it for good: the kernel gives up after ctrl_loss_tmo and removes it.
             s.lab
                 .sh_ok(&format!(
                     "unexpose 6 tcp; i=0; while [ -e /sys/class/nvme/{c} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; [ ! -e /sys/class/nvme/{c} ]; rmdir $CFG/ports/6"
                 ))
                 .unwrap();
+            // At once, before the SMART poller's next pass (every 5 s at the default interval)
+            // could have dropped it.
+            let smart = smart_series_of(s, &c);
+            assert!(smart.is_empty(), "{release}: {c} still has {smart:?}");
             std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
             let without = fresh(s, "third path removed");
             let left: Vec<_> = without
                 .samples
                 .iter()
                 .filter(|x| x.label("controller") == Some(c.as_str()))
-                // SMART series follow the poller's own cycle (`--smart.interval`), not the scrape.
-                .filter(|x| !x.name.starts_with("nvmeof_smart_"))
                 .map(|x| x.name.clone())
                 .collect();
             assert!(left.is_empty(), "{release}: {c} still has {left:?}");

@@ -100,24 +100,45 @@ pub fn capture(series: Series, agent: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The guest side of `capture-smart`: raw pages and nvme-cli's reading of one controller,
-/// under a stable name. Some I/O first, so that the data unit and command counts are not 0.
+/// The guest side of `capture-smart`: raw pages and nvme-cli's reading of each controller named
+/// in `$CTRLS`, under a stable name. Some I/O and two failed commands first, so that the data
+/// unit and command counts and the Error log are not all 0; nvme-cli's readings right after
+/// ours, so that both see the same counts.
 const SMART_CAPTURE_SCRIPT: &str = r#"
 out=/tmp/smartcap; rm -rf $out; mkdir -p $out
 cap() { # cap CTRL DEV NAME
     { dd if=/dev/urandom of="$2" bs=64k count=40 oflag=direct &&
         dd if="$2" of=/dev/null bs=64k count=24 iflag=direct; } 2>/tmp/dd.err ||
         { echo "I/O on $2 ($1) failed: $(cat /tmp/dd.err)"; return 1; }
+    # Two commands that fail, so that the Error log has entries to compare where a clean run
+    # leaves it all zeros: a read past the namespace's end (an I/O queue, an LBA, a namespace),
+    # then an opcode no controller implements (the admin queue). nvmet logs both; QEMU none.
+    /usr/bin/nvme read "$2" --start-block=4294967295 --block-count=0 --data-size=512 \
+        >/dev/null 2>&1 && { echo "a read past the end of $2 succeeded"; return 1; }
+    /usr/bin/nvme admin-passthru "/dev/$1" --opcode=0xff >/dev/null 2>&1 &&
+        { echo "admin opcode 0xff succeeded on $1"; return 1; }
     /usr/bin/nvme_pages "/dev/$1" $out > "$out/$3.decoded.json" 2>/tmp/pages.err ||
         { echo "nvme_pages $1 failed: $(cat /tmp/pages.err)"; return 1; }
     for k in id-ctrl smart-log error-log; do mv "$out/$1.$k.bin" "$out/$3.$k.bin" || return 1; done
-    /usr/bin/nvme smart-log "/dev/$1" -o json > "$out/$3.smart-log.json" 2>/tmp/cli.err ||
-        { echo "nvme smart-log $1 failed: $(cat /tmp/cli.err)"; return 1; }
+    # error-log stays at its default of 64 entries: more (nvmet keeps 128) are read 4 KiB per
+    # command at growing Log Page Offsets, which nvmet ignores for this page, answering each
+    # command from its newest entry, so entries 64 on would repeat 0 to 63 (seen on 6.1).
+    for k in smart-log id-ctrl error-log; do
+        /usr/bin/nvme $k "/dev/$1" -o json > "$out/$3.$k.json" 2>/tmp/cli.err ||
+            { echo "nvme $k $1 failed: $(cat /tmp/cli.err)"; return 1; }
+    done
     rm "$out/$3.decoded.json"
 }
-p=$(pcie_ctrl) || { echo "no PCIe controller in this lab"; exit 1; }
-cap "$p" "$(pcie_dev)" "$PCIE_NAME" || exit 1
-cap "$(ctrl_of tcp 4420)" "$(dev_of tcp)" "$TCP_NAME" || exit 1
+for w in $CTRLS; do # NAME:SUBSYSTEM[:TRSVCID], or NAME:pcie
+    name=${w%%:*}; sub=${w#*:}; port=
+    case "$sub" in *:*) port=${sub#*:}; sub=${sub%%:*} ;; esac
+    if [ "$sub" = pcie ]; then
+        c=$(pcie_ctrl) && d=$(pcie_dev) || { echo "no PCIe controller in this lab"; exit 1; }
+    else
+        c=$(ctrl_of "$sub" $port) && d=$(dev_of "$sub") || { echo "no $sub controller in this lab"; exit 1; }
+    fi
+    cap "$c" "$d" "$name" || exit 1
+done
 tar -czf /tmp/smartcap.tgz -C $out . && base64 /tmp/smartcap.tgz
 "#;
 
@@ -127,9 +148,12 @@ pub fn smart_fixtures() -> std::path::PathBuf {
 }
 
 /// `cargo xtask capture-smart`: boots the standard lab (fabrics and QEMU's PCIe controller)
-/// and saves, for the PCIe controller and the first TCP path, the raw Identify, SMART and
-/// Error log pages (read by the `nvme_pages` example, `pages`) with `nvme smart-log -o json`
-/// taken right after, as `qemu-cwN.*` and `nvmet-<series>-tcp.*`.
+/// and saves, for the PCIe controller and one controller of each fabric (the first TCP path,
+/// RDMA, FC, loop), the raw Identify, SMART and Error log pages (read by the `nvme_pages`
+/// example, `pages`) with `nvme smart-log`, `id-ctrl` and `error-log -o json` taken right after,
+/// as `qemu-cwN.*` and `nvmet-<series>-<transport>.*`. A fabric the kernel cannot carry (its
+/// limits name the module) is left out and said so; one it should carry but did not connect
+/// fails the capture.
 pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
     let mut opts = LabOptions::standard(series);
     opts.agent = Some(agent.to_path_buf());
@@ -139,8 +163,6 @@ pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
         .pcie_nvme
         .clone()
         .context("the standard lab has a PCIe controller")?;
-    let pcie_name = format!("qemu-cw{}", pcie.critical_warning);
-    let tcp_name = format!("nvmet-{}-tcp", series.name());
     let mut lab = Lab::boot(&opts)?;
     let topo = lab.sh("topology; controllers")?;
     say(format!(
@@ -148,10 +170,34 @@ pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
         lab.kernel.release,
         topo.out.trim_end()
     ));
-    let script = format!("PCIE_NAME={pcie_name}; TCP_NAME={tcp_name}\n{SMART_CAPTURE_SCRIPT}");
-    let out = lab
-        .sh_ok(&script)
+    let mut ctrls = vec![
+        format!("qemu-cw{}:pcie", pcie.critical_warning),
+        format!("nvmet-{}-tcp:tcp:4420", series.name()),
+        format!("nvmet-{}-rdma:rdma", series.name()),
+    ];
+    for (transport, module) in [("fc", "nvme-fcloop"), ("loop", "nvme-loop")] {
+        if let Some(why) = lab.kernel.limits.iter().find(|l| l.starts_with(module)) {
+            say(format!("capture-smart: no {transport} capture here: {why}"));
+        } else {
+            ctrls.push(format!("nvmet-{}-{transport}:{transport}", series.name()));
+        }
+    }
+    let names: Vec<&str> = ctrls.iter().filter_map(|w| w.split(':').next()).collect();
+    let names = names.join(", ");
+    let script = format!("CTRLS=\"{}\"\n{SMART_CAPTURE_SCRIPT}", ctrls.join(" "));
+    // Five controllers' I/O and admin commands under TCG, on a host that may be loaded: more
+    // room than one command's default.
+    let o = lab
+        .sh_timeout(&script, Duration::from_secs(600))
         .context("capturing SMART pages in the lab")?;
+    if o.rc != 0 {
+        anyhow::bail!(
+            "the SMART capture script failed (exit {}):\n{}",
+            o.rc,
+            o.out
+        );
+    }
+    let out = o.out;
     let archive = lab.work_dir().join("smartcap.tgz");
     std::fs::write(&archive, base64_decode(&out)?)?;
     let dest = smart_fixtures();
@@ -165,7 +211,7 @@ pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
     )
     .context("unpacking the SMART capture")?;
     say(format!(
-        "capture-smart: {} → {} ({pcie_name}.*, {tcp_name}.*)",
+        "capture-smart: {} → {} ({names})",
         lab.kernel.release,
         dest.display()
     ));

@@ -51,7 +51,8 @@ enum Cmd {
         kernels: Vec<Series>,
     },
     /// Capture raw SMART / Identify / Error log pages and nvme-cli's reading of them from the
-    /// lab's PCIe and TCP controllers into nvmeof-agent/tests/fixtures/smart/captured.
+    /// lab's PCIe controller and one controller of each fabric (TCP, RDMA, FC, loop) into
+    /// nvmeof-agent/tests/fixtures/smart/captured.
     CaptureSmart {
         #[arg(long, default_value = "6.1")]
         kernel: Series,

@@ -2,7 +2,8 @@
 //! Health log and Identify Controller, read with admin commands on `/dev/nvmeN`.
 //!
 //! Polling runs in the background (`poller`) on its own interval and timeout, one thread per
-//! poll and at most one poll per controller; `collect` only copies the cache, so a hung
+//! poll and at most one poll per controller; `collect` only lists `class/nvme` (so that a
+//! controller gone since the last poll is gone from this scrape) and copies the cache, so a hung
 //! controller costs a scrape nothing but a `nvmeof_smart_stale` of 1. Fabrics targets (nvmet)
 //! answer with mostly zero pages; a composite temperature of 0 K is taken as "not reported".
 pub mod poller;

@@ -99,6 +99,18 @@ pub fn discover(sysfs_root: &Path) -> Vec<Discovered> {
     found
 }
 
+/// Drops the cache entries of controllers that are gone. A name that came back on another
+/// subsystem is another controller (the kernel reuses instance numbers): its predecessor's pages
+/// must not be shown under the newcomer's labels, so that entry goes too and the next pass
+/// starts a fresh one.
+fn retain_present(ctrls: &mut BTreeMap<String, Ctrl>, found: &[Discovered]) {
+    ctrls.retain(|name, c| {
+        found
+            .iter()
+            .any(|d| &d.name == name && d.subsysnqn == c.view.subsystem)
+    });
+}
+
 /// What the cache holds for one controller; scrapes copy from it.
 #[derive(Clone, Debug, Default)]
 pub struct CtrlView {
@@ -206,8 +218,7 @@ impl Poller {
         let mut to_start = Vec::new();
         {
             let mut st = self.lock();
-            st.ctrls
-                .retain(|name, _| found.iter().any(|d| &d.name == name));
+            retain_present(&mut st.ctrls, &found);
             for d in &found {
                 if !st.ctrls.contains_key(&d.name) {
                     st.next_generation += 1;
@@ -356,10 +367,15 @@ impl Poller {
         Ok((id, smart))
     }
 
-    /// The cache as of `now`, by controller name: never waits on a device.
+    /// The cache as of now, by controller name, for the controllers sysfs shows now: never waits
+    /// on a device. A controller deleted or given up on (ctrl_loss_tmo) since the last pass is
+    /// dropped here rather than at the next pass, seconds later: its series must not outlive it
+    /// by a scrape. Costs a directory listing and two small reads per controller.
     pub fn snapshot(&self) -> Vec<(String, CtrlView)> {
+        let found = discover(&self.sysfs_root);
         let now = Instant::now();
-        let st = self.lock();
+        let mut st = self.lock();
+        retain_present(&mut st.ctrls, &found);
         st.ctrls
             .iter()
             .map(|(name, c)| {

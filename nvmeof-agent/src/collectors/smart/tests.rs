@@ -554,3 +554,103 @@ fn the_device_backend_reports_what_it_meets() {
     );
     assert_eq!(c.name(), "smart");
 }
+
+/// A sysfs root whose `class/nvme` links to the controllers of the lab-captured 6.1 tree (TCP
+/// twice, RDMA, FC, loop), so that one can be taken away as the kernel does on deletion; returns
+/// the controllers' names too.
+fn captured_root() -> (tempfile::TempDir, Vec<String>) {
+    let captured =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys/class/nvme");
+    let dir = tempfile::tempdir().unwrap();
+    let class = dir.path().join("class/nvme");
+    std::fs::create_dir_all(&class).unwrap();
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(&captured).unwrap().flatten() {
+        let target = std::fs::canonicalize(e.path()).unwrap();
+        std::os::unix::fs::symlink(target, class.join(e.file_name())).unwrap();
+        names.push(e.file_name().into_string().unwrap());
+    }
+    names.sort();
+    (dir, names)
+}
+
+/// The controllers with an `nvmeof_smart_info` series, sorted.
+fn polled(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("nvmeof_smart_info{controller=\""))
+        .filter_map(|l| l.split('"').next())
+        .map(str::to_owned)
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_deleted_controller_leaves_no_series_at_the_next_scrape() {
+    let (dir, names) = captured_root();
+    assert_eq!(names, ["nvme0", "nvme1", "nvme2", "nvme3", "nvme4"]);
+    let backend = Arc::new(FakeBackend::default());
+    for n in &names {
+        backend.set(n, pages());
+    }
+    let poller = Poller::new(dir.path().to_owned(), INTERVAL, TIMEOUT, backend.clone());
+    poller.tick();
+    wait_idle(&poller);
+    let c = SmartCollector::with_poller(poller.clone());
+    assert_eq!(polled(&render(&c)), names);
+
+    // The RDMA controller is deleted; no scheduling pass runs before the scrape.
+    let link = dir.path().join("class/nvme/nvme2");
+    let target = std::fs::read_link(&link).unwrap();
+    std::fs::remove_file(&link).unwrap();
+    let text = render(&c);
+    assert!(!text.contains(r#"controller="nvme2""#), "{text}");
+    assert_eq!(polled(&text), ["nvme0", "nvme1", "nvme3", "nvme4"]);
+
+    // Dropped from the cache, not hidden: the same name back (a new controller to the same
+    // subsystem) shows nothing of the old one until it has been polled itself.
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    assert!(!render(&c).contains(r#"controller="nvme2""#));
+    poller.tick();
+    wait_idle(&poller);
+    assert_eq!(backend.calls("nvme2"), 2);
+    assert_eq!(polled(&render(&c)), names);
+}
+
+#[test]
+fn a_name_taken_by_another_subsystem_shows_nothing_of_its_predecessor() {
+    let (dir, backend, poller) = setup();
+    add_ctrl(dir.path(), "nvme0", "live");
+    add_ctrl(dir.path(), "nvme1", "live");
+    backend.set("nvme0", pages());
+    backend.set("nvme1", pages());
+    let now = Instant::now();
+    poller.tick_at(now);
+    wait_idle(&poller);
+    let c = SmartCollector::with_poller(poller.clone());
+    assert_eq!(polled(&render(&c)), ["nvme0", "nvme1"]);
+
+    // nvme1 deleted and its instance number reused by a controller of another subsystem before
+    // the next pass: its predecessor's pages must not appear under the new subsystem's label.
+    std::fs::write(
+        dir.path().join("class/nvme/nvme1/subsysnqn"),
+        "nqn.2014-08.org.example:other\n",
+    )
+    .unwrap();
+    let text = render(&c);
+    assert!(!text.contains(r#"controller="nvme1""#), "{text}");
+    // Within the interval, yet the newcomer is polled at once.
+    poller.tick_at(now);
+    wait_idle(&poller);
+    assert_eq!(backend.calls("nvme1"), 2);
+    let text = render(&c);
+    assert_eq!(
+        value(
+            &text,
+            r#"nvmeof_smart_stale{controller="nvme1",subsystem="nqn.2014-08.org.example:other"}"#
+        ),
+        Some(0.0)
+    );
+    assert!(!text.contains(r#"controller="nvme1",subsystem="nqn.2014-08.org.example:nvme1""#));
+}
