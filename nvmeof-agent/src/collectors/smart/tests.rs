@@ -296,11 +296,13 @@ fn a_scrape_during_a_hang_returns_at_once_and_says_stale() {
     let timeouts = r#"nvmeof_smart_poll_errors_total{controller="nvme0",subsystem="nqn.2014-08.org.example:nvme0",reason="timeout"}"#;
     assert_eq!(value(&render(&c), timeouts), Some(1.0));
     let t = Instant::now();
+    // At least one more poll of nvme1 after the hang began (a pass that finds nvme1's previous
+    // poll still running skips it, so the exact count depends on scheduling: 3 or 4).
     while backend.calls("nvme1") < 3 {
         assert!(t.elapsed() < Duration::from_secs(5), "nvme1 not polled");
         std::thread::sleep(Duration::from_millis(1));
     }
-    assert_eq!(backend.calls("nvme1"), 3);
+    assert!(backend.calls("nvme1") <= 4, "{}", backend.calls("nvme1"));
 
     // The kernel finally cancels the command: still one timeout, still stale.
     release.send(()).unwrap();
