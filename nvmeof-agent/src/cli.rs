@@ -21,6 +21,8 @@ pub use values::{parse_duration, ListenAddress};
 pub struct Config {
     pub listen: ListenAddress,
     pub telemetry_path: String,
+    /// `--web.config.file`: TLS and basic auth.
+    pub web_config: Option<PathBuf>,
     pub sysfs: PathBuf,
     pub procfs: PathBuf,
     /// Where the controllers' character devices are.
@@ -93,6 +95,13 @@ pub fn command(registry: &[Registration]) -> Command {
                 .default_value("/metrics")
                 .value_parser(parse_telemetry_path)
                 .help("Path under which to expose metrics."),
+        )
+        .arg(
+            Arg::new("web.config.file")
+                .long("web.config.file")
+                .value_name("FILE")
+                .value_parser(clap::value_parser!(PathBuf))
+                .help("Configuration file for TLS and basic auth, in exporter-toolkit's format (tls_server_config, basic_auth_users)."),
         )
         .arg(
             Arg::new("path.sysfs")
@@ -239,6 +248,7 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<String>("web.telemetry-path")
             .expect("has a default")
             .clone(),
+        web_config: m.get_one::<PathBuf>("web.config.file").cloned(),
         sysfs: m
             .get_one::<PathBuf>("path.sysfs")
             .expect("has a default")

@@ -45,14 +45,33 @@ async fn run(config: Config) -> anyhow::Result<()> {
         config.sysfs.display()
     );
     let scraper = Scraper::new(built, config.collector_timeout);
-    let app = Arc::new(http::App::new(scraper, config.telemetry_path.clone()));
+    // A web config that does not load stops the start: serving in the clear or without auth
+    // what was meant to be protected is worse than not serving.
+    let web = match &config.web_config {
+        Some(path) => Some(http::webconfig::WebConfig::load(path)?),
+        None => None,
+    };
+    let (tls, auth) = match web {
+        Some(w) => (w.tls, w.auth),
+        None => (None, None),
+    };
+    let app = Arc::new(http::App::new(scraper, config.telemetry_path.clone()).with_auth(auth));
     let listener = http::bind(&config.listen).await?;
     log::info!(
-        "listening on {} (metrics at {})",
+        "listening on {} ({}; metrics at {}{})",
         listener.local_addr().context("reading the bound address")?,
-        config.telemetry_path
+        if tls.is_some() { "TLS" } else { "plain HTTP" },
+        config.telemetry_path,
+        if app.requires_auth() {
+            ", basic auth"
+        } else {
+            ""
+        }
     );
-    http::serve(listener, Arc::new(http::PlainTcp), app, shutdown_signal()).await?;
+    match tls {
+        Some(tls) => http::serve(listener, Arc::new(tls), app, shutdown_signal()).await?,
+        None => http::serve(listener, Arc::new(http::PlainTcp), app, shutdown_signal()).await?,
+    }
     log::info!("stopped");
     Ok(())
 }

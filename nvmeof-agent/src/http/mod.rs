@@ -1,11 +1,12 @@
 //! The HTTP side: binding, the accept loop and graceful shutdown; `routes` says what each path
 //! answers, `openmetrics` writes the OpenMetrics text.
 //!
-//! Connections go through an [`Acceptor`] so that TLS (a rustls acceptor) slots in without
-//! touching the loop; plain TCP is [`PlainTcp`]. hyper answers a malformed request itself with a
+//! Connections go through an [`Acceptor`]: plain TCP is [`PlainTcp`], TLS (rustls, from
+//! `--web.config.file`) is [`webconfig::Tls`]. hyper answers a malformed request itself with a
 //! 4xx and closes that connection; nothing here panics on input.
 pub mod openmetrics;
 pub mod routes;
+pub mod webconfig;
 
 use std::convert::Infallible;
 use std::future::Future;

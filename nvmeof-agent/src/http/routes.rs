@@ -2,10 +2,11 @@
 //! landing page at `/`, 404 elsewhere, 405 for methods other than GET and HEAD.
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, ACCEPT, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
 use super::openmetrics;
+use super::webconfig::BasicAuth;
 use crate::scrape::Scraper;
 
 pub type Body = Full<Bytes>;
@@ -16,6 +17,8 @@ const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub struct App {
     scraper: Scraper,
     telemetry_path: String,
+    /// Basic auth from `--web.config.file`: every path asks for it when set.
+    auth: Option<BasicAuth>,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
@@ -38,7 +41,18 @@ impl App {
         App {
             scraper,
             telemetry_path,
+            auth: None,
         }
+    }
+
+    /// Requires basic auth on every path.
+    pub fn with_auth(mut self, auth: Option<BasicAuth>) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    pub fn requires_auth(&self) -> bool {
+        self.auth.is_some()
     }
 
     pub fn scraper(&self) -> &Scraper {
@@ -46,6 +60,24 @@ impl App {
     }
 
     pub async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        if let Some(auth) = &self.auth {
+            let header = req
+                .headers()
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok());
+            if !auth.allows(header) {
+                let mut r = reply(
+                    StatusCode::UNAUTHORIZED,
+                    "text/plain; charset=utf-8",
+                    "unauthorized\n",
+                );
+                r.headers_mut().insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"nvmeof-exporter\""),
+                );
+                return r;
+            }
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = reply(
                 StatusCode::METHOD_NOT_ALLOWED,
