@@ -23,7 +23,12 @@ pub fn kernels() -> Vec<Series> {
 pub fn agent_bin() -> PathBuf {
     let p = std::env::var_os("NVMEOF_AGENT_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| xtask::cache::workspace().join("target/release/nvmeof-exporter"));
+        .unwrap_or_else(|| {
+            xtask::cache::workspace()
+                .join("target")
+                .join(xtask::bootstrap::STATIC_TARGET)
+                .join("release/nvmeof-exporter")
+        });
     assert!(
         p.is_file(),
         "no agent binary at {}: run the lab tests through `cargo xtask test`",

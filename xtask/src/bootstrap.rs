@@ -1,6 +1,7 @@
 //! Installs what the build and the lab need on a fresh Debian machine, idempotently: Debian
 //! packages (QEMU, busybox, the tools copied into the lab VM, a C toolchain for out-of-tree
-//! modules), the nightly toolchain's `rust-src` (for `-Z build-std=core`) and `bpf-linker`.
+//! modules, musl-gcc), the nightly toolchain's `rust-src` (for `-Z build-std=core`), the musl
+//! target (the agent ships static) and `bpf-linker`.
 //! Each step says whether it found the thing in place or installed it.
 use std::path::PathBuf;
 use std::process::Command;
@@ -26,7 +27,12 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libelf-dev",
     "dwarves",
     "bpftool",
+    // The C compiler for musl: ring (TLS) builds C, and the shipped binary is static.
+    "musl-tools",
 ];
+
+/// The target the agent ships for: one static binary.
+pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const NIGHTLY: &str = "nightly";
@@ -34,6 +40,7 @@ pub const NIGHTLY: &str = "nightly";
 pub fn run() -> Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
+    static_target()?;
     bpf_linker()?;
     say("bootstrap: everything in place");
     Ok(())
@@ -120,6 +127,19 @@ fn nightly_rust_src() -> Result<()> {
     say("bootstrap: adding rust-src to the nightly toolchain");
     cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
         .context("rustup component add rust-src --toolchain nightly")
+}
+
+/// The musl target of the default toolchain: the agent ships as one static binary.
+fn static_target() -> Result<()> {
+    let target = STATIC_TARGET;
+    let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
+    if installed.lines().any(|l| l.trim() == target) {
+        say(format!("bootstrap: rust target {target} already installed"));
+        return Ok(());
+    }
+    say(format!("bootstrap: adding the rust target {target}"));
+    cmd::run(Command::new("rustup").args(["target", "add", target]))
+        .with_context(|| format!("rustup target add {target}"))
 }
 
 /// The nightly's own libLLVM, which bpf-linker links against (no LLVM from apt needed). Its file

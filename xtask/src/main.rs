@@ -71,19 +71,44 @@ enum Cmd {
     },
 }
 
+/// The agent is built as what ships: one static binary (musl), which the lab then runs.
+use xtask::bootstrap::STATIC_TARGET;
+
 fn agent_binary() -> PathBuf {
-    cache::workspace().join("target/release/nvmeof-exporter")
+    cache::workspace()
+        .join("target")
+        .join(STATIC_TARGET)
+        .join("release/nvmeof-exporter")
 }
 
 fn build_agent() -> Result<PathBuf> {
-    say("build: cargo build --release -p nvmeof-agent (the eBPF object is built and embedded)");
+    say(format!(
+        "build: cargo build --release --target {STATIC_TARGET} -p nvmeof-agent --bin nvmeof-exporter \
+         (static; the eBPF object is built and embedded)"
+    ));
     cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
         "build",
         "--release",
+        "--target",
+        STATIC_TARGET,
         "-p",
         "nvmeof-agent",
+        "--bin",
+        "nvmeof-exporter",
     ]))?;
-    Ok(agent_binary())
+    let bin = agent_binary();
+    let elf = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
+    if xtask::elf::interpreter(&elf)?.is_some() {
+        anyhow::bail!(
+            "{} is dynamically linked: it would not run in a FROM-scratch image",
+            bin.display()
+        );
+    }
+    say(format!(
+        "build: {} is static (no program interpreter)",
+        bin.display()
+    ));
+    Ok(bin)
 }
 
 /// Builds an example of the agent crate (release) and returns its path.
