@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the figures of BENCHMARKS.md, in one lab boot. Builds the
+//! `cargo xtask bench [--smp N]`: the figures of BENCHMARKS.md, in one lab boot. Builds the
 //! `ebpf_bench` example (nvmeof-agent/examples), boots the lab with it, and runs there:
 //! the programs' run time per command beside the benchmark-only floors (bpf_stats, one dd), the
 //! same counters as bpftool shows them, and the agent's CPU time per drain and per scrape with
@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use crate::cache;
 use crate::cmd::{self, say};
 use crate::kernel::Series;
-use crate::lab::{Lab, LabOptions};
+use crate::lab::{self, Lab, LabOptions};
 
 /// Direct 4 KiB reads per variant of the program benchmark.
 pub const READS: u32 = 5000;
@@ -30,17 +30,22 @@ fn build_example() -> Result<PathBuf> {
     Ok(cache::workspace().join("target/release/examples/ebpf_bench"))
 }
 
-pub fn run(series: Series, agent: PathBuf) -> Result<()> {
+/// `cpus`: the VM's vCPUs (`cargo xtask bench --smp N`); the lab's default is 2.
+pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
     let bench = build_example()?;
     let mut opts = LabOptions::new(series);
     opts.agent = Some(agent);
+    opts.cpus = cpus;
     opts.extra_files
         .push((bench, PathBuf::from("/usr/bin/ebpf_bench")));
     let mut lab = Lab::boot(&opts)?;
     let topo = lab.sh("topology; controllers")?;
     println!(
-        "lab: {} (QEMU TCG, 2 vCPUs)\n{}",
-        lab.kernel.release, topo.out
+        "lab: {} (QEMU {}, {cpus} vCPU{})\n{}",
+        lab.kernel.release,
+        lab::accel(),
+        if cpus == 1 { "" } else { "s" },
+        topo.out
     );
     let long = Duration::from_secs(1200);
     let programs = lab
@@ -51,7 +56,7 @@ pub fn run(series: Series, agent: PathBuf) -> Result<()> {
                  /usr/bin/ebpf_bench programs dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
                  p=$!
                  sleep 5
-                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variant is ours)'
+                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variant is ours, the raw pair)'
                  /usr/bin/bpftool prog show 2>&1 | grep -E 'name (nvme_|bench_)'
                  wait $p"
             ),
