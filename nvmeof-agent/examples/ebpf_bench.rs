@@ -207,7 +207,7 @@ fn ops_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
     let mut n = 0;
     for r in ops.iter() {
         let (_, v) = r?;
-        n += v.buckets.iter().map(|&c| u64::from(c)).sum::<u64>();
+        n += v.commands();
     }
     Ok(n)
 }
@@ -338,7 +338,7 @@ fn op_keys(controllers: u32, queues: u16) -> Vec<OpKey> {
     keys
 }
 
-/// Moves every key's counters as a drain interval of I/O would: 100 commands spread over 16
+/// Moves every key's counters as a drain interval of I/O would: 96 commands spread over 16
 /// buckets around 100 µs (a different spread per round, so deltas are never empty).
 fn bump(ebpf: &mut Ebpf, keys: &[OpKey], queues: &[QueueKey], round: u64) -> anyhow::Result<()> {
     let mut ops = BpfHashMap::<&mut MapData, OpKey, OpStats>::try_from(
@@ -347,8 +347,7 @@ fn bump(ebpf: &mut Ebpf, keys: &[OpKey], queues: &[QueueKey], round: u64) -> any
     let mut v = OpStats::default();
     for k in keys {
         let mut s = ops.get(k, 0).unwrap_or(v);
-        s.commands += 100;
-        s.bytes += 100 * 4096;
+        s.bytes += 96 * 4096;
         for i in 0..16u64 {
             let ns = 60_000 + (i * 5 + round % 5) * 5_000;
             s.buckets[latency_bucket(ns)] = s.buckets[latency_bucket(ns)].wrapping_add(6);
