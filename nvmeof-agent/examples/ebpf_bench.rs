@@ -4,8 +4,10 @@
 //!   (the raw pair, the agent's default mode, with the struct offsets from BTF, and the classic
 //!   pair with the record layout from tracefs, as the agent reads them) and the benchmark-only ones
 //!   of the same object (an empty program, a one-clock-read program and one that adds an atomic
-//!   add, each on both nvme tracepoints; empty and clock also as raw tracepoints), then attaches
-//!   each variant alone, runs CMD, detaches, and prints its run time per command, all in one boot.
+//!   add, each on both nvme tracepoints; empty and clock also as raw tracepoints, and the raw
+//!   clock read plus one hash lookup, one probe read, or one hash insert and delete), then attaches
+//!   each variant alone, runs CMD, detaches, and prints its run time per command, all in one boot;
+//!   with `--rounds N`, N rounds of every variant in turn, and the medians.
 //! - `ebpf_bench drain CONTROLLERS QUEUES DRAINS`: the agent's CPU time per drain and per scrape.
 //!   The real object's maps are loaded without attaching anything and filled with the keys that
 //!   many controllers and I/O queues produce (read, write and connect per I/O queue; admin and
@@ -56,7 +58,7 @@ fn runs(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
 /// first program's cost doubled and a later clock read cost a third of an earlier one), so each
 /// variant gets the tracepoints to itself, for the same workload, in one boot. The raw pair comes
 /// first: it is what the agent attaches by default on a kernel with nvme_core as a module.
-const VARIANTS: [(&str, &[&str], Hook); 7] = [
+const VARIANTS: [(&str, &[&str], Hook); 10] = [
     (
         "ours, default mode: nvme_setup_cmd_raw + nvme_complete_rq_raw",
         &[programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW],
@@ -92,6 +94,21 @@ const VARIANTS: [(&str, &[&str], Hook); 7] = [
         &[programs::BENCH_RAW_CLOCK],
         Hook::RawBoth,
     ),
+    (
+        "raw_tp clock + hash lookup (bench_raw_hash ×2)",
+        &[programs::BENCH_RAW_HASH],
+        Hook::RawBoth,
+    ),
+    (
+        "raw_tp clock + probe read (bench_raw_probe ×2)",
+        &[programs::BENCH_RAW_PROBE],
+        Hook::RawBoth,
+    ),
+    (
+        "raw_tp clock + hash insert and delete (bench_raw_inflight ×2)",
+        &[programs::BENCH_RAW_INFLIGHT],
+        Hook::RawBoth,
+    ),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -125,15 +142,22 @@ impl Hook {
     }
 }
 
+/// Runs the workload; its output (dd's record counts, once per variant and round) is shown only
+/// when it fails.
 fn run_workload(cmd: &[String]) -> anyhow::Result<()> {
-    let status = std::process::Command::new("sh")
+    let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd.join(" "))
-        .stdout(std::process::Stdio::null())
-        .status()
+        .stdin(std::process::Stdio::null())
+        .output()
         .context("running the workload")?;
-    if !status.success() {
-        bail!("workload failed: {status}");
+    if !out.status.success() {
+        bail!(
+            "workload failed: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -212,7 +236,7 @@ fn ops_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
     Ok(n)
 }
 
-fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
+fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
         .context("enabling kernel.bpf_stats_enabled")?;
     let tracefs = tracefs::locate(None)?;
@@ -238,65 +262,83 @@ fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
             }
         }
     }
-    let mut rows = Vec::new();
-    for (label, names, hook) in VARIANTS {
-        let counters = program_counters(&ebpf)?;
-        let commands = ops_commands(&ebpf)?;
-        let (ns, n) = measure(&mut ebpf, names, hook, cmd)?;
-        // Proof that our programs did the whole work (a layout left invalid returns at once):
-        // what they counted during this variant's workload.
-        if matches!(hook, Hook::Own | Hook::RawOwn) {
-            let after = program_counters(&ebpf)?;
-            let d = |c: ProgramCounter| after[c as usize] - counters[c as usize];
-            println!(
-                "{label}: setups {}, completions {}, commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}",
-                d(ProgramCounter::SetupEvents),
-                d(ProgramCounter::CompleteEvents),
-                ops_commands(&ebpf)? - commands,
-                d(ProgramCounter::CompletionUnmatched),
-                d(ProgramCounter::ReadFailed),
-                d(ProgramCounter::LbaSizeUnknown),
-            );
+    // Rounds of every variant in turn: the host's load moves during a run (one clock floor went
+    // from 1.2 to 3.0 µs between runs), so each variant is compared with the floors of its own
+    // round and the medians over rounds are kept.
+    let mut per_cmd = vec![Vec::new(); VARIANTS.len()];
+    let mut runs_total = vec![0u64; VARIANTS.len()];
+    for round in 0..rounds {
+        for (i, (label, names, hook)) in VARIANTS.iter().enumerate() {
+            let counters = program_counters(&ebpf)?;
+            let commands = ops_commands(&ebpf)?;
+            let (ns, n) = measure(&mut ebpf, names, *hook, cmd)?;
+            // Proof that our programs did the whole work (a layout left invalid returns at
+            // once): what they counted during this variant's workload.
+            if round == 0 && matches!(hook, Hook::Own | Hook::RawOwn) {
+                let after = program_counters(&ebpf)?;
+                let d = |c: ProgramCounter| after[c as usize] - counters[c as usize];
+                println!(
+                    "{label}: setups {}, completions {}, commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}",
+                    d(ProgramCounter::SetupEvents),
+                    d(ProgramCounter::CompleteEvents),
+                    ops_commands(&ebpf)? - commands,
+                    d(ProgramCounter::CompletionUnmatched),
+                    d(ProgramCounter::ReadFailed),
+                    d(ProgramCounter::LbaSizeUnknown),
+                );
+            }
+            // A command is one setup and one completion: two runs.
+            per_cmd[i].push(2.0 * ns as f64 / n.max(1) as f64);
+            runs_total[i] += n;
         }
-        // A command is one setup and one completion: two runs.
-        let per_cmd = 2.0 * ns as f64 / n.max(1) as f64;
-        rows.push((
-            label,
-            names[0],
-            hook,
-            n,
-            ns as f64 / n.max(1) as f64,
-            per_cmd,
-        ));
     }
-    // Each variant against the floors of its own hook type: classic against the classic
-    // tracepoint programs, raw against the raw ones.
-    let floor = |name: &str| {
-        rows.iter()
-            .find(|r| r.1 == name)
-            .map(|r| r.5)
-            .unwrap_or(f64::NAN)
+    let index = |name: &str| {
+        VARIANTS
+            .iter()
+            .position(|v| v.1[0] == name)
+            .expect("a floor variant")
     };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // Each variant against the floors of its own hook type: classic against the classic
+    // tracepoint programs, raw against the raw ones; the ratio is taken within each round.
+    let ratio = |i: usize, floor: usize| {
+        median(
+            per_cmd[i]
+                .iter()
+                .zip(&per_cmd[floor])
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    };
+    println!("{rounds} rounds; ns per command: median (min–max) over rounds; ratios: median over rounds of the ratio within the round");
     println!(
-        "| variant, alone on the nvme tracepoints | runs | ns per run | ns per command | × empty | × clock floor |"
+        "| variant, alone on the nvme tracepoints | runs | ns per command | × empty | × clock floor |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (label, _, hook, n, per_run, per_cmd) in &rows {
+    println!("| --- | --- | --- | --- | --- |");
+    for (i, (label, _, hook)) in VARIANTS.iter().enumerate() {
         let (empty, clock) = if hook.raw() {
             (
-                floor(programs::BENCH_RAW_EMPTY),
-                floor(programs::BENCH_RAW_CLOCK),
+                index(programs::BENCH_RAW_EMPTY),
+                index(programs::BENCH_RAW_CLOCK),
             )
         } else {
             (
-                floor(programs::BENCH_TP_EMPTY),
-                floor(programs::BENCH_TP_CLOCK),
+                index(programs::BENCH_TP_EMPTY),
+                index(programs::BENCH_TP_CLOCK),
             )
         };
+        let v = &per_cmd[i];
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
         println!(
-            "| {label} | {n} | {per_run:.0} | {per_cmd:.0} | {:.1} | {:.2} |",
-            per_cmd / empty,
-            per_cmd / clock
+            "| {label} | {} | {:.0} ({lo:.0}–{hi:.0}) | {:.1} | {:.2} |",
+            runs_total[i],
+            median(v.clone()),
+            ratio(i, empty),
+            ratio(i, clock)
         );
     }
     Ok(())
@@ -453,13 +495,25 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("programs") if args.len() > 1 => programs_bench(&args[1..]),
+        Some("programs") => {
+            let (rounds, cmd) = match args.get(1).map(String::as_str) {
+                Some("--rounds") => {
+                    let n = args.get(2).and_then(|s| s.parse().ok()).filter(|&n| n > 0);
+                    (n.context("--rounds takes a positive number")?, &args[3..])
+                }
+                _ => (1, &args[1..]),
+            };
+            if cmd.is_empty() {
+                bail!("ebpf_bench programs: no workload command");
+            }
+            programs_bench(rounds, cmd)
+        }
         Some("drain") => {
             let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
             drain_bench(n(1, 8) as u32, n(2, 128) as u16, n(3, 20) as usize)
         }
         _ => bail!(
-            "usage: ebpf_bench programs CMD... | ebpf_bench drain [CONTROLLERS QUEUES DRAINS]"
+            "usage: ebpf_bench programs [--rounds N] CMD... | ebpf_bench drain [CONTROLLERS QUEUES DRAINS]"
         ),
     }
 }

@@ -52,6 +52,11 @@ pub mod programs {
     /// The same two on raw tracepoints.
     pub const BENCH_RAW_EMPTY: &str = "bench_raw_empty";
     pub const BENCH_RAW_CLOCK: &str = "bench_raw_clock";
+    /// The raw clock read plus one hash-map lookup that hits, or plus one read of the request.
+    pub const BENCH_RAW_HASH: &str = "bench_raw_hash";
+    pub const BENCH_RAW_PROBE: &str = "bench_raw_probe";
+    /// The raw clock read plus an insert and a delete in a hash map keyed by the request.
+    pub const BENCH_RAW_INFLIGHT: &str = "bench_raw_inflight";
     /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
     pub const NVME_SETUP_CMD_BTF: &str = "nvme_setup_cmd_btf";
     pub const NVME_COMPLETE_RQ_BTF: &str = "nvme_complete_rq_btf";
