@@ -1,10 +1,13 @@
 //! Benchmarks behind BENCHMARKS.md (`cargo xtask bench` runs them in the lab VM).
 //!
 //! - `ebpf_bench programs CMD...`: turns `kernel.bpf_stats_enabled` on, loads the real programs
-//!   (with the layout from tracefs, as the agent does) and the benchmark-only ones of the same
-//!   object (an empty program, a one-clock-read program and one that adds an atomic add, each on
-//!   both nvme tracepoints; empty and clock also as raw tracepoints), then attaches each variant
-//!   alone, runs CMD, detaches, and prints its run time per command, all in one boot.
+//!   (the raw pair, the agent's default mode, with the struct offsets from BTF, and the classic
+//!   pair with the record layout from tracefs, as the agent reads them) and the benchmark-only ones
+//!   of the same object (an empty program, a one-clock-read program and one that adds an atomic
+//!   add, each on both nvme tracepoints; empty and clock also as raw tracepoints, and the raw
+//!   clock read plus one hash lookup, one probe read, or one hash insert and delete), then attaches
+//!   each variant alone, runs CMD, detaches, and prints its run time per command, all in one boot;
+//!   with `--rounds N`, N rounds of every variant in turn, and the medians.
 //! - `ebpf_bench drain CONTROLLERS QUEUES DRAINS`: the agent's CPU time per drain and per scrape.
 //!   The real object's maps are loaded without attaching anything and filled with the keys that
 //!   many controllers and I/O queues produce (read, write and connect per I/O queue; admin and
@@ -15,16 +18,17 @@ use std::sync::{mpsc, Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::Ebpf;
 use nvmeof_agent::bpf::drain::Drainer;
 use nvmeof_agent::bpf::loader::{self, Loaded, MapSizes};
-use nvmeof_agent::bpf::{format, tracefs, IoState, EBPF_OBJECT};
+use nvmeof_agent::bpf::{btf, format, tracefs, IoState, EBPF_OBJECT};
 use nvmeof_agent::collector::{Collector, Sink};
 use nvmeof_agent::collectors::io::IoCollector;
 use nvmeof_common::{
-    latency_bucket, maps, programs, OpClass, OpKey, OpStats, QueueKey, QueueState, TracepointLayout,
+    latency_bucket, maps, programs, OpClass, OpKey, OpStats, ProgramCounter, QueueKey, QueueState,
+    TracepointLayout, PROGRAM_COUNTERS,
 };
 
 const EVENTS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
@@ -52,10 +56,16 @@ fn runs(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
 /// The variants, each measured alone: (label, programs, hook). A program first in a
 /// tracepoint's chain pays the cold misses of the event (seen: with all attached at once the
 /// first program's cost doubled and a later clock read cost a third of an earlier one), so each
-/// variant gets the tracepoints to itself, for the same workload, in one boot.
-const VARIANTS: [(&str, &[&str], Hook); 6] = [
+/// variant gets the tracepoints to itself, for the same workload, in one boot. The raw pair comes
+/// first: it is what the agent attaches by default on a kernel with nvme_core as a module.
+const VARIANTS: [(&str, &[&str], Hook); 10] = [
     (
-        "ours: nvme_setup_cmd + nvme_complete_rq",
+        "ours, default mode: nvme_setup_cmd_raw + nvme_complete_rq_raw",
+        &[programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW],
+        Hook::RawOwn,
+    ),
+    (
+        "ours, classic: nvme_setup_cmd + nvme_complete_rq",
         &[programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ],
         Hook::Own,
     ),
@@ -84,27 +94,70 @@ const VARIANTS: [(&str, &[&str], Hook); 6] = [
         &[programs::BENCH_RAW_CLOCK],
         Hook::RawBoth,
     ),
+    (
+        "raw_tp clock + hash lookup (bench_raw_hash ×2)",
+        &[programs::BENCH_RAW_HASH],
+        Hook::RawBoth,
+    ),
+    (
+        "raw_tp clock + probe read (bench_raw_probe ×2)",
+        &[programs::BENCH_RAW_PROBE],
+        Hook::RawBoth,
+    ),
+    (
+        "raw_tp clock + hash insert and delete (bench_raw_inflight ×2)",
+        &[programs::BENCH_RAW_INFLIGHT],
+        Hook::RawBoth,
+    ),
 ];
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Hook {
     /// Each program on the tracepoint of its own name.
     Own,
     /// One program on both nvme tracepoints.
     Both,
+    /// Each program on the raw tracepoint its name starts with (`nvme_setup_cmd_raw` on
+    /// `nvme_setup_cmd`).
+    RawOwn,
     /// One program on both nvme raw tracepoints.
     RawBoth,
 }
 
+impl Hook {
+    fn raw(self) -> bool {
+        matches!(self, Hook::RawOwn | Hook::RawBoth)
+    }
+
+    /// The tracepoints a program goes on.
+    fn events(self, name: &'static str) -> Vec<&'static str> {
+        match self {
+            Hook::Own => vec![name],
+            Hook::RawOwn => EVENTS
+                .into_iter()
+                .filter(|e| name.strip_prefix(e) == Some("_raw"))
+                .collect(),
+            Hook::Both | Hook::RawBoth => EVENTS.to_vec(),
+        }
+    }
+}
+
+/// Runs the workload; its output (dd's record counts, once per variant and round) is shown only
+/// when it fails.
 fn run_workload(cmd: &[String]) -> anyhow::Result<()> {
-    let status = std::process::Command::new("sh")
+    let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(cmd.join(" "))
-        .stdout(std::process::Stdio::null())
-        .status()
+        .stdin(std::process::Stdio::null())
+        .output()
         .context("running the workload")?;
-    if !status.success() {
-        bail!("workload failed: {status}");
+    if !out.status.success() {
+        bail!(
+            "workload failed: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -119,28 +172,23 @@ fn measure(
     let mut tp_links = Vec::new();
     let mut raw_links = Vec::new();
     for name in names {
-        match hook {
-            Hook::Own | Hook::Both => {
-                let p: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
-                let events: &[&str] = match hook {
-                    Hook::Own => &[name],
-                    _ => &EVENTS,
-                };
-                for e in events {
-                    let id = p
-                        .attach("nvme", e)
-                        .with_context(|| format!("attaching {name} to nvme:{e}"))?;
-                    tp_links.push((*name, id));
-                }
-            }
-            Hook::RawBoth => {
+        let events = hook.events(name);
+        if events.is_empty() {
+            bail!("{name}: no nvme tracepoint of that name");
+        }
+        for e in events {
+            if hook.raw() {
                 let p: &mut RawTracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
-                for e in EVENTS {
-                    let id = p
-                        .attach(e)
-                        .with_context(|| format!("attaching {name} to raw tracepoint {e}"))?;
-                    raw_links.push((*name, id));
-                }
+                let id = p
+                    .attach(e)
+                    .with_context(|| format!("attaching {name} to raw tracepoint {e}"))?;
+                raw_links.push((*name, id));
+            } else {
+                let p: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
+                let id = p
+                    .attach("nvme", e)
+                    .with_context(|| format!("attaching {name} to nvme:{e}"))?;
+                tp_links.push((*name, id));
             }
         }
     }
@@ -164,46 +212,133 @@ fn measure(
     Ok((after.0 - before.0, after.1 - before.1))
 }
 
-fn programs_bench(cmd: &[String]) -> anyhow::Result<()> {
+/// The programs' own event counters (`COUNTERS`, summed over CPUs).
+fn program_counters(ebpf: &Ebpf) -> anyhow::Result<[u64; PROGRAM_COUNTERS as usize]> {
+    let counters: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(ebpf.map(maps::COUNTERS).context("map COUNTERS")?)?;
+    let mut sums = [0u64; PROGRAM_COUNTERS as usize];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        *sum = counters.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(sums)
+}
+
+/// Commands the `OPS` map holds over every key (the sum of its bucket counts): what the agent
+/// would count.
+fn ops_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
+    let ops =
+        BpfHashMap::<&MapData, OpKey, OpStats>::try_from(ebpf.map(maps::OPS).context("map OPS")?)?;
+    let mut n = 0;
+    for r in ops.iter() {
+        let (_, v) = r?;
+        n += v.commands();
+    }
+    Ok(n)
+}
+
+fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
     std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
         .context("enabling kernel.bpf_stats_enabled")?;
     let tracefs = tracefs::locate(None)?;
     let layout = format::read_layout(&tracefs)?;
+    // Both layouts, as the agent reads them: without REQ_LAYOUT the raw programs would return at
+    // once and measure as cheap as an empty one.
+    let request = btf::request_layout(Path::new(btf::SYS_BTF))
+        .context("reading the request layout from the kernel's BTF")?;
     let layouts = loader::Layouts {
         tracepoint: Some(layout),
-        request: None,
+        request: Some(request),
         timeouts: Default::default(),
     };
     let mut ebpf = loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?;
     for (_, names, hook) in VARIANTS {
         for name in names {
-            match hook {
-                Hook::RawBoth => {
-                    let p: &mut RawTracePoint =
-                        ebpf.program_mut(name).context(*name)?.try_into()?;
-                    p.load().with_context(|| format!("verifying {name}"))?;
-                }
-                _ => {
-                    let p: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
-                    p.load().with_context(|| format!("verifying {name}"))?;
-                }
+            if hook.raw() {
+                let p: &mut RawTracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
+                p.load().with_context(|| format!("verifying {name}"))?;
+            } else {
+                let p: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
+                p.load().with_context(|| format!("verifying {name}"))?;
             }
         }
     }
-    println!("| variant, alone on the nvme tracepoints | runs | ns per run | ns per command | × clock floor |");
-    println!("| --- | --- | --- | --- | --- |");
-    let mut rows = Vec::new();
-    for (label, names, hook) in VARIANTS {
-        let (ns, n) = measure(&mut ebpf, names, hook, cmd)?;
-        // A command is one setup and one completion: two runs.
-        let per_cmd = 2.0 * ns as f64 / n.max(1) as f64;
-        rows.push((label, n, ns as f64 / n.max(1) as f64, per_cmd));
+    // Rounds of every variant in turn: the host's load moves during a run (one clock floor went
+    // from 1.2 to 3.0 µs between runs), so each variant is compared with the floors of its own
+    // round and the medians over rounds are kept.
+    let mut per_cmd = vec![Vec::new(); VARIANTS.len()];
+    let mut runs_total = vec![0u64; VARIANTS.len()];
+    for round in 0..rounds {
+        for (i, (label, names, hook)) in VARIANTS.iter().enumerate() {
+            let counters = program_counters(&ebpf)?;
+            let commands = ops_commands(&ebpf)?;
+            let (ns, n) = measure(&mut ebpf, names, *hook, cmd)?;
+            // Proof that our programs did the whole work (a layout left invalid returns at
+            // once): what they counted during this variant's workload.
+            if round == 0 && matches!(hook, Hook::Own | Hook::RawOwn) {
+                let after = program_counters(&ebpf)?;
+                let d = |c: ProgramCounter| after[c as usize] - counters[c as usize];
+                println!(
+                    "{label}: setups {}, completions {}, commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}",
+                    d(ProgramCounter::SetupEvents),
+                    d(ProgramCounter::CompleteEvents),
+                    ops_commands(&ebpf)? - commands,
+                    d(ProgramCounter::CompletionUnmatched),
+                    d(ProgramCounter::ReadFailed),
+                    d(ProgramCounter::LbaSizeUnknown),
+                );
+            }
+            // A command is one setup and one completion: two runs.
+            per_cmd[i].push(2.0 * ns as f64 / n.max(1) as f64);
+            runs_total[i] += n;
+        }
     }
-    let floor = rows[2].3;
-    for (label, n, per_run, per_cmd) in rows {
+    let index = |name: &str| {
+        VARIANTS
+            .iter()
+            .position(|v| v.1[0] == name)
+            .expect("a floor variant")
+    };
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    // Each variant against the floors of its own hook type: classic against the classic
+    // tracepoint programs, raw against the raw ones; the ratio is taken within each round.
+    let ratio = |i: usize, floor: usize| {
+        median(
+            per_cmd[i]
+                .iter()
+                .zip(&per_cmd[floor])
+                .map(|(a, b)| a / b)
+                .collect(),
+        )
+    };
+    println!("{rounds} rounds; ns per command: median (min–max) over rounds; ratios: median over rounds of the ratio within the round");
+    println!(
+        "| variant, alone on the nvme tracepoints | runs | ns per command | × empty | × clock floor |"
+    );
+    println!("| --- | --- | --- | --- | --- |");
+    for (i, (label, _, hook)) in VARIANTS.iter().enumerate() {
+        let (empty, clock) = if hook.raw() {
+            (
+                index(programs::BENCH_RAW_EMPTY),
+                index(programs::BENCH_RAW_CLOCK),
+            )
+        } else {
+            (
+                index(programs::BENCH_TP_EMPTY),
+                index(programs::BENCH_TP_CLOCK),
+            )
+        };
+        let v = &per_cmd[i];
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(0.0, f64::max);
         println!(
-            "| {label} | {n} | {per_run:.0} | {per_cmd:.0} | {:.2} |",
-            per_cmd / floor
+            "| {label} | {} | {:.0} ({lo:.0}–{hi:.0}) | {:.1} | {:.2} |",
+            runs_total[i],
+            median(v.clone()),
+            ratio(i, empty),
+            ratio(i, clock)
         );
     }
     Ok(())
@@ -245,7 +380,7 @@ fn op_keys(controllers: u32, queues: u16) -> Vec<OpKey> {
     keys
 }
 
-/// Moves every key's counters as a drain interval of I/O would: 100 commands spread over 16
+/// Moves every key's counters as a drain interval of I/O would: 96 commands spread over 16
 /// buckets around 100 µs (a different spread per round, so deltas are never empty).
 fn bump(ebpf: &mut Ebpf, keys: &[OpKey], queues: &[QueueKey], round: u64) -> anyhow::Result<()> {
     let mut ops = BpfHashMap::<&mut MapData, OpKey, OpStats>::try_from(
@@ -254,8 +389,7 @@ fn bump(ebpf: &mut Ebpf, keys: &[OpKey], queues: &[QueueKey], round: u64) -> any
     let mut v = OpStats::default();
     for k in keys {
         let mut s = ops.get(k, 0).unwrap_or(v);
-        s.commands += 100;
-        s.bytes += 100 * 4096;
+        s.bytes += 96 * 4096;
         for i in 0..16u64 {
             let ns = 60_000 + (i * 5 + round % 5) * 5_000;
             s.buckets[latency_bucket(ns)] = s.buckets[latency_bucket(ns)].wrapping_add(6);
@@ -361,13 +495,25 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("programs") if args.len() > 1 => programs_bench(&args[1..]),
+        Some("programs") => {
+            let (rounds, cmd) = match args.get(1).map(String::as_str) {
+                Some("--rounds") => {
+                    let n = args.get(2).and_then(|s| s.parse().ok()).filter(|&n| n > 0);
+                    (n.context("--rounds takes a positive number")?, &args[3..])
+                }
+                _ => (1, &args[1..]),
+            };
+            if cmd.is_empty() {
+                bail!("ebpf_bench programs: no workload command");
+            }
+            programs_bench(rounds, cmd)
+        }
         Some("drain") => {
             let n = |i: usize, d: u64| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(d);
             drain_bench(n(1, 8) as u32, n(2, 128) as u16, n(3, 20) as usize)
         }
         _ => bail!(
-            "usage: ebpf_bench programs CMD... | ebpf_bench drain [CONTROLLERS QUEUES DRAINS]"
+            "usage: ebpf_bench programs [--rounds N] CMD... | ebpf_bench drain [CONTROLLERS QUEUES DRAINS]"
         ),
     }
 }

@@ -52,6 +52,11 @@ pub mod programs {
     /// The same two on raw tracepoints.
     pub const BENCH_RAW_EMPTY: &str = "bench_raw_empty";
     pub const BENCH_RAW_CLOCK: &str = "bench_raw_clock";
+    /// The raw clock read plus one hash-map lookup that hits, or plus one read of the request.
+    pub const BENCH_RAW_HASH: &str = "bench_raw_hash";
+    pub const BENCH_RAW_PROBE: &str = "bench_raw_probe";
+    /// The raw clock read plus an insert and a delete in a hash map keyed by the request.
+    pub const BENCH_RAW_INFLIGHT: &str = "bench_raw_inflight";
     /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
     pub const NVME_SETUP_CMD_BTF: &str = "nvme_setup_cmd_btf";
     pub const NVME_COMPLETE_RQ_BTF: &str = "nvme_complete_rq_btf";
@@ -257,10 +262,14 @@ pub struct OpKey {
 ///
 /// `latency_sum_ns` is also the integral of the in-flight count over time (Little's law), so its
 /// rate is the average queue depth of that class.
+///
+/// There is no command count: every completion adds one to exactly one bucket, so the buckets
+/// sum to it ([`OpStats::commands`]). One shared atomic add per command fewer in the kernel, the
+/// same exact count in the agent.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OpStats {
-    pub commands: u64,
+    /// Bytes of reads and writes; other classes never add to it.
     pub bytes: u64,
     /// Completions with a non-zero NVMe status.
     pub errors: u64,
@@ -270,10 +279,17 @@ pub struct OpStats {
     pub buckets: [u32; LATENCY_BUCKETS],
 }
 
+impl OpStats {
+    /// Completed commands: the sum of the bucket counts, exact while no bucket has wrapped at
+    /// 2^32. The agent instead adds up each bucket's delta (modulo 2^32) between drains.
+    pub fn commands(&self) -> u64 {
+        self.buckets.iter().map(|&c| u64::from(c)).sum()
+    }
+}
+
 impl Default for OpStats {
     fn default() -> Self {
         OpStats {
-            commands: 0,
             bytes: 0,
             errors: 0,
             latency_sum_ns: 0,
@@ -425,7 +441,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<QueueKey>(), 8);
         assert_eq!(core::mem::size_of::<QueueState>(), 32);
         assert_eq!(core::mem::size_of::<OpKey>(), 8);
-        assert_eq!(core::mem::size_of::<OpStats>(), 32 + 4 * LATENCY_BUCKETS);
+        assert_eq!(core::mem::size_of::<OpStats>(), 24 + 4 * LATENCY_BUCKETS);
         assert_eq!(core::mem::size_of::<StatusKey>(), 8);
         assert_eq!(core::mem::size_of::<NamespaceKey>(), 8);
     }
@@ -473,6 +489,18 @@ mod tests {
             // Midpoint error at most 1/64 of the value.
             assert!((hi - lo) * 64 <= lo * 2, "bucket {b} too wide: [{lo},{hi})");
         }
+    }
+
+    #[test]
+    fn commands_are_the_sum_of_the_buckets() {
+        let mut s = OpStats::default();
+        assert_eq!(s.commands(), 0);
+        let latencies = [0, 600, 600, 80_000, 1 << 40];
+        for l in latencies {
+            s.buckets[latency_bucket(l)] += 1;
+        }
+        s.buckets[7] = u32::MAX;
+        assert_eq!(s.commands(), latencies.len() as u64 + u64::from(u32::MAX));
     }
 
     #[test]

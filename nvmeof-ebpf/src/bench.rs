@@ -6,11 +6,18 @@
 //!   command costs at least, the fair floor under TCG where the clock read dominates;
 //! - `bench_tp_atomic`: the clock read plus one BPF atomic add to a shared slot, to price the
 //!   atomic adds the real programs use on shared map values;
-//! - `bench_raw_empty`, `bench_raw_clock`: the same on raw tracepoints, to price the hook type.
+//! - `bench_raw_empty`, `bench_raw_clock`: the same on raw tracepoints, to price the hook type;
+//! - `bench_raw_hash`, `bench_raw_probe`: the raw clock read plus one hash-map lookup that hits,
+//!   or plus one `bpf_probe_read_kernel` of the request: the two other steps the request-keyed
+//!   programs repeat per command (about six hash-map lookups and eight reads), priced apart
+//!   from the atomic adds;
+//! - `bench_raw_inflight`: the raw clock read plus an insert and a delete of the request pointer
+//!   in a hash map, which the request-keyed pair makes once per command (insert at setup,
+//!   delete at completion) and this program once per event, so twice per command.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, PerCpuArray},
+    maps::{Array, HashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 
@@ -19,6 +26,13 @@ static BENCH_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
 
 #[map]
 static BENCH_SHARED: Array<u64> = Array::with_max_entries(1, 0);
+
+#[map]
+static BENCH_HASH: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
+
+/// Room for the requests of concurrent events: each one's entry lives only during its run.
+#[map]
+static BENCH_INFLIGHT: HashMap<u64, u64> = HashMap::with_max_entries(16, 0);
 
 #[inline(always)]
 fn read_clock() -> u32 {
@@ -58,4 +72,42 @@ pub fn bench_raw_empty(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint]
 pub fn bench_raw_clock(_ctx: RawTracePointContext) -> i32 {
     read_clock() as i32
+}
+
+#[raw_tracepoint]
+pub fn bench_raw_hash(_ctx: RawTracePointContext) -> i32 {
+    read_clock();
+    match BENCH_HASH.get_ptr_mut(&0) {
+        // A plain store: the lookup is what is priced, not an atomic add.
+        // SAFETY: a map value the kernel keeps alive for this run; a lost racing store is fine.
+        Some(p) => unsafe { *p = 1 },
+        None => {
+            let _ = BENCH_HASH.insert(&0, &1, nvmeof_ebpf::helpers::BPF_NOEXIST);
+        }
+    }
+    0
+}
+
+#[raw_tracepoint]
+pub fn bench_raw_probe(ctx: RawTracePointContext) -> i32 {
+    read_clock();
+    let req = ctx.arg::<u64>(0);
+    // SAFETY: bpf_probe_read_kernel checks the address; a bad one fails, it cannot fault.
+    if let Ok(v) = unsafe { bpf_probe_read_kernel(req as *const u64) } {
+        if let Some(p) = BENCH_CLOCK.get_ptr_mut(0) {
+            // SAFETY: a per-CPU slot, not shared with another run.
+            unsafe { *p ^= v };
+        }
+    }
+    0
+}
+
+#[raw_tracepoint]
+pub fn bench_raw_inflight(ctx: RawTracePointContext) -> i32 {
+    read_clock();
+    let req = ctx.arg::<u64>(0);
+    if BENCH_INFLIGHT.insert(&req, &1, 0).is_ok() {
+        let _ = BENCH_INFLIGHT.remove(&req);
+    }
+    0
 }

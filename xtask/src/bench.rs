@@ -1,4 +1,4 @@
-//! `cargo xtask bench`: the figures of BENCHMARKS.md, in one lab boot. Builds the
+//! `cargo xtask bench [--smp N]`: the figures of BENCHMARKS.md, in one lab boot. Builds the
 //! `ebpf_bench` example (nvmeof-agent/examples), boots the lab with it, and runs there:
 //! the programs' run time per command beside the benchmark-only floors (bpf_stats, one dd), the
 //! same counters as bpftool shows them, and the agent's CPU time per drain and per scrape with
@@ -12,10 +12,12 @@ use anyhow::{Context, Result};
 use crate::cache;
 use crate::cmd::{self, say};
 use crate::kernel::Series;
-use crate::lab::{Lab, LabOptions};
+use crate::lab::{self, Lab, LabOptions};
 
-/// Direct 4 KiB reads per variant of the program benchmark.
-pub const READS: u32 = 5000;
+/// Direct 4 KiB reads per variant and round of the program benchmark.
+pub const READS: u32 = 3000;
+/// Rounds of every variant in turn: the medians over them are what BENCHMARKS.md quotes.
+pub const ROUNDS: u32 = 5;
 
 fn build_example() -> Result<PathBuf> {
     say("bench: cargo build --release -p nvmeof-agent --example ebpf_bench");
@@ -30,28 +32,33 @@ fn build_example() -> Result<PathBuf> {
     Ok(cache::workspace().join("target/release/examples/ebpf_bench"))
 }
 
-pub fn run(series: Series, agent: PathBuf) -> Result<()> {
+/// `cpus`: the VM's vCPUs (`cargo xtask bench --smp N`); the lab's default is 2.
+pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
     let bench = build_example()?;
     let mut opts = LabOptions::new(series);
     opts.agent = Some(agent);
+    opts.cpus = cpus;
     opts.extra_files
         .push((bench, PathBuf::from("/usr/bin/ebpf_bench")));
     let mut lab = Lab::boot(&opts)?;
     let topo = lab.sh("topology; controllers")?;
     println!(
-        "lab: {} (QEMU TCG, 2 vCPUs)\n{}",
-        lab.kernel.release, topo.out
+        "lab: {} (QEMU {}, {cpus} vCPU{})\n{}",
+        lab.kernel.release,
+        lab::accel(),
+        if cpus == 1 { "" } else { "s" },
+        topo.out
     );
     let long = Duration::from_secs(1200);
     let programs = lab
         .sh_timeout(
             &format!(
                 "d=$(dev_of tcp) || exit 9
-                 echo \"workload: dd if=$d of=/dev/null bs=4k count={READS} iflag=direct\"
-                 /usr/bin/ebpf_bench programs dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
+                 echo \"workload, per variant and round: dd if=$d of=/dev/null bs=4k count={READS} iflag=direct\"
+                 /usr/bin/ebpf_bench programs --rounds {ROUNDS} dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
                  p=$!
                  sleep 5
-                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variant is ours)'
+                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variant is ours, the raw pair)'
                  /usr/bin/bpftool prog show 2>&1 | grep -E 'name (nvme_|bench_)'
                  wait $p"
             ),

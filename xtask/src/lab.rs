@@ -165,7 +165,7 @@ fn unique_workdir() -> Result<PathBuf> {
 
 /// Whether KVM can be used: only when asked for, since a nested host may expose /dev/kvm that
 /// hangs a stock kernel.
-fn accel() -> &'static str {
+pub fn accel() -> &'static str {
     match std::env::var("NVMEOF_LAB_ACCEL").as_deref() {
         Ok("kvm") => "kvm",
         _ => "tcg,thread=multi",

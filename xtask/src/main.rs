@@ -62,6 +62,10 @@ enum Cmd {
     Bench {
         #[arg(long, default_value = "6.1")]
         kernel: Series,
+        /// vCPUs of the lab VM. Multi-threaded TCG emulates a guest's locked instructions for
+        /// vCPUs that run in parallel, and a single vCPU has none: 1 against 2 shows that price.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+        smp: u32,
     },
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
@@ -168,10 +172,10 @@ fn main() -> Result<()> {
             let pages = build_example("nvme_pages")?;
             capture::capture_smart(kernel, &agent, &pages)
         }
-        Cmd::Bench { kernel } => {
+        Cmd::Bench { kernel, smp } => {
             bootstrap::run()?;
             let agent = build_agent()?;
-            bench::run(kernel, agent)
+            bench::run(kernel, smp, agent)
         }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;

@@ -331,7 +331,6 @@ mod tests {
             )
             .unwrap();
             let mut s = OpStats {
-                commands: 3,
                 bytes: 3 * 4096,
                 latency_sum_ns: 300_000,
                 ..Default::default()

@@ -331,7 +331,6 @@ impl Model {
                 window: Window::new(window_len),
             });
             let d = |f: fn(&OpStats) -> u64| delta_u64(prev.map_or(0, f), f(cur));
-            s.commands += d(|o| o.commands);
             s.bytes += d(|o| o.bytes);
             s.errors += d(|o| o.errors);
             let latency = d(|o| o.latency_sum_ns);
@@ -340,6 +339,8 @@ impl Model {
             inflight_touched.insert(qkey);
             let merged = touched.entry(key).or_default();
             for (b, c) in bucket_deltas(prev.map(|p| &p.buckets), &cur.buckets) {
+                // The kernel keeps no command count: each completion is in exactly one bucket.
+                s.commands += c;
                 s.hist[histogram_slot(b as usize)] += c;
                 *merged.entry(b).or_default() += c;
             }
@@ -430,7 +431,6 @@ mod tests {
     fn stats(latencies: &[u64], bytes: u64) -> OpStats {
         let mut s = OpStats::default();
         for &l in latencies {
-            s.commands += 1;
             s.bytes += bytes;
             s.latency_sum_ns += l;
             s.buckets[latency_bucket(l)] += 1;
@@ -577,7 +577,6 @@ mod tests {
         // Second drain: queue 1 gets 2 more commands at 1 ms.
         let mut s1 = stats(&[100_000; 3], 4096);
         let more = stats(&[1_000_000; 2], 4096);
-        s1.commands += more.commands;
         s1.bytes += more.bytes;
         s1.latency_sum_ns += more.latency_sum_ns;
         s1.buckets[latency_bucket(1_000_000)] += 2;
@@ -624,13 +623,12 @@ mod tests {
         let mut s = OpStats::default();
         let b = latency_bucket(50_000);
         s.buckets[b] = u32::MAX;
-        s.commands = u32::MAX as u64;
         m.apply(RawMaps {
             ops: vec![(k, s)],
             ..Default::default()
         });
-        s.buckets[b] = 9; // wrapped: 10 more
-        s.commands += 10;
+        // Wrapped: 10 more. The commands follow the bucket, not the raw sum (9).
+        s.buckets[b] = 9;
         let v = m.apply(RawMaps {
             ops: vec![(k, s)],
             ..Default::default()
