@@ -11,3 +11,4 @@ pub mod elf;
 pub mod initramfs;
 pub mod kernel;
 pub mod lab;
+pub mod scrape_peer;

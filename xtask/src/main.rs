@@ -67,6 +67,14 @@ enum Cmd {
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         smp: u32,
     },
+    /// One scrape's cost beside node_exporter's nvme collector (from Debian's archive), on the
+    /// lab's captured 6.1 sysfs tree, natively on this host: BENCHMARKS.md's scrape table.
+    BenchScrape {
+        #[arg(long, default_value_t = 5)]
+        rounds: u32,
+        #[arg(long, default_value_t = 200)]
+        per_round: u32,
+    },
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
         #[arg(long, default_value = "6.1")]
@@ -176,6 +184,11 @@ fn main() -> Result<()> {
             bootstrap::run()?;
             let agent = build_agent()?;
             bench::run(kernel, smp, agent)
+        }
+        Cmd::BenchScrape { rounds, per_round } => {
+            bootstrap::run()?;
+            let agent = build_agent()?;
+            xtask::scrape_peer::run(&agent, rounds, per_round)
         }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;
