@@ -1,0 +1,247 @@
+//! What ships beside the binary, checked against the binary: every metric the alert rules and the
+//! Grafana dashboard query is one the exporter declares (a renamed family breaks this test, not a
+//! pager at night), every flag the DaemonSet, the Ansible unit and the docs pass parses, and the
+//! DaemonSet asks for exactly the capabilities the exporter uses.
+use std::collections::{BTreeMap, BTreeSet};
+
+use nvmeof_agent::cli::{command, parse_from};
+use nvmeof_agent::collectors::registry;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn read(path: &str) -> String {
+    std::fs::read_to_string(format!("{ROOT}/{path}")).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Family name → type, from the registry.
+fn families() -> BTreeMap<&'static str, &'static str> {
+    registry()
+        .iter()
+        .flat_map(|r| r.families.iter().map(|f| (f.name, f.kind.as_str())))
+        .collect()
+}
+
+/// The `nvmeof_*` names in a PromQL expression that are not declared families (a histogram's
+/// or summary's `_bucket`, `_sum` and `_count` series resolve to their family).
+fn unknown_metrics(expr: &str, known: &BTreeMap<&str, &str>) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    let mut i = 0;
+    while let Some(at) = expr[i..].find("nvmeof_") {
+        let start = i + at;
+        // Part of a longer identifier (e.g. a label value such as "job_nvmeof_x"): skip.
+        let inside =
+            start > 0 && (bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+        let end = expr[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(expr.len(), |n| start + n);
+        let name = &expr[start..end];
+        i = end;
+        if inside {
+            continue;
+        }
+        let resolves = known.contains_key(name)
+            || ["_bucket", "_sum", "_count"].iter().any(|s| {
+                name.strip_suffix(s)
+                    .and_then(|base| known.get(base))
+                    .is_some_and(|k| *k == "histogram" || *k == "summary")
+            });
+        if !resolves {
+            out.push(name.to_owned());
+        }
+    }
+    out
+}
+
+#[test]
+fn the_name_check_catches_typos_and_allows_histogram_series() {
+    let known: BTreeMap<&str, &str> = [
+        ("nvmeof_a_total", "counter"),
+        ("nvmeof_h_seconds", "histogram"),
+        ("nvmeof_g", "gauge"),
+    ]
+    .into();
+    assert!(unknown_metrics(
+        "rate(nvmeof_a_total[5m]) + nvmeof_h_seconds_bucket + nvmeof_h_seconds_count",
+        &known
+    )
+    .is_empty());
+    assert_eq!(
+        unknown_metrics("nvmeof_a_totl > 0 and nvmeof_g_count", &known),
+        ["nvmeof_a_totl", "nvmeof_g_count"]
+    );
+    assert!(unknown_metrics(r#"up{job="x_nvmeof_y"}"#, &known).is_empty());
+}
+
+#[test]
+fn alert_rules_query_declared_metrics_and_say_what_and_how_bad() {
+    let known = families();
+    let rules: serde_yaml::Value =
+        serde_yaml::from_str(&read("deploy/prometheus/alerts.yml")).unwrap();
+    let mut seen = BTreeSet::new();
+    let mut problems = Vec::new();
+    for group in rules["groups"].as_sequence().expect("groups") {
+        for rule in group["rules"].as_sequence().expect("rules") {
+            let name = rule["alert"]
+                .as_str()
+                .expect("every rule is an alert")
+                .to_owned();
+            let expr = rule["expr"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{name}: expr"));
+            for m in unknown_metrics(expr, &known) {
+                problems.push(format!("{name}: {m} is no family of the exporter"));
+            }
+            let severity = rule["labels"]["severity"].as_str();
+            if !matches!(severity, Some("critical" | "warning")) {
+                problems.push(format!("{name}: severity {severity:?}"));
+            }
+            if rule["annotations"]["summary"].as_str().is_none() {
+                problems.push(format!("{name}: no summary"));
+            }
+            if !seen.insert(name.clone()) {
+                problems.push(format!("{name} twice"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // The questions the rules answer: connected, reconnecting, failing, slow, media, exporter.
+    for must in [
+        "NvmeofControllerNotLive",
+        "NvmeofReconnecting",
+        "NvmeofCommandTimeouts",
+        "NvmeofHighReadLatency",
+        "NvmeofSmartCriticalWarning",
+        "NvmeofExporterEbpfDown",
+    ] {
+        assert!(seen.contains(must), "{must} missing");
+    }
+}
+
+/// Every `"expr"` (and templating query) string anywhere in a JSON document.
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("expr" | "definition", serde_json::Value::String(s)) => out.push(s.clone()),
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn the_dashboard_queries_declared_metrics() {
+    let known = families();
+    let dash: serde_json::Value =
+        serde_json::from_str(&read("dashboards/nvmeof-exporter.json")).unwrap();
+    let mut all = Vec::new();
+    exprs(&dash, &mut all);
+    assert!(all.len() >= 30, "{} queries", all.len());
+    let problems: Vec<String> = all
+        .iter()
+        .flat_map(|e| {
+            unknown_metrics(e, &known)
+                .into_iter()
+                .map(move |m| format!("{m} in {e}"))
+        })
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    // Panel ids are unique (Grafana keys its state by them).
+    let ids: Vec<u64> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids.len(), ids.iter().collect::<BTreeSet<_>>().len());
+}
+
+#[test]
+fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses() {
+    let text = read("deploy/kubernetes/daemonset.yaml");
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
+    let ds = docs
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["hostNetwork"], true,
+        "NVMe/TCP sockets are in the host's netns"
+    );
+    let c = &spec["containers"][0];
+    let args: Vec<String> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let mut argv = vec!["nvmeof-exporter".to_owned()];
+    argv.extend(args);
+    parse_from(argv.clone()).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
+    let sc = &c["securityContext"];
+    let caps = |k: &str| -> BTreeSet<String> {
+        sc["capabilities"][k]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(caps("drop"), BTreeSet::from(["ALL".to_owned()]));
+    assert_eq!(
+        caps("add"),
+        ["BPF", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"]
+            .map(str::to_owned)
+            .into()
+    );
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    let mounts: Vec<&str> = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| m["mountPath"].as_str().unwrap())
+        .collect();
+    assert!(mounts.contains(&"/sys/kernel/tracing"), "{mounts:?}");
+    assert!(argv.iter().any(|a| a == "--path.dev=/host/dev") && mounts.contains(&"/host/dev"));
+}
+
+#[test]
+fn the_ansible_role_and_the_image_use_flags_and_paths_that_exist() {
+    let cmd = command(&registry());
+    let longs: BTreeSet<String> = cmd
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    let unit = read("deploy/ansible/roles/nvmeof_exporter/templates/nvmeof-exporter.service.j2");
+    let mut flags = 0;
+    for token in unit.split_whitespace().filter(|t| t.starts_with("--")) {
+        let name = token.trim_start_matches("--").split('=').next().unwrap();
+        assert!(
+            longs.contains(name),
+            "the unit passes --{name}, which the exporter lacks"
+        );
+        flags += 1;
+    }
+    assert!(flags >= 4, "{flags}");
+    for path in [
+        "deploy/ansible/roles/nvmeof_exporter/defaults/main.yml",
+        "deploy/ansible/roles/nvmeof_exporter/tasks/main.yml",
+        "deploy/ansible/roles/nvmeof_exporter/handlers/main.yml",
+    ] {
+        let _: serde_yaml::Value =
+            serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+    // The image and the role take the binary where `cargo xtask build` leaves it.
+    let binary = "target/x86_64-unknown-linux-musl/release/nvmeof-exporter";
+    assert!(read("deploy/Dockerfile").contains(&format!("COPY {binary} ")));
+    assert!(read("deploy/ansible/roles/nvmeof_exporter/defaults/main.yml").contains(binary));
+}
