@@ -59,7 +59,8 @@ pub fn bench_tp_clock(_ctx: TracePointContext) -> u32 {
 pub fn bench_tp_atomic(_ctx: TracePointContext) -> u32 {
     read_clock();
     if let Some(p) = BENCH_SHARED.get_ptr_mut(0) {
-        nvmeof_ebpf::helpers::atomic_add(p, 1);
+        // SAFETY: p points into the array's value.
+        unsafe { nvmeof_ebpf::helpers::atomic_add(p, 1) };
     }
     0
 }
@@ -77,12 +78,12 @@ pub fn bench_raw_clock(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint]
 pub fn bench_raw_hash(_ctx: RawTracePointContext) -> i32 {
     read_clock();
-    match BENCH_HASH.get_ptr_mut(&0) {
+    match BENCH_HASH.get_ptr_mut(0) {
         // A plain store: the lookup is what is priced, not an atomic add.
         // SAFETY: a map value the kernel keeps alive for this run; a lost racing store is fine.
         Some(p) => unsafe { *p = 1 },
         None => {
-            let _ = BENCH_HASH.insert(&0, &1, nvmeof_ebpf::helpers::BPF_NOEXIST);
+            let _ = BENCH_HASH.insert(0, 1, nvmeof_ebpf::helpers::BPF_NOEXIST);
         }
     }
     0
@@ -106,8 +107,8 @@ pub fn bench_raw_probe(ctx: RawTracePointContext) -> i32 {
 pub fn bench_raw_inflight(ctx: RawTracePointContext) -> i32 {
     read_clock();
     let req = ctx.arg::<u64>(0);
-    if BENCH_INFLIGHT.insert(&req, &1, 0).is_ok() {
-        let _ = BENCH_INFLIGHT.remove(&req);
+    if BENCH_INFLIGHT.insert(req, 1, 0).is_ok() {
+        let _ = BENCH_INFLIGHT.remove(req);
     }
     0
 }

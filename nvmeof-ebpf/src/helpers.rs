@@ -6,9 +6,12 @@ pub const BPF_NOEXIST: u64 = 1;
 
 /// Adds to a shared counter with the BPF atomic add (the result is unused, so LLVM emits the
 /// fetch-less form that 5.10 accepts too).
+///
+/// # Safety
+/// `dst` points into a map value (which the kernel keeps alive for the program run).
 #[inline(always)]
-pub fn atomic_add(dst: *mut u64, v: u64) {
-    // SAFETY: dst points into a map value that the kernel keeps alive for this program run.
+pub unsafe fn atomic_add(dst: *mut u64, v: u64) {
+    // SAFETY: the caller's promise.
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             dst, v,
@@ -17,9 +20,12 @@ pub fn atomic_add(dst: *mut u64, v: u64) {
 }
 
 /// [`atomic_add`] for a 32-bit counter.
+///
+/// # Safety
+/// As for [`atomic_add`].
 #[inline(always)]
-pub fn atomic_add32(dst: *mut u32, v: u32) {
-    // SAFETY: as in `atomic_add`.
+pub unsafe fn atomic_add32(dst: *mut u32, v: u32) {
+    // SAFETY: the caller's promise.
     unsafe {
         core::intrinsics::atomic_xadd::<u32, u32, { core::intrinsics::AtomicOrdering::Relaxed }>(
             dst, v,
@@ -42,11 +48,13 @@ pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V) -> Option<*mu
 #[inline(always)]
 pub fn count_key<K>(map: &HashMap<K, u64>, key: &K) {
     match map.get_ptr_mut(key) {
-        Some(p) => atomic_add(p, 1),
+        // SAFETY: p points into the map's value for key.
+        Some(p) => unsafe { atomic_add(p, 1) },
         None => {
-            if map.insert(key, &1, BPF_NOEXIST).is_err() {
+            if map.insert(key, 1, BPF_NOEXIST).is_err() {
                 if let Some(p) = map.get_ptr_mut(key) {
-                    atomic_add(p, 1);
+                    // SAFETY: as above.
+                    unsafe { atomic_add(p, 1) };
                 }
             }
         }

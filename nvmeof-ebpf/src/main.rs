@@ -226,7 +226,7 @@ fn inflight(s: &Setup, now: u64) -> Inflight {
             nsid: s.nsid,
         };
         // SAFETY: a map value read, copied at once.
-        let shift = match unsafe { NAMESPACES.get(&key) } {
+        let shift = match unsafe { NAMESPACES.get(key) } {
             Some(v) => *v,
             None => {
                 count(ProgramCounter::LbaSizeUnknown);
@@ -381,7 +381,7 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
         tag: cid & TAG_MASK,
     };
     // SAFETY: a map value read, copied before the entry is removed.
-    let started = match unsafe { INFLIGHT.get(&key) } {
+    let started = match unsafe { INFLIGHT.get(key) } {
         Some(v) => *v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
@@ -391,7 +391,7 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
             return None;
         }
     };
-    let _ = INFLIGHT.remove(&key);
+    let _ = INFLIGHT.remove(key);
     finish(&started, status, now)
 }
 
@@ -418,7 +418,7 @@ fn rq_complete(req: u64) -> Option<()> {
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a map value read, copied before the entry is removed.
     let pdu = req + l.request_size as u64;
-    let started = match unsafe { INFLIGHT_RQ.get(&req) } {
+    let started = match unsafe { INFLIGHT_RQ.get(req) } {
         Some(v) => *v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
@@ -433,7 +433,7 @@ fn rq_complete(req: u64) -> Option<()> {
             return None;
         }
     };
-    let _ = INFLIGHT_RQ.remove(&req);
+    let _ = INFLIGHT_RQ.remove(req);
     let status = kread::<u16>(pdu + l.nvme_req_status as u64)? & NVME_STATUS_MASK;
     finish(&started, status, now)
 }
@@ -473,7 +473,7 @@ fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
         _pad: 0,
     };
     // The zeroed value (too large for the BPF stack) is only fetched for a new key.
-    let stats = match OPS.get_ptr_mut(&op_key) {
+    let stats = match OPS.get_ptr_mut(op_key) {
         Some(p) => p,
         None => match get_or_insert(&OPS, &op_key, OPS_ZERO.get(0)?) {
             Some(p) => p,

@@ -92,7 +92,7 @@ fn try_change(ctx: &ProbeContext) -> Option<()> {
         _pad: 0,
     };
     PENDING_CHANGES
-        .insert(&bpf_get_current_pid_tgid(), &pending, 0)
+        .insert(bpf_get_current_pid_tgid(), pending, 0)
         .ok()
 }
 
@@ -116,8 +116,8 @@ fn try_change_ret(ctx: &RetProbeContext) -> Option<()> {
     let l = layout();
     let id = bpf_get_current_pid_tgid();
     // SAFETY: a map value read, copied before the entry is removed.
-    let p = unsafe { *PENDING_CHANGES.get(&id)? };
-    let _ = PENDING_CHANGES.remove(&id);
+    let p = unsafe { *PENDING_CHANGES.get(id)? };
+    let _ = PENDING_CHANGES.remove(id);
     let changed: u64 = ctx.ret();
     if changed & 0xff == 0 {
         return None;
@@ -126,7 +126,7 @@ fn try_change_ret(ctx: &RetProbeContext) -> Option<()> {
         // A new controller: its instance number may have served another one before.
         for from in 0..STATE_SLOTS {
             for to in 0..STATE_SLOTS {
-                let _ = TRANSITIONS.remove(&TransitionKey {
+                let _ = TRANSITIONS.remove(TransitionKey {
                     instance: p.instance,
                     from,
                     to,
@@ -134,7 +134,7 @@ fn try_change_ret(ctx: &RetProbeContext) -> Option<()> {
                 });
             }
         }
-        let _ = RECONNECTS.remove(&p.instance);
+        let _ = RECONNECTS.remove(p.instance);
     }
     let key = TransitionKey {
         instance: p.instance,
@@ -143,21 +143,24 @@ fn try_change_ret(ctx: &RetProbeContext) -> Option<()> {
         _pad: 0,
     };
     let now = unsafe { bpf_ktime_get_ns() };
-    match TRANSITIONS.get_ptr_mut(&key) {
-        Some(s) => {
-            atomic_add(unsafe { &mut (*s).count }, 1);
-            // SAFETY: a live map value; the last writer wins, which is the last transition.
-            unsafe { (*s).last_ns = now };
-        }
+    match TRANSITIONS.get_ptr_mut(key) {
+        // SAFETY: a live map value; the last writer wins, which is the last transition.
+        Some(s) => unsafe {
+            atomic_add(&mut (*s).count, 1);
+            (*s).last_ns = now;
+        },
         None => {
             let first = TransitionStats {
                 count: 1,
                 last_ns: now,
             };
-            if TRANSITIONS.insert(&key, &first, BPF_NOEXIST).is_err() {
-                let s = TRANSITIONS.get_ptr_mut(&key)?;
-                atomic_add(unsafe { &mut (*s).count }, 1);
-                unsafe { (*s).last_ns = now };
+            if TRANSITIONS.insert(key, first, BPF_NOEXIST).is_err() {
+                let s = TRANSITIONS.get_ptr_mut(key)?;
+                // SAFETY: as above.
+                unsafe {
+                    atomic_add(&mut (*s).count, 1);
+                    (*s).last_ns = now;
+                }
             }
         }
     }

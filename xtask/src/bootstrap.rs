@@ -41,6 +41,7 @@ pub fn run() -> Result<()> {
     debian_packages()?;
     nightly_rust_src()?;
     static_target()?;
+    lint_components()?;
     bpf_linker()?;
     say("bootstrap: everything in place");
     Ok(())
@@ -120,13 +121,40 @@ fn nightly_rust_src() -> Result<()> {
         "--toolchain",
         NIGHTLY,
     ]))?;
-    if components.lines().any(|l| l.starts_with("rust-src")) {
-        say("bootstrap: nightly rust-src already installed");
-        return Ok(());
+    // rust-src for -Z build-std=core; clippy for the eBPF crate's lint (the lint step of
+    // `cargo xtask test`).
+    for component in ["rust-src", "clippy"] {
+        if components.lines().any(|l| l.starts_with(component)) {
+            say(format!("bootstrap: nightly {component} already installed"));
+            continue;
+        }
+        say(format!(
+            "bootstrap: adding {component} to the nightly toolchain"
+        ));
+        cmd::run(Command::new("rustup").args([
+            "component",
+            "add",
+            component,
+            "--toolchain",
+            NIGHTLY,
+        ]))
+        .with_context(|| format!("rustup component add {component} --toolchain nightly"))?;
     }
-    say("bootstrap: adding rust-src to the nightly toolchain");
-    cmd::run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))
-        .context("rustup component add rust-src --toolchain nightly")
+    Ok(())
+}
+
+/// rustfmt and clippy of the default toolchain, for the lint step of `cargo xtask test`.
+fn lint_components() -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["component", "list", "--installed"]))?;
+    for component in ["rustfmt", "clippy"] {
+        if installed.lines().any(|l| l.starts_with(component)) {
+            continue;
+        }
+        say(format!("bootstrap: adding {component}"));
+        cmd::run(Command::new("rustup").args(["component", "add", component]))
+            .with_context(|| format!("rustup component add {component}"))?;
+    }
+    Ok(())
 }
 
 /// The musl target of the default toolchain: the agent ships as one static binary.

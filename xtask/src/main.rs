@@ -232,8 +232,52 @@ fn run(series: Series, port: u16) -> Result<()> {
     }
 }
 
+/// The style gate: rustfmt, and clippy with warnings as errors on the host crates (lab tests
+/// included) and on the eBPF crate (nightly, for its BPF target).
+fn lint() -> Result<()> {
+    let ws = cache::workspace();
+    say("lint: cargo fmt --all --check");
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&ws)
+            .args(["fmt", "--all", "--check"]),
+    )?;
+    say("lint: cargo clippy (host crates, lab tests included) -D warnings");
+    cmd::run(Command::new("cargo").current_dir(&ws).args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "nvmeof-ebpf",
+        "--all-targets",
+        "--features",
+        "nvmeof-tests/lab",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    say("lint: cargo +nightly clippy (eBPF crate, bpfel-unknown-none) -D warnings");
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(ws.join("nvmeof-ebpf"))
+            .args([
+                "+nightly",
+                "clippy",
+                "--target",
+                "bpfel-unknown-none",
+                "-Z",
+                "build-std=core",
+                "--bins",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+    )?;
+    Ok(())
+}
+
 fn test(kernels: &[Series], args: &[String]) -> Result<()> {
     bootstrap::run()?;
+    lint()?;
     let agent = build_agent()?;
     let names: Vec<&str> = kernels.iter().map(|k| k.name()).collect();
     for k in kernels {
