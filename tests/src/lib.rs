@@ -358,3 +358,63 @@ mod tests {
         assert_eq!(m.select("c", &[]).next().unwrap().value, f64::INFINITY);
     }
 }
+
+/// What the agent's own scrape-duration histogram (`nvmeof_exporter_scrape_duration_seconds`)
+/// says about the scrapes answered between two pages: how many, how many over 100 ms, and the
+/// smallest bucket bound that holds them all.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ServedBetween {
+    pub scrapes: f64,
+    pub over_100ms: f64,
+    pub max_le: f64,
+}
+
+impl std::fmt::Display for ServedBetween {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the agent's own time: {} of {} over 100 ms, all within {} s",
+            self.over_100ms, self.scrapes, self.max_le
+        )
+    }
+}
+
+impl Metrics {
+    /// (le, cumulative count) of the scrape-duration histogram, in bound order.
+    fn served_buckets(&self) -> Vec<(f64, f64)> {
+        self.select("nvmeof_exporter_scrape_duration_seconds_bucket", &[])
+            .filter_map(|b| {
+                let le = match b.label("le")? {
+                    "+Inf" => f64::INFINITY,
+                    v => v.parse().ok()?,
+                };
+                Some((le, b.value))
+            })
+            .collect()
+    }
+
+    /// The scrapes answered after `earlier` was served and before this page (neither page's own
+    /// scrape: each page shows the scrapes before it).
+    pub fn served_since(&self, earlier: &Metrics) -> ServedBetween {
+        let (b0, b1) = (earlier.served_buckets(), self.served_buckets());
+        let delta: Vec<(f64, f64)> = b1
+            .iter()
+            .zip(&b0)
+            .map(|((le, n1), (_, n0))| (*le, n1 - n0))
+            .collect();
+        let scrapes = delta.last().map_or(0.0, |(_, n)| *n);
+        let within = delta
+            .iter()
+            .find(|(le, _)| (*le - 0.1).abs() < 1e-9)
+            .map(|(_, n)| *n)
+            .expect("a 0.1 s bucket");
+        ServedBetween {
+            scrapes,
+            over_100ms: scrapes - within,
+            max_le: delta
+                .iter()
+                .find(|(_, n)| *n == scrapes)
+                .map_or(f64::INFINITY, |(le, _)| *le),
+        }
+    }
+}

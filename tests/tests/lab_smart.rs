@@ -367,28 +367,6 @@ struct Timings {
     agent_max_le: f64,
 }
 
-/// (count, count at or under 100 ms, per bucket bound: cumulative count) of the agent's
-/// scrape-duration histogram on a page.
-fn served(m: &Metrics) -> (f64, f64, Vec<(f64, f64)>) {
-    let count = m.sum("nvmeof_exporter_scrape_duration_seconds_count", &[]);
-    let buckets: Vec<(f64, f64)> = m
-        .select("nvmeof_exporter_scrape_duration_seconds_bucket", &[])
-        .filter_map(|b| {
-            let le = match b.label("le")? {
-                "+Inf" => f64::INFINITY,
-                v => v.parse().ok()?,
-            };
-            Some((le, b.value))
-        })
-        .collect();
-    let within = buckets
-        .iter()
-        .find(|(le, _)| (*le - 0.1).abs() < 1e-9)
-        .map(|(_, n)| *n)
-        .expect("a 0.1 s bucket");
-    (count, within, buckets)
-}
-
 fn timed_scrapes(s: &mut Shared, n: usize) -> Timings {
     let mut t = Timings {
         host: Vec::new(),
@@ -401,7 +379,6 @@ fn timed_scrapes(s: &mut Shared, n: usize) -> Timings {
         agent_max_le: 0.0,
     };
     let (first, _) = s.scrape();
-    let (count0, within0, buckets0) = served(&first);
     for _ in 0..n {
         std::thread::sleep(Duration::from_millis(150));
         let (m, took) = s.scrape();
@@ -433,15 +410,10 @@ fn timed_scrapes(s: &mut Shared, n: usize) -> Timings {
         .collect();
     // This page holds every scrape above (its own time is not in it yet).
     let (last, _) = s.scrape();
-    let (count1, within1, buckets1) = served(&last);
-    t.agent_scrapes = count1 - count0;
-    t.agent_over_100ms = (count1 - within1) - (count0 - within0);
-    t.agent_max_le = buckets1
-        .iter()
-        .zip(&buckets0)
-        .find(|((_, n1), (_, n0))| n1 - n0 == t.agent_scrapes)
-        .map(|((le, _), _)| *le)
-        .unwrap_or(f64::INFINITY);
+    let served = last.served_since(&first);
+    t.agent_scrapes = served.scrapes;
+    t.agent_over_100ms = served.over_100ms;
+    t.agent_max_le = served.max_le;
     t.host.sort();
     t.guest.sort();
     t

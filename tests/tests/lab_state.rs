@@ -4,6 +4,7 @@
 //! ctrl_loss_tmo gone from `/metrics`. Every scrape is timed from the host.
 #![cfg(feature = "lab")]
 
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
 use nvmeof_tests::{kernels, with_lab, Metrics, Shared};
@@ -88,6 +89,42 @@ fn smart_series_of(s: &mut Shared, c: &str) -> Vec<String> {
         "{}: the smart collector missed 20 scrapes",
         s.lab.kernel.release
     )
+}
+
+/// Runs `body` with the agent at the product's default collector deadline (the lab's agents run
+/// with a longer one, so that value assertions see fresh collectors under TCG) and holds every
+/// scrape answered meanwhile to what issue 4 asks: the exporter's own time for it
+/// (`nvmeof_exporter_scrape_duration_seconds`, from the request to the encoded page; the
+/// emulated network is not the exporter's) under 100 ms. Ten healthy scrapes first: only on a
+/// host so loaded that even those went over is their slowest bucket the bound.
+fn scrapes_stay_fast<R>(s: &mut Shared, what: &str, body: impl FnOnce(&mut Shared) -> R) -> R {
+    let release = s.lab.kernel.release.clone();
+    s.restart_agent("--collector.timeout=50ms");
+    let (start, _) = s.scrape();
+    for _ in 0..10 {
+        std::thread::sleep(Duration::from_millis(150));
+        let _ = s.scrape();
+    }
+    let (healthy_end, _) = s.scrape();
+    let healthy = healthy_end.served_since(&start);
+    let r = catch_unwind(AssertUnwindSafe(|| body(s)));
+    let during = if r.is_ok() {
+        let (end, _) = s.scrape();
+        Some(end.served_since(&healthy_end))
+    } else {
+        None
+    };
+    // The lab's own agent again, whatever happened.
+    s.restart_agent("");
+    let r = r.unwrap_or_else(|e| resume_unwind(e));
+    let during = during.expect("measured when the body passed");
+    eprintln!("{release} {what}: healthy: {healthy}; throughout: {during}");
+    let bound = healthy.max_le.max(0.1);
+    assert!(
+        during.scrapes >= 5.0 && during.max_le <= bound,
+        "{release} {what}: {during} (bound {bound} s; healthy: {healthy})"
+    );
+    r
 }
 
 fn warm_up(s: &mut Shared) {
@@ -243,77 +280,79 @@ fn a_reset_between_two_scrapes_is_counted() {
 fn a_cut_tcp_path_reconnects_counted_while_io_flows_on_the_other() {
     for k in kernels() {
         with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            warm_up(s);
-            let sub = nqn("tcp");
-            let c = ctrl(s, "tcp", "4420");
-            let before = fresh(s, "before cut");
-            s.lab.sh_ok("dmesg -c > /dev/null; unexpose 1 tcp").unwrap();
-            // reconnect_delay=1: a few attempts fail in 4 s.
-            s.lab
+            scrapes_stay_fast(s, "a cut path", |s| {
+                let release = s.lab.kernel.release.clone();
+                warm_up(s);
+                let sub = nqn("tcp");
+                let c = ctrl(s, "tcp", "4420");
+                let before = fresh(s, "before cut");
+                s.lab.sh_ok("dmesg -c > /dev/null; unexpose 1 tcp").unwrap();
+                // reconnect_delay=1: a few attempts fail in 4 s.
+                s.lab
                 .sh_ok(&format!(
                     "i=0; while [ $(cat /sys/class/nvme/{c}/state) = live ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; sleep 4"
                 ))
                 .unwrap();
-            // I/O keeps flowing on the other path: 1 MiB of direct writes through the head.
-            let dd = s
-                .lab
-                .sh("dd if=/dev/zero of=$(dev_of tcp) bs=64k count=16 oflag=direct 2>&1")
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
-            let failed_before = logged(s, &c, "Failed reconnect attempt");
-            let cut = fresh(s, "path cut");
-            let failed_after = logged(s, &c, "Failed reconnect attempt");
+                // I/O keeps flowing on the other path: 1 MiB of direct writes through the head.
+                let dd = s
+                    .lab
+                    .sh("dd if=/dev/zero of=$(dev_of tcp) bs=64k count=16 oflag=direct 2>&1")
+                    .unwrap();
+                std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
+                let failed_before = logged(s, &c, "Failed reconnect attempt");
+                let cut = fresh(s, "path cut");
+                let failed_after = logged(s, &c, "Failed reconnect attempt");
 
-            // Restore the path before any assertion, so that a failure leaves the lab whole.
-            let restored = s.lab.sh("expose 1 tcp; wait_live 30").unwrap();
-            let back = fresh(s, "path restored");
-            let total = logged(s, &c, "Successfully reconnected");
-            let counted = attempts(&cut, &c) - attempts(&before, &c);
-            let counted_back = attempts(&back, &c) - attempts(&before, &c);
-            eprintln!(
+                // Restore the path before any assertion, so that a failure leaves the lab whole.
+                let restored = s.lab.sh("expose 1 tcp; wait_live 30").unwrap();
+                let back = fresh(s, "path restored");
+                let total = logged(s, &c, "Successfully reconnected");
+                let counted = attempts(&cut, &c) - attempts(&before, &c);
+                let counted_back = attempts(&back, &c) - attempts(&before, &c);
+                eprintln!(
                 "{release}: {c} cut: {counted} attempts counted, kernel logged {failed_before}..{failed_after}; \
                  restored after {total} attempts (kernel), {counted_back} counted"
             );
 
-            assert_eq!(dd.rc, 0, "{release}: dd on the remaining path: {}", dd.out);
-            let live = |m: &Metrics| {
-                m.sum(
-                    "nvmeof_subsystem_state",
-                    &[("controller", &c), ("state", "live")],
-                )
-            };
-            assert_eq!(live(&cut), 0.0, "{release}: {c} left live");
-            let since = |m: &Metrics| {
-                m.sum(
-                    "nvmeof_controller_since_live_seconds",
-                    &[("controller", &c)],
-                )
-            };
-            assert!(since(&cut) > 3.0, "{release}: {c} since live");
-            assert_eq!(
-                transitions(&cut, &c, "live", "resetting")
-                    - transitions(&before, &c, "live", "resetting"),
-                1.0
-            );
-            assert!(
+                assert_eq!(dd.rc, 0, "{release}: dd on the remaining path: {}", dd.out);
+                let live = |m: &Metrics| {
+                    m.sum(
+                        "nvmeof_subsystem_state",
+                        &[("controller", &c), ("state", "live")],
+                    )
+                };
+                assert_eq!(live(&cut), 0.0, "{release}: {c} left live");
+                let since = |m: &Metrics| {
+                    m.sum(
+                        "nvmeof_controller_since_live_seconds",
+                        &[("controller", &c)],
+                    )
+                };
+                assert!(since(&cut) > 3.0, "{release}: {c} since live");
+                assert_eq!(
+                    transitions(&cut, &c, "live", "resetting")
+                        - transitions(&before, &c, "live", "resetting"),
+                    1.0
+                );
+                assert!(
                 failed_before >= 2.0 && counted >= failed_before && counted <= failed_after,
                 "{release}: {counted} attempts counted, kernel logged {failed_before}..{failed_after}"
             );
-            let paths = |m: &Metrics, f: &str| m.sum(f, &[("subsystem", &sub)]);
-            assert_eq!(paths(&cut, "nvmeof_subsystem_paths"), 2.0);
-            assert_eq!(
-                paths(&cut, "nvmeof_subsystem_live_paths"),
-                1.0,
-                "{release}: one of two paths live"
-            );
-            // Restored: live again, the successful attempt counted too.
-            assert_eq!(restored.rc, 0, "{release}: {}", restored.out);
-            assert!(total >= 3.0, "{release}: kernel log: {total}");
-            assert_eq!(counted_back, total, "{release}");
-            assert_eq!(live(&back), 1.0);
-            assert_eq!(paths(&back, "nvmeof_subsystem_live_paths"), 2.0);
-            assert_eq!(since(&back), 0.0);
+                let paths = |m: &Metrics, f: &str| m.sum(f, &[("subsystem", &sub)]);
+                assert_eq!(paths(&cut, "nvmeof_subsystem_paths"), 2.0);
+                assert_eq!(
+                    paths(&cut, "nvmeof_subsystem_live_paths"),
+                    1.0,
+                    "{release}: one of two paths live"
+                );
+                // Restored: live again, the successful attempt counted too.
+                assert_eq!(restored.rc, 0, "{release}: {}", restored.out);
+                assert!(total >= 3.0, "{release}: kernel log: {total}");
+                assert_eq!(counted_back, total, "{release}");
+                assert_eq!(live(&back), 1.0);
+                assert_eq!(paths(&back, "nvmeof_subsystem_live_paths"), 2.0);
+                assert_eq!(since(&back), 0.0);
+            })
         });
     }
 }
@@ -322,10 +361,11 @@ fn a_cut_tcp_path_reconnects_counted_while_io_flows_on_the_other() {
 fn a_controller_past_its_ctrl_loss_tmo_vanishes_from_metrics() {
     for k in kernels() {
         with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            warm_up(s);
-            // A third path of its own (port 6), connected with a 3 s ctrl_loss_tmo.
-            let c = s
+            scrapes_stay_fast(s, "ctrl_loss_tmo expiry", |s| {
+                let release = s.lab.kernel.release.clone();
+                warm_up(s);
+                // A third path of its own (port 6), connected with a 3 s ctrl_loss_tmo.
+                let c = s
                 .lab
                 .sh_ok(
                     "port 6 tcp ipv4 127.0.0.1 4422 && expose 6 tcp &&
@@ -335,60 +375,61 @@ fn a_controller_past_its_ctrl_loss_tmo_vanishes_from_metrics() {
                 .unwrap()
                 .trim()
                 .to_owned();
-            let with = fresh(s, "third path");
-            let errors_before = with.sum(
-                "nvmeof_exporter_collect_errors_total",
-                &[("collector", "state")],
-            );
-            assert_eq!(
-                with.sum(
-                    "nvmeof_subsystem_state",
-                    &[("controller", &c), ("state", "live")]
-                ),
-                1.0,
-                "{release}: {c}"
-            );
-            // Its SMART series first (the poller's first pass over it comes within seconds),
-            // so that their absence below means something.
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while smart_series_of(s, &c).is_empty() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "{release}: {c} never got SMART series"
+                let with = fresh(s, "third path");
+                let errors_before = with.sum(
+                    "nvmeof_exporter_collect_errors_total",
+                    &[("collector", "state")],
                 );
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            // Cut it for good: the kernel gives up after ctrl_loss_tmo and removes it.
-            s.lab
+                assert_eq!(
+                    with.sum(
+                        "nvmeof_subsystem_state",
+                        &[("controller", &c), ("state", "live")]
+                    ),
+                    1.0,
+                    "{release}: {c}"
+                );
+                // Its SMART series first (the poller's first pass over it comes within seconds),
+                // so that their absence below means something.
+                let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                while smart_series_of(s, &c).is_empty() {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "{release}: {c} never got SMART series"
+                    );
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                // Cut it for good: the kernel gives up after ctrl_loss_tmo and removes it.
+                s.lab
                 .sh_ok(&format!(
                     "unexpose 6 tcp; i=0; while [ -e /sys/class/nvme/{c} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; [ ! -e /sys/class/nvme/{c} ]; rmdir $CFG/ports/6"
                 ))
                 .unwrap();
-            // At once, before the SMART poller's next pass (every 5 s at the default interval)
-            // could have dropped it.
-            let smart = smart_series_of(s, &c);
-            assert!(smart.is_empty(), "{release}: {c} still has {smart:?}");
-            std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
-            let without = fresh(s, "third path removed");
-            let left: Vec<_> = without
-                .samples
-                .iter()
-                .filter(|x| x.label("controller") == Some(c.as_str()))
-                .map(|x| x.name.clone())
-                .collect();
-            assert!(left.is_empty(), "{release}: {c} still has {left:?}");
-            assert_eq!(
-                without.sum(
-                    "nvmeof_exporter_collect_errors_total",
-                    &[("collector", "state")]
-                ),
-                errors_before,
-                "{release}: errors after the removal"
-            );
-            assert_eq!(
-                without.sum("nvmeof_subsystem_paths", &[("subsystem", &nqn("tcp"))]),
-                2.0
-            );
+                // At once, before the SMART poller's next pass (every 5 s at the default interval)
+                // could have dropped it.
+                let smart = smart_series_of(s, &c);
+                assert!(smart.is_empty(), "{release}: {c} still has {smart:?}");
+                std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
+                let without = fresh(s, "third path removed");
+                let left: Vec<_> = without
+                    .samples
+                    .iter()
+                    .filter(|x| x.label("controller") == Some(c.as_str()))
+                    .map(|x| x.name.clone())
+                    .collect();
+                assert!(left.is_empty(), "{release}: {c} still has {left:?}");
+                assert_eq!(
+                    without.sum(
+                        "nvmeof_exporter_collect_errors_total",
+                        &[("collector", "state")]
+                    ),
+                    errors_before,
+                    "{release}: errors after the removal"
+                );
+                assert_eq!(
+                    without.sum("nvmeof_subsystem_paths", &[("subsystem", &nqn("tcp"))]),
+                    2.0
+                );
+            })
         });
     }
 }
