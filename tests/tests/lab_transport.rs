@@ -155,13 +155,10 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
                 .lab
                 .sh(&format!(
                     "{}
-                     /usr/bin/tc qdisc add dev lo root handle 1: prio &&
-                     /usr/bin/tc qdisc add dev lo parent 1:3 handle 30: netem loss 10% &&
-                     /usr/bin/tc filter add dev lo parent 1:0 protocol ip prio 1 u32 \
-                         match ip dport 4421 0xffff flowid 1:3 &&
+                     lose_towards 4421 10 &&
                      dd if=/dev/zero of=$(dev_of tcp) bs=64k count=128 oflag=direct 2>&1
                      rc=$?
-                     /usr/bin/tc qdisc del dev lo root
+                     restore_lo
                      {}
                      exit $rc",
                     tcp_iopolicy("round-robin"),
@@ -227,6 +224,15 @@ fn counted_errors(m: &Metrics, watched: &[String]) -> BTreeMap<(String, &'static
         }
     }
     out
+}
+
+/// The traced errors of one controller, all kinds.
+fn traced_on(traced: &BTreeMap<(String, &'static str), u64>, ctrl: &str) -> u64 {
+    traced
+        .iter()
+        .filter(|((c, _), _)| c == ctrl)
+        .map(|(_, n)| n)
+        .sum()
 }
 
 /// What moved between two pages, zeros left out.
@@ -369,16 +375,13 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
                          pids=\"$pids $!\"
                      done
                      sleep 1
-                     /usr/bin/tc qdisc add dev lo root handle 1: prio &&
-                     /usr/bin/tc qdisc add dev lo parent 1:3 handle 30: netem loss 100% &&
-                     /usr/bin/tc filter add dev lo parent 1:0 protocol ip prio 1 u32 \
-                         match ip dport 4421 0xffff flowid 1:3 || exit 10
+                     lose_towards 4421 100 || exit 10
                      i=0
                      while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt 600 ]; do
                          sleep 0.1; i=$((i + 1))
                      done
                      echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
-                     /usr/bin/tc qdisc del dev lo root
+                     restore_lo
                      wait_live 60; live=$?
                      kill $pids 2>/dev/null; wait
                      {}
@@ -389,11 +392,7 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
                 std::slice::from_ref(&cut),
             );
             assert!(log.contains("left live"), "{release}: {log}");
-            let on_cut: u64 = traced
-                .iter()
-                .filter(|((c, _), _)| *c == cut)
-                .map(|(_, n)| n)
-                .sum();
+            let on_cut = traced_on(&traced, &cut);
             assert!(
                 on_cut > 0,
                 "{release}: the stalled path {cut} failed no command: {traced:?}"
@@ -434,11 +433,7 @@ fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does()
                 &[],
             );
             assert!(log.contains("namespace back"), "{release}: {log}");
-            let on_ctrl: u64 = traced
-                .iter()
-                .filter(|((c, _), _)| *c == ctrl)
-                .map(|(_, n)| n)
-                .sum();
+            let on_ctrl = traced_on(&traced, &ctrl);
             assert!(
                 on_ctrl > 0,
                 "{release}: disabling the namespace failed no command on {ctrl}: {traced:?}"
@@ -475,10 +470,7 @@ fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
                     s,
                     &format!(
                         "c={ctrl}; d=$(dev_of tmo)
-                         /usr/bin/tc qdisc add dev lo root handle 1: prio &&
-                         /usr/bin/tc qdisc add dev lo parent 1:3 handle 30: netem loss 100% &&
-                         /usr/bin/tc filter add dev lo parent 1:0 protocol ip prio 1 u32 \
-                             match ip dport 4422 0xffff flowid 1:3 || exit 10
+                         lose_towards 4422 100 || exit 10
                          dd if=$d of=/dev/null bs=4k count=1 skip=100 iflag=direct 2>/dev/null &
                          reader=$!
                          # The read times out after io_timeout ({io_timeout} s), the host gives
@@ -488,7 +480,7 @@ fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
                              sleep 0.1; i=$((i + 1))
                          done
                          echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
-                         /usr/bin/tc qdisc del dev lo root
+                         restore_lo
                          wait_live 60; live=$?
                          wait $reader; echo \"reader exit $?\"
                          exit $live"
@@ -498,7 +490,7 @@ fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
             }));
             // Whatever happened, the extra controller and its target go.
             let _ = s.lab.sh(&format!(
-                "/usr/bin/tc qdisc del dev lo root 2>/dev/null
+                "restore_lo
                  echo 1 > /sys/class/nvme/{ctrl}/delete_controller
                  t=$CFG/subsystems/$(nqn tmo)
                  unexpose 9 tmo; rmdir $CFG/ports/9

@@ -42,6 +42,17 @@ port() {
 expose() { ln -s "$CFG/subsystems/$(nqn "$2")" "$CFG/ports/$1/subsystems/$(nqn "$2")"; }
 unexpose() { rm -f "$CFG/ports/$1/subsystems/$(nqn "$2")"; }
 
+# lose_towards PORT PERCENT: netem drops PERCENT of what the host sends to TCP port PORT on lo
+# (a prio qdisc whose third band loses, a u32 filter sending that port there); everything else
+# passes. restore_lo takes it away. One lossy port at a time.
+lose_towards() {
+    /usr/bin/tc qdisc add dev lo root handle 1: prio &&
+        /usr/bin/tc qdisc add dev lo parent 1:3 handle 30: netem loss "$2%" &&
+        /usr/bin/tc filter add dev lo parent 1:0 protocol ip prio 1 u32 \
+            match ip dport "$1" 0xffff flowid 1:3
+}
+restore_lo() { /usr/bin/tc qdisc del dev lo root 2>/dev/null; true; }
+
 # connect OPTIONS: the host side, as nvme-cli would write it.
 connect() { echo "$1" > /dev/nvme-fabrics; }
 
