@@ -114,6 +114,13 @@ pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// A small file's text, trimmed (sysfs values end in a newline); `None` when it cannot be read
+/// or is not UTF-8.
+pub(crate) fn read_trim(path: &Path) -> Option<String> {
+    let bytes = read_small(path).ok()?;
+    Some(String::from_utf8(bytes).ok()?.trim().to_owned())
+}
+
 /// Names of the entries of a directory, sorted; a missing directory has none (no NVMe on this
 /// node is not an error), an unreadable one is.
 pub(crate) fn entries(dir: &Path) -> anyhow::Result<Vec<String>> {

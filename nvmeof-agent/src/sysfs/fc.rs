@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
+use super::attr::read_trim;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FcHost {
     /// `hostN`.
@@ -26,11 +28,6 @@ pub struct FcRemotePort {
     pub node_name: String,
     pub port_state: Option<String>,
     pub statistics: BTreeMap<String, u64>,
-}
-
-fn read_trim(p: &Path) -> Option<String> {
-    let bytes = super::attr::read_small(p).ok()?;
-    Some(String::from_utf8(bytes).ok()?.trim().to_owned())
 }
 
 /// A statistic as sysfs prints it: hex (`0x1a`) or decimal; `None` for all ones (unsupported).

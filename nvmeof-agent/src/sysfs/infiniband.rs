@@ -7,6 +7,8 @@ use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
 
+use super::attr::read_trim;
+
 /// One port of one RDMA device.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct IbPort {
@@ -20,11 +22,6 @@ pub struct IbPort {
     pub counters: BTreeMap<String, u64>,
     /// `hw_counters/NAME`, except `lifespan` (a setting, not a count).
     pub hw_counters: BTreeMap<String, u64>,
-}
-
-fn read_trim(p: &Path) -> Option<String> {
-    let bytes = super::attr::read_small(p).ok()?;
-    Some(String::from_utf8(bytes).ok()?.trim().to_owned())
 }
 
 fn counters(dir: &Path) -> BTreeMap<String, u64> {
