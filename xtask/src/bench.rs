@@ -19,22 +19,28 @@ pub const READS: u32 = 3000;
 /// Rounds of every variant in turn: the medians over them are what BENCHMARKS.md quotes.
 pub const ROUNDS: u32 = 5;
 
-fn build_example() -> Result<PathBuf> {
-    say("bench: cargo build --release -p nvmeof-agent --example ebpf_bench");
+/// Builds an example of the agent crate (release; the lab runs `ebpf_bench` and `nvme_pages`)
+/// and returns its path.
+pub fn build_example(name: &str) -> Result<PathBuf> {
+    say(format!(
+        "build: cargo build --release -p nvmeof-agent --example {name}"
+    ));
     cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
         "build",
         "--release",
         "-p",
         "nvmeof-agent",
         "--example",
-        "ebpf_bench",
+        name,
     ]))?;
-    Ok(cache::workspace().join("target/release/examples/ebpf_bench"))
+    Ok(cache::workspace()
+        .join("target/release/examples")
+        .join(name))
 }
 
 /// `cpus`: the VM's vCPUs (`cargo xtask bench --smp N`); the lab's default is 2.
 pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
-    let bench = build_example()?;
+    let bench = build_example("ebpf_bench")?;
     let mut opts = LabOptions::new(series);
     opts.agent = Some(agent);
     opts.cpus = cpus;

@@ -134,7 +134,8 @@ pub struct Lab {
     next_id: u64,
 }
 
-fn free_port() -> Result<u16> {
+/// A free port on host loopback (bound, read, released).
+pub fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0").context("finding a free loopback port")?;
     Ok(l.local_addr()?.port())
 }

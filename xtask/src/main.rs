@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use xtask::bootstrap::STATIC_TARGET;
 use xtask::cmd::{self, say};
 use xtask::kernel::{self, Series};
 use xtask::lab::{Lab, LabOptions};
@@ -84,8 +85,6 @@ enum Cmd {
 }
 
 /// The agent is built as what ships: one static binary (musl), which the lab then runs.
-use xtask::bootstrap::STATIC_TARGET;
-
 fn agent_binary() -> PathBuf {
     cache::workspace()
         .join("target")
@@ -121,24 +120,6 @@ fn build_agent() -> Result<PathBuf> {
         bin.display()
     ));
     Ok(bin)
-}
-
-/// Builds an example of the agent crate (release) and returns its path.
-fn build_example(name: &str) -> Result<PathBuf> {
-    say(format!(
-        "build: cargo build --release -p nvmeof-agent --example {name}"
-    ));
-    cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
-        "build",
-        "--release",
-        "-p",
-        "nvmeof-agent",
-        "--example",
-        name,
-    ]))?;
-    Ok(cache::workspace()
-        .join("target/release/examples")
-        .join(name))
 }
 
 fn main() -> Result<()> {
@@ -177,7 +158,7 @@ fn main() -> Result<()> {
         Cmd::CaptureSmart { kernel } => {
             bootstrap::run()?;
             let agent = build_agent()?;
-            let pages = build_example("nvme_pages")?;
+            let pages = bench::build_example("nvme_pages")?;
             capture::capture_smart(kernel, &agent, &pages)
         }
         Cmd::Bench { kernel, smp } => {

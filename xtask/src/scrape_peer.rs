@@ -13,7 +13,7 @@ use anyhow::{bail, Context, Result};
 use crate::apt::{self, Apt};
 use crate::cache;
 use crate::cmd::say;
-use crate::lab::http_get;
+use crate::lab::{free_port, http_get};
 
 /// The Debian release the peer comes from: the one the lab's default kernel (6.1) is from.
 const PEER_RELEASE: &str = "bookworm";
@@ -42,13 +42,6 @@ fn node_exporter() -> Result<PathBuf> {
         "bench-scrape: node_exporter {newest} from Debian {PEER_RELEASE}"
     ));
     Ok(bin)
-}
-
-/// A free port on host loopback (bound, read, released).
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// CPU time (user + system) a process has used so far.
