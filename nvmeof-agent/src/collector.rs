@@ -5,7 +5,9 @@
 //! collector emits nothing and returns `Ok`.
 use std::collections::BTreeMap;
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+};
 
 /// What a metric family is: the documentation test compares the union of every collector's
 /// families with `docs/metrics.md`.
@@ -64,6 +66,29 @@ fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
             l
         })
         .collect()
+}
+
+/// A Prometheus histogram: `cumulative[i]` observations at or under `bounds[i]` (the `+Inf`
+/// bucket is `count`), `sum` of all observed values.
+pub fn histogram(bounds: &[f64], cumulative: &[u64], count: u64, sum: f64) -> Metric {
+    let mut h = Histogram::default();
+    h.set_sample_count(count);
+    h.set_sample_sum(sum);
+    h.set_bucket(
+        bounds
+            .iter()
+            .zip(cumulative)
+            .map(|(&le, &c)| {
+                let mut b = Bucket::default();
+                b.set_upper_bound(le);
+                b.set_cumulative_count(c);
+                b
+            })
+            .collect(),
+    );
+    let mut m = Metric::default();
+    m.set_histogram(h);
+    m
 }
 
 impl Sink {

@@ -5,8 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prometheus::proto::{Bucket, Histogram, Metric};
-
 use crate::collector::{Collector, Family, Kind, Sink};
 
 const BUILD_INFO: Family = Family {
@@ -171,25 +169,21 @@ impl Collector for ExporterCollector {
             sink.counter(&ERRORS, &[("collector", *name)], *n as f64);
         }
         sink.counter(&SCRAPES, &[], inner.scrapes as f64);
-        let mut h = Histogram::default();
-        h.set_sample_count(inner.served.count);
-        h.set_sample_sum(inner.served.sum_seconds);
-        let mut cumulative = 0;
-        h.set_bucket(
-            SCRAPE_BOUNDS_SECONDS
-                .iter()
-                .zip(inner.served.buckets)
-                .map(|(&le, n)| {
-                    cumulative += n;
-                    let mut b = Bucket::default();
-                    b.set_upper_bound(le);
-                    b.set_cumulative_count(cumulative);
-                    b
-                })
-                .collect(),
+        let cumulative: Vec<u64> = inner
+            .served
+            .buckets
+            .iter()
+            .scan(0, |total, n| {
+                *total += n;
+                Some(*total)
+            })
+            .collect();
+        let m = crate::collector::histogram(
+            &SCRAPE_BOUNDS_SECONDS,
+            &cumulative,
+            inner.served.count,
+            inner.served.sum_seconds,
         );
-        let mut m = Metric::default();
-        m.set_histogram(h);
         sink.push(&SCRAPE_DURATION, m, &[]);
         Ok(())
     }

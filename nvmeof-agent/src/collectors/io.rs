@@ -7,7 +7,7 @@
 use std::sync::{mpsc, Arc, RwLock};
 
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
-use prometheus::proto::{Bucket, Histogram, Metric, Quantile, Summary};
+use prometheus::proto::{Metric, Quantile, Summary};
 
 use crate::bpf::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
 use crate::bpf::status::status_label;
@@ -218,24 +218,12 @@ fn summary(o: &OpView) -> Metric {
 }
 
 fn histogram(o: &OpView) -> Metric {
-    let mut h = Histogram::default();
-    h.set_sample_count(o.histogram[o.histogram.len() - 1]);
-    h.set_sample_sum(secs(o.latency_sum_ns as f64));
-    h.set_bucket(
-        HISTOGRAM_BOUNDS_SECONDS
-            .iter()
-            .zip(o.histogram)
-            .map(|(&le, c)| {
-                let mut b = Bucket::default();
-                b.set_upper_bound(le);
-                b.set_cumulative_count(c);
-                b
-            })
-            .collect(),
-    );
-    let mut m = Metric::default();
-    m.set_histogram(h);
-    m
+    crate::collector::histogram(
+        &HISTOGRAM_BOUNDS_SECONDS,
+        &o.histogram,
+        o.histogram[o.histogram.len() - 1],
+        secs(o.latency_sum_ns as f64),
+    )
 }
 
 fn collect_io(state: &IoState, sink: &mut Sink) {
