@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nvmeof_agent::http::{self, App, PlainTcp};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
@@ -38,14 +37,9 @@ async fn start() -> Server {
 
 /// Sends raw bytes, reads the whole answer (the server closes after `Connection: close`).
 async fn raw(addr: SocketAddr, request: &[u8]) -> String {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("answer within 10 s")
-        .unwrap();
-    String::from_utf8_lossy(&out).into_owned()
+    let (answer, read) = common::send(TcpStream::connect(addr).await.unwrap(), request).await;
+    read.unwrap();
+    answer
 }
 
 async fn get(addr: SocketAddr, path: &str, headers: &str) -> String {
@@ -53,13 +47,7 @@ async fn get(addr: SocketAddr, path: &str, headers: &str) -> String {
     raw(addr, req.as_bytes()).await
 }
 
-fn status(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
+use common::status;
 
 fn header<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
     let head = answer.split("\r\n\r\n").next()?;

@@ -6,14 +6,14 @@ mod common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::status;
 use nvmeof_agent::http::webconfig::WebConfig;
 use nvmeof_agent::http::{self, App};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, as PEM files.
@@ -72,19 +72,14 @@ async fn serve(path: &Path) -> (SocketAddr, common::Fixture) {
     (addr, fixture)
 }
 
-async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, auth: Option<&str>) -> String {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(s: S, auth: Option<&str>) -> String {
     let auth = auth
         .map(|a| format!("Authorization: {a}\r\n"))
         .unwrap_or_default();
     let req =
         format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n");
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap_or_default();
-    String::from_utf8_lossy(&out).into_owned()
+    // What was read counts, however the stream ended (see common::send).
+    common::send(s, req.as_bytes()).await.0
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -93,14 +88,6 @@ fn basic(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
-}
-
-fn status(answer: &str) -> u16 {
-    answer
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
 }
 
 /// A TLS client trusting the test CA, with the client certificate when `client_cert`.

@@ -63,3 +63,32 @@ pub fn normalize(text: &str) -> String {
         .join("\n")
         + "\n"
 }
+
+/// Writes a raw HTTP request on `stream` and reads the whole answer (the server closes after
+/// `Connection: close`), within 10 s. The read's own error comes back beside what was read:
+/// a TLS peer that refuses the client may end the stream without a clean close.
+pub async fn send<S>(mut stream: S, request: &[u8]) -> (String, std::io::Result<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        stream.read_to_end(&mut out),
+    )
+    .await
+    .expect("an answer within 10 s")
+    .map(|_| ());
+    (String::from_utf8_lossy(&out).into_owned(), read)
+}
+
+/// The status code of a raw HTTP answer; 0 when there is none.
+pub fn status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
