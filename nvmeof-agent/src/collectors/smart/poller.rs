@@ -67,32 +67,20 @@ pub struct Discovered {
     pub subsysnqn: String,
 }
 
-/// The `nvmeN` controllers under `<sysfs_root>/class/nvme`, sorted by name. A missing class
+/// The `nvmeN` controllers under `<sysfs_root>/class/nvme`, sorted by name, as the shared
+/// controller reader parses them (within a scrape its one read serves this too). A missing class
 /// directory means no NVMe here: an empty list, not an error.
 pub fn discover(sysfs_root: &Path) -> Vec<Discovered> {
-    let dir = sysfs_root.join("class/nvme");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
+    let Ok(parsed) = crate::sysfs::controllers(sysfs_root) else {
         return Vec::new();
     };
-    let read = |p: PathBuf| {
-        std::fs::read_to_string(p)
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default()
-    };
-    let mut found: Vec<Discovered> = entries
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().into_string().ok()?;
-            let digits = name.strip_prefix("nvme")?;
-            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let path = e.path();
-            Some(Discovered {
-                state: read(path.join("state")),
-                subsysnqn: read(path.join("subsysnqn")),
-                name,
-            })
+    let mut found: Vec<Discovered> = parsed
+        .items
+        .into_iter()
+        .map(|c| Discovered {
+            state: c.state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
+            subsysnqn: c.subsysnqn.unwrap_or_default(),
+            name: c.name,
         })
         .collect();
     found.sort_by(|a, b| a.name.cmp(&b.name));
