@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
+use crate::bootstrap::STATIC_TARGET;
 use crate::cache;
 use crate::cmd::{self, say};
 use crate::kernel::Series;
@@ -22,19 +23,24 @@ pub const ROUNDS: u32 = 5;
 /// Builds an example of the agent crate (release; the lab runs `ebpf_bench` and `nvme_pages`)
 /// and returns its path.
 pub fn build_example(name: &str) -> Result<PathBuf> {
+    // Static like the agent: the lab's guest has no copy of the host's shared libraries.
     say(format!(
-        "build: cargo build --release -p nvmeof-agent --example {name}"
+        "build: cargo build --release --target {STATIC_TARGET} -p nvmeof-agent --example {name}"
     ));
     cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
         "build",
         "--release",
+        "--target",
+        STATIC_TARGET,
         "-p",
         "nvmeof-agent",
         "--example",
         name,
     ]))?;
     Ok(cache::workspace()
-        .join("target/release/examples")
+        .join("target")
+        .join(STATIC_TARGET)
+        .join("release/examples")
         .join(name))
 }
 
