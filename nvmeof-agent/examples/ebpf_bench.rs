@@ -58,7 +58,7 @@ fn runs(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
 /// first program's cost doubled and a later clock read cost a third of an earlier one), so each
 /// variant gets the tracepoints to itself, for the same workload, in one boot. The raw pair comes
 /// first: it is what the agent attaches by default on a kernel with nvme_core as a module.
-const VARIANTS: [(&str, &[&str], Hook); 10] = [
+const VARIANTS: [(&str, &[&str], Hook); 11] = [
     (
         "ours, default mode: nvme_setup_cmd_raw + nvme_complete_rq_raw",
         &[programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW],
@@ -107,6 +107,11 @@ const VARIANTS: [(&str, &[&str], Hook); 10] = [
     (
         "raw_tp clock + hash insert and delete (bench_raw_inflight ×2)",
         &[programs::BENCH_RAW_INFLIGHT],
+        Hook::RawBoth,
+    ),
+    (
+        "raw_tp clock + LRU lookup and store (bench_raw_lru ×2)",
+        &[programs::BENCH_RAW_LRU],
         Hook::RawBoth,
     ),
 ];

@@ -57,6 +57,8 @@ pub mod programs {
     pub const BENCH_RAW_PROBE: &str = "bench_raw_probe";
     /// The raw clock read plus an insert and a delete in a hash map keyed by the request.
     pub const BENCH_RAW_INFLIGHT: &str = "bench_raw_inflight";
+    /// The raw clock read plus a lookup and a store in an LRU hash keyed by the request.
+    pub const BENCH_RAW_LRU: &str = "bench_raw_lru";
     /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
     pub const NVME_SETUP_CMD_BTF: &str = "nvme_setup_cmd_btf";
     pub const NVME_COMPLETE_RQ_BTF: &str = "nvme_complete_rq_btf";

@@ -13,11 +13,14 @@
 //!   from the atomic adds;
 //! - `bench_raw_inflight`: the raw clock read plus an insert and a delete of the request pointer
 //!   in a hash map, which the request-keyed pair makes once per command (insert at setup,
-//!   delete at completion) and this program once per event, so twice per command.
+//!   delete at completion) and this program once per event, so twice per command;
+//! - `bench_raw_lru`: the raw clock read plus one lookup that hits in an LRU hash keyed by the
+//!   request and a store into its value: what the request-keyed pair does per event in place of
+//!   that insert and delete.
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{RawTracePointContext, TracePointContext},
 };
 
@@ -33,6 +36,10 @@ static BENCH_HASH: HashMap<u64, u64> = HashMap::with_max_entries(1, 0);
 /// Room for the requests of concurrent events: each one's entry lives only during its run.
 #[map]
 static BENCH_INFLIGHT: HashMap<u64, u64> = HashMap::with_max_entries(16, 0);
+
+/// Keyed by the request like `INFLIGHT_RQ`; entries stay, as there.
+#[map]
+static BENCH_LRU: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1024, 0);
 
 #[inline(always)]
 fn read_clock() -> u32 {
@@ -109,6 +116,21 @@ pub fn bench_raw_inflight(ctx: RawTracePointContext) -> i32 {
     let req = ctx.arg::<u64>(0);
     if BENCH_INFLIGHT.insert(req, 1, 0).is_ok() {
         let _ = BENCH_INFLIGHT.remove(req);
+    }
+    0
+}
+
+#[raw_tracepoint]
+pub fn bench_raw_lru(ctx: RawTracePointContext) -> i32 {
+    let now = read_clock();
+    let req = ctx.arg::<u64>(0);
+    match BENCH_LRU.get_ptr_mut(req) {
+        // SAFETY: a map value the kernel keeps alive for this run; one request's events do not
+        // overlap.
+        Some(p) => unsafe { *p = now as u64 },
+        None => {
+            let _ = BENCH_LRU.insert(req, 1, 0);
+        }
     }
     0
 }

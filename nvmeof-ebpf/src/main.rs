@@ -12,7 +12,8 @@
 //!
 //! Maps (types and names in `nvmeof-common`):
 //! - `INFLIGHT` (classic, keyed by controller, queue and tag) and `INFLIGHT_RQ` (keyed by the
-//!   request pointer): the start time of every command between setup and completion;
+//!   request pointer), LRU hashes: the start time of every command between setup and completion
+//!   (an entry stays, idle, after its completion, for the key's next command);
 //! - `QUEUES`: per hardware queue, submitted and completed counts and busy time;
 //! - `OPS`: per (controller, queue, opcode class), bytes, errors, latency sum and a log-linear
 //!   latency histogram, whose bucket counts add up to the completed commands;
@@ -33,7 +34,7 @@ mod bench;
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use nvmeof_common::{
@@ -84,10 +85,17 @@ static ERROR_TIMEOUTS: ErrorTimeouts = ErrorTimeouts {
 
 #[map]
 static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_ERRORS_CAPACITY, 0);
+// The in-flight maps keep their entries after a completion (`start_ns` = 0 marks one idle): the
+// keys are a bounded set that the kernel reuses (a request struct, or a queue's tag, serves one
+// command after another), so a lookup and a store per command replace an insert and a delete,
+// which cost 8 times a lookup (BENCHMARKS.md). LRU bounds them: when more keys come than the map
+// holds, the entries touched least recently go first (idle ones, and those of commands whose
+// completion was lost).
 #[map]
-static INFLIGHT_RQ: HashMap<u64, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
+static INFLIGHT_RQ: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
 #[map]
-static INFLIGHT: HashMap<InflightKey, Inflight> = HashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
+static INFLIGHT: LruHashMap<InflightKey, Inflight> =
+    LruHashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
 #[map]
 static QUEUES: HashMap<QueueKey, QueueState> = HashMap::with_max_entries(QUEUES_CAPACITY, 0);
 #[map]
@@ -248,14 +256,27 @@ fn inflight(s: &Setup, now: u64) -> Inflight {
 
 /// Records a command as in flight under `key` and counts it as submitted on its queue.
 #[inline(always)]
-fn begin<K>(map: &HashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<()> {
-    let replaced = map.get_ptr(key).is_some();
+fn begin<K>(map: &LruHashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<()> {
+    let replaced = match map.get_ptr_mut(key) {
+        Some(p) => {
+            // SAFETY: p points into the map's value for key; only this key's setup and completion
+            // write it, and they do not overlap (the key serves one command at a time).
+            unsafe {
+                let replaced = (*p).start_ns != 0;
+                *p = *value;
+                replaced
+            }
+        }
+        None => {
+            if map.insert(key, value, 0).is_err() {
+                count(ProgramCounter::InflightFull);
+                return None;
+            }
+            false
+        }
+    };
     if replaced {
         count(ProgramCounter::InflightReplaced);
-    }
-    if map.insert(key, value, 0).is_err() {
-        count(ProgramCounter::InflightFull);
-        return None;
     }
     queue_event(
         &QueueKey {
@@ -268,6 +289,21 @@ fn begin<K>(map: &HashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<()>
         replaced as u64,
     );
     Some(())
+}
+
+/// The in-flight value under `key`, marked idle; `None` when no setup of it is pending.
+#[inline(always)]
+fn end<K>(map: &LruHashMap<K, Inflight>, key: &K) -> Option<Inflight> {
+    let p = map.get_ptr_mut(key)?;
+    // SAFETY: as in `begin`.
+    unsafe {
+        if (*p).start_ns == 0 {
+            return None;
+        }
+        let started = *p;
+        (*p).start_ns = 0;
+        Some(started)
+    }
 }
 
 #[tracepoint]
@@ -380,9 +416,8 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
         qid,
         tag: cid & TAG_MASK,
     };
-    // SAFETY: a map value read, copied before the entry is removed.
-    let started = match unsafe { INFLIGHT.get(key) } {
-        Some(v) => *v,
+    let started = match end(&INFLIGHT, &key) {
+        Some(v) => v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
             if status != 0 {
@@ -391,7 +426,6 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
             return None;
         }
     };
-    let _ = INFLIGHT.remove(key);
     finish(&started, status, now)
 }
 
@@ -416,10 +450,9 @@ fn rq_complete(req: u64) -> Option<()> {
     }
     count(ProgramCounter::CompleteEvents);
     let now = unsafe { bpf_ktime_get_ns() };
-    // SAFETY: a map value read, copied before the entry is removed.
     let pdu = req + l.request_size as u64;
-    let started = match unsafe { INFLIGHT_RQ.get(req) } {
-        Some(v) => *v,
+    let started = match end(&INFLIGHT_RQ, &req) {
+        Some(v) => v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
             // A failed command whose setup was not seen still counts, by its status alone (as
@@ -433,7 +466,6 @@ fn rq_complete(req: u64) -> Option<()> {
             return None;
         }
     };
-    let _ = INFLIGHT_RQ.remove(req);
     let status = kread::<u16>(pdu + l.nvme_req_status as u64)? & NVME_STATUS_MASK;
     finish(&started, status, now)
 }
