@@ -1,11 +1,13 @@
 //! Benchmarks behind BENCHMARKS.md (`cargo xtask bench` runs them in the lab VM).
 //!
 //! - `ebpf_bench programs CMD...`: turns `kernel.bpf_stats_enabled` on, loads the real programs
-//!   (the raw pair, the agent's default mode, with the struct offsets from BTF, and the classic
-//!   pair with the record layout from tracefs, as the agent reads them) and the benchmark-only ones
+//!   (the tp_btf pair, the agent's default mode, loaded on nvme_core's BTF as the agent does, and
+//!   the raw pair, both with the struct offsets from BTF, and the classic pair with the record
+//!   layout from tracefs, as the agent reads them) and the benchmark-only ones
 //!   of the same object (an empty program, a one-clock-read program and one that adds an atomic
-//!   add, each on both nvme tracepoints; empty and clock also as raw tracepoints, and the raw
-//!   clock read plus one hash lookup, one probe read, or one hash insert and delete), then attaches
+//!   add, each on both nvme tracepoints; empty and clock also as raw tracepoints and as tp_btf,
+//!   the raw clock read plus one hash lookup, one probe read, one hash insert and delete, or one
+//!   LRU lookup and store, and the tp_btf clock read plus one plain load), then attaches
 //!   each variant alone, runs CMD, detaches, and prints its run time per command, all in one boot;
 //!   with `--rounds N`, N rounds of every variant in turn, and the medians.
 //! - `ebpf_bench drain CONTROLLERS QUEUES DRAINS`: the agent's CPU time per drain and per scrape.
@@ -13,6 +15,7 @@
 //!   many controllers and I/O queues produce (read, write and connect per I/O queue; admin and
 //!   fabrics on queue 0); between drains every key's counters and a few buckets move. The drain
 //!   and the `io` collector's scrape (collect + text encoding) run as in the agent.
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, RwLock};
 use std::time::Duration;
@@ -23,6 +26,7 @@ use aya::programs::{RawTracePoint, TracePoint};
 use aya::Ebpf;
 use nvmeof_agent::bpf::drain::Drainer;
 use nvmeof_agent::bpf::loader::{self, Loaded, MapSizes};
+use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
 use nvmeof_agent::bpf::{btf, format, tracefs, IoState, EBPF_OBJECT};
 use nvmeof_agent::collector::{Collector, Sink};
 use nvmeof_agent::collectors::io::IoCollector;
@@ -57,10 +61,16 @@ fn runs(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
 /// tracepoint's chain pays the cold misses of the event (seen: with all attached at once the
 /// first program's cost doubled and a later clock read cost a third of an earlier one), so each
 /// variant gets the tracepoints to itself, for the same workload, in one boot. The raw pair comes
-/// first: it is what the agent attaches by default on a kernel with nvme_core as a module.
-const VARIANTS: [(&str, &[&str], Hook); 11] = [
+/// first: it is what the agent attaches by default (tp_btf where nvme_core's BTF names the
+/// tracepoints, 6.1 and later; raw tracepoints on 5.10).
+const VARIANTS: [(&str, &[&str], Hook); 15] = [
     (
-        "ours, default mode: nvme_setup_cmd_raw + nvme_complete_rq_raw",
+        "ours, tp_btf: nvme_setup_cmd_btf + nvme_complete_rq_btf",
+        &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
+        Hook::BtfOwn,
+    ),
+    (
+        "ours, raw: nvme_setup_cmd_raw + nvme_complete_rq_raw",
         &[programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW],
         Hook::RawOwn,
     ),
@@ -114,6 +124,21 @@ const VARIANTS: [(&str, &[&str], Hook); 11] = [
         &[programs::BENCH_RAW_LRU],
         Hook::RawBoth,
     ),
+    (
+        "tp_btf empty (bench_btf_empty ×2)",
+        &[programs::BENCH_BTF_EMPTY],
+        Hook::BtfBoth,
+    ),
+    (
+        "tp_btf clock (bench_btf_clock ×2)",
+        &[programs::BENCH_BTF_CLOCK],
+        Hook::BtfBoth,
+    ),
+    (
+        "tp_btf clock + one plain load (bench_btf_load ×2)",
+        &[programs::BENCH_BTF_LOAD],
+        Hook::BtfBoth,
+    ),
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -127,11 +152,30 @@ enum Hook {
     RawOwn,
     /// One program on both nvme raw tracepoints.
     RawBoth,
+    /// Each program on the tp_btf tracepoint its name starts with (`nvme_setup_cmd_btf`).
+    BtfOwn,
+    /// One program, loaded once for each nvme tracepoint, on both as tp_btf.
+    BtfBoth,
 }
 
 impl Hook {
     fn raw(self) -> bool {
         matches!(self, Hook::RawOwn | Hook::RawBoth)
+    }
+
+    fn btf(self) -> bool {
+        matches!(self, Hook::BtfOwn | Hook::BtfBoth)
+    }
+
+    /// The floors a variant is compared with: the empty and clock programs of its hook type.
+    fn floors(self) -> [&'static str; 2] {
+        if self.raw() {
+            [programs::BENCH_RAW_EMPTY, programs::BENCH_RAW_CLOCK]
+        } else if self.btf() {
+            [programs::BENCH_BTF_EMPTY, programs::BENCH_BTF_CLOCK]
+        } else {
+            [programs::BENCH_TP_EMPTY, programs::BENCH_TP_CLOCK]
+        }
     }
 
     /// The tracepoints a program goes on.
@@ -142,7 +186,11 @@ impl Hook {
                 .into_iter()
                 .filter(|e| name.strip_prefix(e) == Some("_raw"))
                 .collect(),
-            Hook::Both | Hook::RawBoth => EVENTS.to_vec(),
+            Hook::BtfOwn => EVENTS
+                .into_iter()
+                .filter(|e| name.strip_prefix(e) == Some("_btf"))
+                .collect(),
+            Hook::Both | Hook::RawBoth | Hook::BtfBoth => EVENTS.to_vec(),
         }
     }
 }
@@ -167,13 +215,39 @@ fn run_workload(cmd: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// tp_btf programs by (name, tracepoint): loaded by `module_tp`, one per tracepoint.
+type BtfPrograms = HashMap<(&'static str, &'static str), ModuleProgram>;
+
 /// Attaches a variant, runs the workload, detaches: (run time ns, runs) summed over its programs.
 fn measure(
     ebpf: &mut Ebpf,
+    btf_progs: &mut BtfPrograms,
     names: &[&'static str],
     hook: Hook,
     cmd: &[String],
 ) -> anyhow::Result<(u64, u64)> {
+    if hook.btf() {
+        let keys: Vec<_> = names
+            .iter()
+            .flat_map(|n| hook.events(n).into_iter().map(move |e| (*n, e)))
+            .collect();
+        let total = |progs: &BtfPrograms| -> anyhow::Result<(u64, u64)> {
+            keys.iter().try_fold((0, 0), |(t, n), k| {
+                let (t2, n2) = progs.get(k).context("tp_btf program")?.run_stats()?;
+                Ok((t + t2, n + n2))
+            })
+        };
+        for k in &keys {
+            btf_progs.get_mut(k).context("tp_btf program")?.attach()?;
+        }
+        let before = total(btf_progs)?;
+        run_workload(cmd)?;
+        let after = total(btf_progs)?;
+        for k in &keys {
+            btf_progs.get_mut(k).context("tp_btf program")?.detach();
+        }
+        return Ok((after.0 - before.0, after.1 - before.1));
+    }
     let mut tp_links = Vec::new();
     let mut raw_links = Vec::new();
     for name in names {
@@ -252,16 +326,30 @@ fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
         .context("reading the request layout from the kernel's BTF")?;
     let layouts = loader::Layouts {
         tracepoint: Some(layout),
-        request: Some(request),
+        request: Some(request.layout),
+        module_tracepoints: request.module_tracepoints,
         timeouts: Default::default(),
     };
     let mut ebpf = loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?;
-    for (_, names, hook) in VARIANTS {
-        for name in names {
+    // tp_btf where nvme_core's BTF names its tracepoints (6.1 and later); 5.10 has no module BTF.
+    let mut btf_progs = BtfPrograms::new();
+    let btf_why = match load_btf_programs(&ebpf, request.module_tracepoints, &mut btf_progs) {
+        Ok(()) => None,
+        Err(e) => Some(format!("{e:#}")),
+    };
+    if let Some(why) = &btf_why {
+        println!("tp_btf variants left out: {why}");
+    }
+    let variants: Vec<_> = VARIANTS
+        .iter()
+        .filter(|v| !v.2.btf() || btf_why.is_none())
+        .collect();
+    for (_, names, hook) in &variants {
+        for name in names.iter() {
             if hook.raw() {
                 let p: &mut RawTracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
                 p.load().with_context(|| format!("verifying {name}"))?;
-            } else {
+            } else if !hook.btf() {
                 let p: &mut TracePoint = ebpf.program_mut(name).context(*name)?.try_into()?;
                 p.load().with_context(|| format!("verifying {name}"))?;
             }
@@ -270,26 +358,27 @@ fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
     // Rounds of every variant in turn: the host's load moves during a run (one clock floor went
     // from 1.2 to 3.0 µs between runs), so each variant is compared with the floors of its own
     // round and the medians over rounds are kept.
-    let mut per_cmd = vec![Vec::new(); VARIANTS.len()];
-    let mut runs_total = vec![0u64; VARIANTS.len()];
+    let mut per_cmd = vec![Vec::new(); variants.len()];
+    let mut runs_total = vec![0u64; variants.len()];
     for round in 0..rounds {
-        for (i, (label, names, hook)) in VARIANTS.iter().enumerate() {
+        for (i, (label, names, hook)) in variants.iter().enumerate() {
             let counters = program_counters(&ebpf)?;
             let commands = ops_commands(&ebpf)?;
-            let (ns, n) = measure(&mut ebpf, names, *hook, cmd)?;
+            let (ns, n) = measure(&mut ebpf, &mut btf_progs, names, *hook, cmd)?;
             // Proof that our programs did the whole work (a layout left invalid returns at
             // once): what they counted during this variant's workload.
-            if round == 0 && matches!(hook, Hook::Own | Hook::RawOwn) {
+            if round == 0 && matches!(hook, Hook::Own | Hook::RawOwn | Hook::BtfOwn) {
                 let after = program_counters(&ebpf)?;
                 let d = |c: ProgramCounter| after[c as usize] - counters[c as usize];
                 println!(
-                    "{label}: setups {}, completions {}, commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}",
+                    "{label}: setups {}, completions {}, commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}, new in-flight keys {}",
                     d(ProgramCounter::SetupEvents),
                     d(ProgramCounter::CompleteEvents),
                     ops_commands(&ebpf)? - commands,
                     d(ProgramCounter::CompletionUnmatched),
                     d(ProgramCounter::ReadFailed),
                     d(ProgramCounter::LbaSizeUnknown),
+                    d(ProgramCounter::InflightNewKey),
                 );
             }
             // A command is one setup and one completion: two runs.
@@ -298,7 +387,7 @@ fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
         }
     }
     let index = |name: &str| {
-        VARIANTS
+        variants
             .iter()
             .position(|v| v.1[0] == name)
             .expect("a floor variant")
@@ -307,8 +396,7 @@ fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    // Each variant against the floors of its own hook type: classic against the classic
-    // tracepoint programs, raw against the raw ones; the ratio is taken within each round.
+    // Each variant against the floors of its own hook type; the ratio is taken within each round.
     let ratio = |i: usize, floor: usize| {
         median(
             per_cmd[i]
@@ -323,18 +411,8 @@ fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
         "| variant, alone on the nvme tracepoints | runs | ns per command | × empty | × clock floor |"
     );
     println!("| --- | --- | --- | --- | --- |");
-    for (i, (label, _, hook)) in VARIANTS.iter().enumerate() {
-        let (empty, clock) = if hook.raw() {
-            (
-                index(programs::BENCH_RAW_EMPTY),
-                index(programs::BENCH_RAW_CLOCK),
-            )
-        } else {
-            (
-                index(programs::BENCH_TP_EMPTY),
-                index(programs::BENCH_TP_CLOCK),
-            )
-        };
+    for (i, (label, _, hook)) in variants.iter().enumerate() {
+        let [empty, clock] = hook.floors().map(index);
         let v = &per_cmd[i];
         let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
         let hi = v.iter().copied().fold(0.0, f64::max);
@@ -345,6 +423,27 @@ fn programs_bench(rounds: usize, cmd: &[String]) -> anyhow::Result<()> {
             ratio(i, empty),
             ratio(i, clock)
         );
+    }
+    Ok(())
+}
+
+/// Loads every tp_btf program of [`VARIANTS`] for each tracepoint it goes on.
+fn load_btf_programs(
+    ebpf: &Ebpf,
+    ids: Option<[u32; 2]>,
+    out: &mut BtfPrograms,
+) -> anyhow::Result<()> {
+    let ids = ids.context("nvme_core's BTF names no nvme tracepoint")?;
+    let btf = module_tp::module_btf("nvme_core")?;
+    let insns = module_tp::Instructions::relocated(EBPF_OBJECT, ebpf)?;
+    for (_, names, hook) in VARIANTS.iter().filter(|v| v.2.btf()) {
+        for name in names.iter() {
+            for event in hook.events(name) {
+                let id = if event == EVENTS[0] { ids[0] } else { ids[1] };
+                let p = ModuleProgram::load(&insns, name, &btf, id)?;
+                out.insert((*name, event), p);
+            }
+        }
     }
     Ok(())
 }
@@ -444,16 +543,13 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             &loader::Layouts {
                 tracepoint: Some(TracepointLayout::default()),
                 request: None,
+                module_tracepoints: None,
                 timeouts: Default::default(),
             },
             MapSizes::default(),
         )
         .map_err(|e| anyhow::anyhow!(loader::explain(&e)))?;
-        let loaded = Loaded {
-            ebpf,
-            attached: vec![],
-            mode: loader::AttachMode::Tracepoint,
-        };
+        let loaded = Loaded::detached(ebpf, loader::AttachMode::Tracepoint);
         let mut d = Drainer::new(loaded, sysfs.clone(), per_queue, 60);
         let state = Arc::new(RwLock::new(IoState {
             up: true,

@@ -59,6 +59,10 @@ pub mod programs {
     pub const BENCH_RAW_INFLIGHT: &str = "bench_raw_inflight";
     /// The raw clock read plus a lookup and a store in an LRU hash keyed by the request.
     pub const BENCH_RAW_LRU: &str = "bench_raw_lru";
+    /// Empty and clock on tp_btf, and the clock read plus one plain load of the request.
+    pub const BENCH_BTF_EMPTY: &str = "bench_btf_empty";
+    pub const BENCH_BTF_CLOCK: &str = "bench_btf_clock";
+    pub const BENCH_BTF_LOAD: &str = "bench_btf_load";
     /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
     pub const NVME_SETUP_CMD_BTF: &str = "nvme_setup_cmd_btf";
     pub const NVME_COMPLETE_RQ_BTF: &str = "nvme_complete_rq_btf";
@@ -168,7 +172,8 @@ pub enum ProgramCounter {
     /// A setup found an in-flight entry for the same (controller, queue, tag): the earlier
     /// command's completion was never seen (reset, timeout, lost event). The entry is replaced.
     InflightReplaced = 0,
-    /// The in-flight map was full: this command is not timed.
+    /// The in-flight map refused a new key: this command is not timed. (An LRU hash makes room
+    /// by evicting instead, so this stays 0 unless its memory cannot be had.)
     InflightFull = 1,
     /// A completion with no in-flight entry (set up before the programs attached, or dropped).
     CompletionUnmatched = 2,
@@ -183,9 +188,13 @@ pub enum ProgramCounter {
     SetupEvents = 6,
     /// Completions seen.
     CompleteEvents = 7,
+    /// A setup whose key (request struct, or queue tag) had no in-flight entry, so one was
+    /// inserted. Each key is new once; later ones mean more keys take turns than the map holds,
+    /// and its LRU evicted some (which can be of a command still in flight).
+    InflightNewKey = 8,
 }
 
-pub const PROGRAM_COUNTERS: u32 = 8;
+pub const PROGRAM_COUNTERS: u32 = 9;
 
 impl ProgramCounter {
     pub const ALL: [ProgramCounter; PROGRAM_COUNTERS as usize] = [
@@ -197,6 +206,7 @@ impl ProgramCounter {
         ProgramCounter::ReadFailed,
         ProgramCounter::SetupEvents,
         ProgramCounter::CompleteEvents,
+        ProgramCounter::InflightNewKey,
     ];
 }
 

@@ -16,12 +16,16 @@
 //!   delete at completion) and this program once per event, so twice per command;
 //! - `bench_raw_lru`: the raw clock read plus one lookup that hits in an LRU hash keyed by the
 //!   request and a store into its value: what the request-keyed pair does per event in place of
-//!   that insert and delete.
+//!   that insert and delete;
+//! - `bench_btf_empty`, `bench_btf_clock`: empty and clock on tp_btf (each is loaded once per
+//!   tracepoint, as a tp_btf program's target is fixed at load), and `bench_btf_load`: the
+//!   clock read plus one plain load of the request's first field, what a tp_btf program does
+//!   where a raw one calls `bpf_probe_read_kernel`.
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::{map, raw_tracepoint, tracepoint},
+    macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
-    programs::{RawTracePointContext, TracePointContext},
+    programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 
 #[map]
@@ -130,6 +134,36 @@ pub fn bench_raw_lru(ctx: RawTracePointContext) -> i32 {
         Some(p) => unsafe { *p = now as u64 },
         None => {
             let _ = BENCH_LRU.insert(req, 1, 0);
+        }
+    }
+    0
+}
+
+// The tp_btf section name is what aya's macro requires; the loader names the tracepoint at load
+// (`module_tp`), so the same program serves both nvme tracepoints.
+#[btf_tracepoint(function = "nvme_setup_cmd")]
+pub fn bench_btf_empty(_ctx: BtfTracePointContext) -> i32 {
+    0
+}
+
+#[btf_tracepoint(function = "nvme_setup_cmd")]
+pub fn bench_btf_clock(_ctx: BtfTracePointContext) -> i32 {
+    read_clock() as i32
+}
+
+#[btf_tracepoint(function = "nvme_setup_cmd")]
+pub fn bench_btf_load(ctx: BtfTracePointContext) -> i32 {
+    read_clock();
+    let req = ctx.arg::<u64>(0);
+    // SAFETY: a typed argument: the verifier checks the load against `struct request` (its
+    // first member, `q`, is a pointer) and makes it fault-safe.
+    let q = unsafe { core::ptr::read_volatile(req as *const u64) };
+    // The loaded value is a typed pointer, which the verifier lets a program compare but not
+    // mix into arithmetic: the slot counts the non-null ones.
+    if q != 0 {
+        if let Some(p) = BENCH_CLOCK.get_ptr_mut(0) {
+            // SAFETY: a per-CPU slot, not shared with another run.
+            unsafe { *p += 1 };
         }
     }
     0

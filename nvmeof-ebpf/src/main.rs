@@ -268,6 +268,7 @@ fn begin<K>(map: &LruHashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<
             }
         }
         None => {
+            count(ProgramCounter::InflightNewKey);
             if map.insert(key, value, 0).is_err() {
                 count(ProgramCounter::InflightFull);
                 return None;
@@ -346,19 +347,37 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
 
 #[btf_tracepoint(function = "nvme_setup_cmd")]
 pub fn nvme_setup_cmd_btf(ctx: BtfTracePointContext) -> u32 {
-    let _ = rq_setup(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    let _ = rq_setup::<true>(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
     0
 }
 
 #[raw_tracepoint(tracepoint = "nvme_setup_cmd")]
 pub fn nvme_setup_cmd_raw(ctx: RawTracePointContext) -> u32 {
-    let _ = rq_setup(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
+    let _ = rq_setup::<false>(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
     0
+}
+
+/// Reads a `T` at `addr` inside a struct the tracepoint's arguments lead to. `BTF`: the program
+/// is tp_btf, its arguments are typed pointers and the verifier checks a plain load against the
+/// kernel's BTF (a field of that size at that offset; a fault reads zero), so no helper call;
+/// otherwise (raw tracepoints) through `bpf_probe_read_kernel`. Only for the struct members BTF
+/// types: `struct request`, `request_queue`, `blk_mq_hw_ctx`, `nvme_command`. The blk-mq pdu
+/// (`nvme_req`) lies past `struct request` and its `ctrl` is reached through an untyped pointer,
+/// so those are always read with `kread`.
+#[inline(always)]
+fn field<T: Copy, const BTF: bool>(addr: u64) -> Option<T> {
+    if BTF {
+        // SAFETY: the verifier proves the load against BTF and turns it into a faulting-safe
+        // load (a bad address reads zero); addr is a typed argument plus a constant offset.
+        Some(unsafe { core::ptr::read_volatile(addr as *const T) })
+    } else {
+        kread::<T>(addr)
+    }
 }
 
 /// `nvme_setup_cmd(struct request *req, struct nvme_command *cmd)`.
 #[inline(always)]
-fn rq_setup(req: u64, cmd: u64) -> Option<()> {
+fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
     let l = req_layout();
     if l.valid == 0 {
         return None;
@@ -370,15 +389,15 @@ fn rq_setup(req: u64, cmd: u64) -> Option<()> {
     let ctrl = kread::<u64>(pdu + l.nvme_req_ctrl as u64)?;
     let ctrl_id = kread::<u32>(ctrl + l.ctrl_instance as u64)?;
     // nvme_req_qid(): 0 on the admin queue (no queuedata), else the hw queue number plus one.
-    let q = kread::<u64>(req + l.request_q as u64)?;
-    let queuedata = kread::<u64>(q + l.queue_queuedata as u64)?;
+    let q = field::<u64, BTF>(req + l.request_q as u64)?;
+    let queuedata = field::<u64, BTF>(q + l.queue_queuedata as u64)?;
     let qid = if queuedata == 0 {
         0
     } else {
-        let hctx = kread::<u64>(req + l.request_mq_hctx as u64)?;
-        kread::<u32>(hctx + l.hctx_queue_num as u64)? as u16 + 1
+        let hctx = field::<u64, BTF>(req + l.request_mq_hctx as u64)?;
+        field::<u32, BTF>(hctx + l.hctx_queue_num as u64)? as u16 + 1
     };
-    let opcode = kread::<u8>(cmd + CMD_OPCODE)?;
+    let opcode = field::<u8, BTF>(cmd + CMD_OPCODE)?;
     let mut s = Setup {
         ctrl_id,
         qid,
@@ -387,8 +406,8 @@ fn rq_setup(req: u64, cmd: u64) -> Option<()> {
         cdw12: None,
     };
     if OpClass::classify(qid, opcode).moves_data() {
-        s.nsid = kread::<u32>(cmd + CMD_NSID)?;
-        s.cdw12 = Some(kread::<u32>(cmd + CMD_CDW12)?);
+        s.nsid = field::<u32, BTF>(cmd + CMD_NSID)?;
+        s.cdw12 = Some(field::<u32, BTF>(cmd + CMD_CDW12)?);
     }
     begin(&INFLIGHT_RQ, &req, &inflight(&s, now))
 }

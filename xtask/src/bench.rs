@@ -70,7 +70,7 @@ pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
                  /usr/bin/ebpf_bench programs --rounds {ROUNDS} dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
                  p=$!
                  sleep 5
-                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variant is ours, the raw pair)'
+                 echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variants are ours: the tp_btf pair (`tracing`), then the raw pair)'
                  /usr/bin/bpftool prog show 2>&1 | grep -E 'name (nvme_|bench_)'
                  wait $p"
             ),

@@ -224,6 +224,15 @@ impl Btf {
         Ok(out)
     }
 
+    /// The id of `typedef name` in this blob itself, not its base: a module's tracepoint is
+    /// named by a typedef in the module's split BTF (`btf_trace_<tracepoint>`).
+    pub fn own_typedef_id(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind() == KIND_TYPEDEF && self.string(t.name_off) == name)
+            .map(|i| self.first_id + i as u32)
+    }
+
     fn enum_id(&self, name: &str) -> Option<u32> {
         self.types
             .iter()
@@ -356,17 +365,36 @@ impl Btf {
 /// Where the kernel keeps its BTF: `vmlinux` and one split blob per module.
 pub const SYS_BTF: &str = "/sys/kernel/btf";
 
+/// What the request-keyed programs need from BTF.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestBtf {
+    pub layout: RequestLayout,
+    /// The BTF ids of `btf_trace_nvme_setup_cmd` and `btf_trace_nvme_complete_rq` in
+    /// nvme_core's split BTF, when nvme_core is a module whose BTF has them: the tp_btf targets
+    /// there (`bpf::module_tp`).
+    pub module_tracepoints: Option<[u32; 2]>,
+}
+
 /// Reads the offsets the request-keyed programs need from `dir/vmlinux` and `dir/nvme_core`
 /// (where nvme_core is built in, its structs are in vmlinux and the module file is absent).
-pub fn request_layout(dir: &Path) -> anyhow::Result<RequestLayout> {
+pub fn request_layout(dir: &Path) -> anyhow::Result<RequestBtf> {
     let base = Btf::read(&dir.join("vmlinux"), None)?;
     let module = dir.join("nvme_core");
-    let btf = if module.exists() {
-        Btf::read(&module, Some(base))?
+    let (btf, in_module) = if module.exists() {
+        (Btf::read(&module, Some(base))?, true)
     } else {
-        base
+        (base, false)
     };
-    layout_from(&btf)
+    let module_tracepoints = in_module
+        .then(|| {
+            let id = |tp: &str| btf.own_typedef_id(&format!("btf_trace_{tp}"));
+            Some([id("nvme_setup_cmd")?, id("nvme_complete_rq")?])
+        })
+        .flatten();
+    Ok(RequestBtf {
+        layout: layout_from(&btf)?,
+        module_tracepoints,
+    })
 }
 
 /// The layout from one BTF view, each member checked for the size the programs read.
@@ -431,6 +459,10 @@ mod tests {
         }
         fn ptr(&mut self, to: u32) {
             self.raw(&[0, KIND_PTR << 24, to]);
+        }
+        fn typedef(&mut self, name: &str, to: u32) {
+            let n = self.s(name);
+            self.raw(&[n, KIND_TYPEDEF << 24, to]);
         }
         /// Members: (name, type, bit offset, bitfield size); a non-zero size sets kind_flag.
         fn strukt(&mut self, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) {
@@ -583,6 +615,24 @@ mod tests {
                 valid: 1,
             }
         );
+    }
+
+    /// A module's tracepoint typedef is found in its own blob only: one of the same name in the
+    /// base would be vmlinux's (nvme_core built in), which the module path must not use.
+    #[test]
+    fn module_tracepoint_typedefs_are_the_modules_own() {
+        let mut b = Builder::new(0);
+        b.ptr(0); // 1
+        b.typedef("btf_trace_sched_switch", 1); // 2
+        b.typedef("btf_trace_in_both", 1); // 3
+        let base = Btf::parse(&b.finish()).unwrap();
+        let mut m = Builder::new(base.next_str());
+        m.typedef("btf_trace_nvme_setup_cmd", 1); // 4
+        m.typedef("btf_trace_in_both", 1); // 5
+        let btf = Btf::parse_split(&m.finish(), base).unwrap();
+        assert_eq!(btf.own_typedef_id("btf_trace_nvme_setup_cmd"), Some(4));
+        assert_eq!(btf.own_typedef_id("btf_trace_in_both"), Some(5));
+        assert_eq!(btf.own_typedef_id("btf_trace_sched_switch"), None);
     }
 
     #[test]

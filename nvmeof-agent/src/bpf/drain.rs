@@ -233,11 +233,11 @@ impl Drainer {
             .attached
             .iter()
             .filter_map(|name| {
-                let info = self.loaded.ebpf.program(name)?.info().ok()?;
+                let (run_time_ns, run_count) = self.loaded.run_stats(name)?;
                 Some(ProgramRun {
                     name,
-                    run_time_ns: info.run_time().as_nanos() as u64,
-                    run_count: info.run_count(),
+                    run_time_ns,
+                    run_count,
                 })
             })
             .collect()
@@ -375,11 +375,7 @@ mod tests {
             }
         }
         let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
-        let loaded = Loaded {
-            ebpf,
-            attached: vec![],
-            mode: loader::AttachMode::RawTracepoint,
-        };
+        let loaded = Loaded::detached(ebpf, loader::AttachMode::RawTracepoint);
         let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false, 4);
         let state = RwLock::new(IoState::default());
         d.drain_once(&state).unwrap();

@@ -6,6 +6,7 @@
 //! The I/O attach mode is chosen here, once, in this order: tp_btf, raw tracepoints (both key a
 //! command by its `struct request *`), classic tracepoints (keyed by the recorded command id,
 //! which nvme-tcp overwrites for writes larger than its inline data: see `docs/metrics.md`).
+use crate::bpf::module_tp;
 use anyhow::{bail, Context as _};
 use aya::{
     programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
@@ -26,8 +27,8 @@ pub const RAW_PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD_RAW, programs::NVM
 /// How the programs are hooked, in the order they are tried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AttachMode {
-    /// BTF-enabled tracepoints, keyed by the request pointer. aya 0.14 resolves their target in
-    /// vmlinux BTF only, so this attaches where nvme_core is built in.
+    /// BTF-enabled tracepoints, keyed by the request pointer: by aya where nvme_core is built
+    /// in, by `module_tp` where it is a module with BTF (aya 0.14 finds targets in vmlinux only).
     TpBtf,
     /// Raw tracepoints, keyed by the request pointer.
     RawTracepoint,
@@ -89,6 +90,8 @@ pub const STATE_PROGRAMS: [(&str, &str, bool); 3] = [
 /// Optional map capacities, for nodes with more controllers or queues than the defaults cover.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapSizes {
+    /// `INFLIGHT_RQ`, the request-keyed modes' in-flight map (the classic `INFLIGHT`, the last
+    /// fallback, keeps its default).
     pub inflight: Option<u32>,
     pub ops: Option<u32>,
     pub queues: Option<u32>,
@@ -99,6 +102,29 @@ pub struct Loaded {
     pub ebpf: Ebpf,
     pub attached: Vec<&'static str>,
     pub mode: AttachMode,
+    /// The tp_btf programs on nvme_core as a module, which aya does not hold.
+    pub module_programs: Vec<module_tp::ModuleProgram>,
+}
+
+impl Loaded {
+    /// The object's maps, loaded without any program attached (benchmarks, tests).
+    pub fn detached(ebpf: Ebpf, mode: AttachMode) -> Loaded {
+        Loaded {
+            ebpf,
+            attached: vec![],
+            mode,
+            module_programs: vec![],
+        }
+    }
+
+    /// `bpf_prog_info`'s run time (ns) and run count of attached program `name`.
+    pub fn run_stats(&self, name: &str) -> Option<(u64, u64)> {
+        if let Some(p) = self.module_programs.iter().find(|p| p.name == name) {
+            return p.run_stats().ok();
+        }
+        let info = self.ebpf.program(name)?.info().ok()?;
+        Some((info.run_time().as_nanos() as u64, info.run_count()))
+    }
 }
 
 /// What the programs read their fields with; a mode whose layout is missing is skipped.
@@ -108,6 +134,8 @@ pub struct Layouts {
     pub tracepoint: Option<TracepointLayout>,
     /// From BTF: the request-keyed programs.
     pub request: Option<RequestLayout>,
+    /// nvme_core's tracepoint typedef ids, when it is a module with BTF: the tp_btf targets.
+    pub module_tracepoints: Option<[u32; 2]>,
     /// nvme_core's I/O and admin timeouts: completions later than these count as timeouts.
     pub timeouts: ErrorTimeouts,
 }
@@ -158,7 +186,6 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     loader.override_global(REQ_LAYOUT_GLOBAL, &request, true);
     loader.override_global(ERROR_TIMEOUTS_GLOBAL, &layouts.timeouts, true);
     if let Some(n) = sizes.inflight {
-        loader.map_max_entries(maps::INFLIGHT, n);
         loader.map_max_entries(maps::INFLIGHT_RQ, n);
     }
     if let Some(n) = sizes.ops {
@@ -192,8 +219,8 @@ pub fn load(
             why.push(format!("{}: no layout", mode.as_str()));
             continue;
         }
-        match attach(&mut ebpf, mode) {
-            Ok(()) => {
+        match attach(&mut ebpf, mode, object, layouts) {
+            Ok(module_programs) => {
                 for e in &why {
                     log::info!("eBPF: {e}");
                 }
@@ -201,6 +228,7 @@ pub fn load(
                     ebpf,
                     attached: mode.programs().to_vec(),
                     mode,
+                    module_programs,
                 });
             }
             Err(e) => {
@@ -223,8 +251,14 @@ pub fn load(
     bail!("no attach mode worked ({})", why.join("; "))
 }
 
-/// Verifies and attaches the two programs of `mode`.
-fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<()> {
+/// Verifies and attaches the two programs of `mode`; on nvme_core as a module, tp_btf returns
+/// the programs it loaded itself.
+fn attach(
+    ebpf: &mut Ebpf,
+    mode: AttachMode,
+    object: &[u8],
+    layouts: &Layouts,
+) -> anyhow::Result<Vec<module_tp::ModuleProgram>> {
     let btf = match mode {
         AttachMode::TpBtf => {
             // Checked first: parsing vmlinux BTF again only to miss the target costs seconds on a
@@ -233,7 +267,10 @@ fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<()> {
                 .join("nvme_core")
                 .exists()
             {
-                bail!("nvme_core is a module, and aya 0.14 finds tp_btf targets in vmlinux only");
+                let ids = layouts.module_tracepoints.context(
+                    "nvme_core is a module and its BTF names no nvme tracepoint (btf_trace_*)",
+                )?;
+                return module_tp::attach_pair(object, ebpf, BTF_PROGRAMS, ids);
             }
             Some(Btf::from_sys_fs().context("reading the kernel's BTF")?)
         }
@@ -266,7 +303,7 @@ fn attach(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(vec![])
 }
 
 /// Loads the state object with `layout` and attaches its kprobes. A failure on a required
@@ -337,6 +374,7 @@ mod tests {
                 valid: 1,
                 ..Default::default()
             }),
+            module_tracepoints: None,
             timeouts: Default::default(),
         };
         let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, MapSizes::default()) {

@@ -18,6 +18,7 @@ pub mod drain;
 pub mod format;
 pub mod loader;
 pub mod model;
+pub mod module_tp;
 pub mod namespaces;
 pub mod status;
 pub mod tracefs;
@@ -107,6 +108,32 @@ pub fn command_timeouts(sysfs_root: &std::path::Path) -> nvmeof_common::ErrorTim
     }
 }
 
+/// Most in-flight entries the request-keyed map is given (131072 × 96 bytes: 12 MiB).
+pub const INFLIGHT_CAPACITY_MAX: u32 = 1 << 17;
+
+/// The request-keyed in-flight map's capacity: one entry per request struct of the controllers
+/// present at start (each has `queue_count × (sqsize + 1)`: the blk-mq tags of its queues, which
+/// the kernel hands out in turn, so every one of them becomes a key), rounded up to a power of
+/// two, at least [`nvmeof_common::INFLIGHT_CAPACITY`] (room for controllers that connect later),
+/// at most [`INFLIGHT_CAPACITY_MAX`]. Past that the map's LRU evicts the entries touched least
+/// recently, and `inflight_new_key` events keep counting.
+pub fn inflight_capacity(sysfs_root: &std::path::Path) -> u32 {
+    let requests: u64 = crate::sysfs::controller::controllers(sysfs_root)
+        .map(|p| {
+            p.items
+                .iter()
+                .map(|c| {
+                    u64::from(c.queue_count.unwrap_or(1)) * (u64::from(c.sqsize.unwrap_or(0)) + 1)
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    requests
+        .max(u64::from(nvmeof_common::INFLIGHT_CAPACITY))
+        .next_power_of_two()
+        .min(u64::from(INFLIGHT_CAPACITY_MAX)) as u32
+}
+
 /// Starts the tracer; see the module documentation.
 pub fn start(opts: BpfOptions) -> Box<dyn Collector> {
     match try_start(&opts) {
@@ -127,7 +154,7 @@ fn try_start(opts: &BpfOptions) -> anyhow::Result<IoCollector> {
     // layout from tracefs. Either may be missing; the loader skips the modes it cannot serve.
     let request =
         match btf::request_layout(opts.btf_root.as_deref().unwrap_or(btf::SYS_BTF.as_ref())) {
-            Ok(l) => Some(l),
+            Ok(b) => Some(b),
             Err(e) => {
                 log::info!("eBPF: no struct offsets from BTF ({e:#}); request-keyed modes off");
                 None
@@ -144,15 +171,15 @@ fn try_start(opts: &BpfOptions) -> anyhow::Result<IoCollector> {
         };
     let layouts = loader::Layouts {
         tracepoint,
-        request,
+        request: request.map(|b| b.layout),
+        module_tracepoints: request.and_then(|b| b.module_tracepoints),
         timeouts: command_timeouts(&opts.sysfs_root),
     };
-    let loaded = loader::load(
-        EBPF_OBJECT,
-        &layouts,
-        loader::MapSizes::default(),
-        opts.attach_mode,
-    )?;
+    let sizes = loader::MapSizes {
+        inflight: Some(inflight_capacity(&opts.sysfs_root)),
+        ..Default::default()
+    };
+    let loaded = loader::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
     log::info!(
         "eBPF: attach mode {}: attached {}",
         loaded.mode.as_str(),
@@ -184,6 +211,36 @@ fn try_start(opts: &BpfOptions) -> anyhow::Result<IoCollector> {
 mod tests {
     use super::*;
     use crate::collector::Sink;
+
+    /// One entry per request struct of the controllers at start, within the bounds.
+    #[test]
+    fn inflight_capacity_follows_the_controllers_queues() {
+        let sysfs = |ctrls: &[(u32, u32)]| {
+            let dir = tempfile::tempdir().unwrap();
+            for (i, (queues, sqsize)) in ctrls.iter().enumerate() {
+                let c = dir.path().join(format!("class/nvme/nvme{i}"));
+                std::fs::create_dir_all(&c).unwrap();
+                std::fs::write(c.join("queue_count"), format!("{queues}\n")).unwrap();
+                std::fs::write(c.join("sqsize"), format!("{sqsize}\n")).unwrap();
+            }
+            dir
+        };
+        let none = sysfs(&[]);
+        assert_eq!(inflight_capacity(none.path()), 16384);
+        // The lab's size: a few controllers of 2 or 3 queues of 128.
+        let lab = sysfs(&[(3, 127), (3, 127), (2, 127)]);
+        assert_eq!(inflight_capacity(lab.path()), 16384);
+        // 4 controllers × 65 queues × 128 = 33280 request structs.
+        let mid = sysfs(&[(65, 127); 4]);
+        assert_eq!(inflight_capacity(mid.path()), 65536);
+        // 8 × 129 × 128 = 132096: capped.
+        let big = sysfs(&[(129, 127); 8]);
+        assert_eq!(inflight_capacity(big.path()), INFLIGHT_CAPACITY_MAX);
+        assert_eq!(
+            inflight_capacity(std::path::Path::new("/nonexistent")),
+            16384
+        );
+    }
 
     #[test]
     fn window_covers_the_latency_window() {

@@ -127,6 +127,7 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
         ProgramCounter::ReadFailed => "read_failed",
         ProgramCounter::SetupEvents => "setup",
         ProgramCounter::CompleteEvents => "complete",
+        ProgramCounter::InflightNewKey => "inflight_new_key",
     })
 }
 
