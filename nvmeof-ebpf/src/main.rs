@@ -351,6 +351,10 @@ pub fn nvme_setup_cmd_btf(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
+// tp_btf arguments may be null for the verifier (6.12 marks every raw tracepoint argument so),
+// which then refuses any arithmetic on them until they are checked: both request-keyed paths
+// check first, in `rq_setup` and `rq_complete`.
+
 #[raw_tracepoint(tracepoint = "nvme_setup_cmd")]
 pub fn nvme_setup_cmd_raw(ctx: RawTracePointContext) -> u32 {
     let _ = rq_setup::<false>(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
@@ -379,7 +383,7 @@ fn field<T: Copy, const BTF: bool>(addr: u64) -> Option<T> {
 #[inline(always)]
 fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
     let l = req_layout();
-    if l.valid == 0 {
+    if l.valid == 0 || req == 0 || cmd == 0 {
         return None;
     }
     count(ProgramCounter::SetupEvents);
@@ -464,7 +468,7 @@ pub fn nvme_complete_rq_raw(ctx: RawTracePointContext) -> u32 {
 #[inline(always)]
 fn rq_complete(req: u64) -> Option<()> {
     let l = req_layout();
-    if l.valid == 0 {
+    if l.valid == 0 || req == 0 {
         return None;
     }
     count(ProgramCounter::CompleteEvents);

@@ -143,11 +143,19 @@ pub struct Layouts {
 /// Why loading failed, in words for the one log line. Permission problems are recognised in the
 /// error chain (EPERM / EACCES from `bpf()` or `perf_event_open()`).
 pub fn explain(err: &anyhow::Error) -> String {
-    let denied = err.chain().any(|e| {
-        e.downcast_ref::<std::io::Error>()
-            .and_then(std::io::Error::raw_os_error)
-            .is_some_and(|c| c == libc::EPERM || c == libc::EACCES)
+    // The verifier refuses a program with EACCES too: that is not a permission problem.
+    let refused = err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<aya::programs::ProgramError>(),
+            Some(aya::programs::ProgramError::LoadError { .. })
+        )
     });
+    let denied = !refused
+        && err.chain().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::raw_os_error)
+                .is_some_and(|c| c == libc::EPERM || c == libc::EACCES)
+        });
     if denied {
         // The full chain goes to the debug log; the line says what to do.
         "no permission to load BPF programs (need CAP_BPF and CAP_PERFMON, or root)".to_owned()
@@ -361,6 +369,14 @@ mod tests {
         );
         let other = anyhow::anyhow!("program x missing from the object");
         assert_eq!(explain(&other), "program x missing from the object");
+        // The verifier's refusal is EACCES as well, and must be reported as itself.
+        let refused = aya::programs::ProgramError::LoadError {
+            io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+            verifier_log: aya_obj::VerifierLog::new("R7 pointer arithmetic prohibited".into()),
+        };
+        let line = explain(&anyhow::Error::new(refused).context("verifying nvme_setup_cmd_raw"));
+        assert!(line.starts_with("verifying nvme_setup_cmd_raw"), "{line}");
+        assert!(line.contains("R7 pointer arithmetic prohibited"), "{line}");
     }
 
     /// The request-keyed programs pass this host's verifier (loading a raw tracepoint program

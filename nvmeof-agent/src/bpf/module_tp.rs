@@ -23,10 +23,11 @@ use aya_obj::generated::{
     bpf_attach_type, bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_info, bpf_prog_type,
 };
 
-/// The kernel's answer to a `bpf()` command that returns a new fd.
-fn sys_bpf_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
-    // SAFETY: attr is a valid, zero-initialised bpf_attr for cmd; the kernel reads at most
-    // size_of::<bpf_attr>() bytes of it.
+/// `bpf(cmd, attr)`: the kernel's non-negative answer, or its error.
+fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<libc::c_long> {
+    // SAFETY: attr is a valid bpf_attr, zero-initialised by the caller apart from cmd's fields;
+    // the kernel reads and writes at most size_of::<bpf_attr>() bytes of it, and writes only
+    // through pointers in it that the caller made valid for their stated lengths.
     let r = unsafe {
         libc::syscall(
             libc::SYS_bpf,
@@ -38,8 +39,14 @@ fn sys_bpf_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(r)
+}
+
+/// A `bpf()` command that returns a new fd.
+fn sys_bpf_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
+    let fd = sys_bpf(cmd, attr)?;
     // SAFETY: a successful command of this kind returns a new fd that nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as RawFd) })
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 /// `BPF_OBJ_GET_INFO_BY_FD` into `info`.
@@ -49,19 +56,7 @@ fn object_info<T>(fd: RawFd, info: &mut T) -> io::Result<()> {
     attr.info.bpf_fd = fd as u32;
     attr.info.info_len = std::mem::size_of::<T>() as u32;
     attr.info.info = info as *mut T as u64;
-    // SAFETY: as in sys_bpf_fd; the kernel writes at most info_len bytes into info.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_long,
-            &mut attr as *mut bpf_attr,
-            std::mem::size_of::<bpf_attr>(),
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr).map(drop)
 }
 
 /// The fd of the kernel's BTF object of `module` (as listed in `/sys/kernel/btf`), found by
@@ -72,17 +67,7 @@ pub fn module_btf(module: &str) -> anyhow::Result<OwnedFd> {
         // SAFETY: zeroed is a valid bpf_attr.
         let mut attr: bpf_attr = unsafe { std::mem::zeroed() };
         attr.__bindgen_anon_6.__bindgen_anon_1.start_id = id;
-        // SAFETY: as in sys_bpf_fd; BPF_BTF_GET_NEXT_ID returns 0 and fills next_id.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                bpf_cmd::BPF_BTF_GET_NEXT_ID as libc::c_long,
-                &mut attr as *mut bpf_attr,
-                std::mem::size_of::<bpf_attr>(),
-            )
-        };
-        if r < 0 {
-            let e = io::Error::last_os_error();
+        if let Err(e) = sys_bpf(bpf_cmd::BPF_BTF_GET_NEXT_ID, &mut attr) {
             match e.raw_os_error() {
                 Some(libc::ENOENT) => bail!("no BTF object of module {module} is loaded"),
                 // Said in words, not as EPERM: the loader would read EPERM as "no BPF at all",
@@ -199,12 +184,12 @@ impl ModuleProgram {
                 let end = log.iter().position(|&c| c == 0).unwrap_or(log.len());
                 let text = String::from_utf8_lossy(&log[..end]);
                 let tail: Vec<&str> = text.lines().rev().take(8).collect();
-                return Err(first).with_context(|| {
-                    format!(
-                        "verifying {name} for tp_btf (BTF id {btf_id}): {}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                    )
-                });
+                // In words, not as an io::Error: the verifier's refusal is EACCES, which the
+                // loader would otherwise read as "no permission".
+                bail!(
+                    "verifying {name} for tp_btf (BTF id {btf_id}): {first}: {}",
+                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+                );
             }
         };
         Ok(ModuleProgram {
