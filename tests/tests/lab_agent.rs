@@ -317,6 +317,59 @@ fn latency_quantiles_match_the_kernels_own_trace() {
     }
 }
 
+/// The in-flight map keeps an entry per request struct (or queue tag) and updates it in place:
+/// once a queue's tags have all been used, more commands add no keys. 600 reads on the TCP
+/// namespace from CPU 0 (so on one hardware queue, whose 128 tags blk-mq hands out in turn),
+/// twice: the second run may add keys only for the admin commands (keep-alives) that land on a
+/// tag not used before, far fewer than its 600 commands (a map that inserted and deleted per
+/// command would count 600), and every read is still counted.
+#[test]
+fn inflight_entries_are_reused_command_after_command() {
+    for k in kernels() {
+        with_lab(k, |s| {
+            let release = s.lab.kernel.release.clone();
+            s.ensure_agent();
+            let by = nqn("tcp");
+            let event = [("event", "inflight_new_key")];
+            let reads = |s: &mut Shared| {
+                s.lab
+                    .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 1 dd if=$d of=/dev/null bs=4k count=600 iflag=direct 2>/dev/null")
+                    .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+            };
+            let first = scrape_after_drain(s);
+            reads(s);
+            let second = scrape_after_drain(s);
+            reads(s);
+            let third = scrape_after_drain(s);
+            let new_keys = |a: &Metrics, b: &Metrics| {
+                moved(a, b, &[], "nvmeof_exporter_ebpf_events_total", &event)
+            };
+            let counted = |a: &Metrics, b: &Metrics| {
+                moved(
+                    a,
+                    b,
+                    &[("subsystem", by.as_str())],
+                    "nvmeof_io_commands_total",
+                    &[("opclass", "read")],
+                )
+            };
+            assert_eq!(counted(&first, &second), 600.0, "{release}: first reads");
+            assert_eq!(counted(&second, &third), 600.0, "{release}: second reads");
+            let again = new_keys(&second, &third);
+            eprintln!(
+                "{release}: new in-flight keys: {} in the first 600 reads, {again} in the second",
+                new_keys(&first, &second)
+            );
+            assert!(
+                again < 60.0,
+                "{release}: {again} new in-flight keys for 600 reads on tags already used \
+                 (first run: {})",
+                new_keys(&first, &second)
+            );
+        });
+    }
+}
+
 /// Writes larger than nvme-tcp's inline data size are where a join on the recorded command id
 /// fails (the H2C data PDU overwrites it): 64 KiB and 4 KiB writes and reads on TCP and RDMA must
 /// all be counted, with their bytes, and no completion may go unmatched. Both request-keyed modes
