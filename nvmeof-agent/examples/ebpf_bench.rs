@@ -48,15 +48,6 @@ fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-fn runs(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
-    let info = ebpf
-        .program(name)
-        .with_context(|| format!("program {name}"))?
-        .info()
-        .with_context(|| format!("bpf_prog_info of {name}"))?;
-    Ok((info.run_time().as_nanos() as u64, info.run_count()))
-}
-
 /// The variants, each measured alone: (label, programs, hook). A program first in a
 /// tracepoint's chain pays the cold misses of the event (seen: with all attached at once the
 /// first program's cost doubled and a later clock read cost a third of an earlier one), so each
@@ -273,7 +264,7 @@ fn measure(
     }
     let total = |ebpf: &Ebpf| -> anyhow::Result<(u64, u64)> {
         names.iter().try_fold((0, 0), |(t, n), name| {
-            let (t2, n2) = runs(ebpf, name)?;
+            let (t2, n2) = loader::run_stats(ebpf, name)?;
             Ok((t + t2, n + n2))
         })
     };

@@ -88,7 +88,7 @@ static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_
 // The in-flight maps keep their entries after a completion (`start_ns` = 0 marks one idle): the
 // keys are a bounded set that the kernel reuses (a request struct, or a queue's tag, serves one
 // command after another), so a lookup and a store per command replace an insert and a delete,
-// which cost 8 times a lookup (BENCHMARKS.md). LRU bounds them: when more keys come than the map
+// which cost about 5 times as much (BENCHMARKS.md). LRU bounds them: when more keys come than the map
 // holds, the entries touched least recently go first (idle ones, and those of commands whose
 // completion was lost).
 #[map]
@@ -351,10 +351,6 @@ pub fn nvme_setup_cmd_btf(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-// tp_btf arguments may be null for the verifier (6.12 marks every raw tracepoint argument so),
-// which then refuses any arithmetic on them until they are checked: both request-keyed paths
-// check first, in `rq_setup` and `rq_complete`.
-
 #[raw_tracepoint(tracepoint = "nvme_setup_cmd")]
 pub fn nvme_setup_cmd_raw(ctx: RawTracePointContext) -> u32 {
     let _ = rq_setup::<false>(ctx.arg::<u64>(0), ctx.arg::<u64>(1));
@@ -379,7 +375,9 @@ fn field<T: Copy, const BTF: bool>(addr: u64) -> Option<T> {
     }
 }
 
-/// `nvme_setup_cmd(struct request *req, struct nvme_command *cmd)`.
+/// `nvme_setup_cmd(struct request *req, struct nvme_command *cmd)`. The arguments are checked
+/// for null first: tp_btf arguments may be null for the verifier (6.12 marks every raw tracepoint
+/// argument so), which refuses any arithmetic on them before that check (`rq_complete` too).
 #[inline(always)]
 fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
     let l = req_layout();

@@ -244,6 +244,11 @@ impl Metrics {
         self.select(name, want).map(|s| s.value).sum()
     }
 
+    /// How much the samples `select` finds moved since `before`: counters' increase.
+    pub fn moved_from(&self, before: &Metrics, name: &str, want: &[(&str, &str)]) -> f64 {
+        self.sum(name, want) - before.sum(name, want)
+    }
+
     pub fn has_family(&self, name: &str) -> bool {
         self.text
             .lines()

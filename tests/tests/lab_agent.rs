@@ -52,7 +52,7 @@ fn moved(
     extra: &[(&str, &str)],
 ) -> f64 {
     let want: Vec<(&str, &str)> = by.iter().chain(extra).copied().collect();
-    after.sum(name, &want) - before.sum(name, &want)
+    after.moved_from(before, name, &want)
 }
 
 #[test]

@@ -95,8 +95,7 @@ fn rdma_counters_move_with_io_and_belong_to_the_rdma_controller() {
             assert_eq!(info[0].label("subsystem"), Some(nqn("rdma").as_str()));
             let delta = |c: &str| {
                 let want = [("controller", ctrl.as_str()), ("counter", c)];
-                after.sum("nvmeof_rdma_hw_counters_total", &want)
-                    - before.sum("nvmeof_rdma_hw_counters_total", &want)
+                after.moved_from(&before, "nvmeof_rdma_hw_counters_total", &want)
             };
             eprintln!(
                 "{release}: rxe0 for {ctrl} after 256 writes: sent_pkts +{}, rcvd_pkts +{}",

@@ -380,17 +380,14 @@ pub struct RequestBtf {
 pub fn request_layout(dir: &Path) -> anyhow::Result<RequestBtf> {
     let base = Btf::read(&dir.join("vmlinux"), None)?;
     let module = dir.join("nvme_core");
-    let (btf, in_module) = if module.exists() {
-        (Btf::read(&module, Some(base))?, true)
+    let (btf, module_tracepoints) = if module.exists() {
+        let btf = Btf::read(&module, Some(base))?;
+        let id = |tp: &str| btf.own_typedef_id(&format!("btf_trace_{tp}"));
+        let ids = id("nvme_setup_cmd").zip(id("nvme_complete_rq"));
+        (btf, ids.map(|(setup, complete)| [setup, complete]))
     } else {
-        (base, false)
+        (base, None)
     };
-    let module_tracepoints = in_module
-        .then(|| {
-            let id = |tp: &str| btf.own_typedef_id(&format!("btf_trace_{tp}"));
-            Some([id("nvme_setup_cmd")?, id("nvme_complete_rq")?])
-        })
-        .flatten();
     Ok(RequestBtf {
         layout: layout_from(&btf)?,
         module_tracepoints,

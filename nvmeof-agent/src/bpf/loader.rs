@@ -122,9 +122,19 @@ impl Loaded {
         if let Some(p) = self.module_programs.iter().find(|p| p.name == name) {
             return p.run_stats().ok();
         }
-        let info = self.ebpf.program(name)?.info().ok()?;
-        Some((info.run_time().as_nanos() as u64, info.run_count()))
+        run_stats(&self.ebpf, name).ok()
     }
+}
+
+/// `bpf_prog_info`'s run time (ns) and run count of program `name` of `ebpf`: they move while
+/// `kernel.bpf_stats_enabled=1`.
+pub fn run_stats(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
+    let info = ebpf
+        .program(name)
+        .with_context(|| format!("program {name}"))?
+        .info()
+        .with_context(|| format!("bpf_prog_info of {name}"))?;
+    Ok((info.run_time().as_nanos() as u64, info.run_count()))
 }
 
 /// What the programs read their fields with; a mode whose layout is missing is skipped.

@@ -112,8 +112,8 @@ pub fn command_timeouts(sysfs_root: &std::path::Path) -> nvmeof_common::ErrorTim
 pub const INFLIGHT_CAPACITY_MAX: u32 = 1 << 17;
 
 /// The request-keyed in-flight map's capacity: one entry per request struct of the controllers
-/// present at start (each has `queue_count × (sqsize + 1)`: the blk-mq tags of its queues, which
-/// the kernel hands out in turn, so every one of them becomes a key), rounded up to a power of
+/// present at start (each has `queue_count × (sqsize + 1)`: the blk-mq tags of its queues; at a
+/// low queue depth only some of them carry commands, at a high one all can), rounded up to a power of
 /// two, at least [`nvmeof_common::INFLIGHT_CAPACITY`] (room for controllers that connect later),
 /// at most [`INFLIGHT_CAPACITY_MAX`]. Past that the map's LRU evicts the entries touched least
 /// recently, and `inflight_new_key` events keep counting.

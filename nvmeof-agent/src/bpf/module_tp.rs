@@ -123,23 +123,19 @@ impl Instructions {
             };
             fds.insert(name, data.fd().as_fd().as_raw_fd());
         }
-        let maps: Vec<(&str, RawFd, &aya_obj::Map)> = obj
+        // Owned copies of the map descriptions: relocate_maps borrows obj mutably.
+        let maps: Vec<(String, RawFd, aya_obj::Map)> = obj
             .maps
             .iter()
             .map(|(name, m)| {
                 let fd = *fds
                     .get(name.as_str())
                     .with_context(|| format!("map {name} was not created"))?;
-                Ok((name.as_str(), fd, m))
+                Ok((name.clone(), fd, m.clone()))
             })
             .collect::<anyhow::Result<_>>()?;
         let text: HashSet<usize> = obj.functions.keys().map(|(section, _)| *section).collect();
-        // relocate_maps borrows obj mutably: hand it owned copies of the map descriptions.
-        let owned: Vec<(String, RawFd, aya_obj::Map)> = maps
-            .into_iter()
-            .map(|(n, fd, m)| (n.to_owned(), fd, m.clone()))
-            .collect();
-        obj.relocate_maps(owned.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
+        obj.relocate_maps(maps.iter().map(|(n, fd, m)| (n.as_str(), *fd, m)), &text)
             .context("relocating map references")?;
         obj.relocate_calls(&text)
             .context("relocating function calls")?;
