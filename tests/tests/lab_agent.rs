@@ -175,6 +175,8 @@ const TRACED_WRITES: usize = 2000;
 /// arbitrarily: if at most k commands differ by more than [`TRACE_SLACK_NS`], the agent's value
 /// of rank r lies between the exact values of ranks r - k and r + k.
 const SHIFTED_COMMANDS: usize = TRACED_WRITES / 100;
+/// Half the relative width of a native bucket of schema 4: (2^(1/16) − 1) / 2.
+const HALF_BUCKET: f64 = 0.021_9;
 /// What every other command may differ by: tracefs prints whole microseconds (1 µs), plus the
 /// residual gap between the two probes.
 const TRACE_SLACK_NS: f64 = 3_000.0;
@@ -189,7 +191,7 @@ const MAX_MEAN_OFFSET_NS: f64 = 20_000.0;
 /// else but admin keep-alives. The trace joins setup and completion per (queue, cid & 0xfff) into
 /// exact latencies. The agent's window then holds exactly those writes (the count must match; the
 /// test ends well within the 60 s window; queues merge by adding bucket counts, which adds no
-/// error), so each quantile may differ from the exact one only by its bucket (at most 1/64 of
+/// error), so each quantile may differ from the exact one only by half its bucket (2.2 % of
 /// the value) and the trace's resolution and hook gap ([`SHIFTED_COMMANDS`], [`TRACE_SLACK_NS`]).
 #[test]
 fn latency_quantiles_match_the_kernels_own_trace() {
@@ -294,8 +296,8 @@ fn latency_quantiles_match_the_kernels_own_trace() {
                 let lo = exact[rank.saturating_sub(SHIFTED_COMMANDS).max(1) - 1] as f64;
                 let hi = exact[(rank + SHIFTED_COMMANDS).min(n) - 1] as f64;
                 let (lo, hi) = (
-                    lo * (1.0 - 1.0 / 64.0) - TRACE_SLACK_NS,
-                    hi * (1.0 + 1.0 / 64.0) + TRACE_SLACK_NS,
+                    lo * (1.0 - HALF_BUCKET) - TRACE_SLACK_NS,
+                    hi * (1.0 + HALF_BUCKET) + TRACE_SLACK_NS,
                 );
                 eprintln!(
                     "{release}: p{qs}: agent {:.1} µs, exact {:.1} µs ({:+.2} %), allowed \

@@ -29,6 +29,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "bpftool",
     // The C compiler for musl: ring (TLS) builds C, and the shipped binary is static.
     "musl-tools",
+    // A real Prometheus (and promtool): the lab tests scrape the agent with it, native
+    // histograms on, and lint the exposition. Only the binaries are used; no service starts.
+    "prometheus",
 ];
 
 /// The target the agent ships for: one static binary.

@@ -1,0 +1,164 @@
+//! A real Prometheus server (Debian's package, which `cargo xtask bootstrap` installs) scraping
+//! the lab's agent through its forwarded port on host loopback: the independent reader of what
+//! the agent exposes. It runs with native histograms on, so it asks for the protobuf exposition
+//! first and ingests the native buckets; queries go through its HTTP API.
+//!
+//! Everything stays on 127.0.0.1; the server, its TSDB and its configuration live in a temporary
+//! directory and go when the handle is dropped. Every wait is bounded.
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+/// The binary Debian's `prometheus` package installs.
+pub const BINARY: &str = "/usr/bin/prometheus";
+
+pub struct Prometheus {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One sample of an instant-query answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    pub value: f64,
+}
+
+/// Percent-encodes a query parameter (RFC 3986 unreserved characters pass).
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+impl Prometheus {
+    /// Starts a server that scrapes `127.0.0.1:target_port` every second with native histograms
+    /// on, and waits (at most 30 s) until it answers.
+    pub fn start(target_port: u16) -> Result<Prometheus> {
+        if !Path::new(BINARY).is_file() {
+            bail!("{BINARY} is missing: `cargo xtask bootstrap` installs Debian's prometheus");
+        }
+        let dir = tempfile::tempdir()?;
+        let port = xtask::lab::free_port()?;
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: nvmeof\n    static_configs:\n      - targets: \
+             ['127.0.0.1:{target_port}']\n"
+        );
+        std::fs::write(dir.path().join("prometheus.yml"), config)?;
+        let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
+        let child = Command::new(BINARY)
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--enable-feature=native-histograms")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {BINARY}"))?;
+        let p = Prometheus { child, port, dir };
+        p.wait_for("the server to be ready", Duration::from_secs(30), |p| {
+            Ok(matches!(
+                xtask::lab::http_get(p.port, "/-/ready"),
+                Ok((200, _, _))
+            ))
+        })?;
+        Ok(p)
+    }
+
+    /// The server's own log, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// Polls `ready` every 200 ms until it says yes, at most `limit`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut ready: impl FnMut(&Self) -> Result<bool>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if ready(self)? {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                bail!(
+                    "waited {limit:?} for {what}; prometheus log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// An instant query's vector result.
+    pub fn query(&self, expr: &str) -> Result<Vec<Sample>> {
+        let path = format!("/api/v1/query?query={}", encode(expr));
+        let (status, body, _) = xtask::lab::http_get(self.port, &path)?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("{expr}: answer {body}"))?;
+        if status != 200 || v["status"] != "success" {
+            bail!("{expr}: HTTP {status}: {body}");
+        }
+        let result = v["data"]["result"]
+            .as_array()
+            .with_context(|| format!("{expr}: no vector in {body}"))?;
+        result
+            .iter()
+            .map(|s| {
+                let value = s["value"][1]
+                    .as_str()
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .with_context(|| format!("{expr}: sample without a value: {s}"))?;
+                let labels = s["metric"].as_object().cloned().unwrap_or_default();
+                Ok(Sample { labels, value })
+            })
+            .collect()
+    }
+
+    /// The single value of a query that must answer with exactly one sample.
+    pub fn value(&self, expr: &str) -> Result<f64> {
+        match self.query(expr)?.as_slice() {
+            [one] => Ok(one.value),
+            other => bail!("{expr}: {} samples, wanted one: {other:?}", other.len()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_percent_encoded() {
+        assert_eq!(
+            encode("histogram_count(x{a=\"b c\"})"),
+            "histogram_count%28x%7Ba%3D%22b%20c%22%7D%29"
+        );
+    }
+}
