@@ -1,17 +1,15 @@
 //! Collector `io`: command latency, throughput, errors and queue state from the eBPF tracer, plus
-//! the tracer's own health. Reads only what the last drain published (`crate::bpf::IoState`);
-//! the kernel is never touched at scrape time.
+//! the tracer's own health. Reads only what the last drain published (`crate::bpf::io::IoState`,
+//! through the tracer's `IoSource`); the kernel is never touched at scrape time.
 //!
 //! Labels: `subsystem` (NQN) and `controller` (`nvmeN`) on every I/O series, `queue` (the hardware
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
-use std::sync::{mpsc, Arc, RwLock};
-
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 use prometheus::proto::{Metric, Quantile, Summary};
 
-use crate::bpf::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
-use crate::bpf::status::status_label;
-use crate::bpf::IoState;
+use crate::bpf::io::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
+use crate::bpf::io::status::status_label;
+use crate::bpf::io::{IoSource, IoState};
 use crate::collector::{Collector, Family, Kind, Sink};
 
 macro_rules! family {
@@ -132,33 +130,19 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
 }
 
 pub struct IoCollector {
-    state: Arc<RwLock<IoState>>,
-    /// Dropping the collector drops this sender, which stops the drain thread and detaches.
-    _stop: Option<mpsc::Sender<()>>,
+    /// Dropping the collector drops the source, which stops the drain and detaches.
+    source: IoSource,
 }
 
 impl IoCollector {
-    /// The tracer is off: only `nvmeof_exporter_ebpf_up 0`.
-    pub fn down() -> Self {
-        IoCollector {
-            state: Arc::new(RwLock::new(IoState::default())),
-            _stop: None,
-        }
-    }
-
-    pub fn running(state: Arc<RwLock<IoState>>, stop: mpsc::Sender<()>) -> Self {
-        IoCollector {
-            state,
-            _stop: Some(stop),
-        }
+    /// Renders what `source` publishes (`crate::bpf::io::start`).
+    pub fn new(source: IoSource) -> Self {
+        IoCollector { source }
     }
 
     /// A collector over a fixed state (tests, golden files).
     pub fn from_state(state: IoState) -> Self {
-        IoCollector {
-            state: Arc::new(RwLock::new(state)),
-            _stop: None,
-        }
+        IoCollector::new(IoSource::fixed(state))
     }
 }
 
@@ -337,7 +321,7 @@ impl Collector for IoCollector {
     }
 
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.source.read();
         sink.gauge(&EBPF_UP, &[], if state.up { 1.0 } else { 0.0 });
         if state.up {
             collect_io(&state, sink);
@@ -350,7 +334,7 @@ impl Collector for IoCollector {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bpf::model::{IoView, QueueSeriesKey, QueueView, SeriesKey, HISTOGRAM_SLOTS};
+    use crate::bpf::io::model::{IoView, QueueSeriesKey, QueueView, SeriesKey, HISTOGRAM_SLOTS};
     use crate::bpf::ProgramRun;
     use nvmeof_common::{StatusKey, PROGRAM_COUNTERS};
     use prometheus::Encoder as _;
@@ -537,5 +521,34 @@ pub(crate) mod tests {
             );
         }
         assert_eq!(text.matches("# TYPE ").count(), FAMILIES.len() - 1); // no write bytes
+    }
+
+    /// A tracer that could not start (a tracefs without the nvme events: what a host without
+    /// nvme_core looks like) still gives a collector, and it says `ebpf_up 0`.
+    #[test]
+    fn start_without_nvme_tracepoints_reports_down() {
+        let (_tracefs, opts) = crate::bpf::io::tests::without_nvme_tracepoints();
+        let c = IoCollector::new(crate::bpf::io::start(opts));
+        assert_eq!(c.name(), "io");
+        let mut sink = Sink::new();
+        c.collect(&mut sink).unwrap();
+        let text = render(sink);
+        assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
+        assert!(!text.contains("nvmeof_io_"), "{text}");
+    }
+
+    /// With format files present the failure moves on to the loader; whatever stops it here
+    /// (no object, no permission, no such tracepoint on this kernel), the answer is `up 0`.
+    #[test]
+    fn start_with_formats_but_no_tracepoints_reports_down() {
+        let Some((_tracefs, opts)) = crate::bpf::io::tests::with_formats_but_no_tracepoints()
+        else {
+            return;
+        };
+        let c = IoCollector::new(crate::bpf::io::start(opts));
+        let mut sink = Sink::new();
+        c.collect(&mut sink).unwrap();
+        let text = render(sink);
+        assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
     }
 }

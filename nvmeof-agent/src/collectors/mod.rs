@@ -81,7 +81,10 @@ pub fn registry() -> Vec<Registration> {
             always_on: false,
             families: state::FAMILIES,
             build: Build::Collector(|c| {
-                Ok(Box::new(state::StateCollector::start(c.sysfs.clone())))
+                Ok(Box::new(state::StateCollector::new(
+                    c.sysfs.clone(),
+                    crate::bpf::state::start(c.sysfs.clone()),
+                )))
             }),
         },
         Registration {
@@ -91,15 +94,17 @@ pub fn registry() -> Vec<Registration> {
             always_on: false,
             families: io::FAMILIES,
             build: Build::Collector(|c| {
-                Ok(crate::bpf::start(crate::bpf::BpfOptions {
-                    sysfs_root: c.sysfs.clone(),
-                    tracefs_root: None,
-                    btf_root: None,
-                    attach_mode: c.attach_mode,
-                    drain_interval: c.drain_interval,
-                    latency_window: c.latency_window,
-                    per_queue: c.per_queue,
-                }))
+                Ok(Box::new(io::IoCollector::new(crate::bpf::io::start(
+                    crate::bpf::io::IoOptions {
+                        sysfs_root: c.sysfs.clone(),
+                        tracefs_root: None,
+                        btf_root: None,
+                        attach_mode: c.attach_mode,
+                        drain_interval: c.drain_interval,
+                        latency_window: c.latency_window,
+                        per_queue: c.per_queue,
+                    },
+                ))))
             }),
         },
         Registration {
