@@ -1,11 +1,9 @@
 //! Command-line flags, named as node_exporter names them (`--web.listen-address`,
-//! `--collector.NAME` / `--no-collector.NAME`, ...), parsed into a [`Config`].
+//! `--collector.NAME` / `--no-collector.NAME`, ...), parsed into a [`Config`] (`crate::config`).
 //!
 //! Per-collector flags come from the registry (`crate::collectors::registry`), so a new collector
 //! gets its flags by being registered. Every invalid value is a clap error: a clear message and
 //! exit code 2, never a panic.
-mod values;
-
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,34 +11,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::collectors::Registration;
-
-pub use values::{parse_duration, ListenAddress};
-
-/// Everything the flags decide.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: ListenAddress,
-    pub telemetry_path: String,
-    /// `--web.config.file`: TLS and basic auth.
-    pub web_config: Option<PathBuf>,
-    pub sysfs: PathBuf,
-    pub procfs: PathBuf,
-    /// Where the controllers' character devices are.
-    pub dev: PathBuf,
-    pub log_level: log::LevelFilter,
-    /// Names of the enabled collectors, in registry order (always-on ones included).
-    pub collectors: Vec<&'static str>,
-    /// Each collector's deadline within a scrape.
-    pub collector_timeout: Duration,
-    /// Per-queue series from the eBPF side.
-    pub per_queue: bool,
-    pub drain_interval: Duration,
-    /// The eBPF attach mode to use; `None` tries them in order.
-    pub attach_mode: Option<crate::bpf::loader::AttachMode>,
-    pub latency_window: Duration,
-    pub smart_interval: Duration,
-    pub smart_timeout: Duration,
-}
+use crate::config::{parse_duration, Config, ListenAddress};
 
 impl Config {
     /// The defaults, as if no flag were given: for tests and tools.
@@ -268,11 +239,10 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<bool>("metrics.per-queue")
             .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
-        attach_mode: crate::bpf::loader::AttachMode::ALL.into_iter().find(|a| {
-            a.as_str()
-                == m.get_one::<String>("ebpf.attach-mode")
-                    .expect("has a default")
-        }),
+        attach_mode: crate::config::attach_mode(
+            m.get_one::<String>("ebpf.attach-mode")
+                .expect("has a default"),
+        ),
         latency_window: get("ebpf.latency-window"),
         smart_interval: get("smart.interval"),
         smart_timeout: get("smart.timeout"),

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod cli;
 pub mod collector;
 pub mod collectors;
+pub mod config;
 pub mod http;
 pub mod netlink;
 pub mod nvme;

@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use nvmeof_agent::cli::{self, Config};
+use nvmeof_agent::cli;
+use nvmeof_agent::config::Config;
 use nvmeof_agent::{collectors, http, scrape::Scraper};
 
 /// See Cargo.toml: musl's malloc made a scrape cost more CPU than the glibc build's.

@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 
 pub use routes::App;
 
-use crate::cli::ListenAddress;
+use crate::config::ListenAddress;
 
 /// Turns an accepted TCP connection into the stream HTTP is spoken over.
 pub trait Acceptor: Send + Sync + 'static {
