@@ -259,20 +259,25 @@ pub(crate) mod tests {
         assert_eq!(window_len(Duration::ZERO, s(1)), 10);
     }
 
+    /// Options with tracefs at `tracefs` and nothing else the tracer could find.
+    fn options_on(tracefs: &std::path::Path, per_queue: bool) -> IoOptions {
+        IoOptions {
+            sysfs_root: PathBuf::from("/nonexistent"),
+            tracefs_root: Some(tracefs.to_owned()),
+            btf_root: Some(PathBuf::from("/nonexistent")),
+            attach_mode: None,
+            drain_interval: Duration::from_secs(1),
+            latency_window: Duration::from_secs(60),
+            per_queue,
+        }
+    }
+
     /// Options over a tracefs without the nvme events (this is what a host without nvme_core
     /// looks like); the directory lives as long as the first half.
     pub(crate) fn without_nvme_tracepoints() -> (tempfile::TempDir, IoOptions) {
         let tracefs = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(tracefs.path().join("events/sched")).unwrap();
-        let opts = IoOptions {
-            sysfs_root: PathBuf::from("/nonexistent"),
-            tracefs_root: Some(tracefs.path().to_owned()),
-            btf_root: Some(PathBuf::from("/nonexistent")),
-            attach_mode: None,
-            drain_interval: Duration::from_secs(1),
-            latency_window: Duration::from_secs(60),
-            per_queue: false,
-        };
+        let opts = options_on(tracefs.path(), false);
         (tracefs, opts)
     }
 
@@ -291,15 +296,7 @@ pub(crate) mod tests {
             std::fs::create_dir_all(&d).unwrap();
             std::fs::write(d.join("format"), text).unwrap();
         }
-        let opts = IoOptions {
-            sysfs_root: PathBuf::from("/nonexistent"),
-            tracefs_root: Some(tracefs.path().to_owned()),
-            btf_root: Some(PathBuf::from("/nonexistent")),
-            attach_mode: None,
-            drain_interval: Duration::from_secs(1),
-            latency_window: Duration::from_secs(60),
-            per_queue: true,
-        };
+        let opts = options_on(tracefs.path(), true);
         Some((tracefs, opts))
     }
 
