@@ -4,7 +4,7 @@
 //! - Shared: the objects build.rs embedded, the [`loader`] (the one place that knows every program
 //!   and map, and every program's run statistics), the kernel's BTF ([`btf`]) and nvme_core's
 //!   module tracepoints ([`module_tp`]), tracefs ([`tracefs`]) and the tracepoints' record layout
-//!   ([`format`]), and the [`worker`] each tracer runs its periodic work on.
+//!   ([`format`](mod@format)), and the [`worker`] each tracer runs its periodic work on.
 //! - [`io`]: command latency, bytes, errors and queues (`nvme_setup_cmd`, `nvme_complete_rq`).
 //! - [`state`]: controller state transitions and reconnect attempts (kprobes, or a sysfs poll).
 //!
