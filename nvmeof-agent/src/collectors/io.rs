@@ -6,13 +6,13 @@
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
 use std::sync::{mpsc, Arc, RwLock};
 
+use crate::exposition::model::{Metric, Quantile, Summary};
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
-use prometheus::proto::{Metric, Quantile, Summary};
 
 use crate::bpf::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
 use crate::bpf::status::status_label;
 use crate::bpf::IoState;
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
 
 macro_rules! family {
     ($id:ident, $name:literal, $kind:ident, $help:literal) => {
@@ -198,33 +198,31 @@ impl Labels {
 }
 
 fn summary(o: &OpView) -> Metric {
-    let mut s = Summary::default();
-    s.set_sample_count(o.histogram[o.histogram.len() - 1]);
-    s.set_sample_sum(secs(o.latency_sum_ns as f64));
-    s.set_quantile(
-        SUMMARY_QUANTILES
+    let s = Summary {
+        sample_count: Some(o.histogram[o.histogram.len() - 1]),
+        sample_sum: Some(secs(o.latency_sum_ns as f64)),
+        quantile: SUMMARY_QUANTILES
             .iter()
             .zip(o.quantiles_ns)
-            .map(|(&q, v)| {
-                let mut p = Quantile::default();
-                p.set_quantile(q);
-                p.set_value(v.map_or(f64::NAN, secs));
-                p
+            .map(|(&q, v)| Quantile {
+                quantile: Some(q),
+                value: Some(v.map_or(f64::NAN, secs)),
             })
             .collect(),
-    );
-    let mut m = Metric::default();
-    m.set_summary(s);
-    m
+        ..Summary::default()
+    };
+    Metric {
+        summary: Some(s),
+        ..Metric::default()
+    }
 }
 
-fn histogram(o: &OpView) -> Metric {
-    crate::collector::histogram(
-        &HISTOGRAM_BOUNDS_SECONDS,
-        &o.histogram,
-        o.histogram[o.histogram.len() - 1],
-        secs(o.latency_sum_ns as f64),
-    )
+fn histogram(o: &OpView) -> Vec<(f64, u64)> {
+    HISTOGRAM_BOUNDS_SECONDS
+        .iter()
+        .copied()
+        .zip(o.histogram.iter().copied())
+        .collect()
 }
 
 fn collect_io(state: &IoState, sink: &mut Sink) {
@@ -239,7 +237,13 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
         let with_class = l.with(&[("opclass", class)]);
         sink.counter(&COMMANDS, &with_class, o.commands as f64);
         sink.push(&LATENCY, summary(o), &with_class);
-        sink.push(&LATENCY_HISTOGRAM, histogram(o), &with_class);
+        let data = HistogramData {
+            count: o.histogram[o.histogram.len() - 1],
+            sum: secs(o.latency_sum_ns as f64),
+            classic: &histogram(o),
+            native: None,
+        };
+        sink.histogram(&LATENCY_HISTOGRAM, &with_class, data);
     }
     for (k, ns) in &state.view.inflight_ns {
         let l = Labels::new(state, k.ctrl_id, k.qid);
@@ -353,15 +357,10 @@ pub(crate) mod tests {
     use crate::bpf::model::{IoView, QueueSeriesKey, QueueView, SeriesKey, HISTOGRAM_SLOTS};
     use crate::bpf::ProgramRun;
     use nvmeof_common::{StatusKey, PROGRAM_COUNTERS};
-    use prometheus::Encoder as _;
 
     /// The text exposition of a sink.
     pub fn render(sink: Sink) -> String {
-        let mut out = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&sink.into_families(), &mut out)
-            .unwrap();
-        String::from_utf8(out).unwrap()
+        crate::exposition::text::encode(&sink.into_families())
     }
 
     fn state(per_queue: bool) -> IoState {
