@@ -7,12 +7,14 @@
 use std::sync::{mpsc, Arc, RwLock};
 
 use crate::exposition::model::{Metric, Quantile, Summary};
+use nvmeof_common::latency::{NATIVE_SCHEMA, ZERO_THRESHOLD_SECONDS};
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 
-use crate::bpf::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
+use crate::bpf::model::{classic_bounds_seconds, OpView, SUMMARY_QUANTILES};
 use crate::bpf::status::status_label;
 use crate::bpf::IoState;
 use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
+use crate::exposition::Native;
 
 macro_rules! family {
     ($id:ident, $name:literal, $kind:ident, $help:literal) => {
@@ -199,7 +201,7 @@ impl Labels {
 
 fn summary(o: &OpView) -> Metric {
     let s = Summary {
-        sample_count: Some(o.histogram[o.histogram.len() - 1]),
+        sample_count: Some(o.commands),
         sample_sum: Some(secs(o.latency_sum_ns as f64)),
         quantile: SUMMARY_QUANTILES
             .iter()
@@ -217,12 +219,20 @@ fn summary(o: &OpView) -> Metric {
     }
 }
 
-fn histogram(o: &OpView) -> Vec<(f64, u64)> {
-    HISTOGRAM_BOUNDS_SECONDS
-        .iter()
-        .copied()
-        .zip(o.histogram.iter().copied())
-        .collect()
+/// A series' latency: classic buckets at powers of two of a second (exact sums of kernel
+/// buckets) and the native buckets, which are the kernel's own.
+fn latency_histogram(o: &OpView) -> (Vec<(f64, u64)>, Native) {
+    let classic = classic_bounds_seconds()
+        .zip(o.classic_cumulative())
+        .collect();
+    let (zero_count, positive) = o.native_buckets();
+    let native = Native {
+        schema: NATIVE_SCHEMA,
+        zero_threshold: ZERO_THRESHOLD_SECONDS,
+        zero_count,
+        positive,
+    };
+    (classic, native)
 }
 
 fn collect_io(state: &IoState, sink: &mut Sink) {
@@ -237,11 +247,12 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
         let with_class = l.with(&[("opclass", class)]);
         sink.counter(&COMMANDS, &with_class, o.commands as f64);
         sink.push(&LATENCY, summary(o), &with_class);
+        let (classic, native) = latency_histogram(o);
         let data = HistogramData {
-            count: o.histogram[o.histogram.len() - 1],
+            count: o.commands,
             sum: secs(o.latency_sum_ns as f64),
-            classic: &histogram(o),
-            native: None,
+            classic: &classic,
+            native: Some(native),
         };
         sink.histogram(&LATENCY_HISTOGRAM, &with_class, data);
     }
@@ -354,9 +365,9 @@ impl Collector for IoCollector {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bpf::model::{IoView, QueueSeriesKey, QueueView, SeriesKey, HISTOGRAM_SLOTS};
+    use crate::bpf::model::{IoView, QueueSeriesKey, QueueView, SeriesKey};
     use crate::bpf::ProgramRun;
-    use nvmeof_common::{StatusKey, PROGRAM_COUNTERS};
+    use nvmeof_common::{latency_bucket, StatusKey, PROGRAM_COUNTERS};
 
     /// The text exposition of a sink.
     pub fn render(sink: Sink) -> String {
@@ -365,15 +376,11 @@ pub(crate) mod tests {
 
     fn state(per_queue: bool) -> IoState {
         let qid = per_queue.then_some(1);
-        let mut histogram = [0u64; HISTOGRAM_SLOTS];
-        // 3 reads ≤ 100 µs, one ≤ 250 µs, none slower.
-        for (i, h) in histogram.iter_mut().enumerate() {
-            *h = match i {
-                0..=2 => 0,
-                3 => 3,
-                _ => 4,
-            };
-        }
+        // 3 reads of 100 µs, one of 200 µs.
+        let buckets = vec![
+            (latency_bucket(100_000) as u16, 3),
+            (latency_bucket(200_000) as u16, 1),
+        ];
         let mut counters = [0u64; PROGRAM_COUNTERS as usize];
         counters[ProgramCounter::InflightReplaced as usize] = 2;
         counters[ProgramCounter::SetupEvents as usize] = 10;
@@ -393,7 +400,7 @@ pub(crate) mod tests {
                     bytes: 16384,
                     errors: 1,
                     latency_sum_ns: 500_000,
-                    histogram,
+                    buckets,
                     quantiles_ns: [Some(99_328.0), Some(198_656.0), Some(198_656.0), None],
                 }],
                 queues: vec![(
@@ -457,9 +464,10 @@ pub(crate) mod tests {
             format!("nvmeof_io_latency_seconds{{{l},opclass=\"read\",quantile=\"0.999\"}} NaN"),
             format!("nvmeof_io_latency_seconds_sum{{{l},opclass=\"read\"}} 0.0005"),
             format!("nvmeof_io_latency_seconds_count{{{l},opclass=\"read\"}} 4"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.00005\"}} 0"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.0001\"}} 3"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"10\"}} 4"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.00006103515625\"}} 0"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.0001220703125\"}} 3"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.000244140625\"}} 4"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"32\"}} 4"),
             format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"+Inf\"}} 4"),
             format!("nvmeof_io_latency_histogram_seconds_count{{{l},opclass=\"read\"}} 4"),
             format!("nvmeof_io_inflight_seconds_total{{{l}}} 0.0005"),
@@ -490,11 +498,11 @@ pub(crate) mod tests {
         assert!(!text.contains("nvmeof_io_write_bytes_total{"), "{text}");
         // Every kind of the one controller, from 0.
         assert_eq!(text.matches("nvmeof_connection_errors_total{").count(), 8);
-        // 19 bounds plus +Inf.
+        // 23 bounds (2^-17 s .. 2^5 s) plus +Inf.
         assert_eq!(
             text.matches("nvmeof_io_latency_histogram_seconds_bucket{")
                 .count(),
-            20
+            24
         );
     }
 
