@@ -569,8 +569,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             let t = thread_cpu();
             let mut sink = Sink::new();
             collector.collect(&mut sink)?;
-            let mut text = String::new();
-            prometheus::TextEncoder::new().encode_utf8(&sink.into_families(), &mut text)?;
+            let text = nvmeof_agent::exposition::text::encode(&sink.into_families());
             scrape_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);
             bytes = text.len();
         }

@@ -43,6 +43,18 @@ fn flag(name: String, help: String) -> Arg {
         .help(help)
 }
 
+/// A `--NAME[=BOOL]` flag, false by default, true when given alone.
+fn bool_option(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name("BOOL")
+        .num_args(0..=1)
+        .default_value("false")
+        .default_missing_value("true")
+        .value_parser(clap::value_parser!(bool))
+        .help(help)
+}
+
 /// The command with every flag, per-collector flags generated from `registry`.
 pub fn command(registry: &[Registration]) -> Command {
     let mut cmd = Command::new("nvmeof-exporter")
@@ -118,16 +130,14 @@ pub fn command(registry: &[Registration]) -> Command {
             "collector.disable-defaults".into(),
             "Disable every collector not enabled explicitly by --collector.NAME.".into(),
         ))
-        .arg(
-            Arg::new("metrics.per-queue")
-                .long("metrics.per-queue")
-                .value_name("BOOL")
-                .num_args(0..=1)
-                .default_value("false")
-                .default_missing_value("true")
-                .value_parser(clap::value_parser!(bool))
-                .help("Export per-queue series from the eBPF side (8 controllers x 64 queues multiply the series count)."),
-        )
+        .arg(bool_option(
+            "metrics.per-queue",
+            "Export per-queue series from the eBPF side (8 controllers x 64 queues multiply the series count).",
+        ))
+        .arg(bool_option(
+            "metrics.native-only",
+            "In protobuf scrapes, send histograms that have native buckets without their classic buckets (text scrapes are unchanged).",
+        ))
         .arg(
             Arg::new("ebpf.drain-interval")
                 .long("ebpf.drain-interval")
@@ -238,6 +248,9 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
         per_queue: *m
             .get_one::<bool>("metrics.per-queue")
             .expect("has a default"),
+        native_only: *m
+            .get_one::<bool>("metrics.native-only")
+            .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
         attach_mode: crate::config::attach_mode(
             m.get_one::<String>("ebpf.attach-mode")
@@ -287,6 +300,7 @@ mod tests {
         assert_eq!(c.attach_mode, None);
         assert_eq!(c.latency_window, Duration::from_secs(60));
         assert!(!c.per_queue);
+        assert!(!c.native_only);
         assert_eq!(c.log_level, log::LevelFilter::Info);
         assert_eq!(
             c.collectors,
@@ -371,11 +385,13 @@ mod tests {
         let c = parse_from([
             "x",
             "--metrics.per-queue",
+            "--metrics.native-only",
             "--ebpf.drain-interval=250ms",
             "--ebpf.latency-window=5m",
         ])
         .unwrap();
         assert!(c.per_queue);
+        assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
         assert_eq!(c.attach_mode, None);
         assert_eq!(c.latency_window, Duration::from_secs(300));

@@ -31,6 +31,8 @@ pub struct Config {
     pub collector_timeout: Duration,
     /// Per-queue series from the eBPF side.
     pub per_queue: bool,
+    /// Protobuf scrapes get native histogram buckets only (no classic ones where native exist).
+    pub native_only: bool,
     pub drain_interval: Duration,
     /// The eBPF attach mode to use; `None` tries them in order.
     pub attach_mode: Option<AttachMode>,

@@ -60,7 +60,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(w) => (w.tls, w.auth),
         None => (None, None),
     };
-    let app = Arc::new(http::App::new(scraper, config.telemetry_path.clone()).with_auth(auth));
+    let app = Arc::new(
+        http::App::new(scraper, config.telemetry_path.clone())
+            .with_auth(auth)
+            .with_native_only(config.native_only),
+    );
     let listener = http::bind(&config.listen).await?;
     log::info!(
         "listening on {} ({}; metrics at {}{})",

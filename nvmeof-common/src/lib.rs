@@ -2,15 +2,17 @@
 //!
 //! Every map key and value is defined here once, `#[repr(C)]` and free of implicit padding, so the
 //! kernel writes exactly what the agent reads. Map and program names are constants for the same
-//! reason. The latency bucket function lives here too: the kernel uses [`latency_bucket`], the
-//! agent its inverse [`bucket_bounds_ns`], and both are tested against each other below.
+//! reason. The latency bucket function lives here too ([`latency`]): the kernel counts into
+//! Prometheus native-histogram buckets, the agent reads their bounds from the same module.
 #![no_std]
 
 pub mod conn_errors;
+pub mod latency;
 pub mod layout;
 pub mod state;
 
 pub use conn_errors::{ConnErrorKey, ConnErrorKind, ErrorTimeouts, CONN_ERROR_KINDS};
+pub use latency::{latency_bucket, LATENCY_BUCKETS};
 pub use layout::{FieldLoc, RequestLayout, TracepointLayout};
 pub use state::{CtrlLayout, PendingChange, Reconnects, TransitionKey, TransitionStats};
 
@@ -333,89 +335,6 @@ pub struct NamespaceKey {
 /// The mask that keeps status code type and status code of an NVMe status.
 pub const NVME_STATUS_MASK: u16 = 0x07ff;
 
-// ---------------------------------------------------------------------------------------------
-// Latency buckets: log-linear, 32 sub-buckets per power of two from 2^9 ns (512 ns, so that 1 µs
-// is well inside the fine range) to 2^37 ns (about 137 s). A bucket is at most 1/32 of its lower bound wide, so a quantile read at a
-// bucket's midpoint is within 1/64 (1.6 %) of the exact one.
-// ---------------------------------------------------------------------------------------------
-
-/// log2 of the number of sub-buckets per power of two.
-pub const LATENCY_SUB_BITS: u32 = 5;
-/// Sub-buckets per power of two.
-pub const LATENCY_SUB_BUCKETS: u32 = 1 << LATENCY_SUB_BITS;
-/// Values below `2^LATENCY_MIN_SHIFT` ns share bucket 0.
-pub const LATENCY_MIN_SHIFT: u32 = 9;
-/// Values from `2^LATENCY_MAX_SHIFT` ns on share the last bucket.
-pub const LATENCY_MAX_SHIFT: u32 = 37;
-/// Number of buckets: an underflow bucket, the log-linear range and an overflow bucket.
-pub const LATENCY_BUCKETS: usize =
-    (2 + (LATENCY_MAX_SHIFT - LATENCY_MIN_SHIFT) * LATENCY_SUB_BUCKETS) as usize;
-
-/// Index of the most significant set bit; `v` must be non-zero. Branches only, no loop, so the
-/// verifier sees a fixed cost.
-#[inline(always)]
-pub fn msb(v: u64) -> u32 {
-    let mut x = v;
-    let mut k = 0;
-    if x >= 1 << 32 {
-        x >>= 32;
-        k += 32;
-    }
-    if x >= 1 << 16 {
-        x >>= 16;
-        k += 16;
-    }
-    if x >= 1 << 8 {
-        x >>= 8;
-        k += 8;
-    }
-    if x >= 1 << 4 {
-        x >>= 4;
-        k += 4;
-    }
-    if x >= 1 << 2 {
-        x >>= 2;
-        k += 2;
-    }
-    if x >= 1 << 1 {
-        k += 1;
-    }
-    k
-}
-
-/// The bucket of a latency in nanoseconds.
-#[inline(always)]
-pub fn latency_bucket(ns: u64) -> usize {
-    if ns < 1 << LATENCY_MIN_SHIFT {
-        return 0;
-    }
-    if ns >= 1 << LATENCY_MAX_SHIFT {
-        return LATENCY_BUCKETS - 1;
-    }
-    let k = msb(ns);
-    let sub = (ns >> (k - LATENCY_SUB_BITS)) as u32 & (LATENCY_SUB_BUCKETS - 1);
-    (1 + (k - LATENCY_MIN_SHIFT) * LATENCY_SUB_BUCKETS + sub) as usize
-}
-
-/// The half-open range `[low, high)` of nanoseconds that a bucket holds. The overflow bucket's
-/// upper bound is `u64::MAX`.
-pub fn bucket_bounds_ns(bucket: usize) -> (u64, u64) {
-    if bucket == 0 {
-        return (0, 1 << LATENCY_MIN_SHIFT);
-    }
-    if bucket >= LATENCY_BUCKETS - 1 {
-        return (1 << LATENCY_MAX_SHIFT, u64::MAX);
-    }
-    let i = (bucket - 1) as u32;
-    let k = LATENCY_MIN_SHIFT + i / LATENCY_SUB_BUCKETS;
-    let sub = (i % LATENCY_SUB_BUCKETS) as u64;
-    let unit = 1u64 << (k - LATENCY_SUB_BITS);
-    (
-        (LATENCY_SUB_BUCKETS as u64 + sub) * unit,
-        (LATENCY_SUB_BUCKETS as u64 + sub + 1) * unit,
-    )
-}
-
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -456,51 +375,6 @@ mod tests {
         assert_eq!(core::mem::size_of::<OpStats>(), 24 + 4 * LATENCY_BUCKETS);
         assert_eq!(core::mem::size_of::<StatusKey>(), 8);
         assert_eq!(core::mem::size_of::<NamespaceKey>(), 8);
-    }
-
-    #[test]
-    fn bucket_count_covers_1us_to_100s() {
-        assert_eq!(LATENCY_BUCKETS, 898);
-        assert_eq!(bucket_bounds_ns(1), (512, 528));
-        assert!(bucket_bounds_ns(LATENCY_BUCKETS - 2).1 >= 100_000_000_000);
-    }
-
-    #[test]
-    fn msb_matches_leading_zeros() {
-        for shift in 0..64 {
-            for v in [
-                1u64 << shift,
-                (1u64 << shift) | 1,
-                ((1u128 << (shift + 1)) - 1) as u64,
-            ] {
-                assert_eq!(msb(v), 63 - v.leading_zeros(), "v={v}");
-            }
-        }
-    }
-
-    #[test]
-    fn every_value_falls_inside_its_bucket_bounds() {
-        let mut v = 1u64;
-        while v < 1 << 40 {
-            for x in [v - 1, v, v + 1, v + v / 3] {
-                let b = latency_bucket(x);
-                let (lo, hi) = bucket_bounds_ns(b);
-                assert!(lo <= x && x < hi, "x={x} bucket={b} [{lo},{hi})");
-            }
-            v = v * 5 / 4 + 1;
-        }
-    }
-
-    #[test]
-    fn buckets_are_contiguous_and_fine() {
-        for b in 1..LATENCY_BUCKETS - 1 {
-            let (lo, hi) = bucket_bounds_ns(b);
-            assert_eq!(bucket_bounds_ns(b - 1).1, lo, "gap before bucket {b}");
-            assert_eq!(latency_bucket(lo), b);
-            assert_eq!(latency_bucket(hi - 1), b);
-            // Midpoint error at most 1/64 of the value.
-            assert!((hi - lo) * 64 <= lo * 2, "bucket {b} too wide: [{lo},{hi})");
-        }
     }
 
     #[test]

@@ -4,13 +4,15 @@
 //!
 //! Labels: `subsystem` (NQN) and `controller` (`nvmeN`) on every I/O series, `queue` (the hardware
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
+use crate::exposition::model::{Metric, Quantile, Summary};
+use nvmeof_common::latency::{NATIVE_SCHEMA, ZERO_THRESHOLD_SECONDS};
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
-use prometheus::proto::{Metric, Quantile, Summary};
 
-use crate::bpf::io::model::{OpView, HISTOGRAM_BOUNDS_SECONDS, SUMMARY_QUANTILES};
+use crate::bpf::io::model::{classic_bounds_seconds, OpView, SUMMARY_QUANTILES};
 use crate::bpf::io::status::status_label;
 use crate::bpf::io::{IoSource, IoState};
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
+use crate::exposition::Native;
 
 macro_rules! family {
     ($id:ident, $name:literal, $kind:ident, $help:literal) => {
@@ -182,33 +184,39 @@ impl Labels {
 }
 
 fn summary(o: &OpView) -> Metric {
-    let mut s = Summary::default();
-    s.set_sample_count(o.histogram[o.histogram.len() - 1]);
-    s.set_sample_sum(secs(o.latency_sum_ns as f64));
-    s.set_quantile(
-        SUMMARY_QUANTILES
+    let s = Summary {
+        sample_count: Some(o.commands),
+        sample_sum: Some(secs(o.latency_sum_ns as f64)),
+        quantile: SUMMARY_QUANTILES
             .iter()
             .zip(o.quantiles_ns)
-            .map(|(&q, v)| {
-                let mut p = Quantile::default();
-                p.set_quantile(q);
-                p.set_value(v.map_or(f64::NAN, secs));
-                p
+            .map(|(&q, v)| Quantile {
+                quantile: Some(q),
+                value: Some(v.map_or(f64::NAN, secs)),
             })
             .collect(),
-    );
-    let mut m = Metric::default();
-    m.set_summary(s);
-    m
+        ..Summary::default()
+    };
+    Metric {
+        summary: Some(s),
+        ..Metric::default()
+    }
 }
 
-fn histogram(o: &OpView) -> Metric {
-    crate::collector::histogram(
-        &HISTOGRAM_BOUNDS_SECONDS,
-        &o.histogram,
-        o.histogram[o.histogram.len() - 1],
-        secs(o.latency_sum_ns as f64),
-    )
+/// A series' latency: classic buckets at powers of two of a second (exact sums of kernel
+/// buckets) and the native buckets, which are the kernel's own.
+fn latency_histogram(o: &OpView) -> (Vec<(f64, u64)>, Native) {
+    let classic = classic_bounds_seconds()
+        .zip(o.classic_cumulative())
+        .collect();
+    let (zero_count, positive) = o.native_buckets();
+    let native = Native {
+        schema: NATIVE_SCHEMA,
+        zero_threshold: ZERO_THRESHOLD_SECONDS,
+        zero_count,
+        positive,
+    };
+    (classic, native)
 }
 
 fn collect_io(state: &IoState, sink: &mut Sink) {
@@ -223,7 +231,14 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
         let with_class = l.with(&[("opclass", class)]);
         sink.counter(&COMMANDS, &with_class, o.commands as f64);
         sink.push(&LATENCY, summary(o), &with_class);
-        sink.push(&LATENCY_HISTOGRAM, histogram(o), &with_class);
+        let (classic, native) = latency_histogram(o);
+        let data = HistogramData {
+            count: o.commands,
+            sum: secs(o.latency_sum_ns as f64),
+            classic: &classic,
+            native: Some(native),
+        };
+        sink.histogram(&LATENCY_HISTOGRAM, &with_class, data);
     }
     for (k, ns) in &state.view.inflight_ns {
         let l = Labels::new(state, k.ctrl_id, k.qid);
@@ -334,31 +349,22 @@ impl Collector for IoCollector {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bpf::io::model::{IoView, QueueSeriesKey, QueueView, SeriesKey, HISTOGRAM_SLOTS};
+    use crate::bpf::io::model::{IoView, QueueSeriesKey, QueueView, SeriesKey};
     use crate::bpf::ProgramRun;
-    use nvmeof_common::{StatusKey, PROGRAM_COUNTERS};
-    use prometheus::Encoder as _;
+    use nvmeof_common::{latency_bucket, StatusKey, PROGRAM_COUNTERS};
 
     /// The text exposition of a sink.
     pub fn render(sink: Sink) -> String {
-        let mut out = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&sink.into_families(), &mut out)
-            .unwrap();
-        String::from_utf8(out).unwrap()
+        crate::exposition::text::encode(&sink.into_families())
     }
 
     fn state(per_queue: bool) -> IoState {
         let qid = per_queue.then_some(1);
-        let mut histogram = [0u64; HISTOGRAM_SLOTS];
-        // 3 reads ≤ 100 µs, one ≤ 250 µs, none slower.
-        for (i, h) in histogram.iter_mut().enumerate() {
-            *h = match i {
-                0..=2 => 0,
-                3 => 3,
-                _ => 4,
-            };
-        }
+        // 3 reads of 100 µs, one of 200 µs.
+        let buckets = vec![
+            (latency_bucket(100_000) as u16, 3),
+            (latency_bucket(200_000) as u16, 1),
+        ];
         let mut counters = [0u64; PROGRAM_COUNTERS as usize];
         counters[ProgramCounter::InflightReplaced as usize] = 2;
         counters[ProgramCounter::SetupEvents as usize] = 10;
@@ -378,7 +384,7 @@ pub(crate) mod tests {
                     bytes: 16384,
                     errors: 1,
                     latency_sum_ns: 500_000,
-                    histogram,
+                    buckets,
                     quantiles_ns: [Some(99_328.0), Some(198_656.0), Some(198_656.0), None],
                 }],
                 queues: vec![(
@@ -442,9 +448,10 @@ pub(crate) mod tests {
             format!("nvmeof_io_latency_seconds{{{l},opclass=\"read\",quantile=\"0.999\"}} NaN"),
             format!("nvmeof_io_latency_seconds_sum{{{l},opclass=\"read\"}} 0.0005"),
             format!("nvmeof_io_latency_seconds_count{{{l},opclass=\"read\"}} 4"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.00005\"}} 0"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.0001\"}} 3"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"10\"}} 4"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.00006103515625\"}} 0"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.0001220703125\"}} 3"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.000244140625\"}} 4"),
+            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"32\"}} 4"),
             format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"+Inf\"}} 4"),
             format!("nvmeof_io_latency_histogram_seconds_count{{{l},opclass=\"read\"}} 4"),
             format!("nvmeof_io_inflight_seconds_total{{{l}}} 0.0005"),
@@ -475,11 +482,11 @@ pub(crate) mod tests {
         assert!(!text.contains("nvmeof_io_write_bytes_total{"), "{text}");
         // Every kind of the one controller, from 0.
         assert_eq!(text.matches("nvmeof_connection_errors_total{").count(), 8);
-        // 19 bounds plus +Inf.
+        // 23 bounds (2^-17 s .. 2^5 s) plus +Inf.
         assert_eq!(
             text.matches("nvmeof_io_latency_histogram_seconds_bucket{")
                 .count(),
-            20
+            24
         );
     }
 

@@ -113,7 +113,7 @@ mod tests {
         c.collect(&mut sink).unwrap();
         let fams = sink.into_families();
         let source = fams.iter().find(|f| f.name() == SOURCE.name).unwrap();
-        assert_eq!(source.get_metric()[0].get_label()[0].value(), "sysfs_poll");
+        assert_eq!(source.metric[0].label[0].value(), "sysfs_poll");
         // Never seen live: no since-live series; no reconnect counts from polling.
         assert!(fams.iter().all(|f| f.name() != SINCE_LIVE.name));
         assert!(fams.iter().all(|f| f.name() != RECONNECTS.name));

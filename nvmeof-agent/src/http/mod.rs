@@ -1,10 +1,9 @@
 //! The HTTP side: binding, the accept loop and graceful shutdown; `routes` says what each path
-//! answers, `openmetrics` writes the OpenMetrics text.
+//! answers (the formats themselves are in `crate::exposition`).
 //!
 //! Connections go through an [`Acceptor`]: plain TCP is [`PlainTcp`], TLS (rustls, from
 //! `--web.config.file`) is [`webconfig::Tls`]. hyper answers a malformed request itself with a
 //! 4xx and closes that connection; nothing here panics on input.
-pub mod openmetrics;
 pub mod routes;
 pub mod webconfig;
 

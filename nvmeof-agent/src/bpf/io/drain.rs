@@ -368,6 +368,7 @@ mod tests {
             (o.key.ctrl_id, o.key.class, o.commands, o.bytes),
             (0, OpClass::Read, 3, 12288)
         );
+        assert_eq!(o.buckets, vec![(latency_bucket(100_000) as u16, 3)]);
         assert_eq!(
             o.quantiles_ns[0],
             Some(crate::bpf::io::model::bucket_value_ns(latency_bucket(

@@ -5,9 +5,11 @@
 //!   accumulates deltas (u64 fields: a smaller value means the key was re-created, the new value is
 //!   the delta; u32 bucket counts: modulo 2^32, since the agent drains far more often than a
 //!   bucket can wrap).
-//! - Latency is kept as the kernel's own log-linear bucket counts (1/64 relative precision), not
-//!   re-quantised: a cumulative count per Prometheus bucket ([`HISTOGRAM_BOUNDS_SECONDS`]) and a
-//!   sliding window (a ring of per-drain sparse bucket deltas plus their running sum) for the
+//! - Latency is kept as the kernel's own buckets, which are Prometheus native-histogram buckets
+//!   (schema 4, `nvmeof_common::latency`): never re-quantised. Per series the model keeps the
+//!   cumulative count of every slot that has seen a command; the classic `le` buckets are sums of
+//!   slots ([`CLASSIC_BOUNDS_SECONDS`] are slot boundaries), the native buckets are the slots. A
+//!   sliding window (a ring of per-drain sparse slot deltas plus their running sum) serves the
 //!   summary quantiles.
 //! - A raw key that disappears (its controller is gone) drops the series it fed once no other key
 //!   feeds it.
@@ -17,23 +19,27 @@
 //!   per queue for every queue, the admin queue included.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use nvmeof_common::latency::{slot_bounds_seconds, slot_native_index, OVERFLOW_SLOT};
 use nvmeof_common::{
-    bucket_bounds_ns, ConnErrorKey, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey,
-    CONN_ERROR_KINDS, LATENCY_BUCKETS, PROGRAM_COUNTERS,
+    ConnErrorKey, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey, CONN_ERROR_KINDS,
+    LATENCY_BUCKETS, PROGRAM_COUNTERS,
 };
 
 /// Quantiles of `nvmeof_io_latency_seconds` (over the last `latency_window`).
 pub const SUMMARY_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
-/// Upper bounds of `nvmeof_io_latency_histogram_seconds` (plus `+Inf`): 1-2.5-5 steps from 10 µs
-/// to 10 s. A kernel bucket is counted in the first bound at or above its midpoint, so a bound is
-/// exact to 1/64 of its value.
-pub const HISTOGRAM_BOUNDS_SECONDS: [f64; 19] = [
-    10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3,
-    250e-3, 500e-3, 1.0, 2.5, 5.0, 10.0,
-];
-/// Prometheus buckets including `+Inf`.
-pub const HISTOGRAM_SLOTS: usize = HISTOGRAM_BOUNDS_SECONDS.len() + 1;
+/// The powers of two of a second that bound the classic buckets (plus `+Inf`): 2^-17 s
+/// (7.6 µs, below any fabric's round trip) to 2^5 s (32 s, past nvme_core's default I/O
+/// timeout). Each is a native bucket boundary (index 16·e), so a classic bucket is an exact sum
+/// of kernel buckets.
+pub const CLASSIC_EXPONENTS: std::ops::RangeInclusive<i32> = -17..=5;
+/// Classic buckets including `+Inf`.
+pub const CLASSIC_SLOTS: usize = 24;
+
+/// The classic upper bounds in seconds, ascending (without `+Inf`).
+pub fn classic_bounds_seconds() -> impl Iterator<Item = f64> {
+    CLASSIC_EXPONENTS.map(|e| nvmeof_common::latency::native_upper_seconds(16 * e))
+}
 
 /// Delta of a cumulative u64 counter; a smaller value means the counter restarted from zero.
 pub fn delta_u64(prev: u64, cur: u64) -> u64 {
@@ -49,24 +55,30 @@ pub fn delta_u32(prev: u32, cur: u32) -> u32 {
     cur.wrapping_sub(prev)
 }
 
-/// The value a kernel bucket stands for: its midpoint; the underflow bucket is [0, 512) ns and
-/// the overflow bucket reads as its lower bound (2^37 ns, about 137 s).
+/// The value a kernel bucket stands for in nanoseconds: its midpoint (within 2.2 % of any
+/// latency in it); the zero bucket reads as 2^-21 s, the overflow bucket as its lower bound
+/// (256 s).
 pub fn bucket_value_ns(bucket: usize) -> f64 {
-    let (lo, hi) = bucket_bounds_ns(bucket);
-    if hi == u64::MAX {
-        lo as f64
+    let (lo, hi) = slot_bounds_seconds(bucket);
+    if hi.is_infinite() {
+        lo * 1e9
     } else {
-        (lo as f64 + hi as f64) / 2.0
+        (lo + hi) / 2.0 * 1e9
     }
 }
 
-/// The Prometheus bucket (index into the bounds, or the last slot for `+Inf`) of a kernel bucket.
-pub fn histogram_slot(bucket: usize) -> usize {
-    let v = bucket_value_ns(bucket) * 1e-9;
-    HISTOGRAM_BOUNDS_SECONDS
-        .iter()
-        .position(|&b| v <= b)
-        .unwrap_or(HISTOGRAM_BOUNDS_SECONDS.len())
+/// The classic bucket (index into [`classic_bounds_seconds`], or the last slot for `+Inf`) of a
+/// kernel bucket: the first bound at or above all of it.
+pub fn classic_slot(bucket: usize) -> usize {
+    match slot_native_index(bucket) {
+        // Native bucket i is at or under 2^e s exactly when i ≤ 16·e.
+        Some(i) => CLASSIC_EXPONENTS
+            .clone()
+            .position(|e| i <= 16 * e)
+            .unwrap_or(CLASSIC_SLOTS - 1),
+        None if bucket == OVERFLOW_SLOT => CLASSIC_SLOTS - 1,
+        None => 0,
+    }
 }
 
 /// Non-zero bucket deltas between two raw histograms, ascending by bucket.
@@ -181,8 +193,8 @@ struct OpSeries {
     bytes: u64,
     errors: u64,
     latency_sum_ns: u64,
-    /// Observations per Prometheus bucket (not cumulative).
-    hist: [u64; HISTOGRAM_SLOTS],
+    /// Observations per kernel bucket (slot) since start, for the slots that saw any.
+    buckets: BTreeMap<u16, u64>,
     window: Window,
 }
 
@@ -194,11 +206,44 @@ pub struct OpView {
     pub bytes: u64,
     pub errors: u64,
     pub latency_sum_ns: u64,
-    /// Cumulative counts at each of [`HISTOGRAM_BOUNDS_SECONDS`]; the last slot is `+Inf`, the
-    /// histogram's count.
-    pub histogram: [u64; HISTOGRAM_SLOTS],
+    /// Observations per kernel bucket since start, ascending by slot, zero counts left out:
+    /// the native histogram's buckets as they are.
+    pub buckets: Vec<(u16, u64)>,
     /// [`SUMMARY_QUANTILES`] over the window, in ns; `None` when the window saw nothing.
     pub quantiles_ns: [Option<f64>; SUMMARY_QUANTILES.len()],
+}
+
+impl OpView {
+    /// Cumulative counts at each classic bound ([`classic_bounds_seconds`]); the last slot is
+    /// `+Inf`, the histogram's count.
+    pub fn classic_cumulative(&self) -> [u64; CLASSIC_SLOTS] {
+        let mut out = [0; CLASSIC_SLOTS];
+        for &(b, c) in &self.buckets {
+            out[classic_slot(b as usize)] += c;
+        }
+        for i in 1..CLASSIC_SLOTS {
+            out[i] += out[i - 1];
+        }
+        out
+    }
+
+    /// The native histogram: the zero bucket's count and the (index, count) of every native
+    /// bucket that saw a command, ascending. The overflow slot (over 256 s) is given the index
+    /// after the last kernel bucket, (256 s, 271 s]: a quantile read there means "over 256 s".
+    pub fn native_buckets(&self) -> (u64, Vec<(i32, u64)>) {
+        let mut zero = 0;
+        let mut positive = Vec::with_capacity(self.buckets.len());
+        for &(b, c) in &self.buckets {
+            match slot_native_index(b as usize) {
+                Some(i) => positive.push((i, c)),
+                None if b as usize == OVERFLOW_SLOT => {
+                    positive.push((nvmeof_common::latency::NATIVE_INDEX_MAX + 1, c))
+                }
+                None => zero += c,
+            }
+        }
+        (zero, positive)
+    }
 }
 
 /// What the `io` collector shows for one [`QueueSeriesKey`].
@@ -327,7 +372,7 @@ impl Model {
                 bytes: 0,
                 errors: 0,
                 latency_sum_ns: 0,
-                hist: [0; HISTOGRAM_SLOTS],
+                buckets: BTreeMap::new(),
                 window: Window::new(window_len),
             });
             let d = |f: fn(&OpStats) -> u64| delta_u64(prev.map_or(0, f), f(cur));
@@ -341,7 +386,7 @@ impl Model {
             for (b, c) in bucket_deltas(prev.map(|p| &p.buckets), &cur.buckets) {
                 // The kernel keeps no command count: each completion is in exactly one bucket.
                 s.commands += c;
-                s.hist[histogram_slot(b as usize)] += c;
+                *s.buckets.entry(b).or_default() += c;
                 *merged.entry(b).or_default() += c;
             }
             next_prev.insert(*k, *cur);
@@ -392,22 +437,14 @@ impl Model {
     fn op_views(&self) -> Vec<OpView> {
         self.ops
             .iter()
-            .map(|(k, s)| {
-                let mut histogram = [0; HISTOGRAM_SLOTS];
-                let mut acc = 0;
-                for (i, c) in s.hist.iter().enumerate() {
-                    acc += c;
-                    histogram[i] = acc;
-                }
-                OpView {
-                    key: *k,
-                    commands: s.commands,
-                    bytes: s.bytes,
-                    errors: s.errors,
-                    latency_sum_ns: s.latency_sum_ns,
-                    histogram,
-                    quantiles_ns: SUMMARY_QUANTILES.map(|q| s.window.quantile_ns(q)),
-                }
+            .map(|(k, s)| OpView {
+                key: *k,
+                commands: s.commands,
+                bytes: s.bytes,
+                errors: s.errors,
+                latency_sum_ns: s.latency_sum_ns,
+                buckets: s.buckets.iter().map(|(b, c)| (*b, *c)).collect(),
+                quantiles_ns: SUMMARY_QUANTILES.map(|q| s.window.quantile_ns(q)),
             })
             .collect()
     }
@@ -417,6 +454,9 @@ impl Model {
 mod tests {
     use super::*;
     use nvmeof_common::latency_bucket;
+
+    /// Half the relative width of a schema-4 bucket: (2^(1/16) − 1) / 2 = 2.19 %.
+    const HALF_BUCKET: f64 = 0.021_897;
 
     fn op_key(ctrl_id: u32, qid: u16, class: OpClass) -> OpKey {
         OpKey {
@@ -458,19 +498,44 @@ mod tests {
     }
 
     #[test]
-    fn histogram_slots_follow_midpoints() {
-        // 9.9 µs (bucket [9728, 9984)) is ≤ 10 µs; 10.3 µs (bucket [10240, 10496)) is not.
-        assert_eq!(histogram_slot(latency_bucket(9_000)), 0);
-        assert_eq!(histogram_slot(latency_bucket(9_900)), 0);
-        assert_eq!(histogram_slot(latency_bucket(10_300)), 1);
-        assert_eq!(histogram_slot(latency_bucket(990_000)), 6);
-        assert_eq!(histogram_slot(latency_bucket(1_000_000)), 7);
-        assert_eq!(
-            histogram_slot(latency_bucket(11_000_000_000)),
-            HISTOGRAM_SLOTS - 1
-        );
-        assert_eq!(histogram_slot(LATENCY_BUCKETS - 1), HISTOGRAM_SLOTS - 1);
-        assert_eq!(histogram_slot(0), 0);
+    fn classic_slots_are_powers_of_two_of_a_second() {
+        let bounds: Vec<f64> = classic_bounds_seconds().collect();
+        assert_eq!(bounds.len() + 1, CLASSIC_SLOTS);
+        assert_eq!(bounds[0], 1.0 / 131072.0);
+        assert_eq!(bounds[17], 1.0);
+        assert_eq!(bounds[22], 32.0);
+        // 2^-17 s is 7629.39 ns: 7629 ns is at or under it, 7630 ns is not.
+        assert_eq!(classic_slot(latency_bucket(7_629)), 0);
+        assert_eq!(classic_slot(latency_bucket(7_630)), 1);
+        // 100 µs ≤ 2^-13 s (122 µs); 200 µs ≤ 2^-12 s (244 µs); 1 ms ≤ 2^-9 s (1.95 ms).
+        assert_eq!(classic_slot(latency_bucket(100_000)), 4);
+        assert_eq!(classic_slot(latency_bucket(200_000)), 5);
+        assert_eq!(classic_slot(latency_bucket(1_000_000)), 8);
+        // 1 s is a bound and closes its bucket; 32 s too; past it only +Inf.
+        assert_eq!(classic_slot(latency_bucket(1_000_000_000)), 17);
+        assert_eq!(classic_slot(latency_bucket(1_000_000_001)), 18);
+        assert_eq!(classic_slot(latency_bucket(32_000_000_000)), 22);
+        assert_eq!(classic_slot(latency_bucket(32_000_000_001)), 23);
+        assert_eq!(classic_slot(OVERFLOW_SLOT), CLASSIC_SLOTS - 1);
+        assert_eq!(classic_slot(0), 0);
+    }
+
+    #[test]
+    fn native_buckets_are_the_kernel_slots() {
+        let mut s = stats(&[500, 100_000, 100_000, 1_000_000_000, 300_000_000_000], 0);
+        s.buckets[latency_bucket(2_000)] += 2;
+        let mut m = Model::new(false, 1);
+        let v = m.apply(RawMaps {
+            ops: vec![(op_key(0, 1, OpClass::Read), s)],
+            ..Default::default()
+        });
+        let (zero, positive) = v.ops[0].native_buckets();
+        assert_eq!(zero, 1);
+        // ceil(16·log2(t / 1 s)): 2 µs → -302, 100 µs → -212, 1 s → 0, over 256 s → 129.
+        assert_eq!(positive, vec![(-302, 2), (-212, 2), (0, 1), (129, 1)]);
+        let classic = v.ops[0].classic_cumulative();
+        assert_eq!((classic[0], classic[4], classic[17]), (3, 5, 6));
+        assert_eq!((classic[22], classic[23]), (6, 7));
     }
 
     #[test]
@@ -484,9 +549,13 @@ mod tests {
         assert_eq!(quantile_ns(&counts, 0.91), Some(mid(5_000_000)));
         assert_eq!(quantile_ns(&counts, 0.0), Some(mid(100_000)));
         assert_eq!(quantile_ns(&BTreeMap::new(), 0.5), None);
-        // Midpoints: 100 µs sits in [98304, 100352), 5 ms in [4980736, 5111808).
-        assert_eq!(mid(100_000), 99_328.0);
-        assert_eq!(mid(5_000_000), 5_046_272.0);
+        // Midpoints are within 2.2 % of any latency of their bucket.
+        for ns in [100_000u64, 5_000_000] {
+            assert!(
+                (mid(ns) - ns as f64).abs() <= ns as f64 * HALF_BUCKET,
+                "{ns}"
+            );
+        }
     }
 
     /// Exact quantiles of synthetic latencies from 1 µs to 100 s against the bucketed ones.
@@ -516,8 +585,8 @@ mod tests {
             let est = quantile_ns(&counts, q).unwrap();
             let err = (est - exact).abs() / exact;
             assert!(err <= 0.03, "q={q}: exact {exact} est {est} err {err}");
-            // The kernel buckets give 1/64 in fact.
-            assert!(err <= 1.0 / 64.0 + 1e-9, "q={q}: err {err}");
+            // Read at the bucket's midpoint: half a bucket's width at most.
+            assert!(err <= HALF_BUCKET + 1e-9, "q={q}: err {err}");
         }
         // And at the extremes of the range.
         for l in [1_000u64, 1_500, 999_999, 100_000_000_000] {
@@ -570,9 +639,10 @@ mod tests {
             }
         );
         assert_eq!((o.commands, o.bytes, o.latency_sum_ns), (4, 16384, 500_000));
-        // 100 µs lands in the 100 µs bucket (slot 3), 200 µs in the 250 µs one (slot 4).
-        assert_eq!(&o.histogram[2..6], &[0, 3, 4, 4]);
-        assert_eq!(o.histogram[HISTOGRAM_SLOTS - 1], 4);
+        // 100 µs is under 2^-13 s (slot 4), 200 µs under 2^-12 s (slot 5).
+        let classic = o.classic_cumulative();
+        assert_eq!(&classic[3..7], &[0, 3, 4, 4]);
+        assert_eq!(classic[CLASSIC_SLOTS - 1], 4);
 
         // Second drain: queue 1 gets 2 more commands at 1 ms.
         let mut s1 = stats(&[100_000; 3], 4096);
@@ -589,7 +659,7 @@ mod tests {
             (o.commands, o.bytes, o.latency_sum_ns),
             (6, 24576, 2_500_000)
         );
-        assert_eq!(o.histogram[HISTOGRAM_SLOTS - 1], 6);
+        assert_eq!(o.classic_cumulative()[CLASSIC_SLOTS - 1], 6);
         // Window of 2 drains: 4 + 2 observations; the median rank 3 is at 100 µs.
         assert_eq!(
             o.quantiles_ns[0],
@@ -636,7 +706,10 @@ mod tests {
         let o = &v.ops[0];
         assert_eq!(o.key.qid, Some(3));
         assert_eq!(o.commands, u32::MAX as u64 + 10);
-        assert_eq!(o.histogram[HISTOGRAM_SLOTS - 1], u32::MAX as u64 + 10);
+        assert_eq!(
+            o.classic_cumulative()[CLASSIC_SLOTS - 1],
+            u32::MAX as u64 + 10
+        );
     }
 
     #[test]
