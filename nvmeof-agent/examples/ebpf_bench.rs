@@ -17,17 +17,18 @@
 //!   and the `io` collector's scrape (collect + text encoding) run as in the agent.
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::Ebpf;
-use nvmeof_agent::bpf::drain::Drainer;
+use nvmeof_agent::bpf::io::drain::Drainer;
+use nvmeof_agent::bpf::io::{IoSource, IoState};
 use nvmeof_agent::bpf::loader::{self, Loaded, MapSizes};
 use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
-use nvmeof_agent::bpf::{btf, format, tracefs, IoState, EBPF_OBJECT};
+use nvmeof_agent::bpf::{btf, format, tracefs, EBPF_OBJECT};
 use nvmeof_agent::collector::{Collector, Sink};
 use nvmeof_agent::collectors::io::IoCollector;
 use nvmeof_common::{
@@ -556,8 +557,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             per_queue,
             ..Default::default()
         }));
-        let (stop, _rx) = mpsc::channel();
-        let collector = IoCollector::running(state.clone(), stop);
+        let collector = IoCollector::new(IoSource::shared(state.clone()));
         let mut drain_ms = Vec::new();
         let mut scrape_ms = Vec::new();
         let mut bytes = 0;
@@ -569,8 +569,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             let t = thread_cpu();
             let mut sink = Sink::new();
             collector.collect(&mut sink)?;
-            let mut text = String::new();
-            prometheus::TextEncoder::new().encode_utf8(&sink.into_families(), &mut text)?;
+            let text = nvmeof_agent::exposition::text::encode(&sink.into_families());
             scrape_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);
             bytes = text.len();
         }

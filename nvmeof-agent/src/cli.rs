@@ -1,11 +1,9 @@
 //! Command-line flags, named as node_exporter names them (`--web.listen-address`,
-//! `--collector.NAME` / `--no-collector.NAME`, ...), parsed into a [`Config`].
+//! `--collector.NAME` / `--no-collector.NAME`, ...), parsed into a [`Config`] (`crate::config`).
 //!
 //! Per-collector flags come from the registry (`crate::collectors::registry`), so a new collector
 //! gets its flags by being registered. Every invalid value is a clap error: a clear message and
 //! exit code 2, never a panic.
-mod values;
-
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
@@ -13,34 +11,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::collectors::Registration;
-
-pub use values::{parse_duration, ListenAddress};
-
-/// Everything the flags decide.
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub listen: ListenAddress,
-    pub telemetry_path: String,
-    /// `--web.config.file`: TLS and basic auth.
-    pub web_config: Option<PathBuf>,
-    pub sysfs: PathBuf,
-    pub procfs: PathBuf,
-    /// Where the controllers' character devices are.
-    pub dev: PathBuf,
-    pub log_level: log::LevelFilter,
-    /// Names of the enabled collectors, in registry order (always-on ones included).
-    pub collectors: Vec<&'static str>,
-    /// Each collector's deadline within a scrape.
-    pub collector_timeout: Duration,
-    /// Per-queue series from the eBPF side.
-    pub per_queue: bool,
-    pub drain_interval: Duration,
-    /// The eBPF attach mode to use; `None` tries them in order.
-    pub attach_mode: Option<crate::bpf::loader::AttachMode>,
-    pub latency_window: Duration,
-    pub smart_interval: Duration,
-    pub smart_timeout: Duration,
-}
+use crate::config::{parse_duration, Config, ListenAddress};
 
 impl Config {
     /// The defaults, as if no flag were given: for tests and tools.
@@ -69,6 +40,18 @@ fn flag(name: String, help: String) -> Arg {
     Arg::new(name.clone())
         .long(name)
         .action(ArgAction::SetTrue)
+        .help(help)
+}
+
+/// A `--NAME[=BOOL]` flag, false by default, true when given alone.
+fn bool_option(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .value_name("BOOL")
+        .num_args(0..=1)
+        .default_value("false")
+        .default_missing_value("true")
+        .value_parser(clap::value_parser!(bool))
         .help(help)
 }
 
@@ -147,16 +130,14 @@ pub fn command(registry: &[Registration]) -> Command {
             "collector.disable-defaults".into(),
             "Disable every collector not enabled explicitly by --collector.NAME.".into(),
         ))
-        .arg(
-            Arg::new("metrics.per-queue")
-                .long("metrics.per-queue")
-                .value_name("BOOL")
-                .num_args(0..=1)
-                .default_value("false")
-                .default_missing_value("true")
-                .value_parser(clap::value_parser!(bool))
-                .help("Export per-queue series from the eBPF side (8 controllers x 64 queues multiply the series count)."),
-        )
+        .arg(bool_option(
+            "metrics.per-queue",
+            "Export per-queue series from the eBPF side (8 controllers x 64 queues multiply the series count).",
+        ))
+        .arg(bool_option(
+            "metrics.native-only",
+            "In protobuf scrapes, send histograms that have native buckets without their classic buckets (text scrapes are unchanged).",
+        ))
         .arg(
             Arg::new("ebpf.drain-interval")
                 .long("ebpf.drain-interval")
@@ -267,12 +248,14 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
         per_queue: *m
             .get_one::<bool>("metrics.per-queue")
             .expect("has a default"),
+        native_only: *m
+            .get_one::<bool>("metrics.native-only")
+            .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
-        attach_mode: crate::bpf::loader::AttachMode::ALL.into_iter().find(|a| {
-            a.as_str()
-                == m.get_one::<String>("ebpf.attach-mode")
-                    .expect("has a default")
-        }),
+        attach_mode: crate::config::attach_mode(
+            m.get_one::<String>("ebpf.attach-mode")
+                .expect("has a default"),
+        ),
         latency_window: get("ebpf.latency-window"),
         smart_interval: get("smart.interval"),
         smart_timeout: get("smart.timeout"),
@@ -317,6 +300,7 @@ mod tests {
         assert_eq!(c.attach_mode, None);
         assert_eq!(c.latency_window, Duration::from_secs(60));
         assert!(!c.per_queue);
+        assert!(!c.native_only);
         assert_eq!(c.log_level, log::LevelFilter::Info);
         assert_eq!(
             c.collectors,
@@ -401,11 +385,13 @@ mod tests {
         let c = parse_from([
             "x",
             "--metrics.per-queue",
+            "--metrics.native-only",
             "--ebpf.drain-interval=250ms",
             "--ebpf.latency-window=5m",
         ])
         .unwrap();
         assert!(c.per_queue);
+        assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
         assert_eq!(c.attach_mode, None);
         assert_eq!(c.latency_window, Duration::from_secs(300));

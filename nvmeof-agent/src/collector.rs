@@ -5,9 +5,10 @@
 //! collector emits nothing and returns `Ok`.
 use std::collections::BTreeMap;
 
-use prometheus::proto::{
+use crate::exposition::model::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
+use crate::exposition::Native;
 
 /// What a metric family is: the documentation test compares the union of every collector's
 /// families with `docs/metrics.md`.
@@ -59,36 +60,25 @@ pub struct Sink {
 fn labels(pairs: &[(&str, &str)]) -> Vec<LabelPair> {
     pairs
         .iter()
-        .map(|(k, v)| {
-            let mut l = LabelPair::default();
-            l.set_name((*k).to_owned());
-            l.set_value((*v).to_owned());
-            l
+        .map(|(k, v)| LabelPair {
+            name: Some((*k).to_owned()),
+            value: Some((*v).to_owned()),
         })
         .collect()
 }
 
-/// A Prometheus histogram: `cumulative[i]` observations at or under `bounds[i]` (the `+Inf`
-/// bucket is `count`), `sum` of all observed values.
-pub fn histogram(bounds: &[f64], cumulative: &[u64], count: u64, sum: f64) -> Metric {
-    let mut h = Histogram::default();
-    h.set_sample_count(count);
-    h.set_sample_sum(sum);
-    h.set_bucket(
-        bounds
-            .iter()
-            .zip(cumulative)
-            .map(|(&le, &c)| {
-                let mut b = Bucket::default();
-                b.set_upper_bound(le);
-                b.set_cumulative_count(c);
-                b
-            })
-            .collect(),
-    );
-    let mut m = Metric::default();
-    m.set_histogram(h);
-    m
+/// One histogram series for [`Sink::histogram`].
+#[derive(Clone, Debug, Default)]
+pub struct HistogramData<'a> {
+    /// Observations in all.
+    pub count: u64,
+    /// The sum of the observed values.
+    pub sum: f64,
+    /// Classic buckets: `(upper_bound, cumulative_count)`, ascending; the `+Inf` bucket may be
+    /// left out (it is `count`).
+    pub classic: &'a [(f64, u64)],
+    /// Native buckets, served to protobuf scrapers only.
+    pub native: Option<Native>,
 }
 
 impl Sink {
@@ -97,42 +87,74 @@ impl Sink {
     }
 
     fn family(&mut self, f: &Family, t: MetricType) -> &mut MetricFamily {
-        self.families.entry(f.name.to_owned()).or_insert_with(|| {
-            let mut mf = MetricFamily::default();
-            mf.set_name(f.name.to_owned());
-            mf.set_help(f.help.to_owned());
-            mf.set_field_type(t);
-            mf
-        })
+        self.families
+            .entry(f.name.to_owned())
+            .or_insert_with(|| MetricFamily {
+                name: Some(f.name.to_owned()),
+                help: Some(f.help.to_owned()),
+                r#type: Some(t as i32),
+                ..MetricFamily::default()
+            })
     }
 
-    /// Adds a fully built metric (histograms and summaries build their own).
+    /// Adds a fully built metric (summaries build their own).
     pub fn push(&mut self, f: &Family, mut m: Metric, pairs: &[(&str, &str)]) {
         let t = match f.kind {
-            Kind::Counter => MetricType::COUNTER,
-            Kind::Gauge => MetricType::GAUGE,
-            Kind::Histogram => MetricType::HISTOGRAM,
-            Kind::Summary => MetricType::SUMMARY,
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+            Kind::Summary => MetricType::Summary,
         };
-        m.set_label(labels(pairs));
-        self.family(f, t).mut_metric().push(m);
+        m.label = labels(pairs);
+        self.family(f, t).metric.push(m);
     }
 
     pub fn gauge(&mut self, f: &Family, pairs: &[(&str, &str)], value: f64) {
         debug_assert_eq!(f.kind, Kind::Gauge, "{} is not a gauge", f.name);
-        let mut g = Gauge::default();
-        g.set_value(value);
-        let mut m = Metric::default();
-        m.set_gauge(g);
+        let m = Metric {
+            gauge: Some(Gauge { value: Some(value) }),
+            ..Metric::default()
+        };
         self.push(f, m, pairs);
     }
 
     pub fn counter(&mut self, f: &Family, pairs: &[(&str, &str)], value: f64) {
         debug_assert_eq!(f.kind, Kind::Counter, "{} is not a counter", f.name);
-        let mut c = Counter::default();
-        c.set_value(value);
-        let mut m = Metric::default();
-        m.set_counter(c);
+        let m = Metric {
+            counter: Some(Counter {
+                value: Some(value),
+                ..Counter::default()
+            }),
+            ..Metric::default()
+        };
+        self.push(f, m, pairs);
+    }
+
+    /// Adds one histogram series: classic buckets for every format, native buckets (when
+    /// given) for protobuf scrapes.
+    pub fn histogram(&mut self, f: &Family, pairs: &[(&str, &str)], data: HistogramData<'_>) {
+        debug_assert_eq!(f.kind, Kind::Histogram, "{} is not a histogram", f.name);
+        let mut h = Histogram {
+            sample_count: Some(data.count),
+            sample_sum: Some(data.sum),
+            bucket: data
+                .classic
+                .iter()
+                .map(|&(le, n)| Bucket {
+                    cumulative_count: Some(n),
+                    upper_bound: Some(le),
+                    ..Bucket::default()
+                })
+                .collect(),
+            ..Histogram::default()
+        };
+        if let Some(native) = data.native {
+            native.fill(&mut h);
+        }
+        let m = Metric {
+            histogram: Some(h),
+            ..Metric::default()
+        };
         self.push(f, m, pairs);
     }
 
@@ -148,9 +170,9 @@ impl Sink {
 
     /// Adds families another collector produced (a cached output), merging by name.
     pub fn extend(&mut self, families: impl IntoIterator<Item = MetricFamily>) {
-        for mut mf in families {
+        for mf in families {
             match self.families.get_mut(mf.name()) {
-                Some(have) => have.mut_metric().extend(mf.take_metric()),
+                Some(have) => have.metric.extend(mf.metric),
                 None => {
                     self.families.insert(mf.name().to_owned(), mf);
                 }
@@ -191,7 +213,7 @@ mod tests {
         let fams = second.into_families();
         let names: Vec<_> = fams.iter().map(|f| f.name()).collect();
         assert_eq!(names, ["a_total", "x_up"]);
-        assert_eq!(fams[1].get_metric().len(), 2);
-        assert_eq!(fams[0].get_field_type(), MetricType::COUNTER);
+        assert_eq!(fams[1].metric.len(), 2);
+        assert_eq!(fams[0].r#type(), MetricType::Counter);
     }
 }

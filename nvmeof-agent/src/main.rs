@@ -4,7 +4,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use nvmeof_agent::cli::{self, Config};
+use nvmeof_agent::cli;
+use nvmeof_agent::config::Config;
 use nvmeof_agent::{collectors, http, scrape::Scraper};
 
 /// See Cargo.toml: musl's malloc made a scrape cost more CPU than the glibc build's.
@@ -59,7 +60,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(w) => (w.tls, w.auth),
         None => (None, None),
     };
-    let app = Arc::new(http::App::new(scraper, config.telemetry_path.clone()).with_auth(auth));
+    let app = Arc::new(
+        http::App::new(scraper, config.telemetry_path.clone())
+            .with_auth(auth)
+            .with_native_only(config.native_only),
+    );
     let listener = http::bind(&config.listen).await?;
     log::info!(
         "listening on {} ({}; metrics at {}{})",

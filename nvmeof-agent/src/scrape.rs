@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use prometheus::proto::MetricFamily;
 use tokio::sync::watch;
 
 use crate::collector::{Collector, Sink};
 use crate::collectors::exporter::{ExporterCollector, Outcome, SelfStats};
+use crate::exposition::MetricFamily;
 
 type Families = Arc<Vec<MetricFamily>>;
 

@@ -3,6 +3,8 @@
 //! after a deliberate change; review the diff before committing it.
 mod common;
 
+use nvmeof_agent::exposition::text;
+
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/golden/lab_6_1.txt");
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -11,9 +13,7 @@ async fn metrics_text_matches_the_golden_file() {
     // A generous deadline: this test is about the text, not about timing on a loaded machine.
     let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
     let families = scraper.scrape().await;
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&families)
-        .unwrap();
+    let text = text::encode(&families);
     let got = common::normalize(&text);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(GOLDEN, &got).unwrap();
@@ -46,9 +46,7 @@ async fn metrics_text_matches_the_golden_file() {
 async fn controllers_that_vanish_leave_no_series_behind() {
     let fixture = common::sysfs_6_1();
     let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
-    let before = prometheus::TextEncoder::new()
-        .encode_to_string(&scraper.scrape().await)
-        .unwrap();
+    let before = text::encode(&scraper.scrape().await);
     assert!(before.contains("controller=\"nvme1\""));
     std::fs::remove_file(fixture.root.join("class/nvme/nvme1")).unwrap();
     std::fs::remove_file(
@@ -58,9 +56,7 @@ async fn controllers_that_vanish_leave_no_series_behind() {
     )
     .unwrap();
     std::fs::remove_dir_all(fixture.root.join("devices/virtual/nvme-fabrics/ctl/nvme1")).unwrap();
-    let after = prometheus::TextEncoder::new()
-        .encode_to_string(&scraper.scrape().await)
-        .unwrap();
+    let after = text::encode(&scraper.scrape().await);
     assert!(!after.contains("controller=\"nvme1\""), "{after}");
     assert!(after.contains(
         "nvmeof_subsystem_paths{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\"} 1\n"

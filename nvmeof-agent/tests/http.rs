@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nvmeof_agent::exposition::protobuf;
 use nvmeof_agent::http::{self, App, PlainTcp};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -130,6 +131,65 @@ async fn paths_methods_formats_and_malformed_requests() {
         matches!(stopped, Ok(Ok(Ok(())))),
         "serve returns Ok on shutdown"
     );
+}
+
+/// What Prometheus 2.42 sends with `--enable-feature=native-histograms`.
+const PROMETHEUS_NATIVE_ACCEPT: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.8,application/openmetrics-text;version=1.0.0;q=0.5,text/plain;version=0.0.4;q=0.3,*/*;q=0.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protobuf_when_asked_text_when_the_header_is_odd() {
+    let server = start().await;
+    let addr = server.addr;
+    let req = format!(
+        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAccept: {PROMETHEUS_NATIVE_ACCEPT}\r\n\r\n"
+    );
+    let (answer, read) =
+        common::send_bytes(TcpStream::connect(addr).await.unwrap(), req.as_bytes()).await;
+    read.unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    assert_eq!(status(&head), 200);
+    assert_eq!(header(&head, "content-type"), Some(protobuf::CONTENT_TYPE));
+    assert_eq!(
+        protobuf::CONTENT_TYPE,
+        "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
+    );
+    let families = protobuf::decode(&answer[split + 4..]).unwrap();
+    let state = families
+        .iter()
+        .find(|f| f.name() == "nvmeof_subsystem_state")
+        .unwrap();
+    let live = state
+        .metric
+        .iter()
+        .find(|m| {
+            let labels: Vec<_> = m.label.iter().map(|l| (l.name(), l.value())).collect();
+            labels.contains(&("controller", "nvme0")) && labels.contains(&("state", "live"))
+        })
+        .unwrap();
+    assert_eq!(live.value(), 1.0);
+    // The same families as the text: every `# TYPE` line names one of them.
+    let text = get(addr, "/metrics", "").await;
+    let typed: Vec<&str> = body(&text)
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+    assert_eq!(names, typed);
+
+    for accept in [
+        "Accept: application/vnd.google.protobuf\r\n",
+        "Accept: ;;q=x,,/\r\n",
+        "Accept: application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.1,text/plain;q=0.2\r\n",
+    ] {
+        let answer = get(addr, "/metrics", accept).await;
+        assert_eq!(
+            header(&answer, "content-type"),
+            Some("text/plain; version=0.0.4; charset=utf-8"),
+            "{accept}"
+        );
+    }
 }
 
 #[tokio::test]

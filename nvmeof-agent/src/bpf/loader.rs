@@ -6,7 +6,7 @@
 //! The I/O attach mode is chosen here, once, in this order: tp_btf, raw tracepoints (both key a
 //! command by its `struct request *`), classic tracepoints (keyed by the recorded command id,
 //! which nvme-tcp overwrites for writes larger than its inline data: see `docs/metrics.md`).
-use crate::bpf::module_tp;
+use super::module_tp;
 use anyhow::{bail, Context as _};
 use aya::{
     programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
@@ -124,6 +124,30 @@ impl Loaded {
         }
         run_stats(&self.ebpf, name).ok()
     }
+
+    /// The run statistics of every attached program whose `bpf_prog_info` could be read.
+    pub fn program_runs(&self) -> Vec<ProgramRun> {
+        self.attached
+            .iter()
+            .filter_map(|name| {
+                let (run_time_ns, run_count) = self.run_stats(name)?;
+                Some(ProgramRun {
+                    name,
+                    run_time_ns,
+                    run_count,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One program's cumulative run time and count (`bpf_prog_info`; they only move while
+/// `kernel.bpf_stats_enabled=1`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProgramRun {
+    pub name: &'static str,
+    pub run_time_ns: u64,
+    pub run_count: u64,
 }
 
 /// `bpf_prog_info`'s run time (ns) and run count of program `name` of `ebpf`: they move while
@@ -281,7 +305,7 @@ fn attach(
         AttachMode::TpBtf => {
             // Checked first: parsing vmlinux BTF again only to miss the target costs seconds on a
             // slow machine.
-            if std::path::Path::new(crate::bpf::btf::SYS_BTF)
+            if std::path::Path::new(super::btf::SYS_BTF)
                 .join("nvme_core")
                 .exists()
             {

@@ -183,13 +183,13 @@ mod tests {
         sink.into_families()
             .into_iter()
             .filter(|f| f.name() == name)
-            .flat_map(|f| f.get_metric().to_vec())
+            .flat_map(|f| f.metric)
             .filter(|m| {
-                m.get_label()
+                m.label
                     .iter()
                     .any(|l| l.name() == label.0 && l.value() == label.1)
             })
-            .map(|m| m.get_gauge().get_value())
+            .map(|m| m.value())
             .collect()
     }
 
@@ -204,12 +204,8 @@ mod tests {
         assert_eq!(sink.skipped_count(), 0);
         let fams = sink.into_families();
         let state = fams.iter().find(|f| f.name() == STATE.name).unwrap();
-        assert_eq!(state.get_metric().len(), 7);
-        let ones: f64 = state
-            .get_metric()
-            .iter()
-            .map(|m| m.get_gauge().get_value())
-            .sum();
+        assert_eq!(state.metric.len(), 7);
+        let ones: f64 = state.metric.iter().map(|m| m.value()).sum();
         assert_eq!(ones, 1.0);
     }
 
@@ -234,11 +230,7 @@ mod tests {
             .collect(&mut sink)
             .unwrap();
         let fams = sink.into_families();
-        let get = |name: &str| {
-            fams.iter().find(|f| f.name() == name).unwrap().get_metric()[0]
-                .get_gauge()
-                .get_value()
-        };
+        let get = |name: &str| fams.iter().find(|f| f.name() == name).unwrap().metric[0].value();
         assert_eq!(get(FAST_IO_FAIL.name), -1.0);
         assert_eq!(get(LOSS_TMO.name), 5.0);
         assert_eq!(get(IO_QUEUES.name), 2.0);

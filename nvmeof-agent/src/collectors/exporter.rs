@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
 
 const BUILD_INFO: Family = Family {
     name: "nvmeof_exporter_build_info",
@@ -169,22 +169,21 @@ impl Collector for ExporterCollector {
             sink.counter(&ERRORS, &[("collector", *name)], *n as f64);
         }
         sink.counter(&SCRAPES, &[], inner.scrapes as f64);
-        let cumulative: Vec<u64> = inner
-            .served
-            .buckets
+        let classic: Vec<(f64, u64)> = SCRAPE_BOUNDS_SECONDS
             .iter()
-            .scan(0, |total, n| {
+            .zip(&inner.served.buckets)
+            .scan(0, |total, (&le, n)| {
                 *total += n;
-                Some(*total)
+                Some((le, *total))
             })
             .collect();
-        let m = crate::collector::histogram(
-            &SCRAPE_BOUNDS_SECONDS,
-            &cumulative,
-            inner.served.count,
-            inner.served.sum_seconds,
-        );
-        sink.push(&SCRAPE_DURATION, m, &[]);
+        let data = HistogramData {
+            count: inner.served.count,
+            sum: inner.served.sum_seconds,
+            classic: &classic,
+            native: None,
+        };
+        sink.histogram(&SCRAPE_DURATION, &[], data);
         Ok(())
     }
 }
@@ -196,9 +195,7 @@ mod tests {
     fn page(stats: std::sync::Arc<SelfStats>) -> String {
         let mut sink = Sink::new();
         ExporterCollector::new(stats).collect(&mut sink).unwrap();
-        prometheus::TextEncoder::new()
-            .encode_to_string(&sink.into_families())
-            .unwrap()
+        crate::exposition::text::encode(&sink.into_families())
     }
 
     #[test]

@@ -1,18 +1,18 @@
 //! Collector `io`: command latency, throughput, errors and queue state from the eBPF tracer, plus
-//! the tracer's own health. Reads only what the last drain published (`crate::bpf::IoState`);
-//! the kernel is never touched at scrape time.
+//! the tracer's own health. Reads only what the last drain published (`crate::bpf::io::IoState`,
+//! through the tracer's `IoSource`); the kernel is never touched at scrape time.
 //!
 //! Labels: `subsystem` (NQN) and `controller` (`nvmeN`) on every I/O series, `queue` (the hardware
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
-use std::sync::{mpsc, Arc, RwLock};
-
+use crate::exposition::model::{Metric, Quantile, Summary};
+use nvmeof_common::latency::{NATIVE_SCHEMA, ZERO_THRESHOLD_SECONDS};
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
-use prometheus::proto::{Metric, Quantile, Summary};
 
-use crate::bpf::model::{classic_bounds_seconds, OpView, SUMMARY_QUANTILES};
-use crate::bpf::status::status_label;
-use crate::bpf::IoState;
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::bpf::io::model::{classic_bounds_seconds, OpView, SUMMARY_QUANTILES};
+use crate::bpf::io::status::status_label;
+use crate::bpf::io::{IoSource, IoState};
+use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
+use crate::exposition::Native;
 
 macro_rules! family {
     ($id:ident, $name:literal, $kind:ident, $help:literal) => {
@@ -132,33 +132,19 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
 }
 
 pub struct IoCollector {
-    state: Arc<RwLock<IoState>>,
-    /// Dropping the collector drops this sender, which stops the drain thread and detaches.
-    _stop: Option<mpsc::Sender<()>>,
+    /// Dropping the collector drops the source, which stops the drain and detaches.
+    source: IoSource,
 }
 
 impl IoCollector {
-    /// The tracer is off: only `nvmeof_exporter_ebpf_up 0`.
-    pub fn down() -> Self {
-        IoCollector {
-            state: Arc::new(RwLock::new(IoState::default())),
-            _stop: None,
-        }
-    }
-
-    pub fn running(state: Arc<RwLock<IoState>>, stop: mpsc::Sender<()>) -> Self {
-        IoCollector {
-            state,
-            _stop: Some(stop),
-        }
+    /// Renders what `source` publishes (`crate::bpf::io::start`).
+    pub fn new(source: IoSource) -> Self {
+        IoCollector { source }
     }
 
     /// A collector over a fixed state (tests, golden files).
     pub fn from_state(state: IoState) -> Self {
-        IoCollector {
-            state: Arc::new(RwLock::new(state)),
-            _stop: None,
-        }
+        IoCollector::new(IoSource::fixed(state))
     }
 }
 
@@ -198,35 +184,39 @@ impl Labels {
 }
 
 fn summary(o: &OpView) -> Metric {
-    let mut s = Summary::default();
-    s.set_sample_count(o.commands);
-    s.set_sample_sum(secs(o.latency_sum_ns as f64));
-    s.set_quantile(
-        SUMMARY_QUANTILES
+    let s = Summary {
+        sample_count: Some(o.commands),
+        sample_sum: Some(secs(o.latency_sum_ns as f64)),
+        quantile: SUMMARY_QUANTILES
             .iter()
             .zip(o.quantiles_ns)
-            .map(|(&q, v)| {
-                let mut p = Quantile::default();
-                p.set_quantile(q);
-                p.set_value(v.map_or(f64::NAN, secs));
-                p
+            .map(|(&q, v)| Quantile {
+                quantile: Some(q),
+                value: Some(v.map_or(f64::NAN, secs)),
             })
             .collect(),
-    );
-    let mut m = Metric::default();
-    m.set_summary(s);
-    m
+        ..Summary::default()
+    };
+    Metric {
+        summary: Some(s),
+        ..Metric::default()
+    }
 }
 
-fn histogram(o: &OpView) -> Metric {
-    let bounds: Vec<f64> = classic_bounds_seconds().collect();
-    let cumulative = o.classic_cumulative();
-    crate::collector::histogram(
-        &bounds,
-        &cumulative,
-        cumulative[cumulative.len() - 1],
-        secs(o.latency_sum_ns as f64),
-    )
+/// A series' latency: classic buckets at powers of two of a second (exact sums of kernel
+/// buckets) and the native buckets, which are the kernel's own.
+fn latency_histogram(o: &OpView) -> (Vec<(f64, u64)>, Native) {
+    let classic = classic_bounds_seconds()
+        .zip(o.classic_cumulative())
+        .collect();
+    let (zero_count, positive) = o.native_buckets();
+    let native = Native {
+        schema: NATIVE_SCHEMA,
+        zero_threshold: ZERO_THRESHOLD_SECONDS,
+        zero_count,
+        positive,
+    };
+    (classic, native)
 }
 
 fn collect_io(state: &IoState, sink: &mut Sink) {
@@ -241,7 +231,14 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
         let with_class = l.with(&[("opclass", class)]);
         sink.counter(&COMMANDS, &with_class, o.commands as f64);
         sink.push(&LATENCY, summary(o), &with_class);
-        sink.push(&LATENCY_HISTOGRAM, histogram(o), &with_class);
+        let (classic, native) = latency_histogram(o);
+        let data = HistogramData {
+            count: o.commands,
+            sum: secs(o.latency_sum_ns as f64),
+            classic: &classic,
+            native: Some(native),
+        };
+        sink.histogram(&LATENCY_HISTOGRAM, &with_class, data);
     }
     for (k, ns) in &state.view.inflight_ns {
         let l = Labels::new(state, k.ctrl_id, k.qid);
@@ -339,7 +336,7 @@ impl Collector for IoCollector {
     }
 
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
-        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let state = self.source.read();
         sink.gauge(&EBPF_UP, &[], if state.up { 1.0 } else { 0.0 });
         if state.up {
             collect_io(&state, sink);
@@ -352,18 +349,13 @@ impl Collector for IoCollector {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bpf::model::{IoView, QueueSeriesKey, QueueView, SeriesKey};
+    use crate::bpf::io::model::{IoView, QueueSeriesKey, QueueView, SeriesKey};
     use crate::bpf::ProgramRun;
     use nvmeof_common::{latency_bucket, StatusKey, PROGRAM_COUNTERS};
-    use prometheus::Encoder as _;
 
     /// The text exposition of a sink.
     pub fn render(sink: Sink) -> String {
-        let mut out = Vec::new();
-        prometheus::TextEncoder::new()
-            .encode(&sink.into_families(), &mut out)
-            .unwrap();
-        String::from_utf8(out).unwrap()
+        crate::exposition::text::encode(&sink.into_families())
     }
 
     fn state(per_queue: bool) -> IoState {
@@ -536,5 +528,34 @@ pub(crate) mod tests {
             );
         }
         assert_eq!(text.matches("# TYPE ").count(), FAMILIES.len() - 1); // no write bytes
+    }
+
+    /// A tracer that could not start (a tracefs without the nvme events: what a host without
+    /// nvme_core looks like) still gives a collector, and it says `ebpf_up 0`.
+    #[test]
+    fn start_without_nvme_tracepoints_reports_down() {
+        let (_tracefs, opts) = crate::bpf::io::tests::without_nvme_tracepoints();
+        let c = IoCollector::new(crate::bpf::io::start(opts));
+        assert_eq!(c.name(), "io");
+        let mut sink = Sink::new();
+        c.collect(&mut sink).unwrap();
+        let text = render(sink);
+        assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
+        assert!(!text.contains("nvmeof_io_"), "{text}");
+    }
+
+    /// With format files present the failure moves on to the loader; whatever stops it here
+    /// (no object, no permission, no such tracepoint on this kernel), the answer is `up 0`.
+    #[test]
+    fn start_with_formats_but_no_tracepoints_reports_down() {
+        let Some((_tracefs, opts)) = crate::bpf::io::tests::with_formats_but_no_tracepoints()
+        else {
+            return;
+        };
+        let c = IoCollector::new(crate::bpf::io::start(opts));
+        let mut sink = Sink::new();
+        c.collect(&mut sink).unwrap();
+        let text = render(sink);
+        assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
     }
 }

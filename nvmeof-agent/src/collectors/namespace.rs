@@ -184,10 +184,10 @@ mod tests {
         let fams = sink.into_families();
         let get = |f: &Family| {
             let mf = fams.iter().find(|m| m.name() == f.name).unwrap();
-            let m = &mf.get_metric()[0];
+            let m = &mf.metric[0];
             match f.kind {
-                Kind::Counter => m.get_counter().get_value(),
-                _ => m.get_gauge().get_value(),
+                Kind::Counter => m.value(),
+                _ => m.value(),
             }
         };
         assert_eq!(get(&SIZE), 536_870_912.0);
@@ -212,12 +212,8 @@ mod tests {
             .unwrap();
         let fams = sink.into_families();
         let ana = fams.iter().find(|m| m.name() == ANA.name).unwrap();
-        assert_eq!(ana.get_metric().len(), 10);
-        let ones: f64 = ana
-            .get_metric()
-            .iter()
-            .map(|m| m.get_gauge().get_value())
-            .sum();
+        assert_eq!(ana.metric.len(), 10);
+        let ones: f64 = ana.metric.iter().map(|m| m.value()).sum();
         assert_eq!(ones, 2.0);
     }
 }

@@ -264,6 +264,6 @@ mod tests {
             .iter()
             .find(|f| f.name() == "nvmeof_rdma_hw_counters_total")
             .unwrap();
-        assert_eq!(hw.get_metric().len(), p.hw_counters.len());
+        assert_eq!(hw.metric.len(), p.hw_counters.len());
     }
 }

@@ -95,11 +95,7 @@ mod tests {
             .collect(&mut sink)
             .unwrap();
         let fams = sink.into_families();
-        let get = |name: &str| {
-            fams.iter().find(|f| f.name() == name).unwrap().get_metric()[0]
-                .get_gauge()
-                .get_value()
-        };
+        let get = |name: &str| fams.iter().find(|f| f.name() == name).unwrap().metric[0].value();
         assert_eq!((get(PATHS.name), get(LIVE_PATHS.name)), (2.0, 1.0));
     }
 }

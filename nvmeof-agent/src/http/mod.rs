@@ -1,10 +1,9 @@
 //! The HTTP side: binding, the accept loop and graceful shutdown; `routes` says what each path
-//! answers, `openmetrics` writes the OpenMetrics text.
+//! answers (the formats themselves are in `crate::exposition`).
 //!
 //! Connections go through an [`Acceptor`]: plain TCP is [`PlainTcp`], TLS (rustls, from
 //! `--web.config.file`) is [`webconfig::Tls`]. hyper answers a malformed request itself with a
 //! 4xx and closes that connection; nothing here panics on input.
-pub mod openmetrics;
 pub mod routes;
 pub mod webconfig;
 
@@ -25,7 +24,7 @@ use tokio::task::JoinSet;
 
 pub use routes::App;
 
-use crate::cli::ListenAddress;
+use crate::config::ListenAddress;
 
 /// Turns an accepted TCP connection into the stream HTTP is spoken over.
 pub trait Acceptor: Send + Sync + 'static {

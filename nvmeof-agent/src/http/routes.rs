@@ -1,17 +1,16 @@
-//! What each path answers: the telemetry path (0.0.4 or OpenMetrics text), `/healthz`, a small
-//! landing page at `/`, 404 elsewhere, 405 for methods other than GET and HEAD.
+//! What each path answers: the telemetry path (0.0.4 text, OpenMetrics or protobuf, as the
+//! `Accept` header asks), `/healthz`, a small landing page at `/`, 404 elsewhere, 405 for methods
+//! other than GET and HEAD.
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 
-use super::openmetrics;
 use super::webconfig::BasicAuth;
+use crate::exposition::{self, openmetrics, protobuf, text, Format};
 use crate::scrape::Scraper;
 
 pub type Body = Full<Bytes>;
-
-const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// The state every request sees.
 pub struct App {
@@ -19,6 +18,8 @@ pub struct App {
     telemetry_path: String,
     /// Basic auth from `--web.config.file`: every path asks for it when set.
     auth: Option<BasicAuth>,
+    /// `--metrics.native-only`: protobuf scrapes get native histograms without classic buckets.
+    native_only: bool,
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
@@ -42,7 +43,14 @@ impl App {
             scraper,
             telemetry_path,
             auth: None,
+            native_only: false,
         }
+    }
+
+    /// Leaves the classic buckets of native histograms out of protobuf scrapes.
+    pub fn with_native_only(mut self, native_only: bool) -> Self {
+        self.native_only = native_only;
+        self
     }
 
     /// Requires basic auth on every path.
@@ -95,7 +103,7 @@ impl App {
                 .get(ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            return self.metrics(openmetrics::wants_openmetrics(accept)).await;
+            return self.metrics(exposition::negotiate(accept)).await;
         }
         match path {
             "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
@@ -118,27 +126,15 @@ impl App {
         }
     }
 
-    async fn metrics(&self, openmetrics: bool) -> Response<Body> {
+    async fn metrics(&self, format: Format) -> Response<Body> {
         let started = std::time::Instant::now();
         let families = self.scraper.scrape().await;
-        if openmetrics {
-            let text = openmetrics::encode(&families);
-            self.scraper.stats().scrape_served(started.elapsed());
-            return reply(StatusCode::OK, openmetrics::CONTENT_TYPE, text);
-        }
-        let mut text = String::new();
-        let encoded = prometheus::TextEncoder::new().encode_utf8(&families, &mut text);
+        let body: Bytes = match format {
+            Format::Text => text::encode(&families).into(),
+            Format::OpenMetrics => openmetrics::encode(&families).into(),
+            Format::Protobuf => protobuf::encode(&families, self.native_only).into(),
+        };
         self.scraper.stats().scrape_served(started.elapsed());
-        match encoded {
-            Ok(()) => reply(StatusCode::OK, TEXT_CONTENT_TYPE, text),
-            Err(e) => {
-                log::error!("encoding metrics: {e}");
-                reply(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "text/plain; charset=utf-8",
-                    format!("encoding metrics: {e}\n"),
-                )
-            }
-        }
+        reply(StatusCode::OK, format.content_type(), body)
     }
 }

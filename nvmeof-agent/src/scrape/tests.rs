@@ -73,10 +73,10 @@ impl Collector for Arc<Test> {
 
 fn gauge(fams: &[MetricFamily], name: &str, label: (&str, &str)) -> Option<f64> {
     let f = fams.iter().find(|f| f.name() == name)?;
-    f.get_metric()
+    f.metric
         .iter()
-        .find(|m| m.get_label().iter().any(|l| (l.name(), l.value()) == label))
-        .map(|m| m.get_gauge().get_value())
+        .find(|m| m.label.iter().any(|l| (l.name(), l.value()) == label))
+        .map(|m| m.value())
 }
 
 fn scraper(collectors: Vec<Box<dyn Collector>>) -> Scraper {
@@ -165,7 +165,7 @@ async fn a_failing_collector_serves_its_last_good_output_and_counts() {
         .iter()
         .find(|f| f.name() == "nvmeof_exporter_collect_errors_total")
         .unwrap();
-    assert_eq!(errors.get_metric()[0].get_counter().get_value(), 1.0);
+    assert_eq!(errors.metric[0].value(), 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,7 +194,7 @@ async fn concurrent_scrapes_share_one_run() {
         .iter()
         .chain(&b)
         .filter(|f| f.name() == "nvmeof_exporter_scrapes_total")
-        .map(|f| f.get_metric()[0].get_counter().get_value())
+        .map(|f| f.metric[0].value())
         .fold(0.0, f64::max);
     assert_eq!(scrapes, 2.0);
 }

@@ -67,7 +67,16 @@ pub fn normalize(text: &str) -> String {
 /// Writes a raw HTTP request on `stream` and reads the whole answer (the server closes after
 /// `Connection: close`), within 10 s. The read's own error comes back beside what was read:
 /// a TLS peer that refuses the client may end the stream without a clean close.
-pub async fn send<S>(mut stream: S, request: &[u8]) -> (String, std::io::Result<()>)
+pub async fn send<S>(stream: S, request: &[u8]) -> (String, std::io::Result<()>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (out, read) = send_bytes(stream, request).await;
+    (String::from_utf8_lossy(&out).into_owned(), read)
+}
+
+/// [`send`], the answer as bytes (a protobuf body is no text).
+pub async fn send_bytes<S>(mut stream: S, request: &[u8]) -> (Vec<u8>, std::io::Result<()>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -81,7 +90,7 @@ where
     .await
     .expect("an answer within 10 s")
     .map(|_| ());
-    (String::from_utf8_lossy(&out).into_owned(), read)
+    (out, read)
 }
 
 /// The status code of a raw HTTP answer; 0 when there is none.

@@ -6,8 +6,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use prometheus::Encoder as _;
-
 use super::poller::{discover, AdminBackend, Poller};
 use super::*;
 use crate::nvme::{NvmeError, SMART_LOG_LEN};
@@ -115,11 +113,7 @@ fn wait_idle(p: &Poller) {
 fn render(c: &dyn Collector) -> String {
     let mut sink = Sink::new();
     c.collect(&mut sink).unwrap();
-    let mut out = Vec::new();
-    prometheus::TextEncoder::new()
-        .encode(&sink.into_families(), &mut out)
-        .unwrap();
-    String::from_utf8(out).unwrap()
+    crate::exposition::text::encode(&sink.into_families())
 }
 
 /// The value of the one series whose line starts with `prefix` (name and labels).

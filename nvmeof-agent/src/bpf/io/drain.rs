@@ -1,11 +1,10 @@
-//! The drain: every `drain_interval` a background thread reads the kernel maps, writes the
+//! The drain: every `drain_interval` the tracer's worker reads the kernel maps, writes the
 //! namespaces' LBA sizes, forgets controllers that are gone, runs the [`Model`] and publishes the
 //! result. Scrapes only read what was published; nothing here runs at scrape time.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
@@ -15,10 +14,10 @@ use nvmeof_common::{
     StatusKey, CONN_ERROR_KINDS, PROGRAM_COUNTERS,
 };
 
-use super::loader::Loaded;
 use super::model::{Model, RawMaps};
 use super::namespaces::{controller_subsystems, namespace_lba_sizes};
-use super::{IoState, ProgramRun};
+use super::IoState;
+use crate::bpf::loader::Loaded;
 
 /// Everything the drain thread owns; the loaded object lives (and stays attached) as long as it.
 pub struct Drainer {
@@ -228,21 +227,6 @@ impl Drainer {
         raw.conn_errors.retain(|(k, _)| !gone.contains(&k.ctrl_id));
     }
 
-    fn program_runs(&self) -> Vec<ProgramRun> {
-        self.loaded
-            .attached
-            .iter()
-            .filter_map(|name| {
-                let (run_time_ns, run_count) = self.loaded.run_stats(name)?;
-                Some(ProgramRun {
-                    name,
-                    run_time_ns,
-                    run_count,
-                })
-            })
-            .collect()
-    }
-
     /// One drain: maps → model → the new state's parts.
     pub fn drain_once(&mut self, state: &RwLock<IoState>) -> anyhow::Result<()> {
         let started = Instant::now();
@@ -255,7 +239,7 @@ impl Drainer {
         self.forget_gone(&mut raw, &subsystems);
         let mut view = self.model.apply(raw);
         view.removed_conn_errors = self.removed_conn_errors;
-        let programs = self.program_runs();
+        let programs = self.loaded.program_runs();
         let took = started.elapsed();
         let mut s = state.write().unwrap_or_else(|e| e.into_inner());
         s.view = view;
@@ -266,40 +250,27 @@ impl Drainer {
     }
 }
 
-/// Runs the drain until `stop` is dropped (the collector went away), then drops the object, which
-/// detaches the programs.
-pub fn run(
-    mut drainer: Drainer,
-    interval: Duration,
-    state: Arc<RwLock<IoState>>,
-    stop: Receiver<()>,
-) {
+/// The drain as the tracer's worker runs it: one drain per tick into `state`, a failure logged
+/// once until it changes. The drainer (and so the loaded object) lives as long as the closure.
+pub fn ticks(mut drainer: Drainer, state: Arc<RwLock<IoState>>) -> impl FnMut() + Send {
     let mut last_error = String::new();
-    loop {
-        let started = Instant::now();
-        match drainer.drain_once(&state) {
-            Ok(()) => last_error.clear(),
-            Err(e) => {
-                let msg = format!("{e:#}");
-                if msg != last_error {
-                    log::warn!("eBPF drain failed: {msg}");
-                    last_error = msg;
-                }
+    move || match drainer.drain_once(&state) {
+        Ok(()) => last_error.clear(),
+        Err(e) => {
+            let msg = format!("{e:#}");
+            if msg != last_error {
+                log::warn!("eBPF drain failed: {msg}");
+                last_error = msg;
             }
         }
-        match stop.recv_timeout(interval.saturating_sub(started.elapsed())) {
-            Err(RecvTimeoutError::Timeout) => {}
-            _ => break,
-        }
     }
-    log::debug!("eBPF drain stopped; detaching");
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::io::namespaces::tests::fake_sysfs;
     use crate::bpf::loader::{self, MapSizes};
-    use crate::bpf::namespaces::tests::fake_sysfs;
     use crate::bpf::EBPF_OBJECT;
     use nvmeof_common::{latency_bucket, OpClass};
 
@@ -400,7 +371,9 @@ mod tests {
         assert_eq!(o.buckets, vec![(latency_bucket(100_000) as u16, 3)]);
         assert_eq!(
             o.quantiles_ns[0],
-            Some(crate::bpf::model::bucket_value_ns(latency_bucket(100_000)))
+            Some(crate::bpf::io::model::bucket_value_ns(latency_bucket(
+                100_000
+            )))
         );
         assert_eq!(s.view.queues[0].1.depth, 2);
         assert_eq!(s.view.io_queues, vec![(0, 1)]);

@@ -1,6 +1,6 @@
 //! What the state programs need from the kernel's BTF: the byte offsets of `state`, `instance`
 //! and `nr_reconnects` in `struct nvme_ctrl`, and the values of `enum nvme_ctrl_state`, read with
-//! the general reader in [`super::btf`]. `struct nvme_ctrl` lives in `nvme_core`, whose BTF
+//! the general reader in [`crate::bpf::btf`]. `struct nvme_ctrl` lives in `nvme_core`, whose BTF
 //! (`/sys/kernel/btf/nvme_core`) is split BTF on top of `vmlinux`; when nvme_core is built in,
 //! both are in vmlinux itself.
 use std::path::Path;
@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::Context as _;
 use nvmeof_common::CtrlLayout;
 
-use super::btf::Btf;
+use crate::bpf::btf::Btf;
 
 /// `struct nvme_ctrl`'s layout and the state names by value, from BTF blobs: `module` is
 /// nvme_core's split BTF on `base` (vmlinux), or `None` when nvme_core is built in.

@@ -1,0 +1,329 @@
+//! The I/O tracer, agent side: kernel maps → drain → model → a published [`IoState`], which
+//! the `io` collector (`crate::collectors::io`) renders.
+//!
+//! Hooks: `nvme_setup_cmd` and `nvme_complete_rq` (programs in `nvmeof-ebpf`), as tp_btf, raw or
+//! classic tracepoints: the shared loader (`crate::bpf::loader`) picks the first that attaches.
+//! At start: read the struct offsets the request-keyed programs need from the kernel's BTF
+//! (`crate::bpf::btf`), find tracefs and read the two records' layout from their `format` files
+//! (`crate::bpf::tracefs`, `crate::bpf::format`) for the classic ones, load the object with both
+//! and attach. Then a worker drains the maps every `drain_interval` ([`drain`]) into the
+//! [`model`], which keeps per-series counters, Prometheus buckets and a sliding window for
+//! quantiles, and publishes the result in the [`IoSource`].
+//!
+//! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
+//! and returns a source whose state says `up: false` (`nvmeof_exporter_ebpf_up 0`).
+pub mod drain;
+pub mod model;
+pub mod namespaces;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use crate::bpf::worker::Worker;
+use crate::bpf::{btf, format, loader, tracefs, ProgramRun, EBPF_OBJECT};
+
+/// How the tracer runs; filled from the command line.
+#[derive(Clone, Debug)]
+pub struct IoOptions {
+    /// Root of sysfs (`/sys`): namespaces' LBA sizes and controllers' subsystem NQNs.
+    pub sysfs_root: PathBuf,
+    /// Root of tracefs; `None` finds it (and mounts it if needed).
+    pub tracefs_root: Option<PathBuf>,
+    /// Where the kernel's BTF is; `None` is `/sys/kernel/btf`.
+    pub btf_root: Option<PathBuf>,
+    /// Only this attach mode; `None` tries them in order.
+    pub attach_mode: Option<loader::AttachMode>,
+    /// How often the maps are read.
+    pub drain_interval: Duration,
+    /// What the latency quantiles cover.
+    pub latency_window: Duration,
+    /// Series per hardware queue instead of per controller.
+    pub per_queue: bool,
+}
+
+/// The shortest drain interval accepted: draining reads every map entry.
+pub const MIN_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the drain publishes and the `io` collector reads.
+#[derive(Clone, Debug, Default)]
+pub struct IoState {
+    pub up: bool,
+    pub per_queue: bool,
+    pub attached: Vec<&'static str>,
+    /// The attach mode's label value (`tp_btf`, `raw_tracepoint`, `tracepoint`).
+    pub mode: Option<&'static str>,
+    pub view: model::IoView,
+    /// Controller instance → subsystem NQN, read at the last drain.
+    pub subsystems: BTreeMap<u32, String>,
+    pub programs: Vec<ProgramRun>,
+    /// How long the last drain took; `None` before the first.
+    pub drain_seconds: Option<f64>,
+}
+
+/// Drains that fit in the latency window (at least one).
+pub fn window_len(drain_interval: Duration, latency_window: Duration) -> usize {
+    let d = drain_interval.max(MIN_DRAIN_INTERVAL).as_secs_f64();
+    ((latency_window.as_secs_f64() / d).ceil() as usize).max(1)
+}
+
+/// `nvme_core`'s command timeouts (module parameters, in seconds), for the `timeout` kind of
+/// connection errors. A parameter that cannot be read turns that half off (0). Queues created
+/// after a change of the parameter use the new value; the programs keep the one read at start.
+pub fn command_timeouts(sysfs_root: &std::path::Path) -> nvmeof_common::ErrorTimeouts {
+    let secs = |name: &str| -> u64 {
+        let path = sysfs_root.join("module/nvme_core/parameters").join(name);
+        std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    nvmeof_common::ErrorTimeouts {
+        io_ns: secs("io_timeout").saturating_mul(1_000_000_000),
+        admin_ns: secs("admin_timeout").saturating_mul(1_000_000_000),
+    }
+}
+
+/// Most in-flight entries the request-keyed map is given (131072 × 96 bytes: 12 MiB).
+pub const INFLIGHT_CAPACITY_MAX: u32 = 1 << 17;
+
+/// The request-keyed in-flight map's capacity: one entry per request struct of the controllers
+/// present at start (each has `queue_count × (sqsize + 1)`: the blk-mq tags of its queues; at a
+/// low queue depth only some of them carry commands, at a high one all can), rounded up to a power of
+/// two, at least [`nvmeof_common::INFLIGHT_CAPACITY`] (room for controllers that connect later),
+/// at most [`INFLIGHT_CAPACITY_MAX`]. Past that the map's LRU evicts the entries touched least
+/// recently, and `inflight_new_key` events keep counting.
+pub fn inflight_capacity(sysfs_root: &std::path::Path) -> u32 {
+    let requests: u64 = crate::sysfs::controller::controllers(sysfs_root)
+        .map(|p| {
+            p.items
+                .iter()
+                .map(|c| {
+                    u64::from(c.queue_count.unwrap_or(1)) * (u64::from(c.sqsize.unwrap_or(0)) + 1)
+                })
+                .sum()
+        })
+        .unwrap_or(0);
+    requests
+        .max(u64::from(nvmeof_common::INFLIGHT_CAPACITY))
+        .next_power_of_two()
+        .min(u64::from(INFLIGHT_CAPACITY_MAX)) as u32
+}
+
+/// What the tracer publishes: the state of the last drain, behind a lock the drain writes and
+/// scrapes read; dropping it stops the drain, which drops the object and so detaches the programs.
+pub struct IoSource {
+    state: Arc<RwLock<IoState>>,
+    _worker: Option<Worker>,
+}
+
+impl IoSource {
+    /// The tracer is off: a state that says `up: false`.
+    pub fn down() -> Self {
+        IoSource::fixed(IoState::default())
+    }
+
+    /// A source over a fixed state (tests, golden files).
+    pub fn fixed(state: IoState) -> Self {
+        IoSource::shared(Arc::new(RwLock::new(state)))
+    }
+
+    /// A source over a state that someone else drains into (benchmarks drain by hand).
+    pub fn shared(state: Arc<RwLock<IoState>>) -> Self {
+        IoSource {
+            state,
+            _worker: None,
+        }
+    }
+
+    /// The state the last drain published.
+    pub fn read(&self) -> RwLockReadGuard<'_, IoState> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Starts the tracer; see the module documentation.
+pub fn start(opts: IoOptions) -> IoSource {
+    match try_start(&opts) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!(
+                "eBPF latency tracer off: {}; serving sysfs metrics only",
+                loader::explain(&e)
+            );
+            log::debug!("eBPF start failure in full: {e:?}");
+            IoSource::down()
+        }
+    }
+}
+
+fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
+    // The request-keyed modes need the struct offsets from BTF; the classic one the record
+    // layout from tracefs. Either may be missing; the loader skips the modes it cannot serve.
+    let request =
+        match btf::request_layout(opts.btf_root.as_deref().unwrap_or(btf::SYS_BTF.as_ref())) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                log::info!("eBPF: no struct offsets from BTF ({e:#}); request-keyed modes off");
+                None
+            }
+        };
+    let tracepoint =
+        match tracefs::locate(opts.tracefs_root.as_deref()).and_then(|t| format::read_layout(&t)) {
+            Ok(l) => Some(l),
+            Err(e) if request.is_none() => return Err(e),
+            Err(e) => {
+                log::info!("eBPF: no tracepoint record layout ({e:#}); classic mode off");
+                None
+            }
+        };
+    let layouts = loader::Layouts {
+        tracepoint,
+        request: request.map(|b| b.layout),
+        module_tracepoints: request.and_then(|b| b.module_tracepoints),
+        timeouts: command_timeouts(&opts.sysfs_root),
+    };
+    let sizes = loader::MapSizes {
+        inflight: Some(inflight_capacity(&opts.sysfs_root)),
+        ..Default::default()
+    };
+    let loaded = loader::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
+    log::info!(
+        "eBPF: attach mode {}: attached {}",
+        loaded.mode.as_str(),
+        loaded.attached.join(", ")
+    );
+    let interval = opts.drain_interval.max(MIN_DRAIN_INTERVAL);
+    let state = Arc::new(RwLock::new(IoState {
+        up: true,
+        per_queue: opts.per_queue,
+        attached: loaded.attached.clone(),
+        mode: Some(loaded.mode.as_str()),
+        ..Default::default()
+    }));
+    let drainer = drain::Drainer::new(
+        loaded,
+        opts.sysfs_root.clone(),
+        opts.per_queue,
+        window_len(interval, opts.latency_window),
+    );
+    let worker = Worker::every("ebpf-drain", interval, drain::ticks(drainer, state.clone()))?;
+    Ok(IoSource {
+        state,
+        _worker: Some(worker),
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// One entry per request struct of the controllers at start, within the bounds.
+    #[test]
+    fn inflight_capacity_follows_the_controllers_queues() {
+        let sysfs = |ctrls: &[(u32, u32)]| {
+            let dir = tempfile::tempdir().unwrap();
+            for (i, (queues, sqsize)) in ctrls.iter().enumerate() {
+                let c = dir.path().join(format!("class/nvme/nvme{i}"));
+                std::fs::create_dir_all(&c).unwrap();
+                std::fs::write(c.join("queue_count"), format!("{queues}\n")).unwrap();
+                std::fs::write(c.join("sqsize"), format!("{sqsize}\n")).unwrap();
+            }
+            dir
+        };
+        let none = sysfs(&[]);
+        assert_eq!(inflight_capacity(none.path()), 16384);
+        // The lab's size: a few controllers of 2 or 3 queues of 128.
+        let lab = sysfs(&[(3, 127), (3, 127), (2, 127)]);
+        assert_eq!(inflight_capacity(lab.path()), 16384);
+        // 4 controllers × 65 queues × 128 = 33280 request structs.
+        let mid = sysfs(&[(65, 127); 4]);
+        assert_eq!(inflight_capacity(mid.path()), 65536);
+        // 8 × 129 × 128 = 132096: capped.
+        let big = sysfs(&[(129, 127); 8]);
+        assert_eq!(inflight_capacity(big.path()), INFLIGHT_CAPACITY_MAX);
+        assert_eq!(
+            inflight_capacity(std::path::Path::new("/nonexistent")),
+            16384
+        );
+    }
+
+    #[test]
+    fn window_covers_the_latency_window() {
+        let s = Duration::from_secs;
+        assert_eq!(window_len(s(1), s(60)), 60);
+        assert_eq!(window_len(s(7), s(60)), 9);
+        assert_eq!(window_len(s(120), s(60)), 1);
+        assert_eq!(window_len(Duration::ZERO, s(1)), 10);
+    }
+
+    /// Options with tracefs at `tracefs` and nothing else the tracer could find.
+    fn options_on(tracefs: &std::path::Path, per_queue: bool) -> IoOptions {
+        IoOptions {
+            sysfs_root: PathBuf::from("/nonexistent"),
+            tracefs_root: Some(tracefs.to_owned()),
+            btf_root: Some(PathBuf::from("/nonexistent")),
+            attach_mode: None,
+            drain_interval: Duration::from_secs(1),
+            latency_window: Duration::from_secs(60),
+            per_queue,
+        }
+    }
+
+    /// Options over a tracefs without the nvme events (this is what a host without nvme_core
+    /// looks like); the directory lives as long as the first half.
+    pub(crate) fn without_nvme_tracepoints() -> (tempfile::TempDir, IoOptions) {
+        let tracefs = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tracefs.path().join("events/sched")).unwrap();
+        let opts = options_on(tracefs.path(), false);
+        (tracefs, opts)
+    }
+
+    /// Options over a tracefs with the nvme events' format files and no tracepoints behind them;
+    /// `None` on a host with NVMe, which attaches for real (the lab tests cover it).
+    pub(crate) fn with_formats_but_no_tracepoints() -> Option<(tempfile::TempDir, IoOptions)> {
+        if std::path::Path::new("/sys/kernel/tracing/events/nvme").exists() {
+            return None;
+        }
+        let tracefs = tempfile::tempdir().unwrap();
+        for (e, text) in [
+            ("nvme_setup_cmd", format::tests::SETUP_6_1),
+            ("nvme_complete_rq", format::tests::COMPLETE_6_1),
+        ] {
+            let d = tracefs.path().join("events/nvme").join(e);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("format"), text).unwrap();
+        }
+        let opts = options_on(tracefs.path(), true);
+        Some((tracefs, opts))
+    }
+
+    /// Without the nvme events `start` still returns a source, and it says down (the `io`
+    /// collector's tests render it).
+    #[test]
+    fn start_without_nvme_tracepoints_reports_down() {
+        let (_tracefs, opts) = without_nvme_tracepoints();
+        assert!(!start(opts).read().up);
+    }
+
+    /// With format files present the failure moves on to the loader; whatever stops it here
+    /// (no object, no permission, no such tracepoint on this kernel), the answer is down.
+    #[test]
+    fn start_with_formats_but_no_tracepoints_reports_down() {
+        let Some((_tracefs, opts)) = with_formats_but_no_tracepoints() else {
+            return;
+        };
+        // The programs must pass this kernel's verifier: loading may only stop for lack of an
+        // object or of permission, or at attach (no nvme tracepoints here).
+        let why = loader::explain(&try_start(&opts).err().unwrap());
+        assert!(
+            why.contains("no eBPF object")
+                || why.starts_with("no permission")
+                || why.contains("attaching nvme_setup_cmd to nvme:nvme_setup_cmd"),
+            "{why}"
+        );
+        assert!(!start(opts).read().up);
+    }
+}

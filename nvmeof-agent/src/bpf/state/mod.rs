@@ -1,0 +1,231 @@
+//! The state tracer, agent side: every controller state transition, every reconnect attempt, when
+//! the last transition happened and how long a controller has not been live, as a
+//! [`StateSnapshot`] the `state` collector (`crate::collectors::state`) renders.
+//!
+//! Hooks: kprobes on `nvme_change_ctrl_state` (entry and return) and `nvmf_should_reconnect`
+//! (programs in `nvmeof-ebpf/src/state.rs`), loaded at start with `struct nvme_ctrl`'s offsets
+//! from BTF ([`ctrl_btf`]). The kernel counts each transition as it happens, so one that lasts a
+//! microsecond between two scrapes is counted. The two small maps are read when a snapshot is
+//! asked for (at scrape time), so the counts are the kernel's at that moment.
+//!
+//! When the programs cannot be loaded (no permission, no BTF, no kprobes, nvme_core absent) a
+//! worker polls each controller's sysfs `state` every [`POLL_INTERVAL`] instead ([`poll`]):
+//! transitions shorter than that are missed, so the counts are a lower bound, and reconnect
+//! attempts are not known. [`StateSnapshot::source`] says which one runs.
+pub mod ctrl_btf;
+pub mod poll;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aya::{maps::HashMap as BpfHashMap, Ebpf};
+use nvmeof_common::state::maps;
+use nvmeof_common::{Reconnects, TransitionKey, TransitionStats};
+
+use crate::bpf::worker::Worker;
+use crate::bpf::{loader, STATE_OBJECT};
+use poll::PollState;
+
+/// How often the fallback reads every controller's state.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// What the tracer knows of one controller, whichever the source.
+#[derive(Debug, Default, PartialEq)]
+pub struct Track {
+    /// (from, to) state names → count.
+    pub transitions: BTreeMap<(String, String), u64>,
+    /// `None` where the source cannot know (the sysfs poll).
+    pub reconnects: Option<u64>,
+    /// Wall-clock seconds of the last transition.
+    pub last_transition: Option<f64>,
+    /// Seconds since the controller last left live.
+    pub left_live_ago: Option<f64>,
+}
+
+/// One reading of every controller the tracer has seen, by controller instance.
+#[derive(Debug, Default)]
+pub struct StateSnapshot {
+    /// `kprobe` (exact) or `sysfs_poll` (a lower bound).
+    pub source: &'static str,
+    pub tracks: BTreeMap<u32, Track>,
+}
+
+enum Source {
+    Kprobe {
+        ebpf: Mutex<Ebpf>,
+        /// `enum nvme_ctrl_state` value → sysfs name.
+        states: Vec<(u32, String)>,
+    },
+    Poll {
+        tracks: Arc<Mutex<PollState>>,
+        _worker: Option<Worker>,
+    },
+}
+
+/// The running tracer: the loaded kprobes, or the poll's worker, which stops when this is dropped.
+pub struct StateSource {
+    source: Source,
+}
+
+/// Loads the kprobes, or falls back to polling with one log line saying why.
+pub fn start(sysfs: PathBuf) -> StateSource {
+    match try_kprobes(&sysfs) {
+        Ok(source) => StateSource { source },
+        Err(e) => {
+            log::warn!(
+                "state transitions: kprobes off ({}); polling sysfs every {:?}, counts are a lower bound",
+                loader::explain(&e),
+                POLL_INTERVAL
+            );
+            StateSource::polling(sysfs)
+        }
+    }
+}
+
+impl StateSource {
+    /// The fallback: a worker reads every controller's `state` under `sysfs` every
+    /// [`POLL_INTERVAL`].
+    pub fn polling(sysfs: PathBuf) -> StateSource {
+        let tracks = Arc::new(Mutex::new(PollState::default()));
+        let shared = tracks.clone();
+        let worker = Worker::every("state-poll", POLL_INTERVAL, move || {
+            poll::poll_once(&sysfs, &shared)
+        });
+        let worker = match worker {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::error!(
+                    "state transitions: cannot start the sysfs poll, none are counted: {e}"
+                );
+                None
+            }
+        };
+        StateSource {
+            source: Source::Poll {
+                tracks,
+                _worker: worker,
+            },
+        }
+    }
+
+    /// What the tracer knows now: the kernel maps read at this moment, or the poll's last state.
+    pub fn snapshot(&self) -> anyhow::Result<StateSnapshot> {
+        Ok(match &self.source {
+            Source::Kprobe { ebpf, states } => {
+                let ebpf = ebpf.lock().unwrap_or_else(|p| p.into_inner());
+                StateSnapshot {
+                    source: "kprobe",
+                    tracks: read_kernel(&ebpf, states)?,
+                }
+            }
+            Source::Poll { tracks, .. } => {
+                let t = tracks.lock().unwrap_or_else(|p| p.into_inner());
+                StateSnapshot {
+                    source: "sysfs_poll",
+                    tracks: t.snapshot(),
+                }
+            }
+        })
+    }
+}
+
+fn try_kprobes(sysfs: &Path) -> anyhow::Result<Source> {
+    let ctrl = ctrl_btf::read(&sysfs.join("kernel/btf"))?;
+    let loaded = loader::load_state(STATE_OBJECT, &ctrl.layout)?;
+    log::info!(
+        "state transitions: kprobes {} (nvme_ctrl offsets from BTF: state {}, instance {}, nr_reconnects {})",
+        loaded.attached.join(", "),
+        ctrl.layout.state,
+        ctrl.layout.instance,
+        ctrl.layout.nr_reconnects
+    );
+    Ok(Source::Kprobe {
+        ebpf: Mutex::new(loaded.ebpf),
+        states: ctrl.states,
+    })
+}
+
+fn monotonic_now_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a plain syscall writing into a valid struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+fn wall_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+fn state_name(states: &[(u32, String)], v: u8) -> String {
+    states
+        .iter()
+        .find(|(s, _)| *s == u32::from(v))
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| format!("state {v}"))
+}
+
+/// Reads both maps into per-instance tracks.
+fn read_kernel(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap<u32, Track>> {
+    use anyhow::Context as _;
+    let (mono, wall) = (monotonic_now_ns(), wall_now());
+    let ago = |ns: u64| mono.saturating_sub(ns) as f64 / 1e9;
+    let mut out: BTreeMap<u32, Track> = BTreeMap::new();
+    let map = ebpf
+        .map(maps::TRANSITIONS)
+        .context("map TRANSITIONS missing")?;
+    let transitions: BpfHashMap<_, TransitionKey, TransitionStats> =
+        BpfHashMap::try_from(map).context("map TRANSITIONS")?;
+    let mut left_live: HashMap<u32, u64> = HashMap::new();
+    let mut last: HashMap<u32, u64> = HashMap::new();
+    for item in transitions.iter() {
+        let (k, v) = item.context("reading TRANSITIONS")?;
+        let (from, to) = (state_name(states, k.from), state_name(states, k.to));
+        if from == "live" {
+            let e = left_live.entry(k.instance).or_default();
+            *e = (*e).max(v.last_ns);
+        }
+        let e = last.entry(k.instance).or_default();
+        *e = (*e).max(v.last_ns);
+        *out.entry(k.instance)
+            .or_default()
+            .transitions
+            .entry((from, to))
+            .or_default() += v.count;
+    }
+    for (i, ns) in last {
+        out.entry(i).or_default().last_transition = Some(wall - ago(ns));
+    }
+    for (i, ns) in left_live {
+        out.entry(i).or_default().left_live_ago = Some(ago(ns));
+    }
+    let map = ebpf
+        .map(maps::RECONNECTS)
+        .context("map RECONNECTS missing")?;
+    let reconnects: BpfHashMap<_, u32, Reconnects> =
+        BpfHashMap::try_from(map).context("map RECONNECTS")?;
+    for item in reconnects.iter() {
+        let (i, r) = item.context("reading RECONNECTS")?;
+        out.entry(i).or_default().reconnects = Some(r.attempts);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_come_from_btf_values() {
+        let states = vec![(0, "new".to_owned()), (1, "live".to_owned())];
+        assert_eq!(state_name(&states, 1), "live");
+        assert_eq!(state_name(&states, 7), "state 7");
+    }
+}

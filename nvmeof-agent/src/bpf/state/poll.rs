@@ -1,0 +1,129 @@
+//! The state tracer's fallback without kprobes: each controller's sysfs `state`, read by the
+//! tracer's worker, and the transitions seen between two readings.
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use super::{wall_now, Track};
+use crate::sysfs;
+
+/// The fallback's memory: per controller instance, the state last read and what changed.
+#[derive(Debug, Default)]
+pub struct PollState {
+    ctrls: BTreeMap<u32, Polled>,
+}
+
+#[derive(Debug)]
+struct Polled {
+    name: String,
+    state: String,
+    transitions: BTreeMap<(String, String), u64>,
+    last_transition: Option<f64>,
+    left_live: Option<Instant>,
+}
+
+impl PollState {
+    /// Folds in one reading of every controller's state: (instance, name, state).
+    fn update(&mut self, seen: Vec<(u32, String, String)>, wall: f64, now: Instant) {
+        let mut next = BTreeMap::new();
+        for (instance, name, state) in seen {
+            let mut p = match self.ctrls.remove(&instance) {
+                // The same instance under the same name: the same controller, as far as polling
+                // can tell.
+                Some(p) if p.name == name => p,
+                _ => Polled {
+                    name,
+                    state: state.clone(),
+                    transitions: BTreeMap::new(),
+                    last_transition: None,
+                    left_live: None,
+                },
+            };
+            if p.state != state {
+                *p.transitions
+                    .entry((p.state.clone(), state.clone()))
+                    .or_default() += 1;
+                p.last_transition = Some(wall);
+                if p.state == "live" {
+                    p.left_live = Some(now);
+                }
+                p.state = state;
+            }
+            next.insert(instance, p);
+        }
+        self.ctrls = next;
+    }
+
+    pub(super) fn snapshot(&self) -> BTreeMap<u32, Track> {
+        self.ctrls
+            .iter()
+            .map(|(i, p)| {
+                (
+                    *i,
+                    Track {
+                        transitions: p.transitions.clone(),
+                        reconnects: None,
+                        last_transition: p.last_transition,
+                        left_live_ago: p.left_live.map(|t| t.elapsed().as_secs_f64()),
+                    },
+                )
+            })
+            .collect()
+    }
+}
+
+/// One pass of the fallback: only the `state` file of each controller, so it stays cheap.
+pub(super) fn poll_once(root: &Path, shared: &Mutex<PollState>) {
+    let class = root.join("class/nvme");
+    let Ok(dir) = std::fs::read_dir(&class) else {
+        return;
+    };
+    let mut seen = Vec::new();
+    for e in dir.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(instance) = sysfs::controller::ctrl_instance(&name) else {
+            continue;
+        };
+        if let Ok(s) = std::fs::read_to_string(e.path().join("state")) {
+            seen.push((instance, name, s.trim().to_owned()));
+        }
+    }
+    let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
+    st.update(seen, wall_now(), Instant::now());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seen(list: &[(u32, &str)]) -> Vec<(u32, String, String)> {
+        list.iter()
+            .map(|(i, s)| (*i, format!("nvme{i}"), s.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn polling_counts_changes_and_forgets_vanished_controllers() {
+        let mut st = PollState::default();
+        let t0 = Instant::now();
+        st.update(seen(&[(0, "live"), (1, "live")]), 100.0, t0);
+        st.update(seen(&[(0, "connecting"), (1, "live")]), 101.0, t0);
+        st.update(seen(&[(0, "live"), (1, "live")]), 102.0, t0);
+        let snap = st.snapshot();
+        let t = &snap[&0];
+        assert_eq!(
+            t.transitions,
+            BTreeMap::from([
+                (("connecting".into(), "live".into()), 1),
+                (("live".into(), "connecting".into()), 1)
+            ])
+        );
+        assert_eq!(t.last_transition, Some(102.0));
+        assert!(t.left_live_ago.is_some());
+        assert_eq!(snap[&1], Track::default());
+        // nvme1 goes away and a new nvme1 comes: it starts from nothing.
+        st.update(seen(&[(0, "live")]), 103.0, t0);
+        assert!(!st.snapshot().contains_key(&1));
+    }
+}

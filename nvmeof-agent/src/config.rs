@@ -1,0 +1,61 @@
+//! What the command line decides, as plain values: `crate::cli` fills a [`Config`], `main`, the
+//! collectors' registry (`crate::collectors`) and the server (`crate::http`) read it. It belongs
+//! to none of them, so each depends on it and none on another through it.
+//!
+//! A tracer's or a collector's own options live beside it (`crate::bpf::io::IoOptions`,
+//! `crate::collectors::smart::SmartOptions`); the registry builds them from this.
+mod values;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::bpf::loader::AttachMode;
+
+pub use values::{parse_duration, ListenAddress};
+
+/// Everything the flags decide.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: ListenAddress,
+    pub telemetry_path: String,
+    /// `--web.config.file`: TLS and basic auth.
+    pub web_config: Option<PathBuf>,
+    pub sysfs: PathBuf,
+    pub procfs: PathBuf,
+    /// Where the controllers' character devices are.
+    pub dev: PathBuf,
+    pub log_level: log::LevelFilter,
+    /// Names of the enabled collectors, in registry order (always-on ones included).
+    pub collectors: Vec<&'static str>,
+    /// Each collector's deadline within a scrape.
+    pub collector_timeout: Duration,
+    /// Per-queue series from the eBPF side.
+    pub per_queue: bool,
+    /// Protobuf scrapes get native histogram buckets only (no classic ones where native exist).
+    pub native_only: bool,
+    pub drain_interval: Duration,
+    /// The eBPF attach mode to use; `None` tries them in order.
+    pub attach_mode: Option<AttachMode>,
+    pub latency_window: Duration,
+    pub smart_interval: Duration,
+    pub smart_timeout: Duration,
+}
+
+/// `--ebpf.attach-mode`'s value as a mode: one of [`AttachMode::as_str`], or `None` for `auto`
+/// (the first that attaches).
+pub fn attach_mode(flag: &str) -> Option<AttachMode> {
+    AttachMode::ALL.into_iter().find(|a| a.as_str() == flag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attach_mode_names() {
+        assert_eq!(attach_mode("auto"), None);
+        for mode in AttachMode::ALL {
+            assert_eq!(attach_mode(mode.as_str()), Some(mode));
+        }
+    }
+}
