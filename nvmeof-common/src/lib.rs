@@ -6,6 +6,7 @@
 //! Prometheus native-histogram buckets, the agent reads their bounds from the same module.
 #![no_std]
 
+pub mod bench;
 pub mod conn_errors;
 pub mod latency;
 pub mod layout;
@@ -45,26 +46,6 @@ pub mod programs {
     pub const NVME_SETUP_CMD: &str = "nvme_setup_cmd";
     pub const NVME_COMPLETE_RQ: &str = "nvme_complete_rq";
 
-    /// Benchmark-only programs (`nvmeof-ebpf/src/bench.rs`), never attached by the agent: each
-    /// goes on both nvme tracepoints. Classic tracepoints: nothing, and one clock read per event.
-    pub const BENCH_TP_EMPTY: &str = "bench_tp_empty";
-    pub const BENCH_TP_CLOCK: &str = "bench_tp_clock";
-    /// The clock read plus one BPF atomic add to a shared array slot.
-    pub const BENCH_TP_ATOMIC: &str = "bench_tp_atomic";
-    /// The same two on raw tracepoints.
-    pub const BENCH_RAW_EMPTY: &str = "bench_raw_empty";
-    pub const BENCH_RAW_CLOCK: &str = "bench_raw_clock";
-    /// The raw clock read plus one hash-map lookup that hits, or plus one read of the request.
-    pub const BENCH_RAW_HASH: &str = "bench_raw_hash";
-    pub const BENCH_RAW_PROBE: &str = "bench_raw_probe";
-    /// The raw clock read plus an insert and a delete in a hash map keyed by the request.
-    pub const BENCH_RAW_INFLIGHT: &str = "bench_raw_inflight";
-    /// The raw clock read plus a lookup and a store in an LRU hash keyed by the request.
-    pub const BENCH_RAW_LRU: &str = "bench_raw_lru";
-    /// Empty and clock on tp_btf, and the clock read plus one plain load of the request.
-    pub const BENCH_BTF_EMPTY: &str = "bench_btf_empty";
-    pub const BENCH_BTF_CLOCK: &str = "bench_btf_clock";
-    pub const BENCH_BTF_LOAD: &str = "bench_btf_load";
     /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
     pub const NVME_SETUP_CMD_BTF: &str = "nvme_setup_cmd_btf";
     pub const NVME_COMPLETE_RQ_BTF: &str = "nvme_complete_rq_btf";

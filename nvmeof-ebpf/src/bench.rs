@@ -1,6 +1,7 @@
-//! Benchmark-only programs: the agent never loads or attaches them. `cargo xtask bench` attaches
-//! each to both nvme tracepoints beside the real programs and compares their run time
-//! (`bpf_stats`) in one boot (see BENCHMARKS.md):
+//! The benchmark object (`nvmeof-bench`): programs `cargo xtask bench` sets beside ours, never
+//! in the agent's object (`src/main.rs`) and never loaded by the agent. The benchmark example
+//! (`nvmeof-agent/examples/ebpf_bench.rs`) attaches each variant alone to the nvme tracepoints
+//! and compares their run time (`bpf_stats`) in one boot (see BENCHMARKS.md):
 //! - `bench_tp_empty`: a classic tracepoint program that does nothing: the hook's own floor;
 //! - `bench_tp_clock`: one `bpf_ktime_get_ns` per event, stored per CPU: the two clock reads a
 //!   command costs at least, the fair floor under TCG where the clock read dominates;
@@ -20,13 +21,24 @@
 //! - `bench_btf_empty`, `bench_btf_clock`: empty and clock on tp_btf (each is loaded once per
 //!   tracepoint, as a tp_btf program's target is fixed at load), and `bench_btf_load`: the
 //!   clock read plus one plain load of the request's first field, what a tp_btf program does
-//!   where a raw one calls `bpf_probe_read_kernel`.
+//!   where a raw one calls `bpf_probe_read_kernel`;
+//! - the minimal latency tracer (`bench_min_{tp,raw,btf}_{setup,complete}`), the floor a timing
+//!   tracer cannot go under: at setup the clock into an array slot by (controller, queue, tag),
+//!   at completion the clock again, the start from that slot and one added to a log2 bucket in
+//!   a per-CPU array (not atomic). The classic pair reads controller, queue and command id from
+//!   the record (`LAYOUT`); the request-keyed pairs read them as our programs do, from the
+//!   request at the offsets the loader found in BTF (`REQ_LAYOUT`, and `REQUEST_TAG`).
+#![no_std]
+#![no_main]
+
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
+use nvmeof_common::bench::{min_bucket, min_slot, MIN_BUCKET_COUNT, MIN_SLOTS};
+use nvmeof_common::{FieldLoc, RequestLayout, TracepointLayout, TAG_MASK};
 
 #[map]
 static BENCH_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -168,3 +180,214 @@ pub fn bench_btf_load(ctx: BtfTracePointContext) -> i32 {
     }
     0
 }
+
+/// Written by the loader before load, as for the agent's object: the record layout from tracefs
+/// (the classic minimal pair), the struct offsets from BTF (the request-keyed ones).
+#[no_mangle]
+static LAYOUT: TracepointLayout = TracepointLayout {
+    setup_ctrl_id: FieldLoc::new(0, 0),
+    setup_qid: FieldLoc::new(0, 0),
+    setup_opcode: FieldLoc::new(0, 0),
+    setup_cid: FieldLoc::new(0, 0),
+    setup_nsid: FieldLoc::new(0, 0),
+    setup_cdw10: FieldLoc::new(0, 0),
+    complete_ctrl_id: FieldLoc::new(0, 0),
+    complete_qid: FieldLoc::new(0, 0),
+    complete_cid: FieldLoc::new(0, 0),
+    complete_status: FieldLoc::new(0, 0),
+    valid: 0,
+};
+
+#[no_mangle]
+static REQ_LAYOUT: RequestLayout = RequestLayout {
+    request_size: 0,
+    request_q: 0,
+    request_mq_hctx: 0,
+    queue_queuedata: 0,
+    hctx_queue_num: 0,
+    nvme_req_ctrl: 0,
+    nvme_req_status: 0,
+    ctrl_instance: 0,
+    valid: 0,
+};
+
+/// `struct request`'s `tag` (int), from BTF.
+#[no_mangle]
+static REQUEST_TAG: u32 = 0;
+
+#[map]
+static MIN_START: Array<u64> = Array::with_max_entries(MIN_SLOTS, 0);
+
+#[map]
+static MIN_BUCKETS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MIN_BUCKET_COUNT, 0);
+
+/// Stores the start time of the command in `slot`.
+#[inline(always)]
+fn min_start(slot: Option<u32>, now: u64) {
+    if let Some(p) = slot.and_then(|s| MIN_START.get_ptr_mut(s)) {
+        // SAFETY: a map value; one slot serves one command at a time.
+        unsafe { *p = now };
+    }
+}
+
+/// Counts the command in `slot` into its latency bucket and frees the slot.
+#[inline(always)]
+fn min_end(slot: Option<u32>, now: u64) {
+    let Some(p) = slot.and_then(|s| MIN_START.get_ptr_mut(s)) else {
+        return;
+    };
+    // SAFETY: as in `min_start`.
+    let start = unsafe { *p };
+    if start == 0 {
+        return;
+    }
+    // SAFETY: as in `min_start`.
+    unsafe { *p = 0 };
+    if let Some(b) = MIN_BUCKETS.get_ptr_mut(min_bucket(now.saturating_sub(start))) {
+        // SAFETY: a per-CPU slot, not shared with another run.
+        unsafe { *b += 1 };
+    }
+}
+
+/// A field of 2 or 4 bytes of a tracepoint record.
+#[inline(always)]
+fn record_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<u32> {
+    let off = loc.offset as usize;
+    // SAFETY: read_at goes through bpf_probe_read; a bad offset fails, it cannot fault.
+    unsafe {
+        match loc.size {
+            2 => ctx.read_at::<u16>(off).map(u32::from).ok(),
+            4 => ctx.read_at::<u32>(off).ok(),
+            _ => None,
+        }
+    }
+}
+
+/// The slot of a classic event from (controller, queue, command id) of its record.
+#[inline(always)]
+fn record_slot(
+    ctx: &TracePointContext,
+    ctrl: FieldLoc,
+    qid: FieldLoc,
+    cid: FieldLoc,
+) -> Option<u32> {
+    let ctrl = record_field(ctx, ctrl)?;
+    let qid = record_field(ctx, qid)?;
+    let cid = record_field(ctx, cid)?;
+    min_slot(ctrl, qid, cid & TAG_MASK as u32)
+}
+
+#[tracepoint]
+pub fn bench_min_tp_setup(ctx: TracePointContext) -> u32 {
+    // SAFETY: a plain read of a global, volatile so that the zeroed initialiser is not folded in.
+    let l = unsafe { core::ptr::read_volatile(&LAYOUT) };
+    if l.valid != 0 {
+        let now = unsafe { bpf_ktime_get_ns() };
+        min_start(
+            record_slot(&ctx, l.setup_ctrl_id, l.setup_qid, l.setup_cid),
+            now,
+        );
+    }
+    0
+}
+
+#[tracepoint]
+pub fn bench_min_tp_complete(ctx: TracePointContext) -> u32 {
+    // SAFETY: as in `bench_min_tp_setup`.
+    let l = unsafe { core::ptr::read_volatile(&LAYOUT) };
+    if l.valid != 0 {
+        let now = unsafe { bpf_ktime_get_ns() };
+        min_end(
+            record_slot(&ctx, l.complete_ctrl_id, l.complete_qid, l.complete_cid),
+            now,
+        );
+    }
+    0
+}
+
+/// A `T` in a struct the request leads to: a plain load on tp_btf (`BTF`), which the verifier
+/// checks against the kernel's BTF, else `bpf_probe_read_kernel` (as in the agent's programs).
+#[inline(always)]
+fn field<T: Copy, const BTF: bool>(addr: u64) -> Option<T> {
+    if BTF {
+        // SAFETY: addr is a typed argument plus a constant offset; the verifier makes the load
+        // fault-safe.
+        Some(unsafe { core::ptr::read_volatile(addr as *const T) })
+    } else {
+        // SAFETY: bpf_probe_read_kernel checks the address; a bad one fails, it cannot fault.
+        unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
+    }
+}
+
+/// The slot of a request, read as the agent's request-keyed programs read controller and queue:
+/// the controller instance through `nvme_req(req)->ctrl` (always a probe read: the pdu lies past
+/// `struct request`), the queue id as `nvme_req_qid()`, and the request's tag.
+#[inline(always)]
+fn request_slot<const BTF: bool>(req: u64) -> Option<u32> {
+    // SAFETY: plain reads of globals, volatile as in `bench_min_tp_setup`.
+    let (l, tag_off) = unsafe {
+        (
+            core::ptr::read_volatile(&REQ_LAYOUT),
+            core::ptr::read_volatile(&REQUEST_TAG),
+        )
+    };
+    // The null check first: the verifier refuses arithmetic on a maybe-null tp_btf argument.
+    if l.valid == 0 || req == 0 {
+        return None;
+    }
+    let pdu = req + l.request_size as u64;
+    // SAFETY: as in `field`.
+    let ctrl =
+        unsafe { bpf_probe_read_kernel((pdu + l.nvme_req_ctrl as u64) as *const u64) }.ok()?;
+    // SAFETY: as in `field`.
+    let instance =
+        unsafe { bpf_probe_read_kernel((ctrl + l.ctrl_instance as u64) as *const u32) }.ok()?;
+    let q = field::<u64, BTF>(req + l.request_q as u64)?;
+    let queuedata = field::<u64, BTF>(q + l.queue_queuedata as u64)?;
+    let qid = if queuedata == 0 {
+        0
+    } else {
+        let hctx = field::<u64, BTF>(req + l.request_mq_hctx as u64)?;
+        field::<u32, BTF>(hctx + l.hctx_queue_num as u64)? + 1
+    };
+    let tag = field::<u32, BTF>(req + tag_off as u64)?;
+    min_slot(instance, qid, tag)
+}
+
+#[raw_tracepoint]
+pub fn bench_min_raw_setup(ctx: RawTracePointContext) -> i32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    min_start(request_slot::<false>(ctx.arg::<u64>(0)), now);
+    0
+}
+
+#[raw_tracepoint]
+pub fn bench_min_raw_complete(ctx: RawTracePointContext) -> i32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    min_end(request_slot::<false>(ctx.arg::<u64>(0)), now);
+    0
+}
+
+#[btf_tracepoint(function = "nvme_setup_cmd")]
+pub fn bench_min_btf_setup(ctx: BtfTracePointContext) -> i32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    min_start(request_slot::<true>(ctx.arg::<u64>(0)), now);
+    0
+}
+
+#[btf_tracepoint(function = "nvme_complete_rq")]
+pub fn bench_min_btf_complete(ctx: BtfTracePointContext) -> i32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    min_end(request_slot::<true>(ctx.arg::<u64>(0)), now);
+    0
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[link_section = "license"]
+#[no_mangle]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -29,8 +29,6 @@
 #![no_std]
 #![no_main]
 
-mod bench;
-
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},

@@ -23,9 +23,43 @@ pub mod worker;
 
 pub use loader::ProgramRun;
 
-/// The I/O object built by build.rs; empty when the build skipped it (`AYA_BUILD_SKIP=1`).
+/// The I/O object built by build.rs; empty when the build skipped it (`AYA_BUILD_SKIP=1`). The
+/// benchmark programs are in an object of their own (`nvmeof-bench`), which only the
+/// `ebpf_bench` example embeds.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof"));
 
 /// The state object: kprobes on controller state changes and reconnects.
 pub static STATE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-state"));
+
+#[cfg(test)]
+mod tests {
+    /// The programs of an object, by name.
+    fn program_names(object: &[u8]) -> Vec<String> {
+        let obj = aya_obj::Object::parse(object).expect("an eBPF object");
+        obj.programs.keys().cloned().collect()
+    }
+
+    #[test]
+    fn the_agents_objects_hold_no_benchmark_program() {
+        for (what, object) in [("io", super::EBPF_OBJECT), ("state", super::STATE_OBJECT)] {
+            if object.is_empty() {
+                eprintln!("skipped: built with AYA_BUILD_SKIP");
+                return;
+            }
+            let names = program_names(object);
+            assert!(names.len() >= 2, "{what}: {names:?}");
+            let bench: Vec<_> = names.iter().filter(|n| n.starts_with("bench_")).collect();
+            assert!(bench.is_empty(), "{what} object carries {bench:?}");
+        }
+        let io = program_names(super::EBPF_OBJECT);
+        let ours = [
+            super::loader::PROGRAMS,
+            super::loader::BTF_PROGRAMS,
+            super::loader::RAW_PROGRAMS,
+        ];
+        for name in ours.concat() {
+            assert!(io.iter().any(|n| n == name), "{name} missing: {io:?}");
+        }
+    }
+}

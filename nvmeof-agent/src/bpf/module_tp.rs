@@ -278,7 +278,12 @@ mod tests {
     use super::*;
     use crate::bpf::btf::{Btf, SYS_BTF};
     use crate::bpf::loader::{self, Layouts, MapSizes};
-    use nvmeof_common::{programs, RequestLayout};
+    use nvmeof_common::{bench, programs, RequestLayout};
+
+    /// The benchmark object, for a tp_btf program that any tracepoint accepts (its clock
+    /// program reads no argument). Only this test and the `ebpf_bench` example embed it.
+    static BENCH_OBJECT: &[u8] =
+        aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-bench"));
 
     /// The object opened as the agent opens it, or `None` (and why) without BPF permission.
     fn opened() -> Option<Ebpf> {
@@ -313,23 +318,25 @@ mod tests {
         );
         let vmlinux = module_btf("vmlinux").expect("vmlinux's BTF object");
         let insns = Instructions::relocated(crate::bpf::EBPF_OBJECT, &ebpf).unwrap();
-        for name in [
-            programs::NVME_SETUP_CMD_BTF,
-            programs::NVME_COMPLETE_RQ_BTF,
-            programs::BENCH_BTF_CLOCK,
-        ] {
+        for name in [programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF] {
             assert!(
                 insns.programs.contains_key(name),
                 "{name} not in the object"
             );
         }
+        let bench_ebpf = aya::EbpfLoader::new()
+            .load(BENCH_OBJECT)
+            .expect("loading the benchmark object");
+        let bench_insns = Instructions::relocated(BENCH_OBJECT, &bench_ebpf).unwrap();
         // sched_switch fires all the time, unlike the block tracepoints on an idle host.
         let btf = Btf::read(&std::path::Path::new(SYS_BTF).join("vmlinux"), None).unwrap();
         let Some(id) = btf.own_typedef_id("btf_trace_sched_switch") else {
             eprintln!("skipped: no btf_trace_sched_switch in this kernel's BTF");
             return;
         };
-        let mut p = ModuleProgram::load(&insns, programs::BENCH_BTF_CLOCK, &vmlinux, id).unwrap();
+        let mut p =
+            ModuleProgram::load(&bench_insns, bench::programs::BENCH_BTF_CLOCK, &vmlinux, id)
+                .unwrap();
         let stats = std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1").is_ok();
         p.attach().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(50));

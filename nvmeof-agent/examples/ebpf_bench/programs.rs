@@ -1,0 +1,577 @@
+//! `ebpf_bench programs [--rounds N] [--bpftrace PATH] CMD...`: what a command costs each of our
+//! pairs beside the floors and the peers, in one boot (BENCHMARKS.md).
+//!
+//! Our pairs come from the agent's object, loaded with the layouts the agent reads (struct
+//! offsets from BTF for the tp_btf and raw pairs, the tp_btf pair on nvme_core's BTF as the
+//! agent loads it; the record layout from tracefs for the classic pair). The floors, the
+//! one-step programs and the minimal tracer come from the benchmark object (`nvmeof-bench`),
+//! which only this example embeds; bpftrace runs its equivalent script as a child process.
+//! Each variant is attached alone, CMD runs, the variant is detached, and its programs' run time
+//! and run count (`bpf_prog_info`, moving while `kernel.bpf_stats_enabled=1`) give ns per
+//! command; rounds of every variant in turn, ratios within a round, medians over rounds.
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::programs::{RawTracePoint, TracePoint};
+use aya::{Ebpf, EbpfLoader};
+use nvmeof_agent::bpf::btf::{self, Btf};
+use nvmeof_agent::bpf::loader::{self, MapSizes};
+use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
+use nvmeof_agent::bpf::{format, tracefs, EBPF_OBJECT};
+use nvmeof_common::bench::{self, programs as b, MIN_BUCKET_COUNT};
+use nvmeof_common::{
+    maps, programs, OpKey, OpStats, ProgramCounter, LAYOUT_GLOBAL, PROGRAM_COUNTERS,
+    REQ_LAYOUT_GLOBAL,
+};
+
+use crate::bpftrace;
+
+/// The benchmark programs' object (built by the agent's build.rs beside the agent's objects).
+static BENCH_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-bench"));
+
+const EVENTS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hook {
+    Classic,
+    Raw,
+    Btf,
+    /// bpftrace's script on the classic tracepoints.
+    Bpftrace,
+}
+
+impl Hook {
+    /// The empty program, the clock floor and the minimal tracer's setup program of this hook
+    /// type: what a variant is compared with.
+    fn floors(self) -> Option<[&'static str; 3]> {
+        match self {
+            Hook::Classic => Some([b::BENCH_TP_EMPTY, b::BENCH_TP_CLOCK, b::MIN_TP_SETUP]),
+            Hook::Raw => Some([b::BENCH_RAW_EMPTY, b::BENCH_RAW_CLOCK, b::MIN_RAW_SETUP]),
+            Hook::Btf => Some([b::BENCH_BTF_EMPTY, b::BENCH_BTF_CLOCK, b::MIN_BTF_SETUP]),
+            Hook::Bpftrace => None,
+        }
+    }
+}
+
+/// What a variant is, for where its programs live and what proves it did the work.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// One of the agent's pairs (its object).
+    Ours,
+    /// The minimal tracer (the benchmark object).
+    Minimal,
+    /// A floor or a floor plus one step (the benchmark object).
+    Floor,
+    /// bpftrace.
+    Peer,
+}
+
+/// A variant: two programs are a pair (setup, completion); one program goes on both events.
+struct Variant {
+    label: &'static str,
+    programs: &'static [&'static str],
+    hook: Hook,
+    role: Role,
+}
+
+const fn v(
+    label: &'static str,
+    programs: &'static [&'static str],
+    hook: Hook,
+    role: Role,
+) -> Variant {
+    Variant {
+        label,
+        programs,
+        hook,
+        role,
+    }
+}
+
+/// Each measured alone: a program first in a tracepoint's chain pays the cold misses of the
+/// event (seen: with all attached at once the first program's cost doubled), so each variant
+/// gets the tracepoints to itself, for the same workload, in one boot.
+const VARIANTS: &[Variant] = &[
+    v(
+        "**ours, default mode: tp_btf pair**",
+        &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
+        Hook::Btf,
+        Role::Ours,
+    ),
+    v(
+        "**ours, raw pair**",
+        &[programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW],
+        Hook::Raw,
+        Role::Ours,
+    ),
+    v(
+        "**ours, classic pair**",
+        &[programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ],
+        Hook::Classic,
+        Role::Ours,
+    ),
+    v(
+        "minimal aya tracer, tp_btf (`bench_min_btf_*`)",
+        &[b::MIN_BTF_SETUP, b::MIN_BTF_COMPLETE],
+        Hook::Btf,
+        Role::Minimal,
+    ),
+    v(
+        "minimal aya tracer, raw (`bench_min_raw_*`)",
+        &[b::MIN_RAW_SETUP, b::MIN_RAW_COMPLETE],
+        Hook::Raw,
+        Role::Minimal,
+    ),
+    v(
+        "minimal aya tracer, classic (`bench_min_tp_*`)",
+        &[b::MIN_TP_SETUP, b::MIN_TP_COMPLETE],
+        Hook::Classic,
+        Role::Minimal,
+    ),
+    v(
+        "bpftrace: `@s[...] = nsecs`, `hist()`, classic",
+        &[],
+        Hook::Bpftrace,
+        Role::Peer,
+    ),
+    v(
+        "empty, classic (`bench_tp_empty` ×2)",
+        &[b::BENCH_TP_EMPTY],
+        Hook::Classic,
+        Role::Floor,
+    ),
+    v(
+        "clock floor, classic (`bench_tp_clock` ×2)",
+        &[b::BENCH_TP_CLOCK],
+        Hook::Classic,
+        Role::Floor,
+    ),
+    v(
+        "clock + one atomic add (`bench_tp_atomic` ×2)",
+        &[b::BENCH_TP_ATOMIC],
+        Hook::Classic,
+        Role::Floor,
+    ),
+    v(
+        "empty, raw (`bench_raw_empty` ×2)",
+        &[b::BENCH_RAW_EMPTY],
+        Hook::Raw,
+        Role::Floor,
+    ),
+    v(
+        "clock floor, raw (`bench_raw_clock` ×2)",
+        &[b::BENCH_RAW_CLOCK],
+        Hook::Raw,
+        Role::Floor,
+    ),
+    v(
+        "raw clock + one hash lookup (`bench_raw_hash` ×2)",
+        &[b::BENCH_RAW_HASH],
+        Hook::Raw,
+        Role::Floor,
+    ),
+    v(
+        "raw clock + one probe read (`bench_raw_probe` ×2)",
+        &[b::BENCH_RAW_PROBE],
+        Hook::Raw,
+        Role::Floor,
+    ),
+    v(
+        "raw clock + hash insert and delete (`bench_raw_inflight` ×2)",
+        &[b::BENCH_RAW_INFLIGHT],
+        Hook::Raw,
+        Role::Floor,
+    ),
+    v(
+        "raw clock + LRU lookup and store (`bench_raw_lru` ×2)",
+        &[b::BENCH_RAW_LRU],
+        Hook::Raw,
+        Role::Floor,
+    ),
+    v(
+        "empty, tp_btf (`bench_btf_empty` ×2)",
+        &[b::BENCH_BTF_EMPTY],
+        Hook::Btf,
+        Role::Floor,
+    ),
+    v(
+        "clock floor, tp_btf (`bench_btf_clock` ×2)",
+        &[b::BENCH_BTF_CLOCK],
+        Hook::Btf,
+        Role::Floor,
+    ),
+    v(
+        "tp_btf clock + one plain load (`bench_btf_load` ×2)",
+        &[b::BENCH_BTF_LOAD],
+        Hook::Btf,
+        Role::Floor,
+    ),
+];
+
+impl Variant {
+    /// (program, tracepoint) for each attachment.
+    fn hooks(&self) -> Vec<(&'static str, &'static str)> {
+        match self.programs {
+            [one] => EVENTS.iter().map(|e| (*one, *e)).collect(),
+            pair => pair.iter().copied().zip(EVENTS).collect(),
+        }
+    }
+}
+
+/// Runs the workload; its output (dd's record counts) is shown only when it fails.
+pub fn run_workload(cmd: &[String]) -> anyhow::Result<()> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd.join(" "))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context("running the workload")?;
+    if !out.status.success() {
+        bail!(
+            "workload failed: {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The two objects and the tp_btf programs loaded from them, by (program, tracepoint).
+struct Objects {
+    ours: Ebpf,
+    bench: Ebpf,
+    btf: HashMap<(&'static str, &'static str), ModuleProgram>,
+}
+
+impl Objects {
+    fn of(&mut self, role: Role) -> &mut Ebpf {
+        if role == Role::Ours {
+            &mut self.ours
+        } else {
+            &mut self.bench
+        }
+    }
+
+    /// Attaches a variant, runs the workload, detaches: (run time ns, runs) over its programs.
+    fn measure(&mut self, v: &Variant, cmd: &[String]) -> anyhow::Result<(u64, u64)> {
+        let hooks = v.hooks();
+        if v.hook == Hook::Btf {
+            let total = |o: &Self| -> anyhow::Result<(u64, u64)> {
+                hooks.iter().try_fold((0, 0), |(t, n), k| {
+                    let (t2, n2) = o.btf.get(k).context("tp_btf program")?.run_stats()?;
+                    Ok((t + t2, n + n2))
+                })
+            };
+            for k in &hooks {
+                self.btf.get_mut(k).context("tp_btf program")?.attach()?;
+            }
+            let before = total(self)?;
+            run_workload(cmd)?;
+            let after = total(self)?;
+            for k in &hooks {
+                self.btf.get_mut(k).context("tp_btf program")?.detach();
+            }
+            return Ok((after.0 - before.0, after.1 - before.1));
+        }
+        let ebpf = self.of(v.role);
+        let mut tp_links = Vec::new();
+        let mut raw_links = Vec::new();
+        for &(name, event) in &hooks {
+            let prog = ebpf.program_mut(name).context(name)?;
+            if v.hook == Hook::Raw {
+                let p: &mut RawTracePoint = prog.try_into()?;
+                let id = p
+                    .attach(event)
+                    .with_context(|| format!("attaching {name} to raw tracepoint {event}"))?;
+                raw_links.push((name, id));
+            } else {
+                let p: &mut TracePoint = prog.try_into()?;
+                let id = p
+                    .attach("nvme", event)
+                    .with_context(|| format!("attaching {name} to nvme:{event}"))?;
+                tp_links.push((name, id));
+            }
+        }
+        let total = |ebpf: &Ebpf| -> anyhow::Result<(u64, u64)> {
+            v.programs.iter().try_fold((0, 0), |(t, n), name| {
+                let (t2, n2) = loader::run_stats(ebpf, name)?;
+                Ok((t + t2, n + n2))
+            })
+        };
+        let before = total(ebpf)?;
+        run_workload(cmd)?;
+        let after = total(ebpf)?;
+        for (name, id) in tp_links {
+            let p: &mut TracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
+            p.detach(id)?;
+        }
+        for (name, id) in raw_links {
+            let p: &mut RawTracePoint = ebpf.program_mut(name).context(name)?.try_into()?;
+            p.detach(id)?;
+        }
+        Ok((after.0 - before.0, after.1 - before.1))
+    }
+
+    /// What a variant counted so far, to show that it did the whole work (a layout left
+    /// invalid returns at once and looks as cheap as an empty program).
+    fn counted(&self, role: Role) -> anyhow::Result<Vec<u64>> {
+        match role {
+            Role::Ours => {
+                let mut v = program_counters(&self.ours)?.to_vec();
+                v.push(ops_commands(&self.ours)?);
+                Ok(v)
+            }
+            Role::Minimal => Ok(vec![minimal_commands(&self.bench)?]),
+            Role::Floor | Role::Peer => Ok(vec![]),
+        }
+    }
+}
+
+/// The agent's programs' own event counters (`COUNTERS`, summed over CPUs).
+fn program_counters(ebpf: &Ebpf) -> anyhow::Result<[u64; PROGRAM_COUNTERS as usize]> {
+    let counters: PerCpuArray<&MapData, u64> =
+        PerCpuArray::try_from(ebpf.map(maps::COUNTERS).context("map COUNTERS")?)?;
+    let mut sums = [0u64; PROGRAM_COUNTERS as usize];
+    for (i, sum) in sums.iter_mut().enumerate() {
+        *sum = counters.get(&(i as u32), 0)?.iter().sum();
+    }
+    Ok(sums)
+}
+
+/// Commands the `OPS` map holds over every key (the sum of its bucket counts): what the agent
+/// would count.
+fn ops_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
+    let ops =
+        BpfHashMap::<&MapData, OpKey, OpStats>::try_from(ebpf.map(maps::OPS).context("map OPS")?)?;
+    let mut n = 0;
+    for r in ops.iter() {
+        let (_, v) = r?;
+        n += v.commands();
+    }
+    Ok(n)
+}
+
+/// Commands the minimal tracer timed: its log2 buckets over every CPU.
+fn minimal_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
+    let buckets: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(
+        ebpf.map(bench::maps::MIN_BUCKETS)
+            .context("map MIN_BUCKETS")?,
+    )?;
+    let mut n = 0;
+    for i in 0..MIN_BUCKET_COUNT {
+        n += buckets.get(&i, 0)?.iter().sum::<u64>();
+    }
+    Ok(n)
+}
+
+/// Loads the benchmark object with the layouts its minimal tracers read, as the agent's loader
+/// writes them into its own object.
+fn open_bench(layouts: &loader::Layouts, request_tag: u32) -> anyhow::Result<Ebpf> {
+    let tracepoint = layouts.tracepoint.unwrap_or_default();
+    let request = layouts.request.unwrap_or_default();
+    EbpfLoader::new()
+        .override_global(LAYOUT_GLOBAL, &tracepoint, true)
+        .override_global(REQ_LAYOUT_GLOBAL, &request, true)
+        .override_global(bench::REQUEST_TAG_GLOBAL, &request_tag, true)
+        .load(BENCH_OBJECT)
+        .context("loading the benchmark object")
+}
+
+/// Loads every tp_btf program of `variants` for each tracepoint it goes on, from its object.
+fn load_btf_programs(
+    objects: &mut Objects,
+    ids: Option<[u32; 2]>,
+    variants: &[&Variant],
+) -> anyhow::Result<()> {
+    let ids = ids.context("nvme_core's BTF names no nvme tracepoint")?;
+    let btf = module_tp::module_btf("nvme_core")?;
+    let ours = module_tp::Instructions::relocated(EBPF_OBJECT, &objects.ours)?;
+    let bench = module_tp::Instructions::relocated(BENCH_OBJECT, &objects.bench)?;
+    for v in variants.iter().filter(|v| v.hook == Hook::Btf) {
+        let insns = if v.role == Role::Ours { &ours } else { &bench };
+        for (name, event) in v.hooks() {
+            let id = if event == EVENTS[0] { ids[0] } else { ids[1] };
+            let p = ModuleProgram::load(insns, name, &btf, id)?;
+            objects.btf.insert((name, event), p);
+        }
+    }
+    Ok(())
+}
+
+pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::Result<()> {
+    std::fs::write("/proc/sys/kernel/bpf_stats_enabled", "1")
+        .context("enabling kernel.bpf_stats_enabled")?;
+    let tracefs = tracefs::locate(None)?;
+    let layout = format::read_layout(&tracefs)?;
+    // Without nvme_core's structs in BTF (5.10's modules carry none) the request-keyed variants
+    // cannot be loaded as the agent would not load them: they are left out, and said so.
+    let request = match btf::request_layout(Path::new(btf::SYS_BTF)) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            println!("tp_btf and raw variants left out: no request layout from BTF: {e:#}");
+            None
+        }
+    };
+    let layouts = loader::Layouts {
+        tracepoint: Some(layout),
+        request: request.map(|r| r.layout),
+        module_tracepoints: request.and_then(|r| r.module_tracepoints),
+        timeouts: Default::default(),
+    };
+    // The minimal tracer's one field beyond what the agent reads: the request's tag.
+    let request_tag = match request {
+        Some(_) => {
+            Btf::read(&Path::new(btf::SYS_BTF).join("vmlinux"), None)?
+                .member("request", "tag")?
+                .offset
+        }
+        None => 0,
+    };
+    let mut objects = Objects {
+        ours: loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?,
+        bench: open_bench(&layouts, request_tag)?,
+        btf: HashMap::new(),
+    };
+    let candidates: Vec<&Variant> = VARIANTS
+        .iter()
+        .filter(|v| v.hook != Hook::Raw || request.is_some() || v.role == Role::Floor)
+        .filter(|v| v.hook != Hook::Bpftrace || bpftrace.is_some())
+        .collect();
+    // tp_btf where nvme_core's BTF names its tracepoints (6.1 and later).
+    let btf_why = load_btf_programs(&mut objects, layouts.module_tracepoints, &candidates).err();
+    if let Some(why) = &btf_why {
+        println!("tp_btf variants left out: {why:#}");
+    }
+    if bpftrace.is_none() {
+        println!("bpftrace left out: no --bpftrace PATH");
+    }
+    let variants: Vec<&Variant> = candidates
+        .into_iter()
+        .filter(|v| v.hook != Hook::Btf || btf_why.is_none())
+        .collect();
+    for v in &variants {
+        let ebpf = objects.of(v.role);
+        for name in v.programs {
+            let prog = ebpf.program_mut(name).context(*name)?;
+            match v.hook {
+                Hook::Raw => {
+                    let p: &mut RawTracePoint = prog.try_into()?;
+                    p.load().with_context(|| format!("verifying {name}"))?;
+                }
+                Hook::Classic => {
+                    let p: &mut TracePoint = prog.try_into()?;
+                    p.load().with_context(|| format!("verifying {name}"))?;
+                }
+                Hook::Btf | Hook::Bpftrace => {}
+            }
+        }
+    }
+    // Rounds of every variant in turn: the host's load moves during a run, so each variant is
+    // compared with the floors of its own round and the medians over rounds are kept.
+    let mut per_cmd = vec![Vec::new(); variants.len()];
+    let mut runs_total = vec![0u64; variants.len()];
+    for round in 0..rounds {
+        for (i, v) in variants.iter().enumerate() {
+            let before = objects.counted(v.role)?;
+            let (ns, n) = match (&bpftrace, v.role) {
+                (Some(path), Role::Peer) => {
+                    let run = bpftrace::measure(path, cmd)?;
+                    if round == 0 {
+                        println!(
+                            "{}: {} programs ({}), commands in its histograms {}",
+                            v.label,
+                            run.programs.len(),
+                            run.programs.join(", "),
+                            run.commands
+                        );
+                    }
+                    (run.run_time_ns, run.runs)
+                }
+                _ => objects.measure(v, cmd)?,
+            };
+            if round == 0 {
+                report_counted(v, &before, &objects.counted(v.role)?);
+            }
+            // A command is one setup and one completion: two runs.
+            per_cmd[i].push(2.0 * ns as f64 / n.max(1) as f64);
+            runs_total[i] += n;
+        }
+    }
+    print_table(rounds, &variants, &per_cmd, &runs_total);
+    Ok(())
+}
+
+/// What a variant counted during its first workload.
+fn report_counted(v: &Variant, before: &[u64], after: &[u64]) {
+    let d = |i: usize| after[i] - before[i];
+    match v.role {
+        Role::Ours => {
+            let c = |c: ProgramCounter| d(c as usize);
+            println!(
+                "{}: setups {}, completions {}, commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}, new in-flight keys {}",
+                v.label,
+                c(ProgramCounter::SetupEvents),
+                c(ProgramCounter::CompleteEvents),
+                d(PROGRAM_COUNTERS as usize),
+                c(ProgramCounter::CompletionUnmatched),
+                c(ProgramCounter::ReadFailed),
+                c(ProgramCounter::LbaSizeUnknown),
+                c(ProgramCounter::InflightNewKey),
+            );
+        }
+        Role::Minimal => println!("{}: commands in its buckets {}", v.label, d(0)),
+        Role::Floor | Role::Peer => {}
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// ns per command and the ratios, each the median over rounds of the ratio within the round.
+fn print_table(rounds: usize, variants: &[&Variant], per_cmd: &[Vec<f64>], runs: &[u64]) {
+    let index = |name: &str| {
+        variants
+            .iter()
+            .position(|v| v.programs.first() == Some(&name))
+    };
+    let peer = variants.iter().position(|v| v.role == Role::Peer);
+    let ratio = |i: usize, floor: Option<usize>| match floor {
+        Some(f) => format!(
+            "{:.2}",
+            median(
+                per_cmd[i]
+                    .iter()
+                    .zip(&per_cmd[f])
+                    .map(|(a, b)| a / b)
+                    .collect()
+            )
+        ),
+        None => "–".to_owned(),
+    };
+    println!("{rounds} rounds; ns per command: median (min–max) over rounds; ratios: median over rounds of the ratio within the round, to the variants of the same hook type and to bpftrace");
+    println!("| variant, alone on the nvme tracepoints | runs | ns per command | × empty | × clock floor | × minimal tracer | × bpftrace |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    for (i, v) in variants.iter().enumerate() {
+        let [empty, clock, minimal] = match v.hook.floors() {
+            Some(f) => f.map(index),
+            None => [None; 3],
+        };
+        let lo = per_cmd[i].iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = per_cmd[i].iter().copied().fold(0.0, f64::max);
+        println!(
+            "| {} | {} | {:.0} ({lo:.0}–{hi:.0}) | {} | {} | {} | {} |",
+            v.label,
+            runs[i],
+            median(per_cmd[i].clone()),
+            ratio(i, empty),
+            ratio(i, clock),
+            ratio(i, minimal),
+            ratio(i, peer),
+        );
+    }
+}
