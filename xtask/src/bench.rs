@@ -1,6 +1,7 @@
 //! `cargo xtask bench [--smp N]`: the figures of BENCHMARKS.md, in one lab boot. Builds the
-//! `ebpf_bench` example (nvmeof-agent/examples), boots the lab with it, and runs there:
-//! the programs' run time per command beside the benchmark-only floors (bpf_stats, one dd), the
+//! `ebpf_bench` example (nvmeof-agent/examples), boots the lab with it and Debian's bpftrace,
+//! and runs there: the programs' run time per command beside the benchmark object's floors and
+//! minimal tracer and bpftrace's equivalent script (bpf_stats, one dd per variant and round), the
 //! same counters as bpftool shows them, and the agent's CPU time per drain and per scrape with
 //! the real maps filled for 8 controllers × 128 I/O queues.
 use std::path::PathBuf;
@@ -52,6 +53,10 @@ pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
     opts.cpus = cpus;
     opts.extra_files
         .push((bench, PathBuf::from("/usr/bin/ebpf_bench")));
+    // The peer, with its libraries (LLVM and clang: about 200 MB), in this boot only; the
+    // initramfs unpacks into the guest's memory, hence the room.
+    opts.extra_tools.push("bpftrace");
+    opts.memory_mb = opts.memory_mb.max(2048);
     let mut lab = Lab::boot(&opts)?;
     let topo = lab.sh("topology; controllers")?;
     println!(
@@ -61,13 +66,14 @@ pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
         if cpus == 1 { "" } else { "s" },
         topo.out
     );
-    let long = Duration::from_secs(1200);
+    // bpftrace compiles its script each round: tens of seconds under TCG.
+    let long = Duration::from_secs(3600);
     let programs = lab
         .sh_timeout(
             &format!(
                 "d=$(dev_of tcp) || exit 9
                  echo \"workload, per variant and round: dd if=$d of=/dev/null bs=4k count={READS} iflag=direct\"
-                 /usr/bin/ebpf_bench programs --rounds {ROUNDS} dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
+                 /usr/bin/ebpf_bench programs --rounds {ROUNDS} --bpftrace /usr/bin/bpftrace dd if=$d of=/dev/null bs=4k count={READS} iflag=direct 2>&1 &
                  p=$!
                  sleep 5
                  echo '--- bpftool prog show, 5 s in (the same bpf_prog_info counters; the first variants are ours: the tp_btf pair (`tracing`), then the raw pair)'

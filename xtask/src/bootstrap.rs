@@ -27,6 +27,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libelf-dev",
     "dwarves",
     "bpftool",
+    // The peer of `cargo xtask bench`: its script runs in the benchmark's guest.
+    "bpftrace",
     // The C compiler for musl: ring (TLS) builds C, and the shipped binary is static.
     "musl-tools",
     // A real Prometheus (and promtool): the lab tests scrape the agent with it, native

@@ -75,6 +75,8 @@ pub struct Contents<'a> {
     pub agent: Option<&'a Path>,
     /// Extra files: (host path, guest path).
     pub extra: Vec<(PathBuf, PathBuf)>,
+    /// Host programs beyond [`GUEST_TOOLS`], copied the same way.
+    pub tools: Vec<&'a str>,
 }
 
 /// Builds the initramfs into `out` (gzip-compressed newc cpio).
@@ -111,7 +113,7 @@ pub fn build(c: &Contents, work: &Path, out: &Path) -> Result<()> {
     std::fs::write(staging.join("lab/limits"), c.kernel.limits.join("\n"))?;
 
     let mut exes: Vec<(PathBuf, PathBuf)> = Vec::new();
-    for t in GUEST_TOOLS {
+    for t in GUEST_TOOLS.iter().chain(&c.tools) {
         let p = which(t)
             .with_context(|| format!("{t} is not installed: run `cargo xtask bootstrap`"))?;
         exes.push((p.clone(), PathBuf::from("/usr/bin").join(t)));

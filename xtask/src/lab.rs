@@ -42,6 +42,9 @@ pub struct LabOptions {
     pub qemu_args: Vec<String>,
     /// Extra files for the initramfs: (host path, guest path).
     pub extra_files: Vec<(PathBuf, PathBuf)>,
+    /// Extra host programs for the initramfs, at /usr/bin with their shared libraries (the
+    /// benchmark's bpftrace: about 200 MB with its LLVM, so only where it is used).
+    pub extra_tools: Vec<&'static str>,
     /// QEMU's own NVMe controller on the PCI bus, beside the fabrics ones: a second
     /// implementation with a real SMART log (temperature, the critical warning it is told).
     pub pcie_nvme: Option<PcieNvme>,
@@ -102,6 +105,7 @@ impl LabOptions {
             cpus: 2,
             qemu_args: Vec::new(),
             extra_files: Vec::new(),
+            extra_tools: Vec::new(),
             pcie_nvme: None,
         }
     }
@@ -184,6 +188,7 @@ impl Lab {
                 kernel: &kernel,
                 agent: opts.agent.as_deref(),
                 extra: opts.extra_files.clone(),
+                tools: opts.extra_tools.clone(),
             },
             &work,
             &initrd,
