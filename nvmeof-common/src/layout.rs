@@ -42,6 +42,23 @@ pub struct TracepointLayout {
     pub valid: u32,
 }
 
+impl TracepointLayout {
+    /// What an object's `LAYOUT` global holds until the loader writes it.
+    pub const UNSET: TracepointLayout = TracepointLayout {
+        setup_ctrl_id: FieldLoc::new(0, 0),
+        setup_qid: FieldLoc::new(0, 0),
+        setup_opcode: FieldLoc::new(0, 0),
+        setup_cid: FieldLoc::new(0, 0),
+        setup_nsid: FieldLoc::new(0, 0),
+        setup_cdw10: FieldLoc::new(0, 0),
+        complete_ctrl_id: FieldLoc::new(0, 0),
+        complete_qid: FieldLoc::new(0, 0),
+        complete_cid: FieldLoc::new(0, 0),
+        complete_status: FieldLoc::new(0, 0),
+        valid: 0,
+    };
+}
+
 /// Where the request-keyed programs (tp_btf and raw tracepoints, whose first argument is the
 /// `struct request *`) find what they read in kernel structs. The agent reads every offset from
 /// the kernel's BTF at start (`struct request`, `request_queue`, `blk_mq_hw_ctx` from vmlinux,
@@ -69,4 +86,30 @@ pub struct RequestLayout {
     pub ctrl_instance: u32,
     /// Non-zero once filled; an unset layout makes the programs return at once.
     pub valid: u32,
+}
+
+impl RequestLayout {
+    /// What an object's `REQ_LAYOUT` global holds until the loader writes it.
+    pub const UNSET: RequestLayout = RequestLayout {
+        request_size: 0,
+        request_q: 0,
+        request_mq_hctx: 0,
+        queue_queuedata: 0,
+        hctx_queue_num: 0,
+        nvme_req_ctrl: 0,
+        nvme_req_status: 0,
+        ctrl_instance: 0,
+        valid: 0,
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unset_layouts_are_the_defaults() {
+        assert_eq!(TracepointLayout::UNSET, TracepointLayout::default());
+        assert_eq!(RequestLayout::UNSET, RequestLayout::default());
+    }
 }

@@ -184,32 +184,10 @@ pub fn bench_btf_load(ctx: BtfTracePointContext) -> i32 {
 /// Written by the loader before load, as for the agent's object: the record layout from tracefs
 /// (the classic minimal pair), the struct offsets from BTF (the request-keyed ones).
 #[no_mangle]
-static LAYOUT: TracepointLayout = TracepointLayout {
-    setup_ctrl_id: FieldLoc::new(0, 0),
-    setup_qid: FieldLoc::new(0, 0),
-    setup_opcode: FieldLoc::new(0, 0),
-    setup_cid: FieldLoc::new(0, 0),
-    setup_nsid: FieldLoc::new(0, 0),
-    setup_cdw10: FieldLoc::new(0, 0),
-    complete_ctrl_id: FieldLoc::new(0, 0),
-    complete_qid: FieldLoc::new(0, 0),
-    complete_cid: FieldLoc::new(0, 0),
-    complete_status: FieldLoc::new(0, 0),
-    valid: 0,
-};
+static LAYOUT: TracepointLayout = TracepointLayout::UNSET;
 
 #[no_mangle]
-static REQ_LAYOUT: RequestLayout = RequestLayout {
-    request_size: 0,
-    request_q: 0,
-    request_mq_hctx: 0,
-    queue_queuedata: 0,
-    hctx_queue_num: 0,
-    nvme_req_ctrl: 0,
-    nvme_req_status: 0,
-    ctrl_instance: 0,
-    valid: 0,
-};
+static REQ_LAYOUT: RequestLayout = RequestLayout::UNSET;
 
 /// `struct request`'s `tag` (int), from BTF.
 #[no_mangle]
