@@ -155,14 +155,6 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("How the eBPF programs are hooked: auto tries tp_btf, raw_tracepoint, then tracepoint (which misses nvme-tcp writes larger than the inline data)."),
         )
         .arg(
-            Arg::new("ebpf.latency-window")
-                .long("ebpf.latency-window")
-                .value_name("DURATION")
-                .default_value("60s")
-                .value_parser(parse_duration)
-                .help("Window over which latency quantiles are computed."),
-        )
-        .arg(
             Arg::new("smart.interval")
                 .long("smart.interval")
                 .value_name("DURATION")
@@ -256,7 +248,6 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             m.get_one::<String>("ebpf.attach-mode")
                 .expect("has a default"),
         ),
-        latency_window: get("ebpf.latency-window"),
         smart_interval: get("smart.interval"),
         smart_timeout: get("smart.timeout"),
     }
@@ -298,7 +289,6 @@ mod tests {
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
         assert_eq!(c.drain_interval, Duration::from_secs(1));
         assert_eq!(c.attach_mode, None);
-        assert_eq!(c.latency_window, Duration::from_secs(60));
         assert!(!c.per_queue);
         assert!(!c.native_only);
         assert_eq!(c.log_level, log::LevelFilter::Info);
@@ -387,13 +377,11 @@ mod tests {
             "--metrics.per-queue",
             "--metrics.native-only",
             "--ebpf.drain-interval=250ms",
-            "--ebpf.latency-window=5m",
         ])
         .unwrap();
         assert!(c.per_queue);
         assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
         assert_eq!(c.attach_mode, None);
-        assert_eq!(c.latency_window, Duration::from_secs(300));
     }
 }

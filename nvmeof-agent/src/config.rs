@@ -36,7 +36,6 @@ pub struct Config {
     pub drain_interval: Duration,
     /// The eBPF attach mode to use; `None` tries them in order.
     pub attach_mode: Option<AttachMode>,
-    pub latency_window: Duration,
     pub smart_interval: Duration,
     pub smart_timeout: Duration,
 }

@@ -101,7 +101,6 @@ pub fn registry() -> Vec<Registration> {
                         btf_root: None,
                         attach_mode: c.attach_mode,
                         drain_interval: c.drain_interval,
-                        latency_window: c.latency_window,
                         per_queue: c.per_queue,
                     },
                 ))))

@@ -72,10 +72,10 @@ fn remove_keys<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]
 }
 
 impl Drainer {
-    pub fn new(loaded: Loaded, sysfs_root: PathBuf, per_queue: bool, window_len: usize) -> Self {
+    pub fn new(loaded: Loaded, sysfs_root: PathBuf, per_queue: bool) -> Self {
         Drainer {
             loaded,
-            model: Model::new(per_queue, window_len),
+            model: Model::new(per_queue),
             sysfs_root,
             namespaces: HashMap::new(),
             subsystems: BTreeMap::new(),
@@ -347,7 +347,7 @@ mod tests {
         }
         let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
         let loaded = Loaded::detached(ebpf, loader::AttachMode::RawTracepoint);
-        let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false, 4);
+        let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false);
         let state = RwLock::new(IoState::default());
         d.drain_once(&state).unwrap();
         let left: Vec<u64> = entries::<u64, Inflight>(&d.loaded.ebpf, maps::INFLIGHT_RQ)
@@ -369,12 +369,6 @@ mod tests {
             (0, OpClass::Read, 3, 12288)
         );
         assert_eq!(o.buckets, vec![(latency_bucket(100_000) as u16, 3)]);
-        assert_eq!(
-            o.quantiles_ns[0],
-            Some(crate::bpf::io::model::bucket_value_ns(latency_bucket(
-                100_000
-            )))
-        );
         assert_eq!(s.view.queues[0].1.depth, 2);
         assert_eq!(s.view.io_queues, vec![(0, 1)]);
         assert_eq!(s.subsystems.get(&0).map(String::as_str), Some("nqn.test"));

@@ -38,8 +38,6 @@ pub struct IoOptions {
     pub attach_mode: Option<loader::AttachMode>,
     /// How often the maps are read.
     pub drain_interval: Duration,
-    /// What the latency quantiles cover.
-    pub latency_window: Duration,
     /// Series per hardware queue instead of per controller.
     pub per_queue: bool,
 }
@@ -61,12 +59,6 @@ pub struct IoState {
     pub programs: Vec<ProgramRun>,
     /// How long the last drain took; `None` before the first.
     pub drain_seconds: Option<f64>,
-}
-
-/// Drains that fit in the latency window (at least one).
-pub fn window_len(drain_interval: Duration, latency_window: Duration) -> usize {
-    let d = drain_interval.max(MIN_DRAIN_INTERVAL).as_secs_f64();
-    ((latency_window.as_secs_f64() / d).ceil() as usize).max(1)
 }
 
 /// `nvme_core`'s command timeouts (module parameters, in seconds), for the `timeout` kind of
@@ -203,12 +195,7 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
         mode: Some(loaded.mode.as_str()),
         ..Default::default()
     }));
-    let drainer = drain::Drainer::new(
-        loaded,
-        opts.sysfs_root.clone(),
-        opts.per_queue,
-        window_len(interval, opts.latency_window),
-    );
+    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue);
     let worker = Worker::every("ebpf-drain", interval, drain::ticks(drainer, state.clone()))?;
     Ok(IoSource {
         state,
@@ -250,15 +237,6 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn window_covers_the_latency_window() {
-        let s = Duration::from_secs;
-        assert_eq!(window_len(s(1), s(60)), 60);
-        assert_eq!(window_len(s(7), s(60)), 9);
-        assert_eq!(window_len(s(120), s(60)), 1);
-        assert_eq!(window_len(Duration::ZERO, s(1)), 10);
-    }
-
     /// Options with tracefs at `tracefs` and nothing else the tracer could find.
     fn options_on(tracefs: &std::path::Path, per_queue: bool) -> IoOptions {
         IoOptions {
@@ -267,7 +245,6 @@ pub(crate) mod tests {
             btf_root: Some(PathBuf::from("/nonexistent")),
             attach_mode: None,
             drain_interval: Duration::from_secs(1),
-            latency_window: Duration::from_secs(60),
             per_queue,
         }
     }
