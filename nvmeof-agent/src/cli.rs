@@ -147,6 +147,22 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("How often the eBPF maps are drained."),
         )
         .arg(
+            Arg::new("ebpf.max-controllers")
+                .long("ebpf.max-controllers")
+                .value_name("N")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u32).range(0..=4096))
+                .help("Controller instances (nvme0 .. nvmeN-1) the eBPF arrays hold; 0: twice the highest present, at least 16. Commands past it are counted as slot_out_of_range, not timed."),
+        )
+        .arg(
+            Arg::new("ebpf.max-queues")
+                .long("ebpf.max-queues")
+                .value_name("N")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u32).range(0..=65536))
+                .help("Queue ids (0 = admin .. N-1) per controller the eBPF arrays hold; 0: the possible CPUs plus one, or more if a present controller has more. Commands past it are counted as slot_out_of_range, not timed."),
+        )
+        .arg(
             Arg::new("ebpf.attach-mode")
                 .long("ebpf.attach-mode")
                 .value_name("MODE")
@@ -244,6 +260,10 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<bool>("metrics.native-only")
             .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
+        max_controllers: *m
+            .get_one::<u32>("ebpf.max-controllers")
+            .expect("has a default"),
+        max_queues: *m.get_one::<u32>("ebpf.max-queues").expect("has a default"),
         attach_mode: crate::config::attach_mode(
             m.get_one::<String>("ebpf.attach-mode")
                 .expect("has a default"),
@@ -288,6 +308,7 @@ mod tests {
         assert_eq!(c.sysfs, PathBuf::from("/sys"));
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
         assert_eq!(c.drain_interval, Duration::from_secs(1));
+        assert_eq!((c.max_controllers, c.max_queues), (0, 0));
         assert_eq!(c.attach_mode, None);
         assert!(!c.per_queue);
         assert!(!c.native_only);
@@ -377,11 +398,14 @@ mod tests {
             "--metrics.per-queue",
             "--metrics.native-only",
             "--ebpf.drain-interval=250ms",
+            "--ebpf.max-controllers=64",
+            "--ebpf.max-queues=257",
         ])
         .unwrap();
         assert!(c.per_queue);
         assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
+        assert_eq!((c.max_controllers, c.max_queues), (64, 257));
         assert_eq!(c.attach_mode, None);
     }
 }

@@ -12,6 +12,7 @@
 //!
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
 //! and returns a source whose state says `up: false` (`nvmeof_exporter_ebpf_up 0`).
+pub mod arrays;
 pub mod drain;
 pub mod model;
 pub mod namespaces;
@@ -38,6 +39,10 @@ pub struct IoOptions {
     pub attach_mode: Option<loader::AttachMode>,
     /// How often the maps are read.
     pub drain_interval: Duration,
+    /// Controller instances the arrays hold; 0: see [`slot_layout`].
+    pub max_controllers: u32,
+    /// Queue ids per controller the arrays hold; 0: see [`slot_layout`].
+    pub max_queues: u32,
     /// Series per hardware queue instead of per controller.
     pub per_queue: bool,
 }
@@ -102,6 +107,63 @@ pub fn inflight_capacity(sysfs_root: &std::path::Path) -> u32 {
         .max(u64::from(nvmeof_common::INFLIGHT_CAPACITY))
         .next_power_of_two()
         .min(u64::from(INFLIGHT_CAPACITY_MAX)) as u32
+}
+
+/// The node's possible CPUs (`devices/system/cpu/possible`, a list such as `0-255` or `0,2-5`):
+/// nvme-tcp and nvme-rdma open one I/O queue per CPU unless told otherwise.
+pub fn possible_cpus(sysfs_root: &std::path::Path) -> Option<u32> {
+    let text = std::fs::read_to_string(sysfs_root.join("devices/system/cpu/possible")).ok()?;
+    let mut n = 0u32;
+    // A sane bound on what a sysfs file may claim, whatever it says.
+    for part in text.trim().split(',').filter(|p| !p.is_empty()).take(4096) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let a = part.parse::<u32>().ok()?;
+                (a, a)
+            }
+        };
+        n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+    }
+    (n > 0).then_some(n.min(1 << 16))
+}
+
+/// The bounds of the `QUEUES` and `OPS` arrays: controller instances 0 .. `controllers` and
+/// queue ids 0 .. `queues`.
+/// - Controllers: `max_controllers`, or (0) twice the highest instance present plus one, at least
+///   16. The kernel hands instances out lowest-free, so they stay below the most controllers the
+///   node has at once.
+/// - Queues: `max_queues`, or (0) the possible CPUs plus the admin queue, or the most any present
+///   controller has if that is more (write and poll queues come on top of the per-CPU ones).
+///
+/// A command past either bound is counted (`slot_out_of_range`) and not timed.
+pub fn slot_layout(
+    sysfs_root: &std::path::Path,
+    max_controllers: u32,
+    max_queues: u32,
+) -> nvmeof_common::SlotLayout {
+    let present = crate::sysfs::controller::controllers(sysfs_root)
+        .map(|p| p.items)
+        .unwrap_or_default();
+    let controllers = match max_controllers {
+        0 => present
+            .iter()
+            .map(|c| 2 * (c.instance.min(2047) + 1))
+            .max()
+            .unwrap_or(0)
+            .max(16),
+        n => n,
+    };
+    let queues = match max_queues {
+        0 => present
+            .iter()
+            .filter_map(|c| c.queue_count)
+            .max()
+            .unwrap_or(0)
+            .max(possible_cpus(sysfs_root).unwrap_or(1) + 1),
+        n => n,
+    };
+    nvmeof_common::SlotLayout::new(controllers, queues.min(1 << 16))
 }
 
 /// What the tracer publishes: the state of the last drain, behind a lock the drain writes and
@@ -177,10 +239,18 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
         module_tracepoints: request.and_then(|b| b.module_tracepoints),
         timeouts: command_timeouts(&opts.sysfs_root),
     };
+    let slots = slot_layout(&opts.sysfs_root, opts.max_controllers, opts.max_queues);
     let sizes = loader::MapSizes {
         inflight: Some(inflight_capacity(&opts.sysfs_root)),
-        ..Default::default()
+        slots: Some(slots),
     };
+    log::info!(
+        "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
+        slots.controllers,
+        slots.queues,
+        slots.stats_slots(),
+        u64::from(slots.stats_slots()) * std::mem::size_of::<nvmeof_common::OpStats>() as u64
+    );
     let loaded = loader::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
     log::info!(
         "eBPF: attach mode {}: attached {}",
@@ -195,7 +265,7 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
         mode: Some(loaded.mode.as_str()),
         ..Default::default()
     }));
-    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue);
+    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?;
     let worker = Worker::every("ebpf-drain", interval, drain::ticks(drainer, state.clone()))?;
     Ok(IoSource {
         state,
@@ -206,6 +276,49 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn possible_cpus_read_the_kernels_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        for (text, want) in [
+            ("0-255\n", Some(256)),
+            ("0\n", Some(1)),
+            ("0,2-5,7\n", Some(6)),
+            ("5-3\n", None),
+            ("x\n", None),
+            ("\n", None),
+        ] {
+            std::fs::write(cpu.join("possible"), text).unwrap();
+            assert_eq!(possible_cpus(dir.path()), want, "{text:?}");
+        }
+    }
+
+    /// The arrays' bounds from the node: flags win, else the controllers present and the CPUs.
+    #[test]
+    fn slot_layout_follows_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("possible"), "0-255\n").unwrap();
+        let l = slot_layout(dir.path(), 0, 0);
+        assert_eq!((l.controllers, l.queues), (16, 257));
+        for (i, queues) in [(0, 65), (11, 300)] {
+            let c = dir.path().join(format!("class/nvme/nvme{i}"));
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("queue_count"), format!("{queues}\n")).unwrap();
+        }
+        // nvme11 present: instances up to 23; a controller with 300 queues (write and poll
+        // queues on top of the CPUs') raises the queues.
+        let l = slot_layout(dir.path(), 0, 0);
+        assert_eq!((l.controllers, l.queues), (24, 300));
+        let l = slot_layout(dir.path(), 8, 9);
+        assert_eq!((l.controllers, l.queues), (8, 9));
+        // No sysfs at all: 16 controllers of one CPU's queues.
+        let l = slot_layout(std::path::Path::new("/nonexistent"), 0, 0);
+        assert_eq!((l.controllers, l.queues), (16, 2));
+    }
 
     /// One entry per request struct of the controllers at start, within the bounds.
     #[test]
@@ -245,6 +358,8 @@ pub(crate) mod tests {
             btf_root: Some(PathBuf::from("/nonexistent")),
             attach_mode: None,
             drain_interval: Duration::from_secs(1),
+            max_controllers: 0,
+            max_queues: 0,
             per_queue,
         }
     }
