@@ -394,6 +394,42 @@ pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<LoadedSt
     Ok(LoadedState { ebpf, attached })
 }
 
+/// What each map of a loaded object costs the kernel: `memlock` from the map's fdinfo (the
+/// bytes the kernel charges for it), by map name, largest first. Maps whose fdinfo cannot be
+/// read are left out.
+pub fn map_memory(ebpf: &Ebpf) -> Vec<(String, u64)> {
+    use aya::maps::Map;
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut out: Vec<(String, u64)> = ebpf
+        .maps()
+        .filter_map(|(name, map)| {
+            let data = match map {
+                Map::Array(d)
+                | Map::HashMap(d)
+                | Map::LruHashMap(d)
+                | Map::PerCpuArray(d)
+                | Map::PerCpuHashMap(d)
+                | Map::PerCpuLruHashMap(d)
+                | Map::RingBuf(d)
+                | Map::PerfEventArray(d)
+                | Map::Unsupported(d) => d,
+                _ => return None,
+            };
+            let fd = data.fd().as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+            let bytes = info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), bytes))
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
 /// The state object, loaded, with the programs that attached.
 pub struct LoadedState {
     pub ebpf: Ebpf,

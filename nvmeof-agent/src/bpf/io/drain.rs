@@ -10,8 +10,8 @@ use anyhow::Context as _;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::Ebpf;
 use nvmeof_common::{
-    maps, ConnErrorKey, Inflight, InflightKey, NamespaceKey, StatusKey, CONN_ERROR_KINDS,
-    PROGRAM_COUNTERS,
+    maps, ConnErrorKey, Inflight, InflightKey, NamespaceKey, ProgramCounter, StatusKey,
+    CONN_ERROR_KINDS, PROGRAM_COUNTERS,
 };
 
 use super::arrays::Arrays;
@@ -36,6 +36,8 @@ pub struct Drainer {
     /// reused), by kind: a controller whose Connect the target refused never shows in sysfs,
     /// and its failure must not vanish with it.
     removed_conn_errors: [u64; CONN_ERROR_KINDS],
+    /// Whether commands past the arrays' bounds have been reported in the log (once).
+    told_out_of_range: bool,
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
@@ -84,6 +86,7 @@ impl Drainer {
             namespaces: HashMap::new(),
             subsystems: BTreeMap::new(),
             removed_conn_errors: [0; CONN_ERROR_KINDS],
+            told_out_of_range: false,
         })
     }
 
@@ -237,6 +240,19 @@ impl Drainer {
         let subsystems = controller_subsystems(&self.sysfs_root);
         self.forget_gone(&mut raw, &subsystems);
         let mut view = self.model.apply(raw);
+        let untimed = view.counters[ProgramCounter::SlotOutOfRange as usize];
+        if untimed > 0 && !self.told_out_of_range {
+            let s = self.loaded.slots;
+            log::warn!(
+                "eBPF: {untimed} commands of controllers or queues past the arrays' bounds \
+                 (instances below {}, queue ids below {}) were not timed; raise \
+                 --ebpf.max-controllers or --ebpf.max-queues (counted as \
+                 nvmeof_exporter_ebpf_events_total{{event=\"slot_out_of_range\"}})",
+                s.controllers,
+                s.queues
+            );
+            self.told_out_of_range = true;
+        }
         view.removed_conn_errors = self.removed_conn_errors;
         let programs = self.loaded.program_runs();
         let took = started.elapsed();

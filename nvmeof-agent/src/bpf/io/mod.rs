@@ -320,6 +320,44 @@ pub(crate) mod tests {
         assert_eq!((l.controllers, l.queues), (16, 2));
     }
 
+    /// The kernel memory of the maps at a node's size, as the kernel charges it (fdinfo
+    /// `memlock`), loading the real object with the arrays and the in-flight map sized as the
+    /// agent would size them. Skipped where BPF cannot be loaded here.
+    fn maps_at(controllers: u32, queues: u32, inflight: u32) -> Option<u64> {
+        let sizes = loader::MapSizes {
+            inflight: Some(inflight),
+            slots: Some(nvmeof_common::SlotLayout::new(controllers, queues)),
+        };
+        let ebpf = match loader::open(EBPF_OBJECT, &loader::Layouts::default(), sizes) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipped: {}", loader::explain(&e));
+                return None;
+            }
+        };
+        let maps = loader::map_memory(&ebpf);
+        let total = maps.iter().map(|(_, b)| b).sum();
+        eprintln!("{controllers} controllers × {queues} queues, in-flight {inflight}: {total} bytes {maps:?}");
+        Some(total)
+    }
+
+    /// The goals of the sizing: at most 8 MiB on the lab's node (2 CPUs: 3 queues, 16
+    /// controllers, the in-flight map at its least), at most 64 MiB at 256 CPUs with 16
+    /// controllers present (257 queues, 32 controllers' room, the in-flight map at its most).
+    #[test]
+    fn kernel_memory_fits_the_node() {
+        const MIB: u64 = 1 << 20;
+        if let Some(lab) = maps_at(16, 3, nvmeof_common::INFLIGHT_CAPACITY) {
+            assert!(lab <= 8 * MIB, "lab node: {lab} bytes");
+        }
+        if let Some(mid) = maps_at(16, 129, INFLIGHT_CAPACITY_MAX) {
+            assert!(mid <= 64 * MIB, "128 CPUs × 8 controllers: {mid} bytes");
+        }
+        if let Some(big) = maps_at(32, 257, INFLIGHT_CAPACITY_MAX) {
+            assert!(big <= 64 * MIB, "256 CPUs × 16 controllers: {big} bytes");
+        }
+    }
+
     /// One entry per request struct of the controllers at start, within the bounds.
     #[test]
     fn inflight_capacity_follows_the_controllers_queues() {
