@@ -17,7 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
-use aya::maps::{HashMap as BpfHashMap, MapData};
+use aya::maps::{Array, MapData};
 use aya::Ebpf;
 use nvmeof_agent::bpf::io::drain::Drainer;
 use nvmeof_agent::bpf::io::{IoSource, IoState};
@@ -26,7 +26,7 @@ use nvmeof_agent::bpf::EBPF_OBJECT;
 use nvmeof_agent::collector::{Collector, Sink};
 use nvmeof_agent::collectors::io::IoCollector;
 use nvmeof_common::{
-    latency_bucket, maps, OpClass, OpKey, OpStats, QueueKey, QueueState, TracepointLayout,
+    latency_bucket, maps, OpClass, OpStats, QueueState, SlotLayout, TracepointLayout,
 };
 
 /// CPU time of the calling thread.
@@ -55,80 +55,93 @@ fn fake_sysfs(controllers: u32) -> anyhow::Result<PathBuf> {
     Ok(root)
 }
 
-/// The OPS keys of a node: read, write and connect per I/O queue, admin and fabrics on queue 0.
-fn op_keys(controllers: u32, queues: u16) -> Vec<OpKey> {
-    let key = |ctrl_id, qid, c: OpClass| OpKey {
-        ctrl_id,
-        qid,
-        opclass: c as u8,
-        _pad: 0,
-    };
-    let mut keys = Vec::new();
-    for c in 0..controllers {
-        keys.push(key(c, 0, OpClass::Admin));
-        keys.push(key(c, 0, OpClass::Fabrics));
-        for q in 1..=queues {
-            for class in [OpClass::Read, OpClass::Write, OpClass::Fabrics] {
-                keys.push(key(c, q, class));
-            }
+/// The `OPS` slots a busy node fills: per controller admin and fabrics, reads and writes of
+/// every I/O queue.
+fn busy_slots(slots: SlotLayout) -> Vec<u32> {
+    let mut out = Vec::new();
+    for c in 0..slots.controllers {
+        out.push(slots.stats_slot(c, 0, OpClass::Admin));
+        out.push(slots.stats_slot(c, 1, OpClass::Fabrics));
+        for q in 1..slots.queues as u16 {
+            out.push(slots.stats_slot(c, q, OpClass::Read));
+            out.push(slots.stats_slot(c, q, OpClass::Write));
         }
     }
-    keys
+    out
 }
 
-/// Moves every key's counters as a drain interval of I/O would: 96 commands spread over 16
-/// buckets around 100 µs (a different spread per round, so deltas are never empty).
-fn bump(ebpf: &mut Ebpf, keys: &[OpKey], queues: &[QueueKey], round: u64) -> anyhow::Result<()> {
-    let mut ops = BpfHashMap::<&mut MapData, OpKey, OpStats>::try_from(
-        ebpf.map_mut(maps::OPS).context("map OPS")?,
-    )?;
-    let mut v = OpStats::default();
-    for k in keys {
-        let mut s = ops.get(k, 0).unwrap_or(v);
+/// Moves every slot's counters as a drain interval of I/O would: 96 commands spread over 16
+/// buckets around 100 µs (a different spread per round, so deltas are never empty), and every
+/// queue's completions, so the drain reads every statistics slot (the worst case).
+fn bump(ebpf: &mut Ebpf, slots: SlotLayout, busy: &[u32], round: u64) -> anyhow::Result<()> {
+    let mut ops =
+        Array::<&mut MapData, OpStats>::try_from(ebpf.map_mut(maps::OPS).context("map OPS")?)?;
+    for &i in busy {
+        let mut s = ops.get(&i, 0)?;
         s.bytes += 96 * 4096;
-        for i in 0..16u64 {
-            let ns = 60_000 + (i * 5 + round % 5) * 5_000;
+        for b in 0..16u64 {
+            let ns = 60_000 + (b * 5 + round % 5) * 5_000;
             s.buckets[latency_bucket(ns)] = s.buckets[latency_bucket(ns)].wrapping_add(6);
             s.latency_sum_ns += ns * 6;
         }
-        ops.insert(k, s, 0)?;
-        v = OpStats::default();
+        ops.set(i, s, 0)?;
     }
-    let mut qs = BpfHashMap::<&mut MapData, QueueKey, QueueState>::try_from(
+    let mut qs = Array::<&mut MapData, QueueState>::try_from(
         ebpf.map_mut(maps::QUEUES).context("map QUEUES")?,
     )?;
-    for k in queues {
-        let mut s = qs.get(k, 0).unwrap_or_default();
+    for i in 0..slots.queue_slots() {
+        let mut s = qs.get(&i, 0)?;
         s.submitted += 101;
         s.completed += 100;
         s.busy_ns += 5_000_000;
         s.last_event_ns = round;
-        qs.insert(k, s, 0)?;
+        qs.set(i, s, 0)?;
     }
     Ok(())
 }
 
-fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<()> {
-    let keys = op_keys(controllers, queues);
-    let queue_keys: Vec<QueueKey> = (0..controllers)
-        .flat_map(|c| {
-            (0..=queues).map(move |q| QueueKey {
-                ctrl_id: c,
-                qid: q,
-                _pad: 0,
-            })
+/// Series a Prometheus stores from a text scrape (every sample line), and from a protobuf one
+/// with native histograms (a histogram with native buckets is one series).
+fn series(families: &[nvmeof_agent::exposition::model::MetricFamily]) -> (usize, usize) {
+    let text = nvmeof_agent::exposition::text::encode(families);
+    let classic = text.lines().filter(|l| !l.starts_with('#')).count();
+    let native = families
+        .iter()
+        .map(|f| {
+            f.metric
+                .iter()
+                .map(|m| match &m.histogram {
+                    Some(h) if h.is_native() => 1,
+                    Some(h) => h.bucket.len() + 3,
+                    None if m.summary.is_some() => {
+                        2 + m.summary.as_ref().map_or(0, |s| s.quantile.len())
+                    }
+                    None => 1,
+                })
+                .sum::<usize>()
         })
-        .collect();
+        .sum();
+    (classic, native)
+}
+
+fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<()> {
+    let slots = SlotLayout::new(controllers, u32::from(queues) + 1);
+    let sizes = MapSizes {
+        inflight: None,
+        slots: Some(slots),
+    };
+    let busy = busy_slots(slots);
     let sysfs = fake_sysfs(controllers)?;
     println!(
-        "{controllers} controllers × {queues} I/O queues: {} OPS keys, {} QUEUES keys, {drains} drains per mode",
-        keys.len(),
-        queue_keys.len()
+        "{controllers} controllers × {queues} I/O queues: {} OPS slots busy of {}, {} QUEUES slots, {drains} drains per mode",
+        busy.len(),
+        slots.stats_slots(),
+        slots.queue_slots()
     );
     println!(
-        "| series | drain CPU ms (median / max) | scrape CPU ms (median / max) | scrape bytes |"
+        "| series | drain CPU ms (median / max) | scrape CPU ms (median / max) | text bytes | protobuf bytes | series, text | series, native |"
     );
-    println!("| --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for per_queue in [false, true] {
         let ebpf = loader::open(
             EBPF_OBJECT,
@@ -138,11 +151,11 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
                 module_tracepoints: None,
                 timeouts: Default::default(),
             },
-            MapSizes::default(),
+            sizes,
         )
         .map_err(|e| anyhow::anyhow!(loader::explain(&e)))?;
-        let loaded = Loaded::detached(ebpf, loader::AttachMode::Tracepoint);
-        let mut d = Drainer::new(loaded, sysfs.clone(), per_queue, 60);
+        let loaded = Loaded::detached(ebpf, loader::AttachMode::Tracepoint, sizes);
+        let mut d = Drainer::new(loaded, sysfs.clone(), per_queue)?;
         let state = Arc::new(RwLock::new(IoState {
             up: true,
             per_queue,
@@ -151,18 +164,21 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
         let collector = IoCollector::new(IoSource::shared(state.clone()));
         let mut drain_ms = Vec::new();
         let mut scrape_ms = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut proto_bytes, mut counts) = (0, 0, (0, 0));
         for round in 0..drains as u64 {
-            bump(&mut d.loaded_mut().ebpf, &keys, &queue_keys, round)?;
+            bump(&mut d.loaded_mut().ebpf, slots, &busy, round)?;
             let t = thread_cpu();
             d.drain_once(&state)?;
             drain_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);
             let t = thread_cpu();
             let mut sink = Sink::new();
             collector.collect(&mut sink)?;
-            let text = nvmeof_agent::exposition::text::encode(&sink.into_families());
+            let families = sink.into_families();
+            let text = nvmeof_agent::exposition::text::encode(&families);
             scrape_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);
             bytes = text.len();
+            proto_bytes = nvmeof_agent::exposition::protobuf::encode(&families, false).len();
+            counts = series(&families);
         }
         let stat = |v: &mut Vec<f64>| {
             v.sort_by(f64::total_cmp);
@@ -171,12 +187,14 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
         let (dm, dx) = stat(&mut drain_ms);
         let (sm, sx) = stat(&mut scrape_ms);
         println!(
-            "| {} | {dm:.1} / {dx:.1} | {sm:.1} / {sx:.1} | {bytes} |",
+            "| {} | {dm:.1} / {dx:.1} | {sm:.1} / {sx:.1} | {bytes} | {proto_bytes} | {} | {} |",
             if per_queue {
                 "--metrics.per-queue"
             } else {
                 "default"
-            }
+            },
+            counts.0,
+            counts.1
         );
     }
     let _ = std::fs::remove_dir_all(Path::new(&sysfs));

@@ -147,20 +147,28 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("How often the eBPF maps are drained."),
         )
         .arg(
+            Arg::new("ebpf.max-controllers")
+                .long("ebpf.max-controllers")
+                .value_name("N")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u32).range(0..=4096))
+                .help("Controller instances (nvme0 .. nvmeN-1) the eBPF arrays hold; 0: twice the highest present, at least 16. Commands past it are counted as slot_out_of_range, not timed."),
+        )
+        .arg(
+            Arg::new("ebpf.max-queues")
+                .long("ebpf.max-queues")
+                .value_name("N")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u32).range(0..=65536))
+                .help("Queue ids (0 = admin .. N-1) per controller the eBPF arrays hold; 0: the possible CPUs plus one, or more if a present controller has more. Commands past it are counted as slot_out_of_range, not timed."),
+        )
+        .arg(
             Arg::new("ebpf.attach-mode")
                 .long("ebpf.attach-mode")
                 .value_name("MODE")
                 .default_value("auto")
                 .value_parser(["auto", "tp_btf", "raw_tracepoint", "tracepoint"])
                 .help("How the eBPF programs are hooked: auto tries tp_btf, raw_tracepoint, then tracepoint (which misses nvme-tcp writes larger than the inline data)."),
-        )
-        .arg(
-            Arg::new("ebpf.latency-window")
-                .long("ebpf.latency-window")
-                .value_name("DURATION")
-                .default_value("60s")
-                .value_parser(parse_duration)
-                .help("Window over which latency quantiles are computed."),
         )
         .arg(
             Arg::new("smart.interval")
@@ -252,11 +260,14 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<bool>("metrics.native-only")
             .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
+        max_controllers: *m
+            .get_one::<u32>("ebpf.max-controllers")
+            .expect("has a default"),
+        max_queues: *m.get_one::<u32>("ebpf.max-queues").expect("has a default"),
         attach_mode: crate::config::attach_mode(
             m.get_one::<String>("ebpf.attach-mode")
                 .expect("has a default"),
         ),
-        latency_window: get("ebpf.latency-window"),
         smart_interval: get("smart.interval"),
         smart_timeout: get("smart.timeout"),
     }
@@ -297,8 +308,8 @@ mod tests {
         assert_eq!(c.sysfs, PathBuf::from("/sys"));
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
         assert_eq!(c.drain_interval, Duration::from_secs(1));
+        assert_eq!((c.max_controllers, c.max_queues), (0, 0));
         assert_eq!(c.attach_mode, None);
-        assert_eq!(c.latency_window, Duration::from_secs(60));
         assert!(!c.per_queue);
         assert!(!c.native_only);
         assert_eq!(c.log_level, log::LevelFilter::Info);
@@ -387,13 +398,14 @@ mod tests {
             "--metrics.per-queue",
             "--metrics.native-only",
             "--ebpf.drain-interval=250ms",
-            "--ebpf.latency-window=5m",
+            "--ebpf.max-controllers=64",
+            "--ebpf.max-queues=257",
         ])
         .unwrap();
         assert!(c.per_queue);
         assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
+        assert_eq!((c.max_controllers, c.max_queues), (64, 257));
         assert_eq!(c.attach_mode, None);
-        assert_eq!(c.latency_window, Duration::from_secs(300));
     }
 }

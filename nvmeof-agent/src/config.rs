@@ -34,9 +34,12 @@ pub struct Config {
     /// Protobuf scrapes get native histogram buckets only (no classic ones where native exist).
     pub native_only: bool,
     pub drain_interval: Duration,
+    /// `--ebpf.max-controllers`, 0 for the sizing's own choice.
+    pub max_controllers: u32,
+    /// `--ebpf.max-queues`, 0 for the sizing's own choice.
+    pub max_queues: u32,
     /// The eBPF attach mode to use; `None` tries them in order.
     pub attach_mode: Option<AttachMode>,
-    pub latency_window: Duration,
     pub smart_interval: Duration,
     pub smart_timeout: Duration,
 }

@@ -119,6 +119,31 @@ fn alert_rules_query_declared_metrics_and_say_what_and_how_bad() {
 }
 
 /// Every `"expr"` (and templating query) string anywhere in a JSON document.
+/// The rules' promtool unit tests (`deploy/prometheus/alerts_test.yml`) pass: an alert that must
+/// fire does, with its labels and text, and resolves. promtool comes with Debian's prometheus,
+/// which `cargo xtask bootstrap` installs; without it the test says so and checks nothing.
+#[test]
+fn alert_rules_pass_their_promtool_tests() {
+    let out = match std::process::Command::new("promtool")
+        .args(["test", "rules", "alerts_test.yml"])
+        .current_dir(format!("{ROOT}/deploy/prometheus"))
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("skipped: promtool not runnable ({e}); `cargo xtask bootstrap` installs it");
+            return;
+        }
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SUCCESS"), "{text}");
+}
+
 fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
     match v {
         serde_json::Value::Object(m) => {

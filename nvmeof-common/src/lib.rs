@@ -23,9 +23,11 @@ pub mod maps {
     pub const INFLIGHT: &str = "INFLIGHT";
     /// The same for the request-keyed programs: `struct request *` as `u64` → [`crate::Inflight`].
     pub const INFLIGHT_RQ: &str = "INFLIGHT_RQ";
-    /// Per hardware queue: [`crate::QueueKey`] → [`crate::QueueState`].
+    /// Per hardware queue, an array indexed by [`crate::SlotLayout::queue_slot`] →
+    /// [`crate::QueueState`]; memory-mappable, the agent reads it without a system call.
     pub const QUEUES: &str = "QUEUES";
-    /// Per (controller, queue, opcode class): [`crate::OpKey`] → [`crate::OpStats`].
+    /// Per (controller, queue, opcode class), an array indexed by
+    /// [`crate::SlotLayout::stats_slot`] → [`crate::OpStats`]; memory-mappable.
     pub const OPS: &str = "OPS";
     /// Error completions: [`crate::StatusKey`] → `u64` count.
     pub const STATUSES: &str = "STATUSES";
@@ -33,9 +35,6 @@ pub mod maps {
     pub const NAMESPACES: &str = "NAMESPACES";
     /// The programs' own event counters: index [`crate::ProgramCounter`] → `u64`, per CPU.
     pub const COUNTERS: &str = "COUNTERS";
-    /// One zeroed [`crate::OpStats`] per CPU: the source of new `OPS` entries, which are too large
-    /// for the BPF stack.
-    pub const OPS_ZERO: &str = "OPS_ZERO";
     /// Connection errors by kind: [`crate::ConnErrorKey`] → `u64` count.
     pub const CONN_ERRORS: &str = "CONN_ERRORS";
 }
@@ -60,14 +59,16 @@ pub const LAYOUT_GLOBAL: &str = "LAYOUT";
 pub const REQ_LAYOUT_GLOBAL: &str = "REQ_LAYOUT";
 /// Name of the global that carries the command timeouts (see [`ErrorTimeouts`]).
 pub const ERROR_TIMEOUTS_GLOBAL: &str = "ERROR_TIMEOUTS";
+/// Name of the global that carries the array sizes (see [`SlotLayout`]).
+pub const SLOT_LAYOUT_GLOBAL: &str = "SLOT_LAYOUT";
+
+/// `BPF_F_MMAPABLE`: an array map the agent can map into its memory and read without a system
+/// call per element (Linux 5.5).
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// Capacity of the in-flight map. A lost completion leaves its entry until the same tag is used
 /// again on that queue, when it is replaced and counted; a full map refuses and counts.
 pub const INFLIGHT_CAPACITY: u32 = 16384;
-/// Default capacity of the `OPS` map: (controller, queue, opcode class) keys.
-pub const OPS_CAPACITY: u32 = 4096;
-/// Default capacity of the `QUEUES` map.
-pub const QUEUES_CAPACITY: u32 = 2048;
 /// Capacity of the `STATUSES` map.
 pub const STATUSES_CAPACITY: u32 = 1024;
 /// Capacity of the `NAMESPACES` map.
@@ -160,8 +161,9 @@ pub enum ProgramCounter {
     InflightFull = 1,
     /// A completion with no in-flight entry (set up before the programs attached, or dropped).
     CompletionUnmatched = 2,
-    /// The `OPS` map was full: a new (controller, queue, class) key could not be added.
-    OpsFull = 3,
+    /// A command of a controller instance or a queue past the arrays' bounds
+    /// ([`SlotLayout`], from `--ebpf.max-controllers` and `--ebpf.max-queues`): not timed.
+    SlotOutOfRange = 3,
     /// A read or write on a namespace whose LBA size the agent had not yet written: its bytes are
     /// counted with 512-byte blocks.
     LbaSizeUnknown = 4,
@@ -184,7 +186,7 @@ impl ProgramCounter {
         ProgramCounter::InflightReplaced,
         ProgramCounter::InflightFull,
         ProgramCounter::CompletionUnmatched,
-        ProgramCounter::OpsFull,
+        ProgramCounter::SlotOutOfRange,
         ProgramCounter::LbaSizeUnknown,
         ProgramCounter::ReadFailed,
         ProgramCounter::SetupEvents,
@@ -204,8 +206,9 @@ pub struct InflightKey {
     pub tag: u16,
 }
 
-/// A command between setup and completion. The request-keyed programs keep its controller and
-/// queue here, read once at setup, so a completion only reads the status.
+/// A command between setup and completion. Its controller and queue are read once, at setup,
+/// and so are the array slots its completion updates: a completion makes no lookup but this
+/// entry's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Inflight {
@@ -213,12 +216,129 @@ pub struct Inflight {
     /// Bytes the command moves (reads and writes), 0 for others.
     pub bytes: u32,
     pub ctrl_id: u32,
+    /// Index into `QUEUES` ([`SlotLayout::queue_slot`]).
+    pub queue_slot: u32,
+    /// Index into `OPS` ([`SlotLayout::stats_slot`]).
+    pub stats_slot: u32,
     pub qid: u16,
     /// An [`OpClass`] as `u8`.
     pub opclass: u8,
     /// The command's opcode (keep-alive and fabrics failures are told apart by it).
     pub opcode: u8,
     pub _pad: [u8; 4],
+}
+
+/// The bounds of the `QUEUES` and `OPS` arrays, written by the agent before load.
+///
+/// A controller's instance (the N of `/dev/nvmeN`, which the kernel hands out lowest-free) and a
+/// queue id index the arrays directly, so the programs find a queue's state and a command's
+/// statistics without a hash lookup. Per controller there are [`SlotLayout::queues`] queue slots
+/// and [`SlotLayout::stats_per_controller`] statistics slots: admin, fabrics, flush and other
+/// commands per controller ([`CONTROLLER_CLASSES`]), reads and writes per I/O queue
+/// ([`QUEUE_CLASSES`]): the per-queue split that earns its keep.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SlotLayout {
+    /// Controller instances 0 .. `controllers`.
+    pub controllers: u32,
+    /// Queue ids 0 (admin) .. `queues`.
+    pub queues: u32,
+    /// Non-zero once filled; an unset layout makes the programs return at once.
+    pub valid: u32,
+    pub _pad: u32,
+}
+
+/// Classes counted once per controller, whatever the queue: rows 0..4 of a controller's block.
+pub const CONTROLLER_CLASSES: [OpClass; 4] = [
+    OpClass::Admin,
+    OpClass::Fabrics,
+    OpClass::Flush,
+    OpClass::OtherIo,
+];
+/// Classes counted per I/O queue: two rows per queue after the controller rows.
+pub const QUEUE_CLASSES: [OpClass; 2] = [OpClass::Read, OpClass::Write];
+
+impl SlotLayout {
+    pub const fn new(controllers: u32, queues: u32) -> SlotLayout {
+        SlotLayout {
+            controllers,
+            queues,
+            valid: 1,
+            _pad: 0,
+        }
+    }
+
+    /// Entries of `QUEUES`.
+    pub const fn queue_slots(&self) -> u32 {
+        self.controllers * self.queues
+    }
+
+    /// `OPS` entries per controller: the controller rows, then reads and writes of every I/O
+    /// queue (1 .. `queues`).
+    pub const fn stats_per_controller(&self) -> u32 {
+        CONTROLLER_CLASSES.len() as u32 + self.queues.saturating_sub(1) * QUEUE_CLASSES.len() as u32
+    }
+
+    /// Entries of `OPS`.
+    pub const fn stats_slots(&self) -> u32 {
+        self.controllers * self.stats_per_controller()
+    }
+
+    /// The `QUEUES` index of a queue; `None` past the bounds.
+    #[inline(always)]
+    pub fn queue_slot(&self, ctrl_id: u32, qid: u16) -> Option<u32> {
+        if ctrl_id < self.controllers && (qid as u32) < self.queues {
+            Some(ctrl_id * self.queues + qid as u32)
+        } else {
+            None
+        }
+    }
+
+    /// The `OPS` index of a command of `class` on an in-bounds queue ([`Self::queue_slot`] is
+    /// `Some`): reads and writes on I/O queues (qid ≥ 1, as [`OpClass::classify`] gives them)
+    /// have a row per queue, the other classes one per controller.
+    #[inline(always)]
+    pub fn stats_slot(&self, ctrl_id: u32, qid: u16, class: OpClass) -> u32 {
+        let row = match class {
+            OpClass::Admin => 0,
+            OpClass::Fabrics => 1,
+            OpClass::Flush => 2,
+            OpClass::OtherIo => 3,
+            OpClass::Read => 4 + (qid as u32).saturating_sub(1) * 2,
+            OpClass::Write => 5 + (qid as u32).saturating_sub(1) * 2,
+        };
+        ctrl_id * self.stats_per_controller() + row
+    }
+
+    /// What an `OPS` index counts: (controller, queue, class); queue 0 for the per-controller
+    /// rows. The inverse of [`Self::stats_slot`].
+    pub fn stats_key(&self, index: u32) -> OpKey {
+        let per = self.stats_per_controller().max(1);
+        let (ctrl_id, row) = (index / per, index % per);
+        let (qid, class) = match row {
+            0..=3 => (0, CONTROLLER_CLASSES[row as usize]),
+            r => (
+                ((r - 4) / 2 + 1) as u16,
+                QUEUE_CLASSES[((r - 4) % 2) as usize],
+            ),
+        };
+        OpKey {
+            ctrl_id,
+            qid,
+            opclass: class as u8,
+            _pad: 0,
+        }
+    }
+
+    /// What a `QUEUES` index is: the inverse of [`Self::queue_slot`].
+    pub fn queue_key(&self, index: u32) -> QueueKey {
+        let q = self.queues.max(1);
+        QueueKey {
+            ctrl_id: index / q,
+            qid: (index % q) as u16,
+            _pad: 0,
+        }
+    }
 }
 
 /// Key of the per-queue map.
@@ -337,6 +457,7 @@ mod pod {
     unsafe impl aya::Pod for Reconnects {}
     unsafe impl aya::Pod for PendingChange {}
     unsafe impl aya::Pod for RequestLayout {}
+    unsafe impl aya::Pod for SlotLayout {}
     unsafe impl aya::Pod for crate::ConnErrorKey {}
     unsafe impl aya::Pod for crate::ErrorTimeouts {}
 }
@@ -348,7 +469,8 @@ mod tests {
     #[test]
     fn sizes_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<InflightKey>(), 8);
-        assert_eq!(core::mem::size_of::<Inflight>(), 24);
+        assert_eq!(core::mem::size_of::<Inflight>(), 32);
+        assert_eq!(core::mem::size_of::<SlotLayout>(), 16);
         assert_eq!(core::mem::size_of::<RequestLayout>(), 36);
         assert_eq!(core::mem::size_of::<QueueKey>(), 8);
         assert_eq!(core::mem::size_of::<QueueState>(), 32);
@@ -368,6 +490,44 @@ mod tests {
         }
         s.buckets[7] = u32::MAX;
         assert_eq!(s.commands(), latencies.len() as u64 + u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn slots_are_dense_and_invert() {
+        let l = SlotLayout::new(3, 5);
+        assert_eq!(
+            (l.queue_slots(), l.stats_per_controller(), l.stats_slots()),
+            (15, 12, 36)
+        );
+        assert_eq!(l.queue_slot(2, 4), Some(14));
+        assert_eq!(l.queue_slot(3, 0), None);
+        assert_eq!(l.queue_slot(0, 5), None);
+        let mut seen = [false; 36];
+        for ctrl_id in 0..3 {
+            for qid in 0..5u16 {
+                let k = l.queue_key(l.queue_slot(ctrl_id, qid).unwrap());
+                assert_eq!((k.ctrl_id, k.qid), (ctrl_id, qid));
+                for opcode in [
+                    NVME_CMD_READ,
+                    NVME_CMD_WRITE,
+                    NVME_CMD_FLUSH,
+                    0x09,
+                    NVME_FABRICS_OPCODE,
+                ] {
+                    let class = OpClass::classify(qid, opcode);
+                    let i = l.stats_slot(ctrl_id, qid, class);
+                    assert!(i < l.stats_slots(), "{ctrl_id} {qid} {class:?}");
+                    seen[i as usize] = true;
+                    let k = l.stats_key(i);
+                    assert_eq!((k.ctrl_id, k.opclass), (ctrl_id, class as u8));
+                    // Reads and writes keep their queue; the other classes are per controller.
+                    let want_qid = if class.moves_data() { qid } else { 0 };
+                    assert_eq!(k.qid, want_qid, "{class:?}");
+                }
+            }
+        }
+        // Every slot is some command's: none wasted.
+        assert!(seen.iter().all(|&s| s));
     }
 
     #[test]

@@ -15,8 +15,14 @@
 //!   request pointer), LRU hashes: the start time of every command between setup and completion
 //!   (an entry stays, idle, after its completion, for the key's next command);
 //! - `QUEUES`: per hardware queue, submitted and completed counts and busy time;
-//! - `OPS`: per (controller, queue, opcode class), bytes, errors, latency sum and a log-linear
-//!   latency histogram, whose bucket counts add up to the completed commands;
+//! - `OPS`: per (controller, queue, opcode class), bytes, errors, latency sum and a latency
+//!   histogram in Prometheus native-histogram buckets, whose counts add up to the completed
+//!   commands.
+//!
+//!   Both are arrays indexed by the controller instance and the queue id (`SLOT_LAYOUT`, sized
+//!   by the agent before load): the setup finds the two slots a command's completion will update
+//!   and keeps them in its in-flight entry, so a completion looks up nothing but that entry, and
+//!   an array lookup is a bounds check and an addition that the verifier inlines;
 //! - `STATUSES`: error completions by (controller, NVMe status, class);
 //! - `CONN_ERRORS`: connection errors by (controller, kind): every error completion in exactly
 //!   one kind, and commands that completed after their timeout (`ERROR_TIMEOUTS`, written by the
@@ -32,46 +38,33 @@
 use aya_ebpf::{
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use nvmeof_common::{
     latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
-    NamespaceKey, OpClass, OpKey, OpStats, ProgramCounter, QueueKey, QueueState, RequestLayout,
-    StatusKey, TracepointLayout, CONN_ERRORS_CAPACITY, INFLIGHT_CAPACITY, LATENCY_BUCKETS,
-    NAMESPACES_CAPACITY, NVME_STATUS_MASK, OPS_CAPACITY, PROGRAM_COUNTERS, QUEUES_CAPACITY,
-    STATUSES_CAPACITY, TAG_MASK,
+    NamespaceKey, OpClass, OpStats, ProgramCounter, QueueState, RequestLayout, SlotLayout,
+    StatusKey, TracepointLayout, BPF_F_MMAPABLE, CONN_ERRORS_CAPACITY, INFLIGHT_CAPACITY,
+    LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, PROGRAM_COUNTERS, STATUSES_CAPACITY,
+    TAG_MASK,
 };
-use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, count_key, get_or_insert};
+use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, count_key};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
-static LAYOUT: TracepointLayout = TracepointLayout {
-    setup_ctrl_id: FieldLoc::new(0, 0),
-    setup_qid: FieldLoc::new(0, 0),
-    setup_opcode: FieldLoc::new(0, 0),
-    setup_cid: FieldLoc::new(0, 0),
-    setup_nsid: FieldLoc::new(0, 0),
-    setup_cdw10: FieldLoc::new(0, 0),
-    complete_ctrl_id: FieldLoc::new(0, 0),
-    complete_qid: FieldLoc::new(0, 0),
-    complete_cid: FieldLoc::new(0, 0),
-    complete_status: FieldLoc::new(0, 0),
-    valid: 0,
-};
+static LAYOUT: TracepointLayout = TracepointLayout::UNSET;
 
 /// Written by the agent before load, from the kernel's BTF.
 #[no_mangle]
-static REQ_LAYOUT: RequestLayout = RequestLayout {
-    request_size: 0,
-    request_q: 0,
-    request_mq_hctx: 0,
-    queue_queuedata: 0,
-    hctx_queue_num: 0,
-    nvme_req_ctrl: 0,
-    nvme_req_status: 0,
-    ctrl_instance: 0,
+static REQ_LAYOUT: RequestLayout = RequestLayout::UNSET;
+
+/// Written by the agent before load: the bounds of `QUEUES` and `OPS`.
+#[no_mangle]
+static SLOT_LAYOUT: SlotLayout = SlotLayout {
+    controllers: 0,
+    queues: 0,
     valid: 0,
+    _pad: 0,
 };
 
 /// Written by the agent before load; zero turns timeout counting off.
@@ -94,18 +87,17 @@ static INFLIGHT_RQ: LruHashMap<u64, Inflight> = LruHashMap::with_max_entries(INF
 #[map]
 static INFLIGHT: LruHashMap<InflightKey, Inflight> =
     LruHashMap::with_max_entries(INFLIGHT_CAPACITY, 0);
+// Sized by the agent before load (`SlotLayout::queue_slots`, `SlotLayout::stats_slots`).
 #[map]
-static QUEUES: HashMap<QueueKey, QueueState> = HashMap::with_max_entries(QUEUES_CAPACITY, 0);
+static QUEUES: Array<QueueState> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
-static OPS: HashMap<OpKey, OpStats> = HashMap::with_max_entries(OPS_CAPACITY, 0);
+static OPS: Array<OpStats> = Array::with_max_entries(1, BPF_F_MMAPABLE);
 #[map]
 static STATUSES: HashMap<StatusKey, u64> = HashMap::with_max_entries(STATUSES_CAPACITY, 0);
 #[map]
 static NAMESPACES: HashMap<NamespaceKey, u32> = HashMap::with_max_entries(NAMESPACES_CAPACITY, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTERS, 0);
-#[map]
-static OPS_ZERO: PerCpuArray<OpStats> = PerCpuArray::with_max_entries(1, 0);
 
 /// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
@@ -115,6 +107,12 @@ const DEFAULT_LBA_SHIFT: u32 = 9;
 const CMD_OPCODE: u64 = 0;
 const CMD_NSID: u64 = 4;
 const CMD_CDW12: u64 = 48;
+
+#[inline(always)]
+fn slot_layout() -> SlotLayout {
+    // SAFETY: as in `layout`.
+    unsafe { core::ptr::read_volatile(&SLOT_LAYOUT) }
+}
 
 #[inline(always)]
 fn req_layout() -> RequestLayout {
@@ -188,8 +186,8 @@ fn read_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<u64> {
 /// that replaced a lost command counts that command as completed, so `submitted - completed`
 /// (the depth) does not grow by one for every lost completion.
 #[inline(always)]
-fn queue_event(key: &QueueKey, now: u64, submitted: u64, completed: u64) {
-    let Some(state) = get_or_insert(&QUEUES, key, &QueueState::default()) else {
+fn queue_event(slot: u32, now: u64, submitted: u64, completed: u64) {
+    let Some(state) = QUEUES.get_ptr_mut(slot) else {
         return;
     };
     // SAFETY: state points into a map value; the racy reads below are tolerated (like the block
@@ -220,9 +218,15 @@ struct Setup {
     cdw12: Option<u32>,
 }
 
-/// The in-flight value of a command set up at `now`.
+/// The in-flight value of a command set up at `now`, with the slots its completion updates;
+/// `None` (counted) for a controller or queue past the arrays' bounds.
 #[inline(always)]
-fn inflight(s: &Setup, now: u64) -> Inflight {
+fn inflight(s: &Setup, now: u64) -> Option<Inflight> {
+    let slots = slot_layout();
+    let Some(queue_slot) = slots.queue_slot(s.ctrl_id, s.qid) else {
+        count(ProgramCounter::SlotOutOfRange);
+        return None;
+    };
     let class = OpClass::classify(s.qid, s.opcode);
     let mut bytes = 0u32;
     if let Some(cdw12) = s.cdw12 {
@@ -241,15 +245,17 @@ fn inflight(s: &Setup, now: u64) -> Inflight {
         };
         bytes = blocks << (shift & 31);
     }
-    Inflight {
+    Some(Inflight {
         start_ns: now,
         bytes,
         ctrl_id: s.ctrl_id,
+        queue_slot,
+        stats_slot: slots.stats_slot(s.ctrl_id, s.qid, class),
         qid: s.qid,
         opclass: class as u8,
         opcode: s.opcode,
         _pad: [0; 4],
-    }
+    })
 }
 
 /// Records a command as in flight under `key` and counts it as submitted on its queue.
@@ -277,16 +283,7 @@ fn begin<K>(map: &LruHashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<
     if replaced {
         count(ProgramCounter::InflightReplaced);
     }
-    queue_event(
-        &QueueKey {
-            ctrl_id: value.ctrl_id,
-            qid: value.qid,
-            _pad: 0,
-        },
-        value.start_ns,
-        1,
-        replaced as u64,
-    );
+    queue_event(value.queue_slot, value.start_ns, 1, replaced as u64);
     Some(())
 }
 
@@ -340,7 +337,7 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
         qid,
         tag: cid & TAG_MASK,
     };
-    begin(&INFLIGHT, &key, &inflight(&s, now))
+    begin(&INFLIGHT, &key, &inflight(&s, now)?)
 }
 
 #[btf_tracepoint(function = "nvme_setup_cmd")]
@@ -409,7 +406,7 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
         s.nsid = field::<u32, BTF>(cmd + CMD_NSID)?;
         s.cdw12 = Some(field::<u32, BTF>(cmd + CMD_CDW12)?);
     }
-    begin(&INFLIGHT_RQ, &req, &inflight(&s, now))
+    begin(&INFLIGHT_RQ, &req, &inflight(&s, now)?)
 }
 
 #[tracepoint]
@@ -494,16 +491,7 @@ fn rq_complete(req: u64) -> Option<()> {
 #[inline(always)]
 fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
     let (ctrl_id, qid) = (started.ctrl_id, started.qid);
-    queue_event(
-        &QueueKey {
-            ctrl_id,
-            qid,
-            _pad: 0,
-        },
-        now,
-        0,
-        1,
-    );
+    queue_event(started.queue_slot, now, 0, 1);
 
     let latency = now.saturating_sub(started.start_ns);
     if status != 0 {
@@ -517,23 +505,8 @@ fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
     if timeouts.timed_out(qid, latency) {
         conn_error(ctrl_id, ConnErrorKind::Timeout);
     }
-    let op_key = OpKey {
-        ctrl_id,
-        qid,
-        opclass: started.opclass,
-        _pad: 0,
-    };
-    // The zeroed value (too large for the BPF stack) is only fetched for a new key.
-    let stats = match OPS.get_ptr_mut(op_key) {
-        Some(p) => p,
-        None => match get_or_insert(&OPS, &op_key, OPS_ZERO.get(0)?) {
-            Some(p) => p,
-            None => {
-                count(ProgramCounter::OpsFull);
-                return None;
-            }
-        },
-    };
+    // In bounds: the setup checked both slots against the same layout.
+    let stats = OPS.get_ptr_mut(started.stats_slot)?;
     let bucket = latency_bucket(latency);
     // Every shared atomic add is paid by every command (under multi-threaded TCG, dearly:
     // BENCHMARKS.md), so a command makes only those that carry information: no command count

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use nvmeof_tests::prometheus::Prometheus;
 use nvmeof_tests::{kernels, trace, with_lab, Metrics, Shared, LAB_AGENT_ARGS};
 
 /// Every family the agent may expose, from the registry: a live page must stay inside it.
@@ -151,10 +152,7 @@ fn dd_bytes_and_commands_show_up_exactly_in_the_io_counters() {
                     "{release} {t}: reads"
                 );
                 // The histogram counts every command the counters count.
-                let hist_count = delta(
-                    "nvmeof_io_latency_histogram_seconds_count",
-                    &[("opclass", "write")],
-                );
+                let hist_count = delta("nvmeof_io_latency_seconds_count", &[("opclass", "write")]);
                 assert_eq!(
                     hist_count, 256.0,
                     "{release} {t}: histogram count of writes"
@@ -175,8 +173,12 @@ const TRACED_WRITES: usize = 2000;
 /// arbitrarily: if at most k commands differ by more than [`TRACE_SLACK_NS`], the agent's value
 /// of rank r lies between the exact values of ranks r - k and r + k.
 const SHIFTED_COMMANDS: usize = TRACED_WRITES / 100;
-/// Half the relative width of a native bucket of schema 4: (2^(1/16) − 1) / 2.
-const HALF_BUCKET: f64 = 0.021_9;
+/// The bounds in ns of the schema-4 native bucket that holds `ns`: (2^((i−1)/16), 2^(i/16)] s
+/// with i = ceil(16·log2(ns / 10^9)), from the definition (not from the agent's code).
+fn schema4_bucket_ns(ns: f64) -> (f64, f64) {
+    let i = (16.0 * (ns.max(1.0) / 1e9).log2()).ceil();
+    (1e9 * ((i - 1.0) / 16.0).exp2(), 1e9 * (i / 16.0).exp2())
+}
 /// What every other command may differ by: tracefs prints whole microseconds (1 µs), plus the
 /// residual gap between the two probes.
 const TRACE_SLACK_NS: f64 = 3_000.0;
@@ -184,21 +186,28 @@ const TRACE_SLACK_NS: f64 = 3_000.0;
 /// plus the few shifted commands' share (2 ms each at most, seen).
 const MAX_MEAN_OFFSET_NS: f64 = 20_000.0;
 
-/// The agent's latency quantiles against exact ones from the kernel's own trace timestamps.
+/// The agent's latency histogram, read by a real Prometheus, against exact latencies from the
+/// kernel's own trace timestamps.
 ///
-/// A trace instance on the `mono` clock (the clock of `bpf_ktime_get_ns`) and then a fresh agent
-/// (new maps, an empty window) see the same writes on the RDMA controller, which carries nothing
-/// else but admin keep-alives. The trace joins setup and completion per (queue, cid & 0xfff) into
-/// exact latencies. The agent's window then holds exactly those writes (the count must match; the
-/// test ends well within the 60 s window; queues merge by adding bucket counts, which adds no
-/// error), so each quantile may differ from the exact one only by half its bucket (2.2 % of
-/// the value) and the trace's resolution and hook gap ([`SHIFTED_COMMANDS`], [`TRACE_SLACK_NS`]).
+/// Debian's Prometheus runs on the host with native histograms on and scrapes the agent every
+/// second through the lab's forwarded port: it asks for protobuf and ingests the kernel's buckets
+/// as a native histogram (the test checks that no classic `_bucket` series was stored, so the
+/// answers come from the native buckets). A trace instance on the `mono` clock (the clock of
+/// `bpf_ktime_get_ns`) and then a fresh agent (new maps) see the same writes on the RDMA
+/// controller, which carries nothing else but admin keep-alives. The trace joins setup and
+/// completion per (queue, cid & 0xfff) into exact latencies. Prometheus' `histogram_count` must be
+/// the dd's count exactly, and `histogram_quantile` must fall inside the schema-4 bucket that holds
+/// the exact quantile (its bounds computed here from the definition, 2^((i−1)/16) .. 2^(i/16) s:
+/// the schema's stated error, 4.4 % of the value at most), give or take the trace's resolution
+/// and hook gap ([`SHIFTED_COMMANDS`], [`TRACE_SLACK_NS`]).
 #[test]
 fn latency_quantiles_match_the_kernels_own_trace() {
     for k in kernels() {
         with_lab(k, |s| {
             let release = s.lab.kernel.release.clone();
             s.ensure_agent();
+            let prom = Prometheus::start(s.lab.host_port)
+                .unwrap_or_else(|e| panic!("{release}: starting Prometheus: {e:#}"));
             let script = format!(
                 "c=$(ctrl_of rdma) || exit 9; d=$(dev_of rdma) || exit 9
                  T=/sys/kernel/tracing/instances/nvmeof-latency
@@ -255,26 +264,30 @@ fn latency_quantiles_match_the_kernels_own_trace() {
             let mut exact = joined.latencies_ns.clone();
             exact.sort_unstable();
 
-            let m = scrape_after_drain(s);
             let sub = nqn("rdma");
-            let by = |extra: &[(&'static str, &'static str)]| {
-                let mut v: Vec<(&str, &str)> =
-                    vec![("subsystem", sub.as_str()), ("opclass", "write")];
-                v.extend_from_slice(extra);
-                v
-            };
-            let count = m.sum("nvmeof_io_latency_seconds_count", &by(&[]));
-            assert_eq!(
-                count,
-                TRACED_WRITES as f64,
-                "{release}: agent's write count; agent log:\n{}",
-                s.lab
-                    .sh("cat /tmp/agent.log")
-                    .map(|o| o.out)
-                    .unwrap_or_default()
+            let sel = format!(r#"nvmeof_io_latency_seconds{{subsystem="{sub}",opclass="write"}}"#);
+            let count_expr = format!("sum(histogram_count({sel}))");
+            prom.wait_for(
+                "Prometheus to hold every traced write",
+                Duration::from_secs(60),
+                |p| Ok(p.query(&count_expr)?.first().map(|x| x.value) == Some(TRACED_WRITES as f64)),
+            )
+            .unwrap_or_else(|e| {
+                panic!(
+                    "{release}: {e:#}\nagent log:\n{}",
+                    s.lab.sh("cat /tmp/agent.log").map(|o| o.out).unwrap_or_default()
+                )
+            });
+            let classic = prom
+                .query(r#"count({__name__="nvmeof_io_latency_seconds_bucket"})"#)
+                .unwrap();
+            assert!(
+                classic.is_empty(),
+                "{release}: Prometheus stored classic buckets, so it did not read the native ones: \
+                 {classic:?}"
             );
             // Mean offset between the program's clock reads and ftrace's, per command.
-            let agent_sum_ns = m.sum("nvmeof_io_latency_seconds_sum", &by(&[])) * 1e9;
+            let agent_sum_ns = prom.value(&format!("sum(histogram_sum({sel}))")).unwrap() * 1e9;
             let trace_sum_ns: u64 = exact.iter().sum();
             let mean_offset_ns = (agent_sum_ns - trace_sum_ns as f64) / TRACED_WRITES as f64;
             eprintln!(
@@ -288,19 +301,22 @@ fn latency_quantiles_match_the_kernels_own_trace() {
                     "agent and trace disagree by {mean_offset_ns:.0} ns per command"
                 ));
             }
-            for (q, qs) in [(0.5, "0.5"), (0.9, "0.9"), (0.99, "0.99"), (0.999, "0.999")] {
-                let agent = m.sum("nvmeof_io_latency_seconds", &by(&[("quantile", qs)])) * 1e9;
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                let agent = prom
+                    .value(&format!("histogram_quantile({q}, sum({sel}))"))
+                    .unwrap()
+                    * 1e9;
                 let n = exact.len();
                 let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
                 let want = trace::exact_quantile(&exact, q) as f64;
                 let lo = exact[rank.saturating_sub(SHIFTED_COMMANDS).max(1) - 1] as f64;
                 let hi = exact[(rank + SHIFTED_COMMANDS).min(n) - 1] as f64;
                 let (lo, hi) = (
-                    lo * (1.0 - HALF_BUCKET) - TRACE_SLACK_NS,
-                    hi * (1.0 + HALF_BUCKET) + TRACE_SLACK_NS,
+                    schema4_bucket_ns(lo - TRACE_SLACK_NS).0,
+                    schema4_bucket_ns(hi + TRACE_SLACK_NS).1,
                 );
                 eprintln!(
-                    "{release}: p{qs}: agent {:.1} µs, exact {:.1} µs ({:+.2} %), allowed \
+                    "{release}: p{q}: Prometheus {:.1} µs, exact {:.1} µs ({:+.2} %), allowed \
                      {:.1} .. {:.1} µs",
                     agent / 1e3,
                     want / 1e3,
@@ -308,9 +324,9 @@ fn latency_quantiles_match_the_kernels_own_trace() {
                     lo / 1e3,
                     hi / 1e3
                 );
-                if agent < lo || agent > hi {
+                if !(lo..=hi).contains(&agent) {
                     failures.push(format!(
-                        "p{qs}: agent {agent:.0} ns, exact {want:.0} ns, allowed {lo:.0}..{hi:.0}"
+                        "p{q}: Prometheus {agent:.0} ns, exact {want:.0} ns, allowed {lo:.0}..{hi:.0}"
                     ));
                 }
             }
@@ -446,10 +462,7 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
                 "{ctx}: writes counted + unmatched"
             );
             assert_eq!(
-                delta(
-                    "nvmeof_io_latency_histogram_seconds_count",
-                    &[("opclass", "write")]
-                ),
+                delta("nvmeof_io_latency_seconds_count", &[("opclass", "write")]),
                 writes,
                 "{ctx}: histogram count of writes"
             );
@@ -483,10 +496,7 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
             "{ctx}: reads"
         );
         assert_eq!(
-            delta(
-                "nvmeof_io_latency_histogram_seconds_count",
-                &[("opclass", "write")]
-            ),
+            delta("nvmeof_io_latency_seconds_count", &[("opclass", "write")]),
             48.0,
             "{ctx}: histogram count of writes"
         );

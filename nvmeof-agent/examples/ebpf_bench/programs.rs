@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::{RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use nvmeof_agent::bpf::btf::{self, Btf};
@@ -22,8 +22,7 @@ use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
 use nvmeof_agent::bpf::{format, tracefs, EBPF_OBJECT};
 use nvmeof_common::bench::{self, programs as b, MIN_BUCKET_COUNT};
 use nvmeof_common::{
-    maps, programs, OpKey, OpStats, ProgramCounter, LAYOUT_GLOBAL, PROGRAM_COUNTERS,
-    REQ_LAYOUT_GLOBAL,
+    maps, programs, OpStats, ProgramCounter, LAYOUT_GLOBAL, PROGRAM_COUNTERS, REQ_LAYOUT_GLOBAL,
 };
 
 use crate::bpftrace;
@@ -341,15 +340,13 @@ fn program_counters(ebpf: &Ebpf) -> anyhow::Result<[u64; PROGRAM_COUNTERS as usi
     Ok(sums)
 }
 
-/// Commands the `OPS` map holds over every key (the sum of its bucket counts): what the agent
+/// Commands the `OPS` array holds over every slot (the sum of its bucket counts): what the agent
 /// would count.
 fn ops_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
-    let ops =
-        BpfHashMap::<&MapData, OpKey, OpStats>::try_from(ebpf.map(maps::OPS).context("map OPS")?)?;
+    let ops = Array::<&MapData, OpStats>::try_from(ebpf.map(maps::OPS).context("map OPS")?)?;
     let mut n = 0;
-    for r in ops.iter() {
-        let (_, v) = r?;
-        n += v.commands();
+    for v in ops.iter() {
+        n += v?.commands();
     }
     Ok(n)
 }

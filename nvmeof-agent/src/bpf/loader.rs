@@ -13,8 +13,8 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use nvmeof_common::{
-    maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, TracepointLayout,
-    ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL, REQ_LAYOUT_GLOBAL,
+    maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, SlotLayout, TracepointLayout,
+    ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL, REQ_LAYOUT_GLOBAL, SLOT_LAYOUT_GLOBAL,
 };
 
 /// The classic tracepoint programs with their tracepoint (category `nvme`).
@@ -93,8 +93,18 @@ pub struct MapSizes {
     /// `INFLIGHT_RQ`, the request-keyed modes' in-flight map (the classic `INFLIGHT`, the last
     /// fallback, keeps its default).
     pub inflight: Option<u32>,
-    pub ops: Option<u32>,
-    pub queues: Option<u32>,
+    /// The bounds of `QUEUES` and `OPS`; `None` is [`DEFAULT_SLOTS`].
+    pub slots: Option<SlotLayout>,
+}
+
+/// The arrays' bounds where no sizing was done (tests, benchmarks): 16 controllers of up to 8
+/// I/O queues.
+pub const DEFAULT_SLOTS: SlotLayout = SlotLayout::new(16, 9);
+
+impl MapSizes {
+    pub fn slots(&self) -> SlotLayout {
+        self.slots.unwrap_or(DEFAULT_SLOTS)
+    }
 }
 
 /// The loaded object; dropping it detaches the programs and frees the maps.
@@ -104,16 +114,19 @@ pub struct Loaded {
     pub mode: AttachMode,
     /// The tp_btf programs on nvme_core as a module, which aya does not hold.
     pub module_programs: Vec<module_tp::ModuleProgram>,
+    /// The bounds the arrays were created with.
+    pub slots: SlotLayout,
 }
 
 impl Loaded {
-    /// The object's maps, loaded without any program attached (benchmarks, tests).
-    pub fn detached(ebpf: Ebpf, mode: AttachMode) -> Loaded {
+    /// The object's maps, opened with `sizes` and no program attached (benchmarks, tests).
+    pub fn detached(ebpf: Ebpf, mode: AttachMode, sizes: MapSizes) -> Loaded {
         Loaded {
             ebpf,
             attached: vec![],
             mode,
             module_programs: vec![],
+            slots: sizes.slots(),
         }
     }
 
@@ -230,12 +243,10 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     if let Some(n) = sizes.inflight {
         loader.map_max_entries(maps::INFLIGHT_RQ, n);
     }
-    if let Some(n) = sizes.ops {
-        loader.map_max_entries(maps::OPS, n);
-    }
-    if let Some(n) = sizes.queues {
-        loader.map_max_entries(maps::QUEUES, n);
-    }
+    let slots = sizes.slots();
+    loader.override_global(SLOT_LAYOUT_GLOBAL, &slots, true);
+    loader.map_max_entries(maps::OPS, slots.stats_slots().max(1));
+    loader.map_max_entries(maps::QUEUES, slots.queue_slots().max(1));
     loader.load(object).context("loading the eBPF object")
 }
 
@@ -271,6 +282,7 @@ pub fn load(
                     attached: mode.programs().to_vec(),
                     mode,
                     module_programs,
+                    slots: sizes.slots(),
                 });
             }
             Err(e) => {
@@ -380,6 +392,42 @@ pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<LoadedSt
         }
     }
     Ok(LoadedState { ebpf, attached })
+}
+
+/// What each map of a loaded object costs the kernel: `memlock` from the map's fdinfo (the
+/// bytes the kernel charges for it), by map name, largest first. Maps whose fdinfo cannot be
+/// read are left out.
+pub fn map_memory(ebpf: &Ebpf) -> Vec<(String, u64)> {
+    use aya::maps::Map;
+    use std::os::fd::{AsFd, AsRawFd};
+    let mut out: Vec<(String, u64)> = ebpf
+        .maps()
+        .filter_map(|(name, map)| {
+            let data = match map {
+                Map::Array(d)
+                | Map::HashMap(d)
+                | Map::LruHashMap(d)
+                | Map::PerCpuArray(d)
+                | Map::PerCpuHashMap(d)
+                | Map::PerCpuLruHashMap(d)
+                | Map::RingBuf(d)
+                | Map::PerfEventArray(d)
+                | Map::Unsupported(d) => d,
+                _ => return None,
+            };
+            let fd = data.fd().as_fd().as_raw_fd();
+            let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+            let bytes = info
+                .lines()
+                .find_map(|l| l.strip_prefix("memlock:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), bytes))
+        })
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
 }
 
 /// The state object, loaded, with the programs that attached.

@@ -16,6 +16,7 @@ pub mod btf;
 pub mod format;
 pub mod io;
 pub mod loader;
+pub mod mapped;
 pub mod module_tp;
 pub mod state;
 pub mod tracefs;

@@ -4,11 +4,10 @@
 //!
 //! Labels: `subsystem` (NQN) and `controller` (`nvmeN`) on every I/O series, `queue` (the hardware
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
-use crate::exposition::model::{Metric, Quantile, Summary};
 use nvmeof_common::latency::{NATIVE_SCHEMA, ZERO_THRESHOLD_SECONDS};
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 
-use crate::bpf::io::model::{classic_bounds_seconds, OpView, SUMMARY_QUANTILES};
+use crate::bpf::io::model::{classic_bounds_seconds, OpView};
 use crate::bpf::io::status::status_label;
 use crate::bpf::io::{IoSource, IoState};
 use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
@@ -36,14 +35,8 @@ family!(CONNECTION_ERRORS, "nvmeof_connection_errors_total", Counter,
     "Connection errors by kind: error completions by status class (path_error, host_path_error, abort, transport_error, command_error), keep_alive_failure, connect_failure (fabrics commands), and timeout (completed after the command timeout), counted by the completion program.");
 family!(REMOVED_CONNECTION_ERRORS, "nvmeof_removed_controllers_connection_errors_total", Counter,
     "Connection errors (kinds as nvmeof_connection_errors_total) of controllers that no longer exist: a controller whose Connect the target refused never appears, the others' counts leave with their series.");
-family!(LATENCY, "nvmeof_io_latency_seconds", Summary,
-    "Command latency from nvme_setup_cmd to nvme_complete_rq; quantiles over the latency window, sum and count since start.");
-family!(
-    LATENCY_HISTOGRAM,
-    "nvmeof_io_latency_histogram_seconds",
-    Histogram,
-    "Command latency from nvme_setup_cmd to nvme_complete_rq, cumulative since start."
-);
+family!(LATENCY, "nvmeof_io_latency_seconds", Histogram,
+    "Command latency from nvme_setup_cmd to nvme_complete_rq since start. Native buckets (schema 4, protobuf) are the kernel's own; classic le buckets at powers of two of a second are exact sums of them.");
 family!(INFLIGHT_SECONDS, "nvmeof_io_inflight_seconds_total", Counter,
     "Integral of the number of commands in flight over time (sum of latencies); its rate is the average queue depth.");
 family!(
@@ -101,7 +94,6 @@ pub const FAMILIES: &[Family] = &[
     CONNECTION_ERRORS,
     REMOVED_CONNECTION_ERRORS,
     LATENCY,
-    LATENCY_HISTOGRAM,
     INFLIGHT_SECONDS,
     QUEUE_DEPTH,
     QUEUE_BUSY,
@@ -122,7 +114,7 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
         ProgramCounter::InflightReplaced => return None,
         ProgramCounter::InflightFull => "inflight_full",
         ProgramCounter::CompletionUnmatched => "completion_unmatched",
-        ProgramCounter::OpsFull => "ops_full",
+        ProgramCounter::SlotOutOfRange => "slot_out_of_range",
         ProgramCounter::LbaSizeUnknown => "lba_size_unknown",
         ProgramCounter::ReadFailed => "read_failed",
         ProgramCounter::SetupEvents => "setup",
@@ -183,26 +175,6 @@ impl Labels {
     }
 }
 
-fn summary(o: &OpView) -> Metric {
-    let s = Summary {
-        sample_count: Some(o.commands),
-        sample_sum: Some(secs(o.latency_sum_ns as f64)),
-        quantile: SUMMARY_QUANTILES
-            .iter()
-            .zip(o.quantiles_ns)
-            .map(|(&q, v)| Quantile {
-                quantile: Some(q),
-                value: Some(v.map_or(f64::NAN, secs)),
-            })
-            .collect(),
-        ..Summary::default()
-    };
-    Metric {
-        summary: Some(s),
-        ..Metric::default()
-    }
-}
-
 /// A series' latency: classic buckets at powers of two of a second (exact sums of kernel
 /// buckets) and the native buckets, which are the kernel's own.
 fn latency_histogram(o: &OpView) -> (Vec<(f64, u64)>, Native) {
@@ -229,8 +201,6 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
             _ => {}
         }
         let with_class = l.with(&[("opclass", class)]);
-        sink.counter(&COMMANDS, &with_class, o.commands as f64);
-        sink.push(&LATENCY, summary(o), &with_class);
         let (classic, native) = latency_histogram(o);
         let data = HistogramData {
             count: o.commands,
@@ -238,11 +208,15 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
             classic: &classic,
             native: Some(native),
         };
-        sink.histogram(&LATENCY_HISTOGRAM, &with_class, data);
+        sink.histogram(&LATENCY, &with_class, data);
     }
-    for (k, ns) in &state.view.inflight_ns {
-        let l = Labels::new(state, k.ctrl_id, k.qid);
-        sink.counter(&INFLIGHT_SECONDS, &l.with(&[]), secs(*ns as f64));
+    for &((ctrl_id, class), n) in &state.view.commands {
+        let l = Labels::new(state, ctrl_id, None);
+        sink.counter(&COMMANDS, &l.with(&[("opclass", class.as_str())]), n as f64);
+    }
+    for &(ctrl_id, ns) in &state.view.inflight_ns {
+        let l = Labels::new(state, ctrl_id, None);
+        sink.counter(&INFLIGHT_SECONDS, &l.with(&[]), secs(ns as f64));
     }
     for (k, q) in &state.view.queues {
         let l = Labels::new(state, k.ctrl_id, k.qid);
@@ -385,7 +359,6 @@ pub(crate) mod tests {
                     errors: 1,
                     latency_sum_ns: 500_000,
                     buckets,
-                    quantiles_ns: [Some(99_328.0), Some(198_656.0), Some(198_656.0), None],
                 }],
                 queues: vec![(
                     QueueSeriesKey { ctrl_id: 0, qid },
@@ -394,7 +367,8 @@ pub(crate) mod tests {
                         busy_ns: 1_500_000_000,
                     },
                 )],
-                inflight_ns: vec![(QueueSeriesKey { ctrl_id: 0, qid }, 500_000)],
+                inflight_ns: vec![(0, 500_000)],
+                commands: vec![((0, OpClass::Read), 4)],
                 statuses: vec![(
                     StatusKey {
                         ctrl_id: 0,
@@ -444,16 +418,13 @@ pub(crate) mod tests {
         for line in [
             format!("nvmeof_io_read_bytes_total{{{l}}} 16384"),
             format!("nvmeof_io_commands_total{{{l},opclass=\"read\"}} 4"),
-            format!("nvmeof_io_latency_seconds{{{l},opclass=\"read\",quantile=\"0.5\"}} 0.000099328"),
-            format!("nvmeof_io_latency_seconds{{{l},opclass=\"read\",quantile=\"0.999\"}} NaN"),
             format!("nvmeof_io_latency_seconds_sum{{{l},opclass=\"read\"}} 0.0005"),
             format!("nvmeof_io_latency_seconds_count{{{l},opclass=\"read\"}} 4"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.00006103515625\"}} 0"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.0001220703125\"}} 3"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"0.000244140625\"}} 4"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"32\"}} 4"),
-            format!("nvmeof_io_latency_histogram_seconds_bucket{{{l},opclass=\"read\",le=\"+Inf\"}} 4"),
-            format!("nvmeof_io_latency_histogram_seconds_count{{{l},opclass=\"read\"}} 4"),
+            format!("nvmeof_io_latency_seconds_bucket{{{l},opclass=\"read\",le=\"0.00006103515625\"}} 0"),
+            format!("nvmeof_io_latency_seconds_bucket{{{l},opclass=\"read\",le=\"0.0001220703125\"}} 3"),
+            format!("nvmeof_io_latency_seconds_bucket{{{l},opclass=\"read\",le=\"0.000244140625\"}} 4"),
+            format!("nvmeof_io_latency_seconds_bucket{{{l},opclass=\"read\",le=\"32\"}} 4"),
+            format!("nvmeof_io_latency_seconds_bucket{{{l},opclass=\"read\",le=\"+Inf\"}} 4"),
             format!("nvmeof_io_inflight_seconds_total{{{l}}} 0.0005"),
             format!("nvmeof_queue_depth{{{l}}} 2"),
             format!("nvmeof_queue_busy_seconds_total{{{l}}} 1.5"),
@@ -469,12 +440,11 @@ pub(crate) mod tests {
             "nvmeof_exporter_ebpf_attach_mode{mode=\"tracepoint\"} 1".to_owned(),
             "nvmeof_exporter_ebpf_inflight_evictions_total 2".to_owned(),
             "nvmeof_exporter_ebpf_events_total{event=\"setup\"} 10".to_owned(),
-            "nvmeof_exporter_ebpf_events_total{event=\"ops_full\"} 0".to_owned(),
+            "nvmeof_exporter_ebpf_events_total{event=\"slot_out_of_range\"} 0".to_owned(),
             "nvmeof_exporter_ebpf_drain_duration_seconds 0.002".to_owned(),
             "nvmeof_exporter_ebpf_program_run_seconds_total{program=\"nvme_setup_cmd\"} 0.002".to_owned(),
             "nvmeof_exporter_ebpf_program_runs_total{program=\"nvme_setup_cmd\"} 10".to_owned(),
-            "# TYPE nvmeof_io_latency_seconds summary".to_owned(),
-            "# TYPE nvmeof_io_latency_histogram_seconds histogram".to_owned(),
+            "# TYPE nvmeof_io_latency_seconds histogram".to_owned(),
         ] {
             assert!(text.lines().any(|t| t == line), "missing {line:?} in\n{text}");
         }
@@ -484,10 +454,37 @@ pub(crate) mod tests {
         assert_eq!(text.matches("nvmeof_connection_errors_total{").count(), 8);
         // 23 bounds (2^-17 s .. 2^5 s) plus +Inf.
         assert_eq!(
-            text.matches("nvmeof_io_latency_histogram_seconds_bucket{")
-                .count(),
+            text.matches("nvmeof_io_latency_seconds_bucket{").count(),
             24
         );
+    }
+
+    /// The protobuf side: the kernel's buckets as native ones, beside the classic ones.
+    #[test]
+    fn latency_carries_the_kernel_buckets_as_native_ones() {
+        let mut sink = Sink::new();
+        IoCollector::from_state(state(false))
+            .collect(&mut sink)
+            .unwrap();
+        let families = sink.into_families();
+        let f = families
+            .iter()
+            .find(|f| f.name() == "nvmeof_io_latency_seconds")
+            .unwrap();
+        let h = f.metric[0].histogram.as_ref().unwrap();
+        assert_eq!((h.sample_count, h.sample_sum), (Some(4), Some(0.0005)));
+        assert_eq!(h.schema, Some(4));
+        assert_eq!(h.zero_threshold, Some(1.0 / 1_048_576.0));
+        assert_eq!(h.zero_count, Some(0));
+        // ceil(16·log2(t / 1 s)): 100 µs is in bucket -212, 200 µs in -196; 15 empty between.
+        let spans: Vec<(i32, u32)> = h
+            .positive_span
+            .iter()
+            .map(|s| (s.offset.unwrap(), s.length.unwrap()))
+            .collect();
+        assert_eq!(spans, vec![(-212, 1), (15, 1)]);
+        assert_eq!(h.positive_delta, vec![3, -2]);
+        assert_eq!(h.bucket.len(), 23, "the classic buckets too");
     }
 
     #[test]
@@ -498,7 +495,10 @@ pub(crate) mod tests {
             format!("nvmeof_io_read_bytes_total{{{l}}} 16384"),
             format!("nvmeof_queue_busy_seconds_total{{{l}}} 1.5"),
             format!("nvmeof_io_latency_seconds_count{{{l},opclass=\"read\"}} 4"),
-            // Errors and the queue count stay per controller.
+            // Errors, the queue count, commands and in-flight time stay per controller (the
+            // per-queue histogram's count and sum carry them per queue).
+            r#"nvmeof_io_commands_total{subsystem="nqn.2026-01.io.example:disk1",controller="nvme0",opclass="read"} 4"#.to_owned(),
+            r#"nvmeof_io_inflight_seconds_total{subsystem="nqn.2026-01.io.example:disk1",controller="nvme0"} 0.0005"#.to_owned(),
             r#"nvmeof_io_errors_total{subsystem="nqn.2026-01.io.example:disk1",controller="nvme0",opclass="read",status="read_error"} 1"#.to_owned(),
             r#"nvmeof_io_queues{subsystem="nqn.2026-01.io.example:disk1",controller="nvme0"} 2"#.to_owned(),
         ] {

@@ -101,7 +101,8 @@ pub fn registry() -> Vec<Registration> {
                         btf_root: None,
                         attach_mode: c.attach_mode,
                         drain_interval: c.drain_interval,
-                        latency_window: c.latency_window,
+                        max_controllers: c.max_controllers,
+                        max_queues: c.max_queues,
                         per_queue: c.per_queue,
                     },
                 ))))

@@ -10,10 +10,11 @@ use anyhow::Context as _;
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 use aya::Ebpf;
 use nvmeof_common::{
-    maps, ConnErrorKey, Inflight, InflightKey, NamespaceKey, OpKey, OpStats, QueueKey, QueueState,
-    StatusKey, CONN_ERROR_KINDS, PROGRAM_COUNTERS,
+    maps, ConnErrorKey, Inflight, InflightKey, NamespaceKey, ProgramCounter, StatusKey,
+    CONN_ERROR_KINDS, PROGRAM_COUNTERS,
 };
 
+use super::arrays::Arrays;
 use super::model::{Model, RawMaps};
 use super::namespaces::{controller_subsystems, namespace_lba_sizes};
 use super::IoState;
@@ -22,6 +23,8 @@ use crate::bpf::loader::Loaded;
 /// Everything the drain thread owns; the loaded object lives (and stays attached) as long as it.
 pub struct Drainer {
     loaded: Loaded,
+    /// `QUEUES` and `OPS`, mapped.
+    arrays: Arrays,
     model: Model,
     sysfs_root: PathBuf,
     /// What the NAMESPACES map holds, so unchanged entries are not rewritten.
@@ -33,6 +36,8 @@ pub struct Drainer {
     /// reused), by kind: a controller whose Connect the target refused never shows in sysfs,
     /// and its failure must not vanish with it.
     removed_conn_errors: [u64; CONN_ERROR_KINDS],
+    /// Whether commands past the arrays' bounds have been reported in the log (once).
+    told_out_of_range: bool,
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
@@ -72,15 +77,22 @@ fn remove_keys<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]
 }
 
 impl Drainer {
-    pub fn new(loaded: Loaded, sysfs_root: PathBuf, per_queue: bool, window_len: usize) -> Self {
-        Drainer {
+    pub fn new(loaded: Loaded, sysfs_root: PathBuf, per_queue: bool) -> anyhow::Result<Self> {
+        Ok(Drainer {
+            arrays: Arrays::new(&loaded.ebpf, loaded.slots)?,
             loaded,
-            model: Model::new(per_queue, window_len),
+            model: Model::new(per_queue),
             sysfs_root,
             namespaces: HashMap::new(),
             subsystems: BTreeMap::new(),
             removed_conn_errors: [0; CONN_ERROR_KINDS],
-        }
+            told_out_of_range: false,
+        })
+    }
+
+    /// `OPS` slots read at the last drain (the others had not moved).
+    pub fn last_stats_reads(&self) -> usize {
+        self.arrays.last_reads
     }
 
     /// The loaded object, for benchmarks that write the maps between drains.
@@ -88,7 +100,7 @@ impl Drainer {
         &mut self.loaded
     }
 
-    fn read_raw(&self) -> anyhow::Result<RawMaps> {
+    fn read_raw(&mut self) -> anyhow::Result<RawMaps> {
         let ebpf = &self.loaded.ebpf;
         let counters: PerCpuArray<&MapData, u64> =
             PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).context("map COUNTERS")?;
@@ -99,13 +111,14 @@ impl Drainer {
                 .context("reading map COUNTERS")?;
             *sum = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
         }
-        Ok(RawMaps {
-            ops: entries::<OpKey, OpStats>(ebpf, maps::OPS)?,
-            queues: entries::<QueueKey, QueueState>(ebpf, maps::QUEUES)?,
+        let mut raw = RawMaps {
             statuses: entries::<StatusKey, u64>(ebpf, maps::STATUSES)?,
             conn_errors: entries::<ConnErrorKey, u64>(ebpf, maps::CONN_ERRORS)?,
             counters: sums,
-        })
+            ..Default::default()
+        };
+        self.arrays.read(&mut raw);
+        Ok(raw)
     }
 
     /// Writes log2 of every namespace's LBA size and removes namespaces that are gone.
@@ -168,20 +181,9 @@ impl Drainer {
         }
         log::info!("controllers gone or replaced, dropping their series: {gone:?}");
         let ebpf = &mut self.loaded.ebpf;
-        let ops: Vec<OpKey> = raw
-            .ops
-            .iter()
-            .map(|(k, _)| *k)
-            .filter(|k| gone.contains(&k.ctrl_id))
-            .collect();
-        remove_keys::<OpKey, OpStats>(ebpf, maps::OPS, &ops);
-        let queues: Vec<QueueKey> = raw
-            .queues
-            .iter()
-            .map(|(k, _)| *k)
-            .filter(|k| gone.contains(&k.ctrl_id))
-            .collect();
-        remove_keys::<QueueKey, QueueState>(ebpf, maps::QUEUES, &queues);
+        if let Err(e) = self.arrays.forget(ebpf, &gone) {
+            log::warn!("eBPF: the gone controllers' queues and statistics not zeroed: {e:#}");
+        }
         let statuses: Vec<StatusKey> = raw
             .statuses
             .iter()
@@ -238,6 +240,19 @@ impl Drainer {
         let subsystems = controller_subsystems(&self.sysfs_root);
         self.forget_gone(&mut raw, &subsystems);
         let mut view = self.model.apply(raw);
+        let untimed = view.counters[ProgramCounter::SlotOutOfRange as usize];
+        if untimed > 0 && !self.told_out_of_range {
+            let s = self.loaded.slots;
+            log::warn!(
+                "eBPF: {untimed} commands of controllers or queues past the arrays' bounds \
+                 (instances below {}, queue ids below {}) were not timed; raise \
+                 --ebpf.max-controllers or --ebpf.max-queues (counted as \
+                 nvmeof_exporter_ebpf_events_total{{event=\"slot_out_of_range\"}})",
+                s.controllers,
+                s.queues
+            );
+            self.told_out_of_range = true;
+        }
         view.removed_conn_errors = self.removed_conn_errors;
         let programs = self.loaded.program_runs();
         let took = started.elapsed();
@@ -272,7 +287,8 @@ mod tests {
     use crate::bpf::io::namespaces::tests::fake_sysfs;
     use crate::bpf::loader::{self, MapSizes};
     use crate::bpf::EBPF_OBJECT;
-    use nvmeof_common::{latency_bucket, OpClass};
+    use aya::maps::Array;
+    use nvmeof_common::{latency_bucket, OpClass, OpStats, QueueState};
 
     /// The real object's maps, loaded but not attached (no nvme tracepoints needed): the agent
     /// writes what the programs would have, and the drain must read it back with the same types.
@@ -290,47 +306,35 @@ mod tests {
                 return;
             }
         };
-        let op = |ctrl_id, qid, class: OpClass| OpKey {
-            ctrl_id,
-            qid,
-            opclass: class as u8,
-            _pad: 0,
-        };
+        let slots = MapSizes::default().slots();
+        let read_slot = slots.stats_slot(0, 1, OpClass::Read);
+        let gone_slot = slots.stats_slot(5, 1, OpClass::Write);
         {
-            let mut ops = BpfHashMap::<&mut MapData, OpKey, OpStats>::try_from(
-                ebpf.map_mut(maps::OPS).unwrap(),
-            )
-            .unwrap();
+            let mut ops =
+                Array::<&mut MapData, OpStats>::try_from(ebpf.map_mut(maps::OPS).unwrap()).unwrap();
             let mut s = OpStats {
                 bytes: 3 * 4096,
                 latency_sum_ns: 300_000,
                 ..Default::default()
             };
             s.buckets[latency_bucket(100_000)] = 3;
-            ops.insert(op(0, 1, OpClass::Read), s, 0).unwrap();
+            ops.set(read_slot, s, 0).unwrap();
             // Controller 5 has no sysfs directory: gone.
-            ops.insert(op(5, 1, OpClass::Write), s, 0).unwrap();
-            let mut queues = BpfHashMap::<&mut MapData, QueueKey, QueueState>::try_from(
-                ebpf.map_mut(maps::QUEUES).unwrap(),
-            )
-            .unwrap();
+            ops.set(gone_slot, s, 0).unwrap();
+            let mut queues =
+                Array::<&mut MapData, QueueState>::try_from(ebpf.map_mut(maps::QUEUES).unwrap())
+                    .unwrap();
             let q = QueueState {
                 submitted: 5,
                 completed: 3,
                 busy_ns: 2_000,
                 last_event_ns: 1,
             };
-            queues
-                .insert(
-                    QueueKey {
-                        ctrl_id: 0,
-                        qid: 1,
-                        _pad: 0,
-                    },
-                    q,
-                    0,
-                )
-                .unwrap();
+            for ctrl_id in [0, 5] {
+                queues
+                    .set(slots.queue_slot(ctrl_id, 1).unwrap(), q, 0)
+                    .unwrap();
+            }
             // Request-keyed in-flight entries of a live and of a gone controller.
             let mut rq = BpfHashMap::<&mut MapData, u64, Inflight>::try_from(
                 ebpf.map_mut(maps::INFLIGHT_RQ).unwrap(),
@@ -346,8 +350,8 @@ mod tests {
             }
         }
         let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
-        let loaded = Loaded::detached(ebpf, loader::AttachMode::RawTracepoint);
-        let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false, 4);
+        let loaded = Loaded::detached(ebpf, loader::AttachMode::RawTracepoint, MapSizes::default());
+        let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false).unwrap();
         let state = RwLock::new(IoState::default());
         d.drain_once(&state).unwrap();
         let left: Vec<u64> = entries::<u64, Inflight>(&d.loaded.ebpf, maps::INFLIGHT_RQ)
@@ -369,22 +373,23 @@ mod tests {
             (0, OpClass::Read, 3, 12288)
         );
         assert_eq!(o.buckets, vec![(latency_bucket(100_000) as u16, 3)]);
-        assert_eq!(
-            o.quantiles_ns[0],
-            Some(crate::bpf::io::model::bucket_value_ns(latency_bucket(
-                100_000
-            )))
-        );
         assert_eq!(s.view.queues[0].1.depth, 2);
         assert_eq!(s.view.io_queues, vec![(0, 1)]);
         assert_eq!(s.subsystems.get(&0).map(String::as_str), Some("nqn.test"));
         assert!(s.drain_seconds.is_some());
         drop(s);
 
-        // The gone controller's key left the kernel map; the namespace's LBA shift went in.
+        // The gone controller's slots were zeroed; the namespace's LBA shift went in.
         let ebpf = &d.loaded.ebpf;
-        let ops: Vec<(OpKey, OpStats)> = entries(ebpf, maps::OPS).unwrap();
-        assert_eq!(ops.len(), 1);
+        let ops = Array::<&MapData, OpStats>::try_from(ebpf.map(maps::OPS).unwrap()).unwrap();
+        assert_eq!(ops.get(&gone_slot, 0).unwrap(), OpStats::default());
+        assert_ne!(ops.get(&read_slot, 0).unwrap(), OpStats::default());
+        let queues =
+            Array::<&MapData, QueueState>::try_from(ebpf.map(maps::QUEUES).unwrap()).unwrap();
+        assert_eq!(
+            queues.get(&slots.queue_slot(5, 1).unwrap(), 0).unwrap(),
+            QueueState::default()
+        );
         let ns: Vec<(NamespaceKey, u32)> = entries(ebpf, maps::NAMESPACES).unwrap();
         assert_eq!(
             ns,
@@ -408,8 +413,8 @@ mod tests {
         .unwrap();
         d.drain_once(&state).unwrap();
         assert!(state.read().unwrap().view.ops.is_empty());
-        assert!(entries::<OpKey, OpStats>(&d.loaded.ebpf, maps::OPS)
-            .unwrap()
-            .is_empty());
+        let ops =
+            Array::<&MapData, OpStats>::try_from(d.loaded.ebpf.map(maps::OPS).unwrap()).unwrap();
+        assert_eq!(ops.get(&read_slot, 0).unwrap(), OpStats::default());
     }
 }

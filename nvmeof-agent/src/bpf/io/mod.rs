@@ -12,6 +12,7 @@
 //!
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
 //! and returns a source whose state says `up: false` (`nvmeof_exporter_ebpf_up 0`).
+pub mod arrays;
 pub mod drain;
 pub mod model;
 pub mod namespaces;
@@ -38,8 +39,10 @@ pub struct IoOptions {
     pub attach_mode: Option<loader::AttachMode>,
     /// How often the maps are read.
     pub drain_interval: Duration,
-    /// What the latency quantiles cover.
-    pub latency_window: Duration,
+    /// Controller instances the arrays hold; 0: see [`slot_layout`].
+    pub max_controllers: u32,
+    /// Queue ids per controller the arrays hold; 0: see [`slot_layout`].
+    pub max_queues: u32,
     /// Series per hardware queue instead of per controller.
     pub per_queue: bool,
 }
@@ -61,12 +64,6 @@ pub struct IoState {
     pub programs: Vec<ProgramRun>,
     /// How long the last drain took; `None` before the first.
     pub drain_seconds: Option<f64>,
-}
-
-/// Drains that fit in the latency window (at least one).
-pub fn window_len(drain_interval: Duration, latency_window: Duration) -> usize {
-    let d = drain_interval.max(MIN_DRAIN_INTERVAL).as_secs_f64();
-    ((latency_window.as_secs_f64() / d).ceil() as usize).max(1)
 }
 
 /// `nvme_core`'s command timeouts (module parameters, in seconds), for the `timeout` kind of
@@ -110,6 +107,63 @@ pub fn inflight_capacity(sysfs_root: &std::path::Path) -> u32 {
         .max(u64::from(nvmeof_common::INFLIGHT_CAPACITY))
         .next_power_of_two()
         .min(u64::from(INFLIGHT_CAPACITY_MAX)) as u32
+}
+
+/// The node's possible CPUs (`devices/system/cpu/possible`, a list such as `0-255` or `0,2-5`):
+/// nvme-tcp and nvme-rdma open one I/O queue per CPU unless told otherwise.
+pub fn possible_cpus(sysfs_root: &std::path::Path) -> Option<u32> {
+    let text = std::fs::read_to_string(sysfs_root.join("devices/system/cpu/possible")).ok()?;
+    let mut n = 0u32;
+    // A sane bound on what a sysfs file may claim, whatever it says.
+    for part in text.trim().split(',').filter(|p| !p.is_empty()).take(4096) {
+        let (lo, hi) = match part.split_once('-') {
+            Some((a, b)) => (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?),
+            None => {
+                let a = part.parse::<u32>().ok()?;
+                (a, a)
+            }
+        };
+        n = n.checked_add(hi.checked_sub(lo)?.checked_add(1)?)?;
+    }
+    (n > 0).then_some(n.min(1 << 16))
+}
+
+/// The bounds of the `QUEUES` and `OPS` arrays: controller instances 0 .. `controllers` and
+/// queue ids 0 .. `queues`.
+/// - Controllers: `max_controllers`, or (0) twice the highest instance present plus one, at least
+///   16. The kernel hands instances out lowest-free, so they stay below the most controllers the
+///   node has at once.
+/// - Queues: `max_queues`, or (0) the possible CPUs plus the admin queue, or the most any present
+///   controller has if that is more (write and poll queues come on top of the per-CPU ones).
+///
+/// A command past either bound is counted (`slot_out_of_range`) and not timed.
+pub fn slot_layout(
+    sysfs_root: &std::path::Path,
+    max_controllers: u32,
+    max_queues: u32,
+) -> nvmeof_common::SlotLayout {
+    let present = crate::sysfs::controller::controllers(sysfs_root)
+        .map(|p| p.items)
+        .unwrap_or_default();
+    let controllers = match max_controllers {
+        0 => present
+            .iter()
+            .map(|c| 2 * (c.instance.min(2047) + 1))
+            .max()
+            .unwrap_or(0)
+            .max(16),
+        n => n,
+    };
+    let queues = match max_queues {
+        0 => present
+            .iter()
+            .filter_map(|c| c.queue_count)
+            .max()
+            .unwrap_or(0)
+            .max(possible_cpus(sysfs_root).unwrap_or(1) + 1),
+        n => n,
+    };
+    nvmeof_common::SlotLayout::new(controllers, queues.min(1 << 16))
 }
 
 /// What the tracer publishes: the state of the last drain, behind a lock the drain writes and
@@ -185,10 +239,18 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
         module_tracepoints: request.and_then(|b| b.module_tracepoints),
         timeouts: command_timeouts(&opts.sysfs_root),
     };
+    let slots = slot_layout(&opts.sysfs_root, opts.max_controllers, opts.max_queues);
     let sizes = loader::MapSizes {
         inflight: Some(inflight_capacity(&opts.sysfs_root)),
-        ..Default::default()
+        slots: Some(slots),
     };
+    log::info!(
+        "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
+        slots.controllers,
+        slots.queues,
+        slots.stats_slots(),
+        u64::from(slots.stats_slots()) * std::mem::size_of::<nvmeof_common::OpStats>() as u64
+    );
     let loaded = loader::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
     log::info!(
         "eBPF: attach mode {}: attached {}",
@@ -203,12 +265,7 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
         mode: Some(loaded.mode.as_str()),
         ..Default::default()
     }));
-    let drainer = drain::Drainer::new(
-        loaded,
-        opts.sysfs_root.clone(),
-        opts.per_queue,
-        window_len(interval, opts.latency_window),
-    );
+    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?;
     let worker = Worker::every("ebpf-drain", interval, drain::ticks(drainer, state.clone()))?;
     Ok(IoSource {
         state,
@@ -219,6 +276,87 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn possible_cpus_read_the_kernels_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        for (text, want) in [
+            ("0-255\n", Some(256)),
+            ("0\n", Some(1)),
+            ("0,2-5,7\n", Some(6)),
+            ("5-3\n", None),
+            ("x\n", None),
+            ("\n", None),
+        ] {
+            std::fs::write(cpu.join("possible"), text).unwrap();
+            assert_eq!(possible_cpus(dir.path()), want, "{text:?}");
+        }
+    }
+
+    /// The arrays' bounds from the node: flags win, else the controllers present and the CPUs.
+    #[test]
+    fn slot_layout_follows_the_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("possible"), "0-255\n").unwrap();
+        let l = slot_layout(dir.path(), 0, 0);
+        assert_eq!((l.controllers, l.queues), (16, 257));
+        for (i, queues) in [(0, 65), (11, 300)] {
+            let c = dir.path().join(format!("class/nvme/nvme{i}"));
+            std::fs::create_dir_all(&c).unwrap();
+            std::fs::write(c.join("queue_count"), format!("{queues}\n")).unwrap();
+        }
+        // nvme11 present: instances up to 23; a controller with 300 queues (write and poll
+        // queues on top of the CPUs') raises the queues.
+        let l = slot_layout(dir.path(), 0, 0);
+        assert_eq!((l.controllers, l.queues), (24, 300));
+        let l = slot_layout(dir.path(), 8, 9);
+        assert_eq!((l.controllers, l.queues), (8, 9));
+        // No sysfs at all: 16 controllers of one CPU's queues.
+        let l = slot_layout(std::path::Path::new("/nonexistent"), 0, 0);
+        assert_eq!((l.controllers, l.queues), (16, 2));
+    }
+
+    /// The kernel memory of the maps at a node's size, as the kernel charges it (fdinfo
+    /// `memlock`), loading the real object with the arrays and the in-flight map sized as the
+    /// agent would size them. Skipped where BPF cannot be loaded here.
+    fn maps_at(controllers: u32, queues: u32, inflight: u32) -> Option<u64> {
+        let sizes = loader::MapSizes {
+            inflight: Some(inflight),
+            slots: Some(nvmeof_common::SlotLayout::new(controllers, queues)),
+        };
+        let ebpf = match loader::open(EBPF_OBJECT, &loader::Layouts::default(), sizes) {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("skipped: {}", loader::explain(&e));
+                return None;
+            }
+        };
+        let maps = loader::map_memory(&ebpf);
+        let total = maps.iter().map(|(_, b)| b).sum();
+        eprintln!("{controllers} controllers × {queues} queues, in-flight {inflight}: {total} bytes {maps:?}");
+        Some(total)
+    }
+
+    /// The goals of the sizing: at most 8 MiB on the lab's node (2 CPUs: 3 queues, 16
+    /// controllers, the in-flight map at its least), at most 64 MiB at 256 CPUs with 16
+    /// controllers present (257 queues, 32 controllers' room, the in-flight map at its most).
+    #[test]
+    fn kernel_memory_fits_the_node() {
+        const MIB: u64 = 1 << 20;
+        if let Some(lab) = maps_at(16, 3, nvmeof_common::INFLIGHT_CAPACITY) {
+            assert!(lab <= 8 * MIB, "lab node: {lab} bytes");
+        }
+        if let Some(mid) = maps_at(16, 129, INFLIGHT_CAPACITY_MAX) {
+            assert!(mid <= 64 * MIB, "128 CPUs × 8 controllers: {mid} bytes");
+        }
+        if let Some(big) = maps_at(32, 257, INFLIGHT_CAPACITY_MAX) {
+            assert!(big <= 64 * MIB, "256 CPUs × 16 controllers: {big} bytes");
+        }
+    }
 
     /// One entry per request struct of the controllers at start, within the bounds.
     #[test]
@@ -250,15 +388,6 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn window_covers_the_latency_window() {
-        let s = Duration::from_secs;
-        assert_eq!(window_len(s(1), s(60)), 60);
-        assert_eq!(window_len(s(7), s(60)), 9);
-        assert_eq!(window_len(s(120), s(60)), 1);
-        assert_eq!(window_len(Duration::ZERO, s(1)), 10);
-    }
-
     /// Options with tracefs at `tracefs` and nothing else the tracer could find.
     fn options_on(tracefs: &std::path::Path, per_queue: bool) -> IoOptions {
         IoOptions {
@@ -267,7 +396,8 @@ pub(crate) mod tests {
             btf_root: Some(PathBuf::from("/nonexistent")),
             attach_mode: None,
             drain_interval: Duration::from_secs(1),
-            latency_window: Duration::from_secs(60),
+            max_controllers: 0,
+            max_queues: 0,
             per_queue,
         }
     }

@@ -8,25 +8,23 @@
 //! - Latency is kept as the kernel's own buckets, which are Prometheus native-histogram buckets
 //!   (schema 4, `nvmeof_common::latency`): never re-quantised. Per series the model keeps the
 //!   cumulative count of every slot that has seen a command; the classic `le` buckets are sums of
-//!   slots ([`CLASSIC_BOUNDS_SECONDS`] are slot boundaries), the native buckets are the slots. A
-//!   sliding window (a ring of per-drain sparse slot deltas plus their running sum) serves the
-//!   summary quantiles.
+//!   slots ([`classic_bounds_seconds`] are slot boundaries), the native buckets are the slots.
+//!   Quantiles are the reader's: `histogram_quantile` over the native buckets.
 //! - A raw key that disappears (its controller is gone) drops the series it fed once no other key
 //!   feeds it.
-//! - With per-queue series, command series of the I/O classes are per queue; admin and fabrics
+//! - With per-queue series, latency histograms of the I/O classes are per queue (their counts
+//!   and sums give commands and in-flight time per queue, so the command and in-flight counters
+//!   stay per controller); admin and fabrics
 //!   commands (queue 0, and one connect per I/O queue) stay per controller: a connect's latency per
-//!   queue would cost series for no insight. Queue-state series (depth, busy, in-flight time) are
-//!   per queue for every queue, the admin queue included.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+//!   queue would cost series for no insight. Queue-state series (depth, busy) are per queue for
+//!   every queue, the admin queue included.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use nvmeof_common::latency::{slot_bounds_seconds, slot_native_index, OVERFLOW_SLOT};
+use nvmeof_common::latency::{slot_native_index, OVERFLOW_SLOT};
 use nvmeof_common::{
     ConnErrorKey, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey, CONN_ERROR_KINDS,
     LATENCY_BUCKETS, PROGRAM_COUNTERS,
 };
-
-/// Quantiles of `nvmeof_io_latency_seconds` (over the last `latency_window`).
-pub const SUMMARY_QUANTILES: [f64; 4] = [0.5, 0.9, 0.99, 0.999];
 
 /// The powers of two of a second that bound the classic buckets (plus `+Inf`): 2^-17 s
 /// (7.6 µs, below any fabric's round trip) to 2^5 s (32 s, past nvme_core's default I/O
@@ -55,18 +53,6 @@ pub fn delta_u32(prev: u32, cur: u32) -> u32 {
     cur.wrapping_sub(prev)
 }
 
-/// The value a kernel bucket stands for in nanoseconds: its midpoint (within 2.2 % of any
-/// latency in it); the zero bucket reads as 2^-21 s, the overflow bucket as its lower bound
-/// (256 s).
-pub fn bucket_value_ns(bucket: usize) -> f64 {
-    let (lo, hi) = slot_bounds_seconds(bucket);
-    if hi.is_infinite() {
-        lo * 1e9
-    } else {
-        (lo + hi) / 2.0 * 1e9
-    }
-}
-
 /// The classic bucket (index into [`classic_bounds_seconds`], or the last slot for `+Inf`) of a
 /// kernel bucket: the first bound at or above all of it.
 pub fn classic_slot(bucket: usize) -> usize {
@@ -93,71 +79,6 @@ pub fn bucket_deltas(
             (d != 0).then_some((i as u16, d as u64))
         })
         .collect()
-}
-
-/// The q-quantile of a histogram given as ascending (bucket, count) pairs: the value of the bucket
-/// holding the observation of rank ceil(q·n) (at least 1). `None` when empty.
-pub fn quantile_ns<'a>(
-    counts: impl IntoIterator<Item = (&'a u16, &'a u64)> + Clone,
-    q: f64,
-) -> Option<f64> {
-    let total: u64 = counts.clone().into_iter().map(|(_, c)| *c).sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = ((q * total as f64).ceil() as u64).clamp(1, total);
-    let mut seen = 0;
-    for (b, c) in counts {
-        seen += c;
-        if seen >= rank {
-            return Some(bucket_value_ns(*b as usize));
-        }
-    }
-    None
-}
-
-/// A sliding window over the last `len` drains: a ring of sparse per-drain deltas and their sum.
-#[derive(Clone, Debug)]
-pub struct Window {
-    len: usize,
-    ring: VecDeque<Vec<(u16, u64)>>,
-    sum: BTreeMap<u16, u64>,
-}
-
-impl Window {
-    pub fn new(len: usize) -> Self {
-        Window {
-            len: len.max(1),
-            ring: VecDeque::new(),
-            sum: BTreeMap::new(),
-        }
-    }
-
-    /// Adds one drain's deltas (possibly none) and forgets the drain that left the window.
-    pub fn push(&mut self, deltas: Vec<(u16, u64)>) {
-        for &(b, c) in &deltas {
-            *self.sum.entry(b).or_default() += c;
-        }
-        self.ring.push_back(deltas);
-        while self.ring.len() > self.len {
-            for (b, c) in self.ring.pop_front().unwrap_or_default() {
-                if let Some(s) = self.sum.get_mut(&b) {
-                    *s -= c;
-                    if *s == 0 {
-                        self.sum.remove(&b);
-                    }
-                }
-            }
-        }
-    }
-
-    pub fn count(&self) -> u64 {
-        self.sum.values().sum()
-    }
-
-    pub fn quantile_ns(&self, q: f64) -> Option<f64> {
-        quantile_ns(&self.sum, q)
-    }
 }
 
 /// One read of the kernel maps.
@@ -195,7 +116,6 @@ struct OpSeries {
     latency_sum_ns: u64,
     /// Observations per kernel bucket (slot) since start, for the slots that saw any.
     buckets: BTreeMap<u16, u64>,
-    window: Window,
 }
 
 /// What the `io` collector shows for one [`SeriesKey`].
@@ -209,8 +129,6 @@ pub struct OpView {
     /// Observations per kernel bucket since start, ascending by slot, zero counts left out:
     /// the native histogram's buckets as they are.
     pub buckets: Vec<(u16, u64)>,
-    /// [`SUMMARY_QUANTILES`] over the window, in ns; `None` when the window saw nothing.
-    pub quantiles_ns: [Option<f64>; SUMMARY_QUANTILES.len()],
 }
 
 impl OpView {
@@ -258,8 +176,11 @@ pub struct QueueView {
 pub struct IoView {
     pub ops: Vec<OpView>,
     pub queues: Vec<(QueueSeriesKey, QueueView)>,
-    /// Sum of latencies of all classes per queue series: the integral of the in-flight count.
-    pub inflight_ns: Vec<(QueueSeriesKey, u64)>,
+    /// Sum of latencies of all classes per controller: the integral of the in-flight count.
+    pub inflight_ns: Vec<(u32, u64)>,
+    /// Completed commands per controller and class. With per-queue series the split by queue is
+    /// in each queue's latency histogram (its count), so these stay per controller.
+    pub commands: Vec<((u32, OpClass), u64)>,
     pub statuses: Vec<(StatusKey, u64)>,
     /// Connection errors per controller and kind, as the kernel counted them (sorted).
     pub conn_errors: Vec<(ConnErrorKey, u64)>,
@@ -274,7 +195,6 @@ pub struct IoView {
 /// Previous raw values and accumulated series.
 pub struct Model {
     per_queue: bool,
-    window_len: usize,
     prev_ops: HashMap<OpKey, OpStats>,
     prev_queues: HashMap<QueueKey, QueueState>,
     prev_statuses: HashMap<StatusKey, u64>,
@@ -282,16 +202,14 @@ pub struct Model {
     counters: [u64; PROGRAM_COUNTERS as usize],
     ops: BTreeMap<SeriesKey, OpSeries>,
     busy: BTreeMap<QueueSeriesKey, u64>,
-    inflight: BTreeMap<QueueSeriesKey, u64>,
+    inflight: BTreeMap<u32, u64>,
     statuses: BTreeMap<StatusKey, u64>,
 }
 
 impl Model {
-    /// `window_len` is the number of drains the summary window covers.
-    pub fn new(per_queue: bool, window_len: usize) -> Self {
+    pub fn new(per_queue: bool) -> Self {
         Model {
             per_queue,
-            window_len: window_len.max(1),
             prev_ops: HashMap::new(),
             prev_queues: HashMap::new(),
             prev_statuses: HashMap::new(),
@@ -335,6 +253,7 @@ impl Model {
             ops: self.op_views(),
             queues,
             inflight_ns: self.inflight.iter().map(|(k, v)| (*k, *v)).collect(),
+            commands: self.commands_per_controller(),
             statuses: self.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
             io_queues: io_queues.into_iter().collect(),
             conn_errors: {
@@ -348,9 +267,9 @@ impl Model {
     }
 
     fn apply_ops(&mut self, raw: &[(OpKey, OpStats)]) {
-        // Deltas merged per series: several queues feed one controller series.
-        let mut touched: BTreeMap<SeriesKey, BTreeMap<u16, u64>> = BTreeMap::new();
-        let mut inflight_touched = std::collections::BTreeSet::new();
+        // The series fed this drain: several queues feed one controller series.
+        let mut touched = BTreeSet::new();
+        let mut inflight_touched = BTreeSet::new();
         let mut next_prev = HashMap::with_capacity(raw.len());
         for (k, cur) in raw {
             let Some(class) = OpClass::from_u8(k.opclass) else {
@@ -361,44 +280,38 @@ impl Model {
                 qid: self.op_qid(k.qid, class),
                 class,
             };
-            let qkey = QueueSeriesKey {
-                ctrl_id: k.ctrl_id,
-                qid: self.qid(k.qid),
-            };
             let prev = self.prev_ops.get(k);
-            let window_len = self.window_len;
+            touched.insert(key);
+            inflight_touched.insert(k.ctrl_id);
+            if prev == Some(cur) && self.ops.contains_key(&key) {
+                // Unmoved since the last drain (most slots of a large node, most of the time):
+                // nothing to add, and 1.8 KB not to walk.
+                next_prev.insert(*k, *cur);
+                continue;
+            }
             let s = self.ops.entry(key).or_insert_with(|| OpSeries {
                 commands: 0,
                 bytes: 0,
                 errors: 0,
                 latency_sum_ns: 0,
                 buckets: BTreeMap::new(),
-                window: Window::new(window_len),
             });
             let d = |f: fn(&OpStats) -> u64| delta_u64(prev.map_or(0, f), f(cur));
             s.bytes += d(|o| o.bytes);
             s.errors += d(|o| o.errors);
             let latency = d(|o| o.latency_sum_ns);
             s.latency_sum_ns += latency;
-            *self.inflight.entry(qkey).or_default() += latency;
-            inflight_touched.insert(qkey);
-            let merged = touched.entry(key).or_default();
+            *self.inflight.entry(k.ctrl_id).or_default() += latency;
             for (b, c) in bucket_deltas(prev.map(|p| &p.buckets), &cur.buckets) {
                 // The kernel keeps no command count: each completion is in exactly one bucket.
                 s.commands += c;
                 *s.buckets.entry(b).or_default() += c;
-                *merged.entry(b).or_default() += c;
             }
             next_prev.insert(*k, *cur);
         }
         self.prev_ops = next_prev;
-        self.ops.retain(|k, _| touched.contains_key(k));
+        self.ops.retain(|k, _| touched.contains(k));
         self.inflight.retain(|k, _| inflight_touched.contains(k));
-        for (k, deltas) in touched {
-            if let Some(s) = self.ops.get_mut(&k) {
-                s.window.push(deltas.into_iter().collect());
-            }
-        }
     }
 
     fn apply_queues(&mut self, raw: &[(QueueKey, QueueState)]) -> Vec<(QueueSeriesKey, QueueView)> {
@@ -434,6 +347,14 @@ impl Model {
         self.prev_statuses = next_prev;
     }
 
+    fn commands_per_controller(&self) -> Vec<((u32, OpClass), u64)> {
+        let mut out: BTreeMap<(u32, OpClass), u64> = BTreeMap::new();
+        for (k, s) in &self.ops {
+            *out.entry((k.ctrl_id, k.class)).or_default() += s.commands;
+        }
+        out.into_iter().collect()
+    }
+
     fn op_views(&self) -> Vec<OpView> {
         self.ops
             .iter()
@@ -444,7 +365,6 @@ impl Model {
                 errors: s.errors,
                 latency_sum_ns: s.latency_sum_ns,
                 buckets: s.buckets.iter().map(|(b, c)| (*b, *c)).collect(),
-                quantiles_ns: SUMMARY_QUANTILES.map(|q| s.window.quantile_ns(q)),
             })
             .collect()
     }
@@ -454,9 +374,6 @@ impl Model {
 mod tests {
     use super::*;
     use nvmeof_common::latency_bucket;
-
-    /// Half the relative width of a schema-4 bucket: (2^(1/16) − 1) / 2 = 2.19 %.
-    const HALF_BUCKET: f64 = 0.021_897;
 
     fn op_key(ctrl_id: u32, qid: u16, class: OpClass) -> OpKey {
         OpKey {
@@ -524,7 +441,7 @@ mod tests {
     fn native_buckets_are_the_kernel_slots() {
         let mut s = stats(&[500, 100_000, 100_000, 1_000_000_000, 300_000_000_000], 0);
         s.buckets[latency_bucket(2_000)] += 2;
-        let mut m = Model::new(false, 1);
+        let mut m = Model::new(false);
         let v = m.apply(RawMaps {
             ops: vec![(op_key(0, 1, OpClass::Read), s)],
             ..Default::default()
@@ -539,85 +456,8 @@ mod tests {
     }
 
     #[test]
-    fn quantiles_pick_the_bucket_of_the_rank() {
-        let mut counts = BTreeMap::new();
-        counts.insert(latency_bucket(100_000) as u16, 90u64);
-        counts.insert(latency_bucket(5_000_000) as u16, 10u64);
-        let mid = |ns| bucket_value_ns(latency_bucket(ns));
-        assert_eq!(quantile_ns(&counts, 0.5), Some(mid(100_000)));
-        assert_eq!(quantile_ns(&counts, 0.9), Some(mid(100_000)));
-        assert_eq!(quantile_ns(&counts, 0.91), Some(mid(5_000_000)));
-        assert_eq!(quantile_ns(&counts, 0.0), Some(mid(100_000)));
-        assert_eq!(quantile_ns(&BTreeMap::new(), 0.5), None);
-        // Midpoints are within 2.2 % of any latency of their bucket.
-        for ns in [100_000u64, 5_000_000] {
-            assert!(
-                (mid(ns) - ns as f64).abs() <= ns as f64 * HALF_BUCKET,
-                "{ns}"
-            );
-        }
-    }
-
-    /// Exact quantiles of synthetic latencies from 1 µs to 100 s against the bucketed ones.
-    #[test]
-    fn quantile_error_within_three_percent() {
-        // A deterministic spread: log-uniform over 1 µs .. 100 s (a multiplicative LCG).
-        let mut latencies = Vec::new();
-        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-        for _ in 0..200_000 {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-            latencies.push((1e3 * 1e8f64.powf(u)) as u64);
-        }
-        let mut counts: BTreeMap<u16, u64> = BTreeMap::new();
-        for &l in &latencies {
-            *counts.entry(latency_bucket(l) as u16).or_default() += 1;
-        }
-        latencies.sort_unstable();
-        let n = latencies.len();
-        for q in [
-            0.001, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99, 0.999, 0.9999, 1.0,
-        ] {
-            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-            let exact = latencies[rank - 1] as f64;
-            let est = quantile_ns(&counts, q).unwrap();
-            let err = (est - exact).abs() / exact;
-            assert!(err <= 0.03, "q={q}: exact {exact} est {est} err {err}");
-            // Read at the bucket's midpoint: half a bucket's width at most.
-            assert!(err <= HALF_BUCKET + 1e-9, "q={q}: err {err}");
-        }
-        // And at the extremes of the range.
-        for l in [1_000u64, 1_500, 999_999, 100_000_000_000] {
-            let mut c = BTreeMap::new();
-            c.insert(latency_bucket(l) as u16, 1u64);
-            let est = quantile_ns(&c, 0.5).unwrap();
-            assert!((est - l as f64).abs() / l as f64 <= 0.03, "{l}: {est}");
-        }
-    }
-
-    #[test]
-    fn window_forgets_old_drains() {
-        let mut w = Window::new(3);
-        w.push(vec![(10, 5)]);
-        w.push(vec![(20, 1)]);
-        w.push(vec![]);
-        assert_eq!(w.count(), 6);
-        assert_eq!(w.quantile_ns(0.5), Some(bucket_value_ns(10)));
-        w.push(vec![(20, 2)]);
-        assert_eq!(w.count(), 3);
-        assert_eq!(w.quantile_ns(0.5), Some(bucket_value_ns(20)));
-        w.push(vec![]);
-        w.push(vec![]);
-        w.push(vec![]);
-        assert_eq!(w.count(), 0);
-        assert_eq!(w.quantile_ns(0.5), None);
-    }
-
-    #[test]
     fn model_aggregates_queues_and_takes_deltas() {
-        let mut m = Model::new(false, 2);
+        let mut m = Model::new(false);
         let k1 = op_key(0, 1, OpClass::Read);
         let k2 = op_key(0, 2, OpClass::Read);
         let raw = RawMaps {
@@ -660,25 +500,17 @@ mod tests {
             (6, 24576, 2_500_000)
         );
         assert_eq!(o.classic_cumulative()[CLASSIC_SLOTS - 1], 6);
-        // Window of 2 drains: 4 + 2 observations; the median rank 3 is at 100 µs.
-        assert_eq!(
-            o.quantiles_ns[0],
-            Some(bucket_value_ns(latency_bucket(100_000)))
-        );
-        assert_eq!(
-            o.quantiles_ns[1],
-            Some(bucket_value_ns(latency_bucket(1_000_000)))
-        );
+        // Every kernel bucket's count since start, the queues added up.
+        let b = |ns| latency_bucket(ns) as u16;
+        let since_start = vec![(b(100_000), 3), (b(200_000), 1), (b(1_000_000), 2)];
+        assert_eq!(o.buckets, since_start);
 
-        // Third drain, nothing new: the window keeps only drain 2 and the empty drain 3.
+        // Third drain, nothing new: nothing moves.
         let v = m.apply(RawMaps {
             ops: vec![(k1, s1), (k2, stats(&[200_000], 4096))],
             ..Default::default()
         });
-        assert_eq!(
-            v.ops[0].quantiles_ns[0],
-            Some(bucket_value_ns(latency_bucket(1_000_000)))
-        );
+        assert_eq!(v.ops[0].buckets, since_start);
         assert_eq!(v.ops[0].commands, 6);
 
         // The controller goes away: its series go too.
@@ -688,7 +520,7 @@ mod tests {
 
     #[test]
     fn model_per_queue_and_bucket_wrap() {
-        let mut m = Model::new(true, 4);
+        let mut m = Model::new(true);
         let k = op_key(2, 3, OpClass::Write);
         let mut s = OpStats::default();
         let b = latency_bucket(50_000);
@@ -714,7 +546,7 @@ mod tests {
 
     #[test]
     fn per_queue_keeps_control_commands_per_controller() {
-        let mut m = Model::new(true, 1);
+        let mut m = Model::new(true);
         let v = m.apply(RawMaps {
             ops: vec![
                 (op_key(0, 0, OpClass::Admin), stats(&[30_000], 0)),
@@ -737,16 +569,21 @@ mod tests {
                 (Some(1), OpClass::Read, 2),
             ]
         );
-        let q = |qid| QueueSeriesKey {
-            ctrl_id: 0,
-            qid: Some(qid),
-        };
-        assert_eq!(v.inflight_ns, vec![(q(0), 50_000), (q(1), 240_000)]);
+        // Per controller: the admin queue's 50 µs and queue 1's 240 µs.
+        assert_eq!(v.inflight_ns, vec![(0, 290_000)]);
+        assert_eq!(
+            v.commands,
+            vec![
+                ((0, OpClass::Read), 2),
+                ((0, OpClass::Admin), 1),
+                ((0, OpClass::Fabrics), 2),
+            ]
+        );
     }
 
     #[test]
     fn queues_statuses_and_counters() {
-        let mut m = Model::new(false, 1);
+        let mut m = Model::new(false);
         let q = |qid, submitted, completed, busy_ns| {
             (
                 QueueKey {

@@ -1,0 +1,137 @@
+//! `QUEUES` and `OPS` as the drain reads them. Both are arrays mapped into the agent's memory:
+//! every drain scans every queue's state (32 bytes a queue) and re-reads the statistics (1.8 KB a
+//! slot) only of the queues that completed a command since the drain before last, keeping the
+//! last read of the others. So a drain's cost follows the queues that are busy, not the node's
+//! size. ("Since the drain before last": a completion counts on its queue a moment before it
+//! counts in its statistics, so a queue that moved is read once more at the next drain.)
+use std::collections::{BTreeMap, HashSet};
+
+use anyhow::{bail, Context as _};
+use aya::maps::{Array, Map, MapData};
+use aya::Ebpf;
+use nvmeof_common::{maps, OpStats, QueueState, SlotLayout, CONTROLLER_CLASSES, QUEUE_CLASSES};
+
+use super::model::RawMaps;
+use crate::bpf::mapped::Mapped;
+
+pub struct Arrays {
+    slots: SlotLayout,
+    queues: Mapped<QueueState>,
+    ops: Mapped<OpStats>,
+    /// Each queue slot's `completed` at the last drain.
+    completed: Vec<u64>,
+    /// Queue slots that moved at the last drain.
+    moved_last: Vec<bool>,
+    /// The last read of every statistics slot that has counted a command.
+    stats: BTreeMap<u32, OpStats>,
+    /// Statistics slots read at the last drain.
+    pub last_reads: usize,
+}
+
+fn mapped<T: aya::Pod>(ebpf: &Ebpf, name: &str, entries: u32) -> anyhow::Result<Mapped<T>> {
+    match ebpf.map(name) {
+        Some(Map::Array(m)) => Mapped::new(m, entries).with_context(|| format!("map {name}")),
+        Some(_) => bail!("map {name} is not an array"),
+        None => bail!("map {name} missing from the object"),
+    }
+}
+
+impl Arrays {
+    pub fn new(ebpf: &Ebpf, slots: SlotLayout) -> anyhow::Result<Arrays> {
+        let n = slots.queue_slots() as usize;
+        Ok(Arrays {
+            slots,
+            queues: mapped(ebpf, maps::QUEUES, slots.queue_slots())?,
+            ops: mapped(ebpf, maps::OPS, slots.stats_slots())?,
+            completed: vec![0; n],
+            moved_last: vec![false; n],
+            stats: BTreeMap::new(),
+            last_reads: 0,
+        })
+    }
+
+    /// Every queue that has seen a command, and the statistics of every slot that has counted
+    /// one, into `raw`.
+    pub fn read(&mut self, raw: &mut RawMaps) {
+        let slots = self.slots;
+        let mut queues = Vec::new();
+        let mut queue_moved = vec![false; self.completed.len()];
+        let mut controller_moved = vec![false; slots.controllers as usize];
+        for i in 0..self.queues.len() {
+            let Some(q) = self.queues.get(i) else { break };
+            if q == QueueState::default() {
+                continue;
+            }
+            let i = i as usize;
+            let moved = q.completed != self.completed[i];
+            queue_moved[i] = moved || self.moved_last[i];
+            self.moved_last[i] = moved;
+            self.completed[i] = q.completed;
+            if queue_moved[i] {
+                controller_moved[i / slots.queues as usize] = true;
+            }
+            queues.push((slots.queue_key(i as u32), q));
+        }
+        let mut reads = 0;
+        let per = slots.stats_per_controller();
+        for ctrl_id in 0..slots.controllers {
+            if !controller_moved[ctrl_id as usize] {
+                continue;
+            }
+            let base = ctrl_id * per;
+            let mut rows: Vec<u32> = (0..CONTROLLER_CLASSES.len() as u32).collect();
+            for qid in 1..slots.queues {
+                if queue_moved[(ctrl_id * slots.queues + qid) as usize] {
+                    let first = CONTROLLER_CLASSES.len() as u32 + (qid - 1) * 2;
+                    rows.extend(first..first + QUEUE_CLASSES.len() as u32);
+                }
+            }
+            for row in rows {
+                let index = base + row;
+                reads += 1;
+                match self.ops.get(index) {
+                    Some(v) if v != OpStats::default() => {
+                        self.stats.insert(index, v);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.last_reads = reads;
+        raw.ops = self
+            .stats
+            .iter()
+            .map(|(&i, v)| (slots.stats_key(i), *v))
+            .collect();
+        raw.queues = queues;
+    }
+
+    /// Zeroes the queues and statistics of controllers that are gone (or whose instance number
+    /// went to another subsystem), so that the next controller with that instance starts from 0.
+    pub fn forget(&mut self, ebpf: &mut Ebpf, gone: &HashSet<u32>) -> anyhow::Result<()> {
+        let slots = self.slots;
+        let per = slots.stats_per_controller();
+        for &ctrl_id in gone.iter().filter(|&&c| c < slots.controllers) {
+            {
+                let mut q = Array::<&mut MapData, QueueState>::try_from(
+                    ebpf.map_mut(maps::QUEUES).context("map QUEUES")?,
+                )?;
+                for qid in 0..slots.queues {
+                    let i = ctrl_id * slots.queues + qid;
+                    q.set(i, QueueState::default(), 0)
+                        .context("zeroing QUEUES")?;
+                    self.completed[i as usize] = 0;
+                    self.moved_last[i as usize] = false;
+                }
+            }
+            let mut o = Array::<&mut MapData, OpStats>::try_from(
+                ebpf.map_mut(maps::OPS).context("map OPS")?,
+            )?;
+            for i in ctrl_id * per..(ctrl_id + 1) * per {
+                o.set(i, OpStats::default(), 0).context("zeroing OPS")?;
+                self.stats.remove(&i);
+            }
+        }
+        Ok(())
+    }
+}
