@@ -360,12 +360,4 @@ pub fn bench_min_btf_complete(ctx: BtfTracePointContext) -> i32 {
     0
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";
+nvmeof_ebpf::gpl_object!();

@@ -537,12 +537,4 @@ fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
     Some(())
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";
+nvmeof_ebpf::gpl_object!();

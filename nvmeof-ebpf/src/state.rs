@@ -184,12 +184,4 @@ pub fn should_reconnect(ctx: ProbeContext) -> u32 {
     0
 }
 
-#[cfg(not(test))]
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo) -> ! {
-    loop {}
-}
-
-#[link_section = "license"]
-#[no_mangle]
-static LICENSE: [u8; 4] = *b"GPL\0";
+nvmeof_ebpf::gpl_object!();
