@@ -12,12 +12,12 @@
 //!   Quantiles are the reader's: `histogram_quantile` over the native buckets.
 //! - A raw key that disappears (its controller is gone) drops the series it fed once no other key
 //!   feeds it.
-//! - With per-queue series, latency histograms of the I/O classes are per queue (their counts
-//!   and sums give commands and in-flight time per queue, so the command and in-flight counters
-//!   stay per controller); admin and fabrics
-//!   commands (queue 0, and one connect per I/O queue) stay per controller: a connect's latency per
-//!   queue would cost series for no insight. Queue-state series (depth, busy) are per queue for
-//!   every queue, the admin queue included.
+//! - With per-queue series, the latency histograms of reads and writes are per queue (their
+//!   counts and sums give commands and in-flight time per queue, so the command and in-flight
+//!   counters stay per controller); the other classes stay per controller, as the kernel counts
+//!   them (`nvmeof_common::SlotLayout`): admin commands and connects (one per I/O queue) would
+//!   cost series for no insight, flushes and the rest are rare. Queue-state series (depth, busy)
+//!   are per queue for every queue, the admin queue included.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use nvmeof_common::latency::{slot_native_index, OVERFLOW_SLOT};
@@ -227,10 +227,9 @@ impl Model {
         self.per_queue.then_some(qid)
     }
 
-    /// The queue of a command series: I/O classes only (see the module documentation).
+    /// The queue of a command series: reads and writes only (see the module documentation).
     fn op_qid(&self, qid: u16, class: OpClass) -> Option<u16> {
-        let control = matches!(class, OpClass::Admin | OpClass::Fabrics);
-        (self.per_queue && !control).then_some(qid)
+        (self.per_queue && class.moves_data()).then_some(qid)
     }
 
     /// Takes one read of the maps and returns the view to publish.
@@ -553,6 +552,8 @@ mod tests {
                 (op_key(0, 0, OpClass::Fabrics), stats(&[20_000], 0)),
                 (op_key(0, 1, OpClass::Fabrics), stats(&[40_000], 0)),
                 (op_key(0, 1, OpClass::Read), stats(&[100_000; 2], 512)),
+                // A flush, counted per controller by the kernel (queue 0 in its key).
+                (op_key(0, 0, OpClass::Flush), stats(&[10_000], 0)),
             ],
             ..Default::default()
         });
@@ -564,17 +565,19 @@ mod tests {
         assert_eq!(
             keys,
             vec![
+                (None, OpClass::Flush, 1),
                 (None, OpClass::Admin, 1),
                 (None, OpClass::Fabrics, 2),
                 (Some(1), OpClass::Read, 2),
             ]
         );
-        // Per controller: the admin queue's 50 µs and queue 1's 240 µs.
-        assert_eq!(v.inflight_ns, vec![(0, 290_000)]);
+        // Per controller: the admin queue's 50 µs, queue 1's 240 µs, the flush's 10 µs.
+        assert_eq!(v.inflight_ns, vec![(0, 300_000)]);
         assert_eq!(
             v.commands,
             vec![
                 ((0, OpClass::Read), 2),
+                ((0, OpClass::Flush), 1),
                 ((0, OpClass::Admin), 1),
                 ((0, OpClass::Fabrics), 2),
             ]
