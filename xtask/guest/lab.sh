@@ -108,6 +108,45 @@ topology() {
     wait_live 20
 }
 
+# scale_topology N: N controllers, each to a subsystem of its own (scale-1 .. scale-N, all on
+# nullb0, which nvmet opens shared): the even ones over loop (port 7) where nvme-loop is loaded,
+# the others over TCP (port 6, 127.0.0.1:4430). Each opens one I/O queue per CPU.
+scale_topology() {
+    port 6 tcp ipv4 127.0.0.1 4430 || return 1
+    over_loop=0
+    [ -d /sys/module/nvme_loop ] && port 7 loop "" "" && over_loop=1
+    i=1
+    while [ "$i" -le "$1" ]; do
+        subsys "scale-$i" nullb0 || return 1
+        if [ $((i % 2)) = 0 ] && [ "$over_loop" = 1 ]; then
+            expose 7 "scale-$i" && connect "transport=loop,nqn=$(nqn "scale-$i")" || return 1
+        else
+            expose 6 "scale-$i" &&
+                connect "transport=tcp,traddr=127.0.0.1,trsvcid=4430,nqn=$(nqn "scale-$i")" || return 1
+        fi
+        i=$((i + 1))
+    done
+    wait_live 120
+}
+
+# read_every_queue N COUNT: COUNT direct 4 KiB reads from every CPU (so on every hardware queue,
+# one per CPU) on the namespace of each of scale-1 .. scale-N.
+read_every_queue() {
+    cpus=$(grep -c '^processor' /proc/cpuinfo)
+    i=1
+    while [ "$i" -le "$1" ]; do
+        d=$(dev_of "scale-$i") || return 9
+        c=0
+        while [ "$c" -lt "$cpus" ]; do
+            busybox taskset "$(printf '%x' $((1 << c)))" \
+                dd if="$d" of=/dev/null bs=4k count="$2" skip=$((c * $2)) iflag=direct 2>/dev/null ||
+                return 8
+            c=$((c + 1))
+        done
+        i=$((i + 1))
+    done
+}
+
 # wait_live SECONDS: until every controller is live, or the time is up.
 wait_live() {
     i=0
