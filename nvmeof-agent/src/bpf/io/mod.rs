@@ -128,13 +128,22 @@ pub fn possible_cpus(sysfs_root: &std::path::Path) -> Option<u32> {
     (n > 0).then_some(n.min(1 << 16))
 }
 
+/// The most `OPS` may take when the node sizes it (no flag): 128 MiB, which holds 32
+/// controllers of 1024 queues, or 142 of 257. An odd sysfs (an instance or a queue count no node
+/// has) must not make the agent ask the kernel for gigabytes.
+pub const AUTO_STATS_BUDGET: u64 = 128 << 20;
+
+/// Linux's largest `CONFIG_NR_CPUS`: a `possible` list claiming more is not a real node's.
+const MAX_CPUS: u32 = 8192;
+
 /// The bounds of the `QUEUES` and `OPS` arrays: controller instances 0 .. `controllers` and
 /// queue ids 0 .. `queues`.
-/// - Controllers: `max_controllers`, or (0) twice the highest instance present plus one, at least
-///   16. The kernel hands instances out lowest-free, so they stay below the most controllers the
-///   node has at once.
 /// - Queues: `max_queues`, or (0) the possible CPUs plus the admin queue, or the most any present
-///   controller has if that is more (write and poll queues come on top of the per-CPU ones).
+///   controller has if that is more, up to three per CPU plus the admin queue (I/O, write and
+///   poll queues, each at most one per CPU).
+/// - Controllers: `max_controllers`, or (0) twice the highest instance present plus one, at least
+///   16 (the kernel hands instances out lowest-free, so they stay below the most controllers the
+///   node has at once), as many as [`AUTO_STATS_BUDGET`] holds at that many queues.
 ///
 /// A command past either bound is counted (`slot_out_of_range`) and not timed.
 pub fn slot_layout(
@@ -145,25 +154,39 @@ pub fn slot_layout(
     let present = crate::sysfs::controller::controllers(sysfs_root)
         .map(|p| p.items)
         .unwrap_or_default();
-    let controllers = match max_controllers {
-        0 => present
-            .iter()
-            .map(|c| 2 * (c.instance.min(2047) + 1))
-            .max()
-            .unwrap_or(0)
-            .max(16),
-        n => n,
-    };
+    let cpus = possible_cpus(sysfs_root).unwrap_or(1).min(MAX_CPUS);
     let queues = match max_queues {
         0 => present
             .iter()
             .filter_map(|c| c.queue_count)
             .max()
             .unwrap_or(0)
-            .max(possible_cpus(sysfs_root).unwrap_or(1) + 1),
+            .min(3 * cpus + 1)
+            .max(cpus + 1),
+        n => n.min(1 << 16),
+    };
+    let controllers = match max_controllers {
+        0 => {
+            let wanted = present
+                .iter()
+                .map(|c| 2 * (c.instance.min(2047) + 1))
+                .max()
+                .unwrap_or(0)
+                .max(16);
+            let per = u64::from(nvmeof_common::SlotLayout::new(1, queues).stats_slots())
+                * std::mem::size_of::<nvmeof_common::OpStats>() as u64;
+            let fits = (AUTO_STATS_BUDGET / per.max(1)).max(1) as u32;
+            if wanted > fits {
+                log::warn!(
+                    "eBPF: arrays for {fits} controllers of {queues} queues, not {wanted}: more \
+                     would pass {AUTO_STATS_BUDGET} bytes; --ebpf.max-controllers sets it"
+                );
+            }
+            wanted.min(fits)
+        }
         n => n,
     };
-    nvmeof_common::SlotLayout::new(controllers, queues.min(1 << 16))
+    nvmeof_common::SlotLayout::new(controllers, queues)
 }
 
 /// What the tracer publishes: the state of the last drain, behind a lock the drain writes and
@@ -318,6 +341,29 @@ pub(crate) mod tests {
         // No sysfs at all: 16 controllers of one CPU's queues.
         let l = slot_layout(std::path::Path::new("/nonexistent"), 0, 0);
         assert_eq!((l.controllers, l.queues), (16, 2));
+        // A controller claiming 9999 queues on 256 CPUs: three per CPU at most (I/O, write and
+        // poll queues) plus the admin queue.
+        std::fs::write(dir.path().join("class/nvme/nvme11/queue_count"), "9999\n").unwrap();
+        let l = slot_layout(dir.path(), 0, 0);
+        assert_eq!((l.controllers, l.queues), (24, 769));
+    }
+
+    /// Whatever sysfs claims, the sizing made without flags stays within its budget.
+    #[test]
+    fn slot_layout_from_odd_sysfs_stays_within_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let cpu = dir.path().join("devices/system/cpu");
+        std::fs::create_dir_all(&cpu).unwrap();
+        std::fs::write(cpu.join("possible"), "0-65535\n").unwrap();
+        let c = dir.path().join("class/nvme/nvme4000");
+        std::fs::create_dir_all(&c).unwrap();
+        std::fs::write(c.join("queue_count"), "4294967295\n").unwrap();
+        let l = slot_layout(dir.path(), 0, 0);
+        let bytes =
+            u64::from(l.stats_slots()) * std::mem::size_of::<nvmeof_common::OpStats>() as u64;
+        assert!(bytes <= AUTO_STATS_BUDGET, "{l:?}: {bytes} bytes");
+        assert_eq!(l.queues, 3 * 8192 + 1);
+        assert!(l.controllers >= 1);
     }
 
     /// The kernel memory of the maps at a node's size, as the kernel charges it (fdinfo
