@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 use xtask::kernel::Series;
 use xtask::lab::{Lab, LabOptions};
 
-pub mod prometheus;
 pub mod trace;
 
 /// The kernels to test on: `NVMEOF_LAB_KERNELS` (comma separated), 6.1 by default.

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use nvmeof_tests::prometheus::Prometheus;
 use nvmeof_tests::{kernels, trace, with_lab, Metrics, Shared, LAB_AGENT_ARGS};
+use xtask::prometheus::Prometheus;
 
 /// Every family the agent may expose, from the registry: a live page must stay inside it.
 fn declared_families() -> Vec<&'static str> {

@@ -11,4 +11,5 @@ pub mod elf;
 pub mod initramfs;
 pub mod kernel;
 pub mod lab;
+pub mod prometheus;
 pub mod scrape_peer;

@@ -1,7 +1,8 @@
-//! A real Prometheus server (Debian's package, which `cargo xtask bootstrap` installs) scraping
-//! the lab's agent through its forwarded port on host loopback: the independent reader of what
-//! the agent exposes. It runs with native histograms on, so it asks for the protobuf exposition
-//! first and ingests the native buckets; queries go through its HTTP API.
+//! A real Prometheus server (Debian's package, which `cargo xtask bootstrap` installs) scraping a
+//! target on host loopback (the lab's agent through its forwarded port, or the agent's HTTP app
+//! in its own tests): the independent reader of what the agent exposes. It runs with native
+//! histograms on, so it asks for the protobuf exposition first and ingests the native buckets;
+//! queries go through its HTTP API.
 //!
 //! Everything stays on 127.0.0.1; the server, its TSDB and its configuration live in a temporary
 //! directory and go when the handle is dropped. Every wait is bounded.
@@ -55,7 +56,7 @@ impl Prometheus {
             bail!("{BINARY} is missing: `cargo xtask bootstrap` installs Debian's prometheus");
         }
         let dir = tempfile::tempdir()?;
-        let port = xtask::lab::free_port()?;
+        let port = crate::lab::free_port()?;
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              scrape_configs:\n  - job_name: nvmeof\n    static_configs:\n      - targets: \
@@ -82,7 +83,7 @@ impl Prometheus {
         let p = Prometheus { child, port, dir };
         p.wait_for("the server to be ready", Duration::from_secs(30), |p| {
             Ok(matches!(
-                xtask::lab::http_get(p.port, "/-/ready"),
+                crate::lab::http_get(p.port, "/-/ready"),
                 Ok((200, _, _))
             ))
         })?;
@@ -119,7 +120,7 @@ impl Prometheus {
     /// An instant query's vector result.
     pub fn query(&self, expr: &str) -> Result<Vec<Sample>> {
         let path = format!("/api/v1/query?query={}", encode(expr));
-        let (status, body, _) = xtask::lab::http_get(self.port, &path)?;
+        let (status, body, _) = crate::lab::http_get(self.port, &path)?;
         let v: serde_json::Value =
             serde_json::from_str(&body).with_context(|| format!("{expr}: answer {body}"))?;
         if status != 200 || v["status"] != "success" {
