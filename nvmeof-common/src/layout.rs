@@ -74,6 +74,8 @@ pub struct RequestLayout {
     pub request_q: u32,
     /// `struct request`: `mq_hctx` (`struct blk_mq_hw_ctx *`).
     pub request_mq_hctx: u32,
+    /// `struct request`: `__data_len` (u32, `blk_rq_bytes()`): a read's or write's bytes.
+    pub request_data_len: u32,
     /// `struct request_queue`: `queuedata` (NULL on the admin queue: `nvme_req_qid` is then 0).
     pub queue_queuedata: u32,
     /// `struct blk_mq_hw_ctx`: `queue_num` (u32; the NVMe queue id is it plus one).
@@ -94,6 +96,7 @@ impl RequestLayout {
         request_size: 0,
         request_q: 0,
         request_mq_hctx: 0,
+        request_data_len: 0,
         queue_queuedata: 0,
         hctx_queue_num: 0,
         nvme_req_ctrl: 0,

@@ -471,7 +471,7 @@ mod tests {
         assert_eq!(core::mem::size_of::<InflightKey>(), 8);
         assert_eq!(core::mem::size_of::<Inflight>(), 32);
         assert_eq!(core::mem::size_of::<SlotLayout>(), 16);
-        assert_eq!(core::mem::size_of::<RequestLayout>(), 36);
+        assert_eq!(core::mem::size_of::<RequestLayout>(), 40);
         assert_eq!(core::mem::size_of::<QueueKey>(), 8);
         assert_eq!(core::mem::size_of::<QueueState>(), 32);
         assert_eq!(core::mem::size_of::<OpKey>(), 8);

@@ -3,10 +3,12 @@
 //! Hooks: `nvme_setup_cmd` and `nvme_complete_rq`, three ways; the agent attaches one pair:
 //! - tp_btf (`*_btf`) and raw tracepoints (`*_raw`): the first argument is the `struct request *`,
 //!   which keys the command from setup to completion. Controller, queue and status are read from
-//!   the kernel's structs at offsets the agent found in BTF (`REQ_LAYOUT`); opcode, nsid and
-//!   cdw12 from the `struct nvme_command` (the NVMe wire format).
+//!   the kernel's structs at offsets the agent found in BTF (`REQ_LAYOUT`), a read's or write's
+//!   bytes from the request (`blk_rq_bytes()`), the opcode from the `struct nvme_command` (the
+//!   NVMe wire format).
 //! - classic tracepoints: the record's (controller, queue, command id & 0xfff) keys the command.
-//!   The last fallback: nvme-tcp writes the H2C data PDU over the command PDU, so for writes
+//!   A read's or write's bytes are its block count (cdw12) times its namespace's LBA size, which
+//!   the agent writes into `NAMESPACES`. The last fallback: nvme-tcp writes the H2C data PDU over the command PDU, so for writes
 //!   larger than the inline data size the completion record's `cid` is a transfer tag and those
 //!   writes go unmatched.
 //!
@@ -102,11 +104,8 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTE
 /// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
 const DEFAULT_LBA_SHIFT: u32 = 9;
-/// `struct nvme_command` (NVMe base specification, submission queue entry): opcode in byte 0,
-/// nsid in bytes 4..8, cdw12 in bytes 48..52.
+/// `struct nvme_command` (NVMe base specification, submission queue entry): opcode in byte 0.
 const CMD_OPCODE: u64 = 0;
-const CMD_NSID: u64 = 4;
-const CMD_CDW12: u64 = 48;
 
 #[inline(always)]
 fn slot_layout() -> SlotLayout {
@@ -213,9 +212,26 @@ struct Setup {
     ctrl_id: u32,
     qid: u16,
     opcode: u8,
-    nsid: u32,
-    /// `None` when the command moves no data or its cdw12 was not read.
-    cdw12: Option<u32>,
+    /// A read's or write's bytes; 0 for the other classes.
+    bytes: u32,
+}
+
+/// A read's or write's bytes from its command, for the classic pair, which sees no request:
+/// cdw12's 0-based block count times the namespace's LBA size, which the agent writes into
+/// `NAMESPACES` from sysfs (512-byte blocks, counted, until it has).
+#[inline(always)]
+fn command_bytes(ctrl_id: u32, nsid: u32, cdw12: u32) -> u32 {
+    let blocks = (cdw12 & 0xffff) + 1;
+    let key = NamespaceKey { ctrl_id, nsid };
+    // SAFETY: a map value read, copied at once.
+    let shift = match unsafe { NAMESPACES.get(key) } {
+        Some(v) => *v,
+        None => {
+            count(ProgramCounter::LbaSizeUnknown);
+            DEFAULT_LBA_SHIFT
+        }
+    };
+    blocks << (shift & 31)
 }
 
 /// The in-flight value of a command set up at `now`, with the slots its completion updates;
@@ -228,26 +244,9 @@ fn inflight(s: &Setup, now: u64) -> Option<Inflight> {
         return None;
     };
     let class = OpClass::classify(s.qid, s.opcode);
-    let mut bytes = 0u32;
-    if let Some(cdw12) = s.cdw12 {
-        let blocks = (cdw12 & 0xffff) + 1;
-        let key = NamespaceKey {
-            ctrl_id: s.ctrl_id,
-            nsid: s.nsid,
-        };
-        // SAFETY: a map value read, copied at once.
-        let shift = match unsafe { NAMESPACES.get(key) } {
-            Some(v) => *v,
-            None => {
-                count(ProgramCounter::LbaSizeUnknown);
-                DEFAULT_LBA_SHIFT
-            }
-        };
-        bytes = blocks << (shift & 31);
-    }
     Some(Inflight {
         start_ns: now,
-        bytes,
+        bytes: s.bytes,
         ctrl_id: s.ctrl_id,
         queue_slot,
         stats_slot: slots.stats_slot(s.ctrl_id, s.qid, class),
@@ -324,13 +323,12 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
         ctrl_id,
         qid,
         opcode,
-        nsid: 0,
-        cdw12: None,
+        bytes: 0,
     };
     if OpClass::classify(qid, opcode).moves_data() && l.setup_cdw10.is_present() {
-        s.nsid = read_field(ctx, l.setup_nsid)? as u32;
+        let nsid = read_field(ctx, l.setup_nsid)? as u32;
         let cdw12 = FieldLoc::new(l.setup_cdw10.offset + CDW12_OFFSET_IN_CDW10, 4);
-        s.cdw12 = Some(read_field(ctx, cdw12)? as u32);
+        s.bytes = command_bytes(ctrl_id, nsid, read_field(ctx, cdw12)? as u32);
     }
     let key = InflightKey {
         ctrl_id,
@@ -399,12 +397,12 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
         ctrl_id,
         qid,
         opcode,
-        nsid: 0,
-        cdw12: None,
+        bytes: 0,
     };
+    // The request's byte count (`blk_rq_bytes()`) is the command's: one load where the command's
+    // block count needed the namespace's LBA size from a hash map.
     if OpClass::classify(qid, opcode).moves_data() {
-        s.nsid = field::<u32, BTF>(cmd + CMD_NSID)?;
-        s.cdw12 = Some(field::<u32, BTF>(cmd + CMD_CDW12)?);
+        s.bytes = field::<u32, BTF>(req + l.request_data_len as u64)?;
     }
     begin(&INFLIGHT_RQ, &req, &inflight(&s, now)?)
 }

@@ -409,6 +409,7 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<RequestLayout> {
         request_size: btf.struct_size("request")?,
         request_q: sized("request", "q", 8)?,
         request_mq_hctx: sized("request", "mq_hctx", 8)?,
+        request_data_len: sized("request", "__data_len", 4)?,
         queue_queuedata: sized("request_queue", "queuedata", 8)?,
         hctx_queue_num: sized("blk_mq_hw_ctx", "queue_num", 4)?,
         nvme_req_ctrl: sized("nvme_request", "ctrl", 8)?,
@@ -587,7 +588,15 @@ mod tests {
         b.ptr(0); // 4: void *
         b.strukt("request_queue", 2000, &[("queuedata", 4, 64, 0)]); // 5
         b.strukt("blk_mq_hw_ctx", 512, &[("queue_num", 3, 1216, 0)]); // 6
-        b.strukt("request", 296, &[("q", 4, 0, 0), ("mq_hctx", 4, 128, 0)]); // 7
+        b.strukt(
+            "request",
+            296,
+            &[
+                ("q", 4, 0, 0),
+                ("mq_hctx", 4, 128, 0),
+                ("__data_len", 3, 352, 0),
+            ],
+        ); // 7
         let base = Btf::parse(&b.finish()).unwrap();
         let mut m = Builder::new(base.next_str());
         m.strukt("nvme_ctrl", 4000, &[("instance", 1, 8 * 1096, 0)]); // 8
@@ -604,6 +613,7 @@ mod tests {
                 request_size: 296,
                 request_q: 0,
                 request_mq_hctx: 16,
+                request_data_len: 44,
                 queue_queuedata: 8,
                 hctx_queue_num: 152,
                 nvme_req_ctrl: 40,
