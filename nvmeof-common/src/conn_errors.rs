@@ -10,7 +10,9 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConnErrorKind {
     /// Path-related status set by the controller (SCT 3, 0x300..0x36f: internal path error, ANA
-    /// inaccessible, persistent loss or transition, controller path error).
+    /// inaccessible, persistent loss or transition, controller path error), or specific to a
+    /// command set or vendor (0x380..0x3ff): the kernel fails over on every SCT 3 status
+    /// (`nvme_is_path_error`).
     PathError = 0,
     /// Path-related status set by the host itself (0x370, 0x372..0x37f): the transport is down.
     HostPathError = 1,
@@ -73,7 +75,7 @@ impl ConnErrorKind {
         match status {
             0x007 | 0x008 | 0x01b | 0x371 => ConnErrorKind::Abort,
             0x004 | 0x022 => ConnErrorKind::TransportError,
-            0x300..=0x36f => ConnErrorKind::PathError,
+            0x300..=0x36f | 0x380..=0x3ff => ConnErrorKind::PathError,
             0x370..=0x37f => ConnErrorKind::HostPathError,
             _ => ConnErrorKind::CommandError,
         }
@@ -132,6 +134,7 @@ mod tests {
         assert_eq!(ConnErrorKind::of_status(0x370), HostPathError);
         assert_eq!(ConnErrorKind::of_status(0x303), PathError);
         assert_eq!(ConnErrorKind::of_status(0x360), PathError);
+        assert_eq!(ConnErrorKind::of_status(0x3c0), PathError);
         assert_eq!(ConnErrorKind::of_status(0x022), TransportError);
         assert_eq!(ConnErrorKind::of_status(0x00b), CommandError);
         assert_eq!(ConnErrorKind::of_status(0x281), CommandError);
