@@ -50,41 +50,12 @@ impl fmt::Display for ListenAddress {
     }
 }
 
-/// A duration as Prometheus writes them: `50ms`, `1s`, `1m30s`, `2h`. Zero is refused: every
-/// duration here is a deadline or a period.
+/// A duration as Prometheus writes them: `50ms`, `1s`, `1m30s`, `2h`, `1d` (humantime's
+/// grammar, which also takes spaces and long unit names). Zero is refused: every duration here
+/// is a deadline or a period.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = Duration::ZERO;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err("empty duration; write e.g. 50ms, 1s, 1m".into());
-    }
-    while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let unit_len = rest[digits..]
-            .bytes()
-            .take_while(u8::is_ascii_alphabetic)
-            .count();
-        if digits == 0 || unit_len == 0 {
-            return Err(format!("{s:?} is not a duration; write e.g. 50ms, 1s, 1m"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?}: number too large"))?;
-        let unit = match &rest[digits..digits + unit_len] {
-            "ms" => Duration::from_millis(1),
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            u => return Err(format!("{s:?}: unknown unit {u:?} (ms, s, m or h)")),
-        };
-        let part = unit
-            .checked_mul(u32::try_from(n).map_err(|_| format!("{s:?}: number too large"))?)
-            .ok_or_else(|| format!("{s:?}: too long"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("{s:?}: too long"))?;
-        rest = &rest[digits + unit_len..];
-    }
+    let total = humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 50ms, 1s, 1m"))?;
     if total.is_zero() {
         return Err(format!("{s:?}: must be longer than zero"));
     }
@@ -125,7 +96,12 @@ mod tests {
         assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
         assert!(parse_duration("0s").unwrap_err().contains("zero"));
         assert!(parse_duration("10").is_err());
-        assert!(parse_duration("5d").unwrap_err().contains("unit"));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert!(
+            parse_duration("5x").unwrap_err().contains("unit"),
+            "{:?}",
+            parse_duration("5x")
+        );
         assert!(parse_duration("").is_err());
         assert!(parse_duration("5é").is_err());
         assert!(parse_duration("1s5").is_err());
