@@ -76,12 +76,12 @@ fn the_name_check_catches_typos_and_allows_histogram_series() {
 #[test]
 fn alert_rules_query_declared_metrics_and_say_what_and_how_bad() {
     let known = families();
-    let rules: serde_yaml::Value =
-        serde_yaml::from_str(&read("deploy/prometheus/alerts.yml")).unwrap();
+    let rules: serde_json::Value =
+        serde_saphyr::from_str(&read("deploy/prometheus/alerts.yml")).unwrap();
     let mut seen = BTreeSet::new();
     let mut problems = Vec::new();
-    for group in rules["groups"].as_sequence().expect("groups") {
-        for rule in group["rules"].as_sequence().expect("rules") {
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
             let name = rule["alert"]
                 .as_str()
                 .expect("every rule is an alert")
@@ -189,9 +189,7 @@ fn the_dashboard_queries_declared_metrics() {
 #[test]
 fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses() {
     let text = read("deploy/kubernetes/daemonset.yaml");
-    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&text)
-        .map(|d| serde::Deserialize::deserialize(d).unwrap())
-        .collect();
+    let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
     let ds = docs
         .iter()
         .find(|d| d["kind"] == "DaemonSet")
@@ -203,7 +201,7 @@ fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses()
     );
     let c = &spec["containers"][0];
     let args: Vec<String> = c["args"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap().to_owned())
@@ -214,7 +212,7 @@ fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses()
     let sc = &c["securityContext"];
     let caps = |k: &str| -> BTreeSet<String> {
         sc["capabilities"][k]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap().to_owned())
@@ -230,7 +228,7 @@ fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses()
     assert_eq!(sc["privileged"], false);
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     let mounts: Vec<&str> = c["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|m| m["mountPath"].as_str().unwrap())
@@ -262,8 +260,8 @@ fn the_ansible_role_and_the_image_use_flags_and_paths_that_exist() {
         "deploy/ansible/roles/nvmeof_exporter/tasks/main.yml",
         "deploy/ansible/roles/nvmeof_exporter/handlers/main.yml",
     ] {
-        let _: serde_yaml::Value =
-            serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let _: serde_json::Value =
+            serde_saphyr::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
     // The image and the role take the binary where `cargo xtask build` leaves it.
     let binary = "target/x86_64-unknown-linux-musl/release/nvmeof-exporter";

@@ -54,7 +54,7 @@ impl WebConfig {
     pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading web config {}", path.display()))?;
-        let config: WebConfig = serde_yaml::from_str(&text)
+        let config: WebConfig = serde_saphyr::from_str(&text)
             .with_context(|| format!("parsing web config {}", path.display()))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let tls = match &config.tls_server_config {
