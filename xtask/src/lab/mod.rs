@@ -5,13 +5,14 @@
 //!
 //! The guest has no way out: its only NIC is QEMU's user network in `restrict=on` mode, which
 //! carries the forwarded port and nothing else.
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::UnixStream;
+mod control;
+mod http;
+mod qemu;
+
+use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{mpsc, Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -19,6 +20,10 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::say;
 use crate::kernel::{self, Kernel, Series};
 use crate::{cache, initramfs};
+pub use control::base64_decode;
+use control::{first_line, read_lossy, Control};
+pub use http::http_get;
+use qemu::{tail, wait_for_console, Qemu};
 
 /// Flags of the agent in the lab (tests and `cargo xtask run`): under TCG a collector often
 /// needs more than the default 50 ms deadline, and would serve its previous output (or none yet).
@@ -128,14 +133,13 @@ pub struct GuestOutput {
 
 pub struct Lab {
     qemu: Qemu,
-    ctl: BufReader<UnixStream>,
+    control: Control,
     work: PathBuf,
     console: PathBuf,
     pub kernel: Kernel,
     pub host_port: u16,
     /// The emulated PCIe controller, when the lab has one.
     pub pcie_nvme: Option<PcieNvme>,
-    next_id: u64,
 }
 
 /// A free port on host loopback (bound, read, released).
@@ -268,9 +272,7 @@ impl Lab {
             child.kill();
             return Err(e);
         }
-        let stream = UnixStream::connect(&sock).with_context(|| {
-            format!("connecting to the lab's control channel {}", sock.display())
-        })?;
+        let control = Control::connect(&sock)?;
         say(format!(
             "lab: {} up in {:.1} s",
             kernel.release,
@@ -278,13 +280,12 @@ impl Lab {
         ));
         let mut lab = Lab {
             qemu: child,
-            ctl: BufReader::new(stream),
+            control,
             work,
             console,
             kernel,
             host_port,
             pcie_nvme: opts.pcie_nvme.clone(),
-            next_id: 1,
         };
         // A first round trip proves the channel before any real command relies on it.
         let mut answered = false;
@@ -322,40 +323,12 @@ impl Lab {
 
     /// The whole console (kernel log) so far.
     pub fn console(&self) -> String {
-        String::from_utf8_lossy(&std::fs::read(&self.console).unwrap_or_default()).into_owned()
+        read_lossy(&self.console)
     }
 
     /// Runs a script in the guest and returns its output and exit code.
     pub fn sh_timeout(&mut self, script: &str, timeout: Duration) -> Result<GuestOutput> {
-        let id = self.next_id;
-        self.next_id += 1;
-        // The leading newline ends any partial line a lost byte may have left in the guest.
-        let line = format!("\nCMD {id} {}\n", base64_encode(script.as_bytes()));
-        self.ctl
-            .get_mut()
-            .write_all(line.as_bytes())
-            .context("writing to the lab's control channel")?;
-        let deadline = Instant::now() + timeout;
-        let mut body = String::new();
-        let mut inside = false;
-        loop {
-            let line = self
-                .read_line(deadline)
-                .with_context(|| format!("waiting for the guest to run: {}", first_line(script)))?;
-            let line = line.trim_end();
-            if line == format!("@@BEGIN {id}") {
-                inside = true;
-            } else if let Some(rest) = line.strip_prefix(&format!("@@END {id} ")) {
-                let rc: i32 = rest.trim().parse().unwrap_or(-1);
-                let bytes = base64_decode(&body)?;
-                return Ok(GuestOutput {
-                    rc,
-                    out: String::from_utf8_lossy(&bytes).into_owned(),
-                });
-            } else if inside {
-                body.push_str(line);
-            }
-        }
+        self.control.run(script, timeout, &self.console)
     }
 
     pub fn sh(&mut self, script: &str) -> Result<GuestOutput> {
@@ -376,89 +349,13 @@ impl Lab {
         Ok(o.out)
     }
 
-    fn read_line(&mut self, deadline: Instant) -> Result<String> {
-        let mut buf = Vec::new();
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                bail!("timed out; console tail:\n{}", tail(&self.console(), 30));
-            }
-            self.ctl.get_ref().set_read_timeout(Some(deadline - now))?;
-            match self.ctl.read_until(b'\n', &mut buf) {
-                Ok(0) => bail!(
-                    "the lab VM closed its control channel; console tail:\n{}",
-                    tail(&self.console(), 30)
-                ),
-                Ok(_) if buf.ends_with(b"\n") => {
-                    return Ok(String::from_utf8_lossy(&buf).into_owned())
-                }
-                Ok(_) => continue,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e).context("reading the lab's control channel"),
-            }
-        }
-    }
-
     /// An HTTP GET to the agent through the forwarded port: (status, body, time to answer).
     pub fn http_get(&self, path: &str) -> Result<(u16, String, Duration)> {
-        http_get(self.host_port, path)
+        http::http_get(self.host_port, path)
     }
 
     pub fn work_dir(&self) -> &Path {
         &self.work
-    }
-}
-
-/// A minimal HTTP/1.1 GET on host loopback (no client library needed for a test).
-pub fn http_get(port: u16, path: &str) -> Result<(u16, String, Duration)> {
-    let started = Instant::now();
-    let mut s = TcpStream::connect(("127.0.0.1", port))
-        .with_context(|| format!("connecting to 127.0.0.1:{port}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).context("reading the HTTP answer")?;
-    let elapsed = started.elapsed();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("HTTP answer without a header end")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("HTTP answer without a status")?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)?
-    } else {
-        body.to_owned()
-    };
-    Ok((status, body, elapsed))
-}
-
-fn dechunk(mut s: &str) -> Result<String> {
-    let mut out = String::new();
-    loop {
-        let (size, rest) = s.split_once("\r\n").context("bad chunk header")?;
-        let n = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
-        if n == 0 {
-            return Ok(out);
-        }
-        out.push_str(rest.get(..n).context("short chunk")?);
-        s = rest.get(n + 2..).context("short chunk trailer")?;
     }
 }
 
@@ -468,175 +365,5 @@ impl Drop for Lab {
         if std::env::var_os("NVMEOF_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.work);
         }
-    }
-}
-
-fn wait_for_console(
-    child: &Qemu,
-    console: &Path,
-    work: &Path,
-    marker: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let text =
-            String::from_utf8_lossy(&std::fs::read(console).unwrap_or_default()).into_owned();
-        if text.lines().any(|l| l.starts_with(marker)) {
-            return Ok(());
-        }
-        if let Some(status) = child.exited() {
-            let err = std::fs::read_to_string(work.join("qemu.err")).unwrap_or_default();
-            bail!(
-                "QEMU exited ({status}) before the guest was ready: {err}\nconsole tail:\n{}",
-                tail(&text, 30)
-            );
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the guest was not ready within {timeout:?}; console tail:\n{}",
-                tail(&text, 30)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A QEMU process. It is started and reaped by a thread of its own that lives as long as QEMU:
-/// the kernel sends PR_SET_PDEATHSIG when the *thread* that forked the child ends, and a test
-/// harness ends each test's thread while the shared VM must live on.
-struct Qemu {
-    pid: i32,
-    status: Arc<Mutex<Option<ExitStatus>>>,
-    reaper: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Qemu {
-    fn spawn(mut cmd: Command) -> Result<Qemu> {
-        let status = Arc::new(Mutex::new(None));
-        let (tx, rx) = mpsc::channel();
-        let st = status.clone();
-        let reaper = std::thread::spawn(move || match cmd.spawn() {
-            Ok(mut child) => {
-                let _ = tx.send(Ok(child.id() as i32));
-                if let Ok(s) = child.wait() {
-                    *st.lock().unwrap_or_else(|e| e.into_inner()) = Some(s);
-                }
-            }
-            Err(e) => {
-                let _ = tx.send(Err(e));
-            }
-        });
-        let pid = rx
-            .recv()
-            .context("the QEMU reaper thread ended early")?
-            .context("starting qemu-system-x86_64 (run `cargo xtask bootstrap`)")?;
-        Ok(Qemu {
-            pid,
-            status,
-            reaper: Some(reaper),
-        })
-    }
-
-    fn exited(&self) -> Option<ExitStatus> {
-        *self.status.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn kill(&self) {
-        if self.exited().is_none() {
-            // SAFETY: signalling our own child, which the reaper has not yet reaped.
-            unsafe { libc::kill(self.pid, libc::SIGKILL) };
-        }
-    }
-}
-
-impl Drop for Qemu {
-    fn drop(&mut self) {
-        self.kill();
-        if let Some(r) = self.reaper.take() {
-            let _ = r.join();
-        }
-    }
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-fn first_line(script: &str) -> &str {
-    script.trim().lines().next().unwrap_or("")
-}
-
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-pub fn base64_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(B64[(n >> (18 - 6 * i)) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-pub fn base64_decode(text: &str) -> Result<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    let mut acc = 0u32;
-    let mut bits = 0;
-    for c in text.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b'\n' | b'\r' | b' ' => continue,
-            _ => bail!("invalid base64 byte {c:#x} from the guest"),
-        };
-        acc = (acc << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_round_trips() {
-        for n in 0..300usize {
-            let data: Vec<u8> = (0..n).map(|i| (i * 37 % 256) as u8).collect();
-            let enc = base64_encode(&data);
-            assert_eq!(enc.len() % 4, 0);
-            assert_eq!(base64_decode(&enc).unwrap(), data, "n={n}");
-        }
-        assert_eq!(base64_encode(b"lab"), "bGFi");
-        assert_eq!(base64_encode(b"la"), "bGE=");
-        assert!(base64_decode("b*Fi").is_err());
-    }
-
-    #[test]
-    fn dechunks_http_bodies() {
-        assert_eq!(
-            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
-            "abcde"
-        );
-        assert!(dechunk("zz\r\n").is_err());
     }
 }
