@@ -77,9 +77,7 @@ fn netdev_name(root: &Path, ifindex: u32) -> Option<String> {
         .ok()?
         .flatten()
         .find(|e| {
-            std::fs::read_to_string(e.path().join("ifindex"))
-                .ok()
-                .and_then(|s| s.trim().parse::<u32>().ok())
+            crate::sysfs::read_trim(&e.path().join("ifindex")).and_then(|s| s.parse::<u32>().ok())
                 == Some(ifindex)
         })
         .map(|e| e.file_name().to_string_lossy().into_owned())

@@ -95,10 +95,15 @@ impl<'a> Attrs<'a> {
     }
 }
 
-/// The bytes of a small file (a sysfs attribute is at most a page) by open and read alone.
-/// `std::fs::read` first asks for the file's size and position (statx, lseek), which sysfs
-/// answers with 4096 whatever the content: two syscalls in five per attribute saved, and
-/// syscalls are most of what a scrape costs.
+/// The most a sysfs attribute read may return. The kernel gives an attribute one page (4 KiB on
+/// x86_64, up to 64 KiB on arm64); anything longer is not an attribute (a file or device put in
+/// its place: `/dev/zero` would never end) and is refused, whatever it holds.
+pub(crate) const MAX_ATTR_BYTES: usize = 64 << 10;
+
+/// The bytes of a small file (a sysfs attribute is at most a page) by open and read alone, at
+/// most [`MAX_ATTR_BYTES`]. `std::fs::read` first asks for the file's size and position (statx,
+/// lseek), which sysfs answers with 4096 whatever the content: two syscalls in five per
+/// attribute saved, and syscalls are most of what a scrape costs.
 pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
@@ -107,6 +112,12 @@ pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     loop {
         match f.read(&mut chunk) {
             Ok(0) => return Ok(buf),
+            Ok(n) if buf.len() + n > MAX_ATTR_BYTES => {
+                return Err(std::io::Error::new(
+                    ErrorKind::InvalidData,
+                    format!("longer than {MAX_ATTR_BYTES} bytes: not a sysfs attribute"),
+                ))
+            }
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -165,6 +176,24 @@ fn natural_key(name: &str) -> Vec<(String, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page-sized attribute is read whole; a file in an attribute's place that never ends
+    /// (`/dev/zero`) or is too long is refused after at most the cap, never read to the end.
+    #[test]
+    fn reads_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("page");
+        std::fs::write(&page, vec![b'x'; 4096]).unwrap();
+        assert_eq!(read_small(&page).unwrap().len(), 4096);
+        let long = dir.path().join("long");
+        std::fs::write(&long, vec![b'x'; MAX_ATTR_BYTES + 1]).unwrap();
+        let e = read_small(&long).unwrap_err();
+        assert!(e.to_string().contains("not a sysfs attribute"), "{e}");
+        let started = std::time::Instant::now();
+        assert!(read_small(Path::new("/dev/zero")).is_err());
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert_eq!(read_trim(Path::new("/dev/zero")), None);
+    }
 
     #[test]
     fn required_missing_is_a_skip_optional_missing_is_not() {

@@ -13,6 +13,7 @@ pub mod infiniband;
 pub mod namespace;
 pub mod subsystem;
 
+pub(crate) use attr::read_trim;
 pub use attr::{Parsed, Skip};
 pub use blockstat::BlockStat;
 pub use controller::{controllers, Address, Controller, CtrlState, Timeout};

@@ -72,9 +72,8 @@ pub struct IoState {
 pub fn command_timeouts(sysfs_root: &std::path::Path) -> nvmeof_common::ErrorTimeouts {
     let secs = |name: &str| -> u64 {
         let path = sysfs_root.join("module/nvme_core/parameters").join(name);
-        std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
+        crate::sysfs::read_trim(&path)
+            .and_then(|s| s.parse::<u64>().ok())
             .unwrap_or(0)
     };
     nvmeof_common::ErrorTimeouts {
@@ -112,7 +111,7 @@ pub fn inflight_capacity(sysfs_root: &std::path::Path) -> u32 {
 /// The node's possible CPUs (`devices/system/cpu/possible`, a list such as `0-255` or `0,2-5`):
 /// nvme-tcp and nvme-rdma open one I/O queue per CPU unless told otherwise.
 pub fn possible_cpus(sysfs_root: &std::path::Path) -> Option<u32> {
-    let text = std::fs::read_to_string(sysfs_root.join("devices/system/cpu/possible")).ok()?;
+    let text = crate::sysfs::read_trim(&sysfs_root.join("devices/system/cpu/possible"))?;
     let mut n = 0u32;
     // A sane bound on what a sysfs file may claim, whatever it says.
     for part in text.trim().split(',').filter(|p| !p.is_empty()).take(4096) {

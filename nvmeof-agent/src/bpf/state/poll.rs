@@ -85,8 +85,8 @@ pub(super) fn poll_once(root: &Path, shared: &Mutex<PollState>) {
         let Some(instance) = sysfs::controller::ctrl_instance(&name) else {
             continue;
         };
-        if let Ok(s) = std::fs::read_to_string(e.path().join("state")) {
-            seen.push((instance, name, s.trim().to_owned()));
+        if let Some(s) = sysfs::read_trim(&e.path().join("state")) {
+            seen.push((instance, name, s));
         }
     }
     let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
