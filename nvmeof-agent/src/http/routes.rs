@@ -73,7 +73,7 @@ impl App {
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            if !auth.allows(header) {
+            if !auth.allows(header).await {
                 let mut r = reply(
                     StatusCode::UNAUTHORIZED,
                     "text/plain; charset=utf-8",
