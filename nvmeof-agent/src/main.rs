@@ -19,6 +19,7 @@ fn main() -> ExitCode {
         .filter_level(config.log_level)
         .parse_default_env()
         .init();
+    let open_files = raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +31,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, open_files)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -39,7 +40,61 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// File descriptors kept for everything but connections: BPF maps and programs, sysfs reads,
+/// the controllers' devices, netlink sockets.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft limit of open files to the hard one, as a busy node's many connections and
+/// the agent's own files need, and logs it. Returns the soft limit in force.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the one struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        log::warn!(
+            "reading the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return Some(lim.rlim_cur);
+    }
+    let before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        log::warn!(
+            "raising the open-file limit from {before} to {}: {}",
+            lim.rlim_max,
+            std::io::Error::last_os_error()
+        );
+        return Some(before);
+    }
+    log::info!("open-file limit raised from {before} to {}", lim.rlim_max);
+    Some(lim.rlim_max)
+}
+
+/// `--web.max-connections`, lowered when the open-file limit would be reached first (accepting
+/// would then fail with EMFILE, and so would the collectors' reads).
+fn connection_limit(flag: usize, open_files: Option<u64>) -> usize {
+    let Some(open_files) = open_files.filter(|_| flag > 0) else {
+        return flag;
+    };
+    let fits = open_files.saturating_sub(RESERVED_FDS).max(1);
+    let fits = usize::try_from(fits).unwrap_or(usize::MAX);
+    if flag > fits {
+        log::warn!(
+            "--web.max-connections={flag} does not fit the open-file limit of {open_files}: at most {fits} connections"
+        );
+        return fits;
+    }
+    flag
+}
+
+async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
     // Every collector, the eBPF `io` one included once it lands, is built from the registry:
     // see the TODO(merge) in `collectors::registry`.
     let built = collectors::build_enabled(&config)?;
@@ -63,8 +118,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let app = Arc::new(
         http::App::new(scraper, config.telemetry_path.clone())
             .with_auth(auth)
-            .with_native_only(config.native_only),
+            .with_native_only(config.native_only)
+            .with_max_requests(config.max_requests),
     );
+    let limits = http::Limits {
+        max_connections: connection_limit(config.max_connections, open_files),
+        ..http::Limits::default()
+    };
     let listener = http::bind(&config.listen).await?;
     log::info!(
         "listening on {} ({}; metrics at {}{})",
@@ -78,8 +138,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
     );
     match tls {
-        Some(tls) => http::serve(listener, Arc::new(tls), app, shutdown_signal()).await?,
-        None => http::serve(listener, Arc::new(http::PlainTcp), app, shutdown_signal()).await?,
+        Some(tls) => {
+            http::serve_with(listener, Arc::new(tls), app, limits, shutdown_signal()).await?
+        }
+        None => {
+            let plain = Arc::new(http::PlainTcp);
+            http::serve_with(listener, plain, app, limits, shutdown_signal()).await?
+        }
     }
     log::info!("stopped");
     Ok(())

@@ -74,6 +74,59 @@ fn serves_then_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The soft and hard limits of open files of a running process, from /proc.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().unwrap().to_owned();
+    let hard = fields.next().unwrap().to_owned();
+    (soft, hard)
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt as _;
+    let fixture = common::sysfs_6_1();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--web.listen-address=127.0.0.1:0")
+        .arg(format!("--path.sysfs={}", fixture.root.display()))
+        .args(["--no-collector.io", "--no-collector.smart"])
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = lim.rlim_max.min(512);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let lines: Vec<String> = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("listening on "))
+        .collect();
+    let (soft, hard) = open_file_limits(child.id());
+    assert_eq!(soft, hard, "{lines:?}");
+    if hard != "512" {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("open-file limit raised from 512 to {hard}"))),
+            "{lines:?}"
+        );
+    }
+}
+
 /// Kills the exporter when a failed assertion unwinds, so no process outlives the test.
 struct KillOnDrop(std::process::Child);
 

@@ -1,10 +1,12 @@
 //! What each path answers: the telemetry path (0.0.4 text, OpenMetrics or protobuf, as the
 //! `Accept` header asks), `/healthz`, a small landing page at `/`, 404 elsewhere, 405 for methods
-//! other than GET and HEAD.
+//! other than GET and HEAD. Past `--web.max-requests` scrapes at once, the telemetry path answers
+//! 503, as node_exporter's does (promhttp's `MaxRequestsInFlight`).
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::Semaphore;
 
 use super::webconfig::BasicAuth;
 use crate::exposition::{self, openmetrics, protobuf, text, Format};
@@ -20,7 +22,12 @@ pub struct App {
     auth: Option<BasicAuth>,
     /// `--metrics.native-only`: protobuf scrapes get native histograms without classic buckets.
     native_only: bool,
+    /// `--web.max-requests`: scrapes served at once; `None` for no limit.
+    scrapes_in_flight: Option<(usize, Semaphore)>,
 }
+
+/// `--web.max-requests`' default, node_exporter's.
+pub const DEFAULT_MAX_REQUESTS: usize = 40;
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
@@ -44,7 +51,14 @@ impl App {
             telemetry_path,
             auth: None,
             native_only: false,
+            scrapes_in_flight: Some((DEFAULT_MAX_REQUESTS, Semaphore::new(DEFAULT_MAX_REQUESTS))),
         }
+    }
+
+    /// At most `max` scrapes at once (0: no limit); past it the telemetry path answers 503.
+    pub fn with_max_requests(mut self, max: usize) -> Self {
+        self.scrapes_in_flight = (max > 0).then(|| (max, Semaphore::new(max)));
+        self
     }
 
     /// Leaves the classic buckets of native histograms out of protobuf scrapes.
@@ -127,6 +141,19 @@ impl App {
     }
 
     async fn metrics(&self, format: Format) -> Response<Body> {
+        let _slot = match &self.scrapes_in_flight {
+            Some((max, slots)) => match slots.try_acquire() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain; charset=utf-8",
+                        format!("Limit of concurrent requests reached ({max}), try again later.\n"),
+                    )
+                }
+            },
+            None => None,
+        };
         let started = std::time::Instant::now();
         let families = self.scraper.scrape().await;
         let body: Bytes = match format {
