@@ -379,3 +379,47 @@ async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
     assert!(start.elapsed() >= Duration::from_millis(500));
     drop(stuck);
 }
+
+/// Lines of a page that stay the same from one scrape to the next (not the exporter's own
+/// counters and durations).
+fn stable_lines(page: &str) -> Vec<&str> {
+    page.lines()
+        .filter(|l| !l.contains("nvmeof_exporter_"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_when_the_client_accepts_it() {
+    use std::io::Read as _;
+    let server = start().await;
+    let addr = server.addr;
+    let plain = get(addr, "/metrics", "").await;
+    assert_eq!(header(&plain, "content-encoding"), None);
+    assert_eq!(header(&plain, "vary"), Some("Accept-Encoding"));
+
+    let req = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAccept-Encoding: gzip, deflate\r\n\r\n";
+    let (answer, read) =
+        common::send_bytes(TcpStream::connect(addr).await.unwrap(), req.as_bytes()).await;
+    read.unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    assert_eq!(status(&head), 200);
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&head, "vary"), Some("Accept-Encoding"));
+    let compressed = &answer[split + 4..];
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(compressed)
+        .read_to_string(&mut decoded)
+        .unwrap();
+    assert!(
+        compressed.len() * 4 < decoded.len(),
+        "{} bytes",
+        compressed.len()
+    );
+    assert_eq!(stable_lines(&decoded), stable_lines(body(&plain)));
+    assert!(decoded.contains("nvmeof_subsystem_paths{"));
+
+    let refused = get(addr, "/metrics", "Accept-Encoding: gzip;q=0\r\n").await;
+    assert_eq!(header(&refused, "content-encoding"), None);
+    assert_eq!(stable_lines(body(&refused)), stable_lines(body(&plain)));
+}
