@@ -423,3 +423,49 @@ async fn gzip_when_the_client_accepts_it() {
     assert_eq!(header(&refused, "content-encoding"), None);
     assert_eq!(stable_lines(body(&refused)), stable_lines(body(&plain)));
 }
+
+/// A collector that takes 300 ms, under a 50 ms `--collector.timeout`: stale without the
+/// scraper's timeout header, fresh when the scraper says it waits 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrapers_timeout_header_sets_the_deadline() {
+    use nvmeof_agent::scrape::Scraper;
+    let (entered_tx, _entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    // A run waits at the gate until this thread opens it, every 300 ms.
+    let gate = fixtures::Gate {
+        entered: entered_tx.into(),
+        release: release_rx.into(),
+    };
+    std::thread::spawn(move || {
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(300));
+            if release.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let scraper = Scraper::new(vec![Box::new(gate)], Duration::from_millis(50));
+    let addr = start_with(
+        App::new(scraper, "/metrics".into()),
+        http::Limits::default(),
+    )
+    .await;
+    let success = "nvmeof_exporter_collector_success{collector=\"gate\"}";
+    let quick = get(addr, "/metrics", "").await;
+    assert!(body(&quick).contains(&format!("{success} 0\n")), "{quick}");
+    // Wait for the late run to end, so the next scrape starts its own.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let start = std::time::Instant::now();
+    let patient = get(
+        addr,
+        "/metrics",
+        "X-Prometheus-Scrape-Timeout-Seconds: 5\r\n",
+    )
+    .await;
+    assert!(
+        body(&patient).contains(&format!("{success} 1\n")),
+        "{patient}"
+    );
+    assert!(body(&patient).contains("test_value 1\n"));
+    assert!(start.elapsed() < Duration::from_secs(4));
+}

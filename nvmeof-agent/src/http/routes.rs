@@ -5,6 +5,7 @@
 use http_body_util::Full;
 use hyper::body::Bytes;
 use std::io::Write as _;
+use std::time::Duration;
 
 use hyper::header::{
     HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
@@ -15,7 +16,10 @@ use tokio::sync::Semaphore;
 
 use super::webconfig::BasicAuth;
 use crate::exposition::{self, openmetrics, protobuf, text, Format};
-use crate::scrape::Scraper;
+use crate::scrape::{deadline_from_scrape_timeout, Scraper};
+
+/// How long the scraper waits for the page, in seconds; Prometheus sends it with every scrape.
+const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
 
 pub type Body = Full<Bytes>;
 
@@ -157,7 +161,15 @@ impl App {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .any(accepts_gzip);
-            return self.metrics(exposition::negotiate(accept), gzip).await;
+            let deadline = req
+                .headers()
+                .get(SCRAPE_TIMEOUT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(deadline_from_scrape_timeout)
+                .unwrap_or_else(|| self.scraper.default_deadline());
+            return self
+                .metrics(exposition::negotiate(accept), gzip, deadline)
+                .await;
         }
         match path {
             "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
@@ -180,7 +192,7 @@ impl App {
         }
     }
 
-    async fn metrics(&self, format: Format, gzip: bool) -> Response<Body> {
+    async fn metrics(&self, format: Format, gzip: bool, deadline: Duration) -> Response<Body> {
         let _slot = match &self.scrapes_in_flight {
             Some((max, slots)) => match slots.try_acquire() {
                 Ok(slot) => Some(slot),
@@ -195,7 +207,7 @@ impl App {
             None => None,
         };
         let started = std::time::Instant::now();
-        let families = self.scraper.scrape().await;
+        let families = self.scraper.scrape_within(deadline).await;
         let body: Bytes = match format {
             Format::Text => text::encode(&families).into(),
             Format::OpenMetrics => openmetrics::encode(&families).into(),
