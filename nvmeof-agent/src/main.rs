@@ -1,7 +1,9 @@
 //! nvmeof-exporter: parses flags, builds the enabled collectors from the registry, serves
-//! `/metrics` until SIGINT or SIGTERM.
+//! `/metrics` until SIGINT or SIGTERM; SIGHUP re-reads the web config.
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use nvmeof_agent::cli;
@@ -31,7 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, open_files)) {
+    let result = runtime.block_on(run(config, open_files));
+    // A collector's blocking read that never returns (a sysfs attribute of a controller stuck in
+    // recovery) would hold the runtime's drop, and the exit, forever: blocking threads get this
+    // long, then are left to the process's end.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -39,6 +46,9 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// After the server has stopped, blocking tasks (collector runs) get this long to finish.
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
 
 /// File descriptors kept for everything but connections: BPF maps and programs, sysfs reads,
 /// the controllers' devices, netlink sockets.
@@ -95,6 +105,9 @@ fn connection_limit(flag: usize, open_files: Option<u64>) -> usize {
 }
 
 async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Watched from the start: SIGHUP's default action ends the process.
+    let hangup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
     // Every collector, the eBPF `io` one included once it lands, is built from the registry:
     // see the TODO(merge) in `collectors::registry`.
     let built = collectors::build_enabled(&config)?;
@@ -112,7 +125,7 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
         None => None,
     };
     let (tls, auth) = match web {
-        Some(w) => (w.tls, w.auth),
+        Some(w) => (w.tls.map(Arc::new), w.auth),
         None => (None, None),
     };
     let app = Arc::new(
@@ -137,10 +150,14 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
             ""
         }
     );
+    tokio::spawn(reload_on_sighup(
+        hangup,
+        config.web_config.clone(),
+        tls.clone(),
+        app.clone(),
+    ));
     match tls {
-        Some(tls) => {
-            http::serve_with(listener, Arc::new(tls), app, limits, shutdown_signal()).await?
-        }
+        Some(tls) => http::serve_with(listener, tls, app, limits, shutdown_signal()).await?,
         None => {
             let plain = Arc::new(http::PlainTcp);
             http::serve_with(listener, plain, app, limits, shutdown_signal()).await?
@@ -148,6 +165,50 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// On each SIGHUP, re-reads and checks the web config and, when it loads, swaps it in whole for
+/// the connections and requests that follow (certificates, client CA, users); one that does not
+/// load leaves the config in force and says why. TLS cannot be turned on or off this way: the
+/// listener would change protocol under its clients.
+async fn reload_on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    tls: Option<Arc<http::webconfig::Tls>>,
+    app: Arc<http::App>,
+) {
+    while hangup.recv().await.is_some() {
+        let Some(path) = &path else {
+            log::info!("SIGHUP: no --web.config.file, nothing to reload");
+            continue;
+        };
+        let loaded = match http::webconfig::WebConfig::load(path) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("SIGHUP: keeping the web config in force: {e:#}");
+                continue;
+            }
+        };
+        let users = loaded.auth.as_ref().map_or(0, |a| a.users());
+        match (&tls, loaded.tls) {
+            (Some(current), Some(new)) => current.replace(new),
+            (None, None) => {}
+            _ => {
+                log::error!(
+                    "SIGHUP: keeping the web config in force: {} turns TLS {}, which takes a restart",
+                    path.display(),
+                    if tls.is_some() { "off" } else { "on" }
+                );
+                continue;
+            }
+        }
+        app.set_auth(loaded.auth);
+        log::info!(
+            "SIGHUP: reloaded the web config {} ({}, basic auth for {users} users)",
+            path.display(),
+            if tls.is_some() { "TLS" } else { "plain HTTP" },
+        );
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

@@ -5,6 +5,7 @@
 use http_body_util::Full;
 use hyper::body::Bytes;
 use std::io::Write as _;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::header::{
@@ -27,8 +28,9 @@ pub type Body = Full<Bytes>;
 pub struct App {
     scraper: Scraper,
     telemetry_path: String,
-    /// Basic auth from `--web.config.file`: every path asks for it when set.
-    auth: Option<BasicAuth>,
+    /// Basic auth from `--web.config.file`: every path asks for it when set. Swapped whole on a
+    /// reload (SIGHUP); a request checks against the one in force when it came.
+    auth: RwLock<Option<Arc<BasicAuth>>>,
     /// `--metrics.native-only`: protobuf scrapes get native histograms without classic buckets.
     native_only: bool,
     /// `--web.max-requests`: scrapes served at once; `None` for no limit.
@@ -87,7 +89,7 @@ impl App {
         App {
             scraper,
             telemetry_path,
-            auth: None,
+            auth: RwLock::new(None),
             native_only: false,
             scrapes_in_flight: Some((DEFAULT_MAX_REQUESTS, Semaphore::new(DEFAULT_MAX_REQUESTS))),
         }
@@ -106,13 +108,22 @@ impl App {
     }
 
     /// Requires basic auth on every path.
-    pub fn with_auth(mut self, auth: Option<BasicAuth>) -> Self {
-        self.auth = auth;
+    pub fn with_auth(self, auth: Option<BasicAuth>) -> Self {
+        self.set_auth(auth);
         self
     }
 
+    /// Replaces the basic auth in force (a reloaded web config), for the requests that follow.
+    pub fn set_auth(&self, auth: Option<BasicAuth>) {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth.map(Arc::new);
+    }
+
+    fn auth(&self) -> Option<Arc<BasicAuth>> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn requires_auth(&self) -> bool {
-        self.auth.is_some()
+        self.auth().is_some()
     }
 
     pub fn scraper(&self) -> &Scraper {
@@ -120,7 +131,7 @@ impl App {
     }
 
     pub async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = self.auth() {
             let header = req
                 .headers()
                 .get(AUTHORIZATION)

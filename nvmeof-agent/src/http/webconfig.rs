@@ -82,9 +82,9 @@ pub struct Loaded {
     pub auth: Option<BasicAuth>,
 }
 
-/// The TLS acceptor.
+/// The TLS acceptor; a reload swaps its certificates and settings for the handshakes that follow.
 pub struct Tls {
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
 }
 
 fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -139,8 +139,17 @@ impl Tls {
             .with_context(|| format!("{} and {}", cert_path.display(), key_path.display()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)).into(),
         })
+    }
+
+    /// Takes `other`'s certificates and settings for the handshakes from now on.
+    pub fn replace(&self, other: Tls) {
+        let new = other
+            .acceptor
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = new;
     }
 }
 
@@ -150,7 +159,12 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 impl Acceptor for Tls {
     type Stream = tokio_rustls::server::TlsStream<TcpStream>;
     async fn accept(&self, tcp: TcpStream) -> std::io::Result<Self::Stream> {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -246,6 +260,11 @@ impl BasicAuth {
             verified: Mutex::new(HashSet::new()),
             slots: Arc::new(Semaphore::new(bcrypt_slots())),
         })
+    }
+
+    /// How many users the config names.
+    pub fn users(&self) -> usize {
+        self.users.len()
     }
 
     fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
