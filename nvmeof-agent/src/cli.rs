@@ -87,6 +87,22 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("Configuration file for TLS and basic auth, in exporter-toolkit's format (tls_server_config, basic_auth_users)."),
         )
         .arg(
+            Arg::new("web.max-requests")
+                .long("web.max-requests")
+                .value_name("N")
+                .default_value("40")
+                .value_parser(clap::value_parser!(u32))
+                .help("Maximum number of scrapes served at once; past it the metrics path answers 503. 0 means no limit."),
+        )
+        .arg(
+            Arg::new("web.max-connections")
+                .long("web.max-connections")
+                .value_name("N")
+                .default_value("1000")
+                .value_parser(clap::value_parser!(u32))
+                .help("Maximum number of open connections; past it new connections wait in the listen backlog until one closes. Lowered to fit the open-file limit. 0 means no limit."),
+        )
+        .arg(
             Arg::new("path.sysfs")
                 .long("path.sysfs")
                 .value_name("DIR")
@@ -238,6 +254,10 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .expect("has a default")
             .clone(),
         web_config: m.get_one::<PathBuf>("web.config.file").cloned(),
+        max_requests: *m.get_one::<u32>("web.max-requests").expect("has a default") as usize,
+        max_connections: *m
+            .get_one::<u32>("web.max-connections")
+            .expect("has a default") as usize,
         sysfs: m
             .get_one::<PathBuf>("path.sysfs")
             .expect("has a default")
@@ -307,6 +327,7 @@ mod tests {
         assert_eq!(c.telemetry_path, "/metrics");
         assert_eq!(c.sysfs, PathBuf::from("/sys"));
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
+        assert_eq!((c.max_requests, c.max_connections), (40, 1000));
         assert_eq!(c.drain_interval, Duration::from_secs(1));
         assert_eq!((c.max_controllers, c.max_queues), (0, 0));
         assert_eq!(c.attach_mode, None);
@@ -382,6 +403,8 @@ mod tests {
             &["x", "--collector.nosuch"],
             &["x", "--no-collector.exporter"],
             &["x", "--metrics.per-queue=maybe"],
+            &["x", "--web.max-requests=-1"],
+            &["x", "--web.max-connections=many"],
         ] {
             let e = parse_from(args.iter().copied()).unwrap_err();
             assert_eq!(e.exit_code(), 2, "{args:?}");

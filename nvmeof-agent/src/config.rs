@@ -20,6 +20,10 @@ pub struct Config {
     pub telemetry_path: String,
     /// `--web.config.file`: TLS and basic auth.
     pub web_config: Option<PathBuf>,
+    /// `--web.max-requests`: scrapes served at once, 0 for no limit.
+    pub max_requests: usize,
+    /// `--web.max-connections`: connections open at once, 0 for no limit.
+    pub max_connections: usize,
     pub sysfs: PathBuf,
     pub procfs: PathBuf,
     /// Where the controllers' character devices are.

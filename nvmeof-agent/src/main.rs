@@ -1,7 +1,9 @@
 //! nvmeof-exporter: parses flags, builds the enabled collectors from the registry, serves
-//! `/metrics` until SIGINT or SIGTERM.
+//! `/metrics` until SIGINT or SIGTERM; SIGHUP re-reads the web config.
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use nvmeof_agent::cli;
@@ -19,6 +21,7 @@ fn main() -> ExitCode {
         .filter_level(config.log_level)
         .parse_default_env()
         .init();
+    let open_files = raise_open_file_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -30,7 +33,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = runtime.block_on(run(config, open_files));
+    // A collector's blocking read that never returns (a sysfs attribute of a controller stuck in
+    // recovery) would hold the runtime's drop, and the exit, forever: blocking threads get this
+    // long, then are left to the process's end.
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e:#}");
@@ -39,7 +47,67 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+/// After the server has stopped, blocking tasks (collector runs) get this long to finish.
+const BLOCKING_GRACE: Duration = Duration::from_secs(1);
+
+/// File descriptors kept for everything but connections: BPF maps and programs, sysfs reads,
+/// the controllers' devices, netlink sockets.
+const RESERVED_FDS: u64 = 256;
+
+/// Raises the soft limit of open files to the hard one, as a busy node's many connections and
+/// the agent's own files need, and logs it. Returns the soft limit in force.
+fn raise_open_file_limit() -> Option<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the one struct passed.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        log::warn!(
+            "reading the open-file limit: {}",
+            std::io::Error::last_os_error()
+        );
+        return None;
+    }
+    if lim.rlim_cur >= lim.rlim_max {
+        return Some(lim.rlim_cur);
+    }
+    let before = lim.rlim_cur;
+    lim.rlim_cur = lim.rlim_max;
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } != 0 {
+        log::warn!(
+            "raising the open-file limit from {before} to {}: {}",
+            lim.rlim_max,
+            std::io::Error::last_os_error()
+        );
+        return Some(before);
+    }
+    log::info!("open-file limit raised from {before} to {}", lim.rlim_max);
+    Some(lim.rlim_max)
+}
+
+/// `--web.max-connections`, lowered when the open-file limit would be reached first (accepting
+/// would then fail with EMFILE, and so would the collectors' reads).
+fn connection_limit(flag: usize, open_files: Option<u64>) -> usize {
+    let Some(open_files) = open_files.filter(|_| flag > 0) else {
+        return flag;
+    };
+    let fits = open_files.saturating_sub(RESERVED_FDS).max(1);
+    let fits = usize::try_from(fits).unwrap_or(usize::MAX);
+    if flag > fits {
+        log::warn!(
+            "--web.max-connections={flag} does not fit the open-file limit of {open_files}: at most {fits} connections"
+        );
+        return fits;
+    }
+    flag
+}
+
+async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Watched from the start: SIGHUP's default action ends the process.
+    let hangup = signal(SignalKind::hangup()).context("watching SIGHUP")?;
     // Every collector, the eBPF `io` one included once it lands, is built from the registry:
     // see the TODO(merge) in `collectors::registry`.
     let built = collectors::build_enabled(&config)?;
@@ -57,14 +125,19 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let (tls, auth) = match web {
-        Some(w) => (w.tls, w.auth),
+        Some(w) => (w.tls.map(Arc::new), w.auth),
         None => (None, None),
     };
     let app = Arc::new(
         http::App::new(scraper, config.telemetry_path.clone())
             .with_auth(auth)
-            .with_native_only(config.native_only),
+            .with_native_only(config.native_only)
+            .with_max_requests(config.max_requests),
     );
+    let limits = http::Limits {
+        max_connections: connection_limit(config.max_connections, open_files),
+        ..http::Limits::default()
+    };
     let listener = http::bind(&config.listen).await?;
     log::info!(
         "listening on {} ({}; metrics at {}{})",
@@ -77,12 +150,65 @@ async fn run(config: Config) -> anyhow::Result<()> {
             ""
         }
     );
+    tokio::spawn(reload_on_sighup(
+        hangup,
+        config.web_config.clone(),
+        tls.clone(),
+        app.clone(),
+    ));
     match tls {
-        Some(tls) => http::serve(listener, Arc::new(tls), app, shutdown_signal()).await?,
-        None => http::serve(listener, Arc::new(http::PlainTcp), app, shutdown_signal()).await?,
+        Some(tls) => http::serve_with(listener, tls, app, limits, shutdown_signal()).await?,
+        None => {
+            let plain = Arc::new(http::PlainTcp);
+            http::serve_with(listener, plain, app, limits, shutdown_signal()).await?
+        }
     }
     log::info!("stopped");
     Ok(())
+}
+
+/// On each SIGHUP, re-reads and checks the web config and, when it loads, swaps it in whole for
+/// the connections and requests that follow (certificates, client CA, users); one that does not
+/// load leaves the config in force and says why. TLS cannot be turned on or off this way: the
+/// listener would change protocol under its clients.
+async fn reload_on_sighup(
+    mut hangup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
+    tls: Option<Arc<http::webconfig::Tls>>,
+    app: Arc<http::App>,
+) {
+    while hangup.recv().await.is_some() {
+        let Some(path) = &path else {
+            log::info!("SIGHUP: no --web.config.file, nothing to reload");
+            continue;
+        };
+        let loaded = match http::webconfig::WebConfig::load(path) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("SIGHUP: keeping the web config in force: {e:#}");
+                continue;
+            }
+        };
+        let users = loaded.auth.as_ref().map_or(0, |a| a.users());
+        match (&tls, loaded.tls) {
+            (Some(current), Some(new)) => current.replace(new),
+            (None, None) => {}
+            _ => {
+                log::error!(
+                    "SIGHUP: keeping the web config in force: {} turns TLS {}, which takes a restart",
+                    path.display(),
+                    if tls.is_some() { "off" } else { "on" }
+                );
+                continue;
+            }
+        }
+        app.set_auth(loaded.auth);
+        log::info!(
+            "SIGHUP: reloaded the web config {} ({}, basic auth for {users} users)",
+            path.display(),
+            if tls.is_some() { "TLS" } else { "plain HTTP" },
+        );
+    }
 }
 
 /// Resolves on the first SIGINT or SIGTERM.

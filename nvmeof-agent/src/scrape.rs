@@ -1,12 +1,16 @@
 //! One scrape: every enabled collector at once, none allowed to hold the answer up.
 //!
 //! Each collector runs in a blocking task (sysfs reads can stall on a controller in error
-//! recovery) under the per-collector deadline. A collector that errors or misses the deadline
-//! contributes its last good output, marked by `nvmeof_exporter_collector_stale`. At most one
-//! run per collector is in flight: a scrape that finds one younger than the deadline waits for
-//! it (two Prometheus servers scraping at once share a run); one that finds a run older than the
-//! deadline (stuck) does not wait at all, and serves the cache. A run that finishes late still
-//! refreshes the cache, so the next scrape serves its data.
+//! recovery) under the scrape's deadline: what the scraper allows
+//! (`X-Prometheus-Scrape-Timeout-Seconds`, less a margin for encoding and sending, see
+//! [`deadline_from_scrape_timeout`]), or `--collector.timeout` when it does not say, so that
+//! data is served stale only when fresh data cannot be had in the time the scraper gives. A
+//! collector that errors or misses the deadline contributes its last good output, marked by
+//! `nvmeof_exporter_collector_stale`. At most one run per collector is in flight: a scrape that
+//! finds one younger than its deadline waits for it (two Prometheus servers scraping at once
+//! share a run); one that finds a run older than its deadline (stuck) does not wait at all, and
+//! serves the cache. A run that finishes late still refreshes the cache, so the next scrape
+//! serves its data.
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,6 +23,24 @@ use crate::collectors::exporter::{ExporterCollector, Outcome, SelfStats};
 use crate::exposition::MetricFamily;
 
 type Families = Arc<Vec<MetricFamily>>;
+
+/// The shortest and longest deadlines a scraper's timeout may give.
+const SCRAPER_DEADLINE_MIN: Duration = Duration::from_millis(10);
+const SCRAPER_DEADLINE_MAX: Duration = Duration::from_secs(120);
+
+/// The collectors' deadline within a scrape whose scraper gives up after `header` seconds (the
+/// value of Prometheus' `X-Prometheus-Scrape-Timeout-Seconds`): that, less 10 % and at most
+/// 0.5 s for encoding and sending the page, within 10 ms .. 120 s. `None` for a value that is
+/// not a positive number of seconds.
+pub fn deadline_from_scrape_timeout(header: &str) -> Option<Duration> {
+    let secs: f64 = header.trim().parse().ok()?;
+    if !secs.is_finite() || secs <= 0.0 {
+        return None;
+    }
+    let margin = (secs * 0.1).min(0.5);
+    let deadline = Duration::try_from_secs_f64(secs - margin).unwrap_or(SCRAPER_DEADLINE_MAX);
+    Some(deadline.clamp(SCRAPER_DEADLINE_MIN, SCRAPER_DEADLINE_MAX))
+}
 
 #[derive(Clone)]
 enum RunResult {
@@ -75,8 +97,20 @@ impl Scraper {
         &self.stats
     }
 
-    /// Runs every collector and returns the families of this scrape, sorted by name.
+    /// `--collector.timeout`: the deadline of a scrape whose scraper does not give its own.
+    pub fn default_deadline(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Runs every collector under `--collector.timeout` and returns the families of this scrape,
+    /// sorted by name.
     pub async fn scrape(&self) -> Vec<MetricFamily> {
+        self.scrape_within(self.timeout).await
+    }
+
+    /// [`Scraper::scrape`] with the collectors' deadline `timeout` (a run already in flight
+    /// counts from its own start).
+    pub async fn scrape_within(&self, timeout: Duration) -> Vec<MetricFamily> {
         self.stats.scrape_started();
         // Unique in the process, for the reads the collectors of this scrape share.
         static SCRAPES: AtomicU64 = AtomicU64::new(0);
@@ -86,7 +120,6 @@ impl Scraper {
             let collector = slot.collector.clone();
             let state = slot.state.clone();
             let stats = self.stats.clone();
-            let timeout = self.timeout;
             runs.spawn(async move { (i, run_one(collector, state, stats, timeout, scrape).await) });
         }
         let mut outputs: Vec<Option<Families>> = vec![None; self.slots.len()];

@@ -74,6 +74,241 @@ fn serves_then_stops_cleanly_on_sigterm() {
     assert_eq!(status.code(), Some(0));
 }
 
+/// The exporter started on a fixture tree with `args`, its log lines arriving on a channel.
+struct Running {
+    child: KillOnDrop,
+    log: std::sync::mpsc::Receiver<String>,
+    addr: String,
+}
+
+fn start(sysfs: &std::path::Path, args: &[&str]) -> Running {
+    let mut child = KillOnDrop(
+        Command::new(BIN)
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg(format!("--path.sysfs={}", sysfs.display()))
+            .args(["--no-collector.io", "--no-collector.smart"])
+            .args(args)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stderr = child.stderr.take().unwrap();
+    let (tx, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut running = Running {
+        child,
+        log,
+        addr: String::new(),
+    };
+    let line = running.wait_for("listening on ");
+    let rest = line.split("listening on ").nth(1).unwrap();
+    running.addr = rest.split(' ').next().unwrap().to_owned();
+    running
+}
+
+impl Running {
+    /// The first log line (from now) that contains `what`, within 10 s.
+    fn wait_for(&self, what: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(10);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {what:?} within 10 s: {e}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: kill(2) on the pid of a child we spawned and have not reaped.
+        assert_eq!(
+            unsafe { libc::kill(self.child.id() as libc::pid_t, sig) },
+            0
+        );
+    }
+
+    /// GET `path`, with basic auth when given; the whole answer.
+    fn get(&self, path: &str, auth: Option<(&str, &str)>) -> String {
+        use base64::Engine as _;
+        let auth = auth
+            .map(|(u, p)| {
+                let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                format!("Authorization: Basic {b}\r\n")
+            })
+            .unwrap_or_default();
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    }
+
+    /// Waits (at most `bound`) for the process to exit; its exit code and how long it took.
+    fn exit_within(&mut self, bound: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s.code(), start.elapsed());
+            }
+            assert!(start.elapsed() < bound, "still running after {bound:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A sysfs attribute that never answers (a FIFO nobody writes: opening it blocks, as a read of
+/// a controller stuck in recovery can) holds a collector's blocking thread forever; SIGTERM
+/// still ends the process within the grace period.
+#[test]
+fn sigterm_exits_in_bounded_time_with_a_read_that_never_returns() {
+    let fixture = common::sysfs_6_1();
+    let state = fixture
+        .root
+        .join("devices/virtual/nvme-fabrics/ctl/nvme0/state");
+    std::fs::remove_file(&state).unwrap();
+    let c = std::ffi::CString::new(state.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) on a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let mut exporter = start(&fixture.root, &[]);
+    let answer = exporter.get("/metrics", None);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The controller read is stuck: the collector missed its deadline.
+    assert!(
+        answer.contains("nvmeof_exporter_collector_success{collector=\"controller\"} 0\n"),
+        "{answer}"
+    );
+    exporter.signal(libc::SIGTERM);
+    let (code, took) = exporter.exit_within(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// SIGHUP re-reads the web config: new passwords hold from then on, a config that does not
+/// load leaves the one in force, and the process lives on (SIGHUP's default would end it).
+#[test]
+fn sighup_reloads_the_web_config() {
+    let fixture = common::sysfs_6_1();
+    let dir = tempfile::tempdir().unwrap();
+    let web = dir.path().join("web.yml");
+    let users = |password: &str| {
+        let hash = bcrypt::hash(password, 4).unwrap();
+        format!("basic_auth_users:\n  prometheus: {hash}\n")
+    };
+    std::fs::write(&web, users("one")).unwrap();
+    let arg = format!("--web.config.file={}", web.display());
+    let mut exporter = start(&fixture.root, &[&arg]);
+    let one = Some(("prometheus", "one"));
+    let two = Some(("prometheus", "two"));
+    assert!(exporter.get("/healthz", one).starts_with("HTTP/1.1 200"));
+
+    std::fs::write(&web, users("two")).unwrap();
+    exporter.signal(libc::SIGHUP);
+    let line = exporter.wait_for("SIGHUP");
+    assert!(
+        line.contains("reloaded the web config") && line.contains("basic auth for 1 users"),
+        "{line}"
+    );
+    assert!(exporter.get("/healthz", two).starts_with("HTTP/1.1 200"));
+    assert!(exporter.get("/healthz", one).starts_with("HTTP/1.1 401"));
+
+    // A cost bcrypt does not allow: refused, the config in force stays.
+    let bad = format!(
+        "basic_auth_users:\n  prometheus: $2y$99${}\n",
+        &bcrypt::hash("three", 4).unwrap()[7..]
+    );
+    std::fs::write(&web, bad).unwrap();
+    exporter.signal(libc::SIGHUP);
+    let line = exporter.wait_for("SIGHUP");
+    assert!(line.contains("keeping the web config in force"), "{line}");
+    assert!(line.contains("cost 99"), "{line}");
+    assert!(exporter.get("/healthz", two).starts_with("HTTP/1.1 200"));
+
+    // TLS cannot come by a reload, even with a certificate that loads.
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("s.crt"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("s.key"), cert.key_pair.serialize_pem()).unwrap();
+    std::fs::write(
+        &web,
+        "tls_server_config:\n  cert_file: s.crt\n  key_file: s.key\n",
+    )
+    .unwrap();
+    exporter.signal(libc::SIGHUP);
+    let line = exporter.wait_for("SIGHUP");
+    assert!(
+        line.contains("keeping the web config in force") && line.contains("turns TLS on"),
+        "{line}"
+    );
+    assert!(exporter.get("/healthz", two).starts_with("HTTP/1.1 200"));
+
+    exporter.signal(libc::SIGTERM);
+    assert_eq!(exporter.exit_within(Duration::from_secs(10)).0, Some(0));
+}
+
+/// The soft and hard limits of open files of a running process, from /proc.
+fn open_file_limits(pid: u32) -> (String, String) {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let mut fields = line["Max open files".len()..].split_whitespace();
+    let soft = fields.next().unwrap().to_owned();
+    let hard = fields.next().unwrap().to_owned();
+    (soft, hard)
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    use std::os::unix::process::CommandExt as _;
+    let fixture = common::sysfs_6_1();
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--web.listen-address=127.0.0.1:0")
+        .arg(format!("--path.sysfs={}", fixture.root.display()))
+        .args(["--no-collector.io", "--no-collector.smart"])
+        .stderr(Stdio::piped());
+    // SAFETY: only setrlimit, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut lim = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = lim.rlim_max.min(512);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            Ok(())
+        });
+    }
+    let mut child = KillOnDrop(cmd.spawn().unwrap());
+    let lines: Vec<String> = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .take_while(|l| !l.contains("listening on "))
+        .collect();
+    let (soft, hard) = open_file_limits(child.id());
+    assert_eq!(soft, hard, "{lines:?}");
+    if hard != "512" {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("open-file limit raised from 512 to {hard}"))),
+            "{lines:?}"
+        );
+    }
+}
+
 /// Kills the exporter when a failed assertion unwinds, so no process outlives the test.
 struct KillOnDrop(std::process::Child);
 

@@ -203,3 +203,269 @@ async fn bind_listen_addresses() {
     let err = http::bind(&again).await.unwrap_err();
     assert!(format!("{err:#}").contains(&format!("listening on 127.0.0.1:{}", taken.port())));
 }
+
+/// Collectors the limit tests control: one that waits at a gate, one that emits a large page.
+mod fixtures {
+    use std::sync::{mpsc, Mutex};
+    use std::time::Duration;
+
+    use nvmeof_agent::collector::{Collector, Family, Kind, Sink};
+
+    pub const VALUE: Family = Family {
+        name: "test_value",
+        help: "A value from a test collector.",
+        kind: Kind::Gauge,
+    };
+
+    /// Says when it starts collecting, then waits (at most 10 s) to be let through.
+    pub struct Gate {
+        pub entered: Mutex<mpsc::Sender<()>>,
+        pub release: Mutex<mpsc::Receiver<()>>,
+    }
+
+    impl Collector for Gate {
+        fn name(&self) -> &'static str {
+            "gate"
+        }
+        fn families(&self) -> &'static [Family] {
+            &[VALUE]
+        }
+        fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+            let _ = self.entered.lock().unwrap().send(());
+            let _ = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            sink.gauge(&VALUE, &[], 1.0);
+            Ok(())
+        }
+    }
+
+    /// `series` series with a label value of 1000 bytes each.
+    pub struct Large {
+        pub series: usize,
+    }
+
+    impl Collector for Large {
+        fn name(&self) -> &'static str {
+            "large"
+        }
+        fn families(&self) -> &'static [Family] {
+            &[VALUE]
+        }
+        fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+            let pad = "x".repeat(1000);
+            for i in 0..self.series {
+                let i = i.to_string();
+                sink.gauge(&VALUE, &[("i", &i), ("pad", &pad)], 1.0);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Serves `app` on 127.0.0.1 with `limits`; the server stops with the test's runtime.
+async fn start_with(app: App, limits: http::Limits) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let never = std::future::pending::<()>();
+    tokio::spawn(http::serve_with(
+        listener,
+        Arc::new(PlainTcp),
+        Arc::new(app),
+        limits,
+        never,
+    ));
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrapes_past_max_requests_get_503() {
+    use nvmeof_agent::scrape::Scraper;
+    let (entered_tx, entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel();
+    let gate = fixtures::Gate {
+        entered: entered_tx.into(),
+        release: release_rx.into(),
+    };
+    let scraper = Scraper::new(vec![Box::new(gate)], Duration::from_secs(10));
+    let app = App::new(scraper, "/metrics".into()).with_max_requests(1);
+    let addr = start_with(app, http::Limits::default()).await;
+
+    let first = tokio::spawn(async move { get(addr, "/metrics", "").await });
+    tokio::task::spawn_blocking(move || entered.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the first scrape reaches the collector");
+    let refused = get(addr, "/metrics", "").await;
+    assert_eq!(status(&refused), 503, "{refused}");
+    assert_eq!(
+        body(&refused),
+        "Limit of concurrent requests reached (1), try again later.\n"
+    );
+    // Other paths are not scrapes.
+    assert_eq!(status(&get(addr, "/healthz", "").await), 200);
+    release.send(()).unwrap();
+    let first = first.await.unwrap();
+    assert_eq!(status(&first), 200, "{first}");
+    assert!(body(&first).contains("test_value 1\n"));
+    // The slot is free again.
+    release.send(()).unwrap();
+    assert_eq!(status(&get(addr, "/metrics", "").await), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_cap_wait_for_a_free_slot() {
+    let fixture = common::sysfs_6_1();
+    let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
+    let limits = http::Limits {
+        max_connections: 2,
+        ..http::Limits::default()
+    };
+    let addr = start_with(App::new(scraper, "/metrics".into()), limits).await;
+    // Two connections that send nothing hold both slots.
+    let idle_a = TcpStream::connect(addr).await.unwrap();
+    let _idle_b = TcpStream::connect(addr).await.unwrap();
+    let third = tokio::spawn(async move {
+        let req = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        let (answer, read) = common::send(TcpStream::connect(addr).await.unwrap(), req).await;
+        read.unwrap();
+        answer
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "the third connection was served");
+    drop(idle_a);
+    let answer = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("served once a slot is free")
+        .unwrap();
+    assert_eq!(status(&answer), 200, "{answer}");
+}
+
+/// A client that asks for a large page and never reads it holds its connection for the write
+/// timeout only: with one connection allowed, the next client is then served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
+    use nvmeof_agent::scrape::Scraper;
+    use tokio::io::AsyncWriteExt;
+    // 12 MB: more than the kernel's largest send buffer (4 MB by default) and the client's
+    // small receive buffer hold.
+    let large = fixtures::Large { series: 12_000 };
+    let scraper = Scraper::new(vec![Box::new(large)], Duration::from_secs(10));
+    let limits = http::Limits {
+        max_connections: 1,
+        write_timeout: Duration::from_millis(500),
+        ..http::Limits::default()
+    };
+    let addr = start_with(App::new(scraper, "/metrics".into()), limits).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = socket.connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let next = tokio::time::timeout(Duration::from_secs(8), async {
+        let req = b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+        common::send(TcpStream::connect(addr).await.unwrap(), req)
+            .await
+            .0
+    })
+    .await
+    .expect("the next client is served once the stuck one is dropped");
+    assert_eq!(status(&next), 200, "{next}");
+    assert!(start.elapsed() >= Duration::from_millis(500));
+    drop(stuck);
+}
+
+/// Lines of a page that stay the same from one scrape to the next (not the exporter's own
+/// counters and durations).
+fn stable_lines(page: &str) -> Vec<&str> {
+    page.lines()
+        .filter(|l| !l.contains("nvmeof_exporter_"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gzip_when_the_client_accepts_it() {
+    use std::io::Read as _;
+    let server = start().await;
+    let addr = server.addr;
+    let plain = get(addr, "/metrics", "").await;
+    assert_eq!(header(&plain, "content-encoding"), None);
+    assert_eq!(header(&plain, "vary"), Some("Accept-Encoding"));
+
+    let req = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAccept-Encoding: gzip, deflate\r\n\r\n";
+    let (answer, read) =
+        common::send_bytes(TcpStream::connect(addr).await.unwrap(), req.as_bytes()).await;
+    read.unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    assert_eq!(status(&head), 200);
+    assert_eq!(header(&head, "content-encoding"), Some("gzip"));
+    assert_eq!(header(&head, "vary"), Some("Accept-Encoding"));
+    let compressed = &answer[split + 4..];
+    let mut decoded = String::new();
+    flate2::read::GzDecoder::new(compressed)
+        .read_to_string(&mut decoded)
+        .unwrap();
+    assert!(
+        compressed.len() * 4 < decoded.len(),
+        "{} bytes",
+        compressed.len()
+    );
+    assert_eq!(stable_lines(&decoded), stable_lines(body(&plain)));
+    assert!(decoded.contains("nvmeof_subsystem_paths{"));
+
+    let refused = get(addr, "/metrics", "Accept-Encoding: gzip;q=0\r\n").await;
+    assert_eq!(header(&refused, "content-encoding"), None);
+    assert_eq!(stable_lines(body(&refused)), stable_lines(body(&plain)));
+}
+
+/// A collector that takes 300 ms, under a 50 ms `--collector.timeout`: stale without the
+/// scraper's timeout header, fresh when the scraper says it waits 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scrapers_timeout_header_sets_the_deadline() {
+    use nvmeof_agent::scrape::Scraper;
+    let (entered_tx, _entered) = std::sync::mpsc::channel();
+    let (release, release_rx) = std::sync::mpsc::channel::<()>();
+    // A run waits at the gate until this thread opens it, every 300 ms.
+    let gate = fixtures::Gate {
+        entered: entered_tx.into(),
+        release: release_rx.into(),
+    };
+    std::thread::spawn(move || {
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(300));
+            if release.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    let scraper = Scraper::new(vec![Box::new(gate)], Duration::from_millis(50));
+    let addr = start_with(
+        App::new(scraper, "/metrics".into()),
+        http::Limits::default(),
+    )
+    .await;
+    let success = "nvmeof_exporter_collector_success{collector=\"gate\"}";
+    let quick = get(addr, "/metrics", "").await;
+    assert!(body(&quick).contains(&format!("{success} 0\n")), "{quick}");
+    // Wait for the late run to end, so the next scrape starts its own.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let start = std::time::Instant::now();
+    let patient = get(
+        addr,
+        "/metrics",
+        "X-Prometheus-Scrape-Timeout-Seconds: 5\r\n",
+    )
+    .await;
+    assert!(
+        body(&patient).contains(&format!("{success} 1\n")),
+        "{patient}"
+    );
+    assert!(body(&patient).contains("test_value 1\n"));
+    assert!(start.elapsed() < Duration::from_secs(4));
+}

@@ -150,6 +150,10 @@ async fn tls_and_basic_auth() {
         .await
         .unwrap();
     assert_eq!(status(&again), 200);
+    // The scheme is case-insensitive (RFC 7617).
+    let lower = basic("prometheus", "s3cret").replacen("Basic", "basic", 1);
+    let lower = tls_get(&pki, addr, false, Some(&lower)).await.unwrap();
+    assert_eq!(status(&lower), 200, "{lower}");
 
     for auth in [
         None,
@@ -201,6 +205,8 @@ fn configs_that_must_not_load_say_why() {
         ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  cipher_suites: [x]\n", "cipher_suites"),
         ("http_server_config:\n  http2: false\n", "http_server_config"),
         ("basic_auth_users:\n  alice: plaintext\n", "not a bcrypt hash"),
+        // The cost is out of bcrypt's range: every password would be refused at request time.
+        ("basic_auth_users:\n  alice: $2y$99$abcdefghijklmnopqrstuu5yHCP.uSvE6E0smBQ32kdJKjLbTDd6G\n", "cost 99, outside bcrypt's 4..=31"),
         ("tls_server_config:\n  cert_file: missing.crt\n  key_file: server.key\n", "missing.crt"),
         ("tls_server_config:\n  cert_file: server.crt\n  key_file: ca.crt\n", "private key"),
         ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: VerifyClientCertIfGiven\n", "VerifyClientCertIfGiven"),
@@ -218,4 +224,98 @@ fn configs_that_must_not_load_say_why() {
     // An empty file is a valid config: no TLS, no auth.
     let loaded = WebConfig::load(&config(dir, "")).unwrap();
     assert!(loaded.tls.is_none() && loaded.auth.is_none());
+}
+
+/// Serves the 6.1 fixture tree over plain HTTP with the web config at `path`, on a runtime of its
+/// own with two workers (as on a two-core node), so that the clients' runtime does not share its
+/// threads. The server thread ends with the test process.
+fn serve_on_own_runtime(path: &Path) -> (SocketAddr, common::Fixture) {
+    let fixture = common::sysfs_6_1();
+    let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
+    let loaded = WebConfig::load(path).unwrap();
+    let app = Arc::new(App::new(scraper, "/metrics".into()).with_auth(loaded.auth));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = TcpListener::from_std(listener).unwrap();
+            let never = std::future::pending::<()>();
+            http::serve(listener, Arc::new(http::PlainTcp), app, never).await
+        })
+    });
+    (addr, fixture)
+}
+
+/// A flood of wrong passwords (16 clients at once) neither delays a scrape whose credentials
+/// were checked before nor a request without credentials: bcrypt runs off the async workers,
+/// a bounded number at a time, and the cache's lock is not held across it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_wrong_passwords_does_not_delay_checked_scrapes() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    // Cost 8: tens of milliseconds per check in a test build, so that 16 clients keep bcrypt
+    // busy all along.
+    let started = Instant::now();
+    let hashed = bcrypt::hash("s3cret", 8).unwrap();
+    let one_bcrypt = started.elapsed();
+    let path = config(
+        dir.path(),
+        &format!("basic_auth_users:\n  prometheus: {hashed}\n"),
+    );
+    let (addr, _fixture) = serve_on_own_runtime(&path);
+    let good = basic("prometheus", "s3cret");
+    let first = exchange(TcpStream::connect(addr).await.unwrap(), Some(&good)).await;
+    assert_eq!(status(&first), 200, "{first}");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let mut flood = tokio::task::JoinSet::new();
+    for client in 0..16 {
+        let (stop, refused) = (stop.clone(), refused.clone());
+        flood.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let wrong = basic("prometheus", &format!("guess-{client}-{n}"));
+                let Ok(tcp) = TcpStream::connect(addr).await else {
+                    continue;
+                };
+                if status(&exchange(tcp, Some(&wrong)).await) == 401 {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+                n += 1;
+            }
+        });
+    }
+    // Let the flood fill the queue.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..3 {
+        let t = Instant::now();
+        let cached = exchange(TcpStream::connect(addr).await.unwrap(), Some(&good)).await;
+        assert_eq!(status(&cached), 200);
+        worst = worst.max(t.elapsed());
+        let t = Instant::now();
+        let none = exchange(TcpStream::connect(addr).await.unwrap(), None).await;
+        assert_eq!(status(&none), 401);
+        worst = worst.max(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    while flood.join_next().await.is_some() {}
+    let refused = refused.load(Ordering::Relaxed);
+    eprintln!("one bcrypt {one_bcrypt:?}; worst answer under the flood {worst:?}; {refused} wrong passwords refused");
+    assert!(refused >= 16, "the flood ran: {refused} refusals");
+    assert!(
+        worst < Duration::from_secs(1),
+        "a checked scrape or a request without credentials took {worst:?} under the flood"
+    );
 }

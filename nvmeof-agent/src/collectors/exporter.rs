@@ -19,7 +19,7 @@ const SUCCESS: Family = Family {
 };
 const DURATION: Family = Family {
     name: "nvmeof_exporter_collector_duration_seconds",
-    help: "Time this scrape waited for the collector (at most --collector.timeout).",
+    help: "Time this scrape waited for the collector (at most the scrape's deadline: what the scraper's X-Prometheus-Scrape-Timeout-Seconds allows, or --collector.timeout).",
     kind: Kind::Gauge,
 };
 const STALE: Family = Family {

@@ -4,6 +4,12 @@
 //! Connections go through an [`Acceptor`]: plain TCP is [`PlainTcp`], TLS (rustls, from
 //! `--web.config.file`) is [`webconfig::Tls`]. hyper answers a malformed request itself with a
 //! 4xx and closes that connection; nothing here panics on input.
+//!
+//! Every edge a client controls has a bound ([`Limits`]): open connections (past the cap a new
+//! one waits in the kernel's listen backlog, as Prometheus' own `--web.max-connections` does),
+//! the time to send request headers, and the time a response may stall on a client that does
+//! not read. Concurrent scrapes are bounded in `routes` (`--web.max-requests`).
+pub mod io;
 pub mod routes;
 pub mod webconfig;
 
@@ -19,7 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub use routes::App;
@@ -42,8 +48,32 @@ impl Acceptor for PlainTcp {
     }
 }
 
-/// A client has this long to send its request headers (slow clients hold no task forever).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The bounds of the serving side.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// `--web.max-connections`: connections open at once; 0 for no limit. Past it, new
+    /// connections are not accepted until one closes: they wait in the listen backlog.
+    pub max_connections: usize,
+    /// A client has this long to send its request headers (slow clients hold no task forever).
+    pub header_read_timeout: Duration,
+    /// A response that makes no progress for this long (a client that does not read) is
+    /// dropped with its connection.
+    pub write_timeout: Duration,
+}
+
+/// `--web.max-connections`' default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1000;
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            header_read_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 /// On shutdown, requests in progress get this long to finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -63,22 +93,60 @@ pub async fn bind(addr: &ListenAddress) -> anyhow::Result<TcpListener> {
     }
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets requests in progress finish
-/// (up to a grace period).
+/// Serves `app` on `listener` with the default [`Limits`] until `shutdown` resolves.
 pub async fn serve<A: Acceptor>(
     listener: TcpListener,
     acceptor: Arc<A>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    serve_with(listener, acceptor, app, Limits::default(), shutdown).await
+}
+
+/// Waits for a connection slot (when connections are capped), then for a connection.
+async fn accept_slot(
+    listener: &TcpListener,
+    slots: &Option<Arc<Semaphore>>,
+) -> (
+    std::io::Result<(TcpStream, std::net::SocketAddr)>,
+    Option<OwnedSemaphorePermit>,
+) {
+    let permit = match slots {
+        Some(s) => {
+            let s = s.clone();
+            let permit = match s.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    log::debug!("connection limit reached: new connections wait");
+                    s.acquire_owned().await.expect("the slots are never closed")
+                }
+            };
+            Some(permit)
+        }
+        None => None,
+    };
+    (listener.accept().await, permit)
+}
+
+/// Serves `app` on `listener` within `limits` until `shutdown` resolves, then lets requests in
+/// progress finish (up to a grace period).
+pub async fn serve_with<A: Acceptor>(
+    listener: TcpListener,
+    acceptor: Arc<A>,
+    app: Arc<App>,
+    limits: Limits,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut conns = JoinSet::new();
+    let slots =
+        (limits.max_connections > 0).then(|| Arc::new(Semaphore::new(limits.max_connections)));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            accepted = listener.accept() => {
+            (accepted, slot) = accept_slot(&listener, &slots) => {
                 let (tcp, peer) = match accepted {
                     Ok(a) => a,
                     Err(e) => {
@@ -89,7 +157,11 @@ pub async fn serve<A: Acceptor>(
                     }
                 };
                 let (acceptor, app, stop) = (acceptor.clone(), app.clone(), stop_rx.clone());
-                conns.spawn(connection(acceptor, app, tcp, peer, stop));
+                let limits = limits.clone();
+                conns.spawn(async move {
+                    connection(acceptor, app, &limits, tcp, peer, stop).await;
+                    drop(slot);
+                });
             }
         }
     }
@@ -111,6 +183,7 @@ pub async fn serve<A: Acceptor>(
 async fn connection<A: Acceptor>(
     acceptor: Arc<A>,
     app: Arc<App>,
+    limits: &Limits,
     tcp: TcpStream,
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
@@ -129,7 +202,8 @@ async fn connection<A: Acceptor>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(limits.header_read_timeout);
+    let stream = io::WriteTimeout::new(stream, limits.write_timeout);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     tokio::select! {

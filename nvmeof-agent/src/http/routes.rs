@@ -1,14 +1,26 @@
 //! What each path answers: the telemetry path (0.0.4 text, OpenMetrics or protobuf, as the
 //! `Accept` header asks), `/healthz`, a small landing page at `/`, 404 elsewhere, 405 for methods
-//! other than GET and HEAD.
+//! other than GET and HEAD. A scrape that accepts gzip gets it, as from node_exporter. Past `--web.max-requests` scrapes at once, the telemetry path answers
+//! 503, as node_exporter's does (promhttp's `MaxRequestsInFlight`).
 use http_body_util::Full;
 use hyper::body::Bytes;
-use hyper::header::{HeaderValue, ACCEPT, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use std::io::Write as _;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use hyper::header::{
+    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
+    VARY, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
+use tokio::sync::Semaphore;
 
 use super::webconfig::BasicAuth;
 use crate::exposition::{self, openmetrics, protobuf, text, Format};
-use crate::scrape::Scraper;
+use crate::scrape::{deadline_from_scrape_timeout, Scraper};
+
+/// How long the scraper waits for the page, in seconds; Prometheus sends it with every scrape.
+const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
 
 pub type Body = Full<Bytes>;
 
@@ -16,11 +28,17 @@ pub type Body = Full<Bytes>;
 pub struct App {
     scraper: Scraper,
     telemetry_path: String,
-    /// Basic auth from `--web.config.file`: every path asks for it when set.
-    auth: Option<BasicAuth>,
+    /// Basic auth from `--web.config.file`: every path asks for it when set. Swapped whole on a
+    /// reload (SIGHUP); a request checks against the one in force when it came.
+    auth: RwLock<Option<Arc<BasicAuth>>>,
     /// `--metrics.native-only`: protobuf scrapes get native histograms without classic buckets.
     native_only: bool,
+    /// `--web.max-requests`: scrapes served at once; `None` for no limit.
+    scrapes_in_flight: Option<(usize, Semaphore)>,
 }
+
+/// `--web.max-requests`' default, node_exporter's.
+pub const DEFAULT_MAX_REQUESTS: usize = 40;
 
 fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
     let mut r = Response::new(Full::new(body.into()));
@@ -28,6 +46,35 @@ fn reply(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>)
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+/// Whether an `Accept-Encoding` value accepts gzip: listed (or `*`) without `q=0`.
+fn accepts_gzip(accept_encoding: &str) -> bool {
+    accept_encoding.split(',').any(|item| {
+        let mut parts = item.split(';').map(str::trim);
+        let coding = parts.next().unwrap_or("");
+        if !coding.eq_ignore_ascii_case("gzip") && coding != "*" {
+            return false;
+        }
+        let refused = parts.any(|p| {
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("q")
+                    && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0)
+            })
+        });
+        !refused
+    })
+}
+
+/// gzip at the fastest level: metrics pages compress about tenfold even so, and a scrape's CPU
+/// time matters more on a busy node than the last bytes.
+fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut e = flate2::write::GzEncoder::new(
+        Vec::with_capacity(body.len() / 8),
+        flate2::Compression::fast(),
+    );
+    e.write_all(body)?;
+    e.finish()
 }
 
 fn html_escape(s: &str) -> String {
@@ -42,9 +89,16 @@ impl App {
         App {
             scraper,
             telemetry_path,
-            auth: None,
+            auth: RwLock::new(None),
             native_only: false,
+            scrapes_in_flight: Some((DEFAULT_MAX_REQUESTS, Semaphore::new(DEFAULT_MAX_REQUESTS))),
         }
+    }
+
+    /// At most `max` scrapes at once (0: no limit); past it the telemetry path answers 503.
+    pub fn with_max_requests(mut self, max: usize) -> Self {
+        self.scrapes_in_flight = (max > 0).then(|| (max, Semaphore::new(max)));
+        self
     }
 
     /// Leaves the classic buckets of native histograms out of protobuf scrapes.
@@ -54,13 +108,22 @@ impl App {
     }
 
     /// Requires basic auth on every path.
-    pub fn with_auth(mut self, auth: Option<BasicAuth>) -> Self {
-        self.auth = auth;
+    pub fn with_auth(self, auth: Option<BasicAuth>) -> Self {
+        self.set_auth(auth);
         self
     }
 
+    /// Replaces the basic auth in force (a reloaded web config), for the requests that follow.
+    pub fn set_auth(&self, auth: Option<BasicAuth>) {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth.map(Arc::new);
+    }
+
+    fn auth(&self) -> Option<Arc<BasicAuth>> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn requires_auth(&self) -> bool {
-        self.auth.is_some()
+        self.auth().is_some()
     }
 
     pub fn scraper(&self) -> &Scraper {
@@ -68,12 +131,12 @@ impl App {
     }
 
     pub async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
-        if let Some(auth) = &self.auth {
+        if let Some(auth) = self.auth() {
             let header = req
                 .headers()
                 .get(AUTHORIZATION)
                 .and_then(|v| v.to_str().ok());
-            if !auth.allows(header) {
+            if !auth.allows(header).await {
                 let mut r = reply(
                     StatusCode::UNAUTHORIZED,
                     "text/plain; charset=utf-8",
@@ -103,7 +166,21 @@ impl App {
                 .get(ACCEPT)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("");
-            return self.metrics(exposition::negotiate(accept)).await;
+            let gzip = req
+                .headers()
+                .get_all(ACCEPT_ENCODING)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .any(accepts_gzip);
+            let deadline = req
+                .headers()
+                .get(SCRAPE_TIMEOUT_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(deadline_from_scrape_timeout)
+                .unwrap_or_else(|| self.scraper.default_deadline());
+            return self
+                .metrics(exposition::negotiate(accept), gzip, deadline)
+                .await;
         }
         match path {
             "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
@@ -126,15 +203,79 @@ impl App {
         }
     }
 
-    async fn metrics(&self, format: Format) -> Response<Body> {
+    async fn metrics(&self, format: Format, gzip: bool, deadline: Duration) -> Response<Body> {
+        let _slot = match &self.scrapes_in_flight {
+            Some((max, slots)) => match slots.try_acquire() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    return reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "text/plain; charset=utf-8",
+                        format!("Limit of concurrent requests reached ({max}), try again later.\n"),
+                    )
+                }
+            },
+            None => None,
+        };
         let started = std::time::Instant::now();
-        let families = self.scraper.scrape().await;
+        let families = self.scraper.scrape_within(deadline).await;
         let body: Bytes = match format {
             Format::Text => text::encode(&families).into(),
             Format::OpenMetrics => openmetrics::encode(&families).into(),
             Format::Protobuf => protobuf::encode(&families, self.native_only).into(),
         };
+        let compressed = if gzip {
+            match self::gzip(&body) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    log::warn!("compressing a scrape: {e}");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         self.scraper.stats().scrape_served(started.elapsed());
-        reply(StatusCode::OK, format.content_type(), body)
+        let mut r = match compressed {
+            Some(c) => {
+                let mut r = reply(StatusCode::OK, format.content_type(), c);
+                r.headers_mut()
+                    .insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r
+            }
+            None => reply(StatusCode::OK, format.content_type(), body),
+        };
+        r.headers_mut()
+            .insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_encoding() {
+        for yes in [
+            "gzip",
+            "GZIP",
+            "deflate, gzip;q=0.5",
+            "*",
+            "br, gzip ; q=1",
+            "gzip;q=0.001",
+        ] {
+            assert!(accepts_gzip(yes), "{yes}");
+        }
+        for no in [
+            "",
+            "identity",
+            "deflate, br",
+            "gzip;q=0",
+            "gzip; q=0.0",
+            "x-gzip2",
+        ] {
+            assert!(!accepts_gzip(no), "{no}");
+        }
     }
 }

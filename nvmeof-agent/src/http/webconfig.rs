@@ -15,7 +15,7 @@
 //! Unknown keys are an error (exporter-toolkit reads the file strictly too), and so is a value
 //! this subset does not implement, naming it: a setting silently ignored is a security hole.
 //! TLS is rustls with the ring provider: no OpenSSL, and the binary still builds static.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -28,6 +28,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpStream;
+use tokio::sync::Semaphore;
 
 use super::Acceptor;
 
@@ -81,9 +82,9 @@ pub struct Loaded {
     pub auth: Option<BasicAuth>,
 }
 
-/// The TLS acceptor.
+/// The TLS acceptor; a reload swaps its certificates and settings for the handshakes that follow.
 pub struct Tls {
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
 }
 
 fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
@@ -138,8 +139,17 @@ impl Tls {
             .with_context(|| format!("{} and {}", cert_path.display(), key_path.display()))?;
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)).into(),
         })
+    }
+
+    /// Takes `other`'s certificates and settings for the handshakes from now on.
+    pub fn replace(&self, other: Tls) {
+        let new = other
+            .acceptor
+            .into_inner()
+            .unwrap_or_else(|e| e.into_inner());
+        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = new;
     }
 }
 
@@ -149,7 +159,12 @@ const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10
 impl Acceptor for Tls {
     type Stream = tokio_rustls::server::TlsStream<TcpStream>;
     async fn accept(&self, tcp: TcpStream) -> std::io::Result<Self::Stream> {
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp)).await {
+        let acceptor = self
+            .acceptor
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
@@ -162,66 +177,173 @@ impl Acceptor for Tls {
 /// Basic auth against bcrypt hashes. bcrypt is slow on purpose (tens of ms at cost 10), too
 /// slow for every scrape: a successful check is remembered by a SHA-256 of user, password and
 /// hash (never the password itself), as exporter-toolkit caches its checks.
+///
+/// bcrypt runs on the blocking pool, never on an async worker, and at most
+/// [`bcrypt_slots`] checks run at once: a flood of wrong passwords queues behind those slots
+/// while a remembered check, a request without credentials and everything else the workers do
+/// go on. The cache has its own lock, never held across a bcrypt. Only successes are
+/// remembered, so a flood of wrong passwords cannot push a good check out of the cache. An
+/// unknown user costs a bcrypt too (against a configured hash, so at the same cost): timing does
+/// not tell which users exist.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
-    verified: Mutex<HashMap<[u8; 32], bool>>,
+    /// Verified against for an unknown user: the first configured hash.
+    dummy: String,
+    verified: Mutex<HashSet<[u8; 32]>>,
+    slots: Arc<Semaphore>,
 }
 
-/// Remembered checks at most; the cache starts over beyond (a client cycling passwords cannot
+/// Remembered checks at most; the cache starts over beyond (changing hashes by reloads cannot
 /// grow it without bound).
 const AUTH_CACHE_MAX: usize = 1024;
+
+/// bcrypt checks that may run at once: half the CPUs, at least one, so that a flood of wrong
+/// passwords never takes every core from scrapes.
+fn bcrypt_slots() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus / 2).max(1)
+}
+
+/// Checks that `hash` is a bcrypt hash the check can use: `$2a$`, `$2b$` or `$2y$`, a cost in
+/// bcrypt's 4..=31, then 22 characters of salt and 31 of hash in bcrypt's base64. A hash that
+/// fails here would refuse every password at request time, silently.
+fn check_bcrypt(hash: &str) -> Result<(), String> {
+    if !["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p)) {
+        return Err("is not a bcrypt hash (it must start with $2a$, $2b$ or $2y$)".into());
+    }
+    if hash.len() != 60 || !hash.is_ascii() || hash.as_bytes()[6] != b'$' {
+        return Err(format!(
+            "is not a bcrypt hash ({} characters; $2y$CC$ and 53 characters of salt and hash expected)",
+            hash.len()
+        ));
+    }
+    let cost: u32 = hash[4..6]
+        .parse()
+        .map_err(|_| format!("has cost {:?}, not a number", &hash[4..6]))?;
+    if !(4..=31).contains(&cost) {
+        return Err(format!("has cost {cost}, outside bcrypt's 4..=31"));
+    }
+    let salt = bcrypt::BASE_64.decode(&hash[7..29]).ok();
+    let digest = bcrypt::BASE_64.decode(&hash[29..]).ok();
+    if salt.map(|s| s.len()) != Some(16) || digest.map(|d| d.len()) != Some(23) {
+        return Err("is not a bcrypt hash (its salt or hash is not bcrypt's base64)".into());
+    }
+    Ok(())
+}
+
+/// User and password from an `Authorization` header value; the scheme is case-insensitive
+/// (RFC 7617).
+fn credentials(header: Option<&str>) -> Option<(String, String)> {
+    let (scheme, encoded) = header?.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
 
 impl BasicAuth {
     fn new(users: BTreeMap<String, String>) -> anyhow::Result<BasicAuth> {
         for (user, hash) in &users {
-            // bcrypt's modular crypt format: $2a$, $2b$ or $2y$, cost, 53 characters of salt and
-            // hash: 60 in all.
-            let ok =
-                hash.len() == 60 && ["$2a$", "$2b$", "$2y$"].iter().any(|p| hash.starts_with(p));
-            if !ok {
-                bail!("basic_auth_users: the hash of {user:?} is not a bcrypt hash");
+            if let Err(why) = check_bcrypt(hash) {
+                bail!("basic_auth_users: the hash of {user:?} {why}");
             }
         }
+        let dummy = users.values().next().context("no user")?.clone();
         Ok(BasicAuth {
             users,
-            verified: Mutex::new(HashMap::new()),
+            dummy,
+            verified: Mutex::new(HashSet::new()),
+            slots: Arc::new(Semaphore::new(bcrypt_slots())),
         })
     }
 
+    /// How many users the config names.
+    pub fn users(&self) -> usize {
+        self.users.len()
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        self.verified.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Whether an `Authorization` header value names a user with the right password.
-    pub fn allows(&self, header: Option<&str>) -> bool {
-        let Some(encoded) = header.and_then(|h| h.strip_prefix("Basic ")) else {
+    pub async fn allows(&self, header: Option<&str>) -> bool {
+        let Some((user, password)) = credentials(header) else {
             return false;
         };
-        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else {
-            return false;
-        };
-        let Ok(decoded) = String::from_utf8(decoded) else {
-            return false;
-        };
-        let Some((user, password)) = decoded.split_once(':') else {
-            return false;
-        };
-        let Some(hash) = self.users.get(user) else {
-            return false;
+        let (hash, known) = match self.users.get(&user) {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy.clone(), false),
         };
         let mut key = Sha256::new();
-        for part in [user, password, hash.as_str()] {
+        for part in [&user, &password, &hash] {
             key.update((part.len() as u64).to_le_bytes());
             key.update(part.as_bytes());
         }
         let key: [u8; 32] = key.finalize().into();
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(&ok) = verified.get(&key) {
-            return ok;
+        if known && self.verified().contains(&key) {
+            return true;
         }
-        // Checked with the lock held: concurrent scrapes with the same credentials wait for one
-        // bcrypt instead of each running their own.
-        let ok = bcrypt::verify(password, hash).unwrap_or(false);
-        if verified.len() >= AUTH_CACHE_MAX {
-            verified.clear();
+        let Ok(slot) = self.slots.clone().acquire_owned().await else {
+            return false;
+        };
+        // The slot goes with the work: a client that hangs up does not free it before bcrypt
+        // is done.
+        let check = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
+            bcrypt::verify(password, &hash).unwrap_or(false)
+        });
+        let ok = check.await.unwrap_or(false) && known;
+        if ok {
+            let mut verified = self.verified();
+            if verified.len() >= AUTH_CACHE_MAX {
+                verified.clear();
+            }
+            verified.insert(key);
         }
-        verified.insert(key, ok);
         ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_that_cannot_be_checked_are_refused() {
+        let good = bcrypt::hash("pw", 4).unwrap();
+        assert_eq!(check_bcrypt(&good), Ok(()));
+        let cases = [
+            ("plaintext".to_owned(), "must start with $2a$"),
+            (format!("$2y$99${}", &good[7..]), "cost 99, outside"),
+            (format!("$2y$03${}", &good[7..]), "cost 3, outside"),
+            (format!("$2y$x1${}", &good[7..]), "not a number"),
+            (good[..59].to_owned(), "59 characters"),
+            (format!("{}!{}", &good[..7], &good[8..]), "base64"),
+            (format!("$2y$10$$$$${}", &good[11..]), "base64"),
+        ];
+        for (hash, why) in cases {
+            let err = check_bcrypt(&hash).unwrap_err();
+            assert!(err.contains(why), "{hash}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for scheme in ["Basic", "basic", "BASIC"] {
+            let header = format!("{scheme} dXNlcjpwYXNz");
+            assert_eq!(
+                credentials(Some(&header)),
+                Some(("user".to_owned(), "pass".to_owned()))
+            );
+        }
+        assert_eq!(credentials(Some("Bearer dXNlcjpwYXNz")), None);
+        assert_eq!(credentials(Some("Basic")), None);
+        assert_eq!(credentials(None), None);
     }
 }

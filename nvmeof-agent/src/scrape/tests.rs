@@ -198,3 +198,43 @@ async fn concurrent_scrapes_share_one_run() {
         .fold(0.0, f64::max);
     assert_eq!(scrapes, 2.0);
 }
+
+#[test]
+fn the_scrapers_timeout_less_a_margin_within_bounds() {
+    let d = |h: &str| deadline_from_scrape_timeout(h);
+    // Prometheus' default 10 s: 0.5 s kept for encoding and sending.
+    assert_eq!(d("10"), Some(Duration::from_millis(9500)));
+    assert_eq!(d(" 10.000000 "), Some(Duration::from_millis(9500)));
+    // Short timeouts keep 10 %.
+    assert_eq!(d("1"), Some(Duration::from_millis(900)));
+    assert_eq!(d("0.2"), Some(Duration::from_millis(180)));
+    // Bounded.
+    assert_eq!(d("0.001"), Some(Duration::from_millis(10)));
+    assert_eq!(d("86400"), Some(Duration::from_secs(120)));
+    assert_eq!(d("1e300"), Some(Duration::from_secs(120)));
+    for bad in ["", "soon", "0", "-5", "NaN", "inf"] {
+        assert_eq!(d(bad), None, "{bad:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraper_that_gives_more_time_gets_fresh_data() {
+    // 100 ms per run against the 50 ms of --collector.timeout.
+    let (t, _r) = test("slow", 1, Mode::Slow);
+    let s = scraper(vec![Box::new(t.clone())]);
+    let first = s.scrape().await;
+    assert_eq!(gauge(&first, SUCCESS, ("collector", "slow")), Some(0.0));
+    // Let the late run finish and fill the cache.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let stale = s.scrape().await;
+    assert_eq!(gauge(&stale, STALE, ("collector", "slow")), Some(1.0));
+    assert_eq!(gauge(&stale, "test_value", ("from", "slow")), Some(1.0));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // A scraper that waits 2 s: the run has the time to finish, and its data is served.
+    let fresh = s
+        .scrape_within(deadline_from_scrape_timeout("2").unwrap())
+        .await;
+    assert_eq!(gauge(&fresh, SUCCESS, ("collector", "slow")), Some(1.0));
+    assert_eq!(gauge(&fresh, STALE, ("collector", "slow")), Some(0.0));
+    assert_eq!(gauge(&fresh, "test_value", ("from", "slow")), Some(3.0));
+}
