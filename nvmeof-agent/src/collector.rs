@@ -38,15 +38,29 @@ impl Kind {
     }
 }
 
+/// What a collector does; its name and families are its registration's
+/// (`crate::collectors::registry`), written once.
 pub trait Collector: Send + Sync {
-    /// The name used in `--collector.<name>` flags, logs and `nvmeof_exporter_collector_*` labels.
-    fn name(&self) -> &'static str;
-    /// Every family this collector may emit.
-    fn families(&self) -> &'static [Family];
     /// Reads, converts, emits. An error fails this collector for this scrape only: the scrape
     /// serves its last good output instead, marked stale. Values skipped as missing or odd go to
     /// [`Sink::skipped`], not to an error.
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()>;
+}
+
+/// A built collector with the name it was registered under: the name of its
+/// `--collector.<name>` flags, its log lines and its `collector` label.
+pub struct Named {
+    pub name: &'static str,
+    pub collector: Box<dyn Collector>,
+}
+
+impl Named {
+    pub fn new(name: &'static str, collector: impl Collector + 'static) -> Named {
+        Named {
+            name,
+            collector: Box::new(collector),
+        }
+    }
 }
 
 /// Collects metric families for one scrape, keyed by name so that several collectors may add to

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::collector::{Collector, Sink};
+use crate::collector::{Collector, Named, Sink};
 use crate::collectors::exporter::{ExporterCollector, Outcome, SelfStats};
 use crate::exposition::MetricFamily;
 
@@ -60,6 +60,7 @@ struct SlotState {
 }
 
 struct Slot {
+    name: &'static str,
     collector: Arc<dyn Collector>,
     state: Arc<Mutex<SlotState>>,
 }
@@ -76,14 +77,15 @@ pub struct Scraper {
 }
 
 impl Scraper {
-    pub fn new(collectors: Vec<Box<dyn Collector>>, timeout: Duration) -> Self {
-        let names: Vec<&'static str> = collectors.iter().map(|c| c.name()).collect();
+    pub fn new(collectors: Vec<Named>, timeout: Duration) -> Self {
+        let names: Vec<&'static str> = collectors.iter().map(|c| c.name).collect();
         let stats = Arc::new(SelfStats::new(&names));
         Scraper {
             slots: collectors
                 .into_iter()
                 .map(|c| Slot {
-                    collector: Arc::from(c),
+                    name: c.name,
+                    collector: Arc::from(c.collector),
                     state: Arc::default(),
                 })
                 .collect(),
@@ -117,17 +119,22 @@ impl Scraper {
         let scrape = SCRAPES.fetch_add(1, Ordering::Relaxed) + 1;
         let mut runs = tokio::task::JoinSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
-            let collector = slot.collector.clone();
+            let (name, collector) = (slot.name, slot.collector.clone());
             let state = slot.state.clone();
             let stats = self.stats.clone();
-            runs.spawn(async move { (i, run_one(collector, state, stats, timeout, scrape).await) });
+            runs.spawn(async move {
+                (
+                    i,
+                    run_one(name, collector, state, stats, timeout, scrape).await,
+                )
+            });
         }
         let mut outputs: Vec<Option<Families>> = vec![None; self.slots.len()];
         while let Some(joined) = runs.join_next().await {
             // run_one catches the collector's panics; a join error means the runtime is
             // shutting down, and the slot then serves nothing this time.
             if let Ok((i, (families, outcome))) = joined {
-                self.stats.record(self.slots[i].collector.name(), outcome);
+                self.stats.record(self.slots[i].name, outcome);
                 outputs[i] = families;
             }
         }
@@ -144,13 +151,13 @@ impl Scraper {
 }
 
 async fn run_one(
+    name: &'static str,
     collector: Arc<dyn Collector>,
     state: Arc<Mutex<SlotState>>,
     stats: Arc<SelfStats>,
     timeout: Duration,
     scrape: u64,
 ) -> (Option<Families>, Outcome) {
-    let name = collector.name();
     let start = Instant::now();
     let stale = |state: &Mutex<SlotState>, start: Instant| {
         let cached = lock(state).last_good.clone();
@@ -179,7 +186,7 @@ async fn run_one(
                 });
                 drop(st);
                 let (c, s, st) = (collector.clone(), state.clone(), stats.clone());
-                tokio::task::spawn_blocking(move || run_blocking(c, s, st, tx, scrape));
+                tokio::task::spawn_blocking(move || run_blocking(name, c, s, st, tx, scrape));
                 (rx, start + timeout)
             }
         }
@@ -214,13 +221,13 @@ async fn run_one(
 /// The collector's run proper, on a blocking thread. Whatever happens (error, panic, lateness)
 /// it clears the in-flight mark, so a collector never stays blocked out.
 fn run_blocking(
+    name: &'static str,
     collector: Arc<dyn Collector>,
     state: Arc<Mutex<SlotState>>,
     stats: Arc<SelfStats>,
     done: watch::Sender<Option<RunResult>>,
     scrape: u64,
 ) {
-    let name = collector.name();
     let mut sink = Sink::new();
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
         crate::sysfs::controller::in_scrape(scrape, || collector.collect(&mut sink))

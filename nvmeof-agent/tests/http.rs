@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nvmeof_agent::collector::Named;
 use nvmeof_agent::exposition::protobuf;
 use nvmeof_agent::http::{self, App, PlainTcp};
 use tokio::net::{TcpListener, TcpStream};
@@ -224,12 +225,6 @@ mod fixtures {
     }
 
     impl Collector for Gate {
-        fn name(&self) -> &'static str {
-            "gate"
-        }
-        fn families(&self) -> &'static [Family] {
-            &[VALUE]
-        }
         fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
             let _ = self.entered.lock().unwrap().send(());
             let _ = self
@@ -248,12 +243,6 @@ mod fixtures {
     }
 
     impl Collector for Large {
-        fn name(&self) -> &'static str {
-            "large"
-        }
-        fn families(&self) -> &'static [Family] {
-            &[VALUE]
-        }
         fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
             let pad = "x".repeat(1000);
             for i in 0..self.series {
@@ -289,7 +278,7 @@ async fn scrapes_past_max_requests_get_503() {
         entered: entered_tx.into(),
         release: release_rx.into(),
     };
-    let scraper = Scraper::new(vec![Box::new(gate)], Duration::from_secs(10));
+    let scraper = Scraper::new(vec![Named::new("gate", gate)], Duration::from_secs(10));
     let app = App::new(scraper, "/metrics".into()).with_max_requests(1);
     let addr = start_with(app, http::Limits::default()).await;
 
@@ -352,7 +341,7 @@ async fn a_client_that_never_reads_is_dropped_after_the_write_timeout() {
     // 12 MB: more than the kernel's largest send buffer (4 MB by default) and the client's
     // small receive buffer hold.
     let large = fixtures::Large { series: 12_000 };
-    let scraper = Scraper::new(vec![Box::new(large)], Duration::from_secs(10));
+    let scraper = Scraper::new(vec![Named::new("large", large)], Duration::from_secs(10));
     let limits = http::Limits {
         max_connections: 1,
         write_timeout: Duration::from_millis(500),
@@ -444,7 +433,7 @@ async fn the_scrapers_timeout_header_sets_the_deadline() {
             }
         }
     });
-    let scraper = Scraper::new(vec![Box::new(gate)], Duration::from_millis(50));
+    let scraper = Scraper::new(vec![Named::new("gate", gate)], Duration::from_millis(50));
     let addr = start_with(
         App::new(scraper, "/metrics".into()),
         http::Limits::default(),

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nvmeof_agent::collector::{Collector, Family, HistogramData, Kind, Sink};
+use nvmeof_agent::collector::{Collector, Family, HistogramData, Kind, Named, Sink};
 use nvmeof_agent::exposition::Native;
 use nvmeof_agent::http::{self, App, PlainTcp};
 use nvmeof_agent::scrape::Scraper;
@@ -23,12 +23,6 @@ const LATENCY: Family = Family {
 struct Fixed;
 
 impl Collector for Fixed {
-    fn name(&self) -> &'static str {
-        "fixed"
-    }
-    fn families(&self) -> &'static [Family] {
-        &[LATENCY]
-    }
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         sink.histogram(
             &LATENCY,
@@ -58,7 +52,7 @@ async fn prometheus_ingests_the_native_histogram() {
         );
         return;
     }
-    let scraper = Scraper::new(vec![Box::new(Fixed)], Duration::from_secs(5));
+    let scraper = Scraper::new(vec![Named::new("fixed", Fixed)], Duration::from_secs(5));
     let app = Arc::new(App::new(scraper, "/metrics".into()).with_native_only(true));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = listener.local_addr().unwrap();

@@ -96,14 +96,6 @@ impl ControllerCollector {
 }
 
 impl Collector for ControllerCollector {
-    fn name(&self) -> &'static str {
-        "controller"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::controllers(&self.sysfs)?;
         sink.skipped(parsed.skipped.len());

@@ -148,14 +148,6 @@ impl ExporterCollector {
 }
 
 impl Collector for ExporterCollector {
-    fn name(&self) -> &'static str {
-        "exporter"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let inner = self.stats.lock();
         sink.gauge(&BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);

@@ -105,14 +105,6 @@ pub fn emit(sink: &mut Sink, c: &Controller, host: Option<&FcHost>, rport: Optio
 }
 
 impl Collector for FcCollector {
-    fn name(&self) -> &'static str {
-        "fc"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::controllers(&self.sysfs)?;
         let fc: Vec<&Controller> = parsed

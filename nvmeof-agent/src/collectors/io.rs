@@ -301,14 +301,6 @@ fn collect_self(state: &IoState, sink: &mut Sink) {
 }
 
 impl Collector for IoCollector {
-    fn name(&self) -> &'static str {
-        "io"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let state = self.source.read();
         sink.gauge(&EBPF_UP, &[], if state.up { 1.0 } else { 0.0 });
@@ -536,7 +528,6 @@ pub(crate) mod tests {
     fn start_without_nvme_tracepoints_reports_down() {
         let (_tracefs, opts) = crate::bpf::io::tests::without_nvme_tracepoints();
         let c = IoCollector::new(crate::bpf::io::start(opts));
-        assert_eq!(c.name(), "io");
         let mut sink = Sink::new();
         c.collect(&mut sink).unwrap();
         let text = render(sink);

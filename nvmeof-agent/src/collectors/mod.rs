@@ -12,7 +12,7 @@ pub mod state;
 pub mod subsystem;
 pub mod tcp;
 
-use crate::collector::{Collector, Family};
+use crate::collector::{Collector, Family, Named};
 use crate::config::Config;
 
 /// How a registered collector comes to be.
@@ -30,7 +30,7 @@ pub struct Registration {
     pub default_enabled: bool,
     /// No `--collector.NAME` flags: cannot be turned off.
     pub always_on: bool,
-    /// Every family the collector may emit (the same as its `Collector::families`).
+    /// Every family the collector may emit.
     pub families: &'static [Family],
     pub build: Build,
 }
@@ -164,7 +164,7 @@ pub fn registry() -> Vec<Registration> {
 }
 
 /// Builds every collector the configuration enables, except the self metrics (the scraper's).
-pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Box<dyn Collector>>> {
+pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Named>> {
     use anyhow::Context as _;
     let mut out = Vec::new();
     for r in registry() {
@@ -172,8 +172,12 @@ pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Box<dyn Collector>>>
             continue;
         }
         if let Build::Collector(build) = r.build {
-            let c = build(config).with_context(|| format!("starting collector {}", r.name))?;
-            out.push(c);
+            let collector =
+                build(config).with_context(|| format!("starting collector {}", r.name))?;
+            out.push(Named {
+                name: r.name,
+                collector,
+            });
         }
     }
     Ok(out)

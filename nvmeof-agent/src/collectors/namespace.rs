@@ -87,14 +87,6 @@ impl NamespaceCollector {
 }
 
 impl Collector for NamespaceCollector {
-    fn name(&self) -> &'static str {
-        "namespace"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::namespaces(&self.sysfs)?;
         sink.skipped(parsed.skipped.len());

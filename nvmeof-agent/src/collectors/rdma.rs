@@ -117,14 +117,6 @@ pub fn port_of<'a>(
 }
 
 impl Collector for RdmaCollector {
-    fn name(&self) -> &'static str {
-        "rdma"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::controllers(&self.sysfs)?;
         let rdma: Vec<&Controller> = parsed

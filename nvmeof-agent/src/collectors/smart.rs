@@ -235,14 +235,6 @@ pub static FAMILIES: &[Family] = &[
 ];
 
 impl Collector for SmartCollector {
-    fn name(&self) -> &'static str {
-        "smart"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         for (name, view) in self.poller.snapshot() {
             emit(sink, &name, &view);

@@ -54,14 +54,6 @@ impl StateCollector {
 }
 
 impl Collector for StateCollector {
-    fn name(&self) -> &'static str {
-        "state"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::controllers(&self.sysfs)?;
         let StateSnapshot { source, mut tracks } = self.source.snapshot()?;

@@ -41,14 +41,6 @@ fn text(v: &Option<String>) -> &str {
 }
 
 impl Collector for SubsystemCollector {
-    fn name(&self) -> &'static str {
-        "subsystem"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::subsystems(&self.sysfs)?;
         sink.skipped(parsed.skipped.len());

@@ -177,14 +177,6 @@ pub fn emit_all(sink: &mut Sink, assigned: &[(&Controller, Vec<&TcpSocket>)], pe
 }
 
 impl Collector for TcpCollector {
-    fn name(&self) -> &'static str {
-        "tcp"
-    }
-
-    fn families(&self) -> &'static [Family] {
-        FAMILIES
-    }
-
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         use anyhow::Context as _;
         let parsed = sysfs::controllers(&self.sysfs)?;

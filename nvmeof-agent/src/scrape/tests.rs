@@ -43,12 +43,6 @@ fn test(name: &'static str, switch_at: usize, then: Mode) -> (Arc<Test>, mpsc::S
 }
 
 impl Collector for Arc<Test> {
-    fn name(&self) -> &'static str {
-        self.name
-    }
-    fn families(&self) -> &'static [Family] {
-        &[VALUE]
-    }
     fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let mode = if call >= self.switch_at {
@@ -79,7 +73,12 @@ fn gauge(fams: &[MetricFamily], name: &str, label: (&str, &str)) -> Option<f64> 
         .map(|m| m.value())
 }
 
-fn scraper(collectors: Vec<Box<dyn Collector>>) -> Scraper {
+/// A test collector registered under its own name.
+fn named(t: &Arc<Test>) -> Named {
+    Named::new(t.name, t.clone())
+}
+
+fn scraper(collectors: Vec<Named>) -> Scraper {
     Scraper::new(collectors, Duration::from_millis(50))
 }
 
@@ -94,7 +93,7 @@ async fn a_hung_collector_serves_its_cache_within_the_deadline() {
     let (ok, _r) = test("healthy", usize::MAX, Mode::Ok);
     // Long enough that "did not wait for the deadline" is told apart from load on the machine.
     let deadline = Duration::from_millis(300);
-    let s = Scraper::new(vec![Box::new(t.clone()), Box::new(ok)], deadline);
+    let s = Scraper::new(vec![named(&t), named(&ok)], deadline);
 
     let first = s.scrape().await;
     assert_eq!(gauge(&first, "test_value", ("from", "hangs")), Some(1.0));
@@ -145,7 +144,7 @@ async fn a_hung_collector_serves_its_cache_within_the_deadline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_run_that_hangs_serves_nothing_and_is_not_stale() {
     let (t, release) = test("hangs", 1, Mode::Hang);
-    let s = scraper(vec![Box::new(t)]);
+    let s = scraper(vec![named(&t)]);
     let out = s.scrape().await;
     assert_eq!(gauge(&out, "test_value", ("from", "hangs")), None);
     assert_eq!(gauge(&out, STALE, ("collector", "hangs")), Some(0.0));
@@ -156,7 +155,7 @@ async fn a_first_run_that_hangs_serves_nothing_and_is_not_stale() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_collector_serves_its_last_good_output_and_counts() {
     let (t, _r) = test("fails", 2, Mode::Fail);
-    let s = scraper(vec![Box::new(t)]);
+    let s = scraper(vec![named(&t)]);
     s.scrape().await;
     let out = s.scrape().await;
     assert_eq!(gauge(&out, "test_value", ("from", "fails")), Some(1.0));
@@ -172,7 +171,7 @@ async fn a_failing_collector_serves_its_last_good_output_and_counts() {
 async fn a_panicking_collector_is_run_again_next_time() {
     let (t, _r) = test("panics", 2, Mode::Panic);
     // Printing a panic's backtrace can take longer than 50 ms.
-    let s = Scraper::new(vec![Box::new(t.clone())], Duration::from_secs(5));
+    let s = Scraper::new(vec![named(&t)], Duration::from_secs(5));
     s.scrape().await;
     let out = s.scrape().await;
     assert_eq!(gauge(&out, STALE, ("collector", "panics")), Some(1.0));
@@ -184,7 +183,7 @@ async fn a_panicking_collector_is_run_again_next_time() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_scrapes_share_one_run() {
     let (t, _r) = test("shared", 1, Mode::Slow);
-    let s = Scraper::new(vec![Box::new(t.clone())], Duration::from_secs(2));
+    let s = Scraper::new(vec![named(&t)], Duration::from_secs(2));
     let (a, b) = tokio::join!(s.scrape(), s.scrape());
     assert_eq!(gauge(&a, STALE, ("collector", "shared")), Some(0.0));
     assert_eq!(gauge(&b, STALE, ("collector", "shared")), Some(0.0));
@@ -221,7 +220,7 @@ fn the_scrapers_timeout_less_a_margin_within_bounds() {
 async fn a_scraper_that_gives_more_time_gets_fresh_data() {
     // 100 ms per run against the 50 ms of --collector.timeout.
     let (t, _r) = test("slow", 1, Mode::Slow);
-    let s = scraper(vec![Box::new(t.clone())]);
+    let s = scraper(vec![named(&t)]);
     let first = s.scrape().await;
     assert_eq!(gauge(&first, SUCCESS, ("collector", "slow")), Some(0.0));
     // Let the late run finish and fill the cache.
