@@ -44,6 +44,15 @@ async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     answer
 }
 
+/// Sends raw bytes and splits a binary answer (protobuf, gzip) into its head and its payload.
+async fn raw_binary(addr: SocketAddr, request: &[u8]) -> (String, Vec<u8>) {
+    let (answer, read) = common::send_bytes(TcpStream::connect(addr).await.unwrap(), request).await;
+    read.unwrap();
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    (head, answer[split + 4..].to_vec())
+}
+
 async fn get(addr: SocketAddr, path: &str, headers: &str) -> String {
     let req = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n{headers}\r\n");
     raw(addr, req.as_bytes()).await
@@ -144,18 +153,14 @@ async fn protobuf_when_asked_text_when_the_header_is_odd() {
     let req = format!(
         "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\nAccept: {PROMETHEUS_NATIVE_ACCEPT}\r\n\r\n"
     );
-    let (answer, read) =
-        common::send_bytes(TcpStream::connect(addr).await.unwrap(), req.as_bytes()).await;
-    read.unwrap();
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    let (head, payload) = raw_binary(addr, req.as_bytes()).await;
     assert_eq!(status(&head), 200);
     assert_eq!(header(&head, "content-type"), Some(protobuf::CONTENT_TYPE));
     assert_eq!(
         protobuf::CONTENT_TYPE,
         "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
     );
-    let families = protobuf::decode(&answer[split + 4..]).unwrap();
+    let families = protobuf::decode(&payload).unwrap();
     let state = families
         .iter()
         .find(|f| f.name() == "nvmeof_subsystem_state")
@@ -387,15 +392,11 @@ async fn gzip_when_the_client_accepts_it() {
     assert_eq!(header(&plain, "vary"), Some("Accept-Encoding"));
 
     let req = "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\nAccept-Encoding: gzip, deflate\r\n\r\n";
-    let (answer, read) =
-        common::send_bytes(TcpStream::connect(addr).await.unwrap(), req.as_bytes()).await;
-    read.unwrap();
-    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = String::from_utf8(answer[..split].to_vec()).unwrap();
+    let (head, payload) = raw_binary(addr, req.as_bytes()).await;
     assert_eq!(status(&head), 200);
     assert_eq!(header(&head, "content-encoding"), Some("gzip"));
     assert_eq!(header(&head, "vary"), Some("Accept-Encoding"));
-    let compressed = &answer[split + 4..];
+    let compressed = &payload[..];
     let mut decoded = String::new();
     flate2::read::GzDecoder::new(compressed)
         .read_to_string(&mut decoded)
