@@ -111,14 +111,6 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("sysfs mountpoint."),
         )
         .arg(
-            Arg::new("path.procfs")
-                .long("path.procfs")
-                .value_name("DIR")
-                .default_value("/proc")
-                .value_parser(clap::value_parser!(PathBuf))
-                .help("procfs mountpoint."),
-        )
-        .arg(
             Arg::new("path.dev")
                 .long("path.dev")
                 .value_name("PATH")
@@ -260,10 +252,6 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .expect("has a default") as usize,
         sysfs: m
             .get_one::<PathBuf>("path.sysfs")
-            .expect("has a default")
-            .clone(),
-        procfs: m
-            .get_one::<PathBuf>("path.procfs")
             .expect("has a default")
             .clone(),
         dev: m

@@ -25,7 +25,6 @@ pub struct Config {
     /// `--web.max-connections`: connections open at once, 0 for no limit.
     pub max_connections: usize,
     pub sysfs: PathBuf,
-    pub procfs: PathBuf,
     /// Where the controllers' character devices are.
     pub dev: PathBuf,
     pub log_level: log::LevelFilter,
