@@ -16,7 +16,9 @@ pub struct PollState {
 
 #[derive(Debug)]
 struct Polled {
-    name: String,
+    /// With the instance, what tells this controller from a later one that reuses its number
+    /// (the kernel hands a deleted controller's instance to the next one created).
+    subsysnqn: String,
     state: String,
     transitions: BTreeMap<(String, String), u64>,
     last_transition: Option<f64>,
@@ -24,16 +26,16 @@ struct Polled {
 }
 
 impl PollState {
-    /// Folds in one reading of every controller's state: (instance, name, state).
+    /// Folds in one reading of every controller's state: (instance, subsystem NQN, state).
     fn update(&mut self, seen: Vec<(u32, String, String)>, wall: f64, now: Instant) {
         let mut next = BTreeMap::new();
-        for (instance, name, state) in seen {
+        for (instance, subsysnqn, state) in seen {
             let mut p = match self.ctrls.remove(&instance) {
-                // The same instance under the same name: the same controller, as far as polling
-                // can tell.
-                Some(p) if p.name == name => p,
+                // The same instance of the same subsystem: the same controller, as far as
+                // polling can tell.
+                Some(p) if p.subsysnqn == subsysnqn => p,
                 _ => Polled {
-                    name,
+                    subsysnqn,
                     state: state.clone(),
                     transitions: BTreeMap::new(),
                     last_transition: None,
@@ -73,7 +75,8 @@ impl PollState {
     }
 }
 
-/// One pass of the fallback: only the `state` file of each controller, so it stays cheap.
+/// One pass of the fallback: only the `state` and `subsysnqn` files of each controller, so it
+/// stays cheap.
 pub(super) fn poll_once(root: &Path, shared: &Mutex<PollState>) {
     let class = root.join("class/nvme");
     let Ok(dir) = std::fs::read_dir(&class) else {
@@ -86,7 +89,8 @@ pub(super) fn poll_once(root: &Path, shared: &Mutex<PollState>) {
             continue;
         };
         if let Some(s) = sysfs::read_trim(&e.path().join("state")) {
-            seen.push((instance, name, s));
+            let nqn = sysfs::read_trim(&e.path().join("subsysnqn")).unwrap_or_default();
+            seen.push((instance, nqn, s));
         }
     }
     let mut st = shared.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,7 +103,7 @@ mod tests {
 
     fn seen(list: &[(u32, &str)]) -> Vec<(u32, String, String)> {
         list.iter()
-            .map(|(i, s)| (*i, format!("nvme{i}"), s.to_string()))
+            .map(|(i, s)| (*i, format!("nqn.{i}"), s.to_string()))
             .collect()
     }
 
@@ -125,5 +129,22 @@ mod tests {
         // nvme1 goes away and a new nvme1 comes: it starts from nothing.
         st.update(seen(&[(0, "live")]), 103.0, t0);
         assert!(!st.snapshot().contains_key(&1));
+    }
+
+    /// Between two readings nvme0 is deleted and a controller of another subsystem gets its
+    /// instance: it does not inherit the counts. The same subsystem's controller does.
+    #[test]
+    fn a_reused_instance_of_another_subsystem_starts_from_nothing() {
+        let mut st = PollState::default();
+        let t0 = Instant::now();
+        let one = |nqn: &str, state: &str| vec![(0, nqn.to_owned(), state.to_owned())];
+        st.update(one("nqn.a", "live"), 100.0, t0);
+        st.update(one("nqn.a", "resetting"), 101.0, t0);
+        assert_eq!(st.snapshot()[&0].transitions.len(), 1);
+        st.update(one("nqn.b", "live"), 102.0, t0);
+        assert_eq!(st.snapshot()[&0], Track::default());
+        st.update(one("nqn.b", "connecting"), 103.0, t0);
+        st.update(one("nqn.b", "live"), 104.0, t0);
+        assert_eq!(st.snapshot()[&0].transitions.len(), 2);
     }
 }
