@@ -173,11 +173,17 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
             eprintln!(
                 "{release}: retransmitted segments, 10 % loss towards 4421: {lossy} +{lossy_delta}, {clean} +{clean_delta}"
             );
+            // 10 % loss of the ~5800 segments of 8 MiB on the lossy path retransmits hundreds;
+            // the clean path may retransmit a segment or two when the emulated host stalls (a
+            // fresh machine's CI saw +1), so it must stay an order of magnitude below.
             assert!(
-                lossy_delta > 0.0,
-                "{release}: no retransmissions on {lossy}"
+                lossy_delta >= 20.0,
+                "{release}: {lossy_delta} retransmissions on {lossy}"
             );
-            assert_eq!(clean_delta, 0.0, "{release}: retransmissions on {clean}");
+            assert!(
+                clean_delta * 10.0 <= lossy_delta,
+                "{release}: {clean_delta} retransmissions on {clean} against {lossy_delta} on {lossy}"
+            );
             let sent =
                 |m: &Metrics, c: &str| m.sum("nvmeof_tcp_sent_bytes_total", &[("controller", c)]);
             // Both paths carried data (round-robin): the clean one's silence is not idleness.
