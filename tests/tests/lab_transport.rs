@@ -174,9 +174,9 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
                 "{release}: retransmitted segments, 10 % loss towards 4421: {lossy} +{lossy_delta}, {clean} +{clean_delta}"
             );
             // 10 % loss of the ~2900 segments of the 4 MiB the lossy path carries (round-robin
-            // over two paths) retransmits hundreds;
-            // the clean path may retransmit a segment or two when the emulated host stalls (a
-            // fresh machine's CI saw +1), so it must stay an order of magnitude below.
+            // over two paths) retransmits hundreds; the clean path may retransmit a segment or
+            // two when the emulated host stalls (a fresh machine's CI saw +1), so it must stay an
+            // order of magnitude below.
             assert!(
                 lossy_delta >= 20.0,
                 "{release}: {lossy_delta} retransmissions on {lossy}"
