@@ -285,8 +285,11 @@ impl Btf {
                 if matches!(it.kind(), KIND_STRUCT | KIND_UNION) {
                     if let Some(m) = self.find_member(inner, member, depth + 1)? {
                         ensure!(bit_off % 8 == 0, "anonymous member not byte aligned");
+                        let offset = (bit_off / 8)
+                            .checked_add(m.offset)
+                            .context("member offset overflows")?;
                         return Ok(Some(Member {
-                            offset: bit_off / 8 + m.offset,
+                            offset,
                             size: m.size,
                         }));
                     }
@@ -298,7 +301,10 @@ impl Btf {
             }
             let size = self.size_of(ty)?;
             let int_bits = self.int_bits(ty)?;
-            if bitfield != 0 || bit_off % 8 != 0 || int_bits.is_some_and(|b| b != size * 8) {
+            if bitfield != 0
+                || bit_off % 8 != 0
+                || int_bits.is_some_and(|b| u64::from(b) != u64::from(size) * 8)
+            {
                 bail!("member {member} is a bitfield (bit offset {bit_off}), which is not read");
             }
             return Ok(Some(Member {
