@@ -76,6 +76,13 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         per_round: u32,
     },
+    /// The parsers under random and mutated input (nvmeof-agent/tests/fuzz.rs), optimised but
+    /// with overflow checks on: `per_parser` inputs for each (a twentieth for the web config,
+    /// which goes through a file); the default comes to ten million in all.
+    Fuzz {
+        #[arg(long, default_value_t = 2_000_000)]
+        per_parser: u32,
+    },
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
         #[arg(long, default_value = "6.1")]
@@ -170,6 +177,19 @@ fn main() -> Result<()> {
             bootstrap::run()?;
             let agent = build_agent()?;
             xtask::scrape_peer::run(&agent, rounds, per_round)
+        }
+        Cmd::Fuzz { per_parser } => {
+            // Release speed, debug's arithmetic checks: an overflow is a finding, not a wrap.
+            cmd::run(
+                Command::new("cargo")
+                    .current_dir(cache::workspace())
+                    .env("NVMEOF_FUZZ_CASES", per_parser.to_string())
+                    .env("AYA_BUILD_SKIP", "1")
+                    .env("CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS", "true")
+                    .env("CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS", "true")
+                    .args(["test", "--release", "-p", "nvmeof-agent", "--test", "fuzz"])
+                    .args(["--", "--nocapture", "--test-threads=2"]),
+            )
         }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;

@@ -1,0 +1,291 @@
+//! The parsers of what the kernel, a device or an operator hands the agent, under random and
+//! mutated input (proptest): sysfs attribute values, tracefs `format` files, NVMe log and
+//! identify pages, BTF, the web config and the scraper's `Accept` header. Each must answer every
+//! input with a value or an error: no panic, no input that takes a second.
+//!
+//! Inputs are arbitrary bytes and, so that parsing gets past the first checks, real samples (the
+//! lab's captured pages and format files, a small well-formed BTF) with a few bytes flipped,
+//! inserted, removed or cut. `cargo test` runs `NVMEOF_FUZZ_CASES` inputs per parser (2000 by
+//! default, a twentieth of it for the web config, which goes through a file); `cargo xtask fuzz`
+//! runs ten million in all, optimised with overflow checks on (BENCHMARKS.md has its figures).
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use nvmeof_agent::bpf::{btf, format};
+use nvmeof_agent::nvme::{ErrorLogEntry, IdentifyController, SmartLog};
+use nvmeof_agent::{exposition, sysfs};
+
+/// What one input may take, on a loaded 2-core machine, before it counts as a hang.
+const SLOW: Duration = Duration::from_secs(1);
+
+fn cases() -> u32 {
+    std::env::var("NVMEOF_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
+/// Runs `parse` on `cases()` inputs of `strategy`; a panic (proptest catches it and shrinks the
+/// input) or a slow input fails the test.
+fn fuzz<S: Strategy>(name: &str, strategy: S, parse: impl Fn(&S::Value))
+where
+    S::Value: std::fmt::Debug,
+{
+    fuzz_n(name, cases(), strategy, parse)
+}
+
+fn fuzz_n<S: Strategy>(name: &str, cases: u32, strategy: S, parse: impl Fn(&S::Value))
+where
+    S::Value: std::fmt::Debug,
+{
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let started = Instant::now();
+    let slowest = std::cell::Cell::new(Duration::ZERO);
+    TestRunner::new(config)
+        .run(&strategy, |input| {
+            let t = Instant::now();
+            parse(&input);
+            let took = t.elapsed();
+            slowest.set(slowest.get().max(took));
+            if took > SLOW {
+                return Err(TestCaseError::fail(format!(
+                    "{name}: {took:?} for one input"
+                )));
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    eprintln!(
+        "fuzz {name}: {cases} inputs in {:.1} s, slowest {:?}",
+        started.elapsed().as_secs_f64(),
+        slowest.get()
+    );
+}
+
+/// One of `seeds` with up to 8 edits: a byte set, inserted or removed, or the tail cut.
+fn mutated(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
+    let n = seeds.len();
+    (
+        0..n,
+        prop::collection::vec((0u8..4, any::<usize>(), any::<u8>()), 0..8),
+    )
+        .prop_map(move |(i, edits)| {
+            let mut b = seeds[i].clone();
+            for (op, at, v) in edits {
+                let at = if b.is_empty() { 0 } else { at % (b.len() + 1) };
+                match op {
+                    0 if at < b.len() => b[at] = v,
+                    1 => b.insert(at, v),
+                    2 if at < b.len() => {
+                        b.remove(at);
+                    }
+                    3 => b.truncate(at),
+                    _ => {}
+                }
+            }
+            b
+        })
+}
+
+/// Random bytes, or a mutated seed, half and half.
+fn bytes_or_mutated(seeds: Vec<Vec<u8>>, max: usize) -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![prop::collection::vec(any::<u8>(), 0..max), mutated(seeds)]
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Files below `dir` (recursively) whose name satisfies `keep`, at most `max`.
+fn files(dir: &Path, keep: &dyn Fn(&str) -> bool, max: usize, out: &mut Vec<Vec<u8>>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<_> = rd.flatten().collect();
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        if out.len() >= max {
+            return;
+        }
+        let ft = match e.file_type() {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        if ft.is_dir() {
+            files(&e.path(), keep, max, out);
+        } else if ft.is_file() && keep(&e.file_name().to_string_lossy()) {
+            if let Ok(b) = std::fs::read(e.path()) {
+                out.push(b);
+            }
+        }
+    }
+}
+
+#[test]
+fn sysfs_values() {
+    // Attribute values the lab captured, from every kernel's tree.
+    let mut seeds = Vec::new();
+    let names = [
+        "state",
+        "address",
+        "ana_state",
+        "stat",
+        "transport",
+        "queue_count",
+    ];
+    files(
+        &repo().join("tests/fixtures"),
+        &|n| names.contains(&n),
+        400,
+        &mut seeds,
+    );
+    assert!(seeds.len() > 20, "{} seeds", seeds.len());
+    fuzz("sysfs values", bytes_or_mutated(seeds, 512), |b| {
+        let t = text(b);
+        let _ = sysfs::CtrlState::parse(&t);
+        let _ = sysfs::Address::parse(&t);
+        let _ = sysfs::AnaState::parse(&t);
+        let _ = sysfs::blockstat::parse_stat(&t);
+        let _ = sysfs::controller::ctrl_instance(&t);
+    });
+}
+
+#[test]
+fn tracefs_formats() {
+    let mut seeds = Vec::new();
+    files(
+        &repo().join("tests/fixtures"),
+        &|n| n == "format",
+        64,
+        &mut seeds,
+    );
+    // Only the tracepoints' (`tracepoints/<event>/format`), not the integrity ones.
+    seeds.retain(|s| s.starts_with(b"name: "));
+    assert!(seeds.len() >= 2, "{} seeds", seeds.len());
+    let pair = (
+        bytes_or_mutated(seeds.clone(), 2048),
+        bytes_or_mutated(seeds, 2048),
+    );
+    fuzz("tracefs format", pair, |(a, b)| {
+        let (a, b) = (text(a), text(b));
+        let _ = format::parse_format(&a);
+        let _ = format::layout_from_formats(&a, &b);
+    });
+}
+
+#[test]
+fn nvme_pages() {
+    let mut seeds = Vec::new();
+    files(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smart/captured"),
+        &|n| n.ends_with(".bin"),
+        64,
+        &mut seeds,
+    );
+    assert!(seeds.len() >= 3, "{} seeds", seeds.len());
+    fuzz("nvme pages", bytes_or_mutated(seeds, 8192), |b| {
+        let _ = SmartLog::decode(b);
+        let _ = IdentifyController::decode(b);
+        let _ = ErrorLogEntry::decode_page(b);
+        let _ = ErrorLogEntry::decode(b);
+    });
+}
+
+/// A small BTF blob of the shape the agent reads: `int`, a pointer, `struct request` with `q`,
+/// `mq_hctx` and `__data_len`.
+fn small_btf() -> Vec<u8> {
+    let strings = b"\0int\0request\0q\0mq_hctx\0__data_len\0";
+    let s = |name: &str| -> u32 {
+        let needle = [b"\0", name.as_bytes(), b"\0"].concat();
+        strings
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .unwrap() as u32
+            + 1
+    };
+    let mut types: Vec<u32> = Vec::new();
+    // 1: int, 4 bytes, 32 bits.
+    types.extend([s("int"), 1 << 24, 4, 32]);
+    // 2: void *.
+    types.extend([0, 2 << 24, 0]);
+    // 3: struct request, 296 bytes, 3 members (name, type, bit offset).
+    types.extend([s("request"), (4 << 24) | 3, 296]);
+    types.extend([s("q"), 2, 0, s("mq_hctx"), 2, 128, s("__data_len"), 1, 352]);
+    let type_len = types.len() as u32 * 4;
+    let mut out = Vec::new();
+    out.extend(0xeb9fu16.to_le_bytes());
+    out.extend([1u8, 0]);
+    for w in [24, 0, type_len, type_len, strings.len() as u32] {
+        out.extend(w.to_le_bytes());
+    }
+    for w in types {
+        out.extend(w.to_le_bytes());
+    }
+    out.extend(strings);
+    out
+}
+
+#[test]
+fn btf_blobs() {
+    let seed = small_btf();
+    let parsed = btf::Btf::parse(&seed).expect("the seed is well formed");
+    assert_eq!(parsed.struct_size("request").unwrap(), 296);
+    fuzz("btf", bytes_or_mutated(vec![seed.clone()], 1024), |b| {
+        if let Ok(t) = btf::Btf::parse(b) {
+            let _ = t.struct_size("request");
+            let _ = t.member("request", "__data_len");
+            let _ = btf::layout_from(&t);
+        }
+        let base = btf::Btf::parse(&seed).unwrap();
+        if let Ok(t) = btf::Btf::parse_split(b, base) {
+            let _ = t.member("request", "q");
+        }
+    });
+}
+
+#[test]
+fn web_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let seeds: Vec<Vec<u8>> = [
+        "basic_auth_users:\n  prometheus: $2y$04$3Q3bDK6uxl0gn5L1o9Hf2eUMoLFO1JjOKMoz0P8n1ROoSzhgr0s5a\n",
+        "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  min_version: TLS12\n",
+        "a: &a [*a, *a, *a]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n",
+        "",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    let path = dir.path().join("web.yml");
+    // A file per input: a twentieth of the others' inputs takes about as long.
+    let cases = (cases() / 20).max(100);
+    fuzz_n("web config", cases, bytes_or_mutated(seeds, 1024), |b| {
+        std::fs::write(&path, b).unwrap();
+        let _ = nvmeof_agent::http::webconfig::WebConfig::load(&path);
+    });
+}
+
+#[test]
+fn accept_headers() {
+    let seeds: Vec<Vec<u8>> = [
+        "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=0.0.4;q=0.3",
+        "application/openmetrics-text;version=1.0.0;q=0.5,*/*;q=0.1",
+        "text/plain",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect();
+    fuzz("accept header", bytes_or_mutated(seeds, 512), |b| {
+        let _ = exposition::negotiate(&text(b));
+    });
+}
