@@ -15,3 +15,4 @@ pub mod netlink;
 pub mod nvme;
 pub mod scrape;
 pub mod sysfs;
+pub mod worker;

@@ -20,7 +20,6 @@ pub mod mapped;
 pub mod module_tp;
 pub mod state;
 pub mod tracefs;
-pub mod worker;
 
 pub use loader::ProgramRun;
 

@@ -9,12 +9,13 @@
 pub mod poller;
 
 use std::path::PathBuf;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::collector::{Collector, Family, Kind, Sink};
 use crate::nvme::smart_log::kelvin_to_celsius;
 use crate::nvme::CriticalWarning;
+use crate::worker::Worker;
 use poller::{AdminBackend, CtrlView, DevBackend, Poller};
 
 pub struct SmartOptions {
@@ -49,8 +50,9 @@ pub fn smart_collector(opts: SmartOptions) -> Box<dyn Collector> {
 
 pub struct SmartCollector {
     poller: Arc<Poller>,
-    /// Dropping the collector drops this sender, which ends the scheduling thread.
-    _stop: Mutex<mpsc::Sender<()>>,
+    /// The scheduling thread, which ends when the collector is dropped; `None` when it could
+    /// not be started (logged) or the caller ticks the poller.
+    _scheduler: Option<Worker>,
 }
 
 impl SmartCollector {
@@ -63,25 +65,18 @@ impl SmartCollector {
             opts.timeout,
             backend,
         );
-        let (stop, stopped) = mpsc::channel::<()>();
         let period = opts
             .interval
             .clamp(Duration::from_millis(10), Duration::from_secs(5));
         let p = Arc::clone(&poller);
-        let spawned = std::thread::Builder::new()
-            .name("smart-scheduler".into())
-            .spawn(move || loop {
-                p.tick();
-                if let Err(mpsc::RecvTimeoutError::Disconnected) = stopped.recv_timeout(period) {
-                    break;
-                }
-            });
-        if let Err(e) = spawned {
-            log::error!("smart: cannot start the polling thread, SMART metrics stay empty: {e}");
-        }
+        let scheduler = Worker::every("smart-scheduler", period, move || p.tick())
+            .map_err(|e| {
+                log::error!("smart: cannot start the polling thread, SMART metrics stay empty: {e}")
+            })
+            .ok();
         Self {
             poller,
-            _stop: Mutex::new(stop),
+            _scheduler: scheduler,
         }
     }
 
@@ -89,7 +84,7 @@ impl SmartCollector {
     pub fn with_poller(poller: Arc<Poller>) -> Self {
         Self {
             poller,
-            _stop: Mutex::new(mpsc::channel().0),
+            _scheduler: None,
         }
     }
 }

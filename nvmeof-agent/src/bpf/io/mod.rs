@@ -23,8 +23,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
-use crate::bpf::worker::Worker;
 use crate::bpf::{btf, format, loader, tracefs, ProgramRun, EBPF_OBJECT};
+use crate::worker::Worker;
 
 /// How the tracer runs; filled from the command line.
 #[derive(Clone, Debug)]

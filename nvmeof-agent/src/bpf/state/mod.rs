@@ -24,8 +24,8 @@ use aya::{maps::HashMap as BpfHashMap, Ebpf};
 use nvmeof_common::state::maps;
 use nvmeof_common::{Reconnects, TransitionKey, TransitionStats};
 
-use crate::bpf::worker::Worker;
 use crate::bpf::{loader, STATE_OBJECT};
+use crate::worker::Worker;
 use poll::PollState;
 
 /// How often the fallback reads every controller's state.

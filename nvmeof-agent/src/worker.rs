@@ -1,8 +1,9 @@
-//! The one way a tracer runs in the background: a named thread that runs a closure now and then
-//! every interval, until the [`Worker`] is dropped.
+//! The one way the agent works in the background (the tracers' drains and polls, the SMART
+//! scheduler): a named thread that runs a closure now and then every interval, until the
+//! [`Worker`] is dropped.
 //!
 //! A thread that cannot be spawned is the caller's error to report (`Worker::every` returns it):
-//! the tracer then says so in one log line and serves without it.
+//! the caller then says so in one log line and serves without it.
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
