@@ -9,7 +9,7 @@ use xtask::bootstrap::STATIC_TARGET;
 use xtask::cmd::{self, say};
 use xtask::kernel::{self, Series};
 use xtask::lab::{Lab, LabOptions};
-use xtask::{bench, bootstrap, cache, capture};
+use xtask::{bench, bootstrap, cache, capture, deploy_tools};
 
 #[derive(Parser)]
 #[command(about = "Build, lab and test commands of nvmeof-exporter")]
@@ -76,6 +76,9 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         per_round: u32,
     },
+    /// Render the Helm chart with its default values into deploy/kubernetes/nvmeof-exporter.yaml
+    /// (the plain manifests for `kubectl apply`).
+    RenderDeploy,
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
         #[arg(long, default_value = "6.1")]
@@ -170,6 +173,17 @@ fn main() -> Result<()> {
             bootstrap::run()?;
             let agent = build_agent()?;
             xtask::scrape_peer::run(&agent, rounds, per_round)
+        }
+        Cmd::RenderDeploy => {
+            deploy_tools::install()?;
+            let path = cache::workspace().join(deploy_tools::RENDERED);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, deploy_tools::plain_manifests()?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            say(format!("render-deploy: {}", path.display()));
+            Ok(())
         }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;

@@ -1,11 +1,14 @@
 //! What ships beside the binary, checked against the binary: every metric the alert rules and the
 //! Grafana dashboard query is one the exporter declares (a renamed family breaks this test, not a
 //! pager at night), every flag the DaemonSet, the Ansible unit and the docs pass parses, and the
-//! DaemonSet asks for exactly the capabilities the exporter uses.
+//! DaemonSet asks for exactly the capabilities the exporter uses. The Helm chart's own checks are
+//! in `chart.rs`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use nvmeof_agent::cli::{command, parse_from};
 use nvmeof_agent::collectors::registry;
+
+mod chart;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -186,9 +189,13 @@ fn the_dashboard_queries_declared_metrics() {
     assert_eq!(ids.len(), ids.iter().collect::<BTreeSet<_>>().len());
 }
 
+/// The plain manifests (the chart's default rendering) pass flags that parse, and the chart's
+/// capabilities-only securityContext asks for exactly the capabilities the exporter uses; with
+/// SMART on (the default) the container is privileged, for the host's NVMe devices (the
+/// chart's values.yaml says why). Every other value set is checked in `chart.rs`.
 #[test]
 fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses() {
-    let text = read("deploy/kubernetes/daemonset.yaml");
+    let text = read("deploy/kubernetes/nvmeof-exporter.yaml");
     let docs: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).unwrap();
     let ds = docs
         .iter()
@@ -210,8 +217,13 @@ fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses()
     argv.extend(args);
     parse_from(argv.clone()).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
     let sc = &c["securityContext"];
+    assert_eq!(sc["privileged"], true, "SMART opens the host's /dev/nvme*");
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    let values: serde_json::Value =
+        serde_saphyr::from_str(&read("deploy/helm/nvmeof-exporter/values.yaml")).unwrap();
+    let unprivileged = &values["securityContext"];
     let caps = |k: &str| -> BTreeSet<String> {
-        sc["capabilities"][k]
+        unprivileged["capabilities"][k]
             .as_array()
             .unwrap()
             .iter()
@@ -225,8 +237,8 @@ fn the_daemonset_passes_flags_that_parse_and_asks_for_the_capabilities_it_uses()
             .map(str::to_owned)
             .into()
     );
-    assert_eq!(sc["privileged"], false);
-    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(unprivileged["privileged"], false);
+    assert_eq!(unprivileged["readOnlyRootFilesystem"], true);
     let mounts: Vec<&str> = c["volumeMounts"]
         .as_array()
         .unwrap()
