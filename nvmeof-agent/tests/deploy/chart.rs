@@ -1,6 +1,8 @@
 //! The Helm chart (deploy/helm/nvmeof-exporter) and its plain rendering (deploy/kubernetes/),
-//! checked offline with Helm's own lint and renderer (helm-python-sdk) and promtool for the
-//! rule's PromQL. The tools live in the venv that
+//! checked by the tools a cluster would use, offline: Helm's own lint and renderer
+//! (helm-python-sdk), Kubernetes' OpenAPI schemas of several releases (kubernetes-validate
+//! --strict), prometheus-operator's schemas for the ServiceMonitor, PodMonitor and PrometheusRule
+//! (check-jsonschema), and promtool for the rule's PromQL. The tools live in the venv that
 //! `cargo xtask bootstrap` installs; without it these tests skip with the reason, except in CI
 //! (CI=true), where they fail.
 use std::collections::BTreeSet;
@@ -11,6 +13,10 @@ use serde_json::{json, Value};
 use xtask::deploy_tools::{self, require};
 
 use super::{read, ROOT};
+
+/// Kubernetes releases the renderings are validated against: the oldest still seen in storage
+/// clusters to the newest schemas the wheel carries.
+const KUBE_VERSIONS: &[&str] = &["1.28.0", "1.31.0", "1.34.0", "1.37.0"];
 
 /// Value sets beside the defaults: everything the chart can switch on, and the opposite corner.
 fn value_sets() -> Vec<(&'static str, Value)> {
@@ -153,6 +159,97 @@ fn the_plain_manifests_are_the_charts_default_rendering() {
         "{} differs from the chart's default rendering: run `cargo xtask render-deploy`",
         deploy_tools::RENDERED
     );
+}
+
+#[test]
+fn every_rendering_passes_kubernetes_validate_strict_from_1_28_to_1_37() {
+    let Some(validate) = require(
+        deploy_tools::tool("kubernetes-validate"),
+        "kubernetes-validate",
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for (name, values) in value_sets() {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, render(&values).unwrap()).unwrap();
+        files.push(path);
+    }
+    for version in KUBE_VERSIONS {
+        let (ok, out) = run(Command::new(&validate)
+            .args(["--strict", "-k", version])
+            .args(&files));
+        assert!(ok, "kubernetes {version}:\n{out}");
+        // Every built-in kind of every rendering was checked, not skipped.
+        for resource in [
+            "namespace",
+            "serviceaccount",
+            "configmap",
+            "service",
+            "daemonset",
+        ] {
+            assert!(
+                out.contains(&format!("passed for resource {resource}/")),
+                "{version}: no {resource} validated:\n{out}"
+            );
+        }
+        assert_eq!(
+            out.matches("passed for resource daemonset/").count(),
+            files.len(),
+            "{out}"
+        );
+    }
+    // The check bites: a misspelt key in the DaemonSet fails under --strict.
+    let bad = dir.path().join("bad.yaml");
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    std::fs::write(&bad, text.replacen("hostNetwork:", "hostNetwrok:", 1)).unwrap();
+    let (ok, out) = run(Command::new(&validate)
+        .args(["--strict", "-k", "1.37.0"])
+        .arg(&bad));
+    assert!(!ok && out.contains("hostNetwrok"), "{out}");
+}
+
+/// Each custom resource as its own JSON file, beside its kind's schema.
+fn check_custom_resource(checker: &Path, dir: &Path, doc: &Value) -> (bool, String) {
+    let kind = doc["kind"].as_str().unwrap();
+    let schema = dir.join(format!("{kind}.schema.json"));
+    let file = dir.join(format!("{kind}.json"));
+    std::fs::write(&file, doc.to_string()).unwrap();
+    run(Command::new(checker)
+        .arg("--schemafile")
+        .arg(&schema)
+        .arg(&file))
+}
+
+#[test]
+fn the_monitors_and_the_rule_match_prometheus_operators_schemas() {
+    let Some(checker) = require(deploy_tools::tool("check-jsonschema"), "check-jsonschema") else {
+        return;
+    };
+    let (_, values) = value_sets().remove(1);
+    let docs = docs(&render(&values).unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let kinds = ["ServiceMonitor", "PodMonitor", "PrometheusRule"];
+    deploy_tools::schemas(dir.path(), &kinds).unwrap();
+    for k in kinds {
+        let doc = kind(&docs, k).unwrap_or_else(|| panic!("no {k} rendered"));
+        assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1");
+        let (ok, out) = check_custom_resource(&checker, dir.path(), doc);
+        assert!(ok && out.contains("ok -- validation done"), "{k}:\n{out}");
+    }
+    // The checks bite: a duration Prometheus cannot read, a port number where the name goes,
+    // and a misspelt key in a rule each fail.
+    let mut sm = kind(&docs, "ServiceMonitor").unwrap().clone();
+    sm["spec"]["endpoints"][0]["interval"] = json!("30 seconds");
+    assert!(!check_custom_resource(&checker, dir.path(), &sm).0);
+    let mut pm = kind(&docs, "PodMonitor").unwrap().clone();
+    pm["spec"]["podMetricsEndpoints"][0]["port"] = json!(9856);
+    assert!(!check_custom_resource(&checker, dir.path(), &pm).0);
+    let mut rule = kind(&docs, "PrometheusRule").unwrap().clone();
+    rule["spec"]["groups"][0]["rules"][0]["fro"] = json!("1m");
+    let (ok, out) = check_custom_resource(&checker, dir.path(), &rule);
+    assert!(!ok && out.contains("'fro' was unexpected"), "{out}");
 }
 
 /// The PrometheusRule carries deploy/prometheus/alerts.yml's groups unchanged, and its spec is
