@@ -164,13 +164,21 @@ pub fn schemas(dir: &Path, kinds: &[&str]) -> Result<()> {
     helper(&need_python()?, &args).map(drop)
 }
 
-/// The committed plain manifests: the default rendering under a header that says so.
+/// The values of the plain manifests: the defaults, and the Namespace, which kubectl (unlike
+/// Helm) can create from the same file as the rest.
+pub fn plain_values() -> serde_json::Value {
+    serde_json::json!({"namespace": {"create": true}})
+}
+
+/// The committed plain manifests: the chart's rendering with [`plain_values`] under a header
+/// that says so.
 pub fn plain_manifests() -> Result<String> {
-    let body = render(&serde_json::json!({}))?;
+    let body = render(&plain_values())?;
     Ok(format!(
         "# nvmeof-exporter for `kubectl apply -f`: the Helm chart {CHART} rendered with its\n\
-         # default values (release and namespace {RELEASE}) by `cargo xtask render-deploy`.\n\
-         # Generated: change the chart and render again (a test compares the two).\n{body}"
+         # default values and namespace.create=true (release and namespace {RELEASE}) by\n\
+         # `cargo xtask render-deploy`. Generated: change the chart and render again (a test\n\
+         # compares the two).\n{body}"
     ))
 }
 
