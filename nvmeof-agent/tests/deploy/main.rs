@@ -10,6 +10,7 @@ use nvmeof_agent::collectors::registry;
 use xtask::deploy_tools::require;
 
 mod chart;
+mod docs;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
