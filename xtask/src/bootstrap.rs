@@ -38,6 +38,11 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "prometheus",
     // The venv of the deployment checkers (deploy_tools) is made by Debian's Python.
     "python3-venv",
+    // The deploy tests run a container with the chart's securityContext against a host device
+    // (SMART's device cgroup question). runc rather than crun, podman's default: crun 1.8
+    // refuses this machine's hybrid cgroups.
+    "podman",
+    "runc",
 ];
 
 /// The target the agent ships for: one static binary.
