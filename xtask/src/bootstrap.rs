@@ -1,7 +1,9 @@
 //! Installs what the build and the lab need on a fresh Debian machine, idempotently: Debian
 //! packages (QEMU, busybox, the tools copied into the lab VM, a C toolchain for out-of-tree
 //! modules, musl-gcc), the nightly toolchain's `rust-src` (for `-Z build-std=core`), the musl
-//! target (the agent ships static) and `bpf-linker`.
+//! target (the agent ships static), `bpf-linker`, and the deployment checkers in a venv
+//! (`deploy_tools`: helm-python-sdk, kubernetes-validate, check-jsonschema, cloudcoil's
+//! prometheus-operator models).
 //! Each step says whether it found the thing in place or installed it.
 use std::path::PathBuf;
 use std::process::Command;
@@ -34,6 +36,13 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // A real Prometheus (and promtool): the lab tests scrape the agent with it, native
     // histograms on, and lint the exposition. Only the binaries are used; no service starts.
     "prometheus",
+    // The venv of the deployment checkers (deploy_tools) is made by Debian's Python.
+    "python3-venv",
+    // The deploy tests run a container with the chart's securityContext against a host device
+    // (SMART's device cgroup question). runc rather than crun, podman's default: crun 1.8
+    // refuses this machine's hybrid cgroups.
+    "podman",
+    "runc",
 ];
 
 /// The target the agent ships for: one static binary.
@@ -48,6 +57,7 @@ pub fn run() -> Result<()> {
     static_target()?;
     lint_components()?;
     bpf_linker()?;
+    crate::deploy_tools::install()?;
     say("bootstrap: everything in place");
     Ok(())
 }

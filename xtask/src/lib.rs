@@ -7,6 +7,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod capture;
 pub mod cmd;
+pub mod deploy_tools;
 pub mod elf;
 pub mod initramfs;
 pub mod kernel;

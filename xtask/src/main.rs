@@ -9,7 +9,7 @@ use xtask::bootstrap::STATIC_TARGET;
 use xtask::cmd::{self, say};
 use xtask::kernel::{self, Series};
 use xtask::lab::{Lab, LabOptions};
-use xtask::{bench, bootstrap, cache, capture};
+use xtask::{bench, bootstrap, cache, capture, deploy_tools};
 
 #[derive(Parser)]
 #[command(about = "Build, lab and test commands of nvmeof-exporter")]
@@ -83,6 +83,9 @@ enum Cmd {
         #[arg(long, default_value_t = 2_000_000)]
         per_parser: u32,
     },
+    /// Render the Helm chart with its default values into deploy/kubernetes/nvmeof-exporter.yaml
+    /// (the plain manifests for `kubectl apply`).
+    RenderDeploy,
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
         #[arg(long, default_value = "6.1")]
@@ -190,6 +193,17 @@ fn main() -> Result<()> {
                     .args(["test", "--release", "-p", "nvmeof-agent", "--test", "fuzz"])
                     .args(["--", "--nocapture", "--test-threads=2"]),
             )
+        }
+        Cmd::RenderDeploy => {
+            deploy_tools::install()?;
+            let path = cache::workspace().join(deploy_tools::RENDERED);
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&path, deploy_tools::plain_manifests()?)
+                .with_context(|| format!("writing {}", path.display()))?;
+            say(format!("render-deploy: {}", path.display()));
+            Ok(())
         }
         Cmd::Exec { kernel, script } => {
             bootstrap::run()?;
