@@ -2,7 +2,7 @@
 //! answers (the formats themselves are in `crate::exposition`).
 //!
 //! Connections go through an [`Acceptor`]: plain TCP is [`PlainTcp`], TLS (rustls, from
-//! `--web.config.file`) is [`webconfig::Tls`]. hyper answers a malformed request itself with a
+//! `--web.config.file`) is [`tls::Tls`]. hyper answers a malformed request itself with a
 //! 4xx and closes that connection; nothing here panics on input.
 //!
 //! Every edge a client controls has a bound ([`Limits`]): open connections (past the cap a new
@@ -11,6 +11,7 @@
 //! not read. Concurrent scrapes are bounded in `routes` (`--web.max-requests`).
 pub mod io;
 pub mod routes;
+pub mod tls;
 pub mod webconfig;
 
 use std::convert::Infallible;

@@ -9,8 +9,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
-    VARY, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING,
+    CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
@@ -31,6 +31,9 @@ pub struct App {
     /// Basic auth from `--web.config.file`: every path asks for it when set. Swapped whole on a
     /// reload (SIGHUP); a request checks against the one in force when it came.
     auth: RwLock<Option<Arc<BasicAuth>>>,
+    /// `http_server_config.headers` from `--web.config.file`: set on every response, as
+    /// exporter-toolkit sets them before anything else answers. Swapped whole on a reload.
+    headers: RwLock<Arc<HeaderMap>>,
     /// `--metrics.native-only`: protobuf scrapes get native histograms without classic buckets.
     native_only: bool,
     /// `--web.max-requests`: scrapes served at once; `None` for no limit.
@@ -90,6 +93,7 @@ impl App {
             scraper,
             telemetry_path,
             auth: RwLock::new(None),
+            headers: RwLock::new(Arc::new(HeaderMap::new())),
             native_only: false,
             scrapes_in_flight: Some((DEFAULT_MAX_REQUESTS, Semaphore::new(DEFAULT_MAX_REQUESTS))),
         }
@@ -118,6 +122,17 @@ impl App {
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth.map(Arc::new);
     }
 
+    /// Sets `headers` on every response.
+    pub fn with_headers(self, headers: HeaderMap) -> Self {
+        self.set_headers(headers);
+        self
+    }
+
+    /// Replaces the extra response headers (a reloaded web config).
+    pub fn set_headers(&self, headers: HeaderMap) {
+        *self.headers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(headers);
+    }
+
     fn auth(&self) -> Option<Arc<BasicAuth>> {
         self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -131,6 +146,19 @@ impl App {
     }
 
     pub async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        let headers = self
+            .headers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut r = self.answer(req).await;
+        for (name, value) in headers.iter() {
+            r.headers_mut().insert(name, value.clone());
+        }
+        r
+    }
+
+    async fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         if let Some(auth) = self.auth() {
             let header = req
                 .headers()
