@@ -19,6 +19,20 @@ use tokio::net::{TcpListener, TcpStream};
 /// A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, as PEM files.
 struct Pki {
     dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+impl Pki {
+    /// A new server certificate from the CA, as PEM (certificate, key).
+    fn server_cert(&self) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &self.ca, &self.ca_key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 fn pki() -> Pki {
@@ -42,7 +56,11 @@ fn pki() -> Pki {
     write("server.key", server_key.serialize_pem());
     write("client.crt", client.pem());
     write("client.key", client_key.serialize_pem());
-    Pki { dir }
+    Pki {
+        dir,
+        ca: ca_cert,
+        ca_key,
+    }
 }
 
 /// A bcrypt hash at the lowest cost: the format is what matters here, not the work factor.
@@ -531,4 +549,75 @@ async fn a_flood_of_wrong_passwords_does_not_delay_checked_scrapes() {
         worst < Duration::from_secs(1),
         "a checked scrape or a request without credentials took {worst:?} under the flood"
     );
+}
+
+/// The certificate a new TLS connection is served.
+async fn served_certificate(pki: &Pki, addr: SocketAddr) -> Vec<u8> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let tls = connector(pki, false).connect(name, tcp).await.unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+/// Connects until the served certificate is `want` (the files are looked at once a second at
+/// most), for up to 5 s.
+async fn until_served(pki: &Pki, addr: SocketAddr, want: &[u8]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if served_certificate(pki, addr).await == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not served within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// cert-manager rotates the files in place; Kubernetes swaps them by rename. Either way new
+/// connections get the new certificate without a restart or SIGHUP, and a broken rotation keeps
+/// the certificate in force.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_certificates_are_served_to_new_connections() {
+    let pki = pki();
+    let dir = pki.dir.path();
+    let path = config(
+        dir,
+        "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n",
+    );
+    let (addr, _fixture) = serve(&path).await;
+    let first = der(&std::fs::read_to_string(dir.join("server.crt")).unwrap());
+    assert_eq!(served_certificate(&pki, addr).await, first);
+
+    // In place.
+    let (cert, key) = pki.server_cert();
+    std::fs::write(dir.join("server.crt"), &cert).unwrap();
+    std::fs::write(dir.join("server.key"), &key).unwrap();
+    until_served(&pki, addr, &der(&cert)).await;
+
+    // Broken: the certificate in force stays, connections still succeed.
+    std::fs::write(
+        dir.join("server.crt"),
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    )
+    .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert_eq!(served_certificate(&pki, addr).await, der(&cert));
+    }
+
+    // By rename, as a secret volume swaps its files.
+    let (cert, key) = pki.server_cert();
+    std::fs::write(dir.join("new.crt"), &cert).unwrap();
+    std::fs::write(dir.join("new.key"), &key).unwrap();
+    std::fs::rename(dir.join("new.key"), dir.join("server.key")).unwrap();
+    std::fs::rename(dir.join("new.crt"), dir.join("server.crt")).unwrap();
+    until_served(&pki, addr, &der(&cert)).await;
 }

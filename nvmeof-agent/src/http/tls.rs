@@ -9,7 +9,8 @@
 //! 1.1) is said: left out of a list with a warning, refused when nothing rustls implements is
 //! left. A name neither knows is refused, naming it.
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use rustls::client::danger::HandshakeSignatureValid;
@@ -353,39 +354,154 @@ fn server_config(t: &TlsServerConfig, dir: &Path) -> anyhow::Result<ServerConfig
     Ok(config)
 }
 
-/// The TLS acceptor; a reload swaps its certificates and settings for the handshakes that follow.
+/// When a file last changed, as far as `stat` tells: a rewrite in place changes size, mtime or
+/// ctime, a rename over it (cert-manager's and Kubernetes' secret volumes swap a symlink) the
+/// inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+/// The stamps of the files a config is built from (certificate, key, client CA), `None` for one
+/// that cannot be stat'ed.
+fn stamps(t: &TlsServerConfig, dir: &Path) -> Vec<Option<Stamp>> {
+    use std::os::unix::fs::MetadataExt as _;
+    let files = [
+        Some(&t.cert_file),
+        Some(&t.key_file),
+        t.client_ca_file.as_ref(),
+    ];
+    files
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            let m = std::fs::metadata(dir.join(f)).ok()?;
+            Some(Stamp {
+                dev: m.dev(),
+                ino: m.ino(),
+                len: m.len(),
+                mtime: (m.mtime(), m.mtime_nsec()),
+                ctime: (m.ctime(), m.ctime_nsec()),
+            })
+        })
+        .collect()
+}
+
+/// What the handshakes are served with, and where it came from.
+struct Current {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The config the acceptor serves, to tell whether it was replaced meanwhile.
+    config: Arc<ServerConfig>,
+    settings: TlsServerConfig,
+    dir: PathBuf,
+    /// The files' stamps when the config was read.
+    stamps: Vec<Option<Stamp>>,
+    /// The stamps of a change that did not load: it is not tried (nor logged) again until the
+    /// files change once more.
+    failed: Option<Vec<Option<Stamp>>>,
+}
+
+/// The certificate files are looked at (stat'ed) at most this often, on new connections.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The TLS acceptor. Certificate, key and client CA are re-read when their files change
+/// (exporter-toolkit re-reads them on every handshake; here a `stat` of each, at most once a
+/// [`RECHECK`], on new connections), so a rotation in place (cert-manager) needs no restart:
+/// connections that follow get the new certificate. A change that does not load (a key that
+/// does not match, a file half written) keeps what is in force and is logged once. A reload
+/// (SIGHUP) swaps settings and certificates together.
 pub struct Tls {
-    acceptor: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
+    current: RwLock<Current>,
+    /// When the files were last looked at.
+    checked: Mutex<Instant>,
 }
 
 impl Tls {
     pub(super) fn new(t: &TlsServerConfig, dir: &Path) -> anyhow::Result<Tls> {
-        let config = server_config(t, dir)?;
+        let stamps = stamps(t, dir);
+        let config = Arc::new(server_config(t, dir)?);
         Ok(Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)).into(),
+            current: RwLock::new(Current {
+                acceptor: tokio_rustls::TlsAcceptor::from(config.clone()),
+                config,
+                settings: t.clone(),
+                dir: dir.to_owned(),
+                stamps,
+                failed: None,
+            }),
+            checked: Mutex::new(Instant::now()),
         })
     }
 
     /// Takes `other`'s certificates and settings for the handshakes from now on.
     pub fn replace(&self, other: Tls) {
         let new = other
-            .acceptor
+            .current
             .into_inner()
             .unwrap_or_else(|e| e.into_inner());
-        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = new;
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+    }
+
+    /// Re-reads the files when they changed since they were read, at most once a [`RECHECK`].
+    fn refresh_if_changed(&self) {
+        {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.elapsed() < RECHECK {
+                return;
+            }
+            *checked = Instant::now();
+        }
+        let (settings, dir, serving) = {
+            let c = self.current.read().unwrap_or_else(|e| e.into_inner());
+            let now = stamps(&c.settings, &c.dir);
+            if now == c.stamps || Some(&now) == c.failed.as_ref() {
+                return;
+            }
+            (c.settings.clone(), c.dir.clone(), c.config.clone())
+        };
+        // Stamped before reading: a change during the read is seen at the next check.
+        let now = stamps(&settings, &dir);
+        let built = server_config(&settings, &dir);
+        let mut c = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if !Arc::ptr_eq(&c.config, &serving) {
+            return; // a reload (or another check) came in between and is newer
+        }
+        match built {
+            Ok(config) => {
+                log::info!(
+                    "TLS: {} changed: new connections get the new certificate",
+                    dir.join(&settings.cert_file).display()
+                );
+                let config = Arc::new(config);
+                c.acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                c.config = config;
+                c.stamps = now;
+                c.failed = None;
+            }
+            Err(e) => {
+                log::error!("TLS: the certificate files changed but do not load, keeping the certificate in force: {e:#}");
+                c.failed = Some(now);
+            }
+        }
     }
 }
 
 /// A client has this long for the TLS handshake (a stalled one holds no task forever).
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Acceptor for Tls {
     type Stream = tokio_rustls::server::TlsStream<TcpStream>;
     async fn accept(&self, tcp: TcpStream) -> std::io::Result<Self::Stream> {
+        self.refresh_if_changed();
         let acceptor = self
-            .acceptor
+            .current
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .acceptor
             .clone();
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
             Ok(r) => r,
