@@ -459,3 +459,24 @@ async fn the_scrapers_timeout_header_sets_the_deadline() {
     assert!(body(&patient).contains("test_value 1\n"));
     assert!(start.elapsed() < Duration::from_secs(4));
 }
+
+/// Paths are compared after percent-decoding, as Go's ServeMux compares `URL.Path`: an escaped
+/// letter is the letter; an escape that is not one is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_compared_percent_decoded() {
+    let server = start().await;
+    for path in [
+        "/metric%73",
+        "/%6d%65%74%72%69%63%73",
+        "/%6D%65%74%72%69%63%73?x=1",
+    ] {
+        let answer = get(server.addr, path, "").await;
+        assert_eq!(status(&answer), 200, "{path}");
+        assert!(answer.contains("nvmeof_subsystem_live_paths"), "{path}");
+    }
+    assert_eq!(status(&get(server.addr, "/health%7A", "").await), 200);
+    assert_eq!(status(&get(server.addr, "/metrics%2F", "").await), 404);
+    for bad in ["/metrics%zz", "/metrics%7", "/metrics%"] {
+        assert_eq!(status(&get(server.addr, bad, "").await), 400, "{bad}");
+    }
+}
