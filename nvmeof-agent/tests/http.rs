@@ -460,6 +460,34 @@ async fn the_scrapers_timeout_header_sets_the_deadline() {
     assert!(start.elapsed() < Duration::from_secs(4));
 }
 
+/// A client may shut its writing side once its request is sent (`curl` does not, some scripts
+/// and proxies do): it still gets the whole answer, as from Go's server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start().await;
+    for request in [
+        "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.0\r\n\r\n",
+    ] {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out);
+        assert_eq!(status(&answer), 200, "{request:?}: {answer:?}");
+        assert!(
+            answer.contains("nvmeof_subsystem_live_paths"),
+            "{request:?}"
+        );
+    }
+}
+
 /// Paths are compared after percent-decoding, as Go's ServeMux compares `URL.Path`: an escaped
 /// letter is the letter; an escape that is not one is a 400.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

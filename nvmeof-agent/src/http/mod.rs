@@ -203,7 +203,10 @@ async fn connection<A: Acceptor>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // A client that shuts its writing side after its request still gets the answer (hyper
+        // would otherwise close at the end of the stream, before answering), as from Go.
+        .half_close(true);
     let stream = io::WriteTimeout::new(stream, limits.write_timeout);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
