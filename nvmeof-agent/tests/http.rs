@@ -460,6 +460,26 @@ async fn the_scrapers_timeout_header_sets_the_deadline() {
     assert!(start.elapsed() < Duration::from_secs(4));
 }
 
+/// An HTTP/2 client that assumes prior knowledge sends the connection preface; Go's net/http
+/// reads its first line as a request (`PRI *`) and its ServeMux answers `400 Bad Request` with
+/// `Connection: close` in HTTP/1.1. The client learns it is not talking to HTTP/2 instead of
+/// seeing the connection vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_gets_an_http1_answer() {
+    let server = start().await;
+    // The preface, then an empty SETTINGS frame, as an HTTP/2 client sends them.
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let (answer, _) = common::send(TcpStream::connect(server.addr).await.unwrap(), &preface).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer:?}"
+    );
+    assert_eq!(header(&answer, "connection"), Some("close"), "{answer:?}");
+    // The server goes on serving.
+    assert_eq!(status(&get(server.addr, "/healthz", "").await), 200);
+}
+
 /// A client may shut its writing side once its request is sent (`curl` does not, some scripts
 /// and proxies do): it still gets the whole answer, as from Go's server.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -194,9 +194,22 @@ async fn tls_and_basic_auth() {
         assert!(!answer.contains("nvmeof_subsystem"), "{answer}");
     }
 
-    // Plain HTTP to the TLS port gets no HTTP answer.
-    let plain = exchange(TcpStream::connect(addr).await.unwrap(), None).await;
-    assert!(!plain.starts_with("HTTP/"), "{plain}");
+    // Plain HTTP to the TLS port gets Go's answer, word for word, not TLS bytes.
+    for method in ["GET", "HEAD", "POST", "PUT", "OPTIONS"] {
+        let req = format!("{method} /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let (plain, _) =
+            common::send(TcpStream::connect(addr).await.unwrap(), req.as_bytes()).await;
+        assert_eq!(
+            plain,
+            "HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n",
+            "{method}"
+        );
+    }
+    // And TLS still works after them.
+    let ok = tls_get(&pki, addr, false, Some(&basic("prometheus", "s3cret")))
+        .await
+        .unwrap();
+    assert_eq!(status(&ok), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

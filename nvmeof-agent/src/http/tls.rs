@@ -25,7 +25,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use serde::Deserialize;
 use tokio::net::TcpStream;
 
-use super::Acceptor;
+use super::{io, Acceptor};
 
 /// `tls_server_config` as the file spells it.
 #[derive(Clone, Debug, Deserialize)]
@@ -493,9 +493,25 @@ impl Tls {
 /// A client has this long for the TLS handshake (a stalled one holds no task forever).
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the first five bytes of a connection are plain HTTP, by Go's test (crypto/tls
+/// `tlsRecordHeaderLooksLikeHTTP`): `GET /`, `HEAD `, `POST `, `PUT /` or `OPTIO`.
+fn looks_like_http(head: &[u8]) -> bool {
+    HTTP_STARTS.iter().any(|m| head.starts_with(m))
+}
+
+const HTTP_STARTS: [&[u8]; 5] = [b"GET /", b"HEAD ", b"POST ", b"PUT /", b"OPTIO"];
+
+/// Go's answer to plain HTTP on its TLS port (net/http `Server.serve`), word for word.
+const PLAIN_HTTP_ANSWER: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
 impl Acceptor for Tls {
-    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
-    async fn accept(&self, tcp: TcpStream) -> std::io::Result<Self::Stream> {
+    type Stream = tokio_rustls::server::TlsStream<io::Rewind<TcpStream>>;
+    async fn accept(
+        &self,
+        mut tcp: TcpStream,
+        _header_timeout: Duration,
+    ) -> std::io::Result<Self::Stream> {
         self.refresh_if_changed();
         let acceptor = self
             .current
@@ -503,7 +519,21 @@ impl Acceptor for Tls {
             .unwrap_or_else(|e| e.into_inner())
             .acceptor
             .clone();
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        let handshake = async {
+            // The first bytes tell a TLS record (0x16) from a plain HTTP request: decided at the
+            // first byte that starts neither, or at five.
+            let decided = |h: &[u8]| h.len() >= 5 || !HTTP_STARTS.iter().any(|m| m.starts_with(h));
+            let head = io::read_head(&mut tcp, decided, HANDSHAKE_TIMEOUT).await?;
+            if looks_like_http(&head) {
+                io::answer_and_close(tcp, PLAIN_HTTP_ANSWER).await;
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "plain HTTP on the TLS port: answered as Go does",
+                ));
+            }
+            acceptor.accept(io::Rewind::new(head, tcp)).await
+        };
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
