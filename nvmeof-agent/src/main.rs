@@ -124,13 +124,14 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
         Some(path) => Some(http::webconfig::WebConfig::load(path)?),
         None => None,
     };
-    let (tls, auth) = match web {
-        Some(w) => (w.tls.map(Arc::new), w.auth),
-        None => (None, None),
+    let (tls, auth, headers) = match web {
+        Some(w) => (w.tls.map(Arc::new), w.auth, w.headers),
+        None => (None, None, Default::default()),
     };
     let app = Arc::new(
         http::App::new(scraper, config.telemetry_path.clone())
             .with_auth(auth)
+            .with_headers(headers)
             .with_native_only(config.native_only)
             .with_max_requests(config.max_requests),
     );
@@ -168,7 +169,7 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
 }
 
 /// On each SIGHUP, re-reads and checks the web config and, when it loads, swaps it in whole for
-/// the connections and requests that follow (certificates, client CA, users); one that does not
+/// the connections and requests that follow (certificates, client CA, users, headers); one that does not
 /// load leaves the config in force and says why. TLS cannot be turned on or off this way: the
 /// listener would change protocol under its clients.
 async fn reload_on_sighup(
@@ -203,6 +204,7 @@ async fn reload_on_sighup(
             }
         }
         app.set_auth(loaded.auth);
+        app.set_headers(loaded.headers);
         log::info!(
             "SIGHUP: reloaded the web config {} ({}, basic auth for {users} users)",
             path.display(),

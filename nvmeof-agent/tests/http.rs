@@ -459,3 +459,72 @@ async fn the_scrapers_timeout_header_sets_the_deadline() {
     assert!(body(&patient).contains("test_value 1\n"));
     assert!(start.elapsed() < Duration::from_secs(4));
 }
+
+/// An HTTP/2 client that assumes prior knowledge sends the connection preface; Go's net/http
+/// reads its first line as a request (`PRI *`) and its ServeMux answers `400 Bad Request` with
+/// `Connection: close` in HTTP/1.1. The client learns it is not talking to HTTP/2 instead of
+/// seeing the connection vanish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_preface_gets_an_http1_answer() {
+    let server = start().await;
+    // The preface, then an empty SETTINGS frame, as an HTTP/2 client sends them.
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let (answer, _) = common::send(TcpStream::connect(server.addr).await.unwrap(), &preface).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer:?}"
+    );
+    assert_eq!(header(&answer, "connection"), Some("close"), "{answer:?}");
+    // The server goes on serving.
+    assert_eq!(status(&get(server.addr, "/healthz", "").await), 200);
+}
+
+/// A client may shut its writing side once its request is sent (`curl` does not, some scripts
+/// and proxies do): it still gets the whole answer, as from Go's server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start().await;
+    for request in [
+        "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n",
+        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+        "GET /metrics HTTP/1.0\r\n\r\n",
+    ] {
+        let mut tcp = TcpStream::connect(server.addr).await.unwrap();
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut out = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut out))
+            .await
+            .expect("an answer within 10 s")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&out);
+        assert_eq!(status(&answer), 200, "{request:?}: {answer:?}");
+        assert!(
+            answer.contains("nvmeof_subsystem_live_paths"),
+            "{request:?}"
+        );
+    }
+}
+
+/// Paths are compared after percent-decoding, as Go's ServeMux compares `URL.Path`: an escaped
+/// letter is the letter; an escape that is not one is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_compared_percent_decoded() {
+    let server = start().await;
+    for path in [
+        "/metric%73",
+        "/%6d%65%74%72%69%63%73",
+        "/%6D%65%74%72%69%63%73?x=1",
+    ] {
+        let answer = get(server.addr, path, "").await;
+        assert_eq!(status(&answer), 200, "{path}");
+        assert!(answer.contains("nvmeof_subsystem_live_paths"), "{path}");
+    }
+    assert_eq!(status(&get(server.addr, "/health%7A", "").await), 200);
+    assert_eq!(status(&get(server.addr, "/metrics%2F", "").await), 404);
+    for bad in ["/metrics%zz", "/metrics%7", "/metrics%"] {
+        assert_eq!(status(&get(server.addr, bad, "").await), 400, "{bad}");
+    }
+}

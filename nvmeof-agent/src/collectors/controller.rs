@@ -213,6 +213,39 @@ mod tests {
         assert_eq!(value(sink, STATE.name, ("state", "unknown state")), [1.0]);
     }
 
+    /// A controller gone since the listing makes no series with empty labels, only a skip; a
+    /// model with a terminal escape in it is exported cleaned, and counted.
+    #[test]
+    fn a_vanished_controller_makes_no_series_and_odd_text_is_cleaned() {
+        let t = Tree::new();
+        let d = t.tcp_controller(0, "nqn.test:a", "live");
+        std::fs::write(d.join("model"), b"Linux\x1b[2J\n").unwrap();
+        std::os::unix::fs::symlink(
+            "../../devices/virtual/nvme-fabrics/ctl/nvme1",
+            t.root().join("class/nvme/nvme1"),
+        )
+        .unwrap();
+        let mut sink = Sink::new();
+        ControllerCollector::new(t.root().into())
+            .collect(&mut sink)
+            .unwrap();
+        assert_eq!(sink.skipped_count(), 2);
+        let fams = sink.into_families();
+        let info = fams.iter().find(|f| f.name() == INFO.name).unwrap();
+        assert_eq!(info.metric.len(), 1);
+        let model = info.metric[0]
+            .label
+            .iter()
+            .find(|l| l.name() == "model")
+            .unwrap();
+        assert_eq!(model.value(), "Linux\u{FFFD}[2J");
+        for f in &fams {
+            for m in &f.metric {
+                assert!(m.label.iter().all(|l| l.value() != "nvme1"), "{}", f.name());
+            }
+        }
+    }
+
     #[test]
     fn off_timeouts_are_minus_one_and_io_queues_exclude_admin() {
         let t = Tree::new();

@@ -164,8 +164,19 @@ pub fn registry() -> Vec<Registration> {
 }
 
 /// Builds every collector the configuration enables, except the self metrics (the scraper's).
+///
+/// A `--path.sysfs` that is not a directory stops the start, saying so, as node_exporter's does
+/// (procfs' `sysfs.NewFS` refuses a root it cannot stat, and node_exporter panics on the
+/// collector error): a mistyped root would otherwise serve empty pages, looking like a node
+/// without NVMe, for as long as nobody notices. Within an existing root a missing class
+/// directory stays "no data", not an error.
 pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Named>> {
     use anyhow::Context as _;
+    match std::fs::metadata(&config.sysfs) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => anyhow::bail!("--path.sysfs {}: not a directory", config.sysfs.display()),
+        Err(e) => anyhow::bail!("--path.sysfs {}: {e}", config.sysfs.display()),
+    }
     let mut out = Vec::new();
     for r in registry() {
         if !config.collectors.contains(&r.name) {
@@ -186,6 +197,38 @@ pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Named>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sysfs_root_that_does_not_exist_stops_the_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let build = |root: &std::path::Path| {
+            let args = [
+                "nvmeof-exporter",
+                "--no-collector.io",
+                "--no-collector.smart",
+            ];
+            let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+            args.push(format!("--path.sysfs={}", root.display()));
+            build_enabled(&crate::cli::parse_from(args).unwrap())
+        };
+        let missing = dir.path().join("sys");
+        let e = build(&missing)
+            .err()
+            .expect("a missing root builds")
+            .to_string();
+        assert!(
+            e.contains("--path.sysfs") && e.contains("No such file"),
+            "{e}"
+        );
+        std::fs::write(&missing, "").unwrap();
+        let e = build(&missing)
+            .err()
+            .expect("a file as root builds")
+            .to_string();
+        assert!(e.contains("not a directory"), "{e}");
+        // An empty root is a node without NVMe: no error.
+        assert!(build(dir.path()).is_ok());
+    }
 
     #[test]
     fn names_are_unique_and_families_belong_to_one_collector() {

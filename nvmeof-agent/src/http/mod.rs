@@ -2,8 +2,10 @@
 //! answers (the formats themselves are in `crate::exposition`).
 //!
 //! Connections go through an [`Acceptor`]: plain TCP is [`PlainTcp`], TLS (rustls, from
-//! `--web.config.file`) is [`webconfig::Tls`]. hyper answers a malformed request itself with a
-//! 4xx and closes that connection; nothing here panics on input.
+//! `--web.config.file`) is [`tls::Tls`]. hyper answers a malformed request itself with a
+//! 4xx and closes that connection; nothing here panics on input. What hyper would drop without
+//! a word gets Go's answer instead: an HTTP/2 preface on the plain port (400 in HTTP/1.1), plain
+//! HTTP on the TLS port (Go's `Client sent an HTTP request to an HTTPS server.`).
 //!
 //! Every edge a client controls has a bound ([`Limits`]): open connections (past the cap a new
 //! one waits in the kernel's listen backlog, as Prometheus' own `--web.max-connections` does),
@@ -11,6 +13,7 @@
 //! not read. Concurrent scrapes are bounded in `routes` (`--web.max-requests`).
 pub mod io;
 pub mod routes;
+pub mod tls;
 pub mod webconfig;
 
 use std::convert::Infallible;
@@ -32,19 +35,52 @@ pub use routes::App;
 
 use crate::config::ListenAddress;
 
-/// Turns an accepted TCP connection into the stream HTTP is spoken over.
+/// Turns an accepted TCP connection into the stream HTTP is spoken over. `header_timeout` bounds
+/// the wait for the client's first bytes, which an acceptor may read ahead to tell what the
+/// client speaks.
 pub trait Acceptor: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
-    fn accept(&self, tcp: TcpStream) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
+    fn accept(
+        &self,
+        tcp: TcpStream,
+        header_timeout: Duration,
+    ) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
 }
 
-/// Plain HTTP.
+/// Plain HTTP/1.1.
+///
+/// A client that opens with the HTTP/2 connection preface (prior knowledge, `curl
+/// --http2-prior-knowledge`) gets what Go's server answers it: net/http reads `PRI * HTTP/2.0`
+/// as a request and its ServeMux answers a `*` target with `400 Bad Request` and `Connection:
+/// close`, in HTTP/1.1. hyper would close the connection without a word.
 pub struct PlainTcp;
 
+/// The HTTP/2 preface's first line.
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
+/// Go's answer to the preface (without its Date header).
+const H2_PREFACE_ANSWER: &[u8] =
+    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+
 impl Acceptor for PlainTcp {
-    type Stream = TcpStream;
-    async fn accept(&self, tcp: TcpStream) -> std::io::Result<TcpStream> {
-        Ok(tcp)
+    type Stream = io::Rewind<TcpStream>;
+    async fn accept(
+        &self,
+        mut tcp: TcpStream,
+        header_timeout: Duration,
+    ) -> std::io::Result<io::Rewind<TcpStream>> {
+        // Decided at the first byte that leaves the preface (`G` of a GET), or the whole line.
+        let decided =
+            |h: &[u8]| h.len() >= H2_PREFACE_LINE.len() || !H2_PREFACE_LINE.starts_with(h);
+        let head = io::read_head(&mut tcp, decided, header_timeout).await?;
+        if head.starts_with(H2_PREFACE_LINE) {
+            io::answer_and_close(tcp, H2_PREFACE_ANSWER).await;
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "an HTTP/2 preface: answered 400, this server speaks HTTP/1.1",
+            ));
+        }
+        Ok(io::Rewind::new(head, tcp))
     }
 }
 
@@ -188,10 +224,10 @@ async fn connection<A: Acceptor>(
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let stream = match acceptor.accept(tcp).await {
+    let stream = match acceptor.accept(tcp, limits.header_read_timeout).await {
         Ok(s) => s,
         Err(e) => {
-            log::debug!("{peer}: handshake failed: {e}");
+            log::debug!("{peer}: not served: {e}");
             return;
         }
     };
@@ -202,7 +238,10 @@ async fn connection<A: Acceptor>(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        // A client that shuts its writing side after its request still gets the answer (hyper
+        // would otherwise close at the end of the stream, before answering), as from Go.
+        .half_close(true);
     let stream = io::WriteTimeout::new(stream, limits.write_timeout);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);

@@ -1,7 +1,9 @@
 //! What each path answers: the telemetry path (0.0.4 text, OpenMetrics or protobuf, as the
 //! `Accept` header asks), `/healthz`, a small landing page at `/`, 404 elsewhere, 405 for methods
-//! other than GET and HEAD. A scrape that accepts gzip gets it, as from node_exporter. Past `--web.max-requests` scrapes at once, the telemetry path answers
-//! 503, as node_exporter's does (promhttp's `MaxRequestsInFlight`).
+//! other than GET and HEAD. Paths are compared percent-decoded, as Go's ServeMux compares them
+//! (`/metric%73` is the telemetry path). A scrape that accepts gzip gets it, as from
+//! node_exporter. Past `--web.max-requests` scrapes at once, the telemetry path answers 503, as
+//! node_exporter's does (promhttp's `MaxRequestsInFlight`).
 use http_body_util::Full;
 use hyper::body::Bytes;
 use std::io::Write as _;
@@ -9,8 +11,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::header::{
-    HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE,
-    VARY, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING,
+    CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
@@ -31,6 +33,9 @@ pub struct App {
     /// Basic auth from `--web.config.file`: every path asks for it when set. Swapped whole on a
     /// reload (SIGHUP); a request checks against the one in force when it came.
     auth: RwLock<Option<Arc<BasicAuth>>>,
+    /// `http_server_config.headers` from `--web.config.file`: set on every response, as
+    /// exporter-toolkit sets them before anything else answers. Swapped whole on a reload.
+    headers: RwLock<Arc<HeaderMap>>,
     /// `--metrics.native-only`: protobuf scrapes get native histograms without classic buckets.
     native_only: bool,
     /// `--web.max-requests`: scrapes served at once; `None` for no limit.
@@ -77,6 +82,28 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     e.finish()
 }
 
+/// A path with its percent-escapes decoded, as Go's `URL.Path` (which its ServeMux matches on);
+/// `None` for an escape that is not `%` and two hex digits (Go refuses the request with 400).
+fn percent_decode(path: &str) -> Option<Vec<u8>> {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 fn html_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -90,6 +117,7 @@ impl App {
             scraper,
             telemetry_path,
             auth: RwLock::new(None),
+            headers: RwLock::new(Arc::new(HeaderMap::new())),
             native_only: false,
             scrapes_in_flight: Some((DEFAULT_MAX_REQUESTS, Semaphore::new(DEFAULT_MAX_REQUESTS))),
         }
@@ -118,6 +146,17 @@ impl App {
         *self.auth.write().unwrap_or_else(|e| e.into_inner()) = auth.map(Arc::new);
     }
 
+    /// Sets `headers` on every response.
+    pub fn with_headers(self, headers: HeaderMap) -> Self {
+        self.set_headers(headers);
+        self
+    }
+
+    /// Replaces the extra response headers (a reloaded web config).
+    pub fn set_headers(&self, headers: HeaderMap) {
+        *self.headers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(headers);
+    }
+
     fn auth(&self) -> Option<Arc<BasicAuth>> {
         self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -131,6 +170,27 @@ impl App {
     }
 
     pub async fn respond<B>(&self, req: &Request<B>) -> Response<Body> {
+        let headers = self
+            .headers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut r = self.answer(req).await;
+        for (name, value) in headers.iter() {
+            r.headers_mut().insert(name, value.clone());
+        }
+        r
+    }
+
+    async fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
+        // Go parses the request target before anything else looks at the request.
+        let Some(path) = percent_decode(req.uri().path()) else {
+            return reply(
+                StatusCode::BAD_REQUEST,
+                "text/plain; charset=utf-8",
+                "bad request: invalid URL escape in the path\n",
+            );
+        };
         if let Some(auth) = self.auth() {
             let header = req
                 .headers()
@@ -159,8 +219,7 @@ impl App {
                 .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
             return r;
         }
-        let path = req.uri().path();
-        if path == self.telemetry_path {
+        if path == self.telemetry_path.as_bytes() {
             let accept = req
                 .headers()
                 .get(ACCEPT)
@@ -182,9 +241,9 @@ impl App {
                 .metrics(exposition::negotiate(accept), gzip, deadline)
                 .await;
         }
-        match path {
-            "/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
-            "/" => {
+        match path.as_slice() {
+            b"/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
+            b"/" => {
                 let p = html_escape(&self.telemetry_path);
                 let page = format!(
                     "<!DOCTYPE html>\n<html><head><title>nvmeof-exporter</title></head><body>\n\
@@ -254,6 +313,19 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_are_percent_decoded() {
+        assert_eq!(percent_decode("/metric%73").unwrap(), b"/metrics");
+        assert_eq!(percent_decode("/a%2Fb%2f").unwrap(), b"/a/b/");
+        assert_eq!(
+            percent_decode("/%E2%9C%93").unwrap(),
+            "/\u{2713}".as_bytes()
+        );
+        for bad in ["/%", "/%7", "/%zz", "/%+1", "/%\u{e9}"] {
+            assert_eq!(percent_decode(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn accept_encoding() {

@@ -1,57 +1,98 @@
-//! `--web.config.file`: TLS and basic auth in the file format of Prometheus' exporter-toolkit,
-//! so that one file serves node_exporter and this exporter alike:
+//! `--web.config.file`: TLS, basic auth and response headers in the file format of Prometheus'
+//! exporter-toolkit, so that one file serves node_exporter and this exporter alike:
 //!
 //! ```yaml
-//! tls_server_config:
+//! tls_server_config:               # see `super::tls` for every key
 //!   cert_file: server.crt          # PEM chain; relative paths are relative to this file
 //!   key_file: server.key           # PEM key (PKCS#8, PKCS#1 or SEC1)
-//!   client_auth_type: RequireAndVerifyClientCert   # or NoClientCert (the default)
-//!   client_ca_file: ca.crt         # required with RequireAndVerifyClientCert
-//!   min_version: TLS12             # or TLS13
+//!   client_auth_type: RequireAndVerifyClientCert
+//!   client_ca_file: ca.crt
+//!   min_version: TLS12
+//!   cipher_suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]
+//! http_server_config:
+//!   http2: false                   # accepted; HTTP/1.1 is all this server speaks
+//!   headers:
+//!     X-Frame-Options: deny        # the five headers exporter-toolkit allows, no others
 //! basic_auth_users:
 //!   prometheus: $2y$10$...         # bcrypt hash, as `htpasswd -nBC 10` prints it
 //! ```
 //!
 //! Unknown keys are an error (exporter-toolkit reads the file strictly too), and so is a value
 //! this subset does not implement, naming it: a setting silently ignored is a security hole.
-//! TLS is rustls with the ring provider: no OpenSSL, and the binary still builds static.
 use std::collections::{BTreeMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use anyhow::{bail, Context as _};
 use base64::Engine as _;
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 
-use super::Acceptor;
+pub use super::tls::Tls;
+use super::tls::TlsServerConfig;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebConfig {
     tls_server_config: Option<TlsServerConfig>,
     #[serde(default)]
+    http_server_config: HttpServerConfig,
+    #[serde(default)]
     basic_auth_users: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TlsServerConfig {
-    cert_file: PathBuf,
-    key_file: PathBuf,
-    client_auth_type: Option<String>,
-    client_ca_file: Option<PathBuf>,
-    min_version: Option<String>,
+struct HttpServerConfig {
+    /// Accepted for node_exporter's files; this server speaks HTTP/1.1 only (over TLS too: ALPN
+    /// offers `http/1.1`), so `true` (Go's default) changes nothing.
+    http2: Option<bool>,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// The response headers a web config may set, and the values allowed where the set is closed:
+/// exporter-toolkit's list (`web/handler.go`), which refuses any other header, so that a config
+/// cannot change `Content-Type`, `Content-Encoding` or the auth challenge.
+const CONFIGURABLE_HEADERS: [(&str, &[&str]); 5] = [
+    ("Strict-Transport-Security", &[]),
+    ("X-Content-Type-Options", &["nosniff"]),
+    ("X-Frame-Options", &["deny", "sameorigin"]),
+    ("X-XSS-Protection", &[]),
+    ("Content-Security-Policy", &[]),
+];
+
+/// Checks `http_server_config.headers` as exporter-toolkit does (names exactly as listed) and
+/// turns them into headers; a blank value sets nothing ("unset if blank").
+fn headers(configured: &BTreeMap<String, String>) -> anyhow::Result<HeaderMap> {
+    let mut out = HeaderMap::new();
+    for (name, value) in configured {
+        let Some((_, allowed)) = CONFIGURABLE_HEADERS.iter().find(|(n, _)| n == name) else {
+            bail!(
+                "http_server_config.headers: HTTP header {name:?} can not be configured (only {:?})",
+                CONFIGURABLE_HEADERS.map(|(n, _)| n)
+            );
+        };
+        if !allowed.is_empty() && !allowed.contains(&value.as_str()) {
+            bail!(
+                "http_server_config.headers: invalid value for {name}. Expected one of: {allowed:?}, but got: {value:?}"
+            );
+        }
+        if value.is_empty() {
+            continue;
+        }
+        let v = HeaderValue::from_str(value)
+            .with_context(|| format!("http_server_config.headers: the value of {name}"))?;
+        out.insert(HeaderName::from_bytes(name.as_bytes())?, v);
+    }
+    Ok(out)
 }
 
 impl WebConfig {
-    /// Reads and checks the file: certificates and keys load, hashes are bcrypt.
+    /// Reads and checks the file: certificates and keys load, hashes are bcrypt, headers are
+    /// ones a config may set.
     pub fn load(path: &Path) -> anyhow::Result<Loaded> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading web config {}", path.display()))?;
@@ -72,7 +113,15 @@ impl WebConfig {
                     .with_context(|| format!("web config {}", path.display()))?,
             )
         };
-        Ok(Loaded { tls, auth })
+        let headers = headers(&config.http_server_config.headers)
+            .with_context(|| format!("web config {}", path.display()))?;
+        if config.http_server_config.http2 == Some(true) {
+            log::info!(
+                "web config {}: http_server_config.http2 is ignored: this server speaks HTTP/1.1",
+                path.display()
+            );
+        }
+        Ok(Loaded { tls, auth, headers })
     }
 }
 
@@ -80,98 +129,8 @@ impl WebConfig {
 pub struct Loaded {
     pub tls: Option<Tls>,
     pub auth: Option<BasicAuth>,
-}
-
-/// The TLS acceptor; a reload swaps its certificates and settings for the handshakes that follow.
-pub struct Tls {
-    acceptor: std::sync::RwLock<tokio_rustls::TlsAcceptor>,
-}
-
-fn certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .with_context(|| format!("reading {}", path.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parsing certificates in {}", path.display()))?;
-    if certs.is_empty() {
-        bail!("no certificate in {}", path.display());
-    }
-    Ok(certs)
-}
-
-impl Tls {
-    fn new(t: &TlsServerConfig, dir: &Path) -> anyhow::Result<Tls> {
-        let cert_path = dir.join(&t.cert_file);
-        let key_path = dir.join(&t.key_file);
-        let chain = certs(&cert_path)?;
-        let key = PrivateKeyDer::from_pem_file(&key_path)
-            .with_context(|| format!("reading the private key in {}", key_path.display()))?;
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let versions: &[&rustls::SupportedProtocolVersion] = match t.min_version.as_deref() {
-            None | Some("TLS12") => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            Some("TLS13") => &[&rustls::version::TLS13],
-            Some(v) => bail!("min_version {v:?}: only TLS12 and TLS13 are supported"),
-        };
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(versions)
-            .context("TLS versions")?;
-        let builder = match t.client_auth_type.as_deref() {
-            None | Some("NoClientCert") => builder.with_no_client_auth(),
-            Some("RequireAndVerifyClientCert") => {
-                let ca = t
-                    .client_ca_file
-                    .as_ref()
-                    .context("client_auth_type RequireAndVerifyClientCert needs client_ca_file")?;
-                let mut roots = RootCertStore::empty();
-                for c in certs(&dir.join(ca))? {
-                    roots.add(c).context("adding a client CA")?;
-                }
-                let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .context("client certificate verifier")?;
-                builder.with_client_cert_verifier(verifier)
-            }
-            Some(other) => bail!(
-                "client_auth_type {other:?}: only NoClientCert and RequireAndVerifyClientCert are supported"
-            ),
-        };
-        let mut config = builder
-            .with_single_cert(chain, key)
-            .with_context(|| format!("{} and {}", cert_path.display(), key_path.display()))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)).into(),
-        })
-    }
-
-    /// Takes `other`'s certificates and settings for the handshakes from now on.
-    pub fn replace(&self, other: Tls) {
-        let new = other
-            .acceptor
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner());
-        *self.acceptor.write().unwrap_or_else(|e| e.into_inner()) = new;
-    }
-}
-
-/// A client has this long for the TLS handshake (a stalled one holds no task forever).
-const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-impl Acceptor for Tls {
-    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
-    async fn accept(&self, tcp: TcpStream) -> std::io::Result<Self::Stream> {
-        let acceptor = self
-            .acceptor
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(r) => r,
-            Err(_) => Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                "TLS handshake timed out",
-            )),
-        }
-    }
+    /// `http_server_config.headers`: set on every response.
+    pub headers: HeaderMap,
 }
 
 /// Basic auth against bcrypt hashes. bcrypt is slow on purpose (tens of ms at cost 10), too

@@ -3,6 +3,10 @@
 //! sysfs changes under our feet (a controller reconnects, a namespace goes away between listing
 //! and reading) and differs between kernels, so a missing or odd value is noted as a [`Skip`] and
 //! the field is left `None`; the collector counts the skips.
+//!
+//! Text becomes label values, so it is cleaned on the way in ([`clean_text`]): bytes that are not
+//! UTF-8 and control characters (a terminal escape in a model string) become U+FFFD, and a value
+//! longer than [`MAX_LABEL_BYTES`] is cut. The value is kept, and the change counts as a skip.
 use std::fmt::Display;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -40,15 +44,28 @@ impl<'a> Attrs<'a> {
         });
     }
 
-    /// The trimmed text of an attribute every kernel we support has: absence is a skip.
+    /// The cleaned text of an attribute every kernel we support has, fit for a label (at most
+    /// [`MAX_LABEL_BYTES`]): absence is a skip.
     pub(crate) fn text(&mut self, name: &str) -> Option<String> {
-        self.read(name, true)
+        self.read(name, true, MAX_LABEL_BYTES)
     }
 
-    /// The trimmed text of an attribute that some kernels, transports or setups lack (ANA state
+    /// The cleaned text of an attribute that some kernels, transports or setups lack (ANA state
     /// without ANA, `subsystype` before 5.18, `hostnqn` on PCIe): absence is normal.
     pub(crate) fn optional_text(&mut self, name: &str) -> Option<String> {
-        self.read(name, false)
+        self.read(name, false, MAX_LABEL_BYTES)
+    }
+
+    /// [`Attrs::text`] of an attribute that is parsed further, not a label itself (a disk's
+    /// `stat` line), so not cut at the label length.
+    pub(crate) fn long_text(&mut self, name: &str) -> Option<String> {
+        self.read(name, true, MAX_ATTR_BYTES)
+    }
+
+    /// [`Attrs::optional_text`] of an attribute that is parsed further (`address`, whose parts
+    /// become labels: [`MAX_ADDRESS_BYTES`] bounds them all).
+    pub(crate) fn optional_long_text(&mut self, name: &str, max: usize) -> Option<String> {
+        self.read(name, false, max)
     }
 
     /// A number from a required attribute; an empty or unparsable value is a skip.
@@ -82,10 +99,15 @@ impl<'a> Attrs<'a> {
         }
     }
 
-    fn read(&mut self, name: &str, required: bool) -> Option<String> {
+    fn read(&mut self, name: &str, required: bool, max: usize) -> Option<String> {
         match read_small(&self.dir.join(name)) {
-            // sysfs text ends in a newline; model, serial and firmware are space padded.
-            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).trim().to_owned()),
+            Ok(bytes) => {
+                let (text, changed) = clean_text(&bytes, max);
+                if let Some(why) = changed {
+                    self.skip(name, why);
+                }
+                Some(text)
+            }
             Err(e) if e.kind() == ErrorKind::NotFound && !required => None,
             Err(e) => {
                 self.skip(name, e);
@@ -99,6 +121,47 @@ impl<'a> Attrs<'a> {
 /// x86_64, up to 64 KiB on arm64); anything longer is not an attribute (a file or device put in
 /// its place: `/dev/zero` would never end) and is refused, whatever it holds.
 pub(crate) const MAX_ATTR_BYTES: usize = 64 << 10;
+
+/// The longest text kept for a label value, in bytes. The longest the kernel prints there is an
+/// NQN (at most 223 bytes by the NVMe base specification); a model is 40, a serial 20. Anything
+/// longer is not what the kernel writes, and would weigh on every series that carries it.
+pub(crate) const MAX_LABEL_BYTES: usize = 256;
+
+/// The longest `address` attribute kept: its parts (`traddr=`, `host_traddr=`, `src_addr=`, ...)
+/// become labels; a real one, IPv6 on every part, is under 200 bytes.
+pub(crate) const MAX_ADDRESS_BYTES: usize = 1024;
+
+/// An attribute's bytes as text fit for a label: trimmed (sysfs text ends in a newline; model,
+/// serial and firmware are space padded, some attributes NUL padded), bytes that are not UTF-8
+/// and control characters replaced by U+FFFD, cut to at most `max` bytes at a character
+/// boundary. The second value says what had to change, `None` when nothing did.
+pub(crate) fn clean_text(bytes: &[u8], max: usize) -> (String, Option<String>) {
+    let mut why = Vec::new();
+    let lossy = String::from_utf8_lossy(bytes);
+    if matches!(lossy, std::borrow::Cow::Owned(_)) {
+        why.push("not UTF-8".to_owned());
+    }
+    let trimmed = lossy.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+    let mut text: String = if trimmed.chars().any(char::is_control) {
+        why.push("control characters".to_owned());
+        trimmed
+            .chars()
+            .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+            .collect()
+    } else {
+        trimmed.to_owned()
+    };
+    if text.len() > max {
+        why.push(format!("{} bytes, cut to {max}", text.len()));
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    let why = (!why.is_empty()).then(|| format!("{}: replaced by U+FFFD or cut", why.join(", ")));
+    (text, why)
+}
 
 /// The bytes of a small file (a sysfs attribute is at most a page) by open and read alone, at
 /// most [`MAX_ATTR_BYTES`]. `std::fs::read` first asks for the file's size and position (statx,
@@ -125,11 +188,23 @@ pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
-/// A small file's text, trimmed (sysfs values end in a newline); `None` when it cannot be read
-/// or is not UTF-8.
+/// A small file's text, cleaned as a label value ([`clean_text`]: trimmed, no control
+/// characters, at most [`MAX_LABEL_BYTES`]); `None` when it cannot be read. For readers that
+/// keep no skip list (Fibre Channel and InfiniBand ports): what was cleaned is not counted.
 pub(crate) fn read_trim(path: &Path) -> Option<String> {
     let bytes = read_small(path).ok()?;
-    Some(String::from_utf8(bytes).ok()?.trim().to_owned())
+    Some(clean_text(&bytes, MAX_LABEL_BYTES).0)
+}
+
+/// Whether `dir` is still a directory that resolves: a controller or subsystem removed since
+/// its class was listed (its link dangles), or a link that loops, is not; its attributes would
+/// all be missing, and emitting it would make series with empty labels. The error says why.
+pub(crate) fn still_there(dir: &Path) -> Result<(), String> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err("not a directory".to_owned()),
+        Err(e) => Err(format!("gone or unresolvable ({e})")),
+    }
 }
 
 /// Names of the entries of a directory, sorted; a missing directory has none (no NVMe on this
@@ -193,6 +268,39 @@ mod tests {
         assert!(read_small(Path::new("/dev/zero")).is_err());
         assert!(started.elapsed() < std::time::Duration::from_secs(5));
         assert_eq!(read_trim(Path::new("/dev/zero")), None);
+    }
+
+    #[test]
+    fn label_text_is_cleaned_and_capped_and_the_change_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+        w("model", b"\x1b[31mEvil\x07 Disk   \n");
+        w("serial", b"SN\xff\xfe01\n");
+        w(
+            "subsysnqn",
+            format!("nqn.test:{}\n", "\u{e9}".repeat(200)).as_bytes(),
+        );
+        w("firmware_rev", b"1.0\0\0\0\n");
+        w(
+            "stat",
+            format!("{}\n", "18446744073709551615 ".repeat(17)).as_bytes(),
+        );
+        let mut skipped = Vec::new();
+        let mut a = Attrs::new(dir.path(), &mut skipped);
+        assert_eq!(a.text("model").unwrap(), "\u{FFFD}[31mEvil\u{FFFD} Disk");
+        assert_eq!(a.text("serial").unwrap(), "SN\u{FFFD}\u{FFFD}01");
+        let nqn = a.text("subsysnqn").unwrap();
+        // Cut at a character boundary: `é` is two bytes, after the 9 of `nqn.test:`.
+        assert_eq!(nqn.len(), 255, "{nqn}");
+        assert!(nqn.starts_with("nqn.test:\u{e9}") && nqn.ends_with('\u{e9}'));
+        // NUL padding is trimmed, not a change; a long line parsed further is not cut.
+        assert_eq!(a.text("firmware_rev").unwrap(), "1.0");
+        assert_eq!(a.long_text("stat").unwrap().split(' ').count(), 17);
+        let reasons: Vec<_> = skipped.iter().map(|s| s.reason.as_str()).collect();
+        assert_eq!(reasons.len(), 3, "{reasons:?}");
+        assert!(reasons[0].contains("control characters"), "{reasons:?}");
+        assert!(reasons[1].contains("not UTF-8"), "{reasons:?}");
+        assert!(reasons[2].contains("cut to 256"), "{reasons:?}");
     }
 
     #[test]

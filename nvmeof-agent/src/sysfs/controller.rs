@@ -7,7 +7,7 @@ use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::attr::{entries, Attrs, Parsed, Skip};
+use super::attr::{entries, still_there, Attrs, Parsed, Skip, MAX_ADDRESS_BYTES};
 
 /// `nvme_ctrl_state` as the `state` attribute spells it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -205,7 +205,27 @@ fn read_controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
         let Some(instance) = ctrl_instance(&name) else {
             continue;
         };
-        let c = controller(&class.join(&name), &name, instance, &mut out.skipped);
+        let dir = class.join(&name);
+        // A controller deleted since the listing (its class link dangles) or a link that loops is
+        // dropped with one skip: emitted, it would be a series of empty labels.
+        if let Err(why) = still_there(&dir) {
+            out.skipped.push(Skip {
+                path: dir,
+                reason: why,
+            });
+            continue;
+        }
+        let mut skipped = Vec::new();
+        let c = controller(&dir, &name, instance, &mut skipped);
+        // Gone while its attributes were read: what was read is no controller either.
+        if let Err(why) = still_there(&dir) {
+            out.skipped.push(Skip {
+                path: dir,
+                reason: format!("removed during the scrape: {why}"),
+            });
+            continue;
+        }
+        out.skipped.extend(skipped);
         out.items.push(c);
     }
     Ok(out)
@@ -228,7 +248,7 @@ fn controller(dir: &Path, name: &str, instance: u32, skipped: &mut Vec<Skip>) ->
     }
     let transport = a.text("transport").filter(|t| !t.is_empty());
     // Loop controllers have no address; PCIe and fabrics do.
-    let address = a.optional_text("address").map(|t| {
+    let address = a.optional_long_text("address", MAX_ADDRESS_BYTES).map(|t| {
         let (addr, unknown) = Address::parse(&t);
         for part in unknown {
             a.skip("address", format!("unknown address part {part:?}"));
@@ -368,6 +388,29 @@ mod tests {
         assert_eq!(v6.host_iface.as_deref(), Some("eth0"));
         assert_eq!(unknown, ["keyring=x"]);
         assert_eq!(Address::parse("").0, Address::default());
+    }
+
+    /// A class link whose controller was deleted after the listing (it dangles) and one that
+    /// loops are dropped, one skip each, rather than emitted with empty labels.
+    #[test]
+    fn a_vanished_or_looping_controller_is_dropped() {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", "live");
+        let class = t.root().join("class/nvme");
+        std::os::unix::fs::symlink(
+            "../../devices/virtual/nvme-fabrics/ctl/nvme5",
+            class.join("nvme5"),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("nvme7", class.join("nvme7")).unwrap();
+        let p = controllers(t.root()).unwrap();
+        let names: Vec<_> = p.items.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["nvme0"]);
+        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
+        assert!(p
+            .skipped
+            .iter()
+            .all(|s| s.reason.contains("gone or unresolvable")));
     }
 
     #[test]

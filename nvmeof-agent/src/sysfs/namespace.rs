@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::attr::{entries, Attrs, Parsed, Skip};
+use super::attr::{entries, still_there, Attrs, Parsed, Skip};
 use super::blockstat::{parse_stat, BlockStat};
 use super::controller::ctrl_instance;
 
@@ -117,8 +117,20 @@ pub fn namespaces(root: &Path) -> anyhow::Result<Parsed<Namespace>> {
     let subsys_class = root.join("class/nvme-subsystem");
     for subsys in entries(&subsys_class)? {
         let dir = subsys_class.join(&subsys);
+        // One subsystem that cannot be read (removed, a link that loops) costs itself only.
+        let listed = still_there(&dir).and_then(|()| entries(&dir).map_err(|e| format!("{e:#}")));
+        let listed = match listed {
+            Ok(l) => l,
+            Err(why) => {
+                out.skipped.push(Skip {
+                    path: dir,
+                    reason: why,
+                });
+                continue;
+            }
+        };
         let nqn = Attrs::new(&dir, &mut out.skipped).text("subsysnqn");
-        for entry in entries(&dir)? {
+        for entry in listed {
             if head_instance(&entry).is_some() {
                 let ns = disk(&dir.join(&entry), &entry, nqn.clone(), &mut out.skipped);
                 heads.insert(entry, out.items.len());
@@ -132,7 +144,18 @@ pub fn namespaces(root: &Path) -> anyhow::Result<Parsed<Namespace>> {
             continue;
         };
         let dir = ctrl_class.join(&ctrl);
-        for entry in entries(&dir)? {
+        let listed = still_there(&dir).and_then(|()| entries(&dir).map_err(|e| format!("{e:#}")));
+        let listed = match listed {
+            Ok(l) => l,
+            Err(why) => {
+                out.skipped.push(Skip {
+                    path: dir,
+                    reason: why,
+                });
+                continue;
+            }
+        };
+        for entry in listed {
             if let Some((s, _, n)) = path_instance(&entry) {
                 let p = path(&dir.join(&entry), &entry, &ctrl, instance, &mut out.skipped);
                 match heads.get(&format!("nvme{s}n{n}")) {
@@ -180,7 +203,7 @@ pub fn namespace_lba_sizes(root: &Path) -> anyhow::Result<Vec<NamespaceLba>> {
 
 fn disk(dir: &Path, name: &str, nqn: Option<String>, skipped: &mut Vec<Skip>) -> Namespace {
     let mut a = Attrs::new(dir, skipped);
-    let stat = a.text("stat").and_then(|t| match parse_stat(&t) {
+    let stat = a.long_text("stat").and_then(|t| match parse_stat(&t) {
         Ok(s) => Some(s),
         Err(e) => {
             a.skip("stat", e);

@@ -2,7 +2,7 @@
 //! reach it and, with native multipath, its namespace heads.
 use std::path::Path;
 
-use super::attr::{entries, Attrs, Parsed, Skip};
+use super::attr::{entries, still_there, Attrs, Parsed, Skip};
 use super::controller::{ctrl_instance, CtrlState};
 use super::namespace::head_instance;
 
@@ -40,8 +40,23 @@ pub fn subsystems(root: &Path) -> anyhow::Result<Parsed<Subsystem>> {
         if !name.starts_with("nvme-subsys") {
             continue;
         }
-        let s = subsystem(&class.join(&name), &name, &mut out.skipped)?;
-        out.items.push(s);
+        let dir = class.join(&name);
+        // One subsystem that cannot be read (removed since the listing, a link that loops, a
+        // directory that cannot be listed) costs itself only, counted as a skip.
+        let mut skipped = Vec::new();
+        let read = still_there(&dir)
+            .and_then(|()| subsystem(&dir, &name, &mut skipped).map_err(|e| format!("{e:#}")))
+            .and_then(|s| still_there(&dir).map(|()| s));
+        match read {
+            Ok(s) => {
+                out.skipped.extend(skipped);
+                out.items.push(s);
+            }
+            Err(why) => out.skipped.push(Skip {
+                path: dir,
+                reason: why,
+            }),
+        }
     }
     Ok(out)
 }
@@ -60,6 +75,14 @@ fn subsystem(dir: &Path, name: &str, skipped: &mut Vec<Skip>) -> anyhow::Result<
     };
     for entry in entries(dir)? {
         if ctrl_instance(&entry).is_some() {
+            // A path whose controller was deleted since the listing is no path.
+            if let Err(why) = still_there(&dir.join(&entry)) {
+                skipped.push(Skip {
+                    path: dir.join(&entry),
+                    reason: why,
+                });
+                continue;
+            }
             // Unknown states were counted by the controller parser's caller; here only liveness
             // matters.
             let state = Attrs::new(&dir.join(&entry), skipped)
@@ -96,6 +119,35 @@ mod tests {
         assert_eq!(names, ["nvme0", "nvme1"]);
         assert_eq!(s.controllers[1].state, Some(CtrlState::Connecting));
         assert_eq!(s.namespaces, ["nvme0n1"]);
+    }
+
+    /// A subsystem link that loops (or whose directory cannot be listed) and one that dangles
+    /// cost themselves only: the good subsystem, its paths and its namespace are all there.
+    #[test]
+    fn one_bad_subsystem_entry_costs_that_entry_only() {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", "live");
+        t.tcp_controller(1, "nqn.test:a", "live");
+        t.subsystem(0, "nqn.test:a", &[0, 1]);
+        t.multipath_namespace(0, 1, 1, &[0, 1], None);
+        let class = t.root().join("class/nvme-subsystem");
+        std::os::unix::fs::symlink("nvme-subsys3", class.join("nvme-subsys3")).unwrap();
+        std::os::unix::fs::symlink("../../devices/gone", class.join("nvme-subsys4")).unwrap();
+        // A path link under the good subsystem whose controller is gone.
+        std::os::unix::fs::symlink(
+            "../../nvme-fabrics/ctl/nvme9",
+            t.subsys_dir(0).join("nvme9"),
+        )
+        .unwrap();
+        let p = subsystems(t.root()).unwrap();
+        let names: Vec<_> = p.items.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["nvme-subsys0"]);
+        assert_eq!(p.items[0].controllers.len(), 2);
+        assert_eq!(p.skipped.len(), 3, "{:?}", p.skipped);
+        let ns = crate::sysfs::namespaces(t.root()).unwrap();
+        assert_eq!(ns.items.len(), 1);
+        assert_eq!(ns.items[0].paths.len(), 2);
+        assert_eq!(ns.skipped.len(), 2, "{:?}", ns.skipped);
     }
 
     #[test]
