@@ -23,7 +23,7 @@ use nvmeof_agent::bpf::io::drain::Drainer;
 use nvmeof_agent::bpf::io::{IoSource, IoState};
 use nvmeof_agent::bpf::loader::{self, Loaded, MapSizes};
 use nvmeof_agent::bpf::EBPF_OBJECT;
-use nvmeof_agent::collector::{Collector, Sink};
+use nvmeof_agent::collector::{Collector, Scrape, Sink};
 use nvmeof_agent::collectors::io::IoCollector;
 use nvmeof_common::{
     latency_bucket, maps, OpClass, OpStats, QueueState, SlotLayout, TracepointLayout,
@@ -172,7 +172,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             drain_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);
             let t = thread_cpu();
             let mut sink = Sink::new();
-            collector.collect(&mut sink)?;
+            collector.collect(&Scrape::new(), &mut sink)?;
             let families = sink.into_families();
             let text = nvmeof_agent::exposition::text::encode(&families);
             scrape_ms.push((thread_cpu() - t).as_secs_f64() * 1e3);

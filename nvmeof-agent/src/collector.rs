@@ -4,11 +4,14 @@
 //! HTTP and never blocks on the kernel. "No data" (no NVMe-oF on this node) is not an error: the
 //! collector emits nothing and returns `Ok`.
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::exposition::model::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use crate::exposition::Native;
+use crate::sysfs::{Controller, Parsed};
 
 /// What a metric family is: the documentation test compares the union of every collector's
 /// families with `docs/metrics.md`.
@@ -38,13 +41,44 @@ impl Kind {
     }
 }
 
+/// What the collectors of one scrape share: the reads several of them need, made once. Five
+/// collectors need the controllers; reading them once per scrape instead of five times saves
+/// most of a scrape's syscalls, which are most of its cost. A collector run outside a scrape
+/// (unit tests) gets a fresh one.
+#[derive(Default)]
+pub struct Scrape {
+    /// Held while reading, so that the collectors of one scrape wait for one read instead of
+    /// each making its own; only a successful read is kept.
+    controllers: Mutex<Option<(PathBuf, Parsed<Controller>)>>,
+}
+
+impl Scrape {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every controller under `root/class/nvme` (`crate::sysfs::controllers`), read once in
+    /// this scrape.
+    pub fn controllers(&self, root: &Path) -> anyhow::Result<Parsed<Controller>> {
+        let mut cached = self.controllers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((r, parsed)) = cached.as_ref() {
+            if r == root {
+                return Ok(parsed.clone());
+            }
+        }
+        let parsed = crate::sysfs::controllers(root)?;
+        *cached = Some((root.to_path_buf(), parsed.clone()));
+        Ok(parsed)
+    }
+}
+
 /// What a collector does; its name and families are its registration's
 /// (`crate::collectors::registry`), written once.
 pub trait Collector: Send + Sync {
     /// Reads, converts, emits. An error fails this collector for this scrape only: the scrape
     /// serves its last good output instead, marked stale. Values skipped as missing or odd go to
     /// [`Sink::skipped`], not to an error.
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()>;
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()>;
 }
 
 /// A built collector with the name it was registered under: the name of its

@@ -12,13 +12,12 @@
 //! serves the cache. A run that finishes late still refreshes the cache, so the next scrape
 //! serves its data.
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::collector::{Collector, Named, Sink};
+use crate::collector::{Collector, Named, Scrape, Sink};
 use crate::collectors::exporter::{ExporterCollector, Outcome, SelfStats};
 use crate::exposition::MetricFamily;
 
@@ -114,14 +113,14 @@ impl Scraper {
     /// counts from its own start).
     pub async fn scrape_within(&self, timeout: Duration) -> Vec<MetricFamily> {
         self.stats.scrape_started();
-        // Unique in the process, for the reads the collectors of this scrape share.
-        static SCRAPES: AtomicU64 = AtomicU64::new(0);
-        let scrape = SCRAPES.fetch_add(1, Ordering::Relaxed) + 1;
+        // The reads the collectors of this scrape share.
+        let scrape = Arc::new(Scrape::new());
         let mut runs = tokio::task::JoinSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
             let (name, collector) = (slot.name, slot.collector.clone());
             let state = slot.state.clone();
             let stats = self.stats.clone();
+            let scrape = scrape.clone();
             runs.spawn(async move {
                 (
                     i,
@@ -143,7 +142,7 @@ impl Scraper {
             sink.extend(families.iter().cloned());
         }
         // The self metrics read figures only: no I/O, no deadline needed.
-        if let Err(e) = self.exporter.collect(&mut sink) {
+        if let Err(e) = self.exporter.collect(&scrape, &mut sink) {
             log::warn!("collector exporter: {e:#}");
         }
         sink.into_families()
@@ -156,7 +155,7 @@ async fn run_one(
     state: Arc<Mutex<SlotState>>,
     stats: Arc<SelfStats>,
     timeout: Duration,
-    scrape: u64,
+    scrape: Arc<Scrape>,
 ) -> (Option<Families>, Outcome) {
     let start = Instant::now();
     let stale = |state: &Mutex<SlotState>, start: Instant| {
@@ -226,12 +225,10 @@ fn run_blocking(
     state: Arc<Mutex<SlotState>>,
     stats: Arc<SelfStats>,
     done: watch::Sender<Option<RunResult>>,
-    scrape: u64,
+    scrape: Arc<Scrape>,
 ) {
     let mut sink = Sink::new();
-    let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        crate::sysfs::controller::in_scrape(scrape, || collector.collect(&mut sink))
-    }));
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| collector.collect(&scrape, &mut sink)));
     let skipped = sink.skipped_count();
     let result = match r {
         Ok(Ok(())) => {

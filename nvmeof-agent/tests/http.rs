@@ -215,7 +215,7 @@ mod fixtures {
     use std::sync::{mpsc, Mutex};
     use std::time::Duration;
 
-    use nvmeof_agent::collector::{Collector, Family, Kind, Sink};
+    use nvmeof_agent::collector::{Collector, Family, Kind, Scrape, Sink};
 
     pub const VALUE: Family = Family {
         name: "test_value",
@@ -230,7 +230,7 @@ mod fixtures {
     }
 
     impl Collector for Gate {
-        fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
             let _ = self.entered.lock().unwrap().send(());
             let _ = self
                 .release
@@ -248,7 +248,7 @@ mod fixtures {
     }
 
     impl Collector for Large {
-        fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+        fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
             let pad = "x".repeat(1000);
             for i in 0..self.series {
                 let i = i.to_string();

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nvmeof_agent::collector::{Collector, Family, HistogramData, Kind, Named, Sink};
+use nvmeof_agent::collector::{Collector, Family, HistogramData, Kind, Named, Scrape, Sink};
 use nvmeof_agent::exposition::Native;
 use nvmeof_agent::http::{self, App, PlainTcp};
 use nvmeof_agent::scrape::Scraper;
@@ -23,7 +23,7 @@ const LATENCY: Family = Family {
 struct Fixed;
 
 impl Collector for Fixed {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         sink.histogram(
             &LATENCY,
             &[("queue", "1")],

@@ -1,6 +1,6 @@
 //! The registry as the binary builds it from the default flags (the command line is what
 //! decides the defaults, so this lives outside the collectors).
-use nvmeof_agent::collector::Sink;
+use nvmeof_agent::collector::{Scrape, Sink};
 use nvmeof_agent::collectors::{build_enabled, registry};
 use nvmeof_agent::config::Config;
 
@@ -24,7 +24,7 @@ fn each_built_collector_emits_only_its_registered_families() {
         let mut sink = Sink::new();
         // A collector may fail here (no eBPF permission, no devices); what it emitted still
         // has to be declared.
-        let _ = c.collector.collect(&mut sink);
+        let _ = c.collector.collect(&Scrape::new(), &mut sink);
         for f in sink.into_families() {
             assert!(
                 r.families.iter().any(|d| d.name == f.name()),

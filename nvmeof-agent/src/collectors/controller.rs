@@ -6,8 +6,8 @@
 //! that come or go between scrapes come or go on `/metrics` with no stale series.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Sink};
-use crate::sysfs::{self, Controller, CtrlState};
+use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::sysfs::{Controller, CtrlState};
 
 const STATE: Family = Family {
     name: "nvmeof_subsystem_state",
@@ -96,8 +96,8 @@ impl ControllerCollector {
 }
 
 impl Collector for ControllerCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = sysfs::controllers(&self.sysfs)?;
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        let parsed = scrape.controllers(&self.sysfs)?;
         sink.skipped(parsed.skipped.len());
         for c in &parsed.items {
             emit(sink, c);
@@ -191,7 +191,7 @@ mod tests {
         t.tcp_controller(0, "nqn.test:a", "connecting");
         let mut sink = Sink::new();
         ControllerCollector::new(t.root().into())
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         assert_eq!(sink.skipped_count(), 0);
         let fams = sink.into_families();
@@ -207,7 +207,7 @@ mod tests {
         t.tcp_controller(0, "nqn.test:a", "unknown state");
         let mut sink = Sink::new();
         ControllerCollector::new(t.root().into())
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         assert_eq!(sink.skipped_count(), 1);
         assert_eq!(value(sink, STATE.name, ("state", "unknown state")), [1.0]);
@@ -227,7 +227,7 @@ mod tests {
         .unwrap();
         let mut sink = Sink::new();
         ControllerCollector::new(t.root().into())
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         assert_eq!(sink.skipped_count(), 2);
         let fams = sink.into_families();
@@ -252,7 +252,7 @@ mod tests {
         t.tcp_controller(0, "nqn.test:a", "live");
         let mut sink = Sink::new();
         ControllerCollector::new(t.root().into())
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         let fams = sink.into_families();
         let get = |name: &str| fams.iter().find(|f| f.name() == name).unwrap().metric[0].value();

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
+use crate::collector::{Collector, Family, HistogramData, Kind, Scrape, Sink};
 
 const BUILD_INFO: Family = Family {
     name: "nvmeof_exporter_build_info",
@@ -148,7 +148,7 @@ impl ExporterCollector {
 }
 
 impl Collector for ExporterCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let inner = self.stats.lock();
         sink.gauge(&BUILD_INFO, &[("version", env!("CARGO_PKG_VERSION"))], 1.0);
         for (name, o) in &inner.last {
@@ -186,7 +186,9 @@ mod tests {
 
     fn page(stats: std::sync::Arc<SelfStats>) -> String {
         let mut sink = Sink::new();
-        ExporterCollector::new(stats).collect(&mut sink).unwrap();
+        ExporterCollector::new(stats)
+            .collect(&Scrape::new(), &mut sink)
+            .unwrap();
         crate::exposition::text::encode(&sink.into_families())
     }
 

@@ -7,9 +7,9 @@
 //! `traddr`. Software FC (fcloop) has no `fc_host`: nothing is emitted for it.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, Kind, Scrape, Sink};
 use crate::sysfs::fc::{fc_hosts, fc_remote_ports, normalise_wwn, wwpn_of, FcHost, FcRemotePort};
-use crate::sysfs::{self, Controller};
+use crate::sysfs::Controller;
 
 const HOST_INFO: Family = Family {
     name: "nvmeof_fc_host_info",
@@ -105,8 +105,8 @@ pub fn emit(sink: &mut Sink, c: &Controller, host: Option<&FcHost>, rport: Optio
 }
 
 impl Collector for FcCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = sysfs::controllers(&self.sysfs)?;
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        let parsed = scrape.controllers(&self.sysfs)?;
         let fc: Vec<&Controller> = parsed
             .items
             .iter()
@@ -128,6 +128,7 @@ impl Collector for FcCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sysfs;
 
     /// The lab's fcloop controller (captured 6.1 tree) beside an HBA-shaped fc_host tree with the
     /// same port names: the carrier is found and its statistics exported.

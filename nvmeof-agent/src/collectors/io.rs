@@ -10,7 +10,7 @@ use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 use crate::bpf::io::model::{classic_bounds_seconds, OpView};
 use crate::bpf::io::status::status_label;
 use crate::bpf::io::{IoSource, IoState};
-use crate::collector::{Collector, Family, HistogramData, Kind, Sink};
+use crate::collector::{Collector, Family, HistogramData, Kind, Scrape, Sink};
 use crate::exposition::Native;
 
 macro_rules! family {
@@ -301,7 +301,7 @@ fn collect_self(state: &IoState, sink: &mut Sink) {
 }
 
 impl Collector for IoCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let state = self.source.read();
         sink.gauge(&EBPF_UP, &[], if state.up { 1.0 } else { 0.0 });
         if state.up {
@@ -399,7 +399,9 @@ pub(crate) mod tests {
 
     fn collect(s: IoState) -> String {
         let mut sink = Sink::new();
-        IoCollector::from_state(s).collect(&mut sink).unwrap();
+        IoCollector::from_state(s)
+            .collect(&Scrape::new(), &mut sink)
+            .unwrap();
         render(sink)
     }
 
@@ -456,7 +458,7 @@ pub(crate) mod tests {
     fn latency_carries_the_kernel_buckets_as_native_ones() {
         let mut sink = Sink::new();
         IoCollector::from_state(state(false))
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         let families = sink.into_families();
         let f = families
@@ -529,7 +531,7 @@ pub(crate) mod tests {
         let (_tracefs, opts) = crate::bpf::io::tests::without_nvme_tracepoints();
         let c = IoCollector::new(crate::bpf::io::start(opts));
         let mut sink = Sink::new();
-        c.collect(&mut sink).unwrap();
+        c.collect(&Scrape::new(), &mut sink).unwrap();
         let text = render(sink);
         assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
         assert!(!text.contains("nvmeof_io_"), "{text}");
@@ -545,7 +547,7 @@ pub(crate) mod tests {
         };
         let c = IoCollector::new(crate::bpf::io::start(opts));
         let mut sink = Sink::new();
-        c.collect(&mut sink).unwrap();
+        c.collect(&Scrape::new(), &mut sink).unwrap();
         let text = render(sink);
         assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
     }

@@ -6,7 +6,7 @@
 //! the real source of fabrics throughput.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, Kind, Scrape, Sink};
 use crate::sysfs::{self, AnaState, BlockStat, Namespace};
 
 const SIZE: Family = Family {
@@ -87,7 +87,7 @@ impl NamespaceCollector {
 }
 
 impl Collector for NamespaceCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::namespaces(&self.sysfs)?;
         sink.skipped(parsed.skipped.len());
         for ns in &parsed.items {
@@ -171,7 +171,7 @@ mod tests {
         t.plain_namespace(2, 1, 1);
         let mut sink = Sink::new();
         NamespaceCollector::new(t.root().into())
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         let fams = sink.into_families();
         let get = |f: &Family| {
@@ -200,7 +200,7 @@ mod tests {
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "change"]));
         let mut sink = Sink::new();
         NamespaceCollector::new(t.root().into())
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         let fams = sink.into_families();
         let ana = fams.iter().find(|m| m.name() == ANA.name).unwrap();

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, Kind, Scrape, Sink};
 use crate::netlink::addr::{self, IfAddr};
 use crate::sysfs::infiniband::{ib_ports, refresh_counters, IbPort};
-use crate::sysfs::{self, Controller};
+use crate::sysfs::Controller;
 
 const PORT_INFO: Family = Family {
     name: "nvmeof_rdma_port_info",
@@ -117,8 +117,8 @@ pub fn port_of<'a>(
 }
 
 impl Collector for RdmaCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = sysfs::controllers(&self.sysfs)?;
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        let parsed = scrape.controllers(&self.sysfs)?;
         let rdma: Vec<&Controller> = parsed
             .items
             .iter()
@@ -184,6 +184,7 @@ fn emit(sink: &mut Sink, c: &Controller, p: &IbPort) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sysfs;
 
     fn rdma_ctrl(traddr: &str) -> Controller {
         let (address, _) = sysfs::Address::parse(&format!("traddr={traddr},trsvcid=4420"));

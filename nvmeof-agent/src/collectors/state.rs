@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use crate::bpf::state::{StateSnapshot, StateSource};
-use crate::collector::{Collector, Family, Kind, Sink};
-use crate::sysfs::{self, CtrlState};
+use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::sysfs::CtrlState;
 
 const TRANSITIONS: Family = Family {
     name: "nvmeof_controller_state_transitions_total",
@@ -54,8 +54,8 @@ impl StateCollector {
 }
 
 impl Collector for StateCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = sysfs::controllers(&self.sysfs)?;
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        let parsed = scrape.controllers(&self.sysfs)?;
         let StateSnapshot { source, mut tracks } = self.source.snapshot()?;
         sink.gauge(&SOURCE, &[("source", source)], 1.0);
         // Only controllers sysfs shows now: one that went away leaves /metrics with it.
@@ -102,7 +102,7 @@ mod tests {
         let c = StateCollector::new(root.clone(), StateSource::polling(root));
         std::thread::sleep(POLL_INTERVAL * 3);
         let mut sink = Sink::new();
-        c.collect(&mut sink).unwrap();
+        c.collect(&Scrape::new(), &mut sink).unwrap();
         let fams = sink.into_families();
         let source = fams.iter().find(|f| f.name() == SOURCE.name).unwrap();
         assert_eq!(source.metric[0].label[0].value(), "sysfs_poll");

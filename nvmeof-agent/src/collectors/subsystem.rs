@@ -5,7 +5,7 @@
 //! `nvmeof_subsystem_live_paths < nvmeof_subsystem_paths`.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, Kind, Scrape, Sink};
 use crate::sysfs::{self, CtrlState};
 
 const INFO: Family = Family {
@@ -41,7 +41,7 @@ fn text(v: &Option<String>) -> &str {
 }
 
 impl Collector for SubsystemCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::subsystems(&self.sysfs)?;
         sink.skipped(parsed.skipped.len());
         for s in &parsed.items {
@@ -84,7 +84,7 @@ mod tests {
         t.subsystem(0, "nqn.test:a", &[0, 1]);
         let mut sink = Sink::new();
         SubsystemCollector::new(t.root().into())
-            .collect(&mut sink)
+            .collect(&Scrape::new(), &mut sink)
             .unwrap();
         let fams = sink.into_families();
         let get = |name: &str| fams.iter().find(|f| f.name() == name).unwrap().metric[0].value();

@@ -15,9 +15,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Sink};
+use crate::collector::{Collector, Family, Kind, Scrape, Sink};
 use crate::netlink::sock_diag::{tcp_sockets, TcpSocket};
-use crate::sysfs::{self, Controller};
+use crate::sysfs::Controller;
 
 const CONNECTIONS: Family = Family {
     name: "nvmeof_tcp_connections",
@@ -177,9 +177,9 @@ pub fn emit_all(sink: &mut Sink, assigned: &[(&Controller, Vec<&TcpSocket>)], pe
 }
 
 impl Collector for TcpCollector {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let parsed = sysfs::controllers(&self.sysfs)?;
+        let parsed = scrape.controllers(&self.sysfs)?;
         let tcp: Vec<&Controller> = parsed
             .items
             .iter()
@@ -199,6 +199,7 @@ impl Collector for TcpCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sysfs;
 
     fn ctrl(name: &str, address: &str) -> Controller {
         let (address, _) = sysfs::Address::parse(address);

@@ -3,7 +3,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use super::*;
-use crate::collector::{Family, Kind};
+use crate::collector::{Family, Kind, Scrape};
 
 const VALUE: Family = Family {
     name: "test_value",
@@ -43,7 +43,7 @@ fn test(name: &'static str, switch_at: usize, then: Mode) -> (Arc<Test>, mpsc::S
 }
 
 impl Collector for Arc<Test> {
-    fn collect(&self, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         let mode = if call >= self.switch_at {
             self.then

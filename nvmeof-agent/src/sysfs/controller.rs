@@ -3,9 +3,7 @@
 //! Attribute names and formats follow `drivers/nvme/host/core.c` (6.1; `sysfs.c` from 6.8). The
 //! fabrics-only attributes (`hostnqn`, `ctrl_loss_tmo`, `reconnect_delay`, `fast_io_fail_tmo`)
 //! are hidden on PCIe controllers, so their absence is no skip.
-use std::cell::Cell;
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::path::Path;
 
 use super::attr::{entries, still_there, Attrs, Parsed, Skip, MAX_ADDRESS_BYTES};
 
@@ -144,61 +142,9 @@ pub struct Controller {
     pub hostnqn: Option<String>,
 }
 
-thread_local! {
-    /// The scrape this thread's collector run serves (see [`in_scrape`]).
-    static SCRAPE: Cell<Option<u64>> = const { Cell::new(None) };
-}
-
-/// The controllers last read, for the scrape that read them.
-struct Shared {
-    scrape: u64,
-    root: PathBuf,
-    parsed: Parsed<Controller>,
-}
-
-static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
-
-/// Runs `f` (a collector's run) as part of scrape `id` (unique in the process): every
-/// [`controllers`] call of the same scrape and root reads the tree once. Five collectors need
-/// the controllers; reading them once per scrape instead of five times saves most of a scrape's
-/// syscalls, which are most of its cost. Outside `in_scrape` (a collector called directly, as
-/// unit tests do) every call reads the tree.
-pub fn in_scrape<R>(id: u64, f: impl FnOnce() -> R) -> R {
-    struct Reset;
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            SCRAPE.set(None);
-        }
-    }
-    SCRAPE.set(Some(id));
-    let _reset = Reset;
-    f()
-}
-
-/// Every controller under `ROOT/class/nvme`, in instance order; read once per scrape (see
-/// [`in_scrape`]).
+/// Every controller under `ROOT/class/nvme`, in instance order, read now (the collectors of a
+/// scrape share one read: `crate::collector::Scrape::controllers`).
 pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
-    let Some(scrape) = SCRAPE.get() else {
-        return read_controllers(root);
-    };
-    // Held while reading, so that the collectors of one scrape wait for one read instead of
-    // each making its own.
-    let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(s) = shared.as_ref() {
-        if s.scrape == scrape && s.root == root {
-            return Ok(s.parsed.clone());
-        }
-    }
-    let parsed = read_controllers(root)?;
-    *shared = Some(Shared {
-        scrape,
-        root: root.to_path_buf(),
-        parsed: parsed.clone(),
-    });
-    Ok(parsed)
-}
-
-fn read_controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
     let class = root.join("class/nvme");
     let mut out = Parsed::default();
     for name in entries(&class)? {
@@ -317,26 +263,24 @@ mod tests {
 
     #[test]
     fn one_scrape_reads_the_controllers_once() {
+        use crate::collector::Scrape;
         let t = Tree::new();
         let d = t.tcp_controller(0, "nqn.test:a", "live");
         let state = |p: Parsed<Controller>| p.items[0].state.clone();
-        // Scrape ids from far above what a scraper in the same test binary hands out.
-        let first = u64::MAX - 1;
-        let before = in_scrape(first, || controllers(t.root()).unwrap());
+        let first = Scrape::new();
+        let before = first.controllers(t.root()).unwrap();
         std::fs::write(d.join("state"), "resetting\n").unwrap();
         // The same scrape shares the first read; a later one, or a call outside any, reads again.
-        let again = in_scrape(first, || controllers(t.root()).unwrap());
+        let again = first.controllers(t.root()).unwrap();
         assert_eq!(state(before), Some(CtrlState::Live));
         assert_eq!(state(again), Some(CtrlState::Live));
-        let next = in_scrape(first + 1, || controllers(t.root()).unwrap());
+        let next = Scrape::new().controllers(t.root()).unwrap();
         assert_eq!(state(next), Some(CtrlState::Resetting));
         std::fs::write(d.join("state"), "connecting\n").unwrap();
         assert_eq!(
             state(controllers(t.root()).unwrap()),
             Some(CtrlState::Connecting)
         );
-        // The mark does not outlive the run.
-        assert_eq!(SCRAPE.get(), None);
     }
 
     #[test]

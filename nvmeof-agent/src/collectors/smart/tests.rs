@@ -112,7 +112,7 @@ fn wait_idle(p: &Poller) {
 
 fn render(c: &dyn Collector) -> String {
     let mut sink = Sink::new();
-    c.collect(&mut sink).unwrap();
+    c.collect(&Scrape::new(), &mut sink).unwrap();
     crate::exposition::text::encode(&sink.into_families())
 }
 
@@ -215,7 +215,7 @@ fn every_emitted_family_is_declared_and_every_declared_one_emitted() {
     wait_idle(&poller);
     let c = SmartCollector::with_poller(poller);
     let mut sink = Sink::new();
-    c.collect(&mut sink).unwrap();
+    c.collect(&Scrape::new(), &mut sink).unwrap();
     let emitted: Vec<String> = sink
         .into_families()
         .iter()
