@@ -109,6 +109,21 @@ fn number(digits: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// The entries of a subsystem's or controller's directory; `None`, with a skip, when it cannot be
+/// read (removed, a link that loops): that one directory costs itself only.
+fn listing(dir: &Path, skipped: &mut Vec<Skip>) -> Option<Vec<String>> {
+    match still_there(dir).and_then(|()| entries(dir).map_err(|e| format!("{e:#}"))) {
+        Ok(l) => Some(l),
+        Err(why) => {
+            skipped.push(Skip {
+                path: dir.to_path_buf(),
+                reason: why,
+            });
+            None
+        }
+    }
+}
+
 /// Every namespace under `ROOT/class/nvme-subsystem` (heads) and `ROOT/class/nvme` (paths and
 /// plain disks).
 pub fn namespaces(root: &Path) -> anyhow::Result<Parsed<Namespace>> {
@@ -117,17 +132,8 @@ pub fn namespaces(root: &Path) -> anyhow::Result<Parsed<Namespace>> {
     let subsys_class = root.join("class/nvme-subsystem");
     for subsys in entries(&subsys_class)? {
         let dir = subsys_class.join(&subsys);
-        // One subsystem that cannot be read (removed, a link that loops) costs itself only.
-        let listed = still_there(&dir).and_then(|()| entries(&dir).map_err(|e| format!("{e:#}")));
-        let listed = match listed {
-            Ok(l) => l,
-            Err(why) => {
-                out.skipped.push(Skip {
-                    path: dir,
-                    reason: why,
-                });
-                continue;
-            }
+        let Some(listed) = listing(&dir, &mut out.skipped) else {
+            continue;
         };
         let nqn = Attrs::new(&dir, &mut out.skipped).text("subsysnqn");
         for entry in listed {
@@ -144,16 +150,8 @@ pub fn namespaces(root: &Path) -> anyhow::Result<Parsed<Namespace>> {
             continue;
         };
         let dir = ctrl_class.join(&ctrl);
-        let listed = still_there(&dir).and_then(|()| entries(&dir).map_err(|e| format!("{e:#}")));
-        let listed = match listed {
-            Ok(l) => l,
-            Err(why) => {
-                out.skipped.push(Skip {
-                    path: dir,
-                    reason: why,
-                });
-                continue;
-            }
+        let Some(listed) = listing(&dir, &mut out.skipped) else {
+            continue;
         };
         for entry in listed {
             if let Some((s, _, n)) = path_instance(&entry) {

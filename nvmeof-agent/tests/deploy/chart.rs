@@ -84,7 +84,8 @@ fn kind<'a>(docs: &'a [Value], kind: &str) -> Option<&'a Value> {
     docs.iter().find(|d| d["kind"] == kind)
 }
 
-fn run(cmd: &mut Command) -> (bool, String) {
+/// Runs `cmd` to its end: whether it succeeded, and its stdout and stderr together.
+pub(crate) fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     let text = format!(
         "{}{}",

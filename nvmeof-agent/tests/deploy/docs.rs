@@ -84,17 +84,12 @@ fn the_deploy_docs_scrape_config_passes_promtool_check_config() {
         dir.path().join("alerts.yml"),
     )
     .unwrap();
-    let out = Command::new(promtool)
-        .args(["check", "config", "prometheus.yml"])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = super::chart::run(
+        Command::new(promtool)
+            .args(["check", "config", "prometheus.yml"])
+            .current_dir(dir.path()),
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(text.contains("SUCCESS: prometheus.yml is valid"), "{text}");
     assert!(text.contains("rules found"), "{text}");
 }

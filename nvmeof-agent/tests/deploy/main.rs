@@ -133,17 +133,12 @@ fn alert_rules_pass_their_promtool_tests() {
     let Some(promtool) = require(chart::which("promtool"), "promtool (Debian's prometheus)") else {
         return;
     };
-    let out = std::process::Command::new(promtool)
-        .args(["test", "rules", "alerts_test.yml"])
-        .current_dir(format!("{ROOT}/deploy/prometheus"))
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = chart::run(
+        std::process::Command::new(promtool)
+            .args(["test", "rules", "alerts_test.yml"])
+            .current_dir(format!("{ROOT}/deploy/prometheus")),
     );
-    assert!(out.status.success(), "{text}");
+    assert!(ok, "{text}");
     assert!(text.contains("SUCCESS"), "{text}");
 }
 
