@@ -22,6 +22,32 @@ pub struct Family {
     pub kind: Kind,
 }
 
+impl Family {
+    pub const fn counter(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Counter,
+        }
+    }
+
+    pub const fn gauge(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Gauge,
+        }
+    }
+
+    pub const fn histogram(name: &'static str, help: &'static str) -> Family {
+        Family {
+            name,
+            help,
+            kind: Kind::Histogram,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Counter,

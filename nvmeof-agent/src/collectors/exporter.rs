@@ -5,44 +5,25 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::collector::{Collector, Family, HistogramData, Kind, Scrape, Sink};
+use crate::collector::{Collector, Family, HistogramData, Scrape, Sink};
 
-const BUILD_INFO: Family = Family {
-    name: "nvmeof_exporter_build_info",
-    help: "The exporter's version; always 1.",
-    kind: Kind::Gauge,
-};
-const SUCCESS: Family = Family {
-    name: "nvmeof_exporter_collector_success",
-    help: "1 when the collector finished within its deadline without error in this scrape.",
-    kind: Kind::Gauge,
-};
-const DURATION: Family = Family {
-    name: "nvmeof_exporter_collector_duration_seconds",
-    help: "Time this scrape waited for the collector (at most the scrape's deadline: what the scraper's X-Prometheus-Scrape-Timeout-Seconds allows, or --collector.timeout).",
-    kind: Kind::Gauge,
-};
-const STALE: Family = Family {
-    name: "nvmeof_exporter_collector_stale",
-    help: "1 when the collector failed or missed its deadline and its last good output is served instead.",
-    kind: Kind::Gauge,
-};
-const ERRORS: Family = Family {
-    name: "nvmeof_exporter_collect_errors_total",
-    help: "Values skipped as missing or odd, failed runs, and scrapes in which the collector missed its deadline.",
-    kind: Kind::Counter,
-};
-const SCRAPES: Family = Family {
-    name: "nvmeof_exporter_scrapes_total",
-    help: "Scrapes served.",
-    kind: Kind::Counter,
-};
+const BUILD_INFO: Family = Family::gauge(
+    "nvmeof_exporter_build_info",
+    "The exporter's version; always 1.",
+);
+const SUCCESS: Family = Family::gauge(
+    "nvmeof_exporter_collector_success",
+    "1 when the collector finished within its deadline without error in this scrape.",
+);
+const DURATION: Family = Family::gauge("nvmeof_exporter_collector_duration_seconds", "Time this scrape waited for the collector (at most the scrape's deadline: what the scraper's X-Prometheus-Scrape-Timeout-Seconds allows, or --collector.timeout).");
+const STALE: Family = Family::gauge("nvmeof_exporter_collector_stale", "1 when the collector failed or missed its deadline and its last good output is served instead.");
+const ERRORS: Family = Family::counter("nvmeof_exporter_collect_errors_total", "Values skipped as missing or odd, failed runs, and scrapes in which the collector missed its deadline.");
+const SCRAPES: Family = Family::counter("nvmeof_exporter_scrapes_total", "Scrapes served.");
 
-const SCRAPE_DURATION: Family = Family {
-    name: "nvmeof_exporter_scrape_duration_seconds",
-    help: "Time the exporter took to answer earlier scrapes, from the request to the encoded page.",
-    kind: Kind::Histogram,
-};
+const SCRAPE_DURATION: Family = Family::histogram(
+    "nvmeof_exporter_scrape_duration_seconds",
+    "Time the exporter took to answer earlier scrapes, from the request to the encoded page.",
+);
 
 pub const FAMILIES: &[Family] = &[
     BUILD_INFO,

@@ -10,81 +10,43 @@ use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 use crate::bpf::io::model::{classic_bounds_seconds, OpView};
 use crate::bpf::io::status::status_label;
 use crate::bpf::io::{IoSource, IoState};
-use crate::collector::{Collector, Family, HistogramData, Kind, Scrape, Sink};
+use crate::collector::{Collector, Family, HistogramData, Scrape, Sink};
 use crate::exposition::Native;
 
-macro_rules! family {
-    ($id:ident, $name:literal, $kind:ident, $help:literal) => {
-        pub const $id: Family = Family {
-            name: $name,
-            help: $help,
-            kind: Kind::$kind,
-        };
-    };
-}
-
-family!(READ_BYTES, "nvmeof_io_read_bytes_total", Counter,
-    "Bytes read by completed read commands (block count from the command times the namespace's LBA size).");
-family!(WRITE_BYTES, "nvmeof_io_write_bytes_total", Counter,
-    "Bytes written by completed write commands (block count from the command times the namespace's LBA size).");
-family!(COMMANDS, "nvmeof_io_commands_total", Counter,
-    "Completed commands by class (read, write, flush, other, admin, fabrics), timed from setup to completion.");
-family!(ERRORS, "nvmeof_io_errors_total", Counter,
-    "Completions with a non-zero NVMe status, by class and status (name from the NVMe status code, or hex).");
-family!(CONNECTION_ERRORS, "nvmeof_connection_errors_total", Counter,
-    "Connection errors by kind: error completions by status class (path_error, host_path_error, abort, transport_error, command_error), keep_alive_failure, connect_failure (fabrics commands), and timeout (completed after the command timeout), counted by the completion program.");
-family!(REMOVED_CONNECTION_ERRORS, "nvmeof_removed_controllers_connection_errors_total", Counter,
-    "Connection errors (kinds as nvmeof_connection_errors_total) of controllers that no longer exist: a controller whose Connect the target refused never appears, the others' counts leave with their series.");
-family!(LATENCY, "nvmeof_io_latency_seconds", Histogram,
-    "Command latency from nvme_setup_cmd to nvme_complete_rq since start. Native buckets (schema 4, protobuf) are the kernel's own; classic le buckets at powers of two of a second are exact sums of them.");
-family!(INFLIGHT_SECONDS, "nvmeof_io_inflight_seconds_total", Counter,
-    "Integral of the number of commands in flight over time (sum of latencies); its rate is the average queue depth.");
-family!(
-    QUEUE_DEPTH,
+pub const READ_BYTES: Family = Family::counter("nvmeof_io_read_bytes_total", "Bytes read by completed read commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
+pub const WRITE_BYTES: Family = Family::counter("nvmeof_io_write_bytes_total", "Bytes written by completed write commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
+pub const COMMANDS: Family = Family::counter("nvmeof_io_commands_total", "Completed commands by class (read, write, flush, other, admin, fabrics), timed from setup to completion.");
+pub const ERRORS: Family = Family::counter("nvmeof_io_errors_total", "Completions with a non-zero NVMe status, by class and status (name from the NVMe status code, or hex).");
+pub const CONNECTION_ERRORS: Family = Family::counter("nvmeof_connection_errors_total", "Connection errors by kind: error completions by status class (path_error, host_path_error, abort, transport_error, command_error), keep_alive_failure, connect_failure (fabrics commands), and timeout (completed after the command timeout), counted by the completion program.");
+pub const REMOVED_CONNECTION_ERRORS: Family = Family::counter("nvmeof_removed_controllers_connection_errors_total", "Connection errors (kinds as nvmeof_connection_errors_total) of controllers that no longer exist: a controller whose Connect the target refused never appears, the others' counts leave with their series.");
+pub const LATENCY: Family = Family::histogram("nvmeof_io_latency_seconds", "Command latency from nvme_setup_cmd to nvme_complete_rq since start. Native buckets (schema 4, protobuf) are the kernel's own; classic le buckets at powers of two of a second are exact sums of them.");
+pub const INFLIGHT_SECONDS: Family = Family::counter("nvmeof_io_inflight_seconds_total", "Integral of the number of commands in flight over time (sum of latencies); its rate is the average queue depth.");
+pub const QUEUE_DEPTH: Family = Family::gauge(
     "nvmeof_queue_depth",
-    Gauge,
-    "Commands set up and not yet completed at the last drain."
+    "Commands set up and not yet completed at the last drain.",
 );
-family!(QUEUE_BUSY, "nvmeof_queue_busy_seconds_total", Counter,
-    "Time with at least one command in flight, summed over queues; per queue its rate is the utilisation.");
-family!(
-    IO_QUEUES,
+pub const QUEUE_BUSY: Family = Family::counter("nvmeof_queue_busy_seconds_total", "Time with at least one command in flight, summed over queues; per queue its rate is the utilisation.");
+pub const IO_QUEUES: Family = Family::gauge(
     "nvmeof_io_queues",
-    Gauge,
-    "I/O queues (qid > 0) of the controller that have carried a command since the tracer started."
+    "I/O queues (qid > 0) of the controller that have carried a command since the tracer started.",
 );
-family!(EBPF_UP, "nvmeof_exporter_ebpf_up", Gauge,
-    "1 when the eBPF programs are loaded and attached, 0 when the exporter runs without them (see its log).");
-family!(
-    PROGRAMS_ATTACHED,
+pub const EBPF_UP: Family = Family::gauge("nvmeof_exporter_ebpf_up", "1 when the eBPF programs are loaded and attached, 0 when the exporter runs without them (see its log).");
+pub const PROGRAMS_ATTACHED: Family = Family::gauge(
     "nvmeof_exporter_ebpf_programs_attached",
-    Gauge,
-    "1 for each eBPF program attached to its tracepoint."
+    "1 for each eBPF program attached to its tracepoint.",
 );
-family!(
-    ATTACH_MODE,
-    "nvmeof_exporter_ebpf_attach_mode",
-    Gauge,
-    "1 for the way the programs are hooked: tp_btf or raw_tracepoint (commands keyed by request), or tracepoint (keyed by command id; misses nvme-tcp writes larger than the inline data)."
-);
-family!(EVICTIONS, "nvmeof_exporter_ebpf_inflight_evictions_total", Counter,
-    "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
-family!(
-    EVENTS,
+pub const ATTACH_MODE: Family = Family::gauge("nvmeof_exporter_ebpf_attach_mode", "1 for the way the programs are hooked: tp_btf or raw_tracepoint (commands keyed by request), or tracepoint (keyed by command id; misses nvme-tcp writes larger than the inline data).");
+pub const EVICTIONS: Family = Family::counter("nvmeof_exporter_ebpf_inflight_evictions_total", "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
+pub const EVENTS: Family = Family::counter(
     "nvmeof_exporter_ebpf_events_total",
-    Counter,
-    "Events counted by the eBPF programs themselves, by event."
+    "Events counted by the eBPF programs themselves, by event.",
 );
-family!(
-    DRAIN_DURATION,
+pub const DRAIN_DURATION: Family = Family::gauge(
     "nvmeof_exporter_ebpf_drain_duration_seconds",
-    Gauge,
-    "How long the last drain of the eBPF maps took."
+    "How long the last drain of the eBPF maps took.",
 );
-family!(PROGRAM_RUN_SECONDS, "nvmeof_exporter_ebpf_program_run_seconds_total", Counter,
-    "Time spent in each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
-family!(PROGRAM_RUNS, "nvmeof_exporter_ebpf_program_runs_total", Counter,
-    "Runs of each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
+pub const PROGRAM_RUN_SECONDS: Family = Family::counter("nvmeof_exporter_ebpf_program_run_seconds_total", "Time spent in each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
+pub const PROGRAM_RUNS: Family = Family::counter("nvmeof_exporter_ebpf_program_runs_total", "Runs of each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
 
 pub const FAMILIES: &[Family] = &[
     READ_BYTES,

@@ -6,59 +6,43 @@
 //! the real source of fabrics throughput.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::collector::{Collector, Family, Scrape, Sink};
 use crate::sysfs::{self, AnaState, BlockStat, Namespace};
 
-const SIZE: Family = Family {
-    name: "nvmeof_namespace_size_bytes",
-    help: "Size of the namespace.",
-    kind: Kind::Gauge,
-};
-const LBS: Family = Family {
-    name: "nvmeof_namespace_logical_block_size_bytes",
-    help: "Logical block size of the namespace.",
-    kind: Kind::Gauge,
-};
-const ANA: Family = Family {
-    name: "nvmeof_namespace_ana_state",
-    help: "ANA state of one path to a namespace, one series per state (1 for the current one); absent when the target does not use ANA.",
-    kind: Kind::Gauge,
-};
-const READS: Family = Family {
-    name: "nvmeof_namespace_reads_completed_total",
-    help: "Reads completed, from the block device's stat (zeros on 6.1 multipath heads).",
-    kind: Kind::Counter,
-};
-const WRITES: Family = Family {
-    name: "nvmeof_namespace_writes_completed_total",
-    help: "Writes completed, from the block device's stat (zeros on 6.1 multipath heads).",
-    kind: Kind::Counter,
-};
-const READ_BYTES: Family = Family {
-    name: "nvmeof_namespace_read_bytes_total",
-    help: "Bytes read, from the block device's stat.",
-    kind: Kind::Counter,
-};
-const WRITTEN_BYTES: Family = Family {
-    name: "nvmeof_namespace_written_bytes_total",
-    help: "Bytes written, from the block device's stat.",
-    kind: Kind::Counter,
-};
-const READ_TIME: Family = Family {
-    name: "nvmeof_namespace_read_time_seconds_total",
-    help: "Time spent on reads, summed over reads, from the block device's stat.",
-    kind: Kind::Counter,
-};
-const WRITE_TIME: Family = Family {
-    name: "nvmeof_namespace_write_time_seconds_total",
-    help: "Time spent on writes, summed over writes, from the block device's stat.",
-    kind: Kind::Counter,
-};
-const IO_TIME: Family = Family {
-    name: "nvmeof_namespace_io_time_seconds_total",
-    help: "Time the device had I/O in flight, from the block device's stat.",
-    kind: Kind::Counter,
-};
+const SIZE: Family = Family::gauge("nvmeof_namespace_size_bytes", "Size of the namespace.");
+const LBS: Family = Family::gauge(
+    "nvmeof_namespace_logical_block_size_bytes",
+    "Logical block size of the namespace.",
+);
+const ANA: Family = Family::gauge("nvmeof_namespace_ana_state", "ANA state of one path to a namespace, one series per state (1 for the current one); absent when the target does not use ANA.");
+const READS: Family = Family::counter(
+    "nvmeof_namespace_reads_completed_total",
+    "Reads completed, from the block device's stat (zeros on 6.1 multipath heads).",
+);
+const WRITES: Family = Family::counter(
+    "nvmeof_namespace_writes_completed_total",
+    "Writes completed, from the block device's stat (zeros on 6.1 multipath heads).",
+);
+const READ_BYTES: Family = Family::counter(
+    "nvmeof_namespace_read_bytes_total",
+    "Bytes read, from the block device's stat.",
+);
+const WRITTEN_BYTES: Family = Family::counter(
+    "nvmeof_namespace_written_bytes_total",
+    "Bytes written, from the block device's stat.",
+);
+const READ_TIME: Family = Family::counter(
+    "nvmeof_namespace_read_time_seconds_total",
+    "Time spent on reads, summed over reads, from the block device's stat.",
+);
+const WRITE_TIME: Family = Family::counter(
+    "nvmeof_namespace_write_time_seconds_total",
+    "Time spent on writes, summed over writes, from the block device's stat.",
+);
+const IO_TIME: Family = Family::counter(
+    "nvmeof_namespace_io_time_seconds_total",
+    "Time the device had I/O in flight, from the block device's stat.",
+);
 
 pub const FAMILIES: &[Family] = &[
     SIZE,
@@ -176,11 +160,7 @@ mod tests {
         let fams = sink.into_families();
         let get = |f: &Family| {
             let mf = fams.iter().find(|m| m.name() == f.name).unwrap();
-            let m = &mf.metric[0];
-            match f.kind {
-                Kind::Counter => m.value(),
-                _ => m.value(),
-            }
+            mf.metric[0].value()
         };
         assert_eq!(get(&SIZE), 536_870_912.0);
         assert_eq!(get(&READ_BYTES), 2048.0 * 512.0);

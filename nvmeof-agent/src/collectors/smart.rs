@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::collector::{Collector, Family, Scrape, Sink};
 use crate::nvme::smart_log::kelvin_to_celsius;
 use crate::nvme::CriticalWarning;
 use crate::worker::Worker;
@@ -89,114 +89,99 @@ impl SmartCollector {
     }
 }
 
-const fn gauge(name: &'static str, help: &'static str) -> Family {
-    Family {
-        name,
-        help,
-        kind: Kind::Gauge,
-    }
-}
-
-const fn counter(name: &'static str, help: &'static str) -> Family {
-    Family {
-        name,
-        help,
-        kind: Kind::Counter,
-    }
-}
-
-pub const INFO: Family = gauge(
+pub const INFO: Family = Family::gauge(
     "nvmeof_smart_info",
     "Identify Controller of each NVMe controller polled for SMART; always 1.",
 );
-pub const CRITICAL_WARNING: Family = gauge(
+pub const CRITICAL_WARNING: Family = Family::gauge(
     "nvmeof_smart_critical_warning",
     "SMART Critical Warning, one series per defined bit: 1 when the condition holds.",
 );
-pub const CRITICAL_WARNING_RAW: Family = gauge(
+pub const CRITICAL_WARNING_RAW: Family = Family::gauge(
     "nvmeof_smart_critical_warning_raw",
     "SMART Critical Warning byte as read, reserved bits included.",
 );
-pub const ENDURANCE_GROUP_WARNING_RAW: Family = gauge(
+pub const ENDURANCE_GROUP_WARNING_RAW: Family = Family::gauge(
     "nvmeof_smart_endurance_group_critical_warning_raw",
     "SMART Endurance Group Critical Warning Summary byte as read.",
 );
-pub const TEMPERATURE: Family = gauge(
+pub const TEMPERATURE: Family = Family::gauge(
     "nvmeof_smart_temperature_celsius",
     "Composite temperature (sensor=\"composite\") and each reported temperature sensor.",
 );
-pub const AVAILABLE_SPARE: Family = gauge(
+pub const AVAILABLE_SPARE: Family = Family::gauge(
     "nvmeof_smart_available_spare_ratio",
     "Remaining spare capacity, 0 to 1.",
 );
-pub const AVAILABLE_SPARE_THRESHOLD: Family = gauge(
+pub const AVAILABLE_SPARE_THRESHOLD: Family = Family::gauge(
     "nvmeof_smart_available_spare_threshold_ratio",
     "Spare capacity below which the available_spare warning is raised, 0 to 1.",
 );
-pub const ENDURANCE_USED: Family = gauge(
+pub const ENDURANCE_USED: Family = Family::gauge(
     "nvmeof_smart_endurance_used_ratio",
     "SMART Percentage Used / 100: vendor estimate of life used; may exceed 1.",
 );
-pub const DATA_READ: Family = counter(
+pub const DATA_READ: Family = Family::counter(
     "nvmeof_smart_data_read_bytes_total",
     "Data read by hosts, from Data Units Read (units of 512000 bytes, rounded up).",
 );
-pub const DATA_WRITTEN: Family = counter(
+pub const DATA_WRITTEN: Family = Family::counter(
     "nvmeof_smart_data_written_bytes_total",
     "Data written by hosts, from Data Units Written (units of 512000 bytes, rounded up).",
 );
-pub const HOST_READS: Family = counter(
+pub const HOST_READS: Family = Family::counter(
     "nvmeof_smart_host_read_commands_total",
     "Read commands completed by the controller.",
 );
-pub const HOST_WRITES: Family = counter(
+pub const HOST_WRITES: Family = Family::counter(
     "nvmeof_smart_host_write_commands_total",
     "Write commands completed by the controller.",
 );
-pub const BUSY: Family = counter(
+pub const BUSY: Family = Family::counter(
     "nvmeof_smart_controller_busy_seconds_total",
     "Time the controller was busy with I/O commands (reported in minutes).",
 );
-pub const POWER_CYCLES: Family = counter("nvmeof_smart_power_cycles_total", "Power cycles.");
-pub const POWER_ON: Family = counter(
+pub const POWER_CYCLES: Family =
+    Family::counter("nvmeof_smart_power_cycles_total", "Power cycles.");
+pub const POWER_ON: Family = Family::counter(
     "nvmeof_smart_power_on_seconds_total",
     "Power-on time (reported in hours).",
 );
 pub const UNSAFE_SHUTDOWNS: Family =
-    counter("nvmeof_smart_unsafe_shutdowns_total", "Unsafe shutdowns.");
-pub const MEDIA_ERRORS: Family = counter(
+    Family::counter("nvmeof_smart_unsafe_shutdowns_total", "Unsafe shutdowns.");
+pub const MEDIA_ERRORS: Family = Family::counter(
     "nvmeof_smart_media_errors_total",
     "Unrecovered data integrity errors detected by the controller.",
 );
-pub const ERROR_LOG_ENTRIES: Family = counter(
+pub const ERROR_LOG_ENTRIES: Family = Family::counter(
     "nvmeof_smart_error_log_entries_total",
     "Error Information log entries over the controller's life.",
 );
-pub const WARNING_TEMP_TIME: Family = counter(
+pub const WARNING_TEMP_TIME: Family = Family::counter(
     "nvmeof_smart_warning_temperature_seconds_total",
     "Time above the warning composite temperature threshold (reported in minutes).",
 );
-pub const CRITICAL_TEMP_TIME: Family = counter(
+pub const CRITICAL_TEMP_TIME: Family = Family::counter(
     "nvmeof_smart_critical_temperature_seconds_total",
     "Time above the critical composite temperature threshold (reported in minutes).",
 );
-pub const THERMAL_TRANSITIONS: Family = counter(
+pub const THERMAL_TRANSITIONS: Family = Family::counter(
     "nvmeof_smart_thermal_management_transitions_total",
     "Transitions into thermal management level 1 or 2 (light / heavy throttling).",
 );
-pub const THERMAL_TIME: Family = counter(
+pub const THERMAL_TIME: Family = Family::counter(
     "nvmeof_smart_thermal_management_seconds_total",
     "Time spent in thermal management level 1 or 2.",
 );
-pub const LAST_SUCCESS: Family = gauge(
+pub const LAST_SUCCESS: Family = Family::gauge(
     "nvmeof_smart_last_success_timestamp_seconds",
     "Unix time of the last successful SMART poll.",
 );
-pub const STALE: Family = gauge(
+pub const STALE: Family = Family::gauge(
     "nvmeof_smart_stale",
     "1 when the last poll failed, is stuck, or succeeded more than 2 intervals ago.",
 );
-pub const POLL_ERRORS: Family = counter(
+pub const POLL_ERRORS: Family = Family::counter(
     "nvmeof_smart_poll_errors_total",
     "Failed or skipped SMART polls, by reason.",
 );

@@ -11,27 +11,21 @@ use crate::bpf::state::{StateSnapshot, StateSource};
 use crate::collector::{Collector, Family, Kind, Scrape, Sink};
 use crate::sysfs::CtrlState;
 
-const TRANSITIONS: Family = Family {
-    name: "nvmeof_controller_state_transitions_total",
-    help: "Controller state transitions by old and new state (kernel-side count; a lower bound when nvmeof_exporter_state_source is sysfs_poll).",
-    kind: Kind::Counter,
-};
+const TRANSITIONS: Family = Family::counter("nvmeof_controller_state_transitions_total", "Controller state transitions by old and new state (kernel-side count; a lower bound when nvmeof_exporter_state_source is sysfs_poll).");
 const RECONNECTS: Family = Family {
     name: "nvmeof_reconnect_attempts_total",
     help:
         "Reconnect attempts the kernel made for the controller (increments of its nr_reconnects).",
     kind: Kind::Counter,
 };
-const LAST_TRANSITION: Family = Family {
-    name: "nvmeof_controller_last_transition_timestamp_seconds",
-    help: "Wall-clock time of the controller's last state transition.",
-    kind: Kind::Gauge,
-};
-const SINCE_LIVE: Family = Family {
-    name: "nvmeof_controller_since_live_seconds",
-    help: "Time since the controller was last live: 0 while live, else since it left live.",
-    kind: Kind::Gauge,
-};
+const LAST_TRANSITION: Family = Family::gauge(
+    "nvmeof_controller_last_transition_timestamp_seconds",
+    "Wall-clock time of the controller's last state transition.",
+);
+const SINCE_LIVE: Family = Family::gauge(
+    "nvmeof_controller_since_live_seconds",
+    "Time since the controller was last live: 0 while live, else since it left live.",
+);
 const SOURCE: Family = Family {
     name: "nvmeof_exporter_state_source",
     help:

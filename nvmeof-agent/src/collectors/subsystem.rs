@@ -5,24 +5,21 @@
 //! `nvmeof_subsystem_live_paths < nvmeof_subsystem_paths`.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::collector::{Collector, Family, Scrape, Sink};
 use crate::sysfs::{self, CtrlState};
 
-const INFO: Family = Family {
-    name: "nvmeof_subsystem_info",
-    help: "Identity of an NVM subsystem and its multipath I/O policy; always 1.",
-    kind: Kind::Gauge,
-};
-const PATHS: Family = Family {
-    name: "nvmeof_subsystem_paths",
-    help: "Controllers (paths) the host has to the subsystem, whatever their state.",
-    kind: Kind::Gauge,
-};
-const LIVE_PATHS: Family = Family {
-    name: "nvmeof_subsystem_live_paths",
-    help: "Controllers (paths) to the subsystem in state live.",
-    kind: Kind::Gauge,
-};
+const INFO: Family = Family::gauge(
+    "nvmeof_subsystem_info",
+    "Identity of an NVM subsystem and its multipath I/O policy; always 1.",
+);
+const PATHS: Family = Family::gauge(
+    "nvmeof_subsystem_paths",
+    "Controllers (paths) the host has to the subsystem, whatever their state.",
+);
+const LIVE_PATHS: Family = Family::gauge(
+    "nvmeof_subsystem_live_paths",
+    "Controllers (paths) to the subsystem in state live.",
+);
 
 pub const FAMILIES: &[Family] = &[INFO, PATHS, LIVE_PATHS];
 

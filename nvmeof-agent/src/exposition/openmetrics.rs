@@ -94,23 +94,11 @@ fn metric(out: &mut String, family: &str, kind: &str, m: &Metric) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{Family, HistogramData, Kind, Sink};
+    use crate::collector::{Family, HistogramData, Sink};
 
-    const READS: Family = Family {
-        name: "x_read_bytes_total",
-        help: "Bytes \"read\".",
-        kind: Kind::Counter,
-    };
-    const INFO: Family = Family {
-        name: "x_build_info",
-        help: "Build.",
-        kind: Kind::Gauge,
-    };
-    const LAT: Family = Family {
-        name: "x_latency_seconds",
-        help: "Latency.",
-        kind: Kind::Histogram,
-    };
+    const READS: Family = Family::counter("x_read_bytes_total", "Bytes \"read\".");
+    const INFO: Family = Family::gauge("x_build_info", "Build.");
+    const LAT: Family = Family::histogram("x_latency_seconds", "Latency.");
 
     #[test]
     fn counters_infos_units_histograms_and_eof() {

@@ -47,27 +47,15 @@ pub fn decode(mut bytes: &[u8]) -> Result<Vec<MetricFamily>, prost::DecodeError>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{Family, HistogramData, Kind, Sink};
+    use crate::collector::{Family, HistogramData, Sink};
     use crate::exposition::model::{
         Bucket, BucketSpan, Counter, Histogram, LabelPair, Metric, MetricType,
     };
     use crate::exposition::Native;
 
-    const LAT: Family = Family {
-        name: "x_latency_seconds",
-        help: "Latency.",
-        kind: Kind::Histogram,
-    };
-    const CMDS: Family = Family {
-        name: "x_commands_total",
-        help: "Commands.",
-        kind: Kind::Counter,
-    };
-    const DURATION: Family = Family {
-        name: "x_duration_seconds",
-        help: "Classic only.",
-        kind: Kind::Histogram,
-    };
+    const LAT: Family = Family::histogram("x_latency_seconds", "Latency.");
+    const CMDS: Family = Family::counter("x_commands_total", "Commands.");
+    const DURATION: Family = Family::histogram("x_duration_seconds", "Classic only.");
 
     fn label(name: &str, value: &str) -> LabelPair {
         LabelPair {

@@ -60,19 +60,14 @@ pub fn encode(families: &[MetricFamily]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{Family, HistogramData, Kind, Sink};
+    use crate::collector::{Family, HistogramData, Sink};
     use crate::exposition::Native;
 
-    const LAT: Family = Family {
-        name: "x_latency_seconds",
-        help: "Latency \\ in \"seconds\"\nper command.",
-        kind: Kind::Histogram,
-    };
-    const UP: Family = Family {
-        name: "x_up",
-        help: "",
-        kind: Kind::Gauge,
-    };
+    const LAT: Family = Family::histogram(
+        "x_latency_seconds",
+        "Latency \\ in \"seconds\"\nper command.",
+    );
+    const UP: Family = Family::gauge("x_up", "");
 
     #[test]
     fn histograms_print_classic_buckets_and_help_escapes() {
@@ -124,11 +119,7 @@ x_up +Inf
                 native: None,
             },
         );
-        const BUILD: Family = Family {
-            name: "x_build_info",
-            help: "Build.",
-            kind: Kind::Gauge,
-        };
+        const BUILD: Family = Family::gauge("x_build_info", "Build.");
         sink.gauge(&BUILD, &[("version", "0.1.0")], 1.0);
         let text = encode(&sink.into_families());
         let child = Command::new("promtool")

@@ -3,13 +3,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use super::*;
-use crate::collector::{Family, Kind, Scrape};
+use crate::collector::{Family, Scrape};
 
-const VALUE: Family = Family {
-    name: "test_value",
-    help: "The call number of the run that produced it.",
-    kind: Kind::Gauge,
-};
+const VALUE: Family = Family::gauge("test_value", "The call number of the run that produced it.");
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
