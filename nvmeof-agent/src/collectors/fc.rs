@@ -5,6 +5,7 @@
 //! The HBA port is the `fc_host` whose `port_name` is the WWPN of the controller's
 //! `host_traddr`; the remote port the `rport` of that host whose `port_name` is the WWPN of
 //! `traddr`. Software FC (fcloop) has no `fc_host`: nothing is emitted for it.
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::collector::{Collector, Family, Kind, Scrape, Sink};
@@ -60,37 +61,53 @@ pub fn carrier_of<'a>(
 }
 
 pub fn emit(sink: &mut Sink, c: &Controller, host: Option<&FcHost>, rport: Option<&FcRemotePort>) {
-    let subsystem = c.subsysnqn.as_deref().unwrap_or("");
     if let Some(h) = host {
-        let base = [
-            ("subsystem", subsystem),
-            ("controller", c.name.as_str()),
-            ("fc_host", h.name.as_str()),
-        ];
-        let mut info = base.to_vec();
-        info.push(("port_name", h.port_name.as_str()));
-        info.push(("port_state", h.port_state.as_deref().unwrap_or("")));
-        sink.gauge(&HOST_INFO, &info, 1.0);
-        for (k, v) in &h.statistics {
-            let mut l = base.to_vec();
-            l.push(("statistic", k.as_str()));
-            sink.counter(&HOST_STATISTICS, &l, *v as f64);
-        }
+        let port = Port {
+            label: "fc_host",
+            name: &h.name,
+            port_name: &h.port_name,
+            port_state: h.port_state.as_deref(),
+            statistics: &h.statistics,
+        };
+        port.emit(sink, c, &HOST_INFO, &HOST_STATISTICS);
     }
     if let Some(r) = rport {
+        let port = Port {
+            label: "rport",
+            name: &r.name,
+            port_name: &r.port_name,
+            port_state: r.port_state.as_deref(),
+            statistics: &r.statistics,
+        };
+        port.emit(sink, c, &RPORT_INFO, &RPORT_STATISTICS);
+    }
+}
+
+/// What the two ends of an FC path have alike: an info series and a counter per statistic.
+struct Port<'a> {
+    /// The label that names it: `fc_host` or `rport`.
+    label: &'static str,
+    name: &'a str,
+    port_name: &'a str,
+    port_state: Option<&'a str>,
+    statistics: &'a BTreeMap<String, u64>,
+}
+
+impl Port<'_> {
+    fn emit(&self, sink: &mut Sink, c: &Controller, info: &Family, statistics: &Family) {
         let base = [
-            ("subsystem", subsystem),
+            ("subsystem", c.subsysnqn.as_deref().unwrap_or("")),
             ("controller", c.name.as_str()),
-            ("rport", r.name.as_str()),
+            (self.label, self.name),
         ];
-        let mut info = base.to_vec();
-        info.push(("port_name", r.port_name.as_str()));
-        info.push(("port_state", r.port_state.as_deref().unwrap_or("")));
-        sink.gauge(&RPORT_INFO, &info, 1.0);
-        for (k, v) in &r.statistics {
+        let mut labels = base.to_vec();
+        labels.push(("port_name", self.port_name));
+        labels.push(("port_state", self.port_state.unwrap_or("")));
+        sink.gauge(info, &labels, 1.0);
+        for (k, v) in self.statistics {
             let mut l = base.to_vec();
             l.push(("statistic", k.as_str()));
-            sink.counter(&RPORT_STATISTICS, &l, *v as f64);
+            sink.counter(statistics, &l, *v as f64);
         }
     }
 }
@@ -98,11 +115,7 @@ pub fn emit(sink: &mut Sink, c: &Controller, host: Option<&FcHost>, rport: Optio
 impl Collector for FcCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = scrape.controllers(&self.sysfs)?;
-        let fc: Vec<&Controller> = parsed
-            .items
-            .iter()
-            .filter(|c| c.transport.as_deref() == Some("fc"))
-            .collect();
+        let fc = parsed.of_transport("fc");
         if fc.is_empty() {
             return Ok(());
         }

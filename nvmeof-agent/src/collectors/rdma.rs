@@ -110,11 +110,7 @@ pub fn port_of<'a>(
 impl Collector for RdmaCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = scrape.controllers(&self.sysfs)?;
-        let rdma: Vec<&Controller> = parsed
-            .items
-            .iter()
-            .filter(|c| c.transport.as_deref() == Some("rdma"))
-            .collect();
+        let rdma = parsed.of_transport("rdma");
         if rdma.is_empty() {
             return Ok(());
         }

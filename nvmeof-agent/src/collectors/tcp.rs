@@ -171,11 +171,7 @@ impl Collector for TcpCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         use anyhow::Context as _;
         let parsed = scrape.controllers(&self.sysfs)?;
-        let tcp: Vec<&Controller> = parsed
-            .items
-            .iter()
-            .filter(|c| c.transport.as_deref() == Some("tcp"))
-            .collect();
+        let tcp = parsed.of_transport("tcp");
         if tcp.is_empty() {
             return Ok(());
         }

@@ -142,6 +142,16 @@ pub struct Controller {
     pub hostnqn: Option<String>,
 }
 
+impl Parsed<Controller> {
+    /// The controllers on `transport` (`tcp`, `rdma`, `fc`, `loop`, `pcie`).
+    pub fn of_transport(&self, transport: &str) -> Vec<&Controller> {
+        self.items
+            .iter()
+            .filter(|c| c.transport.as_deref() == Some(transport))
+            .collect()
+    }
+}
+
 /// Every controller under `ROOT/class/nvme`, in instance order, read now (the collectors of a
 /// scrape share one read: `crate::collector::Scrape::controllers`).
 pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
