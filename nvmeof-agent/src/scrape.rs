@@ -58,6 +58,25 @@ struct SlotState {
     running: Option<Running>,
 }
 
+/// Which collectors one scrape runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Selection {
+    #[default]
+    All,
+    Only(Vec<String>),
+    Except(Vec<String>),
+}
+
+impl Selection {
+    fn runs(&self, name: &str) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Only(names) => names.iter().any(|n| n == name),
+            Selection::Except(names) => !names.iter().any(|n| n == name),
+        }
+    }
+}
+
 struct Slot {
     name: &'static str,
     collector: Arc<dyn Collector>,
@@ -112,11 +131,45 @@ impl Scraper {
     /// [`Scraper::scrape`] with the collectors' deadline `timeout` (a run already in flight
     /// counts from its own start).
     pub async fn scrape_within(&self, timeout: Duration) -> Vec<MetricFamily> {
+        self.scrape_selected(timeout, &Selection::All).await
+    }
+
+    /// The [`Selection`] that node_exporter's query parameters name (`collect[]=NAME` runs only
+    /// those, `exclude[]=NAME` all but those); an error for a collector this agent does not run
+    /// or for both kinds at once.
+    pub fn selection(
+        &self,
+        collect: Vec<String>,
+        exclude: Vec<String>,
+    ) -> Result<Selection, String> {
+        for name in collect.iter().chain(&exclude) {
+            if !self.slots.iter().any(|s| s.name == name) {
+                return Err(format!("missing collector: {name}"));
+            }
+        }
+        match (collect.is_empty(), exclude.is_empty()) {
+            (true, true) => Ok(Selection::All),
+            (false, true) => Ok(Selection::Only(collect)),
+            (true, false) => Ok(Selection::Except(exclude)),
+            (false, false) => Err("collect[] and exclude[] cannot be used together".into()),
+        }
+    }
+
+    /// [`Scraper::scrape_within`] running only the collectors `selection` names (the self
+    /// metrics always).
+    pub async fn scrape_selected(
+        &self,
+        timeout: Duration,
+        selection: &Selection,
+    ) -> Vec<MetricFamily> {
         self.stats.scrape_started();
         // The reads the collectors of this scrape share.
         let scrape = Arc::new(Scrape::new());
         let mut runs = tokio::task::JoinSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
+            if !selection.runs(slot.name) {
+                continue;
+            }
             let (name, collector) = (slot.name, slot.collector.clone());
             let state = slot.state.clone();
             let stats = self.stats.clone();

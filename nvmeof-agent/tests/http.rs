@@ -528,3 +528,39 @@ async fn paths_are_compared_percent_decoded() {
         assert_eq!(status(&get(server.addr, bad, "").await), 400, "{bad}");
     }
 }
+
+/// node_exporter's `collect[]` and `exclude[]` query parameters: only the named collectors run
+/// (the self metrics always), a name the agent does not run or both kinds at once get node_exporter's 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collect_and_exclude_parameters_choose_the_collectors() {
+    let server = start().await;
+    let addr = server.addr;
+    let has = |answer: &str, family: &str| body(answer).contains(&format!("\n{family}{{"));
+
+    let all = get(addr, "/metrics", "").await;
+    assert!(has(&all, "nvmeof_controller_cntlid") && has(&all, "nvmeof_subsystem_info"));
+
+    // The brackets percent-encoded, as a URL builder writes them.
+    let only = get(addr, "/metrics?collect%5B%5D=controller", "").await;
+    assert_eq!(status(&only), 200, "{only}");
+    assert!(has(&only, "nvmeof_controller_cntlid"), "{only}");
+    assert!(!has(&only, "nvmeof_subsystem_info"), "{only}");
+    assert!(body(&only).contains("nvmeof_exporter_scrapes_total"));
+
+    let two = get(addr, "/metrics?collect[]=controller&collect[]=subsystem", "").await;
+    assert!(has(&two, "nvmeof_controller_cntlid") && has(&two, "nvmeof_subsystem_info"));
+
+    let except = get(addr, "/metrics?exclude[]=controller", "").await;
+    assert!(!has(&except, "nvmeof_controller_cntlid"), "{except}");
+    assert!(has(&except, "nvmeof_subsystem_info"), "{except}");
+
+    for (query, why) in [
+        ("collect[]=nope", "missing collector: nope"),
+        ("collect[]=controller&exclude[]=subsystem", "cannot be used together"),
+    ] {
+        let answer = get(addr, &format!("/metrics?{query}"), "").await;
+        assert_eq!(status(&answer), 400, "{query}: {answer}");
+        assert!(body(&answer).contains(why), "{query}: {answer}");
+        assert!(body(&answer).starts_with("couldn't create filtered metrics handler"));
+    }
+}

@@ -19,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::webconfig::BasicAuth;
 use crate::exposition::{self, openmetrics, protobuf, text, Format};
-use crate::scrape::{deadline_from_scrape_timeout, Scraper};
+use crate::scrape::{deadline_from_scrape_timeout, Scraper, Selection};
 
 /// How long the scraper waits for the page, in seconds; Prometheus sends it with every scrape.
 const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
@@ -81,6 +81,29 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     e.write_all(body)?;
     e.finish()
 }
+
+/// The values of node_exporter's `collect[]` and `exclude[]` query parameters (their names
+/// percent-encoded or not), at most [`MAX_COLLECTOR_PARAMS`] of them; other parameters and
+/// undecodable ones are ignored, as Go's form parsing skips what it cannot read.
+fn collector_params(query: &str) -> (Vec<String>, Vec<String>) {
+    let (mut collect, mut exclude) = (Vec::new(), Vec::new());
+    for pair in query.split('&').take(MAX_COLLECTOR_PARAMS) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (Some(k), Some(v)) = (percent_decode(k), percent_decode(v)) else {
+            continue;
+        };
+        let v = String::from_utf8_lossy(&v).into_owned();
+        match k.as_slice() {
+            b"collect[]" => collect.push(v),
+            b"exclude[]" => exclude.push(v),
+            _ => {}
+        }
+    }
+    (collect, exclude)
+}
+
+/// A bound on the query parameters read: a scraper names a few collectors, not thousands.
+const MAX_COLLECTOR_PARAMS: usize = 64;
 
 /// A path with its percent-escapes decoded, as Go's `URL.Path` (which its ServeMux matches on);
 /// `None` for an escape that is not `%` and two hex digits (Go refuses the request with 400).
@@ -237,8 +260,20 @@ impl App {
                 .and_then(|v| v.to_str().ok())
                 .and_then(deadline_from_scrape_timeout)
                 .unwrap_or_else(|| self.scraper.default_deadline());
+            let (collect, exclude) = collector_params(req.uri().query().unwrap_or(""));
+            let selection = match self.scraper.selection(collect, exclude) {
+                Ok(s) => s,
+                // node_exporter's answer to a filter it cannot serve.
+                Err(why) => {
+                    return reply(
+                        StatusCode::BAD_REQUEST,
+                        "text/plain; charset=utf-8",
+                        format!("couldn't create filtered metrics handler: {why}\n"),
+                    )
+                }
+            };
             return self
-                .metrics(exposition::negotiate(accept), gzip, deadline)
+                .metrics(exposition::negotiate(accept), gzip, deadline, &selection)
                 .await;
         }
         match path.as_slice() {
@@ -262,7 +297,13 @@ impl App {
         }
     }
 
-    async fn metrics(&self, format: Format, gzip: bool, deadline: Duration) -> Response<Body> {
+    async fn metrics(
+        &self,
+        format: Format,
+        gzip: bool,
+        deadline: Duration,
+        selection: &Selection,
+    ) -> Response<Body> {
         let _slot = match &self.scrapes_in_flight {
             Some((max, slots)) => match slots.try_acquire() {
                 Ok(slot) => Some(slot),
@@ -277,7 +318,7 @@ impl App {
             None => None,
         };
         let started = std::time::Instant::now();
-        let families = self.scraper.scrape_within(deadline).await;
+        let families = self.scraper.scrape_selected(deadline, selection).await;
         let body: Bytes = match format {
             Format::Text => text::encode(&families).into(),
             Format::OpenMetrics => openmetrics::encode(&families).into(),
