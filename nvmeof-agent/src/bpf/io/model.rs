@@ -18,7 +18,7 @@
 //!   them (`nvmeof_common::SlotLayout`): admin commands and connects (one per I/O queue) would
 //!   cost series for no insight, flushes and the rest are rare. Queue-state series (depth, busy)
 //!   are per queue for every queue, the admin queue included.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use nvmeof_common::latency::{slot_native_index, OVERFLOW_SLOT};
 use nvmeof_common::{
@@ -67,18 +67,60 @@ pub fn classic_slot(bucket: usize) -> usize {
     }
 }
 
+/// Calls `f(bucket, delta)` for every bucket whose count moved between two raw histograms,
+/// ascending by bucket. Compares 8 buckets (32 bytes) at a time and skips the chunks that did
+/// not move: a drain interval of I/O moves a few dozen of the 450.
+#[inline]
+pub fn for_each_bucket_delta(
+    prev: &[u32; LATENCY_BUCKETS],
+    cur: &[u32; LATENCY_BUCKETS],
+    mut f: impl FnMut(u16, u32),
+) {
+    const CHUNK: usize = 8;
+    let (p_chunks, p_rest) = prev.as_chunks::<CHUNK>();
+    let (c_chunks, c_rest) = cur.as_chunks::<CHUNK>();
+    for (n, (p, c)) in p_chunks.iter().zip(c_chunks).enumerate() {
+        if p == c {
+            continue;
+        }
+        for i in 0..CHUNK {
+            let d = delta_u32(p[i], c[i]);
+            if d != 0 {
+                f((n * CHUNK + i) as u16, d);
+            }
+        }
+    }
+    let base = p_chunks.len() * CHUNK;
+    for (i, (&p, &c)) in p_rest.iter().zip(c_rest).enumerate() {
+        let d = delta_u32(p, c);
+        if d != 0 {
+            f((base + i) as u16, d);
+        }
+    }
+}
+
 /// Non-zero bucket deltas between two raw histograms, ascending by bucket.
 pub fn bucket_deltas(
     prev: Option<&[u32; LATENCY_BUCKETS]>,
     cur: &[u32; LATENCY_BUCKETS],
 ) -> Vec<(u16, u64)> {
-    cur.iter()
-        .enumerate()
-        .filter_map(|(i, &c)| {
-            let d = delta_u32(prev.map_or(0, |p| p[i]), c);
-            (d != 0).then_some((i as u16, d as u64))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for_each_bucket_delta(prev.unwrap_or(&[0; LATENCY_BUCKETS]), cur, |b, d| {
+        out.push((b, d as u64))
+    });
+    out
+}
+
+/// Adds `delta` to `bucket` of a series' buckets (ascending by bucket, zero counts left out),
+/// searching from `*from` on: deltas come ascending, so each search starts where the last ended.
+#[inline]
+fn add_to_bucket(buckets: &mut Vec<(u16, u64)>, from: &mut usize, bucket: u16, delta: u64) {
+    let at = *from + buckets[*from..].partition_point(|&(b, _)| b < bucket);
+    match buckets.get_mut(at) {
+        Some((b, c)) if *b == bucket => *c += delta,
+        _ => buckets.insert(at, (bucket, delta)),
+    }
+    *from = at;
 }
 
 /// One read of the kernel maps.
@@ -108,14 +150,17 @@ pub struct QueueSeriesKey {
     pub qid: Option<u16>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 struct OpSeries {
     commands: u64,
     bytes: u64,
     errors: u64,
     latency_sum_ns: u64,
-    /// Observations per kernel bucket (slot) since start, for the slots that saw any.
-    buckets: BTreeMap<u16, u64>,
+    /// Observations per kernel bucket (slot) since start, ascending by slot, for the slots that
+    /// saw any: the shape [`OpView::buckets`] publishes.
+    buckets: Vec<(u16, u64)>,
+    /// The last drain that fed this series ([`Model::drains`]).
+    fed: u64,
 }
 
 /// What the `io` collector shows for one [`SeriesKey`].
@@ -195,14 +240,19 @@ pub struct IoView {
 /// Previous raw values and accumulated series.
 pub struct Model {
     per_queue: bool,
-    prev_ops: HashMap<OpKey, OpStats>,
+    /// Drains applied so far: series and keys fed by the current one carry its number, so the
+    /// ones no key fed any more are found without a set per drain.
+    drains: u64,
+    /// The last raw value of every key, and the last drain that read it.
+    prev_ops: HashMap<OpKey, (OpStats, u64)>,
     prev_queues: HashMap<QueueKey, QueueState>,
     prev_statuses: HashMap<StatusKey, u64>,
     prev_counters: [u64; PROGRAM_COUNTERS as usize],
     counters: [u64; PROGRAM_COUNTERS as usize],
     ops: BTreeMap<SeriesKey, OpSeries>,
     busy: BTreeMap<QueueSeriesKey, u64>,
-    inflight: BTreeMap<u32, u64>,
+    /// Per controller: the in-flight time and the last drain that fed it.
+    inflight: BTreeMap<u32, (u64, u64)>,
     statuses: BTreeMap<StatusKey, u64>,
 }
 
@@ -210,6 +260,7 @@ impl Model {
     pub fn new(per_queue: bool) -> Self {
         Model {
             per_queue,
+            drains: 0,
             prev_ops: HashMap::new(),
             prev_queues: HashMap::new(),
             prev_statuses: HashMap::new(),
@@ -251,7 +302,7 @@ impl Model {
         IoView {
             ops: self.op_views(),
             queues,
-            inflight_ns: self.inflight.iter().map(|(k, v)| (*k, *v)).collect(),
+            inflight_ns: self.inflight.iter().map(|(k, (v, _))| (*k, *v)).collect(),
             commands: self.commands_per_controller(),
             statuses: self.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
             io_queues: io_queues.into_iter().collect(),
@@ -266,10 +317,8 @@ impl Model {
     }
 
     fn apply_ops(&mut self, raw: &[(OpKey, OpStats)]) {
-        // The series fed this drain: several queues feed one controller series.
-        let mut touched = BTreeSet::new();
-        let mut inflight_touched = BTreeSet::new();
-        let mut next_prev = HashMap::with_capacity(raw.len());
+        self.drains += 1;
+        let drain = self.drains;
         for (k, cur) in raw {
             let Some(class) = OpClass::from_u8(k.opclass) else {
                 continue;
@@ -279,38 +328,37 @@ impl Model {
                 qid: self.op_qid(k.qid, class),
                 class,
             };
-            let prev = self.prev_ops.get(k);
-            touched.insert(key);
-            inflight_touched.insert(k.ctrl_id);
-            if prev == Some(cur) && self.ops.contains_key(&key) {
-                // Unmoved since the last drain (most slots of a large node, most of the time):
-                // nothing to add, and 1.8 KB not to walk.
-                next_prev.insert(*k, *cur);
+            // Several queues feed one controller series; what no key feeds this drain goes.
+            let inflight = self.inflight.entry(k.ctrl_id).or_default();
+            inflight.1 = drain;
+            let s = self.ops.entry(key).or_default();
+            s.fed = drain;
+            // A key seen for the first time counts from zero.
+            let (prev, read) = self
+                .prev_ops
+                .entry(*k)
+                .or_insert_with(|| (OpStats::default(), 0));
+            *read = drain;
+            if prev == cur {
+                // Unmoved since the last drain (most slots of a large node, most of the time).
                 continue;
             }
-            let s = self.ops.entry(key).or_insert_with(|| OpSeries {
-                commands: 0,
-                bytes: 0,
-                errors: 0,
-                latency_sum_ns: 0,
-                buckets: BTreeMap::new(),
-            });
-            let d = |f: fn(&OpStats) -> u64| delta_u64(prev.map_or(0, f), f(cur));
-            s.bytes += d(|o| o.bytes);
-            s.errors += d(|o| o.errors);
-            let latency = d(|o| o.latency_sum_ns);
+            s.bytes += delta_u64(prev.bytes, cur.bytes);
+            s.errors += delta_u64(prev.errors, cur.errors);
+            let latency = delta_u64(prev.latency_sum_ns, cur.latency_sum_ns);
             s.latency_sum_ns += latency;
-            *self.inflight.entry(k.ctrl_id).or_default() += latency;
-            for (b, c) in bucket_deltas(prev.map(|p| &p.buckets), &cur.buckets) {
+            inflight.0 += latency;
+            let mut from = 0;
+            for_each_bucket_delta(&prev.buckets, &cur.buckets, |b, d| {
                 // The kernel keeps no command count: each completion is in exactly one bucket.
-                s.commands += c;
-                *s.buckets.entry(b).or_default() += c;
-            }
-            next_prev.insert(*k, *cur);
+                s.commands += d as u64;
+                add_to_bucket(&mut s.buckets, &mut from, b, d as u64);
+            });
+            *prev = *cur;
         }
-        self.prev_ops = next_prev;
-        self.ops.retain(|k, _| touched.contains(k));
-        self.inflight.retain(|k, _| inflight_touched.contains(k));
+        self.prev_ops.retain(|_, (_, read)| *read == drain);
+        self.ops.retain(|_, s| s.fed == drain);
+        self.inflight.retain(|_, (_, fed)| *fed == drain);
     }
 
     fn apply_queues(&mut self, raw: &[(QueueKey, QueueState)]) -> Vec<(QueueSeriesKey, QueueView)> {
@@ -363,7 +411,7 @@ impl Model {
                 bytes: s.bytes,
                 errors: s.errors,
                 latency_sum_ns: s.latency_sum_ns,
-                buckets: s.buckets.iter().map(|(b, c)| (*b, *c)).collect(),
+                buckets: s.buckets.clone(),
             })
             .collect()
     }
