@@ -1,10 +1,11 @@
 //! `QUEUES` and `OPS` as the drain reads them. Both are arrays mapped into the agent's memory:
 //! every drain scans every queue's state (32 bytes a queue) and re-reads the statistics (1.8 KB a
-//! slot) only of the queues that completed a command since the drain before last, keeping the
-//! last read of the others. So a drain's cost follows the queues that are busy, not the node's
-//! size. ("Since the drain before last": a completion counts on its queue a moment before it
-//! counts in its statistics, so a queue that moved is read once more at the next drain.)
-use std::collections::{BTreeMap, HashSet};
+//! slot) only of the queues that completed a command since the drain before last; the others are
+//! named as unread, and the model keeps their last values (the one copy of the previous state).
+//! So a drain's cost follows the queues that are busy, not the node's size. ("Since the drain
+//! before last": a completion counts on its queue a moment before it counts in its statistics,
+//! so a queue that moved is read once more at the next drain.)
+use std::collections::HashSet;
 
 use anyhow::{bail, Context as _};
 use aya::maps::{Array, Map, MapData};
@@ -22,8 +23,8 @@ pub struct Arrays {
     completed: Vec<u64>,
     /// Queue slots that moved at the last drain.
     moved_last: Vec<bool>,
-    /// The last read of every statistics slot that has counted a command.
-    stats: BTreeMap<u32, OpStats>,
+    /// Statistics slots that have counted a command (read non-zero once, not forgotten since).
+    counted: Vec<bool>,
     /// Statistics slots read at the last drain.
     pub last_reads: usize,
 }
@@ -45,13 +46,14 @@ impl Arrays {
             ops: mapped(ebpf, maps::OPS, slots.stats_slots())?,
             completed: vec![0; n],
             moved_last: vec![false; n],
-            stats: BTreeMap::new(),
+            counted: vec![false; slots.stats_slots() as usize],
             last_reads: 0,
         })
     }
 
-    /// Every queue that has seen a command, and the statistics of every slot that has counted
-    /// one, into `raw`.
+    /// Every queue that has seen a command into `raw.queues`; the statistics of every slot that
+    /// may have moved into `raw.ops`, and every other slot that has counted a command into
+    /// `raw.ops_unread`.
     pub fn read(&mut self, raw: &mut RawMaps) {
         let slots = self.slots;
         let mut queues = Vec::new();
@@ -72,37 +74,42 @@ impl Arrays {
             }
             queues.push((slots.queue_key(i as u32), q));
         }
-        let mut reads = 0;
         let per = slots.stats_per_controller();
+        let controller_rows = CONTROLLER_CLASSES.len() as u32;
+        // Sized as the last drain's reads: 1.8 KB a slot, not grown by doubling.
+        let mut ops = Vec::with_capacity(self.last_reads);
+        let mut unread = Vec::new();
+        let mut reads = 0;
         for ctrl_id in 0..slots.controllers {
-            if !controller_moved[ctrl_id as usize] {
-                continue;
-            }
+            let moved = controller_moved[ctrl_id as usize];
             let base = ctrl_id * per;
-            let mut rows: Vec<u32> = (0..CONTROLLER_CLASSES.len() as u32).collect();
-            for qid in 1..slots.queues {
-                if queue_moved[(ctrl_id * slots.queues + qid) as usize] {
-                    let first = CONTROLLER_CLASSES.len() as u32 + (qid - 1) * 2;
-                    rows.extend(first..first + QUEUE_CLASSES.len() as u32);
-                }
-            }
-            for row in rows {
+            for row in 0..per {
                 let index = base + row;
-                reads += 1;
-                match self.ops.get(index) {
-                    Some(v) if v != OpStats::default() => {
-                        self.stats.insert(index, v);
+                let read = moved
+                    && (row < controller_rows || {
+                        let qid = (row - controller_rows) / QUEUE_CLASSES.len() as u32 + 1;
+                        queue_moved[(ctrl_id * slots.queues + qid) as usize]
+                    });
+                let counted = &mut self.counted[index as usize];
+                if read {
+                    reads += 1;
+                    match self.ops.get(index) {
+                        Some(v) if v != OpStats::default() => {
+                            *counted = true;
+                            ops.push((slots.stats_key(index), v));
+                            continue;
+                        }
+                        _ => {}
                     }
-                    _ => {}
+                }
+                if *counted {
+                    unread.push(slots.stats_key(index));
                 }
             }
         }
         self.last_reads = reads;
-        raw.ops = self
-            .stats
-            .iter()
-            .map(|(&i, v)| (slots.stats_key(i), *v))
-            .collect();
+        raw.ops = ops;
+        raw.ops_unread = unread;
         raw.queues = queues;
     }
 
@@ -129,7 +136,7 @@ impl Arrays {
             )?;
             for i in ctrl_id * per..(ctrl_id + 1) * per {
                 o.set(i, OpStats::default(), 0).context("zeroing OPS")?;
-                self.stats.remove(&i);
+                self.counted[i as usize] = false;
             }
         }
         Ok(())

@@ -171,6 +171,7 @@ impl Drainer {
             .ops
             .iter()
             .map(|(k, _)| k.ctrl_id)
+            .chain(raw.ops_unread.iter().map(|k| k.ctrl_id))
             .chain(raw.queues.iter().map(|(k, _)| k.ctrl_id))
             .chain(raw.statuses.iter().map(|(k, _)| k.ctrl_id))
             .chain(raw.conn_errors.iter().map(|(k, _)| k.ctrl_id))
@@ -224,6 +225,7 @@ impl Drainer {
             remove_keys::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ, &keys);
         }
         raw.ops.retain(|(k, _)| !gone.contains(&k.ctrl_id));
+        raw.ops_unread.retain(|k| !gone.contains(&k.ctrl_id));
         raw.queues.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.statuses.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.conn_errors.retain(|(k, _)| !gone.contains(&k.ctrl_id));

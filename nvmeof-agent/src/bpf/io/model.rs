@@ -126,7 +126,11 @@ fn add_to_bucket(buckets: &mut Vec<(u16, u64)>, from: &mut usize, bucket: u16, d
 /// One read of the kernel maps.
 #[derive(Clone, Debug, Default)]
 pub struct RawMaps {
+    /// The statistics of the keys read this drain, cumulative.
     pub ops: Vec<(OpKey, OpStats)>,
+    /// Keys that hold counts but were not re-read because their queue did not move: unchanged
+    /// since the model's last value of them. Together with `ops`, every key that exists.
+    pub ops_unread: Vec<OpKey>,
     pub queues: Vec<(QueueKey, QueueState)>,
     pub statuses: Vec<(StatusKey, u64)>,
     /// `CONN_ERRORS`: cumulative since load, kept by the kernel until the controller goes.
@@ -285,7 +289,7 @@ impl Model {
 
     /// Takes one read of the maps and returns the view to publish.
     pub fn apply(&mut self, raw: RawMaps) -> IoView {
-        self.apply_ops(&raw.ops);
+        self.apply_ops(&raw.ops, &raw.ops_unread);
         let queues = self.apply_queues(&raw.queues);
         self.apply_statuses(&raw.statuses);
         for (i, &c) in raw.counters.iter().enumerate() {
@@ -316,10 +320,19 @@ impl Model {
         }
     }
 
-    fn apply_ops(&mut self, raw: &[(OpKey, OpStats)]) {
+    fn apply_ops(&mut self, raw: &[(OpKey, OpStats)], unread: &[OpKey]) {
         self.drains += 1;
         let drain = self.drains;
-        for (k, cur) in raw {
+        let unread = unread.iter().filter_map(|k| {
+            // A key the model has no value of would have nothing to continue.
+            self.prev_ops.contains_key(k).then_some((k, None))
+        });
+        let reads: Vec<(&OpKey, Option<&OpStats>)> = raw
+            .iter()
+            .map(|(k, cur)| (k, Some(cur)))
+            .chain(unread)
+            .collect();
+        for (k, cur) in reads {
             let Some(class) = OpClass::from_u8(k.opclass) else {
                 continue;
             };
@@ -339,10 +352,10 @@ impl Model {
                 .entry(*k)
                 .or_insert_with(|| (OpStats::default(), 0));
             *read = drain;
-            if prev == cur {
+            let Some(cur) = cur.filter(|&cur| cur != prev) else {
                 // Unmoved since the last drain (most slots of a large node, most of the time).
                 continue;
-            }
+            };
             s.bytes += delta_u64(prev.bytes, cur.bytes);
             s.errors += delta_u64(prev.errors, cur.errors);
             let latency = delta_u64(prev.latency_sum_ns, cur.latency_sum_ns);
@@ -563,6 +576,56 @@ mod tests {
         // The controller goes away: its series go too.
         let v = m.apply(RawMaps::default());
         assert!(v.ops.is_empty());
+    }
+
+    /// Keys not re-read (their queue did not move) keep their series and their last value: the
+    /// next read takes its deltas from the value of the last read, however long ago.
+    #[test]
+    fn unread_keys_continue_from_their_last_read() {
+        let mut m = Model::new(true);
+        let k1 = op_key(0, 1, OpClass::Read);
+        let k2 = op_key(0, 2, OpClass::Read);
+        let first = stats(&[100_000; 2], 4096);
+        m.apply(RawMaps {
+            ops: vec![(k1, first), (k2, stats(&[50_000], 512))],
+            ..Default::default()
+        });
+        // Two drains where queue 1 did not move; a key the model never saw is no series.
+        for _ in 0..2 {
+            let v = m.apply(RawMaps {
+                ops: vec![(k2, stats(&[50_000], 512))],
+                ops_unread: vec![k1, op_key(3, 1, OpClass::Write)],
+                ..Default::default()
+            });
+            let got: Vec<(Option<u16>, u64, u64)> = v
+                .ops
+                .iter()
+                .map(|o| (o.key.qid, o.commands, o.bytes))
+                .collect();
+            assert_eq!(got, vec![(Some(1), 2, 8192), (Some(2), 1, 512)]);
+        }
+        let mut more = first;
+        more.bytes += 4096;
+        more.latency_sum_ns += 1_000_000;
+        more.buckets[latency_bucket(1_000_000)] += 1;
+        let v = m.apply(RawMaps {
+            ops: vec![(k1, more)],
+            ops_unread: vec![k2],
+            ..Default::default()
+        });
+        let o = &v.ops[0];
+        assert_eq!(
+            (o.commands, o.bytes, o.latency_sum_ns),
+            (3, 12288, 1_200_000)
+        );
+        assert_eq!(v.inflight_ns, vec![(0, 1_250_000)]);
+        // Neither read nor named: gone.
+        let v = m.apply(RawMaps {
+            ops_unread: vec![k2],
+            ..Default::default()
+        });
+        assert_eq!(v.ops.len(), 1);
+        assert_eq!(v.ops[0].key.qid, Some(2));
     }
 
     #[test]
