@@ -115,7 +115,11 @@ pub fn bucket_deltas(
 /// searching from `*from` on: deltas come ascending, so each search starts where the last ended.
 #[inline]
 fn add_to_bucket(buckets: &mut Vec<(u16, u64)>, from: &mut usize, bucket: u16, delta: u64) {
-    let at = *from + buckets[*from..].partition_point(|&(b, _)| b < bucket);
+    // Linear: a drain's deltas are a few buckets apart, closer than a binary search converges.
+    let mut at = *from;
+    while buckets.get(at).is_some_and(|&(b, _)| b < bucket) {
+        at += 1;
+    }
     match buckets.get_mut(at) {
         Some((b, c)) if *b == bucket => *c += delta,
         _ => buckets.insert(at, (bucket, delta)),
