@@ -67,19 +67,19 @@ pub fn classic_slot(bucket: usize) -> usize {
     }
 }
 
-/// Calls `f(bucket, delta)` for every bucket whose count moved between two raw histograms,
-/// ascending by bucket. Compares 8 buckets (32 bytes) at a time and skips the chunks that did
-/// not move: a drain interval of I/O moves a few dozen of the 450.
+/// Calls `f(bucket, delta)` for every bucket whose count moved from `prev` to `cur`, ascending
+/// by bucket, and leaves `prev` equal to `cur`. Compares 8 buckets (32 bytes) at a time and
+/// touches only the chunks that moved: a drain interval of I/O moves a few dozen of the 450.
 #[inline]
-pub fn for_each_bucket_delta(
-    prev: &[u32; LATENCY_BUCKETS],
+pub fn take_bucket_deltas(
+    prev: &mut [u32; LATENCY_BUCKETS],
     cur: &[u32; LATENCY_BUCKETS],
     mut f: impl FnMut(u16, u32),
 ) {
     const CHUNK: usize = 8;
-    let (p_chunks, p_rest) = prev.as_chunks::<CHUNK>();
+    let (p_chunks, p_rest) = prev.as_chunks_mut::<CHUNK>();
     let (c_chunks, c_rest) = cur.as_chunks::<CHUNK>();
-    for (n, (p, c)) in p_chunks.iter().zip(c_chunks).enumerate() {
+    for (n, (p, c)) in p_chunks.iter_mut().zip(c_chunks).enumerate() {
         if p == c {
             continue;
         }
@@ -89,13 +89,15 @@ pub fn for_each_bucket_delta(
                 f((n * CHUNK + i) as u16, d);
             }
         }
+        *p = *c;
     }
     let base = p_chunks.len() * CHUNK;
-    for (i, (&p, &c)) in p_rest.iter().zip(c_rest).enumerate() {
-        let d = delta_u32(p, c);
+    for (i, (p, &c)) in p_rest.iter_mut().zip(c_rest).enumerate() {
+        let d = delta_u32(*p, c);
         if d != 0 {
             f((base + i) as u16, d);
         }
+        *p = c;
     }
 }
 
@@ -105,9 +107,8 @@ pub fn bucket_deltas(
     cur: &[u32; LATENCY_BUCKETS],
 ) -> Vec<(u16, u64)> {
     let mut out = Vec::new();
-    for_each_bucket_delta(prev.unwrap_or(&[0; LATENCY_BUCKETS]), cur, |b, d| {
-        out.push((b, d as u64))
-    });
+    let mut prev = prev.copied().unwrap_or([0; LATENCY_BUCKETS]);
+    take_bucket_deltas(&mut prev, cur, |b, d| out.push((b, d as u64)));
     out
 }
 
@@ -158,8 +159,9 @@ pub struct QueueSeriesKey {
     pub qid: Option<u16>,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 struct OpSeries {
+    key: SeriesKey,
     commands: u64,
     bytes: u64,
     errors: u64,
@@ -245,19 +247,34 @@ pub struct IoView {
     pub counters: [u64; PROGRAM_COUNTERS as usize],
 }
 
+/// The last raw value of one key, and where its deltas go.
+struct KeyState {
+    key: OpKey,
+    prev: OpStats,
+    /// The last drain that read it or named it unread.
+    seen: u64,
+    /// Index of its series in [`Model::series`].
+    series: usize,
+}
+
 /// Previous raw values and accumulated series.
 pub struct Model {
     per_queue: bool,
-    /// Drains applied so far: series and keys fed by the current one carry its number, so the
+    /// Drains applied so far: keys and series touched by the current one carry its number, so the
     /// ones no key fed any more are found without a set per drain.
     drains: u64,
-    /// The last raw value of every key, and the last drain that read it.
-    prev_ops: HashMap<OpKey, (OpStats, u64)>,
+    /// Every key's last raw value, in the order keys first came (the arrays' slot order), so a
+    /// drain walks them mostly in memory order; `key_index` finds one.
+    keys: Vec<KeyState>,
+    key_index: HashMap<OpKey, usize>,
+    /// The command series, in the order they came; `series_index` finds one and gives the
+    /// published order.
+    series: Vec<OpSeries>,
+    series_index: BTreeMap<SeriesKey, usize>,
     prev_queues: HashMap<QueueKey, QueueState>,
     prev_statuses: HashMap<StatusKey, u64>,
     prev_counters: [u64; PROGRAM_COUNTERS as usize],
     counters: [u64; PROGRAM_COUNTERS as usize],
-    ops: BTreeMap<SeriesKey, OpSeries>,
     busy: BTreeMap<QueueSeriesKey, u64>,
     /// Per controller: the in-flight time and the last drain that fed it.
     inflight: BTreeMap<u32, (u64, u64)>,
@@ -269,12 +286,14 @@ impl Model {
         Model {
             per_queue,
             drains: 0,
-            prev_ops: HashMap::new(),
+            keys: Vec::new(),
+            key_index: HashMap::new(),
+            series: Vec::new(),
+            series_index: BTreeMap::new(),
             prev_queues: HashMap::new(),
             prev_statuses: HashMap::new(),
             prev_counters: [0; PROGRAM_COUNTERS as usize],
             counters: [0; PROGRAM_COUNTERS as usize],
-            ops: BTreeMap::new(),
             busy: BTreeMap::new(),
             inflight: BTreeMap::new(),
             statuses: BTreeMap::new(),
@@ -327,55 +346,130 @@ impl Model {
     fn apply_ops(&mut self, raw: &[(OpKey, OpStats)], unread: &[OpKey]) {
         self.drains += 1;
         let drain = self.drains;
-        let unread = unread.iter().filter_map(|k| {
-            // A key the model has no value of would have nothing to continue.
-            self.prev_ops.contains_key(k).then_some((k, None))
-        });
-        let reads: Vec<(&OpKey, Option<&OpStats>)> = raw
+        // In-flight time per controller, added up over a run of keys of one controller (the
+        // arrays give a controller's slots together).
+        let mut run: Option<(u32, u64)> = None;
+        let reads = raw
             .iter()
             .map(|(k, cur)| (k, Some(cur)))
-            .chain(unread)
-            .collect();
+            .chain(unread.iter().map(|k| (k, None)));
         for (k, cur) in reads {
             let Some(class) = OpClass::from_u8(k.opclass) else {
                 continue;
             };
-            let key = SeriesKey {
-                ctrl_id: k.ctrl_id,
-                qid: self.op_qid(k.qid, class),
-                class,
+            let i = match (self.key_index.get(k), cur) {
+                (Some(&i), _) => i,
+                // A key the model has no value of has nothing to continue.
+                (None, None) => continue,
+                // A key seen for the first time counts from zero.
+                (None, Some(_)) => {
+                    let series = self.series_of(SeriesKey {
+                        ctrl_id: k.ctrl_id,
+                        qid: self.op_qid(k.qid, class),
+                        class,
+                    });
+                    self.key_index.insert(*k, self.keys.len());
+                    self.keys.push(KeyState {
+                        key: *k,
+                        prev: OpStats::default(),
+                        seen: 0,
+                        series,
+                    });
+                    self.keys.len() - 1
+                }
             };
-            // Several queues feed one controller series; what no key feeds this drain goes.
-            let inflight = self.inflight.entry(k.ctrl_id).or_default();
-            inflight.1 = drain;
-            let s = self.ops.entry(key).or_default();
+            let state = &mut self.keys[i];
+            state.seen = drain;
+            // Several keys feed one series and one controller; what no key feeds this drain goes.
+            let s = &mut self.series[state.series];
             s.fed = drain;
-            // A key seen for the first time counts from zero.
-            let (prev, read) = self
-                .prev_ops
-                .entry(*k)
-                .or_insert_with(|| (OpStats::default(), 0));
-            *read = drain;
-            let Some(cur) = cur.filter(|&cur| cur != prev) else {
-                // Unmoved since the last drain (most slots of a large node, most of the time).
-                continue;
+            let latency = match cur {
+                Some(cur) => {
+                    let prev = &mut state.prev;
+                    s.bytes += delta_u64(prev.bytes, cur.bytes);
+                    s.errors += delta_u64(prev.errors, cur.errors);
+                    let latency = delta_u64(prev.latency_sum_ns, cur.latency_sum_ns);
+                    s.latency_sum_ns += latency;
+                    (prev.bytes, prev.errors, prev.latency_sum_ns) =
+                        (cur.bytes, cur.errors, cur.latency_sum_ns);
+                    let mut from = 0;
+                    take_bucket_deltas(&mut prev.buckets, &cur.buckets, |b, d| {
+                        // The kernel keeps no command count: each completion is in exactly one
+                        // bucket.
+                        s.commands += d as u64;
+                        add_to_bucket(&mut s.buckets, &mut from, b, d as u64);
+                    });
+                    latency
+                }
+                // Unread: unchanged since its last read.
+                None => 0,
             };
-            s.bytes += delta_u64(prev.bytes, cur.bytes);
-            s.errors += delta_u64(prev.errors, cur.errors);
-            let latency = delta_u64(prev.latency_sum_ns, cur.latency_sum_ns);
-            s.latency_sum_ns += latency;
-            inflight.0 += latency;
-            let mut from = 0;
-            for_each_bucket_delta(&prev.buckets, &cur.buckets, |b, d| {
-                // The kernel keeps no command count: each completion is in exactly one bucket.
-                s.commands += d as u64;
-                add_to_bucket(&mut s.buckets, &mut from, b, d as u64);
-            });
-            *prev = *cur;
+            match &mut run {
+                Some((ctrl_id, sum)) if *ctrl_id == k.ctrl_id => *sum += latency,
+                _ => {
+                    if let Some((ctrl_id, sum)) = run.replace((k.ctrl_id, latency)) {
+                        self.add_inflight(ctrl_id, sum, drain);
+                    }
+                }
+            }
         }
-        self.prev_ops.retain(|_, (_, read)| *read == drain);
-        self.ops.retain(|_, s| s.fed == drain);
+        if let Some((ctrl_id, sum)) = run {
+            self.add_inflight(ctrl_id, sum, drain);
+        }
         self.inflight.retain(|_, (_, fed)| *fed == drain);
+        self.drop_unseen(drain);
+    }
+
+    /// The index of a command series, created empty if new.
+    fn series_of(&mut self, key: SeriesKey) -> usize {
+        *self.series_index.entry(key).or_insert_with(|| {
+            self.series.push(OpSeries {
+                key,
+                commands: 0,
+                bytes: 0,
+                errors: 0,
+                latency_sum_ns: 0,
+                buckets: Vec::new(),
+                fed: 0,
+            });
+            self.series.len() - 1
+        })
+    }
+
+    fn add_inflight(&mut self, ctrl_id: u32, ns: u64, drain: u64) {
+        let e = self.inflight.entry(ctrl_id).or_default();
+        e.0 += ns;
+        e.1 = drain;
+    }
+
+    /// Forgets the keys this drain neither read nor named, and the series no key fed. Rare (a
+    /// controller went), so the indexes are simply rebuilt then.
+    fn drop_unseen(&mut self, drain: u64) {
+        let keys_gone = self.keys.iter().any(|k| k.seen != drain);
+        let series_gone = self.series.iter().any(|s| s.fed != drain);
+        if !keys_gone && !series_gone {
+            return;
+        }
+        self.keys.retain(|k| k.seen == drain);
+        // Where each kept series moves to; a seen key fed its series this drain, so its series
+        // is kept.
+        let mut moved_to = vec![usize::MAX; self.series.len()];
+        let mut n = 0;
+        for (i, s) in self.series.iter().enumerate() {
+            if s.fed == drain {
+                moved_to[i] = n;
+                n += 1;
+            }
+        }
+        self.series.retain(|s| s.fed == drain);
+        self.series_index = (self.series.iter().enumerate())
+            .map(|(i, s)| (s.key, i))
+            .collect();
+        self.key_index.clear();
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            self.key_index.insert(k.key, i);
+            k.series = moved_to[k.series];
+        }
     }
 
     fn apply_queues(&mut self, raw: &[(QueueKey, QueueState)]) -> Vec<(QueueSeriesKey, QueueView)> {
@@ -413,22 +507,25 @@ impl Model {
 
     fn commands_per_controller(&self) -> Vec<((u32, OpClass), u64)> {
         let mut out: BTreeMap<(u32, OpClass), u64> = BTreeMap::new();
-        for (k, s) in &self.ops {
-            *out.entry((k.ctrl_id, k.class)).or_default() += s.commands;
+        for (k, &i) in &self.series_index {
+            *out.entry((k.ctrl_id, k.class)).or_default() += self.series[i].commands;
         }
         out.into_iter().collect()
     }
 
     fn op_views(&self) -> Vec<OpView> {
-        self.ops
-            .iter()
-            .map(|(k, s)| OpView {
-                key: *k,
-                commands: s.commands,
-                bytes: s.bytes,
-                errors: s.errors,
-                latency_sum_ns: s.latency_sum_ns,
-                buckets: s.buckets.clone(),
+        self.series_index
+            .values()
+            .map(|&i| {
+                let s = &self.series[i];
+                OpView {
+                    key: s.key,
+                    commands: s.commands,
+                    bytes: s.bytes,
+                    errors: s.errors,
+                    latency_sum_ns: s.latency_sum_ns,
+                    buckets: s.buckets.clone(),
+                }
             })
             .collect()
     }
