@@ -80,6 +80,9 @@ impl Arrays {
         let mut ops = Vec::with_capacity(self.last_reads);
         let mut unread = Vec::new();
         let mut reads = 0;
+        // Slots are read straight into `ops`; a read that finds a slot never written leaves its
+        // entry to the next read, and the last such entry is dropped at the end.
+        let mut spare = false;
         for ctrl_id in 0..slots.controllers {
             let moved = controller_moved[ctrl_id as usize];
             let base = ctrl_id * per;
@@ -93,19 +96,25 @@ impl Arrays {
                 let counted = &mut self.counted[index as usize];
                 if read {
                     reads += 1;
-                    match self.ops.get(index) {
-                        Some(v) if v != OpStats::default() => {
-                            *counted = true;
-                            ops.push((slots.stats_key(index), v));
-                            continue;
-                        }
-                        _ => {}
+                    if !spare {
+                        ops.push((slots.stats_key(index), OpStats::default()));
+                    }
+                    let (key, value) = ops.last_mut().expect("pushed");
+                    *key = slots.stats_key(index);
+                    // All zeros: OpStats::default(), a slot that has not counted.
+                    spare = !self.ops.read_into(index, value).unwrap_or(false);
+                    if !spare {
+                        *counted = true;
+                        continue;
                     }
                 }
                 if *counted {
                     unread.push(slots.stats_key(index));
                 }
             }
+        }
+        if spare {
+            ops.pop();
         }
         self.last_reads = reads;
         raw.ops = ops;
