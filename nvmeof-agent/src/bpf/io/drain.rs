@@ -167,7 +167,8 @@ impl Drainer {
             (Some(old), Some(new)) => !old.is_empty() && !new.is_empty() && old != new,
             _ => false,
         };
-        let gone: HashSet<u32> = raw
+        // Each controller once: a busy node has thousands of keys, from a few controllers.
+        let mut seen: Vec<u32> = raw
             .ops
             .iter()
             .map(|(k, _)| k.ctrl_id)
@@ -175,6 +176,11 @@ impl Drainer {
             .chain(raw.queues.iter().map(|(k, _)| k.ctrl_id))
             .chain(raw.statuses.iter().map(|(k, _)| k.ctrl_id))
             .chain(raw.conn_errors.iter().map(|(k, _)| k.ctrl_id))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let gone: HashSet<u32> = seen
+            .into_iter()
             .filter(|c| !live.contains_key(c) || replaced(c))
             .collect();
         if gone.is_empty() {
