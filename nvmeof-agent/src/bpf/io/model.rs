@@ -128,6 +128,28 @@ fn add_to_bucket(buckets: &mut Vec<(u16, u64)>, from: &mut usize, bucket: u16, d
     *from = at;
 }
 
+/// Looks values up in a list ascending by key, for keys that mostly come in the same order:
+/// each is tried at the place after the last one found before a binary search.
+struct Cursor<'a, K, V> {
+    list: &'a [(K, V)],
+    next: usize,
+}
+
+impl<'a, K: Ord, V: Copy> Cursor<'a, K, V> {
+    fn new(list: &'a [(K, V)]) -> Self {
+        Cursor { list, next: 0 }
+    }
+
+    fn find(&mut self, key: &K) -> Option<V> {
+        let at = match self.list.get(self.next) {
+            Some((k, _)) if k == key => self.next,
+            _ => self.list.binary_search_by(|(k, _)| k.cmp(key)).ok()?,
+        };
+        self.next = at + 1;
+        Some(self.list[at].1)
+    }
+}
+
 /// One read of the kernel maps.
 #[derive(Clone, Debug, Default)]
 pub struct RawMaps {
@@ -271,11 +293,13 @@ pub struct Model {
     /// published order.
     series: Vec<OpSeries>,
     series_index: BTreeMap<SeriesKey, usize>,
-    prev_queues: HashMap<QueueKey, QueueState>,
+    /// Each queue's busy time at the last drain, ascending by key.
+    prev_busy: Vec<(QueueKey, u64)>,
     prev_statuses: HashMap<StatusKey, u64>,
     prev_counters: [u64; PROGRAM_COUNTERS as usize],
     counters: [u64; PROGRAM_COUNTERS as usize],
-    busy: BTreeMap<QueueSeriesKey, u64>,
+    /// Busy time accumulated per queue series, ascending by key.
+    busy: Vec<(QueueSeriesKey, u64)>,
     /// Per controller: the in-flight time and the last drain that fed it.
     inflight: BTreeMap<u32, (u64, u64)>,
     statuses: BTreeMap<StatusKey, u64>,
@@ -290,11 +314,11 @@ impl Model {
             key_index: HashMap::new(),
             series: Vec::new(),
             series_index: BTreeMap::new(),
-            prev_queues: HashMap::new(),
+            prev_busy: Vec::new(),
             prev_statuses: HashMap::new(),
             prev_counters: [0; PROGRAM_COUNTERS as usize],
             counters: [0; PROGRAM_COUNTERS as usize],
-            busy: BTreeMap::new(),
+            busy: Vec::new(),
             inflight: BTreeMap::new(),
             statuses: BTreeMap::new(),
         }
@@ -473,25 +497,58 @@ impl Model {
     }
 
     fn apply_queues(&mut self, raw: &[(QueueKey, QueueState)]) -> Vec<(QueueSeriesKey, QueueView)> {
-        let mut views: BTreeMap<QueueSeriesKey, QueueView> = BTreeMap::new();
-        let mut next_prev = HashMap::with_capacity(raw.len());
-        for (k, cur) in raw {
-            let key = QueueSeriesKey {
-                ctrl_id: k.ctrl_id,
-                qid: self.qid(k.qid),
-            };
-            let prev_busy = self.prev_queues.get(k).map_or(0, |p| p.busy_ns);
-            *self.busy.entry(key).or_default() += delta_u64(prev_busy, cur.busy_ns);
-            // Two counters read without a lock: a completion may land between them, so clamp.
-            views.entry(key).or_default().depth += cur.submitted.saturating_sub(cur.completed);
-            next_prev.insert(*k, *cur);
+        // Per queue: its series, depth and busy time since the last drain. The arrays give
+        // queues in key order, so each previous value is found by a step, not a search.
+        let mut prev = Cursor::new(&self.prev_busy);
+        let mut rows: Vec<(QueueSeriesKey, u64, u64)> = raw
+            .iter()
+            .map(|(k, cur)| {
+                let key = QueueSeriesKey {
+                    ctrl_id: k.ctrl_id,
+                    qid: self.qid(k.qid),
+                };
+                let busy = delta_u64(prev.find(k).unwrap_or(0), cur.busy_ns);
+                // Two counters read without a lock: a completion may land between them, so clamp.
+                (key, cur.submitted.saturating_sub(cur.completed), busy)
+            })
+            .collect();
+        // Stable, and linear on rows already in order: the last read of a key wins below.
+        let mut next_prev: Vec<(QueueKey, u64)> =
+            raw.iter().map(|(k, c)| (*k, c.busy_ns)).collect();
+        next_prev.sort_by_key(|&(k, _)| k);
+        next_prev.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                *kept = *later;
+            }
+            same
+        });
+        self.prev_busy = next_prev;
+
+        rows.sort_by_key(|&(k, _, _)| k);
+        let mut views: Vec<(QueueSeriesKey, QueueView)> = Vec::new();
+        for (key, depth, busy) in rows {
+            match views.last_mut() {
+                Some((k, v)) if *k == key => {
+                    v.depth += depth;
+                    v.busy_ns += busy;
+                }
+                _ => views.push((
+                    key,
+                    QueueView {
+                        depth,
+                        busy_ns: busy,
+                    },
+                )),
+            }
         }
-        self.prev_queues = next_prev;
-        self.busy.retain(|k, _| views.contains_key(k));
+        // Series that still have a queue keep their busy time; the others go.
+        let mut before = Cursor::new(&self.busy);
         for (k, v) in views.iter_mut() {
-            v.busy_ns = self.busy.get(k).copied().unwrap_or_default();
+            v.busy_ns += before.find(k).unwrap_or(0);
         }
-        views.into_iter().collect()
+        self.busy = views.iter().map(|(k, v)| (*k, v.busy_ns)).collect();
+        views
     }
 
     fn apply_statuses(&mut self, raw: &[(StatusKey, u64)]) {
@@ -864,5 +921,66 @@ mod tests {
         );
         assert_eq!(v.statuses, vec![(sk, 5)]);
         assert_eq!(v.counters[0], 7);
+    }
+
+    /// Queues in any order, one gone: each queue's busy time continues from its own last value,
+    /// and a series without queues goes.
+    #[test]
+    fn queue_series_follow_their_keys_in_any_order() {
+        let mut m = Model::new(true);
+        let q = |ctrl_id, qid, busy_ns| {
+            (
+                QueueKey {
+                    ctrl_id,
+                    qid,
+                    _pad: 0,
+                },
+                QueueState {
+                    submitted: 3,
+                    completed: 1,
+                    busy_ns,
+                    last_event_ns: 0,
+                },
+            )
+        };
+        let series = |v: &IoView| -> Vec<(u32, Option<u16>, u64, u64)> {
+            v.queues
+                .iter()
+                .map(|(k, q)| (k.ctrl_id, k.qid, q.depth, q.busy_ns))
+                .collect()
+        };
+        let v = m.apply(RawMaps {
+            queues: vec![q(1, 2, 100), q(0, 1, 10), q(1, 1, 1_000)],
+            ..Default::default()
+        });
+        assert_eq!(
+            series(&v),
+            vec![
+                (0, Some(1), 2, 10),
+                (1, Some(1), 2, 1_000),
+                (1, Some(2), 2, 100)
+            ]
+        );
+        let v = m.apply(RawMaps {
+            queues: vec![q(1, 1, 1_500), q(1, 2, 150)],
+            ..Default::default()
+        });
+        assert_eq!(
+            series(&v),
+            vec![(1, Some(1), 2, 1_500), (1, Some(2), 2, 150)]
+        );
+        // Queue 0/1 is back: it starts from its new raw value, its old series was dropped.
+        let v = m.apply(RawMaps {
+            queues: vec![q(1, 2, 160), q(0, 1, 30), q(1, 1, 1_500)],
+            ..Default::default()
+        });
+        assert_eq!(
+            series(&v),
+            vec![
+                (0, Some(1), 2, 30),
+                (1, Some(1), 2, 1_500),
+                (1, Some(2), 2, 160)
+            ]
+        );
     }
 }
