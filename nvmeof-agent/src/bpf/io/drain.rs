@@ -265,10 +265,12 @@ impl Drainer {
         let programs = self.loaded.program_runs();
         let took = started.elapsed();
         let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-        s.view = view;
+        let old = std::mem::replace(&mut s.view, view);
         s.subsystems = subsystems;
         s.programs = programs;
         s.drain_seconds = Some(took.as_secs_f64());
+        drop(s);
+        self.model.recycle(old);
         Ok(())
     }
 }

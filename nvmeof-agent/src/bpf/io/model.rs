@@ -303,6 +303,10 @@ pub struct Model {
     /// Per controller: the in-flight time and the last drain that fed it.
     inflight: BTreeMap<u32, (u64, u64)>,
     statuses: BTreeMap<StatusKey, u64>,
+    /// The bucket vectors of the view published before this one ([`Model::recycle`]), filled
+    /// again by the next: per queue a view has thousands of series, and each drain would
+    /// otherwise allocate them all afresh and free the old ones.
+    spare_buckets: Vec<Vec<(u16, u64)>>,
 }
 
 impl Model {
@@ -321,7 +325,13 @@ impl Model {
             busy: Vec::new(),
             inflight: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            spare_buckets: Vec::new(),
         }
+    }
+
+    /// Takes back a view that is no longer published, to reuse its memory.
+    pub fn recycle(&mut self, old: IoView) {
+        self.spare_buckets = old.ops.into_iter().map(|o| o.buckets).collect();
     }
 
     /// The queue of a queue-state series.
@@ -570,18 +580,21 @@ impl Model {
         out.into_iter().collect()
     }
 
-    fn op_views(&self) -> Vec<OpView> {
+    fn op_views(&mut self) -> Vec<OpView> {
+        let mut spare = std::mem::take(&mut self.spare_buckets).into_iter();
         self.series_index
             .values()
             .map(|&i| {
                 let s = &self.series[i];
+                let mut buckets = spare.next().unwrap_or_default();
+                buckets.clone_from(&s.buckets);
                 OpView {
                     key: s.key,
                     commands: s.commands,
                     bytes: s.bytes,
                     errors: s.errors,
                     latency_sum_ns: s.latency_sum_ns,
-                    buckets: s.buckets.clone(),
+                    buckets,
                 }
             })
             .collect()
