@@ -153,7 +153,8 @@ impl<'a, K: Ord, V: Copy> Cursor<'a, K, V> {
 /// One read of the kernel maps.
 #[derive(Clone, Debug, Default)]
 pub struct RawMaps {
-    /// The statistics of the keys read this drain, cumulative.
+    /// The statistics of the keys read this drain, cumulative. (The drain does not collect
+    /// them: it hands each over as it reads it, [`Model::apply_reading`].)
     pub ops: Vec<(OpKey, OpStats)>,
     /// Keys that hold counts but were not re-read because their queue did not move: unchanged
     /// since the model's last value of them. Together with `ops`, every key that exists.
@@ -346,7 +347,26 @@ impl Model {
 
     /// Takes one read of the maps and returns the view to publish.
     pub fn apply(&mut self, raw: RawMaps) -> IoView {
-        self.apply_ops(&raw.ops, &raw.ops_unread);
+        let (ops, unread) = (&raw.ops, &raw.ops_unread);
+        self.apply_reading(&raw, |op| {
+            for (k, v) in ops {
+                op(k, Some(v));
+            }
+            for k in unread {
+                op(k, None);
+            }
+        })
+    }
+
+    /// As [`Self::apply`], with the statistics given by `read_ops` instead of `raw.ops` and
+    /// `raw.ops_unread`: it calls its argument once for every key, with the value read or `None`
+    /// for unread, so the drain hands each slot over as it reads it from the mapping.
+    pub fn apply_reading(
+        &mut self,
+        raw: &RawMaps,
+        read_ops: impl FnOnce(&mut dyn FnMut(&OpKey, Option<&OpStats>)),
+    ) -> IoView {
+        self.apply_ops(read_ops);
         let queues = self.apply_queues(&raw.queues);
         self.apply_statuses(&raw.statuses);
         for (i, &c) in raw.counters.iter().enumerate() {
@@ -368,7 +388,7 @@ impl Model {
             statuses: self.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
             io_queues: io_queues.into_iter().collect(),
             conn_errors: {
-                let mut v = raw.conn_errors;
+                let mut v = raw.conn_errors.clone();
                 v.sort();
                 v
             },
@@ -377,81 +397,86 @@ impl Model {
         }
     }
 
-    fn apply_ops(&mut self, raw: &[(OpKey, OpStats)], unread: &[OpKey]) {
+    fn apply_ops(&mut self, read_ops: impl FnOnce(&mut dyn FnMut(&OpKey, Option<&OpStats>))) {
         self.drains += 1;
         let drain = self.drains;
         // In-flight time per controller, added up over a run of keys of one controller (the
         // arrays give a controller's slots together).
         let mut run: Option<(u32, u64)> = None;
-        let reads = raw
-            .iter()
-            .map(|(k, cur)| (k, Some(cur)))
-            .chain(unread.iter().map(|k| (k, None)));
-        for (k, cur) in reads {
-            let Some(class) = OpClass::from_u8(k.opclass) else {
-                continue;
-            };
-            let i = match (self.key_index.get(k), cur) {
-                (Some(&i), _) => i,
-                // A key the model has no value of has nothing to continue.
-                (None, None) => continue,
-                // A key seen for the first time counts from zero.
-                (None, Some(_)) => {
-                    let series = self.series_of(SeriesKey {
-                        ctrl_id: k.ctrl_id,
-                        qid: self.op_qid(k.qid, class),
-                        class,
-                    });
-                    self.key_index.insert(*k, self.keys.len());
-                    self.keys.push(KeyState {
-                        key: *k,
-                        prev: OpStats::default(),
-                        seen: 0,
-                        series,
-                    });
-                    self.keys.len() - 1
-                }
-            };
-            let state = &mut self.keys[i];
-            state.seen = drain;
-            // Several keys feed one series and one controller; what no key feeds this drain goes.
-            let s = &mut self.series[state.series];
-            s.fed = drain;
-            let latency = match cur {
-                Some(cur) => {
-                    let prev = &mut state.prev;
-                    s.bytes += delta_u64(prev.bytes, cur.bytes);
-                    s.errors += delta_u64(prev.errors, cur.errors);
-                    let latency = delta_u64(prev.latency_sum_ns, cur.latency_sum_ns);
-                    s.latency_sum_ns += latency;
-                    (prev.bytes, prev.errors, prev.latency_sum_ns) =
-                        (cur.bytes, cur.errors, cur.latency_sum_ns);
-                    let mut from = 0;
-                    take_bucket_deltas(&mut prev.buckets, &cur.buckets, |b, d| {
-                        // The kernel keeps no command count: each completion is in exactly one
-                        // bucket.
-                        s.commands += d as u64;
-                        add_to_bucket(&mut s.buckets, &mut from, b, d as u64);
-                    });
-                    latency
-                }
-                // Unread: unchanged since its last read.
-                None => 0,
-            };
-            match &mut run {
-                Some((ctrl_id, sum)) if *ctrl_id == k.ctrl_id => *sum += latency,
-                _ => {
-                    if let Some((ctrl_id, sum)) = run.replace((k.ctrl_id, latency)) {
-                        self.add_inflight(ctrl_id, sum, drain);
-                    }
-                }
-            }
-        }
+        read_ops(&mut |k, cur| self.apply_op(k, cur, drain, &mut run));
         if let Some((ctrl_id, sum)) = run {
             self.add_inflight(ctrl_id, sum, drain);
         }
         self.inflight.retain(|_, (_, fed)| *fed == drain);
         self.drop_unseen(drain);
+    }
+
+    /// One key of one drain: its value read, or `None` when not re-read (unchanged).
+    fn apply_op(
+        &mut self,
+        k: &OpKey,
+        cur: Option<&OpStats>,
+        drain: u64,
+        run: &mut Option<(u32, u64)>,
+    ) {
+        let Some(class) = OpClass::from_u8(k.opclass) else {
+            return;
+        };
+        let i = match (self.key_index.get(k), cur) {
+            (Some(&i), _) => i,
+            // A key the model has no value of has nothing to continue.
+            (None, None) => return,
+            // A key seen for the first time counts from zero.
+            (None, Some(_)) => {
+                let series = self.series_of(SeriesKey {
+                    ctrl_id: k.ctrl_id,
+                    qid: self.op_qid(k.qid, class),
+                    class,
+                });
+                self.key_index.insert(*k, self.keys.len());
+                self.keys.push(KeyState {
+                    key: *k,
+                    prev: OpStats::default(),
+                    seen: 0,
+                    series,
+                });
+                self.keys.len() - 1
+            }
+        };
+        let state = &mut self.keys[i];
+        state.seen = drain;
+        // Several keys feed one series and one controller; what no key feeds this drain goes.
+        let s = &mut self.series[state.series];
+        s.fed = drain;
+        let latency = match cur {
+            Some(cur) => {
+                let prev = &mut state.prev;
+                s.bytes += delta_u64(prev.bytes, cur.bytes);
+                s.errors += delta_u64(prev.errors, cur.errors);
+                let latency = delta_u64(prev.latency_sum_ns, cur.latency_sum_ns);
+                s.latency_sum_ns += latency;
+                (prev.bytes, prev.errors, prev.latency_sum_ns) =
+                    (cur.bytes, cur.errors, cur.latency_sum_ns);
+                let mut from = 0;
+                take_bucket_deltas(&mut prev.buckets, &cur.buckets, |b, d| {
+                    // The kernel keeps no command count: each completion is in exactly one
+                    // bucket.
+                    s.commands += d as u64;
+                    add_to_bucket(&mut s.buckets, &mut from, b, d as u64);
+                });
+                latency
+            }
+            // Unread: unchanged since its last read.
+            None => 0,
+        };
+        match run {
+            Some((ctrl_id, sum)) if *ctrl_id == k.ctrl_id => *sum += latency,
+            _ => {
+                if let Some((ctrl_id, sum)) = run.replace((k.ctrl_id, latency)) {
+                    self.add_inflight(ctrl_id, sum, drain);
+                }
+            }
+        }
     }
 
     /// The index of a command series, created empty if new.
