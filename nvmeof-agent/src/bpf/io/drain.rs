@@ -100,6 +100,7 @@ impl Drainer {
         &mut self.loaded
     }
 
+    /// Every map but `OPS`, which [`Arrays::read_ops`] reads once the gone controllers are known.
     fn read_raw(&mut self) -> anyhow::Result<RawMaps> {
         let ebpf = &self.loaded.ebpf;
         let counters: PerCpuArray<&MapData, u64> =
@@ -117,7 +118,7 @@ impl Drainer {
             counters: sums,
             ..Default::default()
         };
-        self.arrays.read(&mut raw);
+        self.arrays.read_queues(&mut raw);
         Ok(raw)
     }
 
@@ -158,26 +159,35 @@ impl Drainer {
     /// Deletes the kernel's entries of controllers that no longer exist, or whose instance number
     /// now belongs to another subsystem, so their series go and their slots are free. Only when
     /// `class/nvme` is there at all: a wrong sysfs root must not wipe live data.
-    fn forget_gone(&mut self, raw: &mut RawMaps, live: &BTreeMap<u32, String>) {
+    /// Returns the controllers dropped.
+    fn forget_gone(&mut self, raw: &mut RawMaps, live: &BTreeMap<u32, String>) -> HashSet<u32> {
         let previous = std::mem::replace(&mut self.subsystems, live.clone());
         if !self.sysfs_root.join("class/nvme").is_dir() {
-            return;
+            return HashSet::new();
         }
         let replaced = |c: &u32| match (previous.get(c), live.get(c)) {
             (Some(old), Some(new)) => !old.is_empty() && !new.is_empty() && old != new,
             _ => false,
         };
-        let gone: HashSet<u32> = raw
-            .ops
+        // Each controller once: a busy node has thousands of keys, from a few controllers. A
+        // statistics slot counts a command after its queue does, so the controllers with
+        // statistics are among those with queues; the counted ones are added all the same.
+        let mut seen: Vec<u32> = raw
+            .queues
             .iter()
             .map(|(k, _)| k.ctrl_id)
-            .chain(raw.queues.iter().map(|(k, _)| k.ctrl_id))
+            .chain(self.arrays.counted_controllers())
             .chain(raw.statuses.iter().map(|(k, _)| k.ctrl_id))
             .chain(raw.conn_errors.iter().map(|(k, _)| k.ctrl_id))
+            .collect();
+        seen.sort_unstable();
+        seen.dedup();
+        let gone: HashSet<u32> = seen
+            .into_iter()
             .filter(|c| !live.contains_key(c) || replaced(c))
             .collect();
         if gone.is_empty() {
-            return;
+            return gone;
         }
         log::info!("controllers gone or replaced, dropping their series: {gone:?}");
         let ebpf = &mut self.loaded.ebpf;
@@ -223,10 +233,10 @@ impl Drainer {
                 .collect();
             remove_keys::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ, &keys);
         }
-        raw.ops.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.queues.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.statuses.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.conn_errors.retain(|(k, _)| !gone.contains(&k.ctrl_id));
+        gone
     }
 
     /// One drain: maps → model → the new state's parts.
@@ -236,10 +246,15 @@ impl Drainer {
             log::warn!("eBPF: LBA sizes not updated: {e:#}");
         }
         // Maps first, sysfs after: a controller whose keys were read existed before the read.
+        // `OPS` last, for the controllers whose queues moved at the read of `QUEUES` (a command
+        // counts on its queue before its statistics) and that are not gone.
         let mut raw = self.read_raw()?;
         let subsystems = controller_subsystems(&self.sysfs_root);
-        self.forget_gone(&mut raw, &subsystems);
-        let mut view = self.model.apply(raw);
+        let gone = self.forget_gone(&mut raw, &subsystems);
+        let arrays = &mut self.arrays;
+        let mut view = self
+            .model
+            .apply_reading(&raw, |op| arrays.read_ops(&gone, op));
         let untimed = view.counters[ProgramCounter::SlotOutOfRange as usize];
         if untimed > 0 && !self.told_out_of_range {
             let s = self.loaded.slots;
@@ -257,10 +272,12 @@ impl Drainer {
         let programs = self.loaded.program_runs();
         let took = started.elapsed();
         let mut s = state.write().unwrap_or_else(|e| e.into_inner());
-        s.view = view;
+        let old = std::mem::replace(&mut s.view, view);
         s.subsystems = subsystems;
         s.programs = programs;
         s.drain_seconds = Some(took.as_secs_f64());
+        drop(s);
+        self.model.recycle(old);
         Ok(())
     }
 }

@@ -18,7 +18,7 @@
 //!   them (`nvmeof_common::SlotLayout`): admin commands and connects (one per I/O queue) would
 //!   cost series for no insight, flushes and the rest are rare. Queue-state series (depth, busy)
 //!   are per queue for every queue, the admin queue included.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 
 use nvmeof_common::latency::{slot_native_index, OVERFLOW_SLOT};
 use nvmeof_common::{
@@ -67,24 +67,98 @@ pub fn classic_slot(bucket: usize) -> usize {
     }
 }
 
+/// Calls `f(bucket, delta)` for every bucket whose count moved from `prev` to `cur`, ascending
+/// by bucket, and leaves `prev` equal to `cur`. Compares 8 buckets (32 bytes) at a time and
+/// touches only the chunks that moved: a drain interval of I/O moves a few dozen of the 450.
+#[inline]
+pub fn take_bucket_deltas(
+    prev: &mut [u32; LATENCY_BUCKETS],
+    cur: &[u32; LATENCY_BUCKETS],
+    mut f: impl FnMut(u16, u32),
+) {
+    const CHUNK: usize = 8;
+    let (p_chunks, p_rest) = prev.as_chunks_mut::<CHUNK>();
+    let (c_chunks, c_rest) = cur.as_chunks::<CHUNK>();
+    for (n, (p, c)) in p_chunks.iter_mut().zip(c_chunks).enumerate() {
+        if p == c {
+            continue;
+        }
+        for i in 0..CHUNK {
+            let d = delta_u32(p[i], c[i]);
+            if d != 0 {
+                f((n * CHUNK + i) as u16, d);
+            }
+        }
+        *p = *c;
+    }
+    let base = p_chunks.len() * CHUNK;
+    for (i, (p, &c)) in p_rest.iter_mut().zip(c_rest).enumerate() {
+        let d = delta_u32(*p, c);
+        if d != 0 {
+            f((base + i) as u16, d);
+        }
+        *p = c;
+    }
+}
+
 /// Non-zero bucket deltas between two raw histograms, ascending by bucket.
 pub fn bucket_deltas(
     prev: Option<&[u32; LATENCY_BUCKETS]>,
     cur: &[u32; LATENCY_BUCKETS],
 ) -> Vec<(u16, u64)> {
-    cur.iter()
-        .enumerate()
-        .filter_map(|(i, &c)| {
-            let d = delta_u32(prev.map_or(0, |p| p[i]), c);
-            (d != 0).then_some((i as u16, d as u64))
-        })
-        .collect()
+    let mut out = Vec::new();
+    let mut prev = prev.copied().unwrap_or([0; LATENCY_BUCKETS]);
+    take_bucket_deltas(&mut prev, cur, |b, d| out.push((b, d as u64)));
+    out
+}
+
+/// Adds `delta` to `bucket` of a series' buckets (ascending by bucket, zero counts left out),
+/// searching from `*from` on: deltas come ascending, so each search starts where the last ended.
+#[inline]
+fn add_to_bucket(buckets: &mut Vec<(u16, u64)>, from: &mut usize, bucket: u16, delta: u64) {
+    // Linear: a drain's deltas are a few buckets apart, closer than a binary search converges.
+    let mut at = *from;
+    while buckets.get(at).is_some_and(|&(b, _)| b < bucket) {
+        at += 1;
+    }
+    match buckets.get_mut(at) {
+        Some((b, c)) if *b == bucket => *c += delta,
+        _ => buckets.insert(at, (bucket, delta)),
+    }
+    *from = at;
+}
+
+/// Looks values up in a list ascending by key, for keys that mostly come in the same order:
+/// each is tried at the place after the last one found before a binary search.
+struct Cursor<'a, K, V> {
+    list: &'a [(K, V)],
+    next: usize,
+}
+
+impl<'a, K: Ord, V: Copy> Cursor<'a, K, V> {
+    fn new(list: &'a [(K, V)]) -> Self {
+        Cursor { list, next: 0 }
+    }
+
+    fn find(&mut self, key: &K) -> Option<V> {
+        let at = match self.list.get(self.next) {
+            Some((k, _)) if k == key => self.next,
+            _ => self.list.binary_search_by(|(k, _)| k.cmp(key)).ok()?,
+        };
+        self.next = at + 1;
+        Some(self.list[at].1)
+    }
 }
 
 /// One read of the kernel maps.
 #[derive(Clone, Debug, Default)]
 pub struct RawMaps {
+    /// The statistics of the keys read this drain, cumulative. (The drain does not collect
+    /// them: it hands each over as it reads it, [`Model::apply_reading`].)
     pub ops: Vec<(OpKey, OpStats)>,
+    /// Keys that hold counts but were not re-read because their queue did not move: unchanged
+    /// since the model's last value of them. Together with `ops`, every key that exists.
+    pub ops_unread: Vec<OpKey>,
     pub queues: Vec<(QueueKey, QueueState)>,
     pub statuses: Vec<(StatusKey, u64)>,
     /// `CONN_ERRORS`: cumulative since load, kept by the kernel until the controller goes.
@@ -110,12 +184,16 @@ pub struct QueueSeriesKey {
 
 #[derive(Clone, Debug)]
 struct OpSeries {
+    key: SeriesKey,
     commands: u64,
     bytes: u64,
     errors: u64,
     latency_sum_ns: u64,
-    /// Observations per kernel bucket (slot) since start, for the slots that saw any.
-    buckets: BTreeMap<u16, u64>,
+    /// Observations per kernel bucket (slot) since start, ascending by slot, for the slots that
+    /// saw any: the shape [`OpView::buckets`] publishes.
+    buckets: Vec<(u16, u64)>,
+    /// The last drain that fed this series ([`Model::drains`]).
+    fed: u64,
 }
 
 /// What the `io` collector shows for one [`SeriesKey`].
@@ -192,34 +270,69 @@ pub struct IoView {
     pub counters: [u64; PROGRAM_COUNTERS as usize],
 }
 
+/// The last raw value of one key, and where its deltas go.
+struct KeyState {
+    key: OpKey,
+    prev: OpStats,
+    /// The last drain that read it or named it unread.
+    seen: u64,
+    /// Index of its series in [`Model::series`].
+    series: usize,
+}
+
 /// Previous raw values and accumulated series.
 pub struct Model {
     per_queue: bool,
-    prev_ops: HashMap<OpKey, OpStats>,
-    prev_queues: HashMap<QueueKey, QueueState>,
+    /// Drains applied so far: keys and series touched by the current one carry its number, so the
+    /// ones no key fed any more are found without a set per drain.
+    drains: u64,
+    /// Every key's last raw value, in the order keys first came (the arrays' slot order), so a
+    /// drain walks them mostly in memory order; `key_index` finds one.
+    keys: Vec<KeyState>,
+    key_index: HashMap<OpKey, usize>,
+    /// The command series, in the order they came; `series_index` finds one and gives the
+    /// published order.
+    series: Vec<OpSeries>,
+    series_index: BTreeMap<SeriesKey, usize>,
+    /// Each queue's busy time at the last drain, ascending by key.
+    prev_busy: Vec<(QueueKey, u64)>,
     prev_statuses: HashMap<StatusKey, u64>,
     prev_counters: [u64; PROGRAM_COUNTERS as usize],
     counters: [u64; PROGRAM_COUNTERS as usize],
-    ops: BTreeMap<SeriesKey, OpSeries>,
-    busy: BTreeMap<QueueSeriesKey, u64>,
-    inflight: BTreeMap<u32, u64>,
+    /// Busy time accumulated per queue series, ascending by key.
+    busy: Vec<(QueueSeriesKey, u64)>,
+    /// Per controller: the in-flight time and the last drain that fed it.
+    inflight: BTreeMap<u32, (u64, u64)>,
     statuses: BTreeMap<StatusKey, u64>,
+    /// The bucket vectors of the view published before this one ([`Model::recycle`]), filled
+    /// again by the next: per queue a view has thousands of series, and each drain would
+    /// otherwise allocate them all afresh and free the old ones.
+    spare_buckets: Vec<Vec<(u16, u64)>>,
 }
 
 impl Model {
     pub fn new(per_queue: bool) -> Self {
         Model {
             per_queue,
-            prev_ops: HashMap::new(),
-            prev_queues: HashMap::new(),
+            drains: 0,
+            keys: Vec::new(),
+            key_index: HashMap::new(),
+            series: Vec::new(),
+            series_index: BTreeMap::new(),
+            prev_busy: Vec::new(),
             prev_statuses: HashMap::new(),
             prev_counters: [0; PROGRAM_COUNTERS as usize],
             counters: [0; PROGRAM_COUNTERS as usize],
-            ops: BTreeMap::new(),
-            busy: BTreeMap::new(),
+            busy: Vec::new(),
             inflight: BTreeMap::new(),
             statuses: BTreeMap::new(),
+            spare_buckets: Vec::new(),
         }
+    }
+
+    /// Takes back a view that is no longer published, to reuse its memory.
+    pub fn recycle(&mut self, old: IoView) {
+        self.spare_buckets = old.ops.into_iter().map(|o| o.buckets).collect();
     }
 
     /// The queue of a queue-state series.
@@ -234,7 +347,26 @@ impl Model {
 
     /// Takes one read of the maps and returns the view to publish.
     pub fn apply(&mut self, raw: RawMaps) -> IoView {
-        self.apply_ops(&raw.ops);
+        let (ops, unread) = (&raw.ops, &raw.ops_unread);
+        self.apply_reading(&raw, |op| {
+            for (k, v) in ops {
+                op(k, Some(v));
+            }
+            for k in unread {
+                op(k, None);
+            }
+        })
+    }
+
+    /// As [`Self::apply`], with the statistics given by `read_ops` instead of `raw.ops` and
+    /// `raw.ops_unread`: it calls its argument once for every key, with the value read or `None`
+    /// for unread, so the drain hands each slot over as it reads it from the mapping.
+    pub fn apply_reading(
+        &mut self,
+        raw: &RawMaps,
+        read_ops: impl FnOnce(&mut dyn FnMut(&OpKey, Option<&OpStats>)),
+    ) -> IoView {
+        self.apply_ops(read_ops);
         let queues = self.apply_queues(&raw.queues);
         self.apply_statuses(&raw.statuses);
         for (i, &c) in raw.counters.iter().enumerate() {
@@ -251,12 +383,12 @@ impl Model {
         IoView {
             ops: self.op_views(),
             queues,
-            inflight_ns: self.inflight.iter().map(|(k, v)| (*k, *v)).collect(),
+            inflight_ns: self.inflight.iter().map(|(k, (v, _))| (*k, *v)).collect(),
             commands: self.commands_per_controller(),
             statuses: self.statuses.iter().map(|(k, v)| (*k, *v)).collect(),
             io_queues: io_queues.into_iter().collect(),
             conn_errors: {
-                let mut v = raw.conn_errors;
+                let mut v = raw.conn_errors.clone();
                 v.sort();
                 v
             },
@@ -265,74 +397,193 @@ impl Model {
         }
     }
 
-    fn apply_ops(&mut self, raw: &[(OpKey, OpStats)]) {
-        // The series fed this drain: several queues feed one controller series.
-        let mut touched = BTreeSet::new();
-        let mut inflight_touched = BTreeSet::new();
-        let mut next_prev = HashMap::with_capacity(raw.len());
-        for (k, cur) in raw {
-            let Some(class) = OpClass::from_u8(k.opclass) else {
-                continue;
-            };
-            let key = SeriesKey {
-                ctrl_id: k.ctrl_id,
-                qid: self.op_qid(k.qid, class),
-                class,
-            };
-            let prev = self.prev_ops.get(k);
-            touched.insert(key);
-            inflight_touched.insert(k.ctrl_id);
-            if prev == Some(cur) && self.ops.contains_key(&key) {
-                // Unmoved since the last drain (most slots of a large node, most of the time):
-                // nothing to add, and 1.8 KB not to walk.
-                next_prev.insert(*k, *cur);
-                continue;
+    fn apply_ops(&mut self, read_ops: impl FnOnce(&mut dyn FnMut(&OpKey, Option<&OpStats>))) {
+        self.drains += 1;
+        let drain = self.drains;
+        // In-flight time per controller, added up over a run of keys of one controller (the
+        // arrays give a controller's slots together).
+        let mut run: Option<(u32, u64)> = None;
+        read_ops(&mut |k, cur| self.apply_op(k, cur, drain, &mut run));
+        if let Some((ctrl_id, sum)) = run {
+            self.add_inflight(ctrl_id, sum, drain);
+        }
+        self.inflight.retain(|_, (_, fed)| *fed == drain);
+        self.drop_unseen(drain);
+    }
+
+    /// One key of one drain: its value read, or `None` when not re-read (unchanged).
+    fn apply_op(
+        &mut self,
+        k: &OpKey,
+        cur: Option<&OpStats>,
+        drain: u64,
+        run: &mut Option<(u32, u64)>,
+    ) {
+        let Some(class) = OpClass::from_u8(k.opclass) else {
+            return;
+        };
+        let i = match (self.key_index.get(k), cur) {
+            (Some(&i), _) => i,
+            // A key the model has no value of has nothing to continue.
+            (None, None) => return,
+            // A key seen for the first time counts from zero.
+            (None, Some(_)) => {
+                let series = self.series_of(SeriesKey {
+                    ctrl_id: k.ctrl_id,
+                    qid: self.op_qid(k.qid, class),
+                    class,
+                });
+                self.key_index.insert(*k, self.keys.len());
+                self.keys.push(KeyState {
+                    key: *k,
+                    prev: OpStats::default(),
+                    seen: 0,
+                    series,
+                });
+                self.keys.len() - 1
             }
-            let s = self.ops.entry(key).or_insert_with(|| OpSeries {
+        };
+        let state = &mut self.keys[i];
+        state.seen = drain;
+        // Several keys feed one series and one controller; what no key feeds this drain goes.
+        let s = &mut self.series[state.series];
+        s.fed = drain;
+        let latency = match cur {
+            Some(cur) => {
+                let prev = &mut state.prev;
+                s.bytes += delta_u64(prev.bytes, cur.bytes);
+                s.errors += delta_u64(prev.errors, cur.errors);
+                let latency = delta_u64(prev.latency_sum_ns, cur.latency_sum_ns);
+                s.latency_sum_ns += latency;
+                (prev.bytes, prev.errors, prev.latency_sum_ns) =
+                    (cur.bytes, cur.errors, cur.latency_sum_ns);
+                let mut from = 0;
+                take_bucket_deltas(&mut prev.buckets, &cur.buckets, |b, d| {
+                    // The kernel keeps no command count: each completion is in exactly one
+                    // bucket.
+                    s.commands += d as u64;
+                    add_to_bucket(&mut s.buckets, &mut from, b, d as u64);
+                });
+                latency
+            }
+            // Unread: unchanged since its last read.
+            None => 0,
+        };
+        match run {
+            Some((ctrl_id, sum)) if *ctrl_id == k.ctrl_id => *sum += latency,
+            _ => {
+                if let Some((ctrl_id, sum)) = run.replace((k.ctrl_id, latency)) {
+                    self.add_inflight(ctrl_id, sum, drain);
+                }
+            }
+        }
+    }
+
+    /// The index of a command series, created empty if new.
+    fn series_of(&mut self, key: SeriesKey) -> usize {
+        *self.series_index.entry(key).or_insert_with(|| {
+            self.series.push(OpSeries {
+                key,
                 commands: 0,
                 bytes: 0,
                 errors: 0,
                 latency_sum_ns: 0,
-                buckets: BTreeMap::new(),
+                buckets: Vec::new(),
+                fed: 0,
             });
-            let d = |f: fn(&OpStats) -> u64| delta_u64(prev.map_or(0, f), f(cur));
-            s.bytes += d(|o| o.bytes);
-            s.errors += d(|o| o.errors);
-            let latency = d(|o| o.latency_sum_ns);
-            s.latency_sum_ns += latency;
-            *self.inflight.entry(k.ctrl_id).or_default() += latency;
-            for (b, c) in bucket_deltas(prev.map(|p| &p.buckets), &cur.buckets) {
-                // The kernel keeps no command count: each completion is in exactly one bucket.
-                s.commands += c;
-                *s.buckets.entry(b).or_default() += c;
-            }
-            next_prev.insert(*k, *cur);
+            self.series.len() - 1
+        })
+    }
+
+    fn add_inflight(&mut self, ctrl_id: u32, ns: u64, drain: u64) {
+        let e = self.inflight.entry(ctrl_id).or_default();
+        e.0 += ns;
+        e.1 = drain;
+    }
+
+    /// Forgets the keys this drain neither read nor named, and the series no key fed. Rare (a
+    /// controller went), so the indexes are simply rebuilt then.
+    fn drop_unseen(&mut self, drain: u64) {
+        let keys_gone = self.keys.iter().any(|k| k.seen != drain);
+        let series_gone = self.series.iter().any(|s| s.fed != drain);
+        if !keys_gone && !series_gone {
+            return;
         }
-        self.prev_ops = next_prev;
-        self.ops.retain(|k, _| touched.contains(k));
-        self.inflight.retain(|k, _| inflight_touched.contains(k));
+        self.keys.retain(|k| k.seen == drain);
+        // Where each kept series moves to; a seen key fed its series this drain, so its series
+        // is kept.
+        let mut moved_to = vec![usize::MAX; self.series.len()];
+        let mut n = 0;
+        for (i, s) in self.series.iter().enumerate() {
+            if s.fed == drain {
+                moved_to[i] = n;
+                n += 1;
+            }
+        }
+        self.series.retain(|s| s.fed == drain);
+        self.series_index = (self.series.iter().enumerate())
+            .map(|(i, s)| (s.key, i))
+            .collect();
+        self.key_index.clear();
+        for (i, k) in self.keys.iter_mut().enumerate() {
+            self.key_index.insert(k.key, i);
+            k.series = moved_to[k.series];
+        }
     }
 
     fn apply_queues(&mut self, raw: &[(QueueKey, QueueState)]) -> Vec<(QueueSeriesKey, QueueView)> {
-        let mut views: BTreeMap<QueueSeriesKey, QueueView> = BTreeMap::new();
-        let mut next_prev = HashMap::with_capacity(raw.len());
-        for (k, cur) in raw {
-            let key = QueueSeriesKey {
-                ctrl_id: k.ctrl_id,
-                qid: self.qid(k.qid),
-            };
-            let prev_busy = self.prev_queues.get(k).map_or(0, |p| p.busy_ns);
-            *self.busy.entry(key).or_default() += delta_u64(prev_busy, cur.busy_ns);
-            // Two counters read without a lock: a completion may land between them, so clamp.
-            views.entry(key).or_default().depth += cur.submitted.saturating_sub(cur.completed);
-            next_prev.insert(*k, *cur);
+        // Per queue: its series, depth and busy time since the last drain. The arrays give
+        // queues in key order, so each previous value is found by a step, not a search.
+        let mut prev = Cursor::new(&self.prev_busy);
+        let mut rows: Vec<(QueueSeriesKey, u64, u64)> = raw
+            .iter()
+            .map(|(k, cur)| {
+                let key = QueueSeriesKey {
+                    ctrl_id: k.ctrl_id,
+                    qid: self.qid(k.qid),
+                };
+                let busy = delta_u64(prev.find(k).unwrap_or(0), cur.busy_ns);
+                // Two counters read without a lock: a completion may land between them, so clamp.
+                (key, cur.submitted.saturating_sub(cur.completed), busy)
+            })
+            .collect();
+        // Stable, and linear on rows already in order: the last read of a key wins below.
+        let mut next_prev: Vec<(QueueKey, u64)> =
+            raw.iter().map(|(k, c)| (*k, c.busy_ns)).collect();
+        next_prev.sort_by_key(|&(k, _)| k);
+        next_prev.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                *kept = *later;
+            }
+            same
+        });
+        self.prev_busy = next_prev;
+
+        rows.sort_by_key(|&(k, _, _)| k);
+        let mut views: Vec<(QueueSeriesKey, QueueView)> = Vec::new();
+        for (key, depth, busy) in rows {
+            match views.last_mut() {
+                Some((k, v)) if *k == key => {
+                    v.depth += depth;
+                    v.busy_ns += busy;
+                }
+                _ => views.push((
+                    key,
+                    QueueView {
+                        depth,
+                        busy_ns: busy,
+                    },
+                )),
+            }
         }
-        self.prev_queues = next_prev;
-        self.busy.retain(|k, _| views.contains_key(k));
+        // Series that still have a queue keep their busy time; the others go.
+        let mut before = Cursor::new(&self.busy);
         for (k, v) in views.iter_mut() {
-            v.busy_ns = self.busy.get(k).copied().unwrap_or_default();
+            v.busy_ns += before.find(k).unwrap_or(0);
         }
-        views.into_iter().collect()
+        self.busy = views.iter().map(|(k, v)| (*k, v.busy_ns)).collect();
+        views
     }
 
     fn apply_statuses(&mut self, raw: &[(StatusKey, u64)]) {
@@ -348,22 +599,28 @@ impl Model {
 
     fn commands_per_controller(&self) -> Vec<((u32, OpClass), u64)> {
         let mut out: BTreeMap<(u32, OpClass), u64> = BTreeMap::new();
-        for (k, s) in &self.ops {
-            *out.entry((k.ctrl_id, k.class)).or_default() += s.commands;
+        for (k, &i) in &self.series_index {
+            *out.entry((k.ctrl_id, k.class)).or_default() += self.series[i].commands;
         }
         out.into_iter().collect()
     }
 
-    fn op_views(&self) -> Vec<OpView> {
-        self.ops
-            .iter()
-            .map(|(k, s)| OpView {
-                key: *k,
-                commands: s.commands,
-                bytes: s.bytes,
-                errors: s.errors,
-                latency_sum_ns: s.latency_sum_ns,
-                buckets: s.buckets.iter().map(|(b, c)| (*b, *c)).collect(),
+    fn op_views(&mut self) -> Vec<OpView> {
+        let mut spare = std::mem::take(&mut self.spare_buckets).into_iter();
+        self.series_index
+            .values()
+            .map(|&i| {
+                let s = &self.series[i];
+                let mut buckets = spare.next().unwrap_or_default();
+                buckets.clone_from(&s.buckets);
+                OpView {
+                    key: s.key,
+                    commands: s.commands,
+                    bytes: s.bytes,
+                    errors: s.errors,
+                    latency_sum_ns: s.latency_sum_ns,
+                    buckets,
+                }
             })
             .collect()
     }
@@ -517,6 +774,56 @@ mod tests {
         assert!(v.ops.is_empty());
     }
 
+    /// Keys not re-read (their queue did not move) keep their series and their last value: the
+    /// next read takes its deltas from the value of the last read, however long ago.
+    #[test]
+    fn unread_keys_continue_from_their_last_read() {
+        let mut m = Model::new(true);
+        let k1 = op_key(0, 1, OpClass::Read);
+        let k2 = op_key(0, 2, OpClass::Read);
+        let first = stats(&[100_000; 2], 4096);
+        m.apply(RawMaps {
+            ops: vec![(k1, first), (k2, stats(&[50_000], 512))],
+            ..Default::default()
+        });
+        // Two drains where queue 1 did not move; a key the model never saw is no series.
+        for _ in 0..2 {
+            let v = m.apply(RawMaps {
+                ops: vec![(k2, stats(&[50_000], 512))],
+                ops_unread: vec![k1, op_key(3, 1, OpClass::Write)],
+                ..Default::default()
+            });
+            let got: Vec<(Option<u16>, u64, u64)> = v
+                .ops
+                .iter()
+                .map(|o| (o.key.qid, o.commands, o.bytes))
+                .collect();
+            assert_eq!(got, vec![(Some(1), 2, 8192), (Some(2), 1, 512)]);
+        }
+        let mut more = first;
+        more.bytes += 4096;
+        more.latency_sum_ns += 1_000_000;
+        more.buckets[latency_bucket(1_000_000)] += 1;
+        let v = m.apply(RawMaps {
+            ops: vec![(k1, more)],
+            ops_unread: vec![k2],
+            ..Default::default()
+        });
+        let o = &v.ops[0];
+        assert_eq!(
+            (o.commands, o.bytes, o.latency_sum_ns),
+            (3, 12288, 1_200_000)
+        );
+        assert_eq!(v.inflight_ns, vec![(0, 1_250_000)]);
+        // Neither read nor named: gone.
+        let v = m.apply(RawMaps {
+            ops_unread: vec![k2],
+            ..Default::default()
+        });
+        assert_eq!(v.ops.len(), 1);
+        assert_eq!(v.ops[0].key.qid, Some(2));
+    }
+
     #[test]
     fn model_per_queue_and_bucket_wrap() {
         let mut m = Model::new(true);
@@ -652,5 +959,66 @@ mod tests {
         );
         assert_eq!(v.statuses, vec![(sk, 5)]);
         assert_eq!(v.counters[0], 7);
+    }
+
+    /// Queues in any order, one gone: each queue's busy time continues from its own last value,
+    /// and a series without queues goes.
+    #[test]
+    fn queue_series_follow_their_keys_in_any_order() {
+        let mut m = Model::new(true);
+        let q = |ctrl_id, qid, busy_ns| {
+            (
+                QueueKey {
+                    ctrl_id,
+                    qid,
+                    _pad: 0,
+                },
+                QueueState {
+                    submitted: 3,
+                    completed: 1,
+                    busy_ns,
+                    last_event_ns: 0,
+                },
+            )
+        };
+        let series = |v: &IoView| -> Vec<(u32, Option<u16>, u64, u64)> {
+            v.queues
+                .iter()
+                .map(|(k, q)| (k.ctrl_id, k.qid, q.depth, q.busy_ns))
+                .collect()
+        };
+        let v = m.apply(RawMaps {
+            queues: vec![q(1, 2, 100), q(0, 1, 10), q(1, 1, 1_000)],
+            ..Default::default()
+        });
+        assert_eq!(
+            series(&v),
+            vec![
+                (0, Some(1), 2, 10),
+                (1, Some(1), 2, 1_000),
+                (1, Some(2), 2, 100)
+            ]
+        );
+        let v = m.apply(RawMaps {
+            queues: vec![q(1, 1, 1_500), q(1, 2, 150)],
+            ..Default::default()
+        });
+        assert_eq!(
+            series(&v),
+            vec![(1, Some(1), 2, 1_500), (1, Some(2), 2, 150)]
+        );
+        // Queue 0/1 is back: it starts from its new raw value, its old series was dropped.
+        let v = m.apply(RawMaps {
+            queues: vec![q(1, 2, 160), q(0, 1, 30), q(1, 1, 1_500)],
+            ..Default::default()
+        });
+        assert_eq!(
+            series(&v),
+            vec![
+                (0, Some(1), 2, 30),
+                (1, Some(1), 2, 1_500),
+                (1, Some(2), 2, 160)
+            ]
+        );
     }
 }
