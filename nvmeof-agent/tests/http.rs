@@ -547,7 +547,12 @@ async fn collect_and_exclude_parameters_choose_the_collectors() {
     assert!(!has(&only, "nvmeof_subsystem_info"), "{only}");
     assert!(body(&only).contains("nvmeof_exporter_scrapes_total"));
 
-    let two = get(addr, "/metrics?collect[]=controller&collect[]=subsystem", "").await;
+    let two = get(
+        addr,
+        "/metrics?collect[]=controller&collect[]=subsystem",
+        "",
+    )
+    .await;
     assert!(has(&two, "nvmeof_controller_cntlid") && has(&two, "nvmeof_subsystem_info"));
 
     let except = get(addr, "/metrics?exclude[]=controller", "").await;
@@ -556,7 +561,10 @@ async fn collect_and_exclude_parameters_choose_the_collectors() {
 
     for (query, why) in [
         ("collect[]=nope", "missing collector: nope"),
-        ("collect[]=controller&exclude[]=subsystem", "cannot be used together"),
+        (
+            "collect[]=controller&exclude[]=subsystem",
+            "cannot be used together",
+        ),
     ] {
         let answer = get(addr, &format!("/metrics?{query}"), "").await;
         assert_eq!(status(&answer), 400, "{query}: {answer}");
