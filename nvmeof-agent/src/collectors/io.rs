@@ -30,6 +30,7 @@ pub const IO_QUEUES: Family = Family::gauge(
     "nvmeof_io_queues",
     "I/O queues (qid > 0) of the controller that have carried a command since the tracer started.",
 );
+pub const EBPF_WAITING: Family = Family::gauge("nvmeof_exporter_ebpf_waiting_for_nvme_core", "1 while the eBPF programs wait for nvme_core to load (the agent started first); they attach when it does, without a restart.");
 pub const EBPF_UP: Family = Family::gauge("nvmeof_exporter_ebpf_up", "1 when the eBPF programs are loaded and attached, 0 when the exporter runs without them (see its log).");
 pub const PROGRAMS_ATTACHED: Family = Family::gauge(
     "nvmeof_exporter_ebpf_programs_attached",
@@ -61,6 +62,7 @@ pub const FAMILIES: &[Family] = &[
     QUEUE_BUSY,
     IO_QUEUES,
     EBPF_UP,
+    EBPF_WAITING,
     PROGRAMS_ATTACHED,
     ATTACH_MODE,
     EVICTIONS,
@@ -266,6 +268,11 @@ impl Collector for IoCollector {
     fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let state = self.source.read();
         sink.gauge(&EBPF_UP, &[], if state.up { 1.0 } else { 0.0 });
+        sink.gauge(
+            &EBPF_WAITING,
+            &[],
+            if state.waiting_for_nvme { 1.0 } else { 0.0 },
+        );
         if state.up {
             collect_io(&state, sink);
             collect_self(&state, sink);
@@ -298,6 +305,7 @@ pub(crate) mod tests {
         counters[ProgramCounter::SetupEvents as usize] = 10;
         IoState {
             up: true,
+            waiting_for_nvme: false,
             per_queue,
             attached: vec!["nvme_setup_cmd", "nvme_complete_rq"],
             mode: Some("tracepoint"),
@@ -462,14 +470,33 @@ pub(crate) mod tests {
         }
     }
 
+    /// Down, the collector says up 0 and whether it waits for nvme_core, and nothing else.
     #[test]
-    fn down_is_only_up_zero() {
-        let text = collect(IoState::default());
+    fn down_is_only_up_zero_and_whether_it_waits() {
+        let samples = |state: IoState| -> Vec<String> {
+            collect(state)
+                .lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
         assert_eq!(
-            text,
-            "# HELP nvmeof_exporter_ebpf_up 1 when the eBPF programs are loaded and attached, 0 \
-             when the exporter runs without them (see its log).\n# TYPE nvmeof_exporter_ebpf_up \
-             gauge\nnvmeof_exporter_ebpf_up 0\n"
+            samples(IoState::default()),
+            [
+                "nvmeof_exporter_ebpf_up 0",
+                "nvmeof_exporter_ebpf_waiting_for_nvme_core 0"
+            ]
+        );
+        let waiting = IoState {
+            waiting_for_nvme: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            samples(waiting),
+            [
+                "nvmeof_exporter_ebpf_up 0",
+                "nvmeof_exporter_ebpf_waiting_for_nvme_core 1"
+            ]
         );
     }
 

@@ -104,6 +104,7 @@ pub fn registry() -> Vec<Registration> {
                         max_controllers: c.max_controllers,
                         max_queues: c.max_queues,
                         per_queue: c.per_queue,
+                        wait_for_nvme: crate::bpf::io::WAIT_FOR_NVME,
                     },
                 ))))
             }),

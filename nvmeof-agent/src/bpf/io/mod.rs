@@ -11,7 +11,10 @@
 //! quantiles, and publishes the result in the [`IoSource`].
 //!
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
-//! and returns a source whose state says `up: false` (`nvmeof_exporter_ebpf_up 0`).
+//! and returns a source whose state says `up: false` (`nvmeof_exporter_ebpf_up 0`). When the
+//! cause is that `nvme_core` is not loaded yet (a DaemonSet starts before anyone runs `nvme
+//! connect`, which loads it), the source watches for the module (a `stat` every
+//! [`IoOptions::wait_for_nvme`]) and starts the tracer when it appears, without a restart.
 pub mod arrays;
 pub mod drain;
 pub mod model;
@@ -45,7 +48,13 @@ pub struct IoOptions {
     pub max_queues: u32,
     /// Series per hardware queue instead of per controller.
     pub per_queue: bool,
+    /// How often a tracer that could not start because `nvme_core` was not loaded looks for it
+    /// again.
+    pub wait_for_nvme: Duration,
 }
+
+/// [`IoOptions::wait_for_nvme`] in the agent.
+pub const WAIT_FOR_NVME: Duration = Duration::from_secs(5);
 
 /// The shortest drain interval accepted: draining reads every map entry.
 pub const MIN_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
@@ -54,6 +63,8 @@ pub const MIN_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 #[derive(Clone, Debug, Default)]
 pub struct IoState {
     pub up: bool,
+    /// Not up because `nvme_core` is not loaded yet: the tracer starts when it is.
+    pub waiting_for_nvme: bool,
     pub per_queue: bool,
     pub attached: Vec<&'static str>,
     /// The attach mode's label value (`tp_btf`, `raw_tracepoint`, `tracepoint`).
@@ -222,20 +233,85 @@ impl IoSource {
 
 /// Starts the tracer; see the module documentation.
 pub fn start(opts: IoOptions) -> IoSource {
-    match try_start(&opts) {
-        Ok(s) => s,
-        Err(e) => {
-            log::warn!(
-                "eBPF latency tracer off: {}; serving sysfs metrics only",
-                loader::explain(&e)
-            );
-            log::debug!("eBPF start failure in full: {e:?}");
-            IoSource::down()
+    let state = Arc::new(RwLock::new(IoState::default()));
+    let nvme_loaded = nvme_core_loaded(&opts.sysfs_root);
+    let e = match try_start(&opts, &state) {
+        Ok(worker) => {
+            return IoSource {
+                state,
+                _worker: Some(worker),
+            }
         }
+        Err(e) => e,
+    };
+    log::debug!("eBPF start failure in full: {e:?}");
+    if nvme_loaded {
+        log::warn!(
+            "eBPF latency tracer off: {}; serving sysfs metrics only",
+            loader::explain(&e)
+        );
+        return IoSource::shared(state);
+    }
+    log::warn!(
+        "eBPF latency tracer waiting: nvme_core is not loaded ({}); it starts when the module \
+         loads (`nvme connect` loads it), serving sysfs metrics until then",
+        loader::explain(&e)
+    );
+    state
+        .write()
+        .unwrap_or_else(|e| e.into_inner())
+        .waiting_for_nvme = true;
+    let watch = wait_for_nvme_core(opts, state.clone());
+    IoSource {
+        state,
+        _worker: watch,
     }
 }
 
-fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
+/// Whether `nvme_core` is loaded (or built in): `module/nvme_core` in sysfs.
+fn nvme_core_loaded(sysfs_root: &std::path::Path) -> bool {
+    sysfs_root.join("module/nvme_core").is_dir()
+}
+
+/// A worker that looks for `nvme_core` every [`IoOptions::wait_for_nvme`] and, once it is
+/// there, starts the tracer into `state` once: the tracer's own worker then lives in this one's
+/// closure, so dropping the source still stops both. A start that fails with the module loaded
+/// is logged and not tried again (the cause is then not the module).
+fn wait_for_nvme_core(opts: IoOptions, state: Arc<RwLock<IoState>>) -> Option<Worker> {
+    // The drain's worker once started: owned by this closure, dropped with it.
+    let mut drain: Option<Worker> = None;
+    let mut done = false;
+    let interval = opts.wait_for_nvme;
+    let tick = move || {
+        if done || !nvme_core_loaded(&opts.sysfs_root) {
+            return;
+        }
+        done = true;
+        state
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .waiting_for_nvme = false;
+        match try_start(&opts, &state) {
+            Ok(worker) => {
+                log::info!("eBPF latency tracer started: nvme_core is loaded");
+                drain.get_or_insert(worker);
+            }
+            Err(e) => {
+                log::warn!(
+                    "eBPF latency tracer off: nvme_core is loaded but {}; serving sysfs metrics only",
+                    loader::explain(&e)
+                );
+                log::debug!("eBPF start failure in full: {e:?}");
+            }
+        }
+    };
+    Worker::every("ebpf-wait-nvme", interval, tick)
+        .map_err(|e| log::warn!("eBPF: cannot watch for nvme_core, not starting later: {e}"))
+        .ok()
+}
+
+/// Loads, attaches and starts the drain, which publishes into `state`.
+fn try_start(opts: &IoOptions, state: &Arc<RwLock<IoState>>) -> anyhow::Result<Worker> {
     // The request-keyed modes need the struct offsets from BTF; the classic one the record
     // layout from tracefs. Either may be missing; the loader skips the modes it cannot serve.
     let request =
@@ -280,18 +356,19 @@ fn try_start(opts: &IoOptions) -> anyhow::Result<IoSource> {
         loaded.attached.join(", ")
     );
     let interval = opts.drain_interval.max(MIN_DRAIN_INTERVAL);
-    let state = Arc::new(RwLock::new(IoState {
+    let attached = loaded.attached.clone();
+    let mode = Some(loaded.mode.as_str());
+    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?;
+    *state.write().unwrap_or_else(|e| e.into_inner()) = IoState {
         up: true,
         per_queue: opts.per_queue,
-        attached: loaded.attached.clone(),
-        mode: Some(loaded.mode.as_str()),
+        attached,
+        mode,
         ..Default::default()
-    }));
-    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?;
-    let worker = Worker::every("ebpf-drain", interval, drain::ticks(drainer, state.clone()))?;
-    Ok(IoSource {
-        state,
-        _worker: Some(worker),
+    };
+    Worker::every("ebpf-drain", interval, drain::ticks(drainer, state.clone())).map_err(|e| {
+        *state.write().unwrap_or_else(|e| e.into_inner()) = IoState::default();
+        e.into()
     })
 }
 
@@ -444,6 +521,7 @@ pub(crate) mod tests {
             max_controllers: 0,
             max_queues: 0,
             per_queue,
+            wait_for_nvme: WAIT_FOR_NVME,
         }
     }
 
@@ -492,7 +570,8 @@ pub(crate) mod tests {
         };
         // The programs must pass this kernel's verifier: loading may only stop for lack of an
         // object or of permission, or at attach (no nvme tracepoints here).
-        let why = loader::explain(&try_start(&opts).err().unwrap());
+        let state = Arc::new(RwLock::new(IoState::default()));
+        let why = loader::explain(&try_start(&opts, &state).err().unwrap());
         assert!(
             why.contains("no eBPF object")
                 || why.starts_with("no permission")
@@ -500,5 +579,38 @@ pub(crate) mod tests {
             "{why}"
         );
         assert!(!start(opts).read().up);
+    }
+
+    /// Started before `nvme_core` is loaded, the tracer says it waits, and tries once the
+    /// module appears (here it then fails for lack of the nvme events, and says down).
+    #[test]
+    fn a_tracer_started_before_nvme_core_waits_for_it() {
+        let (_tracefs, mut opts) = without_nvme_tracepoints();
+        let sysfs = tempfile::tempdir().unwrap();
+        opts.sysfs_root = sysfs.path().to_owned();
+        opts.wait_for_nvme = Duration::from_millis(20);
+        let source = start(opts);
+        assert!(!source.read().up);
+        assert!(source.read().waiting_for_nvme);
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(source.read().waiting_for_nvme, "tried without the module");
+        std::fs::create_dir_all(sysfs.path().join("module/nvme_core")).unwrap();
+        let started = std::time::Instant::now();
+        while source.read().waiting_for_nvme {
+            assert!(started.elapsed() < Duration::from_secs(10), "never tried");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(!source.read().up);
+    }
+
+    /// With `nvme_core` loaded, a tracer that cannot start does not wait.
+    #[test]
+    fn a_tracer_that_fails_with_nvme_core_loaded_does_not_wait() {
+        let (_tracefs, mut opts) = without_nvme_tracepoints();
+        let sysfs = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(sysfs.path().join("module/nvme_core")).unwrap();
+        opts.sysfs_root = sysfs.path().to_owned();
+        let source = start(opts);
+        assert!(!source.read().up && !source.read().waiting_for_nvme);
     }
 }
