@@ -19,7 +19,9 @@ ip link set lo up
 
 # Modules: the order file lists them dependencies first. Options that the lab needs:
 # four memory-backed null_blk devices (one per transport's subsystem), so data reads back.
+# Those named in /mods/defer (a test's choice) are left for `load_deferred` (lab.sh).
 while read -r m; do
+    [ -f /mods/defer ] && grep -qxF "${m#*-}" /mods/defer && continue
     case "$m" in
         *null_blk.ko)
             insmod "/mods/$m" nr_devices=4 gb=1 memory_backed=1 || echo "@@MODFAIL $m"

@@ -53,6 +53,15 @@ lose_towards() {
 }
 restore_lo() { /usr/bin/tc qdisc del dev lo root 2>/dev/null; true; }
 
+# load_deferred: the modules held back at boot (/mods/defer), in load order: a host whose NVMe
+# modules load after the agent started.
+load_deferred() {
+    while read -r m; do
+        grep -qxF "${m#*-}" /mods/defer || continue
+        insmod "/mods/$m" || return 1
+    done < /mods/order
+}
+
 # connect OPTIONS: the host side, as nvme-cli would write it.
 connect() { echo "$1" > /dev/nvme-fabrics; }
 
