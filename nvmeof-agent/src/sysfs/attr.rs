@@ -196,14 +196,35 @@ pub(crate) fn read_trim(path: &Path) -> Option<String> {
     Some(clean_text(&bytes, MAX_LABEL_BYTES).0)
 }
 
+/// Why a listed directory cannot be read as one (see [`still_there`]).
+#[derive(Debug)]
+pub(crate) enum Gone {
+    /// Removed since its class was listed (its link dangles): the kernel deleted it, which is
+    /// no error (a controller past its `ctrl_loss_tmo`, a disconnect).
+    Vanished,
+    /// Something no kernel makes: a link that loops, a file where a directory belongs.
+    Bad(String),
+}
+
+impl Gone {
+    /// What to count: nothing for a deletion, a skip for the rest.
+    pub(crate) fn into_skip(self, path: PathBuf) -> Option<Skip> {
+        match self {
+            Gone::Vanished => None,
+            Gone::Bad(reason) => Some(Skip { path, reason }),
+        }
+    }
+}
+
 /// Whether `dir` is still a directory that resolves: a controller or subsystem removed since
-/// its class was listed (its link dangles), or a link that loops, is not; its attributes would
-/// all be missing, and emitting it would make series with empty labels. The error says why.
-pub(crate) fn still_there(dir: &Path) -> Result<(), String> {
+/// its class was listed, or a link that loops, is not; its attributes would all be missing, and
+/// emitting it would make series with empty labels.
+pub(crate) fn still_there(dir: &Path) -> Result<(), Gone> {
     match std::fs::metadata(dir) {
         Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => Err("not a directory".to_owned()),
-        Err(e) => Err(format!("gone or unresolvable ({e})")),
+        Ok(_) => Err(Gone::Bad("not a directory".to_owned())),
+        Err(e) if e.kind() == ErrorKind::NotFound => Err(Gone::Vanished),
+        Err(e) => Err(Gone::Bad(format!("unresolvable ({e})"))),
     }
 }
 

@@ -162,23 +162,18 @@ pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
             continue;
         };
         let dir = class.join(&name);
-        // A controller deleted since the listing (its class link dangles) or a link that loops is
-        // dropped with one skip: emitted, it would be a series of empty labels.
-        if let Err(why) = still_there(&dir) {
-            out.skipped.push(Skip {
-                path: dir,
-                reason: why,
-            });
+        // A controller deleted since the listing (its class link dangles) is dropped, and a
+        // link that loops with one skip: emitted, either would be a series of empty labels.
+        if let Err(gone) = still_there(&dir) {
+            out.skipped.extend(gone.into_skip(dir));
             continue;
         }
         let mut skipped = Vec::new();
         let c = controller(&dir, &name, instance, &mut skipped);
-        // Gone while its attributes were read: what was read is no controller either.
-        if let Err(why) = still_there(&dir) {
-            out.skipped.push(Skip {
-                path: dir,
-                reason: format!("removed during the scrape: {why}"),
-            });
+        // Gone while its attributes were read: what was read is no controller either, and its
+        // attributes that failed are no skips.
+        if let Err(gone) = still_there(&dir) {
+            out.skipped.extend(gone.into_skip(dir));
             continue;
         }
         out.skipped.extend(skipped);
@@ -360,11 +355,10 @@ mod tests {
         let p = controllers(t.root()).unwrap();
         let names: Vec<_> = p.items.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["nvme0"]);
-        assert_eq!(p.skipped.len(), 2, "{:?}", p.skipped);
-        assert!(p
-            .skipped
-            .iter()
-            .all(|s| s.reason.contains("gone or unresolvable")));
+        // The deleted one is no error (the kernel removes controllers); the loop is counted.
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert_eq!(p.skipped[0].path, class.join("nvme7"));
+        assert!(p.skipped[0].reason.contains("unresolvable"));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::attr::{entries, still_there, Attrs, Parsed, Skip};
+use super::attr::{entries, still_there, Attrs, Gone, Parsed, Skip};
 use super::blockstat::{parse_stat, BlockStat};
 use super::controller::ctrl_instance;
 
@@ -112,13 +112,12 @@ fn number(digits: &str) -> Option<u32> {
 /// The entries of a subsystem's or controller's directory; `None`, with a skip, when it cannot be
 /// read (removed, a link that loops): that one directory costs itself only.
 fn listing(dir: &Path, skipped: &mut Vec<Skip>) -> Option<Vec<String>> {
-    match still_there(dir).and_then(|()| entries(dir).map_err(|e| format!("{e:#}"))) {
+    let listed =
+        still_there(dir).and_then(|()| entries(dir).map_err(|e| Gone::Bad(format!("{e:#}"))));
+    match listed {
         Ok(l) => Some(l),
-        Err(why) => {
-            skipped.push(Skip {
-                path: dir.to_path_buf(),
-                reason: why,
-            });
+        Err(gone) => {
+            skipped.extend(gone.into_skip(dir.to_path_buf()));
             None
         }
     }

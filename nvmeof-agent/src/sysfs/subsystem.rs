@@ -2,7 +2,7 @@
 //! reach it and, with native multipath, its namespace heads.
 use std::path::Path;
 
-use super::attr::{entries, still_there, Attrs, Parsed, Skip};
+use super::attr::{entries, still_there, Attrs, Gone, Parsed, Skip};
 use super::controller::{ctrl_instance, CtrlState};
 use super::namespace::head_instance;
 
@@ -45,17 +45,16 @@ pub fn subsystems(root: &Path) -> anyhow::Result<Parsed<Subsystem>> {
         // directory that cannot be listed) costs itself only, counted as a skip.
         let mut skipped = Vec::new();
         let read = still_there(&dir)
-            .and_then(|()| subsystem(&dir, &name, &mut skipped).map_err(|e| format!("{e:#}")))
+            .and_then(|()| {
+                subsystem(&dir, &name, &mut skipped).map_err(|e| Gone::Bad(format!("{e:#}")))
+            })
             .and_then(|s| still_there(&dir).map(|()| s));
         match read {
             Ok(s) => {
                 out.skipped.extend(skipped);
                 out.items.push(s);
             }
-            Err(why) => out.skipped.push(Skip {
-                path: dir,
-                reason: why,
-            }),
+            Err(gone) => out.skipped.extend(gone.into_skip(dir)),
         }
     }
     Ok(out)
@@ -76,11 +75,8 @@ fn subsystem(dir: &Path, name: &str, skipped: &mut Vec<Skip>) -> anyhow::Result<
     for entry in entries(dir)? {
         if ctrl_instance(&entry).is_some() {
             // A path whose controller was deleted since the listing is no path.
-            if let Err(why) = still_there(&dir.join(&entry)) {
-                skipped.push(Skip {
-                    path: dir.join(&entry),
-                    reason: why,
-                });
+            if let Err(gone) = still_there(&dir.join(&entry)) {
+                skipped.extend(gone.into_skip(dir.join(&entry)));
                 continue;
             }
             // Unknown states were counted by the controller parser's caller; here only liveness
@@ -143,11 +139,13 @@ mod tests {
         let names: Vec<_> = p.items.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["nvme-subsys0"]);
         assert_eq!(p.items[0].controllers.len(), 2);
-        assert_eq!(p.skipped.len(), 3, "{:?}", p.skipped);
+        // Only the loop counts: the removed subsystem and the gone path are deletions.
+        assert_eq!(p.skipped.len(), 1, "{:?}", p.skipped);
+        assert_eq!(p.skipped[0].path, class.join("nvme-subsys3"));
         let ns = crate::sysfs::namespaces(t.root()).unwrap();
         assert_eq!(ns.items.len(), 1);
         assert_eq!(ns.items[0].paths.len(), 2);
-        assert_eq!(ns.skipped.len(), 2, "{:?}", ns.skipped);
+        assert_eq!(ns.skipped.len(), 1, "{:?}", ns.skipped);
     }
 
     #[test]
