@@ -225,7 +225,7 @@ async fn run_one(
         match &st.running {
             Some(r) if r.started.elapsed() >= timeout => {
                 drop(st);
-                log::debug!("collector {name}: previous run still stuck; serving its cache");
+                log::warn!("collector {name}: previous run still stuck; serving its cache");
                 stats.add_errors(name, 1);
                 return stale(&state, start);
             }
