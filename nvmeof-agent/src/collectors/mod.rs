@@ -32,6 +32,8 @@ pub struct Registration {
     pub always_on: bool,
     /// Every family the collector may emit.
     pub families: &'static [Family],
+    /// It renders only state the agent keeps in memory ([`Named::memory_only`]).
+    pub memory_only: bool,
     pub build: Build,
 }
 
@@ -44,6 +46,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: controller::FAMILIES,
+            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(controller::ControllerCollector::new(
                     c.sysfs.clone(),
@@ -56,6 +59,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: subsystem::FAMILIES,
+            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(subsystem::SubsystemCollector::new(
                     c.sysfs.clone(),
@@ -68,6 +72,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: namespace::FAMILIES,
+            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(namespace::NamespaceCollector::new(
                     c.sysfs.clone(),
@@ -80,6 +85,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: state::FAMILIES,
+            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(state::StateCollector::new(
                     c.sysfs.clone(),
@@ -93,6 +99,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: io::FAMILIES,
+            memory_only: true,
             build: Build::Collector(|c| {
                 Ok(Box::new(io::IoCollector::new(crate::bpf::io::start(
                     crate::bpf::io::IoOptions {
@@ -115,6 +122,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: smart::FAMILIES,
+            memory_only: true,
             build: Build::Collector(|c| {
                 Ok(smart::smart_collector(smart::SmartOptions {
                     sysfs_root: c.sysfs.clone(),
@@ -130,6 +138,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: rdma::FAMILIES,
+            memory_only: false,
             build: Build::Collector(|c| Ok(Box::new(rdma::RdmaCollector::new(c.sysfs.clone())))),
         },
         Registration {
@@ -138,6 +147,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: tcp::FAMILIES,
+            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(tcp::TcpCollector::new(
                     c.sysfs.clone(),
@@ -151,6 +161,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: fc::FAMILIES,
+            memory_only: false,
             build: Build::Collector(|c| Ok(Box::new(fc::FcCollector::new(c.sysfs.clone())))),
         },
         Registration {
@@ -159,6 +170,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: true,
             families: exporter::FAMILIES,
+            memory_only: false,
             build: Build::SelfMetrics,
         },
     ]
@@ -189,6 +201,7 @@ pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Named>> {
             out.push(Named {
                 name: r.name,
                 collector,
+                memory_only: r.memory_only,
             });
         }
     }
