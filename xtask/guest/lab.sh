@@ -54,11 +54,16 @@ lose_towards() {
 restore_lo() { /usr/bin/tc qdisc del dev lo root 2>/dev/null; true; }
 
 # load_deferred: the modules held back at boot (/mods/defer), in load order: a host whose NVMe
-# modules load after the agent started.
+# modules load after the agent started. Any other module not loaded yet is tried again too:
+# one that needs a held-back module (which differs between kernels) failed at boot.
 load_deferred() {
     while read -r m; do
-        grep -qxF "${m#*-}" /mods/defer || continue
-        insmod "/mods/$m" || return 1
+        n=${m#*-}
+        n=$(echo "${n%.ko}" | tr - _)
+        [ -d "/sys/module/$n" ] && continue
+        if ! insmod "/mods/$m"; then
+            grep -qxF "${m#*-}" /mods/defer && return 1
+        fi
     done < /mods/order
 }
 
