@@ -112,10 +112,6 @@ pub trait Collector: Send + Sync {
 pub struct Named {
     pub name: &'static str,
     pub collector: Box<dyn Collector>,
-    /// It renders only what the agent keeps in memory (a tracer's published state, the SMART
-    /// poller's results): it cannot block on the kernel, so it is not cut short by a deadline
-    /// meant for sysfs reads, and turns stale only if something is badly wrong.
-    pub memory_only: bool,
 }
 
 impl Named {
@@ -123,7 +119,6 @@ impl Named {
         Named {
             name,
             collector: Box::new(collector),
-            memory_only: false,
         }
     }
 }

@@ -77,13 +77,8 @@ impl Selection {
     }
 }
 
-/// The least time a memory-only collector ([`Named::memory_only`]) is given: it cannot block
-/// on the kernel, so only a stalled machine makes it slow, and then waiting beats serving stale.
-pub const MEMORY_ONLY_DEADLINE: Duration = Duration::from_secs(5);
-
 struct Slot {
     name: &'static str,
-    memory_only: bool,
     collector: Arc<dyn Collector>,
     state: Arc<Mutex<SlotState>>,
 }
@@ -108,7 +103,6 @@ impl Scraper {
                 .into_iter()
                 .map(|c| Slot {
                     name: c.name,
-                    memory_only: c.memory_only,
                     collector: Arc::from(c.collector),
                     state: Arc::default(),
                 })
@@ -177,11 +171,6 @@ impl Scraper {
                 continue;
             }
             let (name, collector) = (slot.name, slot.collector.clone());
-            let timeout = if slot.memory_only {
-                timeout.max(MEMORY_ONLY_DEADLINE)
-            } else {
-                timeout
-            };
             let state = slot.state.clone();
             let stats = self.stats.clone();
             let scrape = scrape.clone();

@@ -32,8 +32,6 @@ pub struct Registration {
     pub always_on: bool,
     /// Every family the collector may emit.
     pub families: &'static [Family],
-    /// It renders only state the agent keeps in memory ([`Named::memory_only`]).
-    pub memory_only: bool,
     pub build: Build,
 }
 
@@ -46,7 +44,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: controller::FAMILIES,
-            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(controller::ControllerCollector::new(
                     c.sysfs.clone(),
@@ -59,7 +56,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: subsystem::FAMILIES,
-            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(subsystem::SubsystemCollector::new(
                     c.sysfs.clone(),
@@ -72,7 +68,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: namespace::FAMILIES,
-            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(namespace::NamespaceCollector::new(
                     c.sysfs.clone(),
@@ -85,7 +80,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: state::FAMILIES,
-            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(state::StateCollector::new(
                     c.sysfs.clone(),
@@ -99,7 +93,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: io::FAMILIES,
-            memory_only: true,
             build: Build::Collector(|c| {
                 Ok(Box::new(io::IoCollector::new(crate::bpf::io::start(
                     crate::bpf::io::IoOptions {
@@ -122,7 +115,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: smart::FAMILIES,
-            memory_only: true,
             build: Build::Collector(|c| {
                 Ok(smart::smart_collector(smart::SmartOptions {
                     sysfs_root: c.sysfs.clone(),
@@ -138,7 +130,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: rdma::FAMILIES,
-            memory_only: false,
             build: Build::Collector(|c| Ok(Box::new(rdma::RdmaCollector::new(c.sysfs.clone())))),
         },
         Registration {
@@ -147,7 +138,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: tcp::FAMILIES,
-            memory_only: false,
             build: Build::Collector(|c| {
                 Ok(Box::new(tcp::TcpCollector::new(
                     c.sysfs.clone(),
@@ -161,7 +151,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: fc::FAMILIES,
-            memory_only: false,
             build: Build::Collector(|c| Ok(Box::new(fc::FcCollector::new(c.sysfs.clone())))),
         },
         Registration {
@@ -170,7 +159,6 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: true,
             families: exporter::FAMILIES,
-            memory_only: false,
             build: Build::SelfMetrics,
         },
     ]
@@ -201,7 +189,6 @@ pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Named>> {
             out.push(Named {
                 name: r.name,
                 collector,
-                memory_only: r.memory_only,
             });
         }
     }

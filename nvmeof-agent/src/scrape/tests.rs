@@ -233,21 +233,3 @@ async fn a_scraper_that_gives_more_time_gets_fresh_data() {
     assert_eq!(gauge(&fresh, STALE, ("collector", "slow")), Some(0.0));
     assert_eq!(gauge(&fresh, "test_value", ("from", "slow")), Some(3.0));
 }
-
-/// A collector that renders memory only waits past the sysfs deadline when the machine is slow:
-/// fresh data, not stale, and no error counted.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_memory_only_collector_is_not_cut_short_by_the_sysfs_deadline() {
-    let (t, _r) = test("memory", 1, Mode::Slow);
-    let mut named = named(&t);
-    named.memory_only = true;
-    let s = scraper(vec![named]);
-    for call in 1..=2 {
-        let fams = s.scrape().await;
-        assert_eq!(
-            gauge(&fams, "test_value", ("from", "memory")),
-            Some(f64::from(call))
-        );
-        assert_eq!(gauge(&fams, STALE, ("collector", "memory")), Some(0.0));
-    }
-}
