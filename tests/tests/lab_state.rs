@@ -433,13 +433,13 @@ fn a_controller_past_its_ctrl_loss_tmo_vanishes_from_metrics() {
                     "nvmeof_exporter_collect_errors_total",
                     &[("collector", "state")],
                 );
-                // A deadline missed, or a run still stuck from an earlier scrape, while the
+                // A deadline missed, a run still stuck from an earlier scrape or failed while the
                 // emulated guest stalls also counts as an error; the agent logs each, so those
-                // are told apart from errors the removal would cause.
+                // are told apart, and a failure the removal caused would name the controller.
                 let misses = |s: &mut Shared| -> f64 {
                     let out = s
                         .lab
-                        .sh("grep -cE 'collector state(: previous run still stuck| missed its deadline)' /tmp/agent.log")
+                        .sh("grep -cE 'collector state(: previous run still stuck| missed its deadline| failed)' /tmp/agent.log")
                         .map(|o| o.out)
                         .unwrap_or_default();
                     out.trim().parse().unwrap_or(0.0)
@@ -483,14 +483,23 @@ fn a_controller_past_its_ctrl_loss_tmo_vanishes_from_metrics() {
                     .collect();
                 assert!(left.is_empty(), "{release}: {c} still has {left:?}");
                 let missed = misses(s) - misses_before;
+                // A failure the removal caused would name the removed controller.
+                let failures = s
+                    .lab
+                    .sh(&format!(
+                        "grep 'collector state failed' /tmp/agent.log | grep -cw '{c}'"
+                    ))
+                    .map(|o| o.out)
+                    .unwrap_or_default();
+                assert_eq!(failures.trim(), "0", "{release}: state failures naming {c}");
                 assert_eq!(
                     without.sum(
                         "nvmeof_exporter_collect_errors_total",
                         &[("collector", "state")]
                     ) - missed,
                     errors_before,
-                    "{release}: errors after the removal, besides {missed} missed deadlines or \
-                     stuck runs; the agent's log:\n{}",
+                    "{release}: errors after the removal, besides {missed} logged misses, stuck runs \
+                     or failures; the agent's log:\n{}",
                     s.lab
                         .sh("grep -v ' DEBUG ' /tmp/agent.log | tail -20")
                         .map(|o| o.out)
