@@ -173,16 +173,16 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
             eprintln!(
                 "{release}: retransmitted segments, 10 % loss towards 4421: {lossy} +{lossy_delta}, {clean} +{clean_delta}"
             );
-            // 10 % loss of the ~2900 segments of the 4 MiB the lossy path carries (round-robin
-            // over two paths) retransmits hundreds; the clean path may retransmit a segment or
-            // two when the emulated host stalls (a fresh machine's CI saw +1), so it must stay an
-            // order of magnitude below.
+            // 10 % loss on the lossy path's half of 8 MiB: loopback's 64 KiB MTU makes that about
+            // a hundred segments, so a handful to tens are retransmitted (18 in a fresh clone's
+            // run). The clean path may retransmit one when the emulated host stalls (a fresh
+            // clone's CI saw +1), so it must stay five times below the lossy one.
             assert!(
-                lossy_delta >= 20.0,
+                lossy_delta >= 3.0,
                 "{release}: {lossy_delta} retransmissions on {lossy}"
             );
             assert!(
-                clean_delta * 10.0 <= lossy_delta,
+                clean_delta * 5.0 <= lossy_delta,
                 "{release}: {clean_delta} retransmissions on {clean} against {lossy_delta} on {lossy}"
             );
             let sent =
