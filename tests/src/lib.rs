@@ -152,6 +152,13 @@ fn slot(series: Series) -> Slot {
 }
 
 /// Runs `f` on the shared lab of a kernel, booting it first if needed.
+/// One scrape of a lab of the test's own (not the shared one), which must answer 200.
+pub fn scrape_lab(lab: &Lab) -> Metrics {
+    let (status, body, _) = lab.http_get("/metrics").expect("scraping the agent");
+    assert_eq!(status, 200, "{body}");
+    Metrics::parse(&body)
+}
+
 pub fn with_lab<R>(series: Series, f: impl FnOnce(&mut Shared) -> R) -> R {
     let slot = slot(series);
     let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());

@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use nvmeof_tests::{agent_bin, kernels, Metrics, LAB_AGENT_ARGS};
+use nvmeof_tests::{agent_bin, kernels, scrape_lab as scrape, LAB_AGENT_ARGS};
 use xtask::lab::{Lab, LabOptions};
 
 /// nvme_core and every module that needs it: held back at boot.
@@ -21,12 +21,6 @@ const DEFERRED: &[&str] = &[
     "nvme-fcloop.ko",
 ];
 const READS: u32 = 200;
-
-fn scrape(lab: &Lab) -> Metrics {
-    let (status, body, _) = lab.http_get("/metrics").expect("scraping the agent");
-    assert_eq!(status, 200, "{body}");
-    Metrics::parse(&body)
-}
 
 #[test]
 fn the_tracer_attaches_when_nvme_core_loads_after_the_agent() {

@@ -7,19 +7,13 @@
 
 use std::time::Duration;
 
-use nvmeof_tests::{agent_bin, kernels, Metrics, LAB_AGENT_ARGS};
+use nvmeof_tests::{agent_bin, kernels, scrape_lab as scrape, Metrics, LAB_AGENT_ARGS};
 use xtask::lab::{Lab, LabOptions};
 
 const CPUS: u32 = 16;
 const CONTROLLERS: u32 = 16;
 /// Reads per (controller, CPU): 16 × 16 × 8 = 2048 commands in all.
 const READS: u32 = 8;
-
-fn scrape(lab: &Lab) -> Metrics {
-    let (status, body, _) = lab.http_get("/metrics").expect("scraping the agent");
-    assert_eq!(status, 200, "{body}");
-    Metrics::parse(&body)
-}
 
 #[test]
 fn every_queue_of_sixteen_controllers_is_counted_exactly_with_nothing_dropped() {
