@@ -149,7 +149,10 @@ pub const NVME_CMD_WRITE: u8 = 0x01;
 pub const NVME_CMD_READ: u8 = 0x02;
 pub const NVME_FABRICS_OPCODE: u8 = 0x7f;
 
-/// Counters the programs keep about themselves, indices into the `COUNTERS` per-CPU array.
+/// Counters the programs keep about themselves, indices into the `COUNTERS` per-CPU array: only
+/// events off the common path (a drop, a miss, a new key), so that a command pays for none of
+/// them (a per-CPU array lookup is a helper call before Linux 6.10). The setups and completions
+/// seen are the agent's sums of `QUEUES`' submitted and completed counts and these.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ProgramCounter {
@@ -169,17 +172,13 @@ pub enum ProgramCounter {
     LbaSizeUnknown = 4,
     /// A tracepoint field could not be read (`bpf_probe_read` failed).
     ReadFailed = 5,
-    /// Setups seen, all queues and classes: the programs' own event count.
-    SetupEvents = 6,
-    /// Completions seen.
-    CompleteEvents = 7,
     /// A setup whose key (request struct, or queue tag) had no in-flight entry, so one was
     /// inserted. Each key is new once; later ones mean more keys take turns than the map holds,
     /// and its LRU evicted some (which can be of a command still in flight).
-    InflightNewKey = 8,
+    InflightNewKey = 6,
 }
 
-pub const PROGRAM_COUNTERS: u32 = 9;
+pub const PROGRAM_COUNTERS: u32 = 7;
 
 impl ProgramCounter {
     pub const ALL: [ProgramCounter; PROGRAM_COUNTERS as usize] = [
@@ -189,8 +188,6 @@ impl ProgramCounter {
         ProgramCounter::SlotOutOfRange,
         ProgramCounter::LbaSizeUnknown,
         ProgramCounter::ReadFailed,
-        ProgramCounter::SetupEvents,
-        ProgramCounter::CompleteEvents,
         ProgramCounter::InflightNewKey,
     ];
 }

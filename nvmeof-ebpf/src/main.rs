@@ -313,7 +313,6 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
     if l.valid == 0 {
         return None;
     }
-    count(ProgramCounter::SetupEvents);
     let now = unsafe { bpf_ktime_get_ns() };
     let ctrl_id = read_field(ctx, l.setup_ctrl_id)? as u32;
     let qid = read_field(ctx, l.setup_qid)? as u16;
@@ -377,7 +376,6 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
     if l.valid == 0 || req == 0 || cmd == 0 {
         return None;
     }
-    count(ProgramCounter::SetupEvents);
     let now = unsafe { bpf_ktime_get_ns() };
     // nvme_req(req) is the blk-mq pdu right after struct request.
     let pdu = req + l.request_size as u64;
@@ -419,7 +417,6 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
     if l.valid == 0 {
         return None;
     }
-    count(ProgramCounter::CompleteEvents);
     let now = unsafe { bpf_ktime_get_ns() };
     let ctrl_id = read_field(ctx, l.complete_ctrl_id)? as u32;
     let qid = read_field(ctx, l.complete_qid)? as u16;
@@ -462,7 +459,6 @@ fn rq_complete(req: u64) -> Option<()> {
     if l.valid == 0 || req == 0 {
         return None;
     }
-    count(ProgramCounter::CompleteEvents);
     let now = unsafe { bpf_ktime_get_ns() };
     let pdu = req + l.request_size as u64;
     let started = match end(&INFLIGHT_RQ, &req) {

@@ -113,10 +113,24 @@ fn every_queue_of_sixteen_controllers_is_counted_exactly_with_nothing_dropped() 
             "nvmeof_exporter_ebpf_events_total",
             &[("event", "setup")],
         );
+        let completions = after.moved_from(
+            &before,
+            "nvmeof_exporter_ebpf_events_total",
+            &[("event", "complete")],
+        );
+        // The agent derives both from the queues' counts (the programs do not count them): each
+        // must hold every read, and apart from a keep-alive in flight per controller at either
+        // edge of the window, as many completions as setups.
+        let reads = f64::from(CONTROLLERS * CPUS * READS);
+        assert!(
+            setups >= reads
+                && completions >= reads
+                && (setups - completions).abs() <= f64::from(CONTROLLERS),
+            "{release}: {setups} setups and {completions} completions in a window of {reads} reads"
+        );
         eprintln!(
-            "{release}: {CONTROLLERS} controllers × {CPUS} queues: {} reads counted exactly, \
-             {setups} setups in the window, no drop",
-            CONTROLLERS * CPUS * READS
+            "{release}: {CONTROLLERS} controllers × {CPUS} queues: {reads} reads counted exactly, \
+             {setups} setups and {completions} completions in the window, no drop"
         );
     }
 }

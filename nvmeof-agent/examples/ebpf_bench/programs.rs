@@ -22,7 +22,8 @@ use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
 use nvmeof_agent::bpf::{format, tracefs, EBPF_OBJECT};
 use nvmeof_common::bench::{self, programs as b, MIN_BUCKET_COUNT};
 use nvmeof_common::{
-    maps, programs, OpStats, ProgramCounter, LAYOUT_GLOBAL, PROGRAM_COUNTERS, REQ_LAYOUT_GLOBAL,
+    maps, programs, OpStats, ProgramCounter, QueueState, LAYOUT_GLOBAL, PROGRAM_COUNTERS,
+    REQ_LAYOUT_GLOBAL,
 };
 
 use crate::bpftrace;
@@ -321,6 +322,8 @@ impl Objects {
             Role::Ours => {
                 let mut v = program_counters(&self.ours)?.to_vec();
                 v.push(ops_commands(&self.ours)?);
+                let (submitted, completed) = queue_counts(&self.ours)?;
+                v.extend([submitted, completed]);
                 Ok(v)
             }
             Role::Minimal => Ok(vec![minimal_commands(&self.bench)?]),
@@ -349,6 +352,19 @@ fn ops_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
         n += v?.commands();
     }
     Ok(n)
+}
+
+/// Commands submitted and completed over every `QUEUES` slot.
+fn queue_counts(ebpf: &Ebpf) -> anyhow::Result<(u64, u64)> {
+    let queues =
+        Array::<&MapData, QueueState>::try_from(ebpf.map(maps::QUEUES).context("map QUEUES")?)?;
+    let (mut submitted, mut completed) = (0, 0);
+    for v in queues.iter() {
+        let v = v?;
+        submitted += v.submitted;
+        completed += v.completed;
+    }
+    Ok((submitted, completed))
 }
 
 /// Commands the minimal tracer timed: its log2 buckets over every CPU.
@@ -508,10 +524,10 @@ fn report_counted(v: &Variant, before: &[u64], after: &[u64]) {
         Role::Ours => {
             let c = |c: ProgramCounter| d(c as usize);
             println!(
-                "{}: setups {}, completions {}, commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}, new in-flight keys {}",
+                "{}: submitted {}, completed {} (on its queues), commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}, new in-flight keys {}",
                 v.label,
-                c(ProgramCounter::SetupEvents),
-                c(ProgramCounter::CompleteEvents),
+                d(PROGRAM_COUNTERS as usize + 1),
+                d(PROGRAM_COUNTERS as usize + 2),
                 d(PROGRAM_COUNTERS as usize),
                 c(ProgramCounter::CompletionUnmatched),
                 c(ProgramCounter::ReadFailed),

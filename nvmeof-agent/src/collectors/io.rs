@@ -81,8 +81,6 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
         ProgramCounter::SlotOutOfRange => "slot_out_of_range",
         ProgramCounter::LbaSizeUnknown => "lba_size_unknown",
         ProgramCounter::ReadFailed => "read_failed",
-        ProgramCounter::SetupEvents => "setup",
-        ProgramCounter::CompleteEvents => "complete",
         ProgramCounter::InflightNewKey => "inflight_new_key",
     })
 }
@@ -246,6 +244,9 @@ fn collect_self(state: &IoState, sink: &mut Sink) {
         &[],
         counters[ProgramCounter::InflightReplaced as usize] as f64,
     );
+    let events = &state.view.events;
+    sink.counter(&EVENTS, &[("event", "setup")], events.setups as f64);
+    sink.counter(&EVENTS, &[("event", "complete")], events.completions as f64);
     for c in ProgramCounter::ALL {
         if let Some(event) = event_label(c) {
             sink.counter(&EVENTS, &[("event", event)], counters[c as usize] as f64);
@@ -284,7 +285,7 @@ impl Collector for IoCollector {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::bpf::io::model::{IoView, QueueSeriesKey, QueueView, SeriesKey};
+    use crate::bpf::io::model::{Events, IoView, QueueSeriesKey, QueueView, SeriesKey};
     use crate::bpf::ProgramRun;
     use nvmeof_common::{latency_bucket, StatusKey, PROGRAM_COUNTERS};
 
@@ -302,7 +303,6 @@ pub(crate) mod tests {
         ];
         let mut counters = [0u64; PROGRAM_COUNTERS as usize];
         counters[ProgramCounter::InflightReplaced as usize] = 2;
-        counters[ProgramCounter::SetupEvents as usize] = 10;
         IoState {
             up: true,
             waiting_for_nvme: false,
@@ -356,6 +356,10 @@ pub(crate) mod tests {
                     r
                 },
                 counters,
+                events: Events {
+                    setups: 10,
+                    completions: 9,
+                },
             },
             subsystems: [(0, "nqn.2026-01.io.example:disk1".to_owned())].into(),
             programs: vec![ProgramRun {

@@ -22,8 +22,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use nvmeof_common::latency::{slot_native_index, OVERFLOW_SLOT};
 use nvmeof_common::{
-    ConnErrorKey, OpClass, OpKey, OpStats, QueueKey, QueueState, StatusKey, CONN_ERROR_KINDS,
-    LATENCY_BUCKETS, PROGRAM_COUNTERS,
+    ConnErrorKey, OpClass, OpKey, OpStats, ProgramCounter, QueueKey, QueueState, StatusKey,
+    CONN_ERROR_KINDS, LATENCY_BUCKETS, PROGRAM_COUNTERS,
 };
 
 /// The powers of two of a second that bound the classic buckets (plus `+Inf`): 2^-17 s
@@ -268,6 +268,32 @@ pub struct IoView {
     /// I/O queues (qid > 0) per controller that have carried a command.
     pub io_queues: Vec<(u32, u32)>,
     pub counters: [u64; PROGRAM_COUNTERS as usize],
+    pub events: Events,
+}
+
+/// The setups and completions the programs saw, cumulative. The programs do not count them (a
+/// per-command cost): every setup ends in exactly one of a submitted count on its queue, a
+/// `slot_out_of_range` or an `inflight_full` event, and every completion in a completed count or
+/// an `completion_unmatched` event, except that a setup which replaced a lost command also counts
+/// that command as completed (`InflightReplaced`). Setups and completions whose kernel reads
+/// failed count only as `read_failed`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Events {
+    pub setups: u64,
+    pub completions: u64,
+}
+
+impl Events {
+    /// Adds one drain's moves: the queues' counts and the program counters' deltas.
+    fn add(&mut self, queues: &QueueState, counted: &[u64; PROGRAM_COUNTERS as usize]) {
+        let c = |p: ProgramCounter| counted[p as usize];
+        self.setups +=
+            queues.submitted + c(ProgramCounter::SlotOutOfRange) + c(ProgramCounter::InflightFull);
+        self.completions += queues
+            .completed
+            .saturating_sub(c(ProgramCounter::InflightReplaced))
+            + c(ProgramCounter::CompletionUnmatched);
+    }
 }
 
 /// The last raw value of one key, and where its deltas go.
@@ -294,11 +320,12 @@ pub struct Model {
     /// published order.
     series: Vec<OpSeries>,
     series_index: BTreeMap<SeriesKey, usize>,
-    /// Each queue's busy time at the last drain, ascending by key.
-    prev_busy: Vec<(QueueKey, u64)>,
+    /// Each queue's counts at the last drain, ascending by key.
+    prev_queues: Vec<(QueueKey, QueueState)>,
     prev_statuses: HashMap<StatusKey, u64>,
     prev_counters: [u64; PROGRAM_COUNTERS as usize],
     counters: [u64; PROGRAM_COUNTERS as usize],
+    events: Events,
     /// Busy time accumulated per queue series, ascending by key.
     busy: Vec<(QueueSeriesKey, u64)>,
     /// Per controller: the in-flight time and the last drain that fed it.
@@ -319,10 +346,11 @@ impl Model {
             key_index: HashMap::new(),
             series: Vec::new(),
             series_index: BTreeMap::new(),
-            prev_busy: Vec::new(),
+            prev_queues: Vec::new(),
             prev_statuses: HashMap::new(),
             prev_counters: [0; PROGRAM_COUNTERS as usize],
             counters: [0; PROGRAM_COUNTERS as usize],
+            events: Events::default(),
             busy: Vec::new(),
             inflight: BTreeMap::new(),
             statuses: BTreeMap::new(),
@@ -367,12 +395,15 @@ impl Model {
         read_ops: impl FnOnce(&mut dyn FnMut(&OpKey, Option<&OpStats>)),
     ) -> IoView {
         self.apply_ops(read_ops);
-        let queues = self.apply_queues(&raw.queues);
+        let (queues, moved) = self.apply_queues(&raw.queues);
         self.apply_statuses(&raw.statuses);
+        let mut counted = [0u64; PROGRAM_COUNTERS as usize];
         for (i, &c) in raw.counters.iter().enumerate() {
-            self.counters[i] += delta_u64(self.prev_counters[i], c);
+            counted[i] = delta_u64(self.prev_counters[i], c);
+            self.counters[i] += counted[i];
         }
         self.prev_counters = raw.counters;
+        self.events.add(&moved, &counted);
 
         let mut io_queues: BTreeMap<u32, u32> = BTreeMap::new();
         for (k, _) in &raw.queues {
@@ -394,6 +425,7 @@ impl Model {
             },
             removed_conn_errors: [0; CONN_ERROR_KINDS],
             counters: self.counters,
+            events: self.events,
         }
     }
 
@@ -531,10 +563,16 @@ impl Model {
         }
     }
 
-    fn apply_queues(&mut self, raw: &[(QueueKey, QueueState)]) -> Vec<(QueueSeriesKey, QueueView)> {
+    /// The queue views, and what the queues' submitted and completed counts moved by since the
+    /// last drain, all queues together.
+    fn apply_queues(
+        &mut self,
+        raw: &[(QueueKey, QueueState)],
+    ) -> (Vec<(QueueSeriesKey, QueueView)>, QueueState) {
         // Per queue: its series, depth and busy time since the last drain. The arrays give
         // queues in key order, so each previous value is found by a step, not a search.
-        let mut prev = Cursor::new(&self.prev_busy);
+        let mut prev = Cursor::new(&self.prev_queues);
+        let mut moved = QueueState::default();
         let mut rows: Vec<(QueueSeriesKey, u64, u64)> = raw
             .iter()
             .map(|(k, cur)| {
@@ -542,14 +580,16 @@ impl Model {
                     ctrl_id: k.ctrl_id,
                     qid: self.qid(k.qid),
                 };
-                let busy = delta_u64(prev.find(k).unwrap_or(0), cur.busy_ns);
+                let before = prev.find(k).unwrap_or_default();
+                let busy = delta_u64(before.busy_ns, cur.busy_ns);
+                moved.submitted += delta_u64(before.submitted, cur.submitted);
+                moved.completed += delta_u64(before.completed, cur.completed);
                 // Two counters read without a lock: a completion may land between them, so clamp.
                 (key, cur.submitted.saturating_sub(cur.completed), busy)
             })
             .collect();
         // Stable, and linear on rows already in order: the last read of a key wins below.
-        let mut next_prev: Vec<(QueueKey, u64)> =
-            raw.iter().map(|(k, c)| (*k, c.busy_ns)).collect();
+        let mut next_prev: Vec<(QueueKey, QueueState)> = raw.to_vec();
         next_prev.sort_by_key(|&(k, _)| k);
         next_prev.dedup_by(|later, kept| {
             let same = later.0 == kept.0;
@@ -558,7 +598,7 @@ impl Model {
             }
             same
         });
-        self.prev_busy = next_prev;
+        self.prev_queues = next_prev;
 
         rows.sort_by_key(|&(k, _, _)| k);
         let mut views: Vec<(QueueSeriesKey, QueueView)> = Vec::new();
@@ -583,7 +623,7 @@ impl Model {
             v.busy_ns += before.find(k).unwrap_or(0);
         }
         self.busy = views.iter().map(|(k, v)| (*k, v.busy_ns)).collect();
-        views
+        (views, moved)
     }
 
     fn apply_statuses(&mut self, raw: &[(StatusKey, u64)]) {
@@ -940,7 +980,15 @@ mod tests {
         assert_eq!(v.io_queues, vec![(1, 2)]);
         assert_eq!(v.statuses, vec![(sk, 2)]);
         assert_eq!(v.counters[0], 5);
+        // 69 submitted; 65 completed, of which 5 were lost commands that a setup replaced.
+        let events = |setups, completions| Events {
+            setups,
+            completions,
+        };
+        assert_eq!(v.events, events(69, 60));
         counters[0] = 7;
+        counters[ProgramCounter::SlotOutOfRange as usize] = 3;
+        counters[ProgramCounter::CompletionUnmatched as usize] = 1;
         let v = m.apply(RawMaps {
             queues: vec![q(0, 10, 10, 100), q(1, 50, 50, 1_500), q(2, 9, 9, 2_000)],
             statuses: vec![(sk, 5)],
@@ -958,6 +1006,8 @@ mod tests {
             )]
         );
         assert_eq!(v.statuses, vec![(sk, 5)]);
+        // 3 setups past the arrays' bounds; 4 completed, 2 of them replaced, 1 unmatched.
+        assert_eq!(v.events, events(72, 63));
         assert_eq!(v.counters[0], 7);
     }
 
