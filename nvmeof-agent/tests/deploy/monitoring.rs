@@ -10,7 +10,7 @@ use xtask::monitoring::{self, alerts, Config};
 use super::read;
 
 #[test]
-fn the_committed_rules_are_the_generators_rendering() {
+fn the_committed_rules_and_dashboard_are_the_generators_rendering() {
     for (path, text) in monitoring::rendered(&Config::default()) {
         assert!(
             read(path) == text,
@@ -240,6 +240,217 @@ fn the_charts_rule_takes_its_job_selector_and_runbook_url_from_values() {
         std::process::Command::new(promtool)
             .args(["check", "rules"])
             .arg(&spec),
+    );
+    assert!(ok && out.contains(&format!("{n} rules found")), "{out}");
+}
+
+fn dashboard_panels(d: &Value) -> Vec<Value> {
+    d["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["type"] != "row")
+        .cloned()
+        .collect()
+}
+
+/// The label lists of every aggregation in an expression (`sum by (a, b) (...)`), and the
+/// aggregations without one (`sum(...)`, `max without (...)`), by operator.
+fn aggregations(expr: &str) -> Vec<(String, Option<Vec<String>>)> {
+    const OPS: [&str; 8] = [
+        "sum", "avg", "max", "min", "count", "group", "stddev", "quantile",
+    ];
+    let mut out = Vec::new();
+    let bytes = expr.as_bytes();
+    for op in OPS {
+        let mut from = 0;
+        while let Some(at) = expr[from..].find(op) {
+            let start = from + at;
+            let end = start + op.len();
+            from = end;
+            let word_start = start == 0
+                || !(bytes[start - 1].is_ascii_alphanumeric() || bytes[start - 1] == b'_');
+            let rest = expr[end..].trim_start();
+            if !word_start
+                || !(rest.starts_with('(') || rest.starts_with("by") || rest.starts_with("without"))
+            {
+                continue;
+            }
+            let labels = rest.strip_prefix("by").map(|r| {
+                let r = r.trim_start().strip_prefix('(').unwrap();
+                r[..r.find(')').unwrap()]
+                    .split(',')
+                    .map(|l| l.trim().to_owned())
+                    .collect()
+            });
+            out.push((op.to_owned(), labels));
+        }
+    }
+    out
+}
+
+#[test]
+fn every_dashboard_aggregation_keeps_cluster_job_and_instance() {
+    let d = monitoring::dashboard::dashboard(&Config::default());
+    let mut n = 0;
+    for p in dashboard_panels(&d) {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for (op, labels) in aggregations(expr) {
+                let labels =
+                    labels.unwrap_or_else(|| panic!("{}: {op} without by in {expr}", p["title"]));
+                for must in ["cluster", "job", "instance"] {
+                    assert!(
+                        labels.iter().any(|l| l == must),
+                        "{}: {op} by {labels:?} drops {must}",
+                        p["title"]
+                    );
+                }
+                n += 1;
+            }
+        }
+    }
+    assert!(n >= 40, "{n} aggregations");
+    // The check itself.
+    assert_eq!(aggregations("sum(rate(x[1m]))"), [("sum".to_owned(), None)]);
+    assert_eq!(
+        aggregations("max by (instance, le) (x) / summary_total"),
+        [(
+            "max".to_owned(),
+            Some(vec!["instance".to_owned(), "le".to_owned()])
+        )]
+    );
+}
+
+/// Every panel says what it shows, in which unit, with thresholds; a stat shows 0 when healthy
+/// through `or on() vector(0)` (a bare `or vector(0)` would add a label-less 0 beside the
+/// per-instance values); RDMA and FC port counters, copied per controller, are never summed.
+#[test]
+fn every_panel_has_a_description_a_unit_thresholds_and_healthy_zeros() {
+    let d = monitoring::dashboard::dashboard(&Config::default());
+    let panels = dashboard_panels(&d);
+    let mut problems = Vec::new();
+    let mut stats = 0;
+    for p in &panels {
+        let title = p["title"].as_str().unwrap();
+        if p["description"].as_str().is_none_or(|s| s.len() < 30) {
+            problems.push(format!("{title}: no description"));
+        }
+        let defaults = &p["fieldConfig"]["defaults"];
+        if defaults["unit"].as_str().is_none_or(str::is_empty) {
+            problems.push(format!("{title}: no unit"));
+        }
+        let steps = defaults["thresholds"]["steps"]
+            .as_array()
+            .map_or(0, Vec::len);
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            if p["type"] == "stat" && !expr.ends_with(" or on() vector(0)") {
+                problems.push(format!(
+                    "{title}: a stat without `or on() vector(0)`: {expr}"
+                ));
+            }
+            if (expr.contains("nvmeof_rdma_") || expr.contains("nvmeof_fc_"))
+                && expr.contains("sum")
+            {
+                problems.push(format!("{title}: sums per-port counters: {expr}"));
+            }
+        }
+        if p["type"] == "stat" {
+            stats += 1;
+            if steps < 2 {
+                problems.push(format!("{title}: a stat without a threshold"));
+            }
+        } else if steps < 1 {
+            problems.push(format!("{title}: no thresholds"));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+    assert!(stats >= 8, "{stats} stats");
+    let kinds: BTreeSet<&str> = panels.iter().map(|p| p["type"].as_str().unwrap()).collect();
+    assert!(kinds.contains("heatmap"), "{kinds:?}");
+    assert!(
+        panels.iter().any(|p| p["type"] == "table"
+            && p["targets"][0]["expr"]
+                .as_str()
+                .unwrap()
+                .starts_with("topk(10,")
+            && p["targets"][0]["expr"].as_str().unwrap().contains("queue")),
+        "a top-k slowest queues table"
+    );
+}
+
+/// The variables: job and instance always, and a cluster variable over the configured label
+/// whose "All" is `.*`, which also matches series without the label (so it is optional).
+#[test]
+fn the_dashboard_has_cluster_job_and_instance_variables() {
+    let config = Config {
+        cluster_label: "k8s_cluster".to_owned(),
+        ..Config::default()
+    };
+    let d = monitoring::dashboard::dashboard(&config);
+    let vars: BTreeMap<&str, &Value> = d["templating"]["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["name"].as_str().unwrap(), v))
+        .collect();
+    for name in ["datasource", "cluster", "job", "instance", "subsystem"] {
+        assert!(vars.contains_key(name), "{name} missing");
+    }
+    assert_eq!(
+        vars["cluster"]["definition"],
+        "label_values(nvmeof_exporter_build_info, k8s_cluster)"
+    );
+    assert_eq!(vars["cluster"]["allValue"], ".*");
+    for p in dashboard_panels(&d) {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            assert!(
+                expr.contains("k8s_cluster=~\"$cluster\",job=~\"$job\",instance=~\"$instance\""),
+                "{expr}"
+            );
+        }
+    }
+}
+
+/// Every panel query parses on the real Prometheus' parser: they go into a rule file (Grafana's
+/// `$__rate_interval` and `$__range` as durations, the variables as `.*`) that promtool checks.
+#[test]
+fn every_dashboard_query_parses() {
+    let Some(promtool) = xtask::deploy_tools::require(super::chart::which("promtool"), "promtool")
+    else {
+        return;
+    };
+    let d = monitoring::dashboard::dashboard(&Config::default());
+    let mut rules = Vec::new();
+    for p in dashboard_panels(&d) {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"]
+                .as_str()
+                .unwrap()
+                .replace("$__rate_interval", "1m")
+                .replace("$__range", "1h");
+            let expr = ["cluster", "job", "instance", "subsystem"]
+                .iter()
+                .fold(expr, |e, v| e.replace(&format!("\"${v}\""), "\".*\""));
+            rules.push(
+                serde_json::json!({"record": format!("panel_{}", rules.len()), "expr": expr}),
+            );
+        }
+    }
+    let n = rules.len();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("panels.json");
+    std::fs::write(
+        &file,
+        serde_json::json!({"groups": [{"name": "panels", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
+    let (ok, out) = super::chart::run(
+        std::process::Command::new(promtool)
+            .args(["check", "rules"])
+            .arg(&file),
     );
     assert!(ok && out.contains(&format!("{n} rules found")), "{out}");
 }

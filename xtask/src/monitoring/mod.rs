@@ -8,6 +8,7 @@
 //! so "committed equals generated" is a function call with no interpreter to install, and the
 //! tables are type-checked.
 pub mod alerts;
+pub mod dashboard;
 
 /// The knobs node-mixin calls `nodeExporterSelector` and `clusterLabel`.
 #[derive(Clone, Debug)]
@@ -40,7 +41,10 @@ impl Default for Config {
 
 /// The files this module renders, relative to the workspace, with their text.
 pub fn rendered(config: &Config) -> Vec<(&'static str, String)> {
-    vec![(alerts::PATH, alerts::render(config))]
+    vec![
+        (alerts::PATH, alerts::render(config)),
+        (dashboard::PATH, dashboard::render(config)),
+    ]
 }
 
 /// A string as a YAML (and JSON) double-quoted scalar.
