@@ -63,3 +63,35 @@ async fn controllers_that_vanish_leave_no_series_behind() {
     ));
     assert!(after.contains("nvmeof_exporter_collector_stale{collector=\"controller\"} 0\n"));
 }
+
+/// The captured tree's second TCP path, reconnecting when ctrl_loss_tmo runs out and the kernel
+/// deletes it: the subsystem keeps a lost path, so that `live_paths < paths + lost_paths` still
+/// holds (1 < 1 + 1) where `live_paths < paths` alone would have resolved (1 < 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_deleted_while_reconnecting_stays_a_lost_path() {
+    let fixture = common::sysfs_6_1();
+    let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
+    let ctrl = fixture.root.join("devices/virtual/nvme-fabrics/ctl/nvme1");
+    std::fs::write(ctrl.join("state"), "connecting\n").unwrap();
+    let tcp = "{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\"}";
+    let before = text::encode(&scraper.scrape().await);
+    assert!(before.contains(&format!("nvmeof_subsystem_lost_paths{tcp} 0\n")));
+    std::fs::remove_file(fixture.root.join("class/nvme/nvme1")).unwrap();
+    std::fs::remove_file(
+        fixture
+            .root
+            .join("devices/virtual/nvme-subsystem/nvme-subsys0/nvme1"),
+    )
+    .unwrap();
+    std::fs::remove_dir_all(ctrl).unwrap();
+    let after = text::encode(&scraper.scrape().await);
+    for want in [
+        format!("nvmeof_subsystem_paths{tcp} 1\n"),
+        format!("nvmeof_subsystem_live_paths{tcp} 1\n"),
+        format!("nvmeof_subsystem_lost_paths{tcp} 1\n"),
+        "nvmeof_subsystem_lost_paths_forgotten_total 0\n".to_owned(),
+    ] {
+        assert!(after.contains(&want), "{want} missing:\n{after}");
+    }
+    assert!(!after.contains("controller=\"nvme1\""), "{after}");
+}

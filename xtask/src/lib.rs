@@ -12,5 +12,6 @@ pub mod elf;
 pub mod initramfs;
 pub mod kernel;
 pub mod lab;
+pub mod monitoring;
 pub mod prometheus;
 pub mod scrape_peer;

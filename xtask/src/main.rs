@@ -83,8 +83,9 @@ enum Cmd {
         #[arg(long, default_value_t = 2_000_000)]
         per_parser: u32,
     },
-    /// Render the Helm chart with its default values into deploy/kubernetes/nvmeof-exporter.yaml
-    /// (the plain manifests for `kubectl apply`).
+    /// Write the alerting rules and the dashboard from their one source (xtask/src/monitoring),
+    /// then render the Helm chart with its default values into
+    /// deploy/kubernetes/nvmeof-exporter.yaml (the plain manifests for `kubectl apply`).
     RenderDeploy,
     /// Boot the lab (with the agent) and run one guest script, printing its output.
     Exec {
@@ -195,6 +196,12 @@ fn main() -> Result<()> {
             )
         }
         Cmd::RenderDeploy => {
+            for (rel, text) in xtask::monitoring::rendered(&Default::default()) {
+                let path = cache::workspace().join(rel);
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+                say(format!("render-deploy: {}", path.display()));
+            }
             deploy_tools::install()?;
             let path = cache::workspace().join(deploy_tools::RENDERED);
             if let Some(dir) = path.parent() {

@@ -52,15 +52,26 @@ impl Prometheus {
     /// Starts a server that scrapes `127.0.0.1:target_port` every second with native histograms
     /// on, and waits (at most 30 s) until it answers.
     pub fn start(target_port: u16) -> Result<Prometheus> {
+        Self::start_scraping("nvmeof", &[target_port])
+    }
+
+    /// Starts a server whose job `job` scrapes each of `target_ports` on 127.0.0.1 every
+    /// second (one `instance` each), as [`Prometheus::start`] does one.
+    pub fn start_scraping(job: &str, target_ports: &[u16]) -> Result<Prometheus> {
         if !Path::new(BINARY).is_file() {
             bail!("{BINARY} is missing: `cargo xtask bootstrap` installs Debian's prometheus");
         }
         let dir = tempfile::tempdir()?;
         let port = crate::lab::free_port()?;
+        let targets: Vec<String> = target_ports
+            .iter()
+            .map(|p| format!("'127.0.0.1:{p}'"))
+            .collect();
         let config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: nvmeof\n    static_configs:\n      - targets: \
-             ['127.0.0.1:{target_port}']\n"
+             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: \
+             [{}]\n",
+            targets.join(", ")
         );
         std::fs::write(dir.path().join("prometheus.yml"), config)?;
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;

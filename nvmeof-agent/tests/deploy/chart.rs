@@ -72,6 +72,10 @@ fn render(values: &Value) -> Option<String> {
     Some(deploy_tools::render(values).unwrap_or_else(|e| panic!("{values}: {e:#}")))
 }
 
+pub(crate) fn render_for_tests(values: &Value) -> Option<String> {
+    render(values)
+}
+
 fn docs(yaml: &str) -> Vec<Value> {
     serde_saphyr::from_multiple::<Value>(yaml)
         .unwrap()

@@ -11,6 +11,7 @@ use xtask::deploy_tools::require;
 
 mod chart;
 mod docs;
+mod monitoring;
 mod smart_device;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");

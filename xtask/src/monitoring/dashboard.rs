@@ -1,0 +1,459 @@
+//! The Grafana dashboard: rows of panels, each with a description, a unit and thresholds, over
+//! selectors built from the variables (`$cluster`, `$job`, `$instance`, `$subsystem`).
+//!
+//! Rules the panels keep (the deploy tests check them on the rendering):
+//! - every aggregation keeps the cluster label, `job` and `instance` ([`KEEP`]): two nodes'
+//!   `nvme0` stay two lines;
+//! - a stat shows 0, not "No data", when healthy: `... or on() vector(0)`, whose empty `on()`
+//!   adds the 0 only when the left side is empty (a bare `or vector(0)` adds a label-less 0
+//!   beside per-instance values);
+//! - RDMA and FC counters are per port, copied onto every controller the port carries: `max`
+//!   over the controllers, never `sum`.
+use serde_json::{json, Value};
+
+use super::alerts::RDMA_HW_ERRORS;
+use super::Config;
+
+pub const PATH: &str = "dashboards/nvmeof-exporter.json";
+
+/// The labels every aggregation keeps; `CLUSTER` stands for the configured cluster label.
+pub const KEEP: &str = "CLUSTER, job, instance";
+
+/// A query: its expression, its legend, and whether it is an instant table query.
+struct Q {
+    expr: String,
+    legend: &'static str,
+}
+
+fn q(expr: impl Into<String>, legend: &'static str) -> Q {
+    Q {
+        expr: expr.into(),
+        legend,
+    }
+}
+
+struct Panel {
+    kind: &'static str,
+    title: &'static str,
+    description: &'static str,
+    unit: &'static str,
+    /// Threshold steps after the base (green): (value, colour).
+    thresholds: &'static [(f64, &'static str)],
+    queries: Vec<Q>,
+    /// Panel width in grid units (24 a row).
+    width: u32,
+}
+
+fn panel(
+    kind: &'static str,
+    title: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    queries: Vec<Q>,
+) -> Panel {
+    Panel {
+        kind,
+        title,
+        description,
+        unit,
+        thresholds: &[],
+        queries,
+        width: if kind == "stat" { 6 } else { 8 },
+    }
+}
+
+impl Panel {
+    fn thresholds(mut self, t: &'static [(f64, &'static str)]) -> Panel {
+        self.thresholds = t;
+        self
+    }
+    fn width(mut self, w: u32) -> Panel {
+        self.width = w;
+        self
+    }
+}
+
+/// The selectors: `S` for series with a subsystem, `B` for node-wide ones.
+const S: &str = "{BASE,subsystem=~\"$subsystem\"";
+const B: &str = "{BASE";
+
+/// p-quantile of read and write latency per controller, native buckets or classic ones.
+fn quantile(p: &str) -> String {
+    format!(
+        "histogram_quantile({p}, sum by (KEEP, subsystem, controller, opclass) (rate(nvmeof_io_latency_seconds{S},opclass=~\"read|write\"}}[$__rate_interval])))\nor\nhistogram_quantile({p}, sum by (KEEP, subsystem, controller, opclass, le) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\"}}[$__rate_interval])))"
+    )
+}
+
+fn rows() -> Vec<(&'static str, Vec<Panel>)> {
+    const RED_AT_1: &[(f64, &str)] = &[(1.0, "red")];
+    vec![
+        (
+            "Fabric",
+            vec![
+                panel("stat", "Controllers not live", "short",
+                    "Controllers out of the live state now, per node (resetting, connecting, deleting, dead). 0 when all are live.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_state{S},state=\"live\"}} == bool 0) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(RED_AT_1),
+                panel("stat", "Subsystems without a live path", "short",
+                    "Subsystems whose every path is down or was removed by the kernel after ctrl_loss_tmo (their I/O is stalled), per node.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_live_paths{S}}} == bool 0) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(RED_AT_1),
+                panel("stat", "Lost paths", "short",
+                    "Paths whose controller the kernel deleted when ctrl_loss_tmo ran out, not reconnected since (nvmeof_subsystem_lost_paths), per node.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_lost_paths{S}}}) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(RED_AT_1),
+                panel("stat", "Reconnect attempts (range)", "short",
+                    "Reconnect attempts the kernel made in the dashboard's time range, per node.",
+                    vec![q(format!("sum by (KEEP) (increase(nvmeof_reconnect_attempts_total{S}}}[$__range])) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(&[(1.0, "orange")]),
+                panel("timeseries", "Live paths / expected paths", "short",
+                    "Per subsystem: live paths against all paths plus the lost ones; a gap is lost redundancy.",
+                    vec![
+                        q(format!("nvmeof_subsystem_live_paths{S}}}"), "{{instance}} {{subsystem}} live"),
+                        q(format!("nvmeof_subsystem_paths{S}}} + nvmeof_subsystem_lost_paths{S}}}"), "{{instance}} {{subsystem}} expected"),
+                    ]),
+                panel("timeseries", "Reconnect attempts", "ops",
+                    "Reconnect attempts per second by controller: the kernel retries every reconnect_delay until ctrl_loss_tmo.",
+                    vec![q(format!("sum by (KEEP, subsystem, controller) (rate(nvmeof_reconnect_attempts_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(0.01, "orange")]),
+                panel("table", "Controller state", "short",
+                    "The current state of every controller, one row each.",
+                    vec![q(format!("nvmeof_subsystem_state{S}}} == 1"), "")])
+                    .width(12),
+                panel("table", "State transitions (range)", "short",
+                    "State transitions per controller in the dashboard's time range, by old and new state.",
+                    vec![q(format!("sum by (KEEP, subsystem, controller, from, to) (increase(nvmeof_controller_state_transitions_total{S}}}[$__range]))"), "")])
+                    .width(12),
+            ],
+        ),
+        (
+            "I/O",
+            vec![
+                panel("timeseries", "IOPS by class", "iops",
+                    "Completed commands per second by controller and class (read, write, flush, other, admin, fabrics).",
+                    vec![q(format!("sum by (KEEP, subsystem, controller, opclass) (rate(nvmeof_io_commands_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}} {{opclass}}")]),
+                panel("timeseries", "Throughput", "Bps",
+                    "Bytes per second read and written by controller (summed over its queues).",
+                    vec![
+                        q(format!("sum by (KEEP, subsystem, controller) (rate(nvmeof_io_read_bytes_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}} read"),
+                        q(format!("sum by (KEEP, subsystem, controller) (rate(nvmeof_io_write_bytes_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}} write"),
+                    ]),
+                panel("timeseries", "Latency p99", "s",
+                    "99th percentile of read and write completion time (submission to completion, timed in the kernel). NvmeofHighReadLatency fires above 50 ms, NvmeofHighWriteLatency above 100 ms.",
+                    vec![q(quantile("0.99"), "{{instance}} {{controller}} {{opclass}}")])
+                    .thresholds(&[(0.05, "orange"), (0.1, "red")]),
+                panel("timeseries", "Latency p50", "s",
+                    "Median read and write completion time per controller.",
+                    vec![q(quantile("0.5"), "{{instance}} {{controller}} {{opclass}}")])
+                    .thresholds(&[(0.01, "orange"), (0.05, "red")]),
+                panel("timeseries", "Latency p99.9", "s",
+                    "99.9th percentile of read and write completion time per controller: the tail that timeouts start from.",
+                    vec![q(quantile("0.999"), "{{instance}} {{controller}} {{opclass}}")])
+                    .thresholds(&[(0.1, "orange"), (1.0, "red")]),
+                panel("timeseries", "Queue utilisation (mean per controller)", "percentunit",
+                    "Share of time the controller's mean I/O queue had a command in flight: busy time summed over queues (per-queue mode too) over nvmeof_io_queues. NvmeofQueuesSaturated fires above 90%.",
+                    vec![q(format!("sum by (KEEP, subsystem, controller) (rate(nvmeof_queue_busy_seconds_total{S}}}[$__rate_interval]))\n/ on (KEEP, subsystem, controller)\nnvmeof_io_queues{S}}}"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(0.7, "orange"), (0.9, "red")]),
+                panel("timeseries", "Average queue depth", "short",
+                    "Commands in flight on average per controller (the in-flight time integral's rate).",
+                    vec![q(format!("sum by (KEEP, subsystem, controller) (rate(nvmeof_io_inflight_seconds_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}}")]),
+                panel("timeseries", "In flight at last drain", "short",
+                    "Commands submitted and not completed at the agent's last drain, per controller.",
+                    vec![q(format!("sum by (KEEP, subsystem, controller) (nvmeof_queue_depth{S}}})"), "{{instance}} {{controller}}")]),
+                panel("timeseries", "I/O queues in use", "short",
+                    "I/O queues per controller that carried a command.",
+                    vec![q(format!("nvmeof_io_queues{S}}}"), "{{instance}} {{controller}}")]),
+            ],
+        ),
+        (
+            "Queues (--metrics.per-queue)",
+            vec![
+                panel("heatmap", "Latency distribution ($instance)", "s",
+                    "Read and write completion times over time from the latency histogram's buckets, one heatmap per node (repeated over $instance).",
+                    vec![
+                        q(format!("sum by (KEEP, le) (increase(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\"}}[$__rate_interval]))"), "{{le}}"),
+                    ])
+                    .width(12),
+                panel("table", "Slowest queues (p99 over the range, top 10)", "s",
+                    "The 10 queues with the highest 99th percentile of read and write latency over the dashboard's time range; needs the agent's --metrics.per-queue (the queue label).",
+                    vec![q(format!("topk(10,\n  histogram_quantile(0.99, sum by (KEEP, subsystem, controller, queue) (rate(nvmeof_io_latency_seconds{S},opclass=~\"read|write\",queue!=\"\"}}[$__range])))\n  or\n  histogram_quantile(0.99, sum by (KEEP, subsystem, controller, queue, le) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\",queue!=\"\"}}[$__range])))\n)"), "")])
+                    .thresholds(&[(0.05, "orange"), (0.1, "red")])
+                    .width(12),
+                panel("timeseries", "Busiest queues (top 10)", "percentunit",
+                    "The 10 busiest queues: share of time each had a command in flight; needs --metrics.per-queue.",
+                    vec![q(format!("topk(10, sum by (KEEP, subsystem, controller, queue) (rate(nvmeof_queue_busy_seconds_total{S},queue!=\"\"}}[$__rate_interval])))"), "{{instance}} {{controller}} q{{queue}}")])
+                    .thresholds(&[(0.7, "orange"), (0.9, "red")])
+                    .width(12),
+                panel("timeseries", "Deepest queues at last drain (top 10)", "short",
+                    "The 10 queues with most commands in flight at the agent's last drain; needs --metrics.per-queue.",
+                    vec![q(format!("topk(10, sum by (KEEP, subsystem, controller, queue) (nvmeof_queue_depth{S},queue!=\"\"}}))"), "{{instance}} {{controller}} q{{queue}}")])
+                    .width(12),
+            ],
+        ),
+        (
+            "Errors",
+            vec![
+                panel("timeseries", "Connection errors by kind", "ops",
+                    "Errors per second by controller and kind (path, abort, transport, keep-alive, connect, timeout), and those of controllers since removed.",
+                    vec![
+                        q(format!("sum by (KEEP, subsystem, controller, kind) (rate(nvmeof_connection_errors_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}} {{kind}}"),
+                        q(format!("sum by (KEEP, kind) (rate(nvmeof_removed_controllers_connection_errors_total{B}}}[$__rate_interval]))"), "{{instance}} removed {{kind}}"),
+                    ])
+                    .thresholds(&[(0.01, "orange")]),
+                panel("timeseries", "Error completions by status", "ops",
+                    "Completions with a non-zero NVMe status per second, by controller, class and status.",
+                    vec![q(format!("sum by (KEEP, subsystem, controller, opclass, status) (rate(nvmeof_io_errors_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}} {{opclass}} {{status}}")])
+                    .thresholds(&[(0.01, "orange")]),
+                panel("timeseries", "TCP retransmitted segments", "ops",
+                    "Segments per second retransmitted on NVMe/TCP controllers' connections. NvmeofTcpRetransmissions fires above 10/s.",
+                    vec![q(format!("sum by (KEEP, subsystem, controller) (rate(nvmeof_tcp_retransmitted_segments_total{S}}}[$__rate_interval]))"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(1.0, "orange"), (10.0, "red")]),
+                panel("timeseries", "TCP RTT", "s",
+                    "Smoothed round-trip time, the largest over each NVMe/TCP controller's connections.",
+                    vec![q(format!("max by (KEEP, subsystem, controller) (nvmeof_tcp_rtt_seconds{S}}})"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(0.001, "orange"), (0.01, "red")]),
+                panel("timeseries", "RDMA error counters", "ops",
+                    "Error counters of the RDMA ports per second (rxe and mlx5 hw_counters); a port's counters are copied onto each controller it carries, so the panel takes the max, never the sum.",
+                    vec![q(format!("max by (KEEP, device, port, counter) (rate(nvmeof_rdma_hw_counters_total{S},counter=~\"{RDMA_HW_ERRORS}\"}}[$__rate_interval]))"), "{{instance}} {{device}}/{{port}} {{counter}}")])
+                    .thresholds(&[(0.01, "orange")]),
+                panel("timeseries", "RDMA traffic", "pps",
+                    "Packets per second sent and received by the RDMA ports (max over the controllers each carries).",
+                    vec![q(format!("max by (KEEP, device, port, counter) (rate(nvmeof_rdma_hw_counters_total{S},counter=~\"sent_pkts|rcvd_pkts\"}}[$__rate_interval]))"), "{{instance}} {{device}}/{{port}} {{counter}}")]),
+                panel("timeseries", "FC link statistics", "ops",
+                    "FC host statistics per second (link failures, loss of sync or signal, CRC errors, ...); one host's counters are copied onto each controller on it, so the panel takes the max.",
+                    vec![q(format!("max by (KEEP, fc_host, statistic) (rate(nvmeof_fc_host_statistics_total{S}}}[$__rate_interval]))"), "{{instance}} {{fc_host}} {{statistic}}")]),
+                panel("timeseries", "FC remote port statistics", "ops",
+                    "FC remote port statistics per second (FPIN notifications on 5.13+), max over the controllers each remote port carries.",
+                    vec![q(format!("max by (KEEP, rport, statistic) (rate(nvmeof_fc_remote_port_statistics_total{S}}}[$__rate_interval]))"), "{{instance}} {{rport}} {{statistic}}")]),
+            ],
+        ),
+        (
+            "Media (SMART)",
+            vec![
+                panel("stat", "Critical warning bits set", "short",
+                    "SMART critical warning bits set now, per node (spare, temperature, reliability, read-only, backup). 0 when healthy.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_smart_critical_warning{B}}}) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(RED_AT_1),
+                panel("stat", "Stale SMART pollers", "short",
+                    "Controllers whose SMART poller has no fresh answer (failed, hung or skipped polls), per node.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_smart_stale{B}}}) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(&[(1.0, "orange")]),
+                panel("timeseries", "Composite temperature", "celsius",
+                    "The controller's composite temperature from its SMART / health log.",
+                    vec![q(format!("nvmeof_smart_temperature_celsius{B},sensor=\"composite\"}}"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(70.0, "orange"), (80.0, "red")]),
+                panel("timeseries", "Available spare vs threshold", "percentunit",
+                    "Spare capacity left and the vendor's threshold under which NvmeofSmartSpareLow fires.",
+                    vec![
+                        q(format!("nvmeof_smart_available_spare_ratio{B}}}"), "{{instance}} {{controller}} spare"),
+                        q(format!("nvmeof_smart_available_spare_threshold_ratio{B}}}"), "{{instance}} {{controller}} threshold"),
+                    ]),
+                panel("timeseries", "Endurance used", "percentunit",
+                    "Percentage Used of the rated endurance; NvmeofSmartEnduranceUsed fires above 90%.",
+                    vec![q(format!("nvmeof_smart_endurance_used_ratio{B}}}"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(0.8, "orange"), (0.9, "red")]),
+                panel("timeseries", "Media errors (range)", "short",
+                    "New unrecovered media errors in the dashboard's time range.",
+                    vec![q(format!("increase(nvmeof_smart_media_errors_total{B}}}[$__range])"), "{{instance}} {{controller}}")])
+                    .thresholds(RED_AT_1),
+                panel("timeseries", "SMART data age", "s",
+                    "Time since each controller's last good SMART poll; past twice the poll interval the poller counts as stale.",
+                    vec![q(format!("time() - nvmeof_smart_last_success_timestamp_seconds{B}}}"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(120.0, "orange"), (900.0, "red")]),
+            ],
+        ),
+        (
+            "Exporter",
+            vec![
+                panel("stat", "Targets down", "short",
+                    "Exporters Prometheus cannot scrape now (up == 0), per target.",
+                    vec![q("sum by (KEEP) (up{BASE} == bool 0) or on() vector(0)", "{{instance}}")])
+                    .thresholds(RED_AT_1),
+                panel("stat", "eBPF not attached", "short",
+                    "1 where the eBPF programs are not attached (no latency; see the exporter's log), per node.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_exporter_ebpf_up{B}}} == bool 0) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(&[(1.0, "orange")]),
+                panel("stat", "Collectors stale", "short",
+                    "Collectors serving their last good output (failed, late or stuck), per node.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_exporter_collector_stale{B}}}) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(&[(1.0, "orange")]),
+                panel("stat", "Lost paths forgotten", "short",
+                    "Lost paths the agent dropped from its memory (over 1024): those no longer alert.",
+                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_lost_paths_forgotten_total{B}}}) or on() vector(0)"), "{{instance}}")])
+                    .thresholds(&[(1.0, "orange")]),
+                panel("timeseries", "Scrape time (p99)", "s",
+                    "99th percentile of the exporter's own scrape time.",
+                    vec![q(format!("histogram_quantile(0.99, sum by (KEEP, le) (rate(nvmeof_exporter_scrape_duration_seconds_bucket{B}}}[$__rate_interval])))"), "{{instance}}")])
+                    .thresholds(&[(1.0, "orange"), (5.0, "red")]),
+                panel("timeseries", "Collector wait per scrape", "s",
+                    "How long the last scrape waited for each collector.",
+                    vec![q(format!("nvmeof_exporter_collector_duration_seconds{B}}}"), "{{instance}} {{collector}}")]),
+                panel("timeseries", "Drain time", "s",
+                    "Time the last drain of the eBPF maps took.",
+                    vec![q(format!("nvmeof_exporter_ebpf_drain_duration_seconds{B}}}"), "{{instance}}")]),
+                panel("timeseries", "eBPF commands lost or untimed", "ops",
+                    "Per second: completions without an in-flight entry, in-flight evictions, and commands refused or out of the arrays' bounds. NvmeofExporterEbpfMapDrops and NvmeofExporterEbpfCommandsNotTimed fire on them.",
+                    vec![
+                        q(format!("sum by (KEEP, event) (rate(nvmeof_exporter_ebpf_events_total{B},event=~\"completion_unmatched|inflight_full|slot_out_of_range|read_failed\"}}[$__rate_interval]))"), "{{instance}} {{event}}"),
+                        q(format!("sum by (KEEP) (rate(nvmeof_exporter_ebpf_inflight_evictions_total{B}}}[$__rate_interval]))"), "{{instance}} evictions"),
+                    ])
+                    .thresholds(&[(0.01, "orange")]),
+            ],
+        ),
+    ]
+}
+
+/// The expression with the configured labels and selectors in place.
+fn finish(expr: &str, config: &Config) -> String {
+    let base = format!(
+        "{}=~\"$cluster\",job=~\"$job\",instance=~\"$instance\"",
+        config.cluster_label
+    );
+    expr.replace("KEEP", &KEEP.replace("CLUSTER", &config.cluster_label))
+        .replace("BASE", &base)
+}
+
+fn var(name: &str, label: &str, query: String, all: bool) -> Value {
+    let mut v = json!({
+        "name": name,
+        "label": label,
+        "type": "query",
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "refresh": 2,
+        "sort": 1,
+        "includeAll": all,
+        "multi": all,
+    });
+    if all {
+        // .* rather than Grafana's list of values: matches series without the label too, so
+        // the cluster variable is optional.
+        v["allValue"] = json!(".*");
+        v["current"] = json!({"text": "All", "value": "$__all"});
+    }
+    v
+}
+
+pub fn dashboard(config: &Config) -> Value {
+    let c = &config.cluster_label;
+    let mut panels = Vec::new();
+    let mut id = 1;
+    let mut y = 0;
+    for (title, row) in rows() {
+        panels.push(json!({
+            "id": id, "type": "row", "title": title, "collapsed": false,
+            "gridPos": {"h": 1, "w": 24, "x": 0, "y": y}, "panels": [],
+        }));
+        id += 1;
+        y += 1;
+        let mut x = 0;
+        for p in row {
+            if x + p.width > 24 {
+                x = 0;
+                y += 8;
+            }
+            let mut steps = vec![json!({"color": "green", "value": null})];
+            steps.extend(
+                p.thresholds
+                    .iter()
+                    .map(|(v, c)| json!({"color": c, "value": v})),
+            );
+            let table = p.kind == "table";
+            let targets: Vec<Value> = p
+                .queries
+                .iter()
+                .zip('A'..)
+                .map(|(q, r)| {
+                    let mut t = json!({
+                        "refId": r.to_string(),
+                        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                        "expr": finish(&q.expr, config),
+                        "legendFormat": q.legend,
+                    });
+                    if table {
+                        t["instant"] = json!(true);
+                        t["format"] = json!("table");
+                    }
+                    if p.kind == "heatmap" {
+                        t["format"] = json!("heatmap");
+                    }
+                    t
+                })
+                .collect();
+            let mut v = json!({
+                "id": id,
+                "type": p.kind,
+                "title": p.title,
+                "description": p.description,
+                "datasource": {"type": "prometheus", "uid": "${datasource}"},
+                "gridPos": {"h": 8, "w": p.width, "x": x, "y": y},
+                "fieldConfig": {
+                    "defaults": {
+                        "unit": p.unit,
+                        "thresholds": {"mode": "absolute", "steps": steps},
+                    },
+                    "overrides": [],
+                },
+                "targets": targets,
+            });
+            match p.kind {
+                "stat" => {
+                    v["fieldConfig"]["defaults"]["color"] = json!({"mode": "thresholds"});
+                    v["options"] = json!({
+                        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": false},
+                        "colorMode": "background",
+                        "graphMode": "none",
+                        "textMode": "value_and_name",
+                    });
+                }
+                "timeseries" if !p.thresholds.is_empty() => {
+                    v["fieldConfig"]["defaults"]["custom"] =
+                        json!({"thresholdsStyle": {"mode": "line+area"}});
+                }
+                "heatmap" => {
+                    v["repeat"] = json!("instance");
+                    v["repeatDirection"] = json!("h");
+                    v["maxPerRow"] = json!(2);
+                    v["options"] = json!({
+                        "calculate": false,
+                        "yAxis": {"unit": "s"},
+                        "cellGap": 1,
+                        "color": {"mode": "scheme", "scheme": "Oranges"},
+                    });
+                }
+                _ => {}
+            }
+            panels.push(v);
+            id += 1;
+            x += p.width;
+        }
+        y += 8;
+    }
+    let build_info = format!("nvmeof_exporter_build_info{{{c}=~\"$cluster\"}}");
+    json!({
+        "title": "NVMe over Fabrics (nvmeof-exporter)",
+        "description": "Generated by `cargo xtask render-deploy` from xtask/src/monitoring/dashboard.rs: edit that, not this file.",
+        "uid": "nvmeof-exporter",
+        "tags": ["nvme", "nvme-of", "storage"],
+        "timezone": "browser",
+        "schemaVersion": 39,
+        "version": 1,
+        "editable": true,
+        "graphTooltip": 1,
+        "time": {"from": "now-1h", "to": "now"},
+        "refresh": "30s",
+        "templating": {"list": [
+            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus"},
+            var("cluster", "Cluster", format!("label_values(nvmeof_exporter_build_info, {c})"), true),
+            var("job", "Job", format!("label_values({build_info}, job)"), true),
+            var("instance", "Node", format!("label_values(nvmeof_exporter_build_info{{{c}=~\"$cluster\",job=~\"$job\"}}, instance)"), true),
+            var("subsystem", "Subsystem", format!("label_values(nvmeof_subsystem_paths{{{c}=~\"$cluster\",job=~\"$job\",instance=~\"$instance\"}}, subsystem)"), true),
+        ]},
+        "panels": panels,
+    })
+}
+
+pub fn render(config: &Config) -> String {
+    serde_json::to_string_pretty(&dashboard(config)).expect("JSON") + "\n"
+}
