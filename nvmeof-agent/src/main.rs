@@ -14,6 +14,32 @@ use nvmeof_agent::{collectors, http, scrape::Scraper};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+// mimalloc's option setter (`mimalloc.h`), linked with the allocator; the `mimalloc` crate
+// declares it only behind a feature that pulls in more than this one function.
+extern "C" {
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+/// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc 3's `mi_option_e`.
+const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// mimalloc's defaults keep what a burst of scrapes took: arenas committed eagerly and freed pages
+/// purged only after a delay and only when the allocator runs again, so an idle agent stayed at
+/// its peak (35 MiB at start, 64 MiB after 50 scrapes, 82 MiB after 50 concurrent ones, on the 6.1
+/// tree; 8, 14 and 21 MiB with these two options, CPU per scrape unchanged: BENCHMARKS.md). Set
+/// from the ELF initialisers, before the Rust runtime's first allocation reserves the first arena
+/// (set in `main`, they came too late for the dynamically linked build).
+extern "C" fn allocator_options() {
+    // SAFETY: plain setters of mimalloc's global options, before any other thread exists.
+    unsafe {
+        mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+    }
+}
+#[used]
+#[link_section = ".init_array"]
+static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
+
 fn main() -> ExitCode {
     // Invalid flags exit here with code 2 and clap's message.
     let config = cli::parse();
