@@ -107,11 +107,23 @@ pub trait Collector: Send + Sync {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()>;
 }
 
+/// What a collector reads, which decides how a scrape runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reads {
+    /// The kernel (sysfs, ioctls, netlink), where a read can block: the scrape runs it on a
+    /// blocking thread under its deadline and serves its last good output, marked stale, past it.
+    Kernel,
+    /// Only what a background source published (the eBPF drain's snapshot): the scrape runs it
+    /// in line, so its output is never stale; a deadline would only add a thread hop.
+    Memory,
+}
+
 /// A built collector with the name it was registered under: the name of its
 /// `--collector.<name>` flags, its log lines and its `collector` label.
 pub struct Named {
     pub name: &'static str,
     pub collector: Box<dyn Collector>,
+    pub reads: Reads,
 }
 
 impl Named {
@@ -119,6 +131,7 @@ impl Named {
         Named {
             name,
             collector: Box::new(collector),
+            reads: Reads::Kernel,
         }
     }
 }

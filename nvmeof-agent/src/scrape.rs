@@ -1,7 +1,7 @@
 //! One scrape: every enabled collector at once, none allowed to hold the answer up.
 //!
-//! Each collector runs in a blocking task (sysfs reads can stall on a controller in error
-//! recovery) under the scrape's deadline: what the scraper allows
+//! Each collector that reads the kernel ([`Reads::Kernel`]) runs in a blocking task (sysfs reads
+//! can stall on a controller in error recovery) under the scrape's deadline: what the scraper allows
 //! (`X-Prometheus-Scrape-Timeout-Seconds`, less a margin for encoding and sending, see
 //! [`deadline_from_scrape_timeout`]), or `--collector.timeout` when it does not say, so that
 //! data is served stale only when fresh data cannot be had in the time the scraper gives. A
@@ -10,14 +10,16 @@
 //! finds one younger than its deadline waits for it (two Prometheus servers scraping at once
 //! share a run); one that finds a run older than its deadline (stuck) does not wait at all, and
 //! serves the cache. A run that finishes late still refreshes the cache, so the next scrape
-//! serves its data.
+//! serves its data. A collector that renders only what a background source published
+//! ([`Reads::Memory`], the eBPF drain's snapshot) runs in line meanwhile and is never stale: a
+//! busy node that makes the kernel readers late still gets its I/O counters fresh.
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::collector::{Collector, Named, Scrape, Sink};
+use crate::collector::{Collector, Named, Reads, Scrape, Sink};
 use crate::collectors::exporter::{ExporterCollector, Outcome, SelfStats};
 use crate::exposition::MetricFamily;
 
@@ -80,6 +82,7 @@ impl Selection {
 struct Slot {
     name: &'static str,
     collector: Arc<dyn Collector>,
+    reads: Reads,
     state: Arc<Mutex<SlotState>>,
 }
 
@@ -104,6 +107,7 @@ impl Scraper {
                 .map(|c| Slot {
                     name: c.name,
                     collector: Arc::from(c.collector),
+                    reads: c.reads,
                     state: Arc::default(),
                 })
                 .collect(),
@@ -167,7 +171,7 @@ impl Scraper {
         let scrape = Arc::new(Scrape::new());
         let mut runs = tokio::task::JoinSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
-            if !selection.runs(slot.name) {
+            if !selection.runs(slot.name) || slot.reads == Reads::Memory {
                 continue;
             }
             let (name, collector) = (slot.name, slot.collector.clone());
@@ -182,6 +186,14 @@ impl Scraper {
             });
         }
         let mut outputs: Vec<Option<Families>> = vec![None; self.slots.len()];
+        // The memory-only collectors while the others read the kernel.
+        for (i, slot) in self.slots.iter().enumerate() {
+            if selection.runs(slot.name) && slot.reads == Reads::Memory {
+                let (families, outcome) = run_inline(slot, &self.stats, &scrape);
+                self.stats.record(slot.name, outcome);
+                outputs[i] = families;
+            }
+        }
         while let Some(joined) = runs.join_next().await {
             // run_one catches the collector's panics; a join error means the runtime is
             // shutting down, and the slot then serves nothing this time.
@@ -268,6 +280,41 @@ async fn run_one(
             stale(&state, start)
         }
     }
+}
+
+/// A memory-only collector's run, in line: no deadline, so never stale; an error or a panic
+/// serves its last good output, marked stale, as for the others.
+fn run_inline(slot: &Slot, stats: &SelfStats, scrape: &Scrape) -> (Option<Families>, Outcome) {
+    let start = Instant::now();
+    let mut sink = Sink::new();
+    let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        slot.collector.collect(scrape, &mut sink)
+    }));
+    let skipped = sink.skipped_count();
+    let failure = match r {
+        Ok(Ok(())) => {
+            stats.add_errors(slot.name, skipped);
+            let families = Arc::new(sink.into_families());
+            lock(&slot.state).last_good = Some(families.clone());
+            let outcome = Outcome {
+                success: true,
+                stale: false,
+                duration: start.elapsed(),
+            };
+            return (Some(families), outcome);
+        }
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(_) => "collector panicked".to_owned(),
+    };
+    stats.add_errors(slot.name, skipped + 1);
+    log::warn!("collector {} failed: {failure}", slot.name);
+    let cached = lock(&slot.state).last_good.clone();
+    let outcome = Outcome {
+        success: false,
+        stale: cached.is_some(),
+        duration: start.elapsed(),
+    };
+    (cached, outcome)
 }
 
 /// The collector's run proper, on a blocking thread. Whatever happens (error, panic, lateness)

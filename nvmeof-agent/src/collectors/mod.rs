@@ -12,13 +12,16 @@ pub mod state;
 pub mod subsystem;
 pub mod tcp;
 
-use crate::collector::{Collector, Family, Named};
+use crate::collector::{Collector, Family, Named, Reads};
 use crate::config::Config;
 
 /// How a registered collector comes to be.
 pub enum Build {
-    /// Built from the configuration at start.
+    /// Built from the configuration at start; it reads the kernel at every scrape.
     Collector(fn(&Config) -> anyhow::Result<Box<dyn Collector>>),
+    /// Built from the configuration at start; it renders only what a background source it
+    /// starts publishes ([`Reads::Memory`]).
+    Snapshot(fn(&Config) -> anyhow::Result<Box<dyn Collector>>),
     /// The self metrics: built by the scraper, which owns the figures they report.
     SelfMetrics,
 }
@@ -93,7 +96,7 @@ pub fn registry() -> Vec<Registration> {
             default_enabled: true,
             always_on: false,
             families: io::FAMILIES,
-            build: Build::Collector(|c| {
+            build: Build::Snapshot(|c| {
                 Ok(Box::new(io::IoCollector::new(crate::bpf::io::start(
                     crate::bpf::io::IoOptions {
                         sysfs_root: c.sysfs.clone(),
@@ -183,14 +186,17 @@ pub fn build_enabled(config: &Config) -> anyhow::Result<Vec<Named>> {
         if !config.collectors.contains(&r.name) {
             continue;
         }
-        if let Build::Collector(build) = r.build {
-            let collector =
-                build(config).with_context(|| format!("starting collector {}", r.name))?;
-            out.push(Named {
-                name: r.name,
-                collector,
-            });
-        }
+        let (build, reads) = match r.build {
+            Build::Collector(build) => (build, Reads::Kernel),
+            Build::Snapshot(build) => (build, Reads::Memory),
+            Build::SelfMetrics => continue,
+        };
+        let collector = build(config).with_context(|| format!("starting collector {}", r.name))?;
+        out.push(Named {
+            name: r.name,
+            collector,
+            reads,
+        });
     }
     Ok(out)
 }

@@ -233,3 +233,33 @@ async fn a_scraper_that_gives_more_time_gets_fresh_data() {
     assert_eq!(gauge(&fresh, STALE, ("collector", "slow")), Some(0.0));
     assert_eq!(gauge(&fresh, "test_value", ("from", "slow")), Some(3.0));
 }
+
+/// A collector that reads only memory is run in line: slower than the deadline (as a starved
+/// node makes everything), its output is this scrape's, never the cache, while a kernel reader
+/// as slow is served stale. A failure still falls back to its cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_only_collector_is_never_served_stale() {
+    let (mem, _r1) = test("memory", 2, Mode::Slow);
+    let (kernel, _r2) = test("kernel", 2, Mode::Slow);
+    let (failing, _r3) = test("failing", 3, Mode::Fail);
+    let memory_only = |t: &Arc<Test>| Named {
+        reads: Reads::Memory,
+        ..named(t)
+    };
+    // 20 ms: the slow runs take 100.
+    let s = Scraper::new(
+        vec![memory_only(&mem), named(&kernel), memory_only(&failing)],
+        Duration::from_millis(20),
+    );
+    let _first = s.scrape().await;
+    let second = s.scrape().await;
+    assert_eq!(gauge(&second, "test_value", ("from", "memory")), Some(2.0));
+    assert_eq!(gauge(&second, STALE, ("collector", "memory")), Some(0.0));
+    assert_eq!(gauge(&second, SUCCESS, ("collector", "memory")), Some(1.0));
+    assert_eq!(gauge(&second, "test_value", ("from", "kernel")), Some(1.0));
+    assert_eq!(gauge(&second, STALE, ("collector", "kernel")), Some(1.0));
+    let third = s.scrape().await;
+    assert_eq!(gauge(&third, "test_value", ("from", "failing")), Some(2.0));
+    assert_eq!(gauge(&third, STALE, ("collector", "failing")), Some(1.0));
+    assert_eq!(gauge(&third, SUCCESS, ("collector", "failing")), Some(0.0));
+}
