@@ -634,3 +634,56 @@ async fn rotated_certificates_are_served_to_new_connections() {
     std::fs::rename(dir.join("new.crt"), dir.join("server.crt")).unwrap();
     until_served(&pki, addr, &der(&cert)).await;
 }
+
+/// The HTTP/2 preface goes through the web config as any request does in Go (exporter-toolkit's
+/// handler sets the headers and checks basic auth before the ServeMux answers `*` with 400): with
+/// users configured it gets 401, with headers configured it carries them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http2_preface_gets_the_configured_headers_and_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    preface.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    let headers_only = config(
+        dir.path(),
+        "http_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+    );
+    let (addr, _f) = serve(&headers_only).await;
+    let (answer, _) = common::send(TcpStream::connect(addr).await.unwrap(), &preface).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 400 Bad Request\r\n"),
+        "{answer:?}"
+    );
+    let lower = answer.to_ascii_lowercase();
+    assert!(
+        lower.contains("\r\nx-frame-options: deny\r\n"),
+        "{answer:?}"
+    );
+    assert!(lower.contains("\r\nconnection: close\r\n"), "{answer:?}");
+
+    let with_users = config(
+        dir.path(),
+        &format!(
+            "basic_auth_users:\n  prometheus: {}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n",
+            hash("secret")
+        ),
+    );
+    let (addr, _f) = serve(&with_users).await;
+    let (answer, _) = common::send(TcpStream::connect(addr).await.unwrap(), &preface).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
+        "{answer:?}"
+    );
+    let lower = answer.to_ascii_lowercase();
+    assert!(lower.contains("\r\nwww-authenticate: basic"), "{answer:?}");
+    assert!(
+        lower.contains("\r\nx-frame-options: deny\r\n"),
+        "{answer:?}"
+    );
+    // The server goes on serving, with credentials.
+    let ok = exchange(
+        TcpStream::connect(addr).await.unwrap(),
+        Some(&basic("prometheus", "secret")),
+    )
+    .await;
+    assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok:?}");
+}

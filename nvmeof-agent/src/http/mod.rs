@@ -37,13 +37,15 @@ use crate::config::ListenAddress;
 
 /// Turns an accepted TCP connection into the stream HTTP is spoken over. `header_timeout` bounds
 /// the wait for the client's first bytes, which an acceptor may read ahead to tell what the
-/// client speaks.
+/// client speaks; `app` answers what it reads there that is a request of its own (the HTTP/2
+/// preface).
 pub trait Acceptor: Send + Sync + 'static {
     type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
     fn accept(
         &self,
         tcp: TcpStream,
         header_timeout: Duration,
+        app: &App,
     ) -> impl Future<Output = std::io::Result<Self::Stream>> + Send;
 }
 
@@ -51,16 +53,13 @@ pub trait Acceptor: Send + Sync + 'static {
 ///
 /// A client that opens with the HTTP/2 connection preface (prior knowledge, `curl
 /// --http2-prior-knowledge`) gets what Go's server answers it: net/http reads `PRI * HTTP/2.0`
-/// as a request and its ServeMux answers a `*` target with `400 Bad Request` and `Connection:
-/// close`, in HTTP/1.1. hyper would close the connection without a word.
+/// as a request and hands it to the exporter-toolkit's handler (the configured headers, basic
+/// auth), whose ServeMux answers a `*` target with `400 Bad Request` and `Connection: close`, in
+/// HTTP/1.1 ([`App::preface_answer`]). hyper would close the connection without a word.
 pub struct PlainTcp;
 
 /// The HTTP/2 preface's first line.
 const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
-
-/// Go's answer to the preface (without its Date header).
-const H2_PREFACE_ANSWER: &[u8] =
-    b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
 
 impl Acceptor for PlainTcp {
     type Stream = io::Rewind<TcpStream>;
@@ -68,16 +67,17 @@ impl Acceptor for PlainTcp {
         &self,
         mut tcp: TcpStream,
         header_timeout: Duration,
+        app: &App,
     ) -> std::io::Result<io::Rewind<TcpStream>> {
         // Decided at the first byte that leaves the preface (`G` of a GET), or the whole line.
         let decided =
             |h: &[u8]| h.len() >= H2_PREFACE_LINE.len() || !H2_PREFACE_LINE.starts_with(h);
         let head = io::read_head(&mut tcp, decided, header_timeout).await?;
         if head.starts_with(H2_PREFACE_LINE) {
-            io::answer_and_close(tcp, H2_PREFACE_ANSWER).await;
+            io::answer_and_close(tcp, &app.preface_answer().await).await;
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "an HTTP/2 preface: answered 400, this server speaks HTTP/1.1",
+                "an HTTP/2 preface: answered in HTTP/1.1, which this server speaks",
             ));
         }
         Ok(io::Rewind::new(head, tcp))
@@ -224,7 +224,7 @@ async fn connection<A: Acceptor>(
     peer: std::net::SocketAddr,
     mut stop: watch::Receiver<bool>,
 ) {
-    let stream = match acceptor.accept(tcp, limits.header_read_timeout).await {
+    let stream = match acceptor.accept(tcp, limits.header_read_timeout, &app).await {
         Ok(s) => s,
         Err(e) => {
             log::debug!("{peer}: not served: {e}");

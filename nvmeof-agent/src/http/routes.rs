@@ -11,8 +11,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use hyper::header::{
-    HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONTENT_ENCODING,
-    CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
+    HeaderMap, HeaderValue, ACCEPT, ACCEPT_ENCODING, ALLOW, AUTHORIZATION, CONNECTION,
+    CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, VARY, WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
@@ -205,6 +205,47 @@ impl App {
         r
     }
 
+    /// The bytes Go's server sends a client that opens with the HTTP/2 preface: the answer to
+    /// a `PRI *` request (no credentials, so 401 when basic auth is on, else Go's ServeMux's 400
+    /// for a `*` target), with the configured headers, then the connection closes.
+    pub async fn preface_answer(&self) -> Vec<u8> {
+        use http_body_util::BodyExt as _;
+        let req = Request::builder()
+            .method("PRI")
+            .uri("*")
+            .version(hyper::Version::HTTP_2)
+            .body(())
+            .expect("a constant request");
+        let r = self.respond(&req).await;
+        let (parts, body) = r.into_parts();
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(never) => match never {},
+        };
+        let mut out = Vec::new();
+        let _ = write!(
+            out,
+            "HTTP/1.1 {} {}\r\n",
+            parts.status.as_u16(),
+            parts.status.canonical_reason().unwrap_or("")
+        );
+        for (name, value) in parts.headers.iter() {
+            if name != CONNECTION && name != CONTENT_LENGTH {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        let _ = write!(
+            out,
+            "Connection: close\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        );
+        out.extend_from_slice(&body);
+        out
+    }
+
     async fn answer<B>(&self, req: &Request<B>) -> Response<Body> {
         // Go parses the request target before anything else looks at the request.
         let Some(path) = percent_decode(req.uri().path()) else {
@@ -231,6 +272,15 @@ impl App {
                 );
                 return r;
             }
+        }
+        // Go's ServeMux, behind the auth: a `*` target (`OPTIONS *`, the HTTP/2 preface's
+        // `PRI *`) is a bad request.
+        if req.uri() == "*" {
+            let mut r = reply(StatusCode::BAD_REQUEST, "text/plain; charset=utf-8", "");
+            r.headers_mut().remove(CONTENT_TYPE);
+            r.headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
+            return r;
         }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut r = reply(

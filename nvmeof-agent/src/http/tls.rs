@@ -511,6 +511,7 @@ impl Acceptor for Tls {
         &self,
         mut tcp: TcpStream,
         _header_timeout: Duration,
+        _app: &super::App,
     ) -> std::io::Result<Self::Stream> {
         self.refresh_if_changed();
         let acceptor = self
