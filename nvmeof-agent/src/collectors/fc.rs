@@ -121,6 +121,8 @@ impl Collector for FcCollector {
         }
         let hosts = fc_hosts(&self.sysfs);
         let rports = fc_remote_ports(&self.sysfs);
+        sink.skipped(hosts.skipped.len() + rports.skipped.len());
+        let (hosts, rports) = (hosts.items, rports.items);
         for c in fc {
             let (h, r) = carrier_of(c, &hosts, &rports);
             emit(sink, c, h, r);
@@ -148,8 +150,8 @@ mod tests {
             .iter()
             .find(|c| c.transport.as_deref() == Some("fc"))
             .unwrap();
-        let hosts = fc_hosts(d.path());
-        let rports = fc_remote_ports(d.path());
+        let hosts = fc_hosts(d.path()).items;
+        let rports = fc_remote_ports(d.path()).items;
         let (h, r) = carrier_of(c, &hosts, &rports);
         assert_eq!(h.unwrap().name, "host3");
         assert_eq!(r.unwrap().name, "rport-3:0-1");

@@ -124,6 +124,8 @@ impl Collector for RdmaCollector {
         }
         // Only needed when no GID matches; an error there leaves the GID matches standing.
         let mut addrs: Option<Vec<IfAddr>> = None;
+        // A port's odd values count once, however many controllers it carries.
+        let mut counted: Vec<(&str, u32)> = Vec::new();
         for c in rdma {
             let gid_hit = port_of(c, &ports, &[], |_| None);
             let port = match gid_hit {
@@ -137,6 +139,10 @@ impl Collector for RdmaCollector {
                 sink.skipped(1);
                 continue;
             };
+            if !counted.contains(&(p.device.as_str(), p.port)) {
+                counted.push((p.device.as_str(), p.port));
+                sink.skipped(p.odd_values());
+            }
             emit(sink, c, p);
         }
         Ok(())

@@ -190,10 +190,16 @@ pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
 
 /// A small file's text, cleaned as a label value ([`clean_text`]: trimmed, no control
 /// characters, at most [`MAX_LABEL_BYTES`]); `None` when it cannot be read. For readers that
-/// keep no skip list (Fibre Channel and InfiniBand ports): what was cleaned is not counted.
+/// keep no skip list (a module parameter, the possible CPUs): what was cleaned is not counted.
 pub(crate) fn read_trim(path: &Path) -> Option<String> {
+    read_clean(path).map(|(text, _)| text)
+}
+
+/// [`read_trim`], and whether the text had to be cleaned (for readers that count it).
+pub(crate) fn read_clean(path: &Path) -> Option<(String, bool)> {
     let bytes = read_small(path).ok()?;
-    Some(clean_text(&bytes, MAX_LABEL_BYTES).0)
+    let (text, changed) = clean_text(&bytes, MAX_LABEL_BYTES);
+    Some((text, changed.is_some()))
 }
 
 /// Why a listed directory cannot be read as one (see [`still_there`]).

@@ -1,11 +1,12 @@
 //! Fibre Channel HBAs as `scsi_transport_fc` shows them: `class/fc_host/hostN` (port names,
 //! state, `statistics/`) and `class/fc_remote_ports/rport-H:B-R` (port names, state and, on
 //! kernels with FPIN, `statistics/`). Statistics are hex; all ones means "not supported".
+//! Values that had to be cleaned or could not be read are skips, counted by the collector.
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use super::attr::read_trim;
+use super::attr::{Attrs, Parsed, Skip};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FcHost {
@@ -40,22 +41,38 @@ pub fn stat_value(s: &str) -> Option<u64> {
     (v != u64::MAX).then_some(v)
 }
 
-fn statistics(dir: &Path) -> BTreeMap<String, u64> {
+fn statistics(dir: &Path, skipped: &mut Vec<Skip>) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(rd) = fs::read_dir(dir) else {
         return out;
     };
+    let mut a = Attrs::new(dir, skipped);
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         // Write-only trigger, not a statistic.
         if name == "reset_statistics" {
             continue;
         }
-        if let Some(v) = read_trim(&e.path()).and_then(|s| stat_value(&s)) {
-            out.insert(name, v);
+        let Some(text) = a.text(&name) else {
+            continue;
+        };
+        match stat_value(&text) {
+            Some(v) => {
+                out.insert(name, v);
+            }
+            // All ones: the driver does not count it.
+            None if is_all_ones(&text) => {}
+            None => a.skip(&name, format!("{text:?} is not a statistic")),
         }
     }
     out
+}
+
+/// A statistic the driver does not keep: all ones.
+fn is_all_ones(s: &str) -> bool {
+    s.trim()
+        .strip_prefix("0x")
+        .is_some_and(|h| !h.is_empty() && h.chars().all(|c| c == 'f' || c == 'F'))
 }
 
 fn entries(dir: &Path) -> Vec<std::path::PathBuf> {
@@ -72,21 +89,37 @@ fn name_of(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-pub fn fc_hosts(root: &Path) -> Vec<FcHost> {
-    entries(&root.join("class/fc_host"))
-        .into_iter()
-        .map(|d| FcHost {
-            name: name_of(&d),
-            port_name: read_trim(&d.join("port_name")).unwrap_or_default(),
-            node_name: read_trim(&d.join("node_name")).unwrap_or_default(),
-            port_state: read_trim(&d.join("port_state")),
-            statistics: statistics(&d.join("statistics")),
-        })
-        .collect()
+/// A port's names and state: (port_name, node_name, port_state).
+fn port(d: &Path, skipped: &mut Vec<Skip>) -> (String, String, Option<String>) {
+    let mut a = Attrs::new(d, skipped);
+    (
+        a.text("port_name").unwrap_or_default(),
+        a.text("node_name").unwrap_or_default(),
+        a.text("port_state"),
+    )
 }
 
-pub fn fc_remote_ports(root: &Path) -> Vec<FcRemotePort> {
-    entries(&root.join("class/fc_remote_ports"))
+pub fn fc_hosts(root: &Path) -> Parsed<FcHost> {
+    let mut skipped = Vec::new();
+    let items = entries(&root.join("class/fc_host"))
+        .into_iter()
+        .map(|d| {
+            let (port_name, node_name, port_state) = port(&d, &mut skipped);
+            FcHost {
+                name: name_of(&d),
+                port_name,
+                node_name,
+                port_state,
+                statistics: statistics(&d.join("statistics"), &mut skipped),
+            }
+        })
+        .collect();
+    Parsed { items, skipped }
+}
+
+pub fn fc_remote_ports(root: &Path) -> Parsed<FcRemotePort> {
+    let mut skipped = Vec::new();
+    let items = entries(&root.join("class/fc_remote_ports"))
         .into_iter()
         .filter_map(|d| {
             let name = name_of(&d);
@@ -96,16 +129,18 @@ pub fn fc_remote_ports(root: &Path) -> Vec<FcRemotePort> {
                 .next()?
                 .parse()
                 .ok()?;
+            let (port_name, node_name, port_state) = port(&d, &mut skipped);
             Some(FcRemotePort {
                 host,
-                port_name: read_trim(&d.join("port_name")).unwrap_or_default(),
-                node_name: read_trim(&d.join("node_name")).unwrap_or_default(),
-                port_state: read_trim(&d.join("port_state")),
-                statistics: statistics(&d.join("statistics")),
+                port_name,
+                node_name,
+                port_state,
+                statistics: statistics(&d.join("statistics"), &mut skipped),
                 name,
             })
         })
-        .collect()
+        .collect();
+    Parsed { items, skipped }
 }
 
 /// The WWPN of an NVMe/FC address (`nn-0x...:pn-0x...`), as `0x` and 16 lower-case hex digits
@@ -159,18 +194,55 @@ pub mod tests {
         let d = tempfile::tempdir().unwrap();
         write_tree(d.path());
         let hosts = fc_hosts(d.path());
-        assert_eq!(hosts.len(), 1);
-        let h = &hosts[0];
+        assert_eq!(hosts.skipped, vec![], "all ones is unsupported, not odd");
+        assert_eq!(hosts.items.len(), 1);
+        let h = &hosts.items[0];
         assert_eq!(h.name, "host3");
         assert_eq!(h.port_state.as_deref(), Some("Online"));
         assert_eq!(h.statistics["invalid_crc_count"], 26);
         assert_eq!(h.statistics["link_failure_count"], 2);
         assert!(!h.statistics.contains_key("nos_count"));
         assert!(!h.statistics.contains_key("reset_statistics"));
-        let r = fc_remote_ports(d.path());
+        let r = fc_remote_ports(d.path()).items;
         assert_eq!(r.len(), 1);
         assert_eq!((r[0].host, r[0].statistics["fpin_li"]), (3, 3));
-        assert!(fc_hosts(Path::new("/nonexistent")).is_empty());
+        assert!(fc_hosts(Path::new("/nonexistent")).items.is_empty());
+    }
+
+    /// What had to be cleaned (a port name with a terminal escape) or could not be read as a
+    /// statistic is kept or left out, and counted: one skip each.
+    #[test]
+    fn odd_values_are_counted() {
+        let d = tempfile::tempdir().unwrap();
+        write_tree(d.path());
+        let h = d.path().join("class/fc_host/host3");
+        fs::write(h.join("port_name"), "0x2000\x1b[31m\n").unwrap();
+        fs::write(h.join("statistics/tx_frames"), "lots\n").unwrap();
+        fs::remove_file(h.join("node_name")).unwrap();
+        let hosts = fc_hosts(d.path());
+        let why: Vec<String> = hosts
+            .skipped
+            .iter()
+            .map(|s| {
+                let name = s.path.file_name().unwrap().to_string_lossy();
+                format!("{name}: {}", s.reason)
+            })
+            .collect();
+        assert_eq!(why.len(), 3, "{why:?}");
+        assert!(
+            why.iter()
+                .any(|w| w.starts_with("port_name: control characters")),
+            "{why:?}"
+        );
+        assert!(
+            why.iter().any(|w| w.starts_with("tx_frames: \"lots\"")),
+            "{why:?}"
+        );
+        assert!(why.iter().any(|w| w.starts_with("node_name: ")), "{why:?}");
+        let host = &hosts.items[0];
+        assert_eq!(host.port_name, "0x2000\u{FFFD}[31m");
+        assert!(!host.statistics.contains_key("tx_frames"));
+        assert_eq!(host.statistics["invalid_crc_count"], 26);
     }
 
     #[test]

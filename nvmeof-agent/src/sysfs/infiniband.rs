@@ -1,13 +1,15 @@
 //! RDMA devices under `class/infiniband`: each port's counters (`counters/`, the IB port
 //! counters of real HCAs; `hw_counters/`, the driver's own: soft-RoCE's retries, sequence errors,
 //! ...), its GID table and the netdevs behind it, so that a controller can be tied to the port
-//! that carries it.
+//! that carries it. A value that had to be cleaned, or a counter that is not a number, is
+//! counted in [`IbPort::odd_values`]; a counter the driver refuses to read is not data and not
+//! counted (some HCAs refuse some `counters/` files on every read).
 use std::collections::BTreeMap;
 use std::fs;
 use std::net::IpAddr;
 use std::path::Path;
 
-use super::attr::read_trim;
+use super::attr::read_clean;
 
 /// One port of one RDMA device.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,9 +24,20 @@ pub struct IbPort {
     pub counters: BTreeMap<String, u64>,
     /// `hw_counters/NAME`, except `lifespan` (a setting, not a count).
     pub hw_counters: BTreeMap<String, u64>,
+    /// Netdev names and GIDs that had to be cleaned, at discovery.
+    pub odd_labels: usize,
+    /// Counter values that had to be cleaned or were not numbers, at the last read.
+    pub odd_counters: usize,
 }
 
-fn counters(dir: &Path) -> BTreeMap<String, u64> {
+impl IbPort {
+    /// The values of its last read that were odd: skips for the collector to count.
+    pub fn odd_values(&self) -> usize {
+        self.odd_labels + self.odd_counters
+    }
+}
+
+fn counters(dir: &Path, odd: &mut usize) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
     let Ok(rd) = fs::read_dir(dir) else {
         return out;
@@ -34,8 +47,14 @@ fn counters(dir: &Path) -> BTreeMap<String, u64> {
         if name == "lifespan" {
             continue;
         }
-        if let Some(v) = read_trim(&e.path()).and_then(|s| s.parse::<u64>().ok()) {
-            out.insert(name, v);
+        let Some((text, cleaned)) = read_clean(&e.path()) else {
+            continue;
+        };
+        match text.parse::<u64>() {
+            Ok(v) if !cleaned => {
+                out.insert(name, v);
+            }
+            _ => *odd += 1,
         }
     }
     out
@@ -49,8 +68,10 @@ pub fn refresh_counters(root: &Path, p: &mut IbPort) {
         .join(&p.device)
         .join("ports")
         .join(p.port.to_string());
-    p.counters = counters(&dir.join("counters"));
-    p.hw_counters = counters(&dir.join("hw_counters"));
+    let mut odd = 0;
+    p.counters = counters(&dir.join("counters"), &mut odd);
+    p.hw_counters = counters(&dir.join("hw_counters"), &mut odd);
+    p.odd_counters = odd;
 }
 
 /// A GID as sysfs prints it (8 groups of 4 hex digits) → the IP address it carries, if any.
@@ -78,7 +99,11 @@ pub fn ib_ports(root: &Path) -> Vec<IbPort> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let parent = read_trim(&dev.join("parent"));
+        let mut odd_parent = 0;
+        let parent = read_clean(&dev.join("parent")).map(|(name, cleaned)| {
+            odd_parent += usize::from(cleaned);
+            name
+        });
         let Ok(ports) = fs::read_dir(dev.join("ports")) else {
             continue;
         };
@@ -94,20 +119,28 @@ pub fn ib_ports(root: &Path) -> Vec<IbPort> {
             };
             let mut netdevs: Vec<String> = parent.iter().cloned().collect();
             let mut gid_addrs = Vec::new();
+            let mut odd_labels = odd_parent;
             if let Ok(gids) = fs::read_dir(p.join("gids")) {
                 for g in gids.flatten() {
-                    let Some(a) = read_trim(&g.path()).and_then(|s| gid_addr(&s)) else {
+                    let Some((gid, cleaned)) = read_clean(&g.path()) else {
+                        continue;
+                    };
+                    odd_labels += usize::from(cleaned);
+                    let Some(a) = gid_addr(&gid) else {
                         continue;
                     };
                     gid_addrs.push(a);
                     // Reading the ndev of an unused slot fails (EINVAL): only used slots here.
-                    if let Some(n) = read_trim(&p.join("gid_attrs/ndevs").join(g.file_name())) {
+                    let ndev = p.join("gid_attrs/ndevs").join(g.file_name());
+                    if let Some((n, cleaned)) = read_clean(&ndev) {
+                        odd_labels += usize::from(cleaned);
                         if !n.is_empty() && !netdevs.contains(&n) {
                             netdevs.push(n);
                         }
                     }
                 }
             }
+            let mut odd_counters = 0;
             gid_addrs.sort();
             gid_addrs.dedup();
             out.push(IbPort {
@@ -115,8 +148,10 @@ pub fn ib_ports(root: &Path) -> Vec<IbPort> {
                 port,
                 netdevs,
                 gid_addrs,
-                counters: counters(&p.join("counters")),
-                hw_counters: counters(&p.join("hw_counters")),
+                counters: counters(&p.join("counters"), &mut odd_counters),
+                hw_counters: counters(&p.join("hw_counters"), &mut odd_counters),
+                odd_labels,
+                odd_counters,
             });
         }
     }
@@ -141,6 +176,31 @@ mod tests {
     }
 
     /// The lab-captured 6.1 tree: soft-RoCE on veth0, hw_counters only.
+    /// A parent netdev with a control character is kept cleaned and counted; a counter that is
+    /// not a number is left out and counted; one the driver refuses to read is neither.
+    #[test]
+    fn odd_values_are_counted() {
+        let d = tempfile::tempdir().unwrap();
+        let dev = d.path().join("class/infiniband/rxe0");
+        let port = dev.join("ports/1");
+        fs::create_dir_all(port.join("hw_counters")).unwrap();
+        fs::create_dir_all(port.join("gids")).unwrap();
+        fs::write(dev.join("parent"), "veth\x070\n").unwrap();
+        fs::write(port.join("hw_counters/sent_pkts"), "12\n").unwrap();
+        fs::write(port.join("hw_counters/rcvd_pkts"), "many\n").unwrap();
+        // A directory where a counter should be: reading it fails, as a refused counter does.
+        fs::create_dir_all(port.join("hw_counters/refused")).unwrap();
+        let mut ports = ib_ports(d.path());
+        let p = &ports[0];
+        assert_eq!(p.netdevs, ["veth\u{FFFD}0"]);
+        assert_eq!(p.hw_counters.keys().collect::<Vec<_>>(), ["sent_pkts"]);
+        assert_eq!((p.odd_labels, p.odd_counters, p.odd_values()), (1, 1, 2));
+        fs::write(port.join("hw_counters/rcvd_pkts"), "7\n").unwrap();
+        refresh_counters(d.path(), &mut ports[0]);
+        assert_eq!(ports[0].hw_counters["rcvd_pkts"], 7);
+        assert_eq!(ports[0].odd_values(), 1, "the cleaned parent stays counted");
+    }
+
     #[test]
     fn captured_rxe_port() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
