@@ -15,3 +15,4 @@ pub mod lab;
 pub mod monitoring;
 pub mod prometheus;
 pub mod scrape_peer;
+pub mod weight;

@@ -76,6 +76,12 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         per_round: u32,
     },
+    /// The agent's CPU per scrape and resident memory on a lab node beside node_exporter (both
+    /// with their defaults, from Debian's archive), in one boot: BENCHMARKS.md's weight table.
+    BenchWeight {
+        #[arg(long, default_value = "6.1")]
+        kernel: Series,
+    },
     /// The parsers under random and mutated input (nvmeof-agent/tests/fuzz.rs), optimised but
     /// with overflow checks on: `per_parser` inputs for each (a twentieth for the web config,
     /// which goes through a file); the default comes to ten million in all.
@@ -181,6 +187,11 @@ fn main() -> Result<()> {
             bootstrap::run()?;
             let agent = build_agent()?;
             xtask::scrape_peer::run(&agent, rounds, per_round)
+        }
+        Cmd::BenchWeight { kernel } => {
+            bootstrap::run()?;
+            let agent = build_agent()?;
+            xtask::weight::run(kernel, agent)
         }
         Cmd::Fuzz { per_parser } => {
             // Release speed, debug's arithmetic checks: an overflow is a finding, not a wrap.

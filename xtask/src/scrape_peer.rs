@@ -20,7 +20,7 @@ const PEER_RELEASE: &str = "bookworm";
 const PEER_PACKAGE: &str = "prometheus-node-exporter";
 
 /// node_exporter's binary, from Debian's package, unpacked under the cache.
-fn node_exporter() -> Result<PathBuf> {
+pub fn node_exporter() -> Result<PathBuf> {
     let apt = Apt::for_release(PEER_RELEASE)?;
     let versions = apt.versions(PEER_PACKAGE)?;
     let newest = versions
