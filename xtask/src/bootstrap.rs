@@ -43,6 +43,9 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // refuses this machine's hybrid cgroups.
     "podman",
     "runc",
+    // systemd-analyze: the Ansible role's unit is verified and scored (`security --offline`)
+    // by the deploy tests; no systemd needs to run.
+    "systemd",
 ];
 
 /// The target the agent ships for: one static binary.
