@@ -26,12 +26,16 @@ pub const PIP_PACKAGES: &[&str] = &[
     // 2.20 and later need Python 3.12.
     "ansible-core==2.19.14",
     "ansible-lint==26.10.1",
+    // Not a checker: the aarch64 cross build (`arm64`). zig is the C compiler and libc headers
+    // for ring's and mimalloc's C parts, and cargo-zigbuild drives it.
+    "ziglang==0.17.1",
+    "cargo-zigbuild==0.24.1",
 ];
 
 /// The modules the venv's Python must find for the tools to count as installed (found, not
 /// imported: cloudcoil's models take seconds to import, and tests ask often).
 const MODULES: &str = "['helm_python', 'kubernetes_validate', 'check_jsonschema', \
-     'cloudcoil.models.prometheus_operator', 'ansible', 'ansiblelint']";
+     'cloudcoil.models.prometheus_operator', 'ansible', 'ansiblelint', 'ziglang']";
 
 /// The chart, the release and namespace of the plain rendering, and where that rendering lives.
 pub const CHART: &str = "deploy/helm/nvmeof-exporter";

@@ -12,6 +12,7 @@ use xtask::deploy_tools::require;
 mod ansible;
 mod chart;
 mod docs;
+mod image;
 mod smart_device;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -274,8 +275,9 @@ fn the_ansible_role_and_the_image_use_flags_and_paths_that_exist() {
     }
     // The image and the role take the binary where `cargo xtask build` leaves it; the role's
     // default for the host's architecture (x86_64 or aarch64, Rust's and Ansible's names agree).
-    let binary = "target/x86_64-unknown-linux-musl/release/nvmeof-exporter";
-    assert!(read("deploy/Dockerfile").contains(&format!("COPY {binary} ")));
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(dockerfile.contains("\nARG RUST_TARGET=x86_64-unknown-linux-musl\n"));
+    assert!(dockerfile.contains("\nCOPY target/${RUST_TARGET}/release/nvmeof-exporter "));
     assert!(
         read("deploy/ansible/roles/nvmeof_exporter/defaults/main.yml").contains(
             "{{ role_path }}/../../../../target/{{ ansible_facts['architecture'] }}\
