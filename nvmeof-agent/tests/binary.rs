@@ -9,6 +9,21 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_nvmeof-exporter");
 
+/// The exporter as a command. A cross-built test (aarch64 under qemu-user, `cargo xtask
+/// build-arm64`) has no binfmt handler to exec an aarch64 child: NVMEOF_TEST_RUNNER names the
+/// emulator to start it with. The emulator runs the program in its own process, so the pid
+/// signalled is still the exporter's.
+fn exporter() -> Command {
+    match std::env::var_os("NVMEOF_TEST_RUNNER") {
+        Some(runner) => {
+            let mut c = Command::new(runner);
+            c.arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    }
+}
+
 #[test]
 fn invalid_flags_exit_2_with_a_message() {
     for flag in [
@@ -16,7 +31,7 @@ fn invalid_flags_exit_2_with_a_message() {
         "--web.listen-address=9856",
         "--no-such-flag",
     ] {
-        let out = Command::new(BIN).arg(flag).output().unwrap();
+        let out = exporter().arg(flag).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{flag}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("error: "), "{flag}: {err}");
@@ -28,7 +43,7 @@ fn invalid_flags_exit_2_with_a_message() {
 fn serves_then_stops_cleanly_on_sigterm() {
     let fixture = common::sysfs_6_1();
     let mut child = KillOnDrop(
-        Command::new(BIN)
+        exporter()
             .arg("--web.listen-address=127.0.0.1:0")
             .arg(format!("--path.sysfs={}", fixture.root.display()))
             // The eBPF and SMART collectors read this host's kernel and /dev, not the tree.
@@ -83,7 +98,7 @@ struct Running {
 
 fn start(sysfs: &std::path::Path, args: &[&str]) -> Running {
     let mut child = KillOnDrop(
-        Command::new(BIN)
+        exporter()
             .arg("--web.listen-address=127.0.0.1:0")
             .arg(format!("--path.sysfs={}", sysfs.display()))
             .args(["--no-collector.io", "--no-collector.smart"])
@@ -273,7 +288,7 @@ fn open_file_limits(pid: u32) -> (String, String) {
 fn the_open_file_limit_is_raised_to_the_hard_limit() {
     use std::os::unix::process::CommandExt as _;
     let fixture = common::sysfs_6_1();
-    let mut cmd = Command::new(BIN);
+    let mut cmd = exporter();
     cmd.arg("--web.listen-address=127.0.0.1:0")
         .arg(format!("--path.sysfs={}", fixture.root.display()))
         .args(["--no-collector.io", "--no-collector.smart"])

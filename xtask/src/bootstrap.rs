@@ -1,7 +1,7 @@
 //! Installs what the build and the lab need on a fresh Debian machine, idempotently: Debian
 //! packages (QEMU, busybox, the tools copied into the lab VM, a C toolchain for out-of-tree
-//! modules, musl-gcc), the nightly toolchain's `rust-src` (for `-Z build-std=core`), the musl
-//! target (the agent ships static), `bpf-linker`, and the deployment checkers in a venv
+//! modules, musl-gcc, qemu-user), the nightly toolchain's `rust-src` (for `-Z build-std=core`),
+//! the musl targets (the agent ships static, for x86_64 and aarch64), `bpf-linker`, and the deployment checkers in a venv
 //! (`deploy_tools`: helm-python-sdk, kubernetes-validate, check-jsonschema, cloudcoil's
 //! prometheus-operator models).
 //! Each step says whether it found the thing in place or installed it.
@@ -43,10 +43,17 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     // refuses this machine's hybrid cgroups.
     "podman",
     "runc",
+    // The aarch64 build's tests run under qemu-user (`cargo xtask build-arm64`).
+    "qemu-user-static",
+    // systemd-analyze: the Ansible role's unit is verified and scored (`security --offline`)
+    // by the deploy tests; no systemd needs to run.
+    "systemd",
 ];
 
 /// The target the agent ships for: one static binary.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+/// The rust targets bootstrap installs: the shipped one and the arm64 build's.
+const TARGETS: &[&str] = &[STATIC_TARGET, crate::arm64::TARGET];
 
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 pub const NIGHTLY: &str = "nightly";
@@ -172,17 +179,20 @@ fn lint_components() -> Result<()> {
     Ok(())
 }
 
-/// The musl target of the default toolchain: the agent ships as one static binary.
+/// The musl targets of the default toolchain: the agent ships as one static binary, for x86_64
+/// and aarch64.
 fn static_target() -> Result<()> {
-    let target = STATIC_TARGET;
     let installed = cmd::output(Command::new("rustup").args(["target", "list", "--installed"]))?;
-    if installed.lines().any(|l| l.trim() == target) {
-        say(format!("bootstrap: rust target {target} already installed"));
-        return Ok(());
+    for target in TARGETS {
+        if installed.lines().any(|l| l.trim() == *target) {
+            say(format!("bootstrap: rust target {target} already installed"));
+            continue;
+        }
+        say(format!("bootstrap: adding the rust target {target}"));
+        cmd::run(Command::new("rustup").args(["target", "add", target]))
+            .with_context(|| format!("rustup target add {target}"))?;
     }
-    say(format!("bootstrap: adding the rust target {target}"));
-    cmd::run(Command::new("rustup").args(["target", "add", target]))
-        .with_context(|| format!("rustup target add {target}"))
+    Ok(())
 }
 
 /// The nightly's own libLLVM, which bpf-linker links against (no LLVM from apt needed). Its file

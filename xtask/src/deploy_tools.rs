@@ -1,9 +1,11 @@
 //! The deployment artifacts' checkers, which Debian does not ship, in one pinned venv under the
-//! cache (`~/.cache/nvmeof-exporter/deploy-tools/venv`): helm-python-sdk (Helm's Go SDK as a
-//! shared library: lint and render without a helm binary, offline), kubernetes-validate
+//! cache (`~/.cache/nvmeof-exporter/deploy-tools/venv-HASH`, one per package list):
+//! helm-python-sdk (Helm's Go SDK as a shared library: lint and render without a helm binary,
+//! offline), kubernetes-validate
 //! (Kubernetes' own OpenAPI schemas 1.25 .. 1.37 inside the wheel, `--strict` refuses unknown
 //! keys), check-jsonschema and cloudcoil's prometheus-operator models (the ServiceMonitor,
-//! PodMonitor and PrometheusRule schemas, which kubernetes-validate skips). Also the chart's
+//! PodMonitor and PrometheusRule schemas, which kubernetes-validate skips), ansible-core and
+//! ansible-lint (the role's lint and check-mode run). Also the chart's
 //! rendering, shared by `cargo xtask render-deploy` and the deploy tests.
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,20 +22,37 @@ pub const PIP_PACKAGES: &[&str] = &[
     "kubernetes-validate==1.37.0",
     "check-jsonschema==0.39.0",
     "cloudcoil-models-prometheus-operator==0.80.1.0",
+    // The Ansible role's lint (production profile) and its `--check --diff` run. ansible-core
+    // 2.20 and later need Python 3.12.
+    "ansible-core==2.19.14",
+    "ansible-lint==26.10.1",
+    // Not a checker: the aarch64 cross build (`arm64`). zig is the C compiler and libc headers
+    // for ring's and mimalloc's C parts, and cargo-zigbuild drives it.
+    "ziglang==0.17.1",
+    "cargo-zigbuild==0.24.1",
 ];
 
 /// The modules the venv's Python must find for the tools to count as installed (found, not
 /// imported: cloudcoil's models take seconds to import, and tests ask often).
-const MODULES: &str =
-    "['helm_python', 'kubernetes_validate', 'check_jsonschema', 'cloudcoil.models.prometheus_operator']";
+const MODULES: &str = "['helm_python', 'kubernetes_validate', 'check_jsonschema', \
+     'cloudcoil.models.prometheus_operator', 'ansible', 'ansiblelint', 'ziglang']";
 
 /// The chart, the release and namespace of the plain rendering, and where that rendering lives.
 pub const CHART: &str = "deploy/helm/nvmeof-exporter";
 pub const RELEASE: &str = "nvmeof-exporter";
 pub const RENDERED: &str = "deploy/kubernetes/nvmeof-exporter.yaml";
 
+/// The venv of this package list: named by a hash of the list, so that checkouts pinning
+/// different tools (two branches, two worktrees) each keep their own instead of clearing and
+/// reinstalling one shared venv in turn.
 pub fn venv() -> Result<PathBuf> {
-    Ok(cache::dir("deploy-tools")?.join("venv"))
+    // FNV-1a: stable across Rust releases, unlike std's hasher.
+    let hash = requirements()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    Ok(cache::dir("deploy-tools")?.join(format!("venv-{:08x}", hash >> 32)))
 }
 
 fn stamp(venv: &Path) -> PathBuf {

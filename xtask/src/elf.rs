@@ -25,7 +25,7 @@ pub fn interpreter(elf: &[u8]) -> Result<Option<String>> {
     if elf.get(..4) != Some(b"\x7fELF") {
         bail!("not an ELF file");
     }
-    // EI_CLASS 2: 64-bit; EI_DATA 1: little-endian (x86-64, the only target shipped).
+    // EI_CLASS 2: 64-bit; EI_DATA 1: little-endian (x86-64 and aarch64, the targets shipped).
     if elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
         bail!("not a 64-bit little-endian ELF file");
     }
@@ -47,6 +47,17 @@ pub fn interpreter(elf: &[u8]) -> Result<Option<String>> {
     }
     Ok(None)
 }
+
+/// The machine an ELF file is built for (`e_machine`): [`EM_X86_64`] or [`EM_AARCH64`].
+pub fn machine(elf: &[u8]) -> Result<u16> {
+    if elf.get(..4) != Some(b"\x7fELF") {
+        bail!("not an ELF file");
+    }
+    u16_at(elf, 0x12)
+}
+
+pub const EM_X86_64: u16 = 62;
+pub const EM_AARCH64: u16 = 183;
 
 #[cfg(test)]
 mod tests {
@@ -74,5 +85,11 @@ mod tests {
         assert_eq!(interpreter(&patched).unwrap(), None);
         assert!(interpreter(b"#!/bin/sh\n").is_err());
         assert!(interpreter(&me[..0x30]).is_err());
+        let host = if cfg!(target_arch = "aarch64") {
+            EM_AARCH64
+        } else {
+            EM_X86_64
+        };
+        assert_eq!(machine(&me).unwrap(), host);
     }
 }

@@ -2,6 +2,7 @@
 //! kernels fetched from Debian's archive, the initramfs and the QEMU lab VM with its control
 //! channel. `main.rs` is the `cargo xtask` front; the end-to-end tests drive [`lab::Lab`] directly.
 pub mod apt;
+pub mod arm64;
 pub mod bench;
 pub mod bootstrap;
 pub mod cache;

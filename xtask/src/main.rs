@@ -9,7 +9,7 @@ use xtask::bootstrap::STATIC_TARGET;
 use xtask::cmd::{self, say};
 use xtask::kernel::{self, Series};
 use xtask::lab::{Lab, LabOptions};
-use xtask::{bench, bootstrap, cache, capture, deploy_tools};
+use xtask::{arm64, bench, bootstrap, cache, capture, deploy_tools};
 
 #[derive(Parser)]
 #[command(about = "Build, lab and test commands of nvmeof-exporter")]
@@ -24,6 +24,17 @@ enum Cmd {
     Bootstrap,
     /// Bootstrap, then build the agent (release) with its eBPF object inside.
     Build,
+    /// Bootstrap, then build the aarch64 static binary (the same eBPF object inside), run the
+    /// agent's fixture-tree tests as aarch64 binaries under qemu-aarch64-static, and make the
+    /// multi-arch image manifest localhost/nvmeof-exporter:VERSION (amd64 and arm64) with podman.
+    BuildArm64 {
+        /// Only the binary: no tests under qemu, no image.
+        #[arg(long)]
+        no_test: bool,
+        /// Arguments passed on to the test binaries.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
     /// Run the exporter against the lab VM, serving real metrics on host loopback until stopped.
     Run {
         #[arg(long, default_value = "6.1")]
@@ -147,6 +158,26 @@ fn main() -> Result<()> {
             bootstrap::run()?;
             let bin = build_agent()?;
             say(format!("build: {}", bin.display()));
+            Ok(())
+        }
+        Cmd::BuildArm64 { no_test, args } => {
+            bootstrap::run()?;
+            let started = std::time::Instant::now();
+            let aarch64 = arm64::build()?;
+            say(format!(
+                "build-arm64: binary built in {:.0} s",
+                started.elapsed().as_secs_f64()
+            ));
+            if no_test {
+                return Ok(());
+            }
+            arm64::test(&args)?;
+            let x86_64 = build_agent()?;
+            arm64::manifest(&x86_64, &aarch64)?;
+            say(format!(
+                "build-arm64: done in {:.0} s",
+                started.elapsed().as_secs_f64()
+            ));
             Ok(())
         }
         Cmd::Fetch { kernel } => {
@@ -312,6 +343,19 @@ fn test(kernels: &[Series], args: &[String]) -> Result<()> {
     bootstrap::run()?;
     lint()?;
     let agent = build_agent()?;
+    // The whole run also builds the arm64 binary, runs its tests under qemu-user and makes the
+    // multi-arch image the deploy tests inspect (about 8 minutes cold on 2 cores); a run that
+    // names tests is a developer's loop and skips it.
+    if args.is_empty() {
+        let started = std::time::Instant::now();
+        let aarch64 = arm64::build()?;
+        arm64::test(&[])?;
+        arm64::manifest(&agent, &aarch64)?;
+        say(format!(
+            "test: arm64 build, its tests under qemu-user and the image in {:.0} s",
+            started.elapsed().as_secs_f64()
+        ));
+    }
     let names: Vec<&str> = kernels.iter().map(|k| k.name()).collect();
     for k in kernels {
         let k = kernel::prepare(*k)?;

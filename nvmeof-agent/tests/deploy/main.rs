@@ -2,15 +2,17 @@
 //! Grafana dashboard query is one the exporter declares (a renamed family breaks this test, not a
 //! pager at night), every flag the DaemonSet, the Ansible unit and the docs pass parses, and the
 //! DaemonSet asks for exactly the capabilities the exporter uses. The Helm chart's own checks are
-//! in `chart.rs`.
+//! in `chart.rs`, the Ansible role's and its systemd unit's in `ansible.rs`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use nvmeof_agent::cli::{command, parse_from};
 use nvmeof_agent::collectors::registry;
 use xtask::deploy_tools::require;
 
+mod ansible;
 mod chart;
 mod docs;
+mod image;
 mod monitoring;
 mod smart_device;
 
@@ -272,8 +274,15 @@ fn the_ansible_role_and_the_image_use_flags_and_paths_that_exist() {
         let _: serde_json::Value =
             serde_saphyr::from_str(&read(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
     }
-    // The image and the role take the binary where `cargo xtask build` leaves it.
-    let binary = "target/x86_64-unknown-linux-musl/release/nvmeof-exporter";
-    assert!(read("deploy/Dockerfile").contains(&format!("COPY {binary} ")));
-    assert!(read("deploy/ansible/roles/nvmeof_exporter/defaults/main.yml").contains(binary));
+    // The image and the role take the binary where `cargo xtask build` leaves it; the role's
+    // default for the host's architecture (x86_64 or aarch64, Rust's and Ansible's names agree).
+    let dockerfile = read("deploy/Dockerfile");
+    assert!(dockerfile.contains("\nARG RUST_TARGET=x86_64-unknown-linux-musl\n"));
+    assert!(dockerfile.contains("\nCOPY target/${RUST_TARGET}/release/nvmeof-exporter "));
+    assert!(
+        read("deploy/ansible/roles/nvmeof_exporter/defaults/main.yml").contains(
+            "{{ role_path }}/../../../../target/{{ ansible_facts['architecture'] }}\
+         -unknown-linux-musl/release/nvmeof-exporter"
+        )
+    );
 }
