@@ -175,7 +175,6 @@ mod tests {
         assert_eq!(gid_addr("0000:0000:0000:0000:0000:0000:0000:0000"), None);
     }
 
-    /// The lab-captured 6.1 tree: soft-RoCE on veth0, hw_counters only.
     /// A parent netdev with a control character is kept cleaned and counted; a counter that is
     /// not a number is left out and counted; one the driver refuses to read is neither.
     #[test]
@@ -201,6 +200,7 @@ mod tests {
         assert_eq!(ports[0].odd_values(), 1, "the cleaned parent stays counted");
     }
 
+    /// The lab-captured 6.1 tree: soft-RoCE on veth0, hw_counters only.
     #[test]
     fn captured_rxe_port() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
