@@ -182,6 +182,26 @@ pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
     Ok(out)
 }
 
+/// Every controller's instance and subsystem NQN (empty when it cannot be read), in instance
+/// order: the identity alone, one attribute per controller where [`controllers`] reads twenty,
+/// for the eBPF drain, which asks every second.
+pub fn subsystem_nqns(root: &Path) -> anyhow::Result<Vec<(u32, String)>> {
+    let class = root.join("class/nvme");
+    let mut out = Vec::new();
+    for name in entries(&class)? {
+        let Some(instance) = ctrl_instance(&name) else {
+            continue;
+        };
+        let dir = class.join(&name);
+        if still_there(&dir).is_err() {
+            continue;
+        }
+        let nqn = super::read_trim(&dir.join("subsysnqn")).unwrap_or_default();
+        out.push((instance, nqn));
+    }
+    Ok(out)
+}
+
 /// The N of a controller name `nvmeN`; `None` for anything else.
 pub fn ctrl_instance(name: &str) -> Option<u32> {
     let digits = name.strip_prefix("nvme")?;
@@ -241,6 +261,26 @@ fn timeout(a: &mut Attrs<'_>, name: &str) -> Option<Timeout> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The identity alone, as the captured 6.1 tree's files say it: every `nvmeN` with its
+    /// `subsysnqn` as written there, trimmed.
+    #[test]
+    fn subsystem_nqns_of_the_captured_tree() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
+        let mut want: Vec<(u32, String)> = std::fs::read_dir(root.join("class/nvme"))
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                let n = name.strip_prefix("nvme")?.parse().ok()?;
+                let nqn = std::fs::read_to_string(e.path().join("subsysnqn")).ok()?;
+                Some((n, nqn.trim().to_owned()))
+            })
+            .collect();
+        want.sort();
+        assert!(want.len() >= 5, "{want:?}");
+        assert_eq!(subsystem_nqns(&root).unwrap(), want);
+    }
     use crate::sysfs::testtree::Tree;
 
     #[test]

@@ -18,6 +18,7 @@ use super::arrays::Arrays;
 use super::model::{Model, RawMaps};
 use super::namespaces::{controller_subsystems, namespace_lba_sizes};
 use super::IoState;
+use crate::bpf::loader::AttachMode;
 use crate::bpf::loader::Loaded;
 
 /// Everything the drain thread owns; the loaded object lives (and stays attached) as long as it.
@@ -242,8 +243,13 @@ impl Drainer {
     /// One drain: maps → model → the new state's parts.
     pub fn drain_once(&mut self, state: &RwLock<IoState>) -> anyhow::Result<()> {
         let started = Instant::now();
-        if let Err(e) = self.refresh_namespaces() {
-            log::warn!("eBPF: LBA sizes not updated: {e:#}");
+        // Only the classic programs read a command's bytes from its block count and the
+        // namespace's LBA size; the others take them from the request, and the scan of every
+        // namespace each second would be the drain's largest cost on a small node.
+        if self.loaded.mode == AttachMode::Tracepoint {
+            if let Err(e) = self.refresh_namespaces() {
+                log::warn!("eBPF: LBA sizes not updated: {e:#}");
+            }
         }
         // Maps first, sysfs after: a controller whose keys were read existed before the read.
         // `OPS` last, for the controllers whose queues moved at the read of `QUEUES` (a command
