@@ -182,10 +182,22 @@ pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
     Ok(out)
 }
 
-/// Every controller's instance and subsystem NQN (empty when it cannot be read), in instance
-/// order: the identity alone, one attribute per controller where [`controllers`] reads twenty,
-/// for the eBPF drain, which asks every second.
-pub fn subsystem_nqns(root: &Path) -> anyhow::Result<Vec<(u32, String)>> {
+/// Who a controller is and whether it is up, without the rest of its attributes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub instance: u32,
+    /// `nvmeN`.
+    pub name: String,
+    /// Empty when it cannot be read.
+    pub subsysnqn: String,
+    /// Empty when it cannot be read.
+    pub state: String,
+}
+
+/// Every controller's identity and state, in instance order: two attributes per controller where
+/// [`controllers`] reads twenty, for the background readers that ask every few seconds (the eBPF
+/// drain, the SMART scheduler).
+pub fn identities(root: &Path) -> anyhow::Result<Vec<Identity>> {
     let class = root.join("class/nvme");
     let mut out = Vec::new();
     for name in entries(&class)? {
@@ -196,8 +208,13 @@ pub fn subsystem_nqns(root: &Path) -> anyhow::Result<Vec<(u32, String)>> {
         if still_there(&dir).is_err() {
             continue;
         }
-        let nqn = super::read_trim(&dir.join("subsysnqn")).unwrap_or_default();
-        out.push((instance, nqn));
+        let read = |attr: &str| super::read_trim(&dir.join(attr)).unwrap_or_default();
+        out.push(Identity {
+            instance,
+            subsysnqn: read("subsysnqn"),
+            state: read("state"),
+            name,
+        });
     }
     Ok(out)
 }
@@ -263,23 +280,30 @@ mod tests {
     use super::*;
 
     /// The identity alone, as the captured 6.1 tree's files say it: every `nvmeN` with its
-    /// `subsysnqn` as written there, trimmed.
+    /// `subsysnqn` and `state` as written there, trimmed.
     #[test]
-    fn subsystem_nqns_of_the_captured_tree() {
+    fn identities_of_the_captured_tree() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
-        let mut want: Vec<(u32, String)> = std::fs::read_dir(root.join("class/nvme"))
-            .unwrap()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().into_string().ok()?;
-                let n = name.strip_prefix("nvme")?.parse().ok()?;
-                let nqn = std::fs::read_to_string(e.path().join("subsysnqn")).ok()?;
-                Some((n, nqn.trim().to_owned()))
-            })
-            .collect();
+        let mut want: Vec<(u32, String, String, String)> =
+            std::fs::read_dir(root.join("class/nvme"))
+                .unwrap()
+                .flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let n = name.strip_prefix("nvme")?.parse().ok()?;
+                    let read = |a: &str| std::fs::read_to_string(e.path().join(a)).ok();
+                    let (nqn, state) = (read("subsysnqn")?, read("state")?);
+                    Some((n, name, nqn.trim().to_owned(), state.trim().to_owned()))
+                })
+                .collect();
         want.sort();
         assert!(want.len() >= 5, "{want:?}");
-        assert_eq!(subsystem_nqns(&root).unwrap(), want);
+        let got: Vec<_> = identities(&root)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.instance, i.name, i.subsysnqn, i.state))
+            .collect();
+        assert_eq!(got, want);
     }
     use crate::sysfs::testtree::Tree;
 

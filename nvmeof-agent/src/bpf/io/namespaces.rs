@@ -25,8 +25,11 @@ pub fn namespace_lba_sizes(sysfs_root: &Path) -> Vec<NamespaceLba> {
 /// Controller instance → subsystem NQN. A controller whose `subsysnqn` cannot be read is present
 /// with an empty NQN: it exists, only its label is unknown.
 pub fn controller_subsystems(sysfs_root: &Path) -> BTreeMap<u32, String> {
-    match crate::sysfs::controller::subsystem_nqns(sysfs_root) {
-        Ok(found) => found.into_iter().collect(),
+    match crate::sysfs::controller::identities(sysfs_root) {
+        Ok(found) => found
+            .into_iter()
+            .map(|c| (c.instance, c.subsysnqn))
+            .collect(),
         Err(e) => {
             log::debug!("eBPF drain: no controllers: {e:#}");
             BTreeMap::new()

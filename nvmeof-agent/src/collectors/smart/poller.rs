@@ -67,19 +67,19 @@ pub struct Discovered {
     pub subsysnqn: String,
 }
 
-/// The `nvmeN` controllers under `<sysfs_root>/class/nvme`, sorted by name, as the shared
-/// controller reader parses them (within a scrape its one read serves this too). A missing class
-/// directory means no NVMe here: an empty list, not an error.
+/// The `nvmeN` controllers under `<sysfs_root>/class/nvme`, sorted by name: their identities and
+/// states alone (`sysfs::controller::identities`: two attributes each, where the full parse
+/// reads twenty; the scheduler asks every few seconds). A missing class directory means no NVMe
+/// here: an empty list, not an error.
 pub fn discover(sysfs_root: &Path) -> Vec<Discovered> {
-    let Ok(parsed) = crate::sysfs::controllers(sysfs_root) else {
+    let Ok(found) = crate::sysfs::controller::identities(sysfs_root) else {
         return Vec::new();
     };
-    let mut found: Vec<Discovered> = parsed
-        .items
+    let mut found: Vec<Discovered> = found
         .into_iter()
         .map(|c| Discovered {
-            state: c.state.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-            subsysnqn: c.subsysnqn.unwrap_or_default(),
+            state: c.state,
+            subsysnqn: c.subsysnqn,
             name: c.name,
         })
         .collect();
