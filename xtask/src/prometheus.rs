@@ -76,14 +76,15 @@ impl Prometheus {
     /// Starts a server whose job `job` scrapes each of `target_ports` on 127.0.0.1 every
     /// second (one `instance` each), as [`Prometheus::start`] does one.
     pub fn start_scraping(job: &str, target_ports: &[u16]) -> Result<Prometheus> {
-        Self::start_with_rules(job, target_ports, None)
+        Self::start_with_rules(job, target_ports, 1, None)
     }
 
-    /// As [`Prometheus::start_scraping`], with a rule file's text loaded (`rule_files`) and
-    /// evaluated every second.
+    /// As [`Prometheus::start_scraping`], every `scrape_interval_s` seconds (the scrape timeout
+    /// as long), with a rule file's text loaded (`rule_files`) and evaluated every second.
     pub fn start_with_rules(
         job: &str,
         target_ports: &[u16],
+        scrape_interval_s: u32,
         rules: Option<&str>,
     ) -> Result<Prometheus> {
         if !Path::new(BINARY).is_file() {
@@ -96,8 +97,8 @@ impl Prometheus {
             .map(|p| format!("'127.0.0.1:{p}'"))
             .collect();
         let mut config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: \
+            "global:\n  scrape_interval: {scrape_interval_s}s\n  scrape_timeout: {scrape_interval_s}s\n  \
+             evaluation_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: \
              [{}]\n",
             targets.join(", ")
         );
