@@ -633,7 +633,67 @@ fn prove(k: xtask::kernel::Series) {
             }
         }
     }
-    let _ = lab.sh("touch /tmp/load.stop; expose 1 tcp");
+    // Two loaders on the same tracepoints: with the load stopped, both agents must have counted
+    // the same reads and writes on every controller (both attached before the load began; the
+    // per-queue agent's queues summed), once a drain and a scrape have passed.
+    let stopped = lab
+        .sh("touch /tmp/load.stop; i=0; while pidof dd > /dev/null && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; ! pidof dd")
+        .map(|o| o.rc == 0)
+        .unwrap_or(false);
+    let counted = |prom: &Prometheus| -> BTreeMap<(String, String), f64> {
+        prom.query(&format!(
+            "sum by (instance, controller) (nvmeof_io_commands_total{{job=\"{JOB}\",opclass=~\"read|write\"}})"
+        ))
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            let l = |k: &str| s.labels.get(k).and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+            ((l("controller"), l("instance")), s.value)
+        })
+        .collect()
+    };
+    let per_ctrl = |m: &BTreeMap<(String, String), f64>| -> BTreeMap<String, Vec<f64>> {
+        let mut out: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for ((c, _), v) in m {
+            out.entry(c.clone()).or_default().push(*v);
+        }
+        out
+    };
+    // Equal on both and unchanged over 4 s (two scrapes), at most 40 s.
+    let mut last = BTreeMap::new();
+    let mut agreed = None;
+    let until = Instant::now() + Duration::from_secs(40);
+    while stopped && Instant::now() < until {
+        std::thread::sleep(Duration::from_secs(4));
+        let now = counted(&prom);
+        let equal = !now.is_empty()
+            && per_ctrl(&now)
+                .values()
+                .all(|v| v.len() == 2 && v[0] == v[1]);
+        if equal && now == last {
+            agreed = Some(now.clone());
+            break;
+        }
+        last = now;
+    }
+    match agreed {
+        Some(m) => {
+            let per: BTreeMap<String, f64> =
+                per_ctrl(&m).into_iter().map(|(c, v)| (c, v[0])).collect();
+            // Every transport's controller and the PCIe one carried the load.
+            if per.len() < transports.len() + 1 || per.values().any(|v| *v == 0.0) {
+                problems.push(format!("reads and writes per controller: {per:?}"));
+            }
+            eprintln!(
+                "{release}: reads and writes counted by each agent, equal per controller: {per:?}"
+            );
+        }
+        None => problems.push(format!(
+            "the two agents' read and write counts per controller (load stopped: {stopped}) never \
+             agreed: {last:?}"
+        )),
+    }
+    let _ = lab.sh("expose 1 tcp");
     eprintln!(
         "{release}: {queries} dashboard queries over {} panels, {} (panel, instance) answered; \
          wall time {:.0} s (boot {:.0} s, cut to alerts {:.0} s)",
