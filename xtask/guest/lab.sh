@@ -229,24 +229,33 @@ controllers() {
 }
 
 # agent_start [ARGS]: the exporter in the background, its log in /tmp/agent.log.
-agent_start() {
-    /usr/bin/nvmeof-exporter --web.listen-address=":$AGENT_PORT" "$@" > /tmp/agent.log 2>&1 &
-    echo $! > /tmp/agent.pid
+agent_start() { agent_start_on "$AGENT_PORT" "$@"; }
+# agent_start_on PORT [ARGS]: an exporter listening on PORT; one on another port than the lab's
+# (a second agent on the node) keeps its pid and log in /tmp/agent-PORT.{pid,log}.
+agent_start_on() {
+    f=/tmp/agent; [ "$1" = "$AGENT_PORT" ] || f="/tmp/agent-$1"
+    p=$1
+    shift
+    /usr/bin/nvmeof-exporter --web.listen-address=":$p" "$@" > "$f.log" 2>&1 &
+    echo $! > "$f.pid"
     i=0
     while [ $i -lt 300 ]; do
-        curl -sf "http://127.0.0.1:$AGENT_PORT/healthz" > /dev/null && return 0
-        kill -0 "$(cat /tmp/agent.pid)" 2>/dev/null || { cat /tmp/agent.log; return 1; }
+        curl -sf "http://127.0.0.1:$p/healthz" > /dev/null && return 0
+        kill -0 "$(cat "$f.pid")" 2>/dev/null || { cat "$f.log"; return 1; }
         sleep 0.1
         i=$((i + 1))
     done
-    cat /tmp/agent.log
+    cat "$f.log"
     return 1
 }
 # agent_stop: SIGTERM, then wait (at most 10 s) until it has exited: its programs are detached and
 # its port is free. An orphan turns into a zombie of PID 1 here, which counts as exited.
-agent_stop() {
-    [ -f /tmp/agent.pid ] || return 0
-    p=$(cat /tmp/agent.pid)
+agent_stop() { agent_stop_on "$AGENT_PORT"; }
+# agent_stop_on PORT: the same for the agent agent_start_on PORT started.
+agent_stop_on() {
+    f=/tmp/agent; [ "$1" = "$AGENT_PORT" ] || f="/tmp/agent-$1"
+    [ -f "$f.pid" ] || return 0
+    p=$(cat "$f.pid")
     kill "$p" 2>/dev/null
     i=0
     while [ $i -lt 100 ] && [ -e "/proc/$p" ] && ! grep -q '^State:.*Z' "/proc/$p/status" 2>/dev/null; do
@@ -254,7 +263,7 @@ agent_stop() {
         i=$((i + 1))
     done
     kill -9 "$p" 2>/dev/null
-    rm -f /tmp/agent.pid
+    rm -f "$f.pid"
     return 0
 }
 # agent_restart [ARGS]: a fresh agent: new maps, counters from zero, an empty latency window.

@@ -28,11 +28,29 @@ impl Drop for Prometheus {
     }
 }
 
-/// One sample of an instant-query answer.
+/// One sample of an instant-query answer (a native histogram's: its count).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {
     pub labels: serde_json::Map<String, serde_json::Value>,
     pub value: f64,
+}
+
+/// An alert of `/api/v1/alerts`: its name, `pending` or `firing`, its labels and value.
+#[derive(Clone, Debug)]
+pub struct Alert {
+    pub name: String,
+    pub state: String,
+    pub labels: serde_json::Map<String, serde_json::Value>,
+    pub value: String,
+}
+
+impl Alert {
+    pub fn label(&self, k: &str) -> &str {
+        self.labels
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    }
 }
 
 /// Percent-encodes a query parameter (RFC 3986 unreserved characters pass).
@@ -58,6 +76,17 @@ impl Prometheus {
     /// Starts a server whose job `job` scrapes each of `target_ports` on 127.0.0.1 every
     /// second (one `instance` each), as [`Prometheus::start`] does one.
     pub fn start_scraping(job: &str, target_ports: &[u16]) -> Result<Prometheus> {
+        Self::start_with_rules(job, target_ports, 1, None)
+    }
+
+    /// As [`Prometheus::start_scraping`], every `scrape_interval_s` seconds (the scrape timeout
+    /// as long), with a rule file's text loaded (`rule_files`) and evaluated every second.
+    pub fn start_with_rules(
+        job: &str,
+        target_ports: &[u16],
+        scrape_interval_s: u32,
+        rules: Option<&str>,
+    ) -> Result<Prometheus> {
         if !Path::new(BINARY).is_file() {
             bail!("{BINARY} is missing: `cargo xtask bootstrap` installs Debian's prometheus");
         }
@@ -67,12 +96,17 @@ impl Prometheus {
             .iter()
             .map(|p| format!("'127.0.0.1:{p}'"))
             .collect();
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: \
+        let mut config = format!(
+            "global:\n  scrape_interval: {scrape_interval_s}s\n  scrape_timeout: {scrape_interval_s}s\n  \
+             evaluation_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: \
              [{}]\n",
             targets.join(", ")
         );
+        if let Some(rules) = rules {
+            let path = dir.path().join("rules.yml");
+            std::fs::write(&path, rules)?;
+            config += &format!("rule_files:\n  - {}\n", path.display());
+        }
         std::fs::write(dir.path().join("prometheus.yml"), config)?;
         let log = std::fs::File::create(dir.path().join("prometheus.log"))?;
         let child = Command::new(BINARY)
@@ -128,7 +162,7 @@ impl Prometheus {
         }
     }
 
-    /// An instant query's vector result.
+    /// An instant query's vector result; a native histogram's sample has its count as value.
     pub fn query(&self, expr: &str) -> Result<Vec<Sample>> {
         let path = format!("/api/v1/query?query={}", encode(expr));
         let (status, body, _) = crate::lab::http_get(self.port, &path)?;
@@ -143,14 +177,79 @@ impl Prometheus {
         result
             .iter()
             .map(|s| {
+                // A native histogram sample (`histogram`, no `value`) stands for its count.
                 let value = s["value"][1]
                     .as_str()
+                    .or_else(|| s["histogram"][1]["count"].as_str())
                     .and_then(|t| t.parse::<f64>().ok())
                     .with_context(|| format!("{expr}: sample without a value: {s}"))?;
                 let labels = s["metric"].as_object().cloned().unwrap_or_default();
                 Ok(Sample { labels, value })
             })
             .collect()
+    }
+
+    /// GET a path of the HTTP API that answers `{"status": "success", "data": ...}`: the data.
+    fn api(&self, path: &str) -> Result<serde_json::Value> {
+        let (status, body, _) = crate::lab::http_get(self.port, path)?;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&body).with_context(|| format!("{path}: answer {body}"))?;
+        if status != 200 || v["status"] != "success" {
+            bail!("{path}: HTTP {status}: {body}");
+        }
+        Ok(v["data"].take())
+    }
+
+    /// The alerts pending or firing now (`/api/v1/alerts`).
+    pub fn alerts(&self) -> Result<Vec<Alert>> {
+        let data = self.api("/api/v1/alerts")?;
+        let alerts = data["alerts"]
+            .as_array()
+            .with_context(|| format!("no alerts in {data}"))?;
+        Ok(alerts
+            .iter()
+            .map(|a| {
+                let labels = a["labels"].as_object().cloned().unwrap_or_default();
+                Alert {
+                    name: labels
+                        .get("alertname")
+                        .and_then(|n| n.as_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                    state: a["state"].as_str().unwrap_or_default().to_owned(),
+                    labels,
+                    value: a["value"].as_str().unwrap_or_default().to_owned(),
+                }
+            })
+            .collect())
+    }
+
+    /// Every loaded rule (`/api/v1/rules`): (name, health, last error).
+    pub fn rules(&self) -> Result<Vec<(String, String, String)>> {
+        let data = self.api("/api/v1/rules")?;
+        let mut out = Vec::new();
+        for g in data["groups"].as_array().into_iter().flatten() {
+            for r in g["rules"].as_array().into_iter().flatten() {
+                let s = |k: &str| r[k].as_str().unwrap_or_default().to_owned();
+                out.push((s("name"), s("health"), s("lastError")));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The values a label takes in the series `selector` picks (`/api/v1/label/NAME/values`,
+    /// what Grafana's `label_values(selector, NAME)` asks).
+    pub fn label_values(&self, selector: &str, label: &str) -> Result<Vec<String>> {
+        let data = self.api(&format!(
+            "/api/v1/label/{label}/values?match[]={}",
+            encode(selector)
+        ))?;
+        Ok(data
+            .as_array()
+            .with_context(|| format!("{label} of {selector}: {data}"))?
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect())
     }
 
     /// The single value of a query that must answer with exactly one sample.

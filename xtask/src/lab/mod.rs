@@ -41,6 +41,9 @@ pub struct LabOptions {
     pub agent: Option<PathBuf>,
     /// Host loopback port for the agent; `None` picks a free one.
     pub host_port: Option<u16>,
+    /// More guest ports to forward to host loopback (each to a free port, see
+    /// [`Lab::host_port_of`]): a second agent in the guest.
+    pub more_ports: Vec<u16>,
     pub memory_mb: u32,
     pub cpus: u32,
     /// Extra QEMU arguments (for example an emulated NVMe PCIe controller).
@@ -106,6 +109,7 @@ impl LabOptions {
             series,
             agent: None,
             host_port: None,
+            more_ports: Vec::new(),
             memory_mb: 1536,
             cpus: 2,
             qemu_args: Vec::new(),
@@ -138,6 +142,8 @@ pub struct Lab {
     console: PathBuf,
     pub kernel: Kernel,
     pub host_port: u16,
+    /// [`LabOptions::more_ports`]: (guest port, host loopback port).
+    more_ports: Vec<(u16, u16)>,
     /// The emulated PCIe controller, when the lab has one.
     pub pcie_nvme: Option<PcieNvme>,
 }
@@ -202,6 +208,23 @@ impl Lab {
             Some(p) => p,
             None => free_port()?,
         };
+        // A port just released may be handed out again: each one differs from those before.
+        let mut more_ports: Vec<(u16, u16)> = Vec::new();
+        for &guest in &opts.more_ports {
+            let mut host = free_port()?;
+            for _ in 0..20 {
+                if host != host_port && more_ports.iter().all(|(_, h)| *h != host) {
+                    break;
+                }
+                host = free_port()?;
+            }
+            more_ports.push((guest, host));
+        }
+        let mut netdev =
+            format!("user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_AGENT_PORT}");
+        for (guest, host) in &more_ports {
+            netdev += &format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}");
+        }
         let mut extra_qemu = Vec::new();
         if let Some(p) = &opts.pcie_nvme {
             let image = work.join("pcie-nvme.img");
@@ -243,10 +266,7 @@ impl Lab {
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
         .arg(format!("unix:{},server=on,wait=off", sock.display()))
-        .args(["-netdev"])
-        .arg(format!(
-            "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{host_port}-:{GUEST_AGENT_PORT}"
-        ))
+        .args(["-netdev", &netdev])
         .args(["-device", "virtio-net-pci,netdev=n0"])
         .args(&extra_qemu)
         .args(&opts.qemu_args)
@@ -285,6 +305,7 @@ impl Lab {
             console,
             kernel,
             host_port,
+            more_ports,
             pcie_nvme: opts.pcie_nvme.clone(),
         };
         // A first round trip proves the channel before any real command relies on it.
@@ -352,6 +373,17 @@ impl Lab {
     /// An HTTP GET to the agent through the forwarded port: (status, body, time to answer).
     pub fn http_get(&self, path: &str) -> Result<(u16, String, Duration)> {
         http::http_get(self.host_port, path)
+    }
+
+    /// The host loopback port a guest port of [`LabOptions::more_ports`] is forwarded to.
+    pub fn host_port_of(&self, guest_port: u16) -> Option<u16> {
+        if guest_port == GUEST_AGENT_PORT {
+            return Some(self.host_port);
+        }
+        self.more_ports
+            .iter()
+            .find(|(g, _)| *g == guest_port)
+            .map(|(_, h)| *h)
     }
 
     pub fn work_dir(&self) -> &Path {

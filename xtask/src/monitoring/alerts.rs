@@ -192,11 +192,14 @@ pub fn rules() -> Vec<Rule> {
         r(
             "nvmeof-media",
             "NvmeofSmartSpareLow",
-            "nvmeof_smart_available_spare_ratio{%S} <= nvmeof_smart_available_spare_threshold_ratio{%S}",
+            // Below, as the NVMe critical warning's bit 0 says, not at: Linux's nvmet and
+            // QEMU's controller report 0% spare with a 0% threshold (the lab saw both), and
+            // `<=` fired on every one of them.
+            "nvmeof_smart_available_spare_ratio{%S} < nvmeof_smart_available_spare_threshold_ratio{%S}",
             None,
             "critical",
-            "Available spare at or below its threshold on {{ $labels.controller }} ({{ $labels.instance }})",
-            "The spare capacity left for worn-out blocks is at the vendor's threshold: plan the replacement.",
+            "Available spare below its threshold on {{ $labels.controller }} ({{ $labels.instance }})",
+            "The spare capacity left for worn-out blocks has fallen below the vendor's threshold: plan the replacement.",
         ),
         r(
             "nvmeof-media",

@@ -168,10 +168,13 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
         (
             "Queues (--metrics.per-queue)",
             vec![
+                // The native histogram where Prometheus ingests it (then it stores no classic
+                // buckets: 2.42 with native histograms on), else the classic buckets; `or on`
+                // the node, so one node never shows both.
                 panel("heatmap", "Latency distribution ($instance)", "s",
-                    "Read and write completion times over time from the latency histogram's buckets, one heatmap per node (repeated over $instance).",
+                    "Read and write completion times over time from the latency histogram (native buckets, or the classic ones where Prometheus does not ingest native histograms), one heatmap per node (repeated over $instance).",
                     vec![
-                        q(format!("sum by (KEEP, le) (increase(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\"}}[$__rate_interval]))"), "{{le}}"),
+                        q(format!("sum by (KEEP) (increase(nvmeof_io_latency_seconds{S},opclass=~\"read|write\"}}[$__rate_interval]))\nor on (KEEP)\nsum by (KEEP, le) (increase(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\"}}[$__rate_interval]))"), "{{le}}"),
                     ])
                     .width(12),
                 panel("table", "Slowest queues (p99 over the range, top 10)", "s",
