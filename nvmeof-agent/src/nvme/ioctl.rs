@@ -9,7 +9,7 @@
 //! Timeouts: the command's `timeout_ms` replaces the kernel's admin timeout (60 s) for this
 //! command only. When it fires the kernel recovers the controller as for any timed-out command
 //! (abort, then reset or, on fabrics, reconnect), and the ioctl fails with EINTR. A caller that
-//! cannot afford to block should run these on a thread of its own (`collectors::smart` does).
+//! cannot afford to block should run these on a thread of its own (`crate::smart` does).
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
