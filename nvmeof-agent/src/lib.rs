@@ -17,4 +17,6 @@ pub mod nvme;
 pub mod scrape;
 pub mod smart;
 pub mod sysfs;
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
 pub mod worker;

@@ -10,6 +10,7 @@ use super::*;
 use crate::nvme::{NvmeError, SMART_LOG_LEN};
 use crate::smart::poller::{discover, AdminBackend, Poller};
 use crate::smart::{SmartOptions, SmartSource};
+use crate::test_support::{collect, render, value};
 
 const INTERVAL: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_millis(20);
@@ -116,23 +117,6 @@ fn over(poller: Arc<Poller>) -> SmartCollector {
     SmartCollector::new(SmartSource::with_poller(poller))
 }
 
-fn render(c: &dyn Collector) -> String {
-    let mut sink = Sink::new();
-    c.collect(&Scrape::new(), &mut sink).unwrap();
-    crate::exposition::text::encode(&sink.into_families())
-}
-
-/// The value of the one series whose line starts with `prefix` (name and labels).
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    let mut hits = text
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
-    let v = hits.next();
-    assert!(hits.next().is_none(), "{prefix} matches several series");
-    v
-}
-
 fn pages() -> Script {
     Script::Pages(
         crate::nvme::identify::tests::full_page(),
@@ -220,8 +204,7 @@ fn every_emitted_family_is_declared_and_every_declared_one_emitted() {
     poller.tick();
     wait_idle(&poller);
     let c = over(poller);
-    let mut sink = Sink::new();
-    c.collect(&Scrape::new(), &mut sink).unwrap();
+    let sink = collect(&c);
     let emitted: Vec<String> = sink
         .into_families()
         .iter()
@@ -559,8 +542,7 @@ fn the_device_backend_reports_what_it_meets() {
 /// twice, RDMA, FC, loop), so that one can be taken away as the kernel does on deletion; returns
 /// the controllers' names too.
 fn captured_root() -> (tempfile::TempDir, Vec<String>) {
-    let captured =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys/class/nvme");
+    let captured = crate::test_support::captured_6_1().join("class/nvme");
     let dir = tempfile::tempdir().unwrap();
     let class = dir.path().join("class/nvme");
     std::fs::create_dir_all(&class).unwrap();
