@@ -48,24 +48,21 @@ pub struct AdminCmd {
 
 // The ioctl number encodes the direction and size; most architectures use the asm-generic
 // layout, these few keep 3 direction bits and 13 size bits.
-#[cfg(any(
+/// Whether this architecture keeps 3 direction bits and 13 size bits: the list written once, so
+/// the two layouts cannot disagree on it.
+const THREE_DIRECTION_BITS: bool = cfg!(any(
     target_arch = "powerpc",
     target_arch = "powerpc64",
     target_arch = "mips",
     target_arch = "mips64",
     target_arch = "sparc",
     target_arch = "sparc64"
-))]
-const IOC_READ_WRITE_SHIFTED: u64 = (2 | 4) << 29;
-#[cfg(not(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-)))]
-const IOC_READ_WRITE_SHIFTED: u64 = (1 | 2) << 30;
+));
+const IOC_READ_WRITE_SHIFTED: u64 = if THREE_DIRECTION_BITS {
+    (2 | 4) << 29
+} else {
+    (1 | 2) << 30
+};
 
 const fn iowr(ty: u8, nr: u8, size: usize) -> u64 {
     IOC_READ_WRITE_SHIFTED | ((size as u64) << 16) | ((ty as u64) << 8) | nr as u64
