@@ -56,18 +56,24 @@ uname -r > $cap/KERNEL
 tar -czf /tmp/cap.tgz -C $cap . && base64 /tmp/cap.tgz
 "#;
 
+/// Boots the lab, builds its topology and says what it is, under `what`'s name.
+fn boot_and_show_topology(opts: &LabOptions, what: &str) -> Result<Lab> {
+    let mut lab = Lab::boot(opts)?;
+    let topo = lab.sh("topology; controllers")?;
+    say(format!(
+        "{what}: topology on {}:\n{}",
+        lab.kernel.release,
+        topo.out.trim_end()
+    ));
+    Ok(lab)
+}
+
 pub fn capture(series: Series, agent: &Path) -> Result<()> {
     // Fabrics only: the golden tests are written against this tree, without the emulated PCIe
     // controller of the standard lab (`capture-smart` boots that one).
     let mut opts = LabOptions::new(series);
     opts.agent = Some(agent.to_path_buf());
-    let mut lab = Lab::boot(&opts)?;
-    let topo = lab.sh("topology; controllers")?;
-    say(format!(
-        "capture: topology on {}:\n{}",
-        lab.kernel.release,
-        topo.out.trim_end()
-    ));
+    let mut lab = boot_and_show_topology(&opts, "capture")?;
     // A file at a time under TCG: minutes on a loaded host (6.12 timed out at 180 s).
     let o = lab
         .sh_timeout(CAPTURE_SCRIPT, Duration::from_secs(900))
@@ -163,13 +169,7 @@ pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
         .pcie_nvme
         .clone()
         .context("the standard lab has a PCIe controller")?;
-    let mut lab = Lab::boot(&opts)?;
-    let topo = lab.sh("topology; controllers")?;
-    say(format!(
-        "capture-smart: topology on {}:\n{}",
-        lab.kernel.release,
-        topo.out.trim_end()
-    ));
+    let mut lab = boot_and_show_topology(&opts, "capture-smart")?;
     let mut ctrls = vec![
         format!("qemu-cw{}:pcie", pcie.critical_warning),
         format!("nvmet-{}-tcp:tcp:4420", series.name()),
