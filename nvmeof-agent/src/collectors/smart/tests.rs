@@ -104,6 +104,18 @@ fn setup() -> (tempfile::TempDir, Arc<FakeBackend>, Arc<Poller>) {
     (dir, backend, poller)
 }
 
+/// A poller over controllers (name, sysfs state, what the backend answers for it).
+fn with_ctrls(
+    ctrls: Vec<(&str, &str, Script)>,
+) -> (tempfile::TempDir, Arc<FakeBackend>, Arc<Poller>) {
+    let (dir, backend, poller) = setup();
+    for (name, state, script) in ctrls {
+        add_ctrl(dir.path(), name, state);
+        backend.set(name, script);
+    }
+    (dir, backend, poller)
+}
+
 fn wait_idle(p: &Poller) {
     let t = Instant::now();
     while p.busy() {
@@ -198,9 +210,7 @@ fn golden_output() {
 
 #[test]
 fn every_emitted_family_is_declared_and_every_declared_one_emitted() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    backend.set("nvme0", pages());
+    let (_dir, _backend, poller) = with_ctrls(vec![("nvme0", "live", pages())]);
     poller.tick();
     wait_idle(&poller);
     let c = over(poller);
@@ -217,11 +227,8 @@ fn every_emitted_family_is_declared_and_every_declared_one_emitted() {
 
 #[test]
 fn a_scrape_during_a_hang_returns_at_once_and_says_stale() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    add_ctrl(dir.path(), "nvme1", "live");
-    backend.set("nvme0", pages());
-    backend.set("nvme1", pages());
+    let (_dir, backend, poller) =
+        with_ctrls(vec![("nvme0", "live", pages()), ("nvme1", "live", pages())]);
     poller.tick();
     wait_idle(&poller);
     let c = over(poller.clone());
@@ -302,9 +309,7 @@ fn a_scrape_during_a_hang_returns_at_once_and_says_stale() {
 
 #[test]
 fn permission_errors_are_counted_and_leave_no_smart_series() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    backend.set("nvme0", Script::PermissionDenied);
+    let (_dir, _backend, poller) = with_ctrls(vec![("nvme0", "live", Script::PermissionDenied)]);
     let now = Instant::now();
     poller.tick_at(now);
     wait_idle(&poller);
@@ -333,11 +338,10 @@ fn permission_errors_are_counted_and_leave_no_smart_series() {
 
 #[test]
 fn non_live_controllers_are_skipped_and_vanished_ones_dropped() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    add_ctrl(dir.path(), "nvme1", "resetting");
-    backend.set("nvme0", pages());
-    backend.set("nvme1", pages());
+    let (dir, backend, poller) = with_ctrls(vec![
+        ("nvme0", "live", pages()),
+        ("nvme1", "resetting", pages()),
+    ]);
     let now = Instant::now();
     poller.tick_at(now);
     wait_idle(&poller);
@@ -602,11 +606,8 @@ fn a_deleted_controller_leaves_no_series_at_the_next_scrape() {
 
 #[test]
 fn a_name_taken_by_another_subsystem_shows_nothing_of_its_predecessor() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    add_ctrl(dir.path(), "nvme1", "live");
-    backend.set("nvme0", pages());
-    backend.set("nvme1", pages());
+    let (dir, backend, poller) =
+        with_ctrls(vec![("nvme0", "live", pages()), ("nvme1", "live", pages())]);
     let now = Instant::now();
     poller.tick_at(now);
     wait_idle(&poller);
