@@ -46,23 +46,11 @@ pub struct AdminCmd {
     pub result: u32,
 }
 
-// The ioctl number encodes the direction and size; most architectures use the asm-generic
-// layout, these few keep 3 direction bits and 13 size bits.
-/// Whether this architecture keeps 3 direction bits and 13 size bits: the list written once, so
-/// the two layouts cannot disagree on it.
-const THREE_DIRECTION_BITS: bool = cfg!(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-));
-const IOC_READ_WRITE_SHIFTED: u64 = if THREE_DIRECTION_BITS {
-    (2 | 4) << 29
-} else {
-    (1 | 2) << 30
-};
+// The ioctl number encodes the direction and size. Most architectures use the asm-generic
+// layout (2 direction bits at 30, read 2 | write 1); powerpc, mips and sparc keep 3 direction
+// bits at 29 (read 2 | write 4) and 13 size bits. Read-write lands on the same two top bits in
+// both, (1 | 2) << 30 == (2 | 4) << 29, and the admin command's size fits 13 bits: one value.
+const IOC_READ_WRITE_SHIFTED: u64 = (1 | 2) << 30;
 
 const fn iowr(ty: u8, nr: u8, size: usize) -> u64 {
     IOC_READ_WRITE_SHIFTED | ((size as u64) << 16) | ((ty as u64) << 8) | nr as u64
