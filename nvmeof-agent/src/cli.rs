@@ -302,6 +302,20 @@ pub fn parse() -> Config {
 mod tests {
     use super::*;
 
+    /// Every collector on by default, in registry order.
+    const DEFAULT_COLLECTORS: [&str; 10] = [
+        "controller",
+        "subsystem",
+        "namespace",
+        "state",
+        "io",
+        "smart",
+        "rdma",
+        "tcp",
+        "fc",
+        "exporter",
+    ];
+
     #[test]
     fn defaults() {
         let c = Config::defaults();
@@ -322,21 +336,7 @@ mod tests {
         assert!(!c.per_queue);
         assert!(!c.native_only);
         assert_eq!(c.log_level, log::LevelFilter::Info);
-        assert_eq!(
-            c.collectors,
-            [
-                "controller",
-                "subsystem",
-                "namespace",
-                "state",
-                "io",
-                "smart",
-                "rdma",
-                "tcp",
-                "fc",
-                "exporter"
-            ]
-        );
+        assert_eq!(c.collectors, DEFAULT_COLLECTORS);
         assert_eq!(c.dev, PathBuf::from("/dev"));
         assert_eq!(c.smart_interval, Duration::from_secs(60));
         assert_eq!(c.smart_timeout, Duration::from_secs(10));
@@ -362,20 +362,7 @@ mod tests {
             "--no-collector.controller",
         ])
         .unwrap();
-        assert_eq!(
-            c.collectors,
-            [
-                "subsystem",
-                "namespace",
-                "state",
-                "io",
-                "smart",
-                "rdma",
-                "tcp",
-                "fc",
-                "exporter"
-            ]
-        );
+        assert_eq!(c.collectors, DEFAULT_COLLECTORS[1..]);
         let only =
             parse_from(["x", "--collector.disable-defaults", "--collector.subsystem"]).unwrap();
         assert_eq!(only.collectors, ["subsystem", "exporter"]);

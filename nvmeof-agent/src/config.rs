@@ -3,7 +3,7 @@
 //! to none of them, so each depends on it and none on another through it.
 //!
 //! A tracer's or a collector's own options live beside it (`crate::bpf::io::IoOptions`,
-//! `crate::collectors::smart::SmartOptions`); the registry builds them from this.
+//! `crate::smart::SmartOptions`); the registry builds them from this.
 mod values;
 
 use std::path::PathBuf;

@@ -42,20 +42,21 @@ async fn metrics_text_matches_the_golden_file() {
     assert!(got.contains("nvmeof_exporter_collect_errors_total{collector=\"namespace\"} 0\n"));
 }
 
+/// Deletes the captured tree's nvme1 (the second TCP path) as the kernel does: its class link, its
+/// subsystem's link to it, its device directory.
+fn delete_nvme1(root: &std::path::Path) {
+    std::fs::remove_file(root.join("class/nvme/nvme1")).unwrap();
+    std::fs::remove_file(root.join("devices/virtual/nvme-subsystem/nvme-subsys0/nvme1")).unwrap();
+    std::fs::remove_dir_all(root.join("devices/virtual/nvme-fabrics/ctl/nvme1")).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn controllers_that_vanish_leave_no_series_behind() {
     let fixture = common::sysfs_6_1();
     let scraper = common::scraper(&fixture.root, &["--collector.timeout=10s"]);
     let before = text::encode(&scraper.scrape().await);
     assert!(before.contains("controller=\"nvme1\""));
-    std::fs::remove_file(fixture.root.join("class/nvme/nvme1")).unwrap();
-    std::fs::remove_file(
-        fixture
-            .root
-            .join("devices/virtual/nvme-subsystem/nvme-subsys0/nvme1"),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(fixture.root.join("devices/virtual/nvme-fabrics/ctl/nvme1")).unwrap();
+    delete_nvme1(&fixture.root);
     let after = text::encode(&scraper.scrape().await);
     assert!(!after.contains("controller=\"nvme1\""), "{after}");
     assert!(after.contains(
@@ -76,14 +77,7 @@ async fn a_controller_deleted_while_reconnecting_stays_a_lost_path() {
     let tcp = "{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\"}";
     let before = text::encode(&scraper.scrape().await);
     assert!(before.contains(&format!("nvmeof_subsystem_lost_paths{tcp} 0\n")));
-    std::fs::remove_file(fixture.root.join("class/nvme/nvme1")).unwrap();
-    std::fs::remove_file(
-        fixture
-            .root
-            .join("devices/virtual/nvme-subsystem/nvme-subsys0/nvme1"),
-    )
-    .unwrap();
-    std::fs::remove_dir_all(ctrl).unwrap();
+    delete_nvme1(&fixture.root);
     let after = text::encode(&scraper.scrape().await);
     for want in [
         format!("nvmeof_subsystem_paths{tcp} 1\n"),

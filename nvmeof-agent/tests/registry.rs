@@ -10,7 +10,7 @@ use nvmeof_agent::config::Config;
 #[test]
 fn each_built_collector_emits_only_its_registered_families() {
     let mut config = Config::defaults();
-    config.sysfs = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/6.1/sys").into();
+    config.sysfs = nvmeof_agent::test_support::captured_6_1();
     let built = build_enabled(&config).unwrap();
     let enabled: Vec<&str> = registry()
         .iter()

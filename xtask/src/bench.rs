@@ -5,14 +5,12 @@
 //! same counters as bpftool shows them, and the agent's CPU time per drain and per scrape with
 //! the real maps filled for 8 controllers × 128 I/O queues.
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::bootstrap::STATIC_TARGET;
-use crate::cache;
-use crate::cmd::{self, say};
+use crate::cmd::say;
 use crate::kernel::Series;
 use crate::lab::{self, Lab, LabOptions};
 
@@ -28,21 +26,8 @@ pub fn build_example(name: &str) -> Result<PathBuf> {
     say(format!(
         "build: cargo build --release --target {STATIC_TARGET} -p nvmeof-agent --example {name}"
     ));
-    cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
-        "build",
-        "--release",
-        "--target",
-        STATIC_TARGET,
-        "-p",
-        "nvmeof-agent",
-        "--example",
-        name,
-    ]))?;
-    Ok(cache::workspace()
-        .join("target")
-        .join(STATIC_TARGET)
-        .join("release/examples")
-        .join(name))
+    let release = crate::bootstrap::build_static_agent(["--example", name])?;
+    Ok(release.join("examples").join(name))
 }
 
 /// `cpus`: the VM's vCPUs (`cargo xtask bench --smp N`); the lab's default is 2.

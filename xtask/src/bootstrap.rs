@@ -52,6 +52,23 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
 
 /// The target the agent ships for: one static binary.
 pub const STATIC_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Builds one target of the agent crate (`["--bin", NAME]`, `["--example", NAME]`) as what
+/// ships: release, static (the lab's guest has no copy of the host's shared libraries). Returns
+/// the release directory it lands under.
+pub fn build_static_agent(target: [&str; 2]) -> Result<PathBuf> {
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(crate::cache::workspace())
+            .args(["build", "--release", "--target", STATIC_TARGET])
+            .args(["-p", "nvmeof-agent"])
+            .args(target),
+    )?;
+    Ok(crate::cache::workspace()
+        .join("target")
+        .join(STATIC_TARGET)
+        .join("release"))
+}
 /// The rust targets bootstrap installs: the shipped one and the arm64 build's.
 const TARGETS: &[&str] = &[STATIC_TARGET, crate::arm64::TARGET];
 

@@ -56,18 +56,38 @@ uname -r > $cap/KERNEL
 tar -czf /tmp/cap.tgz -C $cap . && base64 /tmp/cap.tgz
 "#;
 
+/// Writes the guest's gzipped tar `tgz` beside the lab as `name` and unpacks it into `dest`.
+fn unpack(lab: &Lab, name: &str, tgz: &[u8], dest: &Path) -> Result<()> {
+    let archive = lab.work_dir().join(name);
+    std::fs::write(&archive, tgz)?;
+    cmd::output(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(dest),
+    )?;
+    Ok(())
+}
+
+/// Boots the lab, builds its topology and says what it is, under `what`'s name.
+fn boot_and_show_topology(opts: &LabOptions, what: &str) -> Result<Lab> {
+    let mut lab = Lab::boot(opts)?;
+    let topo = lab.sh("topology; controllers")?;
+    say(format!(
+        "{what}: topology on {}:\n{}",
+        lab.kernel.release,
+        topo.out.trim_end()
+    ));
+    Ok(lab)
+}
+
 pub fn capture(series: Series, agent: &Path) -> Result<()> {
     // Fabrics only: the golden tests are written against this tree, without the emulated PCIe
     // controller of the standard lab (`capture-smart` boots that one).
     let mut opts = LabOptions::new(series);
     opts.agent = Some(agent.to_path_buf());
-    let mut lab = Lab::boot(&opts)?;
-    let topo = lab.sh("topology; controllers")?;
-    say(format!(
-        "capture: topology on {}:\n{}",
-        lab.kernel.release,
-        topo.out.trim_end()
-    ));
+    let mut lab = boot_and_show_topology(&opts, "capture")?;
     // A file at a time under TCG: minutes on a loaded host (6.12 timed out at 180 s).
     let o = lab
         .sh_timeout(CAPTURE_SCRIPT, Duration::from_secs(900))
@@ -82,16 +102,7 @@ pub fn capture(series: Series, agent: &Path) -> Result<()> {
         .join(series.name());
     let _ = std::fs::remove_dir_all(&dest);
     std::fs::create_dir_all(&dest)?;
-    let archive = lab.work_dir().join("cap.tgz");
-    std::fs::write(&archive, &tgz)?;
-    cmd::output(
-        Command::new("tar")
-            .arg("-xzf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&dest),
-    )
-    .context("unpacking the capture")?;
+    unpack(&lab, "cap.tgz", &tgz, &dest).context("unpacking the capture")?;
     say(format!(
         "capture: {} → {}",
         lab.kernel.release,
@@ -163,13 +174,7 @@ pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
         .pcie_nvme
         .clone()
         .context("the standard lab has a PCIe controller")?;
-    let mut lab = Lab::boot(&opts)?;
-    let topo = lab.sh("topology; controllers")?;
-    say(format!(
-        "capture-smart: topology on {}:\n{}",
-        lab.kernel.release,
-        topo.out.trim_end()
-    ));
+    let mut lab = boot_and_show_topology(&opts, "capture-smart")?;
     let mut ctrls = vec![
         format!("qemu-cw{}:pcie", pcie.critical_warning),
         format!("nvmet-{}-tcp:tcp:4420", series.name()),
@@ -198,18 +203,10 @@ pub fn capture_smart(series: Series, agent: &Path, pages: &Path) -> Result<()> {
         );
     }
     let out = o.out;
-    let archive = lab.work_dir().join("smartcap.tgz");
-    std::fs::write(&archive, base64_decode(&out)?)?;
     let dest = smart_fixtures();
     std::fs::create_dir_all(&dest)?;
-    cmd::output(
-        Command::new("tar")
-            .arg("-xzf")
-            .arg(&archive)
-            .arg("-C")
-            .arg(&dest),
-    )
-    .context("unpacking the SMART capture")?;
+    unpack(&lab, "smartcap.tgz", &base64_decode(&out)?, &dest)
+        .context("unpacking the SMART capture")?;
     say(format!(
         "capture-smart: {} → {} ({names})",
         lab.kernel.release,

@@ -125,16 +125,7 @@ fn build_agent() -> Result<PathBuf> {
         "build: cargo build --release --target {STATIC_TARGET} -p nvmeof-agent --bin nvmeof-exporter \
          (static; the eBPF object is built and embedded)"
     ));
-    cmd::run(Command::new("cargo").current_dir(cache::workspace()).args([
-        "build",
-        "--release",
-        "--target",
-        STATIC_TARGET,
-        "-p",
-        "nvmeof-agent",
-        "--bin",
-        "nvmeof-exporter",
-    ]))?;
+    xtask::bootstrap::build_static_agent(["--bin", "nvmeof-exporter"])?;
     let bin = agent_binary();
     let elf = std::fs::read(&bin).with_context(|| format!("reading {}", bin.display()))?;
     if xtask::elf::interpreter(&elf)?.is_some() {

@@ -148,7 +148,7 @@ fn emit(sink: &mut Sink, c: &Controller) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::testtree::Tree;
+    use crate::test_support::{collect, Tree};
 
     fn value(sink: Sink, name: &str, label: (&str, &str)) -> Vec<f64> {
         sink.into_families()
@@ -168,10 +168,7 @@ mod tests {
     fn state_is_one_hot_over_every_kernel_state() {
         let t = Tree::new();
         t.tcp_controller(0, "nqn.test:a", "connecting");
-        let mut sink = Sink::new();
-        ControllerCollector::new(t.root().into())
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
+        let sink = collect(&ControllerCollector::new(t.root().into()));
         assert_eq!(sink.skipped_count(), 0);
         let fams = sink.into_families();
         let state = fams.iter().find(|f| f.name() == STATE.name).unwrap();
@@ -184,10 +181,7 @@ mod tests {
     fn an_unknown_state_gets_its_own_series_and_is_counted() {
         let t = Tree::new();
         t.tcp_controller(0, "nqn.test:a", "unknown state");
-        let mut sink = Sink::new();
-        ControllerCollector::new(t.root().into())
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
+        let sink = collect(&ControllerCollector::new(t.root().into()));
         assert_eq!(sink.skipped_count(), 1);
         assert_eq!(value(sink, STATE.name, ("state", "unknown state")), [1.0]);
     }
@@ -204,10 +198,7 @@ mod tests {
             t.root().join("class/nvme/nvme1"),
         )
         .unwrap();
-        let mut sink = Sink::new();
-        ControllerCollector::new(t.root().into())
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
+        let sink = collect(&ControllerCollector::new(t.root().into()));
         // The cleaned model counts; the vanished controller, a deletion, does not.
         assert_eq!(sink.skipped_count(), 1);
         let fams = sink.into_families();
@@ -230,10 +221,7 @@ mod tests {
     fn off_timeouts_are_minus_one_and_io_queues_exclude_admin() {
         let t = Tree::new();
         t.tcp_controller(0, "nqn.test:a", "live");
-        let mut sink = Sink::new();
-        ControllerCollector::new(t.root().into())
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
+        let sink = collect(&ControllerCollector::new(t.root().into()));
         let fams = sink.into_families();
         let get = |name: &str| fams.iter().find(|f| f.name() == name).unwrap().metric[0].value();
         assert_eq!(get(FAST_IO_FAIL.name), -1.0);

@@ -164,13 +164,10 @@ impl Collector for ExporterCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::render;
 
     fn page(stats: std::sync::Arc<SelfStats>) -> String {
-        let mut sink = Sink::new();
-        ExporterCollector::new(stats)
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
-        crate::exposition::text::encode(&sink.into_families())
+        render(&ExporterCollector::new(stats))
     }
 
     #[test]

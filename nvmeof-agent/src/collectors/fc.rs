@@ -142,8 +142,7 @@ mod tests {
     fn statistics_beside_the_controller() {
         let d = tempfile::tempdir().unwrap();
         crate::sysfs::fc::tests::write_tree(d.path());
-        let root =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
+        let root = crate::test_support::captured_6_1();
         let parsed = sysfs::controllers(&root).unwrap();
         let c = parsed
             .items
@@ -157,7 +156,7 @@ mod tests {
         assert_eq!(r.unwrap().name, "rport-3:0-1");
         let mut sink = Sink::new();
         emit(&mut sink, c, h, r);
-        let text = crate::collectors::io::tests::render(sink);
+        let text = crate::test_support::text(sink);
         let l = format!(
             "subsystem=\"{}\",controller=\"{}\"",
             c.subsysnqn.as_deref().unwrap(),

@@ -283,16 +283,12 @@ impl Collector for IoCollector {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::bpf::io::model::{Events, IoView, QueueSeriesKey, QueueView, SeriesKey};
     use crate::bpf::ProgramRun;
+    use crate::test_support as support;
     use nvmeof_common::{latency_bucket, StatusKey, PROGRAM_COUNTERS};
-
-    /// The text exposition of a sink.
-    pub fn render(sink: Sink) -> String {
-        crate::exposition::text::encode(&sink.into_families())
-    }
 
     fn state(per_queue: bool) -> IoState {
         let qid = per_queue.then_some(1);
@@ -372,11 +368,7 @@ pub(crate) mod tests {
     }
 
     fn collect(s: IoState) -> String {
-        let mut sink = Sink::new();
-        IoCollector::from_state(s)
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
-        render(sink)
+        support::render(&IoCollector::from_state(s))
     }
 
     #[test]
@@ -430,10 +422,7 @@ pub(crate) mod tests {
     /// The protobuf side: the kernel's buckets as native ones, beside the classic ones.
     #[test]
     fn latency_carries_the_kernel_buckets_as_native_ones() {
-        let mut sink = Sink::new();
-        IoCollector::from_state(state(false))
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
+        let sink = support::collect(&IoCollector::from_state(state(false)));
         let families = sink.into_families();
         let f = families
             .iter()
@@ -523,9 +512,7 @@ pub(crate) mod tests {
     fn start_without_nvme_tracepoints_reports_down() {
         let (_tracefs, opts) = crate::bpf::io::tests::without_nvme_tracepoints();
         let c = IoCollector::new(crate::bpf::io::start(opts));
-        let mut sink = Sink::new();
-        c.collect(&Scrape::new(), &mut sink).unwrap();
-        let text = render(sink);
+        let text = support::render(&c);
         assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
         assert!(!text.contains("nvmeof_io_"), "{text}");
     }
@@ -539,9 +526,7 @@ pub(crate) mod tests {
             return;
         };
         let c = IoCollector::new(crate::bpf::io::start(opts));
-        let mut sink = Sink::new();
-        c.collect(&Scrape::new(), &mut sink).unwrap();
-        let text = render(sink);
+        let text = support::render(&c);
         assert!(text.contains("\nnvmeof_exporter_ebpf_up 0\n"), "{text}");
     }
 }

@@ -119,12 +119,14 @@ pub fn registry() -> Vec<Registration> {
             always_on: false,
             families: smart::FAMILIES,
             build: Build::Collector(|c| {
-                Ok(smart::smart_collector(smart::SmartOptions {
-                    sysfs_root: c.sysfs.clone(),
-                    dev_root: c.dev.clone(),
-                    interval: c.smart_interval,
-                    timeout: c.smart_timeout,
-                }))
+                Ok(Box::new(smart::SmartCollector::new(crate::smart::start(
+                    crate::smart::SmartOptions {
+                        sysfs_root: c.sysfs.clone(),
+                        dev_root: c.dev.clone(),
+                        interval: c.smart_interval,
+                        timeout: c.smart_timeout,
+                    },
+                ))))
             }),
         },
         Registration {

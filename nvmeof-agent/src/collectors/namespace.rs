@@ -146,17 +146,14 @@ fn stats(sink: &mut Sink, ids: &[(&str, &str)], s: &BlockStat) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::testtree::Tree;
+    use crate::test_support::{collect, Tree};
 
     #[test]
     fn plain_disk_counters_in_bytes_and_seconds() {
         let t = Tree::new();
         t.tcp_controller(2, "nqn.test:b", "live");
         t.plain_namespace(2, 1, 1);
-        let mut sink = Sink::new();
-        NamespaceCollector::new(t.root().into())
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
+        let sink = collect(&NamespaceCollector::new(t.root().into()));
         let fams = sink.into_families();
         let get = |f: &Family| {
             let mf = fams.iter().find(|m| m.name() == f.name).unwrap();
@@ -174,14 +171,9 @@ mod tests {
     #[test]
     fn ana_is_one_hot_per_path() {
         let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "live");
-        t.tcp_controller(1, "nqn.test:a", "live");
-        t.subsystem(0, "nqn.test:a", &[0, 1]);
+        t.two_paths(["live", "live"]);
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "change"]));
-        let mut sink = Sink::new();
-        NamespaceCollector::new(t.root().into())
-            .collect(&Scrape::new(), &mut sink)
-            .unwrap();
+        let sink = collect(&NamespaceCollector::new(t.root().into()));
         let fams = sink.into_families();
         let ana = fams.iter().find(|m| m.name() == ANA.name).unwrap();
         assert_eq!(ana.metric.len(), 10);

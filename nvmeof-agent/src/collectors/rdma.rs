@@ -229,7 +229,7 @@ mod tests {
     /// capture leaves GID tables out, so this goes through the route side with a table.
     #[test]
     fn captured_tree_ties_rxe0_to_the_rdma_controller() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
+        let root = crate::test_support::captured_6_1();
         let parsed = sysfs::controllers(&root).unwrap();
         let c = parsed.items.iter().find(|c| c.name == "nvme2").unwrap();
         let ports = ib_ports(&root);

@@ -1,91 +1,24 @@
-//! Collector `smart`: media health of every NVMe controller (fabrics and PCIe) from the SMART /
-//! Health log and Identify Controller, read with admin commands on `/dev/nvmeN`.
-//!
-//! Polling runs in the background (`poller`) on its own interval and timeout, one thread per
-//! poll and at most one poll per controller; `collect` only lists `class/nvme` (so that a
-//! controller gone since the last poll is gone from this scrape) and copies the cache, so a hung
-//! controller costs a scrape nothing but a `nvmeof_smart_stale` of 1. Fabrics targets (nvmet)
-//! answer with mostly zero pages; a composite temperature of 0 K is taken as "not reported".
-pub mod poller;
-
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::{Duration, UNIX_EPOCH};
+//! Collector `smart`: renders the SMART source's snapshot (`crate::smart`: SMART / Health log and
+//! Identify Controller of every NVMe controller, polled in the background). `collect` copies the
+//! source's cache, so a hung controller costs a scrape nothing but a `nvmeof_smart_stale` of 1.
+//! Fabrics targets (nvmet) answer with mostly zero pages; a composite temperature of 0 K is taken
+//! as "not reported".
+use std::time::UNIX_EPOCH;
 
 use crate::collector::{Collector, Family, Scrape, Sink};
 use crate::nvme::smart_log::kelvin_to_celsius;
 use crate::nvme::CriticalWarning;
-use crate::worker::Worker;
-use poller::{AdminBackend, CtrlView, DevBackend, Poller};
+use crate::smart::poller::CtrlView;
+use crate::smart::SmartSource;
 
-pub struct SmartOptions {
-    /// Where sysfs is mounted (`/sys`); controllers are found under `class/nvme`.
-    pub sysfs_root: PathBuf,
-    /// Where the controllers' character devices are (`/dev`).
-    pub dev_root: PathBuf,
-    /// Time between two polls of one controller.
-    pub interval: Duration,
-    /// Per-command timeout handed to the kernel (`timeout_ms`); 0 keeps the kernel's 60 s.
-    pub timeout: Duration,
-}
-
-impl Default for SmartOptions {
-    fn default() -> Self {
-        Self {
-            sysfs_root: PathBuf::from("/sys"),
-            dev_root: PathBuf::from("/dev"),
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-/// The `smart` collector, with its poller started on the device backend.
-pub fn smart_collector(opts: SmartOptions) -> Box<dyn Collector> {
-    let backend = Arc::new(DevBackend {
-        dev_root: opts.dev_root.clone(),
-    });
-    Box::new(SmartCollector::start(&opts, backend))
-}
-
+/// Renders what the SMART source (`crate::smart`) last polled.
 pub struct SmartCollector {
-    poller: Arc<Poller>,
-    /// The scheduling thread, which ends when the collector is dropped; `None` when it could
-    /// not be started (logged) or the caller ticks the poller.
-    _scheduler: Option<Worker>,
+    source: SmartSource,
 }
 
 impl SmartCollector {
-    /// Starts the scheduling thread: a pass now, then every few seconds (so that new, vanished
-    /// and non-live controllers are seen quickly) while each controller is polled per `interval`.
-    pub fn start(opts: &SmartOptions, backend: Arc<dyn AdminBackend>) -> Self {
-        let poller = Poller::new(
-            opts.sysfs_root.clone(),
-            opts.interval,
-            opts.timeout,
-            backend,
-        );
-        let period = opts
-            .interval
-            .clamp(Duration::from_millis(10), Duration::from_secs(5));
-        let p = Arc::clone(&poller);
-        let scheduler = Worker::every("smart-scheduler", period, move || p.tick())
-            .map_err(|e| {
-                log::error!("smart: cannot start the polling thread, SMART metrics stay empty: {e}")
-            })
-            .ok();
-        Self {
-            poller,
-            _scheduler: scheduler,
-        }
-    }
-
-    /// A collector over a poller driven by the caller (tests tick it by hand).
-    pub fn with_poller(poller: Arc<Poller>) -> Self {
-        Self {
-            poller,
-            _scheduler: None,
-        }
+    pub fn new(source: SmartSource) -> Self {
+        Self { source }
     }
 }
 
@@ -216,7 +149,7 @@ pub static FAMILIES: &[Family] = &[
 
 impl Collector for SmartCollector {
     fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        for (name, view) in self.poller.snapshot() {
+        for (name, view) in self.source.snapshot() {
             emit(sink, &name, &view);
         }
         Ok(())

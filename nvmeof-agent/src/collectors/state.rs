@@ -86,7 +86,7 @@ impl Collector for StateCollector {
 mod tests {
     use super::*;
     use crate::bpf::state::POLL_INTERVAL;
-    use crate::sysfs::testtree::Tree;
+    use crate::test_support::{collect, Tree};
 
     #[test]
     fn fallback_reports_its_source_and_only_present_controllers() {
@@ -95,8 +95,7 @@ mod tests {
         let root: PathBuf = t.root().into();
         let c = StateCollector::new(root.clone(), StateSource::polling(root));
         std::thread::sleep(POLL_INTERVAL * 3);
-        let mut sink = Sink::new();
-        c.collect(&Scrape::new(), &mut sink).unwrap();
+        let sink = collect(&c);
         let fams = sink.into_families();
         let source = fams.iter().find(|f| f.name() == SOURCE.name).unwrap();
         assert_eq!(source.metric[0].label[0].value(), "sysfs_poll");

@@ -249,12 +249,11 @@ impl Collector for SubsystemCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::testtree::Tree;
+    use crate::test_support::{collect, Tree};
 
     /// `(paths, live_paths, lost_paths)` of `nqn` and the forgotten count, from one scrape.
     fn scrape(c: &SubsystemCollector, nqn: &str) -> (Option<[f64; 3]>, f64) {
-        let mut sink = Sink::new();
-        c.collect(&Scrape::new(), &mut sink).unwrap();
+        let sink = collect(c);
         let fams = sink.into_families();
         let get = |f: &Family| {
             fams.iter()
@@ -291,18 +290,14 @@ mod tests {
     }
 
     fn two_paths(t: &Tree) {
-        t.tcp_controller(0, "nqn.test:a", "live");
-        t.tcp_controller(1, "nqn.test:a", "live");
+        t.two_paths(["live", "live"]);
         t.set_transport(1, "tcp", "traddr=10.0.0.2,trsvcid=4420,src_addr=10.0.0.1");
-        t.subsystem(0, "nqn.test:a", &[0, 1]);
     }
 
     #[test]
     fn one_of_two_paths_live() {
         let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "live");
-        t.tcp_controller(1, "nqn.test:a", "resetting");
-        t.subsystem(0, "nqn.test:a", &[0, 1]);
+        t.two_paths(["live", "resetting"]);
         let c = SubsystemCollector::new(t.root().into());
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([2.0, 1.0, 0.0]), 0.0));
     }

@@ -232,7 +232,7 @@ mod tests {
         assert!(ambiguous.is_empty());
         let mut sink = Sink::new();
         emit_all(&mut sink, &assigned, true);
-        let text = crate::collectors::io::tests::render(sink);
+        let text = crate::test_support::text(sink);
         for line in [
             r#"nvmeof_tcp_connections{subsystem="nqn.x:tcp",controller="nvme0"} 2"#,
             r#"nvmeof_tcp_connections{subsystem="nqn.x:tcp",controller="nvme1"} 1"#,

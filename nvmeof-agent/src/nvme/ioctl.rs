@@ -9,7 +9,7 @@
 //! Timeouts: the command's `timeout_ms` replaces the kernel's admin timeout (60 s) for this
 //! command only. When it fires the kernel recovers the controller as for any timed-out command
 //! (abort, then reset or, on fabrics, reconnect), and the ioctl fails with EINTR. A caller that
-//! cannot afford to block should run these on a thread of its own (`collectors::smart` does).
+//! cannot afford to block should run these on a thread of its own (`crate::smart` does).
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -46,25 +46,10 @@ pub struct AdminCmd {
     pub result: u32,
 }
 
-// The ioctl number encodes the direction and size; most architectures use the asm-generic
-// layout, these few keep 3 direction bits and 13 size bits.
-#[cfg(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-))]
-const IOC_READ_WRITE_SHIFTED: u64 = (2 | 4) << 29;
-#[cfg(not(any(
-    target_arch = "powerpc",
-    target_arch = "powerpc64",
-    target_arch = "mips",
-    target_arch = "mips64",
-    target_arch = "sparc",
-    target_arch = "sparc64"
-)))]
+// The ioctl number encodes the direction and size. Most architectures use the asm-generic
+// layout (2 direction bits at 30, read 2 | write 1); powerpc, mips and sparc keep 3 direction
+// bits at 29 (read 2 | write 4) and 13 size bits. Read-write lands on the same two top bits in
+// both, (1 | 2) << 30 == (2 | 4) << 29, and the admin command's size fits 13 bits: one value.
 const IOC_READ_WRITE_SHIFTED: u64 = (1 | 2) << 30;
 
 const fn iowr(ty: u8, nr: u8, size: usize) -> u64 {

@@ -283,7 +283,7 @@ mod tests {
     /// `subsysnqn` and `state` as written there, trimmed.
     #[test]
     fn identities_of_the_captured_tree() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys");
+        let root = crate::test_support::captured_6_1();
         let mut want: Vec<(u32, String, String, String)> =
             std::fs::read_dir(root.join("class/nvme"))
                 .unwrap()
@@ -305,7 +305,7 @@ mod tests {
             .collect();
         assert_eq!(got, want);
     }
-    use crate::sysfs::testtree::Tree;
+    use crate::test_support::Tree;
 
     #[test]
     fn a_6_1_tcp_controller() {

@@ -8,7 +8,6 @@ mod attr;
 pub mod blockstat;
 pub mod controller;
 pub mod fc;
-pub mod fixture;
 pub mod infiniband;
 pub mod namespace;
 pub mod subsystem;
@@ -19,31 +18,3 @@ pub use blockstat::BlockStat;
 pub use controller::{controllers, Address, Controller, CtrlState, Timeout};
 pub use namespace::{namespace_lba_sizes, namespaces, AnaState, Namespace, NamespaceLba, NsPath};
 pub use subsystem::{subsystems, SubsysController, Subsystem};
-
-#[cfg(test)]
-pub(crate) mod testtree {
-    //! A fixture tree in a temporary directory that lives as long as the test's `Tree`.
-    use super::fixture::FixtureTree;
-
-    pub(crate) struct Tree {
-        tree: FixtureTree,
-        _dir: tempfile::TempDir,
-    }
-
-    impl Tree {
-        pub(crate) fn new() -> Tree {
-            let dir = tempfile::tempdir().expect("tempdir");
-            Tree {
-                tree: FixtureTree::new(dir.path()),
-                _dir: dir,
-            }
-        }
-    }
-
-    impl std::ops::Deref for Tree {
-        type Target = FixtureTree;
-        fn deref(&self) -> &FixtureTree {
-            &self.tree
-        }
-    }
-}

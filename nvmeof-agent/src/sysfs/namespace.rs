@@ -238,13 +238,11 @@ fn path(dir: &Path, name: &str, ctrl: &str, instance: u32, skipped: &mut Vec<Ski
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::testtree::Tree;
+    use crate::test_support::Tree;
 
     fn two_path_tree() -> Tree {
         let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "live");
-        t.tcp_controller(1, "nqn.test:a", "live");
-        t.subsystem(0, "nqn.test:a", &[0, 1]);
+        t.two_paths(["live", "live"]);
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "non-optimized"]));
         t
     }

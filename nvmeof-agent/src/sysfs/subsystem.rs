@@ -95,14 +95,12 @@ fn subsystem(dir: &Path, name: &str, skipped: &mut Vec<Skip>) -> anyhow::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::testtree::Tree;
+    use crate::test_support::Tree;
 
     #[test]
     fn a_subsystem_with_two_paths_and_a_head() {
         let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "live");
-        t.tcp_controller(1, "nqn.test:a", "connecting");
-        t.subsystem(0, "nqn.test:a", &[0, 1]);
+        t.two_paths(["live", "connecting"]);
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "inaccessible"]));
         let p = subsystems(t.root()).unwrap();
         assert_eq!(p.skipped, vec![]);
@@ -122,9 +120,7 @@ mod tests {
     #[test]
     fn one_bad_subsystem_entry_costs_that_entry_only() {
         let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "live");
-        t.tcp_controller(1, "nqn.test:a", "live");
-        t.subsystem(0, "nqn.test:a", &[0, 1]);
+        t.two_paths(["live", "live"]);
         t.multipath_namespace(0, 1, 1, &[0, 1], None);
         let class = t.root().join("class/nvme-subsystem");
         std::os::unix::fs::symlink("nvme-subsys3", class.join("nvme-subsys3")).unwrap();

@@ -1,34 +1,14 @@
 //! What the integration tests share: the sysfs tree they run against and a scraper over it.
 #![allow(dead_code)] // each test binary uses its own part
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nvmeof_agent::cli::parse_from;
 use nvmeof_agent::collectors::build_enabled;
 use nvmeof_agent::scrape::Scraper;
 
-/// A sysfs root for the tests, kept alive as long as the value.
-pub struct Fixture {
-    _dir: tempfile::TempDir,
-    pub root: PathBuf,
-}
-
-/// The sysfs tree the lab captured from a real 6.1 host with every transport connected (TCP over
-/// two paths, RDMA, FC, loop), copied so a test may change it: the one place that decides where
-/// the golden and HTTP tests' sysfs comes from. `cargo xtask capture` rewrites the original.
-pub fn sysfs_6_1() -> Fixture {
-    let captured = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/6.1/sys");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(captured)
-        .arg(dir.path())
-        .status()
-        .expect("cp");
-    assert!(status.success(), "copying {captured}");
-    let root = dir.path().join("sys");
-    Fixture { _dir: dir, root }
-}
+#[allow(unused_imports)] // each test binary uses its own part
+pub use nvmeof_agent::test_support::{sysfs_6_1, Fixture};
 
 /// A scraper with the default sysfs collectors over `sysfs`, as the binary would build it. The
 /// `io` (eBPF) and `smart` (admin commands) collectors read the running kernel and devices, not

@@ -6,9 +6,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use super::poller::{discover, AdminBackend, Poller};
 use super::*;
 use crate::nvme::{NvmeError, SMART_LOG_LEN};
+use crate::smart::poller::{discover, AdminBackend, Poller};
+use crate::smart::{SmartOptions, SmartSource};
+use crate::test_support::{collect, render, value};
 
 const INTERVAL: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_millis(20);
@@ -102,6 +104,18 @@ fn setup() -> (tempfile::TempDir, Arc<FakeBackend>, Arc<Poller>) {
     (dir, backend, poller)
 }
 
+/// A poller over controllers (name, sysfs state, what the backend answers for it).
+fn with_ctrls(
+    ctrls: Vec<(&str, &str, Script)>,
+) -> (tempfile::TempDir, Arc<FakeBackend>, Arc<Poller>) {
+    let (dir, backend, poller) = setup();
+    for (name, state, script) in ctrls {
+        add_ctrl(dir.path(), name, state);
+        backend.set(name, script);
+    }
+    (dir, backend, poller)
+}
+
 fn wait_idle(p: &Poller) {
     let t = Instant::now();
     while p.busy() {
@@ -110,21 +124,9 @@ fn wait_idle(p: &Poller) {
     }
 }
 
-fn render(c: &dyn Collector) -> String {
-    let mut sink = Sink::new();
-    c.collect(&Scrape::new(), &mut sink).unwrap();
-    crate::exposition::text::encode(&sink.into_families())
-}
-
-/// The value of the one series whose line starts with `prefix` (name and labels).
-fn value(text: &str, prefix: &str) -> Option<f64> {
-    let mut hits = text
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap());
-    let v = hits.next();
-    assert!(hits.next().is_none(), "{prefix} matches several series");
-    v
+/// The collector over a poller the test ticks by hand.
+fn over(poller: Arc<Poller>) -> SmartCollector {
+    SmartCollector::new(SmartSource::with_poller(poller))
 }
 
 fn pages() -> Script {
@@ -153,7 +155,7 @@ fn golden_output() {
     let at = UNIX_EPOCH + Duration::from_secs(1_764_000_000);
     poller.set_last_success("nvme0", at);
     poller.set_last_success("nvme1", at);
-    let text = render(&SmartCollector::with_poller(poller));
+    let text = render(&over(poller));
 
     let golden =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smart/metrics.prom");
@@ -208,14 +210,11 @@ fn golden_output() {
 
 #[test]
 fn every_emitted_family_is_declared_and_every_declared_one_emitted() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    backend.set("nvme0", pages());
+    let (_dir, _backend, poller) = with_ctrls(vec![("nvme0", "live", pages())]);
     poller.tick();
     wait_idle(&poller);
-    let c = SmartCollector::with_poller(poller);
-    let mut sink = Sink::new();
-    c.collect(&Scrape::new(), &mut sink).unwrap();
+    let c = over(poller);
+    let sink = collect(&c);
     let emitted: Vec<String> = sink
         .into_families()
         .iter()
@@ -228,14 +227,11 @@ fn every_emitted_family_is_declared_and_every_declared_one_emitted() {
 
 #[test]
 fn a_scrape_during_a_hang_returns_at_once_and_says_stale() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    add_ctrl(dir.path(), "nvme1", "live");
-    backend.set("nvme0", pages());
-    backend.set("nvme1", pages());
+    let (_dir, backend, poller) =
+        with_ctrls(vec![("nvme0", "live", pages()), ("nvme1", "live", pages())]);
     poller.tick();
     wait_idle(&poller);
-    let c = SmartCollector::with_poller(poller.clone());
+    let c = over(poller.clone());
     assert_eq!(
         value(&render(&c), r#"nvmeof_smart_stale{controller="nvme0""#),
         Some(0.0)
@@ -313,15 +309,13 @@ fn a_scrape_during_a_hang_returns_at_once_and_says_stale() {
 
 #[test]
 fn permission_errors_are_counted_and_leave_no_smart_series() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    backend.set("nvme0", Script::PermissionDenied);
+    let (_dir, _backend, poller) = with_ctrls(vec![("nvme0", "live", Script::PermissionDenied)]);
     let now = Instant::now();
     poller.tick_at(now);
     wait_idle(&poller);
     poller.tick_at(now + INTERVAL);
     wait_idle(&poller);
-    let text = render(&SmartCollector::with_poller(poller));
+    let text = render(&over(poller));
     let l = r#"{controller="nvme0",subsystem="nqn.2014-08.org.example:nvme0""#;
     assert_eq!(
         value(
@@ -344,16 +338,15 @@ fn permission_errors_are_counted_and_leave_no_smart_series() {
 
 #[test]
 fn non_live_controllers_are_skipped_and_vanished_ones_dropped() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    add_ctrl(dir.path(), "nvme1", "resetting");
-    backend.set("nvme0", pages());
-    backend.set("nvme1", pages());
+    let (dir, backend, poller) = with_ctrls(vec![
+        ("nvme0", "live", pages()),
+        ("nvme1", "resetting", pages()),
+    ]);
     let now = Instant::now();
     poller.tick_at(now);
     wait_idle(&poller);
     assert_eq!((backend.calls("nvme0"), backend.calls("nvme1")), (1, 0));
-    let c = SmartCollector::with_poller(poller.clone());
+    let c = over(poller.clone());
     let text = render(&c);
     assert_eq!(
         value(
@@ -413,7 +406,7 @@ fn a_controller_that_comes_back_during_a_stuck_poll_gets_no_second_poll() {
     drop(release);
     wait_idle(&poller);
     // The stuck poll's late result belongs to the old controller and is not shown.
-    let text = render(&SmartCollector::with_poller(poller));
+    let text = render(&over(poller));
     assert!(text.contains(
         r#"nvmeof_smart_stale{controller="nvme0",subsystem="nqn.2014-08.org.example:nvme0"} 1"#
     ));
@@ -451,7 +444,7 @@ fn the_scheduler_polls_in_the_background_and_stops_with_the_collector() {
         interval: Duration::from_millis(20),
         timeout: TIMEOUT,
     };
-    let c = SmartCollector::start(&opts, backend.clone());
+    let c = SmartCollector::new(SmartSource::start(&opts, backend.clone()));
     let t = Instant::now();
     while backend.calls("nvme0") < 3 {
         assert!(t.elapsed() < Duration::from_secs(5), "no background polls");
@@ -478,7 +471,7 @@ fn status_and_decode_errors_are_counted_by_reason() {
     );
     poller.tick();
     wait_idle(&poller);
-    let text = render(&SmartCollector::with_poller(poller));
+    let text = render(&over(poller));
     let errors = |ctrl: &str, reason: &str| {
         value(
             &text,
@@ -506,7 +499,7 @@ fn a_zero_timeout_waits_for_the_kernel_default() {
 
 #[test]
 fn the_device_backend_reports_what_it_meets() {
-    // Production wiring: `smart_collector` on the real ioctl path. Here `nvme0` is a regular
+    // Production wiring: `crate::smart::start` on the real ioctl path. Here `nvme0` is a regular
     // file (the ioctl fails with ENOTTY) and `nvme1` has no device node at all.
     let dir = tempfile::tempdir().unwrap();
     add_ctrl(dir.path(), "nvme0", "live");
@@ -514,12 +507,12 @@ fn the_device_backend_reports_what_it_meets() {
     let dev = dir.path().join("dev");
     std::fs::create_dir_all(&dev).unwrap();
     std::fs::write(dev.join("nvme0"), b"").unwrap();
-    let c = smart_collector(SmartOptions {
+    let c = SmartCollector::new(crate::smart::start(SmartOptions {
         sysfs_root: dir.path().to_owned(),
         dev_root: dev,
         interval: Duration::from_secs(60),
         timeout: Duration::from_secs(1),
-    });
+    }));
     let errors = |text: &str, ctrl: &str, reason: &str| {
         value(
             text,
@@ -530,7 +523,7 @@ fn the_device_backend_reports_what_it_meets() {
     };
     let t = Instant::now();
     let text = loop {
-        let text = render(c.as_ref());
+        let text = render(&c);
         if errors(&text, "nvme0", "io") == Some(1.0)
             && errors(&text, "nvme1", "no_device") == Some(1.0)
         {
@@ -553,8 +546,7 @@ fn the_device_backend_reports_what_it_meets() {
 /// twice, RDMA, FC, loop), so that one can be taken away as the kernel does on deletion; returns
 /// the controllers' names too.
 fn captured_root() -> (tempfile::TempDir, Vec<String>) {
-    let captured =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys/class/nvme");
+    let captured = crate::test_support::captured_6_1().join("class/nvme");
     let dir = tempfile::tempdir().unwrap();
     let class = dir.path().join("class/nvme");
     std::fs::create_dir_all(&class).unwrap();
@@ -591,7 +583,7 @@ fn a_deleted_controller_leaves_no_series_at_the_next_scrape() {
     let poller = Poller::new(dir.path().to_owned(), INTERVAL, TIMEOUT, backend.clone());
     poller.tick();
     wait_idle(&poller);
-    let c = SmartCollector::with_poller(poller.clone());
+    let c = over(poller.clone());
     assert_eq!(polled(&render(&c)), names);
 
     // The RDMA controller is deleted; no scheduling pass runs before the scrape.
@@ -614,15 +606,12 @@ fn a_deleted_controller_leaves_no_series_at_the_next_scrape() {
 
 #[test]
 fn a_name_taken_by_another_subsystem_shows_nothing_of_its_predecessor() {
-    let (dir, backend, poller) = setup();
-    add_ctrl(dir.path(), "nvme0", "live");
-    add_ctrl(dir.path(), "nvme1", "live");
-    backend.set("nvme0", pages());
-    backend.set("nvme1", pages());
+    let (dir, backend, poller) =
+        with_ctrls(vec![("nvme0", "live", pages()), ("nvme1", "live", pages())]);
     let now = Instant::now();
     poller.tick_at(now);
     wait_idle(&poller);
-    let c = SmartCollector::with_poller(poller.clone());
+    let c = over(poller.clone());
     assert_eq!(polled(&render(&c)), ["nvme0", "nvme1"]);
 
     // nvme1 deleted and its instance number reused by a controller of another subsystem before

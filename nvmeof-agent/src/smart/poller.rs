@@ -1,6 +1,6 @@
-//! The background side of the `smart` collector: finds controllers in sysfs, polls each live one
-//! on its own thread with at most one poll in flight, and keeps the latest pages in a cache that
-//! scrapes read without ever waiting on a device.
+//! The SMART source's poller: finds controllers in sysfs, polls each live one on its own thread
+//! with at most one poll in flight, and keeps the latest pages in a cache that scrapes read
+//! without ever waiting on a device.
 //!
 //! Why threads and not a timeout around the ioctl: a passthrough command cannot be cancelled
 //! from user space. A controller that stops answering keeps its polling thread in the kernel

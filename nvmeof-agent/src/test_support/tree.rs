@@ -41,6 +41,14 @@ impl FixtureTree {
         &self.root
     }
 
+    /// Subsystem 0 (`nqn.test:a`) reached over TCP by nvme0 and nvme1 in these states: the
+    /// multipath host most tests start from.
+    pub fn two_paths(&self, states: [&str; 2]) {
+        self.tcp_controller(0, "nqn.test:a", states[0]);
+        self.tcp_controller(1, "nqn.test:a", states[1]);
+        self.subsystem(0, "nqn.test:a", &[0, 1]);
+    }
+
     pub fn ctrl_dir(&self, instance: u32) -> PathBuf {
         self.root
             .join(format!("devices/virtual/nvme-fabrics/ctl/nvme{instance}"))
@@ -167,4 +175,33 @@ fn disk(dir: &Path, nsid: u32, sectors: u64, lbs: u32, stat: &str) {
             ("stat", stat),
         ],
     );
+}
+
+/// A [`FixtureTree`] in a temporary directory that lives as long as the value.
+pub struct Tree {
+    tree: FixtureTree,
+    _dir: tempfile::TempDir,
+}
+
+impl Tree {
+    pub fn new() -> Tree {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Tree {
+            tree: FixtureTree::new(dir.path()),
+            _dir: dir,
+        }
+    }
+}
+
+impl Default for Tree {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::ops::Deref for Tree {
+    type Target = FixtureTree;
+    fn deref(&self) -> &FixtureTree {
+        &self.tree
+    }
 }
