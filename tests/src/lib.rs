@@ -159,6 +159,17 @@ pub fn scrape_lab(lab: &Lab) -> Metrics {
     Metrics::parse(&body)
 }
 
+/// Runs `f` in the shared lab of every kernel under test (`NVMEOF_LAB_KERNELS`), with that
+/// kernel's release for messages: the loop every lab test starts with.
+pub fn on_each_lab(mut f: impl FnMut(&mut Shared, &str)) {
+    for k in kernels() {
+        with_lab(k, |s| {
+            let release = s.lab.kernel.release.clone();
+            f(s, &release)
+        });
+    }
+}
+
 pub fn with_lab<R>(series: Series, f: impl FnOnce(&mut Shared) -> R) -> R {
     let slot = slot(series);
     let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use nvmeof_tests::{kernels, trace, with_lab, Metrics, Shared, LAB_AGENT_ARGS};
+use nvmeof_tests::{on_each_lab, trace, Metrics, Shared, LAB_AGENT_ARGS};
 use xtask::prometheus::Prometheus;
 
 /// Every family the agent may expose, from the registry: a live page must stay inside it.
@@ -59,107 +59,101 @@ fn moved(
 #[test]
 fn agent_serves_real_metrics_on_host_loopback() {
     let declared = declared_families();
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            // The first scrapes after start can find the sysfs collectors past their deadline
-            // (cold caches under TCG): they then serve nothing yet. Wait for one that finished.
-            let (mut m, mut took) = s.scrape();
-            for _ in 0..10 {
-                let fresh = ["controller", "subsystem", "io"].iter().all(|c| {
-                    m.sum("nvmeof_exporter_collector_success", &[("collector", c)]) == 1.0
-                });
-                if fresh {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(300));
-                (m, took) = s.scrape();
+    on_each_lab(|s, release| {
+        // The first scrapes after start can find the sysfs collectors past their deadline
+        // (cold caches under TCG): they then serve nothing yet. Wait for one that finished.
+        let (mut m, mut took) = s.scrape();
+        for _ in 0..10 {
+            let fresh = ["controller", "subsystem", "io"]
+                .iter()
+                .all(|c| m.sum("nvmeof_exporter_collector_success", &[("collector", c)]) == 1.0);
+            if fresh {
+                break;
             }
-            assert_eq!(
-                m.sum("nvmeof_exporter_ebpf_up", &[]),
-                1.0,
-                "{release}: eBPF is off:\n{}",
-                s.lab.sh("cat /tmp/agent.log").unwrap().out
+            std::thread::sleep(Duration::from_millis(300));
+            (m, took) = s.scrape();
+        }
+        assert_eq!(
+            m.sum("nvmeof_exporter_ebpf_up", &[]),
+            1.0,
+            "{release}: eBPF is off:\n{}",
+            s.lab.sh("cat /tmp/agent.log").unwrap().out
+        );
+        assert!(
+            took < Duration::from_secs(2),
+            "{release}: scrape took {took:?}"
+        );
+        for t in s.expected_transports() {
+            let want = if t == "tcp" { 2.0 } else { 1.0 };
+            let live = m.sum(
+                "nvmeof_subsystem_state",
+                &[("subsystem", &nqn(t)), ("state", "live")],
             );
+            assert_eq!(live, want, "{release}: live {t} controllers");
+            let typed = m.sum(
+                "nvmeof_transport_type",
+                &[("subsystem", &nqn(t)), ("transport", t)],
+            );
+            assert_eq!(typed, want, "{release}: transport type of {t}");
+        }
+        // Every family on the page is declared (and so documented: see metrics_doc).
+        for line in m.text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+            let name = line.split_whitespace().next().unwrap();
             assert!(
-                took < Duration::from_secs(2),
-                "{release}: scrape took {took:?}"
+                declared.contains(&name),
+                "{release}: undeclared family {name}"
             );
-            for t in s.expected_transports() {
-                let want = if t == "tcp" { 2.0 } else { 1.0 };
-                let live = m.sum(
-                    "nvmeof_subsystem_state",
-                    &[("subsystem", &nqn(t)), ("state", "live")],
-                );
-                assert_eq!(live, want, "{release}: live {t} controllers");
-                let typed = m.sum(
-                    "nvmeof_transport_type",
-                    &[("subsystem", &nqn(t)), ("transport", t)],
-                );
-                assert_eq!(typed, want, "{release}: transport type of {t}");
-            }
-            // Every family on the page is declared (and so documented: see metrics_doc).
-            for line in m.text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
-                let name = line.split_whitespace().next().unwrap();
-                assert!(
-                    declared.contains(&name),
-                    "{release}: undeclared family {name}"
-                );
-            }
-        });
-    }
+        }
+    });
 }
 
 #[test]
 fn dd_bytes_and_commands_show_up_exactly_in_the_io_counters() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            s.ensure_agent();
-            for t in s.expected_transports() {
-                let sub = nqn(t);
-                let by = [("subsystem", sub.as_str())];
-                let before = scrape_after_drain(s);
-                // 256 writes then 128 reads of 4 KiB, direct, so each is exactly one command.
-                s.lab
-                    .sh_ok(&format!(
-                        "d=$(dev_of {t}) || exit 9
-                         dd if=/dev/zero of=$d bs=4k count=256 oflag=direct 2>/dev/null &&
-                         dd if=$d of=/dev/null bs=4k count=128 iflag=direct 2>/dev/null"
-                    ))
-                    .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
-                let after = scrape_after_drain(s);
-                let delta =
-                    |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
-                assert_eq!(
-                    delta("nvmeof_io_write_bytes_total", &[]),
-                    1_048_576.0,
-                    "{release} {t}: write bytes"
-                );
-                assert_eq!(
-                    delta("nvmeof_io_read_bytes_total", &[]),
-                    524_288.0,
-                    "{release} {t}: read bytes"
-                );
-                assert_eq!(
-                    delta("nvmeof_io_commands_total", &[("opclass", "write")]),
-                    256.0,
-                    "{release} {t}: writes"
-                );
-                assert_eq!(
-                    delta("nvmeof_io_commands_total", &[("opclass", "read")]),
-                    128.0,
-                    "{release} {t}: reads"
-                );
-                // The histogram counts every command the counters count.
-                let hist_count = delta("nvmeof_io_latency_seconds_count", &[("opclass", "write")]);
-                assert_eq!(
-                    hist_count, 256.0,
-                    "{release} {t}: histogram count of writes"
-                );
-            }
-        });
-    }
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        for t in s.expected_transports() {
+            let sub = nqn(t);
+            let by = [("subsystem", sub.as_str())];
+            let before = scrape_after_drain(s);
+            // 256 writes then 128 reads of 4 KiB, direct, so each is exactly one command.
+            s.lab
+                .sh_ok(&format!(
+                    "d=$(dev_of {t}) || exit 9
+                     dd if=/dev/zero of=$d bs=4k count=256 oflag=direct 2>/dev/null &&
+                     dd if=$d of=/dev/null bs=4k count=128 iflag=direct 2>/dev/null"
+                ))
+                .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
+            let after = scrape_after_drain(s);
+            let delta =
+                |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
+            assert_eq!(
+                delta("nvmeof_io_write_bytes_total", &[]),
+                1_048_576.0,
+                "{release} {t}: write bytes"
+            );
+            assert_eq!(
+                delta("nvmeof_io_read_bytes_total", &[]),
+                524_288.0,
+                "{release} {t}: read bytes"
+            );
+            assert_eq!(
+                delta("nvmeof_io_commands_total", &[("opclass", "write")]),
+                256.0,
+                "{release} {t}: writes"
+            );
+            assert_eq!(
+                delta("nvmeof_io_commands_total", &[("opclass", "read")]),
+                128.0,
+                "{release} {t}: reads"
+            );
+            // The histogram counts every command the counters count.
+            let hist_count = delta("nvmeof_io_latency_seconds_count", &[("opclass", "write")]);
+            assert_eq!(
+                hist_count, 256.0,
+                "{release} {t}: histogram count of writes"
+            );
+        }
+    });
 }
 
 /// Writes traced by the quantile test, one command each (4 KiB, direct).
@@ -202,137 +196,137 @@ const MAX_MEAN_OFFSET_NS: f64 = 20_000.0;
 /// and hook gap ([`SHIFTED_COMMANDS`], [`TRACE_SLACK_NS`]).
 #[test]
 fn latency_quantiles_match_the_kernels_own_trace() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            s.ensure_agent();
-            let prom = Prometheus::start(s.lab.host_port)
-                .unwrap_or_else(|e| panic!("{release}: starting Prometheus: {e:#}"));
-            let script = format!(
-                "c=$(ctrl_of rdma) || exit 9; d=$(dev_of rdma) || exit 9
-                 T=/sys/kernel/tracing/instances/nvmeof-latency
-                 rmdir $T 2>/dev/null; mkdir $T || exit 6
-                 echo mono > $T/trace_clock
-                 echo 8192 > $T/buffer_size_kb
-                 echo 1 > $T/events/nvme/nvme_setup_cmd/enable
-                 echo 1 > $T/events/nvme/nvme_complete_rq/enable
-                 agent_restart {LAB_AGENT_ARGS} > /dev/null || exit 7
-                 scrape > /dev/null
-                 dd if=/dev/zero of=$d bs=4k count={TRACED_WRITES} oflag=direct 2>/dev/null || exit 5
-                 echo 0 > $T/events/nvme/nvme_setup_cmd/enable
-                 echo 0 > $T/events/nvme/nvme_complete_rq/enable
-                 echo \"@@CTRL $c\"
-                 echo \"@@OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun/ {{n += $2}} END {{print n + 0}}')\"
-                 # Only what the join needs: timestamp, event, controller, queue, cid, opcode.
-                 grep -E ' nvme_(setup_cmd|complete_rq): '$c': ' $T/trace |
-                     sed -E 's/^.* ([0-9]+\\.[0-9]+: nvme_)/ \\1/; s/(cmdid=[0-9]+).*(nvme_cmd_[a-z_]+).*/\\1 \\2/; s/(cmdid=[0-9]+),.*/\\1/'
-                 rmdir $T"
-            );
-            let out = s
-                .lab
-                .sh_timeout(&script, Duration::from_secs(300))
-                .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-            assert_eq!(out.rc, 0, "{release}: traced dd failed:\n{}", out.out);
-            let ctrl = out
-                .out
-                .lines()
-                .find_map(|l| l.strip_prefix("@@CTRL "))
-                .expect("controller line")
-                .trim()
-                .to_owned();
-            let overrun = out
-                .out
-                .lines()
-                .find_map(|l| l.strip_prefix("@@OVERRUN "))
-                .expect("overrun line")
-                .trim()
-                .to_owned();
-            assert_eq!(overrun, "0", "{release}: the trace buffer lost events");
-            let events: Vec<_> = out
-                .out
-                .lines()
-                .filter_map(|l| trace::parse_line(l, &ctrl))
-                .collect();
-            let joined = trace::join_writes(&events);
-            assert_eq!(
-                (joined.latencies_ns.len(), joined.pending),
-                (TRACED_WRITES, 0),
-                "{release}: traced writes on {ctrl} ({} events, {} unmatched completions)",
-                events.len(),
-                joined.unmatched
-            );
-            let mut exact = joined.latencies_ns.clone();
-            exact.sort_unstable();
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        let prom = Prometheus::start(s.lab.host_port)
+            .unwrap_or_else(|e| panic!("{release}: starting Prometheus: {e:#}"));
+        let script = format!(
+            "c=$(ctrl_of rdma) || exit 9; d=$(dev_of rdma) || exit 9
+             T=/sys/kernel/tracing/instances/nvmeof-latency
+             rmdir $T 2>/dev/null; mkdir $T || exit 6
+             echo mono > $T/trace_clock
+             echo 8192 > $T/buffer_size_kb
+             echo 1 > $T/events/nvme/nvme_setup_cmd/enable
+             echo 1 > $T/events/nvme/nvme_complete_rq/enable
+             agent_restart {LAB_AGENT_ARGS} > /dev/null || exit 7
+             scrape > /dev/null
+             dd if=/dev/zero of=$d bs=4k count={TRACED_WRITES} oflag=direct 2>/dev/null || exit 5
+             echo 0 > $T/events/nvme/nvme_setup_cmd/enable
+             echo 0 > $T/events/nvme/nvme_complete_rq/enable
+             echo \"@@CTRL $c\"
+             echo \"@@OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun/ {{n += $2}} END {{print n + 0}}')\"
+             # Only what the join needs: timestamp, event, controller, queue, cid, opcode.
+             grep -E ' nvme_(setup_cmd|complete_rq): '$c': ' $T/trace |
+                 sed -E 's/^.* ([0-9]+\\.[0-9]+: nvme_)/ \\1/; s/(cmdid=[0-9]+).*(nvme_cmd_[a-z_]+).*/\\1 \\2/; s/(cmdid=[0-9]+),.*/\\1/'
+             rmdir $T"
+        );
+        let out = s
+            .lab
+            .sh_timeout(&script, Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        assert_eq!(out.rc, 0, "{release}: traced dd failed:\n{}", out.out);
+        let ctrl = out
+            .out
+            .lines()
+            .find_map(|l| l.strip_prefix("@@CTRL "))
+            .expect("controller line")
+            .trim()
+            .to_owned();
+        let overrun = out
+            .out
+            .lines()
+            .find_map(|l| l.strip_prefix("@@OVERRUN "))
+            .expect("overrun line")
+            .trim()
+            .to_owned();
+        assert_eq!(overrun, "0", "{release}: the trace buffer lost events");
+        let events: Vec<_> = out
+            .out
+            .lines()
+            .filter_map(|l| trace::parse_line(l, &ctrl))
+            .collect();
+        let joined = trace::join_writes(&events);
+        assert_eq!(
+            (joined.latencies_ns.len(), joined.pending),
+            (TRACED_WRITES, 0),
+            "{release}: traced writes on {ctrl} ({} events, {} unmatched completions)",
+            events.len(),
+            joined.unmatched
+        );
+        let mut exact = joined.latencies_ns.clone();
+        exact.sort_unstable();
 
-            let sub = nqn("rdma");
-            let sel = format!(r#"nvmeof_io_latency_seconds{{subsystem="{sub}",opclass="write"}}"#);
-            let count_expr = format!("sum(histogram_count({sel}))");
-            prom.wait_for(
-                "Prometheus to hold every traced write",
-                Duration::from_secs(60),
-                |p| Ok(p.query(&count_expr)?.first().map(|x| x.value) == Some(TRACED_WRITES as f64)),
+        let sub = nqn("rdma");
+        let sel = format!(r#"nvmeof_io_latency_seconds{{subsystem="{sub}",opclass="write"}}"#);
+        let count_expr = format!("sum(histogram_count({sel}))");
+        prom.wait_for(
+            "Prometheus to hold every traced write",
+            Duration::from_secs(60),
+            |p| Ok(p.query(&count_expr)?.first().map(|x| x.value) == Some(TRACED_WRITES as f64)),
+        )
+        .unwrap_or_else(|e| {
+            panic!(
+                "{release}: {e:#}\nagent log:\n{}",
+                s.lab
+                    .sh("cat /tmp/agent.log")
+                    .map(|o| o.out)
+                    .unwrap_or_default()
             )
-            .unwrap_or_else(|e| {
-                panic!(
-                    "{release}: {e:#}\nagent log:\n{}",
-                    s.lab.sh("cat /tmp/agent.log").map(|o| o.out).unwrap_or_default()
-                )
-            });
-            let classic = prom
-                .query(r#"count({__name__="nvmeof_io_latency_seconds_bucket"})"#)
-                .unwrap();
-            assert!(
-                classic.is_empty(),
-                "{release}: Prometheus stored classic buckets, so it did not read the native ones: \
-                 {classic:?}"
+        });
+        let classic = prom
+            .query(r#"count({__name__="nvmeof_io_latency_seconds_bucket"})"#)
+            .unwrap();
+        assert!(
+            classic.is_empty(),
+            "{release}: Prometheus stored classic buckets, so it did not read the native ones: \
+             {classic:?}"
+        );
+        // Mean offset between the program's clock reads and ftrace's, per command.
+        let agent_sum_ns = prom.value(&format!("sum(histogram_sum({sel}))")).unwrap() * 1e9;
+        let trace_sum_ns: u64 = exact.iter().sum();
+        let mean_offset_ns = (agent_sum_ns - trace_sum_ns as f64) / TRACED_WRITES as f64;
+        eprintln!(
+            "{release}: {TRACED_WRITES} writes on {ctrl}: mean latency {:.1} µs (trace), \
+             agent − trace {mean_offset_ns:+.0} ns per command",
+            trace_sum_ns as f64 / TRACED_WRITES as f64 / 1e3
+        );
+        let mut failures = Vec::new();
+        if mean_offset_ns.abs() > MAX_MEAN_OFFSET_NS {
+            failures.push(format!(
+                "agent and trace disagree by {mean_offset_ns:.0} ns per command"
+            ));
+        }
+        for q in [0.5, 0.9, 0.99, 0.999] {
+            let agent = prom
+                .value(&format!("histogram_quantile({q}, sum({sel}))"))
+                .unwrap()
+                * 1e9;
+            let n = exact.len();
+            let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
+            let want = trace::exact_quantile(&exact, q) as f64;
+            let lo = exact[rank.saturating_sub(SHIFTED_COMMANDS).max(1) - 1] as f64;
+            let hi = exact[(rank + SHIFTED_COMMANDS).min(n) - 1] as f64;
+            let (lo, hi) = (
+                schema4_bucket_ns(lo - TRACE_SLACK_NS).0,
+                schema4_bucket_ns(hi + TRACE_SLACK_NS).1,
             );
-            // Mean offset between the program's clock reads and ftrace's, per command.
-            let agent_sum_ns = prom.value(&format!("sum(histogram_sum({sel}))")).unwrap() * 1e9;
-            let trace_sum_ns: u64 = exact.iter().sum();
-            let mean_offset_ns = (agent_sum_ns - trace_sum_ns as f64) / TRACED_WRITES as f64;
             eprintln!(
-                "{release}: {TRACED_WRITES} writes on {ctrl}: mean latency {:.1} µs (trace), \
-                 agent − trace {mean_offset_ns:+.0} ns per command",
-                trace_sum_ns as f64 / TRACED_WRITES as f64 / 1e3
+                "{release}: p{q}: Prometheus {:.1} µs, exact {:.1} µs ({:+.2} %), allowed \
+                 {:.1} .. {:.1} µs",
+                agent / 1e3,
+                want / 1e3,
+                (agent - want) / want * 100.0,
+                lo / 1e3,
+                hi / 1e3
             );
-            let mut failures = Vec::new();
-            if mean_offset_ns.abs() > MAX_MEAN_OFFSET_NS {
+            if !(lo..=hi).contains(&agent) {
                 failures.push(format!(
-                    "agent and trace disagree by {mean_offset_ns:.0} ns per command"
+                    "p{q}: Prometheus {agent:.0} ns, exact {want:.0} ns, allowed {lo:.0}..{hi:.0}"
                 ));
             }
-            for q in [0.5, 0.9, 0.99, 0.999] {
-                let agent = prom
-                    .value(&format!("histogram_quantile({q}, sum({sel}))"))
-                    .unwrap()
-                    * 1e9;
-                let n = exact.len();
-                let rank = ((q * n as f64).ceil() as usize).clamp(1, n);
-                let want = trace::exact_quantile(&exact, q) as f64;
-                let lo = exact[rank.saturating_sub(SHIFTED_COMMANDS).max(1) - 1] as f64;
-                let hi = exact[(rank + SHIFTED_COMMANDS).min(n) - 1] as f64;
-                let (lo, hi) = (
-                    schema4_bucket_ns(lo - TRACE_SLACK_NS).0,
-                    schema4_bucket_ns(hi + TRACE_SLACK_NS).1,
-                );
-                eprintln!(
-                    "{release}: p{q}: Prometheus {:.1} µs, exact {:.1} µs ({:+.2} %), allowed \
-                     {:.1} .. {:.1} µs",
-                    agent / 1e3,
-                    want / 1e3,
-                    (agent - want) / want * 100.0,
-                    lo / 1e3,
-                    hi / 1e3
-                );
-                if !(lo..=hi).contains(&agent) {
-                    failures.push(format!(
-                        "p{q}: Prometheus {agent:.0} ns, exact {want:.0} ns, allowed {lo:.0}..{hi:.0}"
-                    ));
-                }
-            }
-            assert!(failures.is_empty(), "{release}: {failures:#?}");
-        });
-    }
+        }
+        assert!(failures.is_empty(), "{release}: {failures:#?}");
+    });
 }
 
 /// The in-flight map keeps an entry per request struct (or queue tag) and updates it in place:
@@ -343,49 +337,46 @@ fn latency_quantiles_match_the_kernels_own_trace() {
 /// command would count 600), and every read is still counted.
 #[test]
 fn inflight_entries_are_reused_command_after_command() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            s.ensure_agent();
-            let by = nqn("tcp");
-            let event = [("event", "inflight_new_key")];
-            let reads = |s: &mut Shared| {
-                s.lab
-                    .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 1 dd if=$d of=/dev/null bs=4k count=600 iflag=direct 2>/dev/null")
-                    .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-            };
-            let first = scrape_after_drain(s);
-            reads(s);
-            let second = scrape_after_drain(s);
-            reads(s);
-            let third = scrape_after_drain(s);
-            let new_keys = |a: &Metrics, b: &Metrics| {
-                moved(a, b, &[], "nvmeof_exporter_ebpf_events_total", &event)
-            };
-            let counted = |a: &Metrics, b: &Metrics| {
-                moved(
-                    a,
-                    b,
-                    &[("subsystem", by.as_str())],
-                    "nvmeof_io_commands_total",
-                    &[("opclass", "read")],
-                )
-            };
-            assert_eq!(counted(&first, &second), 600.0, "{release}: first reads");
-            assert_eq!(counted(&second, &third), 600.0, "{release}: second reads");
-            let again = new_keys(&second, &third);
-            eprintln!(
-                "{release}: new in-flight keys: {} in the first 600 reads, {again} in the second",
-                new_keys(&first, &second)
-            );
-            assert!(
-                again < 60.0,
-                "{release}: {again} new in-flight keys for 600 reads on tags already used \
-                 (first run: {})",
-                new_keys(&first, &second)
-            );
-        });
-    }
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        let by = nqn("tcp");
+        let event = [("event", "inflight_new_key")];
+        let reads = |s: &mut Shared| {
+            s.lab
+                .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 1 dd if=$d of=/dev/null bs=4k count=600 iflag=direct 2>/dev/null")
+                .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        };
+        let first = scrape_after_drain(s);
+        reads(s);
+        let second = scrape_after_drain(s);
+        reads(s);
+        let third = scrape_after_drain(s);
+        let new_keys = |a: &Metrics, b: &Metrics| {
+            moved(a, b, &[], "nvmeof_exporter_ebpf_events_total", &event)
+        };
+        let counted = |a: &Metrics, b: &Metrics| {
+            moved(
+                a,
+                b,
+                &[("subsystem", by.as_str())],
+                "nvmeof_io_commands_total",
+                &[("opclass", "read")],
+            )
+        };
+        assert_eq!(counted(&first, &second), 600.0, "{release}: first reads");
+        assert_eq!(counted(&second, &third), 600.0, "{release}: second reads");
+        let again = new_keys(&second, &third);
+        eprintln!(
+            "{release}: new in-flight keys: {} in the first 600 reads, {again} in the second",
+            new_keys(&first, &second)
+        );
+        assert!(
+            again < 60.0,
+            "{release}: {again} new in-flight keys for 600 reads on tags already used \
+             (first run: {})",
+            new_keys(&first, &second)
+        );
+    });
 }
 
 /// Writes larger than nvme-tcp's inline data size are where a join on the recorded command id
@@ -396,25 +387,22 @@ fn inflight_entries_are_reused_command_after_command() {
 /// the classic mode there, and the test checks its documented gap instead.
 #[test]
 fn large_and_small_io_is_counted_exactly_on_tcp_and_rdma() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            s.ensure_agent();
-            if release.starts_with("5.10.") {
-                exact_io_in_mode(s, &release, "tracepoint");
-                return;
-            }
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                exact_io_in_mode(s, &release, "tp_btf");
-                s.restart_agent("--ebpf.attach-mode=raw_tracepoint");
-                exact_io_in_mode(s, &release, "raw_tracepoint");
-            }));
-            s.restart_agent("");
-            if let Err(e) = result {
-                std::panic::resume_unwind(e);
-            }
-        });
-    }
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        if release.starts_with("5.10.") {
+            exact_io_in_mode(s, release, "tracepoint");
+            return;
+        }
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            exact_io_in_mode(s, release, "tp_btf");
+            s.restart_agent("--ebpf.attach-mode=raw_tracepoint");
+            exact_io_in_mode(s, release, "raw_tracepoint");
+        }));
+        s.restart_agent("");
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    });
 }
 
 /// The dd's of [`large_and_small_io_is_counted_exactly_on_tcp_and_rdma`] with the agent in `mode`.

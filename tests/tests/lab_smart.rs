@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use nvmeof_agent::nvme::CriticalWarning;
-use nvmeof_tests::{json_numbers, kernels, with_lab, Metrics, Shared, LAB_AGENT_ARGS};
+use nvmeof_tests::{json_numbers, on_each_lab, Metrics, Shared, LAB_AGENT_ARGS};
 
 /// The lab agent's SMART polling in these tests: fast enough to wait for, slow enough for TCG.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -264,89 +264,86 @@ fn compare_with_nvme_cli(
 
 #[test]
 fn smart_metrics_equal_nvme_cli_for_every_controller() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            let pcie = s
-                .lab
-                .pcie_nvme
-                .clone()
-                .expect("the standard lab has a PCIe controller");
-            // Some I/O on every namespace, so that the data unit and command counts are not 0.
-            s.lab
-                .sh_ok(
-                    "for d in $(dev_of tcp) $(dev_of rdma) $(dev_of fc) $(dev_of loop) $(pcie_dev); do
-                       dd if=/dev/urandom of=$d bs=64k count=24 oflag=direct 2>/dev/null || exit 1
-                       dd if=$d of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null || exit 1
-                     done",
-                )
-                .unwrap_or_else(|e| panic!("{release}: I/O: {e:#}"));
-            let ctrls = s.controllers();
-            let fabrics: Vec<&str> = s.expected_transports();
-            for t in fabrics.iter().chain(&["pcie"]) {
+    on_each_lab(|s, release| {
+        let pcie = s
+            .lab
+            .pcie_nvme
+            .clone()
+            .expect("the standard lab has a PCIe controller");
+        // Some I/O on every namespace, so that the data unit and command counts are not 0.
+        s.lab
+            .sh_ok(
+                "for d in $(dev_of tcp) $(dev_of rdma) $(dev_of fc) $(dev_of loop) $(pcie_dev); do
+                   dd if=/dev/urandom of=$d bs=64k count=24 oflag=direct 2>/dev/null || exit 1
+                   dd if=$d of=/dev/null bs=64k count=16 iflag=direct 2>/dev/null || exit 1
+                 done",
+            )
+            .unwrap_or_else(|e| panic!("{release}: I/O: {e:#}"));
+        let ctrls = s.controllers();
+        let fabrics: Vec<&str> = s.expected_transports();
+        for t in fabrics.iter().chain(&["pcie"]) {
+            assert!(
+                ctrls.iter().any(|c| c.1 == *t && c.2 == "live"),
+                "{release}: no live {t} controller in {ctrls:?}"
+            );
+        }
+        let names: Vec<String> = ctrls.iter().map(|c| c.0.clone()).collect();
+        with_fast_smart(s, |s| {
+            let since = guest_now(s);
+            wait_fresh(s, &names, since);
+            // nvme-cli reads each controller, then the agent polls again at least once.
+            let mut cli = BTreeMap::new();
+            for c in &names {
+                let out = s
+                    .lab
+                    .sh_ok(&format!("nvme smart-log /dev/{c} -o json"))
+                    .unwrap_or_else(|e| panic!("{release} {c}: nvme-cli: {e:#}"));
+                cli.insert(c.clone(), json_numbers(&out));
+            }
+            let since = guest_now(s) + 1.0;
+            let m = wait_fresh(s, &names, since);
+            for (name, transport, _, subsys) in &ctrls {
+                let n = compare_with_nvme_cli(release, &m, name, &cli[name]);
+                eprintln!("{release}: {name} ({transport}): {n} fields equal nvme-cli's");
+                assert!(n >= 25, "{release} {name}: only {n} fields compared");
+                let sub = value(&m, "nvmeof_smart_info", name, &[("subsystem", subsys)]);
+                assert_eq!(sub, Some(1.0), "{release} {name}: nvmeof_smart_info");
+                let written = value(&m, "nvmeof_smart_data_written_bytes_total", name, &[]);
                 assert!(
-                    ctrls.iter().any(|c| c.1 == *t && c.2 == "live"),
-                    "{release}: no live {t} controller in {ctrls:?}"
+                    written.is_some_and(|w| w > 0.0),
+                    "{release} {name}: data written {written:?}"
                 );
             }
-            let names: Vec<String> = ctrls.iter().map(|c| c.0.clone()).collect();
-            with_fast_smart(s, |s| {
-                let since = guest_now(s);
-                wait_fresh(s, &names, since);
-                // nvme-cli reads each controller, then the agent polls again at least once.
-                let mut cli = BTreeMap::new();
-                for c in &names {
-                    let out = s
-                        .lab
-                        .sh_ok(&format!("nvme smart-log /dev/{c} -o json"))
-                        .unwrap_or_else(|e| panic!("{release} {c}: nvme-cli: {e:#}"));
-                    cli.insert(c.clone(), json_numbers(&out));
-                }
-                let since = guest_now(s) + 1.0;
-                let m = wait_fresh(s, &names, since);
-                for (name, transport, _, subsys) in &ctrls {
-                    let n = compare_with_nvme_cli(&release, &m, name, &cli[name]);
-                    eprintln!("{release}: {name} ({transport}): {n} fields equal nvme-cli's");
-                    assert!(n >= 25, "{release} {name}: only {n} fields compared");
-                    let sub = value(&m, "nvmeof_smart_info", name, &[("subsystem", subsys)]);
-                    assert_eq!(sub, Some(1.0), "{release} {name}: nvmeof_smart_info");
-                    let written = value(&m, "nvmeof_smart_data_written_bytes_total", name, &[]);
-                    assert!(
-                        written.is_some_and(|w| w > 0.0),
-                        "{release} {name}: data written {written:?}"
-                    );
-                }
-                // QEMU's controller reports the warning it was given and a real temperature.
-                let (p, ..) = ctrls.iter().find(|c| c.1 == "pcie").expect("checked above");
-                assert_eq!(
-                    ctrls.iter().find(|c| c.1 == "pcie").unwrap().3,
-                    pcie.subsysnqn()
-                );
-                let raw = value(&m, "nvmeof_smart_critical_warning_raw", p, &[]);
-                assert_eq!(raw, Some(f64::from(pcie.critical_warning)), "{release}");
-                let temp = value(
+            // QEMU's controller reports the warning it was given and a real temperature.
+            let (p, ..) = ctrls.iter().find(|c| c.1 == "pcie").expect("checked above");
+            assert_eq!(
+                ctrls.iter().find(|c| c.1 == "pcie").unwrap().3,
+                pcie.subsysnqn()
+            );
+            let raw = value(&m, "nvmeof_smart_critical_warning_raw", p, &[]);
+            assert_eq!(raw, Some(f64::from(pcie.critical_warning)), "{release}");
+            let temp = value(
+                &m,
+                "nvmeof_smart_temperature_celsius",
+                p,
+                &[("sensor", "composite")],
+            );
+            assert!(
+                temp.is_some_and(|t| t > 0.0 && t < 100.0),
+                "{release}: PCIe composite temperature {temp:?}"
+            );
+            // nvmet reports no temperature: no composite series for a fabrics controller.
+            for (name, transport, ..) in ctrls.iter().filter(|c| c.1 != "pcie") {
+                let t = value(
                     &m,
                     "nvmeof_smart_temperature_celsius",
-                    p,
+                    name,
                     &[("sensor", "composite")],
                 );
-                assert!(
-                    temp.is_some_and(|t| t > 0.0 && t < 100.0),
-                    "{release}: PCIe composite temperature {temp:?}"
-                );
-                // nvmet reports no temperature: no composite series for a fabrics controller.
-                for (name, transport, ..) in ctrls.iter().filter(|c| c.1 != "pcie") {
-                    let t = value(
-                        &m,
-                        "nvmeof_smart_temperature_celsius",
-                        name,
-                        &[("sensor", "composite")],
-                    );
-                    assert_eq!(t, None, "{release} {name} ({transport}): temperature");
-                }
-            });
+                assert_eq!(t, None, "{release} {name} ({transport}): temperature");
+            }
         });
-    }
+    });
 }
 
 /// Scrape times: through the forwarded port from the host (what Prometheus would see), and
@@ -464,212 +461,206 @@ impl Timings {
 
 #[test]
 fn a_controller_stuck_connecting_turns_stale_and_scrapes_stay_fast() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            let names: Vec<String> = s.controllers().into_iter().map(|c| c.0).collect();
-            let stuck = s
-                .lab
-                .sh_ok("ctrl_of tcp 4420")
-                .expect("the first TCP path")
-                .trim()
-                .to_owned();
-            // At the default collector deadline (the lab's agents run with a longer one), so
-            // that the agent's own time per scrape is what a production scrape gets.
-            with_fast_smart_and(s, "--collector.timeout=50ms", |s| {
-                let since = guest_now(s);
-                wait_fresh(s, &names, since);
-                let healthy = timed_scrapes(s, 20);
-                // Cut the path: nvmet drops the controller, the host reconnects every second
-                // and fails while the subsystem is off the port (ctrl_loss_tmo is 600 s).
-                s.lab.sh_ok("unexpose 1 tcp").expect("unexpose 1 tcp");
-                let cut = catch_unwind(AssertUnwindSafe(|| {
-                    let state = s
-                        .lab
-                        .sh_ok(&format!(
-                            "i=0; while [ $i -lt 200 ]; do
-                               st=$(cat /sys/class/nvme/{stuck}/state)
-                               [ \"$st\" != live ] && break
-                               sleep 0.1; i=$((i + 1))
-                             done; cat /sys/class/nvme/{stuck}/state"
-                        ))
-                        .expect("waiting for the cut path to leave live");
-                    assert_ne!(state.trim(), "live", "{release}: {stuck} stayed live");
-                    let deadline = Instant::now() + INTERVAL * 2 + Duration::from_secs(30);
-                    let m = loop {
-                        let (m, _) = s.scrape();
-                        if stale(&m, &stuck) == Some(1.0) {
-                            break m;
-                        }
-                        assert!(Instant::now() < deadline, "{release}: {stuck} never stale");
-                        std::thread::sleep(Duration::from_millis(200));
-                    };
-                    // While it stays cut: scrapes timed from the host and from inside the VM.
-                    let during = timed_scrapes(s, 20);
-                    let (last, _) = s.scrape();
-                    let state = s
-                        .lab
-                        .sh_ok(&format!("cat /sys/class/nvme/{stuck}/state"))
-                        .unwrap();
-                    eprintln!(
-                        "{release}: all live: {}\n{release}: {stuck} {}: {}",
-                        healthy.summary(),
-                        state.trim(),
-                        during.summary()
-                    );
-                    // The smart collector answers from its cache: typically well within its
-                    // 50 ms deadline while a controller is stuck. (Under TCG on a loaded host a
-                    // scrape can miss it now and then, stuck controller or not: the healthy
-                    // figures above show how often.)
-                    let mut smart = during.smart_s.clone();
-                    smart.sort_by(f64::total_cmp);
-                    assert!(
-                        smart[smart.len() / 2] < 0.05,
-                        "{release}: smart collector while {stuck} is stuck: {}",
-                        during.summary()
-                    );
-                    // Under 100 ms; on a host so loaded that the healthy lab is slower than
-                    // that (TCG shares the CPUs with everything else), within the healthy lab's
-                    // noise: three times its median. A scrape that waited on the stuck
-                    // controller would take the command timeout, seconds.
-                    let bound = Duration::from_millis(100).max(healthy.host_median() * 3);
-                    assert!(
-                        during.host_median() < bound,
-                        "{release}: scrapes while {stuck} is stuck: {} (bound {bound:?})",
-                        during.summary()
-                    );
-                    // What the exporter itself adds to a scrape (from the request to the encoded
-                    // page, the emulated network left out): under 100 ms for every scrape while
-                    // the controller is stuck. Only on a host so loaded that the healthy lab's
-                    // scrapes went over that too (TCG shares the CPUs with everything else) is
-                    // the healthy lab's slowest bucket the bound; a scrape that waited on the
-                    // stuck controller would take the SMART command timeout (10 s).
-                    assert!(
-                        during.agent_scrapes >= 40.0,
-                        "{release}: {}",
-                        during.summary()
-                    );
-                    let agent_bound = healthy.agent_max_le.max(0.1);
-                    assert!(
-                        during.agent_max_le <= agent_bound,
-                        "{release}: the agent's own time over {agent_bound} s: {}",
-                        during.summary()
-                    );
-                    assert_eq!(stale(&last, &stuck), Some(1.0), "{release}: {stuck} stale");
-                    let skipped = value(
-                        &last,
-                        "nvmeof_smart_poll_errors_total",
-                        &stuck,
-                        &[("reason", "not_live")],
-                    );
-                    assert!(
-                        skipped.is_some_and(|n| n >= 1.0),
-                        "{release}: {stuck} not_live skips {skipped:?}"
-                    );
-                    // Its last values stay, marked stale.
-                    assert!(value(&m, "nvmeof_smart_critical_warning_raw", &stuck, &[]).is_some());
-                    for c in names.iter().filter(|c| **c != stuck) {
-                        assert_eq!(stale(&last, c), Some(0.0), "{release}: {c} stale");
+    on_each_lab(|s, release| {
+        let names: Vec<String> = s.controllers().into_iter().map(|c| c.0).collect();
+        let stuck = s
+            .lab
+            .sh_ok("ctrl_of tcp 4420")
+            .expect("the first TCP path")
+            .trim()
+            .to_owned();
+        // At the default collector deadline (the lab's agents run with a longer one), so
+        // that the agent's own time per scrape is what a production scrape gets.
+        with_fast_smart_and(s, "--collector.timeout=50ms", |s| {
+            let since = guest_now(s);
+            wait_fresh(s, &names, since);
+            let healthy = timed_scrapes(s, 20);
+            // Cut the path: nvmet drops the controller, the host reconnects every second
+            // and fails while the subsystem is off the port (ctrl_loss_tmo is 600 s).
+            s.lab.sh_ok("unexpose 1 tcp").expect("unexpose 1 tcp");
+            let cut = catch_unwind(AssertUnwindSafe(|| {
+                let state = s
+                    .lab
+                    .sh_ok(&format!(
+                        "i=0; while [ $i -lt 200 ]; do
+                           st=$(cat /sys/class/nvme/{stuck}/state)
+                           [ \"$st\" != live ] && break
+                           sleep 0.1; i=$((i + 1))
+                         done; cat /sys/class/nvme/{stuck}/state"
+                    ))
+                    .expect("waiting for the cut path to leave live");
+                assert_ne!(state.trim(), "live", "{release}: {stuck} stayed live");
+                let deadline = Instant::now() + INTERVAL * 2 + Duration::from_secs(30);
+                let m = loop {
+                    let (m, _) = s.scrape();
+                    if stale(&m, &stuck) == Some(1.0) {
+                        break m;
                     }
-                }));
-                s.lab
-                    .sh_ok("expose 1 tcp && wait_live 60")
-                    .unwrap_or_else(|e| panic!("{release}: restoring the TCP path: {e:#}"));
-                if let Err(e) = cut {
-                    resume_unwind(e);
+                    assert!(Instant::now() < deadline, "{release}: {stuck} never stale");
+                    std::thread::sleep(Duration::from_millis(200));
+                };
+                // While it stays cut: scrapes timed from the host and from inside the VM.
+                let during = timed_scrapes(s, 20);
+                let (last, _) = s.scrape();
+                let state = s
+                    .lab
+                    .sh_ok(&format!("cat /sys/class/nvme/{stuck}/state"))
+                    .unwrap();
+                eprintln!(
+                    "{release}: all live: {}\n{release}: {stuck} {}: {}",
+                    healthy.summary(),
+                    state.trim(),
+                    during.summary()
+                );
+                // The smart collector answers from its cache: typically well within its
+                // 50 ms deadline while a controller is stuck. (Under TCG on a loaded host a
+                // scrape can miss it now and then, stuck controller or not: the healthy
+                // figures above show how often.)
+                let mut smart = during.smart_s.clone();
+                smart.sort_by(f64::total_cmp);
+                assert!(
+                    smart[smart.len() / 2] < 0.05,
+                    "{release}: smart collector while {stuck} is stuck: {}",
+                    during.summary()
+                );
+                // Under 100 ms; on a host so loaded that the healthy lab is slower than
+                // that (TCG shares the CPUs with everything else), within the healthy lab's
+                // noise: three times its median. A scrape that waited on the stuck
+                // controller would take the command timeout, seconds.
+                let bound = Duration::from_millis(100).max(healthy.host_median() * 3);
+                assert!(
+                    during.host_median() < bound,
+                    "{release}: scrapes while {stuck} is stuck: {} (bound {bound:?})",
+                    during.summary()
+                );
+                // What the exporter itself adds to a scrape (from the request to the encoded
+                // page, the emulated network left out): under 100 ms for every scrape while
+                // the controller is stuck. Only on a host so loaded that the healthy lab's
+                // scrapes went over that too (TCG shares the CPUs with everything else) is
+                // the healthy lab's slowest bucket the bound; a scrape that waited on the
+                // stuck controller would take the SMART command timeout (10 s).
+                assert!(
+                    during.agent_scrapes >= 40.0,
+                    "{release}: {}",
+                    during.summary()
+                );
+                let agent_bound = healthy.agent_max_le.max(0.1);
+                assert!(
+                    during.agent_max_le <= agent_bound,
+                    "{release}: the agent's own time over {agent_bound} s: {}",
+                    during.summary()
+                );
+                assert_eq!(stale(&last, &stuck), Some(1.0), "{release}: {stuck} stale");
+                let skipped = value(
+                    &last,
+                    "nvmeof_smart_poll_errors_total",
+                    &stuck,
+                    &[("reason", "not_live")],
+                );
+                assert!(
+                    skipped.is_some_and(|n| n >= 1.0),
+                    "{release}: {stuck} not_live skips {skipped:?}"
+                );
+                // Its last values stay, marked stale.
+                assert!(value(&m, "nvmeof_smart_critical_warning_raw", &stuck, &[]).is_some());
+                for c in names.iter().filter(|c| **c != stuck) {
+                    assert_eq!(stale(&last, c), Some(0.0), "{release}: {c} stale");
                 }
-                // Back live, it is polled again at once and turns fresh.
-                let since = guest_now(s);
-                wait_fresh(s, &names, since);
-            });
+            }));
+            s.lab
+                .sh_ok("expose 1 tcp && wait_live 60")
+                .unwrap_or_else(|e| panic!("{release}: restoring the TCP path: {e:#}"));
+            if let Err(e) = cut {
+                resume_unwind(e);
+            }
+            // Back live, it is polled again at once and turns fresh.
+            let since = guest_now(s);
+            wait_fresh(s, &names, since);
         });
-    }
+    });
 }
 
 #[test]
 fn without_cap_sys_admin_polls_fail_as_permission_denied_logged_once() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            let names: Vec<String> = s.controllers().into_iter().map(|c| c.0).collect();
-            // A second agent as `nobody` beside the lab's, on its own port. The devices are
-            // opened to everyone meanwhile, so that what refuses is the kernel's CAP_SYS_ADMIN
-            // check on the admin command and not the file mode.
-            let out = s
-                .lab
-                .sh(&format!(
-                    "grep -q '^nobody:' /etc/passwd 2>/dev/null ||
-                       echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
-                     grep -q '^nogroup:' /etc/group 2>/dev/null ||
-                       echo 'nogroup:x:65534:' >> /etc/group
-                     modes=''
-                     for d in /dev/nvme[0-9]*; do
-                       case $d in *n[0-9]*) continue ;; esac
-                       modes=\"$modes $d:$(stat -c %a $d)\"; chmod 666 $d
-                     done
-                     : > /tmp/agent-nobody.log; chmod 666 /tmp/agent-nobody.log
-                     su -s /bin/sh nobody -c 'exec >> /tmp/agent-nobody.log 2>&1; echo uid $(id -u); \
-                       exec /usr/bin/nvmeof-exporter --web.listen-address=:9857 {LAB_AGENT_ARGS} \
-                       --no-collector.io --smart.interval={}s' &
-                     pid=$!
-                     sleep {}
-                     curl -sf http://127.0.0.1:9857/metrics > /tmp/nobody.prom; rc=$?
-                     kill $pid; wait $pid
-                     for m in $modes; do chmod ${{m##*:}} ${{m%:*}}; done
-                     cat /tmp/nobody.prom; echo '@@LOG'; cat /tmp/agent-nobody.log
-                     exit $rc",
-                    INTERVAL.as_secs(),
-                    INTERVAL.as_secs() * 6 + 4
-                ))
-                .expect("running the agent as nobody");
-            let (page, log) = out.out.split_once("@@LOG").expect("page and log");
-            assert_eq!(
-                out.rc, 0,
-                "{release}: scrape of the unprivileged agent:\n{}",
-                out.out
+    on_each_lab(|s, release| {
+        let names: Vec<String> = s.controllers().into_iter().map(|c| c.0).collect();
+        // A second agent as `nobody` beside the lab's, on its own port. The devices are
+        // opened to everyone meanwhile, so that what refuses is the kernel's CAP_SYS_ADMIN
+        // check on the admin command and not the file mode.
+        let out = s
+            .lab
+            .sh(&format!(
+                "grep -q '^nobody:' /etc/passwd 2>/dev/null ||
+                   echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >> /etc/passwd
+                 grep -q '^nogroup:' /etc/group 2>/dev/null ||
+                   echo 'nogroup:x:65534:' >> /etc/group
+                 modes=''
+                 for d in /dev/nvme[0-9]*; do
+                   case $d in *n[0-9]*) continue ;; esac
+                   modes=\"$modes $d:$(stat -c %a $d)\"; chmod 666 $d
+                 done
+                 : > /tmp/agent-nobody.log; chmod 666 /tmp/agent-nobody.log
+                 su -s /bin/sh nobody -c 'exec >> /tmp/agent-nobody.log 2>&1; echo uid $(id -u); \
+                   exec /usr/bin/nvmeof-exporter --web.listen-address=:9857 {LAB_AGENT_ARGS} \
+                   --no-collector.io --smart.interval={}s' &
+                 pid=$!
+                 sleep {}
+                 curl -sf http://127.0.0.1:9857/metrics > /tmp/nobody.prom; rc=$?
+                 kill $pid; wait $pid
+                 for m in $modes; do chmod ${{m##*:}} ${{m%:*}}; done
+                 cat /tmp/nobody.prom; echo '@@LOG'; cat /tmp/agent-nobody.log
+                 exit $rc",
+                INTERVAL.as_secs(),
+                INTERVAL.as_secs() * 6 + 4
+            ))
+            .expect("running the agent as nobody");
+        let (page, log) = out.out.split_once("@@LOG").expect("page and log");
+        assert_eq!(
+            out.rc, 0,
+            "{release}: scrape of the unprivileged agent:\n{}",
+            out.out
+        );
+        let m = Metrics::parse(page);
+        for c in &names {
+            let denied = value(
+                &m,
+                "nvmeof_smart_poll_errors_total",
+                c,
+                &[("reason", "permission_denied")],
             );
-            let m = Metrics::parse(page);
-            for c in &names {
-                let denied = value(
-                    &m,
-                    "nvmeof_smart_poll_errors_total",
-                    c,
-                    &[("reason", "permission_denied")],
-                );
-                assert!(
-                    denied.is_some_and(|n| n >= 2.0),
-                    "{release} {c}: permission_denied {denied:?}\n{log}"
-                );
-                assert_eq!(stale(&m, c), Some(1.0), "{release} {c}: stale");
-                assert_eq!(
-                    value(&m, "nvmeof_smart_critical_warning_raw", c, &[]),
-                    None,
-                    "{release} {c}: SMART values without permission"
-                );
-            }
-            let lines: Vec<&str> = log
-                .lines()
-                .filter(|l| l.contains("smart") && l.to_lowercase().contains("permission"))
-                .collect();
-            eprintln!("{release}: unprivileged agent log:\n{log}");
             assert!(
-                log.contains("uid 65534"),
-                "{release}: not run as nobody:\n{log}"
+                denied.is_some_and(|n| n >= 2.0),
+                "{release} {c}: permission_denied {denied:?}\n{log}"
             );
+            assert_eq!(stale(&m, c), Some(1.0), "{release} {c}: stale");
             assert_eq!(
-                lines.len(),
-                1,
-                "{release}: permission lines in the log:\n{log}"
+                value(&m, "nvmeof_smart_critical_warning_raw", c, &[]),
+                None,
+                "{release} {c}: SMART values without permission"
             );
-            // The modes are back: only root may open the controllers again.
-            let modes = s
-                .lab
-                .sh_ok("stat -c '%a %n' /dev/nvme[0-9] /dev/nvme[0-9][0-9] 2>/dev/null; true")
-                .unwrap();
-            assert!(
-                !modes.contains("666"),
-                "{release}: device modes not restored: {modes}"
-            );
-        });
-    }
+        }
+        let lines: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("smart") && l.to_lowercase().contains("permission"))
+            .collect();
+        eprintln!("{release}: unprivileged agent log:\n{log}");
+        assert!(
+            log.contains("uid 65534"),
+            "{release}: not run as nobody:\n{log}"
+        );
+        assert_eq!(
+            lines.len(),
+            1,
+            "{release}: permission lines in the log:\n{log}"
+        );
+        // The modes are back: only root may open the controllers again.
+        let modes = s
+            .lab
+            .sh_ok("stat -c '%a %n' /dev/nvme[0-9] /dev/nvme[0-9][0-9] 2>/dev/null; true")
+            .unwrap();
+        assert!(
+            !modes.contains("666"),
+            "{release}: device modes not restored: {modes}"
+        );
+    });
 }

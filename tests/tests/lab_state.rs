@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use nvmeof_tests::{kernels, with_lab, Metrics, Shared};
+use nvmeof_tests::{kernels, on_each_lab, with_lab, Metrics, Shared};
 
 fn nqn(t: &str) -> String {
     format!("nqn.2026-11.io.nvmeof-exporter.lab:{t}")
@@ -172,128 +172,122 @@ fn logged(s: &mut Shared, c: &str, prefix: &str) -> f64 {
 
 #[test]
 fn every_transport_is_live_with_its_address_and_kprobes_count() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            warm_up(s);
-            let m = fresh(s, "addresses");
-            // kprobes need nvme_core's BTF for the struct offsets (Debian's 5.10 has no module
-            // BTF): where it exists they must be on, elsewhere the poller, saying so.
-            let module_btf = s.lab.sh("[ -e /sys/kernel/btf/nvme_core ]").unwrap().rc == 0;
-            let source = if module_btf { "kprobe" } else { "sysfs_poll" };
-            assert_eq!(
-                m.sum("nvmeof_exporter_state_source", &[("source", source)]),
-                1.0,
-                "{release}: state transitions are not caught by {source}:\n{}",
-                s.lab.sh("cat /tmp/agent.log").unwrap().out
-            );
-            let fc_tgt = "nn-0x10000000000000b1:pn-0x20000000000000b1";
-            let fc_host = "nn-0x10000000000000a1:pn-0x20000000000000a1";
-            let want: Vec<(&str, &str, &str, &str)> = vec![
-                ("tcp", "127.0.0.1", "4420", ""),
-                ("tcp", "127.0.0.1", "4421", ""),
-                ("rdma", "192.0.2.1", "4420", ""),
-                ("fc", fc_tgt, "", fc_host),
-                ("loop", "", "", ""),
-            ];
-            let transports = s.expected_transports();
-            for (t, traddr, trsvcid, host_traddr) in want {
-                if !transports.contains(&t) {
-                    continue;
-                }
-                let sub = nqn(t);
-                let want = [
-                    ("subsystem", sub.as_str()),
-                    ("traddr", traddr),
-                    ("trsvcid", trsvcid),
-                    ("host_traddr", host_traddr),
-                ];
-                let info: Vec<_> = m.select("nvmeof_controller_info", &want).collect();
-                assert_eq!(info.len(), 1, "{release}: {t} {traddr} {trsvcid}");
-                let c = info[0].label("controller").unwrap();
-                let by = [("controller", c), ("state", "live")];
-                assert_eq!(m.sum("nvmeof_subsystem_state", &by), 1.0, "{release}: {c}");
-                assert_eq!(
-                    m.sum(
-                        "nvmeof_transport_type",
-                        &[("controller", c), ("transport", t)]
-                    ),
-                    1.0,
-                    "{release}: {c} transport"
-                );
-                assert_eq!(
-                    m.sum("nvmeof_controller_since_live_seconds", &[("controller", c)]),
-                    0.0,
-                    "{release}: {c} is live"
-                );
-                // Kprobes on: every controller has an attempts series from the start. The poller
-                // sees no attempts (they happen inside `connecting`) and claims none.
-                assert_eq!(
-                    m.select("nvmeof_reconnect_attempts_total", &[("controller", c)])
-                        .count(),
-                    usize::from(module_btf),
-                    "{release}: {c} attempts"
-                );
+    on_each_lab(|s, release| {
+        warm_up(s);
+        let m = fresh(s, "addresses");
+        // kprobes need nvme_core's BTF for the struct offsets (Debian's 5.10 has no module
+        // BTF): where it exists they must be on, elsewhere the poller, saying so.
+        let module_btf = s.lab.sh("[ -e /sys/kernel/btf/nvme_core ]").unwrap().rc == 0;
+        let source = if module_btf { "kprobe" } else { "sysfs_poll" };
+        assert_eq!(
+            m.sum("nvmeof_exporter_state_source", &[("source", source)]),
+            1.0,
+            "{release}: state transitions are not caught by {source}:\n{}",
+            s.lab.sh("cat /tmp/agent.log").unwrap().out
+        );
+        let fc_tgt = "nn-0x10000000000000b1:pn-0x20000000000000b1";
+        let fc_host = "nn-0x10000000000000a1:pn-0x20000000000000a1";
+        let want: Vec<(&str, &str, &str, &str)> = vec![
+            ("tcp", "127.0.0.1", "4420", ""),
+            ("tcp", "127.0.0.1", "4421", ""),
+            ("rdma", "192.0.2.1", "4420", ""),
+            ("fc", fc_tgt, "", fc_host),
+            ("loop", "", "", ""),
+        ];
+        let transports = s.expected_transports();
+        for (t, traddr, trsvcid, host_traddr) in want {
+            if !transports.contains(&t) {
+                continue;
             }
-        });
-    }
+            let sub = nqn(t);
+            let want = [
+                ("subsystem", sub.as_str()),
+                ("traddr", traddr),
+                ("trsvcid", trsvcid),
+                ("host_traddr", host_traddr),
+            ];
+            let info: Vec<_> = m.select("nvmeof_controller_info", &want).collect();
+            assert_eq!(info.len(), 1, "{release}: {t} {traddr} {trsvcid}");
+            let c = info[0].label("controller").unwrap();
+            let by = [("controller", c), ("state", "live")];
+            assert_eq!(m.sum("nvmeof_subsystem_state", &by), 1.0, "{release}: {c}");
+            assert_eq!(
+                m.sum(
+                    "nvmeof_transport_type",
+                    &[("controller", c), ("transport", t)]
+                ),
+                1.0,
+                "{release}: {c} transport"
+            );
+            assert_eq!(
+                m.sum("nvmeof_controller_since_live_seconds", &[("controller", c)]),
+                0.0,
+                "{release}: {c} is live"
+            );
+            // Kprobes on: every controller has an attempts series from the start. The poller
+            // sees no attempts (they happen inside `connecting`) and claims none.
+            assert_eq!(
+                m.select("nvmeof_reconnect_attempts_total", &[("controller", c)])
+                    .count(),
+                usize::from(module_btf),
+                "{release}: {c} attempts"
+            );
+        }
+    });
 }
 
 #[test]
 fn a_reset_between_two_scrapes_is_counted() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            warm_up(s);
-            let c = ctrl(s, "tcp", "4421");
-            let before = fresh(s, "before reset");
-            // live → resetting → connecting → live in milliseconds, all between two scrapes.
-            s.lab
-                .sh_ok(&format!(
-                    "echo 1 > /sys/class/nvme/{c}/reset_controller; wait_live 20"
-                ))
-                .unwrap();
-            let after = fresh(s, "after reset");
-            if after.sum("nvmeof_exporter_state_source", &[("source", "sysfs_poll")]) == 1.0 {
-                // No kprobes on this kernel (no nvme_core BTF: Debian's 5.10): the 100 ms poller
-                // cannot see a reset that lasts milliseconds, and says its counts are a lower
-                // bound. What this test proves needs the kprobes.
-                let no_btf = s.lab.sh("[ ! -e /sys/kernel/btf/nvme_core ]").unwrap().rc == 0;
-                assert!(no_btf, "{release}: polling although nvme_core has BTF");
-                eprintln!("{release}: kprobes off (no nvme_core BTF): exact counts not checked");
-                return;
-            }
-            for (from, to) in [
-                ("live", "resetting"),
-                ("resetting", "connecting"),
-                ("connecting", "live"),
-            ] {
-                assert_eq!(
-                    transitions(&after, &c, from, to) - transitions(&before, &c, from, to),
-                    1.0,
-                    "{release}: {c} {from} → {to}"
-                );
-            }
+    on_each_lab(|s, release| {
+        warm_up(s);
+        let c = ctrl(s, "tcp", "4421");
+        let before = fresh(s, "before reset");
+        // live → resetting → connecting → live in milliseconds, all between two scrapes.
+        s.lab
+            .sh_ok(&format!(
+                "echo 1 > /sys/class/nvme/{c}/reset_controller; wait_live 20"
+            ))
+            .unwrap();
+        let after = fresh(s, "after reset");
+        if after.sum("nvmeof_exporter_state_source", &[("source", "sysfs_poll")]) == 1.0 {
+            // No kprobes on this kernel (no nvme_core BTF: Debian's 5.10): the 100 ms poller
+            // cannot see a reset that lasts milliseconds, and says its counts are a lower
+            // bound. What this test proves needs the kprobes.
+            let no_btf = s.lab.sh("[ ! -e /sys/kernel/btf/nvme_core ]").unwrap().rc == 0;
+            assert!(no_btf, "{release}: polling although nvme_core has BTF");
+            eprintln!("{release}: kprobes off (no nvme_core BTF): exact counts not checked");
+            return;
+        }
+        for (from, to) in [
+            ("live", "resetting"),
+            ("resetting", "connecting"),
+            ("connecting", "live"),
+        ] {
             assert_eq!(
-                attempts(&after, &c),
-                attempts(&before, &c),
-                "{release}: a reset is no reconnect attempt"
+                transitions(&after, &c, from, to) - transitions(&before, &c, from, to),
+                1.0,
+                "{release}: {c} {from} → {to}"
             );
-            let last = after.sum(
-                "nvmeof_controller_last_transition_timestamp_seconds",
-                &[("controller", &c)],
-            );
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs_f64();
-            // Guest and host clocks agree to within the boot's skew.
-            assert!(
-                (now - last).abs() < 120.0,
-                "{release}: last transition {last} vs {now}"
-            );
-        });
-    }
+        }
+        assert_eq!(
+            attempts(&after, &c),
+            attempts(&before, &c),
+            "{release}: a reset is no reconnect attempt"
+        );
+        let last = after.sum(
+            "nvmeof_controller_last_transition_timestamp_seconds",
+            &[("controller", &c)],
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // Guest and host clocks agree to within the boot's skew.
+        assert!(
+            (now - last).abs() < 120.0,
+            "{release}: last transition {last} vs {now}"
+        );
+    });
 }
 
 #[test]
@@ -519,32 +513,29 @@ fn a_controller_past_its_ctrl_loss_tmo_vanishes_from_metrics() {
 /// id of writes past its inline size; the request-keyed programs fixed that).
 #[test]
 fn io_bytes_are_counted_while_one_tcp_path_is_cut() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            warm_up(s);
-            let sub = nqn("tcp");
-            let c = ctrl(s, "tcp", "4420");
-            let before = fresh(s, "before cut (io)");
-            let dd = s
-                .lab
-                .sh(&format!(
-                    "unexpose 1 tcp
-                     i=0; while [ $(cat /sys/class/nvme/{c}/state) = live ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
-                     dd if=/dev/zero of=$(dev_of tcp) bs=64k count=16 oflag=direct 2>&1"
-                ))
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
-            let cut = fresh(s, "path cut (io)");
-            let restored = s.lab.sh("expose 1 tcp; wait_live 30").unwrap();
-            assert_eq!(dd.rc, 0, "{release}: {}", dd.out);
-            assert_eq!(restored.rc, 0, "{release}: {}", restored.out);
-            let bytes = |m: &Metrics| m.sum("nvmeof_io_write_bytes_total", &[("subsystem", &sub)]);
-            assert!(
-                bytes(&cut) - bytes(&before) >= 1048576.0,
-                "{release}: {} bytes counted on the other path",
-                bytes(&cut) - bytes(&before)
-            );
-        });
-    }
+    on_each_lab(|s, release| {
+        warm_up(s);
+        let sub = nqn("tcp");
+        let c = ctrl(s, "tcp", "4420");
+        let before = fresh(s, "before cut (io)");
+        let dd = s
+            .lab
+            .sh(&format!(
+                "unexpose 1 tcp
+                 i=0; while [ $(cat /sys/class/nvme/{c}/state) = live ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+                 dd if=/dev/zero of=$(dev_of tcp) bs=64k count=16 oflag=direct 2>&1"
+            ))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
+        let cut = fresh(s, "path cut (io)");
+        let restored = s.lab.sh("expose 1 tcp; wait_live 30").unwrap();
+        assert_eq!(dd.rc, 0, "{release}: {}", dd.out);
+        assert_eq!(restored.rc, 0, "{release}: {}", restored.out);
+        let bytes = |m: &Metrics| m.sum("nvmeof_io_write_bytes_total", &[("subsystem", &sub)]);
+        assert!(
+            bytes(&cut) - bytes(&before) >= 1048576.0,
+            "{release}: {} bytes counted on the other path",
+            bytes(&cut) - bytes(&before)
+        );
+    });
 }

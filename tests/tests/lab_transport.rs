@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nvmeof_common::conn_errors::ErrorTimeouts;
 use nvmeof_tests::trace::error_completions;
-use nvmeof_tests::{kernels, with_lab, Metrics, Shared};
+use nvmeof_tests::{on_each_lab, Metrics, Shared};
 
 fn nqn(t: &str) -> String {
     format!("nqn.2026-11.io.nvmeof-exporter.lab:{t}")
@@ -69,129 +69,123 @@ fn tcp_iopolicy(policy: &str) -> String {
 
 #[test]
 fn rdma_counters_move_with_io_and_belong_to_the_rdma_controller() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            s.ensure_agent();
-            let ctrl = sh(s, "ctrl_of rdma");
-            let by = [("controller", ctrl.as_str())];
-            let before = scrape_until(s, |m| {
-                m.has_family("nvmeof_rdma_hw_counters_total") && fresh(m, "rdma")
-            });
-            sh(
-                s,
-                "dd if=/dev/zero of=$(dev_of rdma) bs=4k count=256 oflag=direct 2>/dev/null",
-            );
-            let after = scrape_until(s, |m| {
-                fresh(m, "rdma")
-                    && m.sum("nvmeof_rdma_hw_counters_total", &[("counter", "sent_pkts")])
-                        > before.sum("nvmeof_rdma_hw_counters_total", &[("counter", "sent_pkts")])
-            });
-            let info: Vec<_> = after.select("nvmeof_rdma_port_info", &by).collect();
-            assert_eq!(info.len(), 1, "{release}: one port for {ctrl}");
-            assert_eq!(info[0].label("device"), Some("rxe0"));
-            assert_eq!(info[0].label("port"), Some("1"));
-            assert_eq!(info[0].label("netdev"), Some("veth0"));
-            assert_eq!(info[0].label("subsystem"), Some(nqn("rdma").as_str()));
-            let delta = |c: &str| {
-                let want = [("controller", ctrl.as_str()), ("counter", c)];
-                after.moved_from(&before, "nvmeof_rdma_hw_counters_total", &want)
-            };
-            eprintln!(
-                "{release}: rxe0 for {ctrl} after 256 writes: sent_pkts +{}, rcvd_pkts +{}",
-                delta("sent_pkts"),
-                delta("rcvd_pkts")
-            );
-            // Each 4 KiB write is at least a command and its data one way, a response back.
-            assert!(
-                delta("sent_pkts") >= 256.0,
-                "{release}: sent_pkts {}",
-                delta("sent_pkts")
-            );
-            assert!(
-                delta("rcvd_pkts") >= 256.0,
-                "{release}: rcvd_pkts {}",
-                delta("rcvd_pkts")
-            );
-            assert_eq!(delta("retry_exceeded_err"), 0.0);
-            // No other controller is tied to an RDMA port.
-            assert_eq!(after.select("nvmeof_rdma_port_info", &[]).count(), 1);
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        let ctrl = sh(s, "ctrl_of rdma");
+        let by = [("controller", ctrl.as_str())];
+        let before = scrape_until(s, |m| {
+            m.has_family("nvmeof_rdma_hw_counters_total") && fresh(m, "rdma")
         });
-    }
+        sh(
+            s,
+            "dd if=/dev/zero of=$(dev_of rdma) bs=4k count=256 oflag=direct 2>/dev/null",
+        );
+        let after = scrape_until(s, |m| {
+            fresh(m, "rdma")
+                && m.sum("nvmeof_rdma_hw_counters_total", &[("counter", "sent_pkts")])
+                    > before.sum("nvmeof_rdma_hw_counters_total", &[("counter", "sent_pkts")])
+        });
+        let info: Vec<_> = after.select("nvmeof_rdma_port_info", &by).collect();
+        assert_eq!(info.len(), 1, "{release}: one port for {ctrl}");
+        assert_eq!(info[0].label("device"), Some("rxe0"));
+        assert_eq!(info[0].label("port"), Some("1"));
+        assert_eq!(info[0].label("netdev"), Some("veth0"));
+        assert_eq!(info[0].label("subsystem"), Some(nqn("rdma").as_str()));
+        let delta = |c: &str| {
+            let want = [("controller", ctrl.as_str()), ("counter", c)];
+            after.moved_from(&before, "nvmeof_rdma_hw_counters_total", &want)
+        };
+        eprintln!(
+            "{release}: rxe0 for {ctrl} after 256 writes: sent_pkts +{}, rcvd_pkts +{}",
+            delta("sent_pkts"),
+            delta("rcvd_pkts")
+        );
+        // Each 4 KiB write is at least a command and its data one way, a response back.
+        assert!(
+            delta("sent_pkts") >= 256.0,
+            "{release}: sent_pkts {}",
+            delta("sent_pkts")
+        );
+        assert!(
+            delta("rcvd_pkts") >= 256.0,
+            "{release}: rcvd_pkts {}",
+            delta("rcvd_pkts")
+        );
+        assert_eq!(delta("retry_exceeded_err"), 0.0);
+        // No other controller is tied to an RDMA port.
+        assert_eq!(after.select("nvmeof_rdma_port_info", &[]).count(), 1);
+    });
 }
 
 #[test]
 fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            s.ensure_agent();
-            let lossy = sh(s, "ctrl_of tcp 4421");
-            let clean = sh(s, "ctrl_of tcp 4420");
-            let retrans = |m: &Metrics, c: &str| {
-                m.sum(
-                    "nvmeof_tcp_retransmitted_segments_total",
-                    &[("controller", c)],
-                )
-            };
-            let before = scrape_until(s, |m| {
-                fresh(m, "tcp")
-                    && m.sum("nvmeof_tcp_connections", &[("controller", &lossy)]) > 0.0
-                    && m.sum("nvmeof_tcp_connections", &[("controller", &clean)]) > 0.0
-            });
-            for c in [&lossy, &clean] {
-                // The admin queue and one I/O queue per CPU.
-                assert!(
-                    before.sum("nvmeof_tcp_connections", &[("controller", c)]) >= 2.0,
-                    "{release}: connections of {c}:\n{}\n{}",
-                    before.text,
-                    agent_log(s)
-                );
-            }
-            // Loss only on what the host sends to port 4421: a prio qdisc on lo whose third band
-            // drops 10 %, and a u32 filter sending that port there.
-            let out = s
-                .lab
-                .sh(&format!(
-                    "{}
-                     lose_towards 4421 10 &&
-                     dd if=/dev/zero of=$(dev_of tcp) bs=64k count=128 oflag=direct 2>&1
-                     rc=$?
-                     restore_lo
-                     {}
-                     exit $rc",
-                    tcp_iopolicy("round-robin"),
-                    tcp_iopolicy("numa")
-                ))
-                .unwrap();
-            assert_eq!(out.rc, 0, "{release}: {}", out.out);
-            let after = scrape_until(s, |m| {
-                retrans(m, &lossy) > retrans(&before, &lossy) && fresh(m, "tcp")
-            });
-            let lossy_delta = retrans(&after, &lossy) - retrans(&before, &lossy);
-            let clean_delta = retrans(&after, &clean) - retrans(&before, &clean);
-            eprintln!(
-                "{release}: retransmitted segments, 10 % loss towards 4421: {lossy} +{lossy_delta}, {clean} +{clean_delta}"
-            );
-            // 10 % loss on the lossy path's half of 8 MiB: loopback's 64 KiB MTU makes that about
-            // a hundred segments, so a handful to tens are retransmitted (18 in a fresh clone's
-            // run). The clean path may retransmit one when the emulated host stalls (a fresh
-            // clone's CI saw +1), so it must stay five times below the lossy one.
-            assert!(
-                lossy_delta >= 3.0,
-                "{release}: {lossy_delta} retransmissions on {lossy}"
-            );
-            assert!(
-                clean_delta * 5.0 <= lossy_delta,
-                "{release}: {clean_delta} retransmissions on {clean} against {lossy_delta} on {lossy}"
-            );
-            let sent =
-                |m: &Metrics, c: &str| m.sum("nvmeof_tcp_sent_bytes_total", &[("controller", c)]);
-            // Both paths carried data (round-robin): the clean one's silence is not idleness.
-            assert!(sent(&after, &clean) - sent(&before, &clean) > 1_000_000.0);
-            assert!(sent(&after, &lossy) - sent(&before, &lossy) > 1_000_000.0);
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        let lossy = sh(s, "ctrl_of tcp 4421");
+        let clean = sh(s, "ctrl_of tcp 4420");
+        let retrans = |m: &Metrics, c: &str| {
+            m.sum(
+                "nvmeof_tcp_retransmitted_segments_total",
+                &[("controller", c)],
+            )
+        };
+        let before = scrape_until(s, |m| {
+            fresh(m, "tcp")
+                && m.sum("nvmeof_tcp_connections", &[("controller", &lossy)]) > 0.0
+                && m.sum("nvmeof_tcp_connections", &[("controller", &clean)]) > 0.0
         });
-    }
+        for c in [&lossy, &clean] {
+            // The admin queue and one I/O queue per CPU.
+            assert!(
+                before.sum("nvmeof_tcp_connections", &[("controller", c)]) >= 2.0,
+                "{release}: connections of {c}:\n{}\n{}",
+                before.text,
+                agent_log(s)
+            );
+        }
+        // Loss only on what the host sends to port 4421: a prio qdisc on lo whose third band
+        // drops 10 %, and a u32 filter sending that port there.
+        let out = s
+            .lab
+            .sh(&format!(
+                "{}
+                 lose_towards 4421 10 &&
+                 dd if=/dev/zero of=$(dev_of tcp) bs=64k count=128 oflag=direct 2>&1
+                 rc=$?
+                 restore_lo
+                 {}
+                 exit $rc",
+                tcp_iopolicy("round-robin"),
+                tcp_iopolicy("numa")
+            ))
+            .unwrap();
+        assert_eq!(out.rc, 0, "{release}: {}", out.out);
+        let after = scrape_until(s, |m| {
+            retrans(m, &lossy) > retrans(&before, &lossy) && fresh(m, "tcp")
+        });
+        let lossy_delta = retrans(&after, &lossy) - retrans(&before, &lossy);
+        let clean_delta = retrans(&after, &clean) - retrans(&before, &clean);
+        eprintln!(
+            "{release}: retransmitted segments, 10 % loss towards 4421: {lossy} +{lossy_delta}, {clean} +{clean_delta}"
+        );
+        // 10 % loss on the lossy path's half of 8 MiB: loopback's 64 KiB MTU makes that about
+        // a hundred segments, so a handful to tens are retransmitted (18 in a fresh clone's
+        // run). The clean path may retransmit one when the emulated host stalls (a fresh
+        // clone's CI saw +1), so it must stay five times below the lossy one.
+        assert!(
+            lossy_delta >= 3.0,
+            "{release}: {lossy_delta} retransmissions on {lossy}"
+        );
+        assert!(
+            clean_delta * 5.0 <= lossy_delta,
+            "{release}: {clean_delta} retransmissions on {clean} against {lossy_delta} on {lossy}"
+        );
+        let sent =
+            |m: &Metrics, c: &str| m.sum("nvmeof_tcp_sent_bytes_total", &[("controller", c)]);
+        // Both paths carried data (round-robin): the clean one's silence is not idleness.
+        assert!(sent(&after, &clean) - sent(&before, &clean) > 1_000_000.0);
+        assert!(sent(&after, &lossy) - sent(&before, &lossy) > 1_000_000.0);
+    });
 }
 
 /// The kinds every error completion counts in once.
@@ -363,194 +357,182 @@ fn errors_match_tracefs(
 
 #[test]
 fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            let cut = sh(s, "ctrl_of tcp 4421");
-            // Four readers on both paths (round-robin); then everything the host sends to port
-            // 4421 is dropped. Each reader soon waits on a command stuck on that path, so when
-            // the host gives the path up (keep-alive), there are commands to fail: the cut cannot
-            // miss them, unlike unlinking the port (the target drains its commands first).
-            let (log, traced) = errors_match_tracefs(
-                s,
-                &format!(
-                    "{}
-                     d=$(dev_of tcp); c=$(ctrl_of tcp 4421); pids=
-                     for i in 1 2 3 4; do
-                         dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
-                         pids=\"$pids $!\"
-                     done
-                     sleep 1
-                     lose_towards 4421 100 || exit 10
-                     i=0
-                     while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt 600 ]; do
-                         sleep 0.1; i=$((i + 1))
-                     done
-                     echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
-                     restore_lo
-                     wait_live 60; live=$?
-                     kill $pids 2>/dev/null; wait
-                     {}
-                     exit $live",
-                    tcp_iopolicy("round-robin"),
-                    tcp_iopolicy("numa")
-                ),
-                std::slice::from_ref(&cut),
-            );
-            assert!(log.contains("left live"), "{release}: {log}");
-            let on_cut = traced_on(&traced, &cut);
-            assert!(
-                on_cut > 0,
-                "{release}: the stalled path {cut} failed no command: {traced:?}"
-            );
-        });
-    }
-}
-
-#[test]
-fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            let ctrl = sh(s, "ctrl_of loop");
-            // Four readers on the loop subsystem's namespace; the target disables the namespace
-            // under them for 1 s, then enables it again and the host finds it back (AEN, rescan).
-            // Depending on the kernel, the target fails the readers' commands as an invalid
-            // namespace (command_error) or a path error, which the host retries until the
-            // namespace is back: thousands of error completions in that second.
-            let (log, traced) = errors_match_tracefs(
-                s,
-                "d=$(dev_of loop); ns=$CFG/subsystems/$(nqn loop)/namespaces/1; pids=
+    on_each_lab(|s, release| {
+        let cut = sh(s, "ctrl_of tcp 4421");
+        // Four readers on both paths (round-robin); then everything the host sends to port
+        // 4421 is dropped. Each reader soon waits on a command stuck on that path, so when
+        // the host gives the path up (keep-alive), there are commands to fail: the cut cannot
+        // miss them, unlike unlinking the port (the target drains its commands first).
+        let (log, traced) = errors_match_tracefs(
+            s,
+            &format!(
+                "{}
+                 d=$(dev_of tcp); c=$(ctrl_of tcp 4421); pids=
                  for i in 1 2 3 4; do
                      dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
                      pids=\"$pids $!\"
                  done
                  sleep 1
-                 echo 0 > $ns/enable
-                 sleep 1
-                 echo 1 > $ns/enable
-                 kill $pids 2>/dev/null; wait
+                 lose_towards 4421 100 || exit 10
                  i=0
-                 until [ -b \"$(dev_of loop)\" ] || [ $i -ge 300 ]; do sleep 0.1; i=$((i + 1)); done
-                 echo \"namespace back as $(dev_of loop) after $((i / 10)) s\"
-                 [ -b \"$(dev_of loop)\" ] && wait_live 30",
-                // No command can outlive its timeout in this second: timeouts are not traced
-                // (every command of the loop controller would be, thousands in the failover loop).
-                &[],
-            );
-            assert!(log.contains("namespace back"), "{release}: {log}");
-            let on_ctrl = traced_on(&traced, &ctrl);
-            assert!(
-                on_ctrl > 0,
-                "{release}: disabling the namespace failed no command on {ctrl}: {traced:?}"
-            );
-        });
-    }
+                 while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt 600 ]; do
+                     sleep 0.1; i=$((i + 1))
+                 done
+                 echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
+                 restore_lo
+                 wait_live 60; live=$?
+                 kill $pids 2>/dev/null; wait
+                 {}
+                 exit $live",
+                tcp_iopolicy("round-robin"),
+                tcp_iopolicy("numa")
+            ),
+            std::slice::from_ref(&cut),
+        );
+        assert!(log.contains("left live"), "{release}: {log}");
+        let on_cut = traced_on(&traced, &cut);
+        assert!(
+            on_cut > 0,
+            "{release}: the stalled path {cut} failed no command: {traced:?}"
+        );
+    });
+}
+
+#[test]
+fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does() {
+    on_each_lab(|s, release| {
+        let ctrl = sh(s, "ctrl_of loop");
+        // Four readers on the loop subsystem's namespace; the target disables the namespace
+        // under them for 1 s, then enables it again and the host finds it back (AEN, rescan).
+        // Depending on the kernel, the target fails the readers' commands as an invalid
+        // namespace (command_error) or a path error, which the host retries until the
+        // namespace is back: thousands of error completions in that second.
+        let (log, traced) = errors_match_tracefs(
+            s,
+            "d=$(dev_of loop); ns=$CFG/subsystems/$(nqn loop)/namespaces/1; pids=
+             for i in 1 2 3 4; do
+                 dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
+                 pids=\"$pids $!\"
+             done
+             sleep 1
+             echo 0 > $ns/enable
+             sleep 1
+             echo 1 > $ns/enable
+             kill $pids 2>/dev/null; wait
+             i=0
+             until [ -b \"$(dev_of loop)\" ] || [ $i -ge 300 ]; do sleep 0.1; i=$((i + 1)); done
+             echo \"namespace back as $(dev_of loop) after $((i / 10)) s\"
+             [ -b \"$(dev_of loop)\" ] && wait_live 30",
+            // No command can outlive its timeout in this second: timeouts are not traced
+            // (every command of the loop controller would be, thousands in the failover loop).
+            &[],
+        );
+        assert!(log.contains("namespace back"), "{release}: {log}");
+        let on_ctrl = traced_on(&traced, &ctrl);
+        assert!(
+            on_ctrl > 0,
+            "{release}: disabling the namespace failed no command on {ctrl}: {traced:?}"
+        );
+    });
 }
 
 #[test]
 fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            // A controller of its own (a file-backed namespace on a third TCP port) whose
-            // keep-alive timeout (90 s) is longer than the I/O timeout (nvme_core's io_timeout,
-            // 30 s by default): when everything sent to its port is dropped, the read's own
-            // timeout ends the wait, not the keep-alive (0 is not honoured: the kernel then uses
-            // its default of 5 s).
-            let ctrl = sh(
+    on_each_lab(|s, release| {
+        // A controller of its own (a file-backed namespace on a third TCP port) whose
+        // keep-alive timeout (90 s) is longer than the I/O timeout (nvme_core's io_timeout,
+        // 30 s by default): when everything sent to its port is dropped, the read's own
+        // timeout ends the wait, not the keep-alive (0 is not honoured: the kernel then uses
+        // its default of 5 s).
+        let ctrl = sh(
+            s,
+            "truncate -s 64M /tmp/tmo.img &&
+             t=$CFG/subsystems/$(nqn tmo) && mkdir -p $t/namespaces/1 &&
+             echo 1 > $t/attr_allow_any_host &&
+             echo /tmp/tmo.img > $t/namespaces/1/device_path &&
+             echo 1 > $t/namespaces/1/buffered_io &&
+             echo 1 > $t/namespaces/1/enable &&
+             port 9 tcp ipv4 127.0.0.1 4422 && expose 9 tmo &&
+             connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn tmo),keep_alive_tmo=90,reconnect_delay=1,ctrl_loss_tmo=120\" &&
+             wait_live 30 && ctrl_of tmo",
+        );
+        let io_timeout = sh(s, "cat /sys/module/nvme_core/parameters/io_timeout");
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            errors_match_tracefs(
                 s,
-                "truncate -s 64M /tmp/tmo.img &&
-                 t=$CFG/subsystems/$(nqn tmo) && mkdir -p $t/namespaces/1 &&
-                 echo 1 > $t/attr_allow_any_host &&
-                 echo /tmp/tmo.img > $t/namespaces/1/device_path &&
-                 echo 1 > $t/namespaces/1/buffered_io &&
-                 echo 1 > $t/namespaces/1/enable &&
-                 port 9 tcp ipv4 127.0.0.1 4422 && expose 9 tmo &&
-                 connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn tmo),keep_alive_tmo=90,reconnect_delay=1,ctrl_loss_tmo=120\" &&
-                 wait_live 30 && ctrl_of tmo",
-            );
-            let io_timeout = sh(s, "cat /sys/module/nvme_core/parameters/io_timeout");
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                errors_match_tracefs(
-                    s,
-                    &format!(
-                        "c={ctrl}; d=$(dev_of tmo)
-                         lose_towards 4422 100 || exit 10
-                         dd if=$d of=/dev/null bs=4k count=1 skip=100 iflag=direct 2>/dev/null &
-                         reader=$!
-                         # The read times out after io_timeout ({io_timeout} s), the host gives
-                         # the connection up, then the drop ends so that it can reconnect.
-                         i=0
-                         while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt $(( ({io_timeout} + 60) * 10 )) ]; do
-                             sleep 0.1; i=$((i + 1))
-                         done
-                         echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
-                         restore_lo
-                         wait_live 60; live=$?
-                         wait $reader; echo \"reader exit $?\"
-                         exit $live"
-                    ),
-                    std::slice::from_ref(&ctrl),
-                )
-            }));
-            // Whatever happened, the extra controller and its target go.
-            let _ = s.lab.sh(&format!(
-                "restore_lo
-                 echo 1 > /sys/class/nvme/{ctrl}/delete_controller
-                 t=$CFG/subsystems/$(nqn tmo)
-                 unexpose 9 tmo; rmdir $CFG/ports/9
-                 echo 0 > $t/namespaces/1/enable; rmdir $t/namespaces/1 $t
-                 rm -f /tmp/tmo.img"
-            ));
-            let (log, traced) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
-            assert!(log.contains("left live"), "{release}: {log}");
-            let timed_out = traced.get(&(ctrl.clone(), "timeout")).copied().unwrap_or(0);
-            assert!(
-                timed_out > 0,
-                "{release}: no command of {ctrl} outlived {io_timeout} s: {traced:?}"
-            );
-        });
-    }
+                &format!(
+                    "c={ctrl}; d=$(dev_of tmo)
+                     lose_towards 4422 100 || exit 10
+                     dd if=$d of=/dev/null bs=4k count=1 skip=100 iflag=direct 2>/dev/null &
+                     reader=$!
+                     # The read times out after io_timeout ({io_timeout} s), the host gives
+                     # the connection up, then the drop ends so that it can reconnect.
+                     i=0
+                     while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt $(( ({io_timeout} + 60) * 10 )) ]; do
+                         sleep 0.1; i=$((i + 1))
+                     done
+                     echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
+                     restore_lo
+                     wait_live 60; live=$?
+                     wait $reader; echo \"reader exit $?\"
+                     exit $live"
+                ),
+                std::slice::from_ref(&ctrl),
+            )
+        }));
+        // Whatever happened, the extra controller and its target go.
+        let _ = s.lab.sh(&format!(
+            "restore_lo
+             echo 1 > /sys/class/nvme/{ctrl}/delete_controller
+             t=$CFG/subsystems/$(nqn tmo)
+             unexpose 9 tmo; rmdir $CFG/ports/9
+             echo 0 > $t/namespaces/1/enable; rmdir $t/namespaces/1 $t
+             rm -f /tmp/tmo.img"
+        ));
+        let (log, traced) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        assert!(log.contains("left live"), "{release}: {log}");
+        let timed_out = traced.get(&(ctrl.clone(), "timeout")).copied().unwrap_or(0);
+        assert!(
+            timed_out > 0,
+            "{release}: no command of {ctrl} outlived {io_timeout} s: {traced:?}"
+        );
+    });
 }
 
 #[test]
 fn a_refused_connect_counts_as_connect_failure_as_tracefs_shows() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            let release = s.lab.kernel.release.clone();
-            // A subsystem that admits no host, on a port of its own: the host's Connect command
-            // fails (invalid host) and the controller it was for never comes up.
-            sh(
+    on_each_lab(|s, release| {
+        // A subsystem that admits no host, on a port of its own: the host's Connect command
+        // fails (invalid host) and the controller it was for never comes up.
+        sh(
+            s,
+            "t=$CFG/subsystems/$(nqn deny) && mkdir -p $t &&
+             echo 0 > $t/attr_allow_any_host &&
+             port 9 tcp ipv4 127.0.0.1 4422 && expose 9 deny",
+        );
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            errors_match_tracefs(
                 s,
-                "t=$CFG/subsystems/$(nqn deny) && mkdir -p $t &&
-                 echo 0 > $t/attr_allow_any_host &&
-                 port 9 tcp ipv4 127.0.0.1 4422 && expose 9 deny",
-            );
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                errors_match_tracefs(
-                    s,
-                    "if connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn deny)\" 2>/dev/null; then
-                         echo 'connected?'; exit 1
-                     fi
-                     echo refused",
-                    &[],
-                )
-            }));
-            let _ = s
-                .lab
-                .sh("unexpose 9 deny; rmdir $CFG/ports/9; rmdir $CFG/subsystems/$(nqn deny)");
-            let (log, traced) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
-            assert!(log.contains("refused"), "{release}: {log}");
-            let refused = traced
-                .get(&(REMOVED.to_owned(), "connect_failure"))
-                .copied()
-                .unwrap_or(0);
-            assert!(
-                refused > 0,
-                "{release}: the refused connect made no connect_failure of a removed controller: \
-                 {traced:?}"
-            );
-        });
-    }
+                "if connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn deny)\" 2>/dev/null; then
+                     echo 'connected?'; exit 1
+                 fi
+                 echo refused",
+                &[],
+            )
+        }));
+        let _ = s
+            .lab
+            .sh("unexpose 9 deny; rmdir $CFG/ports/9; rmdir $CFG/subsystems/$(nqn deny)");
+        let (log, traced) = result.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        assert!(log.contains("refused"), "{release}: {log}");
+        let refused = traced
+            .get(&(REMOVED.to_owned(), "connect_failure"))
+            .copied()
+            .unwrap_or(0);
+        assert!(
+            refused > 0,
+            "{release}: the refused connect made no connect_failure of a removed controller: \
+             {traced:?}"
+        );
+    });
 }
