@@ -260,6 +260,8 @@ fn web_configs() {
     let seeds: Vec<Vec<u8>> = [
         "basic_auth_users:\n  prometheus: $2y$04$3Q3bDK6uxl0gn5L1o9Hf2eUMoLFO1JjOKMoz0P8n1ROoSzhgr0s5a\n",
         "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  min_version: TLS12\n",
+        // The keys exporter-toolkit added later: suites, versions, client auth modes, headers.
+        "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  cipher_suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256, TLS_AES_128_GCM_SHA256]\n  max_version: TLS13\n  prefer_server_cipher_suites: true\n  curve_preferences: [X25519]\n  client_auth_type: VerifyClientCertIfGiven\nhttp_server_config:\n  http2: false\n  headers:\n    X-Frame-Options: deny\n    Strict-Transport-Security: max-age=31536000\n",
         "a: &a [*a, *a, *a]\nb: &b [*a, *a, *a]\nc: [*b, *b, *b]\n",
         "",
     ]
