@@ -402,7 +402,7 @@ mod tests {
         assert!(s.drain_seconds.is_some());
         drop(s);
 
-        // The gone controller's slots were zeroed; the namespace's LBA shift went in.
+        // The gone controller's slots were zeroed.
         let ebpf = &d.loaded.ebpf;
         let ops = Array::<&MapData, OpStats>::try_from(ebpf.map(maps::OPS).unwrap()).unwrap();
         assert_eq!(ops.get(&gone_slot, 0).unwrap(), OpStats::default());
@@ -413,7 +413,13 @@ mod tests {
             queues.get(&slots.queue_slot(5, 1).unwrap(), 0).unwrap(),
             QueueState::default()
         );
+        // The raw programs take a command's bytes from its request: no namespace scan.
         let ns: Vec<(NamespaceKey, u32)> = entries(ebpf, maps::NAMESPACES).unwrap();
+        assert_eq!(ns, vec![]);
+        // The classic ones need the LBA sizes: the drain writes them.
+        d.loaded.mode = loader::AttachMode::Tracepoint;
+        d.drain_once(&state).unwrap();
+        let ns: Vec<(NamespaceKey, u32)> = entries(&d.loaded.ebpf, maps::NAMESPACES).unwrap();
         assert_eq!(
             ns,
             vec![(
@@ -425,7 +431,7 @@ mod tests {
             )]
         );
         let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(ebpf.map(maps::COUNTERS).unwrap()).unwrap();
+            PerCpuArray::try_from(d.loaded.ebpf.map(maps::COUNTERS).unwrap()).unwrap();
         assert_eq!(counters.len(), PROGRAM_COUNTERS);
 
         // nvme0 now belongs to another subsystem: the old series must not continue under it.
