@@ -152,16 +152,24 @@ impl Parsed<Controller> {
     }
 }
 
+/// The `nvmeN` entries of `ROOT/class/nvme` in instance order: instance, name and directory.
+fn listed(root: &Path) -> anyhow::Result<Vec<(u32, String, std::path::PathBuf)>> {
+    let class = root.join("class/nvme");
+    Ok(entries(&class)?
+        .into_iter()
+        .filter_map(|name| {
+            let instance = ctrl_instance(&name)?;
+            let dir = class.join(&name);
+            Some((instance, name, dir))
+        })
+        .collect())
+}
+
 /// Every controller under `ROOT/class/nvme`, in instance order, read now (the collectors of a
 /// scrape share one read: `crate::collector::Scrape::controllers`).
 pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
-    let class = root.join("class/nvme");
     let mut out = Parsed::default();
-    for name in entries(&class)? {
-        let Some(instance) = ctrl_instance(&name) else {
-            continue;
-        };
-        let dir = class.join(&name);
+    for (instance, name, dir) in listed(root)? {
         // A controller deleted since the listing (its class link dangles) is dropped, and a
         // link that loops with one skip: emitted, either would be a series of empty labels.
         if let Err(gone) = still_there(&dir) {
@@ -198,13 +206,8 @@ pub struct Identity {
 /// [`controllers`] reads twenty, for the background readers that ask every few seconds (the eBPF
 /// drain, the SMART scheduler).
 pub fn identities(root: &Path) -> anyhow::Result<Vec<Identity>> {
-    let class = root.join("class/nvme");
     let mut out = Vec::new();
-    for name in entries(&class)? {
-        let Some(instance) = ctrl_instance(&name) else {
-            continue;
-        };
-        let dir = class.join(&name);
+    for (instance, name, dir) in listed(root)? {
         if still_there(&dir).is_err() {
             continue;
         }
