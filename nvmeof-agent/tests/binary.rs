@@ -155,23 +155,7 @@ impl Running {
 
     /// GET `path`, with basic auth when given; the whole answer.
     fn get(&self, path: &str, auth: Option<(&str, &str)>) -> String {
-        use base64::Engine as _;
-        let auth = auth
-            .map(|(u, p)| {
-                let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
-                format!("Authorization: Basic {b}\r\n")
-            })
-            .unwrap_or_default();
-        let mut s = TcpStream::connect(&self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        s.read_to_string(&mut answer).unwrap();
-        answer
+        get_at(&self.addr, path, auth)
     }
 
     /// Waits (at most `bound`) for the process to exit; its exit code and how long it took.
@@ -368,18 +352,32 @@ fn resident_kib(pid: u32) -> (u64, u64) {
     (field("RssAnon:"), field("VmHWM:"))
 }
 
-/// One scrape over a fresh connection; its status line (`HTTP/1.1 200 OK`, or 503 past
-/// `--web.max-requests`).
-fn scrape_status(addr: &str) -> String {
+/// GET `path` from the exporter at `addr` over a fresh connection, with basic auth when given;
+/// the whole answer.
+fn get_at(addr: &str, path: &str, auth: Option<(&str, &str)>) -> String {
+    use base64::Engine as _;
+    let auth = auth
+        .map(|(u, p)| {
+            let b = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+            format!("Authorization: Basic {b}\r\n")
+        })
+        .unwrap_or_default();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n{auth}\r\n"
     )
     .unwrap();
     let mut answer = String::new();
     s.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// One scrape over a fresh connection; its status line (`HTTP/1.1 200 OK`, or 503 past
+/// `--web.max-requests`).
+fn scrape_status(addr: &str) -> String {
+    let answer = get_at(addr, "/metrics", None);
     answer.lines().next().unwrap_or_default().to_owned()
 }
 
