@@ -104,7 +104,7 @@ enum Cmd {
     /// then render the Helm chart with its default values into
     /// deploy/kubernetes/nvmeof-exporter.yaml (the plain manifests for `kubectl apply`).
     RenderDeploy,
-    /// Boot the lab (with the agent) and run one guest script, printing its output.
+    /// Boot the lab (with the agent) and run one guest script (at most 30 min), printing its output.
     Exec {
         #[arg(long, default_value = "6.1")]
         kernel: Series,
@@ -250,7 +250,8 @@ fn main() -> Result<()> {
             let mut opts = LabOptions::standard(kernel);
             opts.agent = Some(build_agent()?);
             let mut lab = Lab::boot(&opts)?;
-            let o = lab.sh(&script)?;
+            // A one-off script may measure for minutes (an agent at a fleet's cadence).
+            let o = lab.sh_timeout(&script, Duration::from_secs(1800))?;
             print!("{}", o.out);
             std::process::exit(o.rc);
         }
