@@ -19,9 +19,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 extern "C" {
     fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
 }
-/// `mi_option_arena_eager_commit` and `mi_option_purge_delay` in mimalloc 3's `mi_option_e`.
+/// `mi_option_arena_eager_commit`, `mi_option_purge_delay` and `mi_option_allow_thp` in
+/// mimalloc 3's `mi_option_e`.
 const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 
 /// mimalloc's defaults keep what a burst of scrapes took: arenas committed eagerly and freed pages
 /// purged only after a delay and only when the allocator runs again, so an idle agent stayed at
@@ -29,11 +31,23 @@ const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// tree; 8, 14 and 21 MiB with these two options, CPU per scrape unchanged: BENCHMARKS.md). Set
 /// from the ELF initialisers, before the Rust runtime's first allocation reserves the first arena
 /// (set in `main`, they came too late for the dynamically linked build).
+///
+/// Transparent huge pages are off for the process: where the kernel's setting is `always` (Debian's
+/// and RHEL's kernels), a page the allocator touches in an arena is backed by 2 MiB, and purging a
+/// freed 64 KiB page frees nothing. In the lab (6.1, `always`) the agent's anonymous memory grew
+/// from 4.5 to 31 MiB over five scrapes 11 s apart, 16 MiB of it huge pages, where the same binary
+/// on a host with `madvise` stayed at 2 MiB (BENCHMARKS.md, weight). The agent's heap is a few MiB
+/// of short-lived scrape buffers: huge pages buy it nothing.
 extern "C" fn allocator_options() {
-    // SAFETY: plain setters of mimalloc's global options, before any other thread exists.
+    // SAFETY: plain setters of mimalloc's global options, before any other thread exists, and a
+    // prctl on this process's own memory policy.
     unsafe {
         mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
         mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        mi_option_set(MI_OPTION_ALLOW_THP, 0);
+        // mimalloc makes the same call when it reads the option at its initialisation, which may
+        // come before this initialiser; a kernel without the prctl refuses it, and nothing changes.
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 #[used]
