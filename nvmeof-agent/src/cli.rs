@@ -150,9 +150,9 @@ pub fn command(registry: &[Registration]) -> Command {
             Arg::new("ebpf.drain-interval")
                 .long("ebpf.drain-interval")
                 .value_name("DURATION")
-                .default_value("1s")
+                .default_value("30s")
                 .value_parser(parse_duration)
-                .help("How often the eBPF maps are drained."),
+                .help("Every scrape drains the eBPF maps; this is the longest time between two drains when nobody scrapes (controllers that are gone are forgotten then)."),
         )
         .arg(
             Arg::new("ebpf.max-controllers")
@@ -330,7 +330,7 @@ mod tests {
         assert_eq!(c.sysfs, PathBuf::from("/sys"));
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
         assert_eq!((c.max_requests, c.max_connections), (40, 1000));
-        assert_eq!(c.drain_interval, Duration::from_secs(1));
+        assert_eq!(c.drain_interval, Duration::from_secs(30));
         assert_eq!((c.max_controllers, c.max_queues), (0, 0));
         assert_eq!(c.attach_mode, None);
         assert!(!c.per_queue);

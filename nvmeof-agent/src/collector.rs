@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::exposition::model::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
@@ -76,11 +77,27 @@ pub struct Scrape {
     /// Held while reading, so that the collectors of one scrape wait for one read instead of
     /// each making its own; only a successful read is kept.
     controllers: Mutex<Option<(PathBuf, Parsed<Controller>)>>,
+    /// When the scraper stops waiting for the collectors; `None` outside a scrape.
+    deadline: Option<Instant>,
 }
 
 impl Scrape {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A scrape whose collectors must be done by `deadline`.
+    pub fn until(deadline: Instant) -> Self {
+        Scrape {
+            deadline: Some(deadline),
+            ..Self::default()
+        }
+    }
+
+    /// How long the collectors have left; `otherwise` outside a scrape.
+    pub fn time_left(&self, otherwise: Duration) -> Duration {
+        self.deadline
+            .map_or(otherwise, |d| d.saturating_duration_since(Instant::now()))
     }
 
     /// Every controller under `root/class/nvme` (`crate::sysfs::controllers`), read once in
@@ -113,8 +130,9 @@ pub enum Reads {
     /// The kernel (sysfs, ioctls, netlink), where a read can block: the scrape runs it on a
     /// blocking thread under its deadline and serves its last good output, marked stale, past it.
     Kernel,
-    /// Only what a background source published (the eBPF drain's snapshot): the scrape runs it
-    /// in line, so its output is never stale; a deadline would only add a thread hop.
+    /// What a background source publishes (the eBPF drain's snapshot): the scrape runs it in
+    /// line (a blocking thread would only add a hop); the collector may wait, bounded by the
+    /// scrape's deadline, for its source to publish afresh.
     Memory,
 }
 

@@ -167,8 +167,8 @@ impl Scraper {
         selection: &Selection,
     ) -> Vec<MetricFamily> {
         self.stats.scrape_started();
-        // The reads the collectors of this scrape share.
-        let scrape = Arc::new(Scrape::new());
+        // The reads the collectors of this scrape share, and their deadline.
+        let scrape = Arc::new(Scrape::until(Instant::now() + timeout));
         let mut runs = tokio::task::JoinSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
             if !selection.runs(slot.name) || slot.reads == Reads::Memory {

@@ -38,9 +38,9 @@ fn fresh_scrape(s: &mut Shared) -> (Metrics, Duration) {
     panic!("no scrape with every collector on time in 20 tries; the last:\n{last}");
 }
 
-/// Waits for one drain after the I/O (the default interval is 1 s) and scrapes.
-fn scrape_after_drain(s: &mut Shared) -> Metrics {
-    std::thread::sleep(Duration::from_millis(2500));
+/// Scrapes at once, every collector on time: the scrape drains the maps itself, so it counts
+/// every command completed before it (no wait for a periodic drain).
+fn scrape_now(s: &mut Shared) -> Metrics {
     fresh_scrape(s).0
 }
 
@@ -114,7 +114,7 @@ fn dd_bytes_and_commands_show_up_exactly_in_the_io_counters() {
         for t in s.expected_transports() {
             let sub = nqn(t);
             let by = [("subsystem", sub.as_str())];
-            let before = scrape_after_drain(s);
+            let before = scrape_now(s);
             // 256 writes then 128 reads of 4 KiB, direct, so each is exactly one command.
             s.lab
                 .sh_ok(&format!(
@@ -123,7 +123,7 @@ fn dd_bytes_and_commands_show_up_exactly_in_the_io_counters() {
                      dd if=$d of=/dev/null bs=4k count=128 iflag=direct 2>/dev/null"
                 ))
                 .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
-            let after = scrape_after_drain(s);
+            let after = scrape_now(s);
             let delta =
                 |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
             assert_eq!(
@@ -346,11 +346,11 @@ fn inflight_entries_are_reused_command_after_command() {
                 .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 1 dd if=$d of=/dev/null bs=4k count=600 iflag=direct 2>/dev/null")
                 .unwrap_or_else(|e| panic!("{release}: {e:#}"));
         };
-        let first = scrape_after_drain(s);
+        let first = scrape_now(s);
         reads(s);
-        let second = scrape_after_drain(s);
+        let second = scrape_now(s);
         reads(s);
-        let third = scrape_after_drain(s);
+        let third = scrape_now(s);
         let new_keys = |a: &Metrics, b: &Metrics| {
             moved(a, b, &[], "nvmeof_exporter_ebpf_events_total", &event)
         };
@@ -413,7 +413,7 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
         }
         let sub = nqn(t);
         let by = [("subsystem", sub.as_str())];
-        let before = scrape_after_drain(s);
+        let before = scrape_now(s);
         assert_eq!(
             before.sum("nvmeof_exporter_ebpf_attach_mode", &[("mode", mode)]),
             1.0,
@@ -429,7 +429,7 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
                  dd if=$d of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null"
             ))
             .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
-        let after = scrape_after_drain(s);
+        let after = scrape_now(s);
         let delta = |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
         let unmatched = moved(
             &before,

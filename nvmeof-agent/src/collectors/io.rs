@@ -1,9 +1,12 @@
 //! Collector `io`: command latency, throughput, errors and queue state from the eBPF tracer, plus
-//! the tracer's own health. Reads only what the last drain published (`crate::bpf::io::IoState`,
-//! through the tracer's `IoSource`); the kernel is never touched at scrape time.
+//! the tracer's own health. Asks the tracer's drain thread for a drain and renders what it
+//! published (`crate::bpf::io::IoState`, through the tracer's `IoSource`); the scrape itself
+//! never touches the kernel, and waits for the drain at most until its deadline.
 //!
 //! Labels: `subsystem` (NQN) and `controller` (`nvmeN`) on every I/O series, `queue` (the hardware
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
+use std::time::Duration;
+
 use nvmeof_common::latency::{NATIVE_SCHEMA, ZERO_THRESHOLD_SECONDS};
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 
@@ -12,6 +15,7 @@ use crate::bpf::io::status::status_label;
 use crate::bpf::io::{IoSource, IoState};
 use crate::collector::{Collector, Family, HistogramData, Scrape, Sink};
 use crate::exposition::Native;
+use crate::worker::Ticked;
 
 pub const READ_BYTES: Family = Family::counter("nvmeof_io_read_bytes_total", "Bytes read by completed read commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
 pub const WRITE_BYTES: Family = Family::counter("nvmeof_io_write_bytes_total", "Bytes written by completed write commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
@@ -265,8 +269,21 @@ fn collect_self(state: &IoState, sink: &mut Sink) {
     }
 }
 
+/// How long a collection outside a scrape (no deadline) waits for the drain.
+const REFRESH_OUTSIDE_A_SCRAPE: Duration = Duration::from_secs(1);
+
 impl Collector for IoCollector {
-    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        // Drain now, for this scrape, in three quarters of its time (the rest renders). A drain
+        // that does not finish in time fails this run: the scrape then serves the last good
+        // output, marked stale, as for a collector that missed its deadline.
+        let within = scrape.time_left(REFRESH_OUTSIDE_A_SCRAPE) * 3 / 4;
+        if self.source.refresh(within) == Ticked::Late {
+            anyhow::bail!(
+                "the eBPF maps' drain did not finish within {within:?} (raise --collector.timeout, \
+                 or the scraper's timeout)"
+            );
+        }
         let state = self.source.read();
         sink.gauge(&EBPF_UP, &[], if state.up { 1.0 } else { 0.0 });
         sink.gauge(

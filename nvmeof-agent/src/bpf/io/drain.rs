@@ -1,6 +1,7 @@
-//! The drain: every `drain_interval` the tracer's worker reads the kernel maps, writes the
-//! namespaces' LBA sizes, forgets controllers that are gone, runs the [`Model`] and publishes the
-//! result. Scrapes only read what was published; nothing here runs at scrape time.
+//! The drain: when a scrape asks (or `drain_interval` after the last drain) the tracer's worker
+//! reads the kernel maps, writes the namespaces' LBA sizes, forgets controllers that are gone,
+//! runs the [`Model`] and publishes the result. Scrapes only read what was published; this runs
+//! on the worker's thread, never on a scrape's.
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};

@@ -6,9 +6,12 @@
 //! At start: read the struct offsets the request-keyed programs need from the kernel's BTF
 //! (`crate::bpf::btf`), find tracefs and read the two records' layout from their `format` files
 //! (`crate::bpf::tracefs`, `crate::bpf::format`) for the classic ones, load the object with both
-//! and attach. Then a worker drains the maps every `drain_interval` ([`drain`]) into the
-//! [`model`], which keeps per-series counters, Prometheus buckets and a sliding window for
-//! quantiles, and publishes the result in the [`IoSource`].
+//! and attach. Then a worker drains the maps ([`drain`]) into the [`model`], which keeps
+//! per-series counters and Prometheus buckets, and publishes the result in the [`IoSource`]. It
+//! drains when a scrape asks ([`IoSource::refresh`]), and on its own only when no scrape asked for
+//! `drain_interval` (to forget controllers that are gone): an agent nobody scrapes reads no map,
+//! and a scrape sees every command completed before it. Draining every second for nobody was most
+//! of an idle agent's CPU (BENCHMARKS.md, weight).
 //!
 //! [`start`] never fails: without BPF permission, tracepoints or a usable layout it logs one line
 //! and returns a source whose state says `up: false` (`nvmeof_exporter_ebpf_up 0`). When the
@@ -27,7 +30,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 use crate::bpf::{btf, format, loader, tracefs, ProgramRun, EBPF_OBJECT};
-use crate::worker::Worker;
+use crate::worker::{Ticked, Trigger, Worker};
 
 /// How the tracer runs; filled from the command line.
 #[derive(Clone, Debug)]
@@ -40,7 +43,7 @@ pub struct IoOptions {
     pub btf_root: Option<PathBuf>,
     /// Only this attach mode; `None` tries them in order.
     pub attach_mode: Option<loader::AttachMode>,
-    /// How often the maps are read.
+    /// The longest time between two drains when no scrape asks for one.
     pub drain_interval: Duration,
     /// Controller instances the arrays hold; 0: see [`slot_layout`].
     pub max_controllers: u32,
@@ -203,6 +206,8 @@ pub fn slot_layout(
 /// scrapes read; dropping it stops the drain, which drops the object and so detaches the programs.
 pub struct IoSource {
     state: Arc<RwLock<IoState>>,
+    /// Asks the drain for a drain now.
+    drain: Trigger,
     _worker: Option<Worker>,
 }
 
@@ -221,8 +226,15 @@ impl IoSource {
     pub fn shared(state: Arc<RwLock<IoState>>) -> Self {
         IoSource {
             state,
+            drain: Trigger::default(),
             _worker: None,
         }
+    }
+
+    /// Drains the maps now and waits at most `within` for it; [`Ticked::NoWorker`] when nothing
+    /// drains (the tracer is off, or the state is fixed).
+    pub fn refresh(&self, within: Duration) -> Ticked {
+        self.drain.tick_within(within)
     }
 
     /// The state the last drain published.
@@ -234,11 +246,13 @@ impl IoSource {
 /// Starts the tracer; see the module documentation.
 pub fn start(opts: IoOptions) -> IoSource {
     let state = Arc::new(RwLock::new(IoState::default()));
+    let drain = Trigger::default();
     let nvme_loaded = nvme_core_loaded(&opts.sysfs_root);
-    let e = match try_start(&opts, &state) {
+    let e = match try_start(&opts, &state, &drain) {
         Ok(worker) => {
             return IoSource {
                 state,
+                drain,
                 _worker: Some(worker),
             }
         }
@@ -261,9 +275,10 @@ pub fn start(opts: IoOptions) -> IoSource {
         .write()
         .unwrap_or_else(|e| e.into_inner())
         .waiting_for_nvme = true;
-    let watch = wait_for_nvme_core(opts, state.clone());
+    let watch = wait_for_nvme_core(opts, state.clone(), drain.clone());
     IoSource {
         state,
+        drain,
         _worker: watch,
     }
 }
@@ -277,7 +292,11 @@ fn nvme_core_loaded(sysfs_root: &std::path::Path) -> bool {
 /// there, starts the tracer into `state` once: the tracer's own worker then lives in this one's
 /// closure, so dropping the source still stops both. A start that fails with the module loaded
 /// is logged and not tried again (the cause is then not the module).
-fn wait_for_nvme_core(opts: IoOptions, state: Arc<RwLock<IoState>>) -> Option<Worker> {
+fn wait_for_nvme_core(
+    opts: IoOptions,
+    state: Arc<RwLock<IoState>>,
+    drain_trigger: Trigger,
+) -> Option<Worker> {
     // The drain's worker once started: owned by this closure, dropped with it.
     let mut drain: Option<Worker> = None;
     let mut done = false;
@@ -291,7 +310,7 @@ fn wait_for_nvme_core(opts: IoOptions, state: Arc<RwLock<IoState>>) -> Option<Wo
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .waiting_for_nvme = false;
-        match try_start(&opts, &state) {
+        match try_start(&opts, &state, &drain_trigger) {
             Ok(worker) => {
                 log::info!("eBPF latency tracer started: nvme_core is loaded");
                 drain.get_or_insert(worker);
@@ -310,8 +329,13 @@ fn wait_for_nvme_core(opts: IoOptions, state: Arc<RwLock<IoState>>) -> Option<Wo
         .ok()
 }
 
-/// Loads, attaches and starts the drain, which publishes into `state`.
-fn try_start(opts: &IoOptions, state: &Arc<RwLock<IoState>>) -> anyhow::Result<Worker> {
+/// Loads, attaches and starts the drain, which publishes into `state` and drains when `trigger`
+/// asks.
+fn try_start(
+    opts: &IoOptions,
+    state: &Arc<RwLock<IoState>>,
+    trigger: &Trigger,
+) -> anyhow::Result<Worker> {
     // The request-keyed modes need the struct offsets from BTF; the classic one the record
     // layout from tracefs. Either may be missing; the loader skips the modes it cannot serve.
     let request =
@@ -366,7 +390,13 @@ fn try_start(opts: &IoOptions, state: &Arc<RwLock<IoState>>) -> anyhow::Result<W
         mode,
         ..Default::default()
     };
-    Worker::every("ebpf-drain", interval, drain::ticks(drainer, state.clone())).map_err(|e| {
+    Worker::triggered(
+        "ebpf-drain",
+        interval,
+        trigger,
+        drain::ticks(drainer, state.clone()),
+    )
+    .map_err(|e| {
         *state.write().unwrap_or_else(|e| e.into_inner()) = IoState::default();
         e.into()
     })
@@ -571,7 +601,7 @@ pub(crate) mod tests {
         // The programs must pass this kernel's verifier: loading may only stop for lack of an
         // object or of permission, or at attach (no nvme tracepoints here).
         let state = Arc::new(RwLock::new(IoState::default()));
-        let why = loader::explain(&try_start(&opts, &state).err().unwrap());
+        let why = loader::explain(&try_start(&opts, &state, &Trigger::default()).err().unwrap());
         assert!(
             why.contains("no eBPF object")
                 || why.starts_with("no permission")
