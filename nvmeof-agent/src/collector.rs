@@ -48,6 +48,25 @@ impl Family {
     }
 }
 
+/// Declares a collector's families: a constant for each, for its [`Sink`] calls, and
+/// `FAMILIES`, the list its registration gives, in the order written. Each family is written
+/// once, so one cannot be emitted without being declared:
+///
+/// ```text
+/// families! {
+///     pub UP: gauge("x_up", "1 when up.");
+///     ERRORS: counter("x_errors_total", "Errors.");
+/// }
+/// ```
+macro_rules! families {
+    ($($vis:vis $id:ident: $kind:ident($name:literal, $help:literal);)+) => {
+        $($vis const $id: $crate::collector::Family =
+            $crate::collector::Family::$kind($name, $help);)+
+        pub const FAMILIES: &[$crate::collector::Family] = &[$($id),+];
+    };
+}
+pub(crate) use families;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Counter,

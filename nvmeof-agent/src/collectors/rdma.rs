@@ -11,19 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collector::{Collector, Family, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::netlink::addr::{self, IfAddr};
 use crate::sysfs::infiniband::{ib_ports, refresh_counters, IbPort};
 use crate::sysfs::Controller;
 
-const PORT_INFO: Family = Family::gauge(
-    "nvmeof_rdma_port_info",
-    "The RDMA device and port that carry an rdma controller, with their netdev; always 1.",
-);
-const PORT_COUNTERS: Family = Family::counter("nvmeof_rdma_port_counters_total", "IB port counters of the RDMA port carrying the controller (sysfs ports/N/counters/NAME, as the kernel reports them).");
-const HW_COUNTERS: Family = Family::counter("nvmeof_rdma_hw_counters_total", "Driver counters of the RDMA port carrying the controller (sysfs ports/N/hw_counters/NAME: packets, retries, retry-exceeded, out-of-sequence, duplicate requests, send errors, ...).");
-
-pub const FAMILIES: &[Family] = &[PORT_INFO, PORT_COUNTERS, HW_COUNTERS];
+families! {
+    PORT_INFO: gauge("nvmeof_rdma_port_info",
+        "The RDMA device and port that carry an rdma controller, with their netdev; always 1.");
+    PORT_COUNTERS: counter("nvmeof_rdma_port_counters_total",
+        "IB port counters of the RDMA port carrying the controller (sysfs ports/N/counters/NAME, as the kernel reports them).");
+    HW_COUNTERS: counter("nvmeof_rdma_hw_counters_total",
+        "Driver counters of the RDMA port carrying the controller (sysfs ports/N/hw_counters/NAME: packets, retries, retry-exceeded, out-of-sequence, duplicate requests, send errors, ...).");
+}
 
 /// How long the ports' GID tables and netdevs are reused. Reading them is a file per GID slot
 /// (hundreds per port), too slow for every scrape; they change only with the configuration, and

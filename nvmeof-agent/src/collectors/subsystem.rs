@@ -19,31 +19,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::collector::{Collector, Family, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::sysfs::{self, Address, CtrlState};
 
-const INFO: Family = Family::gauge(
-    "nvmeof_subsystem_info",
-    "Identity of an NVM subsystem and its multipath I/O policy; always 1.",
-);
-const PATHS: Family = Family::gauge(
-    "nvmeof_subsystem_paths",
-    "Controllers (paths) the host has to the subsystem, whatever their state.",
-);
-const LIVE_PATHS: Family = Family::gauge(
-    "nvmeof_subsystem_live_paths",
-    "Controllers (paths) to the subsystem in state live.",
-);
-const LOST_PATHS: Family = Family::gauge(
-    "nvmeof_subsystem_lost_paths",
-    "Paths to the subsystem whose controller the kernel removed while not live (ctrl_loss_tmo ran out), not reconnected since.",
-);
-const LOST_FORGOTTEN: Family = Family::counter(
-    "nvmeof_subsystem_lost_paths_forgotten_total",
-    "Lost paths dropped from the agent's memory because it held the most it keeps.",
-);
-
-pub const FAMILIES: &[Family] = &[INFO, PATHS, LIVE_PATHS, LOST_PATHS, LOST_FORGOTTEN];
+families! {
+    INFO: gauge("nvmeof_subsystem_info",
+        "Identity of an NVM subsystem and its multipath I/O policy; always 1.");
+    PATHS: gauge("nvmeof_subsystem_paths",
+        "Controllers (paths) the host has to the subsystem, whatever their state.");
+    LIVE_PATHS: gauge("nvmeof_subsystem_live_paths",
+        "Controllers (paths) to the subsystem in state live.");
+    LOST_PATHS: gauge("nvmeof_subsystem_lost_paths",
+        "Paths to the subsystem whose controller the kernel removed while not live (ctrl_loss_tmo ran out), not reconnected since.");
+    LOST_FORGOTTEN: counter("nvmeof_subsystem_lost_paths_forgotten_total",
+        "Lost paths dropped from the agent's memory because it held the most it keeps.");
+}
 
 /// Lost paths remembered at most, over all subsystems: a few hundred bytes each, so the memory
 /// stays under a megabyte whatever the fabric does (a host has tens of paths, not thousands).
@@ -249,6 +239,7 @@ impl Collector for SubsystemCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::Family;
     use crate::test_support::{collect, Tree};
 
     /// `(paths, live_paths, lost_paths)` of `nqn` and the forgotten count, from one scrape.

@@ -15,47 +15,26 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::netlink::sock_diag::{tcp_sockets, TcpSocket};
 use crate::sysfs::Controller;
 
-const CONNECTIONS: Family = Family::gauge(
-    "nvmeof_tcp_connections",
-    "TCP connections of the controller (one per queue, admin queue included) that are not closed.",
-);
-const RTT: Family = Family::gauge(
-    "nvmeof_tcp_rtt_seconds",
-    "Smoothed round-trip time (tcp_info rtt); per controller the largest of its connections.",
-);
-const RETRANS: Family = Family {
-    name: "nvmeof_tcp_retransmitted_segments_total",
-    help:
-        "Segments retransmitted (tcp_info total_retrans), summed over the controller's connections.",
-    kind: Kind::Counter,
-};
-const LOST: Family = Family::gauge("nvmeof_tcp_lost_segments", "Segments presumed lost and not yet retransmitted or acknowledged (tcp_info lost), summed over the controller's connections.");
-const SENT: Family = Family::counter(
-    "nvmeof_tcp_sent_bytes_total",
-    "Bytes sent, retransmissions included (tcp_info bytes_sent).",
-);
-const RECEIVED: Family = Family::counter(
-    "nvmeof_tcp_received_bytes_total",
-    "Bytes received (tcp_info bytes_received).",
-);
-const RETRANS_BYTES: Family = Family::counter(
-    "nvmeof_tcp_retransmitted_bytes_total",
-    "Bytes retransmitted (tcp_info bytes_retrans).",
-);
-
-pub const FAMILIES: &[Family] = &[
-    CONNECTIONS,
-    RTT,
-    RETRANS,
-    LOST,
-    SENT,
-    RECEIVED,
-    RETRANS_BYTES,
-];
+families! {
+    CONNECTIONS: gauge("nvmeof_tcp_connections",
+        "TCP connections of the controller (one per queue, admin queue included) that are not closed.");
+    RTT: gauge("nvmeof_tcp_rtt_seconds",
+        "Smoothed round-trip time (tcp_info rtt); per controller the largest of its connections.");
+    RETRANS: counter("nvmeof_tcp_retransmitted_segments_total",
+        "Segments retransmitted (tcp_info total_retrans), summed over the controller's connections.");
+    LOST: gauge("nvmeof_tcp_lost_segments",
+        "Segments presumed lost and not yet retransmitted or acknowledged (tcp_info lost), summed over the controller's connections.");
+    SENT: counter("nvmeof_tcp_sent_bytes_total",
+        "Bytes sent, retransmissions included (tcp_info bytes_sent).");
+    RECEIVED: counter("nvmeof_tcp_received_bytes_total",
+        "Bytes received (tcp_info bytes_received).");
+    RETRANS_BYTES: counter("nvmeof_tcp_retransmitted_bytes_total",
+        "Bytes retransmitted (tcp_info bytes_retrans).");
+}
 
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
