@@ -149,6 +149,15 @@ fn text(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("")
 }
 
+/// A subsystem's paths and live paths as sysfs shows them, and its lost paths as remembered:
+/// the three series an alert on lost redundancy compares.
+fn path_counts(sink: &mut Sink, nqn: &str, paths: usize, live: usize, memory: &Memory) {
+    let labels = [("subsystem", nqn)];
+    sink.gauge(&PATHS, &labels, paths as f64);
+    sink.gauge(&LIVE_PATHS, &labels, live as f64);
+    sink.gauge(&LOST_PATHS, &labels, memory.lost_of(nqn) as f64);
+}
+
 impl Collector for SubsystemCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::subsystems(&self.sysfs)?;
@@ -163,30 +172,28 @@ impl Collector for SubsystemCollector {
             })
             .collect();
         let mut now = HashMap::new();
+        let mut see = |name: &String, subsystem: &Option<String>, state: &Option<CtrlState>| {
+            // A controller the class listing missed (added or removed in between) is keyed by
+            // its name: it cannot match a remembered path, which is the safe side.
+            let address = addresses
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or_else(|| name.clone());
+            let path = PathKey {
+                subsystem: text(subsystem).to_owned(),
+                address,
+            };
+            now.insert(name.clone(), (path, state.clone()));
+        };
+        // A controller the class listing shows is not gone, whatever its subsystem's reading
+        // said (a subsystem skipped as unreadable must not make its paths "lost"); where the
+        // subsystems list it, what they say replaces this.
+        for c in &controllers.items {
+            see(&c.name, &c.subsysnqn, &c.state);
+        }
         for s in &parsed.items {
             for c in &s.controllers {
-                // A controller the class listing missed (added or removed in between) is keyed
-                // by its name: it cannot match a remembered path, which is the safe side.
-                let address = addresses
-                    .get(c.name.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| c.name.clone());
-                let path = PathKey {
-                    subsystem: text(&s.subsysnqn).to_owned(),
-                    address,
-                };
-                now.insert(c.name.clone(), (path, c.state.clone()));
-            }
-        }
-        // A controller the class listing still shows is not gone, whatever its subsystem's
-        // reading said (a subsystem skipped as unreadable must not make its paths "lost").
-        for c in &controllers.items {
-            if !now.contains_key(&c.name) {
-                let path = PathKey {
-                    subsystem: text(&c.subsysnqn).to_owned(),
-                    address: addresses[c.name.as_str()].clone(),
-                };
-                now.insert(c.name.clone(), (path, c.state.clone()));
+                see(&c.name, &s.subsysnqn, &c.state);
             }
         }
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,9 +220,7 @@ impl Collector for SubsystemCollector {
                 .iter()
                 .filter(|c| c.state == Some(CtrlState::Live))
                 .count();
-            sink.gauge(&PATHS, &[nqn], s.controllers.len() as f64);
-            sink.gauge(&LIVE_PATHS, &[nqn], live as f64);
-            sink.gauge(&LOST_PATHS, &[nqn], memory.lost_of(nqn.1) as f64);
+            path_counts(sink, nqn.1, s.controllers.len(), live, &memory);
         }
         // Subsystems that went away with their last path lost: still there for the alerts.
         let mut gone: Vec<&str> = memory
