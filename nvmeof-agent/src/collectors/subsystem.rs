@@ -231,10 +231,7 @@ impl Collector for SubsystemCollector {
             .collect();
         gone.dedup();
         for nqn in gone {
-            let labels = [("subsystem", nqn)];
-            sink.gauge(&PATHS, &labels, 0.0);
-            sink.gauge(&LIVE_PATHS, &labels, 0.0);
-            sink.gauge(&LOST_PATHS, &labels, memory.lost_of(nqn) as f64);
+            path_counts(sink, nqn, 0, 0, &memory);
         }
         sink.counter(&LOST_FORGOTTEN, &[], memory.forgotten as f64);
         Ok(())
@@ -285,9 +282,21 @@ mod tests {
         std::fs::write(t.ctrl_dir(instance).join("state"), format!("{state}\n")).unwrap();
     }
 
-    fn two_paths(t: &Tree) {
+    /// Two live paths to `nqn.test:a` (nvme0 and nvme1, the second over TCP) and a collector
+    /// reading them.
+    fn two_paths() -> (Tree, SubsystemCollector) {
+        let t = Tree::new();
         t.two_paths(["live", "live"]);
         t.set_transport(1, "tcp", "traddr=10.0.0.2,trsvcid=4420,src_addr=10.0.0.1");
+        let c = SubsystemCollector::new(t.root().into());
+        (t, c)
+    }
+
+    /// The last path gone: the kernel removes the subsystem too.
+    fn remove_last_path(t: &Tree, instance: u32, subsys: u32) {
+        remove_controller(t, instance, subsys);
+        let name = format!("class/nvme-subsystem/nvme-subsys{subsys}");
+        std::fs::remove_file(t.root().join(name)).unwrap();
     }
 
     #[test]
@@ -304,9 +313,7 @@ mod tests {
     /// address (under a new nvmeN) clears it.
     #[test]
     fn paths_removed_while_reconnecting_stay_lost_until_they_come_back() {
-        let t = Tree::new();
-        two_paths(&t);
-        let c = SubsystemCollector::new(t.root().into());
+        let (t, c) = two_paths();
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([2.0, 2.0, 0.0]), 0.0));
         set_state(&t, 1, "connecting");
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([2.0, 1.0, 0.0]), 0.0));
@@ -315,8 +322,7 @@ mod tests {
 
         set_state(&t, 0, "resetting");
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([1.0, 0.0, 1.0]), 0.0));
-        remove_controller(&t, 0, 0);
-        std::fs::remove_file(t.root().join("class/nvme-subsystem/nvme-subsys0")).unwrap();
+        remove_last_path(&t, 0, 0);
         std::fs::remove_dir_all(t.subsys_dir(0)).unwrap();
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([0.0, 0.0, 2.0]), 0.0));
         // Still there a scrape later: nothing but a reconnect clears it.
@@ -333,16 +339,13 @@ mod tests {
     /// /metrics with its last path, as before.
     #[test]
     fn paths_removed_while_live_are_not_lost() {
-        let t = Tree::new();
-        two_paths(&t);
-        let c = SubsystemCollector::new(t.root().into());
+        let (t, c) = two_paths();
         scrape(&c, "nqn.test:a");
         remove_controller(&t, 1, 0);
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([1.0, 1.0, 0.0]), 0.0));
         set_state(&t, 0, "deleting");
         scrape(&c, "nqn.test:a");
-        remove_controller(&t, 0, 0);
-        std::fs::remove_file(t.root().join("class/nvme-subsystem/nvme-subsys0")).unwrap();
+        remove_last_path(&t, 0, 0);
         assert_eq!(scrape(&c, "nqn.test:a"), (None, 0.0));
     }
 
@@ -350,10 +353,8 @@ mod tests {
     /// is gone (lost, it was connecting), the new one is not mistaken for it.
     #[test]
     fn a_reused_controller_name_is_another_path() {
-        let t = Tree::new();
-        two_paths(&t);
+        let (t, c) = two_paths();
         set_state(&t, 1, "connecting");
-        let c = SubsystemCollector::new(t.root().into());
         scrape(&c, "nqn.test:a");
         remove_controller(&t, 1, 0);
         t.tcp_controller(1, "nqn.test:b", "live");
