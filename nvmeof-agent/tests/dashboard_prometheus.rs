@@ -38,11 +38,7 @@ const DUE: &[&str] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_answers_per_instance_on_a_real_prometheus() {
-    if !std::path::Path::new(prometheus::BINARY).is_file() {
-        eprintln!(
-            "skipped: no {} (Debian package `prometheus`)",
-            prometheus::BINARY
-        );
+    if !prometheus::installed_or_say_skipped() {
         return;
     }
     let mut fixtures = Vec::new();
