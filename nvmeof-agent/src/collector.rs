@@ -11,7 +11,7 @@ use crate::exposition::model::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use crate::exposition::Native;
-use crate::sysfs::{Controller, Parsed};
+use crate::sysfs::{Controller, Parsed, Spelled};
 
 /// What a metric family is: the documentation test compares the union of every collector's
 /// families with `docs/metrics.md`.
@@ -222,6 +222,22 @@ impl Sink {
             ..Metric::default()
         };
         self.push(f, m, pairs);
+    }
+
+    /// One series per state the kernel knows, labelled `state` after `pairs`: 1 for `state`, 0
+    /// for the others; a state this exporter does not know gets a series of its own, at 1.
+    pub fn one_hot<S: Spelled>(&mut self, f: &Family, pairs: &[(&str, &str)], state: &S) {
+        let mut labels = pairs.to_vec();
+        labels.push(("state", ""));
+        let last = labels.len() - 1;
+        for known in S::KNOWN {
+            labels[last].1 = known.as_str();
+            self.gauge(f, &labels, f64::from(u8::from(state == known)));
+        }
+        if !S::KNOWN.contains(state) {
+            labels[last].1 = state.as_str();
+            self.gauge(f, &labels, 1.0);
+        }
     }
 
     pub fn counter(&mut self, f: &Family, pairs: &[(&str, &str)], value: f64) {

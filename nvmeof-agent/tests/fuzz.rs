@@ -16,6 +16,7 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use nvmeof_agent::bpf::{btf, format};
 use nvmeof_agent::nvme::{ErrorLogEntry, IdentifyController, SmartLog};
+use nvmeof_agent::sysfs::Spelled as _;
 use nvmeof_agent::test_support::btf::BtfBuilder;
 use nvmeof_agent::{exposition, sysfs};
 

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::collector::{families, Collector, Family, Scrape, Sink};
-use crate::sysfs::{Controller, CtrlState};
+use crate::sysfs::Controller;
 
 families! {
     STATE: gauge("nvmeof_subsystem_state",
@@ -67,13 +67,7 @@ fn emit(sink: &mut Sink, c: &Controller) {
         ("controller", c.name.as_str()),
     ];
     if let Some(state) = &c.state {
-        for known in CtrlState::KNOWN {
-            let v = f64::from(u8::from(*state == known));
-            sink.gauge(&STATE, &[ids[0], ids[1], ("state", known.as_str())], v);
-        }
-        if let CtrlState::Unknown(s) = state {
-            sink.gauge(&STATE, &[ids[0], ids[1], ("state", s)], 1.0);
-        }
+        sink.one_hot(&STATE, &ids, state);
     }
     if let Some(t) = &c.transport {
         sink.gauge(&TRANSPORT, &[ids[0], ids[1], ("transport", t)], 1.0);

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use crate::collector::{families, Collector, Scrape, Sink};
-use crate::sysfs::{self, AnaState, BlockStat, Namespace};
+use crate::sysfs::{self, BlockStat, Namespace};
 
 families! {
     SIZE: gauge("nvmeof_namespace_size_bytes",
@@ -83,27 +83,7 @@ fn emit(sink: &mut Sink, ns: &Namespace) {
             ("controller", p.controller.as_str()),
             ("path", p.name.as_str()),
         ];
-        for known in AnaState::KNOWN {
-            let v = f64::from(u8::from(*state == known));
-            let l = [
-                labels[0],
-                labels[1],
-                labels[2],
-                labels[3],
-                ("state", known.as_str()),
-            ];
-            sink.gauge(&ANA, &l, v);
-        }
-        if let AnaState::Unknown(s) = state {
-            let l = [
-                labels[0],
-                labels[1],
-                labels[2],
-                labels[3],
-                ("state", s.as_str()),
-            ];
-            sink.gauge(&ANA, &l, 1.0);
-        }
+        sink.one_hot(&ANA, &labels, state);
     }
 }
 

@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use super::attr::{entries, still_there, Attrs, Parsed, Skip, MAX_ADDRESS_BYTES};
+use super::Spelled;
 
 /// `nvme_ctrl_state` as the `state` attribute spells it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -21,9 +22,8 @@ pub enum CtrlState {
     Unknown(String),
 }
 
-impl CtrlState {
-    /// Every state the kernel knows, in its enum order: the one-hot metric emits all of them.
-    pub const KNOWN: [CtrlState; 7] = [
+impl Spelled for CtrlState {
+    const KNOWN: &'static [CtrlState] = &[
         CtrlState::New,
         CtrlState::Live,
         CtrlState::Resetting,
@@ -33,14 +33,11 @@ impl CtrlState {
         CtrlState::Dead,
     ];
 
-    pub fn parse(s: &str) -> CtrlState {
-        CtrlState::KNOWN
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .unwrap_or_else(|| CtrlState::Unknown(s.to_owned()))
+    fn unknown(word: &str) -> CtrlState {
+        CtrlState::Unknown(word.to_owned())
     }
 
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         match self {
             CtrlState::New => "new",
             CtrlState::Live => "live",
@@ -379,7 +376,7 @@ mod tests {
     #[test]
     fn every_kernel_state_round_trips() {
         for s in CtrlState::KNOWN {
-            assert_eq!(CtrlState::parse(s.as_str()), s);
+            assert_eq!(&CtrlState::parse(s.as_str()), s);
         }
         assert_eq!(
             CtrlState::parse("deleting (no IO)"),

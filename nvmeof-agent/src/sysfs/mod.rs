@@ -18,3 +18,26 @@ pub use blockstat::BlockStat;
 pub use controller::{controllers, Address, Controller, CtrlState, Timeout};
 pub use namespace::{namespace_lba_sizes, namespaces, AnaState, Namespace, NamespaceLba, NsPath};
 pub use subsystem::{subsystems, SubsysController, Subsystem};
+
+/// A state that sysfs spells as one word (`state`, `ana_state`), with a variant for a word this
+/// exporter does not know: the collectors emit a series per known state and one more for an
+/// unknown word, so that a state a newer kernel adds shows up instead of vanishing.
+pub trait Spelled: Clone + PartialEq + 'static {
+    /// Every state the kernel knows, in its enum order.
+    const KNOWN: &'static [Self];
+
+    /// The word as sysfs spells it.
+    fn as_str(&self) -> &str;
+
+    /// The state for a word not in [`Spelled::KNOWN`].
+    fn unknown(word: &str) -> Self;
+
+    /// The state `word` spells.
+    fn parse(word: &str) -> Self {
+        Self::KNOWN
+            .iter()
+            .find(|k| k.as_str() == word)
+            .cloned()
+            .unwrap_or_else(|| Self::unknown(word))
+    }
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 use super::attr::{entries, still_there, Attrs, Gone, Parsed, Skip};
 use super::blockstat::{parse_stat, BlockStat};
 use super::controller::ctrl_instance;
+use super::Spelled;
 
 /// Asymmetric namespace access state of one path, as `ana_state` spells it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,8 +23,8 @@ pub enum AnaState {
     Unknown(String),
 }
 
-impl AnaState {
-    pub const KNOWN: [AnaState; 5] = [
+impl Spelled for AnaState {
+    const KNOWN: &'static [AnaState] = &[
         AnaState::Optimized,
         AnaState::NonOptimized,
         AnaState::Inaccessible,
@@ -31,14 +32,11 @@ impl AnaState {
         AnaState::Change,
     ];
 
-    pub fn parse(s: &str) -> AnaState {
-        AnaState::KNOWN
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .unwrap_or_else(|| AnaState::Unknown(s.to_owned()))
+    fn unknown(word: &str) -> AnaState {
+        AnaState::Unknown(word.to_owned())
     }
 
-    pub fn as_str(&self) -> &str {
+    fn as_str(&self) -> &str {
         match self {
             AnaState::Optimized => "optimized",
             AnaState::NonOptimized => "non-optimized",
@@ -335,7 +333,7 @@ mod tests {
         assert_eq!(path_instance("nvme0c12n3"), Some((0, 12, 3)));
         assert_eq!(path_instance("nvme0n1"), None);
         for ana in AnaState::KNOWN {
-            assert_eq!(AnaState::parse(ana.as_str()), ana);
+            assert_eq!(&AnaState::parse(ana.as_str()), ana);
         }
     }
 }
