@@ -8,46 +8,18 @@ use std::path::Path;
 use super::attr::{entries, still_there, Attrs, Parsed, Skip, MAX_ADDRESS_BYTES};
 use super::Spelled;
 
-/// `nvme_ctrl_state` as the `state` attribute spells it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CtrlState {
-    New,
-    Live,
-    Resetting,
-    Connecting,
-    Deleting,
-    DeletingNoIo,
-    Dead,
-    /// A string this exporter does not know (the kernel's own fallback is `unknown state`).
-    Unknown(String),
-}
-
-impl Spelled for CtrlState {
-    const KNOWN: &'static [CtrlState] = &[
-        CtrlState::New,
-        CtrlState::Live,
-        CtrlState::Resetting,
-        CtrlState::Connecting,
-        CtrlState::Deleting,
-        CtrlState::DeletingNoIo,
-        CtrlState::Dead,
-    ];
-
-    fn unknown(word: &str) -> CtrlState {
-        CtrlState::Unknown(word.to_owned())
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            CtrlState::New => "new",
-            CtrlState::Live => "live",
-            CtrlState::Resetting => "resetting",
-            CtrlState::Connecting => "connecting",
-            CtrlState::Deleting => "deleting",
-            CtrlState::DeletingNoIo => "deleting (no IO)",
-            CtrlState::Dead => "dead",
-            CtrlState::Unknown(s) => s,
-        }
+spelled! {
+    /// `nvme_ctrl_state` as the `state` attribute spells it.
+    /// A word it does not know stays as it is (the kernel's own fallback is `unknown state`).
+    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum CtrlState {
+        New => "new",
+        Live => "live",
+        Resetting => "resetting",
+        Connecting => "connecting",
+        Deleting => "deleting",
+        DeletingNoIo => "deleting (no IO)",
+        Dead => "dead",
     }
 }
 

@@ -4,6 +4,34 @@
 //!
 //! Missing or odd values never fail a parse: the field is left `None` and a [`Skip`] says which
 //! file and why, for the collectors to count.
+/// Declares a [`Spelled`] state: each known state with the word sysfs spells it as, written
+/// once, and an `Unknown` variant for any other word.
+macro_rules! spelled {
+    ($(#[$m:meta])* pub enum $name:ident { $($variant:ident => $word:literal,)+ }) => {
+        $(#[$m])*
+        pub enum $name {
+            $($variant,)+
+            /// A word this exporter does not know.
+            Unknown(String),
+        }
+
+        impl $crate::sysfs::Spelled for $name {
+            const KNOWN: &'static [$name] = &[$($name::$variant),+];
+
+            fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => $word,)+
+                    $name::Unknown(s) => s,
+                }
+            }
+
+            fn unknown(word: &str) -> $name {
+                $name::Unknown(word.to_owned())
+            }
+        }
+    };
+}
+
 mod attr;
 pub mod blockstat;
 pub mod controller;

@@ -12,39 +12,15 @@ use super::blockstat::{parse_stat, BlockStat};
 use super::controller::ctrl_instance;
 use super::Spelled;
 
-/// Asymmetric namespace access state of one path, as `ana_state` spells it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AnaState {
-    Optimized,
-    NonOptimized,
-    Inaccessible,
-    PersistentLoss,
-    Change,
-    Unknown(String),
-}
-
-impl Spelled for AnaState {
-    const KNOWN: &'static [AnaState] = &[
-        AnaState::Optimized,
-        AnaState::NonOptimized,
-        AnaState::Inaccessible,
-        AnaState::PersistentLoss,
-        AnaState::Change,
-    ];
-
-    fn unknown(word: &str) -> AnaState {
-        AnaState::Unknown(word.to_owned())
-    }
-
-    fn as_str(&self) -> &str {
-        match self {
-            AnaState::Optimized => "optimized",
-            AnaState::NonOptimized => "non-optimized",
-            AnaState::Inaccessible => "inaccessible",
-            AnaState::PersistentLoss => "persistent-loss",
-            AnaState::Change => "change",
-            AnaState::Unknown(s) => s,
-        }
+spelled! {
+    /// Asymmetric namespace access state of one path, as `ana_state` spells it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum AnaState {
+        Optimized => "optimized",
+        NonOptimized => "non-optimized",
+        Inaccessible => "inaccessible",
+        PersistentLoss => "persistent-loss",
+        Change => "change",
     }
 }
 
