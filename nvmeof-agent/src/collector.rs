@@ -115,6 +115,14 @@ impl Scrape {
         *cached = Some((root.to_path_buf(), parsed.clone()));
         Ok(parsed)
     }
+
+    /// The controllers on `transport` (`tcp`, `rdma`, `fc`, `loop`, `pcie`), from
+    /// [`Scrape::controllers`]: what a transport's collector reads.
+    pub fn controllers_on(&self, root: &Path, transport: &str) -> anyhow::Result<Vec<Controller>> {
+        let parsed = self.controllers(root)?;
+        let on = |c: &Controller| c.transport.as_deref() == Some(transport);
+        Ok(parsed.items.into_iter().filter(on).collect())
+    }
 }
 
 /// What a collector does; its name and families are its registration's

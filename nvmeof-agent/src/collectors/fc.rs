@@ -110,8 +110,7 @@ impl Port<'_> {
 
 impl Collector for FcCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = scrape.controllers(&self.sysfs)?;
-        let fc = parsed.of_transport("fc");
+        let fc = scrape.controllers_on(&self.sysfs, "fc")?;
         if fc.is_empty() {
             return Ok(());
         }
@@ -119,7 +118,7 @@ impl Collector for FcCollector {
         let rports = fc_remote_ports(&self.sysfs);
         sink.skipped(hosts.skipped.len() + rports.skipped.len());
         let (hosts, rports) = (hosts.items, rports.items);
-        for c in fc {
+        for c in &fc {
             let (h, r) = carrier_of(c, &hosts, &rports);
             emit(sink, c, h, r);
         }

@@ -109,8 +109,7 @@ pub fn port_of<'a>(
 
 impl Collector for RdmaCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = scrape.controllers(&self.sysfs)?;
-        let rdma = parsed.of_transport("rdma");
+        let rdma = scrape.controllers_on(&self.sysfs, "rdma")?;
         if rdma.is_empty() {
             return Ok(());
         }
@@ -126,7 +125,7 @@ impl Collector for RdmaCollector {
         let mut addrs: Option<Vec<IfAddr>> = None;
         // A port's odd values count once, however many controllers it carries.
         let mut counted: Vec<(&str, u32)> = Vec::new();
-        for c in rdma {
+        for c in &rdma {
             let gid_hit = port_of(c, &ports, &[], |_| None);
             let port = match gid_hit {
                 Some(p) => Some(p),

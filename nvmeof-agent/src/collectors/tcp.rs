@@ -74,7 +74,7 @@ fn matches(k: &ConnKey, s: &TcpSocket) -> bool {
 /// Each controller's connections; controllers whose key another shares get none and are
 /// returned in the second list.
 pub fn assign<'a>(
-    ctrls: &'a [&'a Controller],
+    ctrls: &'a [Controller],
     socks: &'a [TcpSocket],
 ) -> (
     Vec<(&'a Controller, Vec<&'a TcpSocket>)>,
@@ -149,8 +149,7 @@ pub fn emit_all(sink: &mut Sink, assigned: &[(&Controller, Vec<&TcpSocket>)], pe
 impl Collector for TcpCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let parsed = scrape.controllers(&self.sysfs)?;
-        let tcp = parsed.of_transport("tcp");
+        let tcp = scrape.controllers_on(&self.sysfs, "tcp")?;
         if tcp.is_empty() {
             return Ok(());
         }
@@ -206,7 +205,7 @@ mod tests {
             sock(4420, 36386, 1, 9, 9), // the target's end
             sock(4420, 0, TCP_LISTEN, 0, 0),
         ];
-        let ctrls = [&a, &b];
+        let ctrls = [a, b];
         let (assigned, ambiguous) = assign(&ctrls, &socks);
         assert!(ambiguous.is_empty());
         let mut sink = Sink::new();
@@ -233,7 +232,7 @@ mod tests {
         let a = ctrl("nvme0", "traddr=10.0.0.1,trsvcid=4420");
         let b = ctrl("nvme1", "traddr=10.0.0.1,trsvcid=4420");
         let c = ctrl("nvme2", "traddr=10.0.0.1,trsvcid=4420,src_addr=10.0.0.2");
-        let ctrls = [&a, &b, &c];
+        let ctrls = [a, b, c];
         let (assigned, ambiguous) = assign(&ctrls, &[]);
         assert_eq!(ambiguous.len(), 2);
         assert_eq!(assigned.len(), 1);

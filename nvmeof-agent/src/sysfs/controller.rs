@@ -111,16 +111,6 @@ pub struct Controller {
     pub hostnqn: Option<String>,
 }
 
-impl Parsed<Controller> {
-    /// The controllers on `transport` (`tcp`, `rdma`, `fc`, `loop`, `pcie`).
-    pub fn of_transport(&self, transport: &str) -> Vec<&Controller> {
-        self.items
-            .iter()
-            .filter(|c| c.transport.as_deref() == Some(transport))
-            .collect()
-    }
-}
-
 /// The `nvmeN` entries of `ROOT/class/nvme` in instance order: instance, name and directory.
 fn listed(root: &Path) -> anyhow::Result<Vec<(u32, String, std::path::PathBuf)>> {
     let class = root.join("class/nvme");
