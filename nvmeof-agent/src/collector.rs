@@ -12,7 +12,7 @@ use crate::exposition::model::{
     Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
 };
 use crate::exposition::Native;
-use crate::sysfs::{Controller, Parsed};
+use crate::sysfs::{Controller, Parsed, Spelled};
 
 /// What a metric family is: the documentation test compares the union of every collector's
 /// families with `docs/metrics.md`.
@@ -48,6 +48,25 @@ impl Family {
         }
     }
 }
+
+/// Declares a collector's families: a constant for each, for its [`Sink`] calls, and
+/// `FAMILIES`, the list its registration gives, in the order written. Each family is written
+/// once, so one cannot be emitted without being declared:
+///
+/// ```text
+/// families! {
+///     pub UP: gauge("x_up", "1 when up.");
+///     ERRORS: counter("x_errors_total", "Errors.");
+/// }
+/// ```
+macro_rules! families {
+    ($($vis:vis $id:ident: $kind:ident($name:literal, $help:literal);)+) => {
+        $($vis const $id: $crate::collector::Family =
+            $crate::collector::Family::$kind($name, $help);)+
+        pub const FAMILIES: &[$crate::collector::Family] = &[$($id),+];
+    };
+}
+pub(crate) use families;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -112,6 +131,14 @@ impl Scrape {
         let parsed = crate::sysfs::controllers(root)?;
         *cached = Some((root.to_path_buf(), parsed.clone()));
         Ok(parsed)
+    }
+
+    /// The controllers on `transport` (`tcp`, `rdma`, `fc`, `loop`, `pcie`), from
+    /// [`Scrape::controllers`]: what a transport's collector reads.
+    pub fn controllers_on(&self, root: &Path, transport: &str) -> anyhow::Result<Vec<Controller>> {
+        let parsed = self.controllers(root)?;
+        let on = |c: &Controller| c.transport.as_deref() == Some(transport);
+        Ok(parsed.items.into_iter().filter(on).collect())
     }
 }
 
@@ -221,6 +248,22 @@ impl Sink {
             ..Metric::default()
         };
         self.push(f, m, pairs);
+    }
+
+    /// One series per state the kernel knows, labelled `state` after `pairs`: 1 for `state`, 0
+    /// for the others; a state this exporter does not know gets a series of its own, at 1.
+    pub fn one_hot<S: Spelled>(&mut self, f: &Family, pairs: &[(&str, &str)], state: &S) {
+        let mut labels = pairs.to_vec();
+        labels.push(("state", ""));
+        let last = labels.len() - 1;
+        for known in S::KNOWN {
+            labels[last].1 = known.as_str();
+            self.gauge(f, &labels, f64::from(u8::from(state == known)));
+        }
+        if !S::KNOWN.contains(state) {
+            labels[last].1 = state.as_str();
+            self.gauge(f, &labels, 1.0);
+        }
     }
 
     pub fn counter(&mut self, f: &Family, pairs: &[(&str, &str)], value: f64) {

@@ -153,6 +153,12 @@ impl Running {
         );
     }
 
+    /// Sends SIGHUP and waits for the log line that says how the reload of the web config went.
+    fn reload(&self) -> String {
+        self.signal(libc::SIGHUP);
+        self.wait_for("SIGHUP")
+    }
+
     /// GET `path`, with basic auth when given; the whole answer.
     fn get(&self, path: &str, auth: Option<(&str, &str)>) -> String {
         get_at(&self.addr, path, auth)
@@ -217,8 +223,7 @@ fn sighup_reloads_the_web_config() {
     assert!(exporter.get("/healthz", one).starts_with("HTTP/1.1 200"));
 
     std::fs::write(&web, users("two")).unwrap();
-    exporter.signal(libc::SIGHUP);
-    let line = exporter.wait_for("SIGHUP");
+    let line = exporter.reload();
     assert!(
         line.contains("reloaded the web config") && line.contains("basic auth for 1 users"),
         "{line}"
@@ -232,8 +237,7 @@ fn sighup_reloads_the_web_config() {
         &bcrypt::hash("three", 4).unwrap()[7..]
     );
     std::fs::write(&web, bad).unwrap();
-    exporter.signal(libc::SIGHUP);
-    let line = exporter.wait_for("SIGHUP");
+    let line = exporter.reload();
     assert!(line.contains("keeping the web config in force"), "{line}");
     assert!(line.contains("cost 99"), "{line}");
     assert!(exporter.get("/healthz", two).starts_with("HTTP/1.1 200"));
@@ -247,8 +251,7 @@ fn sighup_reloads_the_web_config() {
         "tls_server_config:\n  cert_file: s.crt\n  key_file: s.key\n",
     )
     .unwrap();
-    exporter.signal(libc::SIGHUP);
-    let line = exporter.wait_for("SIGHUP");
+    let line = exporter.reload();
     assert!(
         line.contains("keeping the web config in force") && line.contains("turns TLS on"),
         "{line}"

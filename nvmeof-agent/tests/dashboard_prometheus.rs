@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use nvmeof_agent::http::{self, App, PlainTcp};
 use tokio::net::TcpListener;
-use xtask::monitoring::{dashboard, Config};
+use xtask::monitoring::dashboard::{self, Vars};
+use xtask::monitoring::Config;
 use xtask::prometheus::{self, Prometheus};
 
 /// Panels the sysfs collectors feed on the captured tree: each must answer for both nodes.
@@ -35,23 +36,9 @@ const DUE: &[&str] = &[
     "Collector wait per scrape",
 ];
 
-/// Grafana's own substitutions: the interval and range as durations, the variables' "All".
-fn as_grafana_sends(expr: &str) -> String {
-    expr.replace("$__rate_interval", "1m")
-        .replace("$__range", "5m")
-        .replace("job=~\"$job\"", "job=~\"nvmeof-exporter\"")
-        .replace("\"$cluster\"", "\".*\"")
-        .replace("\"$instance\"", "\".*\"")
-        .replace("\"$subsystem\"", "\".*\"")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_query_answers_per_instance_on_a_real_prometheus() {
-    if !std::path::Path::new(prometheus::BINARY).is_file() {
-        eprintln!(
-            "skipped: no {} (Debian package `prometheus`)",
-            prometheus::BINARY
-        );
+    if !prometheus::installed_or_say_skipped() {
         return;
     }
     let mut fixtures = Vec::new();
@@ -71,10 +58,13 @@ async fn every_dashboard_query_answers_per_instance_on_a_real_prometheus() {
         fixtures.push(fixture);
     }
     let instances: BTreeSet<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
-    let panels = dashboard::dashboard(&Config::default())["panels"]
-        .as_array()
-        .unwrap()
-        .clone();
+    let board = dashboard::dashboard(&Config::default());
+    // Grafana's own substitutions: the interval and range as durations, the variables' "All"
+    // (the job's too, which matches only the job the dashboard is for).
+    let vars = Vars {
+        job: "nvmeof-exporter".into(),
+        ..Vars::all("1m", "5m")
+    };
     tokio::task::spawn_blocking(move || {
         let p = Prometheus::start_scraping("nvmeof-exporter", &ports).expect("starting Prometheus");
         // Enough scrapes for rate() over 1m: both targets up, and 5 samples each.
@@ -92,43 +82,34 @@ async fn every_dashboard_query_answers_per_instance_on_a_real_prometheus() {
         .unwrap();
         let mut problems = Vec::new();
         let mut answered = BTreeSet::new();
-        let mut queries = 0;
-        for panel in panels.iter().filter(|p| p["type"] != "row") {
-            let title = panel["title"].as_str().unwrap();
-            for t in panel["targets"].as_array().unwrap() {
-                let expr = as_grafana_sends(t["expr"].as_str().unwrap());
-                queries += 1;
-                let samples = match p.query(&expr) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        problems.push(format!("{title}: {e:#}"));
-                        continue;
-                    }
-                };
-                let seen: BTreeSet<String> = samples
-                    .iter()
-                    .filter_map(|s| s.labels.get("instance")?.as_str().map(str::to_owned))
-                    .collect();
-                let unlabelled = samples
-                    .iter()
-                    .filter(|s| !s.labels.contains_key("instance"))
-                    .count();
-                if panel["type"] == "stat" {
-                    let per_instance = seen == instances && unlabelled == 0 && samples.len() == 2;
-                    let zero = samples.len() == 1 && unlabelled == 1 && samples[0].value == 0.0;
-                    if !(per_instance || zero) {
-                        problems.push(format!("{title}: stat answered {samples:?}"));
-                    }
-                } else if unlabelled > 0 || !(seen.is_empty() || seen == instances) {
-                    problems.push(format!(
-                        "{title}: instances {seen:?}, {unlabelled} without: {expr}"
-                    ));
+        let answers = p.answer_panels(&board, &vars, &mut problems);
+        for a in &answers {
+            let (title, samples) = (a.title, &a.samples);
+            let seen: BTreeSet<String> = samples
+                .iter()
+                .filter_map(|s| s.labels.get("instance")?.as_str().map(str::to_owned))
+                .collect();
+            let unlabelled = samples
+                .iter()
+                .filter(|s| !s.labels.contains_key("instance"))
+                .count();
+            if a.stat {
+                let per_instance = seen == instances && unlabelled == 0 && samples.len() == 2;
+                let zero = samples.len() == 1 && unlabelled == 1 && samples[0].value == 0.0;
+                if !(per_instance || zero) {
+                    problems.push(format!("{title}: stat answered {samples:?}"));
                 }
-                if seen == instances {
-                    answered.insert(title.to_owned());
-                }
+            } else if unlabelled > 0 || !(seen.is_empty() || seen == instances) {
+                problems.push(format!(
+                    "{title}: instances {seen:?}, {unlabelled} without: {}",
+                    a.expr
+                ));
+            }
+            if seen == instances {
+                answered.insert(title.to_owned());
             }
         }
+        let queries = answers.len();
         for due in DUE {
             if !answered.contains(*due) {
                 problems.push(format!("{due}: no answer for both instances"));

@@ -16,6 +16,8 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use nvmeof_agent::bpf::{btf, format};
 use nvmeof_agent::nvme::{ErrorLogEntry, IdentifyController, SmartLog};
+use nvmeof_agent::sysfs::Spelled as _;
+use nvmeof_agent::test_support::btf::BtfBuilder;
 use nvmeof_agent::{exposition, sysfs};
 
 /// What one input may take, on a loaded 2-core machine, before it counts as a hang.
@@ -205,35 +207,19 @@ fn nvme_pages() {
 /// A small BTF blob of the shape the agent reads: `int`, a pointer, `struct request` with `q`,
 /// `mq_hctx` and `__data_len`.
 fn small_btf() -> Vec<u8> {
-    let strings = b"\0int\0request\0q\0mq_hctx\0__data_len\0";
-    let s = |name: &str| -> u32 {
-        let needle = [b"\0", name.as_bytes(), b"\0"].concat();
-        strings
-            .windows(needle.len())
-            .position(|w| w == needle)
-            .unwrap() as u32
-            + 1
-    };
-    let mut types: Vec<u32> = Vec::new();
-    // 1: int, 4 bytes, 32 bits.
-    types.extend([s("int"), 1 << 24, 4, 32]);
-    // 2: void *.
-    types.extend([0, 2 << 24, 0]);
-    // 3: struct request, 296 bytes, 3 members (name, type, bit offset).
-    types.extend([s("request"), (4 << 24) | 3, 296]);
-    types.extend([s("q"), 2, 0, s("mq_hctx"), 2, 128, s("__data_len"), 1, 352]);
-    let type_len = types.len() as u32 * 4;
-    let mut out = Vec::new();
-    out.extend(0xeb9fu16.to_le_bytes());
-    out.extend([1u8, 0]);
-    for w in [24, 0, type_len, type_len, strings.len() as u32] {
-        out.extend(w.to_le_bytes());
-    }
-    for w in types {
-        out.extend(w.to_le_bytes());
-    }
-    out.extend(strings);
-    out
+    let mut b = BtfBuilder::new();
+    b.int("int", 4); // 1
+    b.ptr(0); // 2: void *
+    b.strukt(
+        "request",
+        296,
+        &[
+            ("q", 2, 0, 0),
+            ("mq_hctx", 2, 128, 0),
+            ("__data_len", 1, 352, 0),
+        ],
+    );
+    b.finish()
 }
 
 #[test]

@@ -45,11 +45,7 @@ impl Collector for Fixed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_ingests_the_native_histogram() {
-    if !std::path::Path::new(prometheus::BINARY).is_file() {
-        eprintln!(
-            "skipped: no {} (Debian package `prometheus`)",
-            prometheus::BINARY
-        );
+    if !prometheus::installed_or_say_skipped() {
         return;
     }
     let scraper = Scraper::new(vec![Named::new("fixed", Fixed)], Duration::from_secs(5));

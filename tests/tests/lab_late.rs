@@ -87,12 +87,10 @@ fn the_tracer_attaches_when_nvme_core_loads_after_the_agent() {
 
         std::thread::sleep(Duration::from_secs(2));
         let before = scrape(&lab);
-        let io = lab
-            .sh(&format!(
-                "dd if=$(dev_of tcp) of=/dev/null bs=4k count={READS} iflag=direct 2>&1"
-            ))
-            .unwrap();
-        assert_eq!(io.rc, 0, "{release}: {}", io.out);
+        lab.sh_ok(&format!(
+            "dd if=$(dev_of tcp) of=/dev/null bs=4k count={READS} iflag=direct 2>&1"
+        ))
+        .unwrap_or_else(|e| panic!("{release}: {e:#}"));
         std::thread::sleep(Duration::from_secs(3));
         let after = scrape(&lab);
         let reads = after.moved_from(&before, "nvmeof_io_commands_total", &[("opclass", "read")]);

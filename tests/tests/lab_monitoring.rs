@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use nvmeof_tests::{agent_bin, kernels, LAB_AGENT_ARGS};
 use xtask::lab::{Lab, LabOptions, PcieNvme};
+use xtask::monitoring::dashboard::{grafana_escape, Vars};
 use xtask::monitoring::{alerts, dashboard, Config};
 use xtask::prometheus::{Alert, Prometheus};
 
@@ -156,40 +157,6 @@ fn stat_values() -> Vec<(&'static str, f64)> {
         ("eBPF not attached", 0.0),
         ("Lost paths forgotten", 0.0),
     ]
-}
-
-/// A value as Grafana puts a multi-value or All-able variable into a regex matcher
-/// (`prometheusRegularEscape`): regex metacharacters escaped, the backslash doubled for PromQL.
-fn grafana_escape(v: &str) -> String {
-    let mut out = String::new();
-    for c in v.chars() {
-        if "\\$^*{}[]'+?.()|".contains(c) {
-            out.push_str("\\\\");
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// The variables' values for one instance, the way Grafana resolves them: each variable's own
-/// `label_values(SELECTOR, LABEL)` query, earlier variables substituted; no value (the lab has no
-/// cluster label) is All, whose `allValue` is `.*`.
-struct Vars {
-    cluster: String,
-    job: String,
-    instance: String,
-    subsystem: String,
-}
-
-impl Vars {
-    fn apply(&self, expr: &str, range: &str) -> String {
-        expr.replace("$__rate_interval", RATE_INTERVAL)
-            .replace("$__range", range)
-            .replace("$cluster", &self.cluster)
-            .replace("$job", &self.job)
-            .replace("$instance", &self.instance)
-            .replace("$subsystem", &self.subsystem)
-    }
 }
 
 /// `label_values(SELECTOR, LABEL)` or `label_values(LABEL)` of a variable's query.
@@ -528,17 +495,14 @@ fn prove(k: xtask::kernel::Series) {
             .to_owned()
     };
     let resolve = |q: &str, vars: &Vars| -> Vec<String> {
-        let (sel, label) = parse_label_values(&vars.apply(q, "1m"));
+        let (sel, label) = parse_label_values(&vars.apply(q));
         prom.label_values(&sel, &label)
             .unwrap_or_else(|e| panic!("{release}: {q}: {e:#}"))
     };
-    let all = ".*".to_owned();
-    let mut v = Vars {
-        cluster: all.clone(),
-        job: all.clone(),
-        instance: all.clone(),
-        subsystem: all.clone(),
-    };
+    // The variables as Grafana resolves them: each variable's own `label_values(SELECTOR,
+    // LABEL)` query, earlier variables substituted; no value (the lab has no cluster label) is
+    // All, whose `allValue` is `.*`.
+    let mut v = Vars::all(RATE_INTERVAL, "1m");
     let clusters = resolve(&var_query("cluster"), &v);
     assert!(clusters.is_empty(), "{release}: clusters {clusters:?}");
     let jobs = resolve(&var_query("job"), &v);
@@ -546,7 +510,7 @@ fn prove(k: xtask::kernel::Series) {
     v.job = grafana_escape(JOB);
     let instances: BTreeSet<String> = resolve(&var_query("instance"), &v).into_iter().collect();
     assert_eq!(instances, both, "{release}: instance variable");
-    let range = format!("{}s", prom_started.elapsed().as_secs() + 1);
+    v.range = format!("{}s", prom_started.elapsed().as_secs() + 1);
     let panels: Vec<_> = board["panels"]
         .as_array()
         .unwrap()
@@ -558,7 +522,7 @@ fn prove(k: xtask::kernel::Series) {
     let mut answered: BTreeSet<(String, String)> = BTreeSet::new();
     for i in &inst {
         v.instance = grafana_escape(i);
-        v.subsystem = all.clone();
+        v.subsystem = ".*".to_owned();
         let subs: BTreeSet<String> = resolve(&var_query("subsystem"), &v).into_iter().collect();
         let mut want_subs: BTreeSet<String> = transports.iter().map(|t| nqn(t)).collect();
         want_subs.insert(lost.clone());
@@ -568,44 +532,35 @@ fn prove(k: xtask::kernel::Series) {
                 "{i}: subsystem variable {subs:?}, want {want_subs:?}"
             ));
         }
-        for p in &panels {
-            let title = p["title"].as_str().unwrap();
-            for t in p["targets"].as_array().unwrap() {
-                let expr = v.apply(t["expr"].as_str().unwrap(), &range);
-                queries += 1;
-                let samples = match prom.query(&expr) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        problems.push(format!("{title} ({i}): {e:#}"));
-                        continue;
-                    }
-                };
-                let others: Vec<_> = samples
-                    .iter()
-                    .filter_map(|s| s.labels.get("instance")?.as_str())
-                    .filter(|x| x != i)
-                    .collect();
-                if !others.is_empty() {
-                    problems.push(format!("{title} ({i}): answers for {others:?} too"));
+        let answers = prom.answer_panels(&board, &v, &mut problems);
+        queries += answers.len();
+        for a in &answers {
+            let (title, samples) = (a.title, &a.samples);
+            let others: Vec<_> = samples
+                .iter()
+                .filter_map(|s| s.labels.get("instance")?.as_str())
+                .filter(|x| x != i)
+                .collect();
+            if !others.is_empty() {
+                problems.push(format!("{title} ({i}): answers for {others:?} too"));
+            }
+            let mine: Vec<_> = samples
+                .iter()
+                .filter(|s| s.labels.get("instance").and_then(|x| x.as_str()) == Some(i))
+                .collect();
+            if a.stat {
+                let zero = samples.len() == 1 && mine.is_empty() && samples[0].value == 0.0;
+                if !(mine.len() == 1 && samples.len() == 1 || zero) {
+                    problems.push(format!("{title} ({i}): stat answered {samples:?}"));
                 }
-                let mine: Vec<_> = samples
-                    .iter()
-                    .filter(|s| s.labels.get("instance").and_then(|x| x.as_str()) == Some(i))
-                    .collect();
-                if p["type"] == "stat" {
-                    let zero = samples.len() == 1 && mine.is_empty() && samples[0].value == 0.0;
-                    if !(mine.len() == 1 && samples.len() == 1 || zero) {
-                        problems.push(format!("{title} ({i}): stat answered {samples:?}"));
-                    }
-                    if let Some((_, want)) = stat_values().into_iter().find(|(s, _)| *s == title) {
-                        if mine.len() != 1 || mine[0].value != want {
-                            problems.push(format!("{title} ({i}): {samples:?}, want {want}"));
-                        }
+                if let Some((_, want)) = stat_values().into_iter().find(|(s, _)| *s == title) {
+                    if mine.len() != 1 || mine[0].value != want {
+                        problems.push(format!("{title} ({i}): {samples:?}, want {want}"));
                     }
                 }
-                if !mine.is_empty() {
-                    answered.insert((title.to_owned(), i.clone()));
-                }
+            }
+            if !mine.is_empty() {
+                answered.insert((title.to_owned(), i.clone()));
             }
         }
     }

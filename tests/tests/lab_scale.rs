@@ -25,19 +25,17 @@ fn every_queue_of_sixteen_controllers_is_counted_exactly_with_nothing_dropped() 
         let mut lab = Lab::boot(&opts).expect("booting the 16-vCPU lab");
         let release = lab.kernel.release.clone();
         let out = lab
-            .sh_timeout(
+            .sh_ok_timeout(
                 &format!("scale_topology {CONTROLLERS} && controllers"),
                 Duration::from_secs(600),
             )
-            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-        assert_eq!(out.rc, 0, "{release}: scale topology:\n{}", out.out);
+            .unwrap_or_else(|e| panic!("{release}: scale topology: {e:#}"));
         let ctrls: Vec<String> = out
-            .out
             .lines()
             .filter(|l| l.contains(":scale-") && l.contains(" live "))
             .map(|l| l.split_whitespace().next().unwrap().to_owned())
             .collect();
-        assert_eq!(ctrls.len(), CONTROLLERS as usize, "{release}:\n{}", out.out);
+        assert_eq!(ctrls.len(), CONTROLLERS as usize, "{release}:\n{out}");
         let queues = lab
             .sh_ok("for c in /sys/class/nvme/nvme*; do cat $c/queue_count; done | sort -u")
             .unwrap();
@@ -46,21 +44,17 @@ fn every_queue_of_sixteen_controllers_is_counted_exactly_with_nothing_dropped() 
             (CPUS + 1).to_string(),
             "{release}: every controller has one I/O queue per vCPU (plus the admin queue)"
         );
-        let started = lab
-            .sh(&format!(
-                "agent_start {LAB_AGENT_ARGS} --metrics.per-queue && sleep 2 && scrape > /dev/null"
-            ))
-            .unwrap();
-        assert_eq!(started.rc, 0, "{release}: agent:\n{}", started.out);
+        lab.sh_ok(&format!(
+            "agent_start {LAB_AGENT_ARGS} --metrics.per-queue && sleep 2 && scrape > /dev/null"
+        ))
+        .unwrap_or_else(|e| panic!("{release}: agent: {e:#}"));
         std::thread::sleep(Duration::from_secs(2));
         let before = scrape(&lab);
-        let io = lab
-            .sh_timeout(
-                &format!("read_every_queue {CONTROLLERS} {READS}"),
-                Duration::from_secs(900),
-            )
-            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-        assert_eq!(io.rc, 0, "{release}: reads:\n{}", io.out);
+        lab.sh_ok_timeout(
+            &format!("read_every_queue {CONTROLLERS} {READS}"),
+            Duration::from_secs(900),
+        )
+        .unwrap_or_else(|e| panic!("{release}: reads: {e:#}"));
         // Two drains (1 s apart) after the last read.
         std::thread::sleep(Duration::from_secs(3));
         let after = scrape(&lab);

@@ -12,8 +12,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use crate::monitoring::dashboard::Vars;
+
 /// The binary Debian's `prometheus` package installs.
 pub const BINARY: &str = "/usr/bin/prometheus";
+
+/// Whether [`BINARY`] is installed. The agent's own tests run without it where it is not (a
+/// developer's machine), and say that they were skipped rather than pass quietly.
+pub fn installed_or_say_skipped() -> bool {
+    let installed = Path::new(BINARY).is_file();
+    if !installed {
+        eprintln!("skipped: no {BINARY} (Debian package `prometheus`)");
+    }
+    installed
+}
 
 pub struct Prometheus {
     child: Child,
@@ -33,6 +45,17 @@ impl Drop for Prometheus {
 pub struct Sample {
     pub labels: serde_json::Map<String, serde_json::Value>,
     pub value: f64,
+}
+
+/// What Prometheus answered to one query of a dashboard panel ([`Prometheus::answer_panels`]).
+#[derive(Clone, Debug)]
+pub struct PanelAnswer<'a> {
+    pub title: &'a str,
+    /// A stat panel, which must show one value.
+    pub stat: bool,
+    /// The query as sent.
+    pub expr: String,
+    pub samples: Vec<Sample>,
 }
 
 /// An alert of `/api/v1/alerts`: its name, `pending` or `firing`, its labels and value.
@@ -187,6 +210,34 @@ impl Prometheus {
                 Ok(Sample { labels, value })
             })
             .collect()
+    }
+
+    /// Every query of the dashboard `board`'s panels (rows have none) as Grafana sends it with
+    /// `vars`, and Prometheus' answer. A query it refuses goes to `problems`, under its panel's
+    /// title: a panel that cannot answer is a finding, not the end of the test.
+    pub fn answer_panels<'a>(
+        &self,
+        board: &'a serde_json::Value,
+        vars: &Vars,
+        problems: &mut Vec<String>,
+    ) -> Vec<PanelAnswer<'a>> {
+        let mut out = Vec::new();
+        for panel in board["panels"].as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or_default();
+            for t in panel["targets"].as_array().into_iter().flatten() {
+                let expr = vars.apply(t["expr"].as_str().unwrap_or_default());
+                match self.query(&expr) {
+                    Ok(samples) => out.push(PanelAnswer {
+                        title,
+                        stat: panel["type"] == "stat",
+                        expr,
+                        samples,
+                    }),
+                    Err(e) => problems.push(format!("{title}: {e:#}")),
+                }
+            }
+        }
+        out
     }
 
     /// GET a path of the HTTP API that answers `{"status": "success", "data": ...}`: the data.

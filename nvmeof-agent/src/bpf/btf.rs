@@ -13,16 +13,16 @@ use std::path::Path;
 use anyhow::{bail, ensure, Context as _};
 use nvmeof_common::RequestLayout;
 
-const BTF_MAGIC: u16 = 0xeb9f;
+pub(crate) const BTF_MAGIC: u16 = 0xeb9f;
 
-const KIND_INT: u32 = 1;
-const KIND_PTR: u32 = 2;
+pub(crate) const KIND_INT: u32 = 1;
+pub(crate) const KIND_PTR: u32 = 2;
 const KIND_ARRAY: u32 = 3;
-const KIND_STRUCT: u32 = 4;
+pub(crate) const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
-const KIND_ENUM: u32 = 6;
+pub(crate) const KIND_ENUM: u32 = 6;
 const KIND_FWD: u32 = 7;
-const KIND_TYPEDEF: u32 = 8;
+pub(crate) const KIND_TYPEDEF: u32 = 8;
 const KIND_VOLATILE: u32 = 9;
 const KIND_CONST: u32 = 10;
 const KIND_RESTRICT: u32 = 11;
@@ -428,84 +428,12 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<RequestLayout> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Builds BTF blobs for tests: types are added in id order, strings deduplicated.
-    struct Builder {
-        types: Vec<u8>,
-        strings: Vec<u8>,
-        str_base: u32,
-    }
-
-    impl Builder {
-        fn new(str_base: u32) -> Self {
-            // Base BTF's string section starts with the empty string.
-            let strings = if str_base == 0 { vec![0] } else { vec![] };
-            Builder {
-                types: vec![],
-                strings,
-                str_base,
-            }
-        }
-        fn s(&mut self, s: &str) -> u32 {
-            let off = self.str_base + self.strings.len() as u32;
-            self.strings.extend_from_slice(s.as_bytes());
-            self.strings.push(0);
-            off
-        }
-        fn raw(&mut self, words: &[u32]) {
-            for w in words {
-                self.types.extend_from_slice(&w.to_le_bytes());
-            }
-        }
-        fn int(&mut self, name: &str, bytes: u32) {
-            let n = self.s(name);
-            self.raw(&[n, KIND_INT << 24, bytes, bytes * 8]);
-        }
-        fn ptr(&mut self, to: u32) {
-            self.raw(&[0, KIND_PTR << 24, to]);
-        }
-        fn typedef(&mut self, name: &str, to: u32) {
-            let n = self.s(name);
-            self.raw(&[n, KIND_TYPEDEF << 24, to]);
-        }
-        /// Members: (name, type, bit offset, bitfield size); a non-zero size sets kind_flag.
-        fn strukt(&mut self, name: &str, size: u32, members: &[(&str, u32, u32, u32)]) {
-            let n = self.s(name);
-            let kflag = members.iter().any(|m| m.3 != 0) as u32;
-            self.raw(&[
-                n,
-                kflag << 31 | KIND_STRUCT << 24 | members.len() as u32,
-                size,
-            ]);
-            for &(m, ty, off, bits) in members {
-                let mn = if m.is_empty() { 0 } else { self.s(m) };
-                let off = if kflag == 1 { bits << 24 | off } else { off };
-                self.raw(&[mn, ty, off]);
-            }
-        }
-        fn finish(&self) -> Vec<u8> {
-            let mut b = vec![];
-            b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-            b.extend_from_slice(&[1, 0]);
-            for w in [
-                24,
-                0,
-                self.types.len() as u32,
-                self.types.len() as u32,
-                self.strings.len() as u32,
-            ] {
-                b.extend_from_slice(&w.to_le_bytes());
-            }
-            b.extend_from_slice(&self.types);
-            b.extend_from_slice(&self.strings);
-            b
-        }
-    }
+    use crate::test_support::btf::BtfBuilder;
 
     /// Base: 1 int, 2 u16 int, 3 struct inner { u16 status @0 }, 4 struct request {..}, 5 ptr
     /// to 4. Split: 6 struct nvme_request { ptr cmd @0, u16 status @8, anonymous inner @10 ...}.
     fn blobs() -> (Vec<u8>, Btf) {
-        let mut b = Builder::new(0);
+        let mut b = BtfBuilder::new();
         b.int("int", 4);
         b.int("u16", 2);
         b.strukt("inner", 2, &[("deep", 2, 0, 0)]);
@@ -517,7 +445,7 @@ mod tests {
         b.ptr(4);
         let base = b.finish();
         let base_btf = Btf::parse(&base).unwrap();
-        let mut s = Builder::new(base_btf.next_str());
+        let mut s = BtfBuilder::split(&b);
         s.strukt(
             "nvme_request",
             40,
@@ -587,7 +515,7 @@ mod tests {
     /// `flags`).
     #[test]
     fn request_layout_from_base_and_module() {
-        let mut b = Builder::new(0);
+        let mut b = BtfBuilder::new();
         b.int("int", 4); // 1
         b.int("u16", 2); // 2
         b.int("unsigned int", 4); // 3
@@ -604,7 +532,7 @@ mod tests {
             ],
         ); // 7
         let base = Btf::parse(&b.finish()).unwrap();
-        let mut m = Builder::new(base.next_str());
+        let mut m = BtfBuilder::split(&b);
         m.strukt("nvme_ctrl", 4000, &[("instance", 1, 8 * 1096, 0)]); // 8
         m.ptr(8); // 9
         m.strukt(
@@ -634,12 +562,12 @@ mod tests {
     /// base would be vmlinux's (nvme_core built in), which the module path must not use.
     #[test]
     fn module_tracepoint_typedefs_are_the_modules_own() {
-        let mut b = Builder::new(0);
+        let mut b = BtfBuilder::new();
         b.ptr(0); // 1
         b.typedef("btf_trace_sched_switch", 1); // 2
         b.typedef("btf_trace_in_both", 1); // 3
         let base = Btf::parse(&b.finish()).unwrap();
-        let mut m = Builder::new(base.next_str());
+        let mut m = BtfBuilder::split(&b);
         m.typedef("btf_trace_nvme_setup_cmd", 1); // 4
         m.typedef("btf_trace_in_both", 1); // 5
         let btf = Btf::parse_split(&m.finish(), base).unwrap();

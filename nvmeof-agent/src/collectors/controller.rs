@@ -6,63 +6,35 @@
 //! that come or go between scrapes come or go on `/metrics` with no stale series.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Scrape, Sink};
-use crate::sysfs::{Controller, CtrlState};
+use crate::collector::{families, Collector, Family, Scrape, Sink};
+use crate::sysfs::Controller;
 
-const STATE: Family = Family::gauge("nvmeof_subsystem_state", "Controller state, one series per state the kernel knows (1 for the current one); a state this exporter does not know gets its own series.");
-const TRANSPORT: Family = Family::gauge(
-    "nvmeof_transport_type",
-    "The controller's transport (rdma, tcp, fc, loop, pcie) as a label; always 1.",
-);
-const INFO: Family = Family::gauge(
-    "nvmeof_controller_info",
-    "Identity and address of a controller; always 1.",
-);
-const QUEUES: Family = Family::gauge(
-    "nvmeof_controller_queues",
-    "Queues of the controller, the admin queue included (sysfs queue_count).",
-);
-const IO_QUEUES: Family = Family::gauge(
-    "nvmeof_controller_io_queues",
-    "I/O queues of the controller (queue_count - 1).",
-);
-const QUEUE_SIZE: Family = Family::gauge(
-    "nvmeof_controller_queue_size",
-    "Entries per I/O submission queue (sysfs sqsize + 1: sqsize is 0's based).",
-);
-const KATO: Family = Family::gauge(
-    "nvmeof_controller_keep_alive_timeout_seconds",
-    "Keep-alive timeout (kato).",
-);
-const LOSS_TMO: Family = Family::gauge("nvmeof_controller_loss_timeout_seconds", "Time the host keeps reconnecting before it removes the controller (ctrl_loss_tmo); -1 when off (reconnect forever).");
-const RECONNECT_DELAY: Family = Family::gauge(
-    "nvmeof_controller_reconnect_delay_seconds",
-    "Delay between reconnect attempts (reconnect_delay); -1 when off.",
-);
-const FAST_IO_FAIL: Family = Family::gauge("nvmeof_controller_fast_io_fail_timeout_seconds", "Time after which I/O fails while reconnecting (fast_io_fail_tmo); -1 when off (I/O waits for ctrl_loss_tmo).");
-const CNTLID: Family = Family::gauge(
-    "nvmeof_controller_cntlid",
-    "Controller ID the target assigned (cntlid).",
-);
-const NUMA_NODE: Family = Family::gauge(
-    "nvmeof_controller_numa_node",
-    "NUMA node of the controller; -1 for none.",
-);
-
-pub const FAMILIES: &[Family] = &[
-    STATE,
-    TRANSPORT,
-    INFO,
-    QUEUES,
-    IO_QUEUES,
-    QUEUE_SIZE,
-    KATO,
-    LOSS_TMO,
-    RECONNECT_DELAY,
-    FAST_IO_FAIL,
-    CNTLID,
-    NUMA_NODE,
-];
+families! {
+    STATE: gauge("nvmeof_subsystem_state",
+        "Controller state, one series per state the kernel knows (1 for the current one); a state this exporter does not know gets its own series.");
+    TRANSPORT: gauge("nvmeof_transport_type",
+        "The controller's transport (rdma, tcp, fc, loop, pcie) as a label; always 1.");
+    INFO: gauge("nvmeof_controller_info",
+        "Identity and address of a controller; always 1.");
+    QUEUES: gauge("nvmeof_controller_queues",
+        "Queues of the controller, the admin queue included (sysfs queue_count).");
+    IO_QUEUES: gauge("nvmeof_controller_io_queues",
+        "I/O queues of the controller (queue_count - 1).");
+    QUEUE_SIZE: gauge("nvmeof_controller_queue_size",
+        "Entries per I/O submission queue (sysfs sqsize + 1: sqsize is 0's based).");
+    KATO: gauge("nvmeof_controller_keep_alive_timeout_seconds",
+        "Keep-alive timeout (kato).");
+    LOSS_TMO: gauge("nvmeof_controller_loss_timeout_seconds",
+        "Time the host keeps reconnecting before it removes the controller (ctrl_loss_tmo); -1 when off (reconnect forever).");
+    RECONNECT_DELAY: gauge("nvmeof_controller_reconnect_delay_seconds",
+        "Delay between reconnect attempts (reconnect_delay); -1 when off.");
+    FAST_IO_FAIL: gauge("nvmeof_controller_fast_io_fail_timeout_seconds",
+        "Time after which I/O fails while reconnecting (fast_io_fail_tmo); -1 when off (I/O waits for ctrl_loss_tmo).");
+    CNTLID: gauge("nvmeof_controller_cntlid",
+        "Controller ID the target assigned (cntlid).");
+    NUMA_NODE: gauge("nvmeof_controller_numa_node",
+        "NUMA node of the controller; -1 for none.");
+}
 
 pub struct ControllerCollector {
     sysfs: PathBuf,
@@ -95,13 +67,7 @@ fn emit(sink: &mut Sink, c: &Controller) {
         ("controller", c.name.as_str()),
     ];
     if let Some(state) = &c.state {
-        for known in CtrlState::KNOWN {
-            let v = f64::from(u8::from(*state == known));
-            sink.gauge(&STATE, &[ids[0], ids[1], ("state", known.as_str())], v);
-        }
-        if let CtrlState::Unknown(s) = state {
-            sink.gauge(&STATE, &[ids[0], ids[1], ("state", s)], 1.0);
-        }
+        sink.one_hot(&STATE, &ids, state);
     }
     if let Some(t) = &c.transport {
         sink.gauge(&TRANSPORT, &[ids[0], ids[1], ("transport", t)], 1.0);

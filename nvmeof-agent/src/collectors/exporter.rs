@@ -5,35 +5,24 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::collector::{Collector, Family, HistogramData, Scrape, Sink};
+use crate::collector::{families, Collector, HistogramData, Scrape, Sink};
 
-const BUILD_INFO: Family = Family::gauge(
-    "nvmeof_exporter_build_info",
-    "The exporter's version; always 1.",
-);
-const SUCCESS: Family = Family::gauge(
-    "nvmeof_exporter_collector_success",
-    "1 when the collector finished within its deadline without error in this scrape.",
-);
-const DURATION: Family = Family::gauge("nvmeof_exporter_collector_duration_seconds", "Time this scrape waited for the collector (at most the scrape's deadline: what the scraper's X-Prometheus-Scrape-Timeout-Seconds allows, or --collector.timeout).");
-const STALE: Family = Family::gauge("nvmeof_exporter_collector_stale", "1 when the collector failed or missed its deadline and its last good output is served instead.");
-const ERRORS: Family = Family::counter("nvmeof_exporter_collect_errors_total", "Values skipped as missing or odd, failed runs, and scrapes in which the collector missed its deadline.");
-const SCRAPES: Family = Family::counter("nvmeof_exporter_scrapes_total", "Scrapes served.");
-
-const SCRAPE_DURATION: Family = Family::histogram(
-    "nvmeof_exporter_scrape_duration_seconds",
-    "Time the exporter took to answer earlier scrapes, from the request to the encoded page.",
-);
-
-pub const FAMILIES: &[Family] = &[
-    BUILD_INFO,
-    SUCCESS,
-    DURATION,
-    STALE,
-    ERRORS,
-    SCRAPES,
-    SCRAPE_DURATION,
-];
+families! {
+    BUILD_INFO: gauge("nvmeof_exporter_build_info",
+        "The exporter's version; always 1.");
+    SUCCESS: gauge("nvmeof_exporter_collector_success",
+        "1 when the collector finished within its deadline without error in this scrape.");
+    DURATION: gauge("nvmeof_exporter_collector_duration_seconds",
+        "Time this scrape waited for the collector (at most the scrape's deadline: what the scraper's X-Prometheus-Scrape-Timeout-Seconds allows, or --collector.timeout).");
+    STALE: gauge("nvmeof_exporter_collector_stale",
+        "1 when the collector failed or missed its deadline and its last good output is served instead.");
+    ERRORS: counter("nvmeof_exporter_collect_errors_total",
+        "Values skipped as missing or odd, failed runs, and scrapes in which the collector missed its deadline.");
+    SCRAPES: counter("nvmeof_exporter_scrapes_total",
+        "Scrapes served.");
+    SCRAPE_DURATION: histogram("nvmeof_exporter_scrape_duration_seconds",
+        "Time the exporter took to answer earlier scrapes, from the request to the encoded page.");
+}
 
 /// Upper bounds of the scrape-duration buckets: fine around the collector deadline (50 ms by
 /// default) and the 100 ms a scrape must stay under, coarse beyond.

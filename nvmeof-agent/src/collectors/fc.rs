@@ -8,24 +8,20 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::collector::{families, Collector, Family, Scrape, Sink};
 use crate::sysfs::fc::{fc_hosts, fc_remote_ports, normalise_wwn, wwpn_of, FcHost, FcRemotePort};
 use crate::sysfs::Controller;
 
-const HOST_INFO: Family = Family::gauge(
-    "nvmeof_fc_host_info",
-    "The FC HBA port carrying an fc controller, with its port name and state; always 1.",
-);
-const HOST_STATISTICS: Family = Family::counter("nvmeof_fc_host_statistics_total", "Statistics of the FC HBA port carrying the controller (fc_host/hostN/statistics/NAME: link_failure_count, loss_of_sync_count, loss_of_signal_count, invalid_crc_count, error_frames, ...).");
-const RPORT_INFO: Family = Family {
-    name: "nvmeof_fc_remote_port_info",
-    help:
-        "The FC remote port (target) of an fc controller, with its port name and state; always 1.",
-    kind: Kind::Gauge,
-};
-const RPORT_STATISTICS: Family = Family::counter("nvmeof_fc_remote_port_statistics_total", "Statistics of the controller's FC remote port (fc_remote_ports/rport-H:B-R/statistics/NAME: FPIN link integrity, congestion, ...).");
-
-pub const FAMILIES: &[Family] = &[HOST_INFO, HOST_STATISTICS, RPORT_INFO, RPORT_STATISTICS];
+families! {
+    HOST_INFO: gauge("nvmeof_fc_host_info",
+        "The FC HBA port carrying an fc controller, with its port name and state; always 1.");
+    HOST_STATISTICS: counter("nvmeof_fc_host_statistics_total",
+        "Statistics of the FC HBA port carrying the controller (fc_host/hostN/statistics/NAME: link_failure_count, loss_of_sync_count, loss_of_signal_count, invalid_crc_count, error_frames, ...).");
+    RPORT_INFO: gauge("nvmeof_fc_remote_port_info",
+        "The FC remote port (target) of an fc controller, with its port name and state; always 1.");
+    RPORT_STATISTICS: counter("nvmeof_fc_remote_port_statistics_total",
+        "Statistics of the controller's FC remote port (fc_remote_ports/rport-H:B-R/statistics/NAME: FPIN link integrity, congestion, ...).");
+}
 
 pub struct FcCollector {
     sysfs: PathBuf,
@@ -114,8 +110,7 @@ impl Port<'_> {
 
 impl Collector for FcCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = scrape.controllers(&self.sysfs)?;
-        let fc = parsed.of_transport("fc");
+        let fc = scrape.controllers_on(&self.sysfs, "fc")?;
         if fc.is_empty() {
             return Ok(());
         }
@@ -123,7 +118,7 @@ impl Collector for FcCollector {
         let rports = fc_remote_ports(&self.sysfs);
         sink.skipped(hosts.skipped.len() + rports.skipped.len());
         let (hosts, rports) = (hosts.items, rports.items);
-        for c in fc {
+        for c in &fc {
             let (h, r) = carrier_of(c, &hosts, &rports);
             emit(sink, c, h, r);
         }

@@ -13,68 +13,52 @@ use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 use crate::bpf::io::model::{classic_bounds_seconds, OpView};
 use crate::bpf::io::status::status_label;
 use crate::bpf::io::{IoSource, IoState};
-use crate::collector::{Collector, Family, HistogramData, Scrape, Sink};
+use crate::collector::{families, Collector, HistogramData, Scrape, Sink};
 use crate::exposition::Native;
 use crate::worker::Ticked;
 
-pub const READ_BYTES: Family = Family::counter("nvmeof_io_read_bytes_total", "Bytes read by completed read commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
-pub const WRITE_BYTES: Family = Family::counter("nvmeof_io_write_bytes_total", "Bytes written by completed write commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
-pub const COMMANDS: Family = Family::counter("nvmeof_io_commands_total", "Completed commands by class (read, write, flush, other, admin, fabrics), timed from setup to completion.");
-pub const ERRORS: Family = Family::counter("nvmeof_io_errors_total", "Completions with a non-zero NVMe status, by class and status (name from the NVMe status code, or hex).");
-pub const CONNECTION_ERRORS: Family = Family::counter("nvmeof_connection_errors_total", "Connection errors by kind: error completions by status class (path_error, host_path_error, abort, transport_error, command_error), keep_alive_failure, connect_failure (fabrics commands), and timeout (completed after the command timeout), counted by the completion program.");
-pub const REMOVED_CONNECTION_ERRORS: Family = Family::counter("nvmeof_removed_controllers_connection_errors_total", "Connection errors (kinds as nvmeof_connection_errors_total) of controllers that no longer exist: a controller whose Connect the target refused never appears, the others' counts leave with their series.");
-pub const LATENCY: Family = Family::histogram("nvmeof_io_latency_seconds", "Command latency from nvme_setup_cmd to nvme_complete_rq since start. Native buckets (schema 4, protobuf) are the kernel's own; classic le buckets at powers of two of a second are exact sums of them.");
-pub const INFLIGHT_SECONDS: Family = Family::counter("nvmeof_io_inflight_seconds_total", "Integral of the number of commands in flight over time (sum of latencies); its rate is the average queue depth.");
-pub const QUEUE_DEPTH: Family = Family::gauge(
-    "nvmeof_queue_depth",
-    "Commands set up and not yet completed at the last drain.",
-);
-pub const QUEUE_BUSY: Family = Family::counter("nvmeof_queue_busy_seconds_total", "Time with at least one command in flight, summed over queues; per queue its rate is the utilisation.");
-pub const IO_QUEUES: Family = Family::gauge(
-    "nvmeof_io_queues",
-    "I/O queues (qid > 0) of the controller that have carried a command since the tracer started.",
-);
-pub const EBPF_WAITING: Family = Family::gauge("nvmeof_exporter_ebpf_waiting_for_nvme_core", "1 while the eBPF programs wait for nvme_core to load (the agent started first); they attach when it does, without a restart.");
-pub const EBPF_UP: Family = Family::gauge("nvmeof_exporter_ebpf_up", "1 when the eBPF programs are loaded and attached, 0 when the exporter runs without them (see its log).");
-pub const PROGRAMS_ATTACHED: Family = Family::gauge(
-    "nvmeof_exporter_ebpf_programs_attached",
-    "1 for each eBPF program attached to its tracepoint.",
-);
-pub const ATTACH_MODE: Family = Family::gauge("nvmeof_exporter_ebpf_attach_mode", "1 for the way the programs are hooked: tp_btf or raw_tracepoint (commands keyed by request), or tracepoint (keyed by command id; misses nvme-tcp writes larger than the inline data).");
-pub const EVICTIONS: Family = Family::counter("nvmeof_exporter_ebpf_inflight_evictions_total", "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
-pub const EVENTS: Family = Family::counter(
-    "nvmeof_exporter_ebpf_events_total",
-    "Events counted by the eBPF programs themselves, by event.",
-);
-pub const DRAIN_DURATION: Family = Family::gauge(
-    "nvmeof_exporter_ebpf_drain_duration_seconds",
-    "How long the last drain of the eBPF maps took.",
-);
-pub const PROGRAM_RUN_SECONDS: Family = Family::counter("nvmeof_exporter_ebpf_program_run_seconds_total", "Time spent in each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
-pub const PROGRAM_RUNS: Family = Family::counter("nvmeof_exporter_ebpf_program_runs_total", "Runs of each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
-
-pub const FAMILIES: &[Family] = &[
-    READ_BYTES,
-    WRITE_BYTES,
-    COMMANDS,
-    ERRORS,
-    CONNECTION_ERRORS,
-    REMOVED_CONNECTION_ERRORS,
-    LATENCY,
-    INFLIGHT_SECONDS,
-    QUEUE_DEPTH,
-    QUEUE_BUSY,
-    IO_QUEUES,
-    EBPF_UP,
-    EBPF_WAITING,
-    PROGRAMS_ATTACHED,
-    ATTACH_MODE,
-    EVICTIONS,
-    EVENTS,
-    DRAIN_DURATION,
-    PROGRAM_RUN_SECONDS,
-    PROGRAM_RUNS,
-];
+families! {
+    pub READ_BYTES: counter("nvmeof_io_read_bytes_total",
+        "Bytes read by completed read commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
+    pub WRITE_BYTES: counter("nvmeof_io_write_bytes_total",
+        "Bytes written by completed write commands: the request's byte count (with classic tracepoints, the command's block count times the namespace's LBA size).");
+    pub COMMANDS: counter("nvmeof_io_commands_total",
+        "Completed commands by class (read, write, flush, other, admin, fabrics), timed from setup to completion.");
+    pub ERRORS: counter("nvmeof_io_errors_total",
+        "Completions with a non-zero NVMe status, by class and status (name from the NVMe status code, or hex).");
+    pub CONNECTION_ERRORS: counter("nvmeof_connection_errors_total",
+        "Connection errors by kind: error completions by status class (path_error, host_path_error, abort, transport_error, command_error), keep_alive_failure, connect_failure (fabrics commands), and timeout (completed after the command timeout), counted by the completion program.");
+    pub REMOVED_CONNECTION_ERRORS: counter("nvmeof_removed_controllers_connection_errors_total",
+        "Connection errors (kinds as nvmeof_connection_errors_total) of controllers that no longer exist: a controller whose Connect the target refused never appears, the others' counts leave with their series.");
+    pub LATENCY: histogram("nvmeof_io_latency_seconds",
+        "Command latency from nvme_setup_cmd to nvme_complete_rq since start. Native buckets (schema 4, protobuf) are the kernel's own; classic le buckets at powers of two of a second are exact sums of them.");
+    pub INFLIGHT_SECONDS: counter("nvmeof_io_inflight_seconds_total",
+        "Integral of the number of commands in flight over time (sum of latencies); its rate is the average queue depth.");
+    pub QUEUE_DEPTH: gauge("nvmeof_queue_depth",
+        "Commands set up and not yet completed at the last drain.");
+    pub QUEUE_BUSY: counter("nvmeof_queue_busy_seconds_total",
+        "Time with at least one command in flight, summed over queues; per queue its rate is the utilisation.");
+    pub IO_QUEUES: gauge("nvmeof_io_queues",
+        "I/O queues (qid > 0) of the controller that have carried a command since the tracer started.");
+    pub EBPF_UP: gauge("nvmeof_exporter_ebpf_up",
+        "1 when the eBPF programs are loaded and attached, 0 when the exporter runs without them (see its log).");
+    pub EBPF_WAITING: gauge("nvmeof_exporter_ebpf_waiting_for_nvme_core",
+        "1 while the eBPF programs wait for nvme_core to load (the agent started first); they attach when it does, without a restart.");
+    pub PROGRAMS_ATTACHED: gauge("nvmeof_exporter_ebpf_programs_attached",
+        "1 for each eBPF program attached to its tracepoint.");
+    pub ATTACH_MODE: gauge("nvmeof_exporter_ebpf_attach_mode",
+        "1 for the way the programs are hooked: tp_btf or raw_tracepoint (commands keyed by request), or tracepoint (keyed by command id; misses nvme-tcp writes larger than the inline data).");
+    pub EVICTIONS: counter("nvmeof_exporter_ebpf_inflight_evictions_total",
+        "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
+    pub EVENTS: counter("nvmeof_exporter_ebpf_events_total",
+        "Events counted by the eBPF programs themselves, by event.");
+    pub DRAIN_DURATION: gauge("nvmeof_exporter_ebpf_drain_duration_seconds",
+        "How long the last drain of the eBPF maps took.");
+    pub PROGRAM_RUN_SECONDS: counter("nvmeof_exporter_ebpf_program_run_seconds_total",
+        "Time spent in each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
+    pub PROGRAM_RUNS: counter("nvmeof_exporter_ebpf_program_runs_total",
+        "Runs of each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
+}
 
 /// The `event` label of a program counter; `None` for the one with its own family.
 pub fn event_label(c: ProgramCounter) -> Option<&'static str> {

@@ -38,66 +38,68 @@ pub struct Registration {
     pub build: Build,
 }
 
+impl Registration {
+    /// A collector on by default, which `--no-collector.NAME` turns off.
+    fn new(
+        name: &'static str,
+        help: &'static str,
+        families: &'static [Family],
+        build: Build,
+    ) -> Registration {
+        Registration {
+            name,
+            help,
+            default_enabled: true,
+            always_on: false,
+            families,
+            build,
+        }
+    }
+}
+
+/// What a build function returns for a built collector.
+fn boxed(collector: impl Collector + 'static) -> anyhow::Result<Box<dyn Collector>> {
+    Ok(Box::new(collector))
+}
+
 /// Every collector this exporter knows, in the order their flags appear.
 pub fn registry() -> Vec<Registration> {
     vec![
-        Registration {
-            name: "controller",
-            help: "state, transport, address and timeouts of each NVMe controller (sysfs)",
-            default_enabled: true,
-            always_on: false,
-            families: controller::FAMILIES,
-            build: Build::Collector(|c| {
-                Ok(Box::new(controller::ControllerCollector::new(
-                    c.sysfs.clone(),
-                )))
-            }),
-        },
-        Registration {
-            name: "subsystem",
-            help: "identity and live paths of each NVM subsystem (sysfs)",
-            default_enabled: true,
-            always_on: false,
-            families: subsystem::FAMILIES,
-            build: Build::Collector(|c| {
-                Ok(Box::new(subsystem::SubsystemCollector::new(
-                    c.sysfs.clone(),
-                )))
-            }),
-        },
-        Registration {
-            name: "namespace",
-            help: "size, block size, ANA state and block I/O counters of each namespace (sysfs)",
-            default_enabled: true,
-            always_on: false,
-            families: namespace::FAMILIES,
-            build: Build::Collector(|c| {
-                Ok(Box::new(namespace::NamespaceCollector::new(
-                    c.sysfs.clone(),
-                )))
-            }),
-        },
-        Registration {
-            name: "state",
-            help: "controller state transitions and reconnect attempts, counted by kprobes (sysfs polling without them)",
-            default_enabled: true,
-            always_on: false,
-            families: state::FAMILIES,
-            build: Build::Collector(|c| {
-                Ok(Box::new(state::StateCollector::new(
+        Registration::new(
+            "controller",
+            "state, transport, address and timeouts of each NVMe controller (sysfs)",
+            controller::FAMILIES,
+            Build::Collector(|c| boxed(controller::ControllerCollector::new(c.sysfs.clone()))),
+        ),
+        Registration::new(
+            "subsystem",
+            "identity and live paths of each NVM subsystem (sysfs)",
+            subsystem::FAMILIES,
+            Build::Collector(|c| boxed(subsystem::SubsystemCollector::new(c.sysfs.clone()))),
+        ),
+        Registration::new(
+            "namespace",
+            "size, block size, ANA state and block I/O counters of each namespace (sysfs)",
+            namespace::FAMILIES,
+            Build::Collector(|c| boxed(namespace::NamespaceCollector::new(c.sysfs.clone()))),
+        ),
+        Registration::new(
+            "state",
+            "controller state transitions and reconnect attempts, counted by kprobes (sysfs polling without them)",
+            state::FAMILIES,
+            Build::Collector(|c| {
+                boxed(state::StateCollector::new(
                     c.sysfs.clone(),
                     crate::bpf::state::start(c.sysfs.clone()),
-                )))
+                ))
             }),
-        },
-        Registration {
-            name: "io",
-            help: "per-command latency, bytes, errors and queue use from the eBPF tracepoint programs",
-            default_enabled: true,
-            always_on: false,
-            families: io::FAMILIES,
-            build: Build::Snapshot(|c| {
-                Ok(Box::new(io::IoCollector::new(crate::bpf::io::start(
+        ),
+        Registration::new(
+            "io",
+            "per-command latency, bytes, errors and queue use from the eBPF tracepoint programs",
+            io::FAMILIES,
+            Build::Snapshot(|c| {
+                boxed(io::IoCollector::new(crate::bpf::io::start(
                     crate::bpf::io::IoOptions {
                         sysfs_root: c.sysfs.clone(),
                         tracefs_root: None,
@@ -109,62 +111,50 @@ pub fn registry() -> Vec<Registration> {
                         per_queue: c.per_queue,
                         wait_for_nvme: crate::bpf::io::WAIT_FOR_NVME,
                     },
-                ))))
+                )))
             }),
-        },
-        Registration {
-            name: "smart",
-            help: "SMART / health log and identity of each controller, polled in the background by admin commands",
-            default_enabled: true,
-            always_on: false,
-            families: smart::FAMILIES,
-            build: Build::Collector(|c| {
-                Ok(Box::new(smart::SmartCollector::new(crate::smart::start(
+        ),
+        Registration::new(
+            "smart",
+            "SMART / health log and identity of each controller, polled in the background by admin commands",
+            smart::FAMILIES,
+            Build::Collector(|c| {
+                boxed(smart::SmartCollector::new(crate::smart::start(
                     crate::smart::SmartOptions {
                         sysfs_root: c.sysfs.clone(),
                         dev_root: c.dev.clone(),
                         interval: c.smart_interval,
                         timeout: c.smart_timeout,
                     },
-                ))))
-            }),
-        },
-        Registration {
-            name: "rdma",
-            help: "counters of the RDMA device port carrying each rdma controller (sysfs, rtnetlink)",
-            default_enabled: true,
-            always_on: false,
-            families: rdma::FAMILIES,
-            build: Build::Collector(|c| Ok(Box::new(rdma::RdmaCollector::new(c.sysfs.clone())))),
-        },
-        Registration {
-            name: "tcp",
-            help: "RTT, retransmissions and bytes of each tcp controller's connections (sock_diag)",
-            default_enabled: true,
-            always_on: false,
-            families: tcp::FAMILIES,
-            build: Build::Collector(|c| {
-                Ok(Box::new(tcp::TcpCollector::new(
-                    c.sysfs.clone(),
-                    c.per_queue,
                 )))
             }),
-        },
+        ),
+        Registration::new(
+            "rdma",
+            "counters of the RDMA device port carrying each rdma controller (sysfs, rtnetlink)",
+            rdma::FAMILIES,
+            Build::Collector(|c| boxed(rdma::RdmaCollector::new(c.sysfs.clone()))),
+        ),
+        Registration::new(
+            "tcp",
+            "RTT, retransmissions and bytes of each tcp controller's connections (sock_diag)",
+            tcp::FAMILIES,
+            Build::Collector(|c| boxed(tcp::TcpCollector::new(c.sysfs.clone(), c.per_queue))),
+        ),
+        Registration::new(
+            "fc",
+            "fc_host and remote port statistics of each fc controller (sysfs)",
+            fc::FAMILIES,
+            Build::Collector(|c| boxed(fc::FcCollector::new(c.sysfs.clone()))),
+        ),
         Registration {
-            name: "fc",
-            help: "fc_host and remote port statistics of each fc controller (sysfs)",
-            default_enabled: true,
-            always_on: false,
-            families: fc::FAMILIES,
-            build: Build::Collector(|c| Ok(Box::new(fc::FcCollector::new(c.sysfs.clone())))),
-        },
-        Registration {
-            name: "exporter",
-            help: "the exporter's own health: build, scrapes, each collector's outcome",
-            default_enabled: true,
             always_on: true,
-            families: exporter::FAMILIES,
-            build: Build::SelfMetrics,
+            ..Registration::new(
+                "exporter",
+                "the exporter's own health: build, scrapes, each collector's outcome",
+                exporter::FAMILIES,
+                Build::SelfMetrics,
+            )
         },
     ]
 }

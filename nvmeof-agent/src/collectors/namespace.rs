@@ -6,56 +6,31 @@
 //! the real source of fabrics throughput.
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Scrape, Sink};
-use crate::sysfs::{self, AnaState, BlockStat, Namespace};
+use crate::collector::{families, Collector, Scrape, Sink};
+use crate::sysfs::{self, BlockStat, Namespace};
 
-const SIZE: Family = Family::gauge("nvmeof_namespace_size_bytes", "Size of the namespace.");
-const LBS: Family = Family::gauge(
-    "nvmeof_namespace_logical_block_size_bytes",
-    "Logical block size of the namespace.",
-);
-const ANA: Family = Family::gauge("nvmeof_namespace_ana_state", "ANA state of one path to a namespace, one series per state (1 for the current one); absent when the target does not use ANA.");
-const READS: Family = Family::counter(
-    "nvmeof_namespace_reads_completed_total",
-    "Reads completed, from the block device's stat (zeros on 6.1 multipath heads).",
-);
-const WRITES: Family = Family::counter(
-    "nvmeof_namespace_writes_completed_total",
-    "Writes completed, from the block device's stat (zeros on 6.1 multipath heads).",
-);
-const READ_BYTES: Family = Family::counter(
-    "nvmeof_namespace_read_bytes_total",
-    "Bytes read, from the block device's stat.",
-);
-const WRITTEN_BYTES: Family = Family::counter(
-    "nvmeof_namespace_written_bytes_total",
-    "Bytes written, from the block device's stat.",
-);
-const READ_TIME: Family = Family::counter(
-    "nvmeof_namespace_read_time_seconds_total",
-    "Time spent on reads, summed over reads, from the block device's stat.",
-);
-const WRITE_TIME: Family = Family::counter(
-    "nvmeof_namespace_write_time_seconds_total",
-    "Time spent on writes, summed over writes, from the block device's stat.",
-);
-const IO_TIME: Family = Family::counter(
-    "nvmeof_namespace_io_time_seconds_total",
-    "Time the device had I/O in flight, from the block device's stat.",
-);
-
-pub const FAMILIES: &[Family] = &[
-    SIZE,
-    LBS,
-    ANA,
-    READS,
-    WRITES,
-    READ_BYTES,
-    WRITTEN_BYTES,
-    READ_TIME,
-    WRITE_TIME,
-    IO_TIME,
-];
+families! {
+    SIZE: gauge("nvmeof_namespace_size_bytes",
+        "Size of the namespace.");
+    LBS: gauge("nvmeof_namespace_logical_block_size_bytes",
+        "Logical block size of the namespace.");
+    ANA: gauge("nvmeof_namespace_ana_state",
+        "ANA state of one path to a namespace, one series per state (1 for the current one); absent when the target does not use ANA.");
+    READS: counter("nvmeof_namespace_reads_completed_total",
+        "Reads completed, from the block device's stat (zeros on 6.1 multipath heads).");
+    WRITES: counter("nvmeof_namespace_writes_completed_total",
+        "Writes completed, from the block device's stat (zeros on 6.1 multipath heads).");
+    READ_BYTES: counter("nvmeof_namespace_read_bytes_total",
+        "Bytes read, from the block device's stat.");
+    WRITTEN_BYTES: counter("nvmeof_namespace_written_bytes_total",
+        "Bytes written, from the block device's stat.");
+    READ_TIME: counter("nvmeof_namespace_read_time_seconds_total",
+        "Time spent on reads, summed over reads, from the block device's stat.");
+    WRITE_TIME: counter("nvmeof_namespace_write_time_seconds_total",
+        "Time spent on writes, summed over writes, from the block device's stat.");
+    IO_TIME: counter("nvmeof_namespace_io_time_seconds_total",
+        "Time the device had I/O in flight, from the block device's stat.");
+}
 
 /// The block layer counts in 512-byte sectors whatever the logical block size.
 const SECTOR_BYTES: f64 = 512.0;
@@ -108,27 +83,7 @@ fn emit(sink: &mut Sink, ns: &Namespace) {
             ("controller", p.controller.as_str()),
             ("path", p.name.as_str()),
         ];
-        for known in AnaState::KNOWN {
-            let v = f64::from(u8::from(*state == known));
-            let l = [
-                labels[0],
-                labels[1],
-                labels[2],
-                labels[3],
-                ("state", known.as_str()),
-            ];
-            sink.gauge(&ANA, &l, v);
-        }
-        if let AnaState::Unknown(s) = state {
-            let l = [
-                labels[0],
-                labels[1],
-                labels[2],
-                labels[3],
-                ("state", s.as_str()),
-            ];
-            sink.gauge(&ANA, &l, 1.0);
-        }
+        sink.one_hot(&ANA, &labels, state);
     }
 }
 
@@ -146,6 +101,7 @@ fn stats(sink: &mut Sink, ids: &[(&str, &str)], s: &BlockStat) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::Family;
     use crate::test_support::{collect, Tree};
 
     #[test]

@@ -11,19 +11,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collector::{Collector, Family, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::netlink::addr::{self, IfAddr};
 use crate::sysfs::infiniband::{ib_ports, refresh_counters, IbPort};
 use crate::sysfs::Controller;
 
-const PORT_INFO: Family = Family::gauge(
-    "nvmeof_rdma_port_info",
-    "The RDMA device and port that carry an rdma controller, with their netdev; always 1.",
-);
-const PORT_COUNTERS: Family = Family::counter("nvmeof_rdma_port_counters_total", "IB port counters of the RDMA port carrying the controller (sysfs ports/N/counters/NAME, as the kernel reports them).");
-const HW_COUNTERS: Family = Family::counter("nvmeof_rdma_hw_counters_total", "Driver counters of the RDMA port carrying the controller (sysfs ports/N/hw_counters/NAME: packets, retries, retry-exceeded, out-of-sequence, duplicate requests, send errors, ...).");
-
-pub const FAMILIES: &[Family] = &[PORT_INFO, PORT_COUNTERS, HW_COUNTERS];
+families! {
+    PORT_INFO: gauge("nvmeof_rdma_port_info",
+        "The RDMA device and port that carry an rdma controller, with their netdev; always 1.");
+    PORT_COUNTERS: counter("nvmeof_rdma_port_counters_total",
+        "IB port counters of the RDMA port carrying the controller (sysfs ports/N/counters/NAME, as the kernel reports them).");
+    HW_COUNTERS: counter("nvmeof_rdma_hw_counters_total",
+        "Driver counters of the RDMA port carrying the controller (sysfs ports/N/hw_counters/NAME: packets, retries, retry-exceeded, out-of-sequence, duplicate requests, send errors, ...).");
+}
 
 /// How long the ports' GID tables and netdevs are reused. Reading them is a file per GID slot
 /// (hundreds per port), too slow for every scrape; they change only with the configuration, and
@@ -109,8 +109,7 @@ pub fn port_of<'a>(
 
 impl Collector for RdmaCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = scrape.controllers(&self.sysfs)?;
-        let rdma = parsed.of_transport("rdma");
+        let rdma = scrape.controllers_on(&self.sysfs, "rdma")?;
         if rdma.is_empty() {
             return Ok(());
         }
@@ -126,7 +125,7 @@ impl Collector for RdmaCollector {
         let mut addrs: Option<Vec<IfAddr>> = None;
         // A port's odd values count once, however many controllers it carries.
         let mut counted: Vec<(&str, u32)> = Vec::new();
-        for c in rdma {
+        for c in &rdma {
             let gid_hit = port_of(c, &ports, &[], |_| None);
             let port = match gid_hit {
                 Some(p) => Some(p),

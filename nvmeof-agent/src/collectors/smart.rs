@@ -5,7 +5,7 @@
 //! as "not reported".
 use std::time::UNIX_EPOCH;
 
-use crate::collector::{Collector, Family, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::nvme::smart_log::kelvin_to_celsius;
 use crate::nvme::CriticalWarning;
 use crate::smart::poller::CtrlView;
@@ -22,130 +22,58 @@ impl SmartCollector {
     }
 }
 
-pub const INFO: Family = Family::gauge(
-    "nvmeof_smart_info",
-    "Identify Controller of each NVMe controller polled for SMART; always 1.",
-);
-pub const CRITICAL_WARNING: Family = Family::gauge(
-    "nvmeof_smart_critical_warning",
-    "SMART Critical Warning, one series per defined bit: 1 when the condition holds.",
-);
-pub const CRITICAL_WARNING_RAW: Family = Family::gauge(
-    "nvmeof_smart_critical_warning_raw",
-    "SMART Critical Warning byte as read, reserved bits included.",
-);
-pub const ENDURANCE_GROUP_WARNING_RAW: Family = Family::gauge(
-    "nvmeof_smart_endurance_group_critical_warning_raw",
-    "SMART Endurance Group Critical Warning Summary byte as read.",
-);
-pub const TEMPERATURE: Family = Family::gauge(
-    "nvmeof_smart_temperature_celsius",
-    "Composite temperature (sensor=\"composite\") and each reported temperature sensor.",
-);
-pub const AVAILABLE_SPARE: Family = Family::gauge(
-    "nvmeof_smart_available_spare_ratio",
-    "Remaining spare capacity, 0 to 1.",
-);
-pub const AVAILABLE_SPARE_THRESHOLD: Family = Family::gauge(
-    "nvmeof_smart_available_spare_threshold_ratio",
-    "Spare capacity below which the available_spare warning is raised, 0 to 1.",
-);
-pub const ENDURANCE_USED: Family = Family::gauge(
-    "nvmeof_smart_endurance_used_ratio",
-    "SMART Percentage Used / 100: vendor estimate of life used; may exceed 1.",
-);
-pub const DATA_READ: Family = Family::counter(
-    "nvmeof_smart_data_read_bytes_total",
-    "Data read by hosts, from Data Units Read (units of 512000 bytes, rounded up).",
-);
-pub const DATA_WRITTEN: Family = Family::counter(
-    "nvmeof_smart_data_written_bytes_total",
-    "Data written by hosts, from Data Units Written (units of 512000 bytes, rounded up).",
-);
-pub const HOST_READS: Family = Family::counter(
-    "nvmeof_smart_host_read_commands_total",
-    "Read commands completed by the controller.",
-);
-pub const HOST_WRITES: Family = Family::counter(
-    "nvmeof_smart_host_write_commands_total",
-    "Write commands completed by the controller.",
-);
-pub const BUSY: Family = Family::counter(
-    "nvmeof_smart_controller_busy_seconds_total",
-    "Time the controller was busy with I/O commands (reported in minutes).",
-);
-pub const POWER_CYCLES: Family =
-    Family::counter("nvmeof_smart_power_cycles_total", "Power cycles.");
-pub const POWER_ON: Family = Family::counter(
-    "nvmeof_smart_power_on_seconds_total",
-    "Power-on time (reported in hours).",
-);
-pub const UNSAFE_SHUTDOWNS: Family =
-    Family::counter("nvmeof_smart_unsafe_shutdowns_total", "Unsafe shutdowns.");
-pub const MEDIA_ERRORS: Family = Family::counter(
-    "nvmeof_smart_media_errors_total",
-    "Unrecovered data integrity errors detected by the controller.",
-);
-pub const ERROR_LOG_ENTRIES: Family = Family::counter(
-    "nvmeof_smart_error_log_entries_total",
-    "Error Information log entries over the controller's life.",
-);
-pub const WARNING_TEMP_TIME: Family = Family::counter(
-    "nvmeof_smart_warning_temperature_seconds_total",
-    "Time above the warning composite temperature threshold (reported in minutes).",
-);
-pub const CRITICAL_TEMP_TIME: Family = Family::counter(
-    "nvmeof_smart_critical_temperature_seconds_total",
-    "Time above the critical composite temperature threshold (reported in minutes).",
-);
-pub const THERMAL_TRANSITIONS: Family = Family::counter(
-    "nvmeof_smart_thermal_management_transitions_total",
-    "Transitions into thermal management level 1 or 2 (light / heavy throttling).",
-);
-pub const THERMAL_TIME: Family = Family::counter(
-    "nvmeof_smart_thermal_management_seconds_total",
-    "Time spent in thermal management level 1 or 2.",
-);
-pub const LAST_SUCCESS: Family = Family::gauge(
-    "nvmeof_smart_last_success_timestamp_seconds",
-    "Unix time of the last successful SMART poll.",
-);
-pub const STALE: Family = Family::gauge(
-    "nvmeof_smart_stale",
-    "1 when the last poll failed, is stuck, or succeeded more than 2 intervals ago.",
-);
-pub const POLL_ERRORS: Family = Family::counter(
-    "nvmeof_smart_poll_errors_total",
-    "Failed or skipped SMART polls, by reason.",
-);
-
-pub static FAMILIES: &[Family] = &[
-    INFO,
-    CRITICAL_WARNING,
-    CRITICAL_WARNING_RAW,
-    ENDURANCE_GROUP_WARNING_RAW,
-    TEMPERATURE,
-    AVAILABLE_SPARE,
-    AVAILABLE_SPARE_THRESHOLD,
-    ENDURANCE_USED,
-    DATA_READ,
-    DATA_WRITTEN,
-    HOST_READS,
-    HOST_WRITES,
-    BUSY,
-    POWER_CYCLES,
-    POWER_ON,
-    UNSAFE_SHUTDOWNS,
-    MEDIA_ERRORS,
-    ERROR_LOG_ENTRIES,
-    WARNING_TEMP_TIME,
-    CRITICAL_TEMP_TIME,
-    THERMAL_TRANSITIONS,
-    THERMAL_TIME,
-    LAST_SUCCESS,
-    STALE,
-    POLL_ERRORS,
-];
+families! {
+    pub INFO: gauge("nvmeof_smart_info",
+        "Identify Controller of each NVMe controller polled for SMART; always 1.");
+    pub CRITICAL_WARNING: gauge("nvmeof_smart_critical_warning",
+        "SMART Critical Warning, one series per defined bit: 1 when the condition holds.");
+    pub CRITICAL_WARNING_RAW: gauge("nvmeof_smart_critical_warning_raw",
+        "SMART Critical Warning byte as read, reserved bits included.");
+    pub ENDURANCE_GROUP_WARNING_RAW: gauge("nvmeof_smart_endurance_group_critical_warning_raw",
+        "SMART Endurance Group Critical Warning Summary byte as read.");
+    pub TEMPERATURE: gauge("nvmeof_smart_temperature_celsius",
+        "Composite temperature (sensor=\"composite\") and each reported temperature sensor.");
+    pub AVAILABLE_SPARE: gauge("nvmeof_smart_available_spare_ratio",
+        "Remaining spare capacity, 0 to 1.");
+    pub AVAILABLE_SPARE_THRESHOLD: gauge("nvmeof_smart_available_spare_threshold_ratio",
+        "Spare capacity below which the available_spare warning is raised, 0 to 1.");
+    pub ENDURANCE_USED: gauge("nvmeof_smart_endurance_used_ratio",
+        "SMART Percentage Used / 100: vendor estimate of life used; may exceed 1.");
+    pub DATA_READ: counter("nvmeof_smart_data_read_bytes_total",
+        "Data read by hosts, from Data Units Read (units of 512000 bytes, rounded up).");
+    pub DATA_WRITTEN: counter("nvmeof_smart_data_written_bytes_total",
+        "Data written by hosts, from Data Units Written (units of 512000 bytes, rounded up).");
+    pub HOST_READS: counter("nvmeof_smart_host_read_commands_total",
+        "Read commands completed by the controller.");
+    pub HOST_WRITES: counter("nvmeof_smart_host_write_commands_total",
+        "Write commands completed by the controller.");
+    pub BUSY: counter("nvmeof_smart_controller_busy_seconds_total",
+        "Time the controller was busy with I/O commands (reported in minutes).");
+    pub POWER_CYCLES: counter("nvmeof_smart_power_cycles_total",
+        "Power cycles.");
+    pub POWER_ON: counter("nvmeof_smart_power_on_seconds_total",
+        "Power-on time (reported in hours).");
+    pub UNSAFE_SHUTDOWNS: counter("nvmeof_smart_unsafe_shutdowns_total",
+        "Unsafe shutdowns.");
+    pub MEDIA_ERRORS: counter("nvmeof_smart_media_errors_total",
+        "Unrecovered data integrity errors detected by the controller.");
+    pub ERROR_LOG_ENTRIES: counter("nvmeof_smart_error_log_entries_total",
+        "Error Information log entries over the controller's life.");
+    pub WARNING_TEMP_TIME: counter("nvmeof_smart_warning_temperature_seconds_total",
+        "Time above the warning composite temperature threshold (reported in minutes).");
+    pub CRITICAL_TEMP_TIME: counter("nvmeof_smart_critical_temperature_seconds_total",
+        "Time above the critical composite temperature threshold (reported in minutes).");
+    pub THERMAL_TRANSITIONS: counter("nvmeof_smart_thermal_management_transitions_total",
+        "Transitions into thermal management level 1 or 2 (light / heavy throttling).");
+    pub THERMAL_TIME: counter("nvmeof_smart_thermal_management_seconds_total",
+        "Time spent in thermal management level 1 or 2.");
+    pub LAST_SUCCESS: gauge("nvmeof_smart_last_success_timestamp_seconds",
+        "Unix time of the last successful SMART poll.");
+    pub STALE: gauge("nvmeof_smart_stale",
+        "1 when the last poll failed, is stuck, or succeeded more than 2 intervals ago.");
+    pub POLL_ERRORS: counter("nvmeof_smart_poll_errors_total",
+        "Failed or skipped SMART polls, by reason.");
+}
 
 impl Collector for SmartCollector {
     fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {

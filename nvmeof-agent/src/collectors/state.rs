@@ -8,32 +8,21 @@
 use std::path::PathBuf;
 
 use crate::bpf::state::{StateSnapshot, StateSource};
-use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::sysfs::CtrlState;
 
-const TRANSITIONS: Family = Family::counter("nvmeof_controller_state_transitions_total", "Controller state transitions by old and new state (kernel-side count; a lower bound when nvmeof_exporter_state_source is sysfs_poll).");
-const RECONNECTS: Family = Family {
-    name: "nvmeof_reconnect_attempts_total",
-    help:
-        "Reconnect attempts the kernel made for the controller (increments of its nr_reconnects).",
-    kind: Kind::Counter,
-};
-const LAST_TRANSITION: Family = Family::gauge(
-    "nvmeof_controller_last_transition_timestamp_seconds",
-    "Wall-clock time of the controller's last state transition.",
-);
-const SINCE_LIVE: Family = Family::gauge(
-    "nvmeof_controller_since_live_seconds",
-    "Time since the controller was last live: 0 while live, else since it left live.",
-);
-const SOURCE: Family = Family {
-    name: "nvmeof_exporter_state_source",
-    help:
-        "How state transitions are caught: kprobe (exact) or sysfs_poll (a lower bound); always 1.",
-    kind: Kind::Gauge,
-};
-
-pub const FAMILIES: &[Family] = &[TRANSITIONS, RECONNECTS, LAST_TRANSITION, SINCE_LIVE, SOURCE];
+families! {
+    TRANSITIONS: counter("nvmeof_controller_state_transitions_total",
+        "Controller state transitions by old and new state (kernel-side count; a lower bound when nvmeof_exporter_state_source is sysfs_poll).");
+    RECONNECTS: counter("nvmeof_reconnect_attempts_total",
+        "Reconnect attempts the kernel made for the controller (increments of its nr_reconnects).");
+    LAST_TRANSITION: gauge("nvmeof_controller_last_transition_timestamp_seconds",
+        "Wall-clock time of the controller's last state transition.");
+    SINCE_LIVE: gauge("nvmeof_controller_since_live_seconds",
+        "Time since the controller was last live: 0 while live, else since it left live.");
+    SOURCE: gauge("nvmeof_exporter_state_source",
+        "How state transitions are caught: kprobe (exact) or sysfs_poll (a lower bound); always 1.");
+}
 
 pub struct StateCollector {
     sysfs: PathBuf,

@@ -19,31 +19,21 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::collector::{Collector, Family, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::sysfs::{self, Address, CtrlState};
 
-const INFO: Family = Family::gauge(
-    "nvmeof_subsystem_info",
-    "Identity of an NVM subsystem and its multipath I/O policy; always 1.",
-);
-const PATHS: Family = Family::gauge(
-    "nvmeof_subsystem_paths",
-    "Controllers (paths) the host has to the subsystem, whatever their state.",
-);
-const LIVE_PATHS: Family = Family::gauge(
-    "nvmeof_subsystem_live_paths",
-    "Controllers (paths) to the subsystem in state live.",
-);
-const LOST_PATHS: Family = Family::gauge(
-    "nvmeof_subsystem_lost_paths",
-    "Paths to the subsystem whose controller the kernel removed while not live (ctrl_loss_tmo ran out), not reconnected since.",
-);
-const LOST_FORGOTTEN: Family = Family::counter(
-    "nvmeof_subsystem_lost_paths_forgotten_total",
-    "Lost paths dropped from the agent's memory because it held the most it keeps.",
-);
-
-pub const FAMILIES: &[Family] = &[INFO, PATHS, LIVE_PATHS, LOST_PATHS, LOST_FORGOTTEN];
+families! {
+    INFO: gauge("nvmeof_subsystem_info",
+        "Identity of an NVM subsystem and its multipath I/O policy; always 1.");
+    PATHS: gauge("nvmeof_subsystem_paths",
+        "Controllers (paths) the host has to the subsystem, whatever their state.");
+    LIVE_PATHS: gauge("nvmeof_subsystem_live_paths",
+        "Controllers (paths) to the subsystem in state live.");
+    LOST_PATHS: gauge("nvmeof_subsystem_lost_paths",
+        "Paths to the subsystem whose controller the kernel removed while not live (ctrl_loss_tmo ran out), not reconnected since.");
+    LOST_FORGOTTEN: counter("nvmeof_subsystem_lost_paths_forgotten_total",
+        "Lost paths dropped from the agent's memory because it held the most it keeps.");
+}
 
 /// Lost paths remembered at most, over all subsystems: a few hundred bytes each, so the memory
 /// stays under a megabyte whatever the fabric does (a host has tens of paths, not thousands).
@@ -159,6 +149,15 @@ fn text(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("")
 }
 
+/// A subsystem's paths and live paths as sysfs shows them, and its lost paths as remembered:
+/// the three series an alert on lost redundancy compares.
+fn path_counts(sink: &mut Sink, nqn: &str, paths: usize, live: usize, memory: &Memory) {
+    let labels = [("subsystem", nqn)];
+    sink.gauge(&PATHS, &labels, paths as f64);
+    sink.gauge(&LIVE_PATHS, &labels, live as f64);
+    sink.gauge(&LOST_PATHS, &labels, memory.lost_of(nqn) as f64);
+}
+
 impl Collector for SubsystemCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = sysfs::subsystems(&self.sysfs)?;
@@ -173,30 +172,28 @@ impl Collector for SubsystemCollector {
             })
             .collect();
         let mut now = HashMap::new();
+        let mut see = |name: &String, subsystem: &Option<String>, state: &Option<CtrlState>| {
+            // A controller the class listing missed (added or removed in between) is keyed by
+            // its name: it cannot match a remembered path, which is the safe side.
+            let address = addresses
+                .get(name.as_str())
+                .cloned()
+                .unwrap_or_else(|| name.clone());
+            let path = PathKey {
+                subsystem: text(subsystem).to_owned(),
+                address,
+            };
+            now.insert(name.clone(), (path, state.clone()));
+        };
+        // A controller the class listing shows is not gone, whatever its subsystem's reading
+        // said (a subsystem skipped as unreadable must not make its paths "lost"); where the
+        // subsystems list it, what they say replaces this.
+        for c in &controllers.items {
+            see(&c.name, &c.subsysnqn, &c.state);
+        }
         for s in &parsed.items {
             for c in &s.controllers {
-                // A controller the class listing missed (added or removed in between) is keyed
-                // by its name: it cannot match a remembered path, which is the safe side.
-                let address = addresses
-                    .get(c.name.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| c.name.clone());
-                let path = PathKey {
-                    subsystem: text(&s.subsysnqn).to_owned(),
-                    address,
-                };
-                now.insert(c.name.clone(), (path, c.state.clone()));
-            }
-        }
-        // A controller the class listing still shows is not gone, whatever its subsystem's
-        // reading said (a subsystem skipped as unreadable must not make its paths "lost").
-        for c in &controllers.items {
-            if !now.contains_key(&c.name) {
-                let path = PathKey {
-                    subsystem: text(&c.subsysnqn).to_owned(),
-                    address: addresses[c.name.as_str()].clone(),
-                };
-                now.insert(c.name.clone(), (path, c.state.clone()));
+                see(&c.name, &s.subsysnqn, &c.state);
             }
         }
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
@@ -223,9 +220,7 @@ impl Collector for SubsystemCollector {
                 .iter()
                 .filter(|c| c.state == Some(CtrlState::Live))
                 .count();
-            sink.gauge(&PATHS, &[nqn], s.controllers.len() as f64);
-            sink.gauge(&LIVE_PATHS, &[nqn], live as f64);
-            sink.gauge(&LOST_PATHS, &[nqn], memory.lost_of(nqn.1) as f64);
+            path_counts(sink, nqn.1, s.controllers.len(), live, &memory);
         }
         // Subsystems that went away with their last path lost: still there for the alerts.
         let mut gone: Vec<&str> = memory
@@ -236,10 +231,7 @@ impl Collector for SubsystemCollector {
             .collect();
         gone.dedup();
         for nqn in gone {
-            let labels = [("subsystem", nqn)];
-            sink.gauge(&PATHS, &labels, 0.0);
-            sink.gauge(&LIVE_PATHS, &labels, 0.0);
-            sink.gauge(&LOST_PATHS, &labels, memory.lost_of(nqn) as f64);
+            path_counts(sink, nqn, 0, 0, &memory);
         }
         sink.counter(&LOST_FORGOTTEN, &[], memory.forgotten as f64);
         Ok(())
@@ -249,6 +241,7 @@ impl Collector for SubsystemCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collector::Family;
     use crate::test_support::{collect, Tree};
 
     /// `(paths, live_paths, lost_paths)` of `nqn` and the forgotten count, from one scrape.
@@ -289,9 +282,21 @@ mod tests {
         std::fs::write(t.ctrl_dir(instance).join("state"), format!("{state}\n")).unwrap();
     }
 
-    fn two_paths(t: &Tree) {
+    /// Two live paths to `nqn.test:a` (nvme0 and nvme1, the second over TCP) and a collector
+    /// reading them.
+    fn two_paths() -> (Tree, SubsystemCollector) {
+        let t = Tree::new();
         t.two_paths(["live", "live"]);
         t.set_transport(1, "tcp", "traddr=10.0.0.2,trsvcid=4420,src_addr=10.0.0.1");
+        let c = SubsystemCollector::new(t.root().into());
+        (t, c)
+    }
+
+    /// The last path gone: the kernel removes the subsystem too.
+    fn remove_last_path(t: &Tree, instance: u32, subsys: u32) {
+        remove_controller(t, instance, subsys);
+        let name = format!("class/nvme-subsystem/nvme-subsys{subsys}");
+        std::fs::remove_file(t.root().join(name)).unwrap();
     }
 
     #[test]
@@ -308,9 +313,7 @@ mod tests {
     /// address (under a new nvmeN) clears it.
     #[test]
     fn paths_removed_while_reconnecting_stay_lost_until_they_come_back() {
-        let t = Tree::new();
-        two_paths(&t);
-        let c = SubsystemCollector::new(t.root().into());
+        let (t, c) = two_paths();
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([2.0, 2.0, 0.0]), 0.0));
         set_state(&t, 1, "connecting");
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([2.0, 1.0, 0.0]), 0.0));
@@ -319,8 +322,7 @@ mod tests {
 
         set_state(&t, 0, "resetting");
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([1.0, 0.0, 1.0]), 0.0));
-        remove_controller(&t, 0, 0);
-        std::fs::remove_file(t.root().join("class/nvme-subsystem/nvme-subsys0")).unwrap();
+        remove_last_path(&t, 0, 0);
         std::fs::remove_dir_all(t.subsys_dir(0)).unwrap();
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([0.0, 0.0, 2.0]), 0.0));
         // Still there a scrape later: nothing but a reconnect clears it.
@@ -337,16 +339,13 @@ mod tests {
     /// /metrics with its last path, as before.
     #[test]
     fn paths_removed_while_live_are_not_lost() {
-        let t = Tree::new();
-        two_paths(&t);
-        let c = SubsystemCollector::new(t.root().into());
+        let (t, c) = two_paths();
         scrape(&c, "nqn.test:a");
         remove_controller(&t, 1, 0);
         assert_eq!(scrape(&c, "nqn.test:a"), (Some([1.0, 1.0, 0.0]), 0.0));
         set_state(&t, 0, "deleting");
         scrape(&c, "nqn.test:a");
-        remove_controller(&t, 0, 0);
-        std::fs::remove_file(t.root().join("class/nvme-subsystem/nvme-subsys0")).unwrap();
+        remove_last_path(&t, 0, 0);
         assert_eq!(scrape(&c, "nqn.test:a"), (None, 0.0));
     }
 
@@ -354,10 +353,8 @@ mod tests {
     /// is gone (lost, it was connecting), the new one is not mistaken for it.
     #[test]
     fn a_reused_controller_name_is_another_path() {
-        let t = Tree::new();
-        two_paths(&t);
+        let (t, c) = two_paths();
         set_state(&t, 1, "connecting");
-        let c = SubsystemCollector::new(t.root().into());
         scrape(&c, "nqn.test:a");
         remove_controller(&t, 1, 0);
         t.tcp_controller(1, "nqn.test:b", "live");

@@ -15,47 +15,26 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use crate::collector::{Collector, Family, Kind, Scrape, Sink};
+use crate::collector::{families, Collector, Scrape, Sink};
 use crate::netlink::sock_diag::{tcp_sockets, TcpSocket};
 use crate::sysfs::Controller;
 
-const CONNECTIONS: Family = Family::gauge(
-    "nvmeof_tcp_connections",
-    "TCP connections of the controller (one per queue, admin queue included) that are not closed.",
-);
-const RTT: Family = Family::gauge(
-    "nvmeof_tcp_rtt_seconds",
-    "Smoothed round-trip time (tcp_info rtt); per controller the largest of its connections.",
-);
-const RETRANS: Family = Family {
-    name: "nvmeof_tcp_retransmitted_segments_total",
-    help:
-        "Segments retransmitted (tcp_info total_retrans), summed over the controller's connections.",
-    kind: Kind::Counter,
-};
-const LOST: Family = Family::gauge("nvmeof_tcp_lost_segments", "Segments presumed lost and not yet retransmitted or acknowledged (tcp_info lost), summed over the controller's connections.");
-const SENT: Family = Family::counter(
-    "nvmeof_tcp_sent_bytes_total",
-    "Bytes sent, retransmissions included (tcp_info bytes_sent).",
-);
-const RECEIVED: Family = Family::counter(
-    "nvmeof_tcp_received_bytes_total",
-    "Bytes received (tcp_info bytes_received).",
-);
-const RETRANS_BYTES: Family = Family::counter(
-    "nvmeof_tcp_retransmitted_bytes_total",
-    "Bytes retransmitted (tcp_info bytes_retrans).",
-);
-
-pub const FAMILIES: &[Family] = &[
-    CONNECTIONS,
-    RTT,
-    RETRANS,
-    LOST,
-    SENT,
-    RECEIVED,
-    RETRANS_BYTES,
-];
+families! {
+    CONNECTIONS: gauge("nvmeof_tcp_connections",
+        "TCP connections of the controller (one per queue, admin queue included) that are not closed.");
+    RTT: gauge("nvmeof_tcp_rtt_seconds",
+        "Smoothed round-trip time (tcp_info rtt); per controller the largest of its connections.");
+    RETRANS: counter("nvmeof_tcp_retransmitted_segments_total",
+        "Segments retransmitted (tcp_info total_retrans), summed over the controller's connections.");
+    LOST: gauge("nvmeof_tcp_lost_segments",
+        "Segments presumed lost and not yet retransmitted or acknowledged (tcp_info lost), summed over the controller's connections.");
+    SENT: counter("nvmeof_tcp_sent_bytes_total",
+        "Bytes sent, retransmissions included (tcp_info bytes_sent).");
+    RECEIVED: counter("nvmeof_tcp_received_bytes_total",
+        "Bytes received (tcp_info bytes_received).");
+    RETRANS_BYTES: counter("nvmeof_tcp_retransmitted_bytes_total",
+        "Bytes retransmitted (tcp_info bytes_retrans).");
+}
 
 const TCP_CLOSE: u8 = 7;
 const TCP_LISTEN: u8 = 10;
@@ -95,7 +74,7 @@ fn matches(k: &ConnKey, s: &TcpSocket) -> bool {
 /// Each controller's connections; controllers whose key another shares get none and are
 /// returned in the second list.
 pub fn assign<'a>(
-    ctrls: &'a [&'a Controller],
+    ctrls: &'a [Controller],
     socks: &'a [TcpSocket],
 ) -> (
     Vec<(&'a Controller, Vec<&'a TcpSocket>)>,
@@ -170,8 +149,7 @@ pub fn emit_all(sink: &mut Sink, assigned: &[(&Controller, Vec<&TcpSocket>)], pe
 impl Collector for TcpCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let parsed = scrape.controllers(&self.sysfs)?;
-        let tcp = parsed.of_transport("tcp");
+        let tcp = scrape.controllers_on(&self.sysfs, "tcp")?;
         if tcp.is_empty() {
             return Ok(());
         }
@@ -227,7 +205,7 @@ mod tests {
             sock(4420, 36386, 1, 9, 9), // the target's end
             sock(4420, 0, TCP_LISTEN, 0, 0),
         ];
-        let ctrls = [&a, &b];
+        let ctrls = [a, b];
         let (assigned, ambiguous) = assign(&ctrls, &socks);
         assert!(ambiguous.is_empty());
         let mut sink = Sink::new();
@@ -254,7 +232,7 @@ mod tests {
         let a = ctrl("nvme0", "traddr=10.0.0.1,trsvcid=4420");
         let b = ctrl("nvme1", "traddr=10.0.0.1,trsvcid=4420");
         let c = ctrl("nvme2", "traddr=10.0.0.1,trsvcid=4420,src_addr=10.0.0.2");
-        let ctrls = [&a, &b, &c];
+        let ctrls = [a, b, c];
         let (assigned, ambiguous) = assign(&ctrls, &[]);
         assert_eq!(ambiguous.len(), 2);
         assert_eq!(assigned.len(), 1);

@@ -103,67 +103,73 @@ fn go_curve(name: &str) -> Option<GoName<&'static dyn SupportedKxGroup>> {
     })
 }
 
-/// The TLS 1.2 suites `cipher_suites` names, in its order; `None` for rustls' defaults.
-fn tls12_suites(names: &[String]) -> anyhow::Result<Option<Vec<SupportedCipherSuite>>> {
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let (mut kept, mut missing) = (Vec::new(), Vec::new());
-    for name in names {
-        match go_cipher_suite(name) {
-            Some(GoName::Rustls(s)) => kept.push(s),
-            Some(GoName::Missing) => missing.push(name.as_str()),
-            Some(GoName::Tls13) => log::info!(
-                "tls_server_config.cipher_suites: {name} is a TLS 1.3 suite; TLS 1.3 suites are \
-                 not configurable (as in Go) and stay enabled"
-            ),
-            None => bail!(
-                "tls_server_config.cipher_suites: unknown cipher {name:?} (Go's names from \
-                 crypto/tls CipherSuites(), e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256)"
-            ),
-        }
-    }
-    if !missing.is_empty() {
-        if kept.is_empty() {
-            bail!(
-                "tls_server_config.cipher_suites: none of {missing:?} is implemented by rustls \
-                 (it has the ECDHE AES-GCM and ChaCha20-Poly1305 suites only)"
-            );
-        }
-        log::warn!(
-            "tls_server_config.cipher_suites: {missing:?} left out: not implemented by rustls"
-        );
-    }
-    Ok(Some(kept))
+/// How a list of Go names in `tls_server_config` is read: `field` is its key, `lookup` maps a
+/// name, `unknown` names the thing and lists the known names, `rustls_has` says what rustls
+/// offers instead when it lacks every name given.
+struct GoNames<T: 'static> {
+    field: &'static str,
+    lookup: fn(&str) -> Option<GoName<T>>,
+    unknown: (&'static str, &'static str),
+    rustls_has: &'static str,
 }
 
-fn kx_groups(names: &[String]) -> anyhow::Result<Option<Vec<&'static dyn SupportedKxGroup>>> {
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let (mut kept, mut missing) = (Vec::new(), Vec::new());
-    for name in names {
-        match go_curve(name) {
-            Some(GoName::Rustls(g)) => kept.push(g),
-            Some(_) => missing.push(name.as_str()),
-            None => bail!(
-                "tls_server_config.curve_preferences: unknown curve {name:?} (X25519, CurveP256, \
-                 CurveP384 or CurveP521)"
-            ),
+impl<T> GoNames<T> {
+    /// What `names` stand for in rustls, in their order; `None` for rustls' defaults. Names
+    /// rustls lacks are left out with a warning, as long as one is left; an unknown name is an
+    /// error, as in exporter-toolkit.
+    fn read(&self, names: &[String]) -> anyhow::Result<Option<Vec<T>>> {
+        let field = self.field;
+        if names.is_empty() {
+            return Ok(None);
         }
-    }
-    if !missing.is_empty() {
-        if kept.is_empty() {
-            bail!(
-                "tls_server_config.curve_preferences: none of {missing:?} is implemented by rustls"
+        let (mut kept, mut missing) = (Vec::new(), Vec::new());
+        for name in names {
+            match (self.lookup)(name) {
+                Some(GoName::Rustls(s)) => kept.push(s),
+                Some(GoName::Missing) => missing.push(name.as_str()),
+                Some(GoName::Tls13) => log::info!(
+                    "tls_server_config.{field}: {name} is a TLS 1.3 suite; TLS 1.3 suites are \
+                     not configurable (as in Go) and stay enabled"
+                ),
+                None => {
+                    let (what, known) = self.unknown;
+                    bail!("tls_server_config.{field}: unknown {what} {name:?} ({known})")
+                }
+            }
+        }
+        if !missing.is_empty() {
+            if kept.is_empty() {
+                bail!(
+                    "tls_server_config.{field}: none of {missing:?} is implemented by rustls{}",
+                    self.rustls_has
+                );
+            }
+            log::warn!(
+                "tls_server_config.{field}: {missing:?} left out: not implemented by rustls"
             );
         }
-        log::warn!(
-            "tls_server_config.curve_preferences: {missing:?} left out: not implemented by rustls"
-        );
+        Ok(Some(kept))
     }
-    Ok(Some(kept))
 }
+
+/// The TLS 1.2 suites `cipher_suites` names.
+const CIPHER_SUITES: GoNames<SupportedCipherSuite> = GoNames {
+    field: "cipher_suites",
+    lookup: go_cipher_suite,
+    unknown: (
+        "cipher",
+        "Go's names from crypto/tls CipherSuites(), e.g. TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+    ),
+    rustls_has: " (it has the ECDHE AES-GCM and ChaCha20-Poly1305 suites only)",
+};
+
+/// The key exchange groups `curve_preferences` names.
+const CURVE_PREFERENCES: GoNames<&'static dyn SupportedKxGroup> = GoNames {
+    field: "curve_preferences",
+    lookup: go_curve,
+    unknown: ("curve", "X25519, CurveP256, CurveP384 or CurveP521"),
+    rustls_has: "",
+};
 
 fn version(name: &str, field: &str) -> anyhow::Result<u8> {
     match name {
@@ -295,11 +301,11 @@ fn server_config(t: &TlsServerConfig, dir: &Path) -> anyhow::Result<ServerConfig
         .with_context(|| format!("reading the private key in {}", key_path.display()))?;
 
     let mut provider = rustls::crypto::ring::default_provider();
-    if let Some(tls12) = tls12_suites(&t.cipher_suites)? {
+    if let Some(tls12) = CIPHER_SUITES.read(&t.cipher_suites)? {
         provider.cipher_suites.retain(|s| s.tls13().is_some());
         provider.cipher_suites.extend(tls12);
     }
-    if let Some(groups) = kx_groups(&t.curve_preferences)? {
+    if let Some(groups) = CURVE_PREFERENCES.read(&t.curve_preferences)? {
         provider.kx_groups = groups;
     }
     let provider: Arc<CryptoProvider> = Arc::new(provider);
@@ -551,14 +557,15 @@ mod tests {
     #[test]
     fn go_names_map_to_rustls_or_say_why_not() {
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        let kept = tls12_suites(&names(&[
-            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-            "TLS_AES_128_GCM_SHA256",
-            "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
-            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        ]))
-        .unwrap()
-        .unwrap();
+        let kept = CIPHER_SUITES
+            .read(&names(&[
+                "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+                "TLS_AES_128_GCM_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ]))
+            .unwrap()
+            .unwrap();
         let kept: Vec<_> = kept.iter().map(|s| s.suite()).collect();
         assert_eq!(
             kept,
@@ -567,25 +574,31 @@ mod tests {
                 rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
             ]
         );
-        assert_eq!(tls12_suites(&[]).unwrap().map(|v| v.len()), None);
-        let e = tls12_suites(&names(&["TLS_RSA_WITH_RC4_128_SHA"])).unwrap_err();
+        assert_eq!(CIPHER_SUITES.read(&[]).unwrap().map(|v| v.len()), None);
+        let e = CIPHER_SUITES
+            .read(&names(&["TLS_RSA_WITH_RC4_128_SHA"]))
+            .unwrap_err();
         assert!(
             e.to_string()
                 .contains("unknown cipher \"TLS_RSA_WITH_RC4_128_SHA\""),
             "{e}"
         );
-        let e = tls12_suites(&names(&["TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"])).unwrap_err();
+        let e = CIPHER_SUITES
+            .read(&names(&["TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA"]))
+            .unwrap_err();
         assert!(e.to_string().contains("is implemented by rustls"), "{e}");
 
         assert_eq!(
-            kx_groups(&names(&["CurveP384", "CurveP521"]))
+            CURVE_PREFERENCES
+                .read(&names(&["CurveP384", "CurveP521"]))
                 .unwrap()
                 .unwrap()
                 .len(),
             1
         );
-        assert!(kx_groups(&names(&["CurveP521"])).is_err());
-        assert!(kx_groups(&names(&["P-256"]))
+        assert!(CURVE_PREFERENCES.read(&names(&["CurveP521"])).is_err());
+        assert!(CURVE_PREFERENCES
+            .read(&names(&["P-256"]))
             .unwrap_err()
             .to_string()
             .contains("unknown curve"));

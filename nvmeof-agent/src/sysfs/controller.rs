@@ -6,51 +6,20 @@
 use std::path::Path;
 
 use super::attr::{entries, still_there, Attrs, Parsed, Skip, MAX_ADDRESS_BYTES};
+use super::Spelled;
 
-/// `nvme_ctrl_state` as the `state` attribute spells it.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CtrlState {
-    New,
-    Live,
-    Resetting,
-    Connecting,
-    Deleting,
-    DeletingNoIo,
-    Dead,
-    /// A string this exporter does not know (the kernel's own fallback is `unknown state`).
-    Unknown(String),
-}
-
-impl CtrlState {
-    /// Every state the kernel knows, in its enum order: the one-hot metric emits all of them.
-    pub const KNOWN: [CtrlState; 7] = [
-        CtrlState::New,
-        CtrlState::Live,
-        CtrlState::Resetting,
-        CtrlState::Connecting,
-        CtrlState::Deleting,
-        CtrlState::DeletingNoIo,
-        CtrlState::Dead,
-    ];
-
-    pub fn parse(s: &str) -> CtrlState {
-        CtrlState::KNOWN
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .unwrap_or_else(|| CtrlState::Unknown(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            CtrlState::New => "new",
-            CtrlState::Live => "live",
-            CtrlState::Resetting => "resetting",
-            CtrlState::Connecting => "connecting",
-            CtrlState::Deleting => "deleting",
-            CtrlState::DeletingNoIo => "deleting (no IO)",
-            CtrlState::Dead => "dead",
-            CtrlState::Unknown(s) => s,
-        }
+spelled! {
+    /// `nvme_ctrl_state` as the `state` attribute spells it.
+    /// A word it does not know stays as it is (the kernel's own fallback is `unknown state`).
+    #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum CtrlState {
+        New => "new",
+        Live => "live",
+        Resetting => "resetting",
+        Connecting => "connecting",
+        Deleting => "deleting",
+        DeletingNoIo => "deleting (no IO)",
+        Dead => "dead",
     }
 }
 
@@ -140,16 +109,6 @@ pub struct Controller {
     pub firmware_rev: Option<String>,
     pub subsysnqn: Option<String>,
     pub hostnqn: Option<String>,
-}
-
-impl Parsed<Controller> {
-    /// The controllers on `transport` (`tcp`, `rdma`, `fc`, `loop`, `pcie`).
-    pub fn of_transport(&self, transport: &str) -> Vec<&Controller> {
-        self.items
-            .iter()
-            .filter(|c| c.transport.as_deref() == Some(transport))
-            .collect()
-    }
 }
 
 /// The `nvmeN` entries of `ROOT/class/nvme` in instance order: instance, name and directory.
@@ -379,7 +338,7 @@ mod tests {
     #[test]
     fn every_kernel_state_round_trips() {
         for s in CtrlState::KNOWN {
-            assert_eq!(CtrlState::parse(s.as_str()), s);
+            assert_eq!(&CtrlState::parse(s.as_str()), s);
         }
         assert_eq!(
             CtrlState::parse("deleting (no IO)"),

@@ -10,43 +10,17 @@ use std::path::Path;
 use super::attr::{entries, still_there, Attrs, Gone, Parsed, Skip};
 use super::blockstat::{parse_stat, BlockStat};
 use super::controller::ctrl_instance;
+use super::Spelled;
 
-/// Asymmetric namespace access state of one path, as `ana_state` spells it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AnaState {
-    Optimized,
-    NonOptimized,
-    Inaccessible,
-    PersistentLoss,
-    Change,
-    Unknown(String),
-}
-
-impl AnaState {
-    pub const KNOWN: [AnaState; 5] = [
-        AnaState::Optimized,
-        AnaState::NonOptimized,
-        AnaState::Inaccessible,
-        AnaState::PersistentLoss,
-        AnaState::Change,
-    ];
-
-    pub fn parse(s: &str) -> AnaState {
-        AnaState::KNOWN
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .unwrap_or_else(|| AnaState::Unknown(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        match self {
-            AnaState::Optimized => "optimized",
-            AnaState::NonOptimized => "non-optimized",
-            AnaState::Inaccessible => "inaccessible",
-            AnaState::PersistentLoss => "persistent-loss",
-            AnaState::Change => "change",
-            AnaState::Unknown(s) => s,
-        }
+spelled! {
+    /// Asymmetric namespace access state of one path, as `ana_state` spells it.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum AnaState {
+        Optimized => "optimized",
+        NonOptimized => "non-optimized",
+        Inaccessible => "inaccessible",
+        PersistentLoss => "persistent-loss",
+        Change => "change",
     }
 }
 
@@ -335,7 +309,7 @@ mod tests {
         assert_eq!(path_instance("nvme0c12n3"), Some((0, 12, 3)));
         assert_eq!(path_instance("nvme0n1"), None);
         for ana in AnaState::KNOWN {
-            assert_eq!(AnaState::parse(ana.as_str()), ana);
+            assert_eq!(&AnaState::parse(ana.as_str()), ana);
         }
     }
 }

@@ -5,6 +5,7 @@ use std::path::Path;
 use super::attr::{entries, still_there, Attrs, Gone, Parsed, Skip};
 use super::controller::{ctrl_instance, CtrlState};
 use super::namespace::head_instance;
+use super::Spelled;
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Subsystem {

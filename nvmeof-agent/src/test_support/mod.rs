@@ -2,6 +2,7 @@
 //! cases, copies of the trees the lab captured from real kernels), and a collector's output as
 //! text and values. Compiled for the unit tests and, through the `test-support` feature, for
 //! the integration tests; never in the shipped binary.
+pub mod btf;
 mod tree;
 
 use std::path::{Path, PathBuf};

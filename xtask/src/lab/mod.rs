@@ -358,7 +358,12 @@ impl Lab {
 
     /// Runs a script that must succeed; returns its output.
     pub fn sh_ok(&mut self, script: &str) -> Result<String> {
-        let o = self.sh(script)?;
+        self.sh_ok_timeout(script, DEFAULT_TIMEOUT)
+    }
+
+    /// [`Lab::sh_ok`] for a script that may take longer than the default.
+    pub fn sh_ok_timeout(&mut self, script: &str, timeout: Duration) -> Result<String> {
+        let o = self.sh_timeout(script, timeout)?;
         if o.rc != 0 {
             bail!(
                 "guest command failed (exit {}): {}\n{}",

@@ -460,3 +460,71 @@ pub fn dashboard(config: &Config) -> Value {
 pub fn render(config: &Config) -> String {
     serde_json::to_string_pretty(&dashboard(config)).expect("JSON") + "\n"
 }
+
+/// The values Grafana puts into a panel's query for the dashboard's variables and intervals:
+/// the tests send every query as Grafana would.
+#[derive(Clone, Debug)]
+pub struct Vars {
+    pub rate_interval: String,
+    pub range: String,
+    pub cluster: String,
+    pub job: String,
+    pub instance: String,
+    pub subsystem: String,
+}
+
+impl Vars {
+    /// Every variable at All, whose `allValue` is `.*`.
+    pub fn all(rate_interval: &str, range: &str) -> Vars {
+        let all = ".*".to_owned();
+        Vars {
+            rate_interval: rate_interval.to_owned(),
+            range: range.to_owned(),
+            cluster: all.clone(),
+            job: all.clone(),
+            instance: all.clone(),
+            subsystem: all,
+        }
+    }
+
+    /// `expr` with the variables and intervals substituted.
+    pub fn apply(&self, expr: &str) -> String {
+        expr.replace("$__rate_interval", &self.rate_interval)
+            .replace("$__range", &self.range)
+            .replace("$cluster", &self.cluster)
+            .replace("$job", &self.job)
+            .replace("$instance", &self.instance)
+            .replace("$subsystem", &self.subsystem)
+    }
+}
+
+/// A value as Grafana puts a multi-value or All-able variable into a regex matcher
+/// (`prometheusRegularEscape`): regex metacharacters escaped, the backslash doubled for PromQL.
+pub fn grafana_escape(v: &str) -> String {
+    let mut out = String::new();
+    for c in v.chars() {
+        if "\\$^*{}[]'+?.()|".contains(c) {
+            out.push_str("\\\\");
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_sent_as_grafana_substitutes_them() {
+        let vars = Vars {
+            instance: grafana_escape("10.0.0.1:9856"),
+            ..Vars::all("1m", "300s")
+        };
+        assert_eq!(vars.instance, r"10\\.0\\.0\\.1:9856");
+        assert_eq!(
+            vars.apply(r#"rate(x{job=~"$job",instance=~"$instance"}[$__rate_interval])[$__range]"#),
+            r#"rate(x{job=~".*",instance=~"10\\.0\\.0\\.1:9856"}[1m])[300s]"#
+        );
+    }
+}

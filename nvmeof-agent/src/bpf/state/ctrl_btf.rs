@@ -76,110 +76,37 @@ pub fn read(btf_dir: &Path) -> anyhow::Result<CtrlBtf> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    // The BTF encoding constants the writer below needs (see Documentation/bpf/btf.rst).
-    const MAGIC: u16 = 0xeb9f;
-    const KIND_INT: u32 = 1;
-    const KIND_STRUCT: u32 = 4;
-    const KIND_ENUM: u32 = 6;
-
-    /// A minimal BTF writer: enough to build the two blobs a split module needs.
-    #[derive(Default)]
-    pub struct Writer {
-        types: Vec<u8>,
-        strings: Vec<u8>,
-        base_strings: usize,
-    }
-
-    impl Writer {
-        pub fn new(base_strings: usize) -> Writer {
-            let mut w = Writer {
-                base_strings,
-                ..Default::default()
-            };
-            if base_strings == 0 {
-                w.strings.push(0);
-            }
-            w
-        }
-        pub fn str(&mut self, s: &str) -> u32 {
-            let off = self.base_strings + self.strings.len();
-            self.strings.extend_from_slice(s.as_bytes());
-            self.strings.push(0);
-            off as u32
-        }
-        fn word(&mut self, v: u32) {
-            self.types.extend_from_slice(&v.to_le_bytes());
-        }
-        pub fn int(&mut self, name: u32) {
-            self.word(name);
-            self.word(KIND_INT << 24);
-            self.word(4);
-            self.word(32);
-        }
-        pub fn struct_(&mut self, name: u32, members: &[(u32, u32)]) {
-            self.word(name);
-            self.word(KIND_STRUCT << 24 | members.len() as u32);
-            self.word(64);
-            for &(n, bits) in members {
-                self.word(n);
-                self.word(1);
-                self.word(bits);
-            }
-        }
-        pub fn enum_(&mut self, name: u32, values: &[(u32, u32)]) {
-            self.word(name);
-            self.word(KIND_ENUM << 24 | values.len() as u32);
-            self.word(4);
-            for &(n, v) in values {
-                self.word(n);
-                self.word(v);
-            }
-        }
-        pub fn finish(self) -> Vec<u8> {
-            let mut out = Vec::new();
-            out.extend_from_slice(&MAGIC.to_le_bytes());
-            out.extend_from_slice(&[1, 0]);
-            for v in [
-                24,
-                0,
-                self.types.len() as u32,
-                self.types.len() as u32,
-                self.strings.len() as u32,
-            ] {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
-            out.extend(self.types);
-            out.extend(self.strings);
-            out
-        }
-    }
+    use crate::test_support::btf::BtfBuilder;
 
     #[test]
     fn finds_offsets_in_split_btf_with_names_in_the_base() {
-        let mut base = Writer::new(0);
-        let int = base.str("int");
-        let state = base.str("state");
-        let instance = base.str("instance");
-        base.int(int);
-        let base_len = base.strings.len();
-        let base = base.finish();
-
-        let mut m = Writer::new(base_len);
-        let nr = m.str("nr_reconnects");
-        let ctrl = m.str("nvme_ctrl");
-        let other = m.str("nvme_ctrl_other");
-        let en = m.str("nvme_ctrl_state");
-        let names: Vec<u32> = ["NVME_CTRL_NEW", "NVME_CTRL_LIVE", "NVME_CTRL_DELETING_NOIO"]
-            .iter()
-            .map(|s| m.str(s))
-            .collect();
-        m.struct_(other, &[(state, 0)]);
-        m.struct_(ctrl, &[(instance, 8 * 8), (state, 40 * 8), (nr, 1400 * 8)]);
-        m.enum_(en, &[(names[0], 0), (names[1], 1), (names[2], 5)]);
-        let got = ctrl_btf(&base, Some(&m.finish())).unwrap();
+        let mut base = BtfBuilder::new();
+        base.name("state");
+        base.name("instance");
+        base.int("int", 4); // 1
+        let mut m = BtfBuilder::split(&base);
+        // "state" and "instance" resolve to the base's strings.
+        m.strukt("nvme_ctrl_other", 64, &[("state", 1, 0, 0)]);
+        m.strukt(
+            "nvme_ctrl",
+            64,
+            &[
+                ("instance", 1, 8 * 8, 0),
+                ("state", 1, 40 * 8, 0),
+                ("nr_reconnects", 1, 1400 * 8, 0),
+            ],
+        );
+        m.enumeration(
+            "nvme_ctrl_state",
+            &[
+                ("NVME_CTRL_NEW", 0),
+                ("NVME_CTRL_LIVE", 1),
+                ("NVME_CTRL_DELETING_NOIO", 5),
+            ],
+        );
+        let got = ctrl_btf(&base.finish(), Some(&m.finish())).unwrap();
         assert_eq!(
             got.layout,
             CtrlLayout {
@@ -202,10 +129,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_missing_member_is_named() {
-        let mut base = Writer::new(0);
-        let ctrl = base.str("nvme_ctrl");
-        let state = base.str("state");
-        base.struct_(ctrl, &[(state, 0)]);
+        let mut base = BtfBuilder::new();
+        base.strukt("nvme_ctrl", 64, &[("state", 1, 0, 0)]);
         let err = ctrl_btf(&base.finish(), None).unwrap_err();
         assert!(format!("{err:#}").contains("no member instance"), "{err:#}");
     }
