@@ -171,6 +171,14 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("Queue ids (0 = admin .. N-1) per controller the eBPF arrays hold; 0: the possible CPUs plus one, or more if a present controller has more. Commands past it are counted as slot_out_of_range, not timed."),
         )
         .arg(
+            Arg::new("ebpf.max-inflight")
+                .long("ebpf.max-inflight")
+                .value_name("N")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u32).range(0..=(1 << 22)))
+                .help("Entries of the eBPF in-flight map (one per request a controller can have in flight, about 96 bytes each); 0: the requests of the controllers present at start (queues x queue size), between 16384 and 131072. When more requests take turns than it holds, the oldest entries are evicted: counted, and logged once."),
+        )
+        .arg(
             Arg::new("ebpf.attach-mode")
                 .long("ebpf.attach-mode")
                 .value_name("MODE")
@@ -272,6 +280,9 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<u32>("ebpf.max-controllers")
             .expect("has a default"),
         max_queues: *m.get_one::<u32>("ebpf.max-queues").expect("has a default"),
+        max_inflight: *m
+            .get_one::<u32>("ebpf.max-inflight")
+            .expect("has a default"),
         attach_mode: crate::config::attach_mode(
             m.get_one::<String>("ebpf.attach-mode")
                 .expect("has a default"),
@@ -332,6 +343,7 @@ mod tests {
         assert_eq!((c.max_requests, c.max_connections), (40, 1000));
         assert_eq!(c.drain_interval, Duration::from_secs(30));
         assert_eq!((c.max_controllers, c.max_queues), (0, 0));
+        assert_eq!(c.max_inflight, 0);
         assert_eq!(c.attach_mode, None);
         assert!(!c.per_queue);
         assert!(!c.native_only);
@@ -398,12 +410,14 @@ mod tests {
             "--ebpf.drain-interval=250ms",
             "--ebpf.max-controllers=64",
             "--ebpf.max-queues=257",
+            "--ebpf.max-inflight=524288",
         ])
         .unwrap();
         assert!(c.per_queue);
         assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
         assert_eq!((c.max_controllers, c.max_queues), (64, 257));
+        assert_eq!(c.max_inflight, 524288);
         assert_eq!(c.attach_mode, None);
     }
 }

@@ -490,3 +490,53 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
         );
     }
 }
+
+/// An in-flight map smaller than the requests taking turns in it (`--ebpf.max-inflight=16` on a
+/// TCP controller whose queues have 128 requests each): entries are evicted and made again, and
+/// the agent counts every command whose request found none, says so once in its log with the
+/// flag that fixes it, and still counts every command.
+#[test]
+fn an_inflight_map_too_small_for_the_node_is_counted_and_logged_once() {
+    on_each_lab(|s, release| {
+        s.restart_agent("--ebpf.max-inflight=16");
+        let by = nqn("tcp");
+        let before = scrape_now(s);
+        s.lab
+            .sh_ok("d=$(dev_of tcp) || exit 9; dd if=$d of=/dev/null bs=4k count=600 iflag=direct 2>/dev/null")
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let after = scrape_now(s);
+        let log = s
+            .lab
+            .sh_ok("cat /tmp/agent.log")
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        s.restart_agent("");
+        let reads = moved(
+            &before,
+            &after,
+            &[("subsystem", by.as_str())],
+            "nvmeof_io_commands_total",
+            &[("opclass", "read")],
+        );
+        let unmatched = moved(
+            &before,
+            &after,
+            &[],
+            "nvmeof_exporter_ebpf_events_total",
+            &[("event", "completion_unmatched")],
+        );
+        let new_keys = after.sum(
+            "nvmeof_exporter_ebpf_events_total",
+            &[("event", "inflight_new_key")],
+        );
+        eprintln!("{release}: {reads} reads timed, {unmatched} unmatched, {new_keys} new keys");
+        // Every read is either timed or counted as a completion that found no entry.
+        assert_eq!(reads + unmatched, 600.0, "{release}: reads");
+        assert!(new_keys > 16.0, "{release}: {new_keys} new in-flight keys");
+        let told: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("raise --ebpf.max-inflight"))
+            .collect();
+        assert_eq!(told.len(), 1, "{release}: the agent's log:\n{log}");
+        assert!(told[0].contains("16 entries"), "{release}: {}", told[0]);
+    });
+}

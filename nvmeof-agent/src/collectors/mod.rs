@@ -108,6 +108,7 @@ pub fn registry() -> Vec<Registration> {
                         drain_interval: c.drain_interval,
                         max_controllers: c.max_controllers,
                         max_queues: c.max_queues,
+                        max_inflight: c.max_inflight,
                         per_queue: c.per_queue,
                         wait_for_nvme: crate::bpf::io::WAIT_FOR_NVME,
                     },

@@ -40,6 +40,11 @@ pub struct Drainer {
     removed_conn_errors: [u64; CONN_ERROR_KINDS],
     /// Whether commands past the arrays' bounds have been reported in the log (once).
     told_out_of_range: bool,
+    /// Entries of the request-keyed in-flight map, when the programs use it and the loader was
+    /// given its size.
+    inflight_capacity: Option<u32>,
+    /// Whether an in-flight map too small for the requests taking turns has been reported.
+    told_inflight_small: bool,
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
@@ -89,7 +94,16 @@ impl Drainer {
             subsystems: BTreeMap::new(),
             removed_conn_errors: [0; CONN_ERROR_KINDS],
             told_out_of_range: false,
+            inflight_capacity: None,
+            told_inflight_small: false,
         })
+    }
+
+    /// The request-keyed in-flight map's size as loaded, so that a map too small for the node is
+    /// reported.
+    pub fn with_inflight_capacity(mut self, capacity: Option<u32>) -> Self {
+        self.inflight_capacity = capacity;
+        self
     }
 
     /// `OPS` slots read at the last drain (the others had not moved).
@@ -275,6 +289,18 @@ impl Drainer {
             );
             self.told_out_of_range = true;
         }
+        let new_keys = view.counters[ProgramCounter::InflightNewKey as usize];
+        if !self.told_inflight_small && inflight_map_too_small(new_keys, self.inflight_capacity) {
+            log::warn!(
+                "eBPF: {new_keys} commands found no in-flight entry for their request, more than \
+                 the {} entries of the in-flight map: more requests take turns than it holds, so \
+                 the entries touched least recently are evicted and those commands' completions \
+                 go untimed (completion_unmatched); raise --ebpf.max-inflight (counted as \
+                 nvmeof_exporter_ebpf_events_total{{event=\"inflight_new_key\"}})",
+                self.inflight_capacity.unwrap_or_default()
+            );
+            self.told_inflight_small = true;
+        }
         view.removed_conn_errors = self.removed_conn_errors;
         let programs = self.loaded.program_runs();
         let took = started.elapsed();
@@ -287,6 +313,13 @@ impl Drainer {
         self.model.recycle(old);
         Ok(())
     }
+}
+
+/// Whether the request-keyed in-flight map holds fewer entries than the requests that take turns
+/// in it: each request struct finds no entry once (its first command), so more such commands than
+/// entries means entries were evicted and made again.
+fn inflight_map_too_small(new_keys: u64, capacity: Option<u32>) -> bool {
+    capacity.is_some_and(|c| new_keys > u64::from(c))
 }
 
 /// The drain as the tracer's worker runs it: one drain per tick into `state`, a failure logged
@@ -313,6 +346,15 @@ mod tests {
     use crate::bpf::EBPF_OBJECT;
     use aya::maps::Array;
     use nvmeof_common::{latency_bucket, OpClass, OpStats, QueueState};
+
+    /// Each request struct finds no entry once: as many first commands as entries fit; more
+    /// mean evictions. No size known (classic mode), nothing to say.
+    #[test]
+    fn an_inflight_map_is_too_small_once_more_requests_take_turns_than_it_holds() {
+        assert!(!inflight_map_too_small(16384, Some(16384)));
+        assert!(inflight_map_too_small(16385, Some(16384)));
+        assert!(!inflight_map_too_small(u64::MAX, None));
+    }
 
     /// The real object's maps, loaded but not attached (no nvme tracepoints needed): the agent
     /// writes what the programs would have, and the drain must read it back with the same types.

@@ -49,6 +49,8 @@ pub struct IoOptions {
     pub max_controllers: u32,
     /// Queue ids per controller the arrays hold; 0: see [`slot_layout`].
     pub max_queues: u32,
+    /// Entries of the request-keyed in-flight map; 0: see [`inflight_capacity`].
+    pub max_inflight: u32,
     /// Series per hardware queue instead of per controller.
     pub per_queue: bool,
     /// How often a tracer that could not start because `nvme_core` was not loaded looks for it
@@ -363,9 +365,17 @@ fn try_start(
     };
     let slots = slot_layout(&opts.sysfs_root, opts.max_controllers, opts.max_queues);
     let sizes = loader::MapSizes {
-        inflight: Some(inflight_capacity(&opts.sysfs_root)),
+        inflight: Some(match opts.max_inflight {
+            0 => inflight_capacity(&opts.sysfs_root),
+            n => n,
+        }),
         slots: Some(slots),
     };
+    let inflight = sizes.inflight;
+    log::info!(
+        "eBPF: in-flight map of {} entries (--ebpf.max-inflight)",
+        inflight.unwrap_or(nvmeof_common::INFLIGHT_CAPACITY)
+    );
     log::info!(
         "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
         slots.controllers,
@@ -382,7 +392,11 @@ fn try_start(
     let interval = opts.drain_interval.max(MIN_DRAIN_INTERVAL);
     let attached = loaded.attached.clone();
     let mode = Some(loaded.mode.as_str());
-    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?;
+    // The flag sizes the request-keyed map; the classic mode's (keyed by command id, which a
+    // queue reuses) keeps its fixed size, and its evictions are counted and alerted on alone.
+    let request_keyed = (loaded.mode != loader::AttachMode::Tracepoint).then_some(inflight);
+    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?
+        .with_inflight_capacity(request_keyed.flatten());
     *state.write().unwrap_or_else(|e| e.into_inner()) = IoState {
         up: true,
         per_queue: opts.per_queue,
@@ -550,6 +564,7 @@ pub(crate) mod tests {
             drain_interval: Duration::from_secs(1),
             max_controllers: 0,
             max_queues: 0,
+            max_inflight: 0,
             per_queue,
             wait_for_nvme: WAIT_FOR_NVME,
         }
