@@ -540,3 +540,81 @@ fn an_inflight_map_too_small_for_the_node_is_counted_and_logged_once() {
         assert!(told[0].contains("16 entries"), "{release}: {}", told[0]);
     });
 }
+
+/// Per queue, each I/O queue's CPUs are the kernel's (`mq/N/cpu_list`, read in the guest), and
+/// the queue ids agree with the I/O series: reads pinned to CPU 1 land on the queue whose CPUs
+/// include 1.
+#[test]
+fn per_queue_cpus_are_the_kernels_and_name_the_queue_a_cpus_reads_take() {
+    on_each_lab(|s, release| {
+        s.restart_agent("--metrics.per-queue");
+        let truth = s
+            .lab
+            .sh_ok(
+                r#"for c in /sys/class/nvme/nvme*; do
+                     for d in "$c"/nvme*n*; do
+                       [ -d "$d/mq" ] || continue
+                       for q in "$d"/mq/*; do echo "${c##*/} $(( ${q##*/} + 1 )) $(cat "$q/cpu_list")"; done
+                       break
+                     done
+                   done"#,
+            )
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let before = scrape_now(s);
+        s.lab
+            .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 2 dd if=$d of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null")
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let after = scrape_now(s);
+        s.restart_agent("");
+        let mut want: Vec<String> = truth.lines().map(str::to_owned).collect();
+        want.sort();
+        let mut got: Vec<String> = after
+            .select("nvmeof_queue_cpus_info", &[])
+            .map(|m| {
+                format!(
+                    "{} {} {}",
+                    m.label("controller").unwrap_or_default(),
+                    m.label("queue").unwrap_or_default(),
+                    m.label("cpus").unwrap_or_default()
+                )
+            })
+            .collect();
+        got.sort();
+        assert!(want.len() >= 8, "{release}: the guest's queues: {want:?}");
+        assert_eq!(got, want, "{release}: queue CPUs");
+        let sub = nqn("tcp");
+        let reads_on = |queue: &str| {
+            moved(
+                &before,
+                &after,
+                &[("subsystem", sub.as_str()), ("queue", queue)],
+                "nvmeof_io_commands_total",
+                &[("opclass", "read")],
+            )
+        };
+        let tcp_ctrl = after
+            .select("nvmeof_io_commands_total", &[("subsystem", sub.as_str())])
+            .find_map(|m| m.label("controller").map(str::to_owned))
+            .expect("a TCP controller's series");
+        let cpu1 = after
+            .select(
+                "nvmeof_queue_cpus_info",
+                &[("controller", tcp_ctrl.as_str())],
+            )
+            .find(|m| m.label("cpus").is_some_and(|c| cpus_include(c, 1)))
+            .and_then(|m| m.label("queue").map(str::to_owned))
+            .expect("a queue for CPU 1");
+        eprintln!("{release}: CPU 1's queue on {tcp_ctrl}: {cpu1}");
+        assert_eq!(reads_on(&cpu1), 200.0, "{release}: reads on queue {cpu1}");
+    });
+}
+
+/// Whether a kernel CPU list (`0-3,8`) includes `cpu`.
+fn cpus_include(list: &str, cpu: u32) -> bool {
+    list.split(',').any(|r| match r.split_once('-') {
+        Some((a, b)) => {
+            a.parse().is_ok_and(|a: u32| a <= cpu) && b.parse().is_ok_and(|b: u32| cpu <= b)
+        }
+        None => r.parse() == Ok(cpu),
+    })
+}

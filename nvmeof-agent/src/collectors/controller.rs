@@ -34,15 +34,28 @@ families! {
         "Controller ID the target assigned (cntlid).");
     NUMA_NODE: gauge("nvmeof_controller_numa_node",
         "NUMA node of the controller; -1 for none.");
+    QUEUE_CPUS: gauge("nvmeof_queue_cpus_info",
+        "The CPUs whose I/O an I/O queue carries (blk-mq's mq/N/cpu_list, queue = N + 1), as the cpus label; always 1. Only with --metrics.per-queue, beside the per-queue I/O series it explains.");
 }
 
 pub struct ControllerCollector {
     sysfs: PathBuf,
+    /// Each I/O queue's CPUs too (`--metrics.per-queue`): a series per queue.
+    per_queue: bool,
 }
 
 impl ControllerCollector {
     pub fn new(sysfs: PathBuf) -> Self {
-        ControllerCollector { sysfs }
+        ControllerCollector {
+            sysfs,
+            per_queue: false,
+        }
+    }
+
+    /// With each I/O queue's CPUs (`nvmeof_queue_cpus_info`).
+    pub fn per_queue(mut self, on: bool) -> Self {
+        self.per_queue = on;
+        self
     }
 }
 
@@ -52,6 +65,24 @@ impl Collector for ControllerCollector {
         sink.skipped(parsed.skipped.len());
         for c in &parsed.items {
             emit(sink, c);
+            if self.per_queue {
+                let (queues, odd) = crate::sysfs::controller::queue_cpus(&self.sysfs, &c.name);
+                sink.skipped(odd);
+                let subsystem = text(&c.subsysnqn);
+                for (qid, cpus) in queues {
+                    let queue = qid.to_string();
+                    sink.gauge(
+                        &QUEUE_CPUS,
+                        &[
+                            ("subsystem", subsystem),
+                            ("controller", c.name.as_str()),
+                            ("queue", queue.as_str()),
+                            ("cpus", cpus.as_str()),
+                        ],
+                        1.0,
+                    );
+                }
+            }
         }
         Ok(())
     }
@@ -128,6 +159,42 @@ mod tests {
             })
             .map(|m| m.value())
             .collect()
+    }
+
+    /// Per queue, each I/O queue's CPUs from the lab's 6.1 tree (2 vCPUs: queue 1 carries CPU
+    /// 0's I/O, queue 2 CPU 1's); none without the flag.
+    #[test]
+    fn per_queue_adds_each_io_queues_cpus() {
+        let root = crate::test_support::captured_6_1();
+        let plain = collect(&ControllerCollector::new(root.clone()));
+        assert!(plain
+            .into_families()
+            .iter()
+            .all(|f| f.name() != QUEUE_CPUS.name));
+        let sink = collect(&ControllerCollector::new(root).per_queue(true));
+        assert_eq!(sink.skipped_count(), 0);
+        let fams = sink.into_families();
+        let info = fams.iter().find(|f| f.name() == QUEUE_CPUS.name).unwrap();
+        let mut got: Vec<(String, String, String)> = info
+            .metric
+            .iter()
+            .map(|m| {
+                let l = |k: &str| {
+                    m.label
+                        .iter()
+                        .find(|l| l.name() == k)
+                        .map(|l| l.value().to_owned())
+                        .unwrap()
+                };
+                (l("controller"), l("queue"), l("cpus"))
+            })
+            .collect();
+        got.sort();
+        let want: Vec<(String, String, String)> = (0..5)
+            .flat_map(|c| [(c, "1", "0"), (c, "2", "1")])
+            .map(|(c, q, cpus)| (format!("nvme{c}"), q.to_owned(), cpus.to_owned()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

@@ -69,7 +69,11 @@ pub fn registry() -> Vec<Registration> {
             "controller",
             "state, transport, address and timeouts of each NVMe controller (sysfs)",
             controller::FAMILIES,
-            Build::Collector(|c| boxed(controller::ControllerCollector::new(c.sysfs.clone()))),
+            Build::Collector(|c| {
+                boxed(
+                    controller::ControllerCollector::new(c.sysfs.clone()).per_queue(c.per_queue),
+                )
+            }),
         ),
         Registration::new(
             "subsystem",

@@ -181,6 +181,72 @@ pub fn identities(root: &Path) -> anyhow::Result<Vec<Identity>> {
     Ok(out)
 }
 
+/// Most hardware queues read per controller: past any kernel's (one per possible CPU), so that an
+/// odd tree cannot make a scrape read without end.
+const MAX_QUEUES_LISTED: usize = 8192;
+
+/// The CPUs each I/O queue of controller `name` serves: blk-mq's `mq/N/cpu_list` of one of its
+/// namespaces' request queues (`nvmeHcCnN` under a multipath head, `nvmeCnN` without one; all
+/// of a controller's namespaces share its tag set, so one tells for all). Hardware context N is
+/// queue id N + 1 in every transport (the admin queue, 0, has none). Returns (queue id, the CPU
+/// list as the kernel writes it, e.g. `0-3,128-131`) in queue order, and how many entries were
+/// skipped as odd; nothing for a controller without namespaces.
+pub fn queue_cpus(root: &Path, name: &str) -> (Vec<(u32, String)>, usize) {
+    let dir = root.join("class/nvme").join(name);
+    let Some(mq) = entries(&dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| is_namespace_disk(e))
+        .map(|e| dir.join(e).join("mq"))
+        .find(|mq| mq.is_dir())
+    else {
+        return (Vec::new(), 0);
+    };
+    let (mut queues, mut skipped) = (Vec::new(), 0);
+    for hctx in entries(&mq)
+        .unwrap_or_default()
+        .into_iter()
+        .take(MAX_QUEUES_LISTED)
+    {
+        let Ok(n) = hctx.parse::<u32>() else {
+            continue;
+        };
+        match super::read_trim(&mq.join(&hctx).join("cpu_list")) {
+            Some(cpus) if is_cpu_list(&cpus) => queues.push((n.saturating_add(1), cpus)),
+            _ => skipped += 1,
+        }
+    }
+    (queues, skipped)
+}
+
+/// `nvmeCnN` or `nvmeHcCnN`: a namespace's disk under its controller.
+fn is_namespace_disk(name: &str) -> bool {
+    // What follows a run of digits, if there is one.
+    fn digits(s: &str) -> Option<&str> {
+        let n = s.bytes().take_while(u8::is_ascii_digit).count();
+        (n > 0).then(|| &s[n..])
+    }
+    let Some(rest) = name.strip_prefix("nvme").and_then(digits) else {
+        return false;
+    };
+    let rest = match rest.strip_prefix('c') {
+        Some(r) => match digits(r) {
+            Some(r) => r,
+            None => return false,
+        },
+        None => rest,
+    };
+    rest.strip_prefix('n').and_then(digits) == Some("")
+}
+
+/// A kernel CPU list (`0`, `0-3,8`): digits, commas and dashes, nothing else.
+fn is_cpu_list(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b == b',' || b == b'-')
+}
+
 /// The N of a controller name `nvmeN`; `None` for anything else.
 pub fn ctrl_instance(name: &str) -> Option<u32> {
     let digits = name.strip_prefix("nvme")?;
@@ -268,6 +334,52 @@ mod tests {
         assert_eq!(got, want);
     }
     use crate::test_support::Tree;
+
+    /// The 6.1 lab tree: each TCP, RDMA, FC and loop controller's two I/O queues, one per vCPU,
+    /// read from its namespace's disk under a multipath head (nvme1's is `nvme0c1n1`: the second
+    /// path of subsystem 0).
+    #[test]
+    fn queue_cpus_come_from_a_namespace_disk_of_the_controller() {
+        let root = crate::test_support::captured_6_1();
+        for name in ["nvme0", "nvme1", "nvme2", "nvme3", "nvme4"] {
+            assert_eq!(
+                queue_cpus(&root, name),
+                (vec![(1, "0".to_owned()), (2, "1".to_owned())], 0),
+                "{name}"
+            );
+        }
+        assert_eq!(queue_cpus(&root, "nvme9"), (Vec::new(), 0));
+    }
+
+    #[test]
+    fn odd_cpu_lists_are_skipped_and_only_disks_are_read() {
+        let t = Tree::new();
+        let file = |rel: &str, text: &str| {
+            let path = t.root().join(rel);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        file("class/nvme/nvme0/nvme0-not-a-disk/mq/0/cpu_list", "9\n");
+        file("class/nvme/nvme0/nvme0n1/mq/0/cpu_list", "0-3,8\n");
+        file("class/nvme/nvme0/nvme0n1/mq/1/cpu_list", "4\x1b[31m\n");
+        file("class/nvme/nvme0/nvme0n1/mq/x/cpu_list", "5\n");
+        assert_eq!(
+            queue_cpus(t.root(), "nvme0"),
+            (vec![(1, "0-3,8".to_owned())], 1)
+        );
+        for (name, disk) in [
+            ("nvme0n1", true),
+            ("nvme0c1n1", true),
+            ("nvme12c3n45", true),
+            ("nvme0c1", false),
+            ("nvme0n", false),
+            ("nvmen1", false),
+            ("nvme0n1p1", false),
+            ("hwmon0", false),
+        ] {
+            assert_eq!(is_namespace_disk(name), disk, "{name}");
+        }
+    }
 
     #[test]
     fn a_6_1_tcp_controller() {
