@@ -588,7 +588,8 @@ fn per_queue_cpus_are_the_kernels_and_name_the_queue_a_cpus_reads_take() {
                 &before,
                 &after,
                 &[("subsystem", sub.as_str()), ("queue", queue)],
-                "nvmeof_io_commands_total",
+                // Per queue, the command count is the latency histogram's.
+                "nvmeof_io_latency_seconds_count",
                 &[("opclass", "read")],
             )
         };
