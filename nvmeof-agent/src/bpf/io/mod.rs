@@ -373,10 +373,6 @@ fn try_start(
     };
     let inflight = sizes.inflight;
     log::info!(
-        "eBPF: in-flight map of {} entries (--ebpf.max-inflight)",
-        inflight.unwrap_or(nvmeof_common::INFLIGHT_CAPACITY)
-    );
-    log::info!(
         "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
         slots.controllers,
         slots.queues,
@@ -395,6 +391,14 @@ fn try_start(
     // The flag sizes the request-keyed map; the classic mode's (keyed by command id, which a
     // queue reuses) keeps its fixed size, and its evictions are counted and alerted on alone.
     let request_keyed = (loaded.mode != loader::AttachMode::Tracepoint).then_some(inflight);
+    match request_keyed.flatten() {
+        Some(n) => log::info!("eBPF: in-flight map of {n} entries (--ebpf.max-inflight)"),
+        None => log::info!(
+            "eBPF: in-flight map keyed by command id, {} entries (--ebpf.max-inflight sizes the \
+             request-keyed modes' only)",
+            nvmeof_common::INFLIGHT_CAPACITY
+        ),
+    }
     let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?
         .with_inflight_capacity(request_keyed.flatten());
     *state.write().unwrap_or_else(|e| e.into_inner()) = IoState {
