@@ -56,6 +56,17 @@ fn moved(
     after.moved_from(before, name, &want)
 }
 
+/// Completions that found no in-flight entry from `before` to `after`, over the whole node.
+fn unmatched_between(before: &Metrics, after: &Metrics) -> f64 {
+    moved(
+        before,
+        after,
+        &[],
+        "nvmeof_exporter_ebpf_events_total",
+        &[("event", "completion_unmatched")],
+    )
+}
+
 #[test]
 fn agent_serves_real_metrics_on_host_loopback() {
     let declared = declared_families();
@@ -431,13 +442,7 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
             .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
         let after = scrape_now(s);
         let delta = |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
-        let unmatched = moved(
-            &before,
-            &after,
-            &[],
-            "nvmeof_exporter_ebpf_events_total",
-            &[("event", "completion_unmatched")],
-        );
+        let unmatched = unmatched_between(&before, &after);
         let ctx = format!("{release} {mode} {t}");
         let writes = delta("nvmeof_io_commands_total", &[("opclass", "write")]);
         if mode == "tracepoint" {
@@ -519,13 +524,7 @@ fn an_inflight_map_too_small_for_the_node_is_counted_and_logged_once() {
             "nvmeof_io_commands_total",
             &[("opclass", "read")],
         );
-        let unmatched = moved(
-            &before,
-            &after,
-            &[],
-            "nvmeof_exporter_ebpf_events_total",
-            &[("event", "completion_unmatched")],
-        );
+        let unmatched = unmatched_between(&before, &after);
         let new_keys = after.sum(
             "nvmeof_exporter_ebpf_events_total",
             &[("event", "inflight_new_key")],

@@ -364,14 +364,14 @@ fn try_start(
         timeouts: command_timeouts(&opts.sysfs_root),
     };
     let slots = slot_layout(&opts.sysfs_root, opts.max_controllers, opts.max_queues);
+    let inflight = match opts.max_inflight {
+        0 => inflight_capacity(&opts.sysfs_root),
+        n => n,
+    };
     let sizes = loader::MapSizes {
-        inflight: Some(match opts.max_inflight {
-            0 => inflight_capacity(&opts.sysfs_root),
-            n => n,
-        }),
+        inflight: Some(inflight),
         slots: Some(slots),
     };
-    let inflight = sizes.inflight;
     log::info!(
         "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
         slots.controllers,
@@ -391,7 +391,7 @@ fn try_start(
     // The flag sizes the request-keyed map; the classic mode's (keyed by command id, which a
     // queue reuses) keeps its fixed size, and its evictions are counted and alerted on alone.
     let request_keyed = (loaded.mode != loader::AttachMode::Tracepoint).then_some(inflight);
-    match request_keyed.flatten() {
+    match request_keyed {
         Some(n) => log::info!("eBPF: in-flight map of {n} entries (--ebpf.max-inflight)"),
         None => log::info!(
             "eBPF: in-flight map keyed by command id, {} entries (--ebpf.max-inflight sizes the \
@@ -400,7 +400,7 @@ fn try_start(
         ),
     }
     let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?
-        .with_inflight_capacity(request_keyed.flatten());
+        .with_inflight_capacity(request_keyed);
     *state.write().unwrap_or_else(|e| e.into_inner()) = IoState {
         up: true,
         per_queue: opts.per_queue,
