@@ -307,6 +307,35 @@ fn latency_quantiles_match_the_kernels_own_trace() {
                 "agent and trace disagree by {mean_offset_ns:.0} ns per command"
             ));
         }
+        // Busy time: dd keeps one write in flight at a time, so an I/O queue is busy exactly
+        // while a traced write is, and the controller's busy time is the writes' exact latency
+        // sum plus that of its other commands (keep-alives on the admin queue, in the agent's
+        // own histogram as they are not traced here), within the same per-command offset.
+        let busy_ns = prom
+            .value(&format!(
+                r#"sum(nvmeof_queue_busy_seconds_total{{subsystem="{sub}"}})"#
+            ))
+            .unwrap()
+            * 1e9;
+        let others_ns = prom
+            .value(&format!(
+                r#"sum(histogram_sum(nvmeof_io_latency_seconds{{subsystem="{sub}",opclass!="write"}})) or vector(0)"#
+            ))
+            .unwrap()
+            * 1e9;
+        let busy_want = trace_sum_ns as f64 + others_ns;
+        eprintln!(
+            "{release}: busy {:.1} ms, exact writes {:.1} ms + other commands {:.1} ms",
+            busy_ns / 1e6,
+            trace_sum_ns as f64 / 1e6,
+            others_ns / 1e6
+        );
+        if (busy_ns - busy_want).abs() > MAX_MEAN_OFFSET_NS * TRACED_WRITES as f64 {
+            failures.push(format!(
+                "busy {busy_ns:.0} ns, want {busy_want:.0} ns (writes' exact latency sum plus \
+                 the other commands')"
+            ));
+        }
         for q in [0.5, 0.9, 0.99, 0.999] {
             let agent = prom
                 .value(&format!("histogram_quantile({q}, sum({sel}))"))
