@@ -432,7 +432,7 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         tracepoint: Some(layout),
         request: request.map(|r| r.layout),
         module_tracepoints: request.and_then(|r| r.module_tracepoints),
-        timeouts: Default::default(),
+        ..Default::default()
     };
     // The minimal tracer's one field beyond what the agent reads: the request's tag.
     let request_tag = match request {
