@@ -173,6 +173,10 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
             .with_auth(auth)
             .with_headers(headers)
             .with_native_only(config.native_only)
+            .with_slow_log(
+                (config.slow.is_on() && config.collectors.contains(&"io"))
+                    .then(|| config.slow.log.clone()),
+            )
             .with_max_requests(config.max_requests),
     );
     let limits = http::Limits {
