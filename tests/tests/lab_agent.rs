@@ -672,6 +672,9 @@ const SLOW_MS: u64 = 30;
 const DELAY_MS: u64 = 60;
 /// Writes of 4 KiB, direct, on the two TCP paths in turn (round-robin).
 const SLOW_WRITES: usize = 48;
+/// What `nvmeof-exporter trace --slower-than` asks in the lab: above the agent's threshold and
+/// below the delay, so it shows the same commands.
+const TRACE_CLI_MS: u64 = 45;
 
 /// One slow command as `/debug/slow` lists it: (controller, queue, command id) and latency.
 fn listed_slow(json: &str) -> Vec<((String, u16, u16), u64)> {
@@ -710,12 +713,18 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
              echo 1 > $T/events/nvme/nvme_setup_cmd/enable
              echo 1 > $T/events/nvme/nvme_complete_rq/enable
              agent_restart {LAB_AGENT_ARGS} --trace.slower-than={SLOW_MS}ms --trace.slow-per-cpu=1000 > /dev/null || exit 7
+             /usr/bin/nvmeof-exporter trace --agent 127.0.0.1:$AGENT_PORT --slower-than={TRACE_CLI_MS}ms \
+                 --interval=200ms --for=300s --json > /tmp/slow-trace.json 2> /tmp/slow-trace.err &
+             tp=$!
              tcp_iopolicy round-robin
              netem_towards 4421 delay {DELAY_MS}ms || exit 8
              dd if=/dev/zero of=$d bs=4k count={SLOW_WRITES} oflag=direct 2>/dev/null; rc=$?
              restore_lo
              tcp_iopolicy numa
              [ $rc = 0 ] || exit 5
+             sleep 1; kill $tp; wait $tp
+             sed 's/^/@@TRACE /' /tmp/slow-trace.json /tmp/slow-trace.err
+             /usr/bin/nvmeof-exporter trace --agent 127.0.0.1:$AGENT_PORT --all --for=1s | sed 's/^/@@HUMAN /'
              echo 0 > $T/events/nvme/nvme_setup_cmd/enable
              echo 0 > $T/events/nvme/nvme_complete_rq/enable
              echo \"@@SLOW $slow\"
@@ -790,6 +799,36 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
             m.keys().cloned().collect::<Vec<_>>()
         };
         assert_eq!(keys(&listed), keys(&traced), "{release}: slow commands");
+        // `nvmeof-exporter trace`, following the agent while the dd ran, printed the same
+        // commands (its threshold is between the agent's and the delay).
+        let followed: Vec<String> = out
+            .out
+            .lines()
+            .filter_map(|l| l.strip_prefix("@@TRACE "))
+            .map(str::to_owned)
+            .collect();
+        let mut from_cli: Vec<_> = listed_slow(&format!("[{}]", followed.join(",")))
+            .into_iter()
+            .filter(|((_, qid, _), _)| *qid != 0)
+            .map(|(k, _)| k)
+            .collect();
+        from_cli.sort();
+        assert_eq!(
+            from_cli,
+            keys(&listed),
+            "{release}: trace printed {followed:#?}"
+        );
+        let human: Vec<&str> = out
+            .out
+            .lines()
+            .filter_map(|l| l.strip_prefix("@@HUMAN "))
+            .collect();
+        assert!(
+            human
+                .iter()
+                .any(|l| l.contains(&format!(" ms  {slow}/q")) && l.contains(" write ")),
+            "{release}: trace's lines: {human:#?}"
+        );
         // Round-robin sends about half the writes down the delayed path: every one is slow.
         let on_slow = traced.keys().filter(|k| k.0 == slow).count();
         assert!(

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use aya::maps::{MapData, RingBuf};
 use nvmeof_common::slow::{SlowCommand, SlowTrace};
 use nvmeof_common::OpClass;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::worker::Worker;
 
@@ -175,30 +175,30 @@ pub fn start_reader(mut ring: RingBuf<MapData>, log: Arc<SlowLog>) -> anyhow::Re
     Ok(Worker::every("ebpf-slow", Duration::ZERO, tick)?)
 }
 
-/// One slow command as `/debug/slow` lists it.
-#[derive(Serialize)]
-struct SlowJson<'a> {
-    seq: u64,
+/// One slow command as `/debug/slow` lists it (and `nvmeof-exporter trace` reads it).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SlowJson {
+    pub seq: u64,
     /// RFC 3339, UTC, microseconds.
-    started: String,
-    latency_seconds: f64,
-    controller: String,
-    queue: u16,
-    opclass: &'a str,
-    opcode: u8,
-    nsid: u32,
-    lba: u64,
-    bytes: u32,
-    cid: u16,
-    status: u16,
-    submit_cpu: u16,
-    completion_cpu: u16,
-    pid: u32,
-    comm: String,
-    cgroup_id: u64,
+    pub started: String,
+    pub latency_seconds: f64,
+    pub controller: String,
+    pub queue: u16,
+    pub opclass: String,
+    pub opcode: u8,
+    pub nsid: u32,
+    pub lba: u64,
+    pub bytes: u32,
+    pub cid: u16,
+    pub status: u16,
+    pub submit_cpu: u16,
+    pub completion_cpu: u16,
+    pub pid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
     /// false: the setup's record of the command was not found (evicted, or set up before
     /// tracing began), so namespace, LBA, command id, CPU and task are unknown (0).
-    context: bool,
+    pub context: bool,
 }
 
 /// `events` as a JSON array, oldest first.
@@ -213,7 +213,9 @@ pub fn to_json(events: &[Slow]) -> String {
                 latency_seconds: c.latency_ns as f64 / 1e9,
                 controller: format!("nvme{}", c.ctrl_id),
                 queue: c.qid,
-                opclass: OpClass::from_u8(c.opclass).map_or("unknown", OpClass::as_str),
+                opclass: OpClass::from_u8(c.opclass)
+                    .map_or("unknown", OpClass::as_str)
+                    .to_owned(),
                 opcode: c.opcode,
                 nsid: c.ctx.nsid,
                 lba: c.ctx.slba,
