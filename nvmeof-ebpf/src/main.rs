@@ -124,7 +124,7 @@ const CDW12_OFFSET_IN_CDW10: u16 = 8;
 const DEFAULT_LBA_SHIFT: u32 = 9;
 /// `struct nvme_command` (NVMe base specification, submission queue entry): opcode in byte 0,
 /// the command identifier in bytes 2-3, the namespace in 4-7, a read's or write's starting LBA
-/// in 40-47 (cdw10-11).
+/// in 40-47 (cdw10-11, low dword first).
 const CMD_OPCODE: u64 = 0;
 const CMD_CID: u64 = 2;
 const CMD_NSID: u64 = 4;
@@ -514,8 +514,15 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
     }
     let value = inflight(&s, now)?;
     if slow_trace().threshold_ns != 0 {
+        // Two 32-bit loads: on tp_btf the verifier checks a load against the first member of
+        // the `nvme_command` union at that offset, the common command's cdw10 (4 bytes), and
+        // refuses 8.
         let slba = match moves_data {
-            true => field::<u64, BTF>(cmd + CMD_SLBA).unwrap_or(0),
+            true => {
+                let lo = field::<u32, BTF>(cmd + CMD_SLBA).unwrap_or(0);
+                let hi = field::<u32, BTF>(cmd + CMD_SLBA + 4).unwrap_or(0);
+                u64::from(lo) | u64::from(hi) << 32
+            }
             false => 0,
         };
         let nsid = field::<u32, BTF>(cmd + CMD_NSID).unwrap_or(0);

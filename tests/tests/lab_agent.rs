@@ -711,6 +711,7 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
              /usr/bin/nvmeof-exporter trace --agent 127.0.0.1:$AGENT_PORT --all --for=1s | sed 's/^/@@HUMAN /'
              echo \"@@SLOW $slow\"
              echo \"@@FAST $fast\"
+             echo \"@@MODE $(scrape | grep '^nvmeof_exporter_ebpf_attach_mode')\"
              echo \"@@JSON $(curl -sf \"http://127.0.0.1:$AGENT_PORT/debug/slow?limit=1000\")\"
              echo \"@@EVENTS $(scrape | grep -E '^nvmeof_exporter_ebpf_events_total.*slow_' | tr '\\n' ' ')\"
              nvme_trace_stop nvmeof-slow"
@@ -722,6 +723,21 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
         // The next test gets the lab's own agent back.
         s.restart_agent("");
         assert_eq!(out.rc, 0, "{release}: the delayed dd failed:\n{}", out.out);
+        // Tracing on changes the programs: they attach in the mode the agent uses without it
+        // (a program the verifier refused would have fallen back to another mode).
+        let default_mode = scrape_now(s)
+            .select("nvmeof_exporter_ebpf_attach_mode", &[])
+            .find_map(|m| m.label("mode").map(str::to_owned))
+            .expect("the default agent's attach mode");
+        let traced_mode = out
+            .out
+            .lines()
+            .find_map(|l| l.strip_prefix("@@MODE "))
+            .unwrap_or_default();
+        assert!(
+            traced_mode.contains(&format!("mode=\"{default_mode}\"")),
+            "{release}: tracing on: {traced_mode}, off: {default_mode}"
+        );
         let line = |tag: &str| {
             out.out
                 .lines()
