@@ -7,11 +7,14 @@
 //!   ([`format`](mod@format)), and the [`worker`] each tracer runs its periodic work on.
 //! - [`io`]: command latency, bytes, errors and queues (`nvme_setup_cmd`, `nvme_complete_rq`).
 //! - [`state`]: controller state transitions and reconnect attempts (kprobes, or a sysfs poll).
+//! - [`aen`]: asynchronous events per controller (`nvme_async_event`) and each path's ANA
+//!   state transitions (a sysfs poll).
 //!
 //! Each tracer's `start` never fails: it returns a source handle that publishes snapshots, and
 //! stops its worker (and detaches its programs) when dropped. The collectors
-//! (`crate::collectors::io`, `crate::collectors::state`) only render those snapshots; nothing here
-//! knows about metrics.
+//! (`crate::collectors::io`, `crate::collectors::state`, `crate::collectors::aen`) only render
+//! those snapshots; nothing here knows about metrics.
+pub mod aen;
 pub mod btf;
 pub mod format;
 pub mod io;
@@ -31,6 +34,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// The state object: kprobes on controller state changes and reconnects.
 pub static STATE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-state"));
+
+/// The AEN object: a classic tracepoint on `nvme_async_event`.
+pub static AEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-aen"));
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,112 @@
+//! Collector `aen`: asynchronous events per controller by type and information, and ANA state
+//! transitions per path.
+//!
+//! The AEN tracer (`crate::bpf::aen`) counts events in the kernel (`nvme:nvme_async_event`) and
+//! samples each path's `ana_state`; this collector renders its snapshot for the controllers and
+//! paths sysfs shows now.
+use std::path::PathBuf;
+
+use crate::bpf::aen::{AenSnapshot, AenSource};
+use crate::collector::{families, Collector, Scrape, Sink};
+use crate::sysfs::namespace::namespace_of_path;
+
+families! {
+    EVENTS: counter("nvmeof_controller_async_events_total",
+        "Asynchronous events the controller reported, by event type and information (counted in the kernel on nvme:nvme_async_event).");
+    ANA_TRANSITIONS: counter("nvmeof_namespace_ana_transitions_total",
+        "ANA state changes of one path to a namespace, by old and new state (sysfs ana_state sampled every 100 ms: a lower bound).");
+    UP: gauge("nvmeof_exporter_aen_up",
+        "1 when the nvme_async_event tracepoint program is attached (events are counted), else 0.");
+}
+
+pub struct AenCollector {
+    sysfs: PathBuf,
+    source: AenSource,
+}
+
+impl AenCollector {
+    /// Renders what `source` counts, for the controllers under `sysfs`.
+    pub fn new(sysfs: PathBuf, source: AenSource) -> AenCollector {
+        AenCollector { sysfs, source }
+    }
+}
+
+impl Collector for AenCollector {
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        let parsed = scrape.controllers(&self.sysfs)?;
+        let AenSnapshot { up, events, ana } = self.source.snapshot()?;
+        sink.gauge(&UP, &[], if up { 1.0 } else { 0.0 });
+        // Only controllers sysfs shows now: one that went away leaves /metrics with it.
+        for c in &parsed.items {
+            let subsystem = c.subsysnqn.as_deref().unwrap_or("");
+            let ids = [("subsystem", subsystem), ("controller", c.name.as_str())];
+            if let Some(counts) = events.get(&c.instance) {
+                for ((kind, info), n) in counts {
+                    sink.counter(
+                        &EVENTS,
+                        &[ids[0], ids[1], ("type", kind), ("info", info)],
+                        *n as f64,
+                    );
+                }
+            }
+            let paths = ana.iter().filter(|((i, _), _)| *i == c.instance);
+            for ((_, path), track) in paths {
+                let namespace = namespace_of_path(path);
+                for ((from, to), n) in &track.transitions {
+                    let labels = [
+                        ids[0],
+                        ("namespace", namespace.as_str()),
+                        ids[1],
+                        ("path", path.as_str()),
+                        ("from", from.as_str()),
+                        ("to", to.as_str()),
+                    ];
+                    sink.counter(&ANA_TRANSITIONS, &labels, *n as f64);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{collect, Tree};
+
+    /// Without the program (AYA_BUILD_SKIP, or no permission on the test host) the ANA poll still
+    /// counts, and the collector says the events are not counted.
+    #[test]
+    fn ana_transitions_render_per_path_with_the_namespace() {
+        let t = Tree::new();
+        t.two_paths(["live", "live"]);
+        t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "optimized"]));
+        let root: PathBuf = t.root().into();
+        let c = AenCollector::new(root.clone(), crate::bpf::aen::start(root, None));
+        std::thread::sleep(crate::bpf::aen::POLL_INTERVAL * 3);
+        let state = t.root().join("class/nvme/nvme1/nvme0c1n1/ana_state");
+        std::fs::write(&state, "inaccessible\n").unwrap();
+        std::thread::sleep(crate::bpf::aen::POLL_INTERVAL * 3);
+        let fams = collect(&c).into_families();
+        let ana = fams
+            .iter()
+            .find(|f| f.name() == ANA_TRANSITIONS.name)
+            .expect("a transition");
+        assert_eq!(ana.metric.len(), 1);
+        let m = &ana.metric[0];
+        let labels: Vec<(&str, &str)> = m.label.iter().map(|l| (l.name(), l.value())).collect();
+        assert_eq!(
+            labels,
+            [
+                ("subsystem", "nqn.test:a"),
+                ("namespace", "nvme0n1"),
+                ("controller", "nvme1"),
+                ("path", "nvme0c1n1"),
+                ("from", "optimized"),
+                ("to", "inaccessible")
+            ]
+        );
+        assert_eq!(m.value(), 1.0);
+        assert!(fams.iter().any(|f| f.name() == UP.name));
+    }
+}
