@@ -471,6 +471,8 @@ mod pod {
     unsafe impl aya::Pod for crate::slow::SlowCommand {}
     unsafe impl aya::Pod for crate::aen::AenLayout {}
     unsafe impl aya::Pod for crate::aen::AenKey {}
+    unsafe impl aya::Pod for crate::aen::AnaLayout {}
+    unsafe impl aya::Pod for crate::aen::AnaKey {}
 }
 
 #[cfg(test)]
