@@ -2,8 +2,9 @@
 //! transitions per path.
 //!
 //! The AEN tracer (`crate::bpf::aen`) counts events in the kernel (`nvme:nvme_async_event`) and
-//! samples each path's `ana_state`; this collector renders its snapshot for the controllers and
-//! paths sysfs shows now.
+//! ANA changes with a kprobe (or, without it, samples each path's `ana_state`); this collector
+//! renders its snapshot for the controllers sysfs shows now. `nvmeof_exporter_ana_source` says
+//! how ANA changes are caught: `kprobe` (exact) or `sysfs_poll` (a lower bound).
 use std::path::PathBuf;
 
 use crate::bpf::aen::{AenSnapshot, AenSource};
@@ -14,9 +15,11 @@ families! {
     EVENTS: counter("nvmeof_controller_async_events_total",
         "Asynchronous events the controller reported, by event type and information (counted in the kernel on nvme:nvme_async_event).");
     ANA_TRANSITIONS: counter("nvmeof_namespace_ana_transitions_total",
-        "ANA state changes of one path to a namespace, by old and new state (sysfs ana_state sampled every 100 ms: a lower bound).");
+        "ANA state changes of one path to a namespace, by old and new state (kernel-side count; a lower bound when nvmeof_exporter_ana_source is sysfs_poll).");
     UP: gauge("nvmeof_exporter_aen_up",
         "1 when the nvme_async_event tracepoint program is attached (events are counted), else 0.");
+    ANA_SOURCE: gauge("nvmeof_exporter_ana_source",
+        "How ANA state changes are caught: kprobe (exact) or sysfs_poll (sampled every 100 ms, a lower bound); always 1.");
 }
 
 pub struct AenCollector {
@@ -34,8 +37,14 @@ impl AenCollector {
 impl Collector for AenCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = scrape.controllers(&self.sysfs)?;
-        let AenSnapshot { up, events, ana } = self.source.snapshot()?;
+        let AenSnapshot {
+            up,
+            ana_source,
+            events,
+            ana,
+        } = self.source.snapshot()?;
         sink.gauge(&UP, &[], if up { 1.0 } else { 0.0 });
+        sink.gauge(&ANA_SOURCE, &[("source", ana_source)], 1.0);
         // Only controllers sysfs shows now: one that went away leaves /metrics with it.
         for c in &parsed.items {
             let subsystem = c.subsysnqn.as_deref().unwrap_or("");

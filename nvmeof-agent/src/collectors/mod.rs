@@ -101,7 +101,7 @@ pub fn registry() -> Vec<Registration> {
         ),
         Registration::new(
             "aen",
-            "asynchronous events per controller (eBPF, nvme_async_event) and ANA state transitions per path (sysfs, sampled)",
+            "asynchronous events per controller (eBPF, nvme_async_event) and ANA state transitions per path (kprobe, or sysfs sampled without BTF)",
             aen::FAMILIES,
             Build::Collector(|c| {
                 boxed(aen::AenCollector::new(

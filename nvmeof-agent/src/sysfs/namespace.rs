@@ -185,10 +185,10 @@ pub struct PathAna {
     pub state: String,
 }
 
-/// Every controller under `ROOT/class/nvme` with its subsystem NQN, and the `ana_state` of each
-/// of its paths that has one: nothing else is read, so that a poll every 100 ms stays cheap (one
-/// `subsysnqn` per controller, one `ana_state` per path).
-pub fn path_ana_states(root: &Path) -> (Vec<(u32, String)>, Vec<PathAna>) {
+/// Every controller under `ROOT/class/nvme` with its subsystem NQN, and (with `ana`) the
+/// `ana_state` of each of its paths that has one: nothing else is read, so that a poll every
+/// 100 ms stays cheap (one `subsysnqn` per controller, one `ana_state` per path).
+pub fn path_ana_states(root: &Path, ana: bool) -> (Vec<(u32, String)>, Vec<PathAna>) {
     let (mut ctrls, mut paths) = (Vec::new(), Vec::new());
     let Ok(class) = std::fs::read_dir(root.join("class/nvme")) else {
         return (ctrls, paths);
@@ -199,7 +199,8 @@ pub fn path_ana_states(root: &Path) -> (Vec<(u32, String)>, Vec<PathAna>) {
         };
         let dir = c.path();
         let nqn = super::read_trim(&dir.join("subsysnqn")).unwrap_or_default();
-        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let entries = std::fs::read_dir(&dir).into_iter().flatten().flatten();
+        for e in entries.filter(|_| ana) {
             let name = e.file_name().to_string_lossy().into_owned();
             if path_instance(&name).is_none() && head_instance(&name).is_none() {
                 continue;
@@ -298,7 +299,7 @@ mod tests {
     #[test]
     fn ana_states_of_every_path_alone() {
         let t = two_path_tree();
-        let (ctrls, mut paths) = path_ana_states(t.root());
+        let (ctrls, mut paths) = path_ana_states(t.root(), true);
         paths.sort_by(|a, b| a.path.cmp(&b.path));
         assert_eq!(ctrls.len(), 2);
         assert!(

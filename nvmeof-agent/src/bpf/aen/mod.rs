@@ -1,20 +1,22 @@
 //! The AEN tracer, agent side: asynchronous events per controller and each path's ANA state
 //! transitions, as an [`AenSnapshot`] the `aen` collector (`crate::collectors::aen`) renders.
 //!
-//! Hooks: the classic tracepoint `nvme:nvme_async_event` (program in `nvmeof-ebpf/src/aen.rs`),
-//! whose record layout is read from its tracefs `format` file at start ([`layout_from_format`]).
-//! The kernel counts every event as it completes, by (controller, raw result); the agent turns
-//! the result into bounded type and information labels ([`event_labels`]) when a snapshot is
+//! Hooks (programs in `nvmeof-ebpf/src/aen.rs`): the classic tracepoint `nvme:nvme_async_event`,
+//! whose record layout is read from its tracefs `format` file at start ([`layout_from_format`]),
+//! and a kprobe on `nvme_update_ns_ana_state`, with struct offsets from BTF ([`ns_btf`]). The
+//! kernel counts every event as it completes, by (controller, raw result), and every change of a
+//! path's ANA state, by (path, old, new); the agent turns results into bounded type and
+//! information labels ([`event_labels`]) and state values into sysfs' names when a snapshot is
 //! asked for.
 //!
-//! ANA states are sampled: a worker reads every path's sysfs `ana_state` every
-//! [`POLL_INTERVAL`] and counts the changes between two readings (the state tracer's
-//! [`PollState`]). A state that lasts less than that between two readings is missed, so those
-//! counts are a lower bound; the `ana_change` notices counted in the kernel say how many changes
-//! the target announced. The same worker clears the event counts of a controller instance that
-//! went away or now belongs to another subsystem (the kernel hands a deleted controller's
-//! number to the next one), and, while `nvme_core` is not loaded, tries the tracepoint again
-//! every [`WAIT_FOR_NVME`](crate::bpf::io::WAIT_FOR_NVME).
+//! Without the kprobe (no BTF for nvme_core, as on Debian's 5.10, or no kprobes) ANA states are
+//! sampled instead: a worker reads every path's sysfs `ana_state` every [`POLL_INTERVAL`] and
+//! counts the changes between two readings (the state tracer's [`PollState`]); a state that
+//! lasts less than that is missed, so those counts are a lower bound ([`AenSnapshot::ana_source`]
+//! says which). The same worker clears the counts of a controller instance that went away or now
+//! belongs to another subsystem (the kernel hands a deleted controller's number to the next
+//! one), and, while `nvme_core` is not loaded, tries the programs again every
+//! [`WAIT_FOR_NVME`](crate::bpf::io::WAIT_FOR_NVME).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use aya::{maps::HashMap as BpfHashMap, Ebpf};
-use nvmeof_common::aen::{maps, programs, AenKey, AenLayout};
+use nvmeof_common::aen::{maps, programs, AenKey, AenLayout, AnaKey};
+
+pub mod ns_btf;
 
 use super::state::{poll::PollState, wall_now, Track};
 use crate::bpf::{format, loader, tracefs, AEN_OBJECT};
@@ -40,6 +44,9 @@ pub type PathKey = (u32, String);
 pub struct AenSnapshot {
     /// The tracepoint program is attached.
     pub up: bool,
+    /// `kprobe` (every ANA change, counted in the kernel) or `sysfs_poll` (sampled, a lower
+    /// bound).
+    pub ana_source: &'static str,
     /// Controller instance → (type, information) → events.
     pub events: BTreeMap<u32, BTreeMap<(&'static str, &'static str), u64>>,
     /// Each path's ANA state transitions (sampled).
@@ -124,11 +131,36 @@ fn read_layout(tracefs: &Path) -> anyhow::Result<AenLayout> {
     layout_from_format(&text)
 }
 
-/// Finds tracefs, reads the layout, loads and attaches the program.
-fn load(tracefs_root: Option<&Path>) -> anyhow::Result<Ebpf> {
+/// What a loaded object counts with.
+struct Kernel {
+    ebpf: Ebpf,
+    /// The ANA kprobe's state values → names; `None` when it is not attached.
+    ana_states: Option<Vec<(u32, String)>>,
+}
+
+/// Finds tracefs, reads the record layout and, from BTF under `sysfs`, the ANA kprobe's offsets,
+/// then loads and attaches the programs (the kprobe only where its offsets were found).
+fn load(sysfs: &Path, tracefs_root: Option<&Path>) -> anyhow::Result<Kernel> {
     let root = tracefs::locate(tracefs_root)?;
     let layout = read_layout(&root)?;
-    loader::load_aen(AEN_OBJECT, &layout)
+    let ana = ns_btf::read(&sysfs.join("kernel/btf"))
+        .map_err(|e| log::info!("ANA: no kprobe ({e:#}); sampling sysfs"))
+        .ok();
+    let loaded = loader::load_aen(AEN_OBJECT, &layout, ana.as_ref().map(|a| &a.layout))?;
+    Ok(Kernel {
+        ebpf: loaded.ebpf,
+        ana_states: ana.filter(|_| loaded.ana).map(|a| a.states),
+    })
+}
+
+/// The one log line of a load.
+fn attached(k: &Kernel, what: &str) {
+    let ana = if k.ana_states.is_some() {
+        "ANA changes counted by a kprobe on nvme_update_ns_ana_state"
+    } else {
+        "ANA changes sampled from sysfs every 100 ms"
+    };
+    log::info!("asynchronous events: {what}tracepoint nvme:nvme_async_event attached; {ana}");
 }
 
 /// The tracepoint is missing because nvme_core is not loaded (yet).
@@ -139,7 +171,7 @@ fn nvme_core_absent(tracefs_root: Option<&Path>) -> bool {
 }
 
 struct Shared {
-    ebpf: Option<Ebpf>,
+    kernel: Option<Kernel>,
     ana: PollState<PathKey>,
     /// Controller instance → subsystem NQN at the last reading.
     owners: BTreeMap<u32, String>,
@@ -153,10 +185,10 @@ pub struct AenSource {
 
 /// Loads the program (or logs one line saying why not) and starts the ANA poll.
 pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
-    let ebpf = match load(tracefs_root.as_deref()) {
-        Ok(e) => {
-            log::info!("asynchronous events: tracepoint nvme:nvme_async_event attached");
-            Some(e)
+    let kernel = match load(&sysfs, tracefs_root.as_deref()) {
+        Ok(k) => {
+            attached(&k, "");
+            Some(k)
         }
         Err(e) => {
             log::warn!(
@@ -166,9 +198,9 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
             None
         }
     };
-    let retry = ebpf.is_none() && nvme_core_absent(tracefs_root.as_deref());
+    let retry = kernel.is_none() && nvme_core_absent(tracefs_root.as_deref());
     let shared = Arc::new(Mutex::new(Shared {
-        ebpf,
+        kernel,
         ana: PollState::default(),
         owners: BTreeMap::new(),
     }));
@@ -177,7 +209,7 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
     let worker = Worker::every("aen-poll", POLL_INTERVAL, move || {
         if let Some(since) = waiting {
             if since.elapsed() >= crate::bpf::io::WAIT_FOR_NVME {
-                waiting = attach_late(&s, tracefs_root.as_deref());
+                waiting = attach_late(&s, &sysfs, tracefs_root.as_deref());
             }
         }
         poll_once(&sysfs, &s);
@@ -192,14 +224,18 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
 }
 
 /// One more try while nvme_core was absent: `None` once attached or failed for another reason.
-fn attach_late(shared: &Mutex<Shared>, tracefs_root: Option<&Path>) -> Option<Instant> {
+fn attach_late(
+    shared: &Mutex<Shared>,
+    sysfs: &Path,
+    tracefs_root: Option<&Path>,
+) -> Option<Instant> {
     if nvme_core_absent(tracefs_root) {
         return Some(Instant::now());
     }
-    match load(tracefs_root) {
-        Ok(e) => {
-            log::info!("asynchronous events: nvme_core loaded, tracepoint attached");
-            lock(shared).ebpf = Some(e);
+    match load(sysfs, tracefs_root) {
+        Ok(k) => {
+            attached(&k, "nvme_core loaded, ");
+            lock(shared).kernel = Some(k);
         }
         Err(e) => log::warn!("asynchronous events: not counted ({})", loader::explain(&e)),
     }
@@ -210,16 +246,23 @@ fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
     shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One reading of every path's ANA state; event counts of controllers replaced are cleared.
+/// One reading of every controller's subsystem and, without the kprobe, of every path's ANA
+/// state; the counts of controllers replaced are cleared.
 fn poll_once(sysfs: &Path, shared: &Mutex<Shared>) {
-    let (ctrls, paths) = path_ana_states(sysfs);
+    let kprobe = lock(shared)
+        .kernel
+        .as_ref()
+        .is_some_and(|k| k.ana_states.is_some());
+    let (ctrls, paths) = path_ana_states(sysfs, !kprobe);
     let seen = paths
         .into_iter()
         .map(|p| ((p.ctrl_instance, p.path), p.subsysnqn, p.state))
         .collect();
     let owners: BTreeMap<u32, String> = ctrls.into_iter().collect();
     let mut s = lock(shared);
-    s.ana.update(seen, wall_now(), Instant::now());
+    if !kprobe {
+        s.ana.update(seen, wall_now(), Instant::now());
+    }
     let gone: BTreeSet<u32> = s
         .owners
         .iter()
@@ -227,29 +270,73 @@ fn poll_once(sysfs: &Path, shared: &Mutex<Shared>) {
         .map(|(i, _)| *i)
         .collect();
     s.owners = owners;
-    if let (false, Some(ebpf)) = (gone.is_empty(), s.ebpf.as_mut()) {
-        if let Err(e) = forget(ebpf, &gone) {
+    if let (false, Some(k)) = (gone.is_empty(), s.kernel.as_mut()) {
+        if let Err(e) = forget(&mut k.ebpf, &gone) {
             log::debug!("asynchronous events: clearing {gone:?}: {e:#}");
         }
     }
 }
 
-/// Removes the event counts of controller instances `gone`.
+/// Removes the counts of controller instances `gone` from both maps.
 fn forget(ebpf: &mut Ebpf, gone: &BTreeSet<u32>) -> anyhow::Result<()> {
+    forget_in::<AenKey>(ebpf, maps::AEN_EVENTS, |k| gone.contains(&k.ctrl_id))?;
+    forget_in::<AnaKey>(ebpf, maps::ANA_TRANSITIONS, |k| {
+        gone.contains(&k.ctrl_instance)
+    })
+}
+
+fn forget_in<K: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    gone: impl Fn(&K) -> bool,
+) -> anyhow::Result<()> {
     let map = ebpf
-        .map_mut(maps::AEN_EVENTS)
-        .context("map AEN_EVENTS missing")?;
-    let mut events: BpfHashMap<_, AenKey, u64> =
-        BpfHashMap::try_from(map).context("map AEN_EVENTS")?;
-    let keys: Vec<AenKey> = events
+        .map_mut(name)
+        .with_context(|| format!("map {name} missing"))?;
+    let mut counts: BpfHashMap<_, K, u64> =
+        BpfHashMap::try_from(map).with_context(|| format!("map {name}"))?;
+    let keys: Vec<K> = counts
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| gone.contains(&k.ctrl_id))
+        .filter(|k| gone(k))
         .collect();
     for k in keys {
-        events.remove(&k)?;
+        counts.remove(&k)?;
     }
     Ok(())
+}
+
+/// The name sysfs gives a state value (`state N` for one the kernel's enum does not name).
+fn ana_state_name(states: &[(u32, String)], v: u8) -> String {
+    states
+        .iter()
+        .find(|(s, _)| *s == u32::from(v))
+        .map(|(_, n)| n.clone())
+        .unwrap_or_else(|| format!("state {v}"))
+}
+
+/// The kprobe's counts as per-path tracks (transitions only: the kernel keeps no times).
+fn read_ana(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap<PathKey, Track>> {
+    let map = ebpf
+        .map(maps::ANA_TRANSITIONS)
+        .context("map ANA_TRANSITIONS missing")?;
+    let counts: BpfHashMap<_, AnaKey, u64> =
+        BpfHashMap::try_from(map).context("map ANA_TRANSITIONS")?;
+    let mut out: BTreeMap<PathKey, Track> = BTreeMap::new();
+    for item in counts.iter() {
+        let (k, n) = item.context("reading ANA_TRANSITIONS")?;
+        let path = format!(
+            "nvme{}c{}n{}",
+            k.subsys_instance, k.ctrl_instance, k.head_instance
+        );
+        let pair = (ana_state_name(states, k.from), ana_state_name(states, k.to));
+        *out.entry((k.ctrl_instance, path))
+            .or_default()
+            .transitions
+            .entry(pair)
+            .or_default() += n;
+    }
+    Ok(out)
 }
 
 impl AenSource {
@@ -257,13 +344,18 @@ impl AenSource {
     pub fn snapshot(&self) -> anyhow::Result<AenSnapshot> {
         let s = lock(&self.shared);
         let mut out = AenSnapshot {
-            up: s.ebpf.is_some(),
+            up: s.kernel.is_some(),
+            ana_source: "sysfs_poll",
             events: BTreeMap::new(),
             ana: s.ana.snapshot(),
         };
-        let Some(ebpf) = s.ebpf.as_ref() else {
+        let Some(Kernel { ebpf, ana_states }) = s.kernel.as_ref() else {
             return Ok(out);
         };
+        if let Some(states) = ana_states {
+            out.ana_source = "kprobe";
+            out.ana = read_ana(ebpf, states)?;
+        }
         let map = ebpf
             .map(maps::AEN_EVENTS)
             .context("map AEN_EVENTS missing")?;
@@ -358,7 +450,7 @@ mod tests {
         t.two_paths(["live", "live"]);
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "optimized"]));
         let shared = Mutex::new(Shared {
-            ebpf: None,
+            kernel: None,
             ana: PollState::default(),
             owners: BTreeMap::new(),
         });
