@@ -1,8 +1,9 @@
 //! Asynchronous events and ANA end to end: the target (nvmet) changes the ANA state of one TCP
 //! port's group several times; each change sends an ANA change notice to the host controller on
 //! that port. The agent's event counts must equal what the kernel's own trace of
-//! `nvme:nvme_async_event` recorded, its ANA transitions the states sysfs showed one after the
-//! other, and the ANA gauge the final state.
+//! `nvme:nvme_async_event` recorded, its ANA transitions (counted by the kprobe where nvme_core
+//! has BTF, sampled from sysfs on 5.10) the states sysfs showed one after the other, and the ANA
+//! gauge the final state.
 #![cfg(feature = "lab")]
 
 use std::collections::BTreeMap;
@@ -113,6 +114,15 @@ fn ana_changes_on_the_target_are_counted_as_the_kernel_saw_them() {
             before.sum("nvmeof_exporter_aen_up", &[]),
             1.0,
             "{release}: the nvme_async_event program is not attached"
+        );
+        // ANA changes are counted by the kprobe wherever nvme_core has BTF (6.1 and later here),
+        // sampled from sysfs where it has none (Debian's 5.10).
+        let btf = s.lab.sh("[ -e /sys/kernel/btf/nvme_core ]").unwrap().rc == 0;
+        let source = if btf { "kprobe" } else { "sysfs_poll" };
+        assert_eq!(
+            before.sum("nvmeof_exporter_ana_source", &[("source", source)]),
+            1.0,
+            "{release}: ANA source"
         );
 
         // Each flip: wait (at most 10 s) until the host's sysfs shows the new state, then a second
