@@ -9,8 +9,8 @@
 //! information labels ([`event_labels`]) and state values into sysfs' names when a snapshot is
 //! asked for.
 //!
-//! Without the kprobe (no BTF for nvme_core, as on Debian's 5.10, or no kprobes) ANA states are
-//! sampled instead: a worker reads every path's sysfs `ana_state` every [`POLL_INTERVAL`] and
+//! Without the kprobe (no BTF for nvme_core, as on Debian's 5.10; the function inlined, as on
+//! Debian's 6.12; no kprobes) ANA states are sampled instead: a worker reads every path's sysfs `ana_state` every [`POLL_INTERVAL`] and
 //! counts the changes between two readings (the state tracer's [`PollState`]); a state that
 //! lasts less than that is missed, so those counts are a lower bound ([`AenSnapshot::ana_source`]
 //! says which). The same worker clears the counts of a controller instance that went away or now
@@ -28,7 +28,7 @@ use nvmeof_common::aen::{maps, programs, AenKey, AenLayout, AnaKey};
 
 pub mod ns_btf;
 
-use super::state::{poll::PollState, wall_now, Track};
+use super::state::{poll::PollState, state_name, wall_now, Track};
 use crate::bpf::{format, loader, tracefs, AEN_OBJECT};
 use crate::sysfs::namespace::path_ana_states;
 use crate::worker::Worker;
@@ -306,15 +306,6 @@ fn forget_in<K: aya::Pod>(
     Ok(())
 }
 
-/// The name sysfs gives a state value (`state N` for one the kernel's enum does not name).
-fn ana_state_name(states: &[(u32, String)], v: u8) -> String {
-    states
-        .iter()
-        .find(|(s, _)| *s == u32::from(v))
-        .map(|(_, n)| n.clone())
-        .unwrap_or_else(|| format!("state {v}"))
-}
-
 /// The kprobe's counts as per-path tracks (transitions only: the kernel keeps no times).
 fn read_ana(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap<PathKey, Track>> {
     let map = ebpf
@@ -329,7 +320,7 @@ fn read_ana(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap<Pa
             "nvme{}c{}n{}",
             k.subsys_instance, k.ctrl_instance, k.head_instance
         );
-        let pair = (ana_state_name(states, k.from), ana_state_name(states, k.to));
+        let pair = (state_name(states, k.from), state_name(states, k.to));
         *out.entry((k.ctrl_instance, path))
             .or_default()
             .transitions

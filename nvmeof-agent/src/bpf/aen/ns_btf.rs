@@ -4,7 +4,7 @@
 //! field's size is checked against the width the program reads.
 use std::path::Path;
 
-use anyhow::{ensure, Context as _};
+use anyhow::Context as _;
 use nvmeof_common::aen::AnaLayout;
 
 use crate::bpf::btf::Btf;
@@ -19,15 +19,7 @@ pub struct AnaBtf {
 
 pub fn ana_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<AnaBtf> {
     let btf = nvme_core_btf(base, module)?;
-    let at = |s: &str, m: &str, size: u32| -> anyhow::Result<u32> {
-        let f = btf.member(s, m)?;
-        ensure!(
-            f.size == size,
-            "BTF: struct {s} member {m} is {} bytes, the program reads {size}",
-            f.size
-        );
-        Ok(f.offset)
-    };
+    let at = |s: &str, m: &str, size: u32| btf.member_offset(s, m, size);
     let layout = AnaLayout {
         desc_state: at("nvme_ana_group_desc", "state", 1)?,
         ns_ana_state: at("nvme_ns", "ana_state", 4)?,
@@ -45,7 +37,7 @@ pub fn ana_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<AnaBtf> {
     })
 }
 
-/// `enum nvme_ana_state` as `nvme_ana_state_names` spells it in sysfs.
+/// `enum nvme_ana_state` as `nvme_ana_state_names` spells it in sysfs: (value, name).
 fn state_names(btf: &Btf) -> anyhow::Result<Vec<(u32, String)>> {
     Ok(btf
         .enum_values("nvme_ana_state")?
@@ -141,7 +133,7 @@ mod tests {
         base.strukt("nvme_ana_group_desc", 32, &[("state", 1, 16 * 8, 0)]);
         let err = format!("{:#}", ana_btf(&base.finish(), None).unwrap_err());
         assert!(
-            err.contains("nvme_ana_group_desc member state is 4 bytes"),
+            err.contains("nvme_ana_group_desc member state is 4 bytes, the programs read 1"),
             "{err}"
         );
     }
