@@ -48,7 +48,12 @@ mod tests {
 
     #[test]
     fn the_agents_objects_hold_no_benchmark_program() {
-        for (what, object) in [("io", super::EBPF_OBJECT), ("state", super::STATE_OBJECT)] {
+        let objects = [
+            ("io", super::EBPF_OBJECT),
+            ("state", super::STATE_OBJECT),
+            ("aen", super::AEN_OBJECT),
+        ];
+        for (what, object) in objects {
             if object.is_empty() {
                 eprintln!("skipped: built with AYA_BUILD_SKIP");
                 return;
