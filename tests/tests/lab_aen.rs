@@ -1,9 +1,9 @@
 //! Asynchronous events and ANA end to end: the target (nvmet) changes the ANA state of one TCP
 //! port's group several times; each change sends an ANA change notice to the host controller on
 //! that port. The agent's event counts must equal what the kernel's own trace of
-//! `nvme:nvme_async_event` recorded, its ANA transitions (counted by the kprobe where nvme_core
-//! has BTF, sampled from sysfs on 5.10) the states sysfs showed one after the other, and the ANA
-//! gauge the final state.
+//! `nvme:nvme_async_event` recorded, its ANA transitions (counted by the kprobe where it attaches,
+//! sampled from sysfs elsewhere) the states sysfs showed one after the other, and the ANA gauge
+//! the final state.
 #![cfg(feature = "lab")]
 
 use std::collections::BTreeMap;
@@ -115,10 +115,16 @@ fn ana_changes_on_the_target_are_counted_as_the_kernel_saw_them() {
             1.0,
             "{release}: the nvme_async_event program is not attached"
         );
-        // ANA changes are counted by the kprobe wherever nvme_core has BTF (6.1 and later here),
-        // sampled from sysfs where it has none (Debian's 5.10).
-        let btf = s.lab.sh("[ -e /sys/kernel/btf/nvme_core ]").unwrap().rc == 0;
-        let source = if btf { "kprobe" } else { "sysfs_poll" };
+        // ANA changes are counted by the kprobe where nvme_core has BTF and the compiler left
+        // nvme_update_ns_ana_state a function of its own (6.1 and sid here; 6.12 inlines it),
+        // sampled from sysfs elsewhere (Debian's 5.10 has no module BTF).
+        let kprobe = s
+            .lab
+            .sh("[ -e /sys/kernel/btf/nvme_core ] && grep -q ' nvme_update_ns_ana_state' /proc/kallsyms")
+            .unwrap()
+            .rc
+            == 0;
+        let source = if kprobe { "kprobe" } else { "sysfs_poll" };
         assert_eq!(
             before.sum("nvmeof_exporter_ana_source", &[("source", source)]),
             1.0,
