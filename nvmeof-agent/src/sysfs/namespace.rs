@@ -199,8 +199,11 @@ pub fn path_ana_states(root: &Path, ana: bool) -> (Vec<(u32, String)>, Vec<PathA
         };
         let dir = c.path();
         let nqn = super::read_trim(&dir.join("subsysnqn")).unwrap_or_default();
-        let entries = std::fs::read_dir(&dir).into_iter().flatten().flatten();
-        for e in entries.filter(|_| ana) {
+        ctrls.push((instance, nqn.clone()));
+        if !ana {
+            continue;
+        }
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if path_instance(&name).is_none() && head_instance(&name).is_none() {
                 continue;
@@ -214,7 +217,6 @@ pub fn path_ana_states(root: &Path, ana: bool) -> (Vec<(u32, String)>, Vec<PathA
                 });
             }
         }
-        ctrls.push((instance, nqn));
     }
     (ctrls, paths)
 }

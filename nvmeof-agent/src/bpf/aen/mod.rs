@@ -10,13 +10,13 @@
 //! asked for.
 //!
 //! Without the kprobe (no BTF for nvme_core, as on Debian's 5.10; the function inlined, as on
-//! Debian's 6.12; no kprobes) ANA states are sampled instead: a worker reads every path's sysfs `ana_state` every [`POLL_INTERVAL`] and
-//! counts the changes between two readings (the state tracer's [`PollState`]); a state that
-//! lasts less than that is missed, so those counts are a lower bound ([`AenSnapshot::ana_source`]
-//! says which). The same worker clears the counts of a controller instance that went away or now
+//! Debian's 6.12; no kprobes) ANA states are sampled instead: a worker reads every path's sysfs
+//! `ana_state` every [`POLL_INTERVAL`] and counts the changes between two readings (the state
+//! tracer's [`PollState`]); a state that lasts less than that is missed, so those counts are a
+//! lower bound ([`AenSnapshot::ana_source`] says which). The same worker clears the counts of a controller instance that went away or now
 //! belongs to another subsystem (the kernel hands a deleted controller's number to the next
-//! one), and, while `nvme_core` is not loaded, tries the programs again every
-//! [`WAIT_FOR_NVME`](crate::bpf::io::WAIT_FOR_NVME).
+//! one; with the kprobe it reads only that, every [`OWNER_INTERVAL`]), and, while `nvme_core` is
+//! not loaded, tries the programs again every [`WAIT_FOR_NVME`](crate::bpf::io::WAIT_FOR_NVME).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,8 +33,12 @@ use crate::bpf::{format, loader, tracefs, AEN_OBJECT};
 use crate::sysfs::namespace::path_ana_states;
 use crate::worker::Worker;
 
-/// How often every path's `ana_state` is read.
+/// How often every path's `ana_state` is read without the kprobe.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How often the controllers' subsystems alone are read when the kprobe counts ANA changes
+/// (to clear the counts of a controller number handed to another subsystem).
+pub const OWNER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A path: its controller instance and its name (`nvmeScCnN`).
 pub type PathKey = (u32, String);
@@ -204,9 +208,18 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
         ana: PollState::default(),
         owners: BTreeMap::new(),
     }));
+    let kprobe = lock(&shared)
+        .kernel
+        .as_ref()
+        .is_some_and(|k| k.ana_states.is_some());
+    let interval = if kprobe {
+        OWNER_INTERVAL
+    } else {
+        POLL_INTERVAL
+    };
     let s = shared.clone();
     let mut waiting = retry.then(Instant::now);
-    let worker = Worker::every("aen-poll", POLL_INTERVAL, move || {
+    let worker = Worker::every("aen-poll", interval, move || {
         if let Some(since) = waiting {
             if since.elapsed() >= crate::bpf::io::WAIT_FOR_NVME {
                 waiting = attach_late(&s, &sysfs, tracefs_root.as_deref());
