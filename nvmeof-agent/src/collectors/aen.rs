@@ -3,10 +3,9 @@
 //!
 //! The AEN tracer (`crate::bpf::aen`) counts events in the kernel (`nvme:nvme_async_event`) and
 //! ANA changes with a kprobe (or, without it, samples each path's `ana_state`); this collector
-//! renders its snapshot for the controllers sysfs shows now. `nvmeof_exporter_ana_source` says
+//! renders its snapshot, for the controllers its worker last saw in sysfs (at most a second
+//! ago), without reading the kernel itself: it runs in line with the scrape, as `io` does. `nvmeof_exporter_ana_source` says
 //! how ANA changes are caught: `kprobe` (exact) or `sysfs_poll` (a lower bound).
-use std::path::PathBuf;
-
 use crate::bpf::aen::{AenSnapshot, AenSource};
 use crate::collector::{families, Collector, Scrape, Sink};
 use crate::sysfs::namespace::namespace_of_path;
@@ -23,33 +22,36 @@ families! {
 }
 
 pub struct AenCollector {
-    sysfs: PathBuf,
     source: AenSource,
 }
 
 impl AenCollector {
-    /// Renders what `source` counts, for the controllers under `sysfs`.
-    pub fn new(sysfs: PathBuf, source: AenSource) -> AenCollector {
-        AenCollector { sysfs, source }
+    /// Renders what `source` counts.
+    pub fn new(source: AenSource) -> AenCollector {
+        AenCollector { source }
     }
 }
 
 impl Collector for AenCollector {
-    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        let parsed = scrape.controllers(&self.sysfs)?;
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let AenSnapshot {
             up,
             ana_source,
             events,
             ana,
+            controllers,
         } = self.source.snapshot()?;
         sink.gauge(&UP, &[], if up { 1.0 } else { 0.0 });
         sink.gauge(&ANA_SOURCE, &[("source", ana_source)], 1.0);
-        // Only controllers sysfs shows now: one that went away leaves /metrics with it.
-        for c in &parsed.items {
-            let subsystem = c.subsysnqn.as_deref().unwrap_or("");
-            let ids = [("subsystem", subsystem), ("controller", c.name.as_str())];
-            if let Some(counts) = events.get(&c.instance) {
+        // Only controllers sysfs showed at the last reading: one that went away leaves /metrics
+        // with it.
+        for (instance, subsystem) in &controllers {
+            let name = format!("nvme{instance}");
+            let ids = [
+                ("subsystem", subsystem.as_str()),
+                ("controller", name.as_str()),
+            ];
+            if let Some(counts) = events.get(instance) {
                 for ((kind, info), n) in counts {
                     sink.counter(
                         &EVENTS,
@@ -58,7 +60,7 @@ impl Collector for AenCollector {
                     );
                 }
             }
-            let paths = ana.iter().filter(|((i, _), _)| *i == c.instance);
+            let paths = ana.iter().filter(|((i, _), _)| i == instance);
             for ((_, path), track) in paths {
                 let namespace = namespace_of_path(path);
                 for ((from, to), n) in &track.transitions {
@@ -90,8 +92,8 @@ mod tests {
         let t = Tree::new();
         t.two_paths(["live", "live"]);
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "optimized"]));
-        let root: PathBuf = t.root().into();
-        let c = AenCollector::new(root.clone(), crate::bpf::aen::start(root, None));
+        let root: std::path::PathBuf = t.root().into();
+        let c = AenCollector::new(crate::bpf::aen::start(root, None));
         std::thread::sleep(crate::bpf::aen::POLL_INTERVAL * 3);
         let state = t.root().join("class/nvme/nvme1/nvme0c1n1/ana_state");
         std::fs::write(&state, "inaccessible\n").unwrap();

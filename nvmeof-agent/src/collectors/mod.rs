@@ -103,11 +103,11 @@ pub fn registry() -> Vec<Registration> {
             "aen",
             "asynchronous events per controller (eBPF, nvme_async_event) and ANA state transitions per path (kprobe, or sysfs sampled without BTF)",
             aen::FAMILIES,
-            Build::Collector(|c| {
-                boxed(aen::AenCollector::new(
+            Build::Snapshot(|c| {
+                boxed(aen::AenCollector::new(crate::bpf::aen::start(
                     c.sysfs.clone(),
-                    crate::bpf::aen::start(c.sysfs.clone(), None),
-                ))
+                    None,
+                )))
             }),
         ),
         Registration::new(

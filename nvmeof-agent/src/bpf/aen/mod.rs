@@ -53,8 +53,10 @@ pub struct AenSnapshot {
     pub ana_source: &'static str,
     /// Controller instance → (type, information) → events.
     pub events: BTreeMap<u32, BTreeMap<(&'static str, &'static str), u64>>,
-    /// Each path's ANA state transitions (sampled).
+    /// Each path's ANA state transitions.
     pub ana: BTreeMap<PathKey, Track>,
+    /// The controllers at the worker's last reading: instance → subsystem NQN.
+    pub controllers: BTreeMap<u32, String>,
 }
 
 /// The `type` and `info` labels of an event from its completion dword 0 (NVMe base
@@ -352,6 +354,7 @@ impl AenSource {
             ana_source: "sysfs_poll",
             events: BTreeMap::new(),
             ana: s.ana.snapshot(),
+            controllers: s.owners.clone(),
         };
         let Some(Kernel { ebpf, ana_states }) = s.kernel.as_ref() else {
             return Ok(out);
