@@ -1,4 +1,4 @@
-//! Builds the eBPF objects (nvmeof-ebpf's `nvmeof` and `nvmeof-state`, for bpfel-unknown-none with
+//! Builds the eBPF objects (nvmeof-ebpf's `nvmeof`, `nvmeof-state` and `nvmeof-aen`, for bpfel-unknown-none with
 //! nightly) into OUT_DIR, where src/bpf embeds them; the benchmark object `nvmeof-bench` lands
 //! beside them, for the `ebpf_bench` example alone. `AYA_BUILD_SKIP=1` skips it for tools that only need the host code to
 //! type-check; the agent then starts without eBPF.
@@ -11,7 +11,7 @@ fn main() -> anyhow::Result<()> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     if skip {
         // Empty objects: the loader reports "no eBPF object in this build" and runs sysfs-only.
-        for name in ["nvmeof", "nvmeof-state", "nvmeof-bench"] {
+        for name in ["nvmeof", "nvmeof-state", "nvmeof-aen", "nvmeof-bench"] {
             std::fs::write(out_dir.join(name), b"")
                 .context("writing the empty eBPF placeholder")?;
         }

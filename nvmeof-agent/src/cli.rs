@@ -337,11 +337,12 @@ mod tests {
     use super::*;
 
     /// Every collector on by default, in registry order.
-    const DEFAULT_COLLECTORS: [&str; 10] = [
+    const DEFAULT_COLLECTORS: [&str; 11] = [
         "controller",
         "subsystem",
         "namespace",
         "state",
+        "aen",
         "io",
         "smart",
         "rdma",

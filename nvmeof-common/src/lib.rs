@@ -6,6 +6,7 @@
 //! Prometheus native-histogram buckets, the agent reads their bounds from the same module.
 #![no_std]
 
+pub mod aen;
 pub mod bench;
 pub mod conn_errors;
 pub mod latency;
@@ -468,6 +469,10 @@ mod pod {
     unsafe impl aya::Pod for crate::slow::SlowTrace {}
     unsafe impl aya::Pod for crate::slow::SlowContext {}
     unsafe impl aya::Pod for crate::slow::SlowCommand {}
+    unsafe impl aya::Pod for crate::aen::AenLayout {}
+    unsafe impl aya::Pod for crate::aen::AenKey {}
+    unsafe impl aya::Pod for crate::aen::AnaLayout {}
+    unsafe impl aya::Pod for crate::aen::AnaKey {}
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
-//! Small pieces every program uses: the BPF atomic add and the map patterns around it.
-use aya_ebpf::maps::HashMap;
+//! Small pieces every program uses: the BPF atomic add, the map patterns around it, and the
+//! classic tracepoints' field read.
+use aya_ebpf::{maps::HashMap, programs::TracePointContext};
+use nvmeof_common::FieldLoc;
 
 /// `BPF_NOEXIST`: insert only when the key is absent.
 pub const BPF_NOEXIST: u64 = 1;
@@ -59,4 +61,23 @@ pub fn count_key<K>(map: &HashMap<K, u64>, key: &K) {
             }
         }
     }
+}
+
+/// Reads an unsigned integer field of 1, 2, 4 or 8 bytes of a classic tracepoint's record, at
+/// the place the agent found in the `format` file. `None` for a size the programs cannot read,
+/// `Some(Err(()))` when the read itself failed.
+#[inline(always)]
+pub fn read_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<Result<u64, ()>> {
+    let off = loc.offset as usize;
+    // SAFETY: read_at goes through bpf_probe_read; a bad offset fails, it cannot fault.
+    let v = unsafe {
+        match loc.size {
+            1 => ctx.read_at::<u8>(off).map(u64::from),
+            2 => ctx.read_at::<u16>(off).map(u64::from),
+            4 => ctx.read_at::<u32>(off).map(u64::from),
+            8 => ctx.read_at::<u64>(off),
+            _ => return None,
+        }
+    };
+    Some(v.map_err(|_| ()))
 }

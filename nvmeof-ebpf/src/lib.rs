@@ -1,6 +1,6 @@
-//! The programs are the `nvmeof` (src/main.rs), `nvmeof-state` (src/state.rs) and, for the
-//! benchmark only, `nvmeof-bench` (src/bench.rs) binaries, built for bpfel-unknown-none by the
-//! agent's build script. This library holds what they share ([`helpers`], built for BPF only, and
+//! The programs are the `nvmeof` (src/main.rs), `nvmeof-state` (src/state.rs), `nvmeof-aen`
+//! (src/aen.rs) and, for the benchmark only, `nvmeof-bench` (src/bench.rs) binaries, built for
+//! bpfel-unknown-none by the agent's build script. This library holds what they share ([`helpers`], built for BPF only, and
 //! [`gpl_object!`]) and lets the agent name the crate as a build dependency, so cargo rebuilds the
 //! objects when their sources change.
 #![no_std]

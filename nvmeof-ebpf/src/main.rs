@@ -256,26 +256,16 @@ fn conn_error(ctrl_id: u32, kind: ConnErrorKind) {
     count_key(&CONN_ERRORS, &key);
 }
 
-/// Reads an unsigned integer field of 1, 2, 4 or 8 bytes.
+/// Reads a record field (see [`nvmeof_ebpf::helpers::read_field`]); a failed read is counted.
 #[inline(always)]
 fn read_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<u64> {
-    let off = loc.offset as usize;
-    // SAFETY: read_at goes through bpf_probe_read; a bad offset fails, it cannot fault.
-    let v = unsafe {
-        match loc.size {
-            1 => ctx.read_at::<u8>(off).map(u64::from),
-            2 => ctx.read_at::<u16>(off).map(u64::from),
-            4 => ctx.read_at::<u32>(off).map(u64::from),
-            8 => ctx.read_at::<u64>(off),
-            _ => return None,
-        }
-    };
-    match v {
-        Ok(v) => Some(v),
-        Err(_) => {
+    match nvmeof_ebpf::helpers::read_field(ctx, loc) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(())) => {
             count(ProgramCounter::ReadFailed);
             None
         }
+        None => None,
     }
 }
 

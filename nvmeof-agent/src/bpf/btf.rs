@@ -261,6 +261,18 @@ impl Btf {
             .with_context(|| format!("BTF: struct {name}"))
     }
 
+    /// The byte offset of `member` in `struct name`, which must be `size` bytes: the width a
+    /// program reads there.
+    pub fn member_offset(&self, name: &str, member: &str, size: u32) -> anyhow::Result<u32> {
+        let got = self.member(name, member)?;
+        ensure!(
+            got.size == size,
+            "BTF: struct {name} member {member} is {} bytes, the programs read {size}",
+            got.size
+        );
+        Ok(got.offset)
+    }
+
     fn find_member(&self, id: u32, member: &str, depth: usize) -> anyhow::Result<Option<Member>> {
         ensure!(depth < MAX_DEPTH, "BTF: anonymous members nested too deep");
         let (owner, t) = self.type_by_id(id)?;
@@ -402,15 +414,7 @@ pub fn request_layout(dir: &Path) -> anyhow::Result<RequestBtf> {
 
 /// The layout from one BTF view, each member checked for the size the programs read.
 pub fn layout_from(btf: &Btf) -> anyhow::Result<RequestLayout> {
-    let sized = |s: &str, m: &str, size: u32| -> anyhow::Result<u32> {
-        let got = btf.member(s, m)?;
-        ensure!(
-            got.size == size,
-            "BTF: struct {s} member {m} is {} bytes, the programs read {size}",
-            got.size
-        );
-        Ok(got.offset)
-    };
+    let sized = |s: &str, m: &str, size: u32| btf.member_offset(s, m, size);
     Ok(RequestLayout {
         request_size: btf.struct_size("request")?,
         request_q: sized("request", "q", 8)?,

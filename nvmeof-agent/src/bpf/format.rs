@@ -78,7 +78,7 @@ fn parse_field_line(rest: &str) -> anyhow::Result<Field> {
 
 /// Looks a field up and checks that the programs can read it: a scalar of 1, 2, 4 or 8 bytes, or
 /// (`min_array` set) an array of at least that many bytes.
-fn locate(
+pub(crate) fn locate(
     event: &str,
     fields: &[Field],
     name: &str,

@@ -1,7 +1,8 @@
 //! Loading the objects and attaching their programs: the one place that knows every program and
 //! how it is hooked. The I/O object (`nvmeof`) gets the layout parsed from tracefs in its
 //! `LAYOUT` global and the struct offsets read from BTF in `REQ_LAYOUT`; the state object
-//! (`nvmeof-state`) gets `struct nvme_ctrl`'s offsets from BTF in `CTRL_LAYOUT`.
+//! (`nvmeof-state`) gets `struct nvme_ctrl`'s offsets from BTF in `CTRL_LAYOUT`; the AEN object
+//! (`nvmeof-aen`) its record layout from tracefs in `AEN_LAYOUT`.
 //!
 //! The I/O attach mode is chosen here, once, in this order: tp_btf, raw tracepoints (both key a
 //! command by its `struct request *`), classic tracepoints (keyed by the recorded command id,
@@ -14,8 +15,8 @@ use aya::{
 };
 use nvmeof_common::slow::{self, SlowTrace, SLOW_TRACE_GLOBAL};
 use nvmeof_common::{
-    maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, SlotLayout, TracepointLayout,
-    ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL, REQ_LAYOUT_GLOBAL, SLOT_LAYOUT_GLOBAL,
+    aen, maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, SlotLayout,
+    TracepointLayout, ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL, REQ_LAYOUT_GLOBAL, SLOT_LAYOUT_GLOBAL,
 };
 
 /// The classic tracepoint programs with their tracepoint (category `nvme`).
@@ -411,6 +412,64 @@ pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<LoadedSt
         }
     }
     Ok(LoadedState { ebpf, attached })
+}
+
+/// Loads the AEN object with the record layout from the tracepoint's `format` file and attaches
+/// its tracepoint program to `nvme:nvme_async_event` (a classic tracepoint: its record is all it
+/// needs, so it runs without BTF, on 5.10 too). With `ana` (struct offsets from BTF) the kprobe on
+/// `nvme_update_ns_ana_state` is attached too; its failure is logged and leaves
+/// [`LoadedAen::ana`] false (the agent then samples sysfs), the tracepoint's fails the whole.
+pub fn load_aen(
+    object: &[u8],
+    layout: &aen::AenLayout,
+    ana: Option<&aen::AnaLayout>,
+) -> anyhow::Result<LoadedAen> {
+    if object.is_empty() {
+        bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
+    }
+    raise_memlock();
+    let ana_layout = ana.copied().unwrap_or_default();
+    let mut ebpf = EbpfLoader::new()
+        .override_global(aen::AEN_LAYOUT_GLOBAL, layout, true)
+        .override_global(aen::ANA_LAYOUT_GLOBAL, &ana_layout, true)
+        .load(object)
+        .context("loading the AEN eBPF object")?;
+    let name = aen::programs::NVME_ASYNC_EVENT;
+    let prog: &mut TracePoint = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not a tracepoint"))?;
+    prog.load().with_context(|| format!("verifying {name}"))?;
+    prog.attach("nvme", name)
+        .with_context(|| format!("attaching {name} to nvme:{name}"))?;
+    let ana = ana.is_some() && {
+        let (name, function) = (
+            aen::programs::UPDATE_NS_ANA_STATE,
+            aen::FN_UPDATE_NS_ANA_STATE,
+        );
+        let r = ebpf
+            .program_mut(name)
+            .with_context(|| format!("program {name} missing from the object"))
+            .and_then(|p| {
+                let p: &mut KProbe = p
+                    .try_into()
+                    .with_context(|| format!("program {name} is not a kprobe"))?;
+                p.load().with_context(|| format!("verifying {name}"))?;
+                p.attach(function, 0)
+                    .with_context(|| format!("attaching {name} to {function}"))
+            });
+        r.map_err(|e| log::info!("ANA: {name} left out: {}", explain(&e)))
+            .is_ok()
+    };
+    Ok(LoadedAen { ebpf, ana })
+}
+
+/// The loaded AEN object.
+pub struct LoadedAen {
+    pub ebpf: Ebpf,
+    /// The ANA kprobe is attached.
+    pub ana: bool,
 }
 
 /// What each map of a loaded object costs the kernel: `memlock` from the map's fdinfo (the

@@ -7,11 +7,14 @@
 //!   ([`format`](mod@format)), and the [`worker`] each tracer runs its periodic work on.
 //! - [`io`]: command latency, bytes, errors and queues (`nvme_setup_cmd`, `nvme_complete_rq`).
 //! - [`state`]: controller state transitions and reconnect attempts (kprobes, or a sysfs poll).
+//! - [`aen`]: asynchronous events per controller (`nvme_async_event`) and each path's ANA
+//!   state transitions (a sysfs poll).
 //!
 //! Each tracer's `start` never fails: it returns a source handle that publishes snapshots, and
 //! stops its worker (and detaches its programs) when dropped. The collectors
-//! (`crate::collectors::io`, `crate::collectors::state`) only render those snapshots; nothing here
-//! knows about metrics.
+//! (`crate::collectors::io`, `crate::collectors::state`, `crate::collectors::aen`) only render
+//! those snapshots; nothing here knows about metrics.
+pub mod aen;
 pub mod btf;
 pub mod format;
 pub mod io;
@@ -32,6 +35,9 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub static STATE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-state"));
 
+/// The AEN object: a classic tracepoint on `nvme_async_event`.
+pub static AEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-aen"));
+
 #[cfg(test)]
 mod tests {
     /// The programs of an object, by name.
@@ -42,7 +48,12 @@ mod tests {
 
     #[test]
     fn the_agents_objects_hold_no_benchmark_program() {
-        for (what, object) in [("io", super::EBPF_OBJECT), ("state", super::STATE_OBJECT)] {
+        let objects = [
+            ("io", super::EBPF_OBJECT),
+            ("state", super::STATE_OBJECT),
+            ("aen", super::AEN_OBJECT),
+        ];
+        for (what, object) in objects {
             if object.is_empty() {
                 eprintln!("skipped: built with AYA_BUILD_SKIP");
                 return;

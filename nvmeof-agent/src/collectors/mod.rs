@@ -1,6 +1,7 @@
 //! One collector per concern (see `crate::collector::Collector`) and the registry that lists
 //! them: the single place to add one. Its name gives the `--collector.NAME` flags and the
 //! `collector` label of the self metrics; its families are what `docs/metrics.md` must list.
+pub mod aen;
 pub mod controller;
 pub mod exporter;
 pub mod fc;
@@ -96,6 +97,17 @@ pub fn registry() -> Vec<Registration> {
                     c.sysfs.clone(),
                     crate::bpf::state::start(c.sysfs.clone()),
                 ))
+            }),
+        ),
+        Registration::new(
+            "aen",
+            "asynchronous events per controller (eBPF, nvme_async_event) and ANA state transitions per path (kprobe, or sysfs sampled without BTF)",
+            aen::FAMILIES,
+            Build::Snapshot(|c| {
+                boxed(aen::AenCollector::new(crate::bpf::aen::start(
+                    c.sysfs.clone(),
+                    None,
+                )))
             }),
         ),
         Registration::new(

@@ -172,6 +172,64 @@ pub fn namespace_lba_sizes(root: &Path) -> anyhow::Result<Vec<NamespaceLba>> {
     Ok(out)
 }
 
+/// One path's ANA state as read by [`path_ana_states`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathAna {
+    /// The N of the controller `nvmeN` the path goes through.
+    pub ctrl_instance: u32,
+    /// The controller's subsystem NQN.
+    pub subsysnqn: String,
+    /// `nvmeScCnN`, or a plain disk's `nvmeCnN`.
+    pub path: String,
+    /// `ana_state` as sysfs spells it.
+    pub state: String,
+}
+
+/// Every controller under `ROOT/class/nvme` with its subsystem NQN, and (with `ana`) the
+/// `ana_state` of each of its paths that has one: nothing else is read, so that a poll every
+/// 100 ms stays cheap (one `subsysnqn` per controller, one `ana_state` per path).
+pub fn path_ana_states(root: &Path, ana: bool) -> (Vec<(u32, String)>, Vec<PathAna>) {
+    let (mut ctrls, mut paths) = (Vec::new(), Vec::new());
+    let Ok(class) = std::fs::read_dir(root.join("class/nvme")) else {
+        return (ctrls, paths);
+    };
+    for c in class.flatten() {
+        let Some(instance) = ctrl_instance(&c.file_name().to_string_lossy()) else {
+            continue;
+        };
+        let dir = c.path();
+        let nqn = super::read_trim(&dir.join("subsysnqn")).unwrap_or_default();
+        ctrls.push((instance, nqn.clone()));
+        if !ana {
+            continue;
+        }
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if path_instance(&name).is_none() && head_instance(&name).is_none() {
+                continue;
+            }
+            if let Some(state) = super::read_trim(&dir.join(&name).join("ana_state")) {
+                paths.push(PathAna {
+                    ctrl_instance: instance,
+                    subsysnqn: nqn.clone(),
+                    path: name,
+                    state,
+                });
+            }
+        }
+    }
+    (ctrls, paths)
+}
+
+/// The namespace a path leads to: the head `nvmeSnN` of a path `nvmeScCnN`, or a plain disk
+/// itself.
+pub fn namespace_of_path(path: &str) -> String {
+    match path_instance(path) {
+        Some((s, _, n)) => format!("nvme{s}n{n}"),
+        None => path.to_owned(),
+    }
+}
+
 fn disk(dir: &Path, name: &str, nqn: Option<String>, skipped: &mut Vec<Skip>) -> Namespace {
     let mut a = Attrs::new(dir, skipped);
     let stat = a.long_text("stat").and_then(|t| match parse_stat(&t) {
@@ -238,6 +296,31 @@ mod tests {
         assert_eq!(names, ["nvme0c0n1", "nvme0c1n1"]);
         assert_eq!(ns.paths[1].controller, "nvme1");
         assert_eq!(ns.paths[1].ana_state, Some(AnaState::NonOptimized));
+    }
+
+    #[test]
+    fn ana_states_of_every_path_alone() {
+        let t = two_path_tree();
+        let (ctrls, mut paths) = path_ana_states(t.root(), true);
+        paths.sort_by(|a, b| a.path.cmp(&b.path));
+        assert_eq!(ctrls.len(), 2);
+        assert!(
+            ctrls.iter().all(|(_, nqn)| nqn == "nqn.test:a"),
+            "{ctrls:?}"
+        );
+        let got: Vec<_> = paths
+            .iter()
+            .map(|p| (p.ctrl_instance, p.path.as_str(), p.state.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, "nvme0c0n1", "optimized"),
+                (1, "nvme0c1n1", "non-optimized")
+            ]
+        );
+        assert_eq!(namespace_of_path("nvme0c1n1"), "nvme0n1");
+        assert_eq!(namespace_of_path("nvme2n1"), "nvme2n1");
     }
 
     #[test]

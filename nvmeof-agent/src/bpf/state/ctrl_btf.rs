@@ -20,11 +20,7 @@ pub struct CtrlBtf {
 }
 
 pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
-    let base = Btf::parse(base).context("reading vmlinux BTF")?;
-    let btf = match module {
-        Some(m) => Btf::parse_split(m, base).context("reading nvme_core BTF")?,
-        None => base,
-    };
+    let btf = nvme_core_btf(base, module)?;
     let offset = |name: &str| -> anyhow::Result<u32> { Ok(btf.member("nvme_ctrl", name)?.offset) };
     let (state, instance, nr_reconnects) = (
         offset("state")?,
@@ -62,8 +58,17 @@ fn state_name(enumerator: &str) -> Option<String> {
     })
 }
 
-/// Reads the running kernel's BTF under `btf_dir` (`/sys/kernel/btf`).
-pub fn read(btf_dir: &Path) -> anyhow::Result<CtrlBtf> {
+/// nvme_core's types: its split BTF on vmlinux's, or vmlinux's alone when it is built in.
+pub fn nvme_core_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<Btf> {
+    let base = Btf::parse(base).context("reading vmlinux BTF")?;
+    Ok(match module {
+        Some(m) => Btf::parse_split(m, base).context("reading nvme_core BTF")?,
+        None => base,
+    })
+}
+
+/// The blobs under `btf_dir` (`/sys/kernel/btf`): vmlinux, and nvme_core when it is a module.
+pub fn read_blobs(btf_dir: &Path) -> anyhow::Result<(Vec<u8>, Option<Vec<u8>>)> {
     let vmlinux = btf_dir.join("vmlinux");
     let base = std::fs::read(&vmlinux).with_context(|| format!("reading {}", vmlinux.display()))?;
     let module_path = btf_dir.join("nvme_core");
@@ -72,6 +77,12 @@ pub fn read(btf_dir: &Path) -> anyhow::Result<CtrlBtf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(e).with_context(|| format!("reading {}", module_path.display())),
     };
+    Ok((base, module))
+}
+
+/// Reads the running kernel's BTF under `btf_dir` (`/sys/kernel/btf`).
+pub fn read(btf_dir: &Path) -> anyhow::Result<CtrlBtf> {
+    let (base, module) = read_blobs(btf_dir)?;
     ctrl_btf(&base, module.as_deref())
 }
 

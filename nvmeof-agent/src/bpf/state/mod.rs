@@ -157,14 +157,16 @@ fn monotonic_now_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-fn wall_now() -> f64 {
+pub(crate) fn wall_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
 
-fn state_name(states: &[(u32, String)], v: u8) -> String {
+/// The name of a state value in a (value, name) table from BTF (`state N` for one the kernel's
+/// enum does not name); the `aen` tracer names ANA states with it too.
+pub(crate) fn state_name(states: &[(u32, String)], v: u8) -> String {
     states
         .iter()
         .find(|(s, _)| *s == u32::from(v))

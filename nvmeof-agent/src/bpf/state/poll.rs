@@ -1,5 +1,6 @@
 //! The state tracer's fallback without kprobes: each controller's sysfs `state`, read by the
-//! tracer's worker, and the transitions seen between two readings.
+//! tracer's worker, and the transitions seen between two readings. [`PollState`] is generic over
+//! what it tracks, so the `aen` tracer counts each path's ANA state changes with it too.
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -8,10 +9,19 @@ use std::time::Instant;
 use super::{wall_now, Track};
 use crate::sysfs;
 
-/// The fallback's memory: per controller instance, the state last read and what changed.
-#[derive(Debug, Default)]
-pub struct PollState {
-    ctrls: BTreeMap<u32, Polled>,
+/// The fallback's memory: per tracked item (a controller instance here, a path in the `aen`
+/// tracer), the state last read and what changed.
+#[derive(Debug)]
+pub struct PollState<K = u32> {
+    ctrls: BTreeMap<K, Polled>,
+}
+
+impl<K> Default for PollState<K> {
+    fn default() -> Self {
+        PollState {
+            ctrls: BTreeMap::new(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -25,9 +35,10 @@ struct Polled {
     left_live: Option<Instant>,
 }
 
-impl PollState {
-    /// Folds in one reading of every controller's state: (instance, subsystem NQN, state).
-    fn update(&mut self, seen: Vec<(u32, String, String)>, wall: f64, now: Instant) {
+impl<K: Ord + Clone> PollState<K> {
+    /// Folds in one reading of every item's state: (key, subsystem NQN, state). An item not in
+    /// `seen` is forgotten.
+    pub(crate) fn update(&mut self, seen: Vec<(K, String, String)>, wall: f64, now: Instant) {
         let mut next = BTreeMap::new();
         for (instance, subsysnqn, state) in seen {
             let mut p = match self.ctrls.remove(&instance) {
@@ -57,12 +68,12 @@ impl PollState {
         self.ctrls = next;
     }
 
-    pub(super) fn snapshot(&self) -> BTreeMap<u32, Track> {
+    pub(crate) fn snapshot(&self) -> BTreeMap<K, Track> {
         self.ctrls
             .iter()
             .map(|(i, p)| {
                 (
-                    *i,
+                    i.clone(),
                     Track {
                         transitions: p.transitions.clone(),
                         reconnects: None,

@@ -1,0 +1,123 @@
+//! Collector `aen`: asynchronous events per controller by type and information, and ANA state
+//! transitions per path.
+//!
+//! The AEN tracer (`crate::bpf::aen`) counts events in the kernel (`nvme:nvme_async_event`) and
+//! ANA changes with a kprobe (or, without it, samples each path's `ana_state`); this collector
+//! renders its snapshot, for the controllers its worker last saw in sysfs (at most a second
+//! ago), without reading the kernel itself: it runs in line with the scrape, as `io` does. `nvmeof_exporter_ana_source` says
+//! how ANA changes are caught: `kprobe` (exact) or `sysfs_poll` (a lower bound).
+use crate::bpf::aen::{AenSnapshot, AenSource};
+use crate::collector::{families, Collector, Scrape, Sink};
+use crate::sysfs::namespace::namespace_of_path;
+
+families! {
+    EVENTS: counter("nvmeof_controller_async_events_total",
+        "Asynchronous events the controller reported, by event type and information (counted in the kernel on nvme:nvme_async_event).");
+    ANA_TRANSITIONS: counter("nvmeof_namespace_ana_transitions_total",
+        "ANA state changes of one path to a namespace, by old and new state (kernel-side count; a lower bound when nvmeof_exporter_ana_source is sysfs_poll).");
+    UP: gauge("nvmeof_exporter_aen_up",
+        "1 when the nvme_async_event tracepoint program is attached (events are counted), else 0.");
+    ANA_SOURCE: gauge("nvmeof_exporter_ana_source",
+        "How ANA state changes are caught: kprobe (exact) or sysfs_poll (sampled every 100 ms, a lower bound); always 1.");
+}
+
+pub struct AenCollector {
+    source: AenSource,
+}
+
+impl AenCollector {
+    /// Renders what `source` counts.
+    pub fn new(source: AenSource) -> AenCollector {
+        AenCollector { source }
+    }
+}
+
+impl Collector for AenCollector {
+    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        let AenSnapshot {
+            up,
+            ana_source,
+            events,
+            ana,
+            controllers,
+        } = self.source.snapshot()?;
+        sink.gauge(&UP, &[], if up { 1.0 } else { 0.0 });
+        sink.gauge(&ANA_SOURCE, &[("source", ana_source)], 1.0);
+        // Only controllers sysfs showed at the last reading: one that went away leaves /metrics
+        // with it.
+        for (instance, subsystem) in &controllers {
+            let name = format!("nvme{instance}");
+            let ids = [
+                ("subsystem", subsystem.as_str()),
+                ("controller", name.as_str()),
+            ];
+            if let Some(counts) = events.get(instance) {
+                for ((kind, info), n) in counts {
+                    sink.counter(
+                        &EVENTS,
+                        &[ids[0], ids[1], ("type", kind), ("info", info)],
+                        *n as f64,
+                    );
+                }
+            }
+            let paths = ana.iter().filter(|((i, _), _)| i == instance);
+            for ((_, path), track) in paths {
+                let namespace = namespace_of_path(path);
+                for ((from, to), n) in &track.transitions {
+                    let labels = [
+                        ids[0],
+                        ("namespace", namespace.as_str()),
+                        ids[1],
+                        ("path", path.as_str()),
+                        ("from", from.as_str()),
+                        ("to", to.as_str()),
+                    ];
+                    sink.counter(&ANA_TRANSITIONS, &labels, *n as f64);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::{collect, Tree};
+
+    /// Without the program (AYA_BUILD_SKIP, or no permission on the test host) the ANA poll still
+    /// counts, and the collector says the events are not counted.
+    #[test]
+    fn ana_transitions_render_per_path_with_the_namespace() {
+        let t = Tree::new();
+        t.two_paths(["live", "live"]);
+        t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "optimized"]));
+        let root: std::path::PathBuf = t.root().into();
+        let c = AenCollector::new(crate::bpf::aen::start(root, None));
+        std::thread::sleep(crate::bpf::aen::POLL_INTERVAL * 3);
+        let state = t.root().join("class/nvme/nvme1/nvme0c1n1/ana_state");
+        std::fs::write(&state, "inaccessible\n").unwrap();
+        std::thread::sleep(crate::bpf::aen::POLL_INTERVAL * 3);
+        let fams = collect(&c).into_families();
+        let ana = fams
+            .iter()
+            .find(|f| f.name() == ANA_TRANSITIONS.name)
+            .expect("a transition");
+        assert_eq!(ana.metric.len(), 1);
+        let m = &ana.metric[0];
+        let labels: Vec<(&str, &str)> = m.label.iter().map(|l| (l.name(), l.value())).collect();
+        assert_eq!(
+            labels,
+            [
+                ("subsystem", "nqn.test:a"),
+                ("namespace", "nvme0n1"),
+                ("controller", "nvme1"),
+                ("path", "nvme0c1n1"),
+                ("from", "optimized"),
+                ("to", "inaccessible")
+            ]
+        );
+        assert_eq!(m.value(), 1.0);
+        assert!(fams.iter().any(|f| f.name() == UP.name));
+    }
+}
