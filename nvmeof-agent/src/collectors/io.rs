@@ -278,8 +278,9 @@ impl Collector for IoCollector {
             if state.waiting_for_nvme { 1.0 } else { 0.0 },
         );
         if state.up {
-            let per_queue = state.per_queue;
-            collect_io(&state, &|_| per_queue, sink);
+            let detail = scrape.detail();
+            let per_queue = |ctrl_id| state.per_queue || detail.per_queue(ctrl_id);
+            collect_io(&state, &per_queue, sink);
             collect_self(&state, sink);
         }
         Ok(())

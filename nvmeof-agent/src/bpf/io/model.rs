@@ -294,16 +294,13 @@ impl IoView {
             let (sum, dense) = summed
                 .entry((o.key.ctrl_id, o.key.class))
                 .or_insert_with(|| {
-                    let key = SeriesKey { qid: None, ..o.key };
-                    let empty = OpView {
-                        key,
-                        commands: 0,
-                        bytes: 0,
-                        errors: 0,
-                        latency_sum_ns: 0,
-                        buckets: Vec::new(),
-                    };
-                    (empty, vec![0; LATENCY_BUCKETS])
+                    // The controller's series: this queue's key without the queue, from zero.
+                    let mut zero = o.clone();
+                    zero.key.qid = None;
+                    (zero.commands, zero.bytes, zero.errors) = (0, 0, 0);
+                    zero.latency_sum_ns = 0;
+                    zero.buckets.clear();
+                    (zero, vec![0; LATENCY_BUCKETS])
                 });
             sum.commands += o.commands;
             sum.bytes += o.bytes;
@@ -909,16 +906,22 @@ mod tests {
     #[test]
     fn a_scrape_chooses_the_controllers_it_shows_per_queue() {
         let mut m = Model::new();
+        // (controller, queue, class, commands of 100 µs, bytes each)
+        let ops = [
+            (1, 0, OpClass::Flush, 1, 0),
+            (1, 1, OpClass::Read, 1, 512),
+            (1, 1, OpClass::Write, 1, 4096),
+            (1, 2, OpClass::Read, 2, 512),
+            (3, 0, OpClass::Admin, 1, 0),
+            (3, 1, OpClass::Read, 1, 512),
+            (3, 2, OpClass::Read, 1, 512),
+        ];
         let v = m.apply(RawMaps {
-            ops: vec![
-                (op_key(1, 0, OpClass::Flush), stats(&[10_000], 0)),
-                (op_key(1, 1, OpClass::Read), stats(&[100_000], 512)),
-                (op_key(1, 1, OpClass::Write), stats(&[100_000], 4096)),
-                (op_key(1, 2, OpClass::Read), stats(&[100_000; 2], 512)),
-                (op_key(3, 0, OpClass::Admin), stats(&[10_000], 0)),
-                (op_key(3, 1, OpClass::Read), stats(&[100_000], 512)),
-                (op_key(3, 2, OpClass::Read), stats(&[100_000], 512)),
-            ],
+            ops: (ops.iter())
+                .map(|&(c, q, class, n, bytes)| {
+                    (op_key(c, q, class), stats(&vec![100_000; n], bytes))
+                })
+                .collect(),
             queues: [(1, 1), (1, 2), (3, 0), (3, 1), (3, 2)]
                 .map(|(ctrl_id, qid)| {
                     let state = QueueState {
