@@ -23,9 +23,14 @@ fn nqn(t: &str) -> String {
 /// on a loaded machine one sometimes misses its 50 ms deadline and serves its previous output
 /// (`collector_stale 1`): a delta taken across such a scrape would read zero.
 fn fresh_scrape(s: &mut Shared) -> (Metrics, Duration) {
+    fresh_scrape_of(s, "/metrics")
+}
+
+/// [`fresh_scrape`] of `path` (the metrics path with a query).
+fn fresh_scrape_of(s: &mut Shared, path: &str) -> (Metrics, Duration) {
     let mut last = String::new();
     for _ in 0..20 {
-        let (m, took) = s.scrape();
+        let (m, took) = s.scrape_path(path);
         let fresh = ["io", "controller", "subsystem"]
             .iter()
             .all(|c| m.sum("nvmeof_exporter_collector_success", &[("collector", c)]) == 1.0);
@@ -623,6 +628,110 @@ fn per_queue_cpus_are_the_kernels_and_name_the_queue_a_cpus_reads_take() {
             .expect("a queue for CPU 1");
         eprintln!("{release}: CPU 1's queue on {tcp_ctrl}: {cpu1}");
         assert_eq!(reads_on(&cpu1), 200.0, "{release}: reads on queue {cpu1}");
+    });
+}
+
+/// On demand (issue 15): an agent without `--metrics.per-queue` shows the TCP controllers per
+/// queue to a scrape that names them (`/metrics?controller=nvmeA&controller=nvmeB`, both paths of
+/// the TCP subsystem), with their queues' CPUs as blk-mq's `mq/N/cpu_list` has them, and 200
+/// direct reads pinned to CPU 1 land exactly on the queue of CPU 1; the other controllers stay
+/// per controller, and the default scrape has no `queue` label at all.
+#[test]
+fn a_scrape_naming_a_controller_gets_its_queues_without_a_restart() {
+    on_each_lab(|s, release| {
+        s.restart_agent("");
+        let tcp: Vec<String> = s
+            .controllers()
+            .into_iter()
+            .filter(|(_, transport, _, _)| transport == "tcp")
+            .map(|(name, ..)| name)
+            .collect();
+        assert!(
+            !tcp.is_empty(),
+            "{release}: no TCP controller in\n{}",
+            s.topology
+        );
+        let truth = s
+            .lab
+            .sh_ok(&format!(
+                r#"for n in {}; do
+                     c=/sys/class/nvme/$n
+                     for d in "$c"/nvme*n*; do
+                       [ -d "$d/mq" ] || continue
+                       for q in "$d"/mq/*; do echo "$n $(( ${{q##*/}} + 1 )) $(cat "$q/cpu_list")"; done
+                       break
+                     done
+                   done"#,
+                tcp.join(" ")
+            ))
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let path = format!(
+            "/metrics?{}",
+            tcp.iter()
+                .map(|c| format!("controller={c}"))
+                .collect::<Vec<_>>()
+                .join("&")
+        );
+        let before = fresh_scrape_of(s, &path).0;
+        s.lab
+            .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 2 dd if=$d of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null")
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let after = fresh_scrape_of(s, &path).0;
+        let default = scrape_now(s);
+
+        // The named controllers' queue CPUs are the kernel's; nobody else's are shown.
+        let mut want: Vec<String> = truth.lines().map(str::to_owned).collect();
+        want.sort();
+        let mut got: Vec<String> = after
+            .select("nvmeof_queue_cpus_info", &[])
+            .map(|m| {
+                let l = |k| m.label(k).unwrap_or_default();
+                format!("{} {} {}", l("controller"), l("queue"), l("cpus"))
+            })
+            .collect();
+        got.sort();
+        assert!(
+            want.len() >= 2,
+            "{release}: the guest's TCP queues: {want:?}"
+        );
+        assert_eq!(got, want, "{release}: queue CPUs of {tcp:?}");
+        // Per queue: the named controllers' alone.
+        for m in after.select("nvmeof_queue_busy_seconds_total", &[]) {
+            let c = m.label("controller").unwrap_or_default();
+            let named = tcp.iter().any(|t| t == c);
+            assert_eq!(m.label("queue").is_some(), named, "{release}: {m:?}");
+        }
+        let sub = nqn("tcp");
+        let cpu1 = after
+            .select("nvmeof_queue_cpus_info", &[])
+            .find(|m| m.label("cpus").is_some_and(|c| cpus_include(c, 1)))
+            .and_then(|m| m.label("queue").map(str::to_owned))
+            .expect("a queue for CPU 1");
+        let reads_on = |queue: &str| {
+            moved(
+                &before,
+                &after,
+                &[("subsystem", sub.as_str()), ("queue", queue)],
+                "nvmeof_io_latency_seconds_count",
+                &[("opclass", "read")],
+            )
+        };
+        eprintln!("{release}: CPU 1's queue on {tcp:?}: {cpu1}");
+        assert_eq!(reads_on(&cpu1), 200.0, "{release}: reads on queue {cpu1}");
+
+        // The default scrape, right after: per controller, as ever.
+        let per_queue: Vec<_> = (default.samples.iter())
+            .filter(|m| m.label("queue").is_some() || m.label("local_port").is_some())
+            .collect();
+        assert!(per_queue.is_empty(), "{release}: {per_queue:?}");
+        assert!(!default.has_family("nvmeof_queue_cpus_info"), "{release}");
+        assert!(
+            default.sum(
+                "nvmeof_io_commands_total",
+                &[("subsystem", sub.as_str()), ("opclass", "read")]
+            ) >= 200.0,
+            "{release}: the reads per controller"
+        );
     });
 }
 
