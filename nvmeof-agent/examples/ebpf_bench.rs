@@ -129,6 +129,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
     let sizes = MapSizes {
         inflight: None,
         slots: Some(slots),
+        slow: None,
     };
     let busy = busy_slots(slots);
     let sysfs = fake_sysfs(controllers)?;
@@ -148,8 +149,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             &loader::Layouts {
                 tracepoint: Some(TracepointLayout::default()),
                 request: None,
-                module_tracepoints: None,
-                timeouts: Default::default(),
+                ..Default::default()
             },
             sizes,
         )

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::collectors::Registration;
-use crate::config::{parse_duration, Config, ListenAddress};
+use crate::config::{parse_duration, parse_threshold, Config, ListenAddress};
 
 impl Config {
     /// The defaults, as if no flag were given: for tests and tools.
@@ -179,6 +179,22 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("Entries of the eBPF in-flight map (one per request a controller can have in flight, about 96 bytes each); 0: the requests of the controllers present at start (queues x queue size), between 16384 and 131072. When more requests take turns than it holds, the oldest entries are evicted: counted, and logged once."),
         )
         .arg(
+            Arg::new("trace.slower-than")
+                .long("trace.slower-than")
+                .value_name("DURATION")
+                .default_value("0s")
+                .value_parser(parse_threshold)
+                .help("Commands this slow or slower are traced one by one (namespace, LBA, command id, submitting task) and listed at /debug/slow; 0s: off. On, every command's setup also keeps its identity (BENCHMARKS.md prices it)."),
+        )
+        .arg(
+            Arg::new("trace.slow-per-cpu")
+                .long("trace.slow-per-cpu")
+                .value_name("N")
+                .default_value("100")
+                .value_parser(clap::value_parser!(u32).range(1..=100_000))
+                .help("Most slow commands one CPU sends a second; the rest are counted (nvmeof_exporter_ebpf_events_total{event=\"slow_rate_limited\"})."),
+        )
+        .arg(
             Arg::new("ebpf.attach-mode")
                 .long("ebpf.attach-mode")
                 .value_name("MODE")
@@ -289,6 +305,13 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
         ),
         smart_interval: get("smart.interval"),
         smart_timeout: get("smart.timeout"),
+        slow: crate::bpf::io::slow::SlowOptions {
+            threshold: get("trace.slower-than"),
+            per_cpu_per_second: *m
+                .get_one::<u32>("trace.slow-per-cpu")
+                .expect("has a default"),
+            log: Default::default(),
+        },
     }
 }
 
@@ -419,5 +442,18 @@ mod tests {
         assert_eq!((c.max_controllers, c.max_queues), (64, 257));
         assert_eq!(c.max_inflight, 524288);
         assert_eq!(c.attach_mode, None);
+    }
+
+    #[test]
+    fn trace_flags() {
+        let off = Config::defaults();
+        assert!(!off.slow.is_on());
+        assert_eq!(off.slow.per_cpu_per_second, 100);
+        let c = parse_from(["x", "--trace.slower-than=10ms", "--trace.slow-per-cpu=5"]).unwrap();
+        assert_eq!(c.slow.trace().threshold_ns, 10_000_000);
+        assert_eq!(c.slow.per_cpu_per_second, 5);
+        for bad in ["--trace.slow-per-cpu=0", "--trace.slower-than=soon"] {
+            assert!(parse_from(["x", bad]).is_err(), "{bad}");
+        }
     }
 }

@@ -9,7 +9,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::exposition::model::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+    Bucket, Counter, Exemplar, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+    Timestamp,
 };
 use crate::exposition::Native;
 use crate::sysfs::{Controller, Parsed, Spelled};
@@ -344,6 +345,42 @@ pub struct HistogramData<'a> {
     pub classic: &'a [(f64, u64)],
     /// Native buckets, served to protobuf scrapers only.
     pub native: Option<Native>,
+    /// Observations to point at from their buckets (OpenMetrics and protobuf exemplars), oldest
+    /// first: a classic bucket keeps the last one it holds.
+    pub exemplars: &'a [ExemplarData],
+}
+
+/// One observation a histogram counted, with labels that find it elsewhere (a slow command's
+/// sequence number at `/debug/slow`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExemplarData {
+    pub value: f64,
+    pub labels: Vec<(&'static str, String)>,
+    pub timestamp: std::time::SystemTime,
+}
+
+impl ExemplarData {
+    fn to_model(&self) -> Exemplar {
+        let since = self
+            .timestamp
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Exemplar {
+            label: self
+                .labels
+                .iter()
+                .map(|(k, v)| LabelPair {
+                    name: Some((*k).to_owned()),
+                    value: Some(v.clone()),
+                })
+                .collect(),
+            value: Some(self.value),
+            timestamp: Some(Timestamp {
+                seconds: since.as_secs() as i64,
+                nanos: since.subsec_nanos() as i32,
+            }),
+        }
+    }
 }
 
 impl Sink {
@@ -429,6 +466,15 @@ impl Sink {
                 .collect(),
             ..Histogram::default()
         };
+        for e in data.exemplars {
+            let ex = e.to_model();
+            if let Some(b) = h.bucket.iter_mut().find(|b| e.value <= b.upper_bound()) {
+                b.exemplar = Some(ex.clone());
+            }
+            if data.native.is_some() {
+                h.exemplars.push(ex);
+            }
+        }
         if let Some(native) = data.native {
             native.fill(&mut h);
         }

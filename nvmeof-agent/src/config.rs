@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::bpf::loader::AttachMode;
 
-pub use values::{parse_duration, ListenAddress};
+pub use values::{parse_duration, parse_threshold, ListenAddress};
 
 /// Everything the flags decide.
 #[derive(Clone, Debug)]
@@ -47,6 +47,9 @@ pub struct Config {
     pub attach_mode: Option<AttachMode>,
     pub smart_interval: Duration,
     pub smart_timeout: Duration,
+    /// `--trace.*`, with the one thing the flags make that two parts share: the log of slow
+    /// commands, which the `io` tracer fills and the server lists.
+    pub slow: crate::bpf::io::slow::SlowOptions,
 }
 
 /// `--ebpf.attach-mode`'s value as a mode: one of [`AttachMode::as_str`], or `None` for `auto`

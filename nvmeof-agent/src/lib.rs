@@ -7,6 +7,7 @@
 //! and the server read; `tests/module_graph.rs` keeps the dependencies free of cycles.
 pub mod bpf;
 pub mod cli;
+pub mod client;
 pub mod collector;
 pub mod collectors;
 pub mod config;

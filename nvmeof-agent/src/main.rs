@@ -55,6 +55,14 @@ extern "C" fn allocator_options() {
 static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
 
 fn main() -> ExitCode {
+    // `nvmeof-exporter trace ...`: a client of a running agent, not an agent.
+    let mut args = std::env::args_os().skip(1);
+    if args
+        .next()
+        .is_some_and(|a| a == nvmeof_agent::client::trace::NAME)
+    {
+        return nvmeof_agent::client::trace::main(args);
+    }
     // Invalid flags exit here with code 2 and clap's message.
     let config = cli::parse();
     env_logger::Builder::new()
@@ -173,6 +181,10 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
             .with_auth(auth)
             .with_headers(headers)
             .with_native_only(config.native_only)
+            .with_slow_log(
+                (config.slow.is_on() && config.collectors.contains(&"io"))
+                    .then(|| config.slow.log.clone()),
+            )
             .with_max_requests(config.max_requests),
     );
     let limits = http::Limits {

@@ -703,3 +703,51 @@ async fn controller_parameters_show_the_named_controllers_per_queue() {
         assert_eq!(lines_of(&flagged_named, c), lines_of(&everything, c), "{c}");
     }
 }
+
+/// `/debug/slow`: 404 with the flag to set while tracing is off; the log's latest as JSON with
+/// `since` and `limit` when on, bounded whatever they ask (the lab runs `nvmeof-exporter trace`
+/// against it).
+#[tokio::test]
+async fn slow_commands_are_listed_past_a_sequence_number() {
+    use nvmeof_agent::bpf::io::slow::{SlowJson, SlowLog, LOG_CAPACITY};
+    use nvmeof_common::slow::SlowCommand;
+    let off = start().await;
+    let a = get(off.addr, "/debug/slow", "").await;
+    assert_eq!(status(&a), 404, "{a}");
+    assert!(body(&a).contains("--trace.slower-than"), "{a}");
+
+    let log = Arc::new(SlowLog::default());
+    for i in 0..(LOG_CAPACITY as u64 + 5) {
+        log.push(
+            SlowCommand {
+                latency_ns: 10_000_000 + i,
+                ctrl_id: 2,
+                ..Default::default()
+            },
+            std::time::UNIX_EPOCH,
+        );
+    }
+    let scraper = nvmeof_agent::scrape::Scraper::new(vec![], Duration::from_secs(1));
+    let app = App::new(scraper, "/metrics".into()).with_slow_log(Some(log.clone()));
+    let on = start_with(app, http::Limits::default()).await;
+    let list = |path: &'static str| async move {
+        let a = get(on, path, "").await;
+        assert_eq!(status(&a), 200, "{a}");
+        assert_eq!(header(&a, "content-type"), Some("application/json"));
+        serde_json::from_str::<Vec<SlowJson>>(body(&a)).unwrap()
+    };
+    // 100 by default, the latest, oldest first.
+    let latest = list("/debug/slow").await;
+    assert_eq!(latest.len(), 100);
+    assert_eq!(latest.last().unwrap().seq, LOG_CAPACITY as u64 + 5);
+    assert_eq!(latest[0].controller, "nvme2");
+    let seqs = |v: Vec<SlowJson>| v.iter().map(|c| c.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(list("/debug/slow?since=1027&limit=2").await),
+        [1028, 1029]
+    );
+    assert_eq!(list("/debug/slow?since=1029").await.len(), 0);
+    // A limit past the log's capacity gets the log; junk keeps the defaults.
+    assert_eq!(list("/debug/slow?limit=99999999").await.len(), LOG_CAPACITY);
+    assert_eq!(list("/debug/slow?since=x&limit=-1").await.len(), 100);
+}

@@ -37,6 +37,7 @@ impl Collector for Fixed {
                     zero_count: 0,
                     positive: vec![(-80, 4), (-70, 6)],
                 }),
+                exemplars: &[],
             },
         );
         Ok(())

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod conn_errors;
 pub mod latency;
 pub mod layout;
+pub mod slow;
 pub mod state;
 
 pub use conn_errors::{ConnErrorKey, ConnErrorKind, ErrorTimeouts, CONN_ERROR_KINDS};
@@ -176,9 +177,14 @@ pub enum ProgramCounter {
     /// inserted. Each key is new once; later ones mean more keys take turns than the map holds,
     /// and its LRU evicted some (which can be of a command still in flight).
     InflightNewKey = 6,
+    /// A command past the slow-command threshold not sent: its CPU had sent its share of the
+    /// second ([`slow::SlowTrace::per_cpu_per_second`]).
+    SlowRateLimited = 7,
+    /// A slow command not sent: the ring buffer was full (the agent reads it too slowly).
+    SlowRingFull = 8,
 }
 
-pub const PROGRAM_COUNTERS: u32 = 7;
+pub const PROGRAM_COUNTERS: u32 = 9;
 
 impl ProgramCounter {
     pub const ALL: [ProgramCounter; PROGRAM_COUNTERS as usize] = [
@@ -189,6 +195,8 @@ impl ProgramCounter {
         ProgramCounter::LbaSizeUnknown,
         ProgramCounter::ReadFailed,
         ProgramCounter::InflightNewKey,
+        ProgramCounter::SlowRateLimited,
+        ProgramCounter::SlowRingFull,
     ];
 }
 
@@ -457,6 +465,9 @@ mod pod {
     unsafe impl aya::Pod for SlotLayout {}
     unsafe impl aya::Pod for crate::ConnErrorKey {}
     unsafe impl aya::Pod for crate::ErrorTimeouts {}
+    unsafe impl aya::Pod for crate::slow::SlowTrace {}
+    unsafe impl aya::Pod for crate::slow::SlowContext {}
+    unsafe impl aya::Pod for crate::slow::SlowCommand {}
 }
 
 #[cfg(test)]

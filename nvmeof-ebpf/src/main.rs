@@ -29,7 +29,9 @@
 //! - `CONN_ERRORS`: connection errors by (controller, kind): every error completion in exactly
 //!   one kind, and commands that completed after their timeout (`ERROR_TIMEOUTS`, written by the
 //!   agent before load);
-//! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...).
+//! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...);
+//! - `SLOW_CONTEXT`, `SLOW_EVENTS`, `SLOW_BUDGET`: slow-command tracing (`nvmeof_common::slow`),
+//!   sized by the agent to one entry and one page while it is off.
 //!
 //! Field offsets are not compiled in: the agent parses the tracepoints' `format` files and writes
 //! them into the `LAYOUT` global before loading. Every counter is cumulative; the agent takes
@@ -38,11 +40,15 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
+use nvmeof_common::slow::{classic_key, SlowBudget, SlowCommand, SlowContext, SlowTrace};
 use nvmeof_common::{
     latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
     NamespaceKey, OpClass, OpStats, ProgramCounter, QueueState, RequestLayout, SlotLayout,
@@ -76,6 +82,10 @@ static ERROR_TIMEOUTS: ErrorTimeouts = ErrorTimeouts {
     admin_ns: 0,
 };
 
+/// Written by the agent before load; a zero threshold turns slow-command tracing off.
+#[no_mangle]
+static SLOW_TRACE: SlowTrace = SlowTrace::OFF;
+
 #[map]
 static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_ERRORS_CAPACITY, 0);
 // The in-flight maps keep their entries after a completion (`start_ns` = 0 marks one idle): the
@@ -100,12 +110,100 @@ static STATUSES: HashMap<StatusKey, u64> = HashMap::with_max_entries(STATUSES_CA
 static NAMESPACES: HashMap<NamespaceKey, u32> = HashMap::with_max_entries(NAMESPACES_CAPACITY, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTERS, 0);
+// Sized by the agent before load: the in-flight map's size and a ring of its choice while
+// tracing, one entry and one page while not.
+#[map]
+static SLOW_CONTEXT: LruHashMap<u64, SlowContext> = LruHashMap::with_max_entries(1, 0);
+#[map]
+static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
+#[map]
+static SLOW_BUDGET: PerCpuArray<SlowBudget> = PerCpuArray::with_max_entries(1, 0);
 
 /// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
 const DEFAULT_LBA_SHIFT: u32 = 9;
-/// `struct nvme_command` (NVMe base specification, submission queue entry): opcode in byte 0.
+/// `struct nvme_command` (NVMe base specification, submission queue entry): opcode in byte 0,
+/// the command identifier in bytes 2-3, the namespace in 4-7, a read's or write's starting LBA
+/// in 40-47 (cdw10-11).
 const CMD_OPCODE: u64 = 0;
+const CMD_CID: u64 = 2;
+const CMD_NSID: u64 = 4;
+const CMD_SLBA: u64 = 40;
+
+#[inline(always)]
+fn slow_trace() -> SlowTrace {
+    // SAFETY: as in `layout`.
+    unsafe { core::ptr::read_volatile(&SLOW_TRACE) }
+}
+
+/// Keeps what a slow command's completion reports and cannot see itself: the setup runs in the
+/// submitting task's context, the completion in an interrupt's or a transport worker's.
+#[inline(always)]
+fn keep_context(key: u64, nsid: u32, slba: u64, cid: u16) {
+    // SAFETY: helper calls without pointer arguments.
+    let (cgroup_id, pid_tgid, cpu) = unsafe {
+        (
+            bpf_get_current_cgroup_id(),
+            bpf_get_current_pid_tgid(),
+            bpf_get_smp_processor_id(),
+        )
+    };
+    let ctx = SlowContext {
+        slba,
+        cgroup_id,
+        pid: (pid_tgid >> 32) as u32,
+        nsid,
+        cid,
+        cpu: cpu as u16,
+        _pad: 0,
+        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+    };
+    let _ = SLOW_CONTEXT.insert(key, ctx, 0);
+}
+
+/// Sends a command past the threshold to the agent, within its CPU's share of the second.
+#[inline(always)]
+fn send_slow(trace: &SlowTrace, key: u64, started: &Inflight, status: u16, latency: u64) {
+    let Some(budget) = SLOW_BUDGET.get_ptr_mut(0) else {
+        return;
+    };
+    let now = started.start_ns.wrapping_add(latency);
+    // SAFETY: a per-CPU slot: no other program run touches it while this one runs.
+    unsafe {
+        if now.wrapping_sub((*budget).window_start_ns) >= 1_000_000_000 {
+            (*budget).window_start_ns = now;
+            (*budget).sent = 0;
+        }
+        if (*budget).sent >= trace.per_cpu_per_second {
+            count(ProgramCounter::SlowRateLimited);
+            return;
+        }
+        (*budget).sent += 1;
+    }
+    let Some(mut entry) = SLOW_EVENTS.reserve::<SlowCommand>(0) else {
+        count(ProgramCounter::SlowRingFull);
+        return;
+    };
+    // SAFETY: a map value read, copied at once.
+    let ctx = unsafe { SLOW_CONTEXT.get(key) }.copied();
+    // SAFETY: a helper call without arguments.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    entry.write(SlowCommand {
+        start_ns: started.start_ns,
+        latency_ns: latency,
+        ctx: ctx.unwrap_or_default(),
+        ctrl_id: started.ctrl_id,
+        bytes: started.bytes,
+        status,
+        qid: started.qid,
+        completion_cpu: cpu as u16,
+        opcode: started.opcode,
+        opclass: started.opclass,
+        has_context: ctx.is_some() as u8,
+        _pad: [0; 7],
+    });
+    entry.submit(0);
+}
 
 #[inline(always)]
 fn slot_layout() -> SlotLayout {
@@ -334,7 +432,18 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
         qid,
         tag: cid & TAG_MASK,
     };
-    begin(&INFLIGHT, &key, &inflight(&s, now)?)
+    let value = inflight(&s, now)?;
+    if slow_trace().threshold_ns != 0 {
+        let nsid = read_field(ctx, l.setup_nsid).unwrap_or(0) as u32;
+        // cdw10 and cdw11, little-endian: the starting LBA.
+        let slba = if s.bytes != 0 {
+            read_field(ctx, FieldLoc::new(l.setup_cdw10.offset, 8)).unwrap_or(0)
+        } else {
+            0
+        };
+        keep_context(classic_key(ctrl_id, qid, key.tag), nsid, slba, cid);
+    }
+    begin(&INFLIGHT, &key, &value)
 }
 
 #[btf_tracepoint(function = "nvme_setup_cmd")]
@@ -399,10 +508,25 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
     };
     // The request's byte count (`blk_rq_bytes()`) is the command's: one load where the command's
     // block count needed the namespace's LBA size from a hash map.
-    if OpClass::classify(qid, opcode).moves_data() {
+    let moves_data = OpClass::classify(qid, opcode).moves_data();
+    if moves_data {
         s.bytes = field::<u32, BTF>(req + l.request_data_len as u64)?;
     }
-    begin(&INFLIGHT_RQ, &req, &inflight(&s, now)?)
+    let value = inflight(&s, now)?;
+    if slow_trace().threshold_ns != 0 {
+        let slba = match moves_data {
+            true => field::<u64, BTF>(cmd + CMD_SLBA).unwrap_or(0),
+            false => 0,
+        };
+        let nsid = field::<u32, BTF>(cmd + CMD_NSID).unwrap_or(0);
+        keep_context(
+            req,
+            nsid,
+            slba,
+            field::<u16, BTF>(cmd + CMD_CID).unwrap_or(0),
+        );
+    }
+    begin(&INFLIGHT_RQ, &req, &value)
 }
 
 #[tracepoint]
@@ -437,7 +561,7 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
             return None;
         }
     };
-    finish(&started, status, now)
+    finish(&started, status, now, classic_key(ctrl_id, qid, key.tag))
 }
 
 #[btf_tracepoint(function = "nvme_complete_rq")]
@@ -477,17 +601,22 @@ fn rq_complete(req: u64) -> Option<()> {
         }
     };
     let status = kread::<u16>(pdu + l.nvme_req_status as u64)? & NVME_STATUS_MASK;
-    finish(&started, status, now)
+    finish(&started, status, now, req)
 }
 
 /// Accounts a completed command: its queue, its (controller, queue, class) statistics and, when
-/// it failed, its status.
+/// it failed, its status; sends it to the agent when it was slow. `key` is its in-flight key as
+/// `SLOW_CONTEXT` holds it.
 #[inline(always)]
-fn finish(started: &Inflight, status: u16, now: u64) -> Option<()> {
+fn finish(started: &Inflight, status: u16, now: u64, key: u64) -> Option<()> {
     let (ctrl_id, qid) = (started.ctrl_id, started.qid);
     queue_event(started.queue_slot, now, 0, 1);
 
     let latency = now.saturating_sub(started.start_ns);
+    let trace = slow_trace();
+    if trace.threshold_ns != 0 && latency >= trace.threshold_ns {
+        send_slow(&trace, key, started, status, latency);
+    }
     if status != 0 {
         conn_error(
             ctrl_id,

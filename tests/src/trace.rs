@@ -93,6 +93,34 @@ pub fn join_writes(events: &[TraceEvent]) -> Joined {
     out
 }
 
+/// One command of a trace: its queue, its command id as the setup printed it, and its latency.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Traced {
+    pub qid: u16,
+    pub cid: u16,
+    pub latency_ns: u64,
+}
+
+/// Joins setups and completions of every command, any queue and class, per (queue, command id
+/// & 0xfff), in completion order.
+pub fn join_all(events: &[TraceEvent]) -> Vec<Traced> {
+    let mut open: HashMap<(u16, u16), (u16, u64)> = HashMap::new();
+    let mut out = Vec::new();
+    for e in events {
+        let key = (e.qid, e.cid & 0x0fff);
+        if e.setup {
+            open.insert(key, (e.cid, e.ts_ns));
+        } else if let Some((cid, start)) = open.remove(&key) {
+            out.push(Traced {
+                qid: e.qid,
+                cid,
+                latency_ns: e.ts_ns.saturating_sub(start),
+            });
+        }
+    }
+    out
+}
+
 /// The q-quantile of exact values with the agent's rank rule: the value of rank ceil(q·n).
 pub fn exact_quantile(sorted: &[u64], q: f64) -> u64 {
     let n = sorted.len() as u64;

@@ -312,6 +312,35 @@ fn latency_quantiles_match_the_kernels_own_trace() {
                 "agent and trace disagree by {mean_offset_ns:.0} ns per command"
             ));
         }
+        // Busy time: dd keeps one write in flight at a time, so an I/O queue is busy exactly
+        // while a traced write is, and the controller's busy time is the writes' exact latency
+        // sum plus that of its other commands (keep-alives on the admin queue, in the agent's
+        // own histogram as they are not traced here), within the same per-command offset.
+        let busy_ns = prom
+            .value(&format!(
+                r#"sum(nvmeof_queue_busy_seconds_total{{subsystem="{sub}"}})"#
+            ))
+            .unwrap()
+            * 1e9;
+        let others_ns = prom
+            .value(&format!(
+                r#"sum(histogram_sum(nvmeof_io_latency_seconds{{subsystem="{sub}",opclass!="write"}})) or vector(0)"#
+            ))
+            .unwrap()
+            * 1e9;
+        let busy_want = trace_sum_ns as f64 + others_ns;
+        eprintln!(
+            "{release}: busy {:.1} ms, exact writes {:.1} ms + other commands {:.1} ms",
+            busy_ns / 1e6,
+            trace_sum_ns as f64 / 1e6,
+            others_ns / 1e6
+        );
+        if (busy_ns - busy_want).abs() > MAX_MEAN_OFFSET_NS * TRACED_WRITES as f64 {
+            failures.push(format!(
+                "busy {busy_ns:.0} ns, want {busy_want:.0} ns (writes' exact latency sum plus \
+                 the other commands')"
+            ));
+        }
         for q in [0.5, 0.9, 0.99, 0.999] {
             let agent = prom
                 .value(&format!("histogram_quantile({q}, sum({sel}))"))
@@ -719,4 +748,192 @@ fn cpus_include(list: &str, cpu: u32) -> bool {
         }
         None => r.parse() == Ok(cpu),
     })
+}
+
+/// Slow-command tracing's threshold in the lab, and the delay netem puts on one TCP path: far
+/// apart, so that no command of either path comes near the threshold unless the emulation
+/// stalls it (and then the trace shows it too).
+const SLOW_MS: u64 = 30;
+const DELAY_MS: u64 = 60;
+/// Writes of 4 KiB, direct, on the two TCP paths in turn (round-robin).
+const SLOW_WRITES: usize = 48;
+/// What `nvmeof-exporter trace --slower-than` asks in the lab: above the agent's threshold and
+/// below the delay, so it shows the same commands.
+const TRACE_CLI_MS: u64 = 45;
+
+/// One slow command as `/debug/slow` lists it: (controller, queue, command id) and latency.
+fn listed_slow(json: &str) -> Vec<((String, u16, u16), u64)> {
+    let v: serde_json::Value =
+        serde_json::from_str(json).unwrap_or_else(|e| panic!("/debug/slow: {e}: {json}"));
+    v.as_array()
+        .unwrap_or_else(|| panic!("/debug/slow is not an array: {json}"))
+        .iter()
+        .map(|e| {
+            let int = |k: &str| e[k].as_u64().unwrap_or_else(|| panic!("{k} in {e}"));
+            (
+                (
+                    e["controller"].as_str().expect("controller").to_owned(),
+                    int("queue") as u16,
+                    int("cid") as u16,
+                ),
+                (e["latency_seconds"].as_f64().expect("latency") * 1e9).round() as u64,
+            )
+        })
+        .collect()
+}
+
+/// A delay on one TCP path: the slow commands the agent lists are the commands the kernel's own
+/// trace shows at or past the threshold, one for one (controller, queue, command id), with the
+/// trace's latencies; they are the delayed path's writes, and none is rate-limited or lost.
+#[test]
+fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
+    on_each_lab(|s, release| {
+        let script = format!(
+            "slow=$(ctrl_of tcp 4421) || exit 9; fast=$(ctrl_of tcp 4420) || exit 9
+             d=$(dev_of tcp) || exit 9
+             T=/sys/kernel/tracing/instances/nvmeof-slow
+             rmdir $T 2>/dev/null; mkdir $T || exit 6
+             echo mono > $T/trace_clock
+             echo 8192 > $T/buffer_size_kb
+             echo 1 > $T/events/nvme/nvme_setup_cmd/enable
+             echo 1 > $T/events/nvme/nvme_complete_rq/enable
+             agent_restart {LAB_AGENT_ARGS} --trace.slower-than={SLOW_MS}ms --trace.slow-per-cpu=1000 > /dev/null || exit 7
+             /usr/bin/nvmeof-exporter trace --agent 127.0.0.1:$AGENT_PORT --slower-than={TRACE_CLI_MS}ms \
+                 --interval=200ms --for=300s --json > /tmp/slow-trace.json 2> /tmp/slow-trace.err &
+             tp=$!
+             tcp_iopolicy round-robin
+             netem_towards 4421 delay {DELAY_MS}ms || exit 8
+             dd if=/dev/zero of=$d bs=4k count={SLOW_WRITES} oflag=direct 2>/dev/null; rc=$?
+             restore_lo
+             tcp_iopolicy numa
+             [ $rc = 0 ] || exit 5
+             sleep 1; kill $tp; wait $tp
+             sed 's/^/@@TRACE /' /tmp/slow-trace.json /tmp/slow-trace.err
+             /usr/bin/nvmeof-exporter trace --agent 127.0.0.1:$AGENT_PORT --all --for=1s | sed 's/^/@@HUMAN /'
+             echo 0 > $T/events/nvme/nvme_setup_cmd/enable
+             echo 0 > $T/events/nvme/nvme_complete_rq/enable
+             echo \"@@SLOW $slow\"
+             echo \"@@FAST $fast\"
+             echo \"@@OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun/ {{n += $2}} END {{print n + 0}}')\"
+             echo \"@@JSON $(curl -sf \"http://127.0.0.1:$AGENT_PORT/debug/slow?limit=1000\")\"
+             echo \"@@EVENTS $(scrape | grep -E '^nvmeof_exporter_ebpf_events_total.*slow_' | tr '\\n' ' ')\"
+             grep -E ' nvme_(setup_cmd|complete_rq): ' $T/trace |
+                 sed -E 's/^.* ([0-9]+\\.[0-9]+: nvme_)/ \\1/; s/(cmdid=[0-9]+).*(nvme_cmd_[a-z_]+).*/\\1 \\2/; s/(cmdid=[0-9]+),.*/\\1/'
+             rmdir $T"
+        );
+        let out = s
+            .lab
+            .sh_timeout(&script, Duration::from_secs(300))
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        // The next test gets the lab's own agent back.
+        s.restart_agent("");
+        assert_eq!(out.rc, 0, "{release}: the delayed dd failed:\n{}", out.out);
+        let line = |tag: &str| {
+            out.out
+                .lines()
+                .find_map(|l| l.strip_prefix(tag))
+                .unwrap_or_else(|| panic!("{release}: no {tag} line:\n{}", out.out))
+                .trim()
+                .to_owned()
+        };
+        let (slow, fast) = (line("@@SLOW "), line("@@FAST "));
+        assert_eq!(line("@@OVERRUN "), "0", "{release}: the trace lost events");
+        // Every rate-limited or unsent slow command would show here.
+        let events = line("@@EVENTS ");
+        assert!(
+            events.contains("slow_rate_limited") && events.contains("slow_ring_full"),
+            "{release}: {events}"
+        );
+        for counter in events.split(" nvmeof_").filter(|c| !c.is_empty()) {
+            assert!(counter.trim_end().ends_with(" 0"), "{release}: {events}");
+        }
+        let threshold_ns = SLOW_MS * 1_000_000;
+        // The trace's commands of both paths at or past the threshold, on I/O queues (the
+        // admin queues' keep-alives on the delayed path are slow too, but they run on after the
+        // trace stops, so the two lists cannot end at the same command).
+        let mut traced = std::collections::BTreeMap::new();
+        for ctrl in [&slow, &fast] {
+            let events: Vec<_> = out
+                .out
+                .lines()
+                .filter_map(|l| trace::parse_line(l, ctrl))
+                .collect();
+            for c in trace::join_all(&events) {
+                // A command within the trace's slack of the threshold may fall either side.
+                assert!(
+                    c.latency_ns.abs_diff(threshold_ns) as f64 > TRACE_SLACK_NS,
+                    "{release}: a command at the threshold: {c:?}"
+                );
+                if c.qid != 0 && c.latency_ns >= threshold_ns {
+                    traced.insert((ctrl.clone(), c.qid, c.cid), c.latency_ns);
+                }
+            }
+        }
+        let listed: std::collections::BTreeMap<_, _> = listed_slow(&line("@@JSON "))
+            .into_iter()
+            .filter(|((_, qid, _), _)| *qid != 0)
+            .collect();
+        eprintln!(
+            "{release}: {} slow I/O commands listed, {} traced; on {slow} (delayed) {}, on {fast} {}",
+            listed.len(),
+            traced.len(),
+            listed.keys().filter(|k| k.0 == slow).count(),
+            listed.keys().filter(|k| k.0 == fast).count(),
+        );
+        let keys = |m: &std::collections::BTreeMap<(String, u16, u16), u64>| {
+            m.keys().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(keys(&listed), keys(&traced), "{release}: slow commands");
+        // `nvmeof-exporter trace`, following the agent while the dd ran, printed the same
+        // commands (its threshold is between the agent's and the delay).
+        let followed: Vec<String> = out
+            .out
+            .lines()
+            .filter_map(|l| l.strip_prefix("@@TRACE "))
+            .map(str::to_owned)
+            .collect();
+        let mut from_cli: Vec<_> = listed_slow(&format!("[{}]", followed.join(",")))
+            .into_iter()
+            .filter(|((_, qid, _), _)| *qid != 0)
+            .map(|(k, _)| k)
+            .collect();
+        from_cli.sort();
+        assert_eq!(
+            from_cli,
+            keys(&listed),
+            "{release}: trace printed {followed:#?}"
+        );
+        let human: Vec<&str> = out
+            .out
+            .lines()
+            .filter_map(|l| l.strip_prefix("@@HUMAN "))
+            .collect();
+        assert!(
+            human
+                .iter()
+                .any(|l| l.contains(&format!(" ms  {slow}/q")) && l.contains(" write ")),
+            "{release}: trace's lines: {human:#?}"
+        );
+        // Round-robin sends about half the writes down the delayed path: every one is slow.
+        let on_slow = traced.keys().filter(|k| k.0 == slow).count();
+        assert!(
+            on_slow >= SLOW_WRITES / 4,
+            "{release}: {on_slow} slow writes on {slow}"
+        );
+        // The latencies: the trace's, within its slack plus 0.1 % (the program reads the clock
+        // after ftrace's probe has written its record; after a vCPU idled through the delay
+        // that takes some µs more at the completion than at the setup under TCG: 5 to 27 µs of
+        // 61 ms seen on 6.1), but for a few commands a stalled vCPU shifted (as in the
+        // quantile test), by at most 2 ms.
+        let off: Vec<_> = listed
+            .iter()
+            .map(|(k, v)| (k, *v, traced[k], *v as i64 - traced[k] as i64))
+            .filter(|(_, _, t, d)| d.unsigned_abs() as f64 > TRACE_SLACK_NS + *t as f64 / 1000.0)
+            .collect();
+        assert!(
+            off.len() <= 1 + listed.len() / 20
+                && off.iter().all(|(.., d)| d.unsigned_abs() < 2_000_000),
+            "{release}: latencies (agent, trace, difference) off the trace's: {off:?}"
+        );
+    });
 }

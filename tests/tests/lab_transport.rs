@@ -58,15 +58,6 @@ fn sh(s: &mut Shared, script: &str) -> String {
         .to_owned()
 }
 
-/// Shell: sets the iopolicy of the tcp subsystem (both paths carry I/O with round-robin).
-fn tcp_iopolicy(policy: &str) -> String {
-    format!(
-        "for s in /sys/class/nvme-subsystem/*; do
-             [ \"$(cat $s/subsysnqn)\" = \"$(nqn tcp)\" ] && echo {policy} > $s/iopolicy
-         done; true"
-    )
-}
-
 #[test]
 fn rdma_counters_move_with_io_and_belong_to_the_rdma_controller() {
     on_each_lab(|s, release| {
@@ -147,17 +138,13 @@ fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
         // drops 10 %, and a u32 filter sending that port there.
         let out = s
             .lab
-            .sh(&format!(
-                "{}
+            .sh("tcp_iopolicy round-robin
                  lose_towards 4421 10 &&
                  dd if=/dev/zero of=$(dev_of tcp) bs=64k count=128 oflag=direct 2>&1
                  rc=$?
                  restore_lo
-                 {}
-                 exit $rc",
-                tcp_iopolicy("round-robin"),
-                tcp_iopolicy("numa")
-            ))
+                 tcp_iopolicy numa
+                 exit $rc")
             .unwrap();
         assert_eq!(out.rc, 0, "{release}: {}", out.out);
         let after = scrape_until(s, |m| {
@@ -372,8 +359,7 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
             attempt += 1;
             let (log, traced) = errors_match_tracefs(
                 s,
-                &format!(
-                    "{}
+                "tcp_iopolicy round-robin
                      d=$(dev_of tcp); c=$(ctrl_of tcp 4421); pids=
                      for i in 1 2 3 4; do
                          dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
@@ -389,11 +375,8 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
                      restore_lo
                      wait_live 60; live=$?
                      kill $pids 2>/dev/null; wait
-                     {}
+                     tcp_iopolicy numa
                      exit $live",
-                    tcp_iopolicy("round-robin"),
-                    tcp_iopolicy("numa")
-                ),
                 std::slice::from_ref(&cut),
             );
             let on_cut = traced_on(&traced, &cut);

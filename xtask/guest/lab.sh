@@ -42,15 +42,27 @@ port() {
 expose() { ln -s "$CFG/subsystems/$(nqn "$2")" "$CFG/ports/$1/subsystems/$(nqn "$2")"; }
 unexpose() { rm -f "$CFG/ports/$1/subsystems/$(nqn "$2")"; }
 
-# lose_towards PORT PERCENT: netem drops PERCENT of what the host sends to TCP port PORT on lo
-# (a prio qdisc whose third band loses, a u32 filter sending that port there); everything else
-# passes. restore_lo takes it away. One lossy port at a time.
-lose_towards() {
+# netem_towards PORT NETEM...: netem (`loss 10%`, `delay 60ms`) on what the host sends to TCP
+# port PORT on lo (a prio qdisc whose third band has it, a u32 filter sending that port there);
+# everything else passes. restore_lo takes it away. One such port at a time.
+netem_towards() {
+    port=$1
+    shift
     /usr/bin/tc qdisc add dev lo root handle 1: prio &&
-        /usr/bin/tc qdisc add dev lo parent 1:3 handle 30: netem loss "$2%" &&
+        /usr/bin/tc qdisc add dev lo parent 1:3 handle 30: netem "$@" &&
         /usr/bin/tc filter add dev lo parent 1:0 protocol ip prio 1 u32 \
-            match ip dport "$1" 0xffff flowid 1:3
+            match ip dport "$port" 0xffff flowid 1:3
 }
+# tcp_iopolicy POLICY: the tcp subsystem's multipath I/O policy (with round-robin both paths
+# carry I/O; numa, the default, keeps one CPU's I/O on one path).
+tcp_iopolicy() {
+    for s in /sys/class/nvme-subsystem/*; do
+        [ "$(cat "$s/subsysnqn")" = "$(nqn tcp)" ] && echo "$1" > "$s/iopolicy"
+    done
+    true
+}
+# lose_towards PORT PERCENT: netem drops PERCENT of what the host sends to TCP port PORT.
+lose_towards() { netem_towards "$1" loss "$2%"; }
 restore_lo() { /usr/bin/tc qdisc del dev lo root 2>/dev/null; true; }
 
 # load_deferred: the modules held back at boot (/mods/defer), in load order: a host whose NVMe

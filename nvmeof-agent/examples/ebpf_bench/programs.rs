@@ -21,6 +21,7 @@ use nvmeof_agent::bpf::loader::{self, MapSizes};
 use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
 use nvmeof_agent::bpf::{format, tracefs, EBPF_OBJECT};
 use nvmeof_common::bench::{self, programs as b, MIN_BUCKET_COUNT};
+use nvmeof_common::slow::SlowTrace;
 use nvmeof_common::{
     maps, programs, OpStats, ProgramCounter, QueueState, LAYOUT_GLOBAL, PROGRAM_COUNTERS,
     REQ_LAYOUT_GLOBAL,
@@ -56,10 +57,14 @@ impl Hook {
 }
 
 /// What a variant is, for where its programs live and what proves it did the work.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Role {
     /// One of the agent's pairs (its object).
     Ours,
+    /// The agent's pair from a second copy of its object loaded with slow-command tracing on
+    /// ([`SLOW_THRESHOLD_NS`]: no workload command passes it, so what is priced is what every
+    /// command pays while tracing is on, the setup keeping its identity).
+    OursSlow,
     /// The minimal tracer (the benchmark object).
     Minimal,
     /// A floor or a floor plus one step (the benchmark object).
@@ -99,6 +104,12 @@ const VARIANTS: &[Variant] = &[
         &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
         Hook::Btf,
         Role::Ours,
+    ),
+    v(
+        "ours, tp_btf pair, slow-command tracing on (`--trace.slower-than=1s`)",
+        &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
+        Hook::Btf,
+        Role::OursSlow,
     ),
     v(
         "**ours, raw pair**",
@@ -239,25 +250,36 @@ pub fn run_workload(cmd: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The two objects and the tp_btf programs loaded from them, by (program, tracepoint).
+/// The slow-command threshold of [`Role::OursSlow`]: far above any command of the workload.
+const SLOW_THRESHOLD_NS: u64 = 1_000_000_000;
+
+/// The objects and the tp_btf programs loaded from them, by (role, program, tracepoint).
 struct Objects {
     ours: Ebpf,
+    ours_slow: Ebpf,
     bench: Ebpf,
-    btf: HashMap<(&'static str, &'static str), ModuleProgram>,
+    btf: HashMap<(Role, &'static str, &'static str), ModuleProgram>,
 }
 
 impl Objects {
     fn of(&mut self, role: Role) -> &mut Ebpf {
-        if role == Role::Ours {
-            &mut self.ours
-        } else {
-            &mut self.bench
+        match role {
+            Role::Ours => &mut self.ours,
+            Role::OursSlow => &mut self.ours_slow,
+            _ => &mut self.bench,
+        }
+    }
+
+    fn ours(&self, role: Role) -> &Ebpf {
+        match role {
+            Role::OursSlow => &self.ours_slow,
+            _ => &self.ours,
         }
     }
 
     /// Attaches a variant, runs the workload, detaches: (run time ns, runs) over its programs.
     fn measure(&mut self, v: &Variant, cmd: &[String]) -> anyhow::Result<(u64, u64)> {
-        let hooks = v.hooks();
+        let hooks: Vec<_> = v.hooks().into_iter().map(|(p, e)| (v.role, p, e)).collect();
         if v.hook == Hook::Btf {
             let total = |o: &Self| -> anyhow::Result<(u64, u64)> {
                 hooks.iter().try_fold((0, 0), |(t, n), k| {
@@ -279,7 +301,7 @@ impl Objects {
         let ebpf = self.of(v.role);
         let mut tp_links = Vec::new();
         let mut raw_links = Vec::new();
-        for &(name, event) in &hooks {
+        for &(_, name, event) in &hooks {
             let prog = ebpf.program_mut(name).context(name)?;
             if v.hook == Hook::Raw {
                 let p: &mut RawTracePoint = prog.try_into()?;
@@ -319,10 +341,11 @@ impl Objects {
     /// invalid returns at once and looks as cheap as an empty program).
     fn counted(&self, role: Role) -> anyhow::Result<Vec<u64>> {
         match role {
-            Role::Ours => {
-                let mut v = program_counters(&self.ours)?.to_vec();
-                v.push(ops_commands(&self.ours)?);
-                let (submitted, completed) = queue_counts(&self.ours)?;
+            Role::Ours | Role::OursSlow => {
+                let ours = self.ours(role);
+                let mut v = program_counters(ours)?.to_vec();
+                v.push(ops_commands(ours)?);
+                let (submitted, completed) = queue_counts(ours)?;
                 v.extend([submitted, completed]);
                 Ok(v)
             }
@@ -402,13 +425,18 @@ fn load_btf_programs(
     let ids = ids.context("nvme_core's BTF names no nvme tracepoint")?;
     let btf = module_tp::module_btf("nvme_core")?;
     let ours = module_tp::Instructions::relocated(EBPF_OBJECT, &objects.ours)?;
+    let ours_slow = module_tp::Instructions::relocated(EBPF_OBJECT, &objects.ours_slow)?;
     let bench = module_tp::Instructions::relocated(BENCH_OBJECT, &objects.bench)?;
     for v in variants.iter().filter(|v| v.hook == Hook::Btf) {
-        let insns = if v.role == Role::Ours { &ours } else { &bench };
+        let insns = match v.role {
+            Role::Ours => &ours,
+            Role::OursSlow => &ours_slow,
+            _ => &bench,
+        };
         for (name, event) in v.hooks() {
             let id = if event == EVENTS[0] { ids[0] } else { ids[1] };
             let p = ModuleProgram::load(insns, name, &btf, id)?;
-            objects.btf.insert((name, event), p);
+            objects.btf.insert((v.role, name, event), p);
         }
     }
     Ok(())
@@ -432,7 +460,7 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         tracepoint: Some(layout),
         request: request.map(|r| r.layout),
         module_tracepoints: request.and_then(|r| r.module_tracepoints),
-        timeouts: Default::default(),
+        ..Default::default()
     };
     // The minimal tracer's one field beyond what the agent reads: the request's tag.
     let request_tag = match request {
@@ -443,8 +471,24 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         }
         None => 0,
     };
+    let slow = loader::Layouts {
+        slow: SlowTrace {
+            threshold_ns: SLOW_THRESHOLD_NS,
+            per_cpu_per_second: 100,
+            _pad: 0,
+        },
+        ..layouts.clone()
+    };
+    let slow_sizes = MapSizes {
+        slow: Some(loader::SlowSizes {
+            context: nvmeof_common::INFLIGHT_CAPACITY,
+            ring_bytes: nvmeof_agent::bpf::io::slow::RING_BYTES,
+        }),
+        ..MapSizes::default()
+    };
     let mut objects = Objects {
         ours: loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?,
+        ours_slow: loader::open(EBPF_OBJECT, &slow, slow_sizes)?,
         bench: open_bench(&layouts, request_tag)?,
         btf: HashMap::new(),
     };
@@ -521,7 +565,7 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
 fn report_counted(v: &Variant, before: &[u64], after: &[u64]) {
     let d = |i: usize| after[i] - before[i];
     match v.role {
-        Role::Ours => {
+        Role::Ours | Role::OursSlow => {
             let c = |c: ProgramCounter| d(c as usize);
             println!(
                 "{}: submitted {}, completed {} (on its queues), commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}, new in-flight keys {}",

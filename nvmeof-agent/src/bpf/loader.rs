@@ -12,6 +12,7 @@ use aya::{
     programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
+use nvmeof_common::slow::{self, SlowTrace, SLOW_TRACE_GLOBAL};
 use nvmeof_common::{
     maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, SlotLayout, TracepointLayout,
     ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL, REQ_LAYOUT_GLOBAL, SLOT_LAYOUT_GLOBAL,
@@ -95,6 +96,17 @@ pub struct MapSizes {
     pub inflight: Option<u32>,
     /// The bounds of `QUEUES` and `OPS`; `None` is [`DEFAULT_SLOTS`].
     pub slots: Option<SlotLayout>,
+    /// Slow-command tracing's maps; `None` (tracing off) leaves them at one entry and one page.
+    pub slow: Option<SlowSizes>,
+}
+
+/// The sizes of slow-command tracing's maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlowSizes {
+    /// `SLOW_CONTEXT`: the in-flight map's size (it holds what a setup keeps for each command).
+    pub context: u32,
+    /// `SLOW_EVENTS`: bytes, a power of two times the page size.
+    pub ring_bytes: u32,
 }
 
 /// The arrays' bounds where no sizing was done (tests, benchmarks): 16 controllers of up to 8
@@ -185,6 +197,8 @@ pub struct Layouts {
     pub module_tracepoints: Option<[u32; 2]>,
     /// nvme_core's I/O and admin timeouts: completions later than these count as timeouts.
     pub timeouts: ErrorTimeouts,
+    /// Slow-command tracing's threshold and rate ([`SlowTrace::OFF`] by default).
+    pub slow: SlowTrace,
 }
 
 /// Why loading failed, in words for the one log line. Permission problems are recognised in the
@@ -240,6 +254,11 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     loader.override_global(LAYOUT_GLOBAL, &tracepoint, true);
     loader.override_global(REQ_LAYOUT_GLOBAL, &request, true);
     loader.override_global(ERROR_TIMEOUTS_GLOBAL, &layouts.timeouts, true);
+    loader.override_global(SLOW_TRACE_GLOBAL, &layouts.slow, true);
+    if let Some(slow) = sizes.slow {
+        loader.map_max_entries(slow::maps::SLOW_CONTEXT, slow.context);
+        loader.map_max_entries(slow::maps::SLOW_EVENTS, slow.ring_bytes);
+    }
     if let Some(n) = sizes.inflight {
         loader.map_max_entries(maps::INFLIGHT_RQ, n);
     }
@@ -462,30 +481,47 @@ mod tests {
     }
 
     /// The request-keyed programs pass this host's verifier (loading a raw tracepoint program
-    /// names no tracepoint, so no NVMe is needed); skipped without an object or permission.
+    /// names no tracepoint, so no NVMe is needed), with slow-command tracing off and on (the
+    /// verifier prunes what a constant global turns off, so each is checked); skipped without
+    /// an object or permission.
     #[test]
     fn raw_programs_pass_the_verifier() {
-        let layouts = Layouts {
-            tracepoint: None,
-            request: Some(RequestLayout {
-                request_size: 296,
-                valid: 1,
+        for slow in [
+            SlowTrace::OFF,
+            SlowTrace {
+                threshold_ns: 1,
+                per_cpu_per_second: 10,
+                _pad: 0,
+            },
+        ] {
+            let layouts = Layouts {
+                request: Some(RequestLayout {
+                    request_size: 296,
+                    valid: 1,
+                    ..Default::default()
+                }),
+                slow,
                 ..Default::default()
-            }),
-            module_tracepoints: None,
-            timeouts: Default::default(),
-        };
-        let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, MapSizes::default()) {
-            Ok(e) => e,
-            Err(e) => {
-                eprintln!("skipped: {}", explain(&e));
-                return;
+            };
+            let sizes = MapSizes {
+                slow: (slow.threshold_ns != 0).then_some(SlowSizes {
+                    context: 1024,
+                    ring_bytes: 1 << 16,
+                }),
+                ..Default::default()
+            };
+            let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, sizes) {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("skipped: {}", explain(&e));
+                    return;
+                }
+            };
+            for name in RAW_PROGRAMS {
+                let p: &mut RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
+                p.load()
+                    .unwrap_or_else(|e| panic!("verifying {name} ({slow:?}): {e:?}"));
             }
-        };
-        for name in RAW_PROGRAMS {
-            let p: &mut RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
-            p.load()
-                .unwrap_or_else(|e| panic!("verifying {name}: {e:?}"));
         }
     }
 

@@ -144,6 +144,7 @@ impl Collector for ExporterCollector {
             sum: inner.served.sum_seconds,
             classic: &classic,
             native: None,
+            exemplars: &[],
         };
         sink.histogram(&SCRAPE_DURATION, &[], data);
         Ok(())

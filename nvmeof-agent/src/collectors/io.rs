@@ -5,15 +5,17 @@
 //!
 //! Labels: `subsystem` (NQN) and `controller` (`nvmeN`) on every I/O series, `queue` (the hardware
 //! queue id, 0 = admin) only with per-queue series, `opclass` where commands are split by class.
+use std::collections::HashMap;
 use std::time::Duration;
 
 use nvmeof_common::latency::{NATIVE_SCHEMA, ZERO_THRESHOLD_SECONDS};
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, CONN_ERROR_KINDS};
 
-use crate::bpf::io::model::{classic_bounds_seconds, OpView};
+use crate::bpf::io::model::{classic_bounds_seconds, OpView, SeriesKey};
+use crate::bpf::io::slow::{Slow, LOG_CAPACITY};
 use crate::bpf::io::status::status_label;
 use crate::bpf::io::{IoSource, IoState};
-use crate::collector::{families, Collector, HistogramData, Scrape, Sink};
+use crate::collector::{families, Collector, ExemplarData, HistogramData, Scrape, Sink};
 use crate::exposition::Native;
 use crate::worker::Ticked;
 
@@ -70,6 +72,8 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
         ProgramCounter::LbaSizeUnknown => "lba_size_unknown",
         ProgramCounter::ReadFailed => "read_failed",
         ProgramCounter::InflightNewKey => "inflight_new_key",
+        ProgramCounter::SlowRateLimited => "slow_rate_limited",
+        ProgramCounter::SlowRingFull => "slow_ring_full",
     })
 }
 
@@ -141,9 +145,48 @@ fn latency_histogram(o: &OpView) -> (Vec<(f64, u64)>, Native) {
     (classic, native)
 }
 
+/// The slow commands each latency series points at, by (controller, class): the latest of the
+/// log, oldest first.
+struct SlowExemplars(HashMap<(u32, OpClass), Vec<Slow>>);
+
+impl SlowExemplars {
+    fn new(state: &IoState) -> Self {
+        let mut by = HashMap::<_, Vec<Slow>>::new();
+        let recent = state.slow.as_ref().map(|log| log.recent(0, LOG_CAPACITY));
+        for e in recent.into_iter().flatten() {
+            if let Some(class) = OpClass::from_u8(e.cmd.opclass) {
+                by.entry((e.cmd.ctrl_id, class)).or_default().push(e);
+            }
+        }
+        SlowExemplars(by)
+    }
+
+    /// The exemplars of the series of `key`: its controller's and class's slow commands, of its
+    /// queue when it has one. Labels: the command's sequence number at `/debug/slow` and its
+    /// submitting task; timestamp: its completion.
+    fn of(&self, key: &SeriesKey) -> Vec<ExemplarData> {
+        let Some(slow) = self.0.get(&(key.ctrl_id, key.class)) else {
+            return Vec::new();
+        };
+        slow.iter()
+            .filter(|e| key.qid.is_none_or(|q| q == e.cmd.qid))
+            .map(|e| ExemplarData {
+                value: secs(e.cmd.latency_ns as f64),
+                labels: vec![
+                    ("seq", e.seq.to_string()),
+                    ("pid", e.cmd.ctx.pid.to_string()),
+                    ("comm", e.comm()),
+                ],
+                timestamp: e.started + Duration::from_nanos(e.cmd.latency_ns),
+            })
+            .collect()
+    }
+}
+
 /// The I/O series; the controllers for which `per_queue` says so per queue, the others summed
 /// over their queues.
 fn collect_io(state: &IoState, per_queue: &dyn Fn(u32) -> bool, sink: &mut Sink) {
+    let exemplars = SlowExemplars::new(state);
     for o in state.view.ops_at(per_queue) {
         let l = Labels::new(state, o.key.ctrl_id, o.key.qid);
         let class = o.key.class.as_str();
@@ -159,6 +202,7 @@ fn collect_io(state: &IoState, per_queue: &dyn Fn(u32) -> bool, sink: &mut Sink)
             sum: secs(o.latency_sum_ns as f64),
             classic: &classic,
             native: Some(native),
+            exemplars: &exemplars.of(&o.key),
         };
         sink.histogram(&LATENCY, &with_class, data);
     }
@@ -371,11 +415,58 @@ mod tests {
                 run_count: 10,
             }],
             drain_seconds: Some(0.002),
+            slow: None,
         }
     }
 
     fn collect(s: IoState) -> String {
         support::render(&IoCollector::from_state(s))
+    }
+
+    /// A slow command of a series is its latency histogram's exemplar in OpenMetrics, on the
+    /// bucket that counts it, with its sequence number at /debug/slow; text has none.
+    #[test]
+    fn slow_commands_are_exemplars_of_their_series() {
+        use crate::bpf::io::slow::SlowLog;
+        use nvmeof_common::slow::SlowCommand;
+        let log = std::sync::Arc::new(SlowLog::default());
+        let mut cmd = SlowCommand {
+            latency_ns: 200_000,
+            ctrl_id: 0,
+            qid: 1,
+            opclass: OpClass::Read as u8,
+            ..Default::default()
+        };
+        cmd.ctx.pid = 42;
+        cmd.ctx.comm[..3].copy_from_slice(b"fio");
+        log.push(cmd, std::time::UNIX_EPOCH + Duration::from_secs(1_000));
+        // Another controller's, and a write: not this series'.
+        log.push(SlowCommand { ctrl_id: 1, ..cmd }, std::time::UNIX_EPOCH);
+        log.push(
+            SlowCommand {
+                opclass: OpClass::Write as u8,
+                ..cmd
+            },
+            std::time::UNIX_EPOCH,
+        );
+        for per_queue in [false, true] {
+            let mut s = state(per_queue);
+            s.slow = Some(log.clone());
+            let families = support::collect(&IoCollector::from_state(s)).into_families();
+            let om = crate::exposition::openmetrics::encode(&families);
+            let with: Vec<&str> = om.lines().filter(|l| l.contains(" # {")).collect();
+            let queue = if per_queue { ",queue=\"1\"" } else { "" };
+            assert_eq!(
+                with,
+                [format!(
+                    "nvmeof_io_latency_seconds_bucket{{subsystem=\"nqn.2026-01.io.example:disk1\",\
+                     controller=\"nvme0\"{queue},opclass=\"read\",le=\"0.000244140625\"}} 4 \
+                     # {{seq=\"1\",pid=\"42\",comm=\"fio\"}} 0.0002 1000.000"
+                )],
+                "{om}"
+            );
+            assert!(!crate::exposition::text::encode(&families).contains(" # {"));
+        }
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub fn registry() -> Vec<Registration> {
                         max_inflight: c.max_inflight,
                         per_queue: c.per_queue,
                         wait_for_nvme: crate::bpf::io::WAIT_FOR_NVME,
+                        slow: c.slow.clone(),
                     },
                 )))
             }),

@@ -62,9 +62,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(total)
 }
 
+/// [`parse_duration`] for a threshold that zero turns off (`0`, `0s`).
+pub fn parse_threshold(s: &str) -> Result<Duration, String> {
+    match s.trim() {
+        "0" => Ok(Duration::ZERO),
+        t => humantime::parse_duration(t)
+            .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 0s (off), 10ms, 1s")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thresholds_take_zero_for_off() {
+        assert_eq!(parse_threshold("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_threshold("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_threshold("10ms"), Ok(Duration::from_millis(10)));
+        assert!(parse_threshold("-1s").is_err());
+        assert!(parse_threshold("fast").is_err());
+    }
 
     #[test]
     fn listen_addresses() {

@@ -134,12 +134,14 @@ fn sample(
     out.push('\n');
 }
 
-/// The classic buckets of `h` as `_bucket` lines, a `+Inf` bucket (the count) added when missing.
+/// The classic buckets of `h` as `_bucket` lines, a `+Inf` bucket (the count) added when missing;
+/// with `exemplars` (OpenMetrics), a bucket's exemplar after its value.
 fn classic_buckets(
     out: &mut String,
     name: &str,
     labels: &[model::LabelPair],
     h: &model::Histogram,
+    exemplars: bool,
 ) {
     let mut inf = false;
     for b in &h.bucket {
@@ -147,10 +149,35 @@ fn classic_buckets(
         let le = label_value(b.upper_bound());
         let count = b.cumulative_count() as f64;
         sample(out, name, "_bucket", labels, Some(("le", &le)), count);
+        if let Some(e) = b.exemplar.as_ref().filter(|_| exemplars) {
+            out.pop();
+            exemplar(out, e);
+            out.push('\n');
+        }
     }
     if !inf {
         let count = h.sample_count() as f64;
         sample(out, name, "_bucket", labels, Some(("le", "+Inf")), count);
+    }
+}
+
+/// ` # {labels} value timestamp`: an OpenMetrics exemplar, after the sample it belongs to.
+fn exemplar(out: &mut String, e: &model::Exemplar) {
+    out.push_str(" # {");
+    for (i, l) in e.label.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(l.name());
+        out.push_str("=\"");
+        escape(l.value(), true, out);
+        out.push('"');
+    }
+    out.push_str("} ");
+    value(e.value(), out);
+    if let Some(t) = e.timestamp {
+        out.push(' ');
+        out.push_str(&format!("{}.{:03}", t.seconds, t.nanos / 1_000_000));
     }
 }
 

@@ -66,7 +66,7 @@ fn metric(out: &mut String, family: &str, kind: &str, m: &Metric) {
         ("counter", ..) => sample(out, family, "_total", labels, None, m.value()),
         ("info", ..) => sample(out, family, "_info", labels, None, 1.0),
         (_, Some(h), _) => {
-            classic_buckets(out, family, labels, h);
+            classic_buckets(out, family, labels, h, true);
             let count = h.sample_count() as f64;
             let gauge = kind == "gaugehistogram";
             let (count_suffix, sum_suffix) = if gauge {
@@ -113,6 +113,7 @@ mod tests {
                 sum: 0.5,
                 classic: &[(0.001, 3)],
                 native: None,
+                exemplars: &[],
             },
         );
         let text = encode(&sink.into_families());

@@ -81,6 +81,7 @@ mod tests {
                     // 2 at index -212, 3 at -209 (2 empty buckets between), 1 at -150.
                     positive: vec![(-212, 2), (-209, 3), (-150, 1)],
                 }),
+                exemplars: &[],
             },
         );
         sink.histogram(
@@ -91,6 +92,7 @@ mod tests {
                 sum: 0.5,
                 classic: &[(1.0, 1)],
                 native: None,
+                exemplars: &[],
             },
         );
         sink

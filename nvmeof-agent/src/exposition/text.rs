@@ -36,7 +36,7 @@ pub fn encode(families: &[MetricFamily]) -> String {
         for m in &mf.metric {
             let labels = &m.label;
             if let Some(h) = &m.histogram {
-                classic_buckets(&mut out, name, labels, h);
+                classic_buckets(&mut out, name, labels, h, false);
                 let count = h.sample_count() as f64;
                 sample(&mut out, name, "_sum", labels, None, h.sample_sum());
                 sample(&mut out, name, "_count", labels, None, count);
@@ -85,6 +85,7 @@ mod tests {
                     zero_count: 0,
                     positive: vec![(-80, 3), (-70, 1)],
                 }),
+                exemplars: &[],
             },
         );
         sink.gauge(&UP, &[], f64::INFINITY);
@@ -117,6 +118,7 @@ x_up +Inf
                 sum: 0.25,
                 classic: &[(0.1, 1), (1.0, 2)],
                 native: None,
+                exemplars: &[],
             },
         );
         const BUILD: Family = Family::gauge("x_build_info", "Build.");

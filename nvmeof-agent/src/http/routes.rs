@@ -18,6 +18,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 
 use super::webconfig::BasicAuth;
+use crate::bpf::io::slow::{self, SlowLog};
 use crate::collector::Detail;
 use crate::exposition::{self, openmetrics, protobuf, text, Format};
 use crate::scrape::{deadline_from_scrape_timeout, Scraper, Selection};
@@ -41,6 +42,8 @@ pub struct App {
     native_only: bool,
     /// `--web.max-requests`: scrapes served at once; `None` for no limit.
     scrapes_in_flight: Option<(usize, Semaphore)>,
+    /// The slow commands `/debug/slow` lists; `None` while `--trace.slower-than` is off.
+    slow: Option<Arc<SlowLog>>,
 }
 
 /// `--web.max-requests`' default, node_exporter's.
@@ -115,6 +118,24 @@ fn query_params(query: &str) -> Params {
     params
 }
 
+/// `/debug/slow`'s `since` (the last sequence number the reader saw, 0 by default) and `limit`
+/// ([`SLOW_LIMIT_DEFAULT`], at most the log's capacity). Values that do not parse keep the
+/// default.
+fn slow_params(query: &str) -> (u64, usize) {
+    let (mut since, mut limit) = (0, SLOW_LIMIT_DEFAULT);
+    for pair in query.split('&').take(MAX_COLLECTOR_PARAMS) {
+        match pair.split_once('=') {
+            Some(("since", v)) => since = v.parse().unwrap_or(since),
+            Some(("limit", v)) => limit = v.parse().unwrap_or(limit),
+            _ => {}
+        }
+    }
+    (since, limit.min(slow::LOG_CAPACITY))
+}
+
+/// Slow commands `/debug/slow` lists without a `limit`.
+const SLOW_LIMIT_DEFAULT: usize = 100;
+
 /// A bound on the query parameters read: a scraper names a few collectors and controllers, not
 /// thousands.
 const MAX_COLLECTOR_PARAMS: usize = 64;
@@ -157,7 +178,14 @@ impl App {
             headers: RwLock::new(Arc::new(HeaderMap::new())),
             native_only: false,
             scrapes_in_flight: Some((DEFAULT_MAX_REQUESTS, Semaphore::new(DEFAULT_MAX_REQUESTS))),
+            slow: None,
         }
+    }
+
+    /// Lists the slow commands of `log` at `/debug/slow`.
+    pub fn with_slow_log(mut self, log: Option<Arc<SlowLog>>) -> Self {
+        self.slow = log;
+        self
     }
 
     /// At most `max` scrapes at once (0: no limit); past it the telemetry path answers 503.
@@ -345,12 +373,25 @@ impl App {
         }
         match path.as_slice() {
             b"/healthz" => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok"),
+            b"/debug/slow" => match &self.slow {
+                Some(log) => {
+                    let (since, limit) = slow_params(req.uri().query().unwrap_or(""));
+                    let body = slow::to_json(&log.recent(since, limit));
+                    reply(StatusCode::OK, "application/json", body)
+                }
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    "slow-command tracing is off: start the agent with --trace.slower-than\n",
+                ),
+            },
             b"/" => {
                 let p = html_escape(&self.telemetry_path);
                 let page = format!(
                     "<!DOCTYPE html>\n<html><head><title>nvmeof-exporter</title></head><body>\n\
                      <h1>nvmeof-exporter</h1>\n<p>NVMe over Fabrics exporter, version {}.</p>\n\
-                     <ul><li><a href=\"{p}\">Metrics</a></li><li><a href=\"/healthz\">Health</a></li></ul>\n\
+                     <ul><li><a href=\"{p}\">Metrics</a></li><li><a href=\"/healthz\">Health</a></li>\
+                     <li><a href=\"/debug/slow\">Slow commands</a></li></ul>\n\
                      </body></html>\n",
                     env!("CARGO_PKG_VERSION")
                 );

@@ -252,6 +252,15 @@ pub fn rules() -> Vec<Rule> {
         ),
         r(
             "nvmeof-exporter",
+            "NvmeofExporterSlowCommandsNotListed",
+            r#"sum by (job, instance, event) (increase(nvmeof_exporter_ebpf_events_total{%S,event=~"slow_rate_limited|slow_ring_full"}[10m])) > 0"#,
+            None,
+            "warning",
+            "{{ $labels.event }} on {{ $labels.instance }}: slow commands go unlisted",
+            "Slow-command tracing (--trace.slower-than) sent fewer commands than passed the threshold. slow_rate_limited: a CPU reached --trace.slow-per-cpu in a second (raise it, or the threshold). slow_ring_full: the exporter read the ring too slowly (see its log).",
+        ),
+        r(
+            "nvmeof-exporter",
             "NvmeofExporterEbpfMapDrops",
             // Ratios, not any increase: the start sees unmatched completions of commands
             // issued before the programs attached.

@@ -172,7 +172,7 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                 // buckets: 2.42 with native histograms on), else the classic buckets; `or on`
                 // the node, so one node never shows both.
                 panel("heatmap", "Latency distribution ($instance)", "s",
-                    "Read and write completion times over time from the latency histogram (native buckets, or the classic ones where Prometheus does not ingest native histograms), one heatmap per node (repeated over $instance).",
+                    "Read and write completion times over time from the latency histogram (native buckets, or the classic ones where Prometheus does not ingest native histograms), one heatmap per node (repeated over $instance). With the agent's --trace.slower-than and Prometheus' exemplar storage on, the slow commands show as exemplars (seq, pid, comm: the command at /debug/slow).",
                     vec![
                         q(format!("sum by (KEEP) (increase(nvmeof_io_latency_seconds{S},opclass=~\"read|write\"}}[$__rate_interval]))\nor on (KEEP)\nsum by (KEEP, le) (increase(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\"}}[$__rate_interval]))"), "{{le}}"),
                     ])
@@ -295,9 +295,9 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                     "Time the last drain of the eBPF maps took.",
                     vec![q(format!("nvmeof_exporter_ebpf_drain_duration_seconds{B}}}"), "{{instance}}")]),
                 panel("timeseries", "eBPF commands lost or untimed", "ops",
-                    "Per second: completions without an in-flight entry, in-flight evictions, and commands refused or out of the arrays' bounds. NvmeofExporterEbpfMapDrops and NvmeofExporterEbpfCommandsNotTimed fire on them.",
+                    "Per second: completions without an in-flight entry, in-flight evictions, commands refused or out of the arrays' bounds, and slow commands not sent to /debug/slow (rate-limited, or the ring full). NvmeofExporterEbpfMapDrops, NvmeofExporterEbpfCommandsNotTimed and NvmeofExporterSlowCommandsNotListed fire on them.",
                     vec![
-                        q(format!("sum by (KEEP, event) (rate(nvmeof_exporter_ebpf_events_total{B},event=~\"completion_unmatched|inflight_full|slot_out_of_range|read_failed\"}}[$__rate_interval]))"), "{{instance}} {{event}}"),
+                        q(format!("sum by (KEEP, event) (rate(nvmeof_exporter_ebpf_events_total{B},event=~\"completion_unmatched|inflight_full|slot_out_of_range|read_failed|slow_rate_limited|slow_ring_full\"}}[$__rate_interval]))"), "{{instance}} {{event}}"),
                         q(format!("sum by (KEEP) (rate(nvmeof_exporter_ebpf_inflight_evictions_total{B}}}[$__rate_interval]))"), "{{instance}} evictions"),
                     ])
                     .thresholds(&[(0.01, "orange")]),
@@ -380,6 +380,8 @@ pub fn dashboard(config: &Config) -> Value {
                     }
                     if p.kind == "heatmap" {
                         t["format"] = json!("heatmap");
+                        // The slow commands the agent traced, where Prometheus stores exemplars.
+                        t["exemplar"] = json!(true);
                     }
                     t
                 })
@@ -423,6 +425,7 @@ pub fn dashboard(config: &Config) -> Value {
                         "yAxis": {"unit": "s"},
                         "cellGap": 1,
                         "color": {"mode": "scheme", "scheme": "Oranges"},
+                        "exemplars": {"color": "rgba(255,0,255,0.7)"},
                     });
                 }
                 _ => {}

@@ -40,6 +40,8 @@ pub struct Drainer {
     removed_conn_errors: [u64; CONN_ERROR_KINDS],
     /// Whether commands past the arrays' bounds have been reported in the log (once).
     told_out_of_range: bool,
+    /// Whether slow commands the kernel could not send were logged.
+    told_slow_dropped: bool,
     /// Entries of the request-keyed in-flight map, when the programs use it and the loader was
     /// given its size.
     inflight_capacity: Option<u32>,
@@ -94,6 +96,7 @@ impl Drainer {
             subsystems: BTreeMap::new(),
             removed_conn_errors: [0; CONN_ERROR_KINDS],
             told_out_of_range: false,
+            told_slow_dropped: false,
             inflight_capacity: None,
             told_inflight_small: false,
         })
@@ -300,6 +303,17 @@ impl Drainer {
                 self.inflight_capacity.unwrap_or_default()
             );
             self.told_inflight_small = true;
+        }
+        let limited = view.counters[ProgramCounter::SlowRateLimited as usize];
+        let ring_full = view.counters[ProgramCounter::SlowRingFull as usize];
+        if limited + ring_full > 0 && !self.told_slow_dropped {
+            log::warn!(
+                "eBPF: {limited} slow commands over their CPU's share of the second and \
+                 {ring_full} that found the ring full were not listed at /debug/slow; raise \
+                 --trace.slow-per-cpu or --trace.slower-than (counted as \
+                 nvmeof_exporter_ebpf_events_total{{event=~\"slow_rate_limited|slow_ring_full\"}})"
+            );
+            self.told_slow_dropped = true;
         }
         view.removed_conn_errors = self.removed_conn_errors;
         let programs = self.loaded.program_runs();

@@ -22,6 +22,7 @@ pub mod arrays;
 pub mod drain;
 pub mod model;
 pub mod namespaces;
+pub mod slow;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -57,6 +58,8 @@ pub struct IoOptions {
     /// How often a tracer that could not start because `nvme_core` was not loaded looks for it
     /// again.
     pub wait_for_nvme: Duration,
+    /// Slow-command tracing.
+    pub slow: slow::SlowOptions,
 }
 
 /// [`IoOptions::wait_for_nvme`] in the agent.
@@ -82,6 +85,9 @@ pub struct IoState {
     pub programs: Vec<ProgramRun>,
     /// How long the last drain took; `None` before the first.
     pub drain_seconds: Option<f64>,
+    /// The slow commands traced (`--trace.slower-than`), which the latency histograms point at
+    /// with exemplars; `None` while tracing is off.
+    pub slow: Option<Arc<slow::SlowLog>>,
 }
 
 /// `nvme_core`'s command timeouts (module parameters, in seconds), for the `timeout` kind of
@@ -364,6 +370,7 @@ fn try_start(
         request: request.map(|b| b.layout),
         module_tracepoints: request.and_then(|b| b.module_tracepoints),
         timeouts: command_timeouts(&opts.sysfs_root),
+        slow: opts.slow.trace(),
     };
     let slots = slot_layout(&opts.sysfs_root, opts.max_controllers, opts.max_queues);
     let inflight = match opts.max_inflight {
@@ -373,6 +380,11 @@ fn try_start(
     let sizes = loader::MapSizes {
         inflight: Some(inflight),
         slots: Some(slots),
+        // What a setup keeps for its completion, for as many commands as the in-flight map.
+        slow: opts.slow.is_on().then_some(loader::SlowSizes {
+            context: inflight.max(nvmeof_common::INFLIGHT_CAPACITY),
+            ring_bytes: slow::RING_BYTES,
+        }),
     };
     log::info!(
         "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
@@ -381,7 +393,11 @@ fn try_start(
         slots.stats_slots(),
         u64::from(slots.stats_slots()) * std::mem::size_of::<nvmeof_common::OpStats>() as u64
     );
-    let loaded = loader::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
+    let mut loaded = loader::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
+    let slow_reader = match opts.slow.is_on() {
+        true => Some(start_slow_reader(&mut loaded, &opts.slow)?),
+        false => None,
+    };
     log::info!(
         "eBPF: attach mode {}: attached {}",
         loaded.mode.as_str(),
@@ -408,18 +424,38 @@ fn try_start(
         per_queue: opts.per_queue,
         attached,
         mode,
+        slow: opts.slow.is_on().then(|| opts.slow.log.clone()),
         ..Default::default()
     };
-    Worker::triggered(
-        "ebpf-drain",
-        interval,
-        trigger,
-        drain::ticks(drainer, state.clone()),
-    )
+    let mut drain = drain::ticks(drainer, state.clone());
+    Worker::triggered("ebpf-drain", interval, trigger, move || {
+        // The slow-command reader lives and stops with the drain.
+        let _ = &slow_reader;
+        drain()
+    })
     .map_err(|e| {
         *state.write().unwrap_or_else(|e| e.into_inner()) = IoState::default();
         e.into()
     })
+}
+
+/// Starts reading the slow-command ring of `loaded` into the options' log.
+fn start_slow_reader(
+    loaded: &mut loader::Loaded,
+    opts: &slow::SlowOptions,
+) -> anyhow::Result<Worker> {
+    use anyhow::Context as _;
+    let map = loaded
+        .ebpf
+        .take_map(nvmeof_common::slow::maps::SLOW_EVENTS)
+        .context("the object has no slow-command ring")?;
+    let ring = aya::maps::RingBuf::try_from(map).context("the slow-command ring")?;
+    log::info!(
+        "eBPF: tracing commands of {} or more, at most {} a second per CPU (/debug/slow)",
+        humantime::format_duration(opts.threshold),
+        opts.per_cpu_per_second
+    );
+    slow::start_reader(ring, opts.log.clone())
 }
 
 #[cfg(test)]
@@ -499,6 +535,7 @@ pub(crate) mod tests {
         let sizes = loader::MapSizes {
             inflight: Some(inflight),
             slots: Some(nvmeof_common::SlotLayout::new(controllers, queues)),
+            slow: None,
         };
         let ebpf = match loader::open(EBPF_OBJECT, &loader::Layouts::default(), sizes) {
             Ok(e) => e,
@@ -573,6 +610,7 @@ pub(crate) mod tests {
             max_inflight: 0,
             per_queue,
             wait_for_nvme: WAIT_FOR_NVME,
+            slow: Default::default(),
         }
     }
 
