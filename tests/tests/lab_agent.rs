@@ -218,23 +218,12 @@ fn latency_quantiles_match_the_kernels_own_trace() {
             .unwrap_or_else(|e| panic!("{release}: starting Prometheus: {e:#}"));
         let script = format!(
             "c=$(ctrl_of rdma) || exit 9; d=$(dev_of rdma) || exit 9
-             T=/sys/kernel/tracing/instances/nvmeof-latency
-             rmdir $T 2>/dev/null; mkdir $T || exit 6
-             echo mono > $T/trace_clock
-             echo 8192 > $T/buffer_size_kb
-             echo 1 > $T/events/nvme/nvme_setup_cmd/enable
-             echo 1 > $T/events/nvme/nvme_complete_rq/enable
+             nvme_trace_start nvmeof-latency || exit 6
              agent_restart {LAB_AGENT_ARGS} > /dev/null || exit 7
              scrape > /dev/null
              dd if=/dev/zero of=$d bs=4k count={TRACED_WRITES} oflag=direct 2>/dev/null || exit 5
-             echo 0 > $T/events/nvme/nvme_setup_cmd/enable
-             echo 0 > $T/events/nvme/nvme_complete_rq/enable
              echo \"@@CTRL $c\"
-             echo \"@@OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun/ {{n += $2}} END {{print n + 0}}')\"
-             # Only what the join needs: timestamp, event, controller, queue, cid, opcode.
-             grep -E ' nvme_(setup_cmd|complete_rq): '$c': ' $T/trace |
-                 sed -E 's/^.* ([0-9]+\\.[0-9]+: nvme_)/ \\1/; s/(cmdid=[0-9]+).*(nvme_cmd_[a-z_]+).*/\\1 \\2/; s/(cmdid=[0-9]+),.*/\\1/'
-             rmdir $T"
+             nvme_trace_stop nvmeof-latency $c"
         );
         let out = s
             .lab
@@ -791,12 +780,7 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
         let script = format!(
             "slow=$(ctrl_of tcp 4421) || exit 9; fast=$(ctrl_of tcp 4420) || exit 9
              d=$(dev_of tcp) || exit 9
-             T=/sys/kernel/tracing/instances/nvmeof-slow
-             rmdir $T 2>/dev/null; mkdir $T || exit 6
-             echo mono > $T/trace_clock
-             echo 8192 > $T/buffer_size_kb
-             echo 1 > $T/events/nvme/nvme_setup_cmd/enable
-             echo 1 > $T/events/nvme/nvme_complete_rq/enable
+             nvme_trace_start nvmeof-slow || exit 6
              agent_restart {LAB_AGENT_ARGS} --trace.slower-than={SLOW_MS}ms --trace.slow-per-cpu=1000 > /dev/null || exit 7
              /usr/bin/nvmeof-exporter trace --agent 127.0.0.1:$AGENT_PORT --slower-than={TRACE_CLI_MS}ms \
                  --interval=200ms --for=300s --json > /tmp/slow-trace.json 2> /tmp/slow-trace.err &
@@ -810,16 +794,11 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
              sleep 1; kill $tp; wait $tp
              sed 's/^/@@TRACE /' /tmp/slow-trace.json /tmp/slow-trace.err
              /usr/bin/nvmeof-exporter trace --agent 127.0.0.1:$AGENT_PORT --all --for=1s | sed 's/^/@@HUMAN /'
-             echo 0 > $T/events/nvme/nvme_setup_cmd/enable
-             echo 0 > $T/events/nvme/nvme_complete_rq/enable
              echo \"@@SLOW $slow\"
              echo \"@@FAST $fast\"
-             echo \"@@OVERRUN $(cat $T/per_cpu/cpu*/stats | awk '/^overrun/ {{n += $2}} END {{print n + 0}}')\"
              echo \"@@JSON $(curl -sf \"http://127.0.0.1:$AGENT_PORT/debug/slow?limit=1000\")\"
              echo \"@@EVENTS $(scrape | grep -E '^nvmeof_exporter_ebpf_events_total.*slow_' | tr '\\n' ' ')\"
-             grep -E ' nvme_(setup_cmd|complete_rq): ' $T/trace |
-                 sed -E 's/^.* ([0-9]+\\.[0-9]+: nvme_)/ \\1/; s/(cmdid=[0-9]+).*(nvme_cmd_[a-z_]+).*/\\1 \\2/; s/(cmdid=[0-9]+),.*/\\1/'
-             rmdir $T"
+             nvme_trace_stop nvmeof-slow"
         );
         let out = s
             .lab

@@ -53,6 +53,30 @@ netem_towards() {
         /usr/bin/tc filter add dev lo parent 1:0 protocol ip prio 1 u32 \
             match ip dport "$port" 0xffff flowid 1:3
 }
+# nvme_trace_start NAME: a tracefs instance NAME recording nvme_setup_cmd and nvme_complete_rq
+# with the monotonic clock (the programs' bpf_ktime_get_ns), 8 MiB per CPU. Started before the
+# agent attaches, ftrace's probe runs first at both tracepoints, so the gaps mostly cancel.
+nvme_trace_start() {
+    T=/sys/kernel/tracing/instances/$1
+    rmdir "$T" 2>/dev/null
+    mkdir "$T" || return 1
+    echo mono > "$T/trace_clock"
+    echo 8192 > "$T/buffer_size_kb"
+    echo 1 > "$T/events/nvme/nvme_setup_cmd/enable"
+    echo 1 > "$T/events/nvme/nvme_complete_rq/enable"
+}
+# nvme_trace_stop NAME [CTRL]: stops it, prints `@@OVERRUN N` (events the buffer lost) and the
+# events (of controller CTRL, or all) cut to what a join needs (timestamp, event, controller,
+# queue, command id, opcode), then removes the instance.
+nvme_trace_stop() {
+    T=/sys/kernel/tracing/instances/$1
+    echo 0 > "$T/events/nvme/nvme_setup_cmd/enable"
+    echo 0 > "$T/events/nvme/nvme_complete_rq/enable"
+    echo "@@OVERRUN $(cat "$T"/per_cpu/cpu*/stats | awk '/^overrun/ {n += $2} END {print n + 0}')"
+    grep -E " nvme_(setup_cmd|complete_rq): ${2:+$2: }" "$T/trace" |
+        sed -E 's/^.* ([0-9]+\.[0-9]+: nvme_)/ \1/; s/(cmdid=[0-9]+).*(nvme_cmd_[a-z_]+).*/\1 \2/; s/(cmdid=[0-9]+),.*/\1/'
+    rmdir "$T"
+}
 # tcp_iopolicy POLICY: the tcp subsystem's multipath I/O policy (with round-robin both paths
 # carry I/O; numa, the default, keeps one CPU's I/O on one path).
 tcp_iopolicy() {

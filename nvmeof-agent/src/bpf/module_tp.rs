@@ -118,7 +118,8 @@ impl Instructions {
                 | Map::HashMap(d)
                 | Map::LruHashMap(d)
                 | Map::PerCpuArray(d)
-                | Map::PerCpuHashMap(d) => d,
+                | Map::PerCpuHashMap(d)
+                | Map::RingBuf(d) => d,
                 _ => bail!("map {name}: a kind this loader does not relocate"),
             };
             fds.insert(name, data.fd().as_fd().as_raw_fd());
