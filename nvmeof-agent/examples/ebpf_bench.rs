@@ -155,7 +155,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
         )
         .map_err(|e| anyhow::anyhow!(loader::explain(&e)))?;
         let loaded = Loaded::detached(ebpf, loader::AttachMode::Tracepoint, sizes);
-        let mut d = Drainer::new(loaded, sysfs.clone(), per_queue)?;
+        let mut d = Drainer::new(loaded, sysfs.clone())?;
         let state = Arc::new(RwLock::new(IoState {
             up: true,
             per_queue,

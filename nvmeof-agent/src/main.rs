@@ -165,7 +165,7 @@ async fn run(config: Config, open_files: Option<u64>) -> anyhow::Result<()> {
         config.collectors.join(", "),
         config.sysfs.display()
     );
-    let scraper = Scraper::new(built, config.collector_timeout);
+    let scraper = Scraper::new(built, config.collector_timeout).with_per_queue(config.per_queue);
     // A web config that does not load stops the start: serving in the clear or without auth
     // what was meant to be protected is worse than not serving.
     let web = match &config.web_config {

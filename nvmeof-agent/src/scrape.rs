@@ -13,13 +13,22 @@
 //! serves its data. A collector that renders only what a background source published
 //! ([`Reads::Memory`], the eBPF drain's snapshot) runs in line meanwhile and is never stale: a
 //! busy node that makes the kernel readers late still gets its I/O counters fresh.
+//!
+//! A scrape may name controllers to show per hardware queue (`controller=`, [`Detail`]); what is
+//! run, shared and cached must then never cross from one kind of scrape to the other. A kernel
+//! collector has two classes of runs, each with its own run in flight and its own cache: per
+//! controller (the default), and per queue for every controller, of which each scrape that names
+//! controllers keeps the queues of those it names ([`Detail::keep_named`]); so at most two runs
+//! per collector are in flight, and two outputs cached, whatever the scrapers ask. A collector
+//! run in line renders the scrape's own detail, and its last good output is served stale only to
+//! a scrape that asks for the same detail.
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::collector::{Collector, Named, Reads, Scrape, Sink};
+use crate::collector::{Collector, Detail, Named, Reads, Scrape, Sink};
 use crate::collectors::exporter::{ExporterCollector, Outcome, SelfStats};
 use crate::exposition::MetricFamily;
 
@@ -56,8 +65,22 @@ struct Running {
 
 #[derive(Default)]
 struct SlotState {
-    last_good: Option<Families>,
+    /// The last good output, and the detail it shows.
+    last_good: Option<(Detail, Families)>,
     running: Option<Running>,
+}
+
+impl SlotState {
+    /// The last good output if it shows `detail`.
+    fn cached(&self, detail: &Detail) -> Option<Families> {
+        let (shows, families) = self.last_good.as_ref()?;
+        (shows == detail).then(|| families.clone())
+    }
+}
+
+/// A scrape's class of runs (see the module documentation): 0 per controller, 1 per queue.
+fn class_of(detail: &Detail) -> usize {
+    usize::from(*detail != Detail::PerController)
 }
 
 /// Which collectors one scrape runs.
@@ -83,7 +106,8 @@ struct Slot {
     name: &'static str,
     collector: Arc<dyn Collector>,
     reads: Reads,
-    state: Arc<Mutex<SlotState>>,
+    /// Per class of runs ([`class_of`]).
+    states: [Arc<Mutex<SlotState>>; 2],
 }
 
 fn lock(state: &Mutex<SlotState>) -> MutexGuard<'_, SlotState> {
@@ -95,6 +119,8 @@ pub struct Scraper {
     timeout: Duration,
     stats: Arc<SelfStats>,
     exporter: ExporterCollector,
+    /// `--metrics.per-queue`: every controller per queue already, whatever a scrape names.
+    per_queue: bool,
 }
 
 impl Scraper {
@@ -108,13 +134,21 @@ impl Scraper {
                     name: c.name,
                     collector: Arc::from(c.collector),
                     reads: c.reads,
-                    state: Arc::default(),
+                    states: Default::default(),
                 })
                 .collect(),
             timeout,
             exporter: ExporterCollector::new(stats.clone()),
             stats,
+            per_queue: false,
         }
+    }
+
+    /// With `--metrics.per-queue`: the collectors show every controller per queue on their own,
+    /// and a scrape's `controller=` values are checked but change nothing.
+    pub fn with_per_queue(mut self, per_queue: bool) -> Self {
+        self.per_queue = per_queue;
+        self
     }
 
     pub fn stats(&self) -> &SelfStats {
@@ -159,6 +193,17 @@ impl Scraper {
         }
     }
 
+    /// The [`Detail`] that `controller=` query parameters ask for (see [`Detail::parse`]);
+    /// with `--metrics.per-queue` the default one, every controller being per queue already.
+    pub fn detail<S: AsRef<str>>(&self, controllers: &[S]) -> Result<Detail, String> {
+        let detail = Detail::parse(controllers)?;
+        Ok(if self.per_queue {
+            Detail::PerController
+        } else {
+            detail
+        })
+    }
+
     /// [`Scraper::scrape_within`] running only the collectors `selection` names (the self
     /// metrics always).
     pub async fn scrape_selected(
@@ -166,16 +211,31 @@ impl Scraper {
         timeout: Duration,
         selection: &Selection,
     ) -> Vec<MetricFamily> {
+        self.scrape_for(timeout, selection, &Detail::PerController)
+            .await
+    }
+
+    /// [`Scraper::scrape_selected`] showing the controllers `detail` names per queue.
+    pub async fn scrape_for(
+        &self,
+        timeout: Duration,
+        selection: &Selection,
+        detail: &Detail,
+    ) -> Vec<MetricFamily> {
         self.stats.scrape_started();
-        // The reads the collectors of this scrape share, and their deadline.
-        let scrape = Arc::new(Scrape::until(Instant::now() + timeout));
+        let deadline = Instant::now() + timeout;
+        let class = class_of(detail);
+        // The reads the kernel collectors of this scrape share, their deadline, and the detail
+        // of their class: per queue, every controller.
+        let widened = [Detail::PerController, Detail::All][class].clone();
+        let scrape = Arc::new(Scrape::until(deadline).with_detail(widened));
         let mut runs = tokio::task::JoinSet::new();
         for (i, slot) in self.slots.iter().enumerate() {
             if !selection.runs(slot.name) || slot.reads == Reads::Memory {
                 continue;
             }
             let (name, collector) = (slot.name, slot.collector.clone());
-            let state = slot.state.clone();
+            let state = slot.states[class].clone();
             let stats = self.stats.clone();
             let scrape = scrape.clone();
             runs.spawn(async move {
@@ -186,10 +246,12 @@ impl Scraper {
             });
         }
         let mut outputs: Vec<Option<Families>> = vec![None; self.slots.len()];
-        // The memory-only collectors while the others read the kernel.
+        // The memory-only collectors while the others read the kernel, at this scrape's own
+        // detail.
+        let inline = Scrape::until(deadline).with_detail(detail.clone());
         for (i, slot) in self.slots.iter().enumerate() {
             if selection.runs(slot.name) && slot.reads == Reads::Memory {
-                let (families, outcome) = run_inline(slot, &self.stats, &scrape);
+                let (families, outcome) = run_inline(slot, class, &self.stats, &inline);
                 self.stats.record(slot.name, outcome);
                 outputs[i] = families;
             }
@@ -199,7 +261,11 @@ impl Scraper {
             // shutting down, and the slot then serves nothing this time.
             if let Ok((i, (families, outcome))) = joined {
                 self.stats.record(self.slots[i].name, outcome);
-                outputs[i] = families;
+                // Per queue for every controller: the queues of the named ones only.
+                outputs[i] = match (families, detail) {
+                    (Some(f), Detail::Controllers(_)) => Some(Arc::new(detail.keep_named(&f))),
+                    (f, _) => f,
+                };
             }
         }
         let mut sink = Sink::new();
@@ -223,8 +289,9 @@ async fn run_one(
     scrape: Arc<Scrape>,
 ) -> (Option<Families>, Outcome) {
     let start = Instant::now();
+    let detail = scrape.detail().clone();
     let stale = |state: &Mutex<SlotState>, start: Instant| {
-        let cached = lock(state).last_good.clone();
+        let cached = lock(state).cached(&detail);
         let outcome = Outcome {
             success: false,
             stale: cached.is_some(),
@@ -284,8 +351,14 @@ async fn run_one(
 
 /// A memory-only collector's run, in line: no deadline, so never stale; an error or a panic
 /// serves its last good output, marked stale, as for the others.
-fn run_inline(slot: &Slot, stats: &SelfStats, scrape: &Scrape) -> (Option<Families>, Outcome) {
+fn run_inline(
+    slot: &Slot,
+    class: usize,
+    stats: &SelfStats,
+    scrape: &Scrape,
+) -> (Option<Families>, Outcome) {
     let start = Instant::now();
+    let state = &slot.states[class];
     let mut sink = Sink::new();
     let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
         slot.collector.collect(scrape, &mut sink)
@@ -295,7 +368,7 @@ fn run_inline(slot: &Slot, stats: &SelfStats, scrape: &Scrape) -> (Option<Famili
         Ok(Ok(())) => {
             stats.add_errors(slot.name, skipped);
             let families = Arc::new(sink.into_families());
-            lock(&slot.state).last_good = Some(families.clone());
+            lock(state).last_good = Some((scrape.detail().clone(), families.clone()));
             let outcome = Outcome {
                 success: true,
                 stale: false,
@@ -308,7 +381,7 @@ fn run_inline(slot: &Slot, stats: &SelfStats, scrape: &Scrape) -> (Option<Famili
     };
     stats.add_errors(slot.name, skipped + 1);
     log::warn!("collector {} failed: {failure}", slot.name);
-    let cached = lock(&slot.state).last_good.clone();
+    let cached = lock(state).cached(scrape.detail());
     let outcome = Outcome {
         success: false,
         stale: cached.is_some(),
@@ -346,7 +419,7 @@ fn run_blocking(
     };
     let mut st = lock(&state);
     if let RunResult::Done(f) = &result {
-        st.last_good = Some(f.clone());
+        st.last_good = Some((scrape.detail().clone(), f.clone()));
     }
     st.running = None;
     drop(st);

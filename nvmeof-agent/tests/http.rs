@@ -573,6 +573,137 @@ async fn collect_and_exclude_parameters_choose_the_collectors() {
     }
 }
 
+/// The samples of a page that belong to `controller`, without the self metrics (whose
+/// durations and counts move from scrape to scrape).
+fn lines_of<'a>(answer: &'a str, controller: &str) -> Vec<&'a str> {
+    let label = format!("controller=\"{controller}\"");
+    body(answer)
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.starts_with("nvmeof_exporter_"))
+        .filter(|l| l.contains(&label))
+        .collect()
+}
+
+/// `controller=nvmeN` (repeated, or `all`): the named controllers' I/O series and queue CPUs
+/// come per queue, exactly as `--metrics.per-queue` shows them, and every other controller as
+/// by default; the default page is the same before and after; a name that is not a
+/// controller's name is node_exporter's 400, a controller that is not there is no data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_parameters_show_the_named_controllers_per_queue() {
+    let fixture = common::sysfs_6_1();
+    let io = || {
+        nvmeof_agent::test_support::drained_io_state(&[
+            (0, "nqn.2026-11.io.nvmeof-exporter.lab:tcp"),
+            (3, "nqn.2026-11.io.nvmeof-exporter.lab:fc"),
+        ])
+    };
+    let flags = ["--collector.timeout=10s"];
+    let scraper = common::scraper_with_io(&fixture.root, &flags, io());
+    let addr = start_with(
+        App::new(scraper, "/metrics".into()),
+        http::Limits::default(),
+    )
+    .await;
+    // The same node with --metrics.per-queue: what a named controller must look like.
+    let flags = ["--collector.timeout=10s", "--metrics.per-queue"];
+    let per_queue = common::scraper_with_io(&fixture.root, &flags, io());
+    let flagged = start_with(
+        App::new(per_queue, "/metrics".into()),
+        http::Limits::default(),
+    )
+    .await;
+
+    let default = get(addr, "/metrics", "").await;
+    assert_eq!(status(&default), 200);
+    assert!(!body(&default).contains("queue=\""), "{default}");
+    assert!(!body(&default).contains("local_port=\""), "{default}");
+    assert!(body(&default).contains(
+        "nvmeof_io_read_bytes_total{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\"} 12288\n"
+    ));
+    let everything = get(flagged, "/metrics", "").await;
+
+    let named = get(addr, "/metrics?controller=nvme3", "").await;
+    assert_eq!(status(&named), 200, "{named}");
+    // nvme3 as the flag shows it, nvme0 (and every other controller) as by default.
+    assert_eq!(lines_of(&named, "nvme3"), lines_of(&everything, "nvme3"));
+    for other in ["nvme0", "nvme1", "nvme2", "nvme4"] {
+        assert_eq!(
+            lines_of(&named, other),
+            lines_of(&default, other),
+            "{other}"
+        );
+    }
+    for line in [
+        "nvmeof_io_read_bytes_total{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\",queue=\"1\"} 4096",
+        "nvmeof_io_read_bytes_total{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\",queue=\"2\"} 8192",
+        "nvmeof_io_latency_seconds_count{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\",queue=\"2\",opclass=\"read\"} 2",
+        "nvmeof_queue_depth{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\",queue=\"2\"} 2",
+        "nvmeof_queue_busy_seconds_total{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\",queue=\"1\"} 0.001",
+        // The captured tree's 2 vCPUs: one per I/O queue.
+        "nvmeof_queue_cpus_info{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\",queue=\"1\",cpus=\"0\"} 1",
+        // Admin and fabrics classes and per-controller counters stay per controller.
+        "nvmeof_io_commands_total{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:fc\",controller=\"nvme3\",opclass=\"read\"} 3",
+        // nvme0 summed over its queues.
+        "nvmeof_io_latency_seconds_count{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\",controller=\"nvme0\",opclass=\"read\"} 3",
+        "nvmeof_queue_busy_seconds_total{subsystem=\"nqn.2026-11.io.nvmeof-exporter.lab:tcp\",controller=\"nvme0\"} 0.003",
+    ] {
+        assert!(body(&named).lines().any(|l| l == line), "missing {line:?} in\n{named}");
+    }
+    let queue_cpus = body(&named).matches("\nnvmeof_queue_cpus_info{").count();
+    assert_eq!(queue_cpus, 2, "nvme3's two I/O queues alone:\n{named}");
+
+    // Repeated, with collect[]: two controllers per queue, the io collector alone.
+    let two = get(
+        addr,
+        "/metrics?collect[]=io&controller=nvme0&controller=nvme3",
+        "",
+    )
+    .await;
+    assert_eq!(status(&two), 200, "{two}");
+    let everything_io = get(flagged, "/metrics?collect[]=io", "").await;
+    for c in ["nvme0", "nvme3"] {
+        assert_eq!(lines_of(&two, c), lines_of(&everything_io, c), "{c}");
+    }
+    assert!(!body(&two).contains("nvmeof_controller_cntlid"), "{two}");
+
+    // all: every controller as the flag shows it.
+    let all = get(addr, "/metrics?controller=all", "").await;
+    for c in ["nvme0", "nvme1", "nvme2", "nvme3", "nvme4"] {
+        assert_eq!(lines_of(&all, c), lines_of(&everything, c), "{c}");
+    }
+
+    // A controller that is not there (gone since the scrape config was written): no data.
+    let absent = get(addr, "/metrics?controller=nvme42", "").await;
+    assert_eq!(status(&absent), 200, "{absent}");
+    assert!(!body(&absent).contains("queue=\""), "{absent}");
+
+    // Not a controller's name: node_exporter's 400, naming the value.
+    for (query, shown) in [
+        ("controller=nvme03", "\"nvme03\""),
+        ("controller=nvme3n1", "\"nvme3n1\""),
+        ("controller=", "\"\""),
+        ("controller=sda", "\"sda\""),
+        ("controller=nvme99999999999", "\"nvme99999999999\""),
+        ("controller=nvme3&controller=%0a%1b", "\"??\""),
+    ] {
+        let answer = get(addr, &format!("/metrics?{query}"), "").await;
+        assert_eq!(status(&answer), 400, "{query}: {answer}");
+        let want = format!("couldn't create filtered metrics handler: invalid controller: {shown}");
+        assert!(body(&answer).starts_with(&want), "{query}: {answer}");
+    }
+
+    // Nothing a detailed scrape did shows in the default page.
+    let again = get(addr, "/metrics", "").await;
+    for c in ["nvme0", "nvme1", "nvme2", "nvme3", "nvme4"] {
+        assert_eq!(lines_of(&again, c), lines_of(&default, c), "{c}");
+    }
+    // With the flag every controller is per queue already: a name changes nothing.
+    let flagged_named = get(flagged, "/metrics?controller=nvme3", "").await;
+    for c in ["nvme0", "nvme3"] {
+        assert_eq!(lines_of(&flagged_named, c), lines_of(&everything, c), "{c}");
+    }
+}
+
 /// `/debug/slow`: 404 with the flag to set while tracing is off; the log's latest as JSON with
 /// `since` and `limit` when on, bounded whatever they ask (the lab runs `nvmeof-exporter trace`
 /// against it).

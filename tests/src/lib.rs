@@ -102,9 +102,15 @@ impl Shared {
 
     /// Scrapes `/metrics` through the forwarded port: the body, and how long the answer took.
     pub fn scrape(&mut self) -> (Metrics, std::time::Duration) {
+        self.scrape_path("/metrics")
+    }
+
+    /// Scrapes `path` (the metrics path with a query, `/metrics?controller=nvme0`), which must
+    /// answer 200, as [`Shared::scrape`].
+    pub fn scrape_path(&mut self, path: &str) -> (Metrics, std::time::Duration) {
         self.ensure_agent();
-        let (status, body, took) = self.lab.http_get("/metrics").expect("scraping the agent");
-        assert_eq!(status, 200, "{body}");
+        let (status, body, took) = self.lab.http_get(path).expect("scraping the agent");
+        assert_eq!(status, 200, "{path}: {body}");
         (Metrics::parse(&body), took)
     }
 

@@ -23,9 +23,14 @@ fn nqn(t: &str) -> String {
 /// on a loaded machine one sometimes misses its 50 ms deadline and serves its previous output
 /// (`collector_stale 1`): a delta taken across such a scrape would read zero.
 fn fresh_scrape(s: &mut Shared) -> (Metrics, Duration) {
+    fresh_scrape_of(s, "/metrics")
+}
+
+/// [`fresh_scrape`] of `path` (the metrics path with a query).
+fn fresh_scrape_of(s: &mut Shared, path: &str) -> (Metrics, Duration) {
     let mut last = String::new();
     for _ in 0..20 {
-        let (m, took) = s.scrape();
+        let (m, took) = s.scrape_path(path);
         let fresh = ["io", "controller", "subsystem"]
             .iter()
             .all(|c| m.sum("nvmeof_exporter_collector_success", &[("collector", c)]) == 1.0);
@@ -582,66 +587,146 @@ fn an_inflight_map_too_small_for_the_node_is_counted_and_logged_once() {
 fn per_queue_cpus_are_the_kernels_and_name_the_queue_a_cpus_reads_take() {
     on_each_lab(|s, release| {
         s.restart_agent("--metrics.per-queue");
-        let truth = s
-            .lab
-            .sh_ok(
-                r#"for c in /sys/class/nvme/nvme*; do
-                     for d in "$c"/nvme*n*; do
-                       [ -d "$d/mq" ] || continue
-                       for q in "$d"/mq/*; do echo "${c##*/} $(( ${q##*/} + 1 )) $(cat "$q/cpu_list")"; done
-                       break
-                     done
-                   done"#,
-            )
-            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let want = kernel_queue_cpus(s, release, "/sys/class/nvme/nvme*");
         let before = scrape_now(s);
-        s.lab
-            .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 2 dd if=$d of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null")
-            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        read_200_on_cpu_1(s, release);
         let after = scrape_now(s);
         s.restart_agent("");
-        let mut want: Vec<String> = truth.lines().map(str::to_owned).collect();
-        want.sort();
-        let mut got: Vec<String> = after
-            .select("nvmeof_queue_cpus_info", &[])
-            .map(|m| {
-                format!(
-                    "{} {} {}",
-                    m.label("controller").unwrap_or_default(),
-                    m.label("queue").unwrap_or_default(),
-                    m.label("cpus").unwrap_or_default()
-                )
-            })
-            .collect();
-        got.sort();
         assert!(want.len() >= 8, "{release}: the guest's queues: {want:?}");
-        assert_eq!(got, want, "{release}: queue CPUs");
+        assert_eq!(agents_queue_cpus(&after), want, "{release}: queue CPUs");
         let sub = nqn("tcp");
-        let reads_on = |queue: &str| {
-            moved(
-                &before,
-                &after,
-                &[("subsystem", sub.as_str()), ("queue", queue)],
-                // Per queue, the command count is the latency histogram's.
-                "nvmeof_io_latency_seconds_count",
-                &[("opclass", "read")],
-            )
-        };
         let tcp_ctrl = after
             .select("nvmeof_io_commands_total", &[("subsystem", sub.as_str())])
             .find_map(|m| m.label("controller").map(str::to_owned))
             .expect("a TCP controller's series");
-        let cpu1 = after
-            .select(
-                "nvmeof_queue_cpus_info",
-                &[("controller", tcp_ctrl.as_str())],
-            )
-            .find(|m| m.label("cpus").is_some_and(|c| cpus_include(c, 1)))
-            .and_then(|m| m.label("queue").map(str::to_owned))
-            .expect("a queue for CPU 1");
-        eprintln!("{release}: CPU 1's queue on {tcp_ctrl}: {cpu1}");
-        assert_eq!(reads_on(&cpu1), 200.0, "{release}: reads on queue {cpu1}");
+        let of_tcp = [("controller", tcp_ctrl.as_str())];
+        reads_land_on_cpu_1s_queue(&before, &after, &of_tcp, release);
     });
+}
+
+/// On demand (issue 15): an agent without `--metrics.per-queue` shows the TCP controllers per
+/// queue to a scrape that names them (`/metrics?controller=nvmeA&controller=nvmeB`, both paths of
+/// the TCP subsystem), with their queues' CPUs as blk-mq's `mq/N/cpu_list` has them, and 200
+/// direct reads pinned to CPU 1 land exactly on the queue of CPU 1; the other controllers stay
+/// per controller, and the default scrape has no `queue` label at all.
+#[test]
+fn a_scrape_naming_a_controller_gets_its_queues_without_a_restart() {
+    on_each_lab(|s, release| {
+        s.restart_agent("");
+        let tcp: Vec<String> = s
+            .controllers()
+            .into_iter()
+            .filter(|(_, transport, _, _)| transport == "tcp")
+            .map(|(name, ..)| name)
+            .collect();
+        assert!(
+            !tcp.is_empty(),
+            "{release}: no TCP controller in\n{}",
+            s.topology
+        );
+        let dirs: Vec<String> = tcp.iter().map(|c| format!("/sys/class/nvme/{c}")).collect();
+        let want = kernel_queue_cpus(s, release, &dirs.join(" "));
+        let query: Vec<String> = tcp.iter().map(|c| format!("controller={c}")).collect();
+        let path = format!("/metrics?{}", query.join("&"));
+        let before = fresh_scrape_of(s, &path).0;
+        read_200_on_cpu_1(s, release);
+        let after = fresh_scrape_of(s, &path).0;
+        let default = scrape_now(s);
+
+        // The named controllers' queue CPUs are the kernel's; nobody else's are shown.
+        assert!(want.len() >= 2, "{release}: the TCP queues: {want:?}");
+        assert_eq!(agents_queue_cpus(&after), want, "{release}: {tcp:?}");
+        // Per queue: the named controllers' alone.
+        for m in after.select("nvmeof_queue_busy_seconds_total", &[]) {
+            let c = m.label("controller").unwrap_or_default();
+            let named = tcp.iter().any(|t| t == c);
+            assert_eq!(m.label("queue").is_some(), named, "{release}: {m:?}");
+        }
+        // Every queue shown is a TCP controller's.
+        reads_land_on_cpu_1s_queue(&before, &after, &[], release);
+
+        // The default scrape, right after: per controller, as ever.
+        let per_queue: Vec<_> = (default.samples.iter())
+            .filter(|m| m.label("queue").is_some() || m.label("local_port").is_some())
+            .collect();
+        assert!(per_queue.is_empty(), "{release}: {per_queue:?}");
+        assert!(!default.has_family("nvmeof_queue_cpus_info"), "{release}");
+        let sub = nqn("tcp");
+        let reads = [("subsystem", sub.as_str()), ("opclass", "read")];
+        let total = default.sum("nvmeof_io_commands_total", &reads);
+        assert!(
+            total >= 200.0,
+            "{release}: the reads per controller: {total}"
+        );
+    });
+}
+
+/// Each I/O queue's CPUs as the guest's kernel gives them, for the controllers whose sysfs
+/// directories `dirs` (a shell word list or glob) names: "controller queue cpus" lines, sorted,
+/// the queue being blk-mq's `mq/N` + 1 (the NVMe queue id).
+fn kernel_queue_cpus(s: &mut Shared, release: &str, dirs: &str) -> Vec<String> {
+    let out = s
+        .lab
+        .sh_ok(&format!(
+            r#"for c in {dirs}; do
+                 for d in "$c"/nvme*n*; do
+                   [ -d "$d/mq" ] || continue
+                   for q in "$d"/mq/*; do echo "${{c##*/}} $(( ${{q##*/}} + 1 )) $(cat "$q/cpu_list")"; done
+                   break
+                 done
+               done"#
+        ))
+        .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+    let mut lines: Vec<String> = out.lines().map(str::to_owned).collect();
+    lines.sort();
+    lines
+}
+
+/// The agent's `nvmeof_queue_cpus_info` as [`kernel_queue_cpus`] lines.
+fn agents_queue_cpus(m: &Metrics) -> Vec<String> {
+    let mut lines: Vec<String> = m
+        .select("nvmeof_queue_cpus_info", &[])
+        .map(|m| {
+            let l = |k| m.label(k).unwrap_or_default();
+            format!("{} {} {}", l("controller"), l("queue"), l("cpus"))
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// 200 direct 4 KiB reads of the TCP namespace from CPU 1.
+fn read_200_on_cpu_1(s: &mut Shared, release: &str) {
+    s.lab
+        .sh_ok("d=$(dev_of tcp) || exit 9; busybox taskset 2 dd if=$d of=/dev/null bs=4k count=200 iflag=direct 2>/dev/null")
+        .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+}
+
+/// The queue whose CPUs include CPU 1, by `after`'s `nvmeof_queue_cpus_info` series matching
+/// `which`, took exactly the 200 reads of [`read_200_on_cpu_1`] from `before` to `after`,
+/// counted over the TCP subsystem's controllers (per queue, the command count is the latency
+/// histogram's).
+fn reads_land_on_cpu_1s_queue(
+    before: &Metrics,
+    after: &Metrics,
+    which: &[(&str, &str)],
+    release: &str,
+) {
+    let cpu1 = after
+        .select("nvmeof_queue_cpus_info", which)
+        .find(|m| m.label("cpus").is_some_and(|c| cpus_include(c, 1)))
+        .and_then(|m| m.label("queue").map(str::to_owned))
+        .expect("a queue for CPU 1");
+    eprintln!("{release}: CPU 1's queue ({which:?}): {cpu1}");
+    let sub = nqn("tcp");
+    let reads = moved(
+        before,
+        after,
+        &[("subsystem", sub.as_str()), ("queue", cpu1.as_str())],
+        "nvmeof_io_latency_seconds_count",
+        &[("opclass", "read")],
+    );
+    assert_eq!(reads, 200.0, "{release}: reads on queue {cpu1}");
 }
 
 /// Whether a kernel CPU list (`0-3,8`) includes `cpu`.

@@ -35,12 +35,13 @@ families! {
     NUMA_NODE: gauge("nvmeof_controller_numa_node",
         "NUMA node of the controller; -1 for none.");
     QUEUE_CPUS: gauge("nvmeof_queue_cpus_info",
-        "The CPUs whose I/O an I/O queue carries (blk-mq's mq/N/cpu_list, queue = N + 1), as the cpus label; always 1. Only with --metrics.per-queue, beside the per-queue I/O series it explains.");
+        "The CPUs whose I/O an I/O queue carries (blk-mq's mq/N/cpu_list, queue = N + 1), as the cpus label; always 1. Only with --metrics.per-queue or for the controllers a scrape names (controller=), beside the per-queue I/O series it explains.");
 }
 
 pub struct ControllerCollector {
     sysfs: PathBuf,
-    /// Each I/O queue's CPUs too (`--metrics.per-queue`): a series per queue.
+    /// Each I/O queue's CPUs too, of every controller (`--metrics.per-queue`): a series per
+    /// queue. Without it, of the controllers a scrape names ([`Scrape::detail`]).
     per_queue: bool,
 }
 
@@ -65,7 +66,7 @@ impl Collector for ControllerCollector {
         sink.skipped(parsed.skipped.len());
         for c in &parsed.items {
             emit(sink, c);
-            if self.per_queue {
+            if self.per_queue || scrape.detail().per_queue_named(&c.name) {
                 let (queues, odd) = crate::sysfs::controller::queue_cpus(&self.sysfs, &c.name);
                 sink.skipped(odd);
                 let subsystem = text(&c.subsysnqn);

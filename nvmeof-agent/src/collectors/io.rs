@@ -183,9 +183,11 @@ impl SlowExemplars {
     }
 }
 
-fn collect_io(state: &IoState, sink: &mut Sink) {
+/// The I/O series; the controllers for which `per_queue` says so per queue, the others summed
+/// over their queues.
+fn collect_io(state: &IoState, per_queue: &dyn Fn(u32) -> bool, sink: &mut Sink) {
     let exemplars = SlowExemplars::new(state);
-    for o in &state.view.ops {
+    for o in state.view.ops_at(per_queue) {
         let l = Labels::new(state, o.key.ctrl_id, o.key.qid);
         let class = o.key.class.as_str();
         match o.key.class {
@@ -194,7 +196,7 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
             _ => {}
         }
         let with_class = l.with(&[("opclass", class)]);
-        let (classic, native) = latency_histogram(o);
+        let (classic, native) = latency_histogram(&o);
         let data = HistogramData {
             count: o.commands,
             sum: secs(o.latency_sum_ns as f64),
@@ -212,7 +214,7 @@ fn collect_io(state: &IoState, sink: &mut Sink) {
         let l = Labels::new(state, ctrl_id, None);
         sink.counter(&INFLIGHT_SECONDS, &l.with(&[]), secs(ns as f64));
     }
-    for (k, q) in &state.view.queues {
+    for (k, q) in &state.view.queues_at(per_queue) {
         let l = Labels::new(state, k.ctrl_id, k.qid);
         sink.gauge(&QUEUE_DEPTH, &l.with(&[]), q.depth as f64);
         sink.counter(&QUEUE_BUSY, &l.with(&[]), secs(q.busy_ns as f64));
@@ -320,7 +322,9 @@ impl Collector for IoCollector {
             if state.waiting_for_nvme { 1.0 } else { 0.0 },
         );
         if state.up {
-            collect_io(&state, sink);
+            let detail = scrape.detail();
+            let per_queue = |ctrl_id| state.per_queue || detail.per_queue(ctrl_id);
+            collect_io(&state, &per_queue, sink);
             collect_self(&state, sink);
         }
         Ok(())
@@ -335,8 +339,10 @@ mod tests {
     use crate::test_support as support;
     use nvmeof_common::{latency_bucket, StatusKey, PROGRAM_COUNTERS};
 
+    /// A drained state (the model keeps reads and writes per queue, always), rendered per queue
+    /// for every controller with `per_queue` (`--metrics.per-queue`).
     fn state(per_queue: bool) -> IoState {
-        let qid = per_queue.then_some(1);
+        let qid = Some(1);
         // 3 reads of 100 µs, one of 200 µs.
         let buckets = vec![
             (latency_bucket(100_000) as u16, 3),

@@ -129,13 +129,18 @@ fn emit(sink: &mut Sink, base: &[(&str, &str)], socks: &[&TcpSocket]) {
     }
 }
 
-/// Emits every family for `assigned`; with `per_queue` also one series per connection.
-pub fn emit_all(sink: &mut Sink, assigned: &[(&Controller, Vec<&TcpSocket>)], per_queue: bool) {
+/// Emits every family for `assigned`; for the controllers for which `per_queue` says so also
+/// one series per connection.
+pub fn emit_all(
+    sink: &mut Sink,
+    assigned: &[(&Controller, Vec<&TcpSocket>)],
+    per_queue: &dyn Fn(&Controller) -> bool,
+) {
     for (c, socks) in assigned {
         let subsystem = c.subsysnqn.as_deref().unwrap_or("");
         let base = [("subsystem", subsystem), ("controller", c.name.as_str())];
         emit(sink, &base, socks);
-        if per_queue {
+        if per_queue(c) {
             for s in socks {
                 let port = s.sport.to_string();
                 let mut l = base.to_vec();
@@ -156,7 +161,8 @@ impl Collector for TcpCollector {
         let socks = tcp_sockets().context("sock_diag dump of TCP sockets")?;
         let (assigned, ambiguous) = assign(&tcp, &socks);
         sink.skipped(ambiguous.len());
-        emit_all(sink, &assigned, self.per_queue);
+        let per_queue = |c: &Controller| self.per_queue || scrape.detail().per_queue_named(&c.name);
+        emit_all(sink, &assigned, &per_queue);
         Ok(())
     }
 }
@@ -209,8 +215,10 @@ mod tests {
         let (assigned, ambiguous) = assign(&ctrls, &socks);
         assert!(ambiguous.is_empty());
         let mut sink = Sink::new();
-        emit_all(&mut sink, &assigned, true);
+        // Per connection for nvme0 only (a scrape naming it).
+        emit_all(&mut sink, &assigned, &|c| c.name == "nvme0");
         let text = crate::test_support::text(sink);
+        assert!(!text.contains(r#"controller="nvme1",local_port"#), "{text}");
         for line in [
             r#"nvmeof_tcp_connections{subsystem="nqn.x:tcp",controller="nvme0"} 2"#,
             r#"nvmeof_tcp_connections{subsystem="nqn.x:tcp",controller="nvme1"} 1"#,

@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::webconfig::BasicAuth;
 use crate::bpf::io::slow::{self, SlowLog};
+use crate::collector::Detail;
 use crate::exposition::{self, openmetrics, protobuf, text, Format};
 use crate::scrape::{deadline_from_scrape_timeout, Scraper, Selection};
 
@@ -85,11 +86,22 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     e.finish()
 }
 
-/// The values of node_exporter's `collect[]` and `exclude[]` query parameters (their names
-/// percent-encoded or not), at most [`MAX_COLLECTOR_PARAMS`] of them; other parameters and
-/// undecodable ones are ignored, as Go's form parsing skips what it cannot read.
-fn collector_params(query: &str) -> (Vec<String>, Vec<String>) {
-    let (mut collect, mut exclude) = (Vec::new(), Vec::new());
+/// The query parameters the metrics path reads.
+#[derive(Debug, Default, PartialEq)]
+struct Params {
+    /// node_exporter's `collect[]` and `exclude[]`.
+    collect: Vec<String>,
+    exclude: Vec<String>,
+    /// `controller`: the controllers to show per queue (`crate::collector::Detail`).
+    controller: Vec<String>,
+}
+
+/// The values of node_exporter's `collect[]` and `exclude[]` query parameters and of
+/// `controller` (their names percent-encoded or not), from the first [`MAX_COLLECTOR_PARAMS`]
+/// parameters; other parameters and undecodable ones are ignored, as Go's form parsing skips
+/// what it cannot read.
+fn query_params(query: &str) -> Params {
+    let mut params = Params::default();
     for pair in query.split('&').take(MAX_COLLECTOR_PARAMS) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (Some(k), Some(v)) = (percent_decode(k), percent_decode(v)) else {
@@ -97,12 +109,13 @@ fn collector_params(query: &str) -> (Vec<String>, Vec<String>) {
         };
         let v = String::from_utf8_lossy(&v).into_owned();
         match k.as_slice() {
-            b"collect[]" => collect.push(v),
-            b"exclude[]" => exclude.push(v),
+            b"collect[]" => params.collect.push(v),
+            b"exclude[]" => params.exclude.push(v),
+            b"controller" => params.controller.push(v),
             _ => {}
         }
     }
-    (collect, exclude)
+    params
 }
 
 /// `/debug/slow`'s `since` (the last sequence number the reader saw, 0 by default) and `limit`
@@ -123,7 +136,8 @@ fn slow_params(query: &str) -> (u64, usize) {
 /// Slow commands `/debug/slow` lists without a `limit`.
 const SLOW_LIMIT_DEFAULT: usize = 100;
 
-/// A bound on the query parameters read: a scraper names a few collectors, not thousands.
+/// A bound on the query parameters read: a scraper names a few collectors and controllers, not
+/// thousands.
 const MAX_COLLECTOR_PARAMS: usize = 64;
 
 /// A path with its percent-escapes decoded, as Go's `URL.Path` (which its ServeMux matches on);
@@ -338,11 +352,13 @@ impl App {
                 .and_then(|v| v.to_str().ok())
                 .and_then(deadline_from_scrape_timeout)
                 .unwrap_or_else(|| self.scraper.default_deadline());
-            let (collect, exclude) = collector_params(req.uri().query().unwrap_or(""));
-            let selection = match self.scraper.selection(collect, exclude) {
-                Ok(s) => s,
+            let params = query_params(req.uri().query().unwrap_or(""));
+            let detail = self.scraper.detail(&params.controller);
+            let selection = self.scraper.selection(params.collect, params.exclude);
+            let (selection, detail) = match (selection, detail) {
+                (Ok(s), Ok(d)) => (s, d),
                 // node_exporter's answer to a filter it cannot serve.
-                Err(why) => {
+                (Err(why), _) | (_, Err(why)) => {
                     return reply(
                         StatusCode::BAD_REQUEST,
                         "text/plain; charset=utf-8",
@@ -350,8 +366,9 @@ impl App {
                     )
                 }
             };
+            let format = exposition::negotiate(accept);
             return self
-                .metrics(exposition::negotiate(accept), gzip, deadline, &selection)
+                .metrics(format, gzip, deadline, &selection, &detail)
                 .await;
         }
         match path.as_slice() {
@@ -394,6 +411,7 @@ impl App {
         gzip: bool,
         deadline: Duration,
         selection: &Selection,
+        detail: &Detail,
     ) -> Response<Body> {
         let _slot = match &self.scrapes_in_flight {
             Some((max, slots)) => match slots.try_acquire() {
@@ -409,7 +427,7 @@ impl App {
             None => None,
         };
         let started = std::time::Instant::now();
-        let families = self.scraper.scrape_selected(deadline, selection).await;
+        let families = self.scraper.scrape_for(deadline, selection, detail).await;
         let body: Bytes = match format {
             Format::Text => text::encode(&families).into(),
             Format::OpenMetrics => openmetrics::encode(&families).into(),
@@ -457,6 +475,20 @@ mod tests {
         for bad in ["/%", "/%7", "/%zz", "/%+1", "/%\u{e9}"] {
             assert_eq!(percent_decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn query_parameters_are_read_up_to_the_bound() {
+        let p =
+            query_params("collect%5B%5D=io&controller=nvme3&x=1&controller=nvme%31&exclude[]=tcp");
+        assert_eq!(p.collect, ["io"]);
+        assert_eq!(p.exclude, ["tcp"]);
+        assert_eq!(p.controller, ["nvme3", "nvme1"]);
+        // Past the bound nothing more is read: a scraper cannot make the agent hold thousands.
+        let many: Vec<String> = (0..1000).map(|i| format!("controller=nvme{i}")).collect();
+        let p = query_params(&many.join("&"));
+        assert_eq!(p.controller.len(), MAX_COLLECTOR_PARAMS);
+        assert_eq!(query_params("controller=%zz"), Params::default());
     }
 
     #[test]

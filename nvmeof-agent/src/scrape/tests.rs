@@ -124,15 +124,14 @@ async fn a_hung_collector_serves_its_cache_within_the_deadline() {
     // Released, the late run refreshes the cache for the next scrape.
     release.send(()).unwrap();
     let until = Instant::now() + Duration::from_secs(5);
-    while lock(&s.slots[0].state).running.is_some() && Instant::now() < until {
+    while lock(&s.slots[0].states[0]).running.is_some() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(
-        lock(&s.slots[0].state).last_good.as_ref().map(|f| gauge(
-            f,
-            "test_value",
-            ("from", "hangs")
-        )),
+        lock(&s.slots[0].states[0])
+            .last_good
+            .as_ref()
+            .map(|(_, f)| gauge(f, "test_value", ("from", "hangs"))),
         Some(Some(2.0))
     );
 }
@@ -262,4 +261,140 @@ async fn a_memory_only_collector_is_never_served_stale() {
     assert_eq!(gauge(&third, "test_value", ("from", "failing")), Some(2.0));
     assert_eq!(gauge(&third, STALE, ("collector", "failing")), Some(1.0));
     assert_eq!(gauge(&third, SUCCESS, ("collector", "failing")), Some(0.0));
+}
+
+/// Shows controllers nvme1 and nvme2, each with a series per queue when the scrape shows it per
+/// queue; fails from call `fail_from` on.
+struct Detailed {
+    calls: AtomicUsize,
+    fail_from: usize,
+}
+
+impl Collector for Arc<Detailed> {
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        let call = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+        if call >= self.fail_from {
+            anyhow::bail!("sysfs went away");
+        }
+        for c in ["nvme1", "nvme2"] {
+            sink.gauge(&VALUE, &[("controller", c)], call as f64);
+            if scrape.detail().per_queue_named(c) {
+                sink.gauge(&VALUE, &[("controller", c), ("queue", "1")], call as f64);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The test values of a scrape: (controller, queue or "-", call).
+fn detailed_values(fams: &[MetricFamily]) -> Vec<(String, String, f64)> {
+    let Some(f) = fams.iter().find(|f| f.name() == "test_value") else {
+        return Vec::new();
+    };
+    let label = |m: &crate::exposition::model::Metric, k: &str| {
+        (m.label.iter())
+            .find(|l| l.name() == k)
+            .map_or("-".to_owned(), |l| l.value().to_owned())
+    };
+    (f.metric.iter())
+        .map(|m| (label(m, "controller"), label(m, "queue"), m.value()))
+        .collect()
+}
+
+fn values(v: &[(&str, &str, f64)]) -> Vec<(String, String, f64)> {
+    v.iter()
+        .map(|&(c, q, n)| (c.to_owned(), q.to_owned(), n))
+        .collect()
+}
+
+async fn scrape_at(s: &Scraper, detail: Detail) -> Vec<MetricFamily> {
+    (s.scrape_for(Duration::from_secs(5), &Selection::All, &detail)).await
+}
+
+/// The second call of [`Detailed`], naming nvme1.
+fn nvme1_per_queue() -> Vec<(String, String, f64)> {
+    values(&[
+        ("nvme1", "-", 2.0),
+        ("nvme1", "1", 2.0),
+        ("nvme2", "-", 2.0),
+    ])
+}
+
+fn naming(controllers: &[u32]) -> Detail {
+    Detail::Controllers(controllers.iter().copied().collect())
+}
+
+/// A kernel collector's runs and caches are kept apart per class: a scrape that names
+/// controllers is never served an output per controller, nor the reverse, even stale; the
+/// scrapes naming different controllers share one run per queue for every controller and each
+/// keeps the queues it named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cache_per_queue_is_never_served_per_controller_nor_the_reverse() {
+    let t = Arc::new(Detailed {
+        calls: AtomicUsize::new(0),
+        fail_from: 3,
+    });
+    let s = scraper(vec![Named::new("detailed", t.clone())]);
+    let scrape = |d: Detail| scrape_at(&s, d);
+    let first = scrape(Detail::PerController).await;
+    let per_controller = values(&[("nvme1", "-", 1.0), ("nvme2", "-", 1.0)]);
+    assert_eq!(detailed_values(&first), per_controller);
+    let named = scrape(naming(&[1])).await;
+    let nvme1 = nvme1_per_queue();
+    assert_eq!(detailed_values(&named), nvme1);
+
+    // Failing now: each class serves its own last output, marked stale.
+    let stale = scrape(Detail::PerController).await;
+    assert_eq!(detailed_values(&stale), per_controller);
+    assert_eq!(gauge(&stale, STALE, ("collector", "detailed")), Some(1.0));
+    let other = scrape(naming(&[2])).await;
+    let nvme2 = values(&[
+        ("nvme1", "-", 2.0),
+        ("nvme2", "-", 2.0),
+        ("nvme2", "1", 2.0),
+    ]);
+    assert_eq!(
+        detailed_values(&other),
+        nvme2,
+        "the queues it names, of the run per queue"
+    );
+    assert_eq!(gauge(&other, STALE, ("collector", "detailed")), Some(1.0));
+    let all = scrape(Detail::All).await;
+    assert_eq!(detailed_values(&all).len(), 4);
+    assert_eq!(t.calls.load(Ordering::SeqCst), 5);
+}
+
+/// A collector run in line renders the scrape's own detail, and its last good output is served
+/// stale only to a scrape that asks for the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inline_collector_serves_its_cache_only_to_the_same_detail() {
+    let t = Arc::new(Detailed {
+        calls: AtomicUsize::new(0),
+        fail_from: 3,
+    });
+    let s = scraper(vec![Named {
+        name: "detailed",
+        collector: Box::new(t.clone()),
+        reads: Reads::Memory,
+    }]);
+    let scrape = |d: Detail| scrape_at(&s, d);
+    scrape(Detail::PerController).await;
+    let named = scrape(naming(&[1])).await;
+    let nvme1 = nvme1_per_queue();
+    assert_eq!(detailed_values(&named), nvme1);
+
+    // Failing now.
+    let other = scrape(naming(&[2])).await;
+    assert_eq!(
+        detailed_values(&other),
+        vec![],
+        "no output shows nvme2's queues"
+    );
+    assert_eq!(gauge(&other, STALE, ("collector", "detailed")), Some(0.0));
+    let same = scrape(naming(&[1])).await;
+    assert_eq!(detailed_values(&same), nvme1);
+    assert_eq!(gauge(&same, STALE, ("collector", "detailed")), Some(1.0));
+    let default = scrape(Detail::PerController).await;
+    let per_controller = values(&[("nvme1", "-", 1.0), ("nvme2", "-", 1.0)]);
+    assert_eq!(detailed_values(&default), per_controller);
 }

@@ -67,3 +67,60 @@ pub fn value(text: &str, prefix: &str) -> Option<f64> {
     assert!(hits.next().is_none(), "{prefix} matches several series");
     v
 }
+
+/// The `io` tracer's state after one drain in which each of `controllers` (instance, subsystem
+/// NQN) completed, on I/O queue q (1 and 2), q reads of 4 KiB at q × 100 µs and one write of
+/// 8 KiB on queue 1 at 50 µs, with q commands still in flight on queue q: the shape the model
+/// publishes (reads and writes per queue), for rendering tests.
+pub fn drained_io_state(controllers: &[(u32, &str)]) -> crate::bpf::io::IoState {
+    use crate::bpf::io::model::{Model, RawMaps};
+    use nvmeof_common::{latency_bucket, OpClass, OpKey, OpStats, QueueKey, QueueState};
+    let stats = |n: u64, bytes: u64, ns: u64| {
+        let mut s = OpStats {
+            bytes: n * bytes,
+            latency_sum_ns: n * ns,
+            ..Default::default()
+        };
+        s.buckets[latency_bucket(ns)] = n as u32;
+        s
+    };
+    let key = |ctrl_id, qid, class: OpClass| OpKey {
+        ctrl_id,
+        qid,
+        opclass: class as u8,
+        _pad: 0,
+    };
+    let mut raw = RawMaps::default();
+    for &(c, _) in controllers {
+        for q in 1..=2u16 {
+            let n = u64::from(q);
+            raw.ops
+                .push((key(c, q, OpClass::Read), stats(n, 4096, n * 100_000)));
+            let state = QueueState {
+                submitted: 2 * n + 1,
+                completed: n + 1,
+                busy_ns: n * 1_000_000,
+                last_event_ns: 0,
+            };
+            raw.queues.push((
+                QueueKey {
+                    ctrl_id: c,
+                    qid: q,
+                    _pad: 0,
+                },
+                state,
+            ));
+        }
+        raw.ops
+            .push((key(c, 1, OpClass::Write), stats(1, 8192, 50_000)));
+    }
+    crate::bpf::io::IoState {
+        up: true,
+        view: Model::new().apply(raw),
+        subsystems: controllers
+            .iter()
+            .map(|&(c, s)| (c, s.to_owned()))
+            .collect(),
+        ..Default::default()
+    }
+}

@@ -14,6 +14,15 @@ pub use nvmeof_agent::test_support::{sysfs_6_1, Fixture};
 /// `io` (eBPF) and `smart` (admin commands) collectors read the running kernel and devices, not
 /// the tree, so they are off here; their own tests cover them.
 pub fn scraper(sysfs: &Path, extra_flags: &[&str]) -> Scraper {
+    let config = config(sysfs, extra_flags);
+    Scraper::new(
+        build_enabled(&config).expect("collectors build"),
+        config.collector_timeout,
+    )
+}
+
+/// The flags of [`scraper`], parsed.
+fn config(sysfs: &Path, extra_flags: &[&str]) -> nvmeof_agent::config::Config {
     let mut args = vec![
         "nvmeof-exporter".to_owned(),
         format!("--path.sysfs={}", sysfs.display()),
@@ -21,11 +30,7 @@ pub fn scraper(sysfs: &Path, extra_flags: &[&str]) -> Scraper {
         "--no-collector.smart".to_owned(),
     ];
     args.extend(extra_flags.iter().map(|s| s.to_string()));
-    let config = parse_from(args).expect("flags parse");
-    Scraper::new(
-        build_enabled(&config).expect("collectors build"),
-        config.collector_timeout,
-    )
+    parse_from(args).expect("flags parse")
 }
 
 /// Masks what changes from run to run (collector durations) so whole outputs compare.
@@ -80,4 +85,25 @@ pub fn status(answer: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+/// [`scraper`] with an `io` collector rendering `io` (a drained state) beside the sysfs ones,
+/// run in line as the binary runs it.
+pub fn scraper_with_io(
+    sysfs: &Path,
+    extra_flags: &[&str],
+    mut io: nvmeof_agent::bpf::io::IoState,
+) -> Scraper {
+    use nvmeof_agent::collector::{Named, Reads};
+    use nvmeof_agent::collectors::io::IoCollector;
+    let config = config(sysfs, extra_flags);
+    let mut collectors = build_enabled(&config).expect("collectors build");
+    // As the registry hands the flag to the tracer.
+    io.per_queue = config.per_queue;
+    collectors.push(Named {
+        name: "io",
+        collector: Box::new(IoCollector::from_state(io)),
+        reads: Reads::Memory,
+    });
+    Scraper::new(collectors, config.collector_timeout).with_per_queue(config.per_queue)
 }

@@ -62,21 +62,21 @@ fn the_deploy_docs_pass_flags_the_exporter_has() {
     }
 }
 
-#[test]
-fn the_deploy_docs_scrape_config_passes_promtool_check_config() {
-    let doc = read("docs/deploy.md");
-    let after = &doc[doc
-        .find("<!-- prometheus.yml")
-        .expect("the marked scrape config")..];
+/// The yaml block after the first `<!-- prometheus.yml` mark of `doc` whose mark starts with
+/// `mark`.
+fn marked_config<'a>(doc: &'a str, mark: &str) -> &'a str {
+    let after = &doc[doc.find(mark).expect("the marked scrape config")..];
     let start = after.find("```yaml\n").expect("a yaml block") + "```yaml\n".len();
-    let config = &after[start..start + after[start..].find("```").unwrap()];
-    assert!(config.contains("job_name: nvmeof-exporter\n"), "{config}");
-    let Some(promtool) = require(
+    &after[start..start + after[start..].find("```").unwrap()]
+}
+
+/// promtool's `check config` of `config` (with the rules beside it): its output, or `None`
+/// without promtool.
+fn promtool_check(config: &str) -> Option<String> {
+    let promtool = require(
         super::chart::which("promtool"),
         "promtool (Debian's prometheus)",
-    ) else {
-        return;
-    };
+    )?;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
     std::fs::copy(
@@ -91,5 +91,26 @@ fn the_deploy_docs_scrape_config_passes_promtool_check_config() {
     );
     assert!(ok, "{text}");
     assert!(text.contains("SUCCESS: prometheus.yml is valid"), "{text}");
-    assert!(text.contains("rules found"), "{text}");
+    Some(text)
+}
+
+#[test]
+fn the_deploy_docs_scrape_config_passes_promtool_check_config() {
+    let doc = read("docs/deploy.md");
+    let config = marked_config(&doc, "<!-- prometheus.yml");
+    assert!(config.contains("job_name: nvmeof-exporter\n"), "{config}");
+    if let Some(text) = promtool_check(config) {
+        assert!(text.contains("rules found"), "{text}");
+    }
+}
+
+/// docs/metrics.md's scrape config for per-queue detail on demand: the parameter on one target
+/// of the node's job.
+#[test]
+fn the_per_queue_on_demand_scrape_config_passes_promtool_check_config() {
+    let doc = read("docs/metrics.md");
+    let config = marked_config(&doc, "<!-- prometheus.yml (per queue on demand)");
+    assert!(config.contains("job_name: nvmeof-exporter\n"), "{config}");
+    assert!(config.contains("__param_controller: nvme3"), "{config}");
+    promtool_check(config);
 }

@@ -86,11 +86,11 @@ fn remove_keys<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]
 }
 
 impl Drainer {
-    pub fn new(loaded: Loaded, sysfs_root: PathBuf, per_queue: bool) -> anyhow::Result<Self> {
+    pub fn new(loaded: Loaded, sysfs_root: PathBuf) -> anyhow::Result<Self> {
         Ok(Drainer {
             arrays: Arrays::new(&loaded.ebpf, loaded.slots)?,
             loaded,
-            model: Model::new(per_queue),
+            model: Model::new(),
             sysfs_root,
             namespaces: HashMap::new(),
             subsystems: BTreeMap::new(),
@@ -431,7 +431,7 @@ mod tests {
         }
         let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
         let loaded = Loaded::detached(ebpf, loader::AttachMode::RawTracepoint, MapSizes::default());
-        let mut d = Drainer::new(loaded, sysfs.path().to_owned(), false).unwrap();
+        let mut d = Drainer::new(loaded, sysfs.path().to_owned()).unwrap();
         let state = RwLock::new(IoState::default());
         d.drain_once(&state).unwrap();
         let left: Vec<u64> = entries::<u64, Inflight>(&d.loaded.ebpf, maps::INFLIGHT_RQ)

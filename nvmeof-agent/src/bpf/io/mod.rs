@@ -52,7 +52,8 @@ pub struct IoOptions {
     pub max_queues: u32,
     /// Entries of the request-keyed in-flight map; 0: see [`inflight_capacity`].
     pub max_inflight: u32,
-    /// Series per hardware queue instead of per controller.
+    /// Every controller's series per hardware queue (`--metrics.per-queue`), as if every scrape
+    /// named every controller: a rendering choice, handed to the collector in [`IoState`].
     pub per_queue: bool,
     /// How often a tracer that could not start because `nvme_core` was not loaded looks for it
     /// again.
@@ -73,6 +74,7 @@ pub struct IoState {
     pub up: bool,
     /// Not up because `nvme_core` is not loaded yet: the tracer starts when it is.
     pub waiting_for_nvme: bool,
+    /// Render every controller per queue (`--metrics.per-queue`); without it a scrape chooses.
     pub per_queue: bool,
     pub attached: Vec<&'static str>,
     /// The attach mode's label value (`tp_btf`, `raw_tracepoint`, `tracepoint`).
@@ -415,8 +417,8 @@ fn try_start(
             nvmeof_common::INFLIGHT_CAPACITY
         ),
     }
-    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone(), opts.per_queue)?
-        .with_inflight_capacity(request_keyed);
+    let drainer =
+        drain::Drainer::new(loaded, opts.sysfs_root.clone())?.with_inflight_capacity(request_keyed);
     *state.write().unwrap_or_else(|e| e.into_inner()) = IoState {
         up: true,
         per_queue: opts.per_queue,

@@ -12,12 +12,17 @@
 //!   Quantiles are the reader's: `histogram_quantile` over the native buckets.
 //! - A raw key that disappears (its controller is gone) drops the series it fed once no other key
 //!   feeds it.
-//! - With per-queue series, the latency histograms of reads and writes are per queue (their
-//!   counts and sums give commands and in-flight time per queue, so the command and in-flight
-//!   counters stay per controller); the other classes stay per controller, as the kernel counts
-//!   them (`nvmeof_common::SlotLayout`): admin commands and connects (one per I/O queue) would
-//!   cost series for no insight, flushes and the rest are rare. Queue-state series (depth, busy)
-//!   are per queue for every queue, the admin queue included.
+//! - The model keeps every queue apart, whatever a scrape shows: the latency histograms of reads
+//!   and writes are per queue (their counts and sums give commands and in-flight time per queue,
+//!   so the command and in-flight counters stay per controller); the other classes stay per
+//!   controller, as the kernel counts them (`nvmeof_common::SlotLayout`): admin commands and
+//!   connects (one per I/O queue) would cost series for no insight, flushes and the rest are rare.
+//!   Queue-state series (depth, busy) are per queue for every queue, the admin queue included.
+//!   Which controllers a scrape shows per queue is the scrape's choice (`--metrics.per-queue`, or
+//!   `controller=` on `/metrics`): [`IoView::ops_at`] and [`IoView::queues_at`] sum the queues of
+//!   the others. A queue's series lives as long as its controller (the kernel's slots are zeroed
+//!   only when the controller goes), so a sum over queues is the per-controller count since start.
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use nvmeof_common::latency::{slot_native_index, OVERFLOW_SLOT};
@@ -167,7 +172,7 @@ pub struct RawMaps {
     pub counters: [u64; PROGRAM_COUNTERS as usize],
 }
 
-/// A latency/throughput series: a controller (or one of its queues with `per_queue`) and a class.
+/// A latency/throughput series: a controller (reads and writes: one of its queues) and a class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SeriesKey {
     pub ctrl_id: u32,
@@ -175,7 +180,7 @@ pub struct SeriesKey {
     pub class: OpClass,
 }
 
-/// A queue-state series: a controller, or one queue with `per_queue`.
+/// A queue-state series: one queue of a controller (`qid: None` once summed per controller).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct QueueSeriesKey {
     pub ctrl_id: u32,
@@ -271,6 +276,80 @@ pub struct IoView {
     pub events: Events,
 }
 
+impl IoView {
+    /// The command series as a scrape shows them: those of the controllers for which
+    /// `per_queue` says so as the model keeps them (reads and writes per queue), each other
+    /// controller's reads and writes summed over its queues (one series per class, `qid: None`),
+    /// ascending by key as [`IoView::ops`].
+    pub fn ops_at(&self, per_queue: impl Fn(u32) -> bool) -> Vec<Cow<'_, OpView>> {
+        let mut out: Vec<Cow<'_, OpView>> = Vec::with_capacity(self.ops.len());
+        // Per (controller, class): the sums, with dense buckets (450 slots: a few KB for a few
+        // series, and every queue's buckets are added without a search).
+        let mut summed: BTreeMap<(u32, OpClass), (OpView, Vec<u64>)> = BTreeMap::new();
+        for o in &self.ops {
+            if o.key.qid.is_none() || per_queue(o.key.ctrl_id) {
+                out.push(Cow::Borrowed(o));
+                continue;
+            }
+            let (sum, dense) = summed
+                .entry((o.key.ctrl_id, o.key.class))
+                .or_insert_with(|| {
+                    // The controller's series: this queue's key without the queue, from zero.
+                    let mut zero = o.clone();
+                    zero.key.qid = None;
+                    (zero.commands, zero.bytes, zero.errors) = (0, 0, 0);
+                    zero.latency_sum_ns = 0;
+                    zero.buckets.clear();
+                    (zero, vec![0; LATENCY_BUCKETS])
+                });
+            sum.commands += o.commands;
+            sum.bytes += o.bytes;
+            sum.errors += o.errors;
+            sum.latency_sum_ns += o.latency_sum_ns;
+            for &(b, c) in &o.buckets {
+                dense[b as usize] += c;
+            }
+        }
+        if summed.is_empty() {
+            return out;
+        }
+        for (_, (mut sum, dense)) in summed {
+            sum.buckets = (dense.iter().enumerate())
+                .filter(|(_, &c)| c > 0)
+                .map(|(b, &c)| (b as u16, c))
+                .collect();
+            out.push(Cow::Owned(sum));
+        }
+        out.sort_by_key(|o| o.key);
+        out
+    }
+
+    /// The queue-state series as a scrape shows them: per queue for the controllers for which
+    /// `per_queue` says so, summed per controller (`qid: None`) for the others, ascending by key.
+    pub fn queues_at(&self, per_queue: impl Fn(u32) -> bool) -> Vec<(QueueSeriesKey, QueueView)> {
+        let mut out: Vec<(QueueSeriesKey, QueueView)> = Vec::with_capacity(self.queues.len());
+        // The view is ascending by (controller, queue): a controller's queues come together.
+        for (k, q) in &self.queues {
+            if k.qid.is_none() || per_queue(k.ctrl_id) {
+                out.push((*k, q.clone()));
+                continue;
+            }
+            let key = QueueSeriesKey {
+                ctrl_id: k.ctrl_id,
+                qid: None,
+            };
+            match out.last_mut() {
+                Some((last, sum)) if *last == key => {
+                    sum.depth += q.depth;
+                    sum.busy_ns += q.busy_ns;
+                }
+                _ => out.push((key, q.clone())),
+            }
+        }
+        out
+    }
+}
+
 /// The setups and completions the programs saw, cumulative. The programs do not count them (a
 /// per-command cost): every setup ends in exactly one of a submitted count on its queue, a
 /// `slot_out_of_range` or an `inflight_full` event, and every completion in a completed count or
@@ -308,7 +387,6 @@ struct KeyState {
 
 /// Previous raw values and accumulated series.
 pub struct Model {
-    per_queue: bool,
     /// Drains applied so far: keys and series touched by the current one carry its number, so the
     /// ones no key fed any more are found without a set per drain.
     drains: u64,
@@ -337,10 +415,15 @@ pub struct Model {
     spare_buckets: Vec<Vec<(u16, u64)>>,
 }
 
+impl Default for Model {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Model {
-    pub fn new(per_queue: bool) -> Self {
+    pub fn new() -> Self {
         Model {
-            per_queue,
             drains: 0,
             keys: Vec::new(),
             key_index: HashMap::new(),
@@ -363,14 +446,9 @@ impl Model {
         self.spare_buckets = old.ops.into_iter().map(|o| o.buckets).collect();
     }
 
-    /// The queue of a queue-state series.
-    fn qid(&self, qid: u16) -> Option<u16> {
-        self.per_queue.then_some(qid)
-    }
-
     /// The queue of a command series: reads and writes only (see the module documentation).
-    fn op_qid(&self, qid: u16, class: OpClass) -> Option<u16> {
-        (self.per_queue && class.moves_data()).then_some(qid)
+    fn op_qid(qid: u16, class: OpClass) -> Option<u16> {
+        class.moves_data().then_some(qid)
     }
 
     /// Takes one read of the maps and returns the view to publish.
@@ -462,7 +540,7 @@ impl Model {
             (None, Some(_)) => {
                 let series = self.series_of(SeriesKey {
                     ctrl_id: k.ctrl_id,
-                    qid: self.op_qid(k.qid, class),
+                    qid: Self::op_qid(k.qid, class),
                     class,
                 });
                 self.key_index.insert(*k, self.keys.len());
@@ -578,7 +656,7 @@ impl Model {
             .map(|(k, cur)| {
                 let key = QueueSeriesKey {
                     ctrl_id: k.ctrl_id,
-                    qid: self.qid(k.qid),
+                    qid: Some(k.qid),
                 };
                 let before = prev.find(k).unwrap_or_default();
                 let busy = delta_u64(before.busy_ns, cur.busy_ns);
@@ -737,7 +815,7 @@ mod tests {
     fn native_buckets_are_the_kernel_slots() {
         let mut s = stats(&[500, 100_000, 100_000, 1_000_000_000, 300_000_000_000], 0);
         s.buckets[latency_bucket(2_000)] += 2;
-        let mut m = Model::new(false);
+        let mut m = Model::new();
         let v = m.apply(RawMaps {
             ops: vec![(op_key(0, 1, OpClass::Read), s)],
             ..Default::default()
@@ -751,9 +829,11 @@ mod tests {
         assert_eq!((classic[22], classic[23]), (6, 7));
     }
 
+    /// The model keeps each queue; a scrape that shows a controller per controller gets its
+    /// queues summed, every figure and bucket an exact sum.
     #[test]
-    fn model_aggregates_queues_and_takes_deltas() {
-        let mut m = Model::new(false);
+    fn queues_sum_per_controller_and_take_deltas() {
+        let mut m = Model::new();
         let k1 = op_key(0, 1, OpClass::Read);
         let k2 = op_key(0, 2, OpClass::Read);
         let raw = RawMaps {
@@ -764,8 +844,13 @@ mod tests {
             ..Default::default()
         };
         let v = m.apply(raw);
-        assert_eq!(v.ops.len(), 1);
-        let o = &v.ops[0];
+        let per_queue: Vec<(Option<u16>, u64)> =
+            v.ops.iter().map(|o| (o.key.qid, o.commands)).collect();
+        assert_eq!(per_queue, vec![(Some(1), 3), (Some(2), 1)]);
+        assert_eq!(v.ops_at(|_| true).len(), 2);
+        let summed = v.ops_at(|_| false);
+        assert_eq!(summed.len(), 1);
+        let o = &summed[0];
         assert_eq!(
             o.key,
             SeriesKey {
@@ -790,7 +875,8 @@ mod tests {
             ops: vec![(k1, s1), (k2, stats(&[200_000], 4096))],
             ..Default::default()
         });
-        let o = &v.ops[0];
+        let summed = v.ops_at(|_| false);
+        let o = &summed[0];
         assert_eq!(
             (o.commands, o.bytes, o.latency_sum_ns),
             (6, 24576, 2_500_000)
@@ -806,19 +892,96 @@ mod tests {
             ops: vec![(k1, s1), (k2, stats(&[200_000], 4096))],
             ..Default::default()
         });
-        assert_eq!(v.ops[0].buckets, since_start);
-        assert_eq!(v.ops[0].commands, 6);
+        let summed = v.ops_at(|_| false);
+        assert_eq!(summed[0].buckets, since_start);
+        assert_eq!(summed[0].commands, 6);
 
         // The controller goes away: its series go too.
         let v = m.apply(RawMaps::default());
         assert!(v.ops.is_empty());
     }
 
+    /// One controller per queue, the other summed: the series come ascending by key, the sums
+    /// among the per-controller classes of their controller.
+    #[test]
+    fn a_scrape_chooses_the_controllers_it_shows_per_queue() {
+        let mut m = Model::new();
+        // (controller, queue, class, commands of 100 µs, bytes each)
+        let ops = [
+            (1, 0, OpClass::Flush, 1, 0),
+            (1, 1, OpClass::Read, 1, 512),
+            (1, 1, OpClass::Write, 1, 4096),
+            (1, 2, OpClass::Read, 2, 512),
+            (3, 0, OpClass::Admin, 1, 0),
+            (3, 1, OpClass::Read, 1, 512),
+            (3, 2, OpClass::Read, 1, 512),
+        ];
+        let v = m.apply(RawMaps {
+            ops: (ops.iter())
+                .map(|&(c, q, class, n, bytes)| {
+                    (op_key(c, q, class), stats(&vec![100_000; n], bytes))
+                })
+                .collect(),
+            queues: [(1, 1), (1, 2), (3, 0), (3, 1), (3, 2)]
+                .map(|(ctrl_id, qid)| {
+                    let state = QueueState {
+                        submitted: 5,
+                        completed: 4,
+                        busy_ns: 100 * u64::from(qid + 1),
+                        last_event_ns: 0,
+                    };
+                    (
+                        QueueKey {
+                            ctrl_id,
+                            qid,
+                            _pad: 0,
+                        },
+                        state,
+                    )
+                })
+                .to_vec(),
+            ..Default::default()
+        });
+        let ops: Vec<(u32, Option<u16>, OpClass, u64, u64)> = v
+            .ops_at(|c| c == 3)
+            .iter()
+            .map(|o| (o.key.ctrl_id, o.key.qid, o.key.class, o.commands, o.bytes))
+            .collect();
+        assert_eq!(
+            ops,
+            vec![
+                (1, None, OpClass::Read, 3, 1536),
+                (1, None, OpClass::Write, 1, 4096),
+                (1, None, OpClass::Flush, 1, 0),
+                (3, None, OpClass::Admin, 1, 0),
+                (3, Some(1), OpClass::Read, 1, 512),
+                (3, Some(2), OpClass::Read, 1, 512),
+            ]
+        );
+        let queues: Vec<(u32, Option<u16>, u64, u64)> = v
+            .queues_at(|c| c == 3)
+            .iter()
+            .map(|(k, q)| (k.ctrl_id, k.qid, q.depth, q.busy_ns))
+            .collect();
+        assert_eq!(
+            queues,
+            vec![
+                (1, None, 2, 500),
+                (3, Some(0), 1, 100),
+                (3, Some(1), 1, 200),
+                (3, Some(2), 1, 300),
+            ]
+        );
+        // Every controller per queue: the model's own series.
+        assert_eq!(v.ops_at(|_| true).len(), v.ops.len());
+        assert_eq!(v.queues_at(|_| true), v.queues);
+    }
+
     /// Keys not re-read (their queue did not move) keep their series and their last value: the
     /// next read takes its deltas from the value of the last read, however long ago.
     #[test]
     fn unread_keys_continue_from_their_last_read() {
-        let mut m = Model::new(true);
+        let mut m = Model::new();
         let k1 = op_key(0, 1, OpClass::Read);
         let k2 = op_key(0, 2, OpClass::Read);
         let first = stats(&[100_000; 2], 4096);
@@ -866,7 +1029,7 @@ mod tests {
 
     #[test]
     fn model_per_queue_and_bucket_wrap() {
-        let mut m = Model::new(true);
+        let mut m = Model::new();
         let k = op_key(2, 3, OpClass::Write);
         let mut s = OpStats::default();
         let b = latency_bucket(50_000);
@@ -892,7 +1055,7 @@ mod tests {
 
     #[test]
     fn per_queue_keeps_control_commands_per_controller() {
-        let mut m = Model::new(true);
+        let mut m = Model::new();
         let v = m.apply(RawMaps {
             ops: vec![
                 (op_key(0, 0, OpClass::Admin), stats(&[30_000], 0)),
@@ -933,7 +1096,7 @@ mod tests {
 
     #[test]
     fn queues_statuses_and_counters() {
-        let mut m = Model::new(false);
+        let mut m = Model::new();
         let q = |qid, submitted, completed, busy_ns| {
             (
                 QueueKey {
@@ -968,7 +1131,7 @@ mod tests {
             qid: None,
         };
         assert_eq!(
-            v.queues,
+            v.queues_at(|_| false),
             vec![(
                 key,
                 QueueView {
@@ -996,7 +1159,7 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            v.queues,
+            v.queues_at(|_| false),
             vec![(
                 key,
                 QueueView {
@@ -1015,7 +1178,7 @@ mod tests {
     /// and a series without queues goes.
     #[test]
     fn queue_series_follow_their_keys_in_any_order() {
-        let mut m = Model::new(true);
+        let mut m = Model::new();
         let q = |ctrl_id, qid, busy_ns| {
             (
                 QueueKey {
