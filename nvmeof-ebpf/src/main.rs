@@ -158,7 +158,15 @@ fn keep_context(key: u64, nsid: u32, slba: u64, cid: u16) {
         _pad: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let _ = SLOW_CONTEXT.insert(key, ctx, 0);
+    // In place when the key has an entry (its previous command's): an LRU insert allocates a
+    // new element and frees the old one, several times the cost (as for the in-flight map).
+    match SLOW_CONTEXT.get_ptr_mut(key) {
+        // SAFETY: p points into the map's value for key; the key serves one command at a time.
+        Some(p) => unsafe { *p = ctx },
+        None => {
+            let _ = SLOW_CONTEXT.insert(key, ctx, 0);
+        }
+    }
 }
 
 /// Sends a command past the threshold to the agent, within its CPU's share of the second.
