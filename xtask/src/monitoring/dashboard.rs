@@ -166,7 +166,7 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
             ],
         ),
         (
-            "Queues (--metrics.per-queue)",
+            "Queues (--metrics.per-queue, or controller= on the scrape)",
             vec![
                 // The native histogram where Prometheus ingests it (then it stores no classic
                 // buckets: 2.42 with native histograms on), else the classic buckets; `or on`
@@ -178,17 +178,17 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                     ])
                     .width(12),
                 panel("table", "Slowest queues (p99 over the range, top 10)", "s",
-                    "The 10 queues with the highest 99th percentile of read and write latency over the dashboard's time range; needs the agent's --metrics.per-queue (the queue label).",
+                    "The 10 queues with the highest 99th percentile of read and write latency over the dashboard's time range; needs the queue label: the agent's --metrics.per-queue, or a scrape job with the controller= parameter for the controllers it names.",
                     vec![q(format!("topk(10,\n  histogram_quantile(0.99, sum by (KEEP, subsystem, controller, queue) (rate(nvmeof_io_latency_seconds{S},opclass=~\"read|write\",queue!=\"\"}}[$__range])))\n  or\n  histogram_quantile(0.99, sum by (KEEP, subsystem, controller, queue, le) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\",queue!=\"\"}}[$__range])))\n)"), "")])
                     .thresholds(&[(0.05, "orange"), (0.1, "red")])
                     .width(12),
                 panel("timeseries", "Busiest queues (top 10)", "percentunit",
-                    "The 10 busiest queues: share of time each had a command in flight; needs --metrics.per-queue.",
+                    "The 10 busiest queues: share of time each had a command in flight; needs the queue label (--metrics.per-queue, or controller= on the scrape).",
                     vec![q(format!("topk(10, sum by (KEEP, subsystem, controller, queue) (rate(nvmeof_queue_busy_seconds_total{S},queue!=\"\"}}[$__rate_interval])))"), "{{instance}} {{controller}} q{{queue}}")])
                     .thresholds(&[(0.7, "orange"), (0.9, "red")])
                     .width(12),
                 panel("timeseries", "Deepest queues at last drain (top 10)", "short",
-                    "The 10 queues with most commands in flight at the agent's last drain; needs --metrics.per-queue.",
+                    "The 10 queues with most commands in flight at the agent's last drain; needs the queue label (--metrics.per-queue, or controller= on the scrape).",
                     vec![q(format!("topk(10, sum by (KEEP, subsystem, controller, queue) (nvmeof_queue_depth{S},queue!=\"\"}}))"), "{{instance}} {{controller}} q{{queue}}")])
                     .width(12),
             ],
