@@ -350,6 +350,11 @@ pub struct HistogramData<'a> {
     pub exemplars: &'a [ExemplarData],
 }
 
+/// The most exemplars a native histogram carries, the latest (client_golang's default for
+/// `NativeHistogramMaxExemplars`): a series with a thousand slow commands must not send them all
+/// in every scrape. Classic buckets keep one each.
+pub const NATIVE_EXEMPLARS: usize = 10;
+
 /// One observation a histogram counted, with labels that find it elsewhere (a slow command's
 /// sequence number at `/debug/slow`).
 #[derive(Clone, Debug, PartialEq)]
@@ -466,12 +471,13 @@ impl Sink {
                 .collect(),
             ..Histogram::default()
         };
-        for e in data.exemplars {
+        let native_from = data.exemplars.len().saturating_sub(NATIVE_EXEMPLARS);
+        for (i, e) in data.exemplars.iter().enumerate() {
             let ex = e.to_model();
             if let Some(b) = h.bucket.iter_mut().find(|b| e.value <= b.upper_bound()) {
                 b.exemplar = Some(ex.clone());
             }
-            if data.native.is_some() {
+            if data.native.is_some() && i >= native_from {
                 h.exemplars.push(ex);
             }
         }

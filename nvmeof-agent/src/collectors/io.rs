@@ -467,6 +467,23 @@ mod tests {
             );
             assert!(!crate::exposition::text::encode(&families).contains(" # {"));
         }
+        // Native histograms carry the latest few, not every slow command of the series.
+        for _ in 0..50 {
+            log.push(cmd, std::time::UNIX_EPOCH);
+        }
+        let mut s = state(false);
+        s.slow = Some(log.clone());
+        let families = support::collect(&IoCollector::from_state(s)).into_families();
+        let latency = families
+            .iter()
+            .find(|f| f.name() == "nvmeof_io_latency_seconds")
+            .unwrap();
+        let h = latency.metric[0].histogram.as_ref().unwrap();
+        assert_eq!(h.exemplars.len(), crate::collector::NATIVE_EXEMPLARS);
+        assert_eq!(
+            h.exemplars.last().unwrap().label[0].value(),
+            (log.received()).to_string()
+        );
     }
 
     #[test]
