@@ -127,9 +127,8 @@ fn series(families: &[nvmeof_agent::exposition::model::MetricFamily]) -> (usize,
 fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<()> {
     let slots = SlotLayout::new(controllers, u32::from(queues) + 1);
     let sizes = MapSizes {
-        inflight: None,
         slots: Some(slots),
-        slow: None,
+        ..MapSizes::default()
     };
     let busy = busy_slots(slots);
     let sysfs = fake_sysfs(controllers)?;

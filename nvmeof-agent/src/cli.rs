@@ -179,6 +179,14 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("Entries of the eBPF in-flight map (one per request a controller can have in flight, about 96 bytes each); 0: the requests of the controllers present at start (queues x queue size), between 16384 and 131072. When more requests take turns than it holds, the oldest entries are evicted: counted, and logged once."),
         )
         .arg(
+            Arg::new("ebpf.count-map-entries")
+                .long("ebpf.count-map-entries")
+                .value_name("N")
+                .default_value("0")
+                .value_parser(clap::value_parser!(u32).range(0..=(1 << 20)))
+                .help("Entries of each eBPF map that counts by key (STATUSES, CONN_ERRORS, TRANSITIONS, RECONNECTS, AEN_EVENTS, ANA_TRANSITIONS); 0: each map's own (1024 or 4096). An event whose new key finds its map full is not counted there: counted per map in nvmeof_exporter_*_map_full_total, and logged once."),
+        )
+        .arg(
             Arg::new("trace.slower-than")
                 .long("trace.slower-than")
                 .value_name("DURATION")
@@ -298,6 +306,9 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
         max_queues: *m.get_one::<u32>("ebpf.max-queues").expect("has a default"),
         max_inflight: *m
             .get_one::<u32>("ebpf.max-inflight")
+            .expect("has a default"),
+        count_map_entries: *m
+            .get_one::<u32>("ebpf.count-map-entries")
             .expect("has a default"),
         attach_mode: crate::config::attach_mode(
             m.get_one::<String>("ebpf.attach-mode")

@@ -9,6 +9,7 @@
 pub mod aen;
 pub mod bench;
 pub mod conn_errors;
+pub mod count_maps;
 pub mod latency;
 pub mod layout;
 pub mod slow;

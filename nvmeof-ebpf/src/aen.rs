@@ -6,7 +6,8 @@
 //! where the kernel sets each path's ANA state from the log. Maps (types and names in
 //! `nvmeof_common::aen`):
 //! - `AEN_EVENTS`: per (controller instance, raw result), how many;
-//! - `ANA_TRANSITIONS`: per (path, old state, new state), how many.
+//! - `ANA_TRANSITIONS`: per (path, old state, new state), how many;
+//! - `MAP_FULL`: events the two could not count, full (`nvmeof_common::count_maps`).
 //!
 //! The record's offsets come from the tracepoint's `format` file (`AEN_LAYOUT`), the structs'
 //! from BTF (`ANA_LAYOUT`), both written by the agent before load, never from the source. The
@@ -17,10 +18,11 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_kernel,
     macros::{kprobe, map, tracepoint},
-    maps::HashMap,
+    maps::{HashMap, PerCpuArray},
     programs::{ProbeContext, TracePointContext},
 };
 use nvmeof_common::aen::{AenKey, AenLayout, AnaKey, AnaLayout, AEN_CAPACITY, ANA_CAPACITY};
+use nvmeof_common::count_maps::{CountMap, COUNT_MAPS};
 use nvmeof_common::FieldLoc;
 use nvmeof_ebpf::helpers::{count_key, read_field};
 
@@ -50,6 +52,9 @@ static ANA_LAYOUT: AnaLayout = AnaLayout {
 static AEN_EVENTS: HashMap<AenKey, u64> = HashMap::with_max_entries(AEN_CAPACITY, 0);
 #[map]
 static ANA_TRANSITIONS: HashMap<AnaKey, u64> = HashMap::with_max_entries(ANA_CAPACITY, 0);
+/// Events the maps above could not count, full (`nvmeof_common::count_maps`).
+#[map]
+static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_MAPS, 0);
 
 #[tracepoint]
 pub fn nvme_async_event(ctx: TracePointContext) -> u32 {
@@ -68,7 +73,7 @@ fn try_count(ctx: &TracePointContext) -> Option<()> {
         ctrl_id: read_field(ctx, l.ctrl_id)?.ok()? as u32,
         result: read_field(ctx, l.result)?.ok()? as u32,
     };
-    count_key(&AEN_EVENTS, &key);
+    count_key(&AEN_EVENTS, &key, CountMap::AenEvents, &MAP_FULL);
     Some(())
 }
 
@@ -112,7 +117,7 @@ fn try_ana(ctx: &ProbeContext) -> Option<()> {
         to,
         _pad: 0,
     };
-    count_key(&ANA_TRANSITIONS, &key);
+    count_key(&ANA_TRANSITIONS, &key, CountMap::AnaTransitions, &MAP_FULL);
     Some(())
 }
 

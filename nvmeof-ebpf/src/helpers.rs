@@ -1,6 +1,10 @@
 //! Small pieces every program uses: the BPF atomic add, the map patterns around it, and the
 //! classic tracepoints' field read.
-use aya_ebpf::{maps::HashMap, programs::TracePointContext};
+use aya_ebpf::{
+    maps::{HashMap, PerCpuArray},
+    programs::TracePointContext,
+};
+use nvmeof_common::count_maps::CountMap;
 use nvmeof_common::FieldLoc;
 
 /// `BPF_NOEXIST`: insert only when the key is absent.
@@ -46,20 +50,33 @@ pub fn get_or_insert<K, V>(map: &HashMap<K, V>, key: &K, init: &V) -> Option<*mu
     map.get_ptr_mut(key)
 }
 
-/// Adds one to the count under `key`, creating it when absent.
+/// Adds one to the count under `key` of the counting map `map` (`which`), creating it when
+/// absent. When the map is full and refuses the new key, the event is counted in the object's
+/// `MAP_FULL` slot for `which` instead, so nothing goes uncounted silently.
 #[inline(always)]
-pub fn count_key<K>(map: &HashMap<K, u64>, key: &K) {
-    match map.get_ptr_mut(key) {
+pub fn count_key<K>(map: &HashMap<K, u64>, key: &K, which: CountMap, full: &PerCpuArray<u64>) {
+    if let Some(p) = map.get_ptr_mut(key) {
         // SAFETY: p points into the map's value for key.
+        unsafe { atomic_add(p, 1) };
+        return;
+    }
+    if map.insert(key, 1, BPF_NOEXIST).is_ok() {
+        return;
+    }
+    // Either another CPU inserted the key between the lookup and the insert, or the map is full.
+    match map.get_ptr_mut(key) {
+        // SAFETY: as above.
         Some(p) => unsafe { atomic_add(p, 1) },
-        None => {
-            if map.insert(key, 1, BPF_NOEXIST).is_err() {
-                if let Some(p) = map.get_ptr_mut(key) {
-                    // SAFETY: as above.
-                    unsafe { atomic_add(p, 1) };
-                }
-            }
-        }
+        None => map_full(full, which),
+    }
+}
+
+/// Counts one event that `which` could not count because it was full.
+#[inline(always)]
+pub fn map_full(full: &PerCpuArray<u64>, which: CountMap) {
+    if let Some(p) = full.get_ptr_mut(which as u32) {
+        // SAFETY: a per-CPU slot: no other program run touches it while this one runs.
+        unsafe { *p += 1 };
     }
 }
 

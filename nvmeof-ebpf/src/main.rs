@@ -30,6 +30,8 @@
 //!   one kind, and commands that completed after their timeout (`ERROR_TIMEOUTS`, written by the
 //!   agent before load);
 //! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...);
+//! - `MAP_FULL`: errors `STATUSES` or `CONN_ERRORS` could not count, full
+//!   (`nvmeof_common::count_maps`);
 //! - `SLOW_CONTEXT`, `SLOW_EVENTS`, `SLOW_BUDGET`: slow-command tracing (`nvmeof_common::slow`),
 //!   sized by the agent to one entry and one page while it is off.
 //!
@@ -48,6 +50,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
+use nvmeof_common::count_maps::{CountMap, COUNT_MAPS};
 use nvmeof_common::slow::{classic_key, SlowBudget, SlowCommand, SlowContext, SlowTrace};
 use nvmeof_common::{
     latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
@@ -110,6 +113,8 @@ static STATUSES: HashMap<StatusKey, u64> = HashMap::with_max_entries(STATUSES_CA
 static NAMESPACES: HashMap<NamespaceKey, u32> = HashMap::with_max_entries(NAMESPACES_CAPACITY, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTERS, 0);
+#[map]
+static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_MAPS, 0);
 // Sized by the agent before load: the in-flight map's size and a ring of its choice while
 // tracing, one entry and one page while not.
 #[map]
@@ -261,7 +266,7 @@ fn conn_error(ctrl_id: u32, kind: ConnErrorKind) {
         kind: kind as u8,
         _pad: [0; 3],
     };
-    count_key(&CONN_ERRORS, &key);
+    count_key(&CONN_ERRORS, &key, CountMap::ConnErrors, &MAP_FULL);
 }
 
 /// Reads a record field (see [`nvmeof_ebpf::helpers::read_field`]); a failed read is counted.
@@ -660,7 +665,7 @@ fn finish(started: &Inflight, status: u16, now: u64, key: u64) -> Option<()> {
             opclass: started.opclass,
             _pad: 0,
         };
-        count_key(&STATUSES, &skey);
+        count_key(&STATUSES, &skey, CountMap::Statuses, &MAP_FULL);
     }
     Some(())
 }

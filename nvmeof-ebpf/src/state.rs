@@ -4,7 +4,9 @@
 //! `nvmf_should_reconnect(ctrl)`. Maps (types and names in `nvmeof_common::state`):
 //! - `PENDING_CHANGES`: the old and requested state between entry and return, by thread;
 //! - `TRANSITIONS`: per (controller instance, from, to), how many and when the last one was;
-//! - `RECONNECTS`: per controller instance, the reconnect attempts seen in `nr_reconnects`.
+//! - `RECONNECTS`: per controller instance, the reconnect attempts seen in `nr_reconnects`;
+//! - `MAP_FULL`: transitions and controllers the two could not count, full
+//!   (`nvmeof_common::count_maps`).
 //!
 //! The entry reads `ctrl->state`, `ctrl->instance` and `ctrl->nr_reconnects` at offsets the
 //! agent took from BTF (`CTRL_LAYOUT`); the return counts the transition only when the kernel
@@ -15,14 +17,15 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{kprobe, kretprobe, map},
-    maps::{HashMap, LruHashMap},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
+use nvmeof_common::count_maps::{CountMap, COUNT_MAPS};
 use nvmeof_common::state::{
     CtrlLayout, PendingChange, Reconnects, TransitionKey, TransitionStats, PENDING_CAPACITY,
     RECONNECTS_CAPACITY, STATE_SLOTS, TRANSITIONS_CAPACITY,
 };
-use nvmeof_ebpf::helpers::{atomic_add, get_or_insert, BPF_NOEXIST};
+use nvmeof_ebpf::helpers::{atomic_add, get_or_insert, map_full, BPF_NOEXIST};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -42,6 +45,8 @@ static TRANSITIONS: HashMap<TransitionKey, TransitionStats> =
     HashMap::with_max_entries(TRANSITIONS_CAPACITY, 0);
 #[map]
 static RECONNECTS: HashMap<u32, Reconnects> = HashMap::with_max_entries(RECONNECTS_CAPACITY, 0);
+#[map]
+static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_MAPS, 0);
 
 #[inline(always)]
 fn layout() -> CtrlLayout {
@@ -59,6 +64,7 @@ fn read_u32(base: u64, offset: u32) -> Option<u32> {
 #[inline(always)]
 fn observe_reconnects(instance: u32, nr: u32) {
     let Some(p) = get_or_insert(&RECONNECTS, &instance, &Reconnects::default()) else {
+        map_full(&MAP_FULL, CountMap::Reconnects);
         return;
     };
     // SAFETY: a live map value. Reconnects of one controller run in its one work item, so these
@@ -155,7 +161,10 @@ fn try_change_ret(ctx: &RetProbeContext) -> Option<()> {
                 last_ns: now,
             };
             if TRANSITIONS.insert(key, first, BPF_NOEXIST).is_err() {
-                let s = TRANSITIONS.get_ptr_mut(key)?;
+                let Some(s) = TRANSITIONS.get_ptr_mut(key) else {
+                    map_full(&MAP_FULL, CountMap::Transitions);
+                    return None;
+                };
                 // SAFETY: as above.
                 unsafe {
                     atomic_add(&mut (*s).count, 1);

@@ -290,6 +290,127 @@ fn a_reset_between_two_scrapes_is_counted() {
     });
 }
 
+/// A scrape in which the `io` and `state` collectors answered within their deadline (not held
+/// to the scrape budget: what it counts is the point, not how fast).
+fn counted(s: &mut Shared) -> Metrics {
+    s.ensure_agent();
+    let mut last = String::new();
+    for _ in 0..20 {
+        let (m, _) = s.scrape();
+        if ["io", "state"]
+            .iter()
+            .all(|c| m.sum("nvmeof_exporter_collector_success", &[("collector", c)]) == 1.0)
+        {
+            return m;
+        }
+        last = m.text;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!("no scrape with io and state on time in 20 tries; the last:\n{last}");
+}
+
+/// With every counting map cut to 2 entries, what the kernel did is still all accounted for:
+/// each event is either in its series or in its map's `map_full` count, and each full map is
+/// logged once. The truth: two resets are six transitions (the test above shows a reset's three),
+/// and nvme-cli reports the status of each out-of-range read it sent, one per subsystem.
+#[test]
+fn full_counting_maps_count_what_they_could_not_and_say_so_once() {
+    on_each_lab(|s, release| {
+        s.restart_agent("--ebpf.count-map-entries=2");
+        let c = ctrl(s, "tcp", "4421");
+        let before = counted(s);
+        // One read of an LBA past the end of a namespace of three subsystems: three error
+        // completions on three controllers, so three keys for maps of two.
+        let out = s
+            .lab
+            .sh_ok(
+                "for t in tcp loop rdma; do
+                     d=$(dev_of $t) || exit 9
+                     lba=$(cat /sys/block/${d#/dev/}/queue/logical_block_size)
+                     nvme read $d --start-block=1099511627775 --block-count=0 \
+                         --data-size=$lba --data=/dev/null 2>&1 && echo \"$t: no error\"
+                 done; true",
+            )
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        // nvme-cli prints the status of each command the controller failed (nvmet on null_blk
+        // answers an LBA past the end with an internal error, a real drive with LBA Out of Range).
+        let refused = out.matches("NVMe status:").count();
+        let kprobes = before.sum("nvmeof_exporter_state_source", &[("source", "kprobe")]) == 1.0;
+        if kprobes {
+            s.lab
+                .sh_ok(&format!(
+                    "for i in 1 2; do echo 1 > /sys/class/nvme/{c}/reset_controller; wait_live 20; done"
+                ))
+                .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        }
+        let after = counted(s);
+        let log = s
+            .lab
+            .sh_ok("cat /tmp/agent.log")
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        s.restart_agent("");
+        assert_eq!(refused, 3, "{release}: nvme-cli said:\n{out}");
+        let delta =
+            |name: &str, want: &[(&str, &str)]| after.sum(name, want) - before.sum(name, want);
+        let by_status = delta("nvmeof_io_errors_total", &[]);
+        let by_kind = delta("nvmeof_connection_errors_total", &[]);
+        let statuses_full = delta(
+            "nvmeof_exporter_ebpf_map_full_total",
+            &[("map", "STATUSES")],
+        );
+        let kinds_full = delta(
+            "nvmeof_exporter_ebpf_map_full_total",
+            &[("map", "CONN_ERRORS")],
+        );
+        eprintln!(
+            "{release}: 3 error completions: {by_status} by status + {statuses_full} STATUSES \
+             full, {by_kind} by kind + {kinds_full} CONN_ERRORS full"
+        );
+        // Two keys fit, the third controller's error finds the map full.
+        assert_eq!(
+            (by_status, statuses_full),
+            (2.0, 1.0),
+            "{release}: STATUSES"
+        );
+        assert_eq!((by_kind, kinds_full), (2.0, 1.0), "{release}: CONN_ERRORS");
+        let mut full_maps = vec!["STATUSES", "CONN_ERRORS"];
+        if kprobes {
+            let counted: f64 = [
+                ("live", "resetting"),
+                ("resetting", "connecting"),
+                ("connecting", "live"),
+            ]
+            .iter()
+            .map(|(from, to)| {
+                transitions(&after, &c, from, to) - transitions(&before, &c, from, to)
+            })
+            .sum();
+            let all = delta("nvmeof_controller_state_transitions_total", &[]);
+            let lost = delta(
+                "nvmeof_exporter_state_map_full_total",
+                &[("map", "TRANSITIONS")],
+            );
+            eprintln!("{release}: 6 transitions: {counted} counted on {c} ({all} in all) + {lost} TRANSITIONS full");
+            // Two (from, to) keys fit; each reset's third transition finds the map full.
+            assert_eq!(
+                (counted, all, lost),
+                (4.0, 4.0, 2.0),
+                "{release}: TRANSITIONS"
+            );
+            full_maps.push("TRANSITIONS");
+        } else {
+            eprintln!("{release}: kprobes off (no nvme_core BTF): TRANSITIONS not exercised");
+        }
+        for map in full_maps {
+            let told = log
+                .lines()
+                .filter(|l| l.contains(&format!("map {map} is full (2 entries)")))
+                .count();
+            assert_eq!(told, 1, "{release}: {map} in the agent's log:\n{log}");
+        }
+    });
+}
+
 #[test]
 fn a_cut_tcp_path_reconnects_counted_while_io_flows_on_the_other() {
     for k in kernels() {

@@ -7,12 +7,13 @@
 //! The I/O attach mode is chosen here, once, in this order: tp_btf, raw tracepoints (both key a
 //! command by its `struct request *`), classic tracepoints (keyed by the recorded command id,
 //! which nvme-tcp overwrites for writes larger than its inline data: see `docs/metrics.md`).
-use super::module_tp;
+use super::{count_maps, module_tp};
 use anyhow::{bail, Context as _};
 use aya::{
     programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
     Btf, Ebpf, EbpfLoader,
 };
+use nvmeof_common::count_maps::CountMap;
 use nvmeof_common::slow::{self, SlowTrace, SLOW_TRACE_GLOBAL};
 use nvmeof_common::{
     aen, maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, SlotLayout,
@@ -99,6 +100,9 @@ pub struct MapSizes {
     pub slots: Option<SlotLayout>,
     /// Slow-command tracing's maps; `None` (tracing off) leaves them at one entry and one page.
     pub slow: Option<SlowSizes>,
+    /// `--ebpf.count-map-entries`: the entries of `STATUSES` and `CONN_ERRORS`; 0 keeps the
+    /// object's.
+    pub count_map_entries: u32,
 }
 
 /// The sizes of slow-command tracing's maps.
@@ -129,6 +133,8 @@ pub struct Loaded {
     pub module_programs: Vec<module_tp::ModuleProgram>,
     /// The bounds the arrays were created with.
     pub slots: SlotLayout,
+    /// As loaded ([`MapSizes::count_map_entries`]), for the log of a full map.
+    pub count_map_entries: u32,
 }
 
 impl Loaded {
@@ -140,6 +146,7 @@ impl Loaded {
             mode,
             module_programs: vec![],
             slots: sizes.slots(),
+            count_map_entries: sizes.count_map_entries,
         }
     }
 
@@ -263,6 +270,7 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     if let Some(n) = sizes.inflight {
         loader.map_max_entries(maps::INFLIGHT_RQ, n);
     }
+    count_maps::size(&mut loader, &CountMap::IO, sizes.count_map_entries);
     let slots = sizes.slots();
     loader.override_global(SLOT_LAYOUT_GLOBAL, &slots, true);
     loader.map_max_entries(maps::OPS, slots.stats_slots().max(1));
@@ -303,6 +311,7 @@ pub fn load(
                     mode,
                     module_programs,
                     slots: sizes.slots(),
+                    count_map_entries: sizes.count_map_entries,
                 });
             }
             Err(e) => {
@@ -382,13 +391,19 @@ fn attach(
 
 /// Loads the state object with `layout` and attaches its kprobes. A failure on a required
 /// program fails the whole; an optional one is logged and left out of `attached`.
-pub fn load_state(object: &[u8], layout: &CtrlLayout) -> anyhow::Result<LoadedState> {
+pub fn load_state(
+    object: &[u8],
+    layout: &CtrlLayout,
+    count_map_entries: u32,
+) -> anyhow::Result<LoadedState> {
     if object.is_empty() {
         bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
     }
     raise_memlock();
-    let mut ebpf = EbpfLoader::new()
-        .override_global(state::CTRL_LAYOUT_GLOBAL, layout, true)
+    let mut loader = EbpfLoader::new();
+    loader.override_global(state::CTRL_LAYOUT_GLOBAL, layout, true);
+    count_maps::size(&mut loader, &CountMap::STATE, count_map_entries);
+    let mut ebpf = loader
         .load(object)
         .context("loading the state eBPF object")?;
     let mut attached = Vec::new();
@@ -423,17 +438,19 @@ pub fn load_aen(
     object: &[u8],
     layout: &aen::AenLayout,
     ana: Option<&aen::AnaLayout>,
+    count_map_entries: u32,
 ) -> anyhow::Result<LoadedAen> {
     if object.is_empty() {
         bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
     }
     raise_memlock();
     let ana_layout = ana.copied().unwrap_or_default();
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .override_global(aen::AEN_LAYOUT_GLOBAL, layout, true)
-        .override_global(aen::ANA_LAYOUT_GLOBAL, &ana_layout, true)
-        .load(object)
-        .context("loading the AEN eBPF object")?;
+        .override_global(aen::ANA_LAYOUT_GLOBAL, &ana_layout, true);
+    count_maps::size(&mut loader, &CountMap::AEN, count_map_entries);
+    let mut ebpf = loader.load(object).context("loading the AEN eBPF object")?;
     let name = aen::programs::NVME_ASYNC_EVENT;
     let prog: &mut TracePoint = ebpf
         .program_mut(name)

@@ -16,6 +16,7 @@
 //! those snapshots; nothing here knows about metrics.
 pub mod aen;
 pub mod btf;
+pub mod count_maps;
 pub mod format;
 pub mod io;
 pub mod loader;

@@ -17,6 +17,8 @@ families! {
         "ANA state changes of one path to a namespace, by old and new state (kernel-side count; a lower bound when nvmeof_exporter_ana_source is sysfs_poll).");
     UP: gauge("nvmeof_exporter_aen_up",
         "1 when the nvme_async_event tracepoint program is attached (events are counted), else 0.");
+    MAP_FULL: counter("nvmeof_exporter_aen_map_full_total",
+        "Events the AEN programs could not count because their map was full: AEN_EVENTS (asynchronous events) or ANA_TRANSITIONS (raise --ebpf.count-map-entries).");
     ANA_SOURCE: gauge("nvmeof_exporter_ana_source",
         "How ANA state changes are caught: kprobe (exact) or sysfs_poll (sampled every 100 ms, a lower bound); always 1.");
 }
@@ -40,8 +42,12 @@ impl Collector for AenCollector {
             events,
             ana,
             controllers,
+            map_full,
         } = self.source.snapshot()?;
         sink.gauge(&UP, &[], if up { 1.0 } else { 0.0 });
+        for (map, n) in map_full {
+            sink.counter(&MAP_FULL, &[("map", map)], n as f64);
+        }
         sink.gauge(&ANA_SOURCE, &[("source", ana_source)], 1.0);
         // Only controllers sysfs showed at the last reading: one that went away leaves /metrics
         // with it.
@@ -93,7 +99,7 @@ mod tests {
         t.two_paths(["live", "live"]);
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "optimized"]));
         let root: std::path::PathBuf = t.root().into();
-        let c = AenCollector::new(crate::bpf::aen::start(root, None));
+        let c = AenCollector::new(crate::bpf::aen::start(root, None, 0));
         std::thread::sleep(crate::bpf::aen::POLL_INTERVAL * 3);
         let state = t.root().join("class/nvme/nvme1/nvme0c1n1/ana_state");
         std::fs::write(&state, "inaccessible\n").unwrap();

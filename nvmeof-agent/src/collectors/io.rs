@@ -54,6 +54,8 @@ families! {
         "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
     pub EVENTS: counter("nvmeof_exporter_ebpf_events_total",
         "Events counted by the eBPF programs themselves, by event.");
+    pub MAP_FULL: counter("nvmeof_exporter_ebpf_map_full_total",
+        "Errors the eBPF programs could not count by status (STATUSES) or by kind (CONN_ERRORS) because that map was full (raise --ebpf.count-map-entries).");
     pub DRAIN_DURATION: gauge("nvmeof_exporter_ebpf_drain_duration_seconds",
         "How long the last drain of the eBPF maps took.");
     pub PROGRAM_RUN_SECONDS: counter("nvmeof_exporter_ebpf_program_run_seconds_total",
@@ -289,6 +291,9 @@ fn collect_self(state: &IoState, sink: &mut Sink) {
     if let Some(s) = state.drain_seconds {
         sink.gauge(&DRAIN_DURATION, &[], s);
     }
+    for (map, n) in &state.map_full {
+        sink.counter(&MAP_FULL, &[("map", map)], *n as f64);
+    }
     for p in &state.programs {
         sink.counter(
             &PROGRAM_RUN_SECONDS,
@@ -415,6 +420,7 @@ mod tests {
                 run_count: 10,
             }],
             drain_seconds: Some(0.002),
+            map_full: vec![("STATUSES", 0), ("CONN_ERRORS", 3)],
             slow: None,
         }
     }

@@ -95,7 +95,7 @@ pub fn registry() -> Vec<Registration> {
             Build::Collector(|c| {
                 boxed(state::StateCollector::new(
                     c.sysfs.clone(),
-                    crate::bpf::state::start(c.sysfs.clone()),
+                    crate::bpf::state::start(c.sysfs.clone(), c.count_map_entries),
                 ))
             }),
         ),
@@ -107,6 +107,7 @@ pub fn registry() -> Vec<Registration> {
                 boxed(aen::AenCollector::new(crate::bpf::aen::start(
                     c.sysfs.clone(),
                     None,
+                    c.count_map_entries,
                 )))
             }),
         ),
@@ -125,6 +126,7 @@ pub fn registry() -> Vec<Registration> {
                         max_controllers: c.max_controllers,
                         max_queues: c.max_queues,
                         max_inflight: c.max_inflight,
+                        count_map_entries: c.count_map_entries,
                         per_queue: c.per_queue,
                         wait_for_nvme: crate::bpf::io::WAIT_FOR_NVME,
                         slow: c.slow.clone(),

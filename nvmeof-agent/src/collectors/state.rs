@@ -20,6 +20,8 @@ families! {
         "Wall-clock time of the controller's last state transition.");
     SINCE_LIVE: gauge("nvmeof_controller_since_live_seconds",
         "Time since the controller was last live: 0 while live, else since it left live.");
+    MAP_FULL: counter("nvmeof_exporter_state_map_full_total",
+        "State transitions (TRANSITIONS) or reconnect attempts (RECONNECTS) the kprobes could not count because that map was full (raise --ebpf.count-map-entries).");
     SOURCE: gauge("nvmeof_exporter_state_source",
         "How state transitions are caught: kprobe (exact) or sysfs_poll (a lower bound); always 1.");
 }
@@ -39,8 +41,15 @@ impl StateCollector {
 impl Collector for StateCollector {
     fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
         let parsed = scrape.controllers(&self.sysfs)?;
-        let StateSnapshot { source, mut tracks } = self.source.snapshot()?;
+        let StateSnapshot {
+            source,
+            mut tracks,
+            map_full,
+        } = self.source.snapshot()?;
         sink.gauge(&SOURCE, &[("source", source)], 1.0);
+        for (map, n) in map_full {
+            sink.counter(&MAP_FULL, &[("map", map)], n as f64);
+        }
         // Only controllers sysfs shows now: one that went away leaves /metrics with it.
         for c in &parsed.items {
             let track = tracks.remove(&c.instance).unwrap_or_default();

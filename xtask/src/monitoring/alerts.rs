@@ -261,6 +261,15 @@ pub fn rules() -> Vec<Rule> {
         ),
         r(
             "nvmeof-exporter",
+            "NvmeofExporterKernelMapFull",
+            "sum by (job, instance, map) (increase(nvmeof_exporter_ebpf_map_full_total{%S}[10m])) > 0\nor\nsum by (job, instance, map) (increase(nvmeof_exporter_state_map_full_total{%S}[10m])) > 0\nor\nsum by (job, instance, map) (increase(nvmeof_exporter_aen_map_full_total{%S}[10m])) > 0",
+            None,
+            "warning",
+            "eBPF map {{ $labels.map }} is full on {{ $labels.instance }}: events go uncounted",
+            "A kernel map that counts by key refused a new key, so those events (errors by status or kind, state transitions, reconnects, asynchronous events or ANA transitions) are counted as lost instead. Raise --ebpf.count-map-entries; the exporter's log says what the map lost.",
+        ),
+        r(
+            "nvmeof-exporter",
             "NvmeofExporterEbpfMapDrops",
             // Ratios, not any increase: the start sees unmatched completions of commands
             // issued before the programs attached.

@@ -295,10 +295,11 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                     "Time the last drain of the eBPF maps took.",
                     vec![q(format!("nvmeof_exporter_ebpf_drain_duration_seconds{B}}}"), "{{instance}}")]),
                 panel("timeseries", "eBPF commands lost or untimed", "ops",
-                    "Per second: completions without an in-flight entry, in-flight evictions, commands refused or out of the arrays' bounds, and slow commands not sent to /debug/slow (rate-limited, or the ring full). NvmeofExporterEbpfMapDrops, NvmeofExporterEbpfCommandsNotTimed and NvmeofExporterSlowCommandsNotListed fire on them.",
+                    "Per second: completions without an in-flight entry, in-flight evictions, commands refused or out of the arrays' bounds, and slow commands not sent to /debug/slow (rate-limited, or the ring full), and events a full counting map could not count (by map). NvmeofExporterEbpfMapDrops, NvmeofExporterEbpfCommandsNotTimed, NvmeofExporterSlowCommandsNotListed and NvmeofExporterKernelMapFull fire on them.",
                     vec![
                         q(format!("sum by (KEEP, event) (rate(nvmeof_exporter_ebpf_events_total{B},event=~\"completion_unmatched|inflight_full|slot_out_of_range|read_failed|slow_rate_limited|slow_ring_full\"}}[$__rate_interval]))"), "{{instance}} {{event}}"),
                         q(format!("sum by (KEEP) (rate(nvmeof_exporter_ebpf_inflight_evictions_total{B}}}[$__rate_interval]))"), "{{instance}} evictions"),
+                        q(format!("sum by (KEEP, map) (rate(nvmeof_exporter_ebpf_map_full_total{B}}}[$__rate_interval])) or sum by (KEEP, map) (rate(nvmeof_exporter_state_map_full_total{B}}}[$__rate_interval])) or sum by (KEEP, map) (rate(nvmeof_exporter_aen_map_full_total{B}}}[$__rate_interval]))"), "{{instance}} {{map}} full"),
                     ])
                     .thresholds(&[(0.01, "orange")]),
             ],

@@ -25,10 +25,12 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use aya::{maps::HashMap as BpfHashMap, Ebpf};
 use nvmeof_common::aen::{maps, programs, AenKey, AenLayout, AnaKey};
+use nvmeof_common::count_maps::CountMap;
 
 pub mod ns_btf;
 
 use super::state::{poll::PollState, state_name, wall_now, Track};
+use crate::bpf::count_maps::{self, FullLog};
 use crate::bpf::{format, loader, tracefs, AEN_OBJECT};
 use crate::sysfs::namespace::path_ana_states;
 use crate::worker::Worker;
@@ -57,6 +59,8 @@ pub struct AenSnapshot {
     pub ana: BTreeMap<PathKey, Track>,
     /// The controllers at the worker's last reading: instance → subsystem NQN.
     pub controllers: BTreeMap<u32, String>,
+    /// Per counting map (empty before the programs load), the events it could not count.
+    pub map_full: Vec<(&'static str, u64)>,
 }
 
 /// The `type` and `info` labels of an event from its completion dword 0 (NVMe base
@@ -146,13 +150,18 @@ struct Kernel {
 
 /// Finds tracefs, reads the record layout and, from BTF under `sysfs`, the ANA kprobe's offsets,
 /// then loads and attaches the programs (the kprobe only where its offsets were found).
-fn load(sysfs: &Path, tracefs_root: Option<&Path>) -> anyhow::Result<Kernel> {
+fn load(sysfs: &Path, tracefs_root: Option<&Path>, entries: u32) -> anyhow::Result<Kernel> {
     let root = tracefs::locate(tracefs_root)?;
     let layout = read_layout(&root)?;
     let ana = ns_btf::read(&sysfs.join("kernel/btf"))
         .map_err(|e| log::info!("ANA: no kprobe ({e:#}); sampling sysfs"))
         .ok();
-    let loaded = loader::load_aen(AEN_OBJECT, &layout, ana.as_ref().map(|a| &a.layout))?;
+    let loaded = loader::load_aen(
+        AEN_OBJECT,
+        &layout,
+        ana.as_ref().map(|a| &a.layout),
+        entries,
+    )?;
     Ok(Kernel {
         ebpf: loaded.ebpf,
         ana_states: ana.filter(|_| loaded.ana).map(|a| a.states),
@@ -181,6 +190,9 @@ struct Shared {
     ana: PollState<PathKey>,
     /// Controller instance → subsystem NQN at the last reading.
     owners: BTreeMap<u32, String>,
+    /// `--ebpf.count-map-entries`, for the log of a full map.
+    count_map_entries: u32,
+    told_full: FullLog,
 }
 
 /// The running tracer; its worker stops and its program detaches when this is dropped.
@@ -190,8 +202,9 @@ pub struct AenSource {
 }
 
 /// Loads the program (or logs one line saying why not) and starts the ANA poll.
-pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
-    let kernel = match load(&sysfs, tracefs_root.as_deref()) {
+/// `count_map_entries` sizes the counting maps (`--ebpf.count-map-entries`, 0 keeps theirs).
+pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>, count_map_entries: u32) -> AenSource {
+    let kernel = match load(&sysfs, tracefs_root.as_deref(), count_map_entries) {
         Ok(k) => {
             attached(&k, "");
             Some(k)
@@ -209,6 +222,8 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
         kernel,
         ana: PollState::default(),
         owners: BTreeMap::new(),
+        count_map_entries,
+        told_full: FullLog::default(),
     }));
     let kprobe = lock(&shared)
         .kernel
@@ -224,7 +239,7 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>) -> AenSource {
     let worker = Worker::every("aen-poll", interval, move || {
         if let Some(since) = waiting {
             if since.elapsed() >= crate::bpf::io::WAIT_FOR_NVME {
-                waiting = attach_late(&s, &sysfs, tracefs_root.as_deref());
+                waiting = attach_late(&s, &sysfs, tracefs_root.as_deref(), count_map_entries);
             }
         }
         poll_once(&sysfs, &s);
@@ -243,11 +258,12 @@ fn attach_late(
     shared: &Mutex<Shared>,
     sysfs: &Path,
     tracefs_root: Option<&Path>,
+    count_map_entries: u32,
 ) -> Option<Instant> {
     if nvme_core_absent(tracefs_root) {
         return Some(Instant::now());
     }
-    match load(sysfs, tracefs_root) {
+    match load(sysfs, tracefs_root, count_map_entries) {
         Ok(k) => {
             attached(&k, "nvme_core loaded, ");
             lock(shared).kernel = Some(k);
@@ -355,10 +371,15 @@ impl AenSource {
             events: BTreeMap::new(),
             ana: s.ana.snapshot(),
             controllers: s.owners.clone(),
+            map_full: vec![],
         };
         let Some(Kernel { ebpf, ana_states }) = s.kernel.as_ref() else {
             return Ok(out);
         };
+        let full = count_maps::read(ebpf)?;
+        s.told_full
+            .observe(&full, &CountMap::AEN, s.count_map_entries);
+        out.map_full = count_maps::of(&full, &CountMap::AEN);
         if let Some(states) = ana_states {
             out.ana_source = "kprobe";
             out.ana = read_ana(ebpf, states)?;
@@ -460,6 +481,8 @@ mod tests {
             kernel: None,
             ana: PollState::default(),
             owners: BTreeMap::new(),
+            count_map_entries: 0,
+            told_full: FullLog::default(),
         });
         poll_once(t.root(), &shared);
         let state = t.root().join("class/nvme/nvme1/nvme0c1n1/ana_state");

@@ -8,8 +8,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use anyhow::Context as _;
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::Ebpf;
+use nvmeof_common::count_maps::CountMap;
 use nvmeof_common::{
     maps, ConnErrorKey, Inflight, InflightKey, NamespaceKey, ProgramCounter, StatusKey,
     CONN_ERROR_KINDS, PROGRAM_COUNTERS,
@@ -19,6 +20,7 @@ use super::arrays::Arrays;
 use super::model::{Model, RawMaps};
 use super::namespaces::{controller_subsystems, namespace_lba_sizes};
 use super::IoState;
+use crate::bpf::count_maps::{self, FullLog};
 use crate::bpf::loader::AttachMode;
 use crate::bpf::loader::Loaded;
 
@@ -47,6 +49,8 @@ pub struct Drainer {
     inflight_capacity: Option<u32>,
     /// Whether an in-flight map too small for the requests taking turns has been reported.
     told_inflight_small: bool,
+    /// Which counting maps have been reported full.
+    told_full: FullLog,
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
@@ -99,6 +103,7 @@ impl Drainer {
             told_slow_dropped: false,
             inflight_capacity: None,
             told_inflight_small: false,
+            told_full: FullLog::default(),
         })
     }
 
@@ -122,15 +127,7 @@ impl Drainer {
     /// Every map but `OPS`, which [`Arrays::read_ops`] reads once the gone controllers are known.
     fn read_raw(&mut self) -> anyhow::Result<RawMaps> {
         let ebpf = &self.loaded.ebpf;
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map(ebpf, maps::COUNTERS)?).context("map COUNTERS")?;
-        let mut sums = [0u64; PROGRAM_COUNTERS as usize];
-        for (i, sum) in sums.iter_mut().enumerate() {
-            let per_cpu = counters
-                .get(&(i as u32), 0)
-                .context("reading map COUNTERS")?;
-            *sum = per_cpu.iter().fold(0u64, |a, v| a.wrapping_add(*v));
-        }
+        let sums = count_maps::per_cpu_sums::<{ PROGRAM_COUNTERS as usize }>(ebpf, maps::COUNTERS)?;
         let mut raw = RawMaps {
             statuses: entries::<StatusKey, u64>(ebpf, maps::STATUSES)?,
             conn_errors: entries::<ConnErrorKey, u64>(ebpf, maps::CONN_ERRORS)?,
@@ -315,6 +312,9 @@ impl Drainer {
             );
             self.told_slow_dropped = true;
         }
+        let full = count_maps::read(&self.loaded.ebpf)?;
+        self.told_full
+            .observe(&full, &CountMap::IO, self.loaded.count_map_entries);
         view.removed_conn_errors = self.removed_conn_errors;
         let programs = self.loaded.program_runs();
         let took = started.elapsed();
@@ -323,6 +323,7 @@ impl Drainer {
         s.subsystems = subsystems;
         s.programs = programs;
         s.drain_seconds = Some(took.as_secs_f64());
+        s.map_full = count_maps::of(&full, &CountMap::IO);
         drop(s);
         self.model.recycle(old);
         Ok(())
@@ -487,8 +488,8 @@ mod tests {
                 12
             )]
         );
-        let counters: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(d.loaded.ebpf.map(maps::COUNTERS).unwrap()).unwrap();
+        let counters: aya::maps::PerCpuArray<&MapData, u64> =
+            aya::maps::PerCpuArray::try_from(d.loaded.ebpf.map(maps::COUNTERS).unwrap()).unwrap();
         assert_eq!(counters.len(), PROGRAM_COUNTERS);
 
         // nvme0 now belongs to another subsystem: the old series must not continue under it.

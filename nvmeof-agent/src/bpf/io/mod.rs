@@ -52,6 +52,8 @@ pub struct IoOptions {
     pub max_queues: u32,
     /// Entries of the request-keyed in-flight map; 0: see [`inflight_capacity`].
     pub max_inflight: u32,
+    /// `--ebpf.count-map-entries`: `STATUSES` and `CONN_ERRORS`; 0 keeps theirs.
+    pub count_map_entries: u32,
     /// Every controller's series per hardware queue (`--metrics.per-queue`), as if every scrape
     /// named every controller: a rendering choice, handed to the collector in [`IoState`].
     pub per_queue: bool,
@@ -85,6 +87,8 @@ pub struct IoState {
     pub programs: Vec<ProgramRun>,
     /// How long the last drain took; `None` before the first.
     pub drain_seconds: Option<f64>,
+    /// Per counting map, the events it could not count (full).
+    pub map_full: Vec<(&'static str, u64)>,
     /// The slow commands traced (`--trace.slower-than`), which the latency histograms point at
     /// with exemplars; `None` while tracing is off.
     pub slow: Option<Arc<slow::SlowLog>>,
@@ -385,6 +389,7 @@ fn try_start(
             context: inflight.max(nvmeof_common::INFLIGHT_CAPACITY),
             ring_bytes: slow::RING_BYTES,
         }),
+        count_map_entries: opts.count_map_entries,
     };
     log::info!(
         "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
@@ -535,7 +540,7 @@ pub(crate) mod tests {
         let sizes = loader::MapSizes {
             inflight: Some(inflight),
             slots: Some(nvmeof_common::SlotLayout::new(controllers, queues)),
-            slow: None,
+            ..Default::default()
         };
         let ebpf = match loader::open(EBPF_OBJECT, &loader::Layouts::default(), sizes) {
             Ok(e) => e,
@@ -608,6 +613,7 @@ pub(crate) mod tests {
             max_controllers: 0,
             max_queues: 0,
             max_inflight: 0,
+            count_map_entries: 0,
             per_queue,
             wait_for_nvme: WAIT_FOR_NVME,
             slow: Default::default(),

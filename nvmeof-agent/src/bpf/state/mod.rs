@@ -21,9 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aya::{maps::HashMap as BpfHashMap, Ebpf};
+use nvmeof_common::count_maps::CountMap;
 use nvmeof_common::state::maps;
 use nvmeof_common::{Reconnects, TransitionKey, TransitionStats};
 
+use crate::bpf::count_maps::{self, FullLog};
 use crate::bpf::{loader, STATE_OBJECT};
 use crate::worker::Worker;
 use poll::PollState;
@@ -50,6 +52,8 @@ pub struct StateSnapshot {
     /// `kprobe` (exact) or `sysfs_poll` (a lower bound).
     pub source: &'static str,
     pub tracks: BTreeMap<u32, Track>,
+    /// Per counting map of the kprobes (empty while polling), the events it could not count.
+    pub map_full: Vec<(&'static str, u64)>,
 }
 
 enum Source {
@@ -57,6 +61,8 @@ enum Source {
         ebpf: Mutex<Ebpf>,
         /// `enum nvme_ctrl_state` value → sysfs name.
         states: Vec<(u32, String)>,
+        count_map_entries: u32,
+        told_full: FullLog,
     },
     Poll {
         tracks: Arc<Mutex<PollState>>,
@@ -70,8 +76,10 @@ pub struct StateSource {
 }
 
 /// Loads the kprobes, or falls back to polling with one log line saying why.
-pub fn start(sysfs: PathBuf) -> StateSource {
-    match try_kprobes(&sysfs) {
+/// `count_map_entries` sizes the kprobes' counting maps (`--ebpf.count-map-entries`, 0 keeps
+/// theirs).
+pub fn start(sysfs: PathBuf, count_map_entries: u32) -> StateSource {
+    match try_kprobes(&sysfs, count_map_entries) {
         Ok(source) => StateSource { source },
         Err(e) => {
             log::warn!(
@@ -113,11 +121,19 @@ impl StateSource {
     /// What the tracer knows now: the kernel maps read at this moment, or the poll's last state.
     pub fn snapshot(&self) -> anyhow::Result<StateSnapshot> {
         Ok(match &self.source {
-            Source::Kprobe { ebpf, states } => {
+            Source::Kprobe {
+                ebpf,
+                states,
+                count_map_entries,
+                told_full,
+            } => {
                 let ebpf = ebpf.lock().unwrap_or_else(|p| p.into_inner());
+                let full = count_maps::read(&ebpf)?;
+                told_full.observe(&full, &CountMap::STATE, *count_map_entries);
                 StateSnapshot {
                     source: "kprobe",
                     tracks: read_kernel(&ebpf, states)?,
+                    map_full: count_maps::of(&full, &CountMap::STATE),
                 }
             }
             Source::Poll { tracks, .. } => {
@@ -125,15 +141,16 @@ impl StateSource {
                 StateSnapshot {
                     source: "sysfs_poll",
                     tracks: t.snapshot(),
+                    map_full: vec![],
                 }
             }
         })
     }
 }
 
-fn try_kprobes(sysfs: &Path) -> anyhow::Result<Source> {
+fn try_kprobes(sysfs: &Path, count_map_entries: u32) -> anyhow::Result<Source> {
     let ctrl = ctrl_btf::read(&sysfs.join("kernel/btf"))?;
-    let loaded = loader::load_state(STATE_OBJECT, &ctrl.layout)?;
+    let loaded = loader::load_state(STATE_OBJECT, &ctrl.layout, count_map_entries)?;
     log::info!(
         "state transitions: kprobes {} (nvme_ctrl offsets from BTF: state {}, instance {}, nr_reconnects {})",
         loaded.attached.join(", "),
@@ -144,6 +161,8 @@ fn try_kprobes(sysfs: &Path) -> anyhow::Result<Source> {
     Ok(Source::Kprobe {
         ebpf: Mutex::new(loaded.ebpf),
         states: ctrl.states,
+        count_map_entries,
+        told_full: FullLog::default(),
     })
 }
 
