@@ -188,51 +188,15 @@ pub fn read_layout(tracefs: &Path) -> anyhow::Result<TracepointLayout> {
 pub(crate) mod tests {
     use super::*;
 
-    /// 6.1's records, in the kernel's own syntax (offsets as the lab saw them).
-    pub const SETUP_6_1: &str = "name: nvme_setup_cmd
-ID: 1478
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+    /// 6.1's records, as the lab captured them (`cargo xtask capture`).
+    pub const SETUP_6_1: &str =
+        include_str!("../../../tests/fixtures/6.1/tracepoints/nvme_setup_cmd/format");
+    pub const COMPLETE_6_1: &str =
+        include_str!("../../../tests/fixtures/6.1/tracepoints/nvme_complete_rq/format");
 
-\tfield:char disk[32];\toffset:8;\tsize:32;\tsigned:1;
-\tfield:int ctrl_id;\toffset:40;\tsize:4;\tsigned:1;
-\tfield:int qid;\toffset:44;\tsize:4;\tsigned:1;
-\tfield:u8 opcode;\toffset:48;\tsize:1;\tsigned:0;
-\tfield:u8 flags;\toffset:49;\tsize:1;\tsigned:0;
-\tfield:u8 fctype;\toffset:50;\tsize:1;\tsigned:0;
-\tfield:u16 cid;\toffset:52;\tsize:2;\tsigned:0;
-\tfield:u32 nsid;\toffset:56;\tsize:4;\tsigned:0;
-\tfield:bool metadata;\toffset:60;\tsize:1;\tsigned:0;
-\tfield:u8 cdw10[24];\toffset:61;\tsize:24;\tsigned:0;
-
-print fmt: \"nvme%d: %sqid=%d, cmdid=%u, nsid=%u, flags=0x%x, meta=0x%x, cmd=(%s %s)\", REC->ctrl_id
-";
-
-    pub const COMPLETE_6_1: &str = "name: nvme_complete_rq
-ID: 1477
-format:
-\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
-\tfield:unsigned char common_flags;\toffset:2;\tsize:1;\tsigned:0;
-\tfield:unsigned char common_preempt_count;\toffset:3;\tsize:1;\tsigned:0;
-\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
-
-\tfield:char disk[32];\toffset:8;\tsize:32;\tsigned:1;
-\tfield:int ctrl_id;\toffset:40;\tsize:4;\tsigned:1;
-\tfield:int qid;\toffset:44;\tsize:4;\tsigned:1;
-\tfield:int cid;\toffset:48;\tsize:4;\tsigned:1;
-\tfield:u64 result;\toffset:56;\tsize:8;\tsigned:0;
-\tfield:u8 retries;\toffset:64;\tsize:1;\tsigned:0;
-\tfield:u8 flags;\toffset:65;\tsize:1;\tsigned:0;
-\tfield:u16 status;\toffset:66;\tsize:2;\tsigned:0;
-
-print fmt: \"nvme%d: %sqid=%d, cmdid=%u, res=%#llx, retries=%u, flags=0x%x, status=%#x\", REC->ctrl_id
-";
-
-    /// 5.10-like: `metadata` is a u64, which moves `cdw10` to 72.
-    const SETUP_5_10: &str = "name: nvme_setup_cmd
+    /// A layout no lab kernel has (every one has a `bool metadata` at 60): a u64 `metadata`, which
+    /// moves `cdw10` to 72, to show the offsets are read, not assumed.
+    const SETUP_U64_METADATA: &str = "name: nvme_setup_cmd
 ID: 1300
 format:
 \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
@@ -271,8 +235,8 @@ print fmt: \"nvme%d: %sqid=%d, cmdid=%u, nsid=%u, flags=0x%x, meta=0x%llx, cmd=(
     }
 
     #[test]
-    fn layout_of_5_10_moves_cdw10() {
-        let l = layout_from_formats(SETUP_5_10, COMPLETE_6_1).unwrap();
+    fn a_u64_metadata_moves_cdw10() {
+        let l = layout_from_formats(SETUP_U64_METADATA, COMPLETE_6_1).unwrap();
         assert_eq!(l.setup_cid, FieldLoc::new(52, 2));
         assert_eq!(l.setup_cdw10, FieldLoc::new(72, 24));
     }
