@@ -3,12 +3,16 @@
 //!
 //! The AEN tracer (`crate::bpf::aen`) counts events in the kernel (`nvme:nvme_async_event`) and
 //! ANA changes with a kprobe (or, without it, samples each path's `ana_state`); this collector
-//! renders its snapshot, for the controllers its worker last saw in sysfs (at most a second
-//! ago), without reading the kernel itself: it runs in line with the scrape, as `io` does. `nvmeof_exporter_ana_source` says
-//! how ANA changes are caught: `kprobe` (exact) or `sysfs_poll` (a lower bound).
+//! renders its snapshot, for the controllers its worker saw in sysfs: with the kprobe, a reading
+//! the scrape asks for and waits on (as `io` waits for its drain); while sampling, the last one,
+//! at most 100 ms old. `nvmeof_exporter_ana_source` says how ANA changes are caught: `kprobe`
+//! (exact) or `sysfs_poll` (a lower bound).
+use std::time::Duration;
+
 use crate::bpf::aen::{AenSnapshot, AenSource};
 use crate::collector::{families, Collector, Scrape, Sink};
 use crate::sysfs::namespace::namespace_of_path;
+use crate::worker::Ticked;
 
 families! {
     EVENTS: counter("nvmeof_controller_async_events_total",
@@ -23,6 +27,9 @@ families! {
         "How ANA state changes are caught: kprobe (exact) or sysfs_poll (sampled every 100 ms, a lower bound); always 1.");
 }
 
+/// How long a collection outside a scrape (no deadline) waits for the controllers' reading.
+const REFRESH_OUTSIDE_A_SCRAPE: Duration = Duration::from_secs(1);
+
 pub struct AenCollector {
     source: AenSource,
 }
@@ -35,7 +42,14 @@ impl AenCollector {
 }
 
 impl Collector for AenCollector {
-    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        // The controllers as they are now (with the kprobe, read at the scrape, in three
+        // quarters of its time): a reading that does not finish in time fails this run, and the
+        // scrape serves the last good output, marked stale.
+        let within = scrape.time_left(REFRESH_OUTSIDE_A_SCRAPE) * 3 / 4;
+        if self.source.refresh(within) == Ticked::Late {
+            anyhow::bail!("the controllers' subsystems were not read within {within:?}");
+        }
         let AenSnapshot {
             up,
             ana_source,

@@ -15,7 +15,8 @@
 //! tracer's [`PollState`]); a state that lasts less than that is missed, so those counts are a
 //! lower bound ([`AenSnapshot::ana_source`] says which). The same worker clears the counts of a controller instance that went away or now
 //! belongs to another subsystem (the kernel hands a deleted controller's number to the next
-//! one; with the kprobe it reads only that, every [`OWNER_INTERVAL`]), and, while `nvme_core` is
+//! one; with the kprobe it reads only that, when a scrape asks ([`AenSource::refresh`]) and
+//! every [`OWNER_INTERVAL`] without one), and, while `nvme_core` is
 //! not loaded, tries the programs again every [`WAIT_FOR_NVME`](crate::bpf::io::WAIT_FOR_NVME).
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -33,14 +34,15 @@ use super::state::{poll::PollState, state_name, wall_now, Track};
 use crate::bpf::count_maps::{self, FullLog};
 use crate::bpf::{format, loader, tracefs, AEN_OBJECT};
 use crate::sysfs::namespace::path_ana_states;
-use crate::worker::Worker;
+use crate::worker::{Ticked, Trigger, Worker};
 
 /// How often every path's `ana_state` is read without the kprobe.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
-/// How often the controllers' subsystems alone are read when the kprobe counts ANA changes
-/// (to clear the counts of a controller number handed to another subsystem).
-pub const OWNER_INTERVAL: Duration = Duration::from_secs(1);
+/// When the kprobe counts ANA changes, the controllers' subsystems alone are read (to clear the
+/// counts of a controller number handed to another subsystem) at every scrape, before it renders,
+/// and every this long without one: an idle agent then wakes twice a minute, not every second.
+pub const OWNER_INTERVAL: Duration = Duration::from_secs(30);
 
 /// A path: its controller instance and its name (`nvmeScCnN`).
 pub type PathKey = (u32, String);
@@ -198,6 +200,8 @@ struct Shared {
 /// The running tracer; its worker stops and its program detaches when this is dropped.
 pub struct AenSource {
     shared: Arc<Mutex<Shared>>,
+    /// Asks the worker for a reading now (with the kprobe; sampling, it reads every 100 ms).
+    refresh: Trigger,
     _worker: Option<Worker>,
 }
 
@@ -236,7 +240,13 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>, count_map_entries: u
     };
     let s = shared.clone();
     let mut waiting = retry.then(Instant::now);
-    let worker = Worker::every("aen-poll", interval, move || {
+    let refresh = Trigger::default();
+    let trigger = if kprobe {
+        refresh.clone()
+    } else {
+        Trigger::default()
+    };
+    let worker = Worker::triggered("aen-poll", interval, &trigger, move || {
         if let Some(since) = waiting {
             if since.elapsed() >= crate::bpf::io::WAIT_FOR_NVME {
                 waiting = attach_late(&s, &sysfs, tracefs_root.as_deref(), count_map_entries);
@@ -249,6 +259,7 @@ pub fn start(sysfs: PathBuf, tracefs_root: Option<PathBuf>, count_map_entries: u
         .ok();
     AenSource {
         shared,
+        refresh,
         _worker: worker,
     }
 }
@@ -362,6 +373,12 @@ fn read_ana(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap<Pa
 }
 
 impl AenSource {
+    /// With the kprobe, reads the controllers' subsystems now and waits at most `within` for it;
+    /// [`Ticked::NoWorker`] while sampling (its last reading is at most 100 ms old).
+    pub fn refresh(&self, within: Duration) -> Ticked {
+        self.refresh.tick_within(within)
+    }
+
     /// The kernel's counts at this moment and the poll's last reading.
     pub fn snapshot(&self) -> anyhow::Result<AenSnapshot> {
         let s = lock(&self.shared);
