@@ -187,6 +187,12 @@ pub fn command(registry: &[Registration]) -> Command {
                 .help("Entries of each eBPF map that counts by key (STATUSES, CONN_ERRORS, TRANSITIONS, RECONNECTS, AEN_EVENTS, ANA_TRANSITIONS); 0: each map's own (1024 or 4096). An event whose new key finds its map full is not counted there: counted per map in nvmeof_exporter_*_map_full_total, and logged once."),
         )
         .arg(
+            Arg::new("ebpf.host-wait")
+                .long("ebpf.host-wait")
+                .action(ArgAction::SetTrue)
+                .help("Also measure each command's wait in the host, from its bio's submission (block:block_bio_queue) to nvme_setup_cmd: the path choice, a full queue's wait for a tag, the scheduler (nvmeof_io_host_wait_seconds). Costs every bio of every block device an LRU map update (BENCHMARKS.md); tp_btf and raw_tracepoint modes only."),
+        )
+        .arg(
             Arg::new("trace.slower-than")
                 .long("trace.slower-than")
                 .value_name("DURATION")
@@ -310,6 +316,7 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
         count_map_entries: *m
             .get_one::<u32>("ebpf.count-map-entries")
             .expect("has a default"),
+        host_wait: m.get_flag("ebpf.host-wait"),
         attach_mode: crate::config::attach_mode(
             m.get_one::<String>("ebpf.attach-mode")
                 .expect("has a default"),

@@ -45,6 +45,8 @@ pub struct Config {
     pub max_inflight: u32,
     /// `--ebpf.count-map-entries`, 0 for each counting map's own size.
     pub count_map_entries: u32,
+    /// `--ebpf.host-wait`.
+    pub host_wait: bool,
     /// The eBPF attach mode to use; `None` tries them in order.
     pub attach_mode: Option<AttachMode>,
     pub smart_interval: Duration,

@@ -10,6 +10,7 @@ pub mod aen;
 pub mod bench;
 pub mod conn_errors;
 pub mod count_maps;
+pub mod host_wait;
 pub mod latency;
 pub mod layout;
 pub mod slow;
@@ -184,9 +185,13 @@ pub enum ProgramCounter {
     SlowRateLimited = 7,
     /// A slow command not sent: the ring buffer was full (the agent reads it too slowly).
     SlowRingFull = 8,
+    /// Host wait on (`crate::host_wait`): a setup whose request's first bio had no submission
+    /// time (a bio split off inside the block layer, one submitted before the programs attached,
+    /// or evicted from `BIO_QUEUED`): its host wait is not counted.
+    HostWaitUnmatched = 9,
 }
 
-pub const PROGRAM_COUNTERS: u32 = 9;
+pub const PROGRAM_COUNTERS: u32 = 10;
 
 impl ProgramCounter {
     pub const ALL: [ProgramCounter; PROGRAM_COUNTERS as usize] = [
@@ -199,6 +204,7 @@ impl ProgramCounter {
         ProgramCounter::InflightNewKey,
         ProgramCounter::SlowRateLimited,
         ProgramCounter::SlowRingFull,
+        ProgramCounter::HostWaitUnmatched,
     ];
 }
 
@@ -468,6 +474,7 @@ mod pod {
     unsafe impl aya::Pod for crate::ConnErrorKey {}
     unsafe impl aya::Pod for crate::ErrorTimeouts {}
     unsafe impl aya::Pod for crate::slow::SlowTrace {}
+    unsafe impl aya::Pod for crate::host_wait::HostWait {}
     unsafe impl aya::Pod for crate::slow::SlowContext {}
     unsafe impl aya::Pod for crate::slow::SlowCommand {}
     unsafe impl aya::Pod for crate::aen::AenLayout {}

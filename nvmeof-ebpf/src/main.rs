@@ -33,7 +33,9 @@
 //! - `MAP_FULL`: errors `STATUSES` or `CONN_ERRORS` could not count, full
 //!   (`nvmeof_common::count_maps`);
 //! - `SLOW_CONTEXT`, `SLOW_EVENTS`, `SLOW_BUDGET`: slow-command tracing (`nvmeof_common::slow`),
-//!   sized by the agent to one entry and one page while it is off.
+//!   sized by the agent to one entry and one page while it is off;
+//! - `BIO_QUEUED`, `HOST_WAIT_STATS`: host wait (`nvmeof_common::host_wait`: `block_bio_queue`
+//!   to `nvme_setup_cmd`), one entry each while it is off.
 //!
 //! Field offsets are not compiled in: the agent parses the tracepoints' `format` files and writes
 //! them into the `LAYOUT` global before loading. Every counter is cumulative; the agent takes
@@ -51,6 +53,7 @@ use aya_ebpf::{
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use nvmeof_common::count_maps::{CountMap, COUNT_MAPS};
+use nvmeof_common::host_wait::HostWait;
 use nvmeof_common::slow::{classic_key, SlowBudget, SlowCommand, SlowContext, SlowTrace};
 use nvmeof_common::{
     latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
@@ -89,6 +92,10 @@ static ERROR_TIMEOUTS: ErrorTimeouts = ErrorTimeouts {
 #[no_mangle]
 static SLOW_TRACE: SlowTrace = SlowTrace::OFF;
 
+/// Written by the agent before load; `on` = 0 turns host wait off.
+#[no_mangle]
+static HOST_WAIT: HostWait = HostWait::OFF;
+
 #[map]
 static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_ERRORS_CAPACITY, 0);
 // The in-flight maps keep their entries after a completion (`start_ns` = 0 marks one idle): the
@@ -123,6 +130,12 @@ static SLOW_CONTEXT: LruHashMap<u64, SlowContext> = LruHashMap::with_max_entries
 static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 #[map]
 static SLOW_BUDGET: PerCpuArray<SlowBudget> = PerCpuArray::with_max_entries(1, 0);
+// Sized by the agent before load while host wait is on: the in-flight map's size, and one slot
+// per controller instance of the arrays.
+#[map]
+static BIO_QUEUED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1, 0);
+#[map]
+static HOST_WAIT_STATS: Array<OpStats> = Array::with_max_entries(1, 0);
 
 /// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
@@ -139,6 +152,85 @@ const CMD_SLBA: u64 = 40;
 fn slow_trace() -> SlowTrace {
     // SAFETY: as in `layout`.
     unsafe { core::ptr::read_volatile(&SLOW_TRACE) }
+}
+
+#[inline(always)]
+fn host_wait() -> HostWait {
+    // SAFETY: as in `layout`.
+    unsafe { core::ptr::read_volatile(&HOST_WAIT) }
+}
+
+/// Notes when a bio was submitted, for the setup of the request that will carry it. Every
+/// submission overwrites: a bio struct is reused, and one merged into another request's bio
+/// list is never taken by a setup.
+#[inline(always)]
+fn bio_queued(bio: u64) {
+    if bio == 0 {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    match BIO_QUEUED.get_ptr_mut(bio) {
+        // SAFETY: p points into the map's value for bio.
+        Some(p) => unsafe { *p = now },
+        None => {
+            let _ = BIO_QUEUED.insert(bio, now, 0);
+        }
+    }
+}
+
+/// Counts the host wait of a command set up at `now` whose request's first bio is `bio`.
+#[inline(always)]
+fn take_host_wait(bio: u64, ctrl_id: u32, now: u64) {
+    let queued = match BIO_QUEUED.get_ptr_mut(bio) {
+        // SAFETY: p points into the map's value for bio; taken once (set to 0).
+        Some(p) => unsafe {
+            let t = *p;
+            *p = 0;
+            t
+        },
+        None => 0,
+    };
+    if queued == 0 || queued > now {
+        count(ProgramCounter::HostWaitUnmatched);
+        return;
+    }
+    let Some(stats) = HOST_WAIT_STATS.get_ptr_mut(ctrl_id) else {
+        count(ProgramCounter::SlotOutOfRange);
+        return;
+    };
+    let wait = now - queued;
+    let bucket = latency_bucket(wait);
+    // SAFETY: a live map value; bucket checked against the array's length.
+    unsafe {
+        atomic_add(&mut (*stats).latency_sum_ns, wait);
+        if bucket < LATENCY_BUCKETS {
+            atomic_add32(&mut (*stats).buckets[bucket], 1);
+        }
+    }
+}
+
+#[btf_tracepoint(function = "block_bio_queue")]
+pub fn block_bio_queue_btf(ctx: BtfTracePointContext) -> u32 {
+    if host_wait().on != 0 {
+        let bio: u64 = match host_wait().bio_arg {
+            0 => ctx.arg(0),
+            _ => ctx.arg(1),
+        };
+        bio_queued(bio);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "block_bio_queue")]
+pub fn block_bio_queue_raw(ctx: RawTracePointContext) -> u32 {
+    if host_wait().on != 0 {
+        let bio: u64 = match host_wait().bio_arg {
+            0 => ctx.arg(0),
+            _ => ctx.arg(1),
+        };
+        bio_queued(bio);
+    }
+    0
 }
 
 /// Keeps what a slow command's completion reports and cannot see itself: the setup runs in the
@@ -516,6 +608,14 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
         s.bytes = field::<u32, BTF>(req + l.request_data_len as u64)?;
     }
     let value = inflight(&s, now)?;
+    let hw = host_wait();
+    if hw.on != 0 {
+        // A flush or an admin command carries no bio.
+        let bio = field::<u64, BTF>(req + hw.request_bio as u64).unwrap_or(0);
+        if bio != 0 {
+            take_host_wait(bio, ctrl_id, now);
+        }
+    }
     if slow_trace().threshold_ns != 0 {
         // Two 32-bit loads: on tp_btf the verifier checks a load against the first member of
         // the `nvme_command` union at that offset, the common command's cdw10 (4 bytes), and

@@ -14,13 +14,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use aya::maps::{Array, MapData, PerCpuArray};
-use aya::programs::{RawTracePoint, TracePoint};
+use aya::programs::tp_btf::BtfTracePointLinkId;
+use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use nvmeof_agent::bpf::btf::{self, Btf};
 use nvmeof_agent::bpf::loader::{self, MapSizes};
 use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
 use nvmeof_agent::bpf::{format, tracefs, EBPF_OBJECT};
 use nvmeof_common::bench::{self, programs as b, MIN_BUCKET_COUNT};
+use nvmeof_common::host_wait::{programs::BLOCK_BIO_QUEUE_BTF, BLOCK_BIO_QUEUE};
 use nvmeof_common::slow::SlowTrace;
 use nvmeof_common::{
     maps, programs, OpStats, ProgramCounter, QueueState, LAYOUT_GLOBAL, PROGRAM_COUNTERS,
@@ -65,6 +67,10 @@ enum Role {
     /// ([`SLOW_THRESHOLD_NS`]: no workload command passes it, so what is priced is what every
     /// command pays while tracing is on, the setup keeping its identity).
     OursSlow,
+    /// The agent's pair from a third copy of its object loaded with host wait on, whose
+    /// `block_bio_queue` program is attached beside it and priced with it (its time added to
+    /// the pair's, per command).
+    OursHostWait,
     /// The minimal tracer (the benchmark object).
     Minimal,
     /// A floor or a floor plus one step (the benchmark object).
@@ -110,6 +116,12 @@ const VARIANTS: &[Variant] = &[
         &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
         Hook::Btf,
         Role::OursSlow,
+    ),
+    v(
+        "ours, tp_btf pair, host wait on (`--ebpf.host-wait`, its `block_bio_queue` program's time included)",
+        &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
+        Hook::Btf,
+        Role::OursHostWait,
     ),
     v(
         "**ours, raw pair**",
@@ -250,6 +262,21 @@ pub fn run_workload(cmd: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads (once) and attaches host wait's program to vmlinux's `block_bio_queue`, as the agent's
+/// loader does in tp_btf mode.
+fn attach_block_bio_queue(ebpf: &mut Ebpf) -> anyhow::Result<BtfTracePointLinkId> {
+    let p: &mut BtfTracePoint = ebpf
+        .program_mut(BLOCK_BIO_QUEUE_BTF)
+        .context(BLOCK_BIO_QUEUE_BTF)?
+        .try_into()?;
+    if p.fd().is_err() {
+        let btf = aya::Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        p.load(BLOCK_BIO_QUEUE, &btf)
+            .with_context(|| format!("loading {BLOCK_BIO_QUEUE_BTF}"))?;
+    }
+    Ok(p.attach()?)
+}
+
 /// The slow-command threshold of [`Role::OursSlow`]: far above any command of the workload.
 const SLOW_THRESHOLD_NS: u64 = 1_000_000_000;
 
@@ -257,6 +284,7 @@ const SLOW_THRESHOLD_NS: u64 = 1_000_000_000;
 struct Objects {
     ours: Ebpf,
     ours_slow: Ebpf,
+    ours_host_wait: Ebpf,
     bench: Ebpf,
     btf: HashMap<(Role, &'static str, &'static str), ModuleProgram>,
 }
@@ -266,6 +294,7 @@ impl Objects {
         match role {
             Role::Ours => &mut self.ours,
             Role::OursSlow => &mut self.ours_slow,
+            Role::OursHostWait => &mut self.ours_host_wait,
             _ => &mut self.bench,
         }
     }
@@ -273,6 +302,7 @@ impl Objects {
     fn ours(&self, role: Role) -> &Ebpf {
         match role {
             Role::OursSlow => &self.ours_slow,
+            Role::OursHostWait => &self.ours_host_wait,
             _ => &self.ours,
         }
     }
@@ -290,13 +320,33 @@ impl Objects {
             for k in &hooks {
                 self.btf.get_mut(k).context("tp_btf program")?.attach()?;
             }
-            let before = total(self)?;
+            let block = match v.role {
+                Role::OursHostWait => Some(attach_block_bio_queue(&mut self.ours_host_wait)?),
+                _ => None,
+            };
+            // The block program's time counts, its runs (one per bio, not per command) not.
+            let block_ns = |o: &Self| -> anyhow::Result<u64> {
+                match block {
+                    Some(_) => Ok(loader::run_stats(&o.ours_host_wait, BLOCK_BIO_QUEUE_BTF)?.0),
+                    None => Ok(0),
+                }
+            };
+            let before = (total(self)?, block_ns(self)?);
             run_workload(cmd)?;
-            let after = total(self)?;
+            let after = (total(self)?, block_ns(self)?);
             for k in &hooks {
                 self.btf.get_mut(k).context("tp_btf program")?.detach();
             }
-            return Ok((after.0 - before.0, after.1 - before.1));
+            if let Some(link) = block {
+                let p: &mut BtfTracePoint = self
+                    .ours_host_wait
+                    .program_mut(BLOCK_BIO_QUEUE_BTF)
+                    .context(BLOCK_BIO_QUEUE_BTF)?
+                    .try_into()?;
+                p.detach(link)?;
+            }
+            let ns = (after.0 .0 - before.0 .0) + (after.1 - before.1);
+            return Ok((ns, after.0 .1 - before.0 .1));
         }
         let ebpf = self.of(v.role);
         let mut tp_links = Vec::new();
@@ -341,7 +391,7 @@ impl Objects {
     /// invalid returns at once and looks as cheap as an empty program).
     fn counted(&self, role: Role) -> anyhow::Result<Vec<u64>> {
         match role {
-            Role::Ours | Role::OursSlow => {
+            Role::Ours | Role::OursSlow | Role::OursHostWait => {
                 let ours = self.ours(role);
                 let mut v = program_counters(ours)?.to_vec();
                 v.push(ops_commands(ours)?);
@@ -426,11 +476,13 @@ fn load_btf_programs(
     let btf = module_tp::module_btf("nvme_core")?;
     let ours = module_tp::Instructions::relocated(EBPF_OBJECT, &objects.ours)?;
     let ours_slow = module_tp::Instructions::relocated(EBPF_OBJECT, &objects.ours_slow)?;
+    let ours_host_wait = module_tp::Instructions::relocated(EBPF_OBJECT, &objects.ours_host_wait)?;
     let bench = module_tp::Instructions::relocated(BENCH_OBJECT, &objects.bench)?;
     for v in variants.iter().filter(|v| v.hook == Hook::Btf) {
         let insns = match v.role {
             Role::Ours => &ours,
             Role::OursSlow => &ours_slow,
+            Role::OursHostWait => &ours_host_wait,
             _ => &bench,
         };
         for (name, event) in v.hooks() {
@@ -486,9 +538,22 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         }),
         ..MapSizes::default()
     };
+    // Host wait as the agent turns it on, where vmlinux's BTF allows it (else its variant counts
+    // nothing and says so in its line).
+    let host_wait = loader::Layouts {
+        host_wait: request
+            .and_then(|r| r.host_wait)
+            .unwrap_or(nvmeof_common::host_wait::HostWait::OFF),
+        ..layouts.clone()
+    };
+    let host_wait_sizes = MapSizes {
+        host_wait: Some(nvmeof_common::INFLIGHT_CAPACITY),
+        ..MapSizes::default()
+    };
     let mut objects = Objects {
         ours: loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?,
         ours_slow: loader::open(EBPF_OBJECT, &slow, slow_sizes)?,
+        ours_host_wait: loader::open(EBPF_OBJECT, &host_wait, host_wait_sizes)?,
         bench: open_bench(&layouts, request_tag)?,
         btf: HashMap::new(),
     };
@@ -565,10 +630,10 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
 fn report_counted(v: &Variant, before: &[u64], after: &[u64]) {
     let d = |i: usize| after[i] - before[i];
     match v.role {
-        Role::Ours | Role::OursSlow => {
+        Role::Ours | Role::OursSlow | Role::OursHostWait => {
             let c = |c: ProgramCounter| d(c as usize);
             println!(
-                "{}: submitted {}, completed {} (on its queues), commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}, new in-flight keys {}",
+                "{}: submitted {}, completed {} (on its queues), commands in OPS {}, unmatched {}, read failures {}, LBA size unknown {}, new in-flight keys {}, host wait unmatched {}",
                 v.label,
                 d(PROGRAM_COUNTERS as usize + 1),
                 d(PROGRAM_COUNTERS as usize + 2),
@@ -577,6 +642,7 @@ fn report_counted(v: &Variant, before: &[u64], after: &[u64]) {
                 c(ProgramCounter::ReadFailed),
                 c(ProgramCounter::LbaSizeUnknown),
                 c(ProgramCounter::InflightNewKey),
+                c(ProgramCounter::HostWaitUnmatched),
             );
         }
         Role::Minimal => println!("{}: commands in its buckets {}", v.label, d(0)),

@@ -11,6 +11,7 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context as _};
+use nvmeof_common::host_wait::{HostWait, BLOCK_BIO_QUEUE};
 use nvmeof_common::RequestLayout;
 
 pub(crate) const BTF_MAGIC: u16 = 0xeb9f;
@@ -233,6 +234,21 @@ impl Btf {
             .map(|i| self.first_id + i as u32)
     }
 
+    /// The arguments of tracepoint `tp` (vmlinux's): its `btf_trace_<tp>` typedef is a pointer to
+    /// a function whose first parameter is the context the kernel adds, then the tracepoint's own.
+    pub fn tracepoint_args(&self, tp: &str) -> anyhow::Result<usize> {
+        let name = format!("btf_trace_{tp}");
+        let id = self
+            .own_typedef_id(&name)
+            .with_context(|| format!("BTF: no typedef {name}"))?;
+        let (_, ptr) = self.type_by_id(self.resolve(id)?)?;
+        let (_, proto) = self.type_by_id(ptr.size_or_type)?;
+        if ptr.kind() != KIND_PTR || proto.kind() != KIND_FUNC_PROTO || proto.vlen() == 0 {
+            bail!("BTF: {name} is no pointer to a function with a context argument");
+        }
+        Ok(proto.vlen() - 1)
+    }
+
     fn enum_id(&self, name: &str) -> Option<u32> {
         self.types
             .iter()
@@ -391,12 +407,34 @@ pub struct RequestBtf {
     /// nvme_core's split BTF, when nvme_core is a module whose BTF has them: the tp_btf targets
     /// there (`bpf::module_tp`).
     pub module_tracepoints: Option<[u32; 2]>,
+    /// What host wait needs (`request.bio`, the bio's argument of `block_bio_queue`); `None`
+    /// when vmlinux's BTF lacks either.
+    pub host_wait: Option<HostWait>,
+}
+
+/// Host wait's offsets from vmlinux's BTF.
+pub fn host_wait_from(vmlinux: &Btf) -> anyhow::Result<HostWait> {
+    let args = vmlinux.tracepoint_args(BLOCK_BIO_QUEUE)?;
+    Ok(HostWait {
+        on: 1,
+        request_bio: vmlinux.member_offset("request", "bio", 8)?,
+        // `(struct bio *)` since 5.11, `(struct request_queue *, struct bio *)` before.
+        bio_arg: match args {
+            1 => 0,
+            2 => 1,
+            n => bail!("{BLOCK_BIO_QUEUE} has {n} arguments, not 1 or 2"),
+        },
+        _pad: 0,
+    })
 }
 
 /// Reads the offsets the request-keyed programs need from `dir/vmlinux` and `dir/nvme_core`
 /// (where nvme_core is built in, its structs are in vmlinux and the module file is absent).
 pub fn request_layout(dir: &Path) -> anyhow::Result<RequestBtf> {
     let base = Btf::read(&dir.join("vmlinux"), None)?;
+    let host_wait = host_wait_from(&base)
+        .map_err(|e| log::debug!("host wait: {e:#}"))
+        .ok();
     let module = dir.join("nvme_core");
     let (btf, module_tracepoints) = if module.exists() {
         let btf = Btf::read(&module, Some(base))?;
@@ -409,6 +447,7 @@ pub fn request_layout(dir: &Path) -> anyhow::Result<RequestBtf> {
     Ok(RequestBtf {
         layout: layout_from(&btf)?,
         module_tracepoints,
+        host_wait,
     })
 }
 
@@ -433,6 +472,28 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<RequestLayout> {
 mod tests {
     use super::*;
     use crate::test_support::btf::BtfBuilder;
+
+    /// This machine's own vmlinux BTF (the kernel's truth, where it has one): `block_bio_queue`
+    /// lost its request queue argument in 5.11, and `struct request` has its `bio`.
+    #[test]
+    fn this_kernels_block_bio_queue_and_request_bio() {
+        let Ok(vmlinux) = Btf::read(&Path::new(SYS_BTF).join("vmlinux"), None) else {
+            eprintln!("skipped: no vmlinux BTF here");
+            return;
+        };
+        let h = host_wait_from(&vmlinux).unwrap();
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+        let mut v = release
+            .split(['.', '-'])
+            .map(|p| p.parse::<u32>().unwrap_or(0));
+        let since_5_11 = (v.next().unwrap_or(0), v.next().unwrap_or(0)) >= (5, 11);
+        assert_eq!(h.bio_arg, u32::from(!since_5_11), "{release}");
+        assert_eq!(
+            h.request_bio,
+            vmlinux.member_offset("request", "bio", 8).unwrap()
+        );
+        assert!(vmlinux.tracepoint_args("no_such_tracepoint").is_err());
+    }
 
     /// Base: 1 int, 2 u16 int, 3 struct inner { u16 status @0 }, 4 struct request {..}, 5 ptr
     /// to 4. Split: 6 struct nvme_request { ptr cmd @0, u16 status @8, anonymous inner @10 ...}.

@@ -14,6 +14,7 @@ use aya::{
     Btf, Ebpf, EbpfLoader,
 };
 use nvmeof_common::count_maps::CountMap;
+use nvmeof_common::host_wait::{self, HostWait, HOST_WAIT_GLOBAL};
 use nvmeof_common::slow::{self, SlowTrace, SLOW_TRACE_GLOBAL};
 use nvmeof_common::{
     aen, maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, SlotLayout,
@@ -103,6 +104,9 @@ pub struct MapSizes {
     /// `--ebpf.count-map-entries`: the entries of `STATUSES` and `CONN_ERRORS`; 0 keeps the
     /// object's.
     pub count_map_entries: u32,
+    /// Host wait on: the entries of `BIO_QUEUED` (bios submitted and not yet set up, of every
+    /// block device); `HOST_WAIT_STATS` gets a slot per controller of the arrays.
+    pub host_wait: Option<u32>,
 }
 
 /// The sizes of slow-command tracing's maps.
@@ -207,6 +211,8 @@ pub struct Layouts {
     pub timeouts: ErrorTimeouts,
     /// Slow-command tracing's threshold and rate ([`SlowTrace::OFF`] by default).
     pub slow: SlowTrace,
+    /// Host wait's offsets ([`HostWait::OFF`] by default: off).
+    pub host_wait: HostWait,
 }
 
 /// Why loading failed, in words for the one log line. Permission problems are recognised in the
@@ -263,6 +269,7 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     loader.override_global(REQ_LAYOUT_GLOBAL, &request, true);
     loader.override_global(ERROR_TIMEOUTS_GLOBAL, &layouts.timeouts, true);
     loader.override_global(SLOW_TRACE_GLOBAL, &layouts.slow, true);
+    loader.override_global(HOST_WAIT_GLOBAL, &layouts.host_wait, true);
     if let Some(slow) = sizes.slow {
         loader.map_max_entries(slow::maps::SLOW_CONTEXT, slow.context);
         loader.map_max_entries(slow::maps::SLOW_EVENTS, slow.ring_bytes);
@@ -272,6 +279,10 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     }
     count_maps::size(&mut loader, &CountMap::IO, sizes.count_map_entries);
     let slots = sizes.slots();
+    if let Some(n) = sizes.host_wait {
+        loader.map_max_entries(host_wait::maps::BIO_QUEUED, n);
+        loader.map_max_entries(host_wait::maps::HOST_WAIT_STATS, slots.controllers.max(1));
+    }
     loader.override_global(SLOT_LAYOUT_GLOBAL, &slots, true);
     loader.map_max_entries(maps::OPS, slots.stats_slots().max(1));
     loader.map_max_entries(maps::QUEUES, slots.queue_slots().max(1));
@@ -305,9 +316,20 @@ pub fn load(
                 for e in &why {
                     log::info!("eBPF: {e}");
                 }
+                let mut attached = mode.programs().to_vec();
+                if layouts.host_wait.on != 0 {
+                    match attach_host_wait(&mut ebpf, mode) {
+                        Ok(name) => attached.push(name),
+                        Err(e) => log::warn!(
+                            "eBPF: host wait not measured ({}); every setup counts as \
+                             host_wait_unmatched",
+                            explain(&e)
+                        ),
+                    }
+                }
                 return Ok(Loaded {
                     ebpf,
-                    attached: mode.programs().to_vec(),
+                    attached,
                     mode,
                     module_programs,
                     slots: sizes.slots(),
@@ -387,6 +409,34 @@ fn attach(
         }
     }
     Ok(vec![])
+}
+
+/// Attaches host wait's program on `block:block_bio_queue` in `mode`'s way (a vmlinux
+/// tracepoint: tp_btf with vmlinux's BTF, or raw); the classic mode has no request to join.
+fn attach_host_wait(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<&'static str> {
+    let hook = host_wait::BLOCK_BIO_QUEUE;
+    let name = match mode {
+        AttachMode::TpBtf => host_wait::programs::BLOCK_BIO_QUEUE_BTF,
+        AttachMode::RawTracepoint => host_wait::programs::BLOCK_BIO_QUEUE_RAW,
+        AttachMode::Tracepoint => bail!("the classic mode sees no request"),
+    };
+    let prog = ebpf
+        .program_mut(name)
+        .with_context(|| format!("program {name} missing from the object"))?;
+    if mode == AttachMode::TpBtf {
+        let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
+        let p: &mut BtfTracePoint = prog.try_into()?;
+        p.load(hook, &btf)
+            .with_context(|| format!("loading {name} for tp_btf/{hook}"))?;
+        p.attach()
+            .with_context(|| format!("attaching {name} to tp_btf/{hook}"))?;
+    } else {
+        let p: &mut RawTracePoint = prog.try_into()?;
+        p.load().with_context(|| format!("verifying {name}"))?;
+        p.attach(hook)
+            .with_context(|| format!("attaching {name} to raw_tp/{hook}"))?;
+    }
+    Ok(name)
 }
 
 /// Loads the state object with `layout` and attaches its kprobes. A failure on a required
@@ -562,13 +612,22 @@ mod tests {
     /// an object or permission.
     #[test]
     fn raw_programs_pass_the_verifier() {
-        for slow in [
-            SlowTrace::OFF,
-            SlowTrace {
-                threshold_ns: 1,
-                per_cpu_per_second: 10,
-                _pad: 0,
-            },
+        let slow_on = SlowTrace {
+            threshold_ns: 1,
+            per_cpu_per_second: 10,
+            _pad: 0,
+        };
+        let host_wait_on = HostWait {
+            on: 1,
+            request_bio: 8,
+            bio_arg: 0,
+            _pad: 0,
+        };
+        for (slow, host_wait) in [
+            (SlowTrace::OFF, HostWait::OFF),
+            (slow_on, HostWait::OFF),
+            (SlowTrace::OFF, host_wait_on),
+            (slow_on, host_wait_on),
         ] {
             let layouts = Layouts {
                 request: Some(RequestLayout {
@@ -577,6 +636,7 @@ mod tests {
                     ..Default::default()
                 }),
                 slow,
+                host_wait,
                 ..Default::default()
             };
             let sizes = MapSizes {
@@ -584,6 +644,7 @@ mod tests {
                     context: 1024,
                     ring_bytes: 1 << 16,
                 }),
+                host_wait: (host_wait.on != 0).then_some(1024),
                 ..Default::default()
             };
             let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, sizes) {
@@ -593,10 +654,14 @@ mod tests {
                     return;
                 }
             };
-            for name in RAW_PROGRAMS {
+            for name in RAW_PROGRAMS
+                .into_iter()
+                .chain([host_wait::programs::BLOCK_BIO_QUEUE_RAW])
+            {
                 let p: &mut RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
-                p.load()
-                    .unwrap_or_else(|e| panic!("verifying {name} ({slow:?}): {e:?}"));
+                p.load().unwrap_or_else(|e| {
+                    panic!("verifying {name} ({slow:?}, {host_wait:?}): {e:?}")
+                });
             }
         }
     }

@@ -54,6 +54,8 @@ families! {
         "In-flight entries replaced by a new command on the same queue tag: the earlier command's completion was never seen.");
     pub EVENTS: counter("nvmeof_exporter_ebpf_events_total",
         "Events counted by the eBPF programs themselves, by event.");
+    pub HOST_WAIT: histogram("nvmeof_io_host_wait_seconds",
+        "Time a command spent in the host before the driver built it: from its bio's submission (block_bio_queue) to nvme_setup_cmd (path choice, waiting for a free tag, the scheduler). Only with --ebpf.host-wait.");
     pub MAP_FULL: counter("nvmeof_exporter_ebpf_map_full_total",
         "Errors the eBPF programs could not count by status (STATUSES) or by kind (CONN_ERRORS) because that map was full (raise --ebpf.count-map-entries).");
     pub DRAIN_DURATION: gauge("nvmeof_exporter_ebpf_drain_duration_seconds",
@@ -76,6 +78,7 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
         ProgramCounter::InflightNewKey => "inflight_new_key",
         ProgramCounter::SlowRateLimited => "slow_rate_limited",
         ProgramCounter::SlowRingFull => "slow_ring_full",
+        ProgramCounter::HostWaitUnmatched => "host_wait_unmatched",
     })
 }
 
@@ -207,6 +210,18 @@ fn collect_io(state: &IoState, per_queue: &dyn Fn(u32) -> bool, sink: &mut Sink)
             exemplars: &exemplars.of(&o.key),
         };
         sink.histogram(&LATENCY, &with_class, data);
+    }
+    for o in &state.host_wait {
+        let l = Labels::new(state, o.key.ctrl_id, None);
+        let (classic, native) = latency_histogram(o);
+        let data = HistogramData {
+            count: o.commands,
+            sum: secs(o.latency_sum_ns as f64),
+            classic: &classic,
+            native: Some(native),
+            exemplars: &[],
+        };
+        sink.histogram(&HOST_WAIT, &l.with(&[]), data);
     }
     for &((ctrl_id, class), n) in &state.view.commands {
         let l = Labels::new(state, ctrl_id, None);
@@ -421,6 +436,7 @@ mod tests {
             }],
             drain_seconds: Some(0.002),
             map_full: vec![("STATUSES", 0), ("CONN_ERRORS", 3)],
+            host_wait: vec![],
             slow: None,
         }
     }
@@ -489,6 +505,40 @@ mod tests {
         assert_eq!(
             h.exemplars.last().unwrap().label[0].value(),
             (log.received()).to_string()
+        );
+    }
+
+    #[test]
+    fn host_wait_is_a_histogram_per_controller() {
+        let mut s = state(false);
+        s.host_wait = vec![OpView {
+            key: SeriesKey {
+                ctrl_id: 0,
+                qid: None,
+                class: OpClass::OtherIo,
+            },
+            commands: 3,
+            bytes: 0,
+            errors: 0,
+            latency_sum_ns: 3_000_000,
+            buckets: vec![(latency_bucket(1_000_000) as u16, 3)],
+        }];
+        let text = collect(s);
+        let l = r#"subsystem="nqn.2026-01.io.example:disk1",controller="nvme0""#;
+        assert!(
+            text.contains(&format!("nvmeof_io_host_wait_seconds_count{{{l}}} 3")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("nvmeof_io_host_wait_seconds_sum{{{l}}} 0.003")),
+            "{text}"
+        );
+        // 1 ms lies under the classic bound 2^-9 s (1.95 ms), not under 2^-10 s (0.98 ms).
+        assert!(
+            text.contains(&format!(
+                "nvmeof_io_host_wait_seconds_bucket{{{l},le=\"0.001953125\"}} 3"
+            )),
+            "{text}"
         );
     }
 
@@ -624,7 +674,8 @@ mod tests {
                 "{name} not declared"
             );
         }
-        assert_eq!(text.matches("# TYPE ").count(), FAMILIES.len() - 1); // no write bytes
+        // No write bytes, and no host wait (off).
+        assert_eq!(text.matches("# TYPE ").count(), FAMILIES.len() - 2);
     }
 
     /// A tracer that could not start (a tracefs without the nvme events: what a host without

@@ -127,6 +127,7 @@ pub fn registry() -> Vec<Registration> {
                         max_queues: c.max_queues,
                         max_inflight: c.max_inflight,
                         count_map_entries: c.count_map_entries,
+                        host_wait: c.host_wait,
                         per_queue: c.per_queue,
                         wait_for_nvme: crate::bpf::io::WAIT_FOR_NVME,
                         slow: c.slow.clone(),

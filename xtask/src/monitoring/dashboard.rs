@@ -150,6 +150,13 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                     "99.9th percentile of read and write completion time per controller: the tail that timeouts start from.",
                     vec![q(quantile("0.999"), "{{instance}} {{controller}} {{opclass}}")])
                     .thresholds(&[(0.1, "orange"), (1.0, "red")]),
+                panel("timeseries", "Host wait p99 against latency p99", "s",
+                    "Where a read's time goes, per controller: the 99th percentile of its wait in the host before the driver built it (bio submitted to nvme_setup_cmd: path choice, a full queue's wait for a tag, the scheduler) and of its latency after (the fabric and the device). Host wait needs the agent's --ebpf.host-wait.",
+                    vec![
+                        q(format!("histogram_quantile(0.99, sum by (KEEP, subsystem, controller) (rate(nvmeof_io_host_wait_seconds{S}}}[$__rate_interval])))\nor\nhistogram_quantile(0.99, sum by (KEEP, subsystem, controller, le) (rate(nvmeof_io_host_wait_seconds_bucket{S}}}[$__rate_interval])))"), "{{instance}} {{controller}} host wait"),
+                        q(format!("histogram_quantile(0.99, sum by (KEEP, subsystem, controller) (rate(nvmeof_io_latency_seconds{S},opclass=\"read\"}}[$__rate_interval])))\nor\nhistogram_quantile(0.99, sum by (KEEP, subsystem, controller, le) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=\"read\"}}[$__rate_interval])))"), "{{instance}} {{controller}} read latency"),
+                    ])
+                    .thresholds(&[(0.01, "orange"), (0.05, "red")]),
                 panel("timeseries", "Queue utilisation (mean per controller)", "percentunit",
                     "Share of time the controller's mean I/O queue had a command in flight: busy time summed over queues (per-queue mode too) over nvmeof_io_queues. NvmeofQueuesSaturated fires above 90%.",
                     vec![q(format!("sum by (KEEP, subsystem, controller) (rate(nvmeof_queue_busy_seconds_total{S}}}[$__rate_interval]))\n/ on (KEEP, subsystem, controller)\nnvmeof_io_queues{S}}}"), "{{instance}} {{controller}}")])

@@ -17,6 +17,7 @@ use nvmeof_common::{
 };
 
 use super::arrays::Arrays;
+use super::host_wait::HostWaitTotals;
 use super::model::{Model, RawMaps};
 use super::namespaces::{controller_subsystems, namespace_lba_sizes};
 use super::IoState;
@@ -51,6 +52,8 @@ pub struct Drainer {
     told_inflight_small: bool,
     /// Which counting maps have been reported full.
     told_full: FullLog,
+    /// Host wait's totals, when its program is attached.
+    host_wait: Option<HostWaitTotals>,
 }
 
 fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
@@ -104,6 +107,7 @@ impl Drainer {
             inflight_capacity: None,
             told_inflight_small: false,
             told_full: FullLog::default(),
+            host_wait: None,
         })
     }
 
@@ -111,6 +115,12 @@ impl Drainer {
     /// reported.
     pub fn with_inflight_capacity(mut self, capacity: Option<u32>) -> Self {
         self.inflight_capacity = capacity;
+        self
+    }
+
+    /// Reads host wait at every drain (its program is attached).
+    pub fn with_host_wait(mut self, on: bool) -> Self {
+        self.host_wait = on.then(HostWaitTotals::default);
         self
     }
 
@@ -313,6 +323,17 @@ impl Drainer {
             self.told_slow_dropped = true;
         }
         let full = count_maps::read(&self.loaded.ebpf)?;
+        let host_wait = match &mut self.host_wait {
+            Some(totals) => {
+                totals.read(&self.loaded.ebpf, &subsystems)?;
+                totals
+                    .views()
+                    .into_iter()
+                    .filter(|v| subsystems.contains_key(&v.key.ctrl_id))
+                    .collect()
+            }
+            None => Vec::new(),
+        };
         self.told_full
             .observe(&full, &CountMap::IO, self.loaded.count_map_entries);
         view.removed_conn_errors = self.removed_conn_errors;
@@ -324,6 +345,7 @@ impl Drainer {
         s.programs = programs;
         s.drain_seconds = Some(took.as_secs_f64());
         s.map_full = count_maps::of(&full, &CountMap::IO);
+        s.host_wait = host_wait;
         drop(s);
         self.model.recycle(old);
         Ok(())

@@ -20,6 +20,7 @@
 //! [`IoOptions::wait_for_nvme`]) and starts the tracer when it appears, without a restart.
 pub mod arrays;
 pub mod drain;
+pub mod host_wait;
 pub mod model;
 pub mod namespaces;
 pub mod slow;
@@ -54,6 +55,8 @@ pub struct IoOptions {
     pub max_inflight: u32,
     /// `--ebpf.count-map-entries`: `STATUSES` and `CONN_ERRORS`; 0 keeps theirs.
     pub count_map_entries: u32,
+    /// `--ebpf.host-wait`: measure each command's wait in the host (`host_wait`).
+    pub host_wait: bool,
     /// Every controller's series per hardware queue (`--metrics.per-queue`), as if every scrape
     /// named every controller: a rendering choice, handed to the collector in [`IoState`].
     pub per_queue: bool,
@@ -89,6 +92,8 @@ pub struct IoState {
     pub drain_seconds: Option<f64>,
     /// Per counting map, the events it could not count (full).
     pub map_full: Vec<(&'static str, u64)>,
+    /// Per controller, host wait (`--ebpf.host-wait`), as latency series; empty while off.
+    pub host_wait: Vec<model::OpView>,
     /// The slow commands traced (`--trace.slower-than`), which the latency histograms point at
     /// with exemplars; `None` while tracing is off.
     pub slow: Option<Arc<slow::SlowLog>>,
@@ -369,12 +374,24 @@ fn try_start(
                 None
             }
         };
+    let host_wait = match (opts.host_wait, request.and_then(|b| b.host_wait)) {
+        (false, _) => None,
+        (true, Some(h)) => Some(h),
+        (true, None) => {
+            log::warn!(
+                "eBPF: --ebpf.host-wait needs the request-keyed modes and block_bio_queue's \
+                 arguments in vmlinux's BTF; host wait is not measured"
+            );
+            None
+        }
+    };
     let layouts = loader::Layouts {
         tracepoint,
         request: request.map(|b| b.layout),
         module_tracepoints: request.and_then(|b| b.module_tracepoints),
         timeouts: command_timeouts(&opts.sysfs_root),
         slow: opts.slow.trace(),
+        host_wait: host_wait.unwrap_or(nvmeof_common::host_wait::HostWait::OFF),
     };
     let slots = slot_layout(&opts.sysfs_root, opts.max_controllers, opts.max_queues);
     let inflight = match opts.max_inflight {
@@ -390,6 +407,8 @@ fn try_start(
             ring_bytes: slow::RING_BYTES,
         }),
         count_map_entries: opts.count_map_entries,
+        // Bios submitted and not yet set up, on every block device: as many as commands.
+        host_wait: host_wait.map(|_| inflight.max(nvmeof_common::INFLIGHT_CAPACITY)),
     };
     log::info!(
         "eBPF: arrays for {} controllers × {} queues ({} statistics slots, {} bytes)",
@@ -422,8 +441,16 @@ fn try_start(
             nvmeof_common::INFLIGHT_CAPACITY
         ),
     }
-    let drainer =
-        drain::Drainer::new(loaded, opts.sysfs_root.clone())?.with_inflight_capacity(request_keyed);
+    let host_wait_on = loaded
+        .attached
+        .iter()
+        .any(|p| p.starts_with("block_bio_queue"));
+    if host_wait_on {
+        log::info!("eBPF: host wait measured (block_bio_queue → nvme_setup_cmd, --ebpf.host-wait)");
+    }
+    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone())?
+        .with_inflight_capacity(request_keyed)
+        .with_host_wait(host_wait_on);
     *state.write().unwrap_or_else(|e| e.into_inner()) = IoState {
         up: true,
         per_queue: opts.per_queue,
@@ -614,6 +641,7 @@ pub(crate) mod tests {
             max_queues: 0,
             max_inflight: 0,
             count_map_entries: 0,
+            host_wait: false,
             per_queue,
             wait_for_nvme: WAIT_FOR_NVME,
             slow: Default::default(),
