@@ -150,6 +150,10 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                     "99.9th percentile of read and write completion time per controller: the tail that timeouts start from.",
                     vec![q(quantile("0.999"), "{{instance}} {{controller}} {{opclass}}")])
                     .thresholds(&[(0.1, "orange"), (1.0, "red")]),
+                panel("timeseries", "Reads and writes slower than 32 ms", "ops",
+                    "Per second, per controller, the reads and writes that took over 32 ms (native histograms: count times the fraction past 32 ms; classic: the +Inf bucket less the 2^-5 s one). Which commands they were: the agent's /debug/slow, or `nvmeof-exporter trace --slower-than=32ms` on the node, with --trace.slower-than on; the latency heatmap shows them as exemplars.",
+                    vec![q(format!("histogram_count(sum by (KEEP, subsystem, controller) (rate(nvmeof_io_latency_seconds{S},opclass=~\"read|write\"}}[$__rate_interval])))\n* histogram_fraction(0.03125, +Inf, sum by (KEEP, subsystem, controller) (rate(nvmeof_io_latency_seconds{S},opclass=~\"read|write\"}}[$__rate_interval])))\nor\nsum by (KEEP, subsystem, controller) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\",le=\"+Inf\"}}[$__rate_interval]))\n- sum by (KEEP, subsystem, controller) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\",le=\"0.03125\"}}[$__rate_interval]))"), "{{instance}} {{controller}}")])
+                    .thresholds(&[(1.0, "orange"), (10.0, "red")]),
                 panel("timeseries", "Host wait p99 against latency p99", "s",
                     "Where a read's time goes, per controller: the 99th percentile of its wait in the host before the driver built it (bio submitted to nvme_setup_cmd: path choice, a full queue's wait for a tag, the scheduler) and of its latency after (the fabric and the device). Host wait needs the agent's --ebpf.host-wait.",
                     vec![
