@@ -32,10 +32,10 @@
 //! - `COUNTERS`: the programs' own events (replaced or refused in-flight entries, ...);
 //! - `MAP_FULL`: errors `STATUSES` or `CONN_ERRORS` could not count, full
 //!   (`nvmeof_common::count_maps`);
-//! - `SLOW_CONTEXT`, `SLOW_EVENTS`, `SLOW_BUDGET`: slow-command tracing (`nvmeof_common::slow`),
-//!   sized by the agent to one entry and one page while it is off;
-//! - `BIO_QUEUED`, `HOST_WAIT_STATS`: host wait (`nvmeof_common::host_wait`: `block_bio_queue`
-//!   to `nvme_setup_cmd`), one entry each while it is off.
+//! - `SLOW_CONTEXT`, `SLOW_EVENTS`, `SLOW_BUDGET` (`io/slow.rs`): slow-command tracing
+//!   (`nvmeof_common::slow`), sized by the agent to one entry and one page while it is off;
+//! - `BIO_QUEUED`, `HOST_WAIT_STATS` (`io/host_wait.rs`, with its `block_bio_queue` programs):
+//!   host wait (`nvmeof_common::host_wait`), one entry each while it is off.
 //!
 //! Field offsets are not compiled in: the agent parses the tracepoints' `format` files and writes
 //! them into the `LAYOUT` global before loading. Every counter is cumulative; the agent takes
@@ -44,17 +44,13 @@
 #![no_main]
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{btf_tracepoint, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::{BtfTracePointContext, RawTracePointContext, TracePointContext},
 };
 use nvmeof_common::count_maps::{CountMap, COUNT_MAPS};
-use nvmeof_common::host_wait::HostWait;
-use nvmeof_common::slow::{classic_key, SlowBudget, SlowCommand, SlowContext, SlowTrace};
+use nvmeof_common::slow::classic_key;
 use nvmeof_common::{
     latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
     NamespaceKey, OpClass, OpStats, ProgramCounter, QueueState, RequestLayout, SlotLayout,
@@ -63,6 +59,14 @@ use nvmeof_common::{
     TAG_MASK,
 };
 use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, count_key};
+
+#[path = "io/host_wait.rs"]
+mod host_wait;
+#[path = "io/slow.rs"]
+mod slow;
+
+use host_wait::{host_wait, take_host_wait};
+use slow::{keep_context, send_slow, slow_trace};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -87,14 +91,6 @@ static ERROR_TIMEOUTS: ErrorTimeouts = ErrorTimeouts {
     io_ns: 0,
     admin_ns: 0,
 };
-
-/// Written by the agent before load; a zero threshold turns slow-command tracing off.
-#[no_mangle]
-static SLOW_TRACE: SlowTrace = SlowTrace::OFF;
-
-/// Written by the agent before load; `on` = 0 turns host wait off.
-#[no_mangle]
-static HOST_WAIT: HostWait = HostWait::OFF;
 
 #[map]
 static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_ERRORS_CAPACITY, 0);
@@ -122,21 +118,6 @@ static NAMESPACES: HashMap<NamespaceKey, u32> = HashMap::with_max_entries(NAMESP
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTERS, 0);
 #[map]
 static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_MAPS, 0);
-// Sized by the agent before load: the in-flight map's size and a ring of its choice while
-// tracing, one entry and one page while not.
-#[map]
-static SLOW_CONTEXT: LruHashMap<u64, SlowContext> = LruHashMap::with_max_entries(1, 0);
-#[map]
-static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
-#[map]
-static SLOW_BUDGET: PerCpuArray<SlowBudget> = PerCpuArray::with_max_entries(1, 0);
-// Sized by the agent before load while host wait is on: the in-flight map's size, and one slot
-// per controller instance of the arrays.
-#[map]
-static BIO_QUEUED: LruHashMap<u64, u64> = LruHashMap::with_max_entries(1, 0);
-#[map]
-static HOST_WAIT_STATS: Array<OpStats> = Array::with_max_entries(1, 0);
-
 /// `dwords 10..15` start at cdw10; cdw12 holds the 0-based number of logical blocks in 0..16.
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
 const DEFAULT_LBA_SHIFT: u32 = 9;
@@ -147,168 +128,6 @@ const CMD_OPCODE: u64 = 0;
 const CMD_CID: u64 = 2;
 const CMD_NSID: u64 = 4;
 const CMD_SLBA: u64 = 40;
-
-#[inline(always)]
-fn slow_trace() -> SlowTrace {
-    // SAFETY: as in `layout`.
-    unsafe { core::ptr::read_volatile(&SLOW_TRACE) }
-}
-
-#[inline(always)]
-fn host_wait() -> HostWait {
-    // SAFETY: as in `layout`.
-    unsafe { core::ptr::read_volatile(&HOST_WAIT) }
-}
-
-/// Notes when a bio was submitted, for the setup of the request that will carry it. Every
-/// submission overwrites: a bio struct is reused, and one merged into another request's bio
-/// list is never taken by a setup.
-#[inline(always)]
-fn bio_queued(bio: u64) {
-    if bio == 0 {
-        return;
-    }
-    let now = unsafe { bpf_ktime_get_ns() };
-    match BIO_QUEUED.get_ptr_mut(bio) {
-        // SAFETY: p points into the map's value for bio.
-        Some(p) => unsafe { *p = now },
-        None => {
-            let _ = BIO_QUEUED.insert(bio, now, 0);
-        }
-    }
-}
-
-/// Counts the host wait of a command set up at `now` whose request's first bio is `bio`.
-#[inline(always)]
-fn take_host_wait(bio: u64, ctrl_id: u32, now: u64) {
-    let queued = match BIO_QUEUED.get_ptr_mut(bio) {
-        // SAFETY: p points into the map's value for bio; taken once (set to 0).
-        Some(p) => unsafe {
-            let t = *p;
-            *p = 0;
-            t
-        },
-        None => 0,
-    };
-    if queued == 0 || queued > now {
-        count(ProgramCounter::HostWaitUnmatched);
-        return;
-    }
-    let Some(stats) = HOST_WAIT_STATS.get_ptr_mut(ctrl_id) else {
-        count(ProgramCounter::SlotOutOfRange);
-        return;
-    };
-    let wait = now - queued;
-    let bucket = latency_bucket(wait);
-    // SAFETY: a live map value; bucket checked against the array's length.
-    unsafe {
-        atomic_add(&mut (*stats).latency_sum_ns, wait);
-        if bucket < LATENCY_BUCKETS {
-            atomic_add32(&mut (*stats).buckets[bucket], 1);
-        }
-    }
-}
-
-#[btf_tracepoint(function = "block_bio_queue")]
-pub fn block_bio_queue_btf(ctx: BtfTracePointContext) -> u32 {
-    if host_wait().on != 0 {
-        let bio: u64 = match host_wait().bio_arg {
-            0 => ctx.arg(0),
-            _ => ctx.arg(1),
-        };
-        bio_queued(bio);
-    }
-    0
-}
-
-#[raw_tracepoint(tracepoint = "block_bio_queue")]
-pub fn block_bio_queue_raw(ctx: RawTracePointContext) -> u32 {
-    if host_wait().on != 0 {
-        let bio: u64 = match host_wait().bio_arg {
-            0 => ctx.arg(0),
-            _ => ctx.arg(1),
-        };
-        bio_queued(bio);
-    }
-    0
-}
-
-/// Keeps what a slow command's completion reports and cannot see itself: the setup runs in the
-/// submitting task's context, the completion in an interrupt's or a transport worker's.
-#[inline(always)]
-fn keep_context(key: u64, nsid: u32, slba: u64, cid: u16) {
-    // SAFETY: helper calls without pointer arguments.
-    let (cgroup_id, pid_tgid, cpu) = unsafe {
-        (
-            bpf_get_current_cgroup_id(),
-            bpf_get_current_pid_tgid(),
-            bpf_get_smp_processor_id(),
-        )
-    };
-    let ctx = SlowContext {
-        slba,
-        cgroup_id,
-        pid: (pid_tgid >> 32) as u32,
-        nsid,
-        cid,
-        cpu: cpu as u16,
-        _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
-    };
-    // In place when the key has an entry (its previous command's): an LRU insert allocates a
-    // new element and frees the old one, several times the cost (as for the in-flight map).
-    match SLOW_CONTEXT.get_ptr_mut(key) {
-        // SAFETY: p points into the map's value for key; the key serves one command at a time.
-        Some(p) => unsafe { *p = ctx },
-        None => {
-            let _ = SLOW_CONTEXT.insert(key, ctx, 0);
-        }
-    }
-}
-
-/// Sends a command past the threshold to the agent, within its CPU's share of the second.
-#[inline(always)]
-fn send_slow(trace: &SlowTrace, key: u64, started: &Inflight, status: u16, latency: u64) {
-    let Some(budget) = SLOW_BUDGET.get_ptr_mut(0) else {
-        return;
-    };
-    let now = started.start_ns.wrapping_add(latency);
-    // SAFETY: a per-CPU slot: no other program run touches it while this one runs.
-    unsafe {
-        if now.wrapping_sub((*budget).window_start_ns) >= 1_000_000_000 {
-            (*budget).window_start_ns = now;
-            (*budget).sent = 0;
-        }
-        if (*budget).sent >= trace.per_cpu_per_second {
-            count(ProgramCounter::SlowRateLimited);
-            return;
-        }
-        (*budget).sent += 1;
-    }
-    let Some(mut entry) = SLOW_EVENTS.reserve::<SlowCommand>(0) else {
-        count(ProgramCounter::SlowRingFull);
-        return;
-    };
-    // SAFETY: a map value read, copied at once.
-    let ctx = unsafe { SLOW_CONTEXT.get(key) }.copied();
-    // SAFETY: a helper call without arguments.
-    let cpu = unsafe { bpf_get_smp_processor_id() };
-    entry.write(SlowCommand {
-        start_ns: started.start_ns,
-        latency_ns: latency,
-        ctx: ctx.unwrap_or_default(),
-        ctrl_id: started.ctrl_id,
-        bytes: started.bytes,
-        status,
-        qid: started.qid,
-        completion_cpu: cpu as u16,
-        opcode: started.opcode,
-        opclass: started.opclass,
-        has_context: ctx.is_some() as u8,
-        _pad: [0; 7],
-    });
-    entry.submit(0);
-}
 
 #[inline(always)]
 fn slot_layout() -> SlotLayout {
