@@ -114,6 +114,32 @@ impl Shared {
         (Metrics::parse(&body), took)
     }
 
+    /// A scrape of `path` in which the collectors the I/O tests read (`io`, `controller`,
+    /// `subsystem`) answered within their deadline. Under TCG on a loaded machine one sometimes
+    /// misses its 50 ms deadline and serves its previous output (`collector_stale 1`): a delta
+    /// taken across such a scrape would read zero.
+    pub fn fresh_scrape_of(&mut self, path: &str) -> (Metrics, std::time::Duration) {
+        let mut last = String::new();
+        for _ in 0..20 {
+            let (m, took) = self.scrape_path(path);
+            let fresh = ["io", "controller", "subsystem"]
+                .iter()
+                .all(|c| m.sum("nvmeof_exporter_collector_success", &[("collector", c)]) == 1.0);
+            if fresh {
+                return (m, took);
+            }
+            last = m.text;
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        panic!("no scrape with every collector on time in 20 tries; the last:\n{last}");
+    }
+
+    /// [`Shared::fresh_scrape_of`] `/metrics`, at once: the scrape drains the maps itself, so it
+    /// counts every command completed before it (no wait for a periodic drain).
+    pub fn scrape_now(&mut self) -> Metrics {
+        self.fresh_scrape_of("/metrics").0
+    }
+
     /// The transports this kernel is expected to carry: all four, less those its limits name.
     pub fn expected_transports(&self) -> Vec<&'static str> {
         let limited = |module: &str| self.lab.kernel.limits.iter().any(|l| l.starts_with(module));
@@ -163,6 +189,23 @@ pub fn scrape_lab(lab: &Lab) -> Metrics {
     let (status, body, _) = lab.http_get("/metrics").expect("scraping the agent");
     assert_eq!(status, 200, "{body}");
     Metrics::parse(&body)
+}
+
+/// The NQN the lab gives the subsystem of transport `t` (`tcp`, `rdma`, `fc`, `loop`).
+pub fn nqn(t: &str) -> String {
+    format!("nqn.2026-11.io.nvmeof-exporter.lab:{t}")
+}
+
+/// How much the series of `name` matching `by` and `extra` moved from `before` to `after`.
+pub fn moved(
+    before: &Metrics,
+    after: &Metrics,
+    by: &[(&str, &str)],
+    name: &str,
+    extra: &[(&str, &str)],
+) -> f64 {
+    let want: Vec<(&str, &str)> = by.iter().chain(extra).copied().collect();
+    after.moved_from(before, name, &want)
 }
 
 /// Runs `f` in the shared lab of every kernel under test (`NVMEOF_LAB_KERNELS`), with that

@@ -36,6 +36,10 @@ fn field<'a>(rest: &'a str, name: &str) -> Option<&'a str> {
     Some(v.split([',', ' ', ')']).next().unwrap_or(v))
 }
 
+/// What a command's latency as the programs read it may differ by from the trace's: tracefs
+/// prints whole microseconds (1 µs), plus the residual gap between the two probes.
+pub const TRACE_SLACK_NS: f64 = 3_000.0;
+
 /// Parses one line of a tracefs `trace` file; `None` for anything that is not a setup or a
 /// completion of controller `ctrl` (`nvmeN`).
 pub fn parse_line(line: &str, ctrl: &str) -> Option<TraceEvent> {

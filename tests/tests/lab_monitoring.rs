@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use nvmeof_tests::{agent_bin, kernels, LAB_AGENT_ARGS};
+use nvmeof_tests::{agent_bin, kernels, nqn, LAB_AGENT_ARGS};
 use xtask::lab::{Lab, LabOptions, PcieNvme};
 use xtask::monitoring::dashboard::{grafana_escape, Vars};
 use xtask::monitoring::{alerts, dashboard, Config};
@@ -33,10 +33,6 @@ const JOB: &str = "nvmeof-exporter";
 /// How long Grafana would take `$__rate_interval` to be: 4 × the data source's scrape interval
 /// at its default of 15 s.
 const RATE_INTERVAL: &str = "1m";
-
-fn nqn(t: &str) -> String {
-    format!("nqn.2026-11.io.nvmeof-exporter.lab:{t}")
-}
 
 /// What the scenario makes of each alert, on both instances.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -7,11 +7,7 @@
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use nvmeof_tests::{kernels, on_each_lab, with_lab, Metrics, Shared};
-
-fn nqn(t: &str) -> String {
-    format!("nqn.2026-11.io.nvmeof-exporter.lab:{t}")
-}
+use nvmeof_tests::{kernels, nqn, on_each_lab, with_lab, Metrics, Shared};
 
 /// The budget of one scrape, measured from the host through the forwarded port
 /// (`NVMEOF_LAB_SCRAPE_BUDGET_MS`, 100 by default).

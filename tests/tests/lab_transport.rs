@@ -9,11 +9,7 @@ use std::time::Duration;
 
 use nvmeof_common::conn_errors::ErrorTimeouts;
 use nvmeof_tests::trace::error_completions;
-use nvmeof_tests::{on_each_lab, Metrics, Shared};
-
-fn nqn(t: &str) -> String {
-    format!("nqn.2026-11.io.nvmeof-exporter.lab:{t}")
-}
+use nvmeof_tests::{nqn, on_each_lab, Metrics, Shared};
 
 fn scrape_after_drain(s: &mut Shared) -> Metrics {
     std::thread::sleep(Duration::from_millis(2500));
