@@ -11,7 +11,13 @@ fn main() -> anyhow::Result<()> {
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
     if skip {
         // Empty objects: the loader reports "no eBPF object in this build" and runs sysfs-only.
-        for name in ["nvmeof", "nvmeof-state", "nvmeof-aen", "nvmeof-bench"] {
+        for name in [
+            "nvmeof",
+            "nvmeof-state",
+            "nvmeof-aen",
+            "nvmeof-queues",
+            "nvmeof-bench",
+        ] {
             std::fs::write(out_dir.join(name), b"")
                 .context("writing the empty eBPF placeholder")?;
         }

@@ -13,6 +13,7 @@ pub mod count_maps;
 pub mod host_wait;
 pub mod latency;
 pub mod layout;
+pub mod queues;
 pub mod slow;
 pub mod state;
 
@@ -475,6 +476,8 @@ mod pod {
     unsafe impl aya::Pod for crate::ErrorTimeouts {}
     unsafe impl aya::Pod for crate::slow::SlowTrace {}
     unsafe impl aya::Pod for crate::host_wait::HostWait {}
+    unsafe impl aya::Pod for crate::queues::TcpQueueLayout {}
+    unsafe impl aya::Pod for crate::queues::TcpQueueRecord {}
     unsafe impl aya::Pod for crate::slow::SlowContext {}
     unsafe impl aya::Pod for crate::slow::SlowCommand {}
     unsafe impl aya::Pod for crate::aen::AenLayout {}

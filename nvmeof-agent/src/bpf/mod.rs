@@ -22,6 +22,7 @@ pub mod io;
 pub mod loader;
 pub mod mapped;
 pub mod module_tp;
+pub mod queues;
 pub mod state;
 pub mod tracefs;
 
@@ -35,6 +36,10 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 /// The state object: kprobes on controller state changes and reconnects.
 pub static STATE_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-state"));
+
+/// The queues object: an `iter/tcp` program naming each NVMe/TCP queue's connection.
+pub static QUEUES_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-queues"));
 
 /// The AEN object: a classic tracepoint on `nvme_async_event`.
 pub static AEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/nvmeof-aen"));
@@ -53,6 +58,7 @@ mod tests {
             ("io", super::EBPF_OBJECT),
             ("state", super::STATE_OBJECT),
             ("aen", super::AEN_OBJECT),
+            ("queues", super::QUEUES_OBJECT),
         ];
         for (what, object) in objects {
             if object.is_empty() {

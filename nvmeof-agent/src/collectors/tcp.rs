@@ -15,6 +15,9 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use nvmeof_common::queues::TcpQueueRecord;
+
+use crate::bpf::queues::TcpQueues;
 use crate::collector::{families, Collector, Scrape, Sink};
 use crate::netlink::sock_diag::{tcp_sockets, TcpSocket};
 use crate::sysfs::Controller;
@@ -34,6 +37,8 @@ families! {
         "Bytes received (tcp_info bytes_received).");
     RETRANS_BYTES: counter("nvmeof_tcp_retransmitted_bytes_total",
         "Bytes retransmitted (tcp_info bytes_retrans).");
+    QUEUE_INFO: gauge("nvmeof_tcp_queue_info",
+        "The connection (local port) that carries each queue of the controller (0: admin), as the kernel's nvme-tcp queue says (a BPF iterator over its sockets); always 1. Per queue only.");
 }
 
 const TCP_CLOSE: u8 = 7;
@@ -42,11 +47,50 @@ const TCP_LISTEN: u8 = 10;
 pub struct TcpCollector {
     sysfs: PathBuf,
     per_queue: bool,
+    /// Which connection carries which queue, read when a scrape wants queues.
+    queues: TcpQueues,
 }
 
 impl TcpCollector {
     pub fn new(sysfs: PathBuf, per_queue: bool) -> Self {
-        TcpCollector { sysfs, per_queue }
+        let queues = TcpQueues::new(sysfs.join("kernel/btf"));
+        TcpCollector {
+            sysfs,
+            per_queue,
+            queues,
+        }
+    }
+}
+
+/// One series per queue of the controllers `per_queue` names: its connection's local port.
+fn emit_queues(
+    sink: &mut Sink,
+    ctrls: &[Controller],
+    records: &[TcpQueueRecord],
+    per_queue: &dyn Fn(&Controller) -> bool,
+) {
+    for c in ctrls.iter().filter(|c| per_queue(c)) {
+        let Some(instance) = c
+            .name
+            .strip_prefix("nvme")
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let subsystem = c.subsysnqn.as_deref().unwrap_or("");
+        for r in records.iter().filter(|r| r.ctrl_instance == instance) {
+            let (queue, port) = (r.qid.to_string(), r.local_port.to_string());
+            sink.gauge(
+                &QUEUE_INFO,
+                &[
+                    ("subsystem", subsystem),
+                    ("controller", c.name.as_str()),
+                    ("queue", queue.as_str()),
+                    ("local_port", port.as_str()),
+                ],
+                1.0,
+            );
+        }
     }
 }
 
@@ -163,6 +207,9 @@ impl Collector for TcpCollector {
         sink.skipped(ambiguous.len());
         let per_queue = |c: &Controller| self.per_queue || scrape.detail().per_queue_named(&c.name);
         emit_all(sink, &assigned, &per_queue);
+        if tcp.iter().any(per_queue) {
+            emit_queues(sink, &tcp, &self.queues.read(), &per_queue);
+        }
         Ok(())
     }
 }
@@ -171,6 +218,42 @@ impl Collector for TcpCollector {
 mod tests {
     use super::*;
     use crate::sysfs;
+
+    #[test]
+    fn queue_info_names_each_queue_of_the_controllers_asked_for() {
+        let ctrls = [
+            ctrl("nvme3", "traddr=127.0.0.1,trsvcid=4420"),
+            ctrl("nvme4", "traddr=127.0.0.1,trsvcid=4421"),
+        ];
+        let rec = |ctrl_instance, qid, local_port| TcpQueueRecord {
+            ctrl_instance,
+            qid,
+            local_port,
+            remote_port: 4420,
+            _pad: 0,
+        };
+        let records = [
+            rec(3, 0, 40000),
+            rec(3, 1, 40002),
+            rec(4, 1, 41000),
+            rec(9, 1, 1),
+        ];
+        let mut sink = Sink::new();
+        emit_queues(&mut sink, &ctrls, &records, &|c| c.name == "nvme3");
+        let fams = sink.into_families();
+        let series: Vec<Vec<String>> = fams[0]
+            .metric
+            .iter()
+            .map(|m| m.label.iter().map(|l| l.value().to_owned()).collect())
+            .collect();
+        assert_eq!(
+            series,
+            [
+                ["nqn.x:tcp", "nvme3", "0", "40000"],
+                ["nqn.x:tcp", "nvme3", "1", "40002"]
+            ]
+        );
+    }
 
     fn ctrl(name: &str, address: &str) -> Controller {
         let (address, _) = sysfs::Address::parse(address);
