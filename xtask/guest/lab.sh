@@ -27,6 +27,29 @@ subsys() {
     echo 1 > "$s/namespaces/1/enable"
 }
 
+# subsys_on NAME PATH: a subsystem whose namespace 1 is PATH: a block device (nvmet's bdev
+# backend) or a regular file (its file backend; buffered, as tmpfs takes no O_DIRECT).
+subsys_on() {
+    s="$CFG/subsystems/$(nqn "$1")"
+    mkdir -p "$s/namespaces/1" || return 1
+    echo 1 > "$s/attr_allow_any_host"
+    echo "$2" > "$s/namespaces/1/device_path"
+    [ -f "$2" ] && echo 1 > "$s/namespaces/1/buffered_io"
+    echo 1 > "$s/namespaces/1/enable"
+}
+
+# backends: subsystems `file` (a 64 MiB file in /tmp) and `bdev` (a loop device on another),
+# on the loop port, connected over the loop transport.
+backends() {
+    [ -d /sys/module/nvme_loop ] || { echo "nvme-loop is not loaded: $(grep loop /lab/limits)"; return 1; }
+    busybox truncate -s 64M /tmp/ns-file.img /tmp/ns-bdev.img &&
+        busybox losetup /dev/loop0 /tmp/ns-bdev.img &&
+        subsys_on file /tmp/ns-file.img && subsys_on bdev /dev/loop0 &&
+        expose 5 file && expose 5 bdev &&
+        connect "transport=loop,nqn=$(nqn file)" && connect "transport=loop,nqn=$(nqn bdev)" &&
+        wait_live 20
+}
+
 # port ID TRTYPE ADRFAM TRADDR [TRSVCID]
 port() {
     p="$CFG/ports/$1"

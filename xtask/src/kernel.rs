@@ -81,6 +81,8 @@ pub struct Kernel {
 pub const LAB_MODULES: &[&str] = &[
     "configfs",
     "null_blk",
+    // A block device on a file, for nvmet's bdev backend beside null_blk (issue 17's backends).
+    "loop",
     "crc32_generic",
     "nvme-core",
     "nvme-fabrics",
