@@ -153,6 +153,15 @@ impl Shared {
         t
     }
 
+    /// The names of the controllers of `transport` in the guest.
+    pub fn controllers_on(&mut self, transport: &str) -> Vec<String> {
+        self.controllers()
+            .into_iter()
+            .filter(|(_, t, _, _)| t == transport)
+            .map(|(name, ..)| name)
+            .collect()
+    }
+
     /// `controllers` in the guest, parsed: (name, transport, state, subsysnqn).
     pub fn controllers(&mut self) -> Vec<(String, String, String, String)> {
         let out = self.lab.sh_ok("controllers").expect("listing controllers");

@@ -105,6 +105,12 @@ pub struct Traced {
     pub latency_ns: u64,
 }
 
+/// The writes of controller `ctrl` in a trace's text (`nvme_trace_stop`'s output), joined.
+pub fn writes_in(text: &str, ctrl: &str) -> Joined {
+    let events: Vec<TraceEvent> = text.lines().filter_map(|l| parse_line(l, ctrl)).collect();
+    join_writes(&events)
+}
+
 /// Joins setups and completions of every command, any queue and class, per (queue, command id
 /// & 0xfff), in completion order.
 pub fn join_all(events: &[TraceEvent]) -> Vec<Traced> {

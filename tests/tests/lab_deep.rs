@@ -41,12 +41,7 @@ fn per_queue_cpus_are_the_kernels_and_name_the_queue_a_cpus_reads_take() {
 fn a_scrape_naming_a_controller_gets_its_queues_without_a_restart() {
     on_each_lab(|s, release| {
         s.restart_agent("");
-        let tcp: Vec<String> = s
-            .controllers()
-            .into_iter()
-            .filter(|(_, transport, _, _)| transport == "tcp")
-            .map(|(name, ..)| name)
-            .collect();
+        let tcp = s.controllers_on("tcp");
         assert!(
             !tcp.is_empty(),
             "{release}: no TCP controller in\n{}",
@@ -552,12 +547,7 @@ fn host_wait_shows_a_full_queue_and_a_delay_stays_on_the_fabric() {
 fn each_tcp_queue_is_named_on_the_connection_that_carries_its_reads() {
     on_each_lab(|s, release| {
         s.restart_agent("");
-        let tcp: Vec<String> = s
-            .controllers()
-            .into_iter()
-            .filter(|(_, transport, _, _)| transport == "tcp")
-            .map(|(name, ..)| name)
-            .collect();
+        let tcp = s.controllers_on("tcp");
         let query: Vec<String> = tcp.iter().map(|c| format!("controller={c}")).collect();
         let path = format!("/metrics?{}", query.join("&"));
         let before = s.fresh_scrape_of(&path).0;

@@ -120,12 +120,7 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
             );
 
             // The trace's writes, joined per (queue, command id) as the programs join them.
-            let events: Vec<_> = out
-                .out
-                .lines()
-                .filter_map(|l| trace::parse_line(l, &ctrl))
-                .collect();
-            let joined = trace::join_writes(&events);
+            let joined = trace::writes_in(&out.out, &ctrl);
             assert_eq!(
                 (joined.latencies_ns.len(), joined.pending),
                 (W64 + W4, 0),
