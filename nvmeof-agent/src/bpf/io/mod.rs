@@ -441,10 +441,10 @@ fn try_start(
             nvmeof_common::INFLIGHT_CAPACITY
         ),
     }
-    let host_wait_on = loaded
-        .attached
-        .iter()
-        .any(|p| p.starts_with("block_bio_queue"));
+    let host_wait_on = {
+        use nvmeof_common::host_wait::programs::{BLOCK_BIO_QUEUE_BTF, BLOCK_BIO_QUEUE_RAW};
+        (loaded.attached.iter()).any(|p| [BLOCK_BIO_QUEUE_BTF, BLOCK_BIO_QUEUE_RAW].contains(p))
+    };
     if host_wait_on {
         log::info!("eBPF: host wait measured (block_bio_queue → nvme_setup_cmd, --ebpf.host-wait)");
     }
