@@ -248,3 +248,56 @@ fn ana_changes_on_the_target_are_counted_as_the_kernel_saw_them() {
         );
     });
 }
+
+/// Asymmetric paths: with port 1's ANA group non-optimized and port 2's optimized (as sysfs shows
+/// them, and the agent's per-path ANA state), the host sends reads on the optimized path only, and
+/// the agent's per-controller counts say so: 200 reads on port 2's controller, none on port 1's.
+#[test]
+fn io_follows_the_optimized_path_and_is_counted_there() {
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        let c1 = s.lab.sh_ok("ctrl_of tcp 4420").unwrap().trim().to_owned();
+        let c2 = s.lab.sh_ok("ctrl_of tcp 4421").unwrap().trim().to_owned();
+        let reads = |m: &Metrics, c: &str| {
+            m.sum(
+                "nvmeof_io_commands_total",
+                &[("controller", c), ("opclass", "read")],
+            )
+        };
+        let ana = |m: &Metrics, c: &str| -> Vec<String> {
+            m.select("nvmeof_namespace_ana_state", &[("controller", c)])
+                .filter(|x| x.value == 1.0)
+                .filter_map(|x| x.label("state").map(str::to_owned))
+                .collect()
+        };
+        let g = "$CFG/ports/1/ana_groups/1/ana_state";
+        let before = s.scrape_now();
+        let out = s.lab.sh(&format!(
+            "echo non-optimized > {g}; i=0
+             until grep -qx non-optimized /sys/class/nvme/{c1}/nvme*c*n*/ana_state || [ $i -ge 100 ]; do
+                 sleep 0.1; i=$((i + 1)); done
+             d=$(dev_of tcp) && dd if=$d of=/dev/null bs=4k count=200 skip=77 iflag=direct 2>/dev/null"
+        ));
+        let asymmetric = s.scrape_now();
+        let states = fresh(s, "asymmetric");
+        let restored = s
+            .lab
+            .sh(&format!("echo optimized > {g}; wait_live 30"))
+            .unwrap();
+        let out = out.unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        assert_eq!(out.rc, 0, "{release}: {}", out.out);
+        assert_eq!(restored.rc, 0, "{release}: {}", restored.out);
+        let (on1, on2) = (
+            reads(&asymmetric, &c1) - reads(&before, &c1),
+            reads(&asymmetric, &c2) - reads(&before, &c2),
+        );
+        eprintln!(
+            "{release}: port 1 ({c1}) {:?}, port 2 ({c2}) {:?}: reads {on1} on {c1}, {on2} on {c2}",
+            ana(&states, &c1),
+            ana(&states, &c2)
+        );
+        assert_eq!(ana(&states, &c1), ["non-optimized"], "{release}: {c1}");
+        assert_eq!(ana(&states, &c2), ["optimized"], "{release}: {c2}");
+        assert_eq!((on1, on2), (0.0, 200.0), "{release}: reads by path");
+    });
+}
