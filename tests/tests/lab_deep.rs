@@ -474,6 +474,7 @@ fn host_wait_shows_a_full_queue_and_a_delay_stays_on_the_fabric() {
             eprintln!("{release}: classic mode: host wait not measured, as the log says");
             return;
         }
+        let mut alone_share = 0.0;
         for (what, (before, after, traced), readers) in
             [("one reader", &one, 1), ("eight readers", &many, READERS)]
         {
@@ -518,8 +519,8 @@ fn host_wait_shows_a_full_queue_and_a_delay_stays_on_the_fabric() {
                 "{release} {what}: fabric mean {}",
                 fabric / fabric_n
             );
-            // Relative to the fabric's time, which TCG's load stretches alike (seen: 0.2-0.5 ms
-            // alone against 6-7 ms; 3.7-4.5 ms at eight against 9-12 ms).
+            // Relative to the fabric's time, which TCG's load stretches alike (seen: 0.02-0.07 of
+            // it alone; 0.31-0.40 at eight).
             let share = (sum / n) / (fabric / fabric_n);
             if readers == 1 {
                 // Alone, a read finds a free tag at once.
@@ -527,11 +528,12 @@ fn host_wait_shows_a_full_queue_and_a_delay_stays_on_the_fabric() {
                     share < 0.2,
                     "{release} {what}: host wait {share:.2} of the fabric's"
                 );
+                alone_share = share;
             } else {
                 // Eight readers, four tags: half wait a command's time for one.
                 assert!(
-                    share > 0.25,
-                    "{release} {what}: host wait {share:.2} of the fabric's"
+                    share > 0.15 && share > 3.0 * alone_share,
+                    "{release} {what}: host wait {share:.2} of the fabric's, {alone_share:.2} alone"
                 );
             }
         }
