@@ -1,0 +1,213 @@
+//! `nvmeof-exporter top`: a live view of one node's controllers and hardware queues, from the
+//! running agent. It scrapes `/metrics?controller=all` (every controller per queue, for this
+//! scrape only) every `--interval` and shows what moved between two scrapes: IOPS, MB/s, p50,
+//! p99 and max latency from the histogram buckets' deltas, commands in flight, utilisation
+//! (busy time), and per controller its state, transport, errors and reconnects. `--once`
+//! prints one interval as plain text for scripts.
+//!
+//! parse.rs reads the text format, model.rs turns two scrapes into rows, render.rs lays them
+//! out, tui.rs runs the terminal.
+mod model;
+mod parse;
+mod render;
+mod tui;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::{Arg, ArgAction, ArgMatches, Command};
+use hyper::StatusCode;
+
+use crate::config::parse_duration;
+pub use model::SortKey;
+
+/// The subcommand's name: `nvmeof-exporter top ...`.
+pub const NAME: &str = "top";
+
+/// What `top` asks the agent for: every controller's queues, in the text format (the agent
+/// answers text to a request without an `Accept` header).
+const PATH: &str = "/metrics?controller=all";
+
+fn command() -> Command {
+    Command::new("nvmeof-exporter top")
+        .about("A live view of this node's NVMe-oF controllers and queues, from the running nvmeof-exporter.")
+        .after_help(
+            "Per controller: state (red when not live), transport, errors (nvmeof_io_errors_total) and \
+reconnects (nvmeof_reconnect_attempts_total; '-' where the agent polls sysfs) since the agent \
+started, red when they grew in the last interval. Per controller and queue: IOPS, MB/s (10^6 \
+bytes), p50 and p99 latency (interpolated in the agent's classic buckets, powers of two of a \
+second, as histogram_quantile does), MAX (the upper bound of the highest bucket a command fell \
+in: the agent exposes no maximum), INFL (commands in flight), UTL% (time with a command in \
+flight). A controller's figures are its I/O queues' together (admin commands left out), its \
+UTL% their mean.\n\n\
+Keys: s or Tab: next sort column; S or Shift-Tab: previous; r: reverse; q, Esc or Ctrl-C: quit.",
+        )
+        .arg(
+            Arg::new("agent")
+                .long("agent")
+                .value_name("HOST:PORT")
+                .default_value("127.0.0.1:9856")
+                .help("The agent's --web.listen-address (plain HTTP)."),
+        )
+        .arg(
+            Arg::new("interval")
+                .long("interval")
+                .value_name("DURATION")
+                .default_value("1s")
+                .value_parser(parse_duration)
+                .help("Time between two scrapes: the figures are per second over it."),
+        )
+        .arg(
+            Arg::new("sort")
+                .long("sort")
+                .value_name("COLUMN")
+                .default_value("iops")
+                .value_parser(SortKey::parse)
+                .help("Sort by iops, mbps, p50, p99, max, inflight, util, errors (largest first) or name."),
+        )
+        .arg(
+            Arg::new("reverse")
+                .long("reverse")
+                .action(ArgAction::SetTrue)
+                .help("Reverse the order."),
+        )
+        .arg(
+            Arg::new("once")
+                .long("once")
+                .action(ArgAction::SetTrue)
+                .help("Print one interval as a plain table and exit (no colours, no escape codes)."),
+        )
+}
+
+#[derive(Debug)]
+struct Options {
+    agent: String,
+    interval: Duration,
+    sort: SortKey,
+    reverse: bool,
+    once: bool,
+}
+
+fn options(m: &ArgMatches) -> Options {
+    Options {
+        agent: m.get_one::<String>("agent").expect("default").clone(),
+        interval: *m.get_one("interval").expect("default"),
+        sort: *m.get_one("sort").expect("default"),
+        reverse: m.get_flag("reverse"),
+        once: m.get_flag("once"),
+    }
+}
+
+/// Runs `nvmeof-exporter top ARGS` (`args` after the program name and `top`).
+pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
+    let m = command()
+        .no_binary_name(true)
+        .try_get_matches_from(args)
+        .unwrap_or_else(|e| e.exit());
+    let o = options(&m);
+    let result = match o.once {
+        true => once(&o),
+        false => tui::run(&o),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nvmeof-exporter top: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// One scrape: when it was asked for (the agent drains its maps as it answers, so the request's
+/// start is when the counts were taken, within the agent's answer time) and what it held.
+struct Scrape {
+    at: Instant,
+    snapshot: model::Snapshot,
+}
+
+/// Scrapes and parses within the client's deadline: `interval`, but at least 5 s.
+struct Client {
+    runtime: tokio::runtime::Runtime,
+    agent: String,
+    timeout: Duration,
+}
+
+impl Client {
+    fn new(o: &Options) -> anyhow::Result<Client> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the async runtime")?;
+        Ok(Client {
+            runtime,
+            agent: o.agent.clone(),
+            timeout: o.interval.max(Duration::from_secs(5)),
+        })
+    }
+
+    fn scrape(&self) -> anyhow::Result<Scrape> {
+        let at = Instant::now();
+        let (status, body) = self
+            .runtime
+            .block_on(super::get(&self.agent, PATH, self.timeout))
+            .with_context(|| {
+                // Reading the maps itself when no agent runs is not built yet: one agent per
+                // node owns them.
+                format!(
+                    "no agent answers at {} (top shows what a running nvmeof-exporter serves; \
+                     --agent HOST:PORT names its --web.listen-address)",
+                    self.agent
+                )
+            })?;
+        if status != StatusCode::OK {
+            bail!(
+                "{}{PATH}: {status}: {}",
+                self.agent,
+                String::from_utf8_lossy(&body).trim()
+            );
+        }
+        let text = std::str::from_utf8(&body).context("the agent's /metrics is not UTF-8")?;
+        let (samples, _skipped) = parse::parse(text, model::wanted);
+        Ok(Scrape {
+            at,
+            snapshot: model::Snapshot::from_samples(&samples),
+        })
+    }
+}
+
+/// The rows of the interval between two scrapes, sorted.
+fn rows(
+    before: &Scrape,
+    after: &Scrape,
+    sort: SortKey,
+    reverse: bool,
+) -> (Vec<model::ControllerRow>, f64) {
+    let seconds = after.at.duration_since(before.at).as_secs_f64();
+    let mut rows = model::rates(&before.snapshot, &after.snapshot, seconds);
+    model::sort(&mut rows, sort, reverse);
+    (rows, seconds)
+}
+
+/// `--once`: two scrapes `--interval` apart, one table.
+fn once(o: &Options) -> anyhow::Result<()> {
+    let client = Client::new(o)?;
+    let first = client.scrape()?;
+    std::thread::sleep(o.interval.saturating_sub(first.at.elapsed()));
+    let second = client.scrape()?;
+    let (rows, seconds) = rows(&first, &second, o.sort, o.reverse);
+    print!("{}", once_text(&o.agent, seconds, o, &rows));
+    Ok(())
+}
+
+/// The `--once` output: a comment line saying what was measured, then the table.
+fn once_text(agent: &str, seconds: f64, o: &Options, rows: &[model::ControllerRow]) -> String {
+    format!(
+        "# nvmeof-exporter top: agent {agent}, interval {seconds:.3} s, sort {}{}\n{}",
+        o.sort.name(),
+        if o.reverse { " reversed" } else { "" },
+        render::text(rows)
+    )
+}
+
+#[cfg(test)]
+mod tests;
