@@ -1,0 +1,377 @@
+//! `nvmeof-exporter top` in the lab, used as a person uses it: `--once` parsed as a script
+//! would, and the live view in a tmux session of 80x24, driven with keys and read off the
+//! screen. The figures are checked against `dd`'s own counts and timing, the queue against the
+//! kernel's blk-mq map of CPUs to hardware queues.
+#![cfg(feature = "lab")]
+
+use std::collections::BTreeMap;
+
+use nvmeof_tests::on_each_lab;
+
+/// Direct 4 KiB reads of the `--once` test: about a second of TCG's reads, inside the interval.
+const ONCE_READS: u64 = 3000;
+const BLOCK: u64 = 4096;
+/// The CPU the reads are pinned to: its hardware queue must carry them all.
+const CPU: u32 = 1;
+/// The table's width (the header of `--once`, the view at 80 columns).
+const HEADER: &str =
+    "CTRL    STATE      TR      IOPS    MB/s    P50    P99    MAX INFL UTL%  ERR RECN";
+
+/// One line of the table: a controller's (12 fields) or a queue's beneath it (8).
+#[derive(Debug, Clone)]
+struct Row {
+    ctrl: String,
+    /// `None` on the controller's own line.
+    queue: Option<u32>,
+    state: String,
+    transport: String,
+    iops: f64,
+    mbps: f64,
+}
+
+/// The table's rows, after the header line; a line that is not a row ends it (the view's
+/// status line, or the blank lines under a short table).
+fn table(lines: &[&str]) -> Vec<Row> {
+    let start = lines
+        .iter()
+        .position(|l| l.trim_end() == HEADER)
+        .unwrap_or_else(|| panic!("no header line {HEADER:?} in\n{}", lines.join("\n")));
+    let mut rows = Vec::new();
+    let mut ctrl = String::new();
+    for l in &lines[start + 1..] {
+        assert!(l.chars().count() <= 80, "a line past 80 columns: {l:?}");
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let queue_row = l.starts_with(" q") && f.len() == 8;
+        let ctrl_row = l.starts_with("nvme") && f.len() == 12;
+        if !queue_row && !ctrl_row {
+            break;
+        }
+        let num = |s: &str| -> f64 { s.parse().unwrap_or_else(|_| panic!("{s:?} in {l:?}")) };
+        if ctrl_row {
+            ctrl = f[0].to_owned();
+            rows.push(Row {
+                ctrl: ctrl.clone(),
+                queue: None,
+                state: f[1].into(),
+                transport: f[2].into(),
+                iops: num(f[3]),
+                mbps: num(f[4]),
+            });
+        } else {
+            rows.push(Row {
+                ctrl: ctrl.clone(),
+                queue: Some(f[0][1..].parse().expect("queue id")),
+                state: String::new(),
+                transport: String::new(),
+                iops: num(f[1]),
+                mbps: num(f[2]),
+            });
+        }
+    }
+    rows
+}
+
+/// The controllers' rows in their order on screen.
+fn controller_order(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.queue.is_none())
+        .map(|r| r.ctrl.clone())
+        .collect()
+}
+
+/// `@@MQ CTRL PATH HCTX CPUS` lines (blk-mq's `mq/HCTX/cpu_list` of each path device) → the
+/// I/O queue id (hctx + 1) that carries `cpu`'s commands on each controller.
+fn queue_of_cpu(out: &str, cpu: u32) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    for l in out.lines().filter_map(|l| l.strip_prefix("@@MQ ")) {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (ctrl, hctx, cpus) = (f[0], f[2], f.get(3).copied().unwrap_or(""));
+        let has = cpus.split(',').any(|r| match r.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap_or(u32::MAX)..=b.parse().unwrap_or(0)).contains(&cpu),
+            None => r.parse() == Ok(cpu),
+        });
+        if has {
+            m.insert(ctrl.to_owned(), hctx.parse::<u32>().expect("hctx") + 1);
+        }
+    }
+    m
+}
+
+fn tagged<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
+    out.lines().filter_map(|l| l.strip_prefix(tag)).collect()
+}
+
+fn one<'a>(out: &'a str, tag: &str) -> &'a str {
+    tagged(out, tag)
+        .first()
+        .copied()
+        .unwrap_or_else(|| panic!("no {tag} line:\n{out}"))
+}
+
+/// Lists each controller's path devices' blk-mq queues as `@@MQ` lines.
+const MQ_MAP: &str = "for p in /sys/class/nvme/nvme*/nvme*c*n*; do
+         for m in $p/mq/*; do c=${p%/*}; echo \"@@MQ ${c##*/} ${p##*/} ${m##*/} $(cat $m/cpu_list)\"; done
+     done";
+
+#[test]
+fn top_once_counts_the_reads_of_dd_on_the_queue_of_its_cpu() {
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        // top's first scrape comes at once, the reads a second later, its second scrape 4 s
+        // after the first: every read falls inside the interval, so IOPS x interval must be
+        // dd's count, not a rate's estimate.
+        let script = format!(
+            "d=$(dev_of tcp) || exit 9
+             {MQ_MAP}
+             u() {{ cut -d' ' -f1 /proc/uptime; }}
+             echo \"@@START $(u)\"
+             /usr/bin/nvmeof-exporter top --once --interval 4s > /tmp/top-once.txt 2> /tmp/top-once.err & p=$!
+             sleep 1
+             taskset -c {CPU} dd if=$d of=/dev/null bs={BLOCK} count={ONCE_READS} iflag=direct 2> /tmp/dd.err || exit 5
+             echo \"@@DD_END $(u)\"
+             wait $p || {{ cat /tmp/top-once.err; exit 6; }}
+             sed 's/^/@@DD /' /tmp/dd.err
+             sed 's/^/@@TOP /' /tmp/top-once.txt /tmp/top-once.err"
+        );
+        let out = s
+            .lab
+            .sh(&script)
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        assert_eq!(out.rc, 0, "{release}:\n{}", out.out);
+        let out = out.out;
+        let dd_secs: f64 = one(&out, "@@DD_END ").parse::<f64>().unwrap()
+            - one(&out, "@@START ").parse::<f64>().unwrap();
+        assert!(
+            dd_secs < 3.5,
+            "{release}: the reads ended {dd_secs} s after top started, past its second scrape"
+        );
+        assert_eq!(
+            one(&out, "@@DD ").trim(),
+            format!("{ONCE_READS}+0 records in"),
+            "{release}: dd did not read every block"
+        );
+        let lines = tagged(&out, "@@TOP ");
+        // The comment line says over how long exactly.
+        let seconds: f64 = lines[0]
+            .split("interval ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{release}: no interval in {:?}", lines[0]));
+        assert!(
+            (3.9..4.5).contains(&seconds),
+            "{release}: interval {seconds}"
+        );
+        assert_eq!(lines[1], HEADER, "{release}: the header");
+        assert!(
+            !out.contains('\u{1b}'),
+            "{release}: an escape code in --once"
+        );
+        let rows = table(&lines);
+        eprintln!(
+            "{release}: top --once over {seconds} s:\n{}",
+            lines.join("\n")
+        );
+        let tcp: Vec<&Row> = rows
+            .iter()
+            .filter(|r| r.queue.is_none() && r.transport == "tcp")
+            .collect();
+        assert_eq!(tcp.len(), 2, "{release}: the two TCP paths: {rows:?}");
+        assert!(tcp.iter().all(|r| r.state == "live"), "{release}: {tcp:?}");
+        // Native multipath sends one CPU's reads down one path (iopolicy numa): that path's
+        // controller shows them all.
+        let busy = tcp.iter().max_by(|a, b| a.iops.total_cmp(&b.iops)).unwrap();
+        let reads = busy.iops * seconds;
+        let bytes = busy.mbps * 1e6 * seconds;
+        eprintln!(
+            "{release}: dd read {ONCE_READS} blocks ({} bytes); top: {} at {} IOPS x {seconds} s = {reads:.1} reads, {} MB/s = {bytes:.0} bytes",
+            ONCE_READS * BLOCK, busy.ctrl, busy.iops, busy.mbps
+        );
+        // The printed figures are rounded (IOPS to 1, MB/s to 0.01) and the interval is timed
+        // from the request's start: 1 % holds them; a command missed or counted twice in a
+        // hundred would not pass.
+        let near = |got: f64, want: f64| (got - want).abs() <= want * 0.01;
+        assert!(
+            near(reads, ONCE_READS as f64),
+            "{release}: {reads} reads shown, dd read {ONCE_READS}"
+        );
+        assert!(
+            near(bytes, (ONCE_READS * BLOCK) as f64),
+            "{release}: {bytes} bytes shown"
+        );
+        let other = tcp.iter().find(|r| r.ctrl != busy.ctrl).unwrap();
+        assert!(
+            other.iops * seconds < 2.0,
+            "{release}: the other path read too: {other:?}"
+        );
+        // The queue: blk-mq maps the pinned CPU to one hardware queue of that controller.
+        let want_q = queue_of_cpu(&out, CPU)[&busy.ctrl];
+        for q in rows
+            .iter()
+            .filter(|r| r.ctrl == busy.ctrl && r.queue.is_some())
+        {
+            let n = q.iops * seconds;
+            match q.queue == Some(want_q) {
+                true => assert!(
+                    near(n, ONCE_READS as f64),
+                    "{release}: q{want_q} (CPU {CPU}'s) showed {n} reads"
+                ),
+                false => assert!(
+                    n < 2.0,
+                    "{release}: {q:?} read, not CPU {CPU}'s queue q{want_q}"
+                ),
+            }
+        }
+        assert!(
+            rows.iter()
+                .any(|r| r.ctrl == busy.ctrl && r.queue == Some(want_q)),
+            "{release}: no row for q{want_q} of {}",
+            busy.ctrl
+        );
+    });
+}
+
+/// Reads of the live view's test: long enough to outlast both screens under TCG.
+const LIVE_READS: u64 = 12000;
+
+#[test]
+fn top_live_in_tmux_shows_sorts_and_quits_on_keys() {
+    on_each_lab(|s, release| {
+        s.ensure_agent();
+        // A person's session: a terminal of 80x24, top sorted by name, reads pinned to one CPU
+        // on the RDMA controller (not the first by name), a screen read after three
+        // refreshes, `s` (sort by IOPS), the screen again, then `q`.
+        let script = format!(
+            "d=$(dev_of rdma) || exit 9
+             c=$(ctrl_of rdma) || exit 9
+             echo \"@@CTRL $c\"
+             {MQ_MAP}
+             u() {{ cut -d' ' -f1 /proc/uptime; }}
+             export LC_ALL=C.UTF-8
+             rm -f /tmp/top.rc
+             ( a=$(u); taskset -c {CPU} dd if=$d of=/dev/null bs={BLOCK} count={LIVE_READS} iflag=direct 2> /tmp/dd-live.err
+               echo \"$a $(u)\" > /tmp/dd-live.time ) &
+             dd_pid=$!
+             tmux new-session -d -s top -x 80 -y 24 \
+                 \"/usr/bin/nvmeof-exporter top --sort name 2> /tmp/top.err; echo \\$? > /tmp/top.rc\" || exit 7
+             sleep 3.5
+             echo \"@@SHOT1 $(u)\"; tmux capture-pane -p -t top | sed 's/^/@@A /'
+             tmux send-keys -t top s; sleep 0.5
+             echo \"@@SHOT2 $(u)\"; tmux capture-pane -p -t top | sed 's/^/@@B /'
+             wait $dd_pid
+             echo \"@@DD_TIME $(cat /tmp/dd-live.time)\"; sed 's/^/@@DD /' /tmp/dd-live.err
+             tmux send-keys -t top q; sleep 1
+             tmux has-session -t top 2>/dev/null && {{ echo '@@STILL_RUNNING'; tmux kill-session -t top; }}
+             echo \"@@RC $(cat /tmp/top.rc 2>/dev/null)\"; sed 's/^/@@ERR /' /tmp/top.err"
+        );
+        let out = s
+            .lab
+            .sh(&script)
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        assert_eq!(out.rc, 0, "{release}:\n{}", out.out);
+        let out = out.out;
+        let ctrl = one(&out, "@@CTRL ").trim().to_owned();
+        let a = tagged(&out, "@@A ");
+        let b = tagged(&out, "@@B ");
+        eprintln!(
+            "{release}: the screen, sorted by name:\n{}\nafter `s`:\n{}",
+            a.join("\n"),
+            b.join("\n")
+        );
+        // dd's own mean rate, from its count and the clock around it.
+        assert_eq!(
+            one(&out, "@@DD ").trim(),
+            format!("{LIVE_READS}+0 records in"),
+            "{release}"
+        );
+        let t: Vec<f64> = one(&out, "@@DD_TIME ")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let shot: f64 = one(&out, "@@SHOT2 ").trim().parse().unwrap();
+        assert!(
+            shot < t[1],
+            "{release}: dd ended ({}) before the second screen ({shot})",
+            t[1]
+        );
+        let dd_iops = LIVE_READS as f64 / (t[1] - t[0]);
+
+        // Screen 1: the title says the sort, the header, every controller, by name.
+        assert!(a[0].contains("sort name"), "{release}: {:?}", a[0]);
+        assert_eq!(a[1].trim_end(), HEADER, "{release}");
+        assert!(
+            a.iter().any(|l| l.contains("q quit")),
+            "{release}: no key help"
+        );
+        let rows_a = table(&a);
+        let order_a = controller_order(&rows_a);
+        let mut by_name = order_a.clone();
+        by_name.sort_by_key(|n| n.trim_start_matches("nvme").parse::<u32>().unwrap_or(0));
+        assert_eq!(order_a, by_name, "{release}: not sorted by name");
+        let controllers: Vec<String> = s.controllers().into_iter().map(|c| c.0).collect();
+        for c in &controllers {
+            assert!(
+                order_a.contains(c),
+                "{release}: {c} not on screen 1: {order_a:?}"
+            );
+        }
+        assert_ne!(
+            order_a[0], ctrl,
+            "{release}: the loaded controller is first by name too"
+        );
+        // Its figures against dd's: a rate over one second of TCG's reads against dd's mean
+        // over its whole run, so within the emulation's own spread (one boot's reads vary
+        // about 10 % from second to second); its other queues read nothing.
+        let row = rows_a
+            .iter()
+            .find(|r| r.ctrl == ctrl && r.queue.is_none())
+            .unwrap();
+        eprintln!(
+            "{release}: dd read {LIVE_READS} blocks at {dd_iops:.0} IOPS ({:.2} MB/s) on {ctrl}; top showed {} IOPS, {} MB/s",
+            dd_iops * BLOCK as f64 / 1e6,
+            row.iops,
+            row.mbps
+        );
+        assert!(
+            (row.iops / dd_iops - 1.0).abs() < 0.35,
+            "{release}: {row:?} vs dd {dd_iops}"
+        );
+        assert!(
+            (row.mbps * 1e6 / BLOCK as f64 / row.iops - 1.0).abs() < 0.02,
+            "{release}: {row:?}"
+        );
+        let want_q = queue_of_cpu(&out, CPU)[&ctrl];
+        for q in rows_a
+            .iter()
+            .filter(|r| r.ctrl == ctrl && r.queue.is_some())
+        {
+            match q.queue == Some(want_q) {
+                true => assert!((q.iops / row.iops - 1.0).abs() < 0.01, "{release}: {q:?}"),
+                false => assert!(q.iops < 5.0, "{release}: {q:?} read, not q{want_q}"),
+            }
+        }
+
+        // Screen 2: after `s`, by IOPS: the loaded controller first, its CPU's queue first.
+        assert!(b[0].contains("sort iops"), "{release}: {:?}", b[0]);
+        let rows_b = table(&b);
+        assert_eq!(controller_order(&rows_b)[0], ctrl, "{release}: after `s`");
+        assert_eq!(rows_b[1].queue, Some(want_q), "{release}: {:?}", rows_b[1]);
+        assert_ne!(
+            controller_order(&rows_b),
+            order_a,
+            "{release}: the order did not change"
+        );
+
+        // `q` ended top (exit 0) and with it the session.
+        assert!(
+            !out.contains("@@STILL_RUNNING"),
+            "{release}: top still ran after q"
+        );
+        assert_eq!(
+            one(&out, "@@RC ").trim(),
+            "0",
+            "{release}: {}",
+            tagged(&out, "@@ERR ").join("\n")
+        );
+    });
+}
