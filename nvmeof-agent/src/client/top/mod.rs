@@ -123,6 +123,8 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
 struct Scrape {
     at: Instant,
     snapshot: model::Snapshot,
+    /// Lines of the families `top` reads that did not parse: said, not hidden.
+    skipped: usize,
 }
 
 /// Scrapes and parses within the client's deadline: `interval`, but at least 5 s.
@@ -167,10 +169,11 @@ impl Client {
             );
         }
         let text = std::str::from_utf8(&body).context("the agent's /metrics is not UTF-8")?;
-        let (samples, _skipped) = parse::parse(text, model::wanted);
+        let (samples, skipped) = parse::parse(text, model::wanted);
         Ok(Scrape {
             at,
             snapshot: model::Snapshot::from_samples(&samples),
+            skipped,
         })
     }
 }
@@ -195,6 +198,12 @@ fn once(o: &Options) -> anyhow::Result<()> {
     std::thread::sleep(o.interval.saturating_sub(first.at.elapsed()));
     let second = client.scrape()?;
     let (rows, seconds) = rows(&first, &second, o.sort, o.reverse);
+    if second.skipped > 0 {
+        eprintln!(
+            "nvmeof-exporter top: {} malformed lines of {}{PATH} skipped",
+            second.skipped, o.agent
+        );
+    }
     print!("{}", once_text(&o.agent, seconds, o, &rows));
     Ok(())
 }

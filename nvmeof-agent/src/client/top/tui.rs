@@ -20,6 +20,8 @@ struct View {
     reverse: bool,
     /// The last scrape's error, shown until one succeeds.
     error: Option<String>,
+    /// Malformed lines in the last scrape.
+    skipped: usize,
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
@@ -64,6 +66,7 @@ fn event_loop(
         sort: o.sort,
         reverse: o.reverse,
         error: None,
+        skipped: 0,
     };
     loop {
         terminal
@@ -92,6 +95,7 @@ fn event_loop(
             Ok(Ok(next)) => {
                 (view.rows, view.seconds) = rows(&last, &next, view.sort, view.reverse);
                 view.error = None;
+                view.skipped = next.skipped;
                 last = next;
             }
             Ok(Err(e)) => view.error = Some(format!("{e:#}")),
@@ -132,6 +136,10 @@ fn draw(f: &mut ratatui::Frame, agent: &str, v: &View) {
     );
     let line = match &v.error {
         Some(e) => Line::styled(e.clone(), Style::default().fg(Color::Red)),
+        None if v.skipped > 0 => Line::styled(
+            format!("{} malformed lines of /metrics skipped", v.skipped),
+            Style::default().fg(Color::Yellow),
+        ),
         None => Line::styled(
             "s/Tab sort  S back  r reverse  q quit",
             Style::default().add_modifier(Modifier::DIM),
