@@ -5,8 +5,12 @@
 //! (busy time), and per controller its state, transport, errors and reconnects. `--once`
 //! prints one interval as plain text for scripts.
 //!
+//! Where no agent runs (its loopback address refuses connections), `top` loads the programs
+//! and the collectors it reads in its own process (alone.rs) and reads them the same way.
+//!
 //! parse.rs reads the text format, model.rs turns two scrapes into rows, render.rs lays them
 //! out, tui.rs runs the terminal.
+mod alone;
 mod model;
 mod parse;
 mod render;
@@ -127,34 +131,75 @@ struct Scrape {
     skipped: usize,
 }
 
-/// Scrapes and parses within the client's deadline: `interval`, but at least 5 s.
+/// Scrapes and parses: the agent within the client's deadline (`interval`, but at least 5 s),
+/// or, where none runs, the collectors in this process.
 struct Client {
     runtime: tokio::runtime::Runtime,
     agent: String,
     timeout: Duration,
+    alone: Option<alone::Alone>,
 }
 
 impl Client {
-    fn new(o: &Options) -> anyhow::Result<Client> {
+    /// The client and its first scrape: from the agent at `--agent`, or, when that is a
+    /// loopback address that refuses connections (no agent on this node), from the programs
+    /// and collectors loaded here.
+    fn connect(o: &Options) -> anyhow::Result<(Client, Scrape)> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .context("starting the async runtime")?;
-        Ok(Client {
+        let mut client = Client {
             runtime,
             agent: o.agent.clone(),
             timeout: o.interval.max(Duration::from_secs(5)),
-        })
+            alone: None,
+        };
+        let refused = match client.scrape() {
+            Ok(first) => return Ok((client, first)),
+            Err(e) if alone::no_local_agent(&o.agent, &e) => e,
+            Err(e) => return Err(e),
+        };
+        let alone = alone::Alone::start(&client.runtime)
+            .with_context(|| format!("{refused:#}; and without it"))?;
+        client.alone = Some(alone);
+        let first = client.scrape()?;
+        // After the first scrape: what runs from here on is counted.
+        eprintln!(
+            "nvmeof-exporter top: no agent at {}: the eBPF programs are loaded in this process",
+            o.agent
+        );
+        Ok((client, first))
+    }
+
+    /// Where the figures come from, for the title.
+    fn source(&self) -> String {
+        match self.alone {
+            Some(_) => format!("in-process (no agent at {})", self.agent),
+            None => format!("agent {}", self.agent),
+        }
     }
 
     fn scrape(&self) -> anyhow::Result<Scrape> {
         let at = Instant::now();
+        let body = match &self.alone {
+            Some(alone) => alone.text(&self.runtime).into_bytes().into(),
+            None => self.agent_text()?,
+        };
+        let text = std::str::from_utf8(&body).context("the agent's /metrics is not UTF-8")?;
+        let (samples, skipped) = parse::parse(text, model::wanted);
+        Ok(Scrape {
+            at,
+            snapshot: model::Snapshot::from_samples(&samples),
+            skipped,
+        })
+    }
+
+    fn agent_text(&self) -> anyhow::Result<hyper::body::Bytes> {
         let (status, body) = self
             .runtime
             .block_on(super::get(&self.agent, PATH, self.timeout))
             .with_context(|| {
-                // Reading the maps itself when no agent runs is not built yet: one agent per
-                // node owns them.
                 format!(
                     "no agent answers at {} (top shows what a running nvmeof-exporter serves; \
                      --agent HOST:PORT names its --web.listen-address)",
@@ -168,13 +213,7 @@ impl Client {
                 String::from_utf8_lossy(&body).trim()
             );
         }
-        let text = std::str::from_utf8(&body).context("the agent's /metrics is not UTF-8")?;
-        let (samples, skipped) = parse::parse(text, model::wanted);
-        Ok(Scrape {
-            at,
-            snapshot: model::Snapshot::from_samples(&samples),
-            skipped,
-        })
+        Ok(body)
     }
 }
 
@@ -193,8 +232,7 @@ fn rows(
 
 /// `--once`: two scrapes `--interval` apart, one table.
 fn once(o: &Options) -> anyhow::Result<()> {
-    let client = Client::new(o)?;
-    let first = client.scrape()?;
+    let (client, first) = Client::connect(o)?;
     std::thread::sleep(o.interval.saturating_sub(first.at.elapsed()));
     let second = client.scrape()?;
     let (rows, seconds) = rows(&first, &second, o.sort, o.reverse);
@@ -204,14 +242,14 @@ fn once(o: &Options) -> anyhow::Result<()> {
             second.skipped, o.agent
         );
     }
-    print!("{}", once_text(&o.agent, seconds, o, &rows));
+    print!("{}", once_text(&client.source(), seconds, o, &rows));
     Ok(())
 }
 
 /// The `--once` output: a comment line saying what was measured, then the table.
-fn once_text(agent: &str, seconds: f64, o: &Options, rows: &[model::ControllerRow]) -> String {
+fn once_text(source: &str, seconds: f64, o: &Options, rows: &[model::ControllerRow]) -> String {
     format!(
-        "# nvmeof-exporter top: agent {agent}, interval {seconds:.3} s, sort {}{}\n{}",
+        "# nvmeof-exporter top: {source}, interval {seconds:.3} s, sort {}{}\n{}",
         o.sort.name(),
         if o.reverse { " reversed" } else { "" },
         render::text(rows)

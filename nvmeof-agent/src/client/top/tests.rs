@@ -200,7 +200,7 @@ fn once_table_fits_80_columns_with_a_stable_header() {
         reverse: false,
         once: true,
     };
-    let text = once_text(&o.agent, 2.0, &o, &rows);
+    let text = once_text(&format!("agent {}", o.agent), 2.0, &o, &rows);
     let want = "\
 # nvmeof-exporter top: agent 127.0.0.1:9856, interval 2.000 s, sort iops
 CTRL    STATE      TR      IOPS    MB/s    P50    P99    MAX INFL UTL%  ERR RECN

@@ -25,10 +25,10 @@ struct View {
 }
 
 pub fn run(o: &Options) -> anyhow::Result<()> {
-    let client = Client::new(o)?;
     // The first scrape before the screen is taken: an agent that is not there is a plain
     // error on the terminal the user typed into.
-    let first = client.scrape()?;
+    let (client, first) = Client::connect(o)?;
+    let source = client.source();
     let (tx, scrapes) = mpsc::sync_channel(1);
     let interval = o.interval;
     std::thread::Builder::new()
@@ -36,7 +36,7 @@ pub fn run(o: &Options) -> anyhow::Result<()> {
         .spawn(move || scraper(client, interval, tx))
         .context("starting the scraper thread")?;
     let mut terminal = ratatui::try_init().context("taking the terminal")?;
-    let result = event_loop(&mut terminal, o, first, &scrapes);
+    let result = event_loop(&mut terminal, o, &source, first, &scrapes);
     ratatui::restore();
     result
 }
@@ -56,6 +56,7 @@ fn scraper(client: Client, interval: Duration, tx: mpsc::SyncSender<anyhow::Resu
 fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     o: &Options,
+    source: &str,
     first: Scrape,
     scrapes: &mpsc::Receiver<anyhow::Result<Scrape>>,
 ) -> anyhow::Result<()> {
@@ -70,7 +71,7 @@ fn event_loop(
     };
     loop {
         terminal
-            .draw(|f| draw(f, &o.agent, &view))
+            .draw(|f| draw(f, source, &view))
             .context("drawing")?;
         // Keys are read in slices of 100 ms so that a new scrape is shown within that long.
         if event::poll(Duration::from_millis(100)).context("reading the terminal")? {
@@ -105,7 +106,7 @@ fn event_loop(
     }
 }
 
-fn draw(f: &mut ratatui::Frame, agent: &str, v: &View) {
+fn draw(f: &mut ratatui::Frame, source: &str, v: &View) {
     let [title, table, status] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Min(1),
@@ -124,7 +125,7 @@ fn draw(f: &mut ratatui::Frame, agent: &str, v: &View) {
     let direction = if v.reverse { " reversed" } else { "" };
     f.render_widget(
         Paragraph::new(Line::from(format!(
-            "nvmeof-exporter top  {agent}  sort {}{direction}  {summary}",
+            "nvmeof-exporter top  {source}  sort {}{direction}  {summary}",
             v.sort.name()
         )))
         .style(Style::default().add_modifier(Modifier::REVERSED)),
