@@ -51,7 +51,7 @@ Keys: s or Tab: next sort column; S or Shift-Tab: previous; r: reverse; q, Esc o
                 .long("agent")
                 .value_name("HOST:PORT")
                 .default_value("127.0.0.1:9856")
-                .help("The agent's --web.listen-address (plain HTTP)."),
+                .help("The agent's --web.listen-address (plain HTTP). Where this loopback address refuses connections (no agent on this node), top loads the eBPF programs itself (root, or CAP_BPF and CAP_PERFMON)."),
         )
         .arg(
             Arg::new("interval")

@@ -115,7 +115,7 @@ fn draw(f: &mut ratatui::Frame, source: &str, v: &View) {
     .areas(f.area());
     let summary = match v.seconds > 0.0 {
         true => format!(
-            "{} controllers  {} queues  {:.2} s",
+            "{} ctrl/{} q  {:.2} s",
             v.rows.len(),
             v.rows.iter().map(|c| c.queues.len()).sum::<usize>(),
             v.seconds
