@@ -55,13 +55,16 @@ extern "C" fn allocator_options() {
 static ALLOCATOR_OPTIONS: extern "C" fn() = allocator_options;
 
 fn main() -> ExitCode {
-    // `nvmeof-exporter trace ...`: a client of a running agent, not an agent.
+    // `nvmeof-exporter trace ...` and `top ...`: clients of a running agent, not agents.
     let mut args = std::env::args_os().skip(1);
-    if args
-        .next()
-        .is_some_and(|a| a == nvmeof_agent::client::trace::NAME)
-    {
-        return nvmeof_agent::client::trace::main(args);
+    match args.next() {
+        Some(a) if a == nvmeof_agent::client::trace::NAME => {
+            return nvmeof_agent::client::trace::main(args)
+        }
+        Some(a) if a == nvmeof_agent::client::top::NAME => {
+            return nvmeof_agent::client::top::main(args)
+        }
+        _ => {}
     }
     // Invalid flags exit here with code 2 and clap's message.
     let config = cli::parse();

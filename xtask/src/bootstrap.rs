@@ -29,6 +29,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "libelf-dev",
     "dwarves",
     "bpftool",
+    // Copied into the lab VM: the terminal in which the lab test drives `nvmeof-exporter top`.
+    "tmux",
     // The peer of `cargo xtask bench`: its script runs in the benchmark's guest.
     "bpftrace",
     // The C compiler for musl: ring (TLS) builds C, and the shipped binary is static.

@@ -1,6 +1,6 @@
 //! The lab VM's initramfs: busybox, the kernel modules in load order, the host's own tools the
-//! scenarios use (iproute2, nvme-cli, curl, bpftool) with their shared libraries, the agent, and
-//! the guest scripts (`guest/init.sh`, `guest/lab.sh`).
+//! scenarios use (iproute2, nvme-cli, curl, bpftool, tmux) with their shared libraries, the
+//! agent, and the guest scripts (`guest/init.sh`, `guest/lab.sh`).
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,8 +13,15 @@ use crate::kernel::{self, Kernel};
 const INIT: &str = include_str!("../guest/init.sh");
 const LAB_LIB: &str = include_str!("../guest/lab.sh");
 
-/// Host programs copied into the guest (absolute paths are looked up on PATH).
-const GUEST_TOOLS: &[&str] = &["ip", "rdma", "tc", "nvme", "curl", "bpftool"];
+/// Host programs copied into the guest (absolute paths are looked up on PATH). tmux is the
+/// terminal a person would run `nvmeof-exporter top` in: the lab drives it with keys and reads
+/// its screen.
+const GUEST_TOOLS: &[&str] = &["ip", "rdma", "tc", "nvme", "curl", "bpftool", "tmux"];
+
+/// Host files copied into the guest at the same path. tmux refuses to start without a UTF-8
+/// locale (it tries `C.UTF-8` itself), and glibc's is a compiled file from libc-bin, not built
+/// into the library: its character classes (350 KiB) are all tmux reads.
+const GUEST_FILES: &[&str] = &["/usr/lib/locale/C.utf8/LC_CTYPE"];
 
 fn which(program: &str) -> Option<PathBuf> {
     for dir in [
@@ -131,6 +138,9 @@ pub fn build(c: &Contents, work: &Path, out: &Path) -> Result<()> {
     }
     for lib in &libs {
         stage(&staging, lib, None)?;
+    }
+    for f in GUEST_FILES {
+        stage(&staging, Path::new(f), None)?;
     }
     for (host, guest) in &c.extra {
         stage(&staging, host, Some(guest))?;

@@ -1,6 +1,7 @@
 //! Tools that talk to a running agent over its HTTP port: `nvmeof-exporter trace` follows its
-//! slow commands. They read what the agent serves, as a person with `curl` would, and never
+//! slow commands, `nvmeof-exporter top` shows its controllers and queues live. They read what the agent serves, as a person with `curl` would, and never
 //! load programs themselves: one agent per node owns the maps.
+pub mod top;
 pub mod trace;
 
 use std::time::Duration;
@@ -11,7 +12,8 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
-/// The most a tool reads of one answer: `/debug/slow` at its limit is some hundreds of KiB.
+/// The most a tool reads of one answer: `/debug/slow` at its limit is some hundreds of KiB;
+/// `/metrics?controller=all` at 8 controllers × 64 queues about 4 MiB with classic buckets.
 const MAX_BODY: usize = 8 << 20;
 
 /// `GET http://{agent}{path}`: the status and the body, within `timeout` for the whole.
