@@ -12,6 +12,25 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+/// `--agent HOST:PORT`, the running agent's address, as every tool takes it.
+pub fn agent_arg(help: &'static str) -> clap::Arg {
+    clap::Arg::new("agent")
+        .long("agent")
+        .value_name("HOST:PORT")
+        .default_value("127.0.0.1:9856")
+        .help(help)
+}
+
+/// `--interval DURATION` (1 s by default), how often a tool asks the agent.
+pub fn interval_arg(help: &'static str) -> clap::Arg {
+    clap::Arg::new("interval")
+        .long("interval")
+        .value_name("DURATION")
+        .default_value("1s")
+        .value_parser(crate::config::parse_duration)
+        .help(help)
+}
+
 /// The most a tool reads of one answer: `/debug/slow` at its limit is some hundreds of KiB;
 /// `/metrics?controller=all` at 8 controllers × 64 queues about 4 MiB with classic buckets.
 const MAX_BODY: usize = 8 << 20;

@@ -19,11 +19,7 @@ fn command() -> Command {
     Command::new("nvmeof-exporter trace")
         .about("Follow the slow commands of a running nvmeof-exporter (its --trace.slower-than must be on).")
         .arg(
-            Arg::new("agent")
-                .long("agent")
-                .value_name("HOST:PORT")
-                .default_value("127.0.0.1:9856")
-                .help("The agent's --web.listen-address (plain HTTP)."),
+            super::agent_arg("The agent's --web.listen-address (plain HTTP)."),
         )
         .arg(
             Arg::new("slower-than")
@@ -34,12 +30,7 @@ fn command() -> Command {
                 .help("Only commands this slow or slower (the agent lists those past its own --trace.slower-than)."),
         )
         .arg(
-            Arg::new("interval")
-                .long("interval")
-                .value_name("DURATION")
-                .default_value("1s")
-                .value_parser(parse_duration)
-                .help("How often to ask the agent."),
+            super::interval_arg("How often to ask the agent."),
         )
         .arg(
             Arg::new("for")

@@ -22,7 +22,6 @@ use anyhow::{bail, Context as _};
 use clap::{Arg, ArgAction, ArgMatches, Command};
 use hyper::StatusCode;
 
-use crate::config::parse_duration;
 pub use model::SortKey;
 
 /// The subcommand's name: `nvmeof-exporter top ...`.
@@ -47,19 +46,10 @@ UTL% their mean.\n\n\
 Keys: s or Tab: next sort column; S or Shift-Tab: previous; r: reverse; q, Esc or Ctrl-C: quit.",
         )
         .arg(
-            Arg::new("agent")
-                .long("agent")
-                .value_name("HOST:PORT")
-                .default_value("127.0.0.1:9856")
-                .help("The agent's --web.listen-address (plain HTTP). Where this loopback address refuses connections (no agent on this node), top loads the eBPF programs itself (root, or CAP_BPF and CAP_PERFMON)."),
+            crate::client::agent_arg("The agent's --web.listen-address (plain HTTP). Where this loopback address refuses connections (no agent on this node), top loads the eBPF programs itself (root, or CAP_BPF and CAP_PERFMON)."),
         )
         .arg(
-            Arg::new("interval")
-                .long("interval")
-                .value_name("DURATION")
-                .default_value("1s")
-                .value_parser(parse_duration)
-                .help("Time between two scrapes: the figures are per second over it."),
+            crate::client::interval_arg("Time between two scrapes: the figures are per second over it."),
         )
         .arg(
             Arg::new("sort")
