@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use nvmeof_tests::trace::{self, TRACE_SLACK_NS};
-use nvmeof_tests::{moved, nqn, on_each_lab, Metrics, Shared};
+use nvmeof_tests::{json_numbers, moved, nqn, on_each_lab, Metrics, Shared};
 
 /// Writes of 64 KiB and of 4 KiB, then reads of each, per backend.
 const W64: usize = 16;
@@ -160,6 +160,198 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
             "nvme disconnect -n {} >/dev/null; nvme disconnect -n {} >/dev/null",
             nqn("file"),
             nqn("bdev")
+        ));
+    });
+}
+
+/// The trimmed string fields of `nvme id-ctrl -o json`.
+fn id_ctrl(s: &mut Shared, release: &str, ctrl: &str) -> [String; 3] {
+    let out = s
+        .lab
+        .sh_ok(&format!("nvme id-ctrl /dev/{ctrl} -o json"))
+        .unwrap_or_else(|e| panic!("{release} {ctrl}: nvme id-ctrl: {e:#}"));
+    let v: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{release} {ctrl}: nvme id-ctrl JSON: {e}\n{out}"));
+    ["sn", "mn", "fr"].map(|k| v[k].as_str().unwrap_or_default().trim().to_owned())
+}
+
+/// nvmet's passthrough target (6.12 and later in Debian) exports QEMU's PCIe controller over
+/// TCP: the host sees a second controller whose identify, SMART log and I/O are the real
+/// device's. Checked against nvme-cli and dd: the fabric controller's serial, model and firmware
+/// are the PCIe controller's, and so are its SMART critical warning and temperature; each read
+/// through the fabric is counted once on each view (the target submits it to the PCIe
+/// controller), with its bytes; and the two views are told apart by transport and subsystem, and
+/// by latency: the fabric's time holds the device's, so its sum is the larger.
+#[test]
+fn a_passthrough_target_shows_the_real_controller_through_the_fabric() {
+    const READS: usize = 64;
+    on_each_lab(|s, release| {
+        let out = s
+            .lab
+            .sh_timeout("passthru_pcie", Duration::from_secs(60))
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        if out.rc == 7 {
+            // Debian's 5.10 and 6.1 build nvmet without CONFIG_NVME_TARGET_PASSTHRU; any other
+            // kernel of the lab must run this test.
+            assert!(
+                release.starts_with("5.10.") || release.starts_with("6.1."),
+                "{release}: no nvmet passthru: {}",
+                out.out
+            );
+            eprintln!("{release}: {}: passthrough not tried", out.out.trim());
+            return;
+        }
+        assert_eq!(out.rc, 0, "{release}: passthru_pcie:\n{}", out.out);
+        let (pcie, fabric) = match out.out.split_whitespace().collect::<Vec<_>>()[..] {
+            [p, f] => (p.to_owned(), f.to_owned()),
+            _ => panic!("{release}: passthru_pcie printed {:?}", out.out),
+        };
+        // Started after the new controller; SMART polled each second.
+        s.restart_agent("--smart.interval=1s");
+
+        // Identify through the fabric is the device's.
+        let (id_pcie, id_fabric) = (id_ctrl(s, release, &pcie), id_ctrl(s, release, &fabric));
+        assert_eq!(id_fabric, id_pcie, "{release}: identify through the fabric");
+        assert!(!id_pcie[0].is_empty(), "{release}: empty serial");
+
+        let smart = |s: &mut Shared, c: &str| {
+            let out = s
+                .lab
+                .sh_ok(&format!("nvme smart-log /dev/{c} -o json"))
+                .unwrap_or_else(|e| panic!("{release} {c}: nvme smart-log: {e:#}"));
+            json_numbers(&out)
+        };
+        let (smart_pcie, smart_fabric) = (smart(s, &pcie), smart(s, &fabric));
+        let warning = smart_pcie["critical_warning"];
+        let kelvin = smart_pcie["temperature"];
+        assert_eq!(
+            (
+                smart_fabric["critical_warning"],
+                smart_fabric["temperature"]
+            ),
+            (warning, kelvin),
+            "{release}: SMART through the fabric"
+        );
+        assert_eq!(
+            warning,
+            f64::from(s.lab.pcie_nvme.as_ref().unwrap().critical_warning)
+        );
+
+        // The agent: the same identity and SMART on both views, told apart by transport and
+        // subsystem.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let m = loop {
+            let m = s.scrape_now();
+            let polled = [&pcie, &fabric].iter().all(|c| {
+                m.select(
+                    "nvmeof_smart_critical_warning_raw",
+                    &[("controller", c.as_str())],
+                )
+                .next()
+                .is_some()
+            });
+            if polled {
+                break m;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{release}: no SMART for {pcie} and {fabric}"
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        };
+        let one = |name: &str, c: &str| -> f64 {
+            let v: Vec<f64> = m
+                .select(name, &[("controller", c)])
+                .map(|x| x.value)
+                .collect();
+            assert_eq!(v.len(), 1, "{release} {c}: {name}: {v:?}");
+            v[0]
+        };
+        for c in [&pcie, &fabric] {
+            let by = [("controller", c.as_str())];
+            let info = m
+                .select("nvmeof_controller_info", &by)
+                .next()
+                .unwrap_or_else(|| panic!("{release} {c}: no nvmeof_controller_info"));
+            let got = ["serial", "model", "firmware_rev"]
+                .map(|l| info.label(l).unwrap_or_default().to_owned());
+            assert_eq!(got, id_pcie, "{release} {c}: controller info");
+            assert_eq!(
+                one("nvmeof_smart_critical_warning_raw", c),
+                warning,
+                "{release} {c}"
+            );
+            let celsius = m
+                .select(
+                    "nvmeof_smart_temperature_celsius",
+                    &[("controller", c.as_str()), ("sensor", "composite")],
+                )
+                .map(|x| x.value)
+                .next();
+            assert!(
+                celsius.is_some_and(|t| (t - (kelvin - 273.15)).abs() < 1e-9),
+                "{release} {c}: temperature {celsius:?}, nvme-cli {kelvin} K"
+            );
+        }
+        let transport = |c: &str| {
+            m.select("nvmeof_transport_type", &[("controller", c)])
+                .next()
+                .and_then(|x| {
+                    Some((
+                        x.label("transport")?.to_owned(),
+                        x.label("subsystem")?.to_owned(),
+                    ))
+                })
+        };
+        let pcie_view = transport(&pcie).expect("PCIe transport");
+        let fabric_view = transport(&fabric).expect("fabric transport");
+        assert_eq!(pcie_view.0, "pcie", "{release} {pcie}");
+        assert_eq!(
+            fabric_view,
+            ("tcp".to_owned(), nqn("passthru")),
+            "{release} {fabric}"
+        );
+        assert_ne!(
+            pcie_view.1, fabric_view.1,
+            "{release}: one subsystem for both views"
+        );
+
+        // I/O through the fabric, counted on both views.
+        let before = s.scrape_now();
+        s.lab
+            .sh_ok(&format!(
+                "dd if=$(dev_of passthru) of=/dev/null bs=4k count={READS} iflag=direct 2>/dev/null"
+            ))
+            .unwrap_or_else(|e| panic!("{release}: dd through the fabric: {e:#}"));
+        let after = s.scrape_now();
+        let mut sums = Vec::new();
+        for sub in [&pcie_view.1, &fabric_view.1] {
+            let by = [("subsystem", sub.as_str())];
+            let delta =
+                |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
+            let read = [("opclass", "read")];
+            assert_eq!(
+                (
+                    delta("nvmeof_io_commands_total", &read),
+                    delta("nvmeof_io_read_bytes_total", &[])
+                ),
+                (READS as f64, (READS * 4096) as f64),
+                "{release} {sub}: reads and bytes of {READS} reads through the fabric"
+            );
+            sums.push(delta("nvmeof_io_latency_seconds_sum", &read));
+        }
+        eprintln!(
+            "{release}: {READS} reads: mean {:.1} µs on the PCIe controller, {:.1} µs through the fabric",
+            sums[0] / READS as f64 * 1e6,
+            sums[1] / READS as f64 * 1e6
+        );
+        assert!(
+            sums[1] > sums[0] && sums[0] > 0.0,
+            "{release}: the fabric's latency holds the device's: {sums:?}"
+        );
+        let _ = s.lab.sh(&format!(
+            "nvme disconnect -n {} >/dev/null",
+            nqn("passthru")
         ));
     });
 }

@@ -50,6 +50,23 @@ backends() {
         wait_live 20
 }
 
+# passthru_pcie: subsystem `passthru`, nvmet's passthrough of QEMU's PCIe controller (identify,
+# log pages and I/O go to the real controller), on TCP port 1, connected. Prints the PCIe
+# controller and the fabric one. rc 7: this kernel's nvmet has no passthrough (Debian builds it
+# from 6.12 on).
+passthru_pcie() {
+    pc=$(pcie_ctrl) || { echo "no PCIe controller"; return 1; }
+    ps="$CFG/subsystems/$(nqn passthru)"
+    mkdir -p "$ps" || return 1
+    [ -d "$ps/passthru" ] || { rmdir "$ps"; echo "no nvmet passthru in this kernel"; return 7; }
+    echo 1 > "$ps/attr_allow_any_host" &&
+        echo "/dev/$pc" > "$ps/passthru/device_path" && echo 1 > "$ps/passthru/enable" &&
+        expose 1 passthru &&
+        connect "transport=tcp,traddr=127.0.0.1,trsvcid=4420,nqn=$(nqn passthru)" &&
+        wait_live 20 || return 1
+    echo "$pc $(ctrl_of passthru)"
+}
+
 # port ID TRTYPE ADRFAM TRADDR [TRSVCID]
 port() {
     p="$CFG/ports/$1"
