@@ -24,10 +24,12 @@ pub enum CountMap {
     AenEvents = 4,
     /// `ANA_TRANSITIONS` (AEN object): by (path, from, to).
     AnaTransitions = 5,
+    /// `CONNECT_FAILURES` (state object): by (subsystem, queue, reason).
+    ConnectFailures = 6,
 }
 
 /// Slots of each object's `MAP_FULL`.
-pub const COUNT_MAPS: u32 = 6;
+pub const COUNT_MAPS: u32 = 7;
 
 impl CountMap {
     pub const ALL: [CountMap; COUNT_MAPS as usize] = [
@@ -37,12 +39,17 @@ impl CountMap {
         CountMap::Reconnects,
         CountMap::AenEvents,
         CountMap::AnaTransitions,
+        CountMap::ConnectFailures,
     ];
 
     /// The counting maps of the io object (`nvmeof`).
     pub const IO: [CountMap; 2] = [CountMap::Statuses, CountMap::ConnErrors];
     /// Those of the state object (`nvmeof-state`).
-    pub const STATE: [CountMap; 2] = [CountMap::Transitions, CountMap::Reconnects];
+    pub const STATE: [CountMap; 3] = [
+        CountMap::Transitions,
+        CountMap::Reconnects,
+        CountMap::ConnectFailures,
+    ];
     /// Those of the AEN object (`nvmeof-aen`).
     pub const AEN: [CountMap; 2] = [CountMap::AenEvents, CountMap::AnaTransitions];
 
@@ -55,6 +62,7 @@ impl CountMap {
             CountMap::Reconnects => crate::state::maps::RECONNECTS,
             CountMap::AenEvents => crate::aen::maps::AEN_EVENTS,
             CountMap::AnaTransitions => crate::aen::maps::ANA_TRANSITIONS,
+            CountMap::ConnectFailures => crate::state::maps::CONNECT_FAILURES,
         }
     }
 
@@ -67,6 +75,7 @@ impl CountMap {
             CountMap::Reconnects => crate::state::RECONNECTS_CAPACITY,
             CountMap::AenEvents => crate::aen::AEN_CAPACITY,
             CountMap::AnaTransitions => crate::aen::ANA_CAPACITY,
+            CountMap::ConnectFailures => crate::state::CONNECT_FAILURES_CAPACITY,
         }
     }
 
@@ -88,6 +97,9 @@ impl CountMap {
             }
             CountMap::AnaTransitions => {
                 "ANA transitions of a new (path, from, to) triple are not counted"
+            }
+            CountMap::ConnectFailures => {
+                "failed connects of a new (subsystem, queue, reason) triple are not counted"
             }
         }
     }

@@ -470,6 +470,8 @@ mod pod {
     unsafe impl aya::Pod for TransitionStats {}
     unsafe impl aya::Pod for Reconnects {}
     unsafe impl aya::Pod for PendingChange {}
+    unsafe impl aya::Pod for crate::state::ConnectFailureKey {}
+    unsafe impl aya::Pod for crate::state::PendingConnect {}
     unsafe impl aya::Pod for RequestLayout {}
     unsafe impl aya::Pod for SlotLayout {}
     unsafe impl aya::Pod for crate::ConnErrorKey {}

@@ -1,5 +1,6 @@
 //! Types of the controller state programs (`nvmeof-ebpf`'s `nvmeof-state` object): kprobes on
-//! `nvme_change_ctrl_state` (entry and return) and `nvmf_should_reconnect`.
+//! `nvme_change_ctrl_state` (entry and return), `nvmf_should_reconnect`, and
+//! `nvmf_connect_admin_queue` / `nvmf_connect_io_queue` (entry and return: failed connects).
 //!
 //! Nothing about `struct nvme_ctrl` is compiled in: the agent reads the offsets of its `state`,
 //! `instance` and `nr_reconnects` members and the values of `enum nvme_ctrl_state` from the
@@ -14,6 +15,12 @@ pub mod maps {
     pub const RECONNECTS: &str = "RECONNECTS";
     /// State changes between entry and return, by thread: `u64` pid_tgid → [`crate::PendingChange`].
     pub const PENDING_CHANGES: &str = "PENDING_CHANGES";
+    /// Failed connects by (subsystem NQN, queue, reason): [`crate::state::ConnectFailureKey`]
+    /// → `u64`.
+    pub const CONNECT_FAILURES: &str = "CONNECT_FAILURES";
+    /// Connects between entry and return, by thread: `u64` pid_tgid →
+    /// [`crate::state::PendingConnect`].
+    pub const PENDING_CONNECTS: &str = "PENDING_CONNECTS";
 }
 
 /// Names of the programs in the state object.
@@ -24,11 +31,20 @@ pub mod programs {
     pub const CHANGE_CTRL_STATE_RET: &str = "change_ctrl_state_ret";
     /// kprobe on `nvmf_should_reconnect`: called after each failed (re)connect attempt.
     pub const SHOULD_RECONNECT: &str = "should_reconnect";
+    /// kprobe and kretprobe on `nvmf_connect_admin_queue`: the Connect of the admin queue and,
+    /// on kernels with in-band authentication, its DH-HMAC-CHAP transaction.
+    pub const CONNECT_ADMIN: &str = "connect_admin";
+    pub const CONNECT_ADMIN_RET: &str = "connect_admin_ret";
+    /// The same on `nvmf_connect_io_queue`, for each I/O queue.
+    pub const CONNECT_IO: &str = "connect_io";
+    pub const CONNECT_IO_RET: &str = "connect_io_ret";
 }
 
 /// The kernel functions the programs above attach to.
 pub const FN_CHANGE_CTRL_STATE: &str = "nvme_change_ctrl_state";
 pub const FN_SHOULD_RECONNECT: &str = "nvmf_should_reconnect";
+pub const FN_CONNECT_ADMIN_QUEUE: &str = "nvmf_connect_admin_queue";
+pub const FN_CONNECT_IO_QUEUE: &str = "nvmf_connect_io_queue";
 
 /// Name of the global that carries [`CtrlLayout`].
 pub const CTRL_LAYOUT_GLOBAL: &str = "CTRL_LAYOUT";
@@ -39,8 +55,13 @@ pub const STATE_SLOTS: u8 = 8;
 pub const TRANSITIONS_CAPACITY: u32 = 4096;
 /// Capacity of `RECONNECTS`.
 pub const RECONNECTS_CAPACITY: u32 = 1024;
-/// Capacity of `PENDING_CHANGES` (an LRU: an entry whose return was missed is evicted).
+/// Capacity of `PENDING_CHANGES` and `PENDING_CONNECTS` (LRUs: an entry whose return was
+/// missed is evicted).
 pub const PENDING_CAPACITY: u32 = 256;
+/// Capacity of `CONNECT_FAILURES`: 3 reasons × 2 queue kinds for 170 subsystems.
+pub const CONNECT_FAILURES_CAPACITY: u32 = 1024;
+/// `NVMF_NQN_SIZE`: an NQN is at most 223 bytes, and the kernel keeps it NUL-terminated.
+pub const NQN_BYTES: usize = 224;
 
 /// Byte offsets in `struct nvme_ctrl` and the value of `NVME_CTRL_NEW`, from BTF.
 #[repr(C)]
@@ -54,6 +75,12 @@ pub struct CtrlLayout {
     pub state_new: u32,
     /// 0 until the agent has written the layout: the programs then do nothing.
     pub valid: u32,
+    /// `struct nvme_ctrl`: `opts` (`struct nvmf_ctrl_options *`).
+    pub opts: u32,
+    /// `struct nvmf_ctrl_options`: `subsysnqn` (`char *`).
+    pub opts_subsysnqn: u32,
+    /// Non-zero when both offsets above were found: the connect programs need them.
+    pub opts_valid: u32,
 }
 
 #[repr(C)]
@@ -107,6 +134,78 @@ pub struct PendingChange {
     pub _pad: u32,
 }
 
+/// Why a connect of one queue failed, from the return value of `nvmf_connect_admin_queue` or
+/// `nvmf_connect_io_queue` (0 on success).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConnectFailure {
+    /// A positive NVMe status: the subsystem answered the Connect command with an error (host
+    /// not allowed, invalid parameters, controller busy, ...).
+    Rejected = 0,
+    /// In-band authentication failed (`-EKEYREJECTED`, `-EKEYREVOKED`, `-EKEYEXPIRED`,
+    /// `-ENOKEY`): a wrong key on either side, or a key the subsystem wants and the host lacks.
+    Authentication = 1,
+    /// Any other error (`-ETIMEDOUT`, `-ECONNREFUSED`, `-EIO`, ...): the transport failed
+    /// under the Connect.
+    Other = 2,
+}
+
+pub const CONNECT_FAILURE_REASONS: usize = 3;
+
+impl ConnectFailure {
+    pub const ALL: [ConnectFailure; CONNECT_FAILURE_REASONS] = [
+        ConnectFailure::Rejected,
+        ConnectFailure::Authentication,
+        ConnectFailure::Other,
+    ];
+
+    /// The reason of a non-zero return value; `None` for 0 (the connect succeeded).
+    #[inline(always)]
+    pub fn of_return(ret: i32) -> Option<ConnectFailure> {
+        // <errno.h>: ENOKEY 126, EKEYEXPIRED 127, EKEYREVOKED 128, EKEYREJECTED 129.
+        Some(match ret {
+            0 => return None,
+            r if r > 0 => ConnectFailure::Rejected,
+            -129..=-126 => ConnectFailure::Authentication,
+            _ => ConnectFailure::Other,
+        })
+    }
+
+    pub fn from_u8(v: u8) -> Option<ConnectFailure> {
+        ConnectFailure::ALL.get(v as usize).copied()
+    }
+
+    /// The `reason` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectFailure::Rejected => "rejected",
+            ConnectFailure::Authentication => "authentication",
+            ConnectFailure::Other => "other",
+        }
+    }
+}
+
+/// A failed connect's key: the subsystem it was for (from the controller's options, so it is
+/// known before the controller has identified itself, and stays after the kernel removes it),
+/// the queue kind (0 admin, 1 I/O) and the [`ConnectFailure`] reason.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnectFailureKey {
+    /// NUL-terminated; zeros after the terminator.
+    pub subsysnqn: [u8; NQN_BYTES],
+    pub io_queue: u8,
+    pub reason: u8,
+    pub _pad: [u8; 2],
+}
+
+/// A connect between entry and return.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingConnect {
+    /// `struct nvme_ctrl *`.
+    pub ctrl: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,11 +227,33 @@ mod tests {
     }
 
     #[test]
+    fn connect_failures_are_told_apart_by_the_return_value() {
+        assert_eq!(ConnectFailure::of_return(0), None);
+        // NVME_SC_CONNECT_INVALID_HOST with DNR, as nvmf_connect_admin_queue returns it.
+        assert_eq!(
+            ConnectFailure::of_return(0x4184),
+            Some(ConnectFailure::Rejected)
+        );
+        // "qid 0: authentication failed, error -129" (EKEYREJECTED), seen in the lab on 6.12.
+        assert_eq!(
+            ConnectFailure::of_return(-129),
+            Some(ConnectFailure::Authentication)
+        );
+        assert_eq!(
+            ConnectFailure::of_return(-126),
+            Some(ConnectFailure::Authentication)
+        );
+        assert_eq!(ConnectFailure::of_return(-110), Some(ConnectFailure::Other));
+        assert_eq!(ConnectFailure::of_return(-130), Some(ConnectFailure::Other));
+    }
+
+    #[test]
     fn sizes_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<TransitionKey>(), 8);
         assert_eq!(core::mem::size_of::<TransitionStats>(), 16);
         assert_eq!(core::mem::size_of::<Reconnects>(), 16);
         assert_eq!(core::mem::size_of::<PendingChange>(), 16);
-        assert_eq!(core::mem::size_of::<CtrlLayout>(), 20);
+        assert_eq!(core::mem::size_of::<CtrlLayout>(), 32);
+        assert_eq!(core::mem::size_of::<ConnectFailureKey>(), NQN_BYTES + 4);
     }
 }

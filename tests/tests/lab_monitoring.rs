@@ -73,6 +73,8 @@ fn expectations(kprobes: bool) -> Vec<(&'static str, Expect)> {
         ("NvmeofConnectionErrors", Unjudged),
         // The removed controller's refused Connects move to the removed controllers' counter.
         ("NvmeofConnectFailures", Unjudged),
+        // No subsystem in the scenario requires authentication.
+        ("NvmeofAuthenticationFailures", Quiet),
         // No loss on loopback; `for: 10m` anyway.
         ("NvmeofTcpRetransmissions", Quiet),
         // soft-RoCE under TCG may count a retry; not part of this scenario.

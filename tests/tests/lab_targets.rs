@@ -1,6 +1,7 @@
 //! Target implementations beside the lab's null_blk namespaces (issue 17): nvmet's file backend
 //! (a file in the guest's tmpfs) and its bdev backend on a loop device, each its own subsystem
-//! over the loop transport. The host side is the same driver whatever the target keeps its data
+//! over the loop transport; nvmet's passthrough of a real (QEMU's) controller; and a subsystem
+//! that requires in-band authentication. The host side is the same driver whatever the target keeps its data
 //! on; what is proven here is that every byte and every command still counts exactly, and that
 //! the latency histogram is the kernel's trace of the same writes, bucket by bucket.
 #![cfg(feature = "lab")]
@@ -353,5 +354,198 @@ fn a_passthrough_target_shows_the_real_controller_through_the_fabric() {
             "nvme disconnect -n {} >/dev/null",
             nqn("passthru")
         ));
+    });
+}
+
+/// The kernel's count of failed authentications of admin queues so far (its log says
+/// `failed to connect queue: 0 ret=-129` for each; -126 to -129 are the key errors).
+fn auth_failures_logged(s: &mut Shared, release: &str) -> usize {
+    s.lab
+        .sh_ok("dmesg | grep -cE 'failed to connect queue: 0 ret=-12[6-9]'; true")
+        .unwrap_or_else(|e| panic!("{release}: dmesg: {e:#}"))
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// In-band authentication (DH-HMAC-CHAP, nvmet and the host on 6.12 and later in Debian): a host
+/// that holds the right key connects and its controller says a host key is configured (and no
+/// controller key); wrong keys are refused, and every refusal counts as a failed connect of the
+/// subsystem's admin queue for `authentication`, as many as the kernel logged, though no
+/// controller is left to carry a series; a reconnect whose key the subsystem no longer accepts
+/// counts too; a key changed on both sides re-authenticates the live controller, which stays live
+/// with no failure counted.
+#[test]
+fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
+    on_each_lab(|s, release| {
+        let keys = s
+            .lab
+            .sh_ok("nvme gen-dhchap-key --nqn=$AUTH_HOST; nvme gen-dhchap-key --nqn=$AUTH_HOST")
+            .unwrap_or_else(|e| panic!("{release}: nvme gen-dhchap-key: {e:#}"));
+        let keys: Vec<&str> = keys.split_whitespace().collect();
+        let [good, wrong] = keys[..] else {
+            panic!("{release}: two keys wanted: {keys:?}")
+        };
+        let out = s
+            .lab
+            .sh(&format!("auth_setup {good}"))
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        if out.rc == 7 {
+            // Debian's 5.10 and 6.1 build neither side of in-band authentication.
+            assert!(
+                release.starts_with("5.10.") || release.starts_with("6.1."),
+                "{release}: no nvmet authentication: {}",
+                out.out
+            );
+            eprintln!("{release}: {}: authentication not tried", out.out.trim());
+            return;
+        }
+        assert_eq!(out.rc, 0, "{release}: auth_setup:\n{}", out.out);
+        s.restart_agent("");
+        let sub = nqn("auth");
+        let failures = |m: &Metrics, reason: &str| -> f64 {
+            m.select(
+                "nvmeof_connect_failures_total",
+                &[
+                    ("subsystem", sub.as_str()),
+                    ("queue", "admin"),
+                    ("reason", reason),
+                ],
+            )
+            .map(|x| x.value)
+            .sum()
+        };
+
+        // The right key: a live controller with a host key and no controller key.
+        let ctrl = s
+            .lab
+            .sh_ok(&format!(
+                "auth_connect {good} && wait_live 20 && ctrl_of auth && dmesg | grep -c 'qid 0: authenticated'"
+            ))
+            .unwrap_or_else(|e| panic!("{release}: connecting with the right key: {e:#}"));
+        let ctrl = ctrl.split_whitespace().next().unwrap().to_owned();
+        let m = s.scrape_now();
+        let key = |m: &Metrics, c: &str, k: &str| {
+            m.select(
+                "nvmeof_controller_dhchap_key_configured",
+                &[("controller", c), ("key", k)],
+            )
+            .map(|x| x.value)
+            .next()
+        };
+        assert_eq!(
+            key(&m, &ctrl, "host"),
+            Some(1.0),
+            "{release} {ctrl}: host key"
+        );
+        assert_eq!(key(&m, &ctrl, "controller"), Some(0.0), "{release} {ctrl}");
+        let plain = s
+            .controllers_on("tcp")
+            .into_iter()
+            .find(|c| *c != ctrl)
+            .unwrap();
+        assert_eq!(
+            key(&m, &plain, "host"),
+            Some(0.0),
+            "{release} {plain}: no key"
+        );
+        // Zeros for the subsystem of a present fabrics controller: 2 queue kinds × 3 reasons.
+        let zeros: Vec<f64> = m
+            .select(
+                "nvmeof_connect_failures_total",
+                &[("subsystem", sub.as_str())],
+            )
+            .map(|x| x.value)
+            .collect();
+        assert_eq!(zeros, [0.0; 6], "{release}: before any failure");
+
+        // Three connects with a wrong key: each refused, none leaves a controller.
+        s.lab
+            .sh_ok(&format!("nvme disconnect -n {sub} >/dev/null"))
+            .unwrap_or_else(|e| panic!("{release}: disconnect: {e:#}"));
+        let logged = auth_failures_logged(s, release);
+        let out = s
+            .lab
+            .sh_ok(&format!(
+                "n=0; for i in 1 2 3; do auth_connect {wrong} 2>/dev/null || n=$((n + 1)); done
+                 echo $n; ctrl_of auth || echo none"
+            ))
+            .unwrap_or_else(|e| panic!("{release}: wrong keys: {e:#}"));
+        assert_eq!(
+            out.split_whitespace().collect::<Vec<_>>(),
+            ["3", "none"],
+            "{release}"
+        );
+        let refused = auth_failures_logged(s, release) - logged;
+        assert_eq!(
+            refused, 3,
+            "{release}: the kernel logged {refused} refusals"
+        );
+        let m = s.scrape_now();
+        assert_eq!(failures(&m, "authentication"), 3.0, "{release}: wrong keys");
+        assert_eq!(
+            failures(&m, "rejected") + failures(&m, "other"),
+            0.0,
+            "{release}"
+        );
+
+        // A reconnect the subsystem no longer accepts: its key changed, then a reset.
+        let logged = auth_failures_logged(s, release);
+        let out = s
+            .lab
+            .sh_timeout(
+                &format!(
+                    "auth_connect {good} reconnect_delay=1,ctrl_loss_tmo=6 && wait_live 20 || exit 9
+                     c=$(ctrl_of auth); auth_key {wrong}
+                     echo 1 > /sys/class/nvme/$c/reset_controller
+                     i=0; while [ -e /sys/class/nvme/$c ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+                     ctrl_of auth || echo gone"
+                ),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| panic!("{release}: reconnect: {e:#}"));
+        assert!(
+            out.out.contains("gone"),
+            "{release}: reconnect:\n{}",
+            out.out
+        );
+        let refused = auth_failures_logged(s, release) - logged;
+        assert!(refused >= 1, "{release}: no refused reconnect logged");
+        let m = s.scrape_now();
+        assert_eq!(
+            failures(&m, "authentication"),
+            3.0 + refused as f64,
+            "{release}: after the refused reconnect ({refused} logged)"
+        );
+
+        // Re-authentication: the key changed on both sides of a live controller.
+        let out = s
+            .lab
+            .sh_timeout(
+                &format!(
+                    "auth_connect {wrong} && wait_live 20 || exit 9
+                     c=$(ctrl_of auth); n=$(dmesg | grep -c \"$c: qid 0: authenticated\")
+                     auth_key {good} && echo {good} > /sys/class/nvme/$c/dhchap_secret || exit 8
+                     i=0; until [ $(dmesg | grep -c \"$c: qid 0: authenticated\") -gt $n ] || [ $i -ge 100 ]; do
+                         sleep 0.1; i=$((i + 1)); done
+                     echo $c $(cat /sys/class/nvme/$c/state) $(($(dmesg | grep -c \"$c: qid 0: authenticated\") - n))"
+                ),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| panic!("{release}: re-authentication: {e:#}"));
+        let words: Vec<&str> = out.out.split_whitespace().collect();
+        assert!(
+            out.rc == 0 && words.len() == 3 && words[1] == "live" && words[2] != "0",
+            "{release}: re-authentication:\n{}",
+            out.out
+        );
+        let m = s.scrape_now();
+        assert_eq!(key(&m, words[0], "host"), Some(1.0), "{release}");
+        assert_eq!(
+            failures(&m, "authentication"),
+            3.0 + refused as f64,
+            "{release}: re-authentication counted as a failure"
+        );
+        let _ = s.lab.sh(&format!("nvme disconnect -n {sub} >/dev/null"));
     });
 }

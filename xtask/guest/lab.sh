@@ -67,6 +67,27 @@ passthru_pcie() {
     echo "$pc $(ctrl_of passthru)"
 }
 
+# In-band authentication (DH-HMAC-CHAP). AUTH_HOST may connect to subsystem `auth` (nullb0, TCP
+# port 1) only with the key nvmet holds for it.
+AUTH_HOSTID=5eed0000-0000-4000-8000-000000000001
+AUTH_HOST=nqn.2014-08.org.nvmexpress:uuid:$AUTH_HOSTID
+# auth_setup KEY: the subsystem, and AUTH_HOST's entry with KEY. rc 7: this kernel's nvmet has no
+# authentication (Debian builds it from 6.12 on).
+auth_setup() {
+    as="$CFG/subsystems/$(nqn auth)"
+    mkdir -p "$CFG/hosts/$AUTH_HOST" || return 1
+    [ -e "$CFG/hosts/$AUTH_HOST/dhchap_key" ] || { rmdir "$CFG/hosts/$AUTH_HOST"; echo "no nvmet authentication in this kernel"; return 7; }
+    auth_key "$1" && mkdir -p "$as/namespaces/1" && echo 0 > "$as/attr_allow_any_host" &&
+        echo /dev/nullb0 > "$as/namespaces/1/device_path" && echo 1 > "$as/namespaces/1/enable" &&
+        ln -s "$CFG/hosts/$AUTH_HOST" "$as/allowed_hosts/$AUTH_HOST" && expose 1 auth
+}
+# auth_key KEY: the key nvmet expects from AUTH_HOST from now on.
+auth_key() { echo "$1" > "$CFG/hosts/$AUTH_HOST/dhchap_key"; }
+# auth_connect KEY [OPTIONS]: AUTH_HOST connects to `auth` with KEY.
+auth_connect() {
+    connect "transport=tcp,traddr=127.0.0.1,trsvcid=4420,nqn=$(nqn auth),hostnqn=$AUTH_HOST,hostid=$AUTH_HOSTID,dhchap_secret=$1${2:+,$2}"
+}
+
 # port ID TRTYPE ADRFAM TRADDR [TRSVCID]
 port() {
     p="$CFG/ports/$1"

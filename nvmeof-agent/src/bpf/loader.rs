@@ -72,7 +72,7 @@ const HOOKS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
 
 /// Every program of the state object with the kernel function it probes, and whether the
 /// object is of use without it.
-pub const STATE_PROGRAMS: [(&str, &str, bool); 3] = [
+pub const STATE_PROGRAMS: [(&str, &str, bool); 7] = [
     (
         state::programs::CHANGE_CTRL_STATE,
         state::FN_CHANGE_CTRL_STATE,
@@ -87,6 +87,27 @@ pub const STATE_PROGRAMS: [(&str, &str, bool); 3] = [
     (
         state::programs::SHOULD_RECONNECT,
         state::FN_SHOULD_RECONNECT,
+        false,
+    ),
+    // In nvme_fabrics too: failed connects are then not counted.
+    (
+        state::programs::CONNECT_ADMIN,
+        state::FN_CONNECT_ADMIN_QUEUE,
+        false,
+    ),
+    (
+        state::programs::CONNECT_ADMIN_RET,
+        state::FN_CONNECT_ADMIN_QUEUE,
+        false,
+    ),
+    (
+        state::programs::CONNECT_IO,
+        state::FN_CONNECT_IO_QUEUE,
+        false,
+    ),
+    (
+        state::programs::CONNECT_IO_RET,
+        state::FN_CONNECT_IO_QUEUE,
         false,
     ),
 ];

@@ -34,6 +34,8 @@ families! {
         "Controller ID the target assigned (cntlid).");
     NUMA_NODE: gauge("nvmeof_controller_numa_node",
         "NUMA node of the controller; -1 for none.");
+    DHCHAP: gauge("nvmeof_controller_dhchap_key_configured",
+        "Whether a DH-HMAC-CHAP key is configured (1) or not (0): key=host (sysfs dhchap_secret), the host authenticates to the subsystem whenever the subsystem requires it; key=controller (dhchap_ctrl_secret), the controller authenticates to the host too. Only where the kernel has host authentication, on fabrics controllers.");
     QUEUE_CPUS: gauge("nvmeof_queue_cpus_info",
         "The CPUs whose I/O an I/O queue carries (blk-mq's mq/N/cpu_list, queue = N + 1), as the cpus label; always 1. Only with --metrics.per-queue or for the controllers a scrape names (controller=), beside the per-queue I/O series it explains.");
 }
@@ -141,6 +143,18 @@ fn emit(sink: &mut Sink, c: &Controller) {
     gauge(&FAST_IO_FAIL, c.fast_io_fail_tmo.map(|t| t.as_f64()));
     gauge(&CNTLID, c.cntlid.map(f64::from));
     gauge(&NUMA_NODE, c.numa_node.map(f64::from));
+    for (key, set) in [
+        ("host", c.dhchap_host_key),
+        ("controller", c.dhchap_ctrl_key),
+    ] {
+        if let Some(set) = set {
+            sink.gauge(
+                &DHCHAP,
+                &[ids[0], ids[1], ("key", key)],
+                f64::from(u8::from(set)),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +223,48 @@ mod tests {
         assert_eq!(state.metric.len(), 7);
         let ones: f64 = state.metric.iter().map(|m| m.value()).sum();
         assert_eq!(ones, 1.0);
+    }
+
+    /// DH-HMAC-CHAP keys as the kernel prints them (`none`, or the key in its `DHHC-1:` form):
+    /// configured or not, per key; no series where the attributes are absent (a kernel without
+    /// host authentication), and one that cannot be read (a directory in its place) is a skip.
+    #[test]
+    fn dhchap_keys_are_configured_or_not_and_absent_where_the_kernel_has_none() {
+        let t = Tree::new();
+        let a = t.tcp_controller(0, "nqn.test:a", "live");
+        std::fs::write(
+            a.join("dhchap_secret"),
+            "DHHC-1:00:FOhYHDeNvsyuvRBFYAEFC8e6RHe3+ZJIl9cYmlXc19ukwp+Z:\n",
+        )
+        .unwrap();
+        std::fs::write(a.join("dhchap_ctrl_secret"), "none\n").unwrap();
+        t.tcp_controller(1, "nqn.test:b", "live");
+        let c = t.tcp_controller(2, "nqn.test:c", "live");
+        std::fs::write(c.join("dhchap_secret"), "none\n").unwrap();
+        std::fs::create_dir(c.join("dhchap_ctrl_secret")).unwrap();
+        let sink = collect(&ControllerCollector::new(t.root().into()));
+        assert_eq!(sink.skipped_count(), 1);
+        let fams = sink.into_families();
+        let dhchap = fams.iter().find(|f| f.name() == DHCHAP.name).unwrap();
+        let mut got: Vec<(String, String, f64)> = dhchap
+            .metric
+            .iter()
+            .map(|m| {
+                let l = |k: &str| {
+                    let l = m.label.iter().find(|l| l.name() == k).unwrap();
+                    l.value().to_owned()
+                };
+                (l("controller"), l("key"), m.value())
+            })
+            .collect();
+        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let want = [
+            ("nvme0", "controller", 0.0),
+            ("nvme0", "host", 1.0),
+            ("nvme2", "host", 0.0),
+        ]
+        .map(|(c, k, v)| (c.to_owned(), k.to_owned(), v));
+        assert_eq!(got, want);
     }
 
     #[test]

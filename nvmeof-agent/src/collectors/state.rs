@@ -7,9 +7,10 @@
 //! lower bound, without reconnect attempts).
 use std::path::PathBuf;
 
-use crate::bpf::state::{StateSnapshot, StateSource};
+use crate::bpf::state::{ConnectFailures, StateSnapshot, StateSource};
 use crate::collector::{families, Collector, Scrape, Sink};
 use crate::sysfs::CtrlState;
+use nvmeof_common::state::ConnectFailure;
 
 families! {
     TRANSITIONS: counter("nvmeof_controller_state_transitions_total",
@@ -20,8 +21,10 @@ families! {
         "Wall-clock time of the controller's last state transition.");
     SINCE_LIVE: gauge("nvmeof_controller_since_live_seconds",
         "Time since the controller was last live: 0 while live, else since it left live.");
+    CONNECT_FAILURES: counter("nvmeof_connect_failures_total",
+        "Connects of a queue that failed, by the subsystem NQN the host asked for, queue (admin or io) and reason: rejected (the subsystem answered Connect with an error status), authentication (in-band DH-HMAC-CHAP failed), other (the transport failed under it). Kept after the kernel removes the controller; zeros for the subsystems of present fabrics controllers.");
     MAP_FULL: counter("nvmeof_exporter_state_map_full_total",
-        "State transitions (TRANSITIONS) or reconnect attempts (RECONNECTS) the kprobes could not count because that map was full (raise --ebpf.count-map-entries).");
+        "State transitions (TRANSITIONS), reconnect attempts (RECONNECTS) or failed connects (CONNECT_FAILURES) the kprobes could not count because that map was full (raise --ebpf.count-map-entries).");
     SOURCE: gauge("nvmeof_exporter_state_source",
         "How state transitions are caught: kprobe (exact) or sysfs_poll (a lower bound); always 1.");
 }
@@ -45,10 +48,14 @@ impl Collector for StateCollector {
             source,
             mut tracks,
             map_full,
+            connect_failures,
         } = self.source.snapshot()?;
         sink.gauge(&SOURCE, &[("source", source)], 1.0);
         for (map, n) in map_full {
             sink.counter(&MAP_FULL, &[("map", map)], n as f64);
+        }
+        if let Some(failures) = connect_failures {
+            emit_connect_failures(sink, &parsed.items, failures);
         }
         // Only controllers sysfs shows now: one that went away leaves /metrics with it.
         for c in &parsed.items {
@@ -77,6 +84,41 @@ impl Collector for StateCollector {
             }
         }
         Ok(())
+    }
+}
+
+/// The failed connects the kernel counted, and zeros for every (queue, reason) of the subsystems
+/// of the fabrics controllers present (those with a host NQN), so that the first failure is an
+/// increase an alert sees.
+fn emit_connect_failures(
+    sink: &mut Sink,
+    present: &[crate::sysfs::Controller],
+    failures: Vec<ConnectFailures>,
+) {
+    use std::collections::BTreeMap;
+    let mut all: BTreeMap<(String, &'static str, &'static str), u64> = BTreeMap::new();
+    let fabrics = present.iter().filter(|c| c.hostnqn.is_some());
+    for nqn in fabrics.filter_map(|c| c.subsysnqn.clone()) {
+        for queue in ["admin", "io"] {
+            for reason in ConnectFailure::ALL {
+                all.insert((nqn.clone(), queue, reason.as_str()), 0);
+            }
+        }
+    }
+    for f in failures {
+        *all.entry((f.subsystem, f.queue, f.reason.as_str()))
+            .or_default() += f.count;
+    }
+    for ((subsystem, queue, reason), n) in &all {
+        sink.counter(
+            &CONNECT_FAILURES,
+            &[
+                ("subsystem", subsystem.as_str()),
+                ("queue", queue),
+                ("reason", reason),
+            ],
+            *n as f64,
+        );
     }
 }
 

@@ -86,6 +86,35 @@ impl<'a> Attrs<'a> {
         self.parse(name, &text)
     }
 
+    /// Whether an attribute that holds a secret (`dhchap_secret`: the key itself, or `none`)
+    /// has one, reading no more than `none` and its newline: the key is never in the agent's
+    /// memory. Absent (a kernel or transport without it): `None`; unreadable (a kernel that
+    /// makes it 0600 and an agent without the right to read it): a skip.
+    pub(crate) fn secret_configured(&mut self, name: &str) -> Option<bool> {
+        use std::io::Read;
+        let mut head = [0u8; 5];
+        let read = std::fs::File::open(self.dir.join(name)).and_then(|mut f| {
+            let mut n = 0;
+            while n < head.len() {
+                match f.read(&mut head[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            Ok(n)
+        });
+        match read {
+            Ok(n) => Some(!matches!(&head[..n], b"none\n" | b"none" | b"")),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => {
+                self.skip(name, e);
+                None
+            }
+        }
+    }
+
     pub(crate) fn parse<T: FromStr>(&mut self, name: &str, text: &str) -> Option<T>
     where
         T::Err: Display,

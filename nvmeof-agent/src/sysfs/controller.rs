@@ -109,6 +109,13 @@ pub struct Controller {
     pub firmware_rev: Option<String>,
     pub subsysnqn: Option<String>,
     pub hostnqn: Option<String>,
+    /// Whether a DH-HMAC-CHAP host key is configured (`dhchap_secret` is not `none`): the host
+    /// authenticates to the subsystem when it requires it. `None` where the attribute is
+    /// absent (PCIe, kernels without `CONFIG_NVME_HOST_AUTH`).
+    pub dhchap_host_key: Option<bool>,
+    /// Whether a DH-HMAC-CHAP controller key is configured (`dhchap_ctrl_secret`): the
+    /// controller authenticates to the host too (bidirectional).
+    pub dhchap_ctrl_key: Option<bool>,
 }
 
 /// The `nvmeN` entries of `ROOT/class/nvme` in instance order: instance, name and directory.
@@ -292,6 +299,8 @@ fn controller(dir: &Path, name: &str, instance: u32, skipped: &mut Vec<Skip>) ->
         firmware_rev: a.text("firmware_rev"),
         subsysnqn: a.text("subsysnqn"),
         hostnqn: a.optional_text("hostnqn"),
+        dhchap_host_key: a.secret_configured("dhchap_secret"),
+        dhchap_ctrl_key: a.secret_configured("dhchap_ctrl_secret"),
     }
 }
 

@@ -40,7 +40,7 @@ pub mod infiniband;
 pub mod namespace;
 pub mod subsystem;
 
-pub(crate) use attr::read_trim;
+pub(crate) use attr::{clean_text, read_trim, MAX_LABEL_BYTES};
 pub use attr::{Parsed, Skip};
 pub use blockstat::BlockStat;
 pub use controller::{controllers, Address, Controller, CtrlState, Timeout};

@@ -114,6 +114,17 @@ pub fn rules() -> Vec<Rule> {
         ),
         r(
             "nvmeof-errors",
+            "NvmeofAuthenticationFailures",
+            // A failed `nvme connect` to a subsystem never connected before makes a new series
+            // at 1, which increase() cannot see: the second half catches it.
+            "sum by (job, instance, subsystem) (increase(nvmeof_connect_failures_total{%S,reason=\"authentication\"}[10m])) > 0\nor\nsum by (job, instance, subsystem) (nvmeof_connect_failures_total{%S,reason=\"authentication\"} unless nvmeof_connect_failures_total{%S,reason=\"authentication\"} offset 10m) > 0",
+            None,
+            "warning",
+            "Authentication to {{ $labels.subsystem }} failing on {{ $labels.instance }}",
+            "In-band authentication (DH-HMAC-CHAP) of a Connect to {{ $labels.subsystem }} failed in the last 10 minutes: the host's and the subsystem's keys do not match (a key rotated on one side only), or one side lacks a key the other requires. The kernel does not retry such a controller.",
+        ),
+        r(
+            "nvmeof-errors",
             "NvmeofConnectFailures",
             r#"increase(nvmeof_removed_controllers_connection_errors_total{%S,kind="connect_failure"}[10m]) > 0"#,
             None,

@@ -120,6 +120,15 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                     "The current state of every controller, one row each.",
                     vec![q(format!("nvmeof_subsystem_state{S}}} == 1"), "")])
                     .width(12),
+                panel("timeseries", "Failed connects", "ops",
+                    "Connects of a queue that failed per second, by subsystem and reason: rejected by the subsystem, authentication (DH-HMAC-CHAP keys that do not match), other (the transport under the Connect); kept when the kernel removes the controller.",
+                    vec![q(format!("sum by (KEEP, subsystem, reason) (rate(nvmeof_connect_failures_total{S}}}[$__rate_interval]))"), "{{instance}} {{subsystem}} {{reason}}")])
+                    .thresholds(&[(0.01, "orange")])
+                    .width(12),
+                panel("table", "DH-HMAC-CHAP keys", "short",
+                    "Per fabrics controller, whether a host key and a controller key are configured (1) or not (0); none where the kernel has no host authentication.",
+                    vec![q(format!("nvmeof_controller_dhchap_key_configured{S}}}"), "")])
+                    .width(12),
                 panel("table", "State transitions (range)", "short",
                     "State transitions per controller in the dashboard's time range, by old and new state.",
                     vec![q(format!("sum by (KEEP, subsystem, controller, from, to) (increase(nvmeof_controller_state_transitions_total{S}}}[$__range]))"), "")])

@@ -37,6 +37,18 @@ pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
         .find(|(_, n)| n == "new")
         .map(|(v, _)| *v)
         .context("enum nvme_ctrl_state has no NVME_CTRL_NEW")?;
+    // The subsystem NQN a fabrics controller was asked to connect to: the connect programs only
+    // need it, so a kernel whose BTF lacks it keeps the rest.
+    let opts = btf
+        .member_offset("nvme_ctrl", "opts", 8)
+        .and_then(|o| Ok((o, btf.member_offset("nvmf_ctrl_options", "subsysnqn", 8)?)));
+    let (opts, opts_subsysnqn, opts_valid) = match opts {
+        Ok((o, n)) => (o, n, 1),
+        Err(e) => {
+            log::info!("state: failed connects not counted: {e:#}");
+            (0, 0, 0)
+        }
+    };
     Ok(CtrlBtf {
         layout: CtrlLayout {
             state,
@@ -44,6 +56,9 @@ pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
             nr_reconnects,
             state_new,
             valid: 1,
+            opts,
+            opts_subsysnqn,
+            opts_valid,
         },
         states,
     })
@@ -97,6 +112,7 @@ mod tests {
         base.name("state");
         base.name("instance");
         base.int("int", 4); // 1
+        base.int("long", 8); // 2: stands for the pointers
         let mut m = BtfBuilder::split(&base);
         // "state" and "instance" resolve to the base's strings.
         m.strukt("nvme_ctrl_other", 64, &[("state", 1, 0, 0)]);
@@ -107,8 +123,10 @@ mod tests {
                 ("instance", 1, 8 * 8, 0),
                 ("state", 1, 40 * 8, 0),
                 ("nr_reconnects", 1, 1400 * 8, 0),
+                ("opts", 2, 1600 * 8, 0),
             ],
         );
+        m.strukt("nvmf_ctrl_options", 256, &[("subsysnqn", 2, 24 * 8, 0)]);
         m.enumeration(
             "nvme_ctrl_state",
             &[
@@ -125,7 +143,10 @@ mod tests {
                 instance: 8,
                 nr_reconnects: 1400,
                 state_new: 0,
-                valid: 1
+                valid: 1,
+                opts: 1600,
+                opts_subsysnqn: 24,
+                opts_valid: 1,
             }
         );
         assert_eq!(

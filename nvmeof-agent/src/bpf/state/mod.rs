@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aya::{maps::HashMap as BpfHashMap, Ebpf};
 use nvmeof_common::count_maps::CountMap;
-use nvmeof_common::state::maps;
+use nvmeof_common::state::{self, maps, ConnectFailure, ConnectFailureKey};
 use nvmeof_common::{Reconnects, TransitionKey, TransitionStats};
 
 use crate::bpf::count_maps::{self, FullLog};
@@ -46,6 +46,17 @@ pub struct Track {
     pub left_live_ago: Option<f64>,
 }
 
+/// Failed connects of one (subsystem, queue kind, reason).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ConnectFailures {
+    /// The subsystem NQN the controller was created for, cleaned as a label value.
+    pub subsystem: String,
+    /// `admin` or `io`.
+    pub queue: &'static str,
+    pub reason: ConnectFailure,
+    pub count: u64,
+}
+
 /// One reading of every controller the tracer has seen, by controller instance.
 #[derive(Debug, Default)]
 pub struct StateSnapshot {
@@ -54,6 +65,9 @@ pub struct StateSnapshot {
     pub tracks: BTreeMap<u32, Track>,
     /// Per counting map of the kprobes (empty while polling), the events it could not count.
     pub map_full: Vec<(&'static str, u64)>,
+    /// Failed connects, kept when the kernel removes the controller; `None` when they are not
+    /// counted (polling, or `nvme_fabrics` absent when the programs were attached).
+    pub connect_failures: Option<Vec<ConnectFailures>>,
 }
 
 enum Source {
@@ -63,6 +77,8 @@ enum Source {
         states: Vec<(u32, String)>,
         count_map_entries: u32,
         told_full: FullLog,
+        /// Whether the connect programs are attached.
+        connects: bool,
     },
     Poll {
         tracks: Arc<Mutex<PollState>>,
@@ -126,6 +142,7 @@ impl StateSource {
                 states,
                 count_map_entries,
                 told_full,
+                connects,
             } => {
                 let ebpf = ebpf.lock().unwrap_or_else(|p| p.into_inner());
                 let full = count_maps::read(&ebpf)?;
@@ -134,6 +151,10 @@ impl StateSource {
                     source: "kprobe",
                     tracks: read_kernel(&ebpf, states)?,
                     map_full: count_maps::of(&full, &CountMap::STATE),
+                    connect_failures: match connects {
+                        true => Some(read_connect_failures(&ebpf)?),
+                        false => None,
+                    },
                 }
             }
             Source::Poll { tracks, .. } => {
@@ -142,6 +163,7 @@ impl StateSource {
                     source: "sysfs_poll",
                     tracks: t.snapshot(),
                     map_full: vec![],
+                    connect_failures: None,
                 }
             }
         })
@@ -158,12 +180,43 @@ fn try_kprobes(sysfs: &Path, count_map_entries: u32) -> anyhow::Result<Source> {
         ctrl.layout.instance,
         ctrl.layout.nr_reconnects
     );
+    let connects = loaded
+        .attached
+        .contains(&state::programs::CONNECT_ADMIN_RET);
     Ok(Source::Kprobe {
         ebpf: Mutex::new(loaded.ebpf),
         states: ctrl.states,
         count_map_entries,
         told_full: FullLog::default(),
+        connects,
     })
+}
+
+/// Reads `CONNECT_FAILURES`, sorted.
+fn read_connect_failures(ebpf: &Ebpf) -> anyhow::Result<Vec<ConnectFailures>> {
+    use anyhow::Context as _;
+    let map = ebpf
+        .map(maps::CONNECT_FAILURES)
+        .context("map CONNECT_FAILURES missing")?;
+    let failures: BpfHashMap<_, ConnectFailureKey, u64> =
+        BpfHashMap::try_from(map).context("map CONNECT_FAILURES")?;
+    let mut out = Vec::new();
+    for item in failures.iter() {
+        let (k, count) = item.context("reading CONNECT_FAILURES")?;
+        let Some(reason) = ConnectFailure::from_u8(k.reason) else {
+            continue;
+        };
+        let nqn = k.subsysnqn.split(|b| *b == 0).next().unwrap_or_default();
+        let (subsystem, _) = crate::sysfs::clean_text(nqn, crate::sysfs::MAX_LABEL_BYTES);
+        out.push(ConnectFailures {
+            subsystem,
+            queue: if k.io_queue == 0 { "admin" } else { "io" },
+            reason,
+            count,
+        });
+    }
+    out.sort();
+    Ok(out)
 }
 
 fn monotonic_now_ns() -> u64 {
