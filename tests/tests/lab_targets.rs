@@ -380,11 +380,11 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
     on_each_lab(|s, release| {
         let keys = s
             .lab
-            .sh_ok("nvme gen-dhchap-key --nqn=$AUTH_HOST; nvme gen-dhchap-key --nqn=$AUTH_HOST")
+            .sh_ok("for i in 1 2 3 4; do nvme gen-dhchap-key --nqn=$AUTH_HOST; done")
             .unwrap_or_else(|e| panic!("{release}: nvme gen-dhchap-key: {e:#}"));
         let keys: Vec<&str> = keys.split_whitespace().collect();
-        let [good, wrong] = keys[..] else {
-            panic!("{release}: two keys wanted: {keys:?}")
+        let [good, wrong, ctrl_key, wrong_ctrl_key] = keys[..] else {
+            panic!("{release}: four keys wanted: {keys:?}")
         };
         let out = s
             .lab
@@ -546,6 +546,88 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
             3.0 + refused as f64,
             "{release}: re-authentication counted as a failure"
         );
+
+        // Bidirectional: the subsystem proves itself with a controller key the host holds; a
+        // host that holds another refuses the subsystem.
+        let out = s
+            .lab
+            .sh_timeout(
+                &format!(
+                    "nvme disconnect -n {sub} >/dev/null; auth_ctrl_key {ctrl_key} || exit 8
+                     auth_connect {good} dhchap_ctrl_secret={ctrl_key} && wait_live 20 || exit 9
+                     ctrl_of auth"
+                ),
+                Duration::from_secs(60),
+            )
+            .unwrap_or_else(|e| panic!("{release}: bidirectional: {e:#}"));
+        assert_eq!(out.rc, 0, "{release}: bidirectional:\n{}", out.out);
+        let both = out.out.trim().to_owned();
+        let m = s.scrape_now();
+        assert_eq!(key(&m, &both, "controller"), Some(1.0), "{release} {both}");
+        assert_eq!(key(&m, &both, "host"), Some(1.0), "{release} {both}");
+        let before = failures(&m, "authentication");
+        let logged = auth_failures_logged(s, release);
+        let out = s
+            .lab
+            .sh(&format!(
+                "nvme disconnect -n {sub} >/dev/null
+                 auth_connect {good} dhchap_ctrl_secret={wrong_ctrl_key} && exit 7
+                 dmesg | grep 'failed to connect queue: 0' | tail -1"
+            ))
+            .unwrap_or_else(|e| {
+                panic!("{release}: a controller key the host does not share: {e:#}")
+            });
+        assert_eq!(
+            out.rc, 0,
+            "{release}: the host accepted a controller it cannot verify"
+        );
+        eprintln!(
+            "{release}: the host refused the controller: {}",
+            out.out.trim()
+        );
+        let refused = auth_failures_logged(s, release) - logged;
+        assert_eq!(refused, 1, "{release}: {}", out.out);
+        let m = s.scrape_now();
+        assert_eq!(failures(&m, "authentication"), before + 1.0, "{release}");
         let _ = s.lab.sh(&format!("nvme disconnect -n {sub} >/dev/null"));
+    });
+}
+
+/// TLS on NVMe/TCP: no lab controller runs it (the handshake daemon, `tlshd`, is not packaged for
+/// the guest's Debian 12 userland: docs/support.md), so every TCP controller says 0 where the
+/// kernel could do TLS (nvme_tcp has its `tls_handshake_timeout` parameter: 6.12 and sid) and
+/// nothing where it could not (5.10, 6.1), and no other transport says anything.
+#[test]
+fn tls_is_off_on_tcp_controllers_where_the_kernel_can_do_it_and_unsaid_elsewhere() {
+    on_each_lab(|s, release| {
+        let capable = s
+            .lab
+            .sh("[ -e /sys/module/nvme_tcp/parameters/tls_handshake_timeout ]")
+            .unwrap_or_else(|e| panic!("{release}: {e:#}"))
+            .rc
+            == 0;
+        assert_eq!(
+            capable,
+            !(release.starts_with("5.10.") || release.starts_with("6.1.")),
+            "{release}: nvme_tcp's TLS parameter"
+        );
+        let m = s.scrape_now();
+        let tcp = s.controllers_on("tcp");
+        assert!(!tcp.is_empty(), "{release}: no TCP controller");
+        for (name, transport, ..) in s.controllers() {
+            let got: Vec<f64> = m
+                .select(
+                    "nvmeof_controller_tls_enabled",
+                    &[("controller", name.as_str())],
+                )
+                .map(|x| x.value)
+                .collect();
+            let want: &[f64] = if transport == "tcp" && capable {
+                &[0.0]
+            } else {
+                &[]
+            };
+            assert_eq!(got, want, "{release} {name} ({transport})");
+        }
     });
 }

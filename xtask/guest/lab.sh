@@ -83,6 +83,8 @@ auth_setup() {
 }
 # auth_key KEY: the key nvmet expects from AUTH_HOST from now on.
 auth_key() { echo "$1" > "$CFG/hosts/$AUTH_HOST/dhchap_key"; }
+# auth_ctrl_key KEY: the key nvmet proves itself with to AUTH_HOST (bidirectional).
+auth_ctrl_key() { echo "$1" > "$CFG/hosts/$AUTH_HOST/dhchap_ctrl_key"; }
 # auth_connect KEY [OPTIONS]: AUTH_HOST connects to `auth` with KEY.
 auth_connect() {
     connect "transport=tcp,traddr=127.0.0.1,trsvcid=4420,nqn=$(nqn auth),hostnqn=$AUTH_HOST,hostid=$AUTH_HOSTID,dhchap_secret=$1${2:+,$2}"

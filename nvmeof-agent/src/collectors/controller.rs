@@ -34,6 +34,8 @@ families! {
         "Controller ID the target assigned (cntlid).");
     NUMA_NODE: gauge("nvmeof_controller_numa_node",
         "NUMA node of the controller; -1 for none.");
+    TLS: gauge("nvmeof_controller_tls_enabled",
+        "Whether the NVMe/TCP controller was asked for TLS (1: sysfs tls_key exists) or not (0: a TCP controller of a kernel that can do TLS, whose nvme_tcp has tls_handshake_timeout); absent where the kernel cannot.");
     DHCHAP: gauge("nvmeof_controller_dhchap_key_configured",
         "Whether a DH-HMAC-CHAP key is configured (1) or not (0): key=host (sysfs dhchap_secret), the host authenticates to the subsystem whenever the subsystem requires it; key=controller (dhchap_ctrl_secret), the controller authenticates to the host too. Only where the kernel has host authentication, on fabrics controllers.");
     QUEUE_CPUS: gauge("nvmeof_queue_cpus_info",
@@ -143,6 +145,7 @@ fn emit(sink: &mut Sink, c: &Controller) {
     gauge(&FAST_IO_FAIL, c.fast_io_fail_tmo.map(|t| t.as_f64()));
     gauge(&CNTLID, c.cntlid.map(f64::from));
     gauge(&NUMA_NODE, c.numa_node.map(f64::from));
+    gauge(&TLS, c.tls.map(|on| f64::from(u8::from(on))));
     for (key, set) in [
         ("host", c.dhchap_host_key),
         ("controller", c.dhchap_ctrl_key),
@@ -265,6 +268,43 @@ mod tests {
         ]
         .map(|(c, k, v)| (c.to_owned(), k.to_owned(), v));
         assert_eq!(got, want);
+    }
+
+    /// TLS as the kernel shows it (6.7+): `tls_key` on a TCP controller asked for TLS (empty
+    /// until a handshake made a PSK), nothing on the others; 0 for those only where nvme_tcp can
+    /// do TLS (its `tls_handshake_timeout` parameter), nothing at all where it cannot.
+    #[test]
+    fn tls_is_on_where_the_kernel_shows_a_key_and_off_only_where_it_could_be_on() {
+        let series = |t: &Tree| -> Vec<(String, f64)> {
+            let sink = collect(&ControllerCollector::new(t.root().into()));
+            let mut v: Vec<(String, f64)> = sink
+                .into_families()
+                .into_iter()
+                .filter(|f| f.name() == TLS.name)
+                .flat_map(|f| f.metric)
+                .map(|m| {
+                    let c = m.label.iter().find(|l| l.name() == "controller").unwrap();
+                    (c.value().to_owned(), m.value())
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let t = Tree::new();
+        let a = t.tcp_controller(0, "nqn.test:a", "live");
+        std::fs::write(a.join("tls_key"), "2ad1b3c4\n").unwrap();
+        t.tcp_controller(1, "nqn.test:b", "live");
+        let c = t.tcp_controller(2, "nqn.test:c", "connecting");
+        std::fs::write(c.join("tls_key"), "").unwrap();
+        let d = t.tcp_controller(3, "nqn.test:d", "live");
+        std::fs::write(d.join("transport"), "rdma\n").unwrap();
+        // No nvme_tcp parameter: only the controllers that show a key say anything.
+        assert_eq!(series(&t), [("nvme0".into(), 1.0), ("nvme2".into(), 1.0)]);
+        let params = t.root().join("module/nvme_tcp/parameters");
+        std::fs::create_dir_all(&params).unwrap();
+        std::fs::write(params.join("tls_handshake_timeout"), "10\n").unwrap();
+        let want = [("nvme0", 1.0), ("nvme1", 0.0), ("nvme2", 1.0)].map(|(c, v)| (c.into(), v));
+        assert_eq!(series(&t), want);
     }
 
     #[test]

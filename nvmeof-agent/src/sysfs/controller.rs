@@ -116,6 +116,10 @@ pub struct Controller {
     /// Whether a DH-HMAC-CHAP controller key is configured (`dhchap_ctrl_secret`): the
     /// controller authenticates to the host too (bidirectional).
     pub dhchap_ctrl_key: Option<bool>,
+    /// Whether the controller was asked for TLS (NVMe/TCP, 6.7+): the kernel shows `tls_key`
+    /// only then. `Some(false)` for a TCP controller of a kernel that can do TLS (nvme_tcp has
+    /// its `tls_handshake_timeout` parameter) without it; `None` where it cannot be known.
+    pub tls: Option<bool>,
 }
 
 /// The `nvmeN` entries of `ROOT/class/nvme` in instance order: instance, name and directory.
@@ -135,6 +139,9 @@ fn listed(root: &Path) -> anyhow::Result<Vec<(u32, String, std::path::PathBuf)>>
 /// scrape share one read: `crate::collector::Scrape::controllers`).
 pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
     let mut out = Parsed::default();
+    let tls_capable = root
+        .join("module/nvme_tcp/parameters/tls_handshake_timeout")
+        .exists();
     for (instance, name, dir) in listed(root)? {
         // A controller deleted since the listing (its class link dangles) is dropped, and a
         // link that loops with one skip: emitted, either would be a series of empty labels.
@@ -143,7 +150,7 @@ pub fn controllers(root: &Path) -> anyhow::Result<Parsed<Controller>> {
             continue;
         }
         let mut skipped = Vec::new();
-        let c = controller(&dir, &name, instance, &mut skipped);
+        let c = controller(&dir, &name, instance, tls_capable, &mut skipped);
         // Gone while its attributes were read: what was read is no controller either, and its
         // attributes that failed are no skips.
         if let Err(gone) = still_there(&dir) {
@@ -263,7 +270,13 @@ pub fn ctrl_instance(name: &str) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn controller(dir: &Path, name: &str, instance: u32, skipped: &mut Vec<Skip>) -> Controller {
+fn controller(
+    dir: &Path,
+    name: &str,
+    instance: u32,
+    tls_capable: bool,
+    skipped: &mut Vec<Skip>,
+) -> Controller {
     let mut a = Attrs::new(dir, skipped);
     let state = a.text("state").map(|s| CtrlState::parse(&s));
     if let Some(CtrlState::Unknown(s)) = &state {
@@ -278,11 +291,13 @@ fn controller(dir: &Path, name: &str, instance: u32, skipped: &mut Vec<Skip>) ->
         }
         addr
     });
+    // A TCP controller asked for TLS shows `tls_key` (the session's PSK serial, empty until a
+    // handshake made one); others do not.
+    let tls_key = a.optional_text("tls_key").is_some();
     Controller {
         name: name.to_owned(),
         instance,
         state,
-        transport,
         address,
         cntlid: a.number("cntlid"),
         cntrltype: a.optional_text("cntrltype"),
@@ -301,6 +316,12 @@ fn controller(dir: &Path, name: &str, instance: u32, skipped: &mut Vec<Skip>) ->
         hostnqn: a.optional_text("hostnqn"),
         dhchap_host_key: a.secret_configured("dhchap_secret"),
         dhchap_ctrl_key: a.secret_configured("dhchap_ctrl_secret"),
+        tls: match (tls_key, transport.as_deref()) {
+            (true, _) => Some(true),
+            (false, Some("tcp")) if tls_capable => Some(false),
+            _ => None,
+        },
+        transport,
     }
 }
 
