@@ -165,6 +165,24 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
     });
 }
 
+/// Debian's 5.10 and 6.1: their nvmet has neither passthrough nor in-band authentication, and
+/// their nvme_tcp no TLS (`CONFIG_NVME_TARGET_PASSTHRU`, `CONFIG_NVME_TARGET_AUTH`,
+/// `CONFIG_NVME_TCP_TLS` unset); 6.12 and sid build all three.
+fn before_6_12(release: &str) -> bool {
+    release.starts_with("5.10.") || release.starts_with("6.1.")
+}
+
+/// Whether a guest helper said (rc 7) that this kernel lacks `what`: allowed on the kernels
+/// built without it only, so that a kernel that has it cannot skip the test.
+fn lacks(release: &str, out: &xtask::lab::GuestOutput, what: &str) -> bool {
+    if out.rc != 7 {
+        return false;
+    }
+    assert!(before_6_12(release), "{release}: no {what}: {}", out.out);
+    eprintln!("{release}: {}: {what} not tried", out.out.trim());
+    true
+}
+
 /// The trimmed string fields of `nvme id-ctrl -o json`.
 fn id_ctrl(s: &mut Shared, release: &str, ctrl: &str) -> [String; 3] {
     let out = s
@@ -191,15 +209,7 @@ fn a_passthrough_target_shows_the_real_controller_through_the_fabric() {
             .lab
             .sh_timeout("passthru_pcie", Duration::from_secs(60))
             .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-        if out.rc == 7 {
-            // Debian's 5.10 and 6.1 build nvmet without CONFIG_NVME_TARGET_PASSTHRU; any other
-            // kernel of the lab must run this test.
-            assert!(
-                release.starts_with("5.10.") || release.starts_with("6.1."),
-                "{release}: no nvmet passthru: {}",
-                out.out
-            );
-            eprintln!("{release}: {}: passthrough not tried", out.out.trim());
+        if lacks(release, &out, "passthrough") {
             return;
         }
         assert_eq!(out.rc, 0, "{release}: passthru_pcie:\n{}", out.out);
@@ -390,14 +400,7 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
             .lab
             .sh(&format!("auth_setup {good}"))
             .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-        if out.rc == 7 {
-            // Debian's 5.10 and 6.1 build neither side of in-band authentication.
-            assert!(
-                release.starts_with("5.10.") || release.starts_with("6.1."),
-                "{release}: no nvmet authentication: {}",
-                out.out
-            );
-            eprintln!("{release}: {}: authentication not tried", out.out.trim());
+        if lacks(release, &out, "authentication") {
             return;
         }
         assert_eq!(out.rc, 0, "{release}: auth_setup:\n{}", out.out);
@@ -606,11 +609,7 @@ fn tls_is_off_on_tcp_controllers_where_the_kernel_can_do_it_and_unsaid_elsewhere
             .unwrap_or_else(|e| panic!("{release}: {e:#}"))
             .rc
             == 0;
-        assert_eq!(
-            capable,
-            !(release.starts_with("5.10.") || release.starts_with("6.1.")),
-            "{release}: nvme_tcp's TLS parameter"
-        );
+        assert_eq!(capable, !before_6_12(release), "{release}: nvme_tcp's TLS");
         let m = s.scrape_now();
         let tcp = s.controllers_on("tcp");
         assert!(!tcp.is_empty(), "{release}: no TCP controller");
