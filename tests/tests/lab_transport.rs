@@ -389,6 +389,56 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
     });
 }
 
+/// An ANA change under I/O (issue 17's asymmetric paths): two readers spread over both TCP
+/// paths (round-robin), then the target makes port 1's group inaccessible for a second, four
+/// times. Commands the host sends on that path before its ANA log says so complete with an ANA
+/// status (a path error, then retried on the other path): counted by kind exactly as tracefs
+/// shows them. The window is the host's reaction to the change notice (one command fell in it of
+/// one flip, seen on 6.1), so the scenario flips four times and runs again, twice at most, when
+/// none fell in. Only error completions are traced (no controller is watched whole): tracing
+/// every command of the readers filled tracefs with hundreds of thousands of events, and the
+/// guest once stalled under them on a busy host ("soft lockup").
+#[test]
+fn an_ana_change_under_io_counts_its_path_errors_as_tracefs_does() {
+    on_each_lab(|s, release| {
+        let port1 = sh(s, "ctrl_of tcp 4420");
+        let mut attempt = 0;
+        let (traced, on_port1) = loop {
+            attempt += 1;
+            let (_, traced) = errors_match_tracefs(
+                s,
+                "tcp_iopolicy round-robin
+                 d=$(dev_of tcp); g=$CFG/ports/1/ana_groups/1/ana_state; pids=
+                 for i in 1 2; do
+                     dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
+                     pids=\"$pids $!\"
+                 done
+                 sleep 1
+                 for flip in 1 2 3 4; do
+                     echo inaccessible > $g; sleep 1
+                     echo optimized > $g; sleep 1
+                 done
+                 kill $pids 2>/dev/null; wait
+                 tcp_iopolicy numa
+                 wait_live 30",
+                &[],
+            );
+            let on = traced
+                .get(&(port1.clone(), "path_error"))
+                .copied()
+                .unwrap_or(0);
+            if on > 0 || attempt == 2 {
+                break (traced, on);
+            }
+            eprintln!("{release}: no command hit the inaccessible path {port1}; once more");
+        };
+        assert!(
+            on_port1 > 0,
+            "{release}: no ANA path error on {port1} in {attempt} runs: {traced:?}"
+        );
+    });
+}
+
 #[test]
 fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does() {
     on_each_lab(|s, release| {
