@@ -189,7 +189,23 @@ pub fn accel() -> &'static str {
 
 impl Lab {
     /// Prepares the kernel (cached), builds the initramfs and boots the VM up to its command loop.
+    /// A guest kernel that panics before its command loop is ready is booted once more: sid's
+    /// kernel once died so under TCG two seconds into its boot (an oops in early init, before
+    /// any module or test ran), and what the tests check starts after the boot.
     pub fn boot(opts: &LabOptions) -> Result<Lab> {
+        match Lab::boot_once(opts) {
+            Err(e) if format!("{e:#}").contains("Kernel panic") => {
+                say(format!(
+                    "lab: the guest kernel panicked while booting; booting once more ({})",
+                    format!("{e:#}").lines().next().unwrap_or_default()
+                ));
+                Lab::boot_once(opts)
+            }
+            r => r,
+        }
+    }
+
+    fn boot_once(opts: &LabOptions) -> Result<Lab> {
         let kernel = kernel::prepare(opts.series)?;
         let work = unique_workdir()?;
         let initrd = work.join("initrd.gz");
