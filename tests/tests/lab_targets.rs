@@ -183,6 +183,13 @@ fn lacks(release: &str, out: &xtask::lab::GuestOutput, what: &str) -> bool {
     true
 }
 
+/// Runs a guest script of these scenarios, which may take a minute; `what` names it in a failure.
+fn guest(s: &mut Shared, release: &str, what: &str, script: &str) -> xtask::lab::GuestOutput {
+    s.lab
+        .sh_timeout(script, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{release}: {what}: {e:#}"))
+}
+
 /// The trimmed string fields of `nvme id-ctrl -o json`.
 fn id_ctrl(s: &mut Shared, release: &str, ctrl: &str) -> [String; 3] {
     let out = s
@@ -205,10 +212,7 @@ fn id_ctrl(s: &mut Shared, release: &str, ctrl: &str) -> [String; 3] {
 fn a_passthrough_target_shows_the_real_controller_through_the_fabric() {
     const READS: usize = 64;
     on_each_lab(|s, release| {
-        let out = s
-            .lab
-            .sh_timeout("passthru_pcie", Duration::from_secs(60))
-            .unwrap_or_else(|e| panic!("{release}: {e:#}"));
+        let out = guest(s, release, "passthru_pcie", "passthru_pcie");
         if lacks(release, &out, "passthrough") {
             return;
         }
@@ -494,9 +498,7 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
 
         // A reconnect the subsystem no longer accepts: its key changed, then a reset.
         let logged = auth_failures_logged(s, release);
-        let out = s
-            .lab
-            .sh_timeout(
+        let out = guest(s, release, "reconnect",
                 &format!(
                     "auth_connect {good} reconnect_delay=1,ctrl_loss_tmo=6 && wait_live 20 || exit 9
                      c=$(ctrl_of auth); auth_key {wrong}
@@ -504,9 +506,7 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
                      i=0; while [ -e /sys/class/nvme/$c ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
                      ctrl_of auth || echo gone"
                 ),
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| panic!("{release}: reconnect: {e:#}"));
+            );
         assert!(
             out.out.contains("gone"),
             "{release}: reconnect:\n{}",
@@ -522,9 +522,7 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
         );
 
         // Re-authentication: the key changed on both sides of a live controller.
-        let out = s
-            .lab
-            .sh_timeout(
+        let out = guest(s, release, "re-authentication",
                 &format!(
                     "auth_connect {wrong} && wait_live 20 || exit 9
                      c=$(ctrl_of auth); n=$(dmesg | grep -c \"$c: qid 0: authenticated\")
@@ -533,9 +531,7 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
                          sleep 0.1; i=$((i + 1)); done
                      echo $c $(cat /sys/class/nvme/$c/state) $(($(dmesg | grep -c \"$c: qid 0: authenticated\") - n))"
                 ),
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| panic!("{release}: re-authentication: {e:#}"));
+            );
         let words: Vec<&str> = out.out.split_whitespace().collect();
         assert!(
             out.rc == 0 && words.len() == 3 && words[1] == "live" && words[2] != "0",
@@ -552,17 +548,16 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
 
         // Bidirectional: the subsystem proves itself with a controller key the host holds; a
         // host that holds another refuses the subsystem.
-        let out = s
-            .lab
-            .sh_timeout(
-                &format!(
-                    "nvme disconnect -n {sub} >/dev/null; auth_ctrl_key {ctrl_key} || exit 8
+        let out = guest(
+            s,
+            release,
+            "bidirectional",
+            &format!(
+                "nvme disconnect -n {sub} >/dev/null; auth_ctrl_key {ctrl_key} || exit 8
                      auth_connect {good} dhchap_ctrl_secret={ctrl_key} && wait_live 20 || exit 9
                      ctrl_of auth"
-                ),
-                Duration::from_secs(60),
-            )
-            .unwrap_or_else(|e| panic!("{release}: bidirectional: {e:#}"));
+            ),
+        );
         assert_eq!(out.rc, 0, "{release}: bidirectional:\n{}", out.out);
         let both = out.out.trim().to_owned();
         let m = s.scrape_now();

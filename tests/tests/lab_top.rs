@@ -124,6 +124,15 @@ const MQ_MAP: &str = "for p in /sys/class/nvme/nvme*/nvme*c*n*; do
          for m in $p/mq/*; do c=${p%/*}; echo \"@@MQ ${c##*/} ${p##*/} ${m##*/} $(cat $m/cpu_list)\"; done
      done";
 
+/// `top --once` over [`ONCE_INTERVAL_S`] in the background (its pid in `$p`), screen and log in
+/// /tmp.
+fn top_once() -> String {
+    format!(
+        "/usr/bin/nvmeof-exporter top --once --interval {ONCE_INTERVAL_S}s > /tmp/top-once.txt \
+         2> /tmp/top-once.err & p=$!"
+    )
+}
+
 #[test]
 fn top_once_counts_the_reads_of_dd_on_the_queue_of_its_cpu() {
     let _one = one_at_a_time();
@@ -134,8 +143,9 @@ fn top_once_counts_the_reads_of_dd_on_the_queue_of_its_cpu() {
         // dd's count, not a rate's estimate.
         let start = format!(
             "echo \"@@START $(u)\"
-             /usr/bin/nvmeof-exporter top --once --interval {ONCE_INTERVAL_S}s > /tmp/top-once.txt 2> /tmp/top-once.err & p=$!
-             sleep 1"
+             {top}
+             sleep 1",
+            top = top_once()
         );
         once_counts_the_reads(s, release, &start, "agent 127.0.0.1:9856");
     });
@@ -150,14 +160,15 @@ fn top_once_without_an_agent_loads_the_programs_itself_and_counts_the_same() {
         // so, which it does after its first scrape.
         let start = format!(
             "agent_stop || exit 8
-             /usr/bin/nvmeof-exporter top --once --interval {ONCE_INTERVAL_S}s > /tmp/top-once.txt 2> /tmp/top-once.err & p=$!
+             {top}
              i=0
              until grep -q 'loaded in this process' /tmp/top-once.err; do
                  i=$((i + 1))
                  if [ $i -gt 300 ] || ! kill -0 $p 2>/dev/null; then cat /tmp/top-once.err; exit 7; fi
                  sleep 0.2
              done
-             echo \"@@START $(u)\""
+             echo \"@@START $(u)\"",
+            top = top_once()
         );
         let source = "in-process (no agent at 127.0.0.1:9856)";
         // A panic inside still leaves the next test its agent.
