@@ -415,7 +415,7 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
                 "nvmeof_connect_failures_total",
                 &[
                     ("subsystem", sub.as_str()),
-                    ("queue", "admin"),
+                    ("queue_type", "admin"),
                     ("reason", reason),
                 ],
             )

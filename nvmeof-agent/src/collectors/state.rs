@@ -22,7 +22,7 @@ families! {
     SINCE_LIVE: gauge("nvmeof_controller_since_live_seconds",
         "Time since the controller was last live: 0 while live, else since it left live.");
     CONNECT_FAILURES: counter("nvmeof_connect_failures_total",
-        "Connects of a queue that failed, by the subsystem NQN the host asked for, queue (admin or io) and reason: rejected (the subsystem answered Connect with an error status), authentication (in-band DH-HMAC-CHAP failed), other (the transport failed under it). Kept after the kernel removes the controller; zeros for the subsystems of present fabrics controllers.");
+        "Connects of a queue that failed, by the subsystem NQN the host asked for, queue_type (admin or io) and reason: rejected (the subsystem answered Connect with an error status), authentication (in-band DH-HMAC-CHAP failed), other (the transport failed under it). Kept after the kernel removes the controller; zeros for the subsystems of present fabrics controllers.");
     MAP_FULL: counter("nvmeof_exporter_state_map_full_total",
         "State transitions (TRANSITIONS), reconnect attempts (RECONNECTS) or failed connects (CONNECT_FAILURES) the kprobes could not count because that map was full (raise --ebpf.count-map-entries).");
     SOURCE: gauge("nvmeof_exporter_state_source",
@@ -114,7 +114,7 @@ fn emit_connect_failures(
             &CONNECT_FAILURES,
             &[
                 ("subsystem", subsystem.as_str()),
-                ("queue", queue),
+                ("queue_type", queue),
                 ("reason", reason),
             ],
             *n as f64,
