@@ -87,7 +87,7 @@ impl Collector for StateCollector {
     }
 }
 
-/// The failed connects the kernel counted, and zeros for every (queue, reason) of the subsystems
+/// The failed connects the kernel counted, and zeros for every (queue_type, reason) of the subsystems
 /// of the fabrics controllers present (those with a host NQN), so that the first failure is an
 /// increase an alert sees.
 fn emit_connect_failures(
@@ -99,22 +99,22 @@ fn emit_connect_failures(
     let mut all: BTreeMap<(String, &'static str, &'static str), u64> = BTreeMap::new();
     let fabrics = present.iter().filter(|c| c.hostnqn.is_some());
     for nqn in fabrics.filter_map(|c| c.subsysnqn.clone()) {
-        for queue in ["admin", "io"] {
+        for queue_type in ["admin", "io"] {
             for reason in ConnectFailure::ALL {
-                all.insert((nqn.clone(), queue, reason.as_str()), 0);
+                all.insert((nqn.clone(), queue_type, reason.as_str()), 0);
             }
         }
     }
     for f in failures {
-        *all.entry((f.subsystem, f.queue, f.reason.as_str()))
+        *all.entry((f.subsystem, f.queue_type, f.reason.as_str()))
             .or_default() += f.count;
     }
-    for ((subsystem, queue, reason), n) in &all {
+    for ((subsystem, queue_type, reason), n) in &all {
         sink.counter(
             &CONNECT_FAILURES,
             &[
                 ("subsystem", subsystem.as_str()),
-                ("queue_type", queue),
+                ("queue_type", queue_type),
                 ("reason", reason),
             ],
             *n as f64,

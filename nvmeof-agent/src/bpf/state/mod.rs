@@ -52,7 +52,7 @@ pub struct ConnectFailures {
     /// The subsystem NQN the controller was created for, cleaned as a label value.
     pub subsystem: String,
     /// `admin` or `io`.
-    pub queue: &'static str,
+    pub queue_type: &'static str,
     pub reason: ConnectFailure,
     pub count: u64,
 }
@@ -210,7 +210,7 @@ fn read_connect_failures(ebpf: &Ebpf) -> anyhow::Result<Vec<ConnectFailures>> {
         let (subsystem, _) = crate::sysfs::clean_text(nqn, crate::sysfs::MAX_LABEL_BYTES);
         out.push(ConnectFailures {
             subsystem,
-            queue: if k.io_queue == 0 { "admin" } else { "io" },
+            queue_type: if k.io_queue == 0 { "admin" } else { "io" },
             reason,
             count,
         });
