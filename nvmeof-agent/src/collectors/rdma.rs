@@ -25,14 +25,27 @@ families! {
         "Driver counters of the RDMA port carrying the controller (sysfs ports/N/hw_counters/NAME: packets, retries, retry-exceeded, out-of-sequence, duplicate requests, send errors, ...).");
 }
 
-/// How long the ports' GID tables and netdevs are reused. Reading them is a file per GID slot
-/// (hundreds per port), too slow for every scrape; they change only with the configuration, and
-/// a controller whose address matches no cached port forces a fresh read.
-const PORTS_MAX_AGE: Duration = Duration::from_secs(30);
+/// How long the ports' GID tables and netdevs are reused while the host's addresses stay the
+/// same. Reading them is a file per GID slot (1024 on a soft-RoCE port): under TCG a read took
+/// about 120 ms, the whole of a warm scrape again, and with a 30 s limit a fleet's 15 s cadence
+/// paid it every other scrape. A RoCE GID is made from an address of the port's netdev (and an
+/// InfiniBand one from the port itself), so while the address dump is unchanged the table is
+/// too; a controller whose address matches no cached port forces a fresh read, and this bounds
+/// what the dump cannot see.
+const PORTS_MAX_AGE: Duration = Duration::from_secs(300);
+/// The same when the address dump failed: time alone says when to read again.
+const PORTS_MAX_AGE_BLIND: Duration = Duration::from_secs(30);
+
+/// The ports as last read, with the addresses they were read under.
+struct PortCache {
+    read_at: Instant,
+    addrs: Option<Vec<IfAddr>>,
+    ports: Vec<IbPort>,
+}
 
 pub struct RdmaCollector {
     sysfs: PathBuf,
-    ports: Mutex<Option<(Instant, Vec<IbPort>)>>,
+    ports: Mutex<Option<PortCache>>,
 }
 
 impl RdmaCollector {
@@ -43,19 +56,28 @@ impl RdmaCollector {
         }
     }
 
-    /// The ports, from the cache when it is young enough (counters always re-read).
-    fn ports(&self, fresh: bool) -> Vec<IbPort> {
+    /// The ports, from the cache while the host's addresses (`None`: unknown) are those it was
+    /// read under and it is young enough; counters are always re-read.
+    fn ports(&self, fresh: bool, addrs: Option<&[IfAddr]>) -> Vec<IbPort> {
         let mut cache = self.ports.lock().unwrap_or_else(|e| e.into_inner());
+        let reusable = |c: &PortCache| match (addrs, c.addrs.as_deref()) {
+            (Some(now), Some(then)) => now == then && c.read_at.elapsed() < PORTS_MAX_AGE,
+            _ => c.read_at.elapsed() < PORTS_MAX_AGE_BLIND,
+        };
         match cache.as_mut() {
-            Some((at, ports)) if !fresh && at.elapsed() < PORTS_MAX_AGE => {
-                for p in ports.iter_mut() {
+            Some(c) if !fresh && reusable(c) => {
+                for p in c.ports.iter_mut() {
                     refresh_counters(&self.sysfs, p);
                 }
-                ports.clone()
+                c.ports.clone()
             }
             _ => {
                 let ports = ib_ports(&self.sysfs);
-                *cache = Some((Instant::now(), ports.clone()));
+                *cache = Some(PortCache {
+                    read_at: Instant::now(),
+                    addrs: addrs.map(<[IfAddr]>::to_vec),
+                    ports: ports.clone(),
+                });
                 ports
             }
         }
@@ -113,26 +135,26 @@ impl Collector for RdmaCollector {
         if rdma.is_empty() {
             return Ok(());
         }
-        let mut ports = self.ports(false);
+        // One dump a scrape: it tells whether the cached GID tables still hold, and which
+        // netdev carries a controller no GID matches. A failed dump leaves the GID matches
+        // standing.
+        let addrs = addr::addresses().ok();
+        let mut ports = self.ports(false, addrs.as_deref());
         if rdma
             .iter()
             .any(|c| port_of(c, &ports, &[], |_| None).is_none())
         {
             // A controller with no GID match: perhaps a port configured since the cache was filled.
-            ports = self.ports(true);
+            ports = self.ports(true, addrs.as_deref());
         }
-        // Only needed when no GID matches; an error there leaves the GID matches standing.
-        let mut addrs: Option<Vec<IfAddr>> = None;
+        let addrs = addrs.unwrap_or_default();
         // A port's odd values count once, however many controllers it carries.
         let mut counted: Vec<(&str, u32)> = Vec::new();
         for c in &rdma {
             let gid_hit = port_of(c, &ports, &[], |_| None);
             let port = match gid_hit {
                 Some(p) => Some(p),
-                None => {
-                    let a = addrs.get_or_insert_with(|| addr::addresses().unwrap_or_default());
-                    port_of(c, &ports, a, |i| netdev_name(&self.sysfs, i))
-                }
+                None => port_of(c, &ports, &addrs, |i| netdev_name(&self.sysfs, i)),
             };
             let Some(p) = port else {
                 sink.skipped(1);
@@ -222,6 +244,56 @@ mod tests {
         // The address dump names another interface than sysfs does for that index.
         let other = |i| (i == 4).then(|| "eth1".to_owned());
         assert!(port_of(&rdma_ctrl("10.0.0.9"), &ports, &addrs, other).is_none());
+    }
+
+    /// A port whose GID table holds `gid` in slot 0, in a tree of its own.
+    fn gid_tree(gid: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let port = dir.path().join("class/infiniband/rxe0/ports/1");
+        std::fs::create_dir_all(port.join("gids")).unwrap();
+        std::fs::create_dir_all(port.join("gid_attrs/ndevs")).unwrap();
+        std::fs::write(port.join("gids/0"), format!("{gid}\n")).unwrap();
+        std::fs::write(port.join("gid_attrs/ndevs/0"), "veth0\n").unwrap();
+        dir
+    }
+
+    fn address(a: &str) -> IfAddr {
+        IfAddr {
+            ifindex: 4,
+            label: "veth0".into(),
+            addr: a.parse().unwrap(),
+            prefix_len: 24,
+        }
+    }
+
+    /// The GID table is read again when the host's addresses change (a RoCE GID follows them),
+    /// not while they stay the same; without an address dump, time alone decides.
+    #[test]
+    fn gid_tables_are_kept_while_the_addresses_stay() {
+        let tree = gid_tree("0000:0000:0000:0000:0000:ffff:c000:0201");
+        let c = RdmaCollector::new(tree.path().to_path_buf());
+        let before = [address("192.0.2.1")];
+        let gids = |ports: Vec<IbPort>| ports[0].gid_addrs.clone();
+        let old: Vec<IpAddr> = vec!["192.0.2.1".parse().unwrap()];
+        assert_eq!(gids(c.ports(false, Some(&before))), old);
+        // The kernel moves the port to another address; the dump shows it.
+        let gid = tree.path().join("class/infiniband/rxe0/ports/1/gids/0");
+        std::fs::write(&gid, "0000:0000:0000:0000:0000:ffff:c000:0202\n").unwrap();
+        assert_eq!(
+            gids(c.ports(false, Some(&before))),
+            old,
+            "same addresses: cached"
+        );
+        let after = [address("192.0.2.2")];
+        let new: Vec<IpAddr> = vec!["192.0.2.2".parse().unwrap()];
+        assert_eq!(gids(c.ports(false, Some(&after))), new, "addresses changed");
+        std::fs::write(&gid, "0000:0000:0000:0000:0000:ffff:c000:0203\n").unwrap();
+        assert_eq!(gids(c.ports(false, None)), new, "no dump, young cache");
+        assert_ne!(
+            gids(c.ports(true, Some(&after))),
+            new,
+            "asked for a fresh read"
+        );
     }
 
     /// The captured 6.1 lab tree: nvme2 (rdma to 192.0.2.1) is carried by rxe0 port 1. The

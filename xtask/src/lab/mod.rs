@@ -187,6 +187,19 @@ pub fn accel() -> &'static str {
     }
 }
 
+/// The guest kernel's command line. `NVMEOF_LAB_KERNEL_ARGS` adds to it (an experiment's
+/// `clocksource=tsc tsc=reliable`, for one); the lab's tests run without.
+fn kernel_cmdline() -> String {
+    // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can time
+    // out and panic the boot ("IO-APIC + timer doesn't work"), seen on 6.1.
+    let mut line = "console=ttyS0 quiet panic=-1 nvme_core.multipath=Y no_timer_check".to_owned();
+    if let Ok(more) = std::env::var("NVMEOF_LAB_KERNEL_ARGS") {
+        line.push(' ');
+        line.push_str(more.trim());
+    }
+    line
+}
+
 impl Lab {
     /// Prepares the kernel (cached), builds the initramfs and boots the VM up to its command loop.
     /// A guest kernel that panics before its command loop is ready is booted once more: sid's
@@ -272,12 +285,7 @@ impl Lab {
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
-        // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can time
-        // out and panic the boot ("IO-APIC + timer doesn't work"), seen on 6.1.
-        .args([
-            "-append",
-            "console=ttyS0 quiet panic=-1 nvme_core.multipath=Y no_timer_check",
-        ])
+        .args(["-append", &kernel_cmdline()])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
