@@ -11,7 +11,9 @@
 //!   included;
 //! - resident memory steady after both, and the high-water mark over `CONCURRENT` scrapes at once.
 //!
-//! CPU is utime + stime from `/proc/PID/stat`, memory `VmRSS` / `VmHWM` from `/proc/PID/status`.
+//! CPU is each exporter's cgroup's `usage_usec` (`cpu.stat`: the scheduler's exact run time,
+//! threads that have ended included; utime + stime from `/proc/PID/stat` are 10 ms ticks, too
+//! coarse for a scrape of tens of ms), memory `VmRSS` / `VmHWM` from `/proc/PID/status`.
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -47,29 +49,31 @@ d=$(dev_of tcp) && dd if=$d of=/dev/null bs=4k count=2000 iflag=direct 2>/dev/nu
 sleep 5
 a=$(cat /tmp/agent.pid); p=$(cat /tmp/peer.pid)
 ua=http://127.0.0.1:$AGENT_PORT/metrics; up=http://127.0.0.1:{PEER_PORT}/metrics
-ticks() {{ awk '{{print $14 + $15}}' /proc/$1/stat; }}
+# Each exporter in a cgroup of its own, for its exact CPU time.
+grep -q ' /sys/fs/cgroup cgroup2 ' /proc/mounts || mount -t cgroup2 none /sys/fs/cgroup || exit 6
+for x in $a $p; do mkdir -p /sys/fs/cgroup/w$x && echo $x > /sys/fs/cgroup/w$x/cgroup.procs || exit 6; done
+cpu_us() {{ awk '$1 == "usage_usec" {{print $2}}' /sys/fs/cgroup/w$1/cpu.stat; }}
 kib() {{ awk -v f="$2:" '$1 == f {{print $2}}' /proc/$1/status; }}
 burst() {{ n=0; while [ $n -lt {ROUND} ]; do curl -sf $1 > /dev/null; n=$((n+1)); done; }}
 # Back to back, in alternating rounds: whatever else loads the VM loads both alike.
 ba=0; bp=0; r=0
 while [ $r -lt {ROUNDS} ]; do
-    t=$(ticks $a); burst $ua; ba=$((ba + $(ticks $a) - t))
-    t=$(ticks $p); burst $up; bp=$((bp + $(ticks $p) - t))
+    t=$(cpu_us $a); burst $ua; ba=$((ba + $(cpu_us $a) - t))
+    t=$(cpu_us $p); burst $up; bp=$((bp + $(cpu_us $p) - t))
     r=$((r+1))
 done
 # At a fleet's cadence, both in the same window: the whole process, background work included.
-ca=$(ticks $a); cp=$(ticks $p); n=0
+ca=$(cpu_us $a); cp=$(cpu_us $p); n=0
 while [ $n -lt {CADENCE_SCRAPES} ]; do curl -sf $ua > /dev/null; curl -sf $up > /dev/null; sleep {CADENCE}; n=$((n+1)); done
-ca=$(( $(ticks $a) - ca )); cp=$(( $(ticks $p) - cp ))
+ca=$(( $(cpu_us $a) - ca )); cp=$(( $(cpu_us $p) - cp ))
 sa=$(kib $a VmRSS); sp=$(kib $p VmRSS)
 # `wait` on the scrapes' pids only: a bare one would wait for node_exporter too.
 together() {{ pids=; n=0; while [ $n -lt {CONCURRENT} ]; do curl -sf $1 > /dev/null & pids="$pids $!"; n=$((n+1)); done; wait $pids; }}
 together $ua
 together $up
 sleep 1
-hz=$(getconf CLK_TCK 2>/dev/null || echo 100)
-echo "@@ agent series=$(curl -sf $ua | grep -vc '^#') bytes=$(curl -sf $ua | wc -c) burst_ticks=$ba cadence_ticks=$ca hz=$hz steady_kib=$sa hwm_kib=$(kib $a VmHWM) after_kib=$(kib $a VmRSS)"
-echo "@@ peer series=$(curl -sf $up | grep -vc '^#') bytes=$(curl -sf $up | wc -c) burst_ticks=$bp cadence_ticks=$cp hz=$hz steady_kib=$sp hwm_kib=$(kib $p VmHWM) after_kib=$(kib $p VmRSS)"
+echo "@@ agent series=$(curl -sf $ua | grep -vc '^#') bytes=$(curl -sf $ua | wc -c) burst_us=$ba cadence_us=$ca steady_kib=$sa hwm_kib=$(kib $a VmHWM) after_kib=$(kib $a VmRSS)"
+echo "@@ peer series=$(curl -sf $up | grep -vc '^#') bytes=$(curl -sf $up | wc -c) burst_us=$bp cadence_us=$cp steady_kib=$sp hwm_kib=$(kib $p VmHWM) after_kib=$(kib $p VmRSS)"
 "#
     );
     let out = lab
@@ -123,9 +127,8 @@ echo "@@ peer series=$(curl -sf $up | grep -vc '^#') bytes=$(curl -sf $up | wc -
 struct Row {
     series: u64,
     bytes: u64,
-    burst_ticks: u64,
-    cadence_ticks: u64,
-    hz: u64,
+    burst_us: u64,
+    cadence_us: u64,
     steady_kib: u64,
     hwm_kib: u64,
     after_kib: u64,
@@ -143,24 +146,19 @@ impl Row {
         Ok(Row {
             series: field("series")?,
             bytes: field("bytes")?,
-            burst_ticks: field("burst_ticks")?,
-            cadence_ticks: field("cadence_ticks")?,
-            hz: field("hz")?.max(1),
+            burst_us: field("burst_us")?,
+            cadence_us: field("cadence_us")?,
             steady_kib: field("steady_kib")?,
             hwm_kib: field("hwm_kib")?,
             after_kib: field("after_kib")?,
         })
     }
 
-    fn ms(&self, ticks: u64) -> f64 {
-        ticks as f64 * 1000.0 / self.hz as f64
-    }
-
     fn burst_ms_per_scrape(&self) -> f64 {
-        self.ms(self.burst_ticks) / f64::from(BURST)
+        self.burst_us as f64 / 1000.0 / f64::from(BURST)
     }
 
     fn cadence_ms_per_scrape(&self) -> f64 {
-        self.ms(self.cadence_ticks) / f64::from(CADENCE_SCRAPES)
+        self.cadence_us as f64 / 1000.0 / f64::from(CADENCE_SCRAPES)
     }
 }

@@ -8,8 +8,9 @@ use std::time::UNIX_EPOCH;
 use crate::collector::{families, Collector, Scrape, Sink};
 use crate::nvme::smart_log::kelvin_to_celsius;
 use crate::nvme::CriticalWarning;
-use crate::smart::poller::CtrlView;
+use crate::smart::poller::{CtrlView, Discovered};
 use crate::smart::SmartSource;
+use crate::sysfs::Spelled as _;
 
 /// Renders what the SMART source (`crate::smart`) last polled.
 pub struct SmartCollector {
@@ -76,8 +77,24 @@ families! {
 }
 
 impl Collector for SmartCollector {
-    fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        for (name, view) in self.source.snapshot() {
+    fn collect(&self, scrape: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
+        // The controllers this scrape reads for every kernel collector: no read of its own, and
+        // the poller's scheduler has nothing to read while scrapes come.
+        let found: Vec<Discovered> = scrape
+            .controllers(self.source.sysfs_root())?
+            .items
+            .into_iter()
+            .map(|c| Discovered {
+                state: c
+                    .state
+                    .as_ref()
+                    .map(|s| s.as_str().to_owned())
+                    .unwrap_or_default(),
+                subsysnqn: c.subsysnqn.unwrap_or_default(),
+                name: c.name,
+            })
+            .collect();
+        for (name, view) in self.source.observe(&found) {
             emit(sink, &name, &view);
         }
         Ok(())

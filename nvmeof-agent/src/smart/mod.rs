@@ -9,12 +9,12 @@
 //! but a stale mark.
 pub mod poller;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::worker::Worker;
-use poller::{AdminBackend, CtrlView, DevBackend, Poller};
+use poller::{AdminBackend, CtrlView, DevBackend, Discovered, Poller};
 
 pub struct SmartOptions {
     /// Where sysfs is mounted (`/sys`); controllers are found under `class/nvme`.
@@ -90,5 +90,16 @@ impl SmartSource {
     /// ([`Poller::snapshot`]): never waits on a device.
     pub fn snapshot(&self) -> Vec<(String, CtrlView)> {
         self.poller.snapshot()
+    }
+
+    /// The cache for the controllers a scrape read (`found`), which also serve as the
+    /// scheduler's pass ([`Poller::observe`]): never waits on a device.
+    pub fn observe(&self, found: &[Discovered]) -> Vec<(String, CtrlView)> {
+        self.poller.observe(found)
+    }
+
+    /// The sysfs root the poller reads.
+    pub fn sysfs_root(&self) -> &Path {
+        self.poller.sysfs_root()
     }
 }

@@ -141,6 +141,8 @@ struct State {
 
 pub struct Poller {
     sysfs_root: PathBuf,
+    /// When a scrape last handed the poller its controllers ([`Poller::observe`]).
+    fed_at: Mutex<Option<Instant>>,
     interval: Duration,
     timeout: Duration,
     backend: Arc<dyn AdminBackend>,
@@ -151,6 +153,11 @@ pub struct Poller {
 /// Commands per poll (Identify, then SMART): a poll is overdue once it has run longer than
 /// that many command timeouts.
 const COMMANDS_PER_POLL: u32 = 2;
+
+/// How long after a scrape's [`Poller::observe`] the scheduler leaves the passes to scrapes:
+/// longer than a fleet's usual scrape interval (15 to 30 s), so that at a steady cadence the
+/// scheduler reads nothing, and short enough that polls stay due on time without scrapes.
+const FED_BY_SCRAPES: Duration = Duration::from_secs(30);
 
 /// The kernel's default admin command timeout (`nvme_core.admin_timeout`).
 const KERNEL_ADMIN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -164,12 +171,17 @@ impl Poller {
     ) -> Arc<Self> {
         Arc::new(Self {
             sysfs_root,
+            fed_at: Mutex::new(None),
             interval,
             timeout,
             backend,
             state: Mutex::new(State::default()),
             permission_logged: AtomicBool::new(false),
         })
+    }
+
+    pub fn sysfs_root(&self) -> &Path {
+        &self.sysfs_root
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -193,21 +205,39 @@ impl Poller {
         now.duration_since(f.started) > self.budget()
     }
 
-    /// One pass: rescan sysfs, drop vanished controllers, start the polls that are due.
+    /// The scheduler's pass: rescan sysfs, drop vanished controllers, start the polls that are
+    /// due; skipped while scrapes feed the poller ([`Poller::observe`]), which read the
+    /// controllers anyway. Under TCG the rescan every 5 s was most of an idle agent's CPU.
     pub fn tick(self: &Arc<Self>) {
+        let fed = *self.fed_at.lock().unwrap_or_else(|e| e.into_inner());
+        if fed.is_some_and(|at| at.elapsed() < FED_BY_SCRAPES) {
+            return;
+        }
         self.tick_at(Instant::now());
+    }
+
+    /// A scrape's pass over the controllers it read (`found`, as [`discover`] would return
+    /// them): the scheduler's work, then the cache for those controllers. Polls due start here
+    /// (on their own threads) as they would at the scheduler's next pass.
+    pub fn observe(self: &Arc<Self>, found: &[Discovered]) -> Vec<(String, CtrlView)> {
+        *self.fed_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.tick_found(Instant::now(), found);
+        self.snapshot_of(found)
     }
 
     /// `now` decides which polls are due (tests move it forward to skip an interval); how long a
     /// poll has been running is always measured on the real clock.
     pub(crate) fn tick_at(self: &Arc<Self>, now: Instant) {
+        self.tick_found(now, &discover(&self.sysfs_root));
+    }
+
+    fn tick_found(self: &Arc<Self>, now: Instant, found: &[Discovered]) {
         let real_now = Instant::now();
-        let found = discover(&self.sysfs_root);
         let mut to_start = Vec::new();
         {
             let mut st = self.lock();
-            retain_present(&mut st.ctrls, &found);
-            for d in &found {
+            retain_present(&mut st.ctrls, found);
+            for d in found {
                 if !st.ctrls.contains_key(&d.name) {
                     st.next_generation += 1;
                     let generation = st.next_generation;
@@ -360,10 +390,14 @@ impl Poller {
     /// dropped here rather than at the next pass, seconds later: its series must not outlive it
     /// by a scrape. Costs a directory listing and two small reads per controller.
     pub fn snapshot(&self) -> Vec<(String, CtrlView)> {
-        let found = discover(&self.sysfs_root);
+        self.snapshot_of(&discover(&self.sysfs_root))
+    }
+
+    /// The cache for the controllers in `found`.
+    fn snapshot_of(&self, found: &[Discovered]) -> Vec<(String, CtrlView)> {
         let now = Instant::now();
         let mut st = self.lock();
-        retain_present(&mut st.ctrls, &found);
+        retain_present(&mut st.ctrls, found);
         st.ctrls
             .iter()
             .map(|(name, c)| {

@@ -596,11 +596,16 @@ fn a_deleted_controller_leaves_no_series_at_the_next_scrape() {
 
     // Dropped from the cache, not hidden: the same name back (a new controller to the same
     // subsystem) shows nothing of the old one until it has been polled itself.
+    // Its first poll fails, so that a page under its name could only be the old one's.
+    backend.set("nvme2", Script::Status(0x4002));
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    assert!(!render(&c).contains(r#"controller="nvme2""#));
-    poller.tick();
+    assert!(!render(&c).contains(r#"nvmeof_smart_media_errors_total{controller="nvme2""#));
+    // The scrape that saw it started its poll.
     wait_idle(&poller);
     assert_eq!(backend.calls("nvme2"), 2);
+    backend.set("nvme2", pages());
+    poller.tick_at(Instant::now() + INTERVAL);
+    wait_idle(&poller);
     assert_eq!(polled(&render(&c)), names);
 }
 
@@ -616,17 +621,31 @@ fn a_name_taken_by_another_subsystem_shows_nothing_of_its_predecessor() {
 
     // nvme1 deleted and its instance number reused by a controller of another subsystem before
     // the next pass: its predecessor's pages must not appear under the new subsystem's label.
+    // The newcomer's own first poll fails, so that any page under its name would be the
+    // predecessor's.
+    backend.set("nvme1", Script::Status(0x4002));
     std::fs::write(
         dir.path().join("class/nvme/nvme1/subsysnqn"),
         "nqn.2014-08.org.example:other\n",
     )
     .unwrap();
     let text = render(&c);
-    assert!(!text.contains(r#"controller="nvme1""#), "{text}");
-    // Within the interval, yet the newcomer is polled at once.
-    poller.tick_at(now);
+    assert!(
+        !text.contains(r#"subsystem="nqn.2014-08.org.example:nvme1""#),
+        "{text}"
+    );
+    assert!(
+        !text.contains(r#"nvmeof_smart_media_errors_total{controller="nvme1""#),
+        "{text}"
+    );
+    // Within the interval, yet the newcomer is polled at once: by the scrape that saw it.
     wait_idle(&poller);
     assert_eq!(backend.calls("nvme1"), 2);
+    assert!(!render(&c).contains(r#"nvmeof_smart_media_errors_total{controller="nvme1""#));
+    backend.set("nvme1", pages());
+    poller.tick_at(Instant::now() + INTERVAL);
+    wait_idle(&poller);
+    assert_eq!(backend.calls("nvme1"), 3);
     let text = render(&c);
     assert_eq!(
         value(
@@ -636,4 +655,29 @@ fn a_name_taken_by_another_subsystem_shows_nothing_of_its_predecessor() {
         Some(0.0)
     );
     assert!(!text.contains(r#"controller="nvme1",subsystem="nqn.2014-08.org.example:nvme1""#));
+}
+
+/// A scrape's controllers serve as the scheduler's pass: while scrapes come, the scheduler
+/// reads nothing (a controller that appears is left to the next scrape), and the scrape starts
+/// the polls that are due. A poller no scrape has fed rescans on its own (the tests above).
+#[test]
+fn scrapes_feed_the_scheduler_which_then_reads_nothing() {
+    let (dir, backend, poller) = with_ctrls(vec![("nvme0", "live", pages())]);
+    let c = over(poller.clone());
+    render(&c);
+    wait_idle(&poller);
+    assert_eq!(backend.calls("nvme0"), 1, "the scrape started the due poll");
+    add_ctrl(dir.path(), "nvme1", "live");
+    backend.set("nvme1", pages());
+    poller.tick();
+    wait_idle(&poller);
+    assert_eq!(
+        backend.calls("nvme1"),
+        0,
+        "the scheduler rescanned while fed"
+    );
+    render(&c);
+    wait_idle(&poller);
+    assert_eq!(backend.calls("nvme1"), 1);
+    assert_eq!(polled(&render(&c)), ["nvme0", "nvme1"]);
 }
