@@ -564,24 +564,10 @@ pub struct LoadedAen {
 /// bytes the kernel charges for it), by map name, largest first. Maps whose fdinfo cannot be
 /// read are left out.
 pub fn map_memory(ebpf: &Ebpf) -> Vec<(String, u64)> {
-    use aya::maps::Map;
-    use std::os::fd::{AsFd, AsRawFd};
     let mut out: Vec<(String, u64)> = ebpf
         .maps()
         .filter_map(|(name, map)| {
-            let data = match map {
-                Map::Array(d)
-                | Map::HashMap(d)
-                | Map::LruHashMap(d)
-                | Map::PerCpuArray(d)
-                | Map::PerCpuHashMap(d)
-                | Map::PerCpuLruHashMap(d)
-                | Map::RingBuf(d)
-                | Map::PerfEventArray(d)
-                | Map::Unsupported(d) => d,
-                _ => return None,
-            };
-            let fd = data.fd().as_fd().as_raw_fd();
+            let fd = map_fd(map)?;
             let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
             let bytes = info
                 .lines()
@@ -594,6 +580,25 @@ pub fn map_memory(ebpf: &Ebpf) -> Vec<(String, u64)> {
         .collect();
     out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     out
+}
+
+/// The file descriptor of a map of the kinds our objects hold; `None` for the others.
+pub fn map_fd(map: &aya::maps::Map) -> Option<std::os::fd::RawFd> {
+    use aya::maps::Map;
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let data = match map {
+        Map::Array(d)
+        | Map::HashMap(d)
+        | Map::LruHashMap(d)
+        | Map::PerCpuArray(d)
+        | Map::PerCpuHashMap(d)
+        | Map::PerCpuLruHashMap(d)
+        | Map::RingBuf(d)
+        | Map::PerfEventArray(d)
+        | Map::Unsupported(d) => d,
+        _ => return None,
+    };
+    Some(data.fd().as_fd().as_raw_fd())
 }
 
 /// The state object, loaded, with the programs that attached.

@@ -14,10 +14,9 @@
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 
 use anyhow::{bail, Context as _};
-use aya::maps::Map;
 use aya::Ebpf;
 use aya_obj::generated::{
     bpf_attach_type, bpf_attr, bpf_btf_info, bpf_cmd, bpf_insn, bpf_prog_info, bpf_prog_type,
@@ -113,16 +112,9 @@ impl Instructions {
         let mut obj = aya_obj::Object::parse(object).context("reading the eBPF object")?;
         let mut fds: HashMap<&str, RawFd> = HashMap::new();
         for (name, map) in ebpf.maps() {
-            let data = match map {
-                Map::Array(d)
-                | Map::HashMap(d)
-                | Map::LruHashMap(d)
-                | Map::PerCpuArray(d)
-                | Map::PerCpuHashMap(d)
-                | Map::RingBuf(d) => d,
-                _ => bail!("map {name}: a kind this loader does not relocate"),
-            };
-            fds.insert(name, data.fd().as_fd().as_raw_fd());
+            let fd = super::loader::map_fd(map)
+                .with_context(|| format!("map {name}: a kind this loader does not relocate"))?;
+            fds.insert(name, fd);
         }
         // Owned copies of the map descriptions: relocate_maps borrows obj mutably.
         let maps: Vec<(String, RawFd, aya_obj::Map)> = obj
