@@ -30,12 +30,18 @@ pub fn build_example(name: &str) -> Result<PathBuf> {
     Ok(release.join("examples").join(name))
 }
 
-/// `cpus`: the VM's vCPUs (`cargo xtask bench --smp N`); the lab's default is 2.
-pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
+/// `cpus`: the VM's vCPUs (`cargo xtask bench --smp N`); the lab's default is 2. `clocksource`:
+/// the guest's (`--clocksource`): `tsc` is trusted as hardware nodes trust it (TCG gives no
+/// invariant-TSC flag, so the guest would fall back to the HPET).
+pub fn run(series: Series, cpus: u32, clocksource: &str, agent: PathBuf) -> Result<()> {
     let bench = build_example("ebpf_bench")?;
     let mut opts = LabOptions::new(series);
     opts.agent = Some(agent);
     opts.cpus = cpus;
+    opts.kernel_args.push(format!("clocksource={clocksource}"));
+    if clocksource == "tsc" {
+        opts.kernel_args.push("tsc=reliable".to_owned());
+    }
     opts.extra_files
         .push((bench, PathBuf::from("/usr/bin/ebpf_bench")));
     // The peer, with its libraries (LLVM and clang: about 200 MB), in this boot only; the
@@ -44,11 +50,13 @@ pub fn run(series: Series, cpus: u32, agent: PathBuf) -> Result<()> {
     opts.memory_mb = opts.memory_mb.max(2048);
     let mut lab = Lab::boot(&opts)?;
     let topo = lab.sh("topology; controllers")?;
+    let clock = lab.sh("cat /sys/devices/system/clocksource/clocksource0/current_clocksource")?;
     println!(
-        "lab: {} (QEMU {}, {cpus} vCPU{})\n{}",
+        "lab: {} (QEMU {}, {cpus} vCPU{}, clock source {})\n{}",
         lab.kernel.release,
         lab::accel(),
         if cpus == 1 { "" } else { "s" },
+        clock.out.trim(),
         topo.out
     );
     // bpftrace compiles its script each round: tens of seconds under TCG.

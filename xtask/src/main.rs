@@ -78,6 +78,11 @@ enum Cmd {
         /// vCPUs that run in parallel, and a single vCPU has none: 1 against 2 shows that price.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
         smp: u32,
+        /// The guest's clock source. `tsc`, what hardware nodes run: under TCG a read is a
+        /// host clock read. `hpet`, what the guest picks by itself under TCG: every read an
+        /// emulated MMIO access of several microseconds, which then weighs on every variant.
+        #[arg(long, default_value = "tsc", value_parser = ["tsc", "hpet"])]
+        clocksource: String,
     },
     /// One scrape's cost beside node_exporter's nvme collector (from Debian's archive), on the
     /// lab's captured 6.1 sysfs tree, natively on this host: BENCHMARKS.md's scrape table.
@@ -200,10 +205,14 @@ fn main() -> Result<()> {
             let pages = bench::build_example("nvme_pages")?;
             capture::capture_smart(kernel, &agent, &pages)
         }
-        Cmd::Bench { kernel, smp } => {
+        Cmd::Bench {
+            kernel,
+            smp,
+            clocksource,
+        } => {
             bootstrap::run()?;
             let agent = build_agent()?;
-            bench::run(kernel, smp, agent)
+            bench::run(kernel, smp, &clocksource, agent)
         }
         Cmd::BenchScrape { rounds, per_round } => {
             bootstrap::run()?;

@@ -56,6 +56,8 @@ pub struct LabOptions {
     /// QEMU's own NVMe controller on the PCI bus, beside the fabrics ones: a second
     /// implementation with a real SMART log (temperature, the critical warning it is told).
     pub pcie_nvme: Option<PcieNvme>,
+    /// More words for the guest kernel's command line (the benchmark's clock source).
+    pub kernel_args: Vec<String>,
 }
 
 /// An emulated NVMe PCIe controller (`-device nvme`) backed by a small raw image in the lab's
@@ -116,6 +118,7 @@ impl LabOptions {
             extra_files: Vec::new(),
             extra_tools: Vec::new(),
             pcie_nvme: None,
+            kernel_args: Vec::new(),
         }
     }
 
@@ -187,12 +190,16 @@ pub fn accel() -> &'static str {
     }
 }
 
-/// The guest kernel's command line. `NVMEOF_LAB_KERNEL_ARGS` adds to it (an experiment's
-/// `clocksource=tsc tsc=reliable`, for one); the lab's tests run without.
-fn kernel_cmdline() -> String {
+/// The guest kernel's command line: the lab's, the options' `kernel_args`, then
+/// `NVMEOF_LAB_KERNEL_ARGS` (for experiments).
+fn kernel_cmdline(opts: &LabOptions) -> String {
     // no_timer_check: under TCG on a loaded host the kernel's IO-APIC timer check can time
     // out and panic the boot ("IO-APIC + timer doesn't work"), seen on 6.1.
     let mut line = "console=ttyS0 quiet panic=-1 nvme_core.multipath=Y no_timer_check".to_owned();
+    for arg in &opts.kernel_args {
+        line.push(' ');
+        line.push_str(arg);
+    }
     if let Ok(more) = std::env::var("NVMEOF_LAB_KERNEL_ARGS") {
         line.push(' ');
         line.push_str(more.trim());
@@ -285,7 +292,7 @@ impl Lab {
         .arg(&kernel.vmlinuz)
         .arg("-initrd")
         .arg(&initrd)
-        .args(["-append", &kernel_cmdline()])
+        .args(["-append", &kernel_cmdline(opts)])
         .arg("-serial")
         .arg(format!("file:{}", console.display()))
         .arg("-serial")
