@@ -306,13 +306,15 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
             .get_one::<bool>("metrics.native-only")
             .expect("has a default"),
         drain_interval: get("ebpf.drain-interval"),
-        max_controllers: *m
-            .get_one::<u32>("ebpf.max-controllers")
-            .expect("has a default"),
-        max_queues: *m.get_one::<u32>("ebpf.max-queues").expect("has a default"),
-        max_inflight: *m
-            .get_one::<u32>("ebpf.max-inflight")
-            .expect("has a default"),
+        io_limits: crate::bpf::io::MapLimits {
+            max_controllers: *m
+                .get_one::<u32>("ebpf.max-controllers")
+                .expect("has a default"),
+            max_queues: *m.get_one::<u32>("ebpf.max-queues").expect("has a default"),
+            max_inflight: *m
+                .get_one::<u32>("ebpf.max-inflight")
+                .expect("has a default"),
+        },
         count_map_entries: *m
             .get_one::<u32>("ebpf.count-map-entries")
             .expect("has a default"),
@@ -384,8 +386,7 @@ mod tests {
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
         assert_eq!((c.max_requests, c.max_connections), (40, 1000));
         assert_eq!(c.drain_interval, Duration::from_secs(30));
-        assert_eq!((c.max_controllers, c.max_queues), (0, 0));
-        assert_eq!(c.max_inflight, 0);
+        assert_eq!(c.io_limits, crate::bpf::io::MapLimits::default());
         assert_eq!(c.attach_mode, None);
         assert!(!c.per_queue);
         assert!(!c.native_only);
@@ -458,8 +459,9 @@ mod tests {
         assert!(c.per_queue);
         assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
-        assert_eq!((c.max_controllers, c.max_queues), (64, 257));
-        assert_eq!(c.max_inflight, 524288);
+        let l = c.io_limits;
+        assert_eq!((l.max_controllers, l.max_queues), (64, 257));
+        assert_eq!(l.max_inflight, 524288);
         assert_eq!(c.attach_mode, None);
     }
 

@@ -37,12 +37,8 @@ pub struct Config {
     /// Protobuf scrapes get native histogram buckets only (no classic ones where native exist).
     pub native_only: bool,
     pub drain_interval: Duration,
-    /// `--ebpf.max-controllers`, 0 for the sizing's own choice.
-    pub max_controllers: u32,
-    /// `--ebpf.max-queues`, 0 for the sizing's own choice.
-    pub max_queues: u32,
-    /// `--ebpf.max-inflight`, 0 for the sizing's own choice.
-    pub max_inflight: u32,
+    /// `--ebpf.max-controllers`, `--ebpf.max-queues`, `--ebpf.max-inflight`.
+    pub io_limits: crate::bpf::io::MapLimits,
     /// `--ebpf.count-map-entries`, 0 for each counting map's own size.
     pub count_map_entries: u32,
     /// `--ebpf.host-wait`.

@@ -28,7 +28,7 @@ pub mod slow;
 pub mod status;
 
 pub use sizing::{
-    command_timeouts, inflight_capacity, possible_cpus, slot_layout, AUTO_STATS_BUDGET,
+    command_timeouts, inflight_capacity, possible_cpus, slot_layout, MapLimits, AUTO_STATS_BUDGET,
     INFLIGHT_CAPACITY_MAX,
 };
 
@@ -53,12 +53,8 @@ pub struct IoOptions {
     pub attach_mode: Option<loader::AttachMode>,
     /// The longest time between two drains when no scrape asks for one.
     pub drain_interval: Duration,
-    /// Controller instances the arrays hold; 0: see [`slot_layout`].
-    pub max_controllers: u32,
-    /// Queue ids per controller the arrays hold; 0: see [`slot_layout`].
-    pub max_queues: u32,
-    /// Entries of the request-keyed in-flight map; 0: see [`inflight_capacity`].
-    pub max_inflight: u32,
+    /// Controllers and queues the arrays hold, entries of the request-keyed in-flight map.
+    pub limits: MapLimits,
     /// `--ebpf.count-map-entries`: `STATUSES` and `CONN_ERRORS`; 0 keeps theirs.
     pub count_map_entries: u32,
     /// `--ebpf.host-wait`: measure each command's wait in the host (`host_wait`).
@@ -277,8 +273,9 @@ fn try_start(
         slow: opts.slow.trace(),
         host_wait: host_wait.unwrap_or(nvmeof_common::host_wait::HostWait::OFF),
     };
-    let slots = slot_layout(&opts.sysfs_root, opts.max_controllers, opts.max_queues);
-    let inflight = match opts.max_inflight {
+    let limits = opts.limits;
+    let slots = slot_layout(&opts.sysfs_root, limits.max_controllers, limits.max_queues);
+    let inflight = match limits.max_inflight {
         0 => inflight_capacity(&opts.sysfs_root),
         n => n,
     };

@@ -17,6 +17,16 @@ pub fn command_timeouts(sysfs_root: &std::path::Path) -> nvmeof_common::ErrorTim
     }
 }
 
+/// The `--ebpf.max-controllers`, `--ebpf.max-queues` and `--ebpf.max-inflight` flags: the io
+/// tracer's maps sized past what the node shows at start (controllers that connect later, more
+/// queues); 0 leaves each to the sizing's own choice ([`slot_layout`], [`inflight_capacity`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapLimits {
+    pub max_controllers: u32,
+    pub max_queues: u32,
+    pub max_inflight: u32,
+}
+
 /// Most in-flight entries the request-keyed map is given (131072 × 96 bytes: 12 MiB).
 pub const INFLIGHT_CAPACITY_MAX: u32 = 1 << 17;
 
