@@ -500,22 +500,38 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
         // connection (the subsystem unlinked from its port and linked back). Not a reset through
         // sysfs: on 6.12 the guest once hung in the write to reset_controller of a controller
         // whose reconnect then failed authentication (the kernel removing the controller while
-        // the write waited for its reset).
+        // the write waited for its reset). Under TCG the drop does not always lead to a refused
+        // reconnect (sid's host once kept its connection, live; 6.12's once gave up before its
+        // port was back), so the scenario runs up to three times until the kernel logs a
+        // refusal; what is asserted is that every refusal it logged is counted.
         let logged = auth_failures_logged(s, release);
-        let out = guest(s, release, "reconnect",
+        let out = s
+            .lab
+            .sh_timeout(
                 &format!(
-                    "auth_connect {good} reconnect_delay=1,ctrl_loss_tmo=6 && wait_live 20 || exit 9
-                     c=$(ctrl_of auth); auth_key {wrong}
-                     unexpose 1 auth; sleep 0.5; expose 1 auth
-                     i=0; while [ -e /sys/class/nvme/$c ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
-                     ctrl_of auth || echo gone"
+                    "refusals() {{ dmesg | grep -cE 'failed to connect queue: 0 ret=-12[6-9]'; }}
+                     n=0
+                     while [ $n -lt 3 ]; do
+                         n=$((n + 1)); r=$(refusals)
+                         auth_key {good} && auth_connect {good} reconnect_delay=1,ctrl_loss_tmo=6 && wait_live 20 || exit 9
+                         c=$(ctrl_of auth); auth_key {wrong}
+                         unexpose 1 auth; sleep 0.5; expose 1 auth
+                         i=0; while [ -e /sys/class/nvme/$c ] && [ $i -lt 150 ]; do sleep 0.1; i=$((i + 1)); done
+                         if [ -e /sys/class/nvme/$c ]; then
+                             echo \"try $n: $c $(cat /sys/class/nvme/$c/state)\"; nvme disconnect -n {sub} > /dev/null
+                         elif [ $(refusals) -gt $r ]; then echo \"gone after $n\"; exit 0
+                         else echo \"try $n: removed without a refusal logged\"; fi
+                     done"
                 ),
-            );
+                Duration::from_secs(150),
+            )
+            .unwrap_or_else(|e| panic!("{release}: reconnect: {e:#}"));
         assert!(
-            out.out.contains("gone"),
+            out.rc == 0 && out.out.contains("gone"),
             "{release}: reconnect:\n{}",
             out.out
         );
+        eprintln!("{release}: refused reconnect: {}", out.out.trim());
         let refused = auth_failures_logged(s, release) - logged;
         assert!(refused >= 1, "{release}: no refused reconnect logged");
         let m = s.scrape_now();
@@ -589,6 +605,64 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
         );
         let refused = auth_failures_logged(s, release) - logged;
         assert_eq!(refused, 1, "{release}: {}", out.out);
+        let m = s.scrape_now();
+        assert_eq!(failures(&m, "authentication"), before + 1.0, "{release}");
+
+        // A DH group: the subsystem asks AUTH_HOST for ffdhe2048, so the exchange adds a
+        // Diffie-Hellman step on both sides (the host offers every group it has). The controller
+        // is live and the kernel says it authenticated with that group ("qid 0: authenticated
+        // with hash hmac(sha256) dhgroup ffdhe2048"); its keys show, and no
+        // failure is counted. A wrong key under the group is refused and counted.
+        let before = failures(&m, "authentication");
+        let out = guest(
+            s,
+            release,
+            "DH group",
+            &format!(
+                "nvme disconnect -n {sub} >/dev/null
+                 echo ffdhe2048 > $CFG/hosts/$AUTH_HOST/dhchap_dhgroup || exit 8
+                 auth_connect {good} dhchap_ctrl_secret={ctrl_key} && wait_live 60 || exit 9
+                 c=$(ctrl_of auth); echo $c; dmesg | grep \"$c: qid 0: authenticated with\" | tail -1"
+            ),
+        );
+        assert_eq!(out.rc, 0, "{release}: DH group:\n{}", out.out);
+        let dh = out.out.split_whitespace().next().unwrap().to_owned();
+        eprintln!("{release}: with a DH group: {}", out.out.trim());
+        assert!(
+            out.out.contains("dhgroup ffdhe2048"),
+            "{release}: the kernel did not say it used the group:\n{}",
+            out.out
+        );
+        let m = s.scrape_now();
+        assert_eq!(key(&m, &dh, "host"), Some(1.0), "{release} {dh}");
+        assert_eq!(key(&m, &dh, "controller"), Some(1.0), "{release} {dh}");
+        assert_eq!(
+            failures(&m, "authentication"),
+            before,
+            "{release}: DH group"
+        );
+        // Up to three tries until the kernel logs the refusal: under TCG the exchange once ended
+        // otherwise (the log then shows how, in the failure message below).
+        let logged = auth_failures_logged(s, release);
+        let out = s
+            .lab
+            .sh(&format!(
+                "nvme disconnect -n {sub} >/dev/null
+                 refusals() {{ dmesg | grep -cE 'failed to connect queue: 0 ret=-12[6-9]'; }}
+                 r=$(refusals); n=0
+                 while [ $n -lt 3 ] && [ $(refusals) -eq $r ]; do
+                     n=$((n + 1))
+                     auth_connect {wrong} dhchap_ctrl_secret={ctrl_key} && exit 7
+                 done
+                 dmesg | tail -4"
+            ))
+            .unwrap_or_else(|e| panic!("{release}: a wrong key under a DH group: {e:#}"));
+        assert_eq!(
+            out.rc, 0,
+            "{release}: a wrong key under a DH group was accepted"
+        );
+        let refused = auth_failures_logged(s, release) - logged;
+        assert_eq!(refused, 1, "{release}: DH group, wrong key:\n{}", out.out);
         let m = s.scrape_now();
         assert_eq!(failures(&m, "authentication"), before + 1.0, "{release}");
         let _ = s.lab.sh(&format!("nvme disconnect -n {sub} >/dev/null"));

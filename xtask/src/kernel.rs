@@ -104,12 +104,15 @@ pub const LAB_MODULES: &[&str] = &[
     "cls_u32",
     // sock_diag for TCP (the tcp collector); a host autoloads it, the lab's init does not.
     "tcp_diag",
+    // The ffdhe groups of DH-HMAC-CHAP (nvme-auth asks the crypto API for them by name, which a
+    // host autoloads and the lab's init does not).
+    "dh_generic",
 ];
 
 /// Lab modules a kernel may lack without harm: crc32_generic is gone from 7.x (crc32 is a library
-/// there, which rdma_rxe pulls in), and sid's 7.2 builds virtio_pci in without listing it in a
-/// text `modules.builtin`.
-const MAYBE_ABSENT: &[&str] = &["crc32_generic", "virtio_pci"];
+/// there, which rdma_rxe pulls in), sid's 7.2 builds virtio_pci in without listing it in a
+/// text `modules.builtin`, and only the kernels with in-band authentication use dh_generic.
+const MAYBE_ABSENT: &[&str] = &["crc32_generic", "virtio_pci", "dh_generic"];
 
 /// Built out of tree when the kernel lacks them: (module file, source file).
 const OUT_OF_TREE: &[(&str, &str)] = &[("nvme-fcloop", "fcloop.c"), ("nvme-loop", "loop.c")];
