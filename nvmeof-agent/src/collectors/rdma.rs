@@ -33,7 +33,9 @@ families! {
 /// too; a controller whose address matches no cached port forces a fresh read, and this bounds
 /// what the dump cannot see.
 const PORTS_MAX_AGE: Duration = Duration::from_secs(300);
-/// The same when the address dump failed: time alone says when to read again.
+/// The same when the address dump failed: time alone says when to read again. Also the least
+/// age at which a controller tied to no port forces a read: one routed through a gateway never
+/// is, and would otherwise cost every scrape the whole read.
 const PORTS_MAX_AGE_BLIND: Duration = Duration::from_secs(30);
 
 /// The ports as last read, with the addresses they were read under.
@@ -57,15 +59,17 @@ impl RdmaCollector {
     }
 
     /// The ports, from the cache while the host's addresses (`None`: unknown) are those it was
-    /// read under and it is young enough; counters are always re-read.
+    /// read under and it is young enough; `fresh` (a controller tied to no port) reads them
+    /// again unless the cache is younger than [`PORTS_MAX_AGE_BLIND`]. Counters are always
+    /// re-read.
     fn ports(&self, fresh: bool, addrs: Option<&[IfAddr]>) -> Vec<IbPort> {
         let mut cache = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        let reusable = |c: &PortCache| match (addrs, c.addrs.as_deref()) {
-            (Some(now), Some(then)) => now == then && c.read_at.elapsed() < PORTS_MAX_AGE,
+        let reusable = |c: &PortCache| match (fresh, addrs, c.addrs.as_deref()) {
+            (false, Some(now), Some(then)) => now == then && c.read_at.elapsed() < PORTS_MAX_AGE,
             _ => c.read_at.elapsed() < PORTS_MAX_AGE_BLIND,
         };
         match cache.as_mut() {
-            Some(c) if !fresh && reusable(c) => {
+            Some(c) if reusable(c) => {
                 for p in c.ports.iter_mut() {
                     refresh_counters(&self.sysfs, p);
                 }
@@ -138,23 +142,25 @@ impl Collector for RdmaCollector {
         // One dump a scrape: it tells whether the cached GID tables still hold, and which
         // netdev carries a controller no GID matches. A failed dump leaves the GID matches
         // standing.
-        let addrs = addr::addresses().ok();
-        let mut ports = self.ports(false, addrs.as_deref());
+        let dump = addr::addresses().ok();
+        let addrs = dump.clone().unwrap_or_default();
+        let netdev = |i| netdev_name(&self.sysfs, i);
+        let mut ports = self.ports(false, dump.as_deref());
         if rdma
             .iter()
-            .any(|c| port_of(c, &ports, &[], |_| None).is_none())
+            .any(|c| port_of(c, &ports, &addrs, netdev).is_none())
         {
-            // A controller with no GID match: perhaps a port configured since the cache was filled.
-            ports = self.ports(true, addrs.as_deref());
+            // A controller tied to no port, by GID or route: perhaps a port configured since the
+            // cache was filled.
+            ports = self.ports(true, dump.as_deref());
         }
-        let addrs = addrs.unwrap_or_default();
         // A port's odd values count once, however many controllers it carries.
         let mut counted: Vec<(&str, u32)> = Vec::new();
         for c in &rdma {
             let gid_hit = port_of(c, &ports, &[], |_| None);
             let port = match gid_hit {
                 Some(p) => Some(p),
-                None => port_of(c, &ports, &addrs, |i| netdev_name(&self.sysfs, i)),
+                None => port_of(c, &ports, &addrs, netdev),
             };
             let Some(p) = port else {
                 sink.skipped(1);
@@ -289,11 +295,18 @@ mod tests {
         assert_eq!(gids(c.ports(false, Some(&after))), new, "addresses changed");
         std::fs::write(&gid, "0000:0000:0000:0000:0000:ffff:c000:0203\n").unwrap();
         assert_eq!(gids(c.ports(false, None)), new, "no dump, young cache");
-        assert_ne!(
-            gids(c.ports(true, Some(&after))),
-            new,
-            "asked for a fresh read"
-        );
+        // A controller tied to no port asks again: not before the cache is 30 s old (one
+        // routed through a gateway never is tied, and would cost every scrape a read).
+        assert_eq!(gids(c.ports(true, Some(&after))), new, "fresh, young cache");
+        let mut cache = c.ports.lock().unwrap();
+        let cached = cache.as_mut().unwrap();
+        // (A host up for less than 30 s has no instant that old.)
+        let Some(older) = cached.read_at.checked_sub(PORTS_MAX_AGE_BLIND) else {
+            return;
+        };
+        cached.read_at = older;
+        drop(cache);
+        assert_ne!(gids(c.ports(true, Some(&after))), new, "fresh, old cache");
     }
 
     /// The captured 6.1 lab tree: nvme2 (rdma to 192.0.2.1) is carried by rxe0 port 1. The
