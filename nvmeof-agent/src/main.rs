@@ -102,8 +102,9 @@ fn main() -> ExitCode {
 /// How long a blocking thread (a collector's run) waits idle for the next one before it ends.
 /// Tokio's default, 10 s, is shorter than a fleet's scrape interval (15 to 60 s), so every
 /// scrape started each collector's thread again, with a fresh allocator heap whose pages it then
-/// faulted in. Measured in the lab beside node_exporter (`cargo xtask bench-weight`, BENCHMARKS.md):
-/// CPU per scrape at a 15 s cadence 110 ms with 10 s, 74 ms with this, back to back 68 and 73.
+/// faulted in. Measured in the lab beside node_exporter (`cargo xtask bench-weight`,
+/// BENCHMARKS.md): CPU per scrape at a 15 s cadence 110 ms with 10 s, 74 ms with this, back to
+/// back 68 and 73.
 /// An idle thread costs a stack mapping and a few resident pages.
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(300);
 

@@ -193,9 +193,10 @@ pub(crate) fn clean_text(bytes: &[u8], max: usize) -> (String, Option<String>) {
 }
 
 /// The bytes of a small file (a sysfs attribute is at most a page) by open and read alone, at
-/// most [`MAX_ATTR_BYTES`]; one read for an attribute shorter than 4 KiB. `std::fs::read` first asks for the file's size and position (statx,
-/// lseek), which sysfs answers with 4096 whatever the content: two syscalls in five per
-/// attribute saved, and syscalls are most of what a scrape costs.
+/// most [`MAX_ATTR_BYTES`]; one read for an attribute shorter than 4 KiB. `std::fs::read` first
+/// asks for the file's size and position (statx, lseek), which sysfs answers with 4096 whatever
+/// the content: two syscalls in five per attribute saved, and syscalls are most of what a
+/// scrape costs.
 pub(crate) fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
     let mut f = std::fs::File::open(path)?;
