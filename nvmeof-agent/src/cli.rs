@@ -176,7 +176,7 @@ pub fn command(registry: &[Registration]) -> Command {
                 .value_name("N")
                 .default_value("0")
                 .value_parser(clap::value_parser!(u32).range(0..=(1 << 22)))
-                .help("Entries of the eBPF in-flight map (one per request a controller can have in flight, about 96 bytes each); 0: the requests of the controllers present at start (queues x queue size), between 16384 and 131072. When more requests take turns than it holds, the oldest entries are evicted: counted, and logged once."),
+                .help("Slots of the eBPF in-flight array (40 bytes each, rounded up to a power of two), which commands in flight share by a hash of their key; 0: the requests of the controllers present at start (queues x queue size), between 16384 and 262144. A command whose slot another holds costs a hash lookup in an LRU map beside it: counted as inflight_collision, and logged once past 1% of commands."),
         )
         .arg(
             Arg::new("ebpf.count-map-entries")

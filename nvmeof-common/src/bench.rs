@@ -1,6 +1,6 @@
 //! What the benchmark object (`nvmeof-bench`, `nvmeof-ebpf/src/bench.rs`) and the benchmark
 //! example (`nvmeof-agent/examples/ebpf_bench.rs`) share: program and map names, the minimal
-//! tracer's bounds and the name of its one extra global. The agent's own object has none of
+//! tracer's bounds. The agent's own object has none of
 //! these programs; it never loads this one.
 
 /// Names of the programs in the benchmark object. Unless said otherwise each goes on both nvme
@@ -42,10 +42,6 @@ pub mod maps {
     /// Completed commands by log2 of their latency in ns, per CPU: [`super::MIN_BUCKET_COUNT`] `u64`.
     pub const MIN_BUCKETS: &str = "MIN_BUCKETS";
 }
-
-/// Name of the `u32` global holding the offset of `struct request`'s `tag` (from BTF), which
-/// the request-keyed minimal tracers read beside the [`crate::RequestLayout`] in `REQ_LAYOUT`.
-pub const REQUEST_TAG_GLOBAL: &str = "REQUEST_TAG";
 
 /// The minimal tracer's bounds: controller instances, queue ids per controller, tags per queue.
 /// A command beyond them is not timed (the lab's controllers, queues and tags are far below).

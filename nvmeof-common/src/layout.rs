@@ -76,8 +76,14 @@ pub struct RequestLayout {
     pub request_mq_hctx: u32,
     /// `struct request`: `__data_len` (u32, `blk_rq_bytes()`): a read's or write's bytes.
     pub request_data_len: u32,
+    /// `struct request`: `tag` (int): the blk-mq driver tag, unique among a hardware queue's
+    /// commands in flight.
+    pub request_tag: u32,
     /// `struct request_queue`: `queuedata` (NULL on the admin queue: `nvme_req_qid` is then 0).
     pub queue_queuedata: u32,
+    /// `struct request_queue`: `id` (int, unique among the node's request queues): with the
+    /// queue id and the tag, the in-flight key of the tp_btf programs.
+    pub queue_id: u32,
     /// `struct blk_mq_hw_ctx`: `queue_num` (u32; the NVMe queue id is it plus one).
     pub hctx_queue_num: u32,
     /// `struct nvme_request`: `ctrl` (`struct nvme_ctrl *`).
@@ -97,7 +103,9 @@ impl RequestLayout {
         request_q: 0,
         request_mq_hctx: 0,
         request_data_len: 0,
+        request_tag: 0,
         queue_queuedata: 0,
+        queue_id: 0,
         hctx_queue_num: 0,
         nvme_req_ctrl: 0,
         nvme_req_status: 0,

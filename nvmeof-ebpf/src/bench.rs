@@ -27,7 +27,7 @@
 //!   at completion the clock again, the start from that slot and one added to a log2 bucket in
 //!   a per-CPU array (not atomic). The classic pair reads controller, queue and command id from
 //!   the record (`LAYOUT`); the request-keyed pairs read them as our programs do, from the
-//!   request at the offsets the loader found in BTF (`REQ_LAYOUT`, and `REQUEST_TAG`).
+//!   request at the offsets the loader found in BTF (`REQ_LAYOUT`).
 #![no_std]
 #![no_main]
 
@@ -189,10 +189,6 @@ static LAYOUT: TracepointLayout = TracepointLayout::UNSET;
 #[no_mangle]
 static REQ_LAYOUT: RequestLayout = RequestLayout::UNSET;
 
-/// `struct request`'s `tag` (int), from BTF.
-#[no_mangle]
-static REQUEST_TAG: u32 = 0;
-
 #[map]
 static MIN_START: Array<u64> = Array::with_max_entries(MIN_SLOTS, 0);
 
@@ -302,13 +298,8 @@ fn field<T: Copy, const BTF: bool>(addr: u64) -> Option<T> {
 /// `struct request`), the queue id as `nvme_req_qid()`, and the request's tag.
 #[inline(always)]
 fn request_slot<const BTF: bool>(req: u64) -> Option<u32> {
-    // SAFETY: plain reads of globals, volatile as in `bench_min_tp_setup`.
-    let (l, tag_off) = unsafe {
-        (
-            core::ptr::read_volatile(&REQ_LAYOUT),
-            core::ptr::read_volatile(&REQUEST_TAG),
-        )
-    };
+    // SAFETY: a plain read of a global, volatile as in `bench_min_tp_setup`.
+    let l = unsafe { core::ptr::read_volatile(&REQ_LAYOUT) };
     // The null check first: the verifier refuses arithmetic on a maybe-null tp_btf argument.
     if l.valid == 0 || req == 0 {
         return None;
@@ -328,7 +319,7 @@ fn request_slot<const BTF: bool>(req: u64) -> Option<u32> {
         let hctx = field::<u64, BTF>(req + l.request_mq_hctx as u64)?;
         field::<u32, BTF>(hctx + l.hctx_queue_num as u64)? + 1
     };
-    let tag = field::<u32, BTF>(req + tag_off as u64)?;
+    let tag = field::<u32, BTF>(req + l.request_tag as u64)?;
     min_slot(instance, qid, tag)
 }
 

@@ -98,3 +98,14 @@ pub fn read_field(ctx: &TracePointContext, loc: FieldLoc) -> Option<Result<u64, 
     };
     Some(v.map_err(|_| ()))
 }
+
+/// Stores `new` at `dst` if it holds `old` (BPF_CMPXCHG, Linux 5.12); returns what it held.
+///
+/// # Safety
+/// As for [`atomic_add`].
+#[inline(always)]
+pub unsafe fn compare_exchange(dst: *mut u64, old: u64, new: u64) -> u64 {
+    use core::intrinsics::AtomicOrdering::SeqCst;
+    // SAFETY: the caller's promise.
+    unsafe { core::intrinsics::atomic_cxchg::<u64, { SeqCst }, { SeqCst }>(dst, old, new).0 }
+}

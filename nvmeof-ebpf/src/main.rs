@@ -13,9 +13,13 @@
 //!   writes go unmatched.
 //!
 //! Maps (types and names in `nvmeof-common`):
-//! - `INFLIGHT` (classic, keyed by controller, queue and tag) and `INFLIGHT_RQ` (keyed by the
-//!   request pointer), LRU hashes: the start time of every command between setup and completion
-//!   (an entry stays, idle, after its completion, for the key's next command);
+//! - `INFLIGHT_SLOTS`: the start time of every command of the request-keyed programs between
+//!   setup and completion, in an array slot indexed by a hash of its key (raw: the request
+//!   pointer; tp_btf: request queue, queue and tag), where a hash map would cost a hash lookup at
+//!   each end (BENCHMARKS.md). A command whose slot holds another command in flight goes to
+//!   `INFLIGHT_RQ`; the classic programs keep every command in `INFLIGHT` (see `claim`). Both
+//!   are LRU hashes whose entries stay, idle, after their completion, for the key's next
+//!   command;
 //! - `QUEUES`: per hardware queue, submitted and completed counts and busy time;
 //! - `OPS`: per (controller, queue, opcode class), bytes, errors, latency sum and a latency
 //!   histogram in Prometheus native-histogram buckets, whose counts add up to the completed
@@ -53,12 +57,12 @@ use nvmeof_common::count_maps::{CountMap, COUNT_MAPS};
 use nvmeof_common::slow::classic_key;
 use nvmeof_common::{
     latency_bucket, ConnErrorKey, ConnErrorKind, ErrorTimeouts, FieldLoc, Inflight, InflightKey,
-    NamespaceKey, OpClass, OpStats, ProgramCounter, QueueState, RequestLayout, SlotLayout,
-    StatusKey, TracepointLayout, BPF_F_MMAPABLE, CONN_ERRORS_CAPACITY, INFLIGHT_CAPACITY,
-    LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, PROGRAM_COUNTERS, STATUSES_CAPACITY,
-    TAG_MASK,
+    InflightSlot, NamespaceKey, OpClass, OpStats, ProgramCounter, QueueState, RequestLayout,
+    SlotLayout, StatusKey, TracepointLayout, BPF_F_MMAPABLE, CONN_ERRORS_CAPACITY,
+    INFLIGHT_CAPACITY, LATENCY_BUCKETS, NAMESPACES_CAPACITY, NVME_STATUS_MASK, PROGRAM_COUNTERS,
+    STATUSES_CAPACITY, TAG_MASK,
 };
-use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, count_key};
+use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, compare_exchange, count_key};
 
 #[path = "io/host_wait.rs"]
 mod host_wait;
@@ -82,7 +86,7 @@ static SLOT_LAYOUT: SlotLayout = SlotLayout {
     controllers: 0,
     queues: 0,
     valid: 0,
-    _pad: 0,
+    inflight_mask: 0,
 };
 
 /// Written by the agent before load; zero turns timeout counting off.
@@ -94,7 +98,10 @@ static ERROR_TIMEOUTS: ErrorTimeouts = ErrorTimeouts {
 
 #[map]
 static CONN_ERRORS: HashMap<ConnErrorKey, u64> = HashMap::with_max_entries(CONN_ERRORS_CAPACITY, 0);
-// The in-flight maps keep their entries after a completion (`start_ns` = 0 marks one idle): the
+/// Sized by the agent before load (`SlotLayout::inflight_slots`).
+#[map]
+static INFLIGHT_SLOTS: Array<InflightSlot> = Array::with_max_entries(1, 0);
+// The in-flight LRU maps keep their entries after a completion (`start_ns` = 0 marks one idle): the
 // keys are a bounded set that the kernel reuses (a request struct, or a queue's tag, serves one
 // command after another), so a lookup and a store per command replace an insert and a delete,
 // which cost about 5 times as much (BENCHMARKS.md). LRU bounds them: when more keys come than the map
@@ -269,27 +276,19 @@ fn inflight(s: &Setup, now: u64) -> Option<Inflight> {
     })
 }
 
-/// Records a command as in flight under `key` and counts it as submitted on its queue.
+/// Records a command as in flight and counts it as submitted on its queue: in `key`'s slot of
+/// `INFLIGHT_SLOTS` (an inlined array lookup) when the slot is idle or already its key's, else
+/// (counted) or without `key` (the classic programs) under `lru_key` in `lru` (a hash lookup).
 #[inline(always)]
-fn begin<K>(map: &LruHashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<()> {
-    let replaced = match map.get_ptr_mut(key) {
-        Some(p) => {
-            // SAFETY: p points into the map's value for key; only this key's setup and completion
-            // write it, and they do not overlap (the key serves one command at a time).
-            unsafe {
-                let replaced = (*p).start_ns != 0;
-                *p = *value;
-                replaced
-            }
-        }
-        None => {
-            count(ProgramCounter::InflightNewKey);
-            if map.insert(key, value, 0).is_err() {
-                count(ProgramCounter::InflightFull);
-                return None;
-            }
-            false
-        }
+fn begin<K>(
+    key: Option<u64>,
+    lru: &LruHashMap<K, Inflight>,
+    lru_key: &K,
+    value: &Inflight,
+) -> Option<()> {
+    let replaced = match key.and_then(|key| claim(key, value)) {
+        Some(replaced) => replaced,
+        None => begin_lru(lru, lru_key, value)?,
     };
     if replaced {
         count(ProgramCounter::InflightReplaced);
@@ -298,11 +297,91 @@ fn begin<K>(map: &LruHashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<
     Some(())
 }
 
-/// The in-flight value under `key`, marked idle; `None` when no setup of it is pending.
+/// Writes a command into its slot: `Some(replaced)` when the slot was idle (claimed by an atomic
+/// compare-and-exchange of its start time, so two setups of one index on two CPUs cannot both
+/// take it) or already its key's (`replaced`: that command's completion was lost); `None` when
+/// the slot holds another command in flight (counted).
+///
+/// The compare-and-exchange came with Linux 5.12, and 5.10's verifier refuses a program holding
+/// one even where it cannot run: only the request-keyed programs use the slots (they need
+/// nvme_core's BTF, which 5.10 kernels lack); the classic ones, every kernel's fallback, keep to
+/// the LRU maps.
 #[inline(always)]
-fn end<K>(map: &LruHashMap<K, Inflight>, key: &K) -> Option<Inflight> {
-    let p = map.get_ptr_mut(key)?;
-    // SAFETY: as in `begin`.
+fn claim(key: u64, value: &Inflight) -> Option<bool> {
+    let slots = slot_layout();
+    let slot = INFLIGHT_SLOTS.get_ptr_mut(slots.inflight_index(key))?;
+    let mine = SlotLayout::slot_key(key);
+    // SAFETY: slot points into the array's value. Only the setup that claimed a slot, and then
+    // its key's completion, write it; another setup that finds it taken only reads `key` (at
+    // worst before the claimer wrote it: then it is 0, no key's, and it goes to the LRU map).
+    unsafe {
+        let start = &mut (*slot).inflight.start_ns;
+        let replaced = match compare_exchange(start, 0, value.start_ns) {
+            0 => false,
+            _ if (*slot).key == mine => true,
+            _ => {
+                count(ProgramCounter::InflightCollision);
+                return None;
+            }
+        };
+        (*slot).key = mine;
+        (*slot).inflight = *value;
+        Some(replaced)
+    }
+}
+
+/// The command in `key`'s slot, if it is there: the slot is then freed, its key cleared before
+/// its start time (the release, atomic: a setup may claim it from then on).
+#[inline(always)]
+fn release(key: u64) -> Option<Inflight> {
+    let slots = slot_layout();
+    let slot = INFLIGHT_SLOTS.get_ptr_mut(slots.inflight_index(key))?;
+    // SAFETY: as in `claim`: a slot holding this key is written by this key's setup and
+    // completion only, which do not overlap.
+    unsafe {
+        let started = (*slot).inflight;
+        if started.start_ns == 0 || (*slot).key != SlotLayout::slot_key(key) {
+            return None;
+        }
+        (*slot).key = 0;
+        compare_exchange(&mut (*slot).inflight.start_ns, started.start_ns, 0);
+        Some(started)
+    }
+}
+
+/// Records a command in an in-flight LRU map; whether it replaced one whose completion was lost.
+#[inline(always)]
+fn begin_lru<K>(map: &LruHashMap<K, Inflight>, key: &K, value: &Inflight) -> Option<bool> {
+    match map.get_ptr_mut(key) {
+        Some(p) => {
+            // SAFETY: p points into the map's value for key; only this key's setup and completion
+            // write it, and they do not overlap (the key serves one command at a time).
+            unsafe {
+                let replaced = (*p).start_ns != 0;
+                *p = *value;
+                Some(replaced)
+            }
+        }
+        None => {
+            count(ProgramCounter::InflightNewKey);
+            if map.insert(key, value, 0).is_err() {
+                count(ProgramCounter::InflightFull);
+                return None;
+            }
+            Some(false)
+        }
+    }
+}
+
+/// The in-flight value of `key` (its slot's, else `lru_key`'s in `lru`), marked idle; `None`
+/// when no setup of it is pending.
+#[inline(always)]
+fn end<K>(key: Option<u64>, lru: &LruHashMap<K, Inflight>, lru_key: &K) -> Option<Inflight> {
+    if let Some(started) = key.and_then(release) {
+        return Some(started);
+    }
+    let p = lru.get_ptr_mut(lru_key)?;
+    // SAFETY: as in `begin_lru`.
     unsafe {
         if (*p).start_ns == 0 {
             return None;
@@ -357,7 +436,7 @@ fn try_setup(ctx: &TracePointContext) -> Option<()> {
         };
         keep_context(classic_key(ctrl_id, qid, key.tag), nsid, slba, cid);
     }
-    begin(&INFLIGHT, &key, &value)
+    begin(None, &INFLIGHT, &key, &value)
 }
 
 #[btf_tracepoint(function = "nvme_setup_cmd")]
@@ -390,6 +469,35 @@ fn field<T: Copy, const BTF: bool>(addr: u64) -> Option<T> {
     }
 }
 
+/// A request's `struct request_queue *` and NVMe queue id (`nvme_req_qid()`: 0 on the admin
+/// queue, which has no queuedata, else the hardware queue number plus one).
+#[inline(always)]
+fn request_queue<const BTF: bool>(req: u64, l: &RequestLayout) -> Option<(u64, u16)> {
+    let q = field::<u64, BTF>(req + l.request_q as u64)?;
+    let queuedata = field::<u64, BTF>(q + l.queue_queuedata as u64)?;
+    let qid = if queuedata == 0 {
+        0
+    } else {
+        let hctx = field::<u64, BTF>(req + l.request_mq_hctx as u64)?;
+        field::<u32, BTF>(hctx + l.hctx_queue_num as u64)? as u16 + 1
+    };
+    Some((q, qid))
+}
+
+/// A request's key in `INFLIGHT_SLOTS`. Raw tracepoints: the request pointer itself, which
+/// costs no read. tp_btf: the verifier forbids arithmetic on a typed pointer (the index is a
+/// hash of the key), so (request queue id, queue id, tag), three plain loads: a driver tag is
+/// unique among its hardware queue's commands in flight, and the queue id among request queues.
+#[inline(always)]
+fn request_key<const BTF: bool>(req: u64, q: u64, qid: u16, l: &RequestLayout) -> Option<u64> {
+    if !BTF {
+        return Some(req);
+    }
+    let queue = field::<u32, BTF>(q + l.queue_id as u64)?;
+    let tag = field::<u32, BTF>(req + l.request_tag as u64)?;
+    Some(classic_key(queue, qid, tag as u16))
+}
+
 /// `nvme_setup_cmd(struct request *req, struct nvme_command *cmd)`. The arguments are checked
 /// for null first: tp_btf arguments may be null for the verifier (6.12 marks every raw tracepoint
 /// argument so), which refuses any arithmetic on them before that check (`rq_complete` too).
@@ -404,15 +512,7 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
     let pdu = req + l.request_size as u64;
     let ctrl = kread::<u64>(pdu + l.nvme_req_ctrl as u64)?;
     let ctrl_id = kread::<u32>(ctrl + l.ctrl_instance as u64)?;
-    // nvme_req_qid(): 0 on the admin queue (no queuedata), else the hw queue number plus one.
-    let q = field::<u64, BTF>(req + l.request_q as u64)?;
-    let queuedata = field::<u64, BTF>(q + l.queue_queuedata as u64)?;
-    let qid = if queuedata == 0 {
-        0
-    } else {
-        let hctx = field::<u64, BTF>(req + l.request_mq_hctx as u64)?;
-        field::<u32, BTF>(hctx + l.hctx_queue_num as u64)? as u16 + 1
-    };
+    let (q, qid) = request_queue::<BTF>(req, &l)?;
     let opcode = field::<u8, BTF>(cmd + CMD_OPCODE)?;
     let mut s = Setup {
         ctrl_id,
@@ -455,7 +555,12 @@ fn rq_setup<const BTF: bool>(req: u64, cmd: u64) -> Option<()> {
             field::<u16, BTF>(cmd + CMD_CID).unwrap_or(0),
         );
     }
-    begin(&INFLIGHT_RQ, &req, &value)
+    begin(
+        request_key::<BTF>(req, q, qid, &l),
+        &INFLIGHT_RQ,
+        &req,
+        &value,
+    )
 }
 
 #[tracepoint]
@@ -480,7 +585,7 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
         qid,
         tag: cid & TAG_MASK,
     };
-    let started = match end(&INFLIGHT, &key) {
+    let started = match end(None, &INFLIGHT, &key) {
         Some(v) => v,
         None => {
             count(ProgramCounter::CompletionUnmatched);
@@ -495,26 +600,33 @@ fn try_complete(ctx: &TracePointContext) -> Option<()> {
 
 #[btf_tracepoint(function = "nvme_complete_rq")]
 pub fn nvme_complete_rq_btf(ctx: BtfTracePointContext) -> u32 {
-    let _ = rq_complete(ctx.arg::<u64>(0));
+    let _ = rq_complete::<true>(ctx.arg::<u64>(0));
     0
 }
 
 #[raw_tracepoint(tracepoint = "nvme_complete_rq")]
 pub fn nvme_complete_rq_raw(ctx: RawTracePointContext) -> u32 {
-    let _ = rq_complete(ctx.arg::<u64>(0));
+    let _ = rq_complete::<false>(ctx.arg::<u64>(0));
     0
 }
 
 /// `nvme_complete_rq(struct request *req)`.
 #[inline(always)]
-fn rq_complete(req: u64) -> Option<()> {
+fn rq_complete<const BTF: bool>(req: u64) -> Option<()> {
     let l = req_layout();
     if l.valid == 0 || req == 0 {
         return None;
     }
     let now = unsafe { bpf_ktime_get_ns() };
     let pdu = req + l.request_size as u64;
-    let started = match end(&INFLIGHT_RQ, &req) {
+    // The raw programs' key is the pointer: the queue is read only for tp_btf's.
+    let key = match BTF {
+        true => {
+            request_queue::<BTF>(req, &l).and_then(|(q, qid)| request_key::<BTF>(req, q, qid, &l))
+        }
+        false => Some(req),
+    };
+    let started = match end(key, &INFLIGHT_RQ, &req) {
         Some(v) => v,
         None => {
             count(ProgramCounter::CompletionUnmatched);

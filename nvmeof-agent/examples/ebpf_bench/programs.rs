@@ -17,7 +17,7 @@ use aya::maps::{Array, MapData, PerCpuArray};
 use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
-use nvmeof_agent::bpf::btf::{self, Btf};
+use nvmeof_agent::bpf::btf;
 use nvmeof_agent::bpf::loader::{self, MapSizes};
 use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
 use nvmeof_agent::bpf::{format, tracefs, EBPF_OBJECT};
@@ -455,13 +455,12 @@ fn minimal_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
 
 /// Loads the benchmark object with the layouts its minimal tracers read, as the agent's loader
 /// writes them into its own object.
-fn open_bench(layouts: &loader::Layouts, request_tag: u32) -> anyhow::Result<Ebpf> {
+fn open_bench(layouts: &loader::Layouts) -> anyhow::Result<Ebpf> {
     let tracepoint = layouts.tracepoint.unwrap_or_default();
     let request = layouts.request.unwrap_or_default();
     EbpfLoader::new()
         .override_global(LAYOUT_GLOBAL, &tracepoint, true)
         .override_global(REQ_LAYOUT_GLOBAL, &request, true)
-        .override_global(bench::REQUEST_TAG_GLOBAL, &request_tag, true)
         .load(BENCH_OBJECT)
         .context("loading the benchmark object")
 }
@@ -514,15 +513,6 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         module_tracepoints: request.and_then(|r| r.module_tracepoints),
         ..Default::default()
     };
-    // The minimal tracer's one field beyond what the agent reads: the request's tag.
-    let request_tag = match request {
-        Some(_) => {
-            Btf::read(&Path::new(btf::SYS_BTF).join("vmlinux"), None)?
-                .member("request", "tag")?
-                .offset
-        }
-        None => 0,
-    };
     let slow = loader::Layouts {
         slow: SlowTrace {
             threshold_ns: SLOW_THRESHOLD_NS,
@@ -554,7 +544,7 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         ours: loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?,
         ours_slow: loader::open(EBPF_OBJECT, &slow, slow_sizes)?,
         ours_host_wait: loader::open(EBPF_OBJECT, &host_wait, host_wait_sizes)?,
-        bench: open_bench(&layouts, request_tag)?,
+        bench: open_bench(&layouts)?,
         btf: HashMap::new(),
     };
     let candidates: Vec<&Variant> = VARIANTS

@@ -459,7 +459,9 @@ pub fn layout_from(btf: &Btf) -> anyhow::Result<RequestLayout> {
         request_q: sized("request", "q", 8)?,
         request_mq_hctx: sized("request", "mq_hctx", 8)?,
         request_data_len: sized("request", "__data_len", 4)?,
+        request_tag: sized("request", "tag", 4)?,
         queue_queuedata: sized("request_queue", "queuedata", 8)?,
+        queue_id: sized("request_queue", "id", 4)?,
         hctx_queue_num: sized("blk_mq_hw_ctx", "queue_num", 4)?,
         nvme_req_ctrl: sized("nvme_request", "ctrl", 8)?,
         nvme_req_status: sized("nvme_request", "status", 2)?,
@@ -585,7 +587,11 @@ mod tests {
         b.int("u16", 2); // 2
         b.int("unsigned int", 4); // 3
         b.ptr(0); // 4: void *
-        b.strukt("request_queue", 2000, &[("queuedata", 4, 64, 0)]); // 5
+        b.strukt(
+            "request_queue",
+            2000,
+            &[("queuedata", 4, 64, 0), ("id", 1, 8 * 1256, 0)],
+        ); // 5
         b.strukt("blk_mq_hw_ctx", 512, &[("queue_num", 3, 1216, 0)]); // 6
         b.strukt(
             "request",
@@ -593,6 +599,7 @@ mod tests {
             &[
                 ("q", 4, 0, 0),
                 ("mq_hctx", 4, 128, 0),
+                ("tag", 1, 256, 0),
                 ("__data_len", 3, 352, 0),
             ],
         ); // 7
@@ -613,7 +620,9 @@ mod tests {
                 request_q: 0,
                 request_mq_hctx: 16,
                 request_data_len: 44,
+                request_tag: 32,
                 queue_queuedata: 8,
+                queue_id: 1256,
                 hctx_queue_num: 152,
                 nvme_req_ctrl: 40,
                 nvme_req_status: 26,

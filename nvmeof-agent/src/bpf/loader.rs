@@ -7,6 +7,8 @@
 //! The I/O attach mode is chosen here, once, in this order: tp_btf, raw tracepoints (both key a
 //! command by its `struct request *`), classic tracepoints (keyed by the recorded command id,
 //! which nvme-tcp overwrites for writes larger than its inline data: see `docs/metrics.md`).
+use std::os::fd::{AsFd as _, AsRawFd as _};
+
 use super::{count_maps, module_tp};
 use anyhow::{bail, Context as _};
 use aya::{
@@ -115,8 +117,8 @@ pub const STATE_PROGRAMS: [(&str, &str, bool); 7] = [
 /// Optional map capacities, for nodes with more controllers or queues than the defaults cover.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapSizes {
-    /// `INFLIGHT_RQ`, the request-keyed modes' in-flight map (the classic `INFLIGHT`, the last
-    /// fallback, keeps its default).
+    /// `INFLIGHT_SLOTS`, the in-flight array (rounded up to a power of two); `None` is
+    /// [`nvmeof_common::INFLIGHT_CAPACITY`]. The LRU maps its collisions go to keep theirs.
     pub inflight: Option<u32>,
     /// The bounds of `QUEUES` and `OPS`; `None` is [`DEFAULT_SLOTS`].
     pub slots: Option<SlotLayout>,
@@ -144,8 +146,13 @@ pub struct SlowSizes {
 pub const DEFAULT_SLOTS: SlotLayout = SlotLayout::new(16, 9);
 
 impl MapSizes {
+    /// The arrays' bounds, `INFLIGHT_SLOTS`' included.
     pub fn slots(&self) -> SlotLayout {
-        self.slots.unwrap_or(DEFAULT_SLOTS)
+        let slots = self.slots.unwrap_or(DEFAULT_SLOTS);
+        match self.inflight {
+            Some(n) => slots.with_inflight_slots(n),
+            None => slots,
+        }
     }
 }
 
@@ -183,6 +190,19 @@ impl Loaded {
         run_stats(&self.ebpf, name).ok()
     }
 
+    /// `bpf_prog_info`'s `recursion_misses` of attached program `name`: the runs the kernel
+    /// skipped because the program was already running on that CPU (Linux 5.12; counted
+    /// whatever `kernel.bpf_stats_enabled`), each an event the program did not see.
+    pub fn misses(&self, name: &str) -> Option<u64> {
+        if let Some(p) = self.module_programs.iter().find(|p| p.name == name) {
+            return p.misses().ok();
+        }
+        let fd = self.ebpf.program(name)?.fd().ok()?;
+        module_tp::prog_info(fd.as_fd().as_raw_fd())
+            .ok()
+            .map(|i| i.recursion_misses)
+    }
+
     /// The run statistics of every attached program whose `bpf_prog_info` could be read.
     pub fn program_runs(&self) -> Vec<ProgramRun> {
         self.attached
@@ -193,6 +213,7 @@ impl Loaded {
                     name,
                     run_time_ns,
                     run_count,
+                    misses: self.misses(name).unwrap_or(0),
                 })
             })
             .collect()
@@ -206,6 +227,8 @@ pub struct ProgramRun {
     pub name: &'static str,
     pub run_time_ns: u64,
     pub run_count: u64,
+    /// Runs the kernel skipped ([`Loaded::misses`]).
+    pub misses: u64,
 }
 
 /// `bpf_prog_info`'s run time (ns) and run count of program `name` of `ebpf`: they move while
@@ -295,9 +318,6 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
         loader.map_max_entries(slow::maps::SLOW_CONTEXT, slow.context);
         loader.map_max_entries(slow::maps::SLOW_EVENTS, slow.ring_bytes);
     }
-    if let Some(n) = sizes.inflight {
-        loader.map_max_entries(maps::INFLIGHT_RQ, n);
-    }
     count_maps::size(&mut loader, &CountMap::IO, sizes.count_map_entries);
     let slots = sizes.slots();
     if let Some(n) = sizes.host_wait {
@@ -307,6 +327,7 @@ pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result
     loader.override_global(SLOT_LAYOUT_GLOBAL, &slots, true);
     loader.map_max_entries(maps::OPS, slots.stats_slots().max(1));
     loader.map_max_entries(maps::QUEUES, slots.queue_slots().max(1));
+    loader.map_max_entries(maps::INFLIGHT_SLOTS, slots.inflight_slots());
     loader.load(object).context("loading the eBPF object")
 }
 

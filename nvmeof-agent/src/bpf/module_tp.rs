@@ -48,6 +48,14 @@ fn sys_bpf_fd(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The `bpf_prog_info` of the program behind `fd`.
+pub fn prog_info(fd: RawFd) -> io::Result<bpf_prog_info> {
+    // SAFETY: zeroed is a valid bpf_prog_info.
+    let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
+    object_info(fd, &mut info)?;
+    Ok(info)
+}
+
 /// `BPF_OBJ_GET_INFO_BY_FD` into `info`.
 fn object_info<T>(fd: RawFd, info: &mut T) -> io::Result<()> {
     // SAFETY: zeroed is a valid bpf_attr.
@@ -209,10 +217,13 @@ impl ModuleProgram {
     /// `bpf_prog_info`'s run time (ns) and run count: they move while
     /// `kernel.bpf_stats_enabled=1`.
     pub fn run_stats(&self) -> io::Result<(u64, u64)> {
-        // SAFETY: zeroed is a valid bpf_prog_info.
-        let mut info: bpf_prog_info = unsafe { std::mem::zeroed() };
-        object_info(self.prog.as_raw_fd(), &mut info)?;
+        let info = prog_info(self.prog.as_raw_fd())?;
         Ok((info.run_time_ns, info.run_cnt))
+    }
+
+    /// The runs the kernel skipped (`recursion_misses`).
+    pub fn misses(&self) -> io::Result<u64> {
+        Ok(prog_info(self.prog.as_raw_fd())?.recursion_misses)
     }
 }
 

@@ -45,11 +45,10 @@ pub struct Drainer {
     told_out_of_range: bool,
     /// Whether slow commands the kernel could not send were logged.
     told_slow_dropped: bool,
-    /// Entries of the request-keyed in-flight map, when the programs use it and the loader was
-    /// given its size.
-    inflight_capacity: Option<u32>,
     /// Whether an in-flight map too small for the requests taking turns has been reported.
     told_inflight_small: bool,
+    /// Whether in-flight slots too few for the commands in flight have been reported.
+    told_slots_crowded: bool,
     /// Which counting maps have been reported full.
     told_full: FullLog,
     /// Host wait's totals, when its program is attached.
@@ -104,18 +103,11 @@ impl Drainer {
             removed_conn_errors: [0; CONN_ERROR_KINDS],
             told_out_of_range: false,
             told_slow_dropped: false,
-            inflight_capacity: None,
             told_inflight_small: false,
+            told_slots_crowded: false,
             told_full: FullLog::default(),
             host_wait: None,
         })
-    }
-
-    /// The request-keyed in-flight map's size as loaded, so that a map too small for the node is
-    /// reported.
-    pub fn with_inflight_capacity(mut self, capacity: Option<u32>) -> Self {
-        self.inflight_capacity = capacity;
-        self
     }
 
     /// Reads host wait at every drain (its program is attached).
@@ -300,16 +292,28 @@ impl Drainer {
             self.told_out_of_range = true;
         }
         let new_keys = view.counters[ProgramCounter::InflightNewKey as usize];
-        if !self.told_inflight_small && inflight_map_too_small(new_keys, self.inflight_capacity) {
+        if !self.told_inflight_small && inflight_map_too_small(new_keys) {
             log::warn!(
-                "eBPF: {new_keys} commands found no in-flight entry for their request, more than \
-                 the {} entries of the in-flight map: more requests take turns than it holds, so \
-                 the entries touched least recently are evicted and those commands' completions \
-                 go untimed (completion_unmatched); raise --ebpf.max-inflight (counted as \
-                 nvmeof_exporter_ebpf_events_total{{event=\"inflight_new_key\"}})",
-                self.inflight_capacity.unwrap_or_default()
+                "eBPF: {new_keys} commands whose in-flight slot was taken found no entry for their \
+                 key in the LRU map beside it, more than its {} entries: the entries touched \
+                 least recently are evicted and those commands' completions go untimed \
+                 (completion_unmatched); raise --ebpf.max-inflight, which sizes the slots \
+                 (counted as nvmeof_exporter_ebpf_events_total{{event=\"inflight_new_key\"}})",
+                nvmeof_common::INFLIGHT_CAPACITY
             );
             self.told_inflight_small = true;
+        }
+        let collisions = view.counters[ProgramCounter::InflightCollision as usize];
+        if !self.told_slots_crowded && inflight_slots_crowded(collisions, view.events.setups) {
+            log::warn!(
+                "eBPF: {collisions} of {} commands found their in-flight slot held by another \
+                 command in flight and cost a hash lookup at setup and completion: the {} slots \
+                 are few for the commands in flight; raise --ebpf.max-inflight (counted as \
+                 nvmeof_exporter_ebpf_events_total{{event=\"inflight_collision\"}})",
+                view.events.setups,
+                self.loaded.slots.inflight_slots()
+            );
+            self.told_slots_crowded = true;
         }
         let limited = view.counters[ProgramCounter::SlowRateLimited as usize];
         let ring_full = view.counters[ProgramCounter::SlowRingFull as usize];
@@ -352,11 +356,17 @@ impl Drainer {
     }
 }
 
-/// Whether the request-keyed in-flight map holds fewer entries than the requests that take turns
-/// in it: each request struct finds no entry once (its first command), so more such commands than
-/// entries means entries were evicted and made again.
-fn inflight_map_too_small(new_keys: u64, capacity: Option<u32>) -> bool {
-    capacity.is_some_and(|c| new_keys > u64::from(c))
+/// Whether the in-flight LRU map holds fewer entries than the keys that take turns in it: each
+/// key whose slot was taken finds no entry once (its first time there), so more such commands
+/// than entries means entries were evicted and made again.
+fn inflight_map_too_small(new_keys: u64) -> bool {
+    new_keys > u64::from(nvmeof_common::INFLIGHT_CAPACITY)
+}
+
+/// Whether more than 1 % of the commands (and at least 100) found their in-flight slot taken:
+/// each of those costs two hash lookups, what the slots are there to save.
+fn inflight_slots_crowded(collisions: u64, setups: u64) -> bool {
+    collisions >= 100 && collisions.saturating_mul(100) > setups
 }
 
 /// The drain as the tracer's worker runs it: one drain per tick into `state`, a failure logged
@@ -388,9 +398,16 @@ mod tests {
     /// mean evictions. No size known (classic mode), nothing to say.
     #[test]
     fn an_inflight_map_is_too_small_once_more_requests_take_turns_than_it_holds() {
-        assert!(!inflight_map_too_small(16384, Some(16384)));
-        assert!(inflight_map_too_small(16385, Some(16384)));
-        assert!(!inflight_map_too_small(u64::MAX, None));
+        assert!(!inflight_map_too_small(16384));
+        assert!(inflight_map_too_small(16385));
+    }
+
+    #[test]
+    fn inflight_slots_are_crowded_past_one_command_in_a_hundred() {
+        assert!(!inflight_slots_crowded(99, 100));
+        assert!(!inflight_slots_crowded(100, 10_000));
+        assert!(inflight_slots_crowded(101, 10_000));
+        assert!(inflight_slots_crowded(u64::MAX, 1_000_000));
     }
 
     /// The real object's maps, loaded but not attached (no nvme tracepoints needed): the agent

@@ -311,14 +311,19 @@ fn try_start(
     let interval = opts.drain_interval.max(MIN_DRAIN_INTERVAL);
     let attached = loaded.attached.clone();
     let mode = Some(loaded.mode.as_str());
-    // The flag sizes the request-keyed map; the classic mode's (keyed by command id, which a
-    // queue reuses) keeps its fixed size, and its evictions are counted and alerted on alone.
-    let request_keyed = (loaded.mode != loader::AttachMode::Tracepoint).then_some(inflight);
-    match request_keyed {
-        Some(n) => log::info!("eBPF: in-flight map of {n} entries (--ebpf.max-inflight)"),
-        None => log::info!(
-            "eBPF: in-flight map keyed by command id, {} entries (--ebpf.max-inflight sizes the \
-             request-keyed modes' only)",
+    match loaded.mode != loader::AttachMode::Tracepoint {
+        true => log::info!(
+            "eBPF: in-flight array of {} slots (--ebpf.max-inflight), and an LRU map of {} \
+             entries for the commands whose slot is taken",
+            loaded.slots.inflight_slots(),
+            nvmeof_common::INFLIGHT_CAPACITY
+        ),
+        // The classic programs keep to what every supported kernel's BPF has: the slots are
+        // claimed with a compare-and-exchange (Linux 5.12), and classic is the mode of kernels
+        // without nvme_core's BTF, Debian's 5.10 among them.
+        false => log::info!(
+            "eBPF: in-flight LRU map keyed by command id, {} entries (--ebpf.max-inflight sizes \
+             the request-keyed modes' in-flight array only)",
             nvmeof_common::INFLIGHT_CAPACITY
         ),
     }
@@ -329,9 +334,8 @@ fn try_start(
     if host_wait_on {
         log::info!("eBPF: host wait measured (block_bio_queue → nvme_setup_cmd, --ebpf.host-wait)");
     }
-    let drainer = drain::Drainer::new(loaded, opts.sysfs_root.clone())?
-        .with_inflight_capacity(request_keyed)
-        .with_host_wait(host_wait_on);
+    let drainer =
+        drain::Drainer::new(loaded, opts.sysfs_root.clone())?.with_host_wait(host_wait_on);
     *state.write().unwrap_or_else(|e| e.into_inner()) = IoState {
         up: true,
         per_queue: opts.per_queue,

@@ -27,15 +27,16 @@ pub struct MapLimits {
     pub max_inflight: u32,
 }
 
-/// Most in-flight entries the request-keyed map is given (131072 × 96 bytes: 12 MiB).
-pub const INFLIGHT_CAPACITY_MAX: u32 = 1 << 17;
+/// Most slots `INFLIGHT_SLOTS` is given (262144 × 40 bytes: 10 MiB).
+pub const INFLIGHT_CAPACITY_MAX: u32 = 1 << 18;
 
-/// The request-keyed in-flight map's capacity: one entry per request struct of the controllers
-/// present at start (each has `queue_count × (sqsize + 1)`: the blk-mq tags of its queues; at a
-/// low queue depth only some of them carry commands, at a high one all can), rounded up to a power of
-/// two, at least [`nvmeof_common::INFLIGHT_CAPACITY`] (room for controllers that connect later),
-/// at most [`INFLIGHT_CAPACITY_MAX`]. Past that the map's LRU evicts the entries touched least
-/// recently, and `inflight_new_key` events keep counting.
+/// The in-flight array's slots: one per request struct of the controllers present at start
+/// (each has `queue_count × (sqsize + 1)`: the blk-mq tags of its queues; at a low queue depth
+/// only some of them carry commands, at a high one all can), rounded up to a power of two, at
+/// least [`nvmeof_common::INFLIGHT_CAPACITY`] (room for controllers that connect later), at most
+/// [`INFLIGHT_CAPACITY_MAX`]. Commands in flight share the slots by a hash of their keys: with
+/// `n` in flight among `m` slots about `n / 2m` of them find theirs taken and go to an LRU map
+/// (`inflight_collision`), which costs a hash lookup at each end but loses nothing.
 pub fn inflight_capacity(sysfs_root: &std::path::Path) -> u32 {
     let requests: u64 = crate::sysfs::controller::controllers(sysfs_root)
         .map(|p| {

@@ -64,6 +64,8 @@ families! {
         "Time spent in each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
     pub PROGRAM_RUNS: counter("nvmeof_exporter_ebpf_program_runs_total",
         "Runs of each eBPF program (kernel bpf_prog_info; only moves while kernel.bpf_stats_enabled=1).");
+    pub PROGRAM_MISSES: counter("nvmeof_exporter_ebpf_program_misses_total",
+        "Events each eBPF program did not see: the kernel skipped it because it was already running on that CPU (bpf_prog_info recursion_misses, Linux 5.12; always counted).");
 }
 
 /// The `event` label of a program counter; `None` for the one with its own family.
@@ -79,6 +81,7 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
         ProgramCounter::SlowRateLimited => "slow_rate_limited",
         ProgramCounter::SlowRingFull => "slow_ring_full",
         ProgramCounter::HostWaitUnmatched => "host_wait_unmatched",
+        ProgramCounter::InflightCollision => "inflight_collision",
     })
 }
 
@@ -316,6 +319,7 @@ fn collect_self(state: &IoState, sink: &mut Sink) {
             secs(p.run_time_ns as f64),
         );
         sink.counter(&PROGRAM_RUNS, &[("program", p.name)], p.run_count as f64);
+        sink.counter(&PROGRAM_MISSES, &[("program", p.name)], p.misses as f64);
     }
 }
 

@@ -79,6 +79,7 @@ fn state(per_queue: bool) -> IoState {
             name: "nvme_setup_cmd",
             run_time_ns: 2_000_000,
             run_count: 10,
+            misses: 1,
         }],
         drain_seconds: Some(0.002),
         map_full: vec![("STATUSES", 0), ("CONN_ERRORS", 3)],
@@ -225,6 +226,7 @@ fn per_controller_series() {
         "nvmeof_exporter_ebpf_program_run_seconds_total{program=\"nvme_setup_cmd\"} 0.002"
             .to_owned(),
         "nvmeof_exporter_ebpf_program_runs_total{program=\"nvme_setup_cmd\"} 10".to_owned(),
+        "nvmeof_exporter_ebpf_program_misses_total{program=\"nvme_setup_cmd\"} 1".to_owned(),
         "# TYPE nvmeof_io_latency_seconds histogram".to_owned(),
     ] {
         assert!(
