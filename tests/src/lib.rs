@@ -39,6 +39,7 @@ pub fn agent_bin() -> PathBuf {
 
 /// Flags of the agent the lab tests start (see [`Shared::ensure_agent`]): the lab's own.
 pub use xtask::lab::LAB_AGENT_ARGS;
+pub use xtask::support;
 
 /// A booted lab with its topology: the transports the kernel could not set up, with why.
 pub struct Shared {
@@ -48,6 +49,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Records for the support matrix (`xtask::support`) what the running test found for
+    /// `target` over `transport` on this lab's kernel; called once its assertions passed.
+    pub fn support(&self, target: support::Target, transport: &str, outcome: support::Outcome) {
+        let k = &self.lab.kernel;
+        support::record(k.series, &k.release, target, transport, outcome);
+    }
+
     /// Starts the agent in the guest once; later calls find it running.
     pub fn ensure_agent(&mut self) {
         if !self.agent_started {
@@ -141,6 +149,22 @@ impl Shared {
     }
 
     /// The transports this kernel is expected to carry: all four, less those its limits name.
+    /// The fabrics the lab could not set up on this kernel, with why (a module it could not
+    /// build).
+    pub fn missing_transports(&self) -> Vec<(&'static str, String)> {
+        let limit = |module: &str| {
+            self.lab
+                .kernel
+                .limits
+                .iter()
+                .find(|l| l.starts_with(module))
+        };
+        [("fc", "nvme-fcloop"), ("loop", "nvme-loop")]
+            .into_iter()
+            .filter_map(|(t, module)| limit(module).map(|l| (t, l.clone())))
+            .collect()
+    }
+
     pub fn expected_transports(&self) -> Vec<&'static str> {
         let limited = |module: &str| self.lab.kernel.limits.iter().any(|l| l.starts_with(module));
         let mut t = vec!["tcp", "rdma"];

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use nvmeof_tests::{on_each_lab, Metrics, Shared};
+use nvmeof_tests::{on_each_lab, support, Metrics, Shared};
 
 const TRACE: &str = "/sys/kernel/tracing";
 
@@ -299,5 +299,6 @@ fn io_follows_the_optimized_path_and_is_counted_there() {
         assert_eq!(ana(&states, &c1), ["non-optimized"], "{release}: {c1}");
         assert_eq!(ana(&states, &c2), ["optimized"], "{release}: {c2}");
         assert_eq!((on1, on2), (0.0, 200.0), "{release}: reads by path");
+        s.support(support::NVMET_ANA, "tcp", support::Outcome::Proven);
     });
 }

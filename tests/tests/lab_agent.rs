@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use nvmeof_tests::trace::TRACE_SLACK_NS;
-use nvmeof_tests::{moved, nqn, on_each_lab, trace, Metrics, Shared, LAB_AGENT_ARGS};
+use nvmeof_tests::{moved, nqn, on_each_lab, support, trace, Metrics, Shared, LAB_AGENT_ARGS};
 use xtask::prometheus::Prometheus;
 
 /// Every family the agent may expose, from the registry: a live page must stay inside it.
@@ -123,6 +123,10 @@ fn dd_bytes_and_commands_show_up_exactly_in_the_io_counters() {
                 hist_count, 256.0,
                 "{release} {t}: histogram count of writes"
             );
+            s.support(support::NVMET_NULL_BLK, t, support::Outcome::Proven);
+        }
+        for (t, why) in s.missing_transports() {
+            s.support(support::NVMET_NULL_BLK, t, support::Outcome::NotRun(why));
         }
     });
 }

@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
 use nvmeof_agent::nvme::CriticalWarning;
-use nvmeof_tests::{json_numbers, on_each_lab, Metrics, Shared, LAB_AGENT_ARGS};
+use nvmeof_tests::{json_numbers, on_each_lab, support, Metrics, Shared, LAB_AGENT_ARGS};
 
 /// The lab agent's SMART polling in these tests: fast enough to wait for, slow enough for TCG.
 const INTERVAL: Duration = Duration::from_secs(1);
@@ -342,6 +342,7 @@ fn smart_metrics_equal_nvme_cli_for_every_controller() {
                 );
                 assert_eq!(t, None, "{release} {name} ({transport}): temperature");
             }
+            s.support(support::QEMU_PCIE, "pcie", support::Outcome::Proven);
         });
     });
 }

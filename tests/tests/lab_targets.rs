@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use nvmeof_tests::trace::{self, TRACE_SLACK_NS};
-use nvmeof_tests::{json_numbers, moved, nqn, on_each_lab, Metrics, Shared};
+use nvmeof_tests::{json_numbers, moved, nqn, on_each_lab, support, Metrics, Shared};
 
 /// Writes of 64 KiB and of 4 KiB, then reads of each, per backend.
 const W64: usize = 16;
@@ -49,6 +49,15 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
     on_each_lab(|s, release| {
         if !s.expected_transports().contains(&"loop") {
             eprintln!("{release}: no loop transport here: backends not tried");
+            for (_, why) in s
+                .missing_transports()
+                .into_iter()
+                .filter(|(t, _)| *t == "loop")
+            {
+                for target in [support::NVMET_FILE, support::NVMET_LOOP_DEVICE] {
+                    s.support(target, "loop", support::Outcome::NotRun(why.clone()));
+                }
+            }
             return;
         }
         let out = s
@@ -157,6 +166,8 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
                 );
             }
         }
+        s.support(support::NVMET_FILE, "loop", support::Outcome::Proven);
+        s.support(support::NVMET_LOOP_DEVICE, "loop", support::Outcome::Proven);
         let _ = s.lab.sh(&format!(
             "nvme disconnect -n {} >/dev/null; nvme disconnect -n {} >/dev/null",
             nqn("file"),
@@ -174,12 +185,22 @@ fn before_6_12(release: &str) -> bool {
 
 /// Whether a guest helper said (rc 7) that this kernel lacks `what`: allowed on the kernels
 /// built without it only, so that a kernel that has it cannot skip the test.
-fn lacks(release: &str, out: &xtask::lab::GuestOutput, what: &str) -> bool {
+/// Where it lacks it, that is recorded for the support matrix as `target`'s absence over TCP,
+/// for the reason `config` (the kernel option Debian leaves unset).
+fn lacks(
+    s: &Shared,
+    release: &str,
+    out: &xtask::lab::GuestOutput,
+    what: &str,
+    (target, config): (support::Target, &str),
+) -> bool {
     if out.rc != 7 {
         return false;
     }
     assert!(before_6_12(release), "{release}: no {what}: {}", out.out);
     eprintln!("{release}: {}: {what} not tried", out.out.trim());
+    let why = format!("Debian builds nvmet without `{config}`");
+    s.support(target, "tcp", support::Outcome::Absent(why));
     true
 }
 
@@ -213,7 +234,8 @@ fn a_passthrough_target_shows_the_real_controller_through_the_fabric() {
     const READS: usize = 64;
     on_each_lab(|s, release| {
         let out = guest(s, release, "passthru_pcie", "passthru_pcie");
-        if lacks(release, &out, "passthrough") {
+        let passthru = (support::NVMET_PASSTHRU, "CONFIG_NVME_TARGET_PASSTHRU");
+        if lacks(s, release, &out, "passthrough", passthru) {
             return;
         }
         assert_eq!(out.rc, 0, "{release}: passthru_pcie:\n{}", out.out);
@@ -364,6 +386,7 @@ fn a_passthrough_target_shows_the_real_controller_through_the_fabric() {
             sums[1] > sums[0] && sums[0] > 0.0,
             "{release}: the fabric's latency holds the device's: {sums:?}"
         );
+        s.support(support::NVMET_PASSTHRU, "tcp", support::Outcome::Proven);
         let _ = s.lab.sh(&format!(
             "nvme disconnect -n {} >/dev/null",
             nqn("passthru")
@@ -404,7 +427,8 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
             .lab
             .sh(&format!("auth_setup {good}"))
             .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-        if lacks(release, &out, "authentication") {
+        let auth = (support::NVMET_DHCHAP, "CONFIG_NVME_TARGET_AUTH");
+        if lacks(s, release, &out, "authentication", auth) {
             return;
         }
         assert_eq!(out.rc, 0, "{release}: auth_setup:\n{}", out.out);
@@ -665,6 +689,7 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
         assert_eq!(refused, 1, "{release}: DH group, wrong key:\n{}", out.out);
         let m = s.scrape_now();
         assert_eq!(failures(&m, "authentication"), before + 1.0, "{release}");
+        s.support(support::NVMET_DHCHAP, "tcp", support::Outcome::Proven);
         let _ = s.lab.sh(&format!("nvme disconnect -n {sub} >/dev/null"));
     });
 }

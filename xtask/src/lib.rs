@@ -16,4 +16,5 @@ pub mod lab;
 pub mod monitoring;
 pub mod prometheus;
 pub mod scrape_peer;
+pub mod support;
 pub mod weight;

@@ -109,6 +109,9 @@ enum Cmd {
     /// then render the Helm chart with its default values into
     /// deploy/kubernetes/nvmeof-exporter.yaml (the plain manifests for `kubectl apply`).
     RenderDeploy,
+    /// Fold the support records the lab tests left in the cache into docs/support/runs.tsv and
+    /// render docs/support.md's matrix (target × transport × kernel) from it.
+    Support,
     /// Boot the lab (with the agent) and run one guest script (at most 30 min), printing its output.
     Exec {
         #[arg(long, default_value = "6.1")]
@@ -237,6 +240,7 @@ fn main() -> Result<()> {
                     .args(["--", "--nocapture", "--test-threads=2"]),
             )
         }
+        Cmd::Support => xtask::support::update(&cache::workspace()),
         Cmd::RenderDeploy => {
             for (rel, text) in xtask::monitoring::rendered(&Default::default()) {
                 let path = cache::workspace().join(rel);
