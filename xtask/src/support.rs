@@ -22,41 +22,37 @@ pub struct Target {
     pub backend: &'static str,
 }
 
-pub const NVMET_NULL_BLK: Target = Target {
-    id: "nvmet-null_blk",
-    name: "Linux nvmet",
-    backend: "null_blk (bdev backend)",
-};
-pub const NVMET_FILE: Target = Target {
-    id: "nvmet-file",
-    name: "Linux nvmet",
-    backend: "a file (file backend, buffered)",
-};
-pub const NVMET_LOOP_DEVICE: Target = Target {
-    id: "nvmet-loop-device",
-    name: "Linux nvmet",
-    backend: "a loop device (bdev backend on a file)",
-};
-pub const QEMU_PCIE: Target = Target {
-    id: "qemu-pcie",
-    name: "QEMU's emulated NVMe",
-    backend: "QEMU's image",
-};
-pub const NVMET_PASSTHRU: Target = Target {
-    id: "nvmet-passthru",
-    name: "Linux nvmet passthru of QEMU's PCIe controller",
-    backend: "the real controller",
-};
-pub const NVMET_DHCHAP: Target = Target {
-    id: "nvmet-dhchap",
-    name: "Linux nvmet with DH-HMAC-CHAP",
-    backend: "null_blk",
-};
-pub const NVMET_ANA: Target = Target {
-    id: "nvmet-ana",
-    name: "Linux nvmet, ANA groups on two ports",
-    backend: "null_blk",
-};
+impl Target {
+    const fn new(id: &'static str, name: &'static str, backend: &'static str) -> Target {
+        Target { id, name, backend }
+    }
+}
+
+pub const NVMET_NULL_BLK: Target =
+    Target::new("nvmet-null_blk", "Linux nvmet", "null_blk (bdev backend)");
+pub const NVMET_FILE: Target = Target::new(
+    "nvmet-file",
+    "Linux nvmet",
+    "a file (file backend, buffered)",
+);
+pub const NVMET_LOOP_DEVICE: Target = Target::new(
+    "nvmet-loop-device",
+    "Linux nvmet",
+    "a loop device (bdev backend on a file)",
+);
+pub const QEMU_PCIE: Target = Target::new("qemu-pcie", "QEMU's emulated NVMe", "QEMU's image");
+pub const NVMET_PASSTHRU: Target = Target::new(
+    "nvmet-passthru",
+    "Linux nvmet passthru of QEMU's PCIe controller",
+    "the real controller",
+);
+pub const NVMET_DHCHAP: Target =
+    Target::new("nvmet-dhchap", "Linux nvmet with DH-HMAC-CHAP", "null_blk");
+pub const NVMET_ANA: Target = Target::new(
+    "nvmet-ana",
+    "Linux nvmet, ANA groups on two ports",
+    "null_blk",
+);
 
 /// The matrix's row order.
 pub const TARGETS: [Target; 7] = [
