@@ -349,6 +349,32 @@ impl Metrics {
         self.sum(name, want) - before.sum(name, want)
     }
 
+    /// How much each finite classic bucket of histogram `name` moved since `before`, summed over
+    /// the series with all of `want`: (bound in seconds, count), by bound.
+    pub fn buckets_moved_from(
+        &self,
+        before: &Metrics,
+        name: &str,
+        want: &[(&str, &str)],
+    ) -> Vec<(f64, f64)> {
+        let bucket = format!("{name}_bucket");
+        let mut by_le: BTreeMap<String, f64> = BTreeMap::new();
+        for (m, sign) in [(self, 1.0), (before, -1.0)] {
+            for s in m.select(&bucket, want) {
+                if let Some(le) = s.label("le") {
+                    *by_le.entry(le.to_owned()).or_default() += sign * s.value;
+                }
+            }
+        }
+        let mut v: Vec<(f64, f64)> = by_le
+            .into_iter()
+            .filter_map(|(le, n)| Some((le.parse::<f64>().ok()?, n)))
+            .filter(|(le, _)| le.is_finite())
+            .collect();
+        v.sort_by(|a, b| a.0.total_cmp(&b.0));
+        v
+    }
+
     pub fn has_family(&self, name: &str) -> bool {
         self.text
             .lines()

@@ -30,20 +30,6 @@ fn ctrl_of_subsystem(s: &mut Shared, release: &str, name: &str) -> String {
         .to_owned()
 }
 
-/// Classic `le` bounds of the write latency series of `by` in `m`, with their counts.
-fn write_buckets(m: &Metrics, by: &str) -> Vec<(f64, f64)> {
-    let mut v: Vec<(f64, f64)> = m
-        .select(
-            "nvmeof_io_latency_seconds_bucket",
-            &[("subsystem", by), ("opclass", "write")],
-        )
-        .filter_map(|s| Some((s.label("le")?.parse::<f64>().ok()?, s.value)))
-        .filter(|(le, _)| le.is_finite())
-        .collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    v
-}
-
 #[test]
 fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
     on_each_lab(|s, release| {
@@ -150,21 +136,16 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
             // slightly different points) and a few the emulation stalled between the two reads
             // (5 % of them: 3 of 80 seen on 5.10, whose classic mode reads the clock after
             // ftrace on the same tracepoints).
-            let (b0, b1) = (write_buckets(&before, &sub), write_buckets(&after, &sub));
-            for (le, n) in &b1 {
-                let was = b0.iter().find(|(l, _)| l == le).map_or(0.0, |(_, n)| *n);
-                let agent = n - was;
-                let bound = le * 1e9;
-                let traced = lat.iter().filter(|&&l| l as f64 <= bound).count() as f64;
-                let near = lat
-                    .iter()
-                    .filter(|&&l| (l as f64 - bound).abs() <= TRACE_SLACK_NS)
-                    .count() as f64;
-                assert!(
-                    (agent - traced).abs() <= near + (lat.len() / 20) as f64,
-                    "{ctx}: le={le}: agent {agent}, trace {traced} ({near} near the bound)"
-                );
-            }
+            let buckets = after.buckets_moved_from(
+                &before,
+                "nvmeof_io_latency_seconds",
+                &[("subsystem", sub.as_str()), ("opclass", "write")],
+            );
+            let off = trace::bucket_mismatches(&buckets, lat, TRACE_SLACK_NS);
+            assert!(
+                trace::most_shifted(&off) <= (lat.len() / 20) as f64,
+                "{ctx}: buckets (agent, trace, near the bound) off the trace's: {off:?}"
+            );
         }
         s.support(support::NVMET_FILE, "loop", support::Outcome::Proven);
         s.support(support::NVMET_LOOP_DEVICE, "loop", support::Outcome::Proven);

@@ -37,10 +37,17 @@ struct Polled {
 
 impl<K: Ord + Clone> PollState<K> {
     /// Folds in one reading of every item's state: (key, subsystem NQN, state). An item not in
-    /// `seen` is forgotten.
+    /// `seen` is forgotten. An empty state is no state (the kernel always prints a name; a file
+    /// caught while being rewritten, as a test tree's is, reads empty): the item keeps what it had.
     pub(crate) fn update(&mut self, seen: Vec<(K, String, String)>, wall: f64, now: Instant) {
         let mut next = BTreeMap::new();
         for (instance, subsysnqn, state) in seen {
+            if state.is_empty() {
+                if let Some(p) = self.ctrls.remove(&instance) {
+                    next.insert(instance, p);
+                }
+                continue;
+            }
             let mut p = match self.ctrls.remove(&instance) {
                 // The same instance of the same subsystem: the same controller, as far as
                 // polling can tell.
@@ -140,6 +147,32 @@ mod tests {
         // nvme1 goes away and a new nvme1 comes: it starts from nothing.
         st.update(seen(&[(0, "live")]), 103.0, t0);
         assert!(!st.snapshot().contains_key(&1));
+    }
+
+    /// A reading caught empty between two others changes nothing: no transition to or from "".
+    #[test]
+    fn an_empty_reading_is_no_state() {
+        let mut st = PollState::default();
+        let t0 = Instant::now();
+        st.update(seen(&[(0, "optimized"), (1, "live")]), 100.0, t0);
+        st.update(seen(&[(0, ""), (1, "live")]), 101.0, t0);
+        st.update(seen(&[(0, "inaccessible"), (1, "live")]), 102.0, t0);
+        assert_eq!(
+            st.snapshot()[&0].transitions,
+            BTreeMap::from([(("optimized".into(), "inaccessible".into()), 1)])
+        );
+        // Nor does an item first read empty start from "".
+        st.update(
+            seen(&[(0, "inaccessible"), (1, "live"), (2, "")]),
+            103.0,
+            t0,
+        );
+        st.update(
+            seen(&[(0, "inaccessible"), (1, "live"), (2, "live")]),
+            104.0,
+            t0,
+        );
+        assert_eq!(st.snapshot()[&2], Track::default());
     }
 
     /// Between two readings nvme0 is deleted and a controller of another subsystem gets its
