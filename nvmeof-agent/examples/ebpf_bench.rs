@@ -20,8 +20,9 @@ use anyhow::{bail, Context as _};
 use aya::maps::{Array, MapData};
 use aya::Ebpf;
 use nvmeof_agent::bpf::io::drain::Drainer;
+use nvmeof_agent::bpf::io::load::{self, Loaded, MapSizes};
 use nvmeof_agent::bpf::io::{IoSource, IoState};
-use nvmeof_agent::bpf::loader::{self, Loaded, MapSizes};
+use nvmeof_agent::bpf::loader;
 use nvmeof_agent::bpf::EBPF_OBJECT;
 use nvmeof_agent::collector::{Collector, Scrape, Sink};
 use nvmeof_agent::collectors::io::IoCollector;
@@ -143,9 +144,9 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
     for per_queue in [false, true] {
-        let ebpf = loader::open(
+        let ebpf = load::open(
             EBPF_OBJECT,
-            &loader::Layouts {
+            &load::Layouts {
                 tracepoint: Some(TracepointLayout::default()),
                 request: None,
                 ..Default::default()
@@ -153,7 +154,7 @@ fn drain_bench(controllers: u32, queues: u16, drains: usize) -> anyhow::Result<(
             sizes,
         )
         .map_err(|e| anyhow::anyhow!(loader::explain(&e)))?;
-        let loaded = Loaded::detached(ebpf, loader::AttachMode::Tracepoint, sizes);
+        let loaded = Loaded::detached(ebpf, load::AttachMode::Tracepoint, sizes);
         let mut d = Drainer::new(loaded, sysfs.clone())?;
         let state = Arc::new(RwLock::new(IoState {
             up: true,

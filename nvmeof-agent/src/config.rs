@@ -9,7 +9,7 @@ mod values;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::bpf::loader::AttachMode;
+use crate::bpf::io::load::AttachMode;
 
 pub use values::{parse_duration, parse_threshold, ListenAddress};
 

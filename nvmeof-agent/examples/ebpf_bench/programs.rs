@@ -18,7 +18,8 @@ use aya::programs::tp_btf::BtfTracePointLinkId;
 use aya::programs::{BtfTracePoint, RawTracePoint, TracePoint};
 use aya::{Ebpf, EbpfLoader};
 use nvmeof_agent::bpf::btf;
-use nvmeof_agent::bpf::loader::{self, MapSizes};
+use nvmeof_agent::bpf::io::load::{self, MapSizes};
+use nvmeof_agent::bpf::loader;
 use nvmeof_agent::bpf::module_tp::{self, ModuleProgram};
 use nvmeof_agent::bpf::{format, tracefs, EBPF_OBJECT};
 use nvmeof_common::bench::{self, programs as b, MIN_BUCKET_COUNT};
@@ -455,7 +456,7 @@ fn minimal_commands(ebpf: &Ebpf) -> anyhow::Result<u64> {
 
 /// Loads the benchmark object with the layouts its minimal tracers read, as the agent's loader
 /// writes them into its own object.
-fn open_bench(layouts: &loader::Layouts) -> anyhow::Result<Ebpf> {
+fn open_bench(layouts: &load::Layouts) -> anyhow::Result<Ebpf> {
     let tracepoint = layouts.tracepoint.unwrap_or_default();
     let request = layouts.request.unwrap_or_default();
     EbpfLoader::new()
@@ -507,13 +508,13 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
             None
         }
     };
-    let layouts = loader::Layouts {
+    let layouts = load::Layouts {
         tracepoint: Some(layout),
         request: request.map(|r| r.layout),
         module_tracepoints: request.and_then(|r| r.module_tracepoints),
         ..Default::default()
     };
-    let slow = loader::Layouts {
+    let slow = load::Layouts {
         slow: SlowTrace {
             threshold_ns: SLOW_THRESHOLD_NS,
             per_cpu_per_second: 100,
@@ -522,7 +523,7 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         ..layouts.clone()
     };
     let slow_sizes = MapSizes {
-        slow: Some(loader::SlowSizes {
+        slow: Some(load::SlowSizes {
             context: nvmeof_common::INFLIGHT_CAPACITY,
             ring_bytes: nvmeof_agent::bpf::io::slow::RING_BYTES,
         }),
@@ -530,7 +531,7 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
     };
     // Host wait as the agent turns it on, where vmlinux's BTF allows it (else its variant counts
     // nothing and says so in its line).
-    let host_wait = loader::Layouts {
+    let host_wait = load::Layouts {
         host_wait: request
             .and_then(|r| r.host_wait)
             .unwrap_or(nvmeof_common::host_wait::HostWait::OFF),
@@ -541,9 +542,9 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
         ..MapSizes::default()
     };
     let mut objects = Objects {
-        ours: loader::open(EBPF_OBJECT, &layouts, MapSizes::default())?,
-        ours_slow: loader::open(EBPF_OBJECT, &slow, slow_sizes)?,
-        ours_host_wait: loader::open(EBPF_OBJECT, &host_wait, host_wait_sizes)?,
+        ours: load::open(EBPF_OBJECT, &layouts, MapSizes::default())?,
+        ours_slow: load::open(EBPF_OBJECT, &slow, slow_sizes)?,
+        ours_host_wait: load::open(EBPF_OBJECT, &host_wait, host_wait_sizes)?,
         bench: open_bench(&layouts)?,
         btf: HashMap::new(),
     };

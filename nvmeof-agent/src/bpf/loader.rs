@@ -1,223 +1,31 @@
-//! Loading the objects and attaching their programs: the one place that knows every program and
-//! how it is hooked. The I/O object (`nvmeof`) gets the layout parsed from tracefs in its
-//! `LAYOUT` global and the struct offsets read from BTF in `REQ_LAYOUT`; the state object
-//! (`nvmeof-state`) gets `struct nvme_ctrl`'s offsets from BTF in `CTRL_LAYOUT`; the AEN object
-//! (`nvmeof-aen`) its record layout from tracefs in `AEN_LAYOUT`.
-//!
-//! The I/O attach mode is chosen here, once, in this order: tp_btf, raw tracepoints (both key a
-//! command by its `struct request *`), classic tracepoints (keyed by the recorded command id,
-//! which nvme-tcp overwrites for writes larger than its inline data: see `docs/metrics.md`).
-use std::os::fd::{AsFd as _, AsRawFd as _};
-
-use super::{count_maps, module_tp};
+//! The shared runtime of loading: an object's loader (refused when the build skipped the
+//! objects, memlock raised), a program by name and kind, why a load failed in words, and what
+//! every loaded program and map costs (run statistics, kernel memory). Each tracer loads and
+//! attaches its own object with these: `bpf::io::load` (the I/O pair in the first attach mode
+//! that works), `bpf::state::load` (kprobes), `bpf::aen::load` (a tracepoint and a kprobe).
 use anyhow::{bail, Context as _};
-use aya::{
-    programs::{BtfTracePoint, KProbe, RawTracePoint, TracePoint},
-    Btf, Ebpf, EbpfLoader,
-};
-use nvmeof_common::count_maps::CountMap;
-use nvmeof_common::host_wait::{self, HostWait, HOST_WAIT_GLOBAL};
-use nvmeof_common::slow::{self, SlowTrace, SLOW_TRACE_GLOBAL};
-use nvmeof_common::{
-    aen, maps, programs, state, CtrlLayout, ErrorTimeouts, RequestLayout, SlotLayout,
-    TracepointLayout, ERROR_TIMEOUTS_GLOBAL, LAYOUT_GLOBAL, REQ_LAYOUT_GLOBAL, SLOT_LAYOUT_GLOBAL,
-};
+use aya::programs::{Program, ProgramError};
+use aya::{Ebpf, EbpfLoader};
 
-/// The classic tracepoint programs with their tracepoint (category `nvme`).
-pub const PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
-/// The tp_btf programs, in the same order.
-pub const BTF_PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF];
-/// The raw tracepoint programs, in the same order.
-pub const RAW_PROGRAMS: [&str; 2] = [programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW];
-
-/// How the programs are hooked, in the order they are tried.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AttachMode {
-    /// BTF-enabled tracepoints, keyed by the request pointer: by aya where nvme_core is built
-    /// in, by `module_tp` where it is a module with BTF (aya 0.14 finds targets in vmlinux only).
-    TpBtf,
-    /// Raw tracepoints, keyed by the request pointer.
-    RawTracepoint,
-    /// Classic tracepoints, keyed by (controller, queue, command id): misses nvme-tcp writes
-    /// larger than the inline data size.
-    Tracepoint,
+/// A loader for `object`: refused when the build skipped the objects (`AYA_BUILD_SKIP`), with
+/// the memlock limit raised for the kernels that charge BPF memory to it.
+pub(crate) fn object_loader(object: &[u8]) -> anyhow::Result<EbpfLoader<'static>> {
+    if object.is_empty() {
+        bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
+    }
+    raise_memlock();
+    Ok(EbpfLoader::new())
 }
 
-impl AttachMode {
-    pub const ALL: [AttachMode; 3] = [
-        AttachMode::TpBtf,
-        AttachMode::RawTracepoint,
-        AttachMode::Tracepoint,
-    ];
-
-    /// The `mode` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttachMode::TpBtf => "tp_btf",
-            AttachMode::RawTracepoint => "raw_tracepoint",
-            AttachMode::Tracepoint => "tracepoint",
-        }
-    }
-
-    /// The two programs (setup, completion) of this mode.
-    pub fn programs(self) -> [&'static str; 2] {
-        match self {
-            AttachMode::TpBtf => BTF_PROGRAMS,
-            AttachMode::RawTracepoint => RAW_PROGRAMS,
-            AttachMode::Tracepoint => PROGRAMS,
-        }
-    }
-}
-
-/// The hook of each program of a pair: the tracepoint's own name.
-const HOOKS: [&str; 2] = [programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ];
-
-/// Every program of the state object with the kernel function it probes, and whether the
-/// object is of use without it.
-pub const STATE_PROGRAMS: [(&str, &str, bool); 7] = [
-    (
-        state::programs::CHANGE_CTRL_STATE,
-        state::FN_CHANGE_CTRL_STATE,
-        true,
-    ),
-    (
-        state::programs::CHANGE_CTRL_STATE_RET,
-        state::FN_CHANGE_CTRL_STATE,
-        true,
-    ),
-    // In nvme_fabrics, absent on a PCIe-only host: attempts are then seen at state changes only.
-    (
-        state::programs::SHOULD_RECONNECT,
-        state::FN_SHOULD_RECONNECT,
-        false,
-    ),
-    // In nvme_fabrics too: failed connects are then not counted.
-    (
-        state::programs::CONNECT_ADMIN,
-        state::FN_CONNECT_ADMIN_QUEUE,
-        false,
-    ),
-    (
-        state::programs::CONNECT_ADMIN_RET,
-        state::FN_CONNECT_ADMIN_QUEUE,
-        false,
-    ),
-    (
-        state::programs::CONNECT_IO,
-        state::FN_CONNECT_IO_QUEUE,
-        false,
-    ),
-    (
-        state::programs::CONNECT_IO_RET,
-        state::FN_CONNECT_IO_QUEUE,
-        false,
-    ),
-];
-
-/// Optional map capacities, for nodes with more controllers or queues than the defaults cover.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MapSizes {
-    /// `INFLIGHT_SLOTS`, the in-flight array (rounded up to a power of two); `None` is
-    /// [`nvmeof_common::INFLIGHT_CAPACITY`]. The LRU maps its collisions go to keep theirs.
-    pub inflight: Option<u32>,
-    /// The bounds of `QUEUES` and `OPS`; `None` is [`DEFAULT_SLOTS`].
-    pub slots: Option<SlotLayout>,
-    /// Slow-command tracing's maps; `None` (tracing off) leaves them at one entry and one page.
-    pub slow: Option<SlowSizes>,
-    /// `--ebpf.count-map-entries`: the entries of `STATUSES` and `CONN_ERRORS`; 0 keeps the
-    /// object's.
-    pub count_map_entries: u32,
-    /// Host wait on: the entries of `BIO_QUEUED` (bios submitted and not yet set up, of every
-    /// block device); `HOST_WAIT_STATS` gets a slot per controller of the arrays.
-    pub host_wait: Option<u32>,
-}
-
-/// The sizes of slow-command tracing's maps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SlowSizes {
-    /// `SLOW_CONTEXT`: the in-flight map's size (it holds what a setup keeps for each command).
-    pub context: u32,
-    /// `SLOW_EVENTS`: bytes, a power of two times the page size.
-    pub ring_bytes: u32,
-}
-
-/// The arrays' bounds where no sizing was done (tests, benchmarks): 16 controllers of up to 8
-/// I/O queues.
-pub const DEFAULT_SLOTS: SlotLayout = SlotLayout::new(16, 9);
-
-impl MapSizes {
-    /// The arrays' bounds, `INFLIGHT_SLOTS`' included.
-    pub fn slots(&self) -> SlotLayout {
-        let slots = self.slots.unwrap_or(DEFAULT_SLOTS);
-        match self.inflight {
-            Some(n) => slots.with_inflight_slots(n),
-            None => slots,
-        }
-    }
-}
-
-/// The loaded object; dropping it detaches the programs and frees the maps.
-pub struct Loaded {
-    pub ebpf: Ebpf,
-    pub attached: Vec<&'static str>,
-    pub mode: AttachMode,
-    /// The tp_btf programs on nvme_core as a module, which aya does not hold.
-    pub module_programs: Vec<module_tp::ModuleProgram>,
-    /// The bounds the arrays were created with.
-    pub slots: SlotLayout,
-    /// As loaded ([`MapSizes::count_map_entries`]), for the log of a full map.
-    pub count_map_entries: u32,
-}
-
-impl Loaded {
-    /// The object's maps, opened with `sizes` and no program attached (benchmarks, tests).
-    pub fn detached(ebpf: Ebpf, mode: AttachMode, sizes: MapSizes) -> Loaded {
-        Loaded {
-            ebpf,
-            attached: vec![],
-            mode,
-            module_programs: vec![],
-            slots: sizes.slots(),
-            count_map_entries: sizes.count_map_entries,
-        }
-    }
-
-    /// `bpf_prog_info`'s run time (ns) and run count of attached program `name`.
-    pub fn run_stats(&self, name: &str) -> Option<(u64, u64)> {
-        if let Some(p) = self.module_programs.iter().find(|p| p.name == name) {
-            return p.run_stats().ok();
-        }
-        run_stats(&self.ebpf, name).ok()
-    }
-
-    /// `bpf_prog_info`'s `recursion_misses` of attached program `name`: the runs the kernel
-    /// skipped because the program was already running on that CPU (Linux 5.12; counted
-    /// whatever `kernel.bpf_stats_enabled`), each an event the program did not see.
-    pub fn misses(&self, name: &str) -> Option<u64> {
-        if let Some(p) = self.module_programs.iter().find(|p| p.name == name) {
-            return p.misses().ok();
-        }
-        let fd = self.ebpf.program(name)?.fd().ok()?;
-        module_tp::prog_info(fd.as_fd().as_raw_fd())
-            .ok()
-            .map(|i| i.recursion_misses)
-    }
-
-    /// The run statistics of every attached program whose `bpf_prog_info` could be read.
-    pub fn program_runs(&self) -> Vec<ProgramRun> {
-        self.attached
-            .iter()
-            .filter_map(|name| {
-                let (run_time_ns, run_count) = self.run_stats(name)?;
-                Some(ProgramRun {
-                    name,
-                    run_time_ns,
-                    run_count,
-                    misses: self.misses(name).unwrap_or(0),
-                })
-            })
-            .collect()
-    }
+/// Program `name` of `ebpf` as the kind `P` it must be (a kprobe, a tracepoint, ...).
+pub(crate) fn program<'a, P>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<&'a mut P>
+where
+    &'a mut P: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    ebpf.program_mut(name)
+        .with_context(|| format!("program {name} missing from the object"))?
+        .try_into()
+        .with_context(|| format!("program {name} is not of the kind it is attached as"))
 }
 
 /// One program's cumulative run time and count (`bpf_prog_info`; they only move while
@@ -227,7 +35,7 @@ pub struct ProgramRun {
     pub name: &'static str,
     pub run_time_ns: u64,
     pub run_count: u64,
-    /// Runs the kernel skipped ([`Loaded::misses`]).
+    /// Runs the kernel skipped (`bpf::io::load::Loaded::misses`).
     pub misses: u64,
 }
 
@@ -240,23 +48,6 @@ pub fn run_stats(ebpf: &Ebpf, name: &str) -> anyhow::Result<(u64, u64)> {
         .info()
         .with_context(|| format!("bpf_prog_info of {name}"))?;
     Ok((info.run_time().as_nanos() as u64, info.run_count()))
-}
-
-/// What the programs read their fields with; a mode whose layout is missing is skipped.
-#[derive(Clone, Debug, Default)]
-pub struct Layouts {
-    /// From the tracepoints' `format` files: the classic programs.
-    pub tracepoint: Option<TracepointLayout>,
-    /// From BTF: the request-keyed programs.
-    pub request: Option<RequestLayout>,
-    /// nvme_core's tracepoint typedef ids, when it is a module with BTF: the tp_btf targets.
-    pub module_tracepoints: Option<[u32; 2]>,
-    /// nvme_core's I/O and admin timeouts: completions later than these count as timeouts.
-    pub timeouts: ErrorTimeouts,
-    /// Slow-command tracing's threshold and rate ([`SlowTrace::OFF`] by default).
-    pub slow: SlowTrace,
-    /// Host wait's offsets ([`HostWait::OFF`] by default: off).
-    pub host_wait: HostWait,
 }
 
 /// Why loading failed, in words for the one log line. Permission problems are recognised in the
@@ -297,288 +88,6 @@ fn raise_memlock() {
             std::io::Error::last_os_error()
         );
     }
-}
-
-/// Loads `object` with `layouts` into the kernel: maps created, nothing verified or attached
-/// yet. A missing layout leaves its global zeroed, which makes its programs return at once.
-pub fn open(object: &[u8], layouts: &Layouts, sizes: MapSizes) -> anyhow::Result<Ebpf> {
-    if object.is_empty() {
-        bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
-    }
-    raise_memlock();
-    let mut loader = EbpfLoader::new();
-    let tracepoint = layouts.tracepoint.unwrap_or_default();
-    let request = layouts.request.unwrap_or_default();
-    loader.override_global(LAYOUT_GLOBAL, &tracepoint, true);
-    loader.override_global(REQ_LAYOUT_GLOBAL, &request, true);
-    loader.override_global(ERROR_TIMEOUTS_GLOBAL, &layouts.timeouts, true);
-    loader.override_global(SLOW_TRACE_GLOBAL, &layouts.slow, true);
-    loader.override_global(HOST_WAIT_GLOBAL, &layouts.host_wait, true);
-    if let Some(slow) = sizes.slow {
-        loader.map_max_entries(slow::maps::SLOW_CONTEXT, slow.context);
-        loader.map_max_entries(slow::maps::SLOW_EVENTS, slow.ring_bytes);
-    }
-    count_maps::size(&mut loader, &CountMap::IO, sizes.count_map_entries);
-    let slots = sizes.slots();
-    if let Some(n) = sizes.host_wait {
-        loader.map_max_entries(host_wait::maps::BIO_QUEUED, n);
-        loader.map_max_entries(host_wait::maps::HOST_WAIT_STATS, slots.controllers.max(1));
-    }
-    loader.override_global(SLOT_LAYOUT_GLOBAL, &slots, true);
-    loader.map_max_entries(maps::OPS, slots.stats_slots().max(1));
-    loader.map_max_entries(maps::QUEUES, slots.queue_slots().max(1));
-    loader.map_max_entries(maps::INFLIGHT_SLOTS, slots.inflight_slots());
-    loader.load(object).context("loading the eBPF object")
-}
-
-/// Loads `object`, then verifies and attaches the programs of the first mode that works (see
-/// the module documentation), or of `only`. Each mode that failed is logged at info with why.
-pub fn load(
-    object: &[u8],
-    layouts: &Layouts,
-    sizes: MapSizes,
-    only: Option<AttachMode>,
-) -> anyhow::Result<Loaded> {
-    let mut ebpf = open(object, layouts, sizes)?;
-    let mut why = Vec::new();
-    for mode in AttachMode::ALL {
-        if only.is_some_and(|o| o != mode) {
-            continue;
-        }
-        let usable = match mode {
-            AttachMode::TpBtf | AttachMode::RawTracepoint => layouts.request.is_some(),
-            AttachMode::Tracepoint => layouts.tracepoint.is_some(),
-        };
-        if !usable {
-            why.push(format!("{}: no layout", mode.as_str()));
-            continue;
-        }
-        match attach(&mut ebpf, mode, object, layouts) {
-            Ok(module_programs) => {
-                for e in &why {
-                    log::info!("eBPF: {e}");
-                }
-                let mut attached = mode.programs().to_vec();
-                if layouts.host_wait.on != 0 {
-                    match attach_host_wait(&mut ebpf, mode) {
-                        Ok(name) => attached.push(name),
-                        Err(e) => log::warn!(
-                            "eBPF: host wait not measured ({}); every setup counts as \
-                             host_wait_unmatched",
-                            explain(&e)
-                        ),
-                    }
-                }
-                return Ok(Loaded {
-                    ebpf,
-                    attached,
-                    mode,
-                    module_programs,
-                    slots: sizes.slots(),
-                    count_map_entries: sizes.count_map_entries,
-                });
-            }
-            Err(e) => {
-                log::debug!("eBPF: {} failed: {e:?}", mode.as_str());
-                // Whatever of this mode did load is unloaded (and so detached) before the next.
-                for name in mode.programs() {
-                    if let Some(p) = ebpf.program_mut(name) {
-                        let _ = match p {
-                            aya::programs::Program::BtfTracePoint(p) => p.unload(),
-                            aya::programs::Program::RawTracePoint(p) => p.unload(),
-                            aya::programs::Program::TracePoint(p) => p.unload(),
-                            _ => Ok(()),
-                        };
-                    }
-                }
-                why.push(format!("{} not attached: {}", mode.as_str(), explain(&e)));
-            }
-        }
-    }
-    bail!("no attach mode worked ({})", why.join("; "))
-}
-
-/// Verifies and attaches the two programs of `mode`; on nvme_core as a module, tp_btf returns
-/// the programs it loaded itself.
-fn attach(
-    ebpf: &mut Ebpf,
-    mode: AttachMode,
-    object: &[u8],
-    layouts: &Layouts,
-) -> anyhow::Result<Vec<module_tp::ModuleProgram>> {
-    let btf = match mode {
-        AttachMode::TpBtf => {
-            // Checked first: parsing vmlinux BTF again only to miss the target costs seconds on a
-            // slow machine.
-            if std::path::Path::new(super::btf::SYS_BTF)
-                .join("nvme_core")
-                .exists()
-            {
-                let ids = layouts.module_tracepoints.context(
-                    "nvme_core is a module and its BTF names no nvme tracepoint (btf_trace_*)",
-                )?;
-                return module_tp::attach_pair(object, ebpf, BTF_PROGRAMS, ids);
-            }
-            Some(Btf::from_sys_fs().context("reading the kernel's BTF")?)
-        }
-        _ => None,
-    };
-    for (name, hook) in mode.programs().into_iter().zip(HOOKS) {
-        let prog = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))?;
-        match mode {
-            AttachMode::TpBtf => {
-                let p: &mut BtfTracePoint = prog.try_into()?;
-                let btf = btf.as_ref().expect("read above");
-                p.load(hook, btf)
-                    .with_context(|| format!("loading {name} for tp_btf/{hook}"))?;
-                p.attach()
-                    .with_context(|| format!("attaching {name} to tp_btf/{hook}"))?;
-            }
-            AttachMode::RawTracepoint => {
-                let p: &mut RawTracePoint = prog.try_into()?;
-                p.load().with_context(|| format!("verifying {name}"))?;
-                p.attach(hook)
-                    .with_context(|| format!("attaching {name} to raw_tp/{hook}"))?;
-            }
-            AttachMode::Tracepoint => {
-                let p: &mut TracePoint = prog.try_into()?;
-                p.load().with_context(|| format!("verifying {name}"))?;
-                p.attach("nvme", hook)
-                    .with_context(|| format!("attaching {name} to nvme:{hook}"))?;
-            }
-        }
-    }
-    Ok(vec![])
-}
-
-/// Attaches host wait's program on `block:block_bio_queue` in `mode`'s way (a vmlinux
-/// tracepoint: tp_btf with vmlinux's BTF, or raw); the classic mode has no request to join.
-fn attach_host_wait(ebpf: &mut Ebpf, mode: AttachMode) -> anyhow::Result<&'static str> {
-    let hook = host_wait::BLOCK_BIO_QUEUE;
-    let name = match mode {
-        AttachMode::TpBtf => host_wait::programs::BLOCK_BIO_QUEUE_BTF,
-        AttachMode::RawTracepoint => host_wait::programs::BLOCK_BIO_QUEUE_RAW,
-        AttachMode::Tracepoint => bail!("the classic mode sees no request"),
-    };
-    let prog = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the object"))?;
-    if mode == AttachMode::TpBtf {
-        let btf = Btf::from_sys_fs().context("reading the kernel's BTF")?;
-        let p: &mut BtfTracePoint = prog.try_into()?;
-        p.load(hook, &btf)
-            .with_context(|| format!("loading {name} for tp_btf/{hook}"))?;
-        p.attach()
-            .with_context(|| format!("attaching {name} to tp_btf/{hook}"))?;
-    } else {
-        let p: &mut RawTracePoint = prog.try_into()?;
-        p.load().with_context(|| format!("verifying {name}"))?;
-        p.attach(hook)
-            .with_context(|| format!("attaching {name} to raw_tp/{hook}"))?;
-    }
-    Ok(name)
-}
-
-/// Loads the state object with `layout` and attaches its kprobes. A failure on a required
-/// program fails the whole; an optional one is logged and left out of `attached`.
-pub fn load_state(
-    object: &[u8],
-    layout: &CtrlLayout,
-    count_map_entries: u32,
-) -> anyhow::Result<LoadedState> {
-    if object.is_empty() {
-        bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
-    }
-    raise_memlock();
-    let mut loader = EbpfLoader::new();
-    loader.override_global(state::CTRL_LAYOUT_GLOBAL, layout, true);
-    count_maps::size(&mut loader, &CountMap::STATE, count_map_entries);
-    let mut ebpf = loader
-        .load(object)
-        .context("loading the state eBPF object")?;
-    let mut attached = Vec::new();
-    for (name, function, required) in STATE_PROGRAMS {
-        let prog: &mut KProbe = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))?
-            .try_into()
-            .with_context(|| format!("program {name} is not a kprobe"))?;
-        let r = prog
-            .load()
-            .with_context(|| format!("verifying {name}"))
-            .and_then(|()| {
-                prog.attach(function, 0)
-                    .with_context(|| format!("attaching {name} to {function}"))
-            });
-        match r {
-            Ok(_) => attached.push(name),
-            Err(e) if !required => log::info!("state: {name} left out: {e:#}"),
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(LoadedState { ebpf, attached })
-}
-
-/// Loads the AEN object with the record layout from the tracepoint's `format` file and attaches
-/// its tracepoint program to `nvme:nvme_async_event` (a classic tracepoint: its record is all it
-/// needs, so it runs without BTF, on 5.10 too). With `ana` (struct offsets from BTF) the kprobe on
-/// `nvme_update_ns_ana_state` is attached too; its failure is logged and leaves
-/// [`LoadedAen::ana`] false (the agent then samples sysfs), the tracepoint's fails the whole.
-pub fn load_aen(
-    object: &[u8],
-    layout: &aen::AenLayout,
-    ana: Option<&aen::AnaLayout>,
-    count_map_entries: u32,
-) -> anyhow::Result<LoadedAen> {
-    if object.is_empty() {
-        bail!("no eBPF object in this build (built with AYA_BUILD_SKIP)");
-    }
-    raise_memlock();
-    let ana_layout = ana.copied().unwrap_or_default();
-    let mut loader = EbpfLoader::new();
-    loader
-        .override_global(aen::AEN_LAYOUT_GLOBAL, layout, true)
-        .override_global(aen::ANA_LAYOUT_GLOBAL, &ana_layout, true);
-    count_maps::size(&mut loader, &CountMap::AEN, count_map_entries);
-    let mut ebpf = loader.load(object).context("loading the AEN eBPF object")?;
-    let name = aen::programs::NVME_ASYNC_EVENT;
-    let prog: &mut TracePoint = ebpf
-        .program_mut(name)
-        .with_context(|| format!("program {name} missing from the object"))?
-        .try_into()
-        .with_context(|| format!("program {name} is not a tracepoint"))?;
-    prog.load().with_context(|| format!("verifying {name}"))?;
-    prog.attach("nvme", name)
-        .with_context(|| format!("attaching {name} to nvme:{name}"))?;
-    let ana = ana.is_some() && {
-        let (name, function) = (
-            aen::programs::UPDATE_NS_ANA_STATE,
-            aen::FN_UPDATE_NS_ANA_STATE,
-        );
-        let r = ebpf
-            .program_mut(name)
-            .with_context(|| format!("program {name} missing from the object"))
-            .and_then(|p| {
-                let p: &mut KProbe = p
-                    .try_into()
-                    .with_context(|| format!("program {name} is not a kprobe"))?;
-                p.load().with_context(|| format!("verifying {name}"))?;
-                p.attach(function, 0)
-                    .with_context(|| format!("attaching {name} to {function}"))
-            });
-        r.map_err(|e| log::info!("ANA: {name} left out: {}", explain(&e)))
-            .is_ok()
-    };
-    Ok(LoadedAen { ebpf, ana })
-}
-
-/// The loaded AEN object.
-pub struct LoadedAen {
-    pub ebpf: Ebpf,
-    /// The ANA kprobe is attached.
-    pub ana: bool,
 }
 
 /// What each map of a loaded object costs the kernel: `memlock` from the map's fdinfo (the
@@ -622,12 +131,6 @@ pub fn map_fd(map: &aya::maps::Map) -> Option<std::os::fd::RawFd> {
     Some(data.fd().as_fd().as_raw_fd())
 }
 
-/// The state object, loaded, with the programs that attached.
-pub struct LoadedState {
-    pub ebpf: Ebpf,
-    pub attached: Vec<&'static str>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -651,73 +154,5 @@ mod tests {
         let line = explain(&anyhow::Error::new(refused).context("verifying nvme_setup_cmd_raw"));
         assert!(line.starts_with("verifying nvme_setup_cmd_raw"), "{line}");
         assert!(line.contains("R7 pointer arithmetic prohibited"), "{line}");
-    }
-
-    /// The request-keyed programs pass this host's verifier (loading a raw tracepoint program
-    /// names no tracepoint, so no NVMe is needed), with slow-command tracing off and on (the
-    /// verifier prunes what a constant global turns off, so each is checked); skipped without
-    /// an object or permission.
-    #[test]
-    fn raw_programs_pass_the_verifier() {
-        let slow_on = SlowTrace {
-            threshold_ns: 1,
-            per_cpu_per_second: 10,
-            _pad: 0,
-        };
-        let host_wait_on = HostWait {
-            on: 1,
-            request_bio: 8,
-            bio_arg: 0,
-            _pad: 0,
-        };
-        for (slow, host_wait) in [
-            (SlowTrace::OFF, HostWait::OFF),
-            (slow_on, HostWait::OFF),
-            (SlowTrace::OFF, host_wait_on),
-            (slow_on, host_wait_on),
-        ] {
-            let layouts = Layouts {
-                request: Some(RequestLayout {
-                    request_size: 296,
-                    valid: 1,
-                    ..Default::default()
-                }),
-                slow,
-                host_wait,
-                ..Default::default()
-            };
-            let sizes = MapSizes {
-                slow: (slow.threshold_ns != 0).then_some(SlowSizes {
-                    context: 1024,
-                    ring_bytes: 1 << 16,
-                }),
-                host_wait: (host_wait.on != 0).then_some(1024),
-                ..Default::default()
-            };
-            let mut ebpf = match open(crate::bpf::EBPF_OBJECT, &layouts, sizes) {
-                Ok(e) => e,
-                Err(e) => {
-                    eprintln!("skipped: {}", explain(&e));
-                    return;
-                }
-            };
-            for name in RAW_PROGRAMS
-                .into_iter()
-                .chain([host_wait::programs::BLOCK_BIO_QUEUE_RAW])
-            {
-                let p: &mut RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
-                p.load().unwrap_or_else(|e| {
-                    panic!("verifying {name} ({slow:?}, {host_wait:?}): {e:?}")
-                });
-            }
-        }
-    }
-
-    #[test]
-    fn empty_object_is_refused() {
-        let err = load(&[], &Layouts::default(), MapSizes::default(), None)
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("no eBPF object"), "{err}");
     }
 }

@@ -1,8 +1,8 @@
 //! The agent side of the eBPF tracers, laid out as `nvmeof-ebpf` is: a shared runtime here and one
 //! folder per tracer.
 //!
-//! - Shared: the objects build.rs embedded, the [`loader`] (the one place that knows every program
-//!   and map, and every program's run statistics), the kernel's BTF ([`btf`]) and nvme_core's
+//! - Shared: the objects build.rs embedded, the [`loader`] (what every tracer loads its object
+//!   with, and every program's run statistics and map memory), the kernel's BTF ([`btf`]) and nvme_core's
 //!   module tracepoints ([`module_tp`]), tracefs ([`tracefs`]) and the tracepoints' record layout
 //!   ([`format`](mod@format)), and the [`worker`] each tracer runs its periodic work on.
 //! - [`io`]: command latency, bytes, errors and queues (`nvme_setup_cmd`, `nvme_complete_rq`).
@@ -10,7 +10,8 @@
 //! - [`aen`]: asynchronous events per controller (`nvme_async_event`) and each path's ANA
 //!   state transitions (a sysfs poll).
 //!
-//! Each tracer's `start` never fails: it returns a source handle that publishes snapshots, and
+//! Each tracer's folder owns its object's loading (`load.rs`: globals, map sizes, which programs
+//! attach how), its draining or polling and its snapshot. Each tracer's `start` never fails: it returns a source handle that publishes snapshots, and
 //! stops its worker (and detaches its programs) when dropped. The collectors
 //! (`crate::collectors::io`, `crate::collectors::state`, `crate::collectors::aen`) only render
 //! those snapshots; nothing here knows about metrics.
@@ -74,9 +75,9 @@ mod tests {
         }
         let io = program_names(super::EBPF_OBJECT);
         let ours = [
-            super::loader::PROGRAMS,
-            super::loader::BTF_PROGRAMS,
-            super::loader::RAW_PROGRAMS,
+            super::io::load::PROGRAMS,
+            super::io::load::BTF_PROGRAMS,
+            super::io::load::RAW_PROGRAMS,
         ];
         for name in ours.concat() {
             assert!(io.iter().any(|n| n == name), "{name} missing: {io:?}");

@@ -281,7 +281,8 @@ pub fn attach_pair(
 mod tests {
     use super::*;
     use crate::bpf::btf::{Btf, SYS_BTF};
-    use crate::bpf::loader::{self, Layouts, MapSizes};
+    use crate::bpf::io::load::{open, Layouts, MapSizes};
+    use crate::bpf::loader;
     use nvmeof_common::{bench, programs, RequestLayout};
 
     /// The benchmark object, for a tp_btf program that any tracepoint accepts (its clock
@@ -299,7 +300,7 @@ mod tests {
             }),
             ..Default::default()
         };
-        match loader::open(crate::bpf::EBPF_OBJECT, &layouts, MapSizes::default()) {
+        match open(crate::bpf::EBPF_OBJECT, &layouts, MapSizes::default()) {
             Ok(e) => Some(e),
             Err(e) => {
                 eprintln!("skipped: {}", loader::explain(&e));

@@ -28,6 +28,7 @@ use aya::{maps::HashMap as BpfHashMap, Ebpf};
 use nvmeof_common::aen::{maps, programs, AenKey, AenLayout, AnaKey};
 use nvmeof_common::count_maps::CountMap;
 
+pub mod load;
 pub mod ns_btf;
 
 use super::state::{poll::PollState, state_name, wall_now, Track};
@@ -158,7 +159,7 @@ fn load(sysfs: &Path, tracefs_root: Option<&Path>, entries: u32) -> anyhow::Resu
     let ana = ns_btf::read(&sysfs.join("kernel/btf"))
         .map_err(|e| log::info!("ANA: no kprobe ({e:#}); sampling sysfs"))
         .ok();
-    let loaded = loader::load_aen(
+    let loaded = load::load_aen(
         AEN_OBJECT,
         &layout,
         ana.as_ref().map(|a| &a.layout),

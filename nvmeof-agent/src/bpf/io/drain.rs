@@ -18,12 +18,11 @@ use nvmeof_common::{
 
 use super::arrays::Arrays;
 use super::host_wait::HostWaitTotals;
+use super::load::{AttachMode, Loaded};
 use super::model::{Model, RawMaps};
 use super::namespaces::{controller_subsystems, namespace_lba_sizes};
 use super::IoState;
 use crate::bpf::count_maps::{self, FullLog};
-use crate::bpf::loader::AttachMode;
-use crate::bpf::loader::Loaded;
 
 /// Everything the drain thread owns; the loaded object lives (and stays attached) as long as it.
 pub struct Drainer {
@@ -388,8 +387,9 @@ pub fn ticks(mut drainer: Drainer, state: Arc<RwLock<IoState>>) -> impl FnMut() 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bpf::io::load::{self, MapSizes};
     use crate::bpf::io::namespaces::tests::fake_sysfs;
-    use crate::bpf::loader::{self, MapSizes};
+    use crate::bpf::loader;
     use crate::bpf::EBPF_OBJECT;
     use aya::maps::Array;
     use nvmeof_common::{latency_bucket, OpClass, OpStats, QueueState};
@@ -415,11 +415,8 @@ mod tests {
     /// Skipped where BPF cannot be loaded (no permission, or a build without the object).
     #[test]
     fn drains_the_real_maps() {
-        let mut ebpf = match loader::open(
-            EBPF_OBJECT,
-            &loader::Layouts::default(),
-            MapSizes::default(),
-        ) {
+        let mut ebpf = match load::open(EBPF_OBJECT, &load::Layouts::default(), MapSizes::default())
+        {
             Ok(e) => e,
             Err(e) => {
                 eprintln!("skipped: {}", loader::explain(&e));
@@ -470,7 +467,7 @@ mod tests {
             }
         }
         let sysfs = fake_sysfs(&[(0, "nqn.test", &[("nvme0n1", 1, 4096)])]);
-        let loaded = Loaded::detached(ebpf, loader::AttachMode::RawTracepoint, MapSizes::default());
+        let loaded = Loaded::detached(ebpf, load::AttachMode::RawTracepoint, MapSizes::default());
         let mut d = Drainer::new(loaded, sysfs.path().to_owned()).unwrap();
         let state = RwLock::new(IoState::default());
         d.drain_once(&state).unwrap();
@@ -514,7 +511,7 @@ mod tests {
         let ns: Vec<(NamespaceKey, u32)> = entries(ebpf, maps::NAMESPACES).unwrap();
         assert_eq!(ns, vec![]);
         // The classic ones need the LBA sizes: the drain writes them.
-        d.loaded.mode = loader::AttachMode::Tracepoint;
+        d.loaded.mode = load::AttachMode::Tracepoint;
         d.drain_once(&state).unwrap();
         let ns: Vec<(NamespaceKey, u32)> = entries(&d.loaded.ebpf, maps::NAMESPACES).unwrap();
         assert_eq!(

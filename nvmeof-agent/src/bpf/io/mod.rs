@@ -2,7 +2,7 @@
 //! the `io` collector (`crate::collectors::io`) renders.
 //!
 //! Hooks: `nvme_setup_cmd` and `nvme_complete_rq` (programs in `nvmeof-ebpf`), as tp_btf, raw or
-//! classic tracepoints: the shared loader (`crate::bpf::loader`) picks the first that attaches.
+//! classic tracepoints: [`load`] picks the first that attaches.
 //! At start: read the struct offsets the request-keyed programs need from the kernel's BTF
 //! (`crate::bpf::btf`), find tracefs and read the two records' layout from their `format` files
 //! (`crate::bpf::tracefs`, `crate::bpf::format`) for the classic ones, load the object with both
@@ -21,6 +21,7 @@
 pub mod arrays;
 pub mod drain;
 pub mod host_wait;
+pub mod load;
 pub mod model;
 pub mod namespaces;
 mod sizing;
@@ -39,6 +40,7 @@ use std::time::Duration;
 
 use crate::bpf::{btf, format, loader, tracefs, ProgramRun, EBPF_OBJECT};
 use crate::worker::{Ticked, Trigger, Worker};
+use load::{AttachMode, Layouts, Loaded, MapSizes, SlowSizes};
 
 /// How the tracer runs; filled from the command line.
 #[derive(Clone, Debug)]
@@ -50,7 +52,7 @@ pub struct IoOptions {
     /// Where the kernel's BTF is; `None` is `/sys/kernel/btf`.
     pub btf_root: Option<PathBuf>,
     /// Only this attach mode; `None` tries them in order.
-    pub attach_mode: Option<loader::AttachMode>,
+    pub attach_mode: Option<AttachMode>,
     /// The longest time between two drains when no scrape asks for one.
     pub drain_interval: Duration,
     /// Controllers and queues the arrays hold, entries of the request-keyed in-flight map.
@@ -265,7 +267,7 @@ fn try_start(
             None
         }
     };
-    let layouts = loader::Layouts {
+    let layouts = Layouts {
         tracepoint,
         request: request.map(|b| b.layout),
         module_tracepoints: request.and_then(|b| b.module_tracepoints),
@@ -279,11 +281,11 @@ fn try_start(
         0 => inflight_capacity(&opts.sysfs_root),
         n => n,
     };
-    let sizes = loader::MapSizes {
+    let sizes = MapSizes {
         inflight: Some(inflight),
         slots: Some(slots),
         // What a setup keeps for its completion, for as many commands as the in-flight map.
-        slow: opts.slow.is_on().then_some(loader::SlowSizes {
+        slow: opts.slow.is_on().then_some(SlowSizes {
             context: inflight.max(nvmeof_common::INFLIGHT_CAPACITY),
             ring_bytes: slow::RING_BYTES,
         }),
@@ -298,7 +300,7 @@ fn try_start(
         slots.stats_slots(),
         u64::from(slots.stats_slots()) * std::mem::size_of::<nvmeof_common::OpStats>() as u64
     );
-    let mut loaded = loader::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
+    let mut loaded = load::load(EBPF_OBJECT, &layouts, sizes, opts.attach_mode)?;
     let slow_reader = match opts.slow.is_on() {
         true => Some(start_slow_reader(&mut loaded, &opts.slow)?),
         false => None,
@@ -311,7 +313,7 @@ fn try_start(
     let interval = opts.drain_interval.max(MIN_DRAIN_INTERVAL);
     let attached = loaded.attached.clone();
     let mode = Some(loaded.mode.as_str());
-    match loaded.mode != loader::AttachMode::Tracepoint {
+    match loaded.mode != AttachMode::Tracepoint {
         true => log::info!(
             "eBPF: in-flight array of {} slots (--ebpf.max-inflight), and an LRU map of {} \
              entries for the commands whose slot is taken",
@@ -357,10 +359,7 @@ fn try_start(
 }
 
 /// Starts reading the slow-command ring of `loaded` into the options' log.
-fn start_slow_reader(
-    loaded: &mut loader::Loaded,
-    opts: &slow::SlowOptions,
-) -> anyhow::Result<Worker> {
+fn start_slow_reader(loaded: &mut Loaded, opts: &slow::SlowOptions) -> anyhow::Result<Worker> {
     use anyhow::Context as _;
     let map = loaded
         .ebpf

@@ -71,12 +71,12 @@ fn slot_layout_from_odd_sysfs_stays_within_its_budget() {
 /// `memlock`), loading the real object with the arrays and the in-flight map sized as the
 /// agent would size them. Skipped where BPF cannot be loaded here.
 fn maps_at(controllers: u32, queues: u32, inflight: u32) -> Option<u64> {
-    let sizes = loader::MapSizes {
+    let sizes = load::MapSizes {
         inflight: Some(inflight),
         slots: Some(nvmeof_common::SlotLayout::new(controllers, queues)),
         ..Default::default()
     };
-    let ebpf = match loader::open(EBPF_OBJECT, &loader::Layouts::default(), sizes) {
+    let ebpf = match load::open(EBPF_OBJECT, &load::Layouts::default(), sizes) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("skipped: {}", loader::explain(&e));

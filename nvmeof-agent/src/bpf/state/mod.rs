@@ -13,6 +13,7 @@
 //! transitions shorter than that are missed, so the counts are a lower bound, and reconnect
 //! attempts are not known. [`StateSnapshot::source`] says which one runs.
 pub mod ctrl_btf;
+pub mod load;
 pub mod poll;
 
 use std::collections::{BTreeMap, HashMap};
@@ -172,7 +173,7 @@ impl StateSource {
 
 fn try_kprobes(sysfs: &Path, count_map_entries: u32) -> anyhow::Result<Source> {
     let ctrl = ctrl_btf::read(&sysfs.join("kernel/btf"))?;
-    let loaded = loader::load_state(STATE_OBJECT, &ctrl.layout, count_map_entries)?;
+    let loaded = load::load_state(STATE_OBJECT, &ctrl.layout, count_map_entries)?;
     log::info!(
         "state transitions: kprobes {} (nvme_ctrl offsets from BTF: state {}, instance {}, nr_reconnects {})",
         loaded.attached.join(", "),
