@@ -11,6 +11,8 @@
 mod bpftrace;
 #[path = "ebpf_bench/programs.rs"]
 mod programs;
+#[path = "ebpf_bench/variants.rs"]
+mod variants;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
