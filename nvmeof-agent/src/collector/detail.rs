@@ -126,13 +126,9 @@ pub fn controller_instance(name: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{Family, Kind, Sink};
+    use crate::collector::{Family, Sink};
 
-    const UP: Family = Family {
-        name: "x_up",
-        help: "Up.",
-        kind: Kind::Gauge,
-    };
+    const UP: Family = Family::gauge("x_up", "Up.");
 
     #[test]
     fn controller_names_are_the_kernels_spelling() {

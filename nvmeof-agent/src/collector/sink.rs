@@ -217,16 +217,8 @@ impl Sink {
 mod tests {
     use super::*;
 
-    const UP: Family = Family {
-        name: "x_up",
-        help: "Up.",
-        kind: Kind::Gauge,
-    };
-    const A: Family = Family {
-        name: "a_total",
-        help: "A.",
-        kind: Kind::Counter,
-    };
+    const UP: Family = Family::gauge("x_up", "Up.");
+    const A: Family = Family::counter("a_total", "A.");
 
     #[test]
     fn families_merge_by_name_and_come_out_sorted() {
