@@ -1,7 +1,23 @@
 //! Netlink by hand (libc only, no process forked): one dump request on a fresh socket, the
-//! replies read until `NLMSG_DONE`. [`sock_diag`] asks for TCP sockets with their `tcp_info`,
-//! [`addr`] for the interfaces' addresses. The parsers are pure functions of the reply bytes and
-//! are tested on their own.
+//! replies read until `NLMSG_DONE`, each read bounded (1 s, 64 KiB). [`sock_diag`] asks for TCP
+//! sockets with their `tcp_info`, [`addr`] for the interfaces' addresses. The parsers are pure
+//! functions of the reply bytes and are tested on their own.
+//!
+//! Not the rust-netlink crates (netlink-sys 0.9, netlink-packet-core 0.9,
+//! netlink-packet-sock-diag 0.5, netlink-packet-route 0.34), tried in their place: they passed the
+//! unit, fuzz and lab tests and need no async runtime, but cost CPU and size (static x86_64
+//! release, medians of 41 dumps):
+//! - a `tcp_sockets` dump of about 1,010 loopback sockets took 3.36 ms instead of 2.68 ms
+//!   (+25 %): each reply is boxed with its attributes inline (memcpy led the profile), and a
+//!   context string is formatted for each attribute the crate does not know (every socket's
+//!   cgroup id and options);
+//! - the binary grew by 1.2 MB (+10.5 %) with `RouteNetlinkMessage`, which brings every rtnetlink
+//!   parser, and by 198 KB with a message type of our own around `AddressMessage`; the address
+//!   dump alone through `AddressMessage::parse` cost 61 KB and 2.1 µs a dump (13.1 to 15.2 µs)
+//!   for 10 lines less;
+//! - sock_diag reads `tcp_info` whole (a kernel before 5.4, with a shorter one, loses its
+//!   sockets) or hands it back as bytes to read by offset as here; route drops an address whose
+//!   label is not UTF-8; netlink-sys has no read timeout (setsockopt is still needed).
 pub mod addr;
 pub mod sock_diag;
 
