@@ -27,7 +27,7 @@ pub(crate) const BTF_MAGIC: u16 = 0xeb9f;
 
 pub(crate) const KIND_INT: u32 = 1;
 pub(crate) const KIND_PTR: u32 = 2;
-const KIND_ARRAY: u32 = 3;
+pub(crate) const KIND_ARRAY: u32 = 3;
 pub(crate) const KIND_STRUCT: u32 = 4;
 const KIND_UNION: u32 = 5;
 pub(crate) const KIND_ENUM: u32 = 6;
@@ -45,7 +45,8 @@ const KIND_DECL_TAG: u32 = 17;
 const KIND_TYPE_TAG: u32 = 18;
 const KIND_ENUM64: u32 = 19;
 
-/// Nesting allowed when resolving a type through typedefs and modifiers, or anonymous members.
+/// Nesting allowed when resolving a type through typedefs and modifiers, arrays, or anonymous
+/// members.
 const MAX_DEPTH: usize = 32;
 
 /// One type: its common header and where its kind-specific data starts in `Btf::types`.
@@ -336,7 +337,7 @@ impl Btf {
             if name != member {
                 continue;
             }
-            let size = self.size_of(ty)?;
+            let size = self.size_of(ty, 0)?;
             let int_bits = self.int_bits(ty)?;
             if bitfield != 0
                 || bit_off % 8 != 0
@@ -385,8 +386,11 @@ impl Btf {
         Ok(Some(if offset != 0 { u32::MAX } else { bits }))
     }
 
-    /// The size in bytes of a type.
-    fn size_of(&self, id: u32) -> anyhow::Result<u32> {
+    /// The size in bytes of a type. An array's is its element's times its length, checked: a
+    /// malformed blob's array of itself, or of 2^32 ints, is an error, not a stack overflow or an
+    /// overflowed multiplication.
+    fn size_of(&self, id: u32, depth: usize) -> anyhow::Result<u32> {
+        ensure!(depth < MAX_DEPTH, "BTF: arrays nested too deep");
         let id = self.resolve(id)?;
         ensure!(id != 0, "BTF: void has no size");
         let (owner, t) = self.type_by_id(id)?;
@@ -398,7 +402,9 @@ impl Btf {
             KIND_ARRAY => {
                 let elem = u32_at(owner.data(), t.data)?;
                 let n = u32_at(owner.data(), t.data + 8)?;
-                self.size_of(elem)? * n
+                self.size_of(elem, depth + 1)?
+                    .checked_mul(n)
+                    .with_context(|| format!("BTF: array type {id} is over 4 GiB"))?
             }
             k => bail!("BTF type {id} (kind {k}) has no size"),
         })
@@ -665,6 +671,29 @@ mod tests {
         let btf = Btf::parse_split(&split, base).unwrap();
         let e = format!("{:#}", btf.member("nvme_request", "flags").unwrap_err());
         assert!(e.contains("member flags is a bitfield"), "{e}");
+    }
+
+    /// Arrays of arrays are sized; an array of itself, or one whose size overflows, is refused.
+    #[test]
+    fn array_members_are_sized_and_bounded() {
+        let mut b = BtfBuilder::new();
+        b.int("u8", 1); // 1
+        b.array(1, 1, 16); // 2: u8[16]
+        b.array(2, 1, 4); // 3: u8[4][16]
+        b.array(4, 1, 2); // 4: an array of itself
+        b.array(1, 1, u32::MAX); // 5: u8[2^32 - 1]
+        b.array(5, 1, 2); // 6: twice that
+        b.strukt(
+            "s",
+            64,
+            &[("name", 3, 0, 0), ("loop", 4, 0, 0), ("huge", 6, 0, 0)],
+        );
+        let btf = Btf::parse(&b.finish()).unwrap();
+        assert_eq!(btf.member_offset("s", "name", 64).unwrap(), 0);
+        let e = format!("{:#}", btf.member("s", "loop").unwrap_err());
+        assert!(e.contains("arrays nested too deep"), "{e}");
+        let e = format!("{:#}", btf.member("s", "huge").unwrap_err());
+        assert!(e.contains("array type 6 is over 4 GiB"), "{e}");
     }
 
     #[test]

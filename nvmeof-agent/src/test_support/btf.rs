@@ -3,7 +3,9 @@
 //! encoding is written once, beside the constants the reader decodes with.
 use std::collections::HashMap;
 
-use crate::bpf::btf::{BTF_MAGIC, KIND_ENUM, KIND_INT, KIND_PTR, KIND_STRUCT, KIND_TYPEDEF};
+use crate::bpf::btf::{
+    BTF_MAGIC, KIND_ARRAY, KIND_ENUM, KIND_INT, KIND_PTR, KIND_STRUCT, KIND_TYPEDEF,
+};
 
 /// Builds one BTF blob: types get ids in the order they are added (from 1 in a base blob, after
 /// the base's last in a split one); a name already in the blob or its base is not added again.
@@ -64,6 +66,11 @@ impl BtfBuilder {
     /// A pointer to type `to` (0: `void *`).
     pub fn ptr(&mut self, to: u32) {
         self.words(&[0, KIND_PTR << 24, to]);
+    }
+
+    /// An array of `n` elements of type `elem`, indexed by type `index`.
+    pub fn array(&mut self, elem: u32, index: u32, n: u32) {
+        self.words(&[0, KIND_ARRAY << 24, 0, elem, index, n]);
     }
 
     pub fn typedef(&mut self, name: &str, to: u32) {
