@@ -204,12 +204,14 @@ fn nvme_pages() {
     });
 }
 
-/// A small BTF blob of the shape the agent reads: `int`, a pointer, `struct request` with `q`,
-/// `mq_hctx` and `__data_len`.
+/// A small BTF blob of the shape the agent reads: `int`, a pointer, an array of ints, and
+/// `struct request` with `q`, `mq_hctx`, `__data_len` and the array (so that mutations reach the
+/// array's element and count, whose size the reader multiplies out).
 fn small_btf() -> Vec<u8> {
     let mut b = BtfBuilder::new();
     b.int("int", 4); // 1
     b.ptr(0); // 2: void *
+    b.array(1, 1, 4); // 3: int[4]
     b.strukt(
         "request",
         296,
@@ -217,6 +219,7 @@ fn small_btf() -> Vec<u8> {
             ("q", 2, 0, 0),
             ("mq_hctx", 2, 128, 0),
             ("__data_len", 1, 352, 0),
+            ("ticks", 3, 384, 0),
         ],
     );
     b.finish()
@@ -227,10 +230,18 @@ fn btf_blobs() {
     let seed = small_btf();
     let parsed = btf::Btf::parse(&seed).expect("the seed is well formed");
     assert_eq!(parsed.struct_size("request").unwrap(), 296);
+    assert_eq!(
+        parsed.member("request", "ticks").unwrap(),
+        btf::Member {
+            offset: 48,
+            size: 16
+        }
+    );
     fuzz("btf", bytes_or_mutated(vec![seed.clone()], 1024), |b| {
         if let Ok(t) = btf::Btf::parse(b) {
             let _ = t.struct_size("request");
             let _ = t.member("request", "__data_len");
+            let _ = t.member("request", "ticks");
             let _ = btf::layout_from(&t);
         }
         let base = btf::Btf::parse(&seed).unwrap();
