@@ -1,13 +1,15 @@
 //! The parsers of what the kernel, a device or an operator hands the agent, under random and
 //! mutated input (proptest): sysfs attribute values, tracefs `format` files, NVMe log and
-//! identify pages, BTF, the web config and the scraper's `Accept` header. Each must answer every
-//! input with a value or an error: no panic, no input that takes a second.
+//! identify pages, BTF, netlink replies (sock_diag and rtnetlink), the web config and the
+//! scraper's `Accept` header. Each must answer every input with a value or an error: no panic, no
+//! input that takes a second.
 //!
 //! Inputs are arbitrary bytes and, so that parsing gets past the first checks, real samples (the
-//! lab's captured pages and format files, a small well-formed BTF) with a few bytes flipped,
-//! inserted, removed or cut. `cargo test` runs `NVMEOF_FUZZ_CASES` inputs per parser (2000 by
-//! default, a twentieth of it for the web config, which goes through a file); `cargo xtask fuzz`
-//! runs ten million in all, optimised with overflow checks on (BENCHMARKS.md has its figures).
+//! lab's captured pages and format files, a small well-formed BTF, replies shaped as the kernel's)
+//! with a few bytes flipped, inserted, removed or cut. `cargo test` runs `NVMEOF_FUZZ_CASES`
+//! inputs per parser (2000 by default, a twentieth of it for the web config, which goes through a
+//! file); `cargo xtask fuzz` runs twelve million in all, optimised with overflow checks on
+//! (BENCHMARKS.md has its figures).
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,7 @@ use nvmeof_agent::bpf::{btf, format};
 use nvmeof_agent::nvme::{ErrorLogEntry, IdentifyController, SmartLog};
 use nvmeof_agent::sysfs::Spelled as _;
 use nvmeof_agent::test_support::btf::BtfBuilder;
-use nvmeof_agent::{exposition, sysfs};
+use nvmeof_agent::{exposition, netlink, sysfs};
 
 /// What one input may take, on a loaded 2-core machine, before it counts as a hang.
 const SLOW: Duration = Duration::from_secs(1);
@@ -287,4 +289,88 @@ fn accept_headers() {
     fuzz("accept header", bytes_or_mutated(seeds, 512), |b| {
         let _ = exposition::negotiate(&text(b));
     });
+}
+
+/// A netlink message: header (length, type, flags, sequence, port) and payload, padded to 4.
+fn nlmsg(kind: u16, payload: &[u8]) -> Vec<u8> {
+    let mut m = ((16 + payload.len()) as u32).to_ne_bytes().to_vec();
+    m.extend_from_slice(&kind.to_ne_bytes());
+    m.extend_from_slice(&[2, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+    m.extend_from_slice(payload);
+    m.resize(m.len().next_multiple_of(4), 0);
+    m
+}
+
+/// A route attribute (length, type, value), padded to 4.
+fn rtattr(kind: u16, value: &[u8]) -> Vec<u8> {
+    let mut a = ((4 + value.len()) as u16).to_ne_bytes().to_vec();
+    a.extend_from_slice(&kind.to_ne_bytes());
+    a.extend_from_slice(value);
+    a.resize(a.len().next_multiple_of(4), 0);
+    a
+}
+
+#[test]
+fn netlink_replies() {
+    // Two TCP sockets as a 6.1 kernel describes them (inet_diag_msg, tcp_info, shutdown,
+    // cgroup id), then NLMSG_DONE.
+    let mut diag = Vec::new();
+    for family in [2u8, 10] {
+        let mut p = vec![0u8; 72];
+        p[..2].copy_from_slice(&[family, 1]);
+        p[4..8].copy_from_slice(&[0x9c, 0x40, 0x11, 0x44]);
+        p.extend(rtattr(2, &[7; 232]));
+        p.extend(rtattr(8, &[0]));
+        p.extend(rtattr(21, &[1; 8]));
+        diag.extend(nlmsg(20, &p));
+    }
+    diag.extend(nlmsg(3, &[0; 4]));
+    // Two addresses (IPv4 with its label, IPv6 with cache info and flags), then NLMSG_DONE.
+    let mut route = Vec::new();
+    let mut v4 = vec![2, 24, 0, 0, 5, 0, 0, 0];
+    v4.extend(rtattr(1, &[192, 0, 2, 1]));
+    v4.extend(rtattr(2, &[192, 0, 2, 1]));
+    v4.extend(rtattr(3, b"veth0\0"));
+    route.extend(nlmsg(20, &v4));
+    let mut v6 = vec![10, 64, 0, 0, 5, 0, 0, 0];
+    v6.extend(rtattr(
+        1,
+        &[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    ));
+    v6.extend(rtattr(6, &[0; 16]));
+    v6.extend(rtattr(8, &[0x80, 0, 0, 0]));
+    route.extend(nlmsg(20, &v6));
+    route.extend(nlmsg(3, &[0; 4]));
+    // The seeds read as they should, before any edit.
+    let mut done = false;
+    let socks: Vec<_> = netlink::messages(&diag, &mut done)
+        .unwrap()
+        .iter()
+        .filter_map(|(_, p)| netlink::sock_diag::parse_msg(p))
+        .collect();
+    assert!(done);
+    assert_eq!(socks.len(), 2);
+    assert_eq!((socks[1].sport, socks[1].dport), (40000, 4420));
+    assert_eq!(socks[1].rtt_us, Some(0x0707_0707));
+    let addrs: Vec<_> = netlink::messages(&route, &mut done)
+        .unwrap()
+        .iter()
+        .filter_map(|(_, p)| netlink::addr::parse_msg(p))
+        .collect();
+    assert_eq!(addrs.len(), 2);
+    assert_eq!(addrs[0].label, "veth0");
+    fuzz(
+        "netlink replies",
+        bytes_or_mutated(vec![diag, route], 1024),
+        |b| {
+            if let Ok(m) = netlink::messages(b, &mut false) {
+                for (_, p) in m {
+                    let _ = netlink::sock_diag::parse_msg(p);
+                    let _ = netlink::addr::parse_msg(p);
+                }
+            }
+            let _ = netlink::sock_diag::parse_msg(b);
+            let _ = netlink::addr::parse_msg(b);
+        },
+    );
 }

@@ -100,7 +100,7 @@ enum Cmd {
     },
     /// The parsers under random and mutated input (nvmeof-agent/tests/fuzz.rs), optimised but
     /// with overflow checks on: `per_parser` inputs for each (a twentieth for the web config,
-    /// which goes through a file); the default comes to ten million in all.
+    /// which goes through a file); the default comes to twelve million in all.
     Fuzz {
         #[arg(long, default_value_t = 2_000_000)]
         per_parser: u32,

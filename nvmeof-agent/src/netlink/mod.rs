@@ -59,8 +59,13 @@ pub fn attrs(mut b: &[u8]) -> Vec<(u16, &[u8])> {
     out
 }
 
+/// The error of a netlink error code (a negative errno); `i32::MIN` must not overflow.
+fn errno(code: u32) -> io::Error {
+    io::Error::from_raw_os_error((code as i32).saturating_neg())
+}
+
 /// Splits a reply buffer into (message type, payload); an error message becomes an error, and
-/// `NLMSG_DONE` sets `done`.
+/// `NLMSG_DONE` sets `done`, unless it carries an error: the kernel stopped the dump short.
 pub fn messages<'a>(mut b: &'a [u8], done: &mut bool) -> io::Result<Vec<(u16, &'a [u8])>> {
     let mut out = Vec::new();
     while b.len() >= NLMSG_HDRLEN {
@@ -74,16 +79,14 @@ pub fn messages<'a>(mut b: &'a [u8], done: &mut bool) -> io::Result<Vec<(u16, &'
         }
         let payload = &b[NLMSG_HDRLEN..len];
         match kind {
-            NLMSG_DONE => {
-                *done = true;
-                break;
-            }
-            NLMSG_ERROR => {
-                let errno = u32_at(payload, 0).unwrap_or(0) as i32;
-                if errno != 0 {
-                    return Err(io::Error::from_raw_os_error(-errno));
+            NLMSG_DONE | NLMSG_ERROR => match u32_at(payload, 0).unwrap_or(0) {
+                0 if kind == NLMSG_DONE => {
+                    *done = true;
+                    break;
                 }
-            }
+                0 => {}
+                code => return Err(errno(code)),
+            },
             _ => out.push((kind, payload)),
         }
         b = &b[align4(len).min(b.len())..];
@@ -124,7 +127,7 @@ pub fn dump(
         tv_usec: 0,
     };
     // SAFETY: a valid option value of the right size.
-    unsafe {
+    let r = unsafe {
         libc::setsockopt(
             fd.0,
             libc::SOL_SOCKET,
@@ -133,6 +136,9 @@ pub fn dump(
             std::mem::size_of::<libc::timeval>() as libc::socklen_t,
         )
     };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
     let mut req = Vec::with_capacity(NLMSG_HDRLEN + body.len());
     req.extend_from_slice(&((NLMSG_HDRLEN + body.len()) as u32).to_ne_bytes());
     req.extend_from_slice(&kind.to_ne_bytes());
@@ -206,6 +212,13 @@ mod tests {
         let err = msg(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
         let e = messages(&err, &mut false).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+        let mut cut_short = msg(20, &[1]);
+        cut_short.extend(msg(NLMSG_DONE, &(-libc::EINTR).to_ne_bytes()));
+        let e = messages(&cut_short, &mut done).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINTR));
+        let odd = msg(NLMSG_ERROR, &i32::MIN.to_ne_bytes());
+        let e = messages(&odd, &mut false).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(i32::MAX));
     }
 
     #[test]
