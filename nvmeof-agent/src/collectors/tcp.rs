@@ -11,7 +11,7 @@
 //! and the RTT is the largest; `--metrics.per-queue` adds one series per connection, labelled by
 //! its local port (sock_diag does not know the queue id). Counters start again when a reconnect
 //! replaces the connections.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 
@@ -202,7 +202,11 @@ impl Collector for TcpCollector {
         if tcp.is_empty() {
             return Ok(());
         }
-        let socks = tcp_sockets().context("sock_diag dump of TCP sockets")?;
+        // Only the sockets to the controllers' ports: the kernel filters, so a host's other
+        // connections, however many, cost the dump nothing.
+        let ports: BTreeSet<u16> = tcp.iter().filter_map(|c| key_of(c).map(|k| k.2)).collect();
+        let ports: Vec<u16> = ports.into_iter().collect();
+        let socks = tcp_sockets(&ports).context("sock_diag dump of TCP sockets")?;
         let (assigned, ambiguous) = assign(&tcp, &socks);
         sink.skipped(ambiguous.len());
         let per_queue = |c: &Controller| self.per_queue || scrape.detail().per_queue_named(&c.name);

@@ -77,24 +77,80 @@ pub fn parse_msg(p: &[u8]) -> Option<TcpSocket> {
     Some(s)
 }
 
-/// The `inet_diag_req_v2` body asking for every TCP socket of `family` with `tcp_info`.
-pub fn request(family: u8) -> Vec<u8> {
+/// `INET_DIAG_REQ_BYTECODE`: the request attribute holding a filter the kernel runs on each
+/// socket before it writes a reply (`inet_diag_bc_run`).
+const INET_DIAG_REQ_BYTECODE: u16 = 1;
+/// The filter's operations (`enum` in `include/uapi/linux/inet_diag.h`; both since Linux 2.6).
+const INET_DIAG_BC_JMP: u8 = 1;
+const INET_DIAG_BC_D_GE: u8 = 4;
+const INET_DIAG_BC_D_LE: u8 = 5;
+/// More remote ports than this and the filter is left out (every socket is dumped, as before):
+/// a node's controllers listen on a handful.
+pub const MAX_FILTERED_PORTS: usize = 64;
+
+/// The `inet_diag_req_v2` body asking for the TCP sockets of `family` with `tcp_info`: every
+/// one, or (`remote_ports` not empty) only those whose remote port is one of them.
+pub fn request(family: u8, remote_ports: &[u16]) -> Vec<u8> {
     let mut b = vec![0u8; 56];
     b[0] = family;
     b[1] = libc::IPPROTO_TCP as u8;
     b[2] = 1 << (INET_DIAG_INFO - 1);
     b[4..8].copy_from_slice(&ALL_STATES.to_ne_bytes());
+    if !remote_ports.is_empty() && remote_ports.len() <= MAX_FILTERED_PORTS {
+        let code = remote_port_filter(remote_ports);
+        let len = 4 + code.len();
+        b.extend_from_slice(&(len as u16).to_ne_bytes());
+        b.extend_from_slice(&INET_DIAG_REQ_BYTECODE.to_ne_bytes());
+        b.extend_from_slice(&code);
+    }
     b
 }
 
-/// Every TCP socket (IPv4 and IPv6) of this network namespace.
-pub fn tcp_sockets() -> io::Result<Vec<TcpSocket>> {
+/// The kernel's filter program for "the remote port is one of `ports`", so that a host with tens
+/// of thousands of sockets (a training node's data loaders) hands over only its NVMe/TCP ones.
+///
+/// The kernel walks `struct inet_diag_bc_op { u8 code; u8 yes; u16 no; }`: a comparison moves on
+/// by `yes` bytes when it holds and by `no` when not, and the socket is kept when the walk ends
+/// exactly at the program's end (past it: dropped). Per port, one block of 20 bytes: `dport >=
+/// p` and `dport <= p` (each followed by the operand `p` in the `no` field of a second op), then
+/// a jump to the end (kept); a failed comparison goes on to the next port's block, the last
+/// port's past the end. `inet_diag_bc_audit` checks every jump lands on an op or just past the
+/// end, as these do.
+pub fn remote_port_filter(ports: &[u16]) -> Vec<u8> {
+    const BLOCK: usize = 20;
+    let op = |code: u8, yes: usize, no: usize| {
+        let mut o = [code, yes as u8, 0, 0];
+        o[2..].copy_from_slice(&(no as u16).to_ne_bytes());
+        o
+    };
+    let total = BLOCK * ports.len();
+    let mut code = Vec::with_capacity(total);
+    for (i, &port) in ports.iter().enumerate() {
+        let at = BLOCK * i;
+        // Where a failed comparison goes, from the op at `from`: the next block's start, or
+        // for the last block four bytes past the end (the socket is dropped).
+        let next = |from: usize| match i + 1 == ports.len() {
+            true => total + 4 - from,
+            false => at + BLOCK - from,
+        };
+        code.extend(op(INET_DIAG_BC_D_GE, 8, next(at)));
+        code.extend(op(0, 0, port as usize));
+        code.extend(op(INET_DIAG_BC_D_LE, 8, next(at + 8)));
+        code.extend(op(0, 0, port as usize));
+        code.extend(op(INET_DIAG_BC_JMP, 4, total - (at + 16)));
+    }
+    code
+}
+
+/// Every TCP socket (IPv4 and IPv6) of this network namespace whose remote port is one of
+/// `remote_ports` (every socket when it is empty or longer than [`MAX_FILTERED_PORTS`]).
+pub fn tcp_sockets(remote_ports: &[u16]) -> io::Result<Vec<TcpSocket>> {
     let mut out = Vec::new();
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         let r = super::dump(
             libc::NETLINK_SOCK_DIAG,
             SOCK_DIAG_BY_FAMILY,
-            &request(family),
+            &request(family, remote_ports),
             |kind, p| {
                 if kind == SOCK_DIAG_BY_FAMILY {
                     out.extend(parse_msg(p));
@@ -172,10 +228,72 @@ mod tests {
 
     #[test]
     fn request_asks_for_info_on_all_states() {
-        let r = request(libc::AF_INET6 as u8);
+        let r = request(libc::AF_INET6 as u8, &[]);
         assert_eq!(r.len(), 56);
         assert_eq!(r[1], 6);
         assert_eq!(r[2], 2);
         assert_eq!(u32_at(&r, 4), Some(0xfff));
+        // With ports: the filter follows as one attribute; too many ports, none.
+        let r = request(libc::AF_INET as u8, &[4420, 4421]);
+        assert_eq!(r.len(), 56 + 4 + 40);
+        assert_eq!(&r[58..60], &1u16.to_ne_bytes());
+        let many: Vec<u16> = (1..=MAX_FILTERED_PORTS as u16 + 1).collect();
+        assert_eq!(request(libc::AF_INET as u8, &many).len(), 56);
+    }
+
+    /// The kernel's own answer: this host's kernel runs the filter (after its audit, which
+    /// refuses a malformed program with EINVAL) on real loopback connections to three listening
+    /// ports, and hands over exactly the client sockets whose remote port was asked for; the
+    /// server sides (whose remote port is the client's) and the third port's stay out.
+    #[test]
+    fn the_kernel_keeps_only_the_sockets_to_the_ports_asked_for() {
+        use std::net::{TcpListener, TcpStream};
+        let listeners: Vec<TcpListener> = (0..3)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<u16> = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let clients: Vec<TcpStream> = ports
+            .iter()
+            .flat_map(|&p| [p, p])
+            .map(|p| TcpStream::connect(("127.0.0.1", p)).unwrap())
+            .collect();
+        let accepted: Vec<TcpStream> = listeners
+            .iter()
+            .flat_map(|l| [l.accept().unwrap().0, l.accept().unwrap().0])
+            .collect();
+        let asked = [ports[0], ports[2]];
+        let all = match tcp_sockets(&[]) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("skipped: no sock_diag here ({e})");
+                return;
+            }
+        };
+        // A program the kernel's audit refuses fails here (EINVAL).
+        let socks = tcp_sockets(&asked).expect("the filtered dump");
+        let mut got: Vec<u16> = socks
+            .iter()
+            .filter(|s| s.dst == Some(IpAddr::V4(Ipv4Addr::LOCALHOST)))
+            .map(|s| s.dport)
+            .collect();
+        got.sort();
+        // Other sockets of this host to those ports may exist (none in a test's namespace
+        // usually); ours are two clients per asked port, and nothing else comes back.
+        let mine: Vec<u16> = clients
+            .iter()
+            .map(|c| c.peer_addr().unwrap().port())
+            .filter(|p| asked.contains(p))
+            .collect();
+        assert!(mine.iter().all(|p| got.contains(p)), "{got:?}");
+        assert!(got.iter().all(|p| asked.contains(p)), "{got:?}");
+        assert_eq!(got.iter().filter(|&&p| p == ports[0]).count(), 2, "{got:?}");
+        // Unfiltered, the third port's clients and the accepted sides are there too.
+        assert!(all.iter().any(|s| s.dport == ports[1]));
+        let server_side = accepted[0].peer_addr().unwrap().port();
+        assert!(all.iter().any(|s| s.dport == server_side));
+        assert!(!socks.iter().any(|s| s.dport == server_side));
     }
 }
