@@ -90,6 +90,51 @@ auth_connect() {
     connect "transport=tcp,traddr=127.0.0.1,trsvcid=4420,nqn=$(nqn auth),hostnqn=$AUTH_HOST,hostid=$AUTH_HOSTID,dhchap_secret=$1${2:+,$2}"
 }
 
+# TLS on NVMe/TCP (TLS 1.3 with a pre-shared key). The kernel hands each handshake, the host's
+# and the target's, to the userspace daemon tlshd, which Debian 12 does not package: the lab
+# brings Debian 13's, with its own libraries and loader, under TRIXIE (xtask/src/trixie.rs).
+TRIXIE=/opt/trixie
+TLS_HOSTID=5eed0000-0000-4000-8000-000000000002
+TLS_HOST=nqn.2014-08.org.nvmexpress:uuid:$TLS_HOSTID
+# trixie PROGRAM ARGS: runs TRIXIE/PROGRAM through its own release's loader and libraries.
+trixie() {
+    p=$1
+    shift
+    "$TRIXIE/usr/lib64/ld-linux-x86-64.so.2" \
+        --library-path "$TRIXIE/usr/lib/x86_64-linux-gnu:$TRIXIE/lib/x86_64-linux-gnu" "$TRIXIE/$p" "$@"
+}
+# tls_setup: the PSK of TLS_HOST and subsystem `tls` in the kernel's .nvme keyring, tlshd
+# looking there, and subsystem `tls` (nullb0) on TCP port 8 (127.0.0.1:4422), which requires
+# TLS 1.3. Prints the PSK's description as the keyring lists it. rc 7: this kernel cannot do
+# TLS on NVMe/TCP (no nvme_keyring: Debian builds it from 6.12 on).
+tls_setup() {
+    [ -d /sys/module/nvme_keyring ] || { echo "no NVMe TLS keyring in this kernel"; return 7; }
+    [ -x "$TRIXIE/usr/sbin/tlshd" ] || { echo "no tlshd in this guest"; return 1; }
+    key=$(trixie usr/sbin/nvme gen-tls-key --subsysnqn="$(nqn tls)" --hostnqn="$TLS_HOST") || return 1
+    trixie usr/sbin/nvme check-tls-key --subsysnqn="$(nqn tls)" --hostnqn="$TLS_HOST" \
+        --keydata="$key" --insert || return 1
+    printf '[debug]\nloglevel=2\ntls=0\nnl=0\n[authenticate]\nkeyrings=.nvme\n' > /tmp/tlshd.conf
+    trixie usr/sbin/tlshd -c /tmp/tlshd.conf -s > /tmp/tlshd.log 2>&1 &
+    echo $! > /tmp/tlshd.pid
+    # A handshake the kernel asks for before tlshd joined the handshake family's multicast
+    # group fails at once (ESRCH): wait until a generic netlink socket (protocol 16) has joined
+    # a group (tlshd's is the guest's only one).
+    i=0
+    until awk '$2 == 16 && $4 != "00000000" { f = 1 } END { exit !f }' /proc/net/netlink; do
+        [ $i -ge 300 ] && { echo "tlshd does not listen:"; cat /tmp/tlshd.log; return 1; }
+        sleep 0.1
+        i=$((i + 1))
+    done
+    subsys tls nullb0 && port 8 tcp ipv4 127.0.0.1 4422 || return 1
+    echo tls1.3 > "$CFG/ports/8/addr_tsas" || return 1
+    expose 8 tls
+}
+# tls_connect [OPTIONS]: TLS_HOST connects to `tls` over TLS (the kernel finds the PSK by its
+# identity in .nvme).
+tls_connect() {
+    connect "transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn tls),hostnqn=$TLS_HOST,hostid=$TLS_HOSTID,tls${1:+,$1}"
+}
+
 # port ID TRTYPE ADRFAM TRADDR [TRSVCID]
 port() {
     p="$CFG/ports/$1"

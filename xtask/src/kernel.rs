@@ -107,12 +107,29 @@ pub const LAB_MODULES: &[&str] = &[
     // The ffdhe groups of DH-HMAC-CHAP (nvme-auth asks the crypto API for them by name, which a
     // host autoloads and the lab's init does not).
     "dh_generic",
+    // Kernel TLS, which tlshd sets on a socket once its handshake is done (NVMe/TCP with TLS);
+    // a host autoloads it, the lab's init does not.
+    "tls",
+    // The AES-GCM of kernel TLS records (the suite tlshd negotiates): the crypto API asks for
+    // gcm(aes) and ghash by name, which a host autoloads and the lab's init does not.
+    "ctr",
+    "ghash-generic",
+    "gcm",
 ];
 
 /// Lab modules a kernel may lack without harm: crc32_generic is gone from 7.x (crc32 is a library
 /// there, which rdma_rxe pulls in), sid's 7.2 builds virtio_pci in without listing it in a
-/// text `modules.builtin`, and only the kernels with in-band authentication use dh_generic.
-const MAYBE_ABSENT: &[&str] = &["crc32_generic", "virtio_pci", "dh_generic"];
+/// text `modules.builtin`, only the kernels with in-band authentication use dh_generic, and
+/// only those with TLS on NVMe/TCP use tls and the AES-GCM modules (built in on some).
+const MAYBE_ABSENT: &[&str] = &[
+    "crc32_generic",
+    "virtio_pci",
+    "dh_generic",
+    "tls",
+    "ctr",
+    "ghash-generic",
+    "gcm",
+];
 
 /// Built out of tree when the kernel lacks them: (module file, source file).
 const OUT_OF_TREE: &[(&str, &str)] = &[("nvme-fcloop", "fcloop.c"), ("nvme-loop", "loop.c")];

@@ -17,4 +17,5 @@ pub mod monitoring;
 pub mod prometheus;
 pub mod scrape_peer;
 pub mod support;
+pub mod trixie;
 pub mod weight;

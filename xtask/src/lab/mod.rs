@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd::say;
 use crate::kernel::{self, Kernel, Series};
-use crate::{cache, initramfs};
+use crate::{cache, initramfs, trixie};
 pub use control::base64_decode;
 use control::{first_line, read_lossy, Control};
 pub use http::http_get;
@@ -229,11 +229,17 @@ impl Lab {
         let kernel = kernel::prepare(opts.series)?;
         let work = unique_workdir()?;
         let initrd = work.join("initrd.gz");
+        let mut extra = opts.extra_files.clone();
+        // TLS on NVMe/TCP needs the handshake daemon and a newer nvme-cli, from a newer Debian
+        // (xtask/src/trixie.rs): only where the kernel can do it (its PSK keyring module).
+        if kernel::has_module(&kernel.root, &kernel.release, "nvme-keyring") {
+            extra.extend(trixie::guest_files().context("the guest's TLS userland")?);
+        }
         initramfs::build(
             &initramfs::Contents {
                 kernel: &kernel,
                 agent: opts.agent.as_deref(),
-                extra: opts.extra_files.clone(),
+                extra,
                 tools: opts.extra_tools.clone(),
             },
             &work,
