@@ -167,21 +167,20 @@ fn before_6_12(release: &str) -> bool {
 /// Whether a guest helper said (rc 7) that this kernel lacks `what`: allowed on the kernels
 /// built without it only, so that a kernel that has it cannot skip the test.
 /// Where it lacks it, that is recorded for the support matrix as `target`'s absence over TCP,
-/// for the reason `config` (the kernel option Debian leaves unset).
+/// for the reason `why` (the kernel option it is built without).
 fn lacks(
     s: &Shared,
     release: &str,
     out: &xtask::lab::GuestOutput,
     what: &str,
-    (target, config): (support::Target, &str),
+    (target, why): (support::Target, &str),
 ) -> bool {
     if out.rc != 7 {
         return false;
     }
     assert!(before_6_12(release), "{release}: no {what}: {}", out.out);
     eprintln!("{release}: {}: {what} not tried", out.out.trim());
-    let why = format!("Debian builds nvmet without `{config}`");
-    s.support(target, "tcp", support::Outcome::Absent(why));
+    s.support(target, "tcp", support::Outcome::Absent(why.to_owned()));
     true
 }
 
@@ -215,7 +214,10 @@ fn a_passthrough_target_shows_the_real_controller_through_the_fabric() {
     const READS: usize = 64;
     on_each_lab(|s, release| {
         let out = guest(s, release, "passthru_pcie", "passthru_pcie");
-        let passthru = (support::NVMET_PASSTHRU, "CONFIG_NVME_TARGET_PASSTHRU");
+        let passthru = (
+            support::NVMET_PASSTHRU,
+            "Debian builds nvmet without `CONFIG_NVME_TARGET_PASSTHRU`",
+        );
         if lacks(s, release, &out, "passthrough", passthru) {
             return;
         }
@@ -408,7 +410,10 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
             .lab
             .sh(&format!("auth_setup {good}"))
             .unwrap_or_else(|e| panic!("{release}: {e:#}"));
-        let auth = (support::NVMET_DHCHAP, "CONFIG_NVME_TARGET_AUTH");
+        let auth = (
+            support::NVMET_DHCHAP,
+            "Debian builds nvmet without `CONFIG_NVME_TARGET_AUTH`",
+        );
         if lacks(s, release, &out, "authentication", auth) {
             return;
         }
@@ -675,10 +680,10 @@ fn dhchap_authentication_is_shown_and_its_failures_counted_by_subsystem() {
     });
 }
 
-/// TLS on NVMe/TCP: no lab controller runs it (the handshake daemon, `tlshd`, is not packaged for
-/// the guest's Debian 12 userland: docs/support.md), so every TCP controller says 0 where the
-/// kernel could do TLS (nvme_tcp has its `tls_handshake_timeout` parameter: 6.12 and sid) and
-/// nothing where it could not (5.10, 6.1), and no other transport says anything.
+/// TLS on NVMe/TCP off: the standard topology's TCP controllers run without it, so each says 0
+/// where the kernel could do TLS (nvme_tcp has its `tls_handshake_timeout` parameter: 6.12 and
+/// sid) and nothing where it could not (5.10, 6.1), and no other transport says anything. The
+/// controller that does run TLS is the next test's.
 #[test]
 fn tls_is_off_on_tcp_controllers_where_the_kernel_can_do_it_and_unsaid_elsewhere() {
     on_each_lab(|s, release| {
@@ -707,5 +712,152 @@ fn tls_is_off_on_tcp_controllers_where_the_kernel_can_do_it_and_unsaid_elsewhere
             };
             assert_eq!(got, want, "{release} {name} ({transport})");
         }
+    });
+}
+
+/// One number of the kernel's TLS statistics (`/proc/net/tls_stat`), e.g. `TlsCurrTxSw`: the
+/// sockets that have software kernel TLS on their sending side now.
+fn tls_stat(s: &mut Shared, release: &str, name: &str) -> u64 {
+    let out = s
+        .lab
+        .sh_ok(&format!(
+            "awk '$1 == \"{name}\" {{ print $2 }}' /proc/net/tls_stat"
+        ))
+        .unwrap_or_else(|e| panic!("{release}: /proc/net/tls_stat: {e:#}"));
+    out.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{release}: {name} {out:?}: {e}"))
+}
+
+/// TLS on NVMe/TCP (Debian's 6.12 and later: `CONFIG_NVME_TCP_TLS`, `CONFIG_NVME_TARGET_TCP_TLS`):
+/// a subsystem on a port that requires TLS 1.3, a PSK for its host in the kernel's `.nvme`
+/// keyring, and `tlshd` (Debian 13's, see xtask/src/trixie.rs) doing both ends' handshakes. The
+/// kernel's own view first: the controller shows the PSK it negotiated (`tls_key`, the key's
+/// serial), tlshd logs one successful handshake per queue on each end, and every queue's socket
+/// runs kernel TLS on both ends, sending and receiving, where no socket did before. Then the
+/// agent's: `nvmeof_controller_tls_enabled` 1 for that controller and 0 for the plain TCP ones,
+/// and every byte and command written and read through TLS counted exactly on its subsystem.
+#[test]
+fn tls_is_shown_on_for_the_tls_controller_and_its_io_counted_exactly() {
+    const W64: usize = 16;
+    const W4: usize = 32;
+    const R64: usize = 8;
+    const R4: usize = 16;
+    on_each_lab(|s, release| {
+        let out = guest(s, release, "tls_setup", "tls_setup");
+        let tls = (
+            support::NVMET_TLS,
+            "Debian builds nvme-tcp without `CONFIG_NVME_TCP_TLS` (TLS came in Linux 6.7)",
+        );
+        if lacks(s, release, &out, "TLS", tls) {
+            return;
+        }
+        assert_eq!(out.rc, 0, "{release}: tls_setup:\n{}", out.out);
+        for side in ["TlsCurrTxSw", "TlsCurrRxSw"] {
+            assert_eq!(tls_stat(s, release, side), 0, "{release}: {side} before");
+        }
+        let sub = nqn("tls");
+        let out = guest(
+            s,
+            release,
+            "TLS connect",
+            &format!(
+                "tls_connect && wait_live 60 || {{ cat /tmp/tlshd.log; dmesg | tail; exit 9; }}
+                 c=$(ctrl_of tls); echo $c $(cat /sys/class/nvme/$c/queue_count)
+                 cat /sys/class/nvme/$c/tls_key
+                 awk '$8 == \"psk\" && $9 == \"NVMe0R01\" && $10 == \"'$TLS_HOST'\" && $11 == \"{sub}:\" {{ print $1 }}' /proc/keys
+                 grep -c 'Handshake with .* was successful' /tmp/tlshd.log"
+            ),
+        );
+        assert_eq!(out.rc, 0, "{release}: TLS connect:\n{}", out.out);
+        let words: Vec<&str> = out.out.split_whitespace().collect();
+        let [ctrl, queues, tls_key, psk, handshakes] = words[..] else {
+            panic!("{release}: TLS connect printed {:?}", out.out)
+        };
+        let ctrl = ctrl.to_owned();
+        let queues: u64 = queues.parse().unwrap();
+        eprintln!(
+            "{release}: {ctrl} over TLS, PSK {psk}, {queues} queues, {handshakes} handshakes"
+        );
+        assert_eq!(
+            tls_key, psk,
+            "{release} {ctrl}: the PSK the controller shows"
+        );
+        // Admin and I/O queues: one handshake and one kernel TLS socket for each on each end.
+        assert_eq!(
+            handshakes.parse::<u64>().unwrap(),
+            2 * queues,
+            "{release}: handshakes tlshd logged"
+        );
+        for side in ["TlsCurrTxSw", "TlsCurrRxSw"] {
+            assert_eq!(
+                tls_stat(s, release, side),
+                2 * queues,
+                "{release}: {side} with {ctrl}'s {queues} queues"
+            );
+        }
+
+        // Started after the new controller, so its arrays hold it from the first command.
+        s.restart_agent("");
+        let m = s.scrape_now();
+        let enabled = |c: &str| -> Vec<f64> {
+            m.select("nvmeof_controller_tls_enabled", &[("controller", c)])
+                .map(|x| x.value)
+                .collect()
+        };
+        assert_eq!(enabled(&ctrl), [1.0], "{release} {ctrl}: TLS");
+        let plain: Vec<String> = s
+            .controllers_on("tcp")
+            .into_iter()
+            .filter(|c| *c != ctrl)
+            .collect();
+        assert!(!plain.is_empty(), "{release}: no plain TCP controller");
+        for c in &plain {
+            assert_eq!(enabled(c), [0.0], "{release} {c}: plain TCP");
+        }
+
+        let before = s.scrape_now();
+        let out = s
+            .lab
+            .sh_timeout(
+                &format!(
+                    "d=$(dev_of tls) || exit 9
+                     dd if=/dev/zero of=$d bs=64k count={W64} oflag=direct 2>/dev/null &&
+                     dd if=/dev/zero of=$d bs=4k count={W4} seek=256 oflag=direct 2>/dev/null &&
+                     dd if=$d of=/dev/null bs=64k count={R64} iflag=direct 2>/dev/null &&
+                     dd if=$d of=/dev/null bs=4k count={R4} iflag=direct 2>/dev/null"
+                ),
+                Duration::from_secs(300),
+            )
+            .unwrap_or_else(|e| panic!("{release}: dd over TLS: {e:#}"));
+        assert_eq!(out.rc, 0, "{release}: dd over TLS failed:\n{}", out.out);
+        let after = s.scrape_now();
+        let by = [("subsystem", sub.as_str())];
+        let delta = |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
+        assert_eq!(
+            (
+                delta("nvmeof_io_write_bytes_total", &[]),
+                delta("nvmeof_io_read_bytes_total", &[])
+            ),
+            (
+                (W64 * 65536 + W4 * 4096) as f64,
+                (R64 * 65536 + R4 * 4096) as f64
+            ),
+            "{release} {ctrl}: bytes written and read over TLS"
+        );
+        assert_eq!(
+            (
+                delta("nvmeof_io_commands_total", &[("opclass", "write")]),
+                delta("nvmeof_io_commands_total", &[("opclass", "read")])
+            ),
+            ((W64 + W4) as f64, (R64 + R4) as f64),
+            "{release} {ctrl}: commands over TLS"
+        );
+        // The I/O went through the same TLS sockets: none was set up again.
+        for side in ["TlsCurrTxSw", "TlsCurrRxSw"] {
+            assert_eq!(tls_stat(s, release, side), 2 * queues, "{release}: {side}");
+        }
+        s.support(support::NVMET_TLS, "tcp", support::Outcome::Proven);
+        let _ = s.lab.sh(&format!("nvme disconnect -n {sub} >/dev/null"));
     });
 }

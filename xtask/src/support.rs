@@ -48,6 +48,11 @@ pub const NVMET_PASSTHRU: Target = Target::new(
 );
 pub const NVMET_DHCHAP: Target =
     Target::new("nvmet-dhchap", "Linux nvmet with DH-HMAC-CHAP", "null_blk");
+pub const NVMET_TLS: Target = Target::new(
+    "nvmet-tls",
+    "Linux nvmet with TLS 1.3 (PSK, tlshd)",
+    "null_blk",
+);
 pub const NVMET_ANA: Target = Target::new(
     "nvmet-ana",
     "Linux nvmet, ANA groups on two ports",
@@ -55,13 +60,14 @@ pub const NVMET_ANA: Target = Target::new(
 );
 
 /// The matrix's row order.
-pub const TARGETS: [Target; 7] = [
+pub const TARGETS: [Target; 8] = [
     NVMET_NULL_BLK,
     NVMET_FILE,
     NVMET_LOOP_DEVICE,
     QEMU_PCIE,
     NVMET_PASSTHRU,
     NVMET_DHCHAP,
+    NVMET_TLS,
     NVMET_ANA,
 ];
 pub const TRANSPORTS: [&str; 5] = ["tcp", "rdma", "fc", "loop", "pcie"];
