@@ -857,6 +857,28 @@ fn tls_is_shown_on_for_the_tls_controller_and_its_io_counted_exactly() {
         for side in ["TlsCurrTxSw", "TlsCurrRxSw"] {
             assert_eq!(tls_stat(s, release, side), 2 * queues, "{release}: {side}");
         }
+
+        // A host without TLS: the port requires it, so the target resets the connection at its
+        // first PDU (the host logs `failed to receive icresp, error -104`), before any fabrics
+        // Connect, and no controller is left. Printed: the refusals logged, the controllers
+        // before and after.
+        let out = guest(
+            s,
+            release,
+            "a plain connect to the TLS port",
+            &format!(
+                "refusals() {{ dmesg | grep -c 'failed to receive icresp, error -104'; }}
+                 n=$(refusals); c=$(ls /sys/class/nvme | wc -l)
+                 connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn={sub}\" 2>/dev/null && exit 8
+                 echo $(($(refusals) - n)) $c $(ls /sys/class/nvme | wc -l)"
+            ),
+        );
+        let words: Vec<&str> = out.out.split_whitespace().collect();
+        assert!(
+            out.rc == 0 && words.len() == 3 && words[0] == "1" && words[1] == words[2],
+            "{release}: a plain connect to the TLS port (refusals, controllers before, after):\n{}",
+            out.out
+        );
         s.support(support::NVMET_TLS, "tcp", support::Outcome::Proven);
         let _ = s.lab.sh(&format!("nvme disconnect -n {sub} >/dev/null"));
     });
