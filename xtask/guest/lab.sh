@@ -105,8 +105,8 @@ trixie() {
 }
 # tls_setup: the PSK of TLS_HOST and subsystem `tls` in the kernel's .nvme keyring, tlshd
 # looking there, and subsystem `tls` (nullb0) on TCP port 8 (127.0.0.1:4422), which requires
-# TLS 1.3. Prints the PSK's description as the keyring lists it. rc 7: this kernel cannot do
-# TLS on NVMe/TCP (no nvme_keyring: Debian builds it from 6.12 on).
+# TLS 1.3. nvme-cli prints the inserted key's serial. rc 7: this kernel cannot do TLS on
+# NVMe/TCP (no nvme_keyring: Debian builds it from 6.12 on).
 tls_setup() {
     [ -d /sys/module/nvme_keyring ] || { echo "no NVMe TLS keyring in this kernel"; return 7; }
     [ -x "$TRIXIE/usr/sbin/tlshd" ] || { echo "no tlshd in this guest"; return 1; }
