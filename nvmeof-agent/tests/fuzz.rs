@@ -244,7 +244,7 @@ fn btf_blobs() {
             let _ = t.struct_size("request");
             let _ = t.member("request", "__data_len");
             let _ = t.member("request", "ticks");
-            let _ = btf::layout_from(&t);
+            let _ = nvmeof_agent::bpf::io::request_btf::layout_from(&t);
         }
         let base = btf::Btf::parse(&seed).unwrap();
         if let Ok(t) = btf::Btf::parse_split(b, base) {

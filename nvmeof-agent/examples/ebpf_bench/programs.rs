@@ -292,7 +292,8 @@ pub fn run(rounds: usize, bpftrace: Option<PathBuf>, cmd: &[String]) -> anyhow::
     let layout = format::read_layout(&tracefs)?;
     // Without nvme_core's structs in BTF (5.10's modules carry none) the request-keyed variants
     // cannot be loaded as the agent would not load them: they are left out, and said so.
-    let request = match btf::request_layout(Path::new(btf::SYS_BTF)) {
+    let request = match nvmeof_agent::bpf::io::request_btf::request_layout(Path::new(btf::SYS_BTF))
+    {
         Ok(r) => Some(r),
         Err(e) => {
             println!("tp_btf and raw variants left out: no request layout from BTF: {e:#}");

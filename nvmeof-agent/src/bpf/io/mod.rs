@@ -24,6 +24,7 @@ pub mod host_wait;
 pub mod load;
 pub mod model;
 pub mod namespaces;
+pub mod request_btf;
 mod sizing;
 pub mod slow;
 pub mod status;
@@ -239,14 +240,15 @@ fn try_start(
 ) -> anyhow::Result<Worker> {
     // The request-keyed modes need the struct offsets from BTF; the classic one the record
     // layout from tracefs. Either may be missing; the loader skips the modes it cannot serve.
-    let request =
-        match btf::request_layout(opts.btf_root.as_deref().unwrap_or(btf::SYS_BTF.as_ref())) {
-            Ok(b) => Some(b),
-            Err(e) => {
-                log::info!("eBPF: no struct offsets from BTF ({e:#}); request-keyed modes off");
-                None
-            }
-        };
+    let request = match request_btf::request_layout(
+        opts.btf_root.as_deref().unwrap_or(btf::SYS_BTF.as_ref()),
+    ) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            log::info!("eBPF: no struct offsets from BTF ({e:#}); request-keyed modes off");
+            None
+        }
+    };
     let tracepoint =
         match tracefs::locate(opts.tracefs_root.as_deref()).and_then(|t| format::read_layout(&t)) {
             Ok(l) => Some(l),
