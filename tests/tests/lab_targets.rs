@@ -11,11 +11,66 @@ use std::time::Duration;
 use nvmeof_tests::trace::{self, TRACE_SLACK_NS};
 use nvmeof_tests::{json_numbers, moved, nqn, on_each_lab, support, Metrics, Shared};
 
-/// Writes of 64 KiB and of 4 KiB, then reads of each, per backend.
-const W64: usize = 16;
-const W4: usize = 64;
-const R64: usize = 8;
-const R4: usize = 32;
+/// Writes of 64 KiB and of 4 KiB, then reads of each, with `dd` on one namespace: what the
+/// backends' and the TLS test count exactly.
+#[derive(Clone, Copy)]
+struct DdMix {
+    w64: usize,
+    w4: usize,
+    r64: usize,
+    r4: usize,
+}
+
+impl DdMix {
+    /// The shell lines on the device in `$d`, the first failure ending them.
+    fn script(&self) -> String {
+        let DdMix { w64, w4, r64, r4 } = *self;
+        format!(
+            "dd if=/dev/zero of=$d bs=64k count={w64} oflag=direct 2>/dev/null &&
+             dd if=/dev/zero of=$d bs=4k count={w4} seek=256 oflag=direct 2>/dev/null &&
+             dd if=$d of=/dev/null bs=64k count={r64} iflag=direct 2>/dev/null &&
+             dd if=$d of=/dev/null bs=4k count={r4} iflag=direct 2>/dev/null"
+        )
+    }
+
+    fn writes(&self) -> usize {
+        self.w64 + self.w4
+    }
+
+    /// Every byte and command of the mix counted exactly on subsystem `sub` between two scrapes.
+    fn assert_counted(&self, before: &Metrics, after: &Metrics, sub: &str, ctx: &str) {
+        let by = [("subsystem", sub)];
+        let delta = |name: &str, extra: &[(&str, &str)]| moved(before, after, &by, name, extra);
+        assert_eq!(
+            delta("nvmeof_io_write_bytes_total", &[]),
+            (self.w64 * 65536 + self.w4 * 4096) as f64,
+            "{ctx}: write bytes"
+        );
+        assert_eq!(
+            delta("nvmeof_io_read_bytes_total", &[]),
+            (self.r64 * 65536 + self.r4 * 4096) as f64,
+            "{ctx}: read bytes"
+        );
+        assert_eq!(
+            delta("nvmeof_io_commands_total", &[("opclass", "write")]),
+            self.writes() as f64,
+            "{ctx}: writes"
+        );
+        assert_eq!(
+            delta("nvmeof_io_commands_total", &[("opclass", "read")]),
+            (self.r64 + self.r4) as f64,
+            "{ctx}: reads"
+        );
+    }
+}
+
+/// Per backend.
+const BACKENDS_MIX: DdMix = DdMix {
+    w64: 16,
+    w4: 64,
+    r64: 8,
+    r4: 32,
+};
 
 /// The controller of subsystem `name` (the guest's view).
 fn ctrl_of_subsystem(s: &mut Shared, release: &str, name: &str) -> String {
@@ -75,12 +130,10 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
                     &format!(
                         "d=$(dev_of {backend}) || exit 9
                          nvme_trace_start nvmeof-{backend} || exit 6
-                         dd if=/dev/zero of=$d bs=64k count={W64} oflag=direct 2>/dev/null &&
-                         dd if=/dev/zero of=$d bs=4k count={W4} seek=256 oflag=direct 2>/dev/null &&
-                         dd if=$d of=/dev/null bs=64k count={R64} iflag=direct 2>/dev/null &&
-                         dd if=$d of=/dev/null bs=4k count={R4} iflag=direct 2>/dev/null; rc=$?
+                         {}; rc=$?
                          nvme_trace_stop nvmeof-{backend} {ctrl}
-                         exit $rc"
+                         exit $rc",
+                        BACKENDS_MIX.script()
                     ),
                     Duration::from_secs(300),
                 )
@@ -91,39 +144,24 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
                 "{release} {backend}: the trace lost events"
             );
             let after = s.scrape_now();
-            let delta =
-                |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
             let ctx = format!("{release} {backend} ({ctrl})");
-            assert_eq!(
-                delta("nvmeof_io_write_bytes_total", &[]),
-                (W64 * 65536 + W4 * 4096) as f64,
-                "{ctx}: write bytes"
-            );
-            assert_eq!(
-                delta("nvmeof_io_read_bytes_total", &[]),
-                (R64 * 65536 + R4 * 4096) as f64,
-                "{ctx}: read bytes"
-            );
-            assert_eq!(
-                delta("nvmeof_io_commands_total", &[("opclass", "write")]),
-                (W64 + W4) as f64,
-                "{ctx}: writes"
-            );
-            assert_eq!(
-                delta("nvmeof_io_commands_total", &[("opclass", "read")]),
-                (R64 + R4) as f64,
-                "{ctx}: reads"
-            );
+            BACKENDS_MIX.assert_counted(&before, &after, &sub, &ctx);
 
             // The trace's writes, joined per (queue, command id) as the programs join them.
             let joined = trace::writes_in(&out.out, &ctrl);
             assert_eq!(
                 (joined.latencies_ns.len(), joined.pending),
-                (W64 + W4, 0),
+                (BACKENDS_MIX.writes(), 0),
                 "{ctx}: traced writes"
             );
             let lat = &joined.latencies_ns;
-            let agent_sum = delta("nvmeof_io_latency_seconds_sum", &[("opclass", "write")]);
+            let agent_sum = moved(
+                &before,
+                &after,
+                &by,
+                "nvmeof_io_latency_seconds_sum",
+                &[("opclass", "write")],
+            );
             let trace_sum = lat.iter().sum::<u64>() as f64 / 1e9;
             let per_cmd_us = (agent_sum - trace_sum) / lat.len() as f64 * 1e6;
             eprintln!(
@@ -739,10 +777,12 @@ fn tls_stat(s: &mut Shared, release: &str, name: &str) -> u64 {
 /// and every byte and command written and read through TLS counted exactly on its subsystem.
 #[test]
 fn tls_is_shown_on_for_the_tls_controller_and_its_io_counted_exactly() {
-    const W64: usize = 16;
-    const W4: usize = 32;
-    const R64: usize = 8;
-    const R4: usize = 16;
+    const MIX: DdMix = DdMix {
+        w64: 16,
+        w4: 32,
+        r64: 8,
+        r4: 16,
+    };
     on_each_lab(|s, release| {
         let out = guest(s, release, "tls_setup", "tls_setup");
         let tls = (
@@ -822,37 +862,15 @@ fn tls_is_shown_on_for_the_tls_controller_and_its_io_counted_exactly() {
             .sh_timeout(
                 &format!(
                     "d=$(dev_of tls) || exit 9
-                     dd if=/dev/zero of=$d bs=64k count={W64} oflag=direct 2>/dev/null &&
-                     dd if=/dev/zero of=$d bs=4k count={W4} seek=256 oflag=direct 2>/dev/null &&
-                     dd if=$d of=/dev/null bs=64k count={R64} iflag=direct 2>/dev/null &&
-                     dd if=$d of=/dev/null bs=4k count={R4} iflag=direct 2>/dev/null"
+                     {}",
+                    MIX.script()
                 ),
                 Duration::from_secs(300),
             )
             .unwrap_or_else(|e| panic!("{release}: dd over TLS: {e:#}"));
         assert_eq!(out.rc, 0, "{release}: dd over TLS failed:\n{}", out.out);
         let after = s.scrape_now();
-        let by = [("subsystem", sub.as_str())];
-        let delta = |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
-        assert_eq!(
-            (
-                delta("nvmeof_io_write_bytes_total", &[]),
-                delta("nvmeof_io_read_bytes_total", &[])
-            ),
-            (
-                (W64 * 65536 + W4 * 4096) as f64,
-                (R64 * 65536 + R4 * 4096) as f64
-            ),
-            "{release} {ctrl}: bytes written and read over TLS"
-        );
-        assert_eq!(
-            (
-                delta("nvmeof_io_commands_total", &[("opclass", "write")]),
-                delta("nvmeof_io_commands_total", &[("opclass", "read")])
-            ),
-            ((W64 + W4) as f64, (R64 + R4) as f64),
-            "{release} {ctrl}: commands over TLS"
-        );
+        MIX.assert_counted(&before, &after, &sub, &format!("{release} {ctrl} over TLS"));
         // The I/O went through the same TLS sockets: none was set up again.
         for side in ["TlsCurrTxSw", "TlsCurrRxSw"] {
             assert_eq!(tls_stat(s, release, side), 2 * queues, "{release}: {side}");
