@@ -9,7 +9,9 @@
 //! The program counts raw `result` values per controller; the agent turns them into the event's
 //! type and information labels ([`AenKey`]). The kprobe reads the kernel's structs at offsets
 //! the agent found in BTF ([`AnaLayout`]), as the state programs do.
+
 use crate::FieldLoc;
+use bytemuck::{Pod, Zeroable};
 
 /// Names of the maps in the AEN object.
 pub mod maps {
@@ -46,7 +48,7 @@ pub const AEN_CAPACITY: u32 = 4096;
 
 /// Where the program finds its two fields in the record.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct AenLayout {
     pub ctrl_id: FieldLoc,
     pub result: FieldLoc,
@@ -58,7 +60,7 @@ pub struct AenLayout {
 /// `ns->ctrl`, `ns->head`, `ctrl->subsys` (pointers), and the `instance` (int) of controller,
 /// namespace head and subsystem, which name the path disk `nvme<subsys>c<ctrl>n<head>`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct AnaLayout {
     pub desc_state: u32,
     pub ns_ana_state: u32,
@@ -75,7 +77,7 @@ pub struct AnaLayout {
 /// One path's change from one ANA state to another (the NVMe values: 01h optimized ... 0Fh
 /// change; `from` 0 never appears: a path's first state is no transition).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Pod, Zeroable)]
 pub struct AnaKey {
     pub ctrl_instance: u32,
     pub subsys_instance: u32,
@@ -86,24 +88,11 @@ pub struct AnaKey {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Pod, Zeroable)]
 pub struct AenKey {
     /// The `nvmeN` instance.
     pub ctrl_id: u32,
     /// The record's `result`: completion dword 0 of the Asynchronous Event Request (event type
     /// in bits 2:0, information in 15:8, log page in 23:16).
     pub result: u32,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<AenLayout>(), 12);
-        assert_eq!(core::mem::size_of::<AenKey>(), 8);
-        assert_eq!(core::mem::size_of::<AnaLayout>(), 36);
-        assert_eq!(core::mem::size_of::<AnaKey>(), 16);
-    }
 }

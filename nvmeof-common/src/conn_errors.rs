@@ -3,6 +3,8 @@
 //! completed only after their timeout. One map, [`crate::maps::CONN_ERRORS`], keyed by
 //! (controller, kind); the classification is here so that the kernel and the tests use one copy.
 
+use bytemuck::{Pod, Zeroable};
+
 /// What went wrong. Every completion with a non-zero status counts in exactly one of the kinds
 /// before [`ConnErrorKind::Timeout`]; `Timeout` counts in addition (a timed-out command also
 /// completes, usually as `host_aborted_cmd`).
@@ -96,7 +98,7 @@ impl ConnErrorKind {
 
 /// Key of the connection-error map; the value is a `u64` count.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
 pub struct ConnErrorKey {
     pub ctrl_id: u32,
     /// A [`ConnErrorKind`] as `u8`.
@@ -107,7 +109,7 @@ pub struct ConnErrorKey {
 /// The command timeouts, written by the agent before load (from `nvme_core`'s `io_timeout` and
 /// `admin_timeout` parameters). 0 turns timeout counting off for that kind of queue.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct ErrorTimeouts {
     pub io_ns: u64,
     pub admin_ns: u64,
@@ -156,7 +158,5 @@ mod tests {
         assert!(t.timed_out(1, 30_000_000_000));
         assert!(!t.timed_out(1, 29_999_999_999));
         assert!(!t.timed_out(0, u64::MAX));
-        assert_eq!(core::mem::size_of::<ConnErrorKey>(), 8);
-        assert_eq!(core::mem::size_of::<ErrorTimeouts>(), 16);
     }
 }

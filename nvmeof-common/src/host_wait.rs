@@ -11,6 +11,8 @@
 //! Opt-in (`--ebpf.host-wait`): every bio of every block device costs an LRU map update. Only the
 //! request-keyed attach modes see the request, so the classic mode does without.
 
+use bytemuck::{Pod, Zeroable};
+
 /// Name of the global that carries [`HostWait`].
 pub const HOST_WAIT_GLOBAL: &str = "HOST_WAIT";
 
@@ -34,7 +36,7 @@ pub const BLOCK_BIO_QUEUE: &str = "block_bio_queue";
 
 /// Written by the agent before load.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct HostWait {
     /// Non-zero turns host wait on; 0 (the default) lets the verifier drop its code.
     pub on: u32,

@@ -1,10 +1,12 @@
 //! The I/O tracer's kernel/user types: a command's class, the programs' own counters, what a
 //! command in flight holds, and the keys and values of the per-queue and per-class statistics.
+
 use crate::latency::LATENCY_BUCKETS;
 #[cfg(doc)]
 use crate::latency_bucket;
 #[cfg(doc)]
 use crate::{slow, SlotLayout};
+use bytemuck::{Pod, Zeroable};
 
 /// The low bits of a command id that hold the blk-mq tag. Newer kernels put a generation counter
 /// above them in `nvme_setup_cmd` but 5.10 records the bare tag in `nvme_complete_rq`: joining on
@@ -142,7 +144,7 @@ impl ProgramCounter {
 
 /// Key of the in-flight map: one hardware queue's tag.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct InflightKey {
     /// `nvme_ctrl->instance`: the N of `/dev/nvmeN`.
     pub ctrl_id: u32,
@@ -155,7 +157,7 @@ pub struct InflightKey {
 /// and so are the array slots its completion updates: a completion makes no lookup but this
 /// entry's.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Inflight {
     pub start_ns: u64,
     /// Bytes the command moves (reads and writes), 0 for others.
@@ -178,7 +180,7 @@ pub struct Inflight {
 /// compare-and-exchange of `start_ns`, then writes `key`; the completion clears `key`, then
 /// `start_ns`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct InflightSlot {
     /// One more than the command's key ([`SlotLayout::slot_key`]), 0 when none: the raw
     /// programs' request pointer; the tp_btf programs' [`slow::classic_key`] of (request queue
@@ -189,7 +191,7 @@ pub struct InflightSlot {
 
 /// Key of the per-queue map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
 pub struct QueueKey {
     pub ctrl_id: u32,
     pub qid: u16,
@@ -200,7 +202,7 @@ pub struct QueueKey {
 /// counts commands whose completion was lost, when their tag is set up again); `busy_ns` grows
 /// while at least one command is in flight (like the block layer's `io_ticks`).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct QueueState {
     pub submitted: u64,
     pub completed: u64,
@@ -210,7 +212,7 @@ pub struct QueueState {
 
 /// Key of the per-(controller, queue, class) map.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
 pub struct OpKey {
     pub ctrl_id: u32,
     pub qid: u16,
@@ -228,7 +230,7 @@ pub struct OpKey {
 /// sum to it ([`OpStats::commands`]). One shared atomic add per command fewer in the kernel, the
 /// same exact count in the agent.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
 pub struct OpStats {
     /// Bytes of reads and writes; other classes never add to it.
     pub bytes: u64,
@@ -263,7 +265,7 @@ impl Default for OpStats {
 /// (`nvme_req(req)->status`): status code type in bits 8..11, status code in bits 0..8, with the
 /// More and Do Not Retry bits cleared.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
 pub struct StatusKey {
     pub ctrl_id: u32,
     pub status: u16,
@@ -273,7 +275,7 @@ pub struct StatusKey {
 
 /// Key of the namespace map, whose value is log2 of the LBA size.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Pod, Zeroable)]
 pub struct NamespaceKey {
     pub ctrl_id: u32,
     pub nsid: u32,
@@ -286,19 +288,6 @@ pub const NVME_STATUS_MASK: u16 = 0x07ff;
 mod tests {
     use super::*;
     use crate::latency_bucket;
-
-    #[test]
-    fn sizes_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<InflightKey>(), 8);
-        assert_eq!(core::mem::size_of::<Inflight>(), 32);
-        assert_eq!(core::mem::size_of::<InflightSlot>(), 40);
-        assert_eq!(core::mem::size_of::<QueueKey>(), 8);
-        assert_eq!(core::mem::size_of::<QueueState>(), 32);
-        assert_eq!(core::mem::size_of::<OpKey>(), 8);
-        assert_eq!(core::mem::size_of::<OpStats>(), 24 + 4 * LATENCY_BUCKETS);
-        assert_eq!(core::mem::size_of::<StatusKey>(), 8);
-        assert_eq!(core::mem::size_of::<NamespaceKey>(), 8);
-    }
 
     #[test]
     fn commands_are_the_sum_of_the_buckets() {

@@ -2,10 +2,12 @@
 //! records. The agent reads the offsets from the tracepoints' `format` files at start and writes
 //! them into the `LAYOUT` global before loading, so no offset is compiled in.
 
+use bytemuck::{Pod, Zeroable};
+
 /// One field of a tracepoint record: its byte offset and size. A size of 0 marks a field the
 /// kernel does not have; the programs then skip what depends on it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct FieldLoc {
     pub offset: u16,
     pub size: u16,
@@ -25,7 +27,7 @@ impl FieldLoc {
 /// or 8 bytes accordingly (`cdw10` is an array whose dwords 10..15 are read at fixed offsets
 /// inside it).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct TracepointLayout {
     pub setup_ctrl_id: FieldLoc,
     pub setup_qid: FieldLoc,
@@ -66,7 +68,7 @@ impl TracepointLayout {
 /// `REQ_LAYOUT` global before loading. The command itself (`struct nvme_command`) is the NVMe wire
 /// format, so its offsets are the specification's and compiled in.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct RequestLayout {
     /// `sizeof(struct request)`: `nvme_req(req)` is the blk-mq pdu right after it.
     pub request_size: u32,

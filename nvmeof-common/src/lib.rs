@@ -1,7 +1,8 @@
 //! Types shared by the kernel side (`nvmeof-ebpf`) and the agent (`nvmeof-agent`).
 //!
-//! Every map key and value is defined here once, `#[repr(C)]` and free of implicit padding, so the
-//! kernel writes exactly what the agent reads. Map and program names are constants for the same
+//! Every map key and value is defined here once, `#[repr(C)]` and free of implicit padding (each
+//! derives `bytemuck::Pod`, whose derive refuses padding at compile time), so the kernel writes
+//! exactly what the agent reads. Map and program names are constants for the same
 //! reason. The latency bucket function lives here too ([`latency`]): the kernel counts into
 //! Prometheus native-histogram buckets, the agent reads their bounds from the same module.
 #![no_std]
@@ -91,41 +92,53 @@ pub const NAMESPACES_CAPACITY: u32 = 1024;
 /// Capacity of the `CONN_ERRORS` map: 8 kinds for 128 controllers.
 pub const CONN_ERRORS_CAPACITY: u32 = 1024;
 
+/// `aya::Pod` for types that are `bytemuck::Pod`: bytemuck's derive has proved, at compile time,
+/// that each is `#[repr(C)]`, has no padding and holds only plain integers, which is what
+/// `aya::Pod` asks. The `unsafe` rests on that checked bound, not on a comment.
 #[cfg(feature = "user")]
-mod pod {
-    use super::*;
-    // SAFETY: all of these are #[repr(C)], Copy, made of integers, with explicit padding fields,
-    // so every bit pattern is valid and no byte is uninitialised.
-    unsafe impl aya::Pod for InflightKey {}
-    unsafe impl aya::Pod for Inflight {}
-    unsafe impl aya::Pod for InflightSlot {}
-    unsafe impl aya::Pod for QueueKey {}
-    unsafe impl aya::Pod for QueueState {}
-    unsafe impl aya::Pod for OpKey {}
-    unsafe impl aya::Pod for OpStats {}
-    unsafe impl aya::Pod for StatusKey {}
-    unsafe impl aya::Pod for NamespaceKey {}
-    unsafe impl aya::Pod for FieldLoc {}
-    unsafe impl aya::Pod for TracepointLayout {}
-    unsafe impl aya::Pod for CtrlLayout {}
-    unsafe impl aya::Pod for TransitionKey {}
-    unsafe impl aya::Pod for TransitionStats {}
-    unsafe impl aya::Pod for Reconnects {}
-    unsafe impl aya::Pod for PendingChange {}
-    unsafe impl aya::Pod for crate::state::ConnectFailureKey {}
-    unsafe impl aya::Pod for crate::state::PendingConnect {}
-    unsafe impl aya::Pod for RequestLayout {}
-    unsafe impl aya::Pod for SlotLayout {}
-    unsafe impl aya::Pod for crate::ConnErrorKey {}
-    unsafe impl aya::Pod for crate::ErrorTimeouts {}
-    unsafe impl aya::Pod for crate::slow::SlowTrace {}
-    unsafe impl aya::Pod for crate::host_wait::HostWait {}
-    unsafe impl aya::Pod for crate::queues::TcpQueueLayout {}
-    unsafe impl aya::Pod for crate::queues::TcpQueueRecord {}
-    unsafe impl aya::Pod for crate::slow::SlowContext {}
-    unsafe impl aya::Pod for crate::slow::SlowCommand {}
-    unsafe impl aya::Pod for crate::aen::AenLayout {}
-    unsafe impl aya::Pod for crate::aen::AenKey {}
-    unsafe impl aya::Pod for crate::aen::AnaLayout {}
-    unsafe impl aya::Pod for crate::aen::AnaKey {}
+macro_rules! aya_pod {
+    ($($t:ty),* $(,)?) => {$(
+        const _: () = {
+            const fn is_pod<T: bytemuck::Pod>() {}
+            is_pod::<$t>()
+        };
+        // SAFETY: `$t: bytemuck::Pod`, checked just above.
+        unsafe impl aya::Pod for $t {}
+    )*};
 }
+
+#[cfg(feature = "user")]
+aya_pod!(
+    InflightKey,
+    Inflight,
+    InflightSlot,
+    QueueKey,
+    QueueState,
+    OpKey,
+    OpStats,
+    StatusKey,
+    NamespaceKey,
+    FieldLoc,
+    TracepointLayout,
+    CtrlLayout,
+    TransitionKey,
+    TransitionStats,
+    Reconnects,
+    PendingChange,
+    crate::state::ConnectFailureKey,
+    crate::state::PendingConnect,
+    RequestLayout,
+    SlotLayout,
+    crate::ConnErrorKey,
+    crate::ErrorTimeouts,
+    crate::slow::SlowTrace,
+    crate::host_wait::HostWait,
+    crate::queues::TcpQueueLayout,
+    crate::queues::TcpQueueRecord,
+    crate::slow::SlowContext,
+    crate::slow::SlowCommand,
+    crate::aen::AenLayout,
+    crate::aen::AenKey,
+    crate::aen::AnaLayout,
+    crate::aen::AnaKey,
+);

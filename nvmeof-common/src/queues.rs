@@ -5,6 +5,8 @@
 //! at it, and writes one [`TcpQueueRecord`] per queue: nothing runs per command, the agent reads
 //! the iterator when a scrape asks for queues.
 
+use bytemuck::{Pod, Zeroable};
+
 /// Name of the global that carries [`TcpQueueLayout`].
 pub const TCP_QUEUE_LAYOUT_GLOBAL: &str = "TCP_QUEUE_LAYOUT";
 
@@ -19,7 +21,7 @@ pub const TCP_ITER_TARGET: &str = "tcp";
 
 /// Byte offsets from BTF (vmlinux's and nvme_tcp's), written by the agent before load.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct TcpQueueLayout {
     /// `struct sock`: `sk_user_data`.
     pub sock_user_data: u32,
@@ -46,7 +48,7 @@ pub struct TcpQueueLayout {
 
 /// One queue's connection, as the iterator writes it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct TcpQueueRecord {
     /// `nvme_ctrl->instance`: the N of `/dev/nvmeN`.
     pub ctrl_instance: u32,

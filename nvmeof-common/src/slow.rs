@@ -7,6 +7,8 @@
 //! [`SlowTrace::per_cpu_per_second`] a second per CPU: the rest are counted (`slow_rate_limited`,
 //! and `slow_ring_full` when the agent does not read fast enough), never queued.
 
+use bytemuck::{Pod, Zeroable};
+
 /// Name of the global that carries the [`SlowTrace`] settings.
 pub const SLOW_TRACE_GLOBAL: &str = "SLOW_TRACE";
 
@@ -23,7 +25,7 @@ pub mod maps {
 
 /// Written by the agent before load.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SlowTrace {
     /// A command this slow or slower is sent; 0 turns tracing off.
     pub threshold_ns: u64,
@@ -43,7 +45,7 @@ impl SlowTrace {
 /// A command's identity as its setup saw it: the completion runs in another task's context (an
 /// interrupt, a transport's worker), so the submitter is known only here.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SlowContext {
     /// Starting LBA (cdw10-11 of a read or write), 0 for other commands.
     pub slba: u64,
@@ -63,7 +65,7 @@ pub struct SlowContext {
 
 /// One CPU's rate-limit window.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SlowBudget {
     pub window_start_ns: u64,
     pub sent: u32,
@@ -72,7 +74,7 @@ pub struct SlowBudget {
 
 /// A slow command, as the ring buffer carries it.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct SlowCommand {
     /// `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) at setup.
     pub start_ns: u64,
@@ -105,15 +107,6 @@ pub fn classic_key(ctrl_id: u32, qid: u16, tag: u16) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Layouts the kernel and the agent must agree on, free of implicit padding.
-    #[test]
-    fn sizes() {
-        assert_eq!(core::mem::size_of::<SlowContext>(), 48);
-        assert_eq!(core::mem::size_of::<SlowCommand>(), 88);
-        assert_eq!(core::mem::size_of::<SlowBudget>(), 16);
-        assert_eq!(core::mem::size_of::<SlowTrace>(), 16);
-    }
 
     #[test]
     fn classic_keys_differ_by_each_part() {

@@ -6,6 +6,8 @@
 //! `instance` and `nr_reconnects` members and the values of `enum nvme_ctrl_state` from the
 //! kernel's BTF at start and writes them into the [`CtrlLayout`] global before load.
 
+use bytemuck::{Pod, Zeroable};
+
 /// Names of the maps in the state object.
 pub mod maps {
     /// Transitions by (controller instance, from, to): [`crate::TransitionKey`] →
@@ -65,7 +67,7 @@ pub const NQN_BYTES: usize = 224;
 
 /// Byte offsets in `struct nvme_ctrl` and the value of `NVME_CTRL_NEW`, from BTF.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct CtrlLayout {
     pub state: u32,
     pub instance: u32,
@@ -84,7 +86,7 @@ pub struct CtrlLayout {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Pod, Zeroable)]
 pub struct TransitionKey {
     pub instance: u32,
     pub from: u8,
@@ -93,7 +95,7 @@ pub struct TransitionKey {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct TransitionStats {
     pub count: u64,
     /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) of the last one.
@@ -104,7 +106,7 @@ pub struct TransitionStats {
 /// every attempt, reset to 0 after a success) read whenever the programs see the controller,
 /// and the sum of its increases.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct Reconnects {
     pub last_nr: u32,
     pub _pad: u32,
@@ -126,7 +128,7 @@ impl Reconnects {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PendingChange {
     pub instance: u32,
     pub from: u32,
@@ -189,7 +191,7 @@ impl ConnectFailure {
 /// known before the controller has identified itself, and stays after the kernel removes it),
 /// the queue kind (0 admin, 1 I/O) and the [`ConnectFailure`] reason.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Pod, Zeroable)]
 pub struct ConnectFailureKey {
     /// NUL-terminated; zeros after the terminator.
     pub subsysnqn: [u8; NQN_BYTES],
@@ -200,7 +202,7 @@ pub struct ConnectFailureKey {
 
 /// A connect between entry and return.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
 pub struct PendingConnect {
     /// `struct nvme_ctrl *`.
     pub ctrl: u64,
@@ -245,15 +247,5 @@ mod tests {
         );
         assert_eq!(ConnectFailure::of_return(-110), Some(ConnectFailure::Other));
         assert_eq!(ConnectFailure::of_return(-130), Some(ConnectFailure::Other));
-    }
-
-    #[test]
-    fn sizes_have_no_implicit_padding() {
-        assert_eq!(core::mem::size_of::<TransitionKey>(), 8);
-        assert_eq!(core::mem::size_of::<TransitionStats>(), 16);
-        assert_eq!(core::mem::size_of::<Reconnects>(), 16);
-        assert_eq!(core::mem::size_of::<PendingChange>(), 16);
-        assert_eq!(core::mem::size_of::<CtrlLayout>(), 32);
-        assert_eq!(core::mem::size_of::<ConnectFailureKey>(), NQN_BYTES + 4);
     }
 }
