@@ -5,71 +5,43 @@
 
 use bytemuck::{Pod, Zeroable};
 
-/// What went wrong. Every completion with a non-zero status counts in exactly one of the kinds
-/// before [`ConnErrorKind::Timeout`]; `Timeout` counts in addition (a timed-out command also
-/// completes, usually as `host_aborted_cmd`).
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConnErrorKind {
-    /// Path-related status set by the controller (SCT 3, 0x300..0x36f: internal path error, ANA
-    /// inaccessible, persistent loss or transition, controller path error), or specific to a
-    /// command set or vendor (0x380..0x3ff): the kernel fails over on every SCT 3 status
-    /// (`nvme_is_path_error`).
-    PathError = 0,
-    /// Path-related status set by the host itself (0x370, 0x372..0x37f): the transport is down.
-    HostPathError = 1,
-    /// Aborted commands: abort requested (0x07), SQ deleted (0x08), preempt and abort (0x1b), and
-    /// host aborted (0x371: cancelled by the host on a reset or timeout).
-    Abort = 2,
-    /// Transport errors: transient transport error (0x22) and data transfer error (0x04).
-    TransportError = 3,
-    /// Any other error status (generic, command specific, media) on a command that is neither a
-    /// keep-alive nor a fabrics command.
-    CommandError = 4,
-    /// A Keep Alive (admin opcode 0x18) completed with an error.
-    KeepAliveFailure = 5,
-    /// A fabrics command (Connect, Property Get/Set, authentication) completed with an error: a
-    /// failed connect attempt of a queue or the controller.
-    ConnectFailure = 6,
-    /// A command completed (whatever its status) after its queue's timeout: the block layer's
-    /// timeout handler fired for it.
-    Timeout = 7,
+crate::indexed_enum! {
+    /// What went wrong. Every completion with a non-zero status counts in exactly one of the kinds
+    /// before [`ConnErrorKind::Timeout`]; `Timeout` counts in addition (a timed-out command also
+    /// completes, usually as `host_aborted_cmd`).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum ConnErrorKind: u8 {
+        /// Path-related status set by the controller (SCT 3, 0x300..0x36f: internal path error, ANA
+        /// inaccessible, persistent loss or transition, controller path error), or specific to a
+        /// command set or vendor (0x380..0x3ff): the kernel fails over on every SCT 3 status
+        /// (`nvme_is_path_error`).
+        PathError => "path_error",
+        /// Path-related status set by the host itself (0x370, 0x372..0x37f): the transport is down.
+        HostPathError => "host_path_error",
+        /// Aborted commands: abort requested (0x07), SQ deleted (0x08), preempt and abort (0x1b),
+        /// and host aborted (0x371: cancelled by the host on a reset or timeout).
+        Abort => "abort",
+        /// Transport errors: transient transport error (0x22) and data transfer error (0x04).
+        TransportError => "transport_error",
+        /// Any other error status (generic, command specific, media) on a command that is neither a
+        /// keep-alive nor a fabrics command.
+        CommandError => "command_error",
+        /// A Keep Alive (admin opcode 0x18) completed with an error.
+        KeepAliveFailure => "keep_alive_failure",
+        /// A fabrics command (Connect, Property Get/Set, authentication) completed with an error: a
+        /// failed connect attempt of a queue or the controller.
+        ConnectFailure => "connect_failure",
+        /// A command completed (whatever its status) after its queue's timeout: the block layer's
+        /// timeout handler fired for it.
+        Timeout => "timeout",
+    }
 }
 
-pub const CONN_ERROR_KINDS: usize = 8;
+pub const CONN_ERROR_KINDS: usize = ConnErrorKind::COUNT;
 
 pub const NVME_ADMIN_KEEP_ALIVE: u8 = 0x18;
 
 impl ConnErrorKind {
-    pub const ALL: [ConnErrorKind; CONN_ERROR_KINDS] = [
-        ConnErrorKind::PathError,
-        ConnErrorKind::HostPathError,
-        ConnErrorKind::Abort,
-        ConnErrorKind::TransportError,
-        ConnErrorKind::CommandError,
-        ConnErrorKind::KeepAliveFailure,
-        ConnErrorKind::ConnectFailure,
-        ConnErrorKind::Timeout,
-    ];
-
-    pub fn from_u8(v: u8) -> Option<ConnErrorKind> {
-        ConnErrorKind::ALL.get(v as usize).copied()
-    }
-
-    /// The `kind` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnErrorKind::PathError => "path_error",
-            ConnErrorKind::HostPathError => "host_path_error",
-            ConnErrorKind::Abort => "abort",
-            ConnErrorKind::TransportError => "transport_error",
-            ConnErrorKind::CommandError => "command_error",
-            ConnErrorKind::KeepAliveFailure => "keep_alive_failure",
-            ConnErrorKind::ConnectFailure => "connect_failure",
-            ConnErrorKind::Timeout => "timeout",
-        }
-    }
-
     /// The kind of a non-zero `status` (masked with [`crate::NVME_STATUS_MASK`]) from the status
     /// alone.
     #[inline(always)]
@@ -144,9 +116,9 @@ mod tests {
         assert_eq!(ConnErrorKind::of_command(0x371, 0, 0x18), KeepAliveFailure);
         assert_eq!(ConnErrorKind::of_command(0x371, 1, 0x18), Abort);
         for k in ConnErrorKind::ALL {
-            assert_eq!(ConnErrorKind::from_u8(k as u8), Some(k));
+            assert_eq!(ConnErrorKind::from_repr(k as u8), Some(k));
         }
-        assert_eq!(ConnErrorKind::from_u8(8), None);
+        assert_eq!(ConnErrorKind::from_repr(8), None);
     }
 
     #[test]

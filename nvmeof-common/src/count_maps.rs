@@ -7,41 +7,32 @@
 /// Name of the per-CPU array, in each object with counting maps: index [`CountMap`] → `u64`.
 pub const MAP_FULL: &str = "MAP_FULL";
 
-/// The counting maps of all objects (each object's `MAP_FULL` has a slot for every one, and
-/// uses its own).
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub enum CountMap {
-    /// `STATUSES` (io object): error completions by (controller, status, opcode class).
-    Statuses = 0,
-    /// `CONN_ERRORS` (io object): error completions by (controller, kind).
-    ConnErrors = 1,
-    /// `TRANSITIONS` (state object): by (controller, from, to).
-    Transitions = 2,
-    /// `RECONNECTS` (state object): per controller.
-    Reconnects = 3,
-    /// `AEN_EVENTS` (AEN object): by (controller, result).
-    AenEvents = 4,
-    /// `ANA_TRANSITIONS` (AEN object): by (path, from, to).
-    AnaTransitions = 5,
-    /// `CONNECT_FAILURES` (state object): by (subsystem, queue, reason).
-    ConnectFailures = 6,
+crate::indexed_enum! {
+    /// The counting maps of all objects (each object's `MAP_FULL` has a slot for every one, and
+    /// uses its own).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    pub enum CountMap: u32 {
+        /// `STATUSES` (io object): error completions by (controller, status, opcode class).
+        Statuses,
+        /// `CONN_ERRORS` (io object): error completions by (controller, kind).
+        ConnErrors,
+        /// `TRANSITIONS` (state object): by (controller, from, to).
+        Transitions,
+        /// `RECONNECTS` (state object): per controller.
+        Reconnects,
+        /// `AEN_EVENTS` (AEN object): by (controller, result).
+        AenEvents,
+        /// `ANA_TRANSITIONS` (AEN object): by (path, from, to).
+        AnaTransitions,
+        /// `CONNECT_FAILURES` (state object): by (subsystem, queue, reason).
+        ConnectFailures,
+    }
 }
 
 /// Slots of each object's `MAP_FULL`.
-pub const COUNT_MAPS: u32 = 7;
+pub const COUNT_MAPS: u32 = CountMap::COUNT as u32;
 
 impl CountMap {
-    pub const ALL: [CountMap; COUNT_MAPS as usize] = [
-        CountMap::Statuses,
-        CountMap::ConnErrors,
-        CountMap::Transitions,
-        CountMap::Reconnects,
-        CountMap::AenEvents,
-        CountMap::AnaTransitions,
-        CountMap::ConnectFailures,
-    ];
-
     /// The counting maps of the io object (`nvmeof`).
     pub const IO: [CountMap; 2] = [CountMap::Statuses, CountMap::ConnErrors];
     /// Those of the state object (`nvmeof-state`).

@@ -13,28 +13,20 @@ use bytemuck::{Pod, Zeroable};
 /// the masked value works on both.
 pub const TAG_MASK: u16 = 0x0fff;
 
-/// The class of an NVMe command, the last part of the key of every per-command statistic.
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum OpClass {
-    Read = 0,
-    Write = 1,
-    Flush = 2,
-    OtherIo = 3,
-    Admin = 4,
-    Fabrics = 5,
+crate::indexed_enum! {
+    /// The class of an NVMe command, the last part of the key of every per-command statistic.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum OpClass: u8 {
+        Read => "read",
+        Write => "write",
+        Flush => "flush",
+        OtherIo => "other",
+        Admin => "admin",
+        Fabrics => "fabrics",
+    }
 }
 
 impl OpClass {
-    pub const ALL: [OpClass; 6] = [
-        OpClass::Read,
-        OpClass::Write,
-        OpClass::Flush,
-        OpClass::OtherIo,
-        OpClass::Admin,
-        OpClass::Fabrics,
-    ];
-
     /// Classifies a command by its queue and opcode. Queue 0 is the admin queue; opcode 0x7f is a
     /// fabrics command (connect, property get/set, authentication) on any queue.
     #[inline(always)]
@@ -53,22 +45,6 @@ impl OpClass {
         }
     }
 
-    pub fn from_u8(v: u8) -> Option<OpClass> {
-        OpClass::ALL.get(v as usize).copied()
-    }
-
-    /// The label value used on `/metrics`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpClass::Read => "read",
-            OpClass::Write => "write",
-            OpClass::Flush => "flush",
-            OpClass::OtherIo => "other",
-            OpClass::Admin => "admin",
-            OpClass::Fabrics => "fabrics",
-        }
-    }
-
     /// Whether the command moves data counted in bytes (read and write).
     #[inline(always)]
     pub fn moves_data(self) -> bool {
@@ -81,66 +57,51 @@ pub const NVME_CMD_WRITE: u8 = 0x01;
 pub const NVME_CMD_READ: u8 = 0x02;
 pub const NVME_FABRICS_OPCODE: u8 = 0x7f;
 
-/// Counters the programs keep about themselves, indices into the `COUNTERS` per-CPU array: only
-/// events off the common path (a drop, a miss, a new key), so that a command pays for none of
-/// them (a per-CPU array lookup is a helper call before Linux 6.10). The setups and completions
-/// seen are the agent's sums of `QUEUES`' submitted and completed counts and these.
-#[repr(u32)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProgramCounter {
-    /// A setup found an in-flight entry for the same (controller, queue, tag): the earlier
-    /// command's completion was never seen (reset, timeout, lost event). The entry is replaced.
-    InflightReplaced = 0,
-    /// The in-flight LRU map refused a new key: this command is not timed. (An LRU hash makes
-    /// room by evicting instead, so this stays 0 unless its memory cannot be had.)
-    InflightFull = 1,
-    /// A completion with no in-flight entry (set up before the programs attached, or dropped).
-    CompletionUnmatched = 2,
-    /// A command of a controller instance or a queue past the arrays' bounds
-    /// ([`SlotLayout`], from `--ebpf.max-controllers` and `--ebpf.max-queues`): not timed.
-    SlotOutOfRange = 3,
-    /// A read or write on a namespace whose LBA size the agent had not yet written: its bytes are
-    /// counted with 512-byte blocks.
-    LbaSizeUnknown = 4,
-    /// A tracepoint field could not be read (`bpf_probe_read` failed).
-    ReadFailed = 5,
-    /// A setup whose slot was taken ([`ProgramCounter::InflightCollision`]) and whose key had no
-    /// entry in the in-flight LRU map, so one was inserted. Each key is new once; later ones mean
-    /// more keys take turns than the map holds, and its LRU evicted some (which can be of a
-    /// command still in flight).
-    InflightNewKey = 6,
-    /// A command past the slow-command threshold not sent: its CPU had sent its share of the
-    /// second ([`slow::SlowTrace::per_cpu_per_second`]).
-    SlowRateLimited = 7,
-    /// A slow command not sent: the ring buffer was full (the agent reads it too slowly).
-    SlowRingFull = 8,
-    /// Host wait on (`crate::host_wait`): a setup whose request's first bio had no submission
-    /// time (a bio split off inside the block layer, one submitted before the programs attached,
-    /// or evicted from `BIO_QUEUED`): its host wait is not counted.
-    HostWaitUnmatched = 9,
-    /// A setup whose slot in `INFLIGHT_SLOTS` held another command still in flight (two keys
-    /// of the same index): it went to the in-flight LRU map, which costs a hash lookup at setup
-    /// and at completion. Not a loss; many mean the array is small for the commands in flight.
-    InflightCollision = 10,
+crate::indexed_enum! {
+    /// Counters the programs keep about themselves, indices into the `COUNTERS` per-CPU array: only
+    /// events off the common path (a drop, a miss, a new key), so that a command pays for none of
+    /// them (a per-CPU array lookup is a helper call before Linux 6.10). The setups and completions
+    /// seen are the agent's sums of `QUEUES`' submitted and completed counts and these.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum ProgramCounter: u32 {
+        /// A setup found an in-flight entry for the same (controller, queue, tag): the earlier
+        /// command's completion was never seen (reset, timeout, lost event). The entry is replaced.
+        InflightReplaced,
+        /// The in-flight LRU map refused a new key: this command is not timed. (An LRU hash makes
+        /// room by evicting instead, so this stays 0 unless its memory cannot be had.)
+        InflightFull,
+        /// A completion with no in-flight entry (set up before the programs attached, or dropped).
+        CompletionUnmatched,
+        /// A command of a controller instance or a queue past the arrays' bounds
+        /// ([`SlotLayout`], from `--ebpf.max-controllers` and `--ebpf.max-queues`): not timed.
+        SlotOutOfRange,
+        /// A read or write on a namespace whose LBA size the agent had not yet written: its bytes
+        /// are counted with 512-byte blocks.
+        LbaSizeUnknown,
+        /// A tracepoint field could not be read (`bpf_probe_read` failed).
+        ReadFailed,
+        /// A setup whose slot was taken ([`ProgramCounter::InflightCollision`]) and whose key had
+        /// no entry in the in-flight LRU map, so one was inserted. Each key is new once; later ones
+        /// mean more keys take turns than the map holds, and its LRU evicted some (which can be of
+        /// a command still in flight).
+        InflightNewKey,
+        /// A command past the slow-command threshold not sent: its CPU had sent its share of the
+        /// second ([`slow::SlowTrace::per_cpu_per_second`]).
+        SlowRateLimited,
+        /// A slow command not sent: the ring buffer was full (the agent reads it too slowly).
+        SlowRingFull,
+        /// Host wait on (`crate::host_wait`): a setup whose request's first bio had no submission
+        /// time (a bio split off inside the block layer, one submitted before the programs
+        /// attached, or evicted from `BIO_QUEUED`): its host wait is not counted.
+        HostWaitUnmatched,
+        /// A setup whose slot in `INFLIGHT_SLOTS` held another command still in flight (two keys
+        /// of the same index): it went to the in-flight LRU map, which costs a hash lookup at setup
+        /// and at completion. Not a loss; many mean the array is small for the commands in flight.
+        InflightCollision,
+    }
 }
 
-pub const PROGRAM_COUNTERS: u32 = 11;
-
-impl ProgramCounter {
-    pub const ALL: [ProgramCounter; PROGRAM_COUNTERS as usize] = [
-        ProgramCounter::InflightReplaced,
-        ProgramCounter::InflightFull,
-        ProgramCounter::CompletionUnmatched,
-        ProgramCounter::SlotOutOfRange,
-        ProgramCounter::LbaSizeUnknown,
-        ProgramCounter::ReadFailed,
-        ProgramCounter::InflightNewKey,
-        ProgramCounter::SlowRateLimited,
-        ProgramCounter::SlowRingFull,
-        ProgramCounter::HostWaitUnmatched,
-        ProgramCounter::InflightCollision,
-    ];
-}
+pub const PROGRAM_COUNTERS: u32 = ProgramCounter::COUNT as u32;
 
 /// Key of the in-flight map: one hardware queue's tag.
 #[repr(C)]
@@ -311,8 +272,8 @@ mod tests {
         assert_eq!(OpClass::classify(0, 0x7f), OpClass::Fabrics);
         assert_eq!(OpClass::classify(2, 0x7f), OpClass::Fabrics);
         for c in OpClass::ALL {
-            assert_eq!(OpClass::from_u8(c as u8), Some(c));
+            assert_eq!(OpClass::from_repr(c as u8), Some(c));
         }
-        assert_eq!(OpClass::from_u8(6), None);
+        assert_eq!(OpClass::from_repr(6), None);
     }
 }

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod conn_errors;
 pub mod count_maps;
 pub mod host_wait;
+mod indexed;
 pub mod io;
 pub mod latency;
 pub mod layout;

@@ -136,31 +136,26 @@ pub struct PendingChange {
     pub _pad: u32,
 }
 
-/// Why a connect of one queue failed, from the return value of `nvmf_connect_admin_queue` or
-/// `nvmf_connect_io_queue` (0 on success).
-#[repr(u8)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ConnectFailure {
-    /// A positive NVMe status: the subsystem answered the Connect command with an error (host
-    /// not allowed, invalid parameters, controller busy, ...).
-    Rejected = 0,
-    /// In-band authentication failed (`-EKEYREJECTED`, `-EKEYREVOKED`, `-EKEYEXPIRED`,
-    /// `-ENOKEY`): a wrong key on either side, or a key the subsystem wants and the host lacks.
-    Authentication = 1,
-    /// Any other error (`-ETIMEDOUT`, `-ECONNREFUSED`, `-EIO`, ...): the transport failed
-    /// under the Connect.
-    Other = 2,
+crate::indexed_enum! {
+    /// Why a connect of one queue failed, from the return value of `nvmf_connect_admin_queue` or
+    /// `nvmf_connect_io_queue` (0 on success).
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub enum ConnectFailure: u8 {
+        /// A positive NVMe status: the subsystem answered the Connect command with an error (host
+        /// not allowed, invalid parameters, controller busy, ...).
+        Rejected => "rejected",
+        /// In-band authentication failed (`-EKEYREJECTED`, `-EKEYREVOKED`, `-EKEYEXPIRED`,
+        /// `-ENOKEY`): a wrong key on either side, or a key the subsystem wants and the host lacks.
+        Authentication => "authentication",
+        /// Any other error (`-ETIMEDOUT`, `-ECONNREFUSED`, `-EIO`, ...): the transport failed
+        /// under the Connect.
+        Other => "other",
+    }
 }
 
-pub const CONNECT_FAILURE_REASONS: usize = 3;
+pub const CONNECT_FAILURE_REASONS: usize = ConnectFailure::COUNT;
 
 impl ConnectFailure {
-    pub const ALL: [ConnectFailure; CONNECT_FAILURE_REASONS] = [
-        ConnectFailure::Rejected,
-        ConnectFailure::Authentication,
-        ConnectFailure::Other,
-    ];
-
     /// The reason of a non-zero return value; `None` for 0 (the connect succeeded).
     #[inline(always)]
     pub fn of_return(ret: i32) -> Option<ConnectFailure> {
@@ -171,19 +166,6 @@ impl ConnectFailure {
             -129..=-126 => ConnectFailure::Authentication,
             _ => ConnectFailure::Other,
         })
-    }
-
-    pub fn from_u8(v: u8) -> Option<ConnectFailure> {
-        ConnectFailure::ALL.get(v as usize).copied()
-    }
-
-    /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectFailure::Rejected => "rejected",
-            ConnectFailure::Authentication => "authentication",
-            ConnectFailure::Other => "other",
-        }
     }
 }
 

@@ -213,7 +213,7 @@ pub fn to_json(events: &[Slow]) -> String {
                 latency_seconds: c.latency_ns as f64 / 1e9,
                 controller: format!("nvme{}", c.ctrl_id),
                 queue: c.qid,
-                opclass: OpClass::from_u8(c.opclass)
+                opclass: OpClass::from_repr(c.opclass)
                     .map_or("unknown", OpClass::as_str)
                     .to_owned(),
                 opcode: c.opcode,

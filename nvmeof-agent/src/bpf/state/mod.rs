@@ -204,7 +204,7 @@ fn read_connect_failures(ebpf: &Ebpf) -> anyhow::Result<Vec<ConnectFailures>> {
     let mut out = Vec::new();
     for item in failures.iter() {
         let (k, count) = item.context("reading CONNECT_FAILURES")?;
-        let Some(reason) = ConnectFailure::from_u8(k.reason) else {
+        let Some(reason) = ConnectFailure::from_repr(k.reason) else {
             continue;
         };
         let nqn = k.subsysnqn.split(|b| *b == 0).next().unwrap_or_default();

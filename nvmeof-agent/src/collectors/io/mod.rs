@@ -162,7 +162,7 @@ impl SlowExemplars {
         let mut by = HashMap::<_, Vec<Slow>>::new();
         let recent = state.slow.as_ref().map(|log| log.recent(0, LOG_CAPACITY));
         for e in recent.into_iter().flatten() {
-            if let Some(class) = OpClass::from_u8(e.cmd.opclass) {
+            if let Some(class) = OpClass::from_repr(e.cmd.opclass) {
                 by.entry((e.cmd.ctrl_id, class)).or_default().push(e);
             }
         }
@@ -250,7 +250,7 @@ fn collect_io(state: &IoState, per_queue: &dyn Fn(u32) -> bool, sink: &mut Sink)
         .map(|&c| (c, [0; CONN_ERROR_KINDS]))
         .collect();
     for (k, count) in &state.view.conn_errors {
-        if let Some(kind) = ConnErrorKind::from_u8(k.kind) {
+        if let Some(kind) = ConnErrorKind::from_repr(k.kind) {
             conn.entry(k.ctrl_id).or_default()[kind as usize] = *count;
         }
     }
@@ -272,7 +272,7 @@ fn collect_io(state: &IoState, per_queue: &dyn Fn(u32) -> bool, sink: &mut Sink)
         }
     }
     for (k, count) in &state.view.statuses {
-        let Some(class) = OpClass::from_u8(k.opclass) else {
+        let Some(class) = OpClass::from_repr(k.opclass) else {
             continue;
         };
         let l = Labels::new(state, k.ctrl_id, None);

@@ -193,7 +193,7 @@ impl Model {
         drain: u64,
         run: &mut Option<(u32, u64)>,
     ) {
-        let Some(class) = OpClass::from_u8(k.opclass) else {
+        let Some(class) = OpClass::from_repr(k.opclass) else {
             return;
         };
         let i = match (self.key_index.get(k), cur) {
