@@ -24,7 +24,7 @@ use aya_ebpf::{
 use nvmeof_common::aen::{AenKey, AenLayout, AnaKey, AnaLayout, AEN_CAPACITY, ANA_CAPACITY};
 use nvmeof_common::count_maps::{CountMap, COUNT_MAPS};
 use nvmeof_common::FieldLoc;
-use nvmeof_ebpf::helpers::{count_key, read_field};
+use nvmeof_ebpf::helpers::{count_key, global, read_field};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -64,8 +64,7 @@ pub fn nvme_async_event(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn try_count(ctx: &TracePointContext) -> Option<()> {
-    // SAFETY: a plain read of a global; volatile so the zeroed initialiser is not folded in.
-    let l = unsafe { core::ptr::read_volatile(&AEN_LAYOUT) };
+    let l = global(&AEN_LAYOUT);
     if l.valid == 0 {
         return None;
     }
@@ -92,8 +91,7 @@ pub fn update_ns_ana_state(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn try_ana(ctx: &ProbeContext) -> Option<()> {
-    // SAFETY: as for AEN_LAYOUT.
-    let l = unsafe { core::ptr::read_volatile(&ANA_LAYOUT) };
+    let l = global(&ANA_LAYOUT);
     if l.valid == 0 {
         return None;
     }

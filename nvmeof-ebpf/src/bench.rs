@@ -39,6 +39,7 @@ use aya_ebpf::{
 };
 use nvmeof_common::bench::{min_bucket, min_slot, MIN_BUCKET_COUNT, MIN_SLOTS};
 use nvmeof_common::{FieldLoc, RequestLayout, TracepointLayout, TAG_MASK};
+use nvmeof_ebpf::helpers::global;
 
 #[map]
 static BENCH_CLOCK: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
@@ -253,8 +254,7 @@ fn record_slot(
 
 #[tracepoint]
 pub fn bench_min_tp_setup(ctx: TracePointContext) -> u32 {
-    // SAFETY: a plain read of a global, volatile so that the zeroed initialiser is not folded in.
-    let l = unsafe { core::ptr::read_volatile(&LAYOUT) };
+    let l = global(&LAYOUT);
     if l.valid != 0 {
         let now = unsafe { bpf_ktime_get_ns() };
         min_start(
@@ -267,8 +267,7 @@ pub fn bench_min_tp_setup(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn bench_min_tp_complete(ctx: TracePointContext) -> u32 {
-    // SAFETY: as in `bench_min_tp_setup`.
-    let l = unsafe { core::ptr::read_volatile(&LAYOUT) };
+    let l = global(&LAYOUT);
     if l.valid != 0 {
         let now = unsafe { bpf_ktime_get_ns() };
         min_end(
@@ -298,8 +297,7 @@ fn field<T: Copy, const BTF: bool>(addr: u64) -> Option<T> {
 /// `struct request`), the queue id as `nvme_req_qid()`, and the request's tag.
 #[inline(always)]
 fn request_slot<const BTF: bool>(req: u64) -> Option<u32> {
-    // SAFETY: a plain read of a global, volatile as in `bench_min_tp_setup`.
-    let l = unsafe { core::ptr::read_volatile(&REQ_LAYOUT) };
+    let l = global(&REQ_LAYOUT);
     // The null check first: the verifier refuses arithmetic on a maybe-null tp_btf argument.
     if l.valid == 0 || req == 0 {
         return None;

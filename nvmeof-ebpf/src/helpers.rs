@@ -7,6 +7,14 @@ use aya_ebpf::{
 use nvmeof_common::count_maps::CountMap;
 use nvmeof_common::FieldLoc;
 
+/// The value the agent wrote into a global before load. The read is volatile: the global's
+/// initialiser is zeroed, and a plain read would let the compiler fold that zero in.
+#[inline(always)]
+pub fn global<T: Copy>(g: &T) -> T {
+    // SAFETY: `g` is a reference, so valid and aligned for a read of `T`.
+    unsafe { core::ptr::read_volatile(g) }
+}
+
 /// `BPF_NOEXIST`: insert only when the key is absent.
 pub const BPF_NOEXIST: u64 = 1;
 

@@ -61,7 +61,7 @@ use nvmeof_common::{
     StatusKey, TracepointLayout, BPF_F_MMAPABLE, CONN_ERRORS_CAPACITY, INFLIGHT_CAPACITY,
     LATENCY_BUCKETS, NAMESPACES_CAPACITY, PROGRAM_COUNTERS, STATUSES_CAPACITY,
 };
-use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, count_key};
+use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, count_key, global};
 
 // The I/O tracer's parts, in `io/` as the agent's `bpf/io/` is: the classic pair, the
 // request-keyed pairs (tp_btf and raw), the commands in flight both keep, and the two options.
@@ -133,8 +133,7 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(PROGRAM_COUNTE
 static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_MAPS, 0);
 #[inline(always)]
 fn slot_layout() -> SlotLayout {
-    // SAFETY: as in `classic::layout`.
-    unsafe { core::ptr::read_volatile(&SLOT_LAYOUT) }
+    global(&SLOT_LAYOUT)
 }
 
 #[inline(always)]
@@ -210,8 +209,7 @@ fn finish(started: &Inflight, status: u16, now: u64, key: u64) -> Option<()> {
             ConnErrorKind::of_command(status, qid, started.opcode),
         );
     }
-    // SAFETY: a plain read of a global, volatile for the reason given in `classic::layout`.
-    let timeouts = unsafe { core::ptr::read_volatile(&ERROR_TIMEOUTS) };
+    let timeouts = global(&ERROR_TIMEOUTS);
     if timeouts.timed_out(qid, latency) {
         conn_error(ctrl_id, ConnErrorKind::Timeout);
     }

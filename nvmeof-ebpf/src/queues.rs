@@ -13,6 +13,7 @@
 use aya_ebpf::bindings::seq_file;
 use aya_ebpf::helpers::{bpf_probe_read_kernel, generated::bpf_seq_write};
 use nvmeof_common::queues::{TcpQueueLayout, TcpQueueRecord};
+use nvmeof_ebpf::helpers::global;
 
 /// Written by the agent before load, from BTF.
 #[no_mangle]
@@ -72,8 +73,7 @@ pub unsafe fn tcp_queues(ctx: *mut u64) -> i32 {
 
 #[inline(always)]
 fn queue_of(sk: u64) -> Option<TcpQueueRecord> {
-    // SAFETY: a plain read of a global, volatile so that the zeroed initialiser is not folded in.
-    let l = unsafe { core::ptr::read_volatile(&TCP_QUEUE_LAYOUT) };
+    let l = global(&TCP_QUEUE_LAYOUT);
     if l.valid == 0 || l.queue_size == 0 {
         return None;
     }

@@ -32,7 +32,7 @@ use nvmeof_common::state::{
     TransitionKey, TransitionStats, CONNECT_FAILURES_CAPACITY, NQN_BYTES, PENDING_CAPACITY,
     RECONNECTS_CAPACITY, STATE_SLOTS, TRANSITIONS_CAPACITY,
 };
-use nvmeof_ebpf::helpers::{atomic_add, count_key, get_or_insert, map_full, BPF_NOEXIST};
+use nvmeof_ebpf::helpers::{atomic_add, count_key, get_or_insert, global, map_full, BPF_NOEXIST};
 
 /// Written by the agent before load (`EbpfLoader::override_global`).
 #[no_mangle]
@@ -66,8 +66,7 @@ static MAP_FULL: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNT_MAPS, 0)
 
 #[inline(always)]
 fn layout() -> CtrlLayout {
-    // SAFETY: a plain read of a global; volatile so the zeroed initialiser is not folded in.
-    unsafe { core::ptr::read_volatile(&CTRL_LAYOUT) }
+    global(&CTRL_LAYOUT)
 }
 
 #[inline(always)]

@@ -7,6 +7,7 @@ use nvmeof_common::{
     ConnErrorKind, FieldLoc, InflightKey, NamespaceKey, OpClass, ProgramCounter, TracepointLayout,
     NVME_STATUS_MASK, TAG_MASK,
 };
+use nvmeof_ebpf::helpers::global;
 
 use crate::inflight::{begin, end, inflight};
 use crate::slow::{keep_context, slow_trace};
@@ -18,9 +19,7 @@ const DEFAULT_LBA_SHIFT: u32 = 9;
 
 #[inline(always)]
 pub(crate) fn layout() -> TracepointLayout {
-    // SAFETY: a plain read of a global; volatile so the compiler does not fold in the zeroed
-    // initialiser that the agent overrides before load.
-    unsafe { core::ptr::read_volatile(&LAYOUT) }
+    global(&LAYOUT)
 }
 
 /// Reads a record field (see [`nvmeof_ebpf::helpers::read_field`]); a failed read is counted.

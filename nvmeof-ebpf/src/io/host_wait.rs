@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use nvmeof_common::host_wait::HostWait;
 use nvmeof_common::{latency_bucket, OpStats, ProgramCounter, LATENCY_BUCKETS};
-use nvmeof_ebpf::helpers::{atomic_add, atomic_add32};
+use nvmeof_ebpf::helpers::{atomic_add, atomic_add32, global};
 
 use crate::count;
 
@@ -25,9 +25,7 @@ static HOST_WAIT_STATS: Array<OpStats> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn host_wait() -> HostWait {
-    // SAFETY: a plain read of a global, volatile so that the zeroed initialiser is not folded
-    // in (the agent writes the value before load).
-    unsafe { core::ptr::read_volatile(&HOST_WAIT) }
+    global(&HOST_WAIT)
 }
 
 /// Notes when a bio was submitted, for the setup of the request that will carry it. Every

@@ -8,6 +8,7 @@ use aya_ebpf::{
 };
 use nvmeof_common::slow::classic_key;
 use nvmeof_common::{ConnErrorKind, OpClass, ProgramCounter, RequestLayout, NVME_STATUS_MASK};
+use nvmeof_ebpf::helpers::global;
 
 use crate::host_wait::{host_wait, take_host_wait};
 use crate::inflight::{begin, end, inflight};
@@ -24,8 +25,7 @@ const CMD_SLBA: u64 = 40;
 
 #[inline(always)]
 pub(crate) fn req_layout() -> RequestLayout {
-    // SAFETY: as in `crate::classic::layout`.
-    unsafe { core::ptr::read_volatile(&REQ_LAYOUT) }
+    global(&REQ_LAYOUT)
 }
 
 /// Reads a `T` at a kernel address; a failed read is counted.

@@ -11,6 +11,7 @@ use aya_ebpf::{
 };
 use nvmeof_common::slow::{SlowBudget, SlowCommand, SlowContext, SlowTrace};
 use nvmeof_common::{Inflight, ProgramCounter};
+use nvmeof_ebpf::helpers::global;
 
 use crate::count;
 
@@ -28,9 +29,7 @@ static SLOW_EVENTS: RingBuf = RingBuf::with_byte_size(4096, 0);
 static SLOW_BUDGET: PerCpuArray<SlowBudget> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 pub fn slow_trace() -> SlowTrace {
-    // SAFETY: a plain read of a global, volatile so that the zeroed initialiser is not folded
-    // in (the agent writes the value before load).
-    unsafe { core::ptr::read_volatile(&SLOW_TRACE) }
+    global(&SLOW_TRACE)
 }
 
 /// Keeps what a slow command's completion reports and cannot see itself: the setup runs in the
