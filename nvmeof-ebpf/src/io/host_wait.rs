@@ -30,9 +30,19 @@ pub fn host_wait() -> HostWait {
 
 /// Notes when a bio was submitted, for the setup of the request that will carry it. Every
 /// submission overwrites: a bio struct is reused, and one merged into another request's bio
-/// list is never taken by a setup.
+/// list is never taken by a setup. `arg(n)` reads the tracepoint's argument `n`, which both hook
+/// types offer through their own context types: the bio is the first argument since 5.11 and the
+/// second before ([`HostWait::bio_arg`]), each read at a constant offset as the verifier wants.
 #[inline(always)]
-fn bio_queued(bio: u64) {
+fn bio_queued(arg: impl Fn(usize) -> u64) {
+    let h = host_wait();
+    if h.on == 0 {
+        return;
+    }
+    let bio = match h.bio_arg {
+        0 => arg(0),
+        _ => arg(1),
+    };
     if bio == 0 {
         return;
     }
@@ -79,24 +89,12 @@ pub fn take_host_wait(bio: u64, ctrl_id: u32, now: u64) {
 
 #[btf_tracepoint(function = "block_bio_queue")]
 pub fn block_bio_queue_btf(ctx: BtfTracePointContext) -> u32 {
-    if host_wait().on != 0 {
-        let bio: u64 = match host_wait().bio_arg {
-            0 => ctx.arg(0),
-            _ => ctx.arg(1),
-        };
-        bio_queued(bio);
-    }
+    bio_queued(|n| ctx.arg(n));
     0
 }
 
 #[raw_tracepoint(tracepoint = "block_bio_queue")]
 pub fn block_bio_queue_raw(ctx: RawTracePointContext) -> u32 {
-    if host_wait().on != 0 {
-        let bio: u64 = match host_wait().bio_arg {
-            0 => ctx.arg(0),
-            _ => ctx.arg(1),
-        };
-        bio_queued(bio);
-    }
+    bio_queued(|n| ctx.arg(n));
     0
 }
