@@ -73,14 +73,51 @@ impl Panel {
     }
 }
 
+/// A stat of one count per node: `series` summed over the node, and 0 where it has none (the
+/// rule above: `or on() vector(0)`, not a bare `or vector(0)`), so a healthy node shows 0.
+fn node_stat(
+    title: &'static str,
+    description: &'static str,
+    series: &str,
+    thresholds: &'static [(f64, &'static str)],
+) -> Panel {
+    let expr = format!("sum by (KEEP) ({series}) or on() vector(0)");
+    panel(
+        "stat",
+        title,
+        "short",
+        description,
+        vec![q(expr, "{{instance}}")],
+    )
+    .thresholds(thresholds)
+}
+
 /// The selectors: `S` for series with a subsystem, `B` for node-wide ones.
 const S: &str = "{BASE,subsystem=~\"$subsystem\"";
 const B: &str = "{BASE";
 
+/// The `p`-quantile of `histogram{selector}` over `window`, per `by` (and `KEEP`): from the native
+/// buckets where Prometheus ingests them, `or` from the classic `_bucket` series where it does not.
+fn native_or_classic_quantile(
+    p: &str,
+    by: &str,
+    histogram: &str,
+    selector: &str,
+    window: &str,
+) -> String {
+    format!(
+        "histogram_quantile({p}, sum by (KEEP, {by}) (rate({histogram}{selector}[{window}])))\nor\nhistogram_quantile({p}, sum by (KEEP, {by}, le) (rate({histogram}_bucket{selector}[{window}])))"
+    )
+}
+
 /// p-quantile of read and write latency per controller, native buckets or classic ones.
 fn quantile(p: &str) -> String {
-    format!(
-        "histogram_quantile({p}, sum by (KEEP, subsystem, controller, opclass) (rate(nvmeof_io_latency_seconds{S},opclass=~\"read|write\"}}[$__rate_interval])))\nor\nhistogram_quantile({p}, sum by (KEEP, subsystem, controller, opclass, le) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\"}}[$__rate_interval])))"
+    native_or_classic_quantile(
+        p,
+        "subsystem, controller, opclass",
+        "nvmeof_io_latency_seconds",
+        &format!("{S},opclass=~\"read|write\"}}"),
+        "$__rate_interval",
     )
 }
 
@@ -90,22 +127,18 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
         (
             "Fabric",
             vec![
-                panel("stat", "Controllers not live", "short",
+                node_stat("Controllers not live",
                     "Controllers out of the live state now, per node (resetting, connecting, deleting, dead). 0 when all are live.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_state{S},state=\"live\"}} == bool 0) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(RED_AT_1),
-                panel("stat", "Subsystems without a live path", "short",
+                    &format!("nvmeof_subsystem_state{S},state=\"live\"}} == bool 0"), RED_AT_1),
+                node_stat("Subsystems without a live path",
                     "Subsystems whose every path is down or was removed by the kernel after ctrl_loss_tmo (their I/O is stalled), per node.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_live_paths{S}}} == bool 0) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(RED_AT_1),
-                panel("stat", "Lost paths", "short",
+                    &format!("nvmeof_subsystem_live_paths{S}}} == bool 0"), RED_AT_1),
+                node_stat("Lost paths",
                     "Paths whose controller the kernel deleted when ctrl_loss_tmo ran out, not reconnected since (nvmeof_subsystem_lost_paths), per node.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_lost_paths{S}}}) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(RED_AT_1),
-                panel("stat", "Reconnect attempts (range)", "short",
+                    &format!("nvmeof_subsystem_lost_paths{S}}}"), RED_AT_1),
+                node_stat("Reconnect attempts (range)",
                     "Reconnect attempts the kernel made in the dashboard's time range, per node.",
-                    vec![q(format!("sum by (KEEP) (increase(nvmeof_reconnect_attempts_total{S}}}[$__range])) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(&[(1.0, "orange")]),
+                    &format!("increase(nvmeof_reconnect_attempts_total{S}}}[$__range])"), &[(1.0, "orange")]),
                 panel("timeseries", "Live paths / expected paths", "short",
                     "Per subsystem: live paths against all paths plus the lost ones; a gap is lost redundancy.",
                     vec![
@@ -166,8 +199,8 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                 panel("timeseries", "Host wait p99 against latency p99", "s",
                     "Where a read's time goes, per controller: the 99th percentile of its wait in the host before the driver built it (bio submitted to nvme_setup_cmd: path choice, a full queue's wait for a tag, the scheduler) and of its latency after (the fabric and the device). Host wait needs the agent's --ebpf.host-wait.",
                     vec![
-                        q(format!("histogram_quantile(0.99, sum by (KEEP, subsystem, controller) (rate(nvmeof_io_host_wait_seconds{S}}}[$__rate_interval])))\nor\nhistogram_quantile(0.99, sum by (KEEP, subsystem, controller, le) (rate(nvmeof_io_host_wait_seconds_bucket{S}}}[$__rate_interval])))"), "{{instance}} {{controller}} host wait"),
-                        q(format!("histogram_quantile(0.99, sum by (KEEP, subsystem, controller) (rate(nvmeof_io_latency_seconds{S},opclass=\"read\"}}[$__rate_interval])))\nor\nhistogram_quantile(0.99, sum by (KEEP, subsystem, controller, le) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=\"read\"}}[$__rate_interval])))"), "{{instance}} {{controller}} read latency"),
+                        q(native_or_classic_quantile("0.99", "subsystem, controller", "nvmeof_io_host_wait_seconds", &format!("{S}}}"), "$__rate_interval"), "{{instance}} {{controller}} host wait"),
+                        q(native_or_classic_quantile("0.99", "subsystem, controller", "nvmeof_io_latency_seconds", &format!("{S},opclass=\"read\"}}"), "$__rate_interval"), "{{instance}} {{controller}} read latency"),
                     ])
                     .thresholds(&[(0.01, "orange"), (0.05, "red")]),
                 panel("timeseries", "Queue utilisation (mean per controller)", "percentunit",
@@ -199,7 +232,8 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
                     .width(12),
                 panel("table", "Slowest queues (p99 over the range, top 10)", "s",
                     "The 10 queues with the highest 99th percentile of read and write latency over the dashboard's time range; needs the queue label: the agent's --metrics.per-queue, or a scrape job with the controller= parameter for the controllers it names.",
-                    vec![q(format!("topk(10,\n  histogram_quantile(0.99, sum by (KEEP, subsystem, controller, queue) (rate(nvmeof_io_latency_seconds{S},opclass=~\"read|write\",queue!=\"\"}}[$__range])))\n  or\n  histogram_quantile(0.99, sum by (KEEP, subsystem, controller, queue, le) (rate(nvmeof_io_latency_seconds_bucket{S},opclass=~\"read|write\",queue!=\"\"}}[$__range])))\n)"), "")])
+                    // The quantile's lines indented inside topk's parentheses.
+                    vec![q(format!("topk(10,\n  {}\n)", native_or_classic_quantile("0.99", "subsystem, controller, queue", "nvmeof_io_latency_seconds", &format!("{S},opclass=~\"read|write\",queue!=\"\"}}"), "$__range").replace('\n', "\n  ")), "")])
                     .thresholds(&[(0.05, "orange"), (0.1, "red")])
                     .width(12),
                 panel("timeseries", "Busiest queues (top 10)", "percentunit",
@@ -253,14 +287,12 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
         (
             "Media (SMART)",
             vec![
-                panel("stat", "Critical warning bits set", "short",
+                node_stat("Critical warning bits set",
                     "SMART critical warning bits set now, per node (spare, temperature, reliability, read-only, backup). 0 when healthy.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_smart_critical_warning{B}}}) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(RED_AT_1),
-                panel("stat", "Stale SMART pollers", "short",
+                    &format!("nvmeof_smart_critical_warning{B}}}"), RED_AT_1),
+                node_stat("Stale SMART pollers",
                     "Controllers whose SMART poller has no fresh answer (failed, hung or skipped polls), per node.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_smart_stale{B}}}) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(&[(1.0, "orange")]),
+                    &format!("nvmeof_smart_stale{B}}}"), &[(1.0, "orange")]),
                 panel("timeseries", "Composite temperature", "celsius",
                     "The controller's composite temperature from its SMART / health log.",
                     vec![q(format!("nvmeof_smart_temperature_celsius{B},sensor=\"composite\"}}"), "{{instance}} {{controller}}")])
@@ -288,22 +320,18 @@ fn rows() -> Vec<(&'static str, Vec<Panel>)> {
         (
             "Exporter",
             vec![
-                panel("stat", "Targets down", "short",
+                node_stat("Targets down",
                     "Exporters Prometheus cannot scrape now (up == 0), per target.",
-                    vec![q("sum by (KEEP) (up{BASE} == bool 0) or on() vector(0)", "{{instance}}")])
-                    .thresholds(RED_AT_1),
-                panel("stat", "eBPF not attached", "short",
+                    "up{BASE} == bool 0", RED_AT_1),
+                node_stat("eBPF not attached",
                     "1 where the eBPF programs are not attached (no latency; see the exporter's log), per node.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_exporter_ebpf_up{B}}} == bool 0) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(&[(1.0, "orange")]),
-                panel("stat", "Collectors stale", "short",
+                    &format!("nvmeof_exporter_ebpf_up{B}}} == bool 0"), &[(1.0, "orange")]),
+                node_stat("Collectors stale",
                     "Collectors serving their last good output (failed, late or stuck), per node.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_exporter_collector_stale{B}}}) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(&[(1.0, "orange")]),
-                panel("stat", "Lost paths forgotten", "short",
+                    &format!("nvmeof_exporter_collector_stale{B}}}"), &[(1.0, "orange")]),
+                node_stat("Lost paths forgotten",
                     "Lost paths the agent dropped from its memory (over 1024): those no longer alert.",
-                    vec![q(format!("sum by (KEEP) (nvmeof_subsystem_lost_paths_forgotten_total{B}}}) or on() vector(0)"), "{{instance}}")])
-                    .thresholds(&[(1.0, "orange")]),
+                    &format!("nvmeof_subsystem_lost_paths_forgotten_total{B}}}"), &[(1.0, "orange")]),
                 panel("timeseries", "Scrape time (p99)", "s",
                     "99th percentile of the exporter's own scrape time.",
                     vec![q(format!("histogram_quantile(0.99, sum by (KEEP, le) (rate(nvmeof_exporter_scrape_duration_seconds_bucket{B}}}[$__rate_interval])))"), "{{instance}}")])
