@@ -25,6 +25,26 @@ impl Hook {
             Hook::Bpftrace => None,
         }
     }
+
+    /// The agent's pair on this hook type.
+    const fn ours(self) -> &'static [&'static str] {
+        match self {
+            Hook::Classic => &[programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ],
+            Hook::Raw => &[programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW],
+            Hook::Btf => &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
+            Hook::Bpftrace => &[],
+        }
+    }
+
+    /// The minimal tracer's pair on this hook type.
+    const fn minimal(self) -> &'static [&'static str] {
+        match self {
+            Hook::Classic => &[b::MIN_TP_SETUP, b::MIN_TP_COMPLETE],
+            Hook::Raw => &[b::MIN_RAW_SETUP, b::MIN_RAW_COMPLETE],
+            Hook::Btf => &[b::MIN_BTF_SETUP, b::MIN_BTF_COMPLETE],
+            Hook::Bpftrace => &[],
+        }
+    }
 }
 
 /// What a variant is, for where its programs live and what proves it did the work.
@@ -70,57 +90,43 @@ const fn v(
     }
 }
 
+/// One of the agent's pairs (`role` says which copy of its object), on `hook`'s tracepoints.
+const fn ours(label: &'static str, hook: Hook, role: Role) -> Variant {
+    v(label, hook.ours(), hook, role)
+}
+
+/// The minimal tracer's pair on `hook`'s tracepoints.
+const fn minimal(label: &'static str, hook: Hook) -> Variant {
+    v(label, hook.minimal(), hook, Role::Minimal)
+}
+
+/// A floor or a floor plus one step: one program on both events.
+const fn floor(label: &'static str, programs: &'static [&'static str], hook: Hook) -> Variant {
+    v(label, programs, hook, Role::Floor)
+}
+
 /// Each measured alone: a program first in a tracepoint's chain pays the cold misses of the
 /// event (seen: with all attached at once the first program's cost doubled), so each variant
 /// gets the tracepoints to itself, for the same workload, in one boot.
 pub const VARIANTS: &[Variant] = &[
-    v(
-        "**ours, default mode: tp_btf pair**",
-        &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
-        Hook::Btf,
-        Role::Ours,
-    ),
-    v(
+    ours("**ours, default mode: tp_btf pair**", Hook::Btf, Role::Ours),
+    ours(
         "ours, tp_btf pair, slow-command tracing on (`--trace.slower-than=1s`)",
-        &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
         Hook::Btf,
         Role::OursSlow,
     ),
-    v(
+    ours(
         "ours, tp_btf pair, host wait on (`--ebpf.host-wait`, its `block_bio_queue` program's time included)",
-        &[programs::NVME_SETUP_CMD_BTF, programs::NVME_COMPLETE_RQ_BTF],
         Hook::Btf,
         Role::OursHostWait,
     ),
-    v(
-        "**ours, raw pair**",
-        &[programs::NVME_SETUP_CMD_RAW, programs::NVME_COMPLETE_RQ_RAW],
-        Hook::Raw,
-        Role::Ours,
-    ),
-    v(
-        "**ours, classic pair**",
-        &[programs::NVME_SETUP_CMD, programs::NVME_COMPLETE_RQ],
-        Hook::Classic,
-        Role::Ours,
-    ),
-    v(
-        "minimal aya tracer, tp_btf (`bench_min_btf_*`)",
-        &[b::MIN_BTF_SETUP, b::MIN_BTF_COMPLETE],
-        Hook::Btf,
-        Role::Minimal,
-    ),
-    v(
-        "minimal aya tracer, raw (`bench_min_raw_*`)",
-        &[b::MIN_RAW_SETUP, b::MIN_RAW_COMPLETE],
-        Hook::Raw,
-        Role::Minimal,
-    ),
-    v(
+    ours("**ours, raw pair**", Hook::Raw, Role::Ours),
+    ours("**ours, classic pair**", Hook::Classic, Role::Ours),
+    minimal("minimal aya tracer, tp_btf (`bench_min_btf_*`)", Hook::Btf),
+    minimal("minimal aya tracer, raw (`bench_min_raw_*`)", Hook::Raw),
+    minimal(
         "minimal aya tracer, classic (`bench_min_tp_*`)",
-        &[b::MIN_TP_SETUP, b::MIN_TP_COMPLETE],
         Hook::Classic,
-        Role::Minimal,
     ),
     v(
         "bpftrace: `@s[...] = nsecs`, `hist()`, classic",
@@ -128,77 +134,65 @@ pub const VARIANTS: &[Variant] = &[
         Hook::Bpftrace,
         Role::Peer,
     ),
-    v(
+    floor(
         "empty, classic (`bench_tp_empty` ×2)",
         &[b::BENCH_TP_EMPTY],
         Hook::Classic,
-        Role::Floor,
     ),
-    v(
+    floor(
         "clock floor, classic (`bench_tp_clock` ×2)",
         &[b::BENCH_TP_CLOCK],
         Hook::Classic,
-        Role::Floor,
     ),
-    v(
+    floor(
         "clock + one atomic add (`bench_tp_atomic` ×2)",
         &[b::BENCH_TP_ATOMIC],
         Hook::Classic,
-        Role::Floor,
     ),
-    v(
+    floor(
         "empty, raw (`bench_raw_empty` ×2)",
         &[b::BENCH_RAW_EMPTY],
         Hook::Raw,
-        Role::Floor,
     ),
-    v(
+    floor(
         "clock floor, raw (`bench_raw_clock` ×2)",
         &[b::BENCH_RAW_CLOCK],
         Hook::Raw,
-        Role::Floor,
     ),
-    v(
+    floor(
         "raw clock + one hash lookup (`bench_raw_hash` ×2)",
         &[b::BENCH_RAW_HASH],
         Hook::Raw,
-        Role::Floor,
     ),
-    v(
+    floor(
         "raw clock + one probe read (`bench_raw_probe` ×2)",
         &[b::BENCH_RAW_PROBE],
         Hook::Raw,
-        Role::Floor,
     ),
-    v(
+    floor(
         "raw clock + hash insert and delete (`bench_raw_inflight` ×2)",
         &[b::BENCH_RAW_INFLIGHT],
         Hook::Raw,
-        Role::Floor,
     ),
-    v(
+    floor(
         "raw clock + LRU lookup and store (`bench_raw_lru` ×2)",
         &[b::BENCH_RAW_LRU],
         Hook::Raw,
-        Role::Floor,
     ),
-    v(
+    floor(
         "empty, tp_btf (`bench_btf_empty` ×2)",
         &[b::BENCH_BTF_EMPTY],
         Hook::Btf,
-        Role::Floor,
     ),
-    v(
+    floor(
         "clock floor, tp_btf (`bench_btf_clock` ×2)",
         &[b::BENCH_BTF_CLOCK],
         Hook::Btf,
-        Role::Floor,
     ),
-    v(
+    floor(
         "tp_btf clock + one plain load (`bench_btf_load` ×2)",
         &[b::BENCH_BTF_LOAD],
         Hook::Btf,
-        Role::Floor,
     ),
 ];
 
