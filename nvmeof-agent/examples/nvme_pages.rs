@@ -3,6 +3,7 @@
 //! two can be compared field by field in the lab.
 //!
 //! `nvme_pages /dev/nvme0 [OUTDIR]` writes `OUTDIR/nvme0.{id-ctrl,smart-log,error-log}.bin`.
+use std::fmt::Display;
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,56 +38,34 @@ fn main() -> anyhow::Result<()> {
         }
     }
 
-    let mut fields: Vec<(String, String)> = vec![
+    // `nvme smart-log -o json`'s keys, each with the decoded value in raw units.
+    let smart: &[(&str, &dyn Display)] = &[
+        ("critical_warning", &s.critical_warning.raw()),
+        ("temperature", &s.composite_temperature_k),
+        ("avail_spare", &s.available_spare_pct),
+        ("spare_thresh", &s.available_spare_threshold_pct),
+        ("percent_used", &s.percentage_used),
         (
-            "critical_warning".into(),
-            s.critical_warning.raw().to_string(),
+            "endurance_grp_critical_warning_summary",
+            &s.endurance_group_critical_warning,
         ),
-        ("temperature".into(), s.composite_temperature_k.to_string()),
-        ("avail_spare".into(), s.available_spare_pct.to_string()),
-        (
-            "spare_thresh".into(),
-            s.available_spare_threshold_pct.to_string(),
-        ),
-        ("percent_used".into(), s.percentage_used.to_string()),
-        (
-            "endurance_grp_critical_warning_summary".into(),
-            s.endurance_group_critical_warning.to_string(),
-        ),
-        ("data_units_read".into(), s.data_units_read.to_string()),
-        (
-            "data_units_written".into(),
-            s.data_units_written.to_string(),
-        ),
-        (
-            "host_read_commands".into(),
-            s.host_read_commands.to_string(),
-        ),
-        (
-            "host_write_commands".into(),
-            s.host_write_commands.to_string(),
-        ),
-        (
-            "controller_busy_time".into(),
-            s.controller_busy_time_min.to_string(),
-        ),
-        ("power_cycles".into(), s.power_cycles.to_string()),
-        ("power_on_hours".into(), s.power_on_hours.to_string()),
-        ("unsafe_shutdowns".into(), s.unsafe_shutdowns.to_string()),
-        ("media_errors".into(), s.media_errors.to_string()),
-        (
-            "num_err_log_entries".into(),
-            s.error_log_entries.to_string(),
-        ),
-        (
-            "warning_temp_time".into(),
-            s.warning_temp_time_min.to_string(),
-        ),
-        (
-            "critical_comp_time".into(),
-            s.critical_temp_time_min.to_string(),
-        ),
+        ("data_units_read", &s.data_units_read),
+        ("data_units_written", &s.data_units_written),
+        ("host_read_commands", &s.host_read_commands),
+        ("host_write_commands", &s.host_write_commands),
+        ("controller_busy_time", &s.controller_busy_time_min),
+        ("power_cycles", &s.power_cycles),
+        ("power_on_hours", &s.power_on_hours),
+        ("unsafe_shutdowns", &s.unsafe_shutdowns),
+        ("media_errors", &s.media_errors),
+        ("num_err_log_entries", &s.error_log_entries),
+        ("warning_temp_time", &s.warning_temp_time_min),
+        ("critical_comp_time", &s.critical_temp_time_min),
     ];
+    let mut fields: Vec<(String, String)> = smart
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     for (i, k) in s.temperature_sensors_k.iter().enumerate() {
         if let Some(k) = k {
             fields.push((format!("temperature_sensor_{}", i + 1), k.to_string()));
