@@ -371,15 +371,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn runs_survive_their_file() {
-        let runs = vec![
+    /// The passthru row over TCP: absent on 5.10, proven on sid a day later.
+    fn passthru_runs() -> Vec<Run> {
+        vec![
             run(
                 Series::V5_10,
                 NVMET_PASSTHRU,
                 "tcp",
-                Outcome::Absent("no passthru".into()),
-                "2026-12-07",
+                Outcome::Absent("not built".into()),
+                "2026-12-06",
             ),
             run(
                 Series::Sid,
@@ -388,14 +388,19 @@ mod tests {
                 Outcome::Proven,
                 "2026-12-07",
             ),
-            run(
-                Series::Sid,
-                NVMET_NULL_BLK,
-                "fc",
-                Outcome::NotRun("no module".into()),
-                "2026-12-07",
-            ),
-        ];
+        ]
+    }
+
+    #[test]
+    fn runs_survive_their_file() {
+        let mut runs = passthru_runs();
+        runs.push(run(
+            Series::Sid,
+            NVMET_NULL_BLK,
+            "fc",
+            Outcome::NotRun("no module".into()),
+            "2026-12-07",
+        ));
         assert_eq!(parse(&runs_file(&runs)).unwrap(), runs);
         assert!(parse("6.1\tr\tnope\ttcp\tt\tproven\td").is_err());
         assert!(parse("6.1\tr\tnvmet-ana\ttcp\tt\tmaybe\td").is_err());
@@ -435,23 +440,7 @@ mod tests {
 
     #[test]
     fn the_matrix_claims_only_what_ran() {
-        let runs = vec![
-            run(
-                Series::V5_10,
-                NVMET_PASSTHRU,
-                "tcp",
-                Outcome::Absent("not built".into()),
-                "2026-12-06",
-            ),
-            run(
-                Series::Sid,
-                NVMET_PASSTHRU,
-                "tcp",
-                Outcome::Proven,
-                "2026-12-07",
-            ),
-        ];
-        let m = render(&runs);
+        let m = render(&passthru_runs());
         let row = m.lines().find(|l| l.contains("passthru")).unwrap();
         assert_eq!(
             row,
