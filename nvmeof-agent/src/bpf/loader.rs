@@ -1,9 +1,11 @@
 //! The shared runtime of loading: an object's loader (refused when the build skipped the
-//! objects, memlock raised), a program by name and kind, why a load failed in words, and what
-//! every loaded program and map costs (run statistics, kernel memory). Each tracer loads and
+//! objects, memlock raised), a program by name and kind, a map by name and a hash map's entries,
+//! why a load failed in words, and what every loaded program and map costs (run statistics,
+//! kernel memory). Each tracer loads and
 //! attaches its own object with these: `bpf::io::load` (the I/O pair in the first attach mode
 //! that works), `bpf::state::load` (kprobes), `bpf::aen::load` (a tracepoint and a kprobe).
 use anyhow::{bail, Context as _};
+use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::{Program, ProgramError};
 use aya::{Ebpf, EbpfLoader};
 
@@ -26,6 +28,31 @@ where
         .with_context(|| format!("program {name} missing from the object"))?
         .try_into()
         .with_context(|| format!("program {name} is not of the kind it is attached as"))
+}
+
+/// Map `name` of `ebpf`, or an error naming it.
+pub(crate) fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
+    ebpf.map(name)
+        .with_context(|| format!("map {name} missing from the object"))
+}
+
+/// Every entry of hash map `name`. Entries removed while iterating are skipped (the iteration
+/// then reports them missing); other errors fail the read.
+pub(crate) fn entries<K: aya::Pod, V: aya::Pod>(
+    ebpf: &Ebpf,
+    name: &str,
+) -> anyhow::Result<Vec<(K, V)>> {
+    let m: BpfHashMap<&MapData, K, V> =
+        BpfHashMap::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))?;
+    let mut out = Vec::new();
+    for r in m.iter() {
+        match r {
+            Ok(kv) => out.push(kv),
+            Err(aya::maps::MapError::KeyNotFound) => {}
+            Err(e) => return Err(e).with_context(|| format!("reading map {name}")),
+        }
+    }
+    Ok(out)
 }
 
 /// One program's cumulative run time and count (`bpf_prog_info`; they only move while

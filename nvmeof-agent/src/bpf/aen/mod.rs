@@ -351,14 +351,8 @@ fn forget_in<K: aya::Pod>(
 
 /// The kprobe's counts as per-path tracks (transitions only: the kernel keeps no times).
 fn read_ana(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap<PathKey, Track>> {
-    let map = ebpf
-        .map(maps::ANA_TRANSITIONS)
-        .context("map ANA_TRANSITIONS missing")?;
-    let counts: BpfHashMap<_, AnaKey, u64> =
-        BpfHashMap::try_from(map).context("map ANA_TRANSITIONS")?;
     let mut out: BTreeMap<PathKey, Track> = BTreeMap::new();
-    for item in counts.iter() {
-        let (k, n) = item.context("reading ANA_TRANSITIONS")?;
+    for (k, n) in loader::entries::<AnaKey, u64>(ebpf, maps::ANA_TRANSITIONS)? {
         let path = format!(
             "nvme{}c{}n{}",
             k.subsys_instance, k.ctrl_instance, k.head_instance
@@ -402,13 +396,7 @@ impl AenSource {
             out.ana_source = "kprobe";
             out.ana = read_ana(ebpf, states)?;
         }
-        let map = ebpf
-            .map(maps::AEN_EVENTS)
-            .context("map AEN_EVENTS missing")?;
-        let events: BpfHashMap<_, AenKey, u64> =
-            BpfHashMap::try_from(map).context("map AEN_EVENTS")?;
-        for item in events.iter() {
-            let (k, n) = item.context("reading AEN_EVENTS")?;
+        for (k, n) in loader::entries::<AenKey, u64>(ebpf, maps::AEN_EVENTS)? {
             *out.events
                 .entry(k.ctrl_id)
                 .or_default()

@@ -23,6 +23,7 @@ use super::model::{Model, RawMaps};
 use super::namespaces::{controller_subsystems, namespace_lba_sizes};
 use super::IoState;
 use crate::bpf::count_maps::{self, FullLog};
+use crate::bpf::loader::entries;
 
 /// Everything the drain thread owns; the loaded object lives (and stays attached) as long as it.
 pub struct Drainer {
@@ -52,30 +53,6 @@ pub struct Drainer {
     told_full: FullLog,
     /// Host wait's totals, when its program is attached.
     host_wait: Option<HostWaitTotals>,
-}
-
-fn map<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a aya::maps::Map> {
-    ebpf.map(name)
-        .with_context(|| format!("map {name} missing from the object"))
-}
-
-/// Every entry of a hash map. Entries removed while iterating are skipped (the iteration then
-/// reports them missing); other errors fail the read.
-fn entries<K: aya::Pod + Eq + std::hash::Hash, V: aya::Pod>(
-    ebpf: &Ebpf,
-    name: &str,
-) -> anyhow::Result<Vec<(K, V)>> {
-    let m: BpfHashMap<&MapData, K, V> =
-        BpfHashMap::try_from(map(ebpf, name)?).with_context(|| format!("map {name}"))?;
-    let mut out = Vec::new();
-    for r in m.iter() {
-        match r {
-            Ok(kv) => out.push(kv),
-            Err(aya::maps::MapError::KeyNotFound) => {}
-            Err(e) => return Err(e).with_context(|| format!("reading map {name}")),
-        }
-    }
-    Ok(out)
 }
 
 fn remove_keys<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]) {

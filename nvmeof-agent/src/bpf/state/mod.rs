@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aya::{maps::HashMap as BpfHashMap, Ebpf};
+use aya::Ebpf;
 use nvmeof_common::count_maps::CountMap;
 use nvmeof_common::state::{self, maps, ConnectFailure, ConnectFailureKey};
 use nvmeof_common::{Reconnects, TransitionKey, TransitionStats};
@@ -195,15 +195,8 @@ fn try_kprobes(sysfs: &Path, count_map_entries: u32) -> anyhow::Result<Source> {
 
 /// Reads `CONNECT_FAILURES`, sorted.
 fn read_connect_failures(ebpf: &Ebpf) -> anyhow::Result<Vec<ConnectFailures>> {
-    use anyhow::Context as _;
-    let map = ebpf
-        .map(maps::CONNECT_FAILURES)
-        .context("map CONNECT_FAILURES missing")?;
-    let failures: BpfHashMap<_, ConnectFailureKey, u64> =
-        BpfHashMap::try_from(map).context("map CONNECT_FAILURES")?;
     let mut out = Vec::new();
-    for item in failures.iter() {
-        let (k, count) = item.context("reading CONNECT_FAILURES")?;
+    for (k, count) in loader::entries::<ConnectFailureKey, u64>(ebpf, maps::CONNECT_FAILURES)? {
         let Some(reason) = ConnectFailure::from_repr(k.reason) else {
             continue;
         };
@@ -249,19 +242,12 @@ pub(crate) fn state_name(states: &[(u32, String)], v: u8) -> String {
 
 /// Reads both maps into per-instance tracks.
 fn read_kernel(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap<u32, Track>> {
-    use anyhow::Context as _;
     let (mono, wall) = (monotonic_now_ns(), wall_now());
     let ago = |ns: u64| mono.saturating_sub(ns) as f64 / 1e9;
     let mut out: BTreeMap<u32, Track> = BTreeMap::new();
-    let map = ebpf
-        .map(maps::TRANSITIONS)
-        .context("map TRANSITIONS missing")?;
-    let transitions: BpfHashMap<_, TransitionKey, TransitionStats> =
-        BpfHashMap::try_from(map).context("map TRANSITIONS")?;
     let mut left_live: HashMap<u32, u64> = HashMap::new();
     let mut last: HashMap<u32, u64> = HashMap::new();
-    for item in transitions.iter() {
-        let (k, v) = item.context("reading TRANSITIONS")?;
+    for (k, v) in loader::entries::<TransitionKey, TransitionStats>(ebpf, maps::TRANSITIONS)? {
         let (from, to) = (state_name(states, k.from), state_name(states, k.to));
         if from == "live" {
             let e = left_live.entry(k.instance).or_default();
@@ -281,13 +267,7 @@ fn read_kernel(ebpf: &Ebpf, states: &[(u32, String)]) -> anyhow::Result<BTreeMap
     for (i, ns) in left_live {
         out.entry(i).or_default().left_live_ago = Some(ago(ns));
     }
-    let map = ebpf
-        .map(maps::RECONNECTS)
-        .context("map RECONNECTS missing")?;
-    let reconnects: BpfHashMap<_, u32, Reconnects> =
-        BpfHashMap::try_from(map).context("map RECONNECTS")?;
-    for item in reconnects.iter() {
-        let (i, r) = item.context("reading RECONNECTS")?;
+    for (i, r) in loader::entries::<u32, Reconnects>(ebpf, maps::RECONNECTS)? {
         out.entry(i).or_default().reconnects = Some(r.attempts);
     }
     Ok(out)
