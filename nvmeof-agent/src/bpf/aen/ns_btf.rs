@@ -7,15 +7,10 @@ use std::path::Path;
 use anyhow::Context as _;
 use nvmeof_common::aen::AnaLayout;
 
-use crate::bpf::btf::Btf;
-use crate::bpf::state::ctrl_btf::{nvme_core_btf, read_blobs};
+use crate::bpf::state::ctrl_btf::{nvme_core_btf, read_blobs, sysfs_names, NvmeCoreBtf};
 
-/// The layout and the ANA state names by value (as sysfs spells them).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AnaBtf {
-    pub layout: AnaLayout,
-    pub states: Vec<(u32, String)>,
-}
+/// The layout and `enum nvme_ana_state`'s names.
+pub type AnaBtf = NvmeCoreBtf<AnaLayout>;
 
 pub fn ana_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<AnaBtf> {
     let btf = nvme_core_btf(base, module)?;
@@ -31,26 +26,17 @@ pub fn ana_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<AnaBtf> {
         subsys_instance: at("nvme_subsystem", "instance", 4)?,
         valid: 1,
     };
-    Ok(AnaBtf {
-        layout,
-        states: state_names(&btf)?,
-    })
-}
-
-/// `enum nvme_ana_state` as `nvme_ana_state_names` spells it in sysfs: (value, name).
-fn state_names(btf: &Btf) -> anyhow::Result<Vec<(u32, String)>> {
-    Ok(btf
-        .enum_values("nvme_ana_state")?
-        .into_iter()
-        .filter_map(|(n, v)| {
-            let name = match n.strip_prefix("NVME_ANA_")? {
-                "NONOPTIMIZED" => "non-optimized".to_owned(),
-                "PERSISTENT_LOSS" => "persistent-loss".to_owned(),
-                other => other.to_ascii_lowercase(),
-            };
-            Some((u32::try_from(v).ok()?, name))
-        })
-        .collect())
+    // As `nvme_ana_state_names` spells them.
+    let states = sysfs_names(
+        &btf,
+        "nvme_ana_state",
+        "NVME_ANA_",
+        &[
+            ("NONOPTIMIZED", "non-optimized"),
+            ("PERSISTENT_LOSS", "persistent-loss"),
+        ],
+    )?;
+    Ok(AnaBtf { layout, states })
 }
 
 /// Reads the running kernel's BTF under `btf_dir` (`/sys/kernel/btf`).

@@ -10,15 +10,19 @@ use nvmeof_common::CtrlLayout;
 
 use crate::bpf::btf::Btf;
 
-/// `struct nvme_ctrl`'s layout and the state names by value, from BTF blobs: `module` is
-/// nvme_core's split BTF on `base` (vmlinux), or `None` when nvme_core is built in.
+/// What a tracer's programs need from nvme_core's BTF: the offsets they read and the names of
+/// the state enum whose values they record, (value, name) as sysfs spells them.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CtrlBtf {
-    pub layout: CtrlLayout,
-    /// `enum nvme_ctrl_state` as sysfs spells it: (value, name).
+pub struct NvmeCoreBtf<L> {
+    pub layout: L,
     pub states: Vec<(u32, String)>,
 }
 
+/// `struct nvme_ctrl`'s layout and `enum nvme_ctrl_state`'s names.
+pub type CtrlBtf = NvmeCoreBtf<CtrlLayout>;
+
+/// [`CtrlBtf`] from BTF blobs: `module` is nvme_core's split BTF on `base` (vmlinux), or `None`
+/// when nvme_core is built in.
 pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
     let btf = nvme_core_btf(base, module)?;
     let offset = |name: &str| -> anyhow::Result<u32> { Ok(btf.member("nvme_ctrl", name)?.offset) };
@@ -27,11 +31,13 @@ pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
         offset("instance")?,
         offset("nr_reconnects")?,
     );
-    let states: Vec<(u32, String)> = btf
-        .enum_values("nvme_ctrl_state")?
-        .into_iter()
-        .filter_map(|(n, v)| Some((u32::try_from(v).ok()?, state_name(&n)?)))
-        .collect();
+    // As `nvme_sysfs_show_state` spells them.
+    let states = sysfs_names(
+        &btf,
+        "nvme_ctrl_state",
+        "NVME_CTRL_",
+        &[("DELETING_NOIO", "deleting (no IO)")],
+    )?;
     let state_new = states
         .iter()
         .find(|(_, n)| n == "new")
@@ -64,13 +70,27 @@ pub fn ctrl_btf(base: &[u8], module: Option<&[u8]>) -> anyhow::Result<CtrlBtf> {
     })
 }
 
-/// `NVME_CTRL_DELETING_NOIO` → `deleting (no IO)`, as `nvme_sysfs_show_state` spells them.
-fn state_name(enumerator: &str) -> Option<String> {
-    let s = enumerator.strip_prefix("NVME_CTRL_")?;
-    Some(match s {
-        "DELETING_NOIO" => "deleting (no IO)".to_owned(),
-        other => other.to_ascii_lowercase(),
-    })
+/// The values of `enum name` by the names sysfs shows for them: each enumerator without
+/// `prefix`, in lower case, but for those sysfs spells otherwise (`spelled`: without the prefix,
+/// then sysfs' name). Enumerators without the prefix, or with a negative value, are left out.
+pub fn sysfs_names(
+    btf: &Btf,
+    name: &str,
+    prefix: &str,
+    spelled: &[(&str, &str)],
+) -> anyhow::Result<Vec<(u32, String)>> {
+    Ok(btf
+        .enum_values(name)?
+        .into_iter()
+        .filter_map(|(n, v)| {
+            let n = n.strip_prefix(prefix)?;
+            let sysfs = match spelled.iter().find(|(e, _)| *e == n) {
+                Some((_, s)) => (*s).to_owned(),
+                None => n.to_ascii_lowercase(),
+            };
+            Some((u32::try_from(v).ok()?, sysfs))
+        })
+        .collect())
 }
 
 /// nvme_core's types: its split BTF on vmlinux's, or vmlinux's alone when it is built in.
