@@ -55,15 +55,26 @@ pub struct Drainer {
     host_wait: Option<HostWaitTotals>,
 }
 
-fn remove_keys<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str, keys: &[K]) {
+/// Removes from hash map `name` the entries of `read` (what was read of it) whose controller is
+/// gone; `ctrl` finds an entry's controller, in its key or its value. Best effort: what cannot
+/// be removed stays.
+fn remove_gone<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &str,
+    read: &[(K, V)],
+    gone: &HashSet<u32>,
+    ctrl: impl Fn(&K, &V) -> u32,
+) {
     let Some(m) = ebpf.map_mut(name) else {
         return;
     };
     let Ok(mut m) = BpfHashMap::<&mut MapData, K, V>::try_from(m) else {
         return;
     };
-    for k in keys {
-        let _ = m.remove(k);
+    for (k, v) in read {
+        if gone.contains(&ctrl(k, v)) {
+            let _ = m.remove(k);
+        }
     }
 }
 
@@ -188,20 +199,10 @@ impl Drainer {
         if let Err(e) = self.arrays.forget(ebpf, &gone) {
             log::warn!("eBPF: the gone controllers' queues and statistics not zeroed: {e:#}");
         }
-        let statuses: Vec<StatusKey> = raw
-            .statuses
-            .iter()
-            .map(|(k, _)| *k)
-            .filter(|k| gone.contains(&k.ctrl_id))
-            .collect();
-        remove_keys::<StatusKey, u64>(ebpf, maps::STATUSES, &statuses);
-        let conn_errors: Vec<ConnErrorKey> = raw
-            .conn_errors
-            .iter()
-            .map(|(k, _)| *k)
-            .filter(|k| gone.contains(&k.ctrl_id))
-            .collect();
-        remove_keys::<ConnErrorKey, u64>(ebpf, maps::CONN_ERRORS, &conn_errors);
+        remove_gone(ebpf, maps::STATUSES, &raw.statuses, &gone, |k, _| k.ctrl_id);
+        remove_gone(ebpf, maps::CONN_ERRORS, &raw.conn_errors, &gone, |k, _| {
+            k.ctrl_id
+        });
         for (k, n) in raw
             .conn_errors
             .iter()
@@ -212,20 +213,10 @@ impl Drainer {
             }
         }
         if let Ok(inflight) = entries::<InflightKey, Inflight>(ebpf, maps::INFLIGHT) {
-            let keys: Vec<InflightKey> = inflight
-                .into_iter()
-                .map(|(k, _)| k)
-                .filter(|k| gone.contains(&k.ctrl_id))
-                .collect();
-            remove_keys::<InflightKey, Inflight>(ebpf, maps::INFLIGHT, &keys);
+            remove_gone(ebpf, maps::INFLIGHT, &inflight, &gone, |k, _| k.ctrl_id);
         }
         if let Ok(inflight) = entries::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ) {
-            let keys: Vec<u64> = inflight
-                .into_iter()
-                .filter(|(_, v)| gone.contains(&v.ctrl_id))
-                .map(|(k, _)| k)
-                .collect();
-            remove_keys::<u64, Inflight>(ebpf, maps::INFLIGHT_RQ, &keys);
+            remove_gone(ebpf, maps::INFLIGHT_RQ, &inflight, &gone, |_, v| v.ctrl_id);
         }
         raw.queues.retain(|(k, _)| !gone.contains(&k.ctrl_id));
         raw.statuses.retain(|(k, _)| !gone.contains(&k.ctrl_id));
