@@ -1,9 +1,9 @@
 //! The shared runtime of loading: an object's loader (refused when the build skipped the
 //! objects, memlock raised), a program by name and kind, a map by name and a hash map's entries,
 //! why a load failed in words, and what every loaded program and map costs (run statistics,
-//! kernel memory). Each tracer loads and
-//! attaches its own object with these: `bpf::io::load` (the I/O pair in the first attach mode
-//! that works), `bpf::state::load` (kprobes), `bpf::aen::load` (a tracepoint and a kprobe).
+//! kernel memory). Each tracer loads and attaches its own object with these: `bpf::io::load`
+//! (the I/O pair in the first attach mode that works), `bpf::state::load` (kprobes),
+//! `bpf::aen::load` (a tracepoint and a kprobe).
 use anyhow::{bail, Context as _};
 use aya::maps::{HashMap as BpfHashMap, MapData};
 use aya::programs::{Program, ProgramError};
