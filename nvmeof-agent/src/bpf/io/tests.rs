@@ -2,11 +2,24 @@
 //! options the `io` collector's tests start it with.
 use super::*;
 
-#[test]
-fn possible_cpus_read_the_kernels_list() {
+/// A made-up sysfs whose `devices/system/cpu/possible` holds `possible`.
+fn sysfs_with_cpus(possible: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let cpu = dir.path().join("devices/system/cpu");
     std::fs::create_dir_all(&cpu).unwrap();
+    std::fs::write(cpu.join("possible"), possible).unwrap();
+    dir
+}
+
+/// Writes `value` and a newline to `file` of controller `nvme{i}` under the sysfs at `root`.
+fn write_ctrl(root: &std::path::Path, i: usize, file: &str, value: impl std::fmt::Display) {
+    let c = root.join(format!("class/nvme/nvme{i}"));
+    std::fs::create_dir_all(&c).unwrap();
+    std::fs::write(c.join(file), format!("{value}\n")).unwrap();
+}
+
+#[test]
+fn possible_cpus_read_the_kernels_list() {
     for (text, want) in [
         ("0-255\n", Some(256)),
         ("0\n", Some(1)),
@@ -15,7 +28,7 @@ fn possible_cpus_read_the_kernels_list() {
         ("x\n", None),
         ("\n", None),
     ] {
-        std::fs::write(cpu.join("possible"), text).unwrap();
+        let dir = sysfs_with_cpus(text);
         assert_eq!(possible_cpus(dir.path()), want, "{text:?}");
     }
 }
@@ -23,16 +36,11 @@ fn possible_cpus_read_the_kernels_list() {
 /// The arrays' bounds from the node: flags win, else the controllers present and the CPUs.
 #[test]
 fn slot_layout_follows_the_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let cpu = dir.path().join("devices/system/cpu");
-    std::fs::create_dir_all(&cpu).unwrap();
-    std::fs::write(cpu.join("possible"), "0-255\n").unwrap();
+    let dir = sysfs_with_cpus("0-255\n");
     let l = slot_layout(dir.path(), 0, 0);
     assert_eq!((l.controllers, l.queues), (16, 257));
     for (i, queues) in [(0, 65), (11, 300)] {
-        let c = dir.path().join(format!("class/nvme/nvme{i}"));
-        std::fs::create_dir_all(&c).unwrap();
-        std::fs::write(c.join("queue_count"), format!("{queues}\n")).unwrap();
+        write_ctrl(dir.path(), i, "queue_count", queues);
     }
     // nvme11 present: instances up to 23; a controller with 300 queues (write and poll
     // queues on top of the CPUs') raises the queues.
@@ -45,7 +53,7 @@ fn slot_layout_follows_the_node() {
     assert_eq!((l.controllers, l.queues), (16, 2));
     // A controller claiming 9999 queues on 256 CPUs: three per CPU at most (I/O, write and
     // poll queues) plus the admin queue.
-    std::fs::write(dir.path().join("class/nvme/nvme11/queue_count"), "9999\n").unwrap();
+    write_ctrl(dir.path(), 11, "queue_count", 9999);
     let l = slot_layout(dir.path(), 0, 0);
     assert_eq!((l.controllers, l.queues), (24, 769));
 }
@@ -53,13 +61,8 @@ fn slot_layout_follows_the_node() {
 /// Whatever sysfs claims, the sizing made without flags stays within its budget.
 #[test]
 fn slot_layout_from_odd_sysfs_stays_within_its_budget() {
-    let dir = tempfile::tempdir().unwrap();
-    let cpu = dir.path().join("devices/system/cpu");
-    std::fs::create_dir_all(&cpu).unwrap();
-    std::fs::write(cpu.join("possible"), "0-65535\n").unwrap();
-    let c = dir.path().join("class/nvme/nvme4000");
-    std::fs::create_dir_all(&c).unwrap();
-    std::fs::write(c.join("queue_count"), "4294967295\n").unwrap();
+    let dir = sysfs_with_cpus("0-65535\n");
+    write_ctrl(dir.path(), 4000, "queue_count", 4294967295u32);
     let l = slot_layout(dir.path(), 0, 0);
     let bytes = u64::from(l.stats_slots()) * std::mem::size_of::<nvmeof_common::OpStats>() as u64;
     assert!(bytes <= AUTO_STATS_BUDGET, "{l:?}: {bytes} bytes");
@@ -114,10 +117,8 @@ fn inflight_capacity_follows_the_controllers_queues() {
     let sysfs = |ctrls: &[(u32, u32)]| {
         let dir = tempfile::tempdir().unwrap();
         for (i, (queues, sqsize)) in ctrls.iter().enumerate() {
-            let c = dir.path().join(format!("class/nvme/nvme{i}"));
-            std::fs::create_dir_all(&c).unwrap();
-            std::fs::write(c.join("queue_count"), format!("{queues}\n")).unwrap();
-            std::fs::write(c.join("sqsize"), format!("{sqsize}\n")).unwrap();
+            write_ctrl(dir.path(), i, "queue_count", queues);
+            write_ctrl(dir.path(), i, "sqsize", sqsize);
         }
         dir
     };
