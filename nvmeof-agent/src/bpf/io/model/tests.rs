@@ -447,39 +447,32 @@ fn queue_series_follow_their_keys_in_any_order() {
             },
         )
     };
-    let series = |v: &IoView| -> Vec<(u32, Option<u16>, u64, u64)> {
+    // One scrape of these raw queues: each series as (controller, queue, depth, busy ns).
+    let mut series = |queues| -> Vec<(u32, Option<u16>, u64, u64)> {
+        let v = m.apply(RawMaps {
+            queues,
+            ..Default::default()
+        });
         v.queues
             .iter()
             .map(|(k, q)| (k.ctrl_id, k.qid, q.depth, q.busy_ns))
             .collect()
     };
-    let v = m.apply(RawMaps {
-        queues: vec![q(1, 2, 100), q(0, 1, 10), q(1, 1, 1_000)],
-        ..Default::default()
-    });
     assert_eq!(
-        series(&v),
+        series(vec![q(1, 2, 100), q(0, 1, 10), q(1, 1, 1_000)]),
         vec![
             (0, Some(1), 2, 10),
             (1, Some(1), 2, 1_000),
             (1, Some(2), 2, 100)
         ]
     );
-    let v = m.apply(RawMaps {
-        queues: vec![q(1, 1, 1_500), q(1, 2, 150)],
-        ..Default::default()
-    });
     assert_eq!(
-        series(&v),
+        series(vec![q(1, 1, 1_500), q(1, 2, 150)]),
         vec![(1, Some(1), 2, 1_500), (1, Some(2), 2, 150)]
     );
     // Queue 0/1 is back: it starts from its new raw value, its old series was dropped.
-    let v = m.apply(RawMaps {
-        queues: vec![q(1, 2, 160), q(0, 1, 30), q(1, 1, 1_500)],
-        ..Default::default()
-    });
     assert_eq!(
-        series(&v),
+        series(vec![q(1, 2, 160), q(0, 1, 30), q(1, 1, 1_500)]),
         vec![
             (0, Some(1), 2, 30),
             (1, Some(1), 2, 1_500),
