@@ -13,31 +13,23 @@ const NQN: &str = "nqn.2026-11.io.nvmeof-exporter.lab:tcp";
 fn scrape_text(reads: u64, cum: [u64; 4], busy: f64, errors: u64, reconnects: u64) -> String {
     let q = |c: &str, q: u32| format!("subsystem=\"{NQN}\",controller=\"{c}\",queue=\"{q}\"");
     let les = ["0.000244140625", "0.00048828125", "0.0009765625", "+Inf"];
+    // One queue's latency histogram of `opclass`: its cumulative buckets, then its count.
+    let histogram = |labels: String, opclass: &str, cum: [u64; 4], count: u64| {
+        let mut h = String::new();
+        for (le, n) in les.iter().zip(cum) {
+            h += &format!(
+                "nvmeof_io_latency_seconds_bucket{{{labels},opclass=\"{opclass}\",le=\"{le}\"}} {n}\n"
+            );
+        }
+        h + &format!("nvmeof_io_latency_seconds_count{{{labels},opclass=\"{opclass}\"}} {count}\n")
+    };
     let mut t = String::from(
         "# HELP nvmeof_io_latency_seconds Latency.\n# TYPE nvmeof_io_latency_seconds histogram\n",
     );
-    for (le, n) in les.iter().zip(cum) {
-        t += &format!(
-            "nvmeof_io_latency_seconds_bucket{{{},opclass=\"read\",le=\"{le}\"}} {n}\n",
-            q("nvme0", 1)
-        );
-    }
-    t += &format!(
-        "nvmeof_io_latency_seconds_count{{{},opclass=\"read\"}} {reads}\n",
-        q("nvme0", 1)
-    );
+    t += &histogram(q("nvme0", 1), "read", cum, reads);
     // Writes on queue 2: 10 more each scrape, all in the first bucket.
     let w = 10 * errors;
-    for le in les {
-        t += &format!(
-            "nvmeof_io_latency_seconds_bucket{{{},opclass=\"write\",le=\"{le}\"}} {w}\n",
-            q("nvme0", 2)
-        );
-    }
-    t += &format!(
-        "nvmeof_io_latency_seconds_count{{{},opclass=\"write\"}} {w}\n",
-        q("nvme0", 2)
-    );
+    t += &histogram(q("nvme0", 2), "write", [w; 4], w);
     // Admin commands (per controller) are not a queue's I/O: they must not count.
     t += &format!("nvmeof_io_latency_seconds_count{{subsystem=\"{NQN}\",controller=\"nvme0\",opclass=\"admin\"}} {}\n", 1000 * errors);
     t += &format!(
