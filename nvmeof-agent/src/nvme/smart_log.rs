@@ -180,43 +180,47 @@ pub(crate) mod tests {
         p
     }
 
+    /// The whole struct at once, so that a field added to it must be given a value here.
     #[test]
     fn decodes_every_field() {
         let s = SmartLog::decode(&full_page()).unwrap();
-        assert_eq!(s.critical_warning.raw(), 0x3f);
-        assert_eq!(s.composite_temperature_k, 323);
-        assert_eq!(s.available_spare_pct, 97);
-        assert_eq!(s.available_spare_threshold_pct, 10);
-        assert_eq!(s.percentage_used, 3);
-        assert_eq!(s.endurance_group_critical_warning, 0x05);
-        assert_eq!(s.data_units_read, 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10);
-        assert_eq!(s.data_units_written, 2_000);
-        assert_eq!(s.data_written_bytes(), 1_024_000_000);
-        assert_eq!(s.host_read_commands, 3_000_000);
-        assert_eq!(s.host_write_commands, 4_000_000);
-        assert_eq!(s.controller_busy_time_min, 55);
-        assert_eq!(s.power_cycles, 66);
-        assert_eq!(s.power_on_hours, 77);
-        assert_eq!(s.unsafe_shutdowns, 88);
-        assert_eq!(s.media_errors, 99);
-        assert_eq!(s.error_log_entries, 111);
-        assert_eq!(s.warning_temp_time_min, 12);
-        assert_eq!(s.critical_temp_time_min, 34);
         assert_eq!(
-            s.temperature_sensors_k,
-            [
-                Some(300),
-                Some(301),
-                Some(302),
-                None,
-                Some(304),
-                Some(305),
-                Some(306),
-                Some(307)
-            ]
+            s,
+            SmartLog {
+                critical_warning: CriticalWarning(0x3f),
+                composite_temperature_k: 323,
+                available_spare_pct: 97,
+                available_spare_threshold_pct: 10,
+                percentage_used: 3,
+                endurance_group_critical_warning: 0x05,
+                data_units_read: 0x0102_0304_0506_0708_090a_0b0c_0d0e_0f10,
+                data_units_written: 2_000,
+                host_read_commands: 3_000_000,
+                host_write_commands: 4_000_000,
+                controller_busy_time_min: 55,
+                power_cycles: 66,
+                power_on_hours: 77,
+                unsafe_shutdowns: 88,
+                media_errors: 99,
+                error_log_entries: 111,
+                warning_temp_time_min: 12,
+                critical_temp_time_min: 34,
+                temperature_sensors_k: [
+                    Some(300),
+                    Some(301),
+                    Some(302),
+                    None,
+                    Some(304),
+                    Some(305),
+                    Some(306),
+                    Some(307)
+                ],
+                thermal_mgmt_transitions: [5, 6],
+                thermal_mgmt_time_s: [700, 800],
+            }
         );
-        assert_eq!(s.thermal_mgmt_transitions, [5, 6]);
-        assert_eq!(s.thermal_mgmt_time_s, [700, 800]);
+        assert_eq!(s.critical_warning.raw(), 0x3f);
+        assert_eq!(s.data_written_bytes(), 1_024_000_000);
     }
 
     #[test]
