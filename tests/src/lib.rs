@@ -241,6 +241,84 @@ pub fn moved(
     after.moved_from(before, name, &want)
 }
 
+/// Writes of 64 KiB and of 4 KiB, then reads of each, with `dd` on one namespace, direct so
+/// that each block is one command: what the I/O tests count exactly, each with its own counts.
+#[derive(Clone, Copy)]
+pub struct DdMix {
+    pub w64: usize,
+    pub w4: usize,
+    pub r64: usize,
+    pub r4: usize,
+}
+
+impl DdMix {
+    /// The shell lines on the device in `$d`, the first failure ending them; a count of zero
+    /// runs no `dd`. The 4 KiB writes start past the 64 KiB ones' first MiB.
+    pub fn script(&self) -> String {
+        let DdMix { w64, w4, r64, r4 } = *self;
+        [
+            (
+                w64,
+                format!("dd if=/dev/zero of=$d bs=64k count={w64} oflag=direct 2>/dev/null"),
+            ),
+            (
+                w4,
+                format!("dd if=/dev/zero of=$d bs=4k count={w4} seek=256 oflag=direct 2>/dev/null"),
+            ),
+            (
+                r64,
+                format!("dd if=$d of=/dev/null bs=64k count={r64} iflag=direct 2>/dev/null"),
+            ),
+            (
+                r4,
+                format!("dd if=$d of=/dev/null bs=4k count={r4} iflag=direct 2>/dev/null"),
+            ),
+        ]
+        .into_iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(_, line)| line)
+        .collect::<Vec<_>>()
+        .join(" &&\n")
+    }
+
+    pub fn writes(&self) -> usize {
+        self.w64 + self.w4
+    }
+
+    /// Every byte and command of the mix counted exactly on subsystem `sub` between two scrapes.
+    pub fn assert_counted(&self, before: &Metrics, after: &Metrics, sub: &str, ctx: &str) {
+        let by = [("subsystem", sub)];
+        let delta = |name: &str, extra: &[(&str, &str)]| moved(before, after, &by, name, extra);
+        assert_eq!(
+            delta("nvmeof_io_write_bytes_total", &[]),
+            (self.w64 * 65536 + self.w4 * 4096) as f64,
+            "{ctx}: write bytes"
+        );
+        assert_eq!(
+            delta("nvmeof_io_commands_total", &[("opclass", "write")]),
+            self.writes() as f64,
+            "{ctx}: writes"
+        );
+        self.assert_reads_counted(before, after, sub, ctx);
+    }
+
+    /// The reads' bytes and commands alone counted exactly (where writes may go unmatched).
+    pub fn assert_reads_counted(&self, before: &Metrics, after: &Metrics, sub: &str, ctx: &str) {
+        let by = [("subsystem", sub)];
+        let delta = |name: &str, extra: &[(&str, &str)]| moved(before, after, &by, name, extra);
+        assert_eq!(
+            delta("nvmeof_io_read_bytes_total", &[]),
+            (self.r64 * 65536 + self.r4 * 4096) as f64,
+            "{ctx}: read bytes"
+        );
+        assert_eq!(
+            delta("nvmeof_io_commands_total", &[("opclass", "read")]),
+            (self.r64 + self.r4) as f64,
+            "{ctx}: reads"
+        );
+    }
+}
+
 /// Runs `f` in the shared lab of every kernel under test (`NVMEOF_LAB_KERNELS`), with that
 /// kernel's release for messages: the loop every lab test starts with.
 pub fn on_each_lab(mut f: impl FnMut(&mut Shared, &str)) {

@@ -5,7 +5,9 @@
 use std::time::Duration;
 
 use nvmeof_tests::trace::TRACE_SLACK_NS;
-use nvmeof_tests::{moved, nqn, on_each_lab, support, trace, Metrics, Shared, LAB_AGENT_ARGS};
+use nvmeof_tests::{
+    moved, nqn, on_each_lab, support, trace, DdMix, Metrics, Shared, LAB_AGENT_ARGS,
+};
 use xtask::prometheus::Prometheus;
 
 /// Every family the agent may expose, from the registry: a live page must stay inside it.
@@ -82,47 +84,31 @@ fn agent_serves_real_metrics_on_host_loopback() {
 fn dd_bytes_and_commands_show_up_exactly_in_the_io_counters() {
     on_each_lab(|s, release| {
         s.ensure_agent();
+        // 256 writes then 128 reads of 4 KiB.
+        let mix = DdMix {
+            w64: 0,
+            w4: 256,
+            r64: 0,
+            r4: 128,
+        };
         for t in s.expected_transports() {
             let sub = nqn(t);
-            let by = [("subsystem", sub.as_str())];
             let before = s.scrape_now();
-            // 256 writes then 128 reads of 4 KiB, direct, so each is exactly one command.
             s.lab
-                .sh_ok(&format!(
-                    "d=$(dev_of {t}) || exit 9
-                     dd if=/dev/zero of=$d bs=4k count=256 oflag=direct 2>/dev/null &&
-                     dd if=$d of=/dev/null bs=4k count=128 iflag=direct 2>/dev/null"
-                ))
+                .sh_ok(&format!("d=$(dev_of {t}) || exit 9\n{}", mix.script()))
                 .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
             let after = s.scrape_now();
-            let delta =
-                |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
-            assert_eq!(
-                delta("nvmeof_io_write_bytes_total", &[]),
-                1_048_576.0,
-                "{release} {t}: write bytes"
-            );
-            assert_eq!(
-                delta("nvmeof_io_read_bytes_total", &[]),
-                524_288.0,
-                "{release} {t}: read bytes"
-            );
-            assert_eq!(
-                delta("nvmeof_io_commands_total", &[("opclass", "write")]),
-                256.0,
-                "{release} {t}: writes"
-            );
-            assert_eq!(
-                delta("nvmeof_io_commands_total", &[("opclass", "read")]),
-                128.0,
-                "{release} {t}: reads"
-            );
+            let ctx = format!("{release} {t}");
+            mix.assert_counted(&before, &after, &sub, &ctx);
             // The histogram counts every command the counters count.
-            let hist_count = delta("nvmeof_io_latency_seconds_count", &[("opclass", "write")]);
-            assert_eq!(
-                hist_count, 256.0,
-                "{release} {t}: histogram count of writes"
+            let hist_count = moved(
+                &before,
+                &after,
+                &[("subsystem", &sub)],
+                "nvmeof_io_latency_seconds_count",
+                &[("opclass", "write")],
             );
+            assert_eq!(hist_count, 256.0, "{ctx}: histogram count of writes");
             s.support(support::NVMET_NULL_BLK, t, support::Outcome::Proven);
         }
         for (t, why) in s.missing_transports() {
@@ -422,6 +408,14 @@ fn large_and_small_io_is_counted_exactly_on_tcp_and_rdma() {
     });
 }
 
+/// What [`exact_io_in_mode`] writes and reads: 48 writes, 24 reads.
+const MODES_MIX: DdMix = DdMix {
+    w64: 16,
+    w4: 32,
+    r64: 8,
+    r4: 16,
+};
+
 /// The dd's of [`large_and_small_io_is_counted_exactly_on_tcp_and_rdma`] with the agent in `mode`.
 fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
     for t in ["tcp", "rdma"] {
@@ -439,11 +433,8 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
         );
         s.lab
             .sh_ok(&format!(
-                "d=$(dev_of {t}) || exit 9
-                 dd if=/dev/zero of=$d bs=64k count=16 oflag=direct 2>/dev/null &&
-                 dd if=/dev/zero of=$d bs=4k count=32 oflag=direct 2>/dev/null &&
-                 dd if=$d of=/dev/null bs=64k count=8 iflag=direct 2>/dev/null &&
-                 dd if=$d of=/dev/null bs=4k count=16 iflag=direct 2>/dev/null"
+                "d=$(dev_of {t}) || exit 9\n{}",
+                MODES_MIX.script()
             ))
             .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
         let after = s.scrape_now();
@@ -465,35 +456,11 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
                 writes,
                 "{ctx}: histogram count of writes"
             );
-            assert_eq!(
-                delta("nvmeof_io_read_bytes_total", &[]),
-                (8 * 65536 + 16 * 4096) as f64,
-                "{ctx}: read bytes"
-            );
-            assert_eq!(
-                delta("nvmeof_io_commands_total", &[("opclass", "read")]),
-                24.0,
-                "{ctx}: reads"
-            );
+            MODES_MIX.assert_reads_counted(&before, &after, &sub, &ctx);
             continue;
         }
         assert_eq!(unmatched, 0.0, "{ctx}: unmatched completions");
-        assert_eq!(
-            delta("nvmeof_io_write_bytes_total", &[]),
-            (16 * 65536 + 32 * 4096) as f64,
-            "{ctx}: write bytes"
-        );
-        assert_eq!(
-            delta("nvmeof_io_read_bytes_total", &[]),
-            (8 * 65536 + 16 * 4096) as f64,
-            "{ctx}: read bytes"
-        );
-        assert_eq!(writes, 48.0, "{ctx}: writes");
-        assert_eq!(
-            delta("nvmeof_io_commands_total", &[("opclass", "read")]),
-            24.0,
-            "{ctx}: reads"
-        );
+        MODES_MIX.assert_counted(&before, &after, &sub, &ctx);
         assert_eq!(
             delta("nvmeof_io_latency_seconds_count", &[("opclass", "write")]),
             48.0,

@@ -9,60 +9,7 @@
 use std::time::Duration;
 
 use nvmeof_tests::trace::{self, TRACE_SLACK_NS};
-use nvmeof_tests::{json_numbers, moved, nqn, on_each_lab, support, Metrics, Shared};
-
-/// Writes of 64 KiB and of 4 KiB, then reads of each, with `dd` on one namespace: what the
-/// backends' and the TLS test count exactly.
-#[derive(Clone, Copy)]
-struct DdMix {
-    w64: usize,
-    w4: usize,
-    r64: usize,
-    r4: usize,
-}
-
-impl DdMix {
-    /// The shell lines on the device in `$d`, the first failure ending them.
-    fn script(&self) -> String {
-        let DdMix { w64, w4, r64, r4 } = *self;
-        format!(
-            "dd if=/dev/zero of=$d bs=64k count={w64} oflag=direct 2>/dev/null &&
-             dd if=/dev/zero of=$d bs=4k count={w4} seek=256 oflag=direct 2>/dev/null &&
-             dd if=$d of=/dev/null bs=64k count={r64} iflag=direct 2>/dev/null &&
-             dd if=$d of=/dev/null bs=4k count={r4} iflag=direct 2>/dev/null"
-        )
-    }
-
-    fn writes(&self) -> usize {
-        self.w64 + self.w4
-    }
-
-    /// Every byte and command of the mix counted exactly on subsystem `sub` between two scrapes.
-    fn assert_counted(&self, before: &Metrics, after: &Metrics, sub: &str, ctx: &str) {
-        let by = [("subsystem", sub)];
-        let delta = |name: &str, extra: &[(&str, &str)]| moved(before, after, &by, name, extra);
-        assert_eq!(
-            delta("nvmeof_io_write_bytes_total", &[]),
-            (self.w64 * 65536 + self.w4 * 4096) as f64,
-            "{ctx}: write bytes"
-        );
-        assert_eq!(
-            delta("nvmeof_io_read_bytes_total", &[]),
-            (self.r64 * 65536 + self.r4 * 4096) as f64,
-            "{ctx}: read bytes"
-        );
-        assert_eq!(
-            delta("nvmeof_io_commands_total", &[("opclass", "write")]),
-            self.writes() as f64,
-            "{ctx}: writes"
-        );
-        assert_eq!(
-            delta("nvmeof_io_commands_total", &[("opclass", "read")]),
-            (self.r64 + self.r4) as f64,
-            "{ctx}: reads"
-        );
-    }
-}
+use nvmeof_tests::{json_numbers, moved, nqn, on_each_lab, support, DdMix, Metrics, Shared};
 
 /// Per backend.
 const BACKENDS_MIX: DdMix = DdMix {
