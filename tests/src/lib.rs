@@ -241,6 +241,12 @@ pub fn moved(
     after.moved_from(before, name, &want)
 }
 
+/// The lines of a guest script's output that start with `tag`, without it: how the lab tests
+/// tell what they echo apart from the rest.
+pub fn tagged<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
+    out.lines().filter_map(|l| l.strip_prefix(tag)).collect()
+}
+
 /// Writes of 64 KiB and of 4 KiB, then reads of each, with `dd` on one namespace, direct so
 /// that each block is one command: what the I/O tests count exactly, each with its own counts.
 #[derive(Clone, Copy)]

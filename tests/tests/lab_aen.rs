@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use nvmeof_tests::{on_each_lab, support, Metrics, Shared};
+use nvmeof_tests::{on_each_lab, support, tagged, Metrics, Shared};
 
 const TRACE: &str = "/sys/kernel/tracing";
 
@@ -164,11 +164,7 @@ fn ana_changes_on_the_target_are_counted_as_the_kernel_saw_them() {
             ))
             .unwrap();
         let events = traced_events(&trace);
-        let seen: Vec<&str> = out
-            .out
-            .lines()
-            .filter_map(|l| l.strip_prefix("seen "))
-            .collect();
+        let seen = tagged(&out.out, "seen ");
         eprintln!(
             "{release}: {c}/{path}: {} flips in {flips_took:?}, sysfs showed {seen:?}; \
              kernel traced {} events: {events:?}",

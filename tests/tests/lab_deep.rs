@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use nvmeof_tests::trace::TRACE_SLACK_NS;
-use nvmeof_tests::{moved, nqn, on_each_lab, trace, Metrics, Shared, LAB_AGENT_ARGS};
+use nvmeof_tests::{moved, nqn, on_each_lab, tagged, trace, Metrics, Shared, LAB_AGENT_ARGS};
 
 /// Per queue, each I/O queue's CPUs are the kernel's (`mq/N/cpu_list`, read in the guest), and
 /// the queue ids agree with the I/O series: reads pinned to CPU 1 land on the queue whose CPUs
@@ -305,12 +305,7 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
         assert_eq!(keys(&listed), keys(&traced), "{release}: slow commands");
         // `nvmeof-exporter trace`, following the agent while the dd ran, printed the same
         // commands (its threshold is between the agent's and the delay).
-        let followed: Vec<String> = out
-            .out
-            .lines()
-            .filter_map(|l| l.strip_prefix("@@TRACE "))
-            .map(str::to_owned)
-            .collect();
+        let followed = tagged(&out.out, "@@TRACE ");
         let mut from_cli: Vec<_> = listed_slow(&format!("[{}]", followed.join(",")))
             .into_iter()
             .filter(|((_, qid, _), _)| *qid != 0)
@@ -322,11 +317,7 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
             keys(&listed),
             "{release}: trace printed {followed:#?}"
         );
-        let human: Vec<&str> = out
-            .out
-            .lines()
-            .filter_map(|l| l.strip_prefix("@@HUMAN "))
-            .collect();
+        let human = tagged(&out.out, "@@HUMAN ");
         assert!(
             human
                 .iter()

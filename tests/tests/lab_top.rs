@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use nvmeof_tests::on_each_lab;
+use nvmeof_tests::{on_each_lab, tagged};
 
 /// Direct 4 KiB reads of the `--once` test: about a second of TCG's reads (3.5 s on a loaded
 /// host), inside the interval.
@@ -94,7 +94,7 @@ fn controller_order(rows: &[Row]) -> Vec<String> {
 /// I/O queue id (hctx + 1) that carries `cpu`'s commands on each controller.
 fn queue_of_cpu(out: &str, cpu: u32) -> BTreeMap<String, u32> {
     let mut m = BTreeMap::new();
-    for l in out.lines().filter_map(|l| l.strip_prefix("@@MQ ")) {
+    for l in tagged(out, "@@MQ ") {
         let f: Vec<&str> = l.split_whitespace().collect();
         let (ctrl, hctx, cpus) = (f[0], f[2], f.get(3).copied().unwrap_or(""));
         let has = cpus.split(',').any(|r| match r.split_once('-') {
@@ -106,10 +106,6 @@ fn queue_of_cpu(out: &str, cpu: u32) -> BTreeMap<String, u32> {
         }
     }
     m
-}
-
-fn tagged<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
-    out.lines().filter_map(|l| l.strip_prefix(tag)).collect()
 }
 
 fn one<'a>(out: &'a str, tag: &str) -> &'a str {
