@@ -148,6 +148,16 @@ impl Shared {
         self.fresh_scrape_of("/metrics").0
     }
 
+    /// The output of `script` in the guest, trimmed; a failure panics with the kernel's release
+    /// and the script.
+    pub fn sh_out(&mut self, script: &str) -> String {
+        self.lab
+            .sh_ok(script)
+            .unwrap_or_else(|e| panic!("{}: {script}: {e:#}", self.lab.kernel.release))
+            .trim()
+            .to_owned()
+    }
+
     /// The transports this kernel is expected to carry: all four, less those its limits name.
     /// The fabrics the lab could not set up on this kernel, with why (a module it could not
     /// build).

@@ -20,16 +20,12 @@ const BACKENDS_MIX: DdMix = DdMix {
 };
 
 /// The controller of subsystem `name` (the guest's view).
-fn ctrl_of_subsystem(s: &mut Shared, release: &str, name: &str) -> String {
-    s.lab
-        .sh_ok(&format!(
-            "for c in /sys/class/nvme/nvme*; do
-                 [ \"$(cat $c/subsysnqn)\" = \"$(nqn {name})\" ] && echo ${{c##*/}}
-             done; true"
-        ))
-        .unwrap_or_else(|e| panic!("{release}: {e:#}"))
-        .trim()
-        .to_owned()
+fn ctrl_of_subsystem(s: &mut Shared, name: &str) -> String {
+    s.sh_out(&format!(
+        "for c in /sys/class/nvme/nvme*; do
+             [ \"$(cat $c/subsysnqn)\" = \"$(nqn {name})\" ] && echo ${{c##*/}}
+         done; true"
+    ))
 }
 
 #[test]
@@ -67,7 +63,7 @@ fn file_and_block_backed_namespaces_count_exactly_and_time_as_the_trace() {
         // first command.
         s.restart_agent("");
         for backend in ["file", "bdev"] {
-            let ctrl = ctrl_of_subsystem(s, release, backend);
+            let ctrl = ctrl_of_subsystem(s, backend);
             let sub = nqn(backend);
             let by = [("subsystem", sub.as_str())];
             let before = s.scrape_now();

@@ -46,27 +46,16 @@ fn agent_log(s: &mut Shared) -> String {
         .unwrap_or_default()
 }
 
-fn sh(s: &mut Shared, script: &str) -> String {
-    s.lab
-        .sh_ok(script)
-        .unwrap_or_else(|e| panic!("{script}: {e:#}"))
-        .trim()
-        .to_owned()
-}
-
 #[test]
 fn rdma_counters_move_with_io_and_belong_to_the_rdma_controller() {
     on_each_lab(|s, release| {
         s.ensure_agent();
-        let ctrl = sh(s, "ctrl_of rdma");
+        let ctrl = s.sh_out("ctrl_of rdma");
         let by = [("controller", ctrl.as_str())];
         let before = scrape_until(s, |m| {
             m.has_family("nvmeof_rdma_hw_counters_total") && fresh(m, "rdma")
         });
-        sh(
-            s,
-            "dd if=/dev/zero of=$(dev_of rdma) bs=4k count=256 oflag=direct 2>/dev/null",
-        );
+        s.sh_out("dd if=/dev/zero of=$(dev_of rdma) bs=4k count=256 oflag=direct 2>/dev/null");
         let after = scrape_until(s, |m| {
             fresh(m, "rdma")
                 && m.sum("nvmeof_rdma_hw_counters_total", &[("counter", "sent_pkts")])
@@ -108,8 +97,8 @@ fn rdma_counters_move_with_io_and_belong_to_the_rdma_controller() {
 fn netem_loss_on_one_tcp_path_raises_only_its_retransmissions() {
     on_each_lab(|s, release| {
         s.ensure_agent();
-        let lossy = sh(s, "ctrl_of tcp 4421");
-        let clean = sh(s, "ctrl_of tcp 4420");
+        let lossy = s.sh_out("ctrl_of tcp 4421");
+        let clean = s.sh_out("ctrl_of tcp 4420");
         let retrans = |m: &Metrics, c: &str| {
             m.sum(
                 "nvmeof_tcp_retransmitted_segments_total",
@@ -255,7 +244,7 @@ fn errors_match_tracefs(
     );
     // The timeouts the agent read at start (nvme_core's parameters, in seconds).
     let mut secs = |p: &str| -> u64 {
-        sh(s, &format!("cat /sys/module/nvme_core/parameters/{p}"))
+        s.sh_out(&format!("cat /sys/module/nvme_core/parameters/{p}"))
             .parse()
             .unwrap_or_else(|e| panic!("{release}: {p}: {e}"))
     };
@@ -341,7 +330,7 @@ fn errors_match_tracefs(
 #[test]
 fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
     on_each_lab(|s, release| {
-        let cut = sh(s, "ctrl_of tcp 4421");
+        let cut = s.sh_out("ctrl_of tcp 4421");
         // Four readers on both paths (round-robin); then everything the host sends to port
         // 4421 is dropped. Each reader soon waits on a command stuck on that path, so when
         // the host gives the path up (keep-alive), there are commands to fail: the cut cannot
@@ -401,7 +390,7 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
 #[test]
 fn an_ana_change_under_io_counts_its_path_errors_as_tracefs_does() {
     on_each_lab(|s, release| {
-        let port1 = sh(s, "ctrl_of tcp 4420");
+        let port1 = s.sh_out("ctrl_of tcp 4420");
         let mut attempt = 0;
         let (traced, on_port1) = loop {
             attempt += 1;
@@ -442,7 +431,7 @@ fn an_ana_change_under_io_counts_its_path_errors_as_tracefs_does() {
 #[test]
 fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does() {
     on_each_lab(|s, release| {
-        let ctrl = sh(s, "ctrl_of loop");
+        let ctrl = s.sh_out("ctrl_of loop");
         // Four readers on the loop subsystem's namespace; the target disables the namespace
         // under them for 1 s, then enables it again and the host finds it back (AEN, rescan).
         // Depending on the kernel, the target fails the readers' commands as an invalid
@@ -485,8 +474,7 @@ fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
         // 30 s by default): when everything sent to its port is dropped, the read's own
         // timeout ends the wait, not the keep-alive (0 is not honoured: the kernel then uses
         // its default of 5 s).
-        let ctrl = sh(
-            s,
+        let ctrl = s.sh_out(
             "truncate -s 64M /tmp/tmo.img &&
              t=$CFG/subsystems/$(nqn tmo) && mkdir -p $t/namespaces/1 &&
              echo 1 > $t/attr_allow_any_host &&
@@ -497,7 +485,7 @@ fn a_command_outliving_its_timeout_counts_as_timeout_as_tracefs_shows() {
              connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn tmo),keep_alive_tmo=90,reconnect_delay=1,ctrl_loss_tmo=120\" &&
              wait_live 30 && ctrl_of tmo",
         );
-        let io_timeout = sh(s, "cat /sys/module/nvme_core/parameters/io_timeout");
+        let io_timeout = s.sh_out("cat /sys/module/nvme_core/parameters/io_timeout");
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             errors_match_tracefs(
                 s,
@@ -545,8 +533,7 @@ fn a_refused_connect_counts_as_connect_failure_as_tracefs_shows() {
     on_each_lab(|s, release| {
         // A subsystem that admits no host, on a port of its own: the host's Connect command
         // fails (invalid host) and the controller it was for never comes up.
-        sh(
-            s,
+        s.sh_out(
             "t=$CFG/subsystems/$(nqn deny) && mkdir -p $t &&
              echo 0 > $t/attr_allow_any_host &&
              port 9 tcp ipv4 127.0.0.1 4422 && expose 9 deny",
