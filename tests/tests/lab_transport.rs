@@ -327,6 +327,29 @@ fn errors_match_tracefs(
     (log.to_owned(), traced)
 }
 
+/// [`errors_match_tracefs`] run again, twice at most, until `hits` finds error completions in
+/// what tracefs saw: under emulation a scenario sometimes fails no command (every one completed
+/// or was requeued in time), and then the counts agree trivially. Returns the last run's output,
+/// counts and hits, and how many runs it took; `none` says what a run without hits missed.
+fn errors_match_tracefs_until_hit(
+    s: &mut Shared,
+    scenario: &str,
+    watched: &[String],
+    hits: impl Fn(&BTreeMap<(String, &'static str), u64>) -> u64,
+    none: &str,
+) -> (String, BTreeMap<(String, &'static str), u64>, u64, u32) {
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let (log, traced) = errors_match_tracefs(s, scenario, watched);
+        let hit = hits(&traced);
+        if hit > 0 || runs == 2 {
+            return (log, traced, hit, runs);
+        }
+        eprintln!("{}: {none}; once more", s.lab.kernel.release);
+    }
+}
+
 #[test]
 fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
     on_each_lab(|s, release| {
@@ -336,44 +359,35 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
         // the host gives the path up (keep-alive), there are commands to fail: the cut cannot
         // miss them, unlike unlinking the port (the target drains its commands first).
         // Under emulation a stall sometimes fails no command (every one completed or was
-        // requeued before the host gave the path up: a fresh clone's run saw none once): then
-        // the counts agree trivially, so the scenario runs again, twice at most, until it has
-        // errors to compare.
-        let mut attempt = 0;
-        let (log, traced, on_cut) = loop {
-            attempt += 1;
-            let (log, traced) = errors_match_tracefs(
-                s,
-                "tcp_iopolicy round-robin
-                     d=$(dev_of tcp); c=$(ctrl_of tcp 4421); pids=
-                     for i in 1 2 3 4; do
-                         dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
-                         pids=\"$pids $!\"
-                     done
-                     sleep 1
-                     lose_towards 4421 100 || exit 10
-                     i=0
-                     while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt 600 ]; do
-                         sleep 0.1; i=$((i + 1))
-                     done
-                     echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
-                     restore_lo
-                     wait_live 60; live=$?
-                     kill $pids 2>/dev/null; wait
-                     tcp_iopolicy numa
-                     exit $live",
-                std::slice::from_ref(&cut),
-            );
-            let on_cut = traced_on(&traced, &cut);
-            if on_cut > 0 || attempt == 2 {
-                break (log, traced, on_cut);
-            }
-            eprintln!("{release}: the stalled path {cut} failed no command; once more");
-        };
+        // requeued before the host gave the path up: a fresh clone's run saw none once).
+        let (log, traced, on_cut, runs) = errors_match_tracefs_until_hit(
+            s,
+            "tcp_iopolicy round-robin
+                 d=$(dev_of tcp); c=$(ctrl_of tcp 4421); pids=
+                 for i in 1 2 3 4; do
+                     dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
+                     pids=\"$pids $!\"
+                 done
+                 sleep 1
+                 lose_towards 4421 100 || exit 10
+                 i=0
+                 while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt 600 ]; do
+                     sleep 0.1; i=$((i + 1))
+                 done
+                 echo \"$c left live after $((i / 10)) s: $(cat /sys/class/nvme/$c/state)\"
+                 restore_lo
+                 wait_live 60; live=$?
+                 kill $pids 2>/dev/null; wait
+                 tcp_iopolicy numa
+                 exit $live",
+            std::slice::from_ref(&cut),
+            |traced| traced_on(traced, &cut),
+            &format!("the stalled path {cut} failed no command"),
+        );
         assert!(log.contains("left live"), "{release}: {log}");
         assert!(
             on_cut > 0,
-            "{release}: the stalled path {cut} failed no command in {attempt} runs: {traced:?}"
+            "{release}: the stalled path {cut} failed no command in {runs} runs: {traced:?}"
         );
     });
 }
@@ -391,39 +405,34 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
 fn an_ana_change_under_io_counts_its_path_errors_as_tracefs_does() {
     on_each_lab(|s, release| {
         let port1 = s.sh_out("ctrl_of tcp 4420");
-        let mut attempt = 0;
-        let (traced, on_port1) = loop {
-            attempt += 1;
-            let (_, traced) = errors_match_tracefs(
-                s,
-                "tcp_iopolicy round-robin
-                 d=$(dev_of tcp); g=$CFG/ports/1/ana_groups/1/ana_state; pids=
-                 for i in 1 2; do
-                     dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
-                     pids=\"$pids $!\"
-                 done
-                 sleep 1
-                 for flip in 1 2 3 4; do
-                     echo inaccessible > $g; sleep 1
-                     echo optimized > $g; sleep 1
-                 done
-                 kill $pids 2>/dev/null; wait
-                 tcp_iopolicy numa
-                 wait_live 30",
-                &[],
-            );
-            let on = traced
-                .get(&(port1.clone(), "path_error"))
-                .copied()
-                .unwrap_or(0);
-            if on > 0 || attempt == 2 {
-                break (traced, on);
-            }
-            eprintln!("{release}: no command hit the inaccessible path {port1}; once more");
-        };
+        let (_, traced, on_port1, runs) = errors_match_tracefs_until_hit(
+            s,
+            "tcp_iopolicy round-robin
+             d=$(dev_of tcp); g=$CFG/ports/1/ana_groups/1/ana_state; pids=
+             for i in 1 2; do
+                 dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
+                 pids=\"$pids $!\"
+             done
+             sleep 1
+             for flip in 1 2 3 4; do
+                 echo inaccessible > $g; sleep 1
+                 echo optimized > $g; sleep 1
+             done
+             kill $pids 2>/dev/null; wait
+             tcp_iopolicy numa
+             wait_live 30",
+            &[],
+            |traced| {
+                traced
+                    .get(&(port1.clone(), "path_error"))
+                    .copied()
+                    .unwrap_or(0)
+            },
+            &format!("no command hit the inaccessible path {port1}"),
+        );
         assert!(
             on_port1 > 0,
-            "{release}: no ANA path error on {port1} in {attempt} runs: {traced:?}"
+            "{release}: no ANA path error on {port1} in {runs} runs: {traced:?}"
         );
     });
 }
