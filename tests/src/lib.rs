@@ -303,36 +303,41 @@ impl DdMix {
 
     /// Every byte and command of the mix counted exactly on subsystem `sub` between two scrapes.
     pub fn assert_counted(&self, before: &Metrics, after: &Metrics, sub: &str, ctx: &str) {
-        let by = [("subsystem", sub)];
-        let delta = |name: &str, extra: &[(&str, &str)]| moved(before, after, &by, name, extra);
-        assert_eq!(
-            delta("nvmeof_io_write_bytes_total", &[]),
-            (self.w64 * 65536 + self.w4 * 4096) as f64,
-            "{ctx}: write bytes"
-        );
-        assert_eq!(
-            delta("nvmeof_io_commands_total", &[("opclass", "write")]),
-            self.writes() as f64,
-            "{ctx}: writes"
-        );
+        let bytes = self.w64 * 65536 + self.w4 * 4096;
+        assert_direction(before, after, sub, "write", bytes, self.writes(), ctx);
         self.assert_reads_counted(before, after, sub, ctx);
     }
 
     /// The reads' bytes and commands alone counted exactly (where writes may go unmatched).
     pub fn assert_reads_counted(&self, before: &Metrics, after: &Metrics, sub: &str, ctx: &str) {
-        let by = [("subsystem", sub)];
-        let delta = |name: &str, extra: &[(&str, &str)]| moved(before, after, &by, name, extra);
-        assert_eq!(
-            delta("nvmeof_io_read_bytes_total", &[]),
-            (self.r64 * 65536 + self.r4 * 4096) as f64,
-            "{ctx}: read bytes"
-        );
-        assert_eq!(
-            delta("nvmeof_io_commands_total", &[("opclass", "read")]),
-            (self.r64 + self.r4) as f64,
-            "{ctx}: reads"
-        );
+        let bytes = self.r64 * 65536 + self.r4 * 4096;
+        assert_direction(before, after, sub, "read", bytes, self.r64 + self.r4, ctx);
     }
+}
+
+/// The bytes and commands of one direction (`opclass` `read` or `write`) on subsystem `sub`
+/// counted exactly between two scrapes.
+fn assert_direction(
+    before: &Metrics,
+    after: &Metrics,
+    sub: &str,
+    opclass: &str,
+    bytes: usize,
+    commands: usize,
+    ctx: &str,
+) {
+    let by = [("subsystem", sub)];
+    let delta = |name: &str, extra: &[(&str, &str)]| moved(before, after, &by, name, extra);
+    assert_eq!(
+        delta(&format!("nvmeof_io_{opclass}_bytes_total"), &[]),
+        bytes as f64,
+        "{ctx}: {opclass} bytes"
+    );
+    assert_eq!(
+        delta("nvmeof_io_commands_total", &[("opclass", opclass)]),
+        commands as f64,
+        "{ctx}: {opclass}s"
+    );
 }
 
 /// Runs `f` in the shared lab of every kernel under test (`NVMEOF_LAB_KERNELS`), with that
