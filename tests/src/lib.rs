@@ -257,6 +257,14 @@ pub fn tagged<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
     out.lines().filter_map(|l| l.strip_prefix(tag)).collect()
 }
 
+/// The first line of `out` that starts with `tag`, without it; none panics with `out`.
+pub fn one<'a>(out: &'a str, tag: &str) -> &'a str {
+    tagged(out, tag)
+        .first()
+        .copied()
+        .unwrap_or_else(|| panic!("no {tag} line:\n{out}"))
+}
+
 /// Writes of 64 KiB and of 4 KiB, then reads of each, with `dd` on one namespace, direct so
 /// that each block is one command: what the I/O tests count exactly, each with its own counts.
 #[derive(Clone, Copy)]

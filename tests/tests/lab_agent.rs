@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nvmeof_tests::trace::TRACE_SLACK_NS;
 use nvmeof_tests::{
-    moved, nqn, on_each_lab, support, trace, DdMix, Metrics, Shared, LAB_AGENT_ARGS,
+    moved, nqn, on_each_lab, one, support, trace, DdMix, Metrics, Shared, LAB_AGENT_ARGS,
 };
 use xtask::prometheus::Prometheus;
 
@@ -172,20 +172,8 @@ fn latency_quantiles_match_the_kernels_own_trace() {
             .sh_timeout(&script, Duration::from_secs(300))
             .unwrap_or_else(|e| panic!("{release}: {e:#}"));
         assert_eq!(out.rc, 0, "{release}: traced dd failed:\n{}", out.out);
-        let ctrl = out
-            .out
-            .lines()
-            .find_map(|l| l.strip_prefix("@@CTRL "))
-            .expect("controller line")
-            .trim()
-            .to_owned();
-        let overrun = out
-            .out
-            .lines()
-            .find_map(|l| l.strip_prefix("@@OVERRUN "))
-            .expect("overrun line")
-            .trim()
-            .to_owned();
+        let ctrl = one(&out.out, "@@CTRL ").trim().to_owned();
+        let overrun = one(&out.out, "@@OVERRUN ").trim();
         assert_eq!(overrun, "0", "{release}: the trace buffer lost events");
         let events: Vec<_> = out
             .out

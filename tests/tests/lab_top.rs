@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use nvmeof_tests::{on_each_lab, tagged};
+use nvmeof_tests::{on_each_lab, one, tagged};
 
 /// Direct 4 KiB reads of the `--once` test: about a second of TCG's reads (3.5 s on a loaded
 /// host), inside the interval.
@@ -106,13 +106,6 @@ fn queue_of_cpu(out: &str, cpu: u32) -> BTreeMap<String, u32> {
         }
     }
     m
-}
-
-fn one<'a>(out: &'a str, tag: &str) -> &'a str {
-    tagged(out, tag)
-        .first()
-        .copied()
-        .unwrap_or_else(|| panic!("no {tag} line:\n{out}"))
 }
 
 /// Lists each controller's path devices' blk-mq queues as `@@MQ` lines.
