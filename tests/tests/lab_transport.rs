@@ -327,6 +327,21 @@ fn errors_match_tracefs(
     (log.to_owned(), traced)
 }
 
+/// Shell lines that start `n` direct 4 KiB readers of the device in `$d` in the background, each
+/// on a stretch of its own, with their pids in `$pids`, then give them a second under way.
+fn readers(n: u32) -> String {
+    let each: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    format!(
+        "pids=
+         for i in {}; do
+             dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
+             pids=\"$pids $!\"
+         done
+         sleep 1",
+        each.join(" ")
+    )
+}
+
 /// [`errors_match_tracefs`] run again, twice at most, until `hits` finds error completions in
 /// what tracefs saw: under emulation a scenario sometimes fails no command (every one completed
 /// or was requeued in time), and then the counts agree trivially. Returns the last run's output,
@@ -362,13 +377,10 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
         // requeued before the host gave the path up: a fresh clone's run saw none once).
         let (log, traced, on_cut, runs) = errors_match_tracefs_until_hit(
             s,
-            "tcp_iopolicy round-robin
-                 d=$(dev_of tcp); c=$(ctrl_of tcp 4421); pids=
-                 for i in 1 2 3 4; do
-                     dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
-                     pids=\"$pids $!\"
-                 done
-                 sleep 1
+            &format!(
+                "tcp_iopolicy round-robin
+                 d=$(dev_of tcp); c=$(ctrl_of tcp 4421)
+                 {}
                  lose_towards 4421 100 || exit 10
                  i=0
                  while [ \"$(cat /sys/class/nvme/$c/state)\" = live ] && [ $i -lt 600 ]; do
@@ -380,6 +392,8 @@ fn a_stalled_tcp_path_counts_its_error_completions_as_tracefs_does() {
                  kill $pids 2>/dev/null; wait
                  tcp_iopolicy numa
                  exit $live",
+                readers(4)
+            ),
             std::slice::from_ref(&cut),
             |traced| traced_on(traced, &cut),
             &format!("the stalled path {cut} failed no command"),
@@ -407,20 +421,19 @@ fn an_ana_change_under_io_counts_its_path_errors_as_tracefs_does() {
         let port1 = s.sh_out("ctrl_of tcp 4420");
         let (_, traced, on_port1, runs) = errors_match_tracefs_until_hit(
             s,
-            "tcp_iopolicy round-robin
-             d=$(dev_of tcp); g=$CFG/ports/1/ana_groups/1/ana_state; pids=
-             for i in 1 2; do
-                 dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
-                 pids=\"$pids $!\"
-             done
-             sleep 1
-             for flip in 1 2 3 4; do
-                 echo inaccessible > $g; sleep 1
-                 echo optimized > $g; sleep 1
-             done
-             kill $pids 2>/dev/null; wait
-             tcp_iopolicy numa
-             wait_live 30",
+            &format!(
+                "tcp_iopolicy round-robin
+                 d=$(dev_of tcp); g=$CFG/ports/1/ana_groups/1/ana_state
+                 {}
+                 for flip in 1 2 3 4; do
+                     echo inaccessible > $g; sleep 1
+                     echo optimized > $g; sleep 1
+                 done
+                 kill $pids 2>/dev/null; wait
+                 tcp_iopolicy numa
+                 wait_live 30",
+                readers(2)
+            ),
             &[],
             |traced| {
                 traced
@@ -448,20 +461,19 @@ fn disabling_a_namespace_under_io_counts_its_error_completions_as_tracefs_does()
         // namespace is back: thousands of error completions in that second.
         let (log, traced) = errors_match_tracefs(
             s,
-            "d=$(dev_of loop); ns=$CFG/subsystems/$(nqn loop)/namespaces/1; pids=
-             for i in 1 2 3 4; do
-                 dd if=$d of=/dev/null bs=4k count=200000 skip=$((i * 200000)) iflag=direct 2>/dev/null &
-                 pids=\"$pids $!\"
-             done
-             sleep 1
-             echo 0 > $ns/enable
-             sleep 1
-             echo 1 > $ns/enable
-             kill $pids 2>/dev/null; wait
-             i=0
-             until [ -b \"$(dev_of loop)\" ] || [ $i -ge 300 ]; do sleep 0.1; i=$((i + 1)); done
-             echo \"namespace back as $(dev_of loop) after $((i / 10)) s\"
-             [ -b \"$(dev_of loop)\" ] && wait_live 30",
+            &format!(
+                "d=$(dev_of loop); ns=$CFG/subsystems/$(nqn loop)/namespaces/1
+                 {}
+                 echo 0 > $ns/enable
+                 sleep 1
+                 echo 1 > $ns/enable
+                 kill $pids 2>/dev/null; wait
+                 i=0
+                 until [ -b \"$(dev_of loop)\" ] || [ $i -ge 300 ]; do sleep 0.1; i=$((i + 1)); done
+                 echo \"namespace back as $(dev_of loop) after $((i / 10)) s\"
+                 [ -b \"$(dev_of loop)\" ] && wait_live 30",
+                readers(4)
+            ),
             // No command can outlive its timeout in this second: timeouts are not traced
             // (every command of the loop controller would be, thousands in the failover loop).
             &[],
