@@ -113,15 +113,6 @@ const MQ_MAP: &str = "for p in /sys/class/nvme/nvme*/nvme*c*n*; do
          for m in $p/mq/*; do c=${p%/*}; echo \"@@MQ ${c##*/} ${p##*/} ${m##*/} $(cat $m/cpu_list)\"; done
      done";
 
-/// `top --once` over [`ONCE_INTERVAL_S`] in the background (its pid in `$p`), screen and log in
-/// /tmp.
-fn top_once() -> String {
-    format!(
-        "/usr/bin/nvmeof-exporter top --once --interval {ONCE_INTERVAL_S}s > /tmp/top-once.txt \
-         2> /tmp/top-once.err & p=$!"
-    )
-}
-
 #[test]
 fn top_once_counts_the_reads_of_dd_on_the_queue_of_its_cpu() {
     let _one = one_at_a_time();
@@ -130,13 +121,8 @@ fn top_once_counts_the_reads_of_dd_on_the_queue_of_its_cpu() {
         // top's first scrape comes at once, the reads a second later, its second scrape 6 s
         // after the first: every read falls inside the interval, so IOPS x interval must be
         // dd's count, not a rate's estimate.
-        let start = format!(
-            "echo \"@@START $(u)\"
-             {top}
-             sleep 1",
-            top = top_once()
-        );
-        once_counts_the_reads(s, release, &start, "agent 127.0.0.1:9856");
+        let (before, after) = ("echo \"@@START $(u)\"", "sleep 1");
+        once_counts_the_reads(s, release, (before, after), "agent 127.0.0.1:9856");
     });
 }
 
@@ -147,22 +133,18 @@ fn top_once_without_an_agent_loads_the_programs_itself_and_counts_the_same() {
         s.ensure_agent();
         // No agent on the node: top loads the programs itself. The reads start once it says
         // so, which it does after its first scrape.
-        let start = format!(
-            "agent_stop || exit 8
-             {top}
-             i=0
+        let before = "agent_stop || exit 8";
+        let after = "i=0
              until grep -q 'loaded in this process' /tmp/top-once.err; do
                  i=$((i + 1))
                  if [ $i -gt 300 ] || ! kill -0 $p 2>/dev/null; then cat /tmp/top-once.err; exit 7; fi
                  sleep 0.2
              done
-             echo \"@@START $(u)\"",
-            top = top_once()
-        );
+             echo \"@@START $(u)\"";
         let source = "in-process (no agent at 127.0.0.1:9856)";
         // A panic inside still leaves the next test its agent.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            once_counts_the_reads(s, release, &start, source)
+            once_counts_the_reads(s, release, (before, after), source)
         }));
         s.restart_agent("");
         if let Err(e) = result {
@@ -171,16 +153,25 @@ fn top_once_without_an_agent_loads_the_programs_itself_and_counts_the_same() {
     });
 }
 
-/// `top --once` started by `start` (a script that sets `$p` to its pid and echoes `@@START`
-/// when its first scrape is done), reads of `ONCE_READS` blocks inside its interval; the table
-/// must show them as `source` saw them.
-fn once_counts_the_reads(s: &mut nvmeof_tests::Shared, release: &str, start: &str, source: &str) {
+/// `top --once` over [`ONCE_INTERVAL_S`] in the background (its pid in `$p`, screen and log in
+/// /tmp), between the script lines `before` and `after`, one of which echoes `@@START` at its
+/// first scrape; then reads of `ONCE_READS` blocks inside its interval; the table must show
+/// them as `source` saw them.
+fn once_counts_the_reads(
+    s: &mut nvmeof_tests::Shared,
+    release: &str,
+    (before, after): (&str, &str),
+    source: &str,
+) {
     {
         let script = format!(
             "d=$(dev_of tcp) || exit 9
              {MQ_MAP}
              u() {{ cut -d' ' -f1 /proc/uptime; }}
-             {start}
+             {before}
+             /usr/bin/nvmeof-exporter top --once --interval {ONCE_INTERVAL_S}s > /tmp/top-once.txt \
+                 2> /tmp/top-once.err & p=$!
+             {after}
              taskset -c {CPU} dd if=$d of=/dev/null bs={BLOCK} count={ONCE_READS} iflag=direct 2> /tmp/dd.err || exit 5
              echo \"@@DD_END $(u)\"
              wait $p || {{ cat /tmp/top-once.err; exit 6; }}
