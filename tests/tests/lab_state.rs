@@ -7,7 +7,7 @@
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::time::Duration;
 
-use nvmeof_tests::{kernels, nqn, on_each_lab, with_lab, Metrics, Shared};
+use nvmeof_tests::{nqn, on_each_lab, Metrics, Shared};
 
 /// The budget of one scrape, measured from the host through the forwarded port
 /// (`NVMEOF_LAB_SCRAPE_BUDGET_MS`, 100 by default).
@@ -409,220 +409,214 @@ fn full_counting_maps_count_what_they_could_not_and_say_so_once() {
 
 #[test]
 fn a_cut_tcp_path_reconnects_counted_while_io_flows_on_the_other() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            scrapes_stay_fast(s, "a cut path", |s| {
-                let release = s.lab.kernel.release.clone();
-                warm_up(s);
-                let sub = nqn("tcp");
-                let c = ctrl(s, "tcp", "4420");
-                let before = fresh(s, "before cut");
-                s.lab.sh_ok("dmesg -c > /dev/null; unexpose 1 tcp").unwrap();
-                // reconnect_delay=1: a few attempts fail in 4 s.
-                s.lab
-                .sh_ok(&format!(
-                    "i=0; while [ $(cat /sys/class/nvme/{c}/state) = live ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; sleep 4"
-                ))
+    on_each_lab(|s, release| {
+        scrapes_stay_fast(s, "a cut path", |s| {
+            warm_up(s);
+            let sub = nqn("tcp");
+            let c = ctrl(s, "tcp", "4420");
+            let before = fresh(s, "before cut");
+            s.lab.sh_ok("dmesg -c > /dev/null; unexpose 1 tcp").unwrap();
+            // reconnect_delay=1: a few attempts fail in 4 s.
+            s.lab
+            .sh_ok(&format!(
+                "i=0; while [ $(cat /sys/class/nvme/{c}/state) = live ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; sleep 4"
+            ))
+            .unwrap();
+            // I/O keeps flowing on the other path: 1 MiB of direct writes through the head.
+            let dd = s
+                .lab
+                .sh("dd if=/dev/zero of=$(dev_of tcp) bs=64k count=16 oflag=direct 2>&1")
                 .unwrap();
-                // I/O keeps flowing on the other path: 1 MiB of direct writes through the head.
-                let dd = s
-                    .lab
-                    .sh("dd if=/dev/zero of=$(dev_of tcp) bs=64k count=16 oflag=direct 2>&1")
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
-                let failed_before = logged(s, &c, "Failed reconnect attempt");
-                let cut = fresh(s, "path cut");
-                let failed_after = logged(s, &c, "Failed reconnect attempt");
+            std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
+            let failed_before = logged(s, &c, "Failed reconnect attempt");
+            let cut = fresh(s, "path cut");
+            let failed_after = logged(s, &c, "Failed reconnect attempt");
 
-                // Restore the path before any assertion, so that a failure leaves the lab whole.
-                let restored = s.lab.sh("expose 1 tcp; wait_live 30").unwrap();
-                let back = fresh(s, "path restored");
-                let total = logged(s, &c, "Successfully reconnected");
-                let counted = attempts(&cut, &c) - attempts(&before, &c);
-                let counted_back = attempts(&back, &c) - attempts(&before, &c);
-                eprintln!(
-                "{release}: {c} cut: {counted} attempts counted, kernel logged {failed_before}..{failed_after}; \
-                 restored after {total} attempts (kernel), {counted_back} counted"
-            );
+            // Restore the path before any assertion, so that a failure leaves the lab whole.
+            let restored = s.lab.sh("expose 1 tcp; wait_live 30").unwrap();
+            let back = fresh(s, "path restored");
+            let total = logged(s, &c, "Successfully reconnected");
+            let counted = attempts(&cut, &c) - attempts(&before, &c);
+            let counted_back = attempts(&back, &c) - attempts(&before, &c);
+            eprintln!(
+            "{release}: {c} cut: {counted} attempts counted, kernel logged {failed_before}..{failed_after}; \
+             restored after {total} attempts (kernel), {counted_back} counted"
+        );
 
-                assert_eq!(dd.rc, 0, "{release}: dd on the remaining path: {}", dd.out);
-                let live = |m: &Metrics| {
-                    m.sum(
-                        "nvmeof_subsystem_state",
-                        &[("controller", &c), ("state", "live")],
+            assert_eq!(dd.rc, 0, "{release}: dd on the remaining path: {}", dd.out);
+            let live = |m: &Metrics| {
+                m.sum(
+                    "nvmeof_subsystem_state",
+                    &[("controller", &c), ("state", "live")],
+                )
+            };
+            assert_eq!(live(&cut), 0.0, "{release}: {c} left live");
+            let since = |m: &Metrics| {
+                m.sum(
+                    "nvmeof_controller_since_live_seconds",
+                    &[("controller", &c)],
+                )
+            };
+            assert!(since(&cut) > 3.0, "{release}: {c} since live");
+            let exact = cut.sum("nvmeof_exporter_state_source", &[("source", "kprobe")]) == 1.0;
+            if exact {
+                assert_eq!(
+                    transitions(&cut, &c, "live", "resetting")
+                        - transitions(&before, &c, "live", "resetting"),
+                    1.0
+                );
+                assert!(
+                    failed_before >= 2.0 && counted >= failed_before && counted <= failed_after,
+                    "{release}: {counted} attempts counted, kernel logged {failed_before}..{failed_after}"
+                );
+            } else {
+                // Polled every 100 ms (no kprobes on this kernel): a lower bound. Leaving
+                // live is seen (whatever state the poll caught next); attempts not above the
+                // kernel's.
+                let left: f64 = cut
+                    .select(
+                        "nvmeof_controller_state_transitions_total",
+                        &[("controller", &c), ("from", "live")],
                     )
-                };
-                assert_eq!(live(&cut), 0.0, "{release}: {c} left live");
-                let since = |m: &Metrics| {
-                    m.sum(
-                        "nvmeof_controller_since_live_seconds",
-                        &[("controller", &c)],
-                    )
-                };
-                assert!(since(&cut) > 3.0, "{release}: {c} since live");
-                let exact = cut.sum("nvmeof_exporter_state_source", &[("source", "kprobe")]) == 1.0;
-                if exact {
-                    assert_eq!(
-                        transitions(&cut, &c, "live", "resetting")
-                            - transitions(&before, &c, "live", "resetting"),
-                        1.0
-                    );
-                    assert!(
-                        failed_before >= 2.0 && counted >= failed_before && counted <= failed_after,
-                        "{release}: {counted} attempts counted, kernel logged {failed_before}..{failed_after}"
-                    );
-                } else {
-                    // Polled every 100 ms (no kprobes on this kernel): a lower bound. Leaving
-                    // live is seen (whatever state the poll caught next); attempts not above the
-                    // kernel's.
-                    let left: f64 = cut
+                    .map(|x| x.value)
+                    .sum::<f64>()
+                    - before
                         .select(
                             "nvmeof_controller_state_transitions_total",
                             &[("controller", &c), ("from", "live")],
                         )
                         .map(|x| x.value)
-                        .sum::<f64>()
-                        - before
-                            .select(
-                                "nvmeof_controller_state_transitions_total",
-                                &[("controller", &c), ("from", "live")],
-                            )
-                            .map(|x| x.value)
-                            .sum::<f64>();
-                    assert!(
-                        left >= 1.0,
-                        "{release}: leaving live not seen by the poller"
-                    );
-                    assert!(
-                        counted <= failed_after,
-                        "{release}: {counted} > {failed_after}"
-                    );
-                }
-                let paths = |m: &Metrics, f: &str| m.sum(f, &[("subsystem", &sub)]);
-                assert_eq!(paths(&cut, "nvmeof_subsystem_paths"), 2.0);
-                assert_eq!(
-                    paths(&cut, "nvmeof_subsystem_live_paths"),
-                    1.0,
-                    "{release}: one of two paths live"
+                        .sum::<f64>();
+                assert!(
+                    left >= 1.0,
+                    "{release}: leaving live not seen by the poller"
                 );
-                // Restored: live again, the successful attempt counted too.
-                assert_eq!(restored.rc, 0, "{release}: {}", restored.out);
-                assert!(total >= 3.0, "{release}: kernel log: {total}");
-                if exact {
-                    assert_eq!(counted_back, total, "{release}");
-                } else {
-                    assert!(counted_back <= total, "{release}: {counted_back} > {total}");
-                }
-                assert_eq!(live(&back), 1.0);
-                assert_eq!(paths(&back, "nvmeof_subsystem_live_paths"), 2.0);
-                assert_eq!(since(&back), 0.0);
-            })
-        });
-    }
+                assert!(
+                    counted <= failed_after,
+                    "{release}: {counted} > {failed_after}"
+                );
+            }
+            let paths = |m: &Metrics, f: &str| m.sum(f, &[("subsystem", &sub)]);
+            assert_eq!(paths(&cut, "nvmeof_subsystem_paths"), 2.0);
+            assert_eq!(
+                paths(&cut, "nvmeof_subsystem_live_paths"),
+                1.0,
+                "{release}: one of two paths live"
+            );
+            // Restored: live again, the successful attempt counted too.
+            assert_eq!(restored.rc, 0, "{release}: {}", restored.out);
+            assert!(total >= 3.0, "{release}: kernel log: {total}");
+            if exact {
+                assert_eq!(counted_back, total, "{release}");
+            } else {
+                assert!(counted_back <= total, "{release}: {counted_back} > {total}");
+            }
+            assert_eq!(live(&back), 1.0);
+            assert_eq!(paths(&back, "nvmeof_subsystem_live_paths"), 2.0);
+            assert_eq!(since(&back), 0.0);
+        })
+    });
 }
 
 #[test]
 fn a_controller_past_its_ctrl_loss_tmo_vanishes_from_metrics() {
-    for k in kernels() {
-        with_lab(k, |s| {
-            scrapes_stay_fast(s, "ctrl_loss_tmo expiry", |s| {
-                let release = s.lab.kernel.release.clone();
-                warm_up(s);
-                // A third path of its own (port 6), connected with a 3 s ctrl_loss_tmo.
-                let c = s
-                .lab
-                .sh_ok(
-                    "port 6 tcp ipv4 127.0.0.1 4422 && expose 6 tcp &&
-                     connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn tcp),reconnect_delay=1,ctrl_loss_tmo=3\" &&
-                     wait_live 20 && ctrl_of tcp 4422",
-                )
-                .unwrap()
-                .trim()
-                .to_owned();
-                let with = fresh(s, "third path");
-                let errors_before = with.sum(
-                    "nvmeof_exporter_collect_errors_total",
-                    &[("collector", "state")],
-                );
-                // A deadline missed, a run still stuck from an earlier scrape or failed while the
-                // emulated guest stalls also counts as an error; the agent logs each, so those
-                // are told apart, and a failure the removal caused would name the controller.
-                let misses = |s: &mut Shared| -> f64 {
-                    let out = s
-                        .lab
-                        .sh("grep -cE 'collector state(: previous run still stuck| missed its deadline| failed)' /tmp/agent.log")
-                        .map(|o| o.out)
-                        .unwrap_or_default();
-                    out.trim().parse().unwrap_or(0.0)
-                };
-                let misses_before = misses(s);
-                assert_eq!(
-                    with.sum(
-                        "nvmeof_subsystem_state",
-                        &[("controller", &c), ("state", "live")]
-                    ),
-                    1.0,
-                    "{release}: {c}"
-                );
-                // Its SMART series first (the poller's first pass over it comes within seconds),
-                // so that their absence below means something.
-                let deadline = std::time::Instant::now() + Duration::from_secs(30);
-                while smart_series_of(s, &c).is_empty() {
-                    assert!(
-                        std::time::Instant::now() < deadline,
-                        "{release}: {c} never got SMART series"
-                    );
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-                // Cut it for good: the kernel gives up after ctrl_loss_tmo and removes it.
-                s.lab
-                .sh_ok(&format!(
-                    "unexpose 6 tcp; i=0; while [ -e /sys/class/nvme/{c} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; [ ! -e /sys/class/nvme/{c} ]; rmdir $CFG/ports/6"
-                ))
-                .unwrap();
-                // At once, before the SMART poller's next pass (every 5 s at the default interval)
-                // could have dropped it.
-                let smart = smart_series_of(s, &c);
-                assert!(smart.is_empty(), "{release}: {c} still has {smart:?}");
-                std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
-                let without = fresh(s, "third path removed");
-                let left: Vec<_> = without
-                    .samples
-                    .iter()
-                    .filter(|x| x.label("controller") == Some(c.as_str()))
-                    .map(|x| x.name.clone())
-                    .collect();
-                assert!(left.is_empty(), "{release}: {c} still has {left:?}");
-                let missed = misses(s) - misses_before;
-                // A failure the removal caused would name the removed controller.
-                let failures = s
+    on_each_lab(|s, release| {
+        scrapes_stay_fast(s, "ctrl_loss_tmo expiry", |s| {
+            warm_up(s);
+            // A third path of its own (port 6), connected with a 3 s ctrl_loss_tmo.
+            let c = s
+            .lab
+            .sh_ok(
+                "port 6 tcp ipv4 127.0.0.1 4422 && expose 6 tcp &&
+                 connect \"transport=tcp,traddr=127.0.0.1,trsvcid=4422,nqn=$(nqn tcp),reconnect_delay=1,ctrl_loss_tmo=3\" &&
+                 wait_live 20 && ctrl_of tcp 4422",
+            )
+            .unwrap()
+            .trim()
+            .to_owned();
+            let with = fresh(s, "third path");
+            let errors_before = with.sum(
+                "nvmeof_exporter_collect_errors_total",
+                &[("collector", "state")],
+            );
+            // A deadline missed, a run still stuck from an earlier scrape or failed while the
+            // emulated guest stalls also counts as an error; the agent logs each, so those
+            // are told apart, and a failure the removal caused would name the controller.
+            let misses = |s: &mut Shared| -> f64 {
+                let out = s
                     .lab
-                    .sh(&format!(
-                        "grep 'collector state failed' /tmp/agent.log | grep -cw '{c}'"
-                    ))
+                    .sh("grep -cE 'collector state(: previous run still stuck| missed its deadline| failed)' /tmp/agent.log")
                     .map(|o| o.out)
                     .unwrap_or_default();
-                assert_eq!(failures.trim(), "0", "{release}: state failures naming {c}");
-                assert_eq!(
-                    without.sum(
-                        "nvmeof_exporter_collect_errors_total",
-                        &[("collector", "state")]
-                    ) - missed,
-                    errors_before,
-                    "{release}: errors after the removal, besides {missed} logged misses, stuck runs \
-                     or failures; the agent's log:\n{}",
-                    s.lab
-                        .sh("grep -v ' DEBUG ' /tmp/agent.log | tail -20")
-                        .map(|o| o.out)
-                        .unwrap_or_default()
+                out.trim().parse().unwrap_or(0.0)
+            };
+            let misses_before = misses(s);
+            assert_eq!(
+                with.sum(
+                    "nvmeof_subsystem_state",
+                    &[("controller", &c), ("state", "live")]
+                ),
+                1.0,
+                "{release}: {c}"
+            );
+            // Its SMART series first (the poller's first pass over it comes within seconds),
+            // so that their absence below means something.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while smart_series_of(s, &c).is_empty() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{release}: {c} never got SMART series"
                 );
-                assert_eq!(
-                    without.sum("nvmeof_subsystem_paths", &[("subsystem", &nqn("tcp"))]),
-                    2.0
-                );
-            })
-        });
-    }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            // Cut it for good: the kernel gives up after ctrl_loss_tmo and removes it.
+            s.lab
+            .sh_ok(&format!(
+                "unexpose 6 tcp; i=0; while [ -e /sys/class/nvme/{c} ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done; [ ! -e /sys/class/nvme/{c} ]; rmdir $CFG/ports/6"
+            ))
+            .unwrap();
+            // At once, before the SMART poller's next pass (every 5 s at the default interval)
+            // could have dropped it.
+            let smart = smart_series_of(s, &c);
+            assert!(smart.is_empty(), "{release}: {c} still has {smart:?}");
+            std::thread::sleep(Duration::from_millis(2500)); // one drain of the io maps
+            let without = fresh(s, "third path removed");
+            let left: Vec<_> = without
+                .samples
+                .iter()
+                .filter(|x| x.label("controller") == Some(c.as_str()))
+                .map(|x| x.name.clone())
+                .collect();
+            assert!(left.is_empty(), "{release}: {c} still has {left:?}");
+            let missed = misses(s) - misses_before;
+            // A failure the removal caused would name the removed controller.
+            let failures = s
+                .lab
+                .sh(&format!(
+                    "grep 'collector state failed' /tmp/agent.log | grep -cw '{c}'"
+                ))
+                .map(|o| o.out)
+                .unwrap_or_default();
+            assert_eq!(failures.trim(), "0", "{release}: state failures naming {c}");
+            assert_eq!(
+                without.sum(
+                    "nvmeof_exporter_collect_errors_total",
+                    &[("collector", "state")]
+                ) - missed,
+                errors_before,
+                "{release}: errors after the removal, besides {missed} logged misses, stuck runs \
+                 or failures; the agent's log:\n{}",
+                s.lab
+                    .sh("grep -v ' DEBUG ' /tmp/agent.log | tail -20")
+                    .map(|o| o.out)
+                    .unwrap_or_default()
+            );
+            assert_eq!(
+                without.sum("nvmeof_subsystem_paths", &[("subsystem", &nqn("tcp"))]),
+                2.0
+            );
+        })
+    });
 }
 
 /// The `io` collector during a cut: 64 KiB writes go over the remaining path and are counted
