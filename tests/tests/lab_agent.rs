@@ -18,14 +18,15 @@ fn declared_families() -> Vec<&'static str> {
         .collect()
 }
 
-/// Completions that found no in-flight entry from `before` to `after`, over the whole node.
-fn unmatched_between(before: &Metrics, after: &Metrics) -> f64 {
+/// The programs' events of kind `event` from `before` to `after`, over the whole node
+/// (`completion_unmatched`: completions that found no in-flight entry).
+fn events_between(before: &Metrics, after: &Metrics, event: &str) -> f64 {
     moved(
         before,
         after,
         &[],
         "nvmeof_exporter_ebpf_events_total",
-        &[("event", "completion_unmatched")],
+        &[("event", event)],
     )
 }
 
@@ -356,13 +357,7 @@ fn inflight_slots_serve_command_after_command() {
         );
         // One reader at a time: the few commands in flight find their slots free, so none
         // costs a hash lookup (1 % allowed for the keep-alives beside them).
-        let collisions = moved(
-            &first,
-            &third,
-            &[],
-            "nvmeof_exporter_ebpf_events_total",
-            &[("event", "inflight_collision")],
-        );
+        let collisions = events_between(&first, &third, "inflight_collision");
         assert!(
             collisions <= 12.0,
             "{release}: {collisions} collisions in 1200 reads"
@@ -427,7 +422,7 @@ fn exact_io_in_mode(s: &mut Shared, release: &str, mode: &str) {
             .unwrap_or_else(|e| panic!("{release} {t}: {e:#}"));
         let after = s.scrape_now();
         let delta = |name: &str, extra: &[(&str, &str)]| moved(&before, &after, &by, name, extra);
-        let unmatched = unmatched_between(&before, &after);
+        let unmatched = events_between(&before, &after, "completion_unmatched");
         let ctx = format!("{release} {mode} {t}");
         let writes = delta("nvmeof_io_commands_total", &[("opclass", "write")]);
         if mode == "tracepoint" {
@@ -490,14 +485,8 @@ fn inflight_slots_too_few_for_the_node_are_counted_and_logged_once() {
             "nvmeof_io_commands_total",
             &[("opclass", "read")],
         );
-        let unmatched = unmatched_between(&before, &after);
-        let collisions = moved(
-            &before,
-            &after,
-            &[],
-            "nvmeof_exporter_ebpf_events_total",
-            &[("event", "inflight_collision")],
-        );
+        let unmatched = events_between(&before, &after, "completion_unmatched");
+        let collisions = events_between(&before, &after, "inflight_collision");
         // The kernel skips a tracing program that is already running on the CPU (sid, whose
         // programs run preemptible, skipped 1 to 3 % of these setups): each skipped setup is a
         // completion unmatched, and the kernel counts the skips.
