@@ -423,8 +423,13 @@ fn run_blocking(
     }
     st.running = None;
     drop(st);
-    // No receiver left means every scrape gave up waiting: the cache above is what counts.
-    let _ = done.send(Some(result));
+    // No receiver left means every scrape gave up waiting, each logging the miss it counted:
+    // the cache above is what counts. A failure was counted above too, and no scrape will log
+    // it, so it is logged here: every error counted has its line, and one caused by something
+    // that has gone since (a removed controller) still names it.
+    if let Err(watch::error::SendError(Some(RunResult::Failed(e)))) = done.send(Some(result)) {
+        log::warn!("collector {name} failed after its scrape stopped waiting: {e}");
+    }
 }
 
 #[cfg(test)]

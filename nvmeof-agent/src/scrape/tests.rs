@@ -15,6 +15,8 @@ enum Mode {
     Panic,
     /// Takes 100 ms, well within a 2 s deadline.
     Slow,
+    /// Hangs until released, then fails.
+    HangThenFail,
 }
 
 /// Emits its call number; from call `switch_at` on, behaves as `then`.
@@ -55,6 +57,11 @@ impl Collector for Arc<Test> {
             Mode::Fail => anyhow::bail!("sysfs went away"),
             Mode::Panic => panic!("a bug in a collector"),
             Mode::Slow => std::thread::sleep(Duration::from_millis(100)),
+            Mode::HangThenFail => {
+                let rx = self.release.lock().unwrap();
+                let _ = rx.recv_timeout(Duration::from_secs(10));
+                anyhow::bail!("the controller went away while it was read");
+            }
         }
         sink.gauge(&VALUE, &[("from", self.name)], call as f64);
         Ok(())
@@ -160,6 +167,61 @@ async fn a_failing_collector_serves_its_last_good_output_and_counts() {
         .find(|f| f.name() == "nvmeof_exporter_collect_errors_total")
         .unwrap();
     assert_eq!(errors.metric[0].value(), 1.0);
+}
+
+/// The warnings the agent logs while these tests run (no other test of this binary sets a logger).
+fn warnings() -> &'static Mutex<Vec<String>> {
+    struct Capture(Mutex<Vec<String>>);
+    impl log::Log for Capture {
+        fn enabled(&self, m: &log::Metadata) -> bool {
+            m.level() <= log::Level::Warn
+        }
+        fn log(&self, r: &log::Record) {
+            if self.enabled(r.metadata()) {
+                self.0.lock().unwrap().push(r.args().to_string());
+            }
+        }
+        fn flush(&self) {}
+    }
+    static CAPTURE: std::sync::OnceLock<&'static Capture> = std::sync::OnceLock::new();
+    let c = CAPTURE.get_or_init(|| {
+        let c: &'static Capture = Box::leak(Box::new(Capture(Mutex::new(Vec::new()))));
+        log::set_logger(c).expect("no other logger in the unit tests");
+        log::set_max_level(log::LevelFilter::Warn);
+        c
+    });
+    &c.0
+}
+
+/// A run that fails after its scrape stopped waiting counts the miss and the failure, and the
+/// log has a line for each: an error counted without its line could hide what caused it (the
+/// lab's removal test tells its expected errors apart by their lines).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_failing_after_its_deadline_is_counted_and_logged() {
+    let lines = warnings();
+    let (t, release) = test("fails-late", 1, Mode::HangThenFail);
+    let s = scraper(vec![named(&t)]);
+    let out = s.scrape().await;
+    assert_eq!(gauge(&out, SUCCESS, ("collector", "fails-late")), Some(0.0));
+    release.send(()).unwrap();
+    let logged = |what: &str| {
+        lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.starts_with("collector fails-late") && l.contains(what))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while logged("failed after its scrape stopped waiting") == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the late failure was never logged"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(logged("missed its deadline"), 1);
+    assert_eq!(s.stats().errors("fails-late"), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
