@@ -15,18 +15,22 @@ use bytemuck::{Pod, Zeroable};
 
 /// Names of the maps in the AEN object.
 pub mod maps {
-    /// Events by (controller instance, raw result): [`crate::aen::AenKey`] → `u64`.
-    pub const AEN_EVENTS: &str = "AEN_EVENTS";
-    /// ANA state changes by path and (from, to): [`crate::aen::AnaKey`] → `u64`.
-    pub const ANA_TRANSITIONS: &str = "ANA_TRANSITIONS";
+    object_names! {
+        /// Events by (controller instance, raw result): [`crate::aen::AenKey`] → `u64`.
+        AEN_EVENTS,
+        /// ANA state changes by path and (from, to): [`crate::aen::AnaKey`] → `u64`.
+        ANA_TRANSITIONS,
+    }
 }
 
 /// Names of the programs in the AEN object.
 pub mod programs {
-    /// Classic tracepoint `nvme:nvme_async_event`.
-    pub const NVME_ASYNC_EVENT: &str = "nvme_async_event";
-    /// kprobe on [`super::FN_UPDATE_NS_ANA_STATE`].
-    pub const UPDATE_NS_ANA_STATE: &str = "update_ns_ana_state";
+    object_names! {
+        /// Classic tracepoint `nvme:nvme_async_event`.
+        NVME_ASYNC_EVENT: nvme_async_event,
+        /// kprobe on [`super::FN_UPDATE_NS_ANA_STATE`].
+        UPDATE_NS_ANA_STATE: update_ns_ana_state,
+    }
 }
 
 /// The kernel function that sets a path's ANA state (`drivers/nvme/host/multipath.c`): called

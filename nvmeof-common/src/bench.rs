@@ -6,41 +6,46 @@
 /// Names of the programs in the benchmark object. Unless said otherwise each goes on both nvme
 /// tracepoints.
 pub mod programs {
-    /// Classic tracepoints: nothing, and one clock read per event.
-    pub const BENCH_TP_EMPTY: &str = "bench_tp_empty";
-    pub const BENCH_TP_CLOCK: &str = "bench_tp_clock";
-    /// The clock read plus one BPF atomic add to a shared array slot.
-    pub const BENCH_TP_ATOMIC: &str = "bench_tp_atomic";
-    /// The same two on raw tracepoints.
-    pub const BENCH_RAW_EMPTY: &str = "bench_raw_empty";
-    pub const BENCH_RAW_CLOCK: &str = "bench_raw_clock";
-    /// The raw clock read plus one hash-map lookup that hits, or plus one read of the request.
-    pub const BENCH_RAW_HASH: &str = "bench_raw_hash";
-    pub const BENCH_RAW_PROBE: &str = "bench_raw_probe";
-    /// The raw clock read plus an insert and a delete in a hash map keyed by the request.
-    pub const BENCH_RAW_INFLIGHT: &str = "bench_raw_inflight";
-    /// The raw clock read plus a lookup and a store in an LRU hash keyed by the request.
-    pub const BENCH_RAW_LRU: &str = "bench_raw_lru";
-    /// Empty and clock on tp_btf, and the clock read plus one plain load of the request.
-    pub const BENCH_BTF_EMPTY: &str = "bench_btf_empty";
-    pub const BENCH_BTF_CLOCK: &str = "bench_btf_clock";
-    pub const BENCH_BTF_LOAD: &str = "bench_btf_load";
-    /// The minimal latency tracer, one pair per hook type: the setup program on
-    /// `nvme_setup_cmd`, the completion program on `nvme_complete_rq`.
-    pub const MIN_TP_SETUP: &str = "bench_min_tp_setup";
-    pub const MIN_TP_COMPLETE: &str = "bench_min_tp_complete";
-    pub const MIN_RAW_SETUP: &str = "bench_min_raw_setup";
-    pub const MIN_RAW_COMPLETE: &str = "bench_min_raw_complete";
-    pub const MIN_BTF_SETUP: &str = "bench_min_btf_setup";
-    pub const MIN_BTF_COMPLETE: &str = "bench_min_btf_complete";
+    object_names! {
+        /// Classic tracepoints: nothing, and one clock read per event.
+        BENCH_TP_EMPTY: bench_tp_empty,
+        BENCH_TP_CLOCK: bench_tp_clock,
+        /// The clock read plus one BPF atomic add to a shared array slot.
+        BENCH_TP_ATOMIC: bench_tp_atomic,
+        /// The same two on raw tracepoints.
+        BENCH_RAW_EMPTY: bench_raw_empty,
+        BENCH_RAW_CLOCK: bench_raw_clock,
+        /// The raw clock read plus one hash-map lookup that hits, or plus one read of the request.
+        BENCH_RAW_HASH: bench_raw_hash,
+        BENCH_RAW_PROBE: bench_raw_probe,
+        /// The raw clock read plus an insert and a delete in a hash map keyed by the request.
+        BENCH_RAW_INFLIGHT: bench_raw_inflight,
+        /// The raw clock read plus a lookup and a store in an LRU hash keyed by the request.
+        BENCH_RAW_LRU: bench_raw_lru,
+        /// Empty and clock on tp_btf, and the clock read plus one plain load of the request.
+        BENCH_BTF_EMPTY: bench_btf_empty,
+        BENCH_BTF_CLOCK: bench_btf_clock,
+        BENCH_BTF_LOAD: bench_btf_load,
+        /// The minimal latency tracer, one pair per hook type: the setup program on
+        /// `nvme_setup_cmd`, the completion program on `nvme_complete_rq`.
+        MIN_TP_SETUP: bench_min_tp_setup,
+        MIN_TP_COMPLETE: bench_min_tp_complete,
+        MIN_RAW_SETUP: bench_min_raw_setup,
+        MIN_RAW_COMPLETE: bench_min_raw_complete,
+        MIN_BTF_SETUP: bench_min_btf_setup,
+        MIN_BTF_COMPLETE: bench_min_btf_complete,
+    }
 }
 
 /// Names of the minimal tracer's maps.
 pub mod maps {
-    /// Start times, `u64` ns, by [`super::min_slot`]; 0 when no command is pending there.
-    pub const MIN_START: &str = "MIN_START";
-    /// Completed commands by log2 of their latency in ns, per CPU: [`super::MIN_BUCKET_COUNT`] `u64`.
-    pub const MIN_BUCKETS: &str = "MIN_BUCKETS";
+    object_names! {
+        /// Start times, `u64` ns, by [`super::min_slot`]; 0 when no command is pending there.
+        MIN_START,
+        /// Completed commands by log2 of their latency in ns, per CPU:
+        /// [`super::MIN_BUCKET_COUNT`] `u64`.
+        MIN_BUCKETS,
+    }
 }
 
 /// The minimal tracer's bounds: controller instances, queue ids per controller, tags per queue.

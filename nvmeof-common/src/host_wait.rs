@@ -18,17 +18,21 @@ pub const HOST_WAIT_GLOBAL: &str = "HOST_WAIT";
 
 /// Map names.
 pub mod maps {
-    /// When each bio was submitted: `struct bio *` as `u64` → ns (0 once a setup took it).
-    pub const BIO_QUEUED: &str = "BIO_QUEUED";
-    /// Per controller instance, host wait statistics: index → [`crate::OpStats`] (its `bytes`
-    /// and `errors` unused).
-    pub const HOST_WAIT_STATS: &str = "HOST_WAIT_STATS";
+    object_names! {
+        /// When each bio was submitted: `struct bio *` as `u64` → ns (0 once a setup took it).
+        BIO_QUEUED,
+        /// Per controller instance, host wait statistics: index → [`crate::OpStats`] (its `bytes`
+        /// and `errors` unused).
+        HOST_WAIT_STATS,
+    }
 }
 
 /// Program names.
 pub mod programs {
-    pub const BLOCK_BIO_QUEUE_BTF: &str = "block_bio_queue_btf";
-    pub const BLOCK_BIO_QUEUE_RAW: &str = "block_bio_queue_raw";
+    object_names! {
+        BLOCK_BIO_QUEUE_BTF: block_bio_queue_btf,
+        BLOCK_BIO_QUEUE_RAW: block_bio_queue_raw,
+    }
 }
 
 /// The block tracepoint the programs attach to.

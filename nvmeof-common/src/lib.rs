@@ -7,6 +7,10 @@
 //! Prometheus native-histogram buckets, the agent reads their bounds from the same module.
 #![no_std]
 
+// First: its macro serves the modules below.
+#[macro_use]
+mod names;
+
 pub mod aen;
 pub mod bench;
 pub mod conn_errors;
@@ -30,43 +34,48 @@ pub use state::{CtrlLayout, PendingChange, Reconnects, TransitionKey, Transition
 
 /// Names of the maps in the eBPF object.
 pub mod maps {
-    /// Commands set up and not yet completed, an array indexed by
-    /// [`crate::SlotLayout::inflight_index`] of the command's key → [`crate::InflightSlot`].
-    pub const INFLIGHT_SLOTS: &str = "INFLIGHT_SLOTS";
-    /// The classic programs' commands in flight (they use no slots): [`crate::InflightKey`] →
-    /// [`crate::Inflight`].
-    pub const INFLIGHT: &str = "INFLIGHT";
-    /// The request-keyed programs' commands whose slot in `INFLIGHT_SLOTS` holds another command
-    /// in flight: `struct request *` as `u64` → [`crate::Inflight`].
-    pub const INFLIGHT_RQ: &str = "INFLIGHT_RQ";
-    /// Per hardware queue, an array indexed by [`crate::SlotLayout::queue_slot`] →
-    /// [`crate::QueueState`]; memory-mappable, the agent reads it without a system call.
-    pub const QUEUES: &str = "QUEUES";
-    /// Per (controller, queue, opcode class), an array indexed by
-    /// [`crate::SlotLayout::stats_slot`] → [`crate::OpStats`]; memory-mappable.
-    pub const OPS: &str = "OPS";
-    /// Error completions: [`crate::StatusKey`] → `u64` count.
-    pub const STATUSES: &str = "STATUSES";
-    /// The LBA size of each namespace, written by the agent: [`crate::NamespaceKey`] → `u32` shift.
-    pub const NAMESPACES: &str = "NAMESPACES";
-    /// The programs' own event counters: index [`crate::ProgramCounter`] → `u64`, per CPU.
-    pub const COUNTERS: &str = "COUNTERS";
-    /// Connection errors by kind: [`crate::ConnErrorKey`] → `u64` count.
-    pub const CONN_ERRORS: &str = "CONN_ERRORS";
+    object_names! {
+        /// Commands set up and not yet completed, an array indexed by
+        /// [`crate::SlotLayout::inflight_index`] of the command's key → [`crate::InflightSlot`].
+        INFLIGHT_SLOTS,
+        /// The classic programs' commands in flight (they use no slots): [`crate::InflightKey`] →
+        /// [`crate::Inflight`].
+        INFLIGHT,
+        /// The request-keyed programs' commands whose slot in `INFLIGHT_SLOTS` holds another
+        /// command in flight: `struct request *` as `u64` → [`crate::Inflight`].
+        INFLIGHT_RQ,
+        /// Per hardware queue, an array indexed by [`crate::SlotLayout::queue_slot`] →
+        /// [`crate::QueueState`]; memory-mappable, the agent reads it without a system call.
+        QUEUES,
+        /// Per (controller, queue, opcode class), an array indexed by
+        /// [`crate::SlotLayout::stats_slot`] → [`crate::OpStats`]; memory-mappable.
+        OPS,
+        /// Error completions: [`crate::StatusKey`] → `u64` count.
+        STATUSES,
+        /// The LBA size of each namespace, written by the agent: [`crate::NamespaceKey`] → `u32`
+        /// shift.
+        NAMESPACES,
+        /// The programs' own event counters: index [`crate::ProgramCounter`] → `u64`, per CPU.
+        COUNTERS,
+        /// Connection errors by kind: [`crate::ConnErrorKey`] → `u64` count.
+        CONN_ERRORS,
+    }
 }
 
 /// Names of the programs in the eBPF object.
 pub mod programs {
-    /// Classic tracepoints, joined on (controller, queue, command id): the last fallback.
-    pub const NVME_SETUP_CMD: &str = "nvme_setup_cmd";
-    pub const NVME_COMPLETE_RQ: &str = "nvme_complete_rq";
+    object_names! {
+        /// Classic tracepoints, joined on (controller, queue, command id): the last fallback.
+        NVME_SETUP_CMD: nvme_setup_cmd,
+        NVME_COMPLETE_RQ: nvme_complete_rq,
 
-    /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
-    pub const NVME_SETUP_CMD_BTF: &str = "nvme_setup_cmd_btf";
-    pub const NVME_COMPLETE_RQ_BTF: &str = "nvme_complete_rq_btf";
-    /// Raw tracepoints, joined on the request pointer: where tp_btf cannot attach.
-    pub const NVME_SETUP_CMD_RAW: &str = "nvme_setup_cmd_raw";
-    pub const NVME_COMPLETE_RQ_RAW: &str = "nvme_complete_rq_raw";
+        /// BTF-enabled tracepoints (tp_btf), joined on the request pointer.
+        NVME_SETUP_CMD_BTF: nvme_setup_cmd_btf,
+        NVME_COMPLETE_RQ_BTF: nvme_complete_rq_btf,
+        /// Raw tracepoints, joined on the request pointer: where tp_btf cannot attach.
+        NVME_SETUP_CMD_RAW: nvme_setup_cmd_raw,
+        NVME_COMPLETE_RQ_RAW: nvme_complete_rq_raw,
+    }
 }
 
 /// Name of the global that carries the tracepoint field layout (see [`TracepointLayout`]).

@@ -12,8 +12,10 @@ pub const TCP_QUEUE_LAYOUT_GLOBAL: &str = "TCP_QUEUE_LAYOUT";
 
 /// Program names.
 pub mod programs {
-    /// The `iter/tcp` program.
-    pub const TCP_QUEUES: &str = "tcp_queues";
+    object_names! {
+        /// The `iter/tcp` program.
+        TCP_QUEUES: tcp_queues,
+    }
 }
 
 /// The iterator target the program attaches to.

@@ -14,13 +14,15 @@ pub const SLOW_TRACE_GLOBAL: &str = "SLOW_TRACE";
 
 /// Map names.
 pub mod maps {
-    /// The ring buffer the completions write [`crate::slow::SlowCommand`]s into.
-    pub const SLOW_EVENTS: &str = "SLOW_EVENTS";
-    /// What a setup keeps of a command for its completion: in-flight key (`u64`) →
-    /// [`crate::slow::SlowContext`].
-    pub const SLOW_CONTEXT: &str = "SLOW_CONTEXT";
-    /// Per CPU, the rate limit's window: index 0 → [`crate::slow::SlowBudget`].
-    pub const SLOW_BUDGET: &str = "SLOW_BUDGET";
+    object_names! {
+        /// The ring buffer the completions write [`crate::slow::SlowCommand`]s into.
+        SLOW_EVENTS,
+        /// What a setup keeps of a command for its completion: in-flight key (`u64`) →
+        /// [`crate::slow::SlowContext`].
+        SLOW_CONTEXT,
+        /// Per CPU, the rate limit's window: index 0 → [`crate::slow::SlowBudget`].
+        SLOW_BUDGET,
+    }
 }
 
 /// Written by the agent before load.

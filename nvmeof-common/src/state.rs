@@ -10,36 +10,41 @@ use bytemuck::{Pod, Zeroable};
 
 /// Names of the maps in the state object.
 pub mod maps {
-    /// Transitions by (controller instance, from, to): [`crate::TransitionKey`] →
-    /// [`crate::TransitionStats`].
-    pub const TRANSITIONS: &str = "TRANSITIONS";
-    /// Reconnect attempts per controller instance: `u32` → [`crate::Reconnects`].
-    pub const RECONNECTS: &str = "RECONNECTS";
-    /// State changes between entry and return, by thread: `u64` pid_tgid → [`crate::PendingChange`].
-    pub const PENDING_CHANGES: &str = "PENDING_CHANGES";
-    /// Failed connects by (subsystem NQN, queue, reason): [`crate::state::ConnectFailureKey`]
-    /// → `u64`.
-    pub const CONNECT_FAILURES: &str = "CONNECT_FAILURES";
-    /// Connects between entry and return, by thread: `u64` pid_tgid →
-    /// [`crate::state::PendingConnect`].
-    pub const PENDING_CONNECTS: &str = "PENDING_CONNECTS";
+    object_names! {
+        /// Transitions by (controller instance, from, to): [`crate::TransitionKey`] →
+        /// [`crate::TransitionStats`].
+        TRANSITIONS,
+        /// Reconnect attempts per controller instance: `u32` → [`crate::Reconnects`].
+        RECONNECTS,
+        /// State changes between entry and return, by thread: `u64` pid_tgid →
+        /// [`crate::PendingChange`].
+        PENDING_CHANGES,
+        /// Failed connects by (subsystem NQN, queue, reason): [`crate::state::ConnectFailureKey`]
+        /// → `u64`.
+        CONNECT_FAILURES,
+        /// Connects between entry and return, by thread: `u64` pid_tgid →
+        /// [`crate::state::PendingConnect`].
+        PENDING_CONNECTS,
+    }
 }
 
 /// Names of the programs in the state object.
 pub mod programs {
-    /// kprobe on `nvme_change_ctrl_state`: notes the old state and the requested one.
-    pub const CHANGE_CTRL_STATE: &str = "change_ctrl_state";
-    /// kretprobe on `nvme_change_ctrl_state`: counts the transition when the kernel made it.
-    pub const CHANGE_CTRL_STATE_RET: &str = "change_ctrl_state_ret";
-    /// kprobe on `nvmf_should_reconnect`: called after each failed (re)connect attempt.
-    pub const SHOULD_RECONNECT: &str = "should_reconnect";
-    /// kprobe and kretprobe on `nvmf_connect_admin_queue`: the Connect of the admin queue and,
-    /// on kernels with in-band authentication, its DH-HMAC-CHAP transaction.
-    pub const CONNECT_ADMIN: &str = "connect_admin";
-    pub const CONNECT_ADMIN_RET: &str = "connect_admin_ret";
-    /// The same on `nvmf_connect_io_queue`, for each I/O queue.
-    pub const CONNECT_IO: &str = "connect_io";
-    pub const CONNECT_IO_RET: &str = "connect_io_ret";
+    object_names! {
+        /// kprobe on `nvme_change_ctrl_state`: notes the old state and the requested one.
+        CHANGE_CTRL_STATE: change_ctrl_state,
+        /// kretprobe on `nvme_change_ctrl_state`: counts the transition when the kernel made it.
+        CHANGE_CTRL_STATE_RET: change_ctrl_state_ret,
+        /// kprobe on `nvmf_should_reconnect`: called after each failed (re)connect attempt.
+        SHOULD_RECONNECT: should_reconnect,
+        /// kprobe and kretprobe on `nvmf_connect_admin_queue`: the Connect of the admin queue and,
+        /// on kernels with in-band authentication, its DH-HMAC-CHAP transaction.
+        CONNECT_ADMIN: connect_admin,
+        CONNECT_ADMIN_RET: connect_admin_ret,
+        /// The same on `nvmf_connect_io_queue`, for each I/O queue.
+        CONNECT_IO: connect_io,
+        CONNECT_IO_RET: connect_io_ret,
+    }
 }
 
 /// The kernel functions the programs above attach to.

@@ -1,0 +1,18 @@
+//! The names the agent finds an object's maps and programs by.
+
+/// Declares one `&str` constant per map or program of an eBPF object, each written as the
+/// identifier it has in `nvmeof-ebpf`: aya names a map after its `static` and a program after its
+/// function. `MAP` is the constant `MAP` naming `"MAP"`; `CONST: function` names `"function"`.
+/// Each name is written once, as the identifier the kernel side declares, instead of a constant
+/// and a string literal that say it twice.
+macro_rules! object_names {
+    (@name $name:ident) => {
+        stringify!($name)
+    };
+    (@name $name:ident $item:ident) => {
+        stringify!($item)
+    };
+    ($( $(#[$doc:meta])* $name:ident $(: $item:ident)? ),* $(,)?) => {
+        $( $(#[$doc])* pub const $name: &str = object_names!(@name $name $($item)?); )*
+    };
+}
