@@ -78,14 +78,16 @@ pub mod programs {
     }
 }
 
-/// Name of the global that carries the tracepoint field layout (see [`TracepointLayout`]).
-pub const LAYOUT_GLOBAL: &str = "LAYOUT";
-/// Name of the global that carries the kernel struct offsets (see [`RequestLayout`]).
-pub const REQ_LAYOUT_GLOBAL: &str = "REQ_LAYOUT";
-/// Name of the global that carries the command timeouts (see [`ErrorTimeouts`]).
-pub const ERROR_TIMEOUTS_GLOBAL: &str = "ERROR_TIMEOUTS";
-/// Name of the global that carries the array sizes (see [`SlotLayout`]).
-pub const SLOT_LAYOUT_GLOBAL: &str = "SLOT_LAYOUT";
+object_names! {
+    /// Name of the global that carries the tracepoint field layout (see [`TracepointLayout`]).
+    LAYOUT_GLOBAL: LAYOUT,
+    /// Name of the global that carries the kernel struct offsets (see [`RequestLayout`]).
+    REQ_LAYOUT_GLOBAL: REQ_LAYOUT,
+    /// Name of the global that carries the command timeouts (see [`ErrorTimeouts`]).
+    ERROR_TIMEOUTS_GLOBAL: ERROR_TIMEOUTS,
+    /// Name of the global that carries the array sizes (see [`SlotLayout`]).
+    SLOT_LAYOUT_GLOBAL: SLOT_LAYOUT,
+}
 
 /// `BPF_F_MMAPABLE`: an array map the agent can map into its memory and read without a system
 /// call per element (Linux 5.5).

@@ -47,11 +47,13 @@ pub mod programs {
     }
 }
 
-/// The kernel functions the programs above attach to.
-pub const FN_CHANGE_CTRL_STATE: &str = "nvme_change_ctrl_state";
-pub const FN_SHOULD_RECONNECT: &str = "nvmf_should_reconnect";
-pub const FN_CONNECT_ADMIN_QUEUE: &str = "nvmf_connect_admin_queue";
-pub const FN_CONNECT_IO_QUEUE: &str = "nvmf_connect_io_queue";
+object_names! {
+    /// The kernel functions the programs above attach to.
+    FN_CHANGE_CTRL_STATE: nvme_change_ctrl_state,
+    FN_SHOULD_RECONNECT: nvmf_should_reconnect,
+    FN_CONNECT_ADMIN_QUEUE: nvmf_connect_admin_queue,
+    FN_CONNECT_IO_QUEUE: nvmf_connect_io_queue,
+}
 
 /// Name of the global that carries [`CtrlLayout`].
 pub const CTRL_LAYOUT_GLOBAL: &str = "CTRL_LAYOUT";
