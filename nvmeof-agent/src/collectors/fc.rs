@@ -5,11 +5,12 @@
 //! The HBA port is the `fc_host` whose `port_name` is the WWPN of the controller's
 //! `host_traddr`; the remote port the `rport` of that host whose `port_name` is the WWPN of
 //! `traddr`. Software FC (fcloop) has no `fc_host`: nothing is emitted for it.
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::collector::{families, Collector, Family, Scrape, Sink};
-use crate::sysfs::fc::{fc_hosts, fc_remote_ports, normalise_wwn, wwpn_of, FcHost, FcRemotePort};
+use crate::sysfs::fc::{
+    fc_hosts, fc_remote_ports, normalise_wwn, wwpn_of, FcHost, FcPort, FcRemotePort,
+};
 use crate::sysfs::Controller;
 
 families! {
@@ -50,7 +51,7 @@ pub fn carrier_of<'a>(
     let host_no = host.and_then(|h| h.name.strip_prefix("host")?.parse::<u32>().ok());
     let rport = rports.iter().find(|r| {
         remote.is_some()
-            && normalise_wwn(&r.port_name) == remote
+            && normalise_wwn(&r.port.port_name) == remote
             && host_no.is_none_or(|n| n == r.host)
     });
     (host, rport)
@@ -58,53 +59,35 @@ pub fn carrier_of<'a>(
 
 pub fn emit(sink: &mut Sink, c: &Controller, host: Option<&FcHost>, rport: Option<&FcRemotePort>) {
     if let Some(h) = host {
-        let port = Port {
-            label: "fc_host",
-            name: &h.name,
-            port_name: &h.port_name,
-            port_state: h.port_state.as_deref(),
-            statistics: &h.statistics,
-        };
-        port.emit(sink, c, &HOST_INFO, &HOST_STATISTICS);
+        emit_port(sink, c, "fc_host", h, &HOST_INFO, &HOST_STATISTICS);
     }
     if let Some(r) = rport {
-        let port = Port {
-            label: "rport",
-            name: &r.name,
-            port_name: &r.port_name,
-            port_state: r.port_state.as_deref(),
-            statistics: &r.statistics,
-        };
-        port.emit(sink, c, &RPORT_INFO, &RPORT_STATISTICS);
+        emit_port(sink, c, "rport", &r.port, &RPORT_INFO, &RPORT_STATISTICS);
     }
 }
 
-/// What the two ends of an FC path have alike: an info series and a counter per statistic.
-struct Port<'a> {
-    /// The label that names it: `fc_host` or `rport`.
-    label: &'static str,
-    name: &'a str,
-    port_name: &'a str,
-    port_state: Option<&'a str>,
-    statistics: &'a BTreeMap<String, u64>,
-}
-
-impl Port<'_> {
-    fn emit(&self, sink: &mut Sink, c: &Controller, info: &Family, statistics: &Family) {
-        let base = [
-            ("subsystem", c.subsysnqn.as_deref().unwrap_or("")),
-            ("controller", c.name.as_str()),
-            (self.label, self.name),
-        ];
-        let mut labels = base.to_vec();
-        labels.push(("port_name", self.port_name));
-        labels.push(("port_state", self.port_state.unwrap_or("")));
-        sink.gauge(info, &labels, 1.0);
-        for (k, v) in self.statistics {
-            let mut l = base.to_vec();
-            l.push(("statistic", k.as_str()));
-            sink.counter(statistics, &l, *v as f64);
-        }
+/// One end of the path: an info series and a counter per statistic, `label` naming the port.
+fn emit_port(
+    sink: &mut Sink,
+    c: &Controller,
+    label: &str,
+    port: &FcPort,
+    info: &Family,
+    statistics: &Family,
+) {
+    let base = [
+        ("subsystem", c.subsysnqn.as_deref().unwrap_or("")),
+        ("controller", c.name.as_str()),
+        (label, port.name.as_str()),
+    ];
+    let mut labels = base.to_vec();
+    labels.push(("port_name", port.port_name.as_str()));
+    labels.push(("port_state", port.port_state.as_deref().unwrap_or("")));
+    sink.gauge(info, &labels, 1.0);
+    for (k, v) in &port.statistics {
+        let mut l = base.to_vec();
+        l.push(("statistic", k.as_str()));
+        sink.counter(statistics, &l, *v as f64);
     }
 }
 
@@ -148,7 +131,7 @@ mod tests {
         let rports = fc_remote_ports(d.path()).items;
         let (h, r) = carrier_of(c, &hosts, &rports);
         assert_eq!(h.unwrap().name, "host3");
-        assert_eq!(r.unwrap().name, "rport-3:0-1");
+        assert_eq!(r.unwrap().port.name, "rport-3:0-1");
         let mut sink = Sink::new();
         emit(&mut sink, c, h, r);
         let text = crate::test_support::text(sink);

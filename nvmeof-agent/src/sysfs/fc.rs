@@ -8,9 +8,10 @@ use std::path::Path;
 
 use super::attr::{Attrs, Parsed, Skip};
 
+/// One end of an FC path, as both `class/fc_host` and `class/fc_remote_ports` show it.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct FcHost {
-    /// `hostN`.
+pub struct FcPort {
+    /// `hostN` or `rport-H:B-R`.
     pub name: String,
     /// `port_name`, e.g. `0x20000000000000a1`.
     pub port_name: String,
@@ -19,16 +20,15 @@ pub struct FcHost {
     pub statistics: BTreeMap<String, u64>,
 }
 
+/// An HBA port (`class/fc_host/hostN`).
+pub type FcHost = FcPort;
+
+/// A remote port (`class/fc_remote_ports/rport-H:B-R`) and the HBA port it is seen through.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FcRemotePort {
-    /// `rport-H:B-R`.
-    pub name: String,
+    pub port: FcPort,
     /// The N of the `hostN` it belongs to.
     pub host: u32,
-    pub port_name: String,
-    pub node_name: String,
-    pub port_state: Option<String>,
-    pub statistics: BTreeMap<String, u64>,
 }
 
 /// A statistic as sysfs prints it: hex (`0x1a`) or decimal; `None` for all ones (unsupported).
@@ -89,30 +89,28 @@ fn name_of(p: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// A port's names and state: (port_name, node_name, port_state).
-fn port(d: &Path, skipped: &mut Vec<Skip>) -> (String, String, Option<String>) {
+/// The port at `d`: its names, state and statistics.
+fn port(d: &Path, skipped: &mut Vec<Skip>) -> FcPort {
     let mut a = Attrs::new(d, skipped);
-    (
+    let (port_name, node_name, port_state) = (
         a.text("port_name").unwrap_or_default(),
         a.text("node_name").unwrap_or_default(),
         a.text("port_state"),
-    )
+    );
+    FcPort {
+        name: name_of(d),
+        port_name,
+        node_name,
+        port_state,
+        statistics: statistics(&d.join("statistics"), skipped),
+    }
 }
 
 pub fn fc_hosts(root: &Path) -> Parsed<FcHost> {
     let mut skipped = Vec::new();
     let items = entries(&root.join("class/fc_host"))
         .into_iter()
-        .map(|d| {
-            let (port_name, node_name, port_state) = port(&d, &mut skipped);
-            FcHost {
-                name: name_of(&d),
-                port_name,
-                node_name,
-                port_state,
-                statistics: statistics(&d.join("statistics"), &mut skipped),
-            }
-        })
+        .map(|d| port(&d, &mut skipped))
         .collect();
     Parsed { items, skipped }
 }
@@ -122,21 +120,15 @@ pub fn fc_remote_ports(root: &Path) -> Parsed<FcRemotePort> {
     let items = entries(&root.join("class/fc_remote_ports"))
         .into_iter()
         .filter_map(|d| {
-            let name = name_of(&d);
-            let host = name
+            let host = name_of(&d)
                 .strip_prefix("rport-")?
                 .split(':')
                 .next()?
                 .parse()
                 .ok()?;
-            let (port_name, node_name, port_state) = port(&d, &mut skipped);
             Some(FcRemotePort {
+                port: port(&d, &mut skipped),
                 host,
-                port_name,
-                node_name,
-                port_state,
-                statistics: statistics(&d.join("statistics"), &mut skipped),
-                name,
             })
         })
         .collect();
@@ -205,7 +197,7 @@ pub mod tests {
         assert!(!h.statistics.contains_key("reset_statistics"));
         let r = fc_remote_ports(d.path()).items;
         assert_eq!(r.len(), 1);
-        assert_eq!((r[0].host, r[0].statistics["fpin_li"]), (3, 3));
+        assert_eq!((r[0].host, r[0].port.statistics["fpin_li"]), (3, 3));
         assert!(fc_hosts(Path::new("/nonexistent")).items.is_empty());
     }
 
