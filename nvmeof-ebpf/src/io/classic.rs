@@ -17,9 +17,11 @@ use crate::{conn_error, count, finish, Setup, INFLIGHT, LAYOUT, NAMESPACES};
 const CDW12_OFFSET_IN_CDW10: u16 = 8;
 const DEFAULT_LBA_SHIFT: u32 = 9;
 
+/// The records' layout, `None` until the agent has filled it: the programs then return at once.
 #[inline(always)]
-pub(crate) fn layout() -> TracepointLayout {
-    global(&LAYOUT)
+fn layout() -> Option<TracepointLayout> {
+    let l = global(&LAYOUT);
+    (l.valid != 0).then_some(l)
 }
 
 /// Reads a record field (see [`nvmeof_ebpf::helpers::read_field`]); a failed read is counted.
@@ -61,10 +63,7 @@ pub fn nvme_setup_cmd(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 pub(crate) fn try_setup(ctx: &TracePointContext) -> Option<()> {
-    let l = layout();
-    if l.valid == 0 {
-        return None;
-    }
+    let l = layout()?;
     let now = unsafe { bpf_ktime_get_ns() };
     let ctrl_id = read_field(ctx, l.setup_ctrl_id)? as u32;
     let qid = read_field(ctx, l.setup_qid)? as u16;
@@ -108,10 +107,7 @@ pub fn nvme_complete_rq(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 pub(crate) fn try_complete(ctx: &TracePointContext) -> Option<()> {
-    let l = layout();
-    if l.valid == 0 {
-        return None;
-    }
+    let l = layout()?;
     let now = unsafe { bpf_ktime_get_ns() };
     let ctrl_id = read_field(ctx, l.complete_ctrl_id)? as u32;
     let qid = read_field(ctx, l.complete_qid)? as u16;
