@@ -13,7 +13,7 @@ mod detail;
 mod sink;
 
 pub use detail::{controller_instance, Detail, PER_QUEUE_LABELS};
-pub use sink::{ExemplarData, HistogramData, Sink, NATIVE_EXEMPLARS};
+pub use sink::{label, ExemplarData, HistogramData, Sink, NATIVE_EXEMPLARS};
 
 /// What a metric family is: the documentation test compares the union of every collector's
 /// families with `docs/metrics.md`.

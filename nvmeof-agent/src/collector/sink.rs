@@ -10,6 +10,12 @@ use crate::exposition::model::{
 use crate::exposition::Native;
 use crate::sysfs::Spelled;
 
+/// The label value of a sysfs attribute that may be absent: empty, which Prometheus reads as no
+/// label at all.
+pub fn label(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("")
+}
+
 /// Collects metric families for one scrape, keyed by name so that several collectors may add to
 /// one family and the output is sorted.
 #[derive(Default)]

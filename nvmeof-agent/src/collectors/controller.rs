@@ -6,7 +6,7 @@
 //! that come or go between scrapes come or go on `/metrics` with no stale series.
 use std::path::PathBuf;
 
-use crate::collector::{families, Collector, Family, Scrape, Sink};
+use crate::collector::{families, label, Collector, Family, Scrape, Sink};
 use crate::sysfs::Controller;
 
 families! {
@@ -73,7 +73,7 @@ impl Collector for ControllerCollector {
             if self.per_queue || scrape.detail().per_queue_named(&c.name) {
                 let (queues, odd) = crate::sysfs::controller::queue_cpus(&self.sysfs, &c.name);
                 sink.skipped(odd);
-                let subsystem = text(&c.subsysnqn);
+                let subsystem = label(&c.subsysnqn);
                 for (qid, cpus) in queues {
                     let queue = qid.to_string();
                     sink.gauge(
@@ -93,13 +93,9 @@ impl Collector for ControllerCollector {
     }
 }
 
-fn text(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("")
-}
-
 fn emit(sink: &mut Sink, c: &Controller) {
     let ids = [
-        ("subsystem", text(&c.subsysnqn)),
+        ("subsystem", label(&c.subsysnqn)),
         ("controller", c.name.as_str()),
     ];
     if let Some(state) = &c.state {
@@ -114,17 +110,17 @@ fn emit(sink: &mut Sink, c: &Controller) {
         &[
             ids[0],
             ids[1],
-            ("model", text(&c.model)),
-            ("serial", text(&c.serial)),
-            ("firmware_rev", text(&c.firmware_rev)),
-            ("cntrltype", text(&c.cntrltype)),
-            ("dctype", text(&c.dctype)),
-            ("traddr", text(&addr.traddr)),
-            ("trsvcid", text(&addr.trsvcid)),
-            ("host_traddr", text(&addr.host_traddr)),
-            ("host_iface", text(&addr.host_iface)),
-            ("src_addr", text(&addr.src_addr)),
-            ("hostnqn", text(&c.hostnqn)),
+            ("model", label(&c.model)),
+            ("serial", label(&c.serial)),
+            ("firmware_rev", label(&c.firmware_rev)),
+            ("cntrltype", label(&c.cntrltype)),
+            ("dctype", label(&c.dctype)),
+            ("traddr", label(&addr.traddr)),
+            ("trsvcid", label(&addr.trsvcid)),
+            ("host_traddr", label(&addr.host_traddr)),
+            ("host_iface", label(&addr.host_iface)),
+            ("src_addr", label(&addr.src_addr)),
+            ("hostnqn", label(&c.hostnqn)),
         ],
         1.0,
     );

@@ -7,7 +7,7 @@
 //! `traddr`. Software FC (fcloop) has no `fc_host`: nothing is emitted for it.
 use std::path::PathBuf;
 
-use crate::collector::{families, Collector, Family, Scrape, Sink};
+use crate::collector::{families, label, Collector, Family, Scrape, Sink};
 use crate::sysfs::fc::{
     fc_hosts, fc_remote_ports, normalise_wwn, wwpn_of, FcHost, FcPort, FcRemotePort,
 };
@@ -66,23 +66,24 @@ pub fn emit(sink: &mut Sink, c: &Controller, host: Option<&FcHost>, rport: Optio
     }
 }
 
-/// One end of the path: an info series and a counter per statistic, `label` naming the port.
+/// One end of the path: an info series and a counter per statistic, the label `kind` naming the
+/// port.
 fn emit_port(
     sink: &mut Sink,
     c: &Controller,
-    label: &str,
+    kind: &str,
     port: &FcPort,
     info: &Family,
     statistics: &Family,
 ) {
     let base = [
-        ("subsystem", c.subsysnqn.as_deref().unwrap_or("")),
+        ("subsystem", label(&c.subsysnqn)),
         ("controller", c.name.as_str()),
-        (label, port.name.as_str()),
+        (kind, port.name.as_str()),
     ];
     let mut labels = base.to_vec();
     labels.push(("port_name", port.port_name.as_str()));
-    labels.push(("port_state", port.port_state.as_deref().unwrap_or("")));
+    labels.push(("port_state", label(&port.port_state)));
     sink.gauge(info, &labels, 1.0);
     for (k, v) in &port.statistics {
         let mut l = base.to_vec();

@@ -6,7 +6,7 @@
 //! the real source of fabrics throughput.
 use std::path::PathBuf;
 
-use crate::collector::{families, Collector, Scrape, Sink};
+use crate::collector::{families, label, Collector, Scrape, Sink};
 use crate::sysfs::{self, BlockStat, Namespace};
 
 families! {
@@ -57,7 +57,7 @@ impl Collector for NamespaceCollector {
 }
 
 fn emit(sink: &mut Sink, ns: &Namespace) {
-    let subsystem = ns.subsysnqn.as_deref().unwrap_or("");
+    let subsystem = label(&ns.subsysnqn);
     let nsid = ns.nsid.map(|n| n.to_string()).unwrap_or_default();
     let ids = [
         ("subsystem", subsystem),

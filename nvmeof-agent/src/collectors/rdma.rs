@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::collector::{families, Collector, Scrape, Sink};
+use crate::collector::{families, label, Collector, Scrape, Sink};
 use crate::netlink::addr::{self, IfAddr};
 use crate::sysfs::infiniband::{ib_ports, refresh_counters, IbPort};
 use crate::sysfs::Controller;
@@ -177,7 +177,7 @@ impl Collector for RdmaCollector {
 }
 
 fn emit(sink: &mut Sink, c: &Controller, p: &IbPort) {
-    let subsystem = c.subsysnqn.as_deref().unwrap_or("");
+    let subsystem = label(&c.subsysnqn);
     let port = p.port.to_string();
     let netdev = p.netdevs.first().map(String::as_str).unwrap_or("");
     let base = [

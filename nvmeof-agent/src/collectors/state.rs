@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use crate::bpf::state::{ConnectFailures, StateSnapshot, StateSource};
-use crate::collector::{families, Collector, Scrape, Sink};
+use crate::collector::{families, label, Collector, Scrape, Sink};
 use crate::sysfs::CtrlState;
 use nvmeof_common::state::ConnectFailure;
 
@@ -60,7 +60,7 @@ impl Collector for StateCollector {
         // Only controllers sysfs shows now: one that went away leaves /metrics with it.
         for c in &parsed.items {
             let track = tracks.remove(&c.instance).unwrap_or_default();
-            let subsystem = c.subsysnqn.as_deref().unwrap_or("");
+            let subsystem = label(&c.subsysnqn);
             let ids = [("subsystem", subsystem), ("controller", c.name.as_str())];
             for ((from, to), n) in &track.transitions {
                 sink.counter(

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::collector::{families, Collector, Scrape, Sink};
+use crate::collector::{families, label, Collector, Scrape, Sink};
 use crate::sysfs::{self, Address, CtrlState};
 
 families! {
@@ -145,10 +145,6 @@ impl SubsystemCollector {
     }
 }
 
-fn text(v: &Option<String>) -> &str {
-    v.as_deref().unwrap_or("")
-}
-
 /// A subsystem's paths and live paths as sysfs shows them, and its lost paths as remembered:
 /// the three series an alert on lost redundancy compares.
 fn path_counts(sink: &mut Sink, nqn: &str, paths: usize, live: usize, memory: &Memory) {
@@ -180,7 +176,7 @@ impl Collector for SubsystemCollector {
                 .cloned()
                 .unwrap_or_else(|| name.clone());
             let path = PathKey {
-                subsystem: text(subsystem).to_owned(),
+                subsystem: label(subsystem).to_owned(),
                 address,
             };
             now.insert(name.clone(), (path, state.clone()));
@@ -200,18 +196,18 @@ impl Collector for SubsystemCollector {
         memory.update(now);
         let mut shown = std::collections::HashSet::new();
         for s in &parsed.items {
-            let nqn = ("subsystem", text(&s.subsysnqn));
+            let nqn = ("subsystem", label(&s.subsysnqn));
             shown.insert(nqn.1);
             sink.gauge(
                 &INFO,
                 &[
                     nqn,
                     ("name", s.name.as_str()),
-                    ("model", text(&s.model)),
-                    ("serial", text(&s.serial)),
-                    ("firmware_rev", text(&s.firmware_rev)),
-                    ("iopolicy", text(&s.iopolicy)),
-                    ("type", text(&s.subsystype)),
+                    ("model", label(&s.model)),
+                    ("serial", label(&s.serial)),
+                    ("firmware_rev", label(&s.firmware_rev)),
+                    ("iopolicy", label(&s.iopolicy)),
+                    ("type", label(&s.subsystype)),
                 ],
                 1.0,
             );

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use nvmeof_common::queues::TcpQueueRecord;
 
 use crate::bpf::queues::TcpQueues;
-use crate::collector::{families, Collector, Scrape, Sink};
+use crate::collector::{families, label, Collector, Scrape, Sink};
 use crate::netlink::sock_diag::{tcp_sockets, TcpSocket};
 use crate::sysfs::Controller;
 
@@ -77,7 +77,7 @@ fn emit_queues(
         else {
             continue;
         };
-        let subsystem = c.subsysnqn.as_deref().unwrap_or("");
+        let subsystem = label(&c.subsysnqn);
         for r in records.iter().filter(|r| r.ctrl_instance == instance) {
             let (queue, port) = (r.qid.to_string(), r.local_port.to_string());
             sink.gauge(
@@ -181,7 +181,7 @@ pub fn emit_all(
     per_queue: &dyn Fn(&Controller) -> bool,
 ) {
     for (c, socks) in assigned {
-        let subsystem = c.subsysnqn.as_deref().unwrap_or("");
+        let subsystem = label(&c.subsysnqn);
         let base = [("subsystem", subsystem), ("controller", c.name.as_str())];
         emit(sink, &base, socks);
         if per_queue(c) {
