@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nvmeof_agent::collector::{Collector, Family, HistogramData, Kind, Named, Scrape, Sink};
-use nvmeof_agent::exposition::Native;
+use nvmeof_agent::collector::{Collector, Family, Kind, Named, Scrape, Sink};
 use nvmeof_agent::http::{self, App, PlainTcp};
 use nvmeof_agent::scrape::Scraper;
+use nvmeof_agent::test_support::two_bucket_histogram;
 use tokio::net::TcpListener;
 use xtask::prometheus::{self, Prometheus};
 
@@ -18,28 +18,12 @@ const LATENCY: Family = Family {
     kind: Kind::Histogram,
 };
 
-/// 4 observations in bucket -80 of schema 3, (2^(-81/8), 2^(-80/8)] s, and 6 in bucket -70,
-/// (2^(-71/8), 2^(-70/8)] s: the median is in the second.
+/// Serves [`two_bucket_histogram`]: its median is in native bucket -70.
 struct Fixed;
 
 impl Collector for Fixed {
     fn collect(&self, _: &Scrape, sink: &mut Sink) -> anyhow::Result<()> {
-        sink.histogram(
-            &LATENCY,
-            &[("queue", "1")],
-            HistogramData {
-                count: 10,
-                sum: 0.017,
-                classic: &[(0.001, 4), (0.01, 10)],
-                native: Some(Native {
-                    schema: 3,
-                    zero_threshold: 0.0,
-                    zero_count: 0,
-                    positive: vec![(-80, 4), (-70, 6)],
-                }),
-                exemplars: &[],
-            },
-        );
+        sink.histogram(&LATENCY, &[("queue", "1")], two_bucket_histogram());
         Ok(())
     }
 }

@@ -60,8 +60,8 @@ pub fn encode(families: &[MetricFamily]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collector::{Family, HistogramData, Sink};
-    use crate::exposition::Native;
+    use crate::collector::{Family, Sink};
+    use crate::test_support::two_bucket_histogram;
 
     const LAT: Family = Family::histogram(
         "x_latency_seconds",
@@ -72,31 +72,17 @@ mod tests {
     #[test]
     fn histograms_print_classic_buckets_and_help_escapes() {
         let mut sink = Sink::new();
-        sink.histogram(
-            &LAT,
-            &[("queue", "a\"b\\c\nd")],
-            HistogramData {
-                count: 4,
-                sum: 0.5,
-                classic: &[(0.001, 3), (0.01, 3)],
-                native: Some(Native {
-                    schema: 3,
-                    zero_threshold: 0.0,
-                    zero_count: 0,
-                    positive: vec![(-80, 3), (-70, 1)],
-                }),
-                exemplars: &[],
-            },
-        );
+        // The native buckets are for protobuf scrapers: the text carries the classic ones only.
+        sink.histogram(&LAT, &[("queue", "a\"b\\c\nd")], two_bucket_histogram());
         sink.gauge(&UP, &[], f64::INFINITY);
         let want = "\
 # HELP x_latency_seconds Latency \\\\ in \"seconds\"\\nper command.
 # TYPE x_latency_seconds histogram
-x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"0.001\"} 3
-x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"0.01\"} 3
-x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} 4
-x_latency_seconds_sum{queue=\"a\\\"b\\\\c\\nd\"} 0.5
-x_latency_seconds_count{queue=\"a\\\"b\\\\c\\nd\"} 4
+x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"0.001\"} 4
+x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"0.01\"} 10
+x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} 10
+x_latency_seconds_sum{queue=\"a\\\"b\\\\c\\nd\"} 0.017
+x_latency_seconds_count{queue=\"a\\\"b\\\\c\\nd\"} 10
 # TYPE x_up gauge
 x_up +Inf
 ";
@@ -110,17 +96,7 @@ x_up +Inf
         use std::io::Write as _;
         use std::process::{Command, Stdio};
         let mut sink = Sink::new();
-        sink.histogram(
-            &LAT,
-            &[("queue", "1")],
-            HistogramData {
-                count: 2,
-                sum: 0.25,
-                classic: &[(0.1, 1), (1.0, 2)],
-                native: None,
-                exemplars: &[],
-            },
-        );
+        sink.histogram(&LAT, &[("queue", "1")], two_bucket_histogram());
         const BUILD: Family = Family::gauge("x_build_info", "Build.");
         sink.gauge(&BUILD, &[("version", "0.1.0")], 1.0);
         let text = encode(&sink.into_families());

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 pub use tree::{FixtureTree, Tree};
 
-use crate::collector::{Collector, Scrape, Sink};
+use crate::collector::{Collector, HistogramData, Scrape, Sink};
+use crate::exposition::Native;
 
 /// The sysfs tree the lab captured from a real 6.1 host with every transport connected (TCP over
 /// two paths, RDMA, FC, loop), read in place: `cargo xtask capture` rewrites it.
@@ -54,6 +55,25 @@ pub fn text(sink: Sink) -> String {
 /// One scrape of `c` alone in the Prometheus text format.
 pub fn render(c: &dyn Collector) -> String {
     text(collect(c))
+}
+
+/// One latency histogram that every format can carry, for the exposition tests: 10
+/// observations, 4 in native bucket -80 of schema 3, (2^(-81/8), 2^(-80/8)] s ≈ (0.90, 0.98] ms,
+/// and 6 in bucket -70, ≈ (2.1, 2.3] ms, so the median is in the second; the classic buckets at
+/// 1 ms and 10 ms count the same observations.
+pub fn two_bucket_histogram() -> HistogramData<'static> {
+    HistogramData {
+        count: 10,
+        sum: 0.017,
+        classic: &[(0.001, 4), (0.01, 10)],
+        native: Some(Native {
+            schema: 3,
+            zero_threshold: 0.0,
+            zero_count: 0,
+            positive: vec![(-80, 4), (-70, 6)],
+        }),
+        exemplars: &[],
+    }
 }
 
 /// The value of the one series whose line in `text` starts with `prefix` (name and labels);
