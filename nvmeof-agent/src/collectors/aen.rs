@@ -103,7 +103,7 @@ impl Collector for AenCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{collect, Tree};
+    use crate::test_support::{collect, family, Tree};
 
     /// Without the program (AYA_BUILD_SKIP, or no permission on the test host) the ANA poll still
     /// counts, and the collector says the events are not counted.
@@ -119,10 +119,7 @@ mod tests {
         std::fs::write(&state, "inaccessible\n").unwrap();
         std::thread::sleep(crate::bpf::aen::POLL_INTERVAL * 3);
         let fams = collect(&c).into_families();
-        let ana = fams
-            .iter()
-            .find(|f| f.name() == ANA_TRANSITIONS.name)
-            .expect("a transition");
+        let ana = family(&fams, ANA_TRANSITIONS.name);
         assert_eq!(ana.metric.len(), 1);
         let m = &ana.metric[0];
         let labels: Vec<(&str, &str)> = m.label.iter().map(|l| (l.name(), l.value())).collect();

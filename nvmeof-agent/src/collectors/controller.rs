@@ -159,7 +159,7 @@ fn emit(sink: &mut Sink, c: &Controller) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::{collect, Tree};
+    use crate::test_support::{collect, family, series, Tree};
 
     fn value(sink: Sink, name: &str, label: (&str, &str)) -> Vec<f64> {
         sink.into_families()
@@ -188,25 +188,13 @@ mod tests {
         let sink = collect(&ControllerCollector::new(root).per_queue(true));
         assert_eq!(sink.skipped_count(), 0);
         let fams = sink.into_families();
-        let info = fams.iter().find(|f| f.name() == QUEUE_CPUS.name).unwrap();
-        let mut got: Vec<(String, String, String)> = info
-            .metric
-            .iter()
-            .map(|m| {
-                let l = |k: &str| {
-                    m.label
-                        .iter()
-                        .find(|l| l.name() == k)
-                        .map(|l| l.value().to_owned())
-                        .unwrap()
-                };
-                (l("controller"), l("queue"), l("cpus"))
-            })
-            .collect();
-        got.sort();
-        let want: Vec<(String, String, String)> = (0..5)
+        let got = series(
+            family(&fams, QUEUE_CPUS.name),
+            &["controller", "queue", "cpus"],
+        );
+        let want: Vec<(Vec<String>, f64)> = (0..5)
             .flat_map(|c| [(c, "1", "0"), (c, "2", "1")])
-            .map(|(c, q, cpus)| (format!("nvme{c}"), q.to_owned(), cpus.to_owned()))
+            .map(|(c, q, cpus)| (vec![format!("nvme{c}"), q.to_owned(), cpus.to_owned()], 1.0))
             .collect();
         assert_eq!(got, want);
     }
@@ -218,7 +206,7 @@ mod tests {
         let sink = collect(&ControllerCollector::new(t.root().into()));
         assert_eq!(sink.skipped_count(), 0);
         let fams = sink.into_families();
-        let state = fams.iter().find(|f| f.name() == STATE.name).unwrap();
+        let state = family(&fams, STATE.name);
         assert_eq!(state.metric.len(), 7);
         let ones: f64 = state.metric.iter().map(|m| m.value()).sum();
         assert_eq!(ones, 1.0);
@@ -244,25 +232,13 @@ mod tests {
         let sink = collect(&ControllerCollector::new(t.root().into()));
         assert_eq!(sink.skipped_count(), 1);
         let fams = sink.into_families();
-        let dhchap = fams.iter().find(|f| f.name() == DHCHAP.name).unwrap();
-        let mut got: Vec<(String, String, f64)> = dhchap
-            .metric
-            .iter()
-            .map(|m| {
-                let l = |k: &str| {
-                    let l = m.label.iter().find(|l| l.name() == k).unwrap();
-                    l.value().to_owned()
-                };
-                (l("controller"), l("key"), m.value())
-            })
-            .collect();
-        got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let got = series(family(&fams, DHCHAP.name), &["controller", "key"]);
         let want = [
             ("nvme0", "controller", 0.0),
             ("nvme0", "host", 1.0),
             ("nvme2", "host", 0.0),
         ]
-        .map(|(c, k, v)| (c.to_owned(), k.to_owned(), v));
+        .map(|(c, k, v)| (vec![c.to_owned(), k.to_owned()], v));
         assert_eq!(got, want);
     }
 
@@ -271,20 +247,9 @@ mod tests {
     /// do TLS (its `tls_handshake_timeout` parameter), nothing at all where it cannot.
     #[test]
     fn tls_is_on_where_the_kernel_shows_a_key_and_off_only_where_it_could_be_on() {
-        let series = |t: &Tree| -> Vec<(String, f64)> {
-            let sink = collect(&ControllerCollector::new(t.root().into()));
-            let mut v: Vec<(String, f64)> = sink
-                .into_families()
-                .into_iter()
-                .filter(|f| f.name() == TLS.name)
-                .flat_map(|f| f.metric)
-                .map(|m| {
-                    let c = m.label.iter().find(|l| l.name() == "controller").unwrap();
-                    (c.value().to_owned(), m.value())
-                })
-                .collect();
-            v.sort_by(|a, b| a.0.cmp(&b.0));
-            v
+        let tls = |t: &Tree| {
+            let fams = collect(&ControllerCollector::new(t.root().into())).into_families();
+            series(family(&fams, TLS.name), &["controller"])
         };
         let t = Tree::new();
         let a = t.tcp_controller(0, "nqn.test:a", "live");
@@ -295,12 +260,14 @@ mod tests {
         let d = t.tcp_controller(3, "nqn.test:d", "live");
         std::fs::write(d.join("transport"), "rdma\n").unwrap();
         // No nvme_tcp parameter: only the controllers that show a key say anything.
-        assert_eq!(series(&t), [("nvme0".into(), 1.0), ("nvme2".into(), 1.0)]);
+        let want = [("nvme0", 1.0), ("nvme2", 1.0)].map(|(c, v)| (vec![c.to_owned()], v));
+        assert_eq!(tls(&t), want);
         let params = t.root().join("module/nvme_tcp/parameters");
         std::fs::create_dir_all(&params).unwrap();
         std::fs::write(params.join("tls_handshake_timeout"), "10\n").unwrap();
-        let want = [("nvme0", 1.0), ("nvme1", 0.0), ("nvme2", 1.0)].map(|(c, v)| (c.into(), v));
-        assert_eq!(series(&t), want);
+        let want =
+            [("nvme0", 1.0), ("nvme1", 0.0), ("nvme2", 1.0)].map(|(c, v)| (vec![c.to_owned()], v));
+        assert_eq!(tls(&t), want);
     }
 
     #[test]
@@ -328,14 +295,8 @@ mod tests {
         // The cleaned model counts; the vanished controller, a deletion, does not.
         assert_eq!(sink.skipped_count(), 1);
         let fams = sink.into_families();
-        let info = fams.iter().find(|f| f.name() == INFO.name).unwrap();
-        assert_eq!(info.metric.len(), 1);
-        let model = info.metric[0]
-            .label
-            .iter()
-            .find(|l| l.name() == "model")
-            .unwrap();
-        assert_eq!(model.value(), "Linux\u{FFFD}[2J");
+        let models = series(family(&fams, INFO.name), &["model"]);
+        assert_eq!(models, [(vec!["Linux\u{FFFD}[2J".to_owned()], 1.0)]);
         for f in &fams {
             for m in &f.metric {
                 assert!(m.label.iter().all(|l| l.value() != "nvme1"), "{}", f.name());
@@ -349,7 +310,7 @@ mod tests {
         t.tcp_controller(0, "nqn.test:a", "live");
         let sink = collect(&ControllerCollector::new(t.root().into()));
         let fams = sink.into_families();
-        let get = |name: &str| fams.iter().find(|f| f.name() == name).unwrap().metric[0].value();
+        let get = |name: &str| family(&fams, name).metric[0].value();
         assert_eq!(get(FAST_IO_FAIL.name), -1.0);
         assert_eq!(get(LOSS_TMO.name), 5.0);
         assert_eq!(get(IO_QUEUES.name), 2.0);

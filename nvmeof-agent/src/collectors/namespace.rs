@@ -102,7 +102,7 @@ fn stats(sink: &mut Sink, ids: &[(&str, &str)], s: &BlockStat) {
 mod tests {
     use super::*;
     use crate::collector::Family;
-    use crate::test_support::{collect, Tree};
+    use crate::test_support::{collect, family, Tree};
 
     #[test]
     fn plain_disk_counters_in_bytes_and_seconds() {
@@ -111,10 +111,7 @@ mod tests {
         t.plain_namespace(2, 1, 1);
         let sink = collect(&NamespaceCollector::new(t.root().into()));
         let fams = sink.into_families();
-        let get = |f: &Family| {
-            let mf = fams.iter().find(|m| m.name() == f.name).unwrap();
-            mf.metric[0].value()
-        };
+        let get = |f: &Family| family(&fams, f.name).metric[0].value();
         assert_eq!(get(&SIZE), 536_870_912.0);
         assert_eq!(get(&READ_BYTES), 2048.0 * 512.0);
         assert_eq!(get(&WRITE_TIME), 0.05);
@@ -131,7 +128,7 @@ mod tests {
         t.multipath_namespace(0, 1, 1, &[0, 1], Some(&["optimized", "change"]));
         let sink = collect(&NamespaceCollector::new(t.root().into()));
         let fams = sink.into_families();
-        let ana = fams.iter().find(|m| m.name() == ANA.name).unwrap();
+        let ana = family(&fams, ANA.name);
         assert_eq!(ana.metric.len(), 10);
         let ones: f64 = ana.metric.iter().map(|m| m.value()).sum();
         assert_eq!(ones, 2.0);

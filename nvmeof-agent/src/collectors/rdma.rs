@@ -328,10 +328,7 @@ mod tests {
         let mut sink = Sink::new();
         emit(&mut sink, c, p);
         let fams = sink.into_families();
-        let hw = fams
-            .iter()
-            .find(|f| f.name() == "nvmeof_rdma_hw_counters_total")
-            .unwrap();
+        let hw = crate::test_support::family(&fams, "nvmeof_rdma_hw_counters_total");
         assert_eq!(hw.metric.len(), p.hw_counters.len());
     }
 }

@@ -126,7 +126,7 @@ fn emit_connect_failures(
 mod tests {
     use super::*;
     use crate::bpf::state::POLL_INTERVAL;
-    use crate::test_support::{collect, Tree};
+    use crate::test_support::{collect, family, Tree};
 
     #[test]
     fn fallback_reports_its_source_and_only_present_controllers() {
@@ -137,7 +137,7 @@ mod tests {
         std::thread::sleep(POLL_INTERVAL * 3);
         let sink = collect(&c);
         let fams = sink.into_families();
-        let source = fams.iter().find(|f| f.name() == SOURCE.name).unwrap();
+        let source = family(&fams, SOURCE.name);
         assert_eq!(source.metric[0].label[0].value(), "sysfs_poll");
         // Never seen live: no since-live series; no reconnect counts from polling.
         assert!(fams.iter().all(|f| f.name() != SINCE_LIVE.name));

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 pub use tree::{FixtureTree, Tree};
 
 use crate::collector::{Collector, HistogramData, Scrape, Sink};
+use crate::exposition::model::MetricFamily;
 use crate::exposition::Native;
 
 /// The sysfs tree the lab captured from a real 6.1 host with every transport connected (TCP over
@@ -55,6 +56,33 @@ pub fn text(sink: Sink) -> String {
 /// One scrape of `c` alone in the Prometheus text format.
 pub fn render(c: &dyn Collector) -> String {
     text(collect(c))
+}
+
+/// The family `name` in `fams`; a failed test, naming it, where there is none.
+pub fn family<'a>(fams: &'a [MetricFamily], name: &str) -> &'a MetricFamily {
+    fams.iter()
+        .find(|f| f.name() == name)
+        .unwrap_or_else(|| panic!("no family {name}"))
+}
+
+/// Each series of `family` as the values of `labels`, in that order, beside the series' value,
+/// sorted by those values: the order a collector emits its series in is not what a test checks.
+/// A series without one of `labels` fails the test.
+pub fn series(family: &MetricFamily, labels: &[&str]) -> Vec<(Vec<String>, f64)> {
+    let mut got: Vec<(Vec<String>, f64)> = family
+        .metric
+        .iter()
+        .map(|m| {
+            let values = labels.iter().map(|&k| {
+                let l = m.label.iter().find(|l| l.name() == k);
+                let l = l.unwrap_or_else(|| panic!("{} without label {k}", family.name()));
+                l.value().to_owned()
+            });
+            (values.collect(), m.value())
+        })
+        .collect();
+    got.sort_by(|a, b| a.0.cmp(&b.0));
+    got
 }
 
 /// One latency histogram that every format can carry, for the exposition tests: 10

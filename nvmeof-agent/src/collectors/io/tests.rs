@@ -143,10 +143,7 @@ fn slow_commands_are_exemplars_of_their_series() {
     let mut s = state(false);
     s.slow = Some(log.clone());
     let families = support::collect(&IoCollector::from_state(s)).into_families();
-    let latency = families
-        .iter()
-        .find(|f| f.name() == "nvmeof_io_latency_seconds")
-        .unwrap();
+    let latency = support::family(&families, "nvmeof_io_latency_seconds");
     let h = latency.metric[0].histogram.as_ref().unwrap();
     assert_eq!(h.exemplars.len(), crate::collector::NATIVE_EXEMPLARS);
     assert_eq!(
@@ -250,10 +247,7 @@ fn per_controller_series() {
 fn latency_carries_the_kernel_buckets_as_native_ones() {
     let sink = support::collect(&IoCollector::from_state(state(false)));
     let families = sink.into_families();
-    let f = families
-        .iter()
-        .find(|f| f.name() == "nvmeof_io_latency_seconds")
-        .unwrap();
+    let f = support::family(&families, "nvmeof_io_latency_seconds");
     let h = f.metric[0].histogram.as_ref().unwrap();
     assert_eq!((h.sample_count, h.sample_sum), (Some(4), Some(0.0005)));
     assert_eq!(h.schema, Some(4));
