@@ -13,10 +13,40 @@ use crate::collector::{Collector, HistogramData, Scrape, Sink};
 use crate::exposition::model::MetricFamily;
 use crate::exposition::Native;
 
+/// What the lab captured from real kernels (`cargo xtask capture`), a folder per kernel.
+fn captured() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures")
+}
+
 /// The sysfs tree the lab captured from a real 6.1 host with every transport connected (TCP over
 /// two paths, RDMA, FC, loop), read in place: `cargo xtask capture` rewrites it.
 pub fn captured_6_1() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/6.1/sys")
+    captured().join("6.1/sys")
+}
+
+/// Each kernel the lab captured tracepoint formats from, as its fixture folder's name beside its
+/// `tracepoints` folder (`<event>/format` in it), sorted by name. None fails the test, so that a
+/// test looping over them cannot pass on nothing.
+pub fn captured_tracepoints() -> Vec<(String, PathBuf)> {
+    let root = captured();
+    let mut kernels: Vec<(String, PathBuf)> = std::fs::read_dir(&root)
+        .expect("tests/fixtures")
+        .flatten()
+        .map(|k| {
+            (
+                k.file_name().to_string_lossy().into_owned(),
+                k.path().join("tracepoints"),
+            )
+        })
+        .filter(|(_, dir)| dir.is_dir())
+        .collect();
+    kernels.sort();
+    assert!(
+        !kernels.is_empty(),
+        "no captured tracepoint formats under {}",
+        root.display()
+    );
+    kernels
 }
 
 /// A copy of a sysfs tree that a test may change, kept alive as long as the value.

@@ -445,13 +445,12 @@ mod tests {
     /// The format files the lab captured from each kernel (`cargo xtask capture`).
     #[test]
     fn captured_formats_give_the_layout() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures");
-        let mut parsed = 0;
-        for k in std::fs::read_dir(&root).expect("tests/fixtures").flatten() {
-            let f = k.path().join("tracepoints/nvme_async_event/format");
-            let Ok(text) = std::fs::read_to_string(&f) else {
-                continue;
-            };
+        let kernels = crate::test_support::captured_tracepoints();
+        assert!(kernels.len() >= 4, "{kernels:?}");
+        for (_, dir) in kernels {
+            let f = dir.join("nvme_async_event/format");
+            let text =
+                std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             let l = layout_from_format(&text).unwrap_or_else(|e| panic!("{}: {e:#}", f.display()));
             let at = |x: nvmeof_common::FieldLoc| (x.offset, x.size);
             assert_eq!(
@@ -460,9 +459,7 @@ mod tests {
                 "{}",
                 f.display()
             );
-            parsed += 1;
         }
-        assert!(parsed >= 4, "{parsed} captured formats");
     }
 
     #[test]
