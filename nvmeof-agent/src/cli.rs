@@ -371,6 +371,13 @@ mod tests {
         "exporter",
     ];
 
+    /// The config `flags` give, after a program name; a failed test, naming them, where they are
+    /// refused.
+    fn parsed(flags: &[&str]) -> Config {
+        parse_from(std::iter::once("nvmeof-exporter").chain(flags.iter().copied()))
+            .unwrap_or_else(|e| panic!("{flags:?}: {e}"))
+    }
+
     #[test]
     fn defaults() {
         let c = Config::defaults();
@@ -399,27 +406,19 @@ mod tests {
 
     #[test]
     fn a_flag_given_twice_takes_its_last_value() {
-        let c = parse_from([
-            "nvmeof-exporter",
-            "--collector.timeout=1s",
-            "--collector.timeout=50ms",
-        ])
-        .unwrap();
+        let c = parsed(&["--collector.timeout=1s", "--collector.timeout=50ms"]);
         assert_eq!(c.collector_timeout, Duration::from_millis(50));
     }
 
     #[test]
     fn collector_flags_last_one_wins() {
-        let c = parse_from([
-            "x",
+        let c = parsed(&[
             "--no-collector.namespace",
             "--collector.namespace",
             "--no-collector.controller",
-        ])
-        .unwrap();
+        ]);
         assert_eq!(c.collectors, DEFAULT_COLLECTORS[1..]);
-        let only =
-            parse_from(["x", "--collector.disable-defaults", "--collector.subsystem"]).unwrap();
+        let only = parsed(&["--collector.disable-defaults", "--collector.subsystem"]);
         assert_eq!(only.collectors, ["subsystem", "exporter"]);
     }
 
@@ -446,16 +445,14 @@ mod tests {
 
     #[test]
     fn ebpf_flags() {
-        let c = parse_from([
-            "x",
+        let c = parsed(&[
             "--metrics.per-queue",
             "--metrics.native-only",
             "--ebpf.drain-interval=250ms",
             "--ebpf.max-controllers=64",
             "--ebpf.max-queues=257",
             "--ebpf.max-inflight=524288",
-        ])
-        .unwrap();
+        ]);
         assert!(c.per_queue);
         assert!(c.native_only);
         assert_eq!(c.drain_interval, Duration::from_millis(250));
@@ -470,7 +467,7 @@ mod tests {
         let off = Config::defaults();
         assert!(!off.slow.is_on());
         assert_eq!(off.slow.per_cpu_per_second, 100);
-        let c = parse_from(["x", "--trace.slower-than=10ms", "--trace.slow-per-cpu=5"]).unwrap();
+        let c = parsed(&["--trace.slower-than=10ms", "--trace.slow-per-cpu=5"]);
         assert_eq!(c.slow.trace().threshold_ns, 10_000_000);
         assert_eq!(c.slow.per_cpu_per_second, 5);
         for bad in ["--trace.slow-per-cpu=0", "--trace.slower-than=soon"] {
