@@ -175,6 +175,14 @@ mod tests {
             .collect()
     }
 
+    /// One scrape of a tree holding a single TCP controller, nvme0, whose sysfs `state` reads
+    /// `state`.
+    fn one_controller_in(state: &str) -> Sink {
+        let t = Tree::new();
+        t.tcp_controller(0, "nqn.test:a", state);
+        collect(&ControllerCollector::new(t.root().into()))
+    }
+
     /// Per queue, each I/O queue's CPUs from the lab's 6.1 tree (2 vCPUs: queue 1 carries CPU
     /// 0's I/O, queue 2 CPU 1's); none without the flag.
     #[test]
@@ -201,9 +209,7 @@ mod tests {
 
     #[test]
     fn state_is_one_hot_over_every_kernel_state() {
-        let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "connecting");
-        let sink = collect(&ControllerCollector::new(t.root().into()));
+        let sink = one_controller_in("connecting");
         assert_eq!(sink.skipped_count(), 0);
         let fams = sink.into_families();
         let state = family(&fams, STATE.name);
@@ -272,9 +278,7 @@ mod tests {
 
     #[test]
     fn an_unknown_state_gets_its_own_series_and_is_counted() {
-        let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "unknown state");
-        let sink = collect(&ControllerCollector::new(t.root().into()));
+        let sink = one_controller_in("unknown state");
         assert_eq!(sink.skipped_count(), 1);
         assert_eq!(value(sink, STATE.name, ("state", "unknown state")), [1.0]);
     }
@@ -306,9 +310,7 @@ mod tests {
 
     #[test]
     fn off_timeouts_are_minus_one_and_io_queues_exclude_admin() {
-        let t = Tree::new();
-        t.tcp_controller(0, "nqn.test:a", "live");
-        let sink = collect(&ControllerCollector::new(t.root().into()));
+        let sink = one_controller_in("live");
         let fams = sink.into_families();
         let get = |name: &str| family(&fams, name).metric[0].value();
         assert_eq!(get(FAST_IO_FAIL.name), -1.0);
