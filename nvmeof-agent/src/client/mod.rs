@@ -12,6 +12,15 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
+/// A tool's arguments (those after its name) as its command `cmd` reads them: its `main` and its
+/// flag tests parse through this.
+pub fn matches<T: Into<std::ffi::OsString> + Clone>(
+    cmd: clap::Command,
+    args: impl IntoIterator<Item = T>,
+) -> Result<clap::ArgMatches, clap::Error> {
+    cmd.no_binary_name(true).try_get_matches_from(args)
+}
+
 /// `--agent HOST:PORT`, the running agent's address, as every tool takes it.
 pub fn agent_arg(help: &'static str) -> clap::Arg {
     clap::Arg::new("agent")

@@ -97,10 +97,7 @@ pub fn line(c: &SlowJson) -> String {
 
 /// Runs `nvmeof-exporter trace ARGS` (`args` after the program name and `trace`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let m = command()
-        .no_binary_name(true)
-        .try_get_matches_from(args)
-        .unwrap_or_else(|e| e.exit());
+    let m = super::matches(command(), args).unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -174,6 +171,7 @@ async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::matches;
 
     #[test]
     fn a_line_says_when_how_slow_where_what_and_whose() {
@@ -205,18 +203,12 @@ mod tests {
 
     #[test]
     fn flags() {
-        let m = command()
-            .no_binary_name(true)
-            .try_get_matches_from(["--slower-than=10ms", "--for=30s", "--json"])
-            .unwrap();
+        let m = matches(command(), ["--slower-than=10ms", "--for=30s", "--json"]).unwrap();
         let o = options(&m);
         assert_eq!(o.slower_than, Duration::from_millis(10));
         assert_eq!(o.stop_after, Some(Duration::from_secs(30)));
         assert!(o.json && !o.all);
         assert_eq!(o.agent, "127.0.0.1:9856");
-        assert!(command()
-            .no_binary_name(true)
-            .try_get_matches_from(["--interval=0s"])
-            .is_err());
+        assert!(matches(command(), ["--interval=0s"]).is_err());
     }
 }

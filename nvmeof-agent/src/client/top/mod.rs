@@ -94,10 +94,7 @@ fn options(m: &ArgMatches) -> Options {
 
 /// Runs `nvmeof-exporter top ARGS` (`args` after the program name and `top`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let m = command()
-        .no_binary_name(true)
-        .try_get_matches_from(args)
-        .unwrap_or_else(|e| e.exit());
+    let m = super::matches(command(), args).unwrap_or_else(|e| e.exit());
     let o = options(&m);
     let result = match o.once {
         true => once(&o),

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::model::{self, Bound, SortKey};
 use super::*;
+use crate::client::matches;
 
 const NQN: &str = "nqn.2026-11.io.nvmeof-exporter.lab:tcp";
 
@@ -258,16 +259,10 @@ fn malformed_scrapes_give_rows_not_panics() {
 
 #[test]
 fn flags() {
-    let m = command()
-        .no_binary_name(true)
-        .try_get_matches_from(["--once", "--sort=p99", "--interval=2s"])
-        .unwrap();
+    let m = matches(command(), ["--once", "--sort=p99", "--interval=2s"]).unwrap();
     let o = options(&m);
     assert!(o.once && !o.reverse);
     assert_eq!((o.sort, o.interval), (SortKey::P99, Duration::from_secs(2)));
     assert_eq!(o.agent, "127.0.0.1:9856");
-    assert!(command()
-        .no_binary_name(true)
-        .try_get_matches_from(["--sort=latency"])
-        .is_err());
+    assert!(matches(command(), ["--sort=latency"]).is_err());
 }
