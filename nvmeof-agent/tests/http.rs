@@ -161,10 +161,7 @@ async fn protobuf_when_asked_text_when_the_header_is_odd() {
         "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
     );
     let families = protobuf::decode(&payload).unwrap();
-    let state = families
-        .iter()
-        .find(|f| f.name() == "nvmeof_subsystem_state")
-        .unwrap();
+    let state = nvmeof_agent::test_support::family(&families, "nvmeof_subsystem_state");
     let live = state
         .metric
         .iter()

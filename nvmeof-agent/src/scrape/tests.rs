@@ -162,10 +162,7 @@ async fn a_failing_collector_serves_its_last_good_output_and_counts() {
     let out = s.scrape().await;
     assert_eq!(gauge(&out, "test_value", ("from", "fails")), Some(1.0));
     assert_eq!(gauge(&out, STALE, ("collector", "fails")), Some(1.0));
-    let errors = out
-        .iter()
-        .find(|f| f.name() == "nvmeof_exporter_collect_errors_total")
-        .unwrap();
+    let errors = crate::test_support::family(&out, "nvmeof_exporter_collect_errors_total");
     assert_eq!(errors.metric[0].value(), 1.0);
 }
 
