@@ -79,7 +79,7 @@ mod tests {
 # HELP x_latency_seconds Latency \\\\ in \"seconds\"\\nper command.
 # TYPE x_latency_seconds histogram
 x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"0.001\"} 4
-x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"0.01\"} 10
+x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"0.002\"} 4
 x_latency_seconds_bucket{queue=\"a\\\"b\\\\c\\nd\",le=\"+Inf\"} 10
 x_latency_seconds_sum{queue=\"a\\\"b\\\\c\\nd\"} 0.017
 x_latency_seconds_count{queue=\"a\\\"b\\\\c\\nd\"} 10

@@ -117,13 +117,14 @@ pub fn series(family: &MetricFamily, labels: &[&str]) -> Vec<(Vec<String>, f64)>
 
 /// One latency histogram that every format can carry, for the exposition tests: 10
 /// observations, 4 in native bucket -80 of schema 3, (2^(-81/8), 2^(-80/8)] s ≈ (0.90, 0.98] ms,
-/// and 6 in bucket -70, ≈ (2.1, 2.3] ms, so the median is in the second; the classic buckets at
-/// 1 ms and 10 ms count the same observations.
+/// and 6 in bucket -70, ≈ (2.1, 2.3] ms, so the median is in the second. The classic buckets at
+/// 1 ms and 2 ms count the same observations: the 6 slower ones are above both, so `+Inf` (the
+/// count) differs from the last bound's bucket, and a `+Inf` written from the wrong one shows.
 pub fn two_bucket_histogram() -> HistogramData<'static> {
     HistogramData {
         count: 10,
         sum: 0.017,
-        classic: &[(0.001, 4), (0.01, 10)],
+        classic: &[(0.001, 4), (0.002, 4)],
         native: Some(Native {
             schema: 3,
             zero_threshold: 0.0,
