@@ -12,33 +12,8 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
-/// A tool's arguments (those after its name) as its command `cmd` reads them: its `main` and its
-/// flag tests parse through this.
-pub fn matches<T: Into<std::ffi::OsString> + Clone>(
-    cmd: clap::Command,
-    args: impl IntoIterator<Item = T>,
-) -> Result<clap::ArgMatches, clap::Error> {
-    cmd.no_binary_name(true).try_get_matches_from(args)
-}
-
-/// `--agent HOST:PORT`, the running agent's address, as every tool takes it.
-pub fn agent_arg(help: &'static str) -> clap::Arg {
-    clap::Arg::new("agent")
-        .long("agent")
-        .value_name("HOST:PORT")
-        .default_value("127.0.0.1:9856")
-        .help(help)
-}
-
-/// `--interval DURATION` (1 s by default), how often a tool asks the agent.
-pub fn interval_arg(help: &'static str) -> clap::Arg {
-    clap::Arg::new("interval")
-        .long("interval")
-        .value_name("DURATION")
-        .default_value("1s")
-        .value_parser(crate::config::parse_duration)
-        .help(help)
-}
+/// `--agent`'s default: the agent's own default `--web.listen-address`.
+pub const DEFAULT_AGENT: &str = "127.0.0.1:9856";
 
 /// The most a tool reads of one answer: `/debug/slow` at its limit is some hundreds of KiB;
 /// `/metrics?controller=all` at 8 controllers × 64 queues about 4 MiB with classic buckets.

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::Parser as _;
 use hyper::StatusCode;
 
 use crate::bpf::io::slow::SlowJson;
@@ -15,62 +15,51 @@ use crate::config::{parse_duration, parse_threshold};
 /// The subcommand's name: `nvmeof-exporter trace ...`.
 pub const NAME: &str = "trace";
 
-fn command() -> Command {
-    Command::new("nvmeof-exporter trace")
-        .about("Follow the slow commands of a running nvmeof-exporter (its --trace.slower-than must be on).")
-        .arg(
-            super::agent_arg("The agent's --web.listen-address (plain HTTP)."),
-        )
-        .arg(
-            Arg::new("slower-than")
-                .long("slower-than")
-                .value_name("DURATION")
-                .default_value("0s")
-                .value_parser(parse_threshold)
-                .help("Only commands this slow or slower (the agent lists those past its own --trace.slower-than)."),
-        )
-        .arg(
-            super::interval_arg("How often to ask the agent."),
-        )
-        .arg(
-            Arg::new("for")
-                .long("for")
-                .value_name("DURATION")
-                .value_parser(parse_duration)
-                .help("Stop after this long (default: until interrupted)."),
-        )
-        .arg(
-            Arg::new("json")
-                .long("json")
-                .action(ArgAction::SetTrue)
-                .help("One JSON object per line, as /debug/slow lists them."),
-        )
-        .arg(
-            Arg::new("all")
-                .long("all")
-                .action(ArgAction::SetTrue)
-                .help("Start with the commands the agent already holds (default: only new ones)."),
-        )
-}
-
+// The flags, parsed by clap's derive: each field is typed where it is declared.
+#[derive(clap::Parser)]
+#[command(
+    name = "nvmeof-exporter trace",
+    no_binary_name = true,
+    about = "Follow the slow commands of a running nvmeof-exporter (its --trace.slower-than must be on)."
+)]
 struct Options {
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = super::DEFAULT_AGENT,
+        help = "The agent's --web.listen-address (plain HTTP)."
+    )]
     agent: String,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "0s",
+        value_parser = parse_threshold,
+        help = "Only commands this slow or slower (the agent lists those past its own --trace.slower-than)."
+    )]
     slower_than: Duration,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1s",
+        value_parser = parse_duration,
+        help = "How often to ask the agent."
+    )]
     interval: Duration,
+    #[arg(
+        long = "for",
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        help = "Stop after this long (default: until interrupted)."
+    )]
     stop_after: Option<Duration>,
+    #[arg(long, help = "One JSON object per line, as /debug/slow lists them.")]
     json: bool,
+    #[arg(
+        long,
+        help = "Start with the commands the agent already holds (default: only new ones)."
+    )]
     all: bool,
-}
-
-fn options(m: &ArgMatches) -> Options {
-    Options {
-        agent: m.get_one::<String>("agent").expect("default").clone(),
-        slower_than: *m.get_one("slower-than").expect("default"),
-        interval: *m.get_one("interval").expect("default"),
-        stop_after: m.get_one("for").copied(),
-        json: m.get_flag("json"),
-        all: m.get_flag("all"),
-    }
 }
 
 /// One command as a line a person reads: when, how slow, where, what, whose.
@@ -97,7 +86,7 @@ pub fn line(c: &SlowJson) -> String {
 
 /// Runs `nvmeof-exporter trace ARGS` (`args` after the program name and `trace`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let m = super::matches(command(), args).unwrap_or_else(|e| e.exit());
+    let o = Options::try_parse_from(args).unwrap_or_else(|e| e.exit());
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -108,7 +97,7 @@ pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process:
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(follow(options(&m))) {
+    match runtime.block_on(follow(o)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nvmeof-exporter trace: {e:#}");
@@ -171,7 +160,6 @@ async fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::matches;
 
     #[test]
     fn a_line_says_when_how_slow_where_what_and_whose() {
@@ -203,12 +191,11 @@ mod tests {
 
     #[test]
     fn flags() {
-        let m = matches(command(), ["--slower-than=10ms", "--for=30s", "--json"]).unwrap();
-        let o = options(&m);
+        let o = Options::try_parse_from(["--slower-than=10ms", "--for=30s", "--json"]).unwrap();
         assert_eq!(o.slower_than, Duration::from_millis(10));
         assert_eq!(o.stop_after, Some(Duration::from_secs(30)));
         assert!(o.json && !o.all);
         assert_eq!(o.agent, "127.0.0.1:9856");
-        assert!(matches(command(), ["--interval=0s"]).is_err());
+        assert!(Options::try_parse_from(["--interval=0s"]).is_err());
     }
 }

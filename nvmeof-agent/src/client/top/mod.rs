@@ -19,8 +19,10 @@ mod tui;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
-use clap::{Arg, ArgAction, ArgMatches, Command};
+use clap::Parser as _;
 use hyper::StatusCode;
+
+use crate::config::parse_duration;
 
 pub use model::SortKey;
 
@@ -31,11 +33,13 @@ pub const NAME: &str = "top";
 /// answers text to a request without an `Accept` header).
 const PATH: &str = "/metrics?controller=all";
 
-fn command() -> Command {
-    Command::new("nvmeof-exporter top")
-        .about("A live view of this node's NVMe-oF controllers and queues, from the running nvmeof-exporter.")
-        .after_help(
-            "Per controller: state (red when not live), transport, errors (nvmeof_io_errors_total) and \
+// The flags, parsed by clap's derive: each field is typed where it is declared.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "nvmeof-exporter top",
+    no_binary_name = true,
+    about = "A live view of this node's NVMe-oF controllers and queues, from the running nvmeof-exporter.",
+    after_help = "Per controller: state (red when not live), transport, errors (nvmeof_io_errors_total) and \
 reconnects (nvmeof_reconnect_attempts_total; '-' where the agent polls sysfs) since the agent \
 started, red when they grew in the last interval. Per controller and queue: IOPS, MB/s (10^6 \
 bytes), p50 and p99 latency (interpolated in the agent's classic buckets, powers of two of a \
@@ -43,59 +47,44 @@ second, as histogram_quantile does), MAX (the upper bound of the highest bucket 
 in: the agent exposes no maximum), INFL (commands in flight), UTL% (time with a command in \
 flight). A controller's figures are its I/O queues' together (admin commands left out), its \
 UTL% their mean.\n\n\
-Keys: s or Tab: next sort column; S or Shift-Tab: previous; r: reverse; q, Esc or Ctrl-C: quit.",
-        )
-        .arg(
-            crate::client::agent_arg("The agent's --web.listen-address (plain HTTP). Where this loopback address refuses connections (no agent on this node), top loads the eBPF programs itself (root, or CAP_BPF and CAP_PERFMON)."),
-        )
-        .arg(
-            crate::client::interval_arg("Time between two scrapes: the figures are per second over it."),
-        )
-        .arg(
-            Arg::new("sort")
-                .long("sort")
-                .value_name("COLUMN")
-                .default_value("iops")
-                .value_parser(SortKey::parse)
-                .help("Sort by iops, mbps, p50, p99, max, inflight, util, errors (largest first) or name."),
-        )
-        .arg(
-            Arg::new("reverse")
-                .long("reverse")
-                .action(ArgAction::SetTrue)
-                .help("Reverse the order."),
-        )
-        .arg(
-            Arg::new("once")
-                .long("once")
-                .action(ArgAction::SetTrue)
-                .help("Print one interval as a plain table and exit (no colours, no escape codes)."),
-        )
-}
-
-#[derive(Debug)]
+Keys: s or Tab: next sort column; S or Shift-Tab: previous; r: reverse; q, Esc or Ctrl-C: quit."
+)]
 struct Options {
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = crate::client::DEFAULT_AGENT,
+        help = "The agent's --web.listen-address (plain HTTP). Where this loopback address refuses connections (no agent on this node), top loads the eBPF programs itself (root, or CAP_BPF and CAP_PERFMON)."
+    )]
     agent: String,
+    #[arg(
+        long,
+        value_name = "DURATION",
+        default_value = "1s",
+        value_parser = parse_duration,
+        help = "Time between two scrapes: the figures are per second over it."
+    )]
     interval: Duration,
+    #[arg(
+        long,
+        value_name = "COLUMN",
+        default_value = "iops",
+        value_parser = SortKey::parse,
+        help = "Sort by iops, mbps, p50, p99, max, inflight, util, errors (largest first) or name."
+    )]
     sort: SortKey,
+    #[arg(long, help = "Reverse the order.")]
     reverse: bool,
+    #[arg(
+        long,
+        help = "Print one interval as a plain table and exit (no colours, no escape codes)."
+    )]
     once: bool,
-}
-
-fn options(m: &ArgMatches) -> Options {
-    Options {
-        agent: m.get_one::<String>("agent").expect("default").clone(),
-        interval: *m.get_one("interval").expect("default"),
-        sort: *m.get_one("sort").expect("default"),
-        reverse: m.get_flag("reverse"),
-        once: m.get_flag("once"),
-    }
 }
 
 /// Runs `nvmeof-exporter top ARGS` (`args` after the program name and `top`).
 pub fn main(args: impl IntoIterator<Item = std::ffi::OsString>) -> std::process::ExitCode {
-    let m = super::matches(command(), args).unwrap_or_else(|e| e.exit());
-    let o = options(&m);
+    let o = Options::try_parse_from(args).unwrap_or_else(|e| e.exit());
     let result = match o.once {
         true => once(&o),
         false => tui::run(&o),

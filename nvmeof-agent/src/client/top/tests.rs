@@ -4,7 +4,6 @@ use std::collections::BTreeMap;
 
 use super::model::{self, Bound, SortKey};
 use super::*;
-use crate::client::matches;
 
 const NQN: &str = "nqn.2026-11.io.nvmeof-exporter.lab:tcp";
 
@@ -259,10 +258,9 @@ fn malformed_scrapes_give_rows_not_panics() {
 
 #[test]
 fn flags() {
-    let m = matches(command(), ["--once", "--sort=p99", "--interval=2s"]).unwrap();
-    let o = options(&m);
+    let o = Options::try_parse_from(["--once", "--sort=p99", "--interval=2s"]).unwrap();
     assert!(o.once && !o.reverse);
     assert_eq!((o.sort, o.interval), (SortKey::P99, Duration::from_secs(2)));
     assert_eq!(o.agent, "127.0.0.1:9856");
-    assert!(matches(command(), ["--sort=latency"]).is_err());
+    assert!(Options::try_parse_from(["--sort=latency"]).is_err());
 }
