@@ -6,7 +6,6 @@
 //! exit code 2, never a panic.
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::Duration;
 
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
@@ -273,66 +272,44 @@ fn config(m: &ArgMatches, registry: &[Registration]) -> Config {
         })
         .map(|r| r.name)
         .collect();
-    let get = |id: &str| -> Duration { *m.get_one::<Duration>(id).expect("has a default") };
     Config {
-        listen: m
-            .get_one::<ListenAddress>("web.listen-address")
-            .expect("has a default")
-            .clone(),
-        telemetry_path: m
-            .get_one::<String>("web.telemetry-path")
-            .expect("has a default")
-            .clone(),
+        listen: defaulted(m, "web.listen-address"),
+        telemetry_path: defaulted(m, "web.telemetry-path"),
         web_config: m.get_one::<PathBuf>("web.config.file").cloned(),
-        max_requests: *m.get_one::<u32>("web.max-requests").expect("has a default") as usize,
-        max_connections: *m
-            .get_one::<u32>("web.max-connections")
-            .expect("has a default") as usize,
-        sysfs: m
-            .get_one::<PathBuf>("path.sysfs")
-            .expect("has a default")
-            .clone(),
-        dev: m
-            .get_one::<PathBuf>("path.dev")
-            .expect("has a default")
-            .clone(),
-        log_level: *m.get_one("log.level").expect("has a default"),
+        max_requests: defaulted::<u32>(m, "web.max-requests") as usize,
+        max_connections: defaulted::<u32>(m, "web.max-connections") as usize,
+        sysfs: defaulted(m, "path.sysfs"),
+        dev: defaulted(m, "path.dev"),
+        log_level: defaulted(m, "log.level"),
         collectors,
-        collector_timeout: get("collector.timeout"),
-        per_queue: *m
-            .get_one::<bool>("metrics.per-queue")
-            .expect("has a default"),
-        native_only: *m
-            .get_one::<bool>("metrics.native-only")
-            .expect("has a default"),
-        drain_interval: get("ebpf.drain-interval"),
+        collector_timeout: defaulted(m, "collector.timeout"),
+        per_queue: defaulted(m, "metrics.per-queue"),
+        native_only: defaulted(m, "metrics.native-only"),
+        drain_interval: defaulted(m, "ebpf.drain-interval"),
         io_limits: crate::bpf::io::MapLimits {
-            max_controllers: *m
-                .get_one::<u32>("ebpf.max-controllers")
-                .expect("has a default"),
-            max_queues: *m.get_one::<u32>("ebpf.max-queues").expect("has a default"),
-            max_inflight: *m
-                .get_one::<u32>("ebpf.max-inflight")
-                .expect("has a default"),
+            max_controllers: defaulted(m, "ebpf.max-controllers"),
+            max_queues: defaulted(m, "ebpf.max-queues"),
+            max_inflight: defaulted(m, "ebpf.max-inflight"),
         },
-        count_map_entries: *m
-            .get_one::<u32>("ebpf.count-map-entries")
-            .expect("has a default"),
+        count_map_entries: defaulted(m, "ebpf.count-map-entries"),
         host_wait: m.get_flag("ebpf.host-wait"),
-        attach_mode: crate::config::attach_mode(
-            m.get_one::<String>("ebpf.attach-mode")
-                .expect("has a default"),
-        ),
-        smart_interval: get("smart.interval"),
-        smart_timeout: get("smart.timeout"),
+        attach_mode: crate::config::attach_mode(&defaulted::<String>(m, "ebpf.attach-mode")),
+        smart_interval: defaulted(m, "smart.interval"),
+        smart_timeout: defaulted(m, "smart.timeout"),
         slow: crate::bpf::io::slow::SlowOptions {
-            threshold: get("trace.slower-than"),
-            per_cpu_per_second: *m
-                .get_one::<u32>("trace.slow-per-cpu")
-                .expect("has a default"),
+            threshold: defaulted(m, "trace.slower-than"),
+            per_cpu_per_second: defaulted(m, "trace.slow-per-cpu"),
             log: Default::default(),
         },
     }
+}
+
+/// The value of flag `id`, which has a default: clap fills it in when the flag is not given, so
+/// only a flag declared without one (or as another type) can fail here, on every run alike.
+fn defaulted<T: Clone + Send + Sync + 'static>(m: &ArgMatches, id: &str) -> T {
+    m.get_one::<T>(id)
+        .unwrap_or_else(|| panic!("--{id} is declared with a default"))
+        .clone()
 }
 
 /// Parses `args` (the program name first). `--help` and `--version` come back as errors of
@@ -355,6 +332,7 @@ pub fn parse() -> Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Every collector on by default, in registry order.
     const DEFAULT_COLLECTORS: [&str; 11] = [
