@@ -325,7 +325,10 @@ async fn run_one(
     let waited = tokio::time::timeout_at(deadline.into(), done.wait_for(|r| r.is_some())).await;
     let result = match waited {
         Ok(Ok(r)) => r.clone(),
-        Ok(Err(_)) => Some(RunResult::Failed("run ended without a result".into())),
+        Ok(Err(_)) => {
+            log::warn!("collector {name}: its run ended without a result");
+            Some(RunResult::Failed(String::new()))
+        }
         Err(_) => None,
     };
     match result {
@@ -337,10 +340,8 @@ async fn run_one(
             };
             (Some(families), outcome)
         }
-        Some(RunResult::Failed(e)) => {
-            log::warn!("collector {name} failed: {e}");
-            stale(&state, start)
-        }
+        // The run logged its failure once, for all the scrapes that shared it.
+        Some(RunResult::Failed(_)) => stale(&state, start),
         None => {
             log::warn!("collector {name} missed its deadline of {timeout:?}");
             stats.add_errors(name, 1);
@@ -417,19 +418,20 @@ fn run_blocking(
             RunResult::Failed("collector panicked".into())
         }
     };
+    // Logged here, once per run as it is counted once, whether one scrape waits for the run,
+    // several share it, or all gave up waiting (then the failure, caused perhaps by something
+    // gone since, such as a removed controller, still has its line).
+    if let RunResult::Failed(e) = &result {
+        log::warn!("collector {name} failed: {e}");
+    }
     let mut st = lock(&state);
     if let RunResult::Done(f) = &result {
         st.last_good = Some((scrape.detail().clone(), f.clone()));
     }
     st.running = None;
     drop(st);
-    // No receiver left means every scrape gave up waiting, each logging the miss it counted:
-    // the cache above is what counts. A failure was counted above too, and no scrape will log
-    // it, so it is logged here: every error counted has its line, and one caused by something
-    // that has gone since (a removed controller) still names it.
-    if let Err(watch::error::SendError(Some(RunResult::Failed(e)))) = done.send(Some(result)) {
-        log::warn!("collector {name} failed after its scrape stopped waiting: {e}");
-    }
+    // No receiver left means every scrape gave up waiting, each logging the miss it counted.
+    let _ = done.send(Some(result));
 }
 
 #[cfg(test)]

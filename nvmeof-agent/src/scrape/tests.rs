@@ -210,7 +210,7 @@ async fn a_run_failing_after_its_deadline_is_counted_and_logged() {
             .count()
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while logged("failed after its scrape stopped waiting") == 0 {
+    while logged("failed: the controller went away") == 0 {
         assert!(
             Instant::now() < deadline,
             "the late failure was never logged"
@@ -219,6 +219,39 @@ async fn a_run_failing_after_its_deadline_is_counted_and_logged() {
     }
     assert_eq!(logged("missed its deadline"), 1);
     assert_eq!(s.stats().errors("fails-late"), 2);
+}
+
+/// Scrapes that share a failed run (both waiting when it fails) serve the same failure: it is
+/// counted once and logged once, not once per scrape that waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_run_shared_by_two_scrapes_is_counted_and_logged_once() {
+    let lines = warnings();
+    let (t, release) = test("shared-failure", 1, Mode::HangThenFail);
+    let s = Scraper::new(vec![named(&t)], Duration::from_secs(5));
+    let release_later = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        release.send(()).unwrap();
+    };
+    let (a, b, ()) = tokio::join!(s.scrape(), s.scrape(), release_later);
+    for out in [&a, &b] {
+        assert_eq!(
+            gauge(out, SUCCESS, ("collector", "shared-failure")),
+            Some(0.0)
+        );
+    }
+    assert_eq!(
+        t.calls.load(Ordering::SeqCst),
+        1,
+        "one run for both scrapes"
+    );
+    assert_eq!(s.stats().errors("shared-failure"), 1);
+    let logged = lines
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.starts_with("collector shared-failure failed"))
+        .count();
+    assert_eq!(logged, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
