@@ -330,16 +330,28 @@ fn slow_commands_listed_are_the_delayed_paths_with_the_traces_latencies() {
             on_slow >= SLOW_WRITES / 4,
             "{release}: {on_slow} slow writes on {slow}"
         );
-        // The latencies: the trace's, within its slack plus 0.1 % (the program reads the clock
-        // after ftrace's probe has written its record; after a vCPU idled through the delay
-        // that takes some µs more at the completion than at the setup under TCG: 5 to 27 µs of
-        // 61 ms seen on 6.1), but for a few commands a stalled vCPU shifted (as in the
-        // quantile test), by a host scheduler slice at most.
-        let off: Vec<_> = listed
+        // The latencies: the trace's, within its slack plus 0.1 % for most commands (the program
+        // reads the clock after ftrace's probe has written its record; after a vCPU idled
+        // through the delay that takes some µs more at the completion than at the setup under
+        // TCG: 5 to 27 µs of 61 ms seen on 6.1), within 0.5 % for the rest (on a busy 2-core
+        // host that wake-up took up to 138 µs, in 2 commands of 24), but for a few commands a
+        // stalled vCPU shifted (as in the quantile test), by a host scheduler slice at most.
+        let diffs: Vec<_> = listed
             .iter()
             .map(|(k, v)| (k, *v, traced[k], *v as i64 - traced[k] as i64))
-            .filter(|(_, _, t, d)| d.unsigned_abs() as f64 > TRACE_SLACK_NS + *t as f64 / 1000.0)
             .collect();
+        let within = |share: f64| {
+            move |&(_, _, t, d): &(_, u64, u64, i64)| {
+                d.unsigned_abs() as f64 <= TRACE_SLACK_NS + t as f64 * share
+            }
+        };
+        let close = diffs.iter().filter(|d| within(0.001)(d)).count();
+        assert!(
+            2 * close > diffs.len(),
+            "{release}: {close} of {} latencies within 0.1 % of the trace's: {diffs:?}",
+            diffs.len()
+        );
+        let off: Vec<_> = diffs.iter().filter(|d| !within(0.005)(d)).collect();
         assert!(
             off.len() <= 1 + listed.len() / 20
                 && off
