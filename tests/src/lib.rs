@@ -2,6 +2,7 @@
 //! first use with every transport connected and the agent running, then shared by the tests (a
 //! boot costs seconds under TCG; scenarios that change the topology restore it).
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -226,7 +227,6 @@ fn slot(series: Series) -> Slot {
     labs.entry(series.name()).or_default().clone()
 }
 
-/// Runs `f` on the shared lab of a kernel, booting it first if needed.
 /// One scrape of a lab of the test's own (not the shared one), which must answer 200.
 pub fn scrape_lab(lab: &Lab) -> Metrics {
     let (status, body, _) = lab.http_get("/metrics").expect("scraping the agent");
@@ -359,25 +359,62 @@ pub fn on_each_lab(mut f: impl FnMut(&mut Shared, &str)) {
     }
 }
 
-pub fn with_lab<R>(series: Series, f: impl FnOnce(&mut Shared) -> R) -> R {
+/// Runs `f` on the shared lab of a kernel, booting it first if needed.
+///
+/// A guest kernel that stops under `f` is no finding of the test: under TCG on a busy host one
+/// vCPU's timer once stopped and the other spun on it (a 6.1 lab, 36 s after boot), and every
+/// test of the process after it timed out on its first command. When `f` fails and the guest
+/// has both said so on its console and stopped answering ([`Lab::stopped_since`]), the lab is
+/// replaced and `f` runs once more on a fresh one, said on the test's stderr whether it then
+/// passes or not. A guest that stops twice fails the test; one that still answers never reruns it.
+pub fn with_lab<R>(series: Series, mut f: impl FnMut(&mut Shared) -> R) -> R {
     let slot = slot(series);
     let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
-    if guard.is_none() {
-        let mut opts = LabOptions::standard(series);
-        opts.agent = Some(agent_bin());
-        let mut lab = Lab::boot(&opts).expect("booting the lab");
-        let topology = lab
-            .sh("topology; controllers")
-            .expect("setting up the topology")
-            .out;
-        eprintln!("lab {}: topology\n{topology}", lab.kernel.release);
-        *guard = Some(Shared {
-            lab,
-            topology,
-            agent_started: false,
-        });
+    let mut rerun = false;
+    loop {
+        let shared = guard.get_or_insert_with(|| boot_shared(series));
+        let mark = shared.lab.console_mark();
+        let failure = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(shared))) {
+            Ok(r) => return r,
+            Err(failure) => failure,
+        };
+        let release = shared.lab.kernel.release.clone();
+        let Some(why) = shared.lab.stopped_since(mark) else {
+            std::panic::resume_unwind(failure)
+        };
+        // The tests after this one get a fresh lab either way.
+        *guard = None;
+        let next = if rerun {
+            "it stopped twice, so the test fails"
+        } else {
+            "running the test once more on a fresh lab"
+        };
+        // Past libtest's capture: the rerun is said even when it passes.
+        let _ = writeln!(
+            std::io::stderr(),
+            "lab {release}: the guest kernel stopped and no longer answers ({why}); {next}"
+        );
+        if rerun {
+            std::panic::resume_unwind(failure)
+        }
+        rerun = true;
     }
-    f(guard.as_mut().expect("lab booted above"))
+}
+
+fn boot_shared(series: Series) -> Shared {
+    let mut opts = LabOptions::standard(series);
+    opts.agent = Some(agent_bin());
+    let mut lab = Lab::boot(&opts).expect("booting the lab");
+    let topology = lab
+        .sh("topology; controllers")
+        .expect("setting up the topology")
+        .out;
+    eprintln!("lab {}: topology\n{topology}", lab.kernel.release);
+    Shared {
+        lab,
+        topology,
+        agent_started: false,
+    }
 }
 
 /// One sample of the Prometheus text format.

@@ -1,7 +1,15 @@
-//! The lab itself: every transport reaches `live` and carries I/O on every kernel under test.
+//! The lab itself: every transport reaches `live` and carries I/O on every kernel under test,
+//! and a guest kernel that stops under a test is replaced (once) rather than failing every test
+//! after it.
 #![cfg(feature = "lab")]
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::Duration;
+
 use nvmeof_tests::{kernels, with_lab};
+use xtask::lab::stop_in;
+
+const BOOT_ID: &str = "cat /proc/sys/kernel/random/boot_id";
 
 #[test]
 fn every_transport_reaches_live_and_carries_io() {
@@ -64,6 +72,58 @@ fn tcp_subsystem_has_two_paths_under_native_multipath() {
                 "{}: controllers and heads of the tcp subsystem",
                 s.lab.kernel.release
             );
+        });
+    }
+}
+
+#[test]
+fn a_guest_kernel_that_stops_under_a_test_is_replaced_and_the_test_runs_once_more() {
+    for k in kernels() {
+        let mut boots = Vec::new();
+        with_lab(k, |s| {
+            boots.push(s.sh_out(BOOT_ID));
+            if boots.len() == 1 {
+                // A real stop: the kernel panics (and, booted with -no-reboot, QEMU exits), so
+                // the test's next command is never answered, as in a lockup.
+                let _ = s
+                    .lab
+                    .sh_timeout("echo c > /proc/sysrq-trigger", Duration::from_secs(20));
+                s.sh_out("echo still here");
+            }
+        });
+        assert_eq!(boots.len(), 2, "{k:?}: runs of the test");
+        assert_ne!(boots[0], boots[1], "{k:?}: the rerun had a fresh guest");
+    }
+}
+
+#[test]
+fn a_test_that_fails_on_a_guest_that_still_answers_is_not_run_again() {
+    for k in kernels() {
+        let mut runs = Vec::new();
+        let failed = catch_unwind(AssertUnwindSafe(|| {
+            with_lab(k, |s| {
+                runs.push(s.sh_out(BOOT_ID));
+                // The kernel's words for a stop on the console, without a stop.
+                s.sh_out(
+                    "echo '<0>watchdog: BUG: soft lockup - CPU#0 stuck for 1s! [lab]' >/dev/kmsg",
+                );
+                panic!("an assertion of the test itself failed");
+            })
+        }));
+        assert!(failed.is_err(), "{k:?}: the test's failure stands");
+        assert_eq!(runs.len(), 1, "{k:?}: runs of the test");
+        with_lab(k, |s| {
+            let release = s.lab.kernel.release.clone();
+            let console = s.lab.console();
+            let warned = console
+                .lines()
+                .filter(|l| l.ends_with("stuck for 1s! [lab]"))
+                .any(|l| stop_in(l).is_some());
+            assert!(
+                warned,
+                "{release}: the warning reached the console as a stop sign"
+            );
+            assert_eq!(s.sh_out(BOOT_ID), runs[0], "{release}: the same guest");
         });
     }
 }

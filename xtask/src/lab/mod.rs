@@ -207,6 +207,24 @@ fn kernel_cmdline(opts: &LabOptions) -> String {
     line
 }
 
+/// The kernel's own words for a guest that stopped. Under TCG on a busy host one vCPU's timer
+/// can stop and the other spin waiting on it (6.1, once: `rcu_preempt self-detected stall`,
+/// `kthread timer wakeup didn't happen ... cpu=1`, then `soft lockup - CPU#0 stuck for 485s`).
+const STOP_SIGNS: [&str; 4] = [
+    "soft lockup - CPU#",
+    "hard LOCKUP",
+    "detected stall",
+    "Kernel panic - not syncing",
+];
+
+/// The first line of a console text that says the kernel stopped, trimmed.
+pub fn stop_in(console: &str) -> Option<&str> {
+    console
+        .lines()
+        .find(|l| STOP_SIGNS.iter().any(|sign| l.contains(sign)))
+        .map(str::trim)
+}
+
 impl Lab {
     /// Prepares the kernel (cached), builds the initramfs and boots the VM up to its command loop.
     /// A guest kernel that panics before its command loop is ready is booted once more: sid's
@@ -384,6 +402,24 @@ impl Lab {
         read_lossy(&self.console)
     }
 
+    /// How many bytes the console holds now: a mark for [`Lab::stopped_since`].
+    pub fn console_mark(&self) -> u64 {
+        std::fs::metadata(&self.console).map_or(0, |m| m.len())
+    }
+
+    /// Why the guest kernel stopped since `mark`: the console line saying so (a lockup, an RCU
+    /// stall, a panic), when the guest also leaves a round trip unanswered for 20 s. `None` while
+    /// it answers: a kernel that warned and went on is not a stopped guest.
+    pub fn stopped_since(&mut self, mark: u64) -> Option<String> {
+        let console = std::fs::read(&self.console).unwrap_or_default();
+        let since = console.get(mark as usize..).unwrap_or_default();
+        let why = stop_in(&String::from_utf8_lossy(since))?.to_owned();
+        let answered = self
+            .sh_timeout("echo pong", Duration::from_secs(20))
+            .is_ok_and(|o| o.out.trim() == "pong");
+        (!answered).then_some(why)
+    }
+
     /// Runs a script in the guest and returns its output and exit code.
     pub fn sh_timeout(&mut self, script: &str, timeout: Duration) -> Result<GuestOutput> {
         self.control.run(script, timeout, &self.console)
@@ -439,5 +475,40 @@ impl Drop for Lab {
         if std::env::var_os("NVMEOF_LAB_KEEP").is_none() {
             let _ = std::fs::remove_dir_all(&self.work);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stop_in;
+
+    #[test]
+    fn a_stopped_guest_is_told_by_its_kernels_words() {
+        // The console tail of the 6.1 guest that stopped in a fresh-clone run (first lines).
+        let locked = "\
+[   36.189997] rcu: INFO: rcu_preempt self-detected stall on CPU
+[   36.189997] rcu: \t0-...!: (5018 ticks this GP) idle=de6c/1/0x4000000000000000 softirq=2677/2677 fqs=0
+[   36.189997] rcu: rcu_preempt kthread timer wakeup didn't happen for 5250 jiffies! g3449 f0x0 RCU_GP_WAIT_FQS(5) ->state=0x402
+[   60.576144] watchdog: BUG: soft lockup - CPU#0 stuck for 45s! [init:543]
+";
+        assert_eq!(
+            stop_in(locked),
+            Some("[   36.189997] rcu: INFO: rcu_preempt self-detected stall on CPU")
+        );
+        let soft = "[   60.576144] watchdog: BUG: soft lockup - CPU#0 stuck for 45s! [init:543]\n";
+        assert_eq!(stop_in(soft), Some(soft.trim()));
+        let panicked = "[   12.5] sysrq: Trigger a crash\n[   12.6] Kernel panic - not syncing: sysrq triggered crash\n";
+        assert_eq!(
+            stop_in(panicked),
+            Some("[   12.6] Kernel panic - not syncing: sysrq triggered crash")
+        );
+        // A task blocked on a dead controller is what some tests make: the kernel goes on.
+        let blocked = "\
+[  245.1] INFO: task dd:812 blocked for more than 120 seconds.
+[  245.1] nvme nvme2: I/O 12 QID 1 timeout, reconnecting
+@@READY
+";
+        assert_eq!(stop_in(blocked), None);
+        assert_eq!(stop_in(""), None);
     }
 }
