@@ -1,7 +1,8 @@
 //! SMART in the lab, with Debian's nvme-cli as the oracle: every controller (the fabrics ones
 //! and QEMU's emulated PCIe controller) exports the values `nvme smart-log -o json` prints for it
 //! in the same run; a controller stuck connecting turns stale without slowing a scrape; without
-//! CAP_SYS_ADMIN polls fail as `permission_denied`, logged once.
+//! CAP_SYS_ADMIN polls fail as `permission_denied`, logged once; a poll is one admin command once
+//! Identify is known.
 #![cfg(feature = "lab")]
 
 use std::collections::BTreeMap;
@@ -663,5 +664,66 @@ fn without_cap_sys_admin_polls_fail_as_permission_denied_logged_once() {
             !modes.contains("666"),
             "{release}: device modes not restored: {modes}"
         );
+    });
+}
+
+/// Identify Controller and SMART log reads per controller, as tracefs saw them set up on the
+/// admin queues while `during` ran in the guest and then `secs` scrapes a second apart (scrapes
+/// drive the SMART polls).
+fn admin_reads(s: &mut Shared, during: &str, secs: u64) -> BTreeMap<String, (usize, usize)> {
+    let out = s.sh_out(&format!(
+        "T=/sys/kernel/tracing/instances/nvmeof-admin
+         rmdir $T 2>/dev/null; mkdir $T || exit 6
+         echo 'qid == 0' > $T/events/nvme/nvme_setup_cmd/filter
+         echo 1 > $T/events/nvme/nvme_setup_cmd/enable
+         {during}
+         i=0; while [ $i -lt {secs} ]; do scrape > /dev/null; sleep 1; i=$((i + 1)); done
+         echo 0 > $T/events/nvme/nvme_setup_cmd/enable
+         grep ' nvme_setup_cmd: ' $T/trace
+         rmdir $T"
+    ));
+    let mut reads: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for line in out.lines() {
+        let Some((_, rest)) = line.split_once(" nvme_setup_cmd: ") else {
+            continue;
+        };
+        let Some((ctrl, cmd)) = rest.split_once(':') else {
+            continue;
+        };
+        let r = reads.entry(ctrl.to_owned()).or_default();
+        if cmd.contains("cmd=(nvme_admin_identify cns=1,") {
+            r.0 += 1;
+        } else if cmd.contains("cmd=(nvme_admin_get_log_page cdw10=02 ") {
+            r.1 += 1;
+        }
+    }
+    reads
+}
+
+/// The poller reads Identify once per controller and then only the SMART log: counted by the
+/// kernel's own trace of the admin queues across an agent start and its polls (the kernel
+/// issues no Identify of its own in steady state; keep-alives and other commands are left out).
+#[test]
+fn a_poll_is_one_admin_command_once_identify_is_known() {
+    on_each_lab(|s, release| {
+        let names: Vec<String> = s.controllers().into_iter().map(|c| c.0).collect();
+        with_fast_smart(s, |s| {
+            let restart = format!(
+                "agent_stop; agent_start {LAB_AGENT_ARGS} --smart.interval={}s || exit 7",
+                INTERVAL.as_secs()
+            );
+            let reads = admin_reads(s, &restart, 8);
+            for c in &names {
+                let (identify, smart) = reads.get(c).copied().unwrap_or_default();
+                assert!(
+                    smart >= 3,
+                    "{release} {c}: {smart} SMART reads in 8 polling seconds: {reads:?}"
+                );
+                assert_eq!(
+                    identify, 1,
+                    "{release} {c}: Identify reads beside {smart} SMART reads: {reads:?}"
+                );
+            }
+        });
     });
 }

@@ -121,6 +121,9 @@ struct Ctrl {
     /// Whether the last pass found the controller `live`: a controller that comes back from a
     /// reset or reconnect is polled at once instead of an interval later.
     was_live: bool,
+    /// Whether the next poll reads Identify again instead of reusing `view.identify`: after a
+    /// reset or reconnect (what answers may be another controller behind the same name).
+    reidentify: bool,
     next_due: Instant,
 }
 
@@ -252,6 +255,7 @@ impl Poller {
                             last_success_at: None,
                             last_failed: false,
                             was_live: true,
+                            reidentify: true,
                             next_due: now,
                         },
                     );
@@ -278,6 +282,7 @@ impl Poller {
                 let live = d.state == "live";
                 if live && !c.was_live {
                     c.next_due = now;
+                    c.reidentify = true;
                 }
                 c.was_live = live;
                 if now < c.next_due {
@@ -300,15 +305,16 @@ impl Poller {
                         timeout_counted: false,
                     },
                 );
-                to_start.push((d.name.clone(), c.generation));
+                let known = c.view.identify.clone().filter(|_| !c.reidentify);
+                to_start.push((d.name.clone(), c.generation, known));
             }
         }
-        for (name, generation) in to_start {
+        for (name, generation, known) in to_start {
             let me = Arc::clone(self);
             let n = name.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("smart-{name}"))
-                .spawn(move || me.poll(&n, generation));
+                .spawn(move || me.poll(&n, generation, known));
             if let Err(e) = spawned {
                 log::warn!("smart: {name}: cannot start a polling thread: {e}");
                 let mut st = self.lock();
@@ -321,8 +327,8 @@ impl Poller {
         }
     }
 
-    fn poll(&self, name: &str, generation: u64) {
-        let result = self.fetch(name);
+    fn poll(&self, name: &str, generation: u64, known: Option<IdentifyController>) {
+        let result = self.fetch(name, known);
         let mut st = self.lock();
         let timeout_counted = match st.in_flight.get(name) {
             Some(f) if f.generation == generation => {
@@ -345,6 +351,7 @@ impl Poller {
                     log::info!("smart: {name}: polling again");
                 }
                 c.view.identify = Some(id);
+                c.reidentify = false;
                 c.view.smart = Some(smart);
                 c.view.last_success = Some(SystemTime::now());
                 c.last_success_at = Some(Instant::now());
@@ -373,13 +380,35 @@ impl Poller {
         }
     }
 
-    fn fetch(&self, name: &str) -> Result<(IdentifyController, SmartLog), NvmeError> {
+    /// The controller's Identify page and SMART log. Identify is read again only when `known`
+    /// (the last poll's) may be out of date: none yet, a reset since, or a firmware revision
+    /// that no longer matches the kernel's `firmware_rev` (updated on a firmware activation,
+    /// which needs no reset); the rest of what the exporter uses of it (model, serial, log page
+    /// support) is fixed for a controller. One admin command per poll instead of two.
+    fn fetch(
+        &self,
+        name: &str,
+        known: Option<IdentifyController>,
+    ) -> Result<(IdentifyController, SmartLog), NvmeError> {
         let decode_err = |source| NvmeError::Decode {
             dev: PathBuf::from(name),
             source,
         };
-        let raw = self.backend.identify(name, self.timeout)?;
-        let id = IdentifyController::decode(&raw).map_err(decode_err)?;
+        let firmware = || {
+            let attr = self
+                .sysfs_root
+                .join("class/nvme")
+                .join(name)
+                .join("firmware_rev");
+            crate::sysfs::read_trim(&attr)
+        };
+        let id = match known.filter(|id| firmware().is_some_and(|fw| fw == id.firmware)) {
+            Some(id) => id,
+            None => {
+                let raw = self.backend.identify(name, self.timeout)?;
+                IdentifyController::decode(&raw).map_err(decode_err)?
+            }
+        };
         let raw = self.backend.smart_log(name, id.knows_rae(), self.timeout)?;
         let smart = SmartLog::decode(&raw).map_err(decode_err)?;
         Ok((id, smart))

@@ -29,6 +29,7 @@ enum Script {
 struct FakeBackend {
     scripts: Mutex<HashMap<String, Script>>,
     calls: Mutex<HashMap<String, usize>>,
+    identifies: Mutex<HashMap<String, usize>>,
     running: AtomicUsize,
 }
 
@@ -36,8 +37,12 @@ impl FakeBackend {
     fn set(&self, ctrl: &str, s: Script) {
         self.scripts.lock().unwrap().insert(ctrl.into(), s);
     }
+    /// SMART log reads of `ctrl`: one per poll that got that far.
     fn calls(&self, ctrl: &str) -> usize {
         *self.calls.lock().unwrap().get(ctrl).unwrap_or(&0)
+    }
+    fn identifies(&self, ctrl: &str) -> usize {
+        *self.identifies.lock().unwrap().get(ctrl).unwrap_or(&0)
     }
     fn script(&self, ctrl: &str) -> Script {
         self.scripts.lock().unwrap()[ctrl].clone()
@@ -46,6 +51,12 @@ impl FakeBackend {
 
 impl AdminBackend for FakeBackend {
     fn identify(&self, ctrl: &str, _: Duration) -> Result<Vec<u8>, NvmeError> {
+        *self
+            .identifies
+            .lock()
+            .unwrap()
+            .entry(ctrl.into())
+            .or_default() += 1;
         match self.script(ctrl) {
             Script::Pages(id, _) => Ok(id),
             Script::PermissionDenied => Err(NvmeError::PermissionDenied {
@@ -95,6 +106,8 @@ fn add_ctrl(sys: &Path, name: &str, state: &str) {
         format!("nqn.2014-08.org.example:{name}\n"),
     )
     .unwrap();
+    // The revision of the backend's Identify page, padded as the kernel prints it.
+    std::fs::write(d.join("firmware_rev"), "9.1.0   \n").unwrap();
 }
 
 fn setup() -> (tempfile::TempDir, Arc<FakeBackend>, Arc<Poller>) {
@@ -680,4 +693,51 @@ fn scrapes_feed_the_scheduler_which_then_reads_nothing() {
     wait_idle(&poller);
     assert_eq!(backend.calls("nvme1"), 1);
     assert_eq!(polled(&render(&c)), ["nvme0", "nvme1"]);
+}
+
+#[test]
+fn identify_is_read_again_only_after_a_firmware_change_or_a_reset() {
+    let (dir, backend, poller) = with_ctrls(vec![("nvme0", "live", pages())]);
+    let ctrl = dir.path().join("class/nvme/nvme0");
+    let t0 = Instant::now();
+    let mut polls = 0u32;
+    let mut poll = |p: &Arc<Poller>| {
+        p.tick_at(t0 + INTERVAL * polls);
+        polls += 1;
+        wait_idle(p);
+    };
+    let counts = |b: &FakeBackend| (b.identifies("nvme0"), b.calls("nvme0"));
+
+    poll(&poller);
+    poll(&poller);
+    poll(&poller);
+    assert_eq!(counts(&backend), (1, 3), "(identify, smart) after 3 polls");
+
+    // A firmware activation: the kernel's firmware_rev changes, and so does Identify's.
+    let mut page = crate::nvme::identify::tests::full_page();
+    page[64..72].copy_from_slice(b"9.2.0   ");
+    backend.set(
+        "nvme0",
+        Script::Pages(page, Box::new(crate::nvme::smart_log::tests::full_page())),
+    );
+    std::fs::write(ctrl.join("firmware_rev"), "9.2.0   \n").unwrap();
+    poll(&poller);
+    poll(&poller);
+    assert_eq!(counts(&backend), (2, 5), "after the firmware changed");
+    let out = render(&over(poller.clone()));
+    assert!(out.contains("firmware=\"9.2.0\""), "{out}");
+
+    // A reset: not live for a pass, then live again.
+    std::fs::write(ctrl.join("state"), "resetting\n").unwrap();
+    poll(&poller);
+    std::fs::write(ctrl.join("state"), "live\n").unwrap();
+    poll(&poller);
+    poll(&poller);
+    assert_eq!(counts(&backend), (3, 7), "after a reset");
+
+    // No firmware_rev to compare with: Identify every poll, as before there was a cache.
+    std::fs::remove_file(ctrl.join("firmware_rev")).unwrap();
+    poll(&poller);
+    poll(&poller);
+    assert_eq!(counts(&backend), (5, 9), "without firmware_rev");
 }
