@@ -66,7 +66,7 @@ pub fn command(registry: &[Registration]) -> Command {
             Arg::new("web.listen-address")
                 .long("web.listen-address")
                 .value_name("ADDR")
-                .default_value(":9856")
+                .default_value(crate::config::DEFAULT_LISTEN)
                 .value_parser(ListenAddress::from_str)
                 .help("Address to listen on: :PORT, HOST:PORT or [IPv6]:PORT."),
         )

@@ -13,6 +13,19 @@ use crate::bpf::io::load::AttachMode;
 
 pub use values::{parse_duration, parse_threshold, ListenAddress};
 
+/// The agent's port, written once for the two defaults below (`concat!` takes only literals).
+macro_rules! default_port {
+    () => {
+        "9856"
+    };
+}
+
+/// `--web.listen-address`'s default: every address, the agent's port.
+pub const DEFAULT_LISTEN: &str = concat!(":", default_port!());
+
+/// The tools' `--agent` default: the agent on this node at its default address.
+pub const DEFAULT_AGENT: &str = concat!("127.0.0.1:", default_port!());
+
 /// Everything the flags decide.
 #[derive(Clone, Debug)]
 pub struct Config {

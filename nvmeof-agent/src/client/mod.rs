@@ -12,8 +12,7 @@ use hyper::body::Bytes;
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 
-/// `--agent`'s default: the agent's own default `--web.listen-address`.
-pub const DEFAULT_AGENT: &str = "127.0.0.1:9856";
+pub use crate::config::DEFAULT_AGENT;
 
 /// The most a tool reads of one answer: `/debug/slow` at its limit is some hundreds of KiB;
 /// `/metrics?controller=all` at 8 controllers × 64 queues about 4 MiB with classic buckets.
