@@ -259,7 +259,8 @@ fn load_tracing(
 }
 
 /// Loads and attaches the two nvme tp_btf programs of `object` (already opened as `ebpf`) on
-/// nvme_core's tracepoints, named by `btf_ids` in its BTF.
+/// nvme_core's tracepoints, named by `btf_ids` in its BTF: both loaded first, then attached in
+/// reverse order (the completion program before the setup one, see `io::load::attach`).
 pub fn attach_pair(
     object: &[u8],
     ebpf: &Ebpf,
@@ -270,9 +271,10 @@ pub fn attach_pair(
     let insns = Instructions::relocated(object, ebpf)?;
     let mut out = Vec::with_capacity(2);
     for (name, id) in programs.into_iter().zip(btf_ids) {
-        let mut p = ModuleProgram::load(&insns, name, &btf, id)?;
+        out.push(ModuleProgram::load(&insns, name, &btf, id)?);
+    }
+    for p in out.iter_mut().rev() {
         p.attach()?;
-        out.push(p);
     }
     Ok(out)
 }

@@ -315,25 +315,44 @@ fn attach(
         }
         _ => None,
     };
-    for (name, hook) in mode.programs().into_iter().zip(HOOKS) {
+    // Both verified first, then attached completion first. The other way round, every command
+    // set up while the completion program was still being verified (milliseconds, a second
+    // under TCG) and completed before it ran left an in-flight entry and one queue depth behind,
+    // until its tag came back and counted it as `inflight_replaced`. Now a command whose setup
+    // is seen has its completion seen; one set up before is an unmatched completion, as ever.
+    let pairs = mode.programs().into_iter().zip(HOOKS);
+    for (name, hook) in pairs.clone() {
         match mode {
             AttachMode::TpBtf => {
                 let p: &mut BtfTracePoint = program(ebpf, name)?;
                 let btf = btf.as_ref().expect("read above");
                 p.load(hook, btf)
                     .with_context(|| format!("loading {name} for tp_btf/{hook}"))?;
+            }
+            AttachMode::RawTracepoint => {
+                let p: &mut RawTracePoint = program(ebpf, name)?;
+                p.load().with_context(|| format!("verifying {name}"))?;
+            }
+            AttachMode::Tracepoint => {
+                let p: &mut TracePoint = program(ebpf, name)?;
+                p.load().with_context(|| format!("verifying {name}"))?;
+            }
+        }
+    }
+    for (name, hook) in pairs.rev() {
+        match mode {
+            AttachMode::TpBtf => {
+                let p: &mut BtfTracePoint = program(ebpf, name)?;
                 p.attach()
                     .with_context(|| format!("attaching {name} to tp_btf/{hook}"))?;
             }
             AttachMode::RawTracepoint => {
                 let p: &mut RawTracePoint = program(ebpf, name)?;
-                p.load().with_context(|| format!("verifying {name}"))?;
                 p.attach(hook)
                     .with_context(|| format!("attaching {name} to raw_tp/{hook}"))?;
             }
             AttachMode::Tracepoint => {
                 let p: &mut TracePoint = program(ebpf, name)?;
-                p.load().with_context(|| format!("verifying {name}"))?;
                 p.attach("nvme", hook)
                     .with_context(|| format!("attaching {name} to nvme:{hook}"))?;
             }
