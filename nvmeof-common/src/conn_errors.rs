@@ -94,6 +94,18 @@ impl ErrorTimeouts {
         let limit = if qid == 0 { self.admin_ns } else { self.io_ns };
         limit != 0 && latency_ns >= limit
     }
+
+    /// Longer than any command stays in flight: an I/O command times out after `io_ns`, and its
+    /// recovery (an Abort, a reset or a reconnect, each bounded by `admin_ns`) then ends it,
+    /// twice over for margin. A queue that has commands in flight and no event for this long
+    /// lost their completions. `u64::MAX` (never) while either timeout is unknown.
+    #[inline(always)]
+    pub fn longest_life_ns(&self) -> u64 {
+        if self.io_ns == 0 || self.admin_ns == 0 {
+            return u64::MAX;
+        }
+        self.io_ns.saturating_add(self.admin_ns).saturating_mul(2)
+    }
 }
 
 #[cfg(test)]
@@ -130,5 +142,17 @@ mod tests {
         assert!(t.timed_out(1, 30_000_000_000));
         assert!(!t.timed_out(1, 29_999_999_999));
         assert!(!t.timed_out(0, u64::MAX));
+        // Without the admin timeout no life is known to be too long.
+        assert_eq!(t.longest_life_ns(), u64::MAX);
+        let defaults = ErrorTimeouts {
+            io_ns: 30_000_000_000,
+            admin_ns: 60_000_000_000,
+        };
+        assert_eq!(defaults.longest_life_ns(), 180_000_000_000);
+        let huge = ErrorTimeouts {
+            io_ns: u64::MAX,
+            admin_ns: 1,
+        };
+        assert_eq!(huge.longest_life_ns(), u64::MAX);
     }
 }

@@ -98,6 +98,11 @@ crate::indexed_enum! {
         /// of the same index): it went to the in-flight LRU map, which costs a hash lookup at setup
         /// and at completion. Not a loss; many mean the array is small for the commands in flight.
         InflightCollision,
+        /// Commands written off as lost: a queue that had commands in flight saw no event for
+        /// longer than any command lives ([`crate::ErrorTimeouts::longest_life_ns`]), so their
+        /// completions went unseen (the kernel skipped the program). Counted by the command, at
+        /// the queue's next event; see [`QueueState::written_off`].
+        InflightExpired,
     }
 }
 
@@ -159,7 +164,7 @@ pub struct QueueKey {
     pub _pad: u16,
 }
 
-/// Cumulative per-queue counters. `submitted - completed` is the current depth (`completed` also
+/// Cumulative per-queue counters. [`QueueState::depth`] is the current depth (`completed` also
 /// counts commands whose completion was lost, when their tag is set up again); `busy_ns` grows
 /// while at least one command is in flight (like the block layer's `io_ticks`).
 #[repr(C)]
@@ -169,6 +174,25 @@ pub struct QueueState {
     pub completed: u64,
     pub busy_ns: u64,
     pub last_event_ns: u64,
+    /// Commands written off as lost (`ProgramCounter::InflightExpired`) and not yet ended, as
+    /// a two's-complement count: set, not added, to what the depth was, so two CPUs writing one
+    /// queue off at once write the same value. A written-off command that ends after all (its
+    /// tag's next setup, a late completion) counts in `completed` as ever and takes one off here,
+    /// so the depth counts it once.
+    pub written_off: u64,
+    /// Commands that started before this (monotonic ns) were written off; 0 while none was.
+    pub expired_before_ns: u64,
+}
+
+impl QueueState {
+    /// Commands in flight: submitted, less completed, less written off. Negative only for a
+    /// moment of two counters read without a lock, or after a race at a write-off.
+    #[inline(always)]
+    pub fn depth(&self) -> i64 {
+        self.submitted
+            .wrapping_sub(self.completed)
+            .wrapping_sub(self.written_off) as i64
+    }
 }
 
 /// Key of the per-(controller, queue, class) map.
@@ -260,6 +284,29 @@ mod tests {
         }
         s.buckets[7] = u32::MAX;
         assert_eq!(s.commands(), latencies.len() as u64 + u64::from(u32::MAX));
+    }
+
+    #[test]
+    fn depth_counts_written_off_commands_once() {
+        let mut q = QueueState {
+            submitted: 10,
+            completed: 7,
+            ..Default::default()
+        };
+        assert_eq!(q.depth(), 3);
+        // Three lost: written off as the programs do it, by a store.
+        q.written_off = q.submitted.wrapping_sub(q.completed);
+        assert_eq!(q.depth(), 0);
+        // One of them ends after all: completed once, taken off the written-off count.
+        q.completed += 1;
+        q.written_off = q.written_off.wrapping_add(u64::MAX);
+        assert_eq!(q.depth(), 0);
+        // A negative depth (counters read mid-update, a late end racing a write-off) is set
+        // right by the next write-off as well.
+        q.completed += 2;
+        assert_eq!(q.depth(), -2);
+        q.written_off = q.submitted.wrapping_sub(q.completed);
+        assert_eq!(q.depth(), 0);
     }
 
     #[test]

@@ -138,9 +138,14 @@ fn slot_layout() -> SlotLayout {
 
 #[inline(always)]
 fn count(counter: ProgramCounter) {
+    count_by(counter, 1);
+}
+
+#[inline(always)]
+fn count_by(counter: ProgramCounter, n: u64) {
     if let Some(p) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: a per-CPU slot: no other program run touches it while this one runs.
-        unsafe { *p += 1 };
+        unsafe { *p += n };
     }
 }
 
@@ -155,28 +160,51 @@ fn conn_error(ctrl_id: u32, kind: ConnErrorKind) {
     count_key(&CONN_ERRORS, &key, CountMap::ConnErrors, &MAP_FULL);
 }
 
-/// Brings a queue's busy time up to `now` and adds to its submitted and completed counts. A setup
-/// that replaced a lost command counts that command as completed, so `submitted - completed`
-/// (the depth) does not grow by one for every lost completion.
+/// Brings a queue's busy time up to `now`, adds `submitted` to its submitted count and, when a
+/// command ended (`ended_start_ns`: its start time; 0 for none), one to its completed count. A
+/// setup that replaced a lost command ends that command, so the depth does not grow by one for
+/// every lost completion.
+///
+/// A queue with commands in flight and no event for longer than any command lives
+/// (`ErrorTimeouts::longest_life_ns`) lost their completions: the kernel skipped the completion
+/// program (`program_misses`; 5.10 skips without counting). Left in the depth, they would hold
+/// it above zero, and count the queue busy for the whole of every gap between its commands,
+/// until each one's tag came back. They are written off instead (`QueueState::written_off`).
 #[inline(always)]
-fn queue_event(slot: u32, now: u64, submitted: u64, completed: u64) {
+fn queue_event(slot: u32, now: u64, submitted: u64, ended_start_ns: u64) {
     let Some(state) = QUEUES.get_ptr_mut(slot) else {
         return;
     };
     // SAFETY: state points into a map value; the racy reads below are tolerated (like the block
-    // layer's io_ticks): the counts themselves use atomic adds.
+    // layer's io_ticks): the counts themselves use atomic adds, and a write-off is a store that
+    // two CPUs racing on it both make with the same value.
     unsafe {
-        let depth = (*state).submitted.wrapping_sub((*state).completed);
+        let depth = (*state).depth();
         let last = (*state).last_event_ns;
-        if depth > 0 && last != 0 && now > last {
-            atomic_add(&mut (*state).busy_ns, now - last);
+        if depth != 0 && last != 0 && now > last {
+            let gap = now - last;
+            if gap <= global(&ERROR_TIMEOUTS).longest_life_ns() {
+                if depth > 0 {
+                    atomic_add(&mut (*state).busy_ns, gap);
+                }
+            } else {
+                (*state).written_off = (*state).submitted.wrapping_sub((*state).completed);
+                (*state).expired_before_ns = now;
+                if depth > 0 {
+                    count_by(ProgramCounter::InflightExpired, depth as u64);
+                }
+            }
         }
         (*state).last_event_ns = now;
         if submitted != 0 {
             atomic_add(&mut (*state).submitted, submitted);
         }
-        if completed != 0 {
-            atomic_add(&mut (*state).completed, completed);
+        if ended_start_ns != 0 {
+            atomic_add(&mut (*state).completed, 1);
+            if ended_start_ns < (*state).expired_before_ns {
+                // Written off already: the depth counted it out then.
+                atomic_add(&mut (*state).written_off, u64::MAX);
+            }
         }
     }
 }
@@ -196,7 +224,7 @@ struct Setup {
 #[inline(always)]
 fn finish(started: &Inflight, status: u16, now: u64, key: u64) -> Option<()> {
     let (ctrl_id, qid) = (started.ctrl_id, started.qid);
-    queue_event(started.queue_slot, now, 0, 1);
+    queue_event(started.queue_slot, now, 0, started.start_ns);
 
     let latency = now.saturating_sub(started.start_ns);
     let trace = slow_trace();

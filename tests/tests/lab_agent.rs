@@ -618,3 +618,123 @@ fn an_agent_started_under_load_leaves_no_command_in_flight() {
         );
     });
 }
+
+/// The hex bytes bpftool's JSON prints (`["0x05","0x00",...]`).
+fn bpftool_bytes(v: &serde_json::Value) -> Vec<u8> {
+    v.as_array()
+        .expect("bytes")
+        .iter()
+        .map(|b| u8::from_str_radix(b.as_str().expect("hex").trim_start_matches("0x"), 16).unwrap())
+        .collect()
+}
+
+/// A queue whose commands' completions were lost (as when the kernel skips the completion
+/// program) is written off once it has had no event for longer than any command lives, instead
+/// of showing a depth and counting busy time forever. With `nvme_core`'s timeouts at 2 s the
+/// bound is 8 s. The loss is made by hand: three submissions added, with bpftool, to the
+/// `QUEUES` slot of the queue a read from CPU 0 just used on the loop namespace (the lab is
+/// otherwise idle, so nothing races the change). Then, after 10 s, one more read: the depth is
+/// back to 0, the three are counted as `inflight_expired`, and the gap is not busy time.
+#[test]
+fn a_queue_whose_completions_were_lost_is_written_off_after_the_longest_command_life() {
+    on_each_lab(|s, release| {
+        let params = "/sys/module/nvme_core/parameters";
+        s.sh_out(&format!(
+            "echo 2 > {params}/io_timeout; echo 2 > {params}/admin_timeout"
+        ));
+        s.restart_agent("");
+        let loop_ctrl = s.sh_out("ctrl_of loop");
+        let read = "busy_read() { busybox taskset 1 dd if=$(dev_of loop) of=/dev/null bs=4k \
+                    count=$1 iflag=direct 2>/dev/null; }";
+        let dump = s.sh_out(&format!(
+            "{read}; busy_read 20 || exit 9; bpftool -j map dump name QUEUES"
+        ));
+        let entries: serde_json::Value = serde_json::from_str(&dump).expect("bpftool's JSON");
+        let (key, mut state) = entries
+            .as_array()
+            .expect("entries")
+            .iter()
+            .map(|e| {
+                let key = bpftool_bytes(&e["key"]);
+                let value = bpftool_bytes(&e["value"]);
+                let state = queue_state(&value);
+                (key, state)
+            })
+            .max_by_key(|(_, q)| q.last_event_ns)
+            .expect("a queue with events");
+        assert_eq!(
+            state.depth(),
+            0,
+            "{release}: the queue before the loss: {state:?}"
+        );
+        state.submitted += 3;
+        let hex = |b: &[u8]| {
+            b.iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        s.sh_out(&format!(
+            "bpftool map update name QUEUES key hex {} value hex {}",
+            hex(&key),
+            hex(&queue_state_bytes(&state))
+        ));
+        let by = [("controller", loop_ctrl.as_str())];
+        let before = s.scrape_now();
+        assert_eq!(
+            before.sum("nvmeof_queue_depth", &by),
+            3.0,
+            "{release}: the depth the lost completions leave"
+        );
+        s.sh_out(&format!("{read}; sleep 10; busy_read 1"));
+        let after = s.scrape_now();
+        s.sh_out(&format!(
+            "echo 30 > {params}/io_timeout; echo 60 > {params}/admin_timeout"
+        ));
+        s.restart_agent("");
+        let depth = after.sum("nvmeof_queue_depth", &by);
+        let expired = after.sum(
+            "nvmeof_exporter_ebpf_events_total",
+            &[("event", "inflight_expired")],
+        );
+        let busy = after.moved_from(&before, "nvmeof_queue_busy_seconds_total", &by);
+        eprintln!("{release}: depth {depth} after the gap, {expired} written off, {busy} s busy");
+        assert_eq!(depth, 0.0, "{release}: the depth once written off");
+        assert_eq!(expired, 3.0, "{release}: commands written off");
+        assert!(
+            busy < 2.0,
+            "{release}: {busy} s busy across a 10 s gap with nothing really in flight"
+        );
+    });
+}
+
+/// `QueueState` from the map value's bytes (six little-endian u64, in declaration order).
+fn queue_state(bytes: &[u8]) -> nvmeof_common::QueueState {
+    assert_eq!(
+        bytes.len(),
+        std::mem::size_of::<nvmeof_common::QueueState>()
+    );
+    let u = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
+    nvmeof_common::QueueState {
+        submitted: u(0),
+        completed: u(1),
+        busy_ns: u(2),
+        last_event_ns: u(3),
+        written_off: u(4),
+        expired_before_ns: u(5),
+    }
+}
+
+fn queue_state_bytes(q: &nvmeof_common::QueueState) -> Vec<u8> {
+    [
+        q.submitted,
+        q.completed,
+        q.busy_ns,
+        q.last_event_ns,
+        q.written_off,
+        q.expired_before_ns,
+    ]
+    .iter()
+    .flat_map(|v| v.to_le_bytes())
+    .collect()
+}

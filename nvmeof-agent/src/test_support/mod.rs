@@ -180,6 +180,7 @@ pub fn drained_io_state(controllers: &[(u32, &str)]) -> crate::bpf::io::IoState 
                 completed: n + 1,
                 busy_ns: n * 1_000_000,
                 last_event_ns: 0,
+                ..Default::default()
             };
             raw.queues.push((
                 QueueKey {

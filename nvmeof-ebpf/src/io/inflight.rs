@@ -33,6 +33,7 @@ pub(crate) fn inflight(s: &Setup, now: u64) -> Option<Inflight> {
 /// Records a command as in flight and counts it as submitted on its queue: in `key`'s slot of
 /// `INFLIGHT_SLOTS` (an inlined array lookup) when the slot is idle or already its key's, else
 /// (counted) or without `key` (the classic programs) under `lru_key` in `lru` (a hash lookup).
+/// A command it replaces (its completion lost) ends on its queue.
 #[inline(always)]
 pub(crate) fn begin<K>(
     key: Option<u64>,
@@ -44,24 +45,24 @@ pub(crate) fn begin<K>(
         Some(replaced) => replaced,
         None => begin_lru(lru, lru_key, value)?,
     };
-    if replaced {
+    if replaced != 0 {
         count(ProgramCounter::InflightReplaced);
     }
-    queue_event(value.queue_slot, value.start_ns, 1, replaced as u64);
+    queue_event(value.queue_slot, value.start_ns, 1, replaced);
     Some(())
 }
 
-/// Writes a command into its slot: `Some(replaced)` when the slot was idle (claimed by an atomic
+/// Writes a command into its slot: `Some(0)` when the slot was idle (claimed by an atomic
 /// compare-and-exchange of its start time, so two setups of one index on two CPUs cannot both
-/// take it) or already its key's (`replaced`: that command's completion was lost); `None` when
-/// the slot holds another command in flight (counted).
+/// take it), `Some(start)` when it was already its key's (the start time of the command replaced,
+/// whose completion was lost); `None` when the slot holds another command in flight (counted).
 ///
 /// The compare-and-exchange came with Linux 5.12, and 5.10's verifier refuses a program holding
 /// one even where it cannot run: only the request-keyed programs use the slots (they need
 /// nvme_core's BTF, which 5.10 kernels lack); the classic ones, every kernel's fallback, keep to
 /// the LRU maps.
 #[inline(always)]
-pub(crate) fn claim(key: u64, value: &Inflight) -> Option<bool> {
+pub(crate) fn claim(key: u64, value: &Inflight) -> Option<u64> {
     let slots = slot_layout();
     let slot = INFLIGHT_SLOTS.get_ptr_mut(slots.inflight_index(key))?;
     let mine = SlotLayout::slot_key(key);
@@ -71,8 +72,8 @@ pub(crate) fn claim(key: u64, value: &Inflight) -> Option<bool> {
     unsafe {
         let start = &mut (*slot).inflight.start_ns;
         let replaced = match compare_exchange(start, 0, value.start_ns) {
-            0 => false,
-            _ if (*slot).key == mine => true,
+            0 => 0,
+            old if (*slot).key == mine => old,
             _ => {
                 count(ProgramCounter::InflightCollision);
                 return None;
@@ -103,19 +104,20 @@ pub(crate) fn release(key: u64) -> Option<Inflight> {
     }
 }
 
-/// Records a command in an in-flight LRU map; whether it replaced one whose completion was lost.
+/// Records a command in an in-flight LRU map; the start time of one it replaced, whose
+/// completion was lost, or 0.
 #[inline(always)]
 pub(crate) fn begin_lru<K>(
     map: &LruHashMap<K, Inflight>,
     key: &K,
     value: &Inflight,
-) -> Option<bool> {
+) -> Option<u64> {
     match map.get_ptr_mut(key) {
         Some(p) => {
             // SAFETY: p points into the map's value for key; only this key's setup and completion
             // write it, and they do not overlap (the key serves one command at a time).
             unsafe {
-                let replaced = (*p).start_ns != 0;
+                let replaced = (*p).start_ns;
                 *p = *value;
                 Some(replaced)
             }
@@ -126,7 +128,7 @@ pub(crate) fn begin_lru<K>(
                 count(ProgramCounter::InflightFull);
                 return None;
             }
-            Some(false)
+            Some(0)
         }
     }
 }

@@ -414,6 +414,7 @@ mod tests {
                 completed: 3,
                 busy_ns: 2_000,
                 last_event_ns: 1,
+                ..Default::default()
             };
             for ctrl_id in [0, 5] {
                 queues

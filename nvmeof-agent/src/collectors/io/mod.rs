@@ -82,6 +82,7 @@ pub fn event_label(c: ProgramCounter) -> Option<&'static str> {
         ProgramCounter::SlowRingFull => "slow_ring_full",
         ProgramCounter::HostWaitUnmatched => "host_wait_unmatched",
         ProgramCounter::InflightCollision => "inflight_collision",
+        ProgramCounter::InflightExpired => "inflight_expired",
     })
 }
 

@@ -326,8 +326,8 @@ impl Model {
                 let busy = delta_u64(before.busy_ns, cur.busy_ns);
                 moved.submitted += delta_u64(before.submitted, cur.submitted);
                 moved.completed += delta_u64(before.completed, cur.completed);
-                // Two counters read without a lock: a completion may land between them, so clamp.
-                (key, cur.submitted.saturating_sub(cur.completed), busy)
+                // Counters read without a lock: a completion may land between them, so clamp.
+                (key, cur.depth().max(0) as u64, busy)
             })
             .collect();
         // Stable, and linear on rows already in order: the last read of a key wins below.

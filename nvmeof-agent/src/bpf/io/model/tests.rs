@@ -182,6 +182,7 @@ fn a_scrape_chooses_the_controllers_it_shows_per_queue() {
                     completed: 4,
                     busy_ns: 100 * u64::from(qid + 1),
                     last_event_ns: 0,
+                    ..Default::default()
                 };
                 (
                     QueueKey {
@@ -362,6 +363,7 @@ fn queues_statuses_and_counters() {
                 completed,
                 busy_ns,
                 last_event_ns: 0,
+                ..Default::default()
             },
         )
     };
@@ -444,6 +446,7 @@ fn queue_series_follow_their_keys_in_any_order() {
                 completed: 1,
                 busy_ns,
                 last_event_ns: 0,
+                ..Default::default()
             },
         )
     };
