@@ -200,13 +200,14 @@ fn start_with_formats_but_no_tracepoints_reports_down() {
         return;
     };
     // The programs must pass this kernel's verifier: loading may only stop for lack of an
-    // object or of permission, or at attach (no nvme tracepoints here).
+    // object or of permission, or at attach (no nvme tracepoints here), where the completion
+    // program goes first (`load::attach`).
     let state = Arc::new(RwLock::new(IoState::default()));
     let why = loader::explain(&try_start(&opts, &state, &Trigger::default()).err().unwrap());
     assert!(
         why.contains("no eBPF object")
             || why.starts_with("no permission")
-            || why.contains("attaching nvme_setup_cmd to nvme:nvme_setup_cmd"),
+            || why.contains("attaching nvme_complete_rq to nvme:nvme_complete_rq"),
         "{why}"
     );
     assert!(!start(opts).read().up);
