@@ -175,8 +175,8 @@ pub struct QueueState {
     pub busy_ns: u64,
     pub last_event_ns: u64,
     /// Commands written off as lost (`ProgramCounter::InflightExpired`) and not yet ended, as
-    /// a two's-complement count: set, not added, to what the depth was, so two CPUs writing one
-    /// queue off at once write the same value. A written-off command that ends after all (its
+    /// a two's-complement count: set, not added, to `submitted - completed` (the depth is then
+    /// 0), so two CPUs writing one queue off at once write the same value. A written-off command that ends after all (its
     /// tag's next setup, a late completion) counts in `completed` as ever and takes one off here,
     /// so the depth counts it once.
     pub written_off: u64,

@@ -318,7 +318,7 @@ fn attach(
     // Both verified first, then attached completion first. The other way round, every command
     // set up while the completion program was still being verified (milliseconds, a second
     // under TCG) and completed before it ran left an in-flight entry and one queue depth behind,
-    // until its tag came back and counted it as `inflight_replaced`. Now a command whose setup
+    // until its tag came back and counted it lost (`inflight_evictions`). Now a command whose setup
     // is seen has its completion seen; one set up before is an unmatched completion, as ever.
     let pairs = mode.programs().into_iter().zip(HOOKS);
     for (name, hook) in pairs.clone() {
