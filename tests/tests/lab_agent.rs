@@ -657,7 +657,7 @@ fn a_queue_whose_completions_were_lost_is_written_off_after_the_longest_command_
             .map(|e| {
                 let key = bpftool_bytes(&e["key"]);
                 let value = bpftool_bytes(&e["value"]);
-                let state = queue_state(&value);
+                let state: nvmeof_common::QueueState = bytemuck::pod_read_unaligned(&value);
                 (key, state)
             })
             .max_by_key(|(_, q)| q.last_event_ns)
@@ -677,7 +677,7 @@ fn a_queue_whose_completions_were_lost_is_written_off_after_the_longest_command_
         s.sh_out(&format!(
             "bpftool map update name QUEUES key hex {} value hex {}",
             hex(&key),
-            hex(&queue_state_bytes(&state))
+            hex(bytemuck::bytes_of(&state))
         ));
         let by = [("controller", loop_ctrl.as_str())];
         let before = s.scrape_now();
@@ -706,35 +706,4 @@ fn a_queue_whose_completions_were_lost_is_written_off_after_the_longest_command_
             "{release}: {busy} s busy across a 10 s gap with nothing really in flight"
         );
     });
-}
-
-/// `QueueState` from the map value's bytes (six little-endian u64, in declaration order).
-fn queue_state(bytes: &[u8]) -> nvmeof_common::QueueState {
-    assert_eq!(
-        bytes.len(),
-        std::mem::size_of::<nvmeof_common::QueueState>()
-    );
-    let u = |i: usize| u64::from_le_bytes(bytes[i * 8..i * 8 + 8].try_into().unwrap());
-    nvmeof_common::QueueState {
-        submitted: u(0),
-        completed: u(1),
-        busy_ns: u(2),
-        last_event_ns: u(3),
-        written_off: u(4),
-        expired_before_ns: u(5),
-    }
-}
-
-fn queue_state_bytes(q: &nvmeof_common::QueueState) -> Vec<u8> {
-    [
-        q.submitted,
-        q.completed,
-        q.busy_ns,
-        q.last_event_ns,
-        q.written_off,
-        q.expired_before_ns,
-    ]
-    .iter()
-    .flat_map(|v| v.to_le_bytes())
-    .collect()
 }

@@ -366,8 +366,8 @@ impl Lab {
         // A first round trip proves the channel before any real command relies on it.
         let mut answered = false;
         for _ in 0..5 {
-            if let Ok(o) = lab.sh_timeout("echo pong", Duration::from_secs(10)) {
-                answered = o.out.trim() == "pong";
+            if let Ok(pong) = lab.answers_within(Duration::from_secs(10)) {
+                answered = pong;
                 break;
             }
         }
@@ -415,9 +415,15 @@ impl Lab {
         let since = console.get(mark as usize..).unwrap_or_default();
         let why = stop_in(&String::from_utf8_lossy(since))?.to_owned();
         let answered = self
-            .sh_timeout("echo pong", Duration::from_secs(20))
-            .is_ok_and(|o| o.out.trim() == "pong");
+            .answers_within(Duration::from_secs(20))
+            .unwrap_or(false);
         (!answered).then_some(why)
+    }
+
+    /// One round trip on the control channel: whether `echo pong` came back as `pong`; an
+    /// error when nothing came back within `timeout` or the channel is closed.
+    fn answers_within(&mut self, timeout: Duration) -> Result<bool> {
+        Ok(self.sh_timeout("echo pong", timeout)?.out.trim() == "pong")
     }
 
     /// Runs a script in the guest and returns its output and exit code.
